@@ -1,0 +1,123 @@
+"""Checks at the API edge. The compiled kernels trust their input; everything is checked here.
+
+Each failure is a ValueError or TypeError that names the argument, the offending value and,
+for data, the first offending row.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .network import Architecture
+
+
+def positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer; got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value}")
+    return int(value)
+
+
+def positive_float(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number; got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def _first_bad_row(mask):
+    rows = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    return int(rows[0])
+
+
+def check_X(X, arch: Architecture, name="X"):
+    """Return X as C-contiguous uint8 [N, D] (scaled later, in the kernels) or arch.dtype [N, D].
+
+    Accepts [N, D] or images [N, h, w] with h*w == D.
+    """
+    if X is None:
+        raise TypeError(f"{name} must be an array of shape [n_samples, {arch.layers[0]}]; got None")
+    X = np.asarray(X)
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers; got an array of dtype {X.dtype}")
+    if X.dtype == np.bool_ or (np.issubdtype(X.dtype, np.integer) and X.dtype != np.uint8):
+        raise TypeError(
+            f"{name} must be uint8 pixels (scaled by 1/255) or floats; got dtype {X.dtype}. "
+            f"Use {name}.astype(np.uint8) for 0..255 pixels or {name}.astype(np.float32) for features"
+        )
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real; got dtype {X.dtype}")
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape [n_samples, {arch.layers[0]}] or [n_samples, height, width]; got shape {X.shape}"
+        )
+    if len(X) == 0:
+        raise ValueError(f"{name} is empty (shape {X.shape}); need at least one sample")
+    if X.shape[1] != arch.layers[0]:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features per sample but layers[0] is {arch.layers[0]}; "
+            f"make the first layer size equal the number of features"
+        )
+    if X.dtype == np.uint8:
+        return np.ascontiguousarray(X)
+    X = np.ascontiguousarray(X, dtype=arch.dtype)
+    finite = np.isfinite(X)
+    if not finite.all():
+        row = _first_bad_row(~finite)
+        raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
+    return X
+
+
+def check_y(y, arch: Architecture, n_samples, name="y"):
+    """Labels as int64 [N] in [0, n_classes) for classifiers; floats [N, K] for regression."""
+    if y is None:
+        raise TypeError(f"{name} must be an array of {n_samples} targets; got None")
+    y = np.asarray(y)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers; got an array of dtype {y.dtype}")
+    if y.ndim == 0 or len(y) != n_samples:
+        got = len(y) if y.ndim else "a scalar"
+        raise ValueError(f"X and {name} have different lengths: X has {n_samples} samples, {name} has {got}")
+    if not arch.is_classifier:
+        n_out = arch.layers[-1]
+        if y.ndim == 1 and n_out == 1:
+            y = y[:, None]
+        if y.ndim != 2 or y.shape[1] != n_out:
+            raise ValueError(f"{name} must have shape [{n_samples}, {n_out}] for regression; got shape {y.shape}")
+        y = np.ascontiguousarray(y, dtype=arch.dtype)
+        finite = np.isfinite(y)
+        if not finite.all():
+            raise ValueError(f"{name} contains NaN or infinity; first at row {_first_bad_row(~finite)}")
+        return y
+    if y.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D array of class labels, shape [{n_samples}]; got shape {y.shape}"
+            + (" (one-hot targets? pass y.argmax(axis=1))" if y.ndim == 2 else "")
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if y.dtype == np.bool_:
+            y = y.astype(np.int64)
+        else:
+            integral = np.isfinite(y) & (np.round(y) == y)
+            if not integral.all():
+                row = int(np.flatnonzero(~integral)[0])
+                raise ValueError(
+                    f"{name} must hold integer class labels for loss {arch.loss!r}; got {y[row]!r} at row {row}"
+                )
+    n_classes = arch.n_classes
+    outside = (y < 0) | (y >= n_classes)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        value = y[row].item()
+        raise ValueError(
+            f"{name} labels must be in [0, {n_classes - 1}] to match layers[-1] = {arch.layers[-1]} "
+            f"with loss {arch.loss!r}; got {value!r} at row {row}"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)

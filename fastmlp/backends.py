@@ -1,0 +1,60 @@
+"""Backends do the arithmetic; the trainer (``fastmlp.trainer``) does everything else.
+
+A backend is built for one ``Architecture`` and offers:
+
+- ``prepare(X)``: the dataset in the form its kernels read (once per dataset);
+- ``train_chunk(params, data, targets, order, lr, batch_size)``: SGD over the sample
+  positions in ``order`` in place on ``params``, returning
+  ``(loss_sum, n_correct, n_done, nonfinite_at)`` exactly as ``reference.train_batches``;
+- ``logits(params, data)``: the output layer's pre-activation z[N, K].
+
+``compile_seconds`` is the JIT time spent so far (0 for NumPy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference
+from .network import Architecture
+
+BACKENDS = ("numba", "numpy")
+
+
+class NumpyBackend:
+    """The reference, batch by batch, in plain NumPy."""
+
+    name = "numpy"
+
+    def __init__(self, arch: Architecture, threads: int = 1):
+        self.arch = arch
+        self.threads = 1
+        self.compile_seconds = 0.0
+
+    def prepare(self, X):
+        return X
+
+    def warmup(self, params, data, targets, batch_size):
+        """Nothing to compile."""
+
+    def train_chunk(self, params, data, targets, order, lr, batch_size):
+        return reference.train_batches(self.arch, params, data, targets, order, lr, batch_size)
+
+    def logits(self, params, data, block=4096):
+        out = []
+        for start in range(0, len(data), block):
+            x = reference.as_input(data[start : start + block], self.arch.dtype)
+            out.append(reference.forward(self.arch, params, x)[1])
+        if not out:
+            return np.empty((0, self.arch.layers[-1]), self.arch.dtype)
+        return np.concatenate(out)
+
+
+def make_backend(name, arch: Architecture, threads: int = 1):
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
+    if name == "numpy":
+        return NumpyBackend(arch, threads)
+    from ._numba_backend import NumbaBackend  # imported lazily: numba's import costs ~0.5 s
+
+    return NumbaBackend(arch, threads)

@@ -1,0 +1,212 @@
+"""What a network is: layer sizes, activation and loss names, the flat parameter layout, init.
+
+Every backend shares this module, so a network built from the same seed starts from the same
+numbers whichever backend trains it.
+
+Parameter layout (one flat vector, ``params``)::
+
+    [W1 | b1 | W2 | b2 | ... | WL | bL]      W_l: [n_{l-1}, n_l] C-order (input-major)
+                                             b_l: [n_l], absent when bias=False
+
+Input-major weights make ``out[B, n_l] = act(x[B, n_{l-1}] @ W_l + b_l)`` a plain GEMM and make
+the rows that one input unit touches contiguous, which the per-sample kernel relies on to skip
+zero pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+# Integer codes are what the compiled kernels receive; the names are the public API.
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
+
+# (output, loss) -> code. Only these pairs exist; each has a gradient with respect to the
+# output layer's pre-activation z that the kernels fuse (see reference.loss_backward).
+LOSSES = {
+    ("softmax", "cross_entropy"): 0,
+    ("softmax", "mse"): 1,
+    ("sigmoid", "binary_cross_entropy"): 2,
+    ("identity", "mse"): 3,
+}
+# The output layer a loss implies when the caller does not name one.
+DEFAULT_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
+OUTPUTS = ("softmax", "sigmoid", "identity")
+LOSS_NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
+
+INITS = ("auto", "zeros", "uniform", "normal", "xavier", "he")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+CROSS_ENTROPY, SOFTMAX_MSE, SIGMOID_BCE, IDENTITY_MSE = 0, 1, 2, 3
+
+
+class SymmetryWarning(UserWarning):
+    """Zero initialisation: every hidden unit gets the same gradient and stays identical."""
+
+
+def _choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Layer sizes plus the names that fix the maths. Validated on construction."""
+
+    layers: tuple
+    activation: str = "sigmoid"
+    loss: str = "cross_entropy"
+    output: str | None = None
+    bias: bool = True
+    dtype: type = np.float32
+
+    def __post_init__(self):
+        layers = self.layers
+        if isinstance(layers, str):
+            raise TypeError(f"layers must be a sequence of integers like [784, 128, 10]; got {layers!r}")
+        try:
+            layers = tuple(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a sequence of integers like [784, 128, 10]; got {layers!r}") from None
+        if len(layers) < 2:
+            raise ValueError(f"layers needs at least an input and an output size; got {list(layers)}")
+        for position, size in enumerate(layers):
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+                raise TypeError(f"layers[{position}] must be an integer; got {size!r}")
+            if size < 1:
+                raise ValueError(f"layers[{position}] must be >= 1; got {size}")
+        object.__setattr__(self, "layers", tuple(int(s) for s in layers))
+        _choice("activation", self.activation, tuple(ACTIVATIONS))
+        _choice("loss", self.loss, LOSS_NAMES)
+        output = DEFAULT_OUTPUT[self.loss] if self.output is None else _choice("output", self.output, OUTPUTS)
+        if (output, self.loss) not in LOSSES:
+            pairs = ", ".join(f"{o}+{l}" for o, l in LOSSES)
+            raise ValueError(f"output {output!r} cannot be trained with loss {self.loss!r}; supported pairs: {pairs}")
+        object.__setattr__(self, "output", output)
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False; got {self.bias!r}")
+        dtype = self.dtype
+        if isinstance(dtype, str):
+            dtype = DTYPES.get(dtype)
+        elif dtype in (np.float32, np.float64) or np.dtype(dtype) in (np.float32, np.float64):
+            dtype = np.dtype(dtype).type
+        else:
+            dtype = None
+        if dtype is None:
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        object.__setattr__(self, "dtype", dtype)
+        if self.loss_code == SIGMOID_BCE and self.layers[-1] != 1:
+            raise ValueError(
+                f"loss 'binary_cross_entropy' needs exactly one output unit (layers[-1] == 1); "
+                f"got layers[-1] = {self.layers[-1]}. For {self.layers[-1]} classes use loss='cross_entropy'"
+            )
+        if self.output == "softmax" and self.layers[-1] < 2:
+            raise ValueError(f"a softmax output needs at least 2 units; got layers[-1] = {self.layers[-1]}")
+
+    @property
+    def activation_code(self) -> int:
+        return ACTIVATIONS[self.activation]
+
+    @property
+    def loss_code(self) -> int:
+        return LOSSES[(self.output, self.loss)]
+
+    @property
+    def is_classifier(self) -> bool:
+        """True when targets are class labels (softmax outputs or a single sigmoid unit)."""
+        return self.loss_code != IDENTITY_MSE
+
+    @property
+    def n_classes(self) -> int:
+        return 2 if self.loss_code == SIGMOID_BCE else self.layers[-1]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (hidden layers + 1)."""
+        return len(self.layers) - 1
+
+    def layout(self) -> "Layout":
+        return Layout.of(self.layers, self.bias)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets of each layer's W and b in the flat parameter vector (b_offsets -1: no bias)."""
+
+    sizes: np.ndarray  # int64 [L+1]
+    w_offsets: np.ndarray  # int64 [L]
+    b_offsets: np.ndarray  # int64 [L], -1 when there are no biases
+    n_params: int
+
+    @classmethod
+    def of(cls, layers, bias: bool) -> "Layout":
+        sizes = np.asarray(layers, dtype=np.int64)
+        w_offsets, b_offsets = [], []
+        offset = 0
+        for n_in, n_out in zip(layers[:-1], layers[1:]):
+            w_offsets.append(offset)
+            offset += n_in * n_out
+            if bias:
+                b_offsets.append(offset)
+                offset += n_out
+            else:
+                b_offsets.append(-1)
+        return cls(sizes, np.asarray(w_offsets, np.int64), np.asarray(b_offsets, np.int64), offset)
+
+    def views(self, params: np.ndarray):
+        """[(W_l, b_l or None)] as views into ``params``: writing to them writes ``params``."""
+        out = []
+        for l in range(len(self.w_offsets)):
+            n_in, n_out = int(self.sizes[l]), int(self.sizes[l + 1])
+            w0 = int(self.w_offsets[l])
+            W = params[w0 : w0 + n_in * n_out].reshape(n_in, n_out)
+            b0 = int(self.b_offsets[l])
+            b = params[b0 : b0 + n_out] if b0 >= 0 else None
+            out.append((W, b))
+        return out
+
+
+def resolve_init(init: str, activation: str) -> str:
+    _choice("init", init, INITS)
+    if init == "auto":
+        return "he" if activation == "relu" else "xavier"
+    return init
+
+
+def init_params(arch: Architecture, init: str = "auto", seed=0) -> np.ndarray:
+    """A fresh flat parameter vector, drawn in float64 from ``seed`` then cast to arch.dtype.
+
+    Biases start at zero. Weight schemes, with fan_in = n_{l-1}, fan_out = n_l:
+    zeros; uniform U(-1/sqrt(fan_in), 1/sqrt(fan_in)); normal N(0, 1/fan_in);
+    xavier (Glorot) U(-sqrt(6/(fan_in+fan_out)), +...); he N(0, 2/fan_in).
+    ``auto`` is he for relu and xavier otherwise.
+    """
+    scheme = resolve_init(init, arch.activation)
+    layout = arch.layout()
+    params = np.zeros(layout.n_params, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    if scheme == "zeros":
+        if arch.n_layers > 1:
+            warnings.warn(
+                "init='zeros': every hidden unit receives the same gradient and they stay identical "
+                "forever (the network behaves as if it had one hidden unit per layer); use init='auto'",
+                SymmetryWarning,
+                stacklevel=3,
+            )
+        return params.astype(arch.dtype)
+    for W, _ in layout.views(params):
+        fan_in, fan_out = W.shape
+        if scheme == "uniform":
+            limit = 1.0 / np.sqrt(fan_in)
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+        elif scheme == "normal":
+            W[...] = rng.normal(0.0, 1.0 / np.sqrt(fan_in), size=W.shape)
+        elif scheme == "xavier":
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+        else:  # he
+            W[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=W.shape)
+    return params.astype(arch.dtype)

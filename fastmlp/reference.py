@@ -1,0 +1,215 @@
+"""The NumPy reference: the readable definition of every computation the compiled core does.
+
+Shapes use B for the batch, D for a layer's inputs, H for its outputs, K for the output units.
+Weights are input-major (see ``fastmlp.network``)::
+
+    z[B,H] = x[B,D] @ W[D,H] + b[H]          a[B,H] = act(z)
+    loss   = mean over the batch of the per-sample losses below
+    update = params -= lr * mean over the batch of the per-sample gradients
+
+Per-sample losses and the gradient each fuses with its output layer, dz = dloss/dz[B,K]:
+
+    softmax + cross_entropy         -log p[y]              = logsumexp(z) - z[y]     dz = p - onehot(y)
+    softmax + mse                   0.5 * sum_k (p_k - t_k)^2      g = p - t;  dz = p * (g - sum_k p_k g_k)
+                                    (the full softmax Jacobian: diag(p) - p p^T, not its diagonal)
+    sigmoid + binary_cross_entropy  -(t log p + (1-t) log(1-p)) = max(z,0) - z t + log1p(exp(-|z|))   dz = p - t
+    identity + mse (regression)     0.5 * sum_k (z_k - t_k)^2                                         dz = z - t
+
+Every exponential here sees a non-positive argument, so logits of +-1000 give neither an
+overflow warning nor a NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import CROSS_ENTROPY, IDENTITY_MSE, SIGMOID_BCE, SOFTMAX_MSE, Architecture
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+# --- activations -----------------------------------------------------------------------------
+
+
+def sigmoid(z):
+    """1 / (1 + exp(-z)), written so exp only ever sees -|z|."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def softmax(z):
+    """softmax over the last axis, max-shifted."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z):
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def activation_forward(z, name):
+    """a[B,H] = act(z[B,H])"""
+    if name == "identity":
+        return z
+    if name == "sigmoid":
+        return sigmoid(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_backward(da, a, name):
+    """dz[B,H] = da[B,H] * act'(z), written in terms of the stored output a = act(z)."""
+    if name == "identity":
+        return da
+    if name == "sigmoid":
+        return da * a * (1 - a)
+    if name == "tanh":
+        return da * (1 - a * a)
+    if name == "relu":
+        return da * (a > 0)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+# --- output layer and loss -------------------------------------------------------------------
+
+
+def output_forward(z, loss_code):
+    """out[B,K] = softmax(z), sigmoid(z) or z, as the loss pair says."""
+    if loss_code in (CROSS_ENTROPY, SOFTMAX_MSE):
+        return softmax(z)
+    if loss_code == SIGMOID_BCE:
+        return sigmoid(z)
+    return z
+
+
+def one_hot(labels, n_classes, dtype):
+    """t[B,K] with a single 1 per row, at column labels[row]."""
+    t = np.zeros((len(labels), n_classes), dtype=dtype)
+    t[np.arange(len(labels)), labels] = 1
+    return t
+
+
+def loss_forward(z, out, targets, loss_code):
+    """Per-sample losses [B]. ``targets``: int labels [B] for classifiers, floats [B,K] for mse regression."""
+    if loss_code == CROSS_ENTROPY:
+        return -log_softmax(z)[np.arange(len(z)), targets]
+    if loss_code == SOFTMAX_MSE:
+        return 0.5 * ((out - one_hot(targets, z.shape[1], z.dtype)) ** 2).sum(axis=1)
+    if loss_code == SIGMOID_BCE:
+        t = targets.astype(z.dtype)[:, None]
+        return (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+    return 0.5 * ((z - targets) ** 2).sum(axis=1)
+
+
+def loss_backward(out, targets, loss_code):
+    """dz[B,K] = d(per-sample loss)/dz, one row per sample (not yet averaged)."""
+    if loss_code == CROSS_ENTROPY:
+        # softmax and cross-entropy differentiate together to p - onehot: the softmax Jacobian
+        # contracted with -onehot/p collapses, so no division by a tiny p ever happens.
+        return out - one_hot(targets, out.shape[1], out.dtype)
+    if loss_code == SOFTMAX_MSE:
+        g = out - one_hot(targets, out.shape[1], out.dtype)
+        return out * (g - (out * g).sum(axis=1, keepdims=True))
+    if loss_code == SIGMOID_BCE:
+        return out - targets.astype(out.dtype)[:, None]
+    return out - targets
+
+
+def count_correct(out, targets, loss_code):
+    """How many rows are classified right (0 for regression)."""
+    if loss_code == IDENTITY_MSE:
+        return 0
+    if loss_code == SIGMOID_BCE:
+        return int(((out[:, 0] >= 0.5) == (targets == 1)).sum())
+    return int((out.argmax(axis=1) == targets).sum())
+
+
+# --- the network -----------------------------------------------------------------------------
+
+
+def as_input(x, dtype):
+    """uint8 pixels become dtype(pixel) * dtype(1/255); floats pass through as dtype."""
+    if x.dtype == np.uint8:
+        return x.astype(dtype) * dtype(PIXEL_SCALE)
+    return x.astype(dtype, copy=False)
+
+
+def forward(arch: Architecture, params, x):
+    """Activations [x, a1, ..., a_{L-1}] and the output pre-activation z_L.
+
+    a_l[B,n_l] = act(a_{l-1}[B,n_{l-1}] @ W_l[n_{l-1},n_l] + b_l[n_l]) for hidden layers;
+    z_L is returned raw so the loss can use it directly (logsumexp, log1p).
+    """
+    views = arch.layout().views(params)
+    activations = [x]
+    a = x
+    for l, (W, b) in enumerate(views):
+        z = a @ W
+        if b is not None:
+            z += b
+        if l == len(views) - 1:
+            return activations, z
+        a = activation_forward(z, arch.activation)
+        activations.append(a)
+
+
+def backward(arch: Architecture, params, activations, dz):
+    """Gradient of the batch-mean loss, as a flat vector laid out like ``params``.
+
+    From z_l = a_{l-1} @ W_l + b_l:  dW_l = a_{l-1}^T @ dz_l / B,  db_l = mean_B dz_l,
+    da_{l-1} = dz_l @ W_l^T,  dz_{l-1} = da_{l-1} * act'(a_{l-1}).
+    """
+    layout = arch.layout()
+    grad = np.empty_like(params)
+    batch = dz.shape[0]
+    weights = layout.views(params)
+    grads = layout.views(grad)
+    for l in range(len(weights) - 1, -1, -1):
+        W, _ = weights[l]
+        dW, db = grads[l]
+        a_prev = activations[l]
+        dW[...] = a_prev.T @ dz / batch
+        if db is not None:
+            db[...] = dz.sum(axis=0) / batch
+        if l > 0:
+            dz = activation_backward(dz @ W.T, a_prev, arch.activation)
+    return grad
+
+
+def predict_output(arch: Architecture, params, X, batch_size=4096):
+    """out[N,K] for a whole dataset, in row blocks to bound memory."""
+    out = np.empty((len(X), arch.layers[-1]), dtype=arch.dtype)
+    for start in range(0, len(X), batch_size):
+        x = as_input(X[start : start + batch_size], arch.dtype)
+        _, z = forward(arch, params, x)
+        out[start : start + batch_size] = output_forward(z, arch.loss_code)
+    return out
+
+
+def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size):
+    """SGD over ``order`` in batches of ``batch_size`` (the last may be shorter), in place.
+
+    Returns (loss_sum, n_correct, n_done, nonfinite_at): per-sample losses and hits are taken
+    before the update of the batch they belong to; on the first non-finite loss the batch is
+    not applied and ``nonfinite_at`` is that sample's position in ``order`` (else -1).
+    """
+    lr = arch.dtype(lr)
+    loss_sum = 0.0
+    n_correct = 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        activations, z = forward(arch, params, as_input(X[rows], arch.dtype))
+        out = output_forward(z, arch.loss_code)
+        t = targets[rows]
+        losses = loss_forward(z, out, t, arch.loss_code)
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            return loss_sum, n_correct, start, start + int(np.argmax(bad))
+        loss_sum += float(losses.sum(dtype=np.float64))
+        n_correct += count_correct(out, t, arch.loss_code)
+        params -= lr * backward(arch, params, activations, loss_backward(out, t, arch.loss_code))
+    return loss_sum, n_correct, len(order), -1
