@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -129,6 +130,10 @@ class Architecture:
         return len(self.layers) - 1
 
     def layout(self) -> "Layout":
+        return self._layout
+
+    @cached_property
+    def _layout(self) -> "Layout":
         return Layout.of(self.layers, self.bias)
 
 

@@ -160,21 +160,22 @@ def forward(arch: Architecture, params, x):
 def backward(arch: Architecture, params, activations, dz):
     """Gradient of the batch-mean loss, as a flat vector laid out like ``params``.
 
-    From z_l = a_{l-1} @ W_l + b_l:  dW_l = a_{l-1}^T @ dz_l / B,  db_l = mean_B dz_l,
-    da_{l-1} = dz_l @ W_l^T,  dz_{l-1} = da_{l-1} * act'(a_{l-1}).
+    From z_l = a_{l-1} @ W_l + b_l, with the output dz already divided by B (the mean):
+    dW_l = a_{l-1}^T @ dz_l,  db_l = sum_B dz_l,  da_{l-1} = dz_l @ W_l^T,
+    dz_{l-1} = da_{l-1} * act'(a_{l-1}).
     """
     layout = arch.layout()
     grad = np.empty_like(params)
-    batch = dz.shape[0]
+    dz = dz / dz.dtype.type(dz.shape[0])
     weights = layout.views(params)
     grads = layout.views(grad)
     for l in range(len(weights) - 1, -1, -1):
         W, _ = weights[l]
         dW, db = grads[l]
         a_prev = activations[l]
-        dW[...] = a_prev.T @ dz / batch
+        np.matmul(a_prev.T, dz, out=dW)
         if db is not None:
-            db[...] = dz.sum(axis=0) / batch
+            dz.sum(axis=0, out=db)
         if l > 0:
             dz = activation_backward(dz @ W.T, a_prev, arch.activation)
     return grad
@@ -197,7 +198,11 @@ def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size)
     before the update of the batch they belong to; on the first non-finite loss the batch is
     not applied and ``nonfinite_at`` is that sample's position in ``order`` (else -1).
     """
-    lr = arch.dtype(lr)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught from the loss
+        return _train_batches(arch, params, X, targets, order, arch.dtype(lr), batch_size)
+
+
+def _train_batches(arch, params, X, targets, order, lr, batch_size):
     loss_sum = 0.0
     n_correct = 0
     for start in range(0, len(order), batch_size):
@@ -211,5 +216,7 @@ def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size)
             return loss_sum, n_correct, start, start + int(np.argmax(bad))
         loss_sum += float(losses.sum(dtype=np.float64))
         n_correct += count_correct(out, t, arch.loss_code)
-        params -= lr * backward(arch, params, activations, loss_backward(out, t, arch.loss_code))
+        step = backward(arch, params, activations, loss_backward(out, t, arch.loss_code))
+        step *= lr
+        params -= step
     return loss_sum, n_correct, len(order), -1
