@@ -1,0 +1,626 @@
+"""Find, download and read MNIST (or any dataset in the same IDX or CSV layout).
+
+Everything here is about files: where they live, how they are checked, and how they become
+``uint8 [N, 784]`` images and ``int64 [N]`` labels. Converting to float for training is the
+trainer's job.
+
+Any corrupt file raises ``DataFormatError`` naming the file; any missing file raises
+``DataNotFoundError`` saying where we looked and how to provide the data. Headers are checked
+against the real data length before anything is allocated, so a corrupt header can't trigger
+a huge allocation.
+"""
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import re
+import struct
+import sys
+import urllib.request
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fastmlp._atomic import atomic_write
+
+__all__ = [
+    "DataFormatError",
+    "DataNotFoundError",
+    "default_data_dir",
+    "load_mnist",
+    "read_csv",
+    "read_idx",
+    "read_idx_images",
+    "read_idx_labels",
+]
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+CSV_FILES = ("mnist_train.csv", "mnist_test.csv")
+
+IMAGE_ROWS = IMAGE_COLS = 28
+N_PIXELS = IMAGE_ROWS * IMAGE_COLS
+
+# Tried in order; each serves the official gzipped files under their official names.
+MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+# MD5 of the official .gz downloads. Only checked right after a download: a user's own
+# copy may be re-compressed (different .gz bytes, same content) and is checked by parsing.
+MD5 = {
+    TRAIN_IMAGES + ".gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    TRAIN_LABELS + ".gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    TEST_IMAGES + ".gz": "9fb629c4189551a2d022fa330f9573f3",
+    TEST_LABELS + ".gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension [N]
+
+# IDX type code -> (name, dtype as stored: big-endian).
+_IDX_TYPES = {
+    0x08: ("unsigned byte", np.dtype("u1")),
+    0x09: ("signed byte", np.dtype("i1")),
+    0x0B: ("short", np.dtype(">i2")),
+    0x0C: ("int", np.dtype(">i4")),
+    0x0D: ("float", np.dtype(">f4")),
+    0x0E: ("double", np.dtype(">f8")),
+}
+_CHUNK_BYTES = 1 << 20
+
+
+class DataFormatError(ValueError):
+    """A data file exists but is corrupt or not in the expected layout.
+
+    The message names the file and what is wrong with it.
+    """
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data files are not where we looked, and could not be downloaded.
+
+    The message lists the files looked for, the directory, what failed, and how to
+    provide the data.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Where the data lives
+
+
+def default_data_dir():
+    """Return the per-user cache directory for MNIST (it may not exist yet).
+
+    ``%LOCALAPPDATA%\\fastmlp\\mnist`` on Windows, else ``$XDG_CACHE_HOME/fastmlp/mnist``,
+    else ``~/.cache/fastmlp/mnist``.
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(Path.home(), "AppData", "Local")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        # The XDG spec says to ignore relative paths here.
+        if not os.path.isabs(base):
+            base = os.path.join(Path.home(), ".cache")
+    return Path(base) / "fastmlp" / "mnist"
+
+
+def _resolve_data_dir(data_dir):
+    """Return (directory, source) where source is "argument", "environment" or "cache"."""
+    if data_dir is not None:
+        return Path(os.path.expanduser(os.fspath(data_dir))), "argument"
+    from_environment = os.environ.get("FASTMLP_DATA", "")
+    if from_environment:
+        return Path(os.path.expanduser(from_environment)), "environment"
+    return default_data_dir(), "cache"
+
+
+_SOURCE_DESCRIPTIONS = {
+    "argument": "the data_dir argument",
+    "environment": "the FASTMLP_DATA environment variable",
+    "cache": "the default cache directory",
+}
+
+
+def _find_idx_files(directory):
+    """Map each IDX base name to the existing file (plain preferred over .gz) or None."""
+    found = {}
+    for name in IDX_FILES:
+        found[name] = None
+        for candidate in (directory / name, directory / (name + ".gz")):
+            if candidate.is_file():
+                found[name] = candidate
+                break
+    return found
+
+
+def _not_found_message(directory, source, missing, failure=None):
+    looked_for = ", ".join(IDX_FILES)
+    if len(missing) == len(IDX_FILES):
+        what_is_missing = "none of them is there"
+    else:
+        what_is_missing = "missing: " + ", ".join(missing)
+    message = (
+        f"MNIST data not found: looked for {looked_for} (each plain or with .gz) "
+        f"in {directory} (from {_SOURCE_DESCRIPTIONS[source]}); {what_is_missing}."
+    )
+    if failure:
+        message += f" Download failed: {failure}."
+    elif source == "cache":
+        message += " Downloading is switched off (download=False)."
+    else:
+        message += " Nothing is downloaded into a directory you chose."
+    message += (
+        f" To fix: place the four files in {directory} (mnist_train.csv and mnist_test.csv, "
+        "label first then 784 pixels, work too), or point the FASTMLP_DATA environment "
+        "variable, load_mnist(data_dir=...) or the --data DIR option at a directory that "
+        "holds them."
+    )
+    if failure:
+        message += " The files can be fetched by hand from " + " or ".join(MIRRORS) + "."
+    return message
+
+
+def load_mnist(data_dir=None, *, download=True, progress=None):
+    """Load MNIST as ``(train_images, train_labels, test_images, test_labels)``.
+
+    Images are ``uint8`` arrays of shape ``[N, 784]`` (C-contiguous), labels are ``int64``
+    arrays of shape ``[N]``. Any dataset stored under the same file names (Fashion-MNIST,
+    for example) loads the same way.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each plain or gzipped),
+        or ``mnist_train.csv`` and ``mnist_test.csv``. Defaults to the ``FASTMLP_DATA``
+        environment variable, then to ``default_data_dir()``.
+    download : bool, default True
+        Download missing files from ``MIRRORS``. Only ever done into the default cache
+        directory, never into a directory given by ``data_dir`` or ``FASTMLP_DATA``.
+    progress : bool, optional
+        Show download progress on stderr. By default only when stderr is a terminal.
+
+    Raises
+    ------
+    DataNotFoundError
+        The files are missing and could not be downloaded.
+    DataFormatError
+        A file is corrupt, images aren't 28x28, or image and label counts disagree.
+    """
+    directory, source = _resolve_data_dir(data_dir)
+    if directory.exists() and not directory.is_dir():
+        raise DataNotFoundError(
+            f"MNIST data directory {directory} (from {_SOURCE_DESCRIPTIONS[source]}) is a file, "
+            "not a directory. Point FASTMLP_DATA, load_mnist(data_dir=...) or --data DIR at the "
+            "directory that holds the four MNIST files."
+        )
+
+    paths = _find_idx_files(directory)
+    missing = [name for name, path in paths.items() if path is None]
+    csv_paths = [directory / name for name in CSV_FILES]
+    if len(missing) == len(IDX_FILES) and all(path.is_file() for path in csv_paths):
+        train_images, train_labels = read_csv(csv_paths[0], n_features=N_PIXELS)
+        test_images, test_labels = read_csv(csv_paths[1], n_features=N_PIXELS)
+        return train_images, train_labels, test_images, test_labels
+
+    if missing:
+        if source != "cache" or not download:
+            raise DataNotFoundError(_not_found_message(directory, source, missing))
+        if progress is None:
+            progress = sys.stderr is not None and sys.stderr.isatty()
+        failure = _download(directory, missing, progress)
+        if failure:
+            raise DataNotFoundError(_not_found_message(directory, source, missing, failure))
+        paths = _find_idx_files(directory)
+
+    train_images = _read_mnist_images(paths[TRAIN_IMAGES])
+    train_labels = read_idx_labels(paths[TRAIN_LABELS])
+    test_images = _read_mnist_images(paths[TEST_IMAGES])
+    test_labels = read_idx_labels(paths[TEST_LABELS])
+    _check_counts(paths[TRAIN_IMAGES], train_images, paths[TRAIN_LABELS], train_labels)
+    _check_counts(paths[TEST_IMAGES], test_images, paths[TEST_LABELS], test_labels)
+    return train_images, train_labels, test_images, test_labels
+
+
+def _read_mnist_images(path):
+    images = _read_idx(path, IDX_IMAGES_MAGIC)
+    n_images, rows, cols = images.shape
+    if (rows, cols) != (IMAGE_ROWS, IMAGE_COLS):
+        raise DataFormatError(
+            f"{path}: images are {rows}x{cols} pixels; MNIST images must be "
+            f"{IMAGE_ROWS}x{IMAGE_COLS} = {N_PIXELS}. Use read_idx_images() for other sizes."
+        )
+    return images.reshape(n_images, N_PIXELS)
+
+
+def _check_counts(images_path, images, labels_path, labels):
+    if len(images) != len(labels):
+        raise DataFormatError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} "
+            "labels; the two files must come from the same dataset split. Replace the "
+            "mismatched file."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Download
+
+
+class _ChecksumError(Exception):
+    pass
+
+
+def _fetch(url, dest_file, progress):
+    """Copy ``url`` into the binary file object ``dest_file``; raise OSError on failure."""
+    request = urllib.request.Request(url, headers={"User-Agent": "fastmlp"})
+    name = url.rsplit("/", 1)[-1]
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        received = 0
+        last_shown = None
+        while True:
+            chunk = response.read(_CHUNK_BYTES)
+            if not chunk:
+                break
+            dest_file.write(chunk)
+            received += len(chunk)
+            if progress:
+                last_shown = _show_progress(name, received, total, last_shown)
+        if progress:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+    if total and received != total:
+        raise OSError(f"connection closed after {received} of {total} bytes")
+
+
+def _show_progress(name, received, total, last_shown):
+    if total:
+        percent = 100 * received // total
+        if percent == last_shown:
+            return last_shown
+        line = f"\r  {name}: {percent:3d}% ({received / 1e6:.1f} of {total / 1e6:.1f} MB)"
+        shown = percent
+    else:
+        line = f"\r  {name}: {received / 1e6:.1f} MB"
+        shown = None
+    sys.stderr.write(line)
+    sys.stderr.flush()
+    return shown
+
+
+def _md5_of(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(directory, missing, progress):
+    """Download the missing files as .gz; return None on success, else what failed."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"could not create {directory} ({error})"
+    if progress:
+        print(f"Downloading MNIST into {directory}", file=sys.stderr)
+    for name in missing:
+        gz_name = name + ".gz"
+        errors = []
+        for mirror in MIRRORS:
+            url = mirror.rstrip("/") + "/" + gz_name
+            try:
+                # A failed check raises inside the block, so atomic_write deletes the
+                # temp file and nothing half-downloaded ever carries the real name.
+                with atomic_write(directory / gz_name) as file:
+                    _fetch(url, file, progress)
+                    file.flush()
+                    digest = _md5_of(file.name)
+                    if digest != MD5[gz_name]:
+                        raise _ChecksumError(
+                            f"checksum mismatch (MD5 {digest}, expected {MD5[gz_name]})"
+                        )
+                break
+            except (OSError, http.client.HTTPException, ValueError, _ChecksumError) as error:
+                errors.append(f"{url}: {error}")
+        else:
+            # Stop at the first file no mirror could serve: the network is probably down,
+            # and trying the others would only multiply the timeouts.
+            return f"no mirror could serve {gz_name} ({'; '.join(errors)})"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# IDX files
+
+
+def read_idx(path):
+    """Read any IDX file (plain or gzipped) into an array shaped as its header says.
+
+    Multi-byte types (short, int, float, double) are converted to native byte order.
+    """
+    return _read_idx(path)
+
+
+def read_idx_images(path):
+    """Read an IDX image file (magic 2051) as ``uint8 [N, rows * cols]``."""
+    images = _read_idx(path, IDX_IMAGES_MAGIC)
+    n_images, rows, cols = images.shape
+    return images.reshape(n_images, rows * cols)
+
+
+def read_idx_labels(path):
+    """Read an IDX label file (magic 2049) as ``int64 [N]``."""
+    return _read_idx(path, IDX_LABELS_MAGIC).astype(np.int64)
+
+
+def _describe_magic(magic):
+    type_code, n_dims = (magic >> 8) & 0xFF, magic & 0xFF
+    if magic >> 16 or type_code not in _IDX_TYPES:
+        return f"0x{magic:08X}"
+    plural = "" if n_dims == 1 else "s"
+    return f"0x{magic:08X}: {_IDX_TYPES[type_code][0]}, {n_dims} dimension{plural}"
+
+
+def _open_data_file(path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
+    except IsADirectoryError:
+        raise DataNotFoundError(f"{path} is a directory; expected an IDX or CSV file.") from None
+
+
+def _read_idx(path, expected_magic=None):
+    with _open_data_file(path) as raw:
+        # Detect gzip by content, not by name: "*.gz" files are sometimes already
+        # decompressed and plain files are sometimes gzipped.
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not is_gzip:
+            return _parse_idx(raw, path, os.fstat(raw.fileno()).st_size, expected_magic)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _parse_idx(stream, path, None, expected_magic)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise DataFormatError(
+                f"{path}: corrupt or truncated gzip stream ({error}). Download the file again."
+            ) from None
+
+
+def _read_at_most(stream, limit):
+    """Read up to ``limit`` bytes in chunks, so a lying header can't force a huge read."""
+    chunks = []
+    total = 0
+    while total < limit:
+        chunk = stream.read(min(_CHUNK_BYTES, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    # bytearray keeps the resulting array writable.
+    return bytearray().join(chunks)
+
+
+def _parse_idx(stream, path, file_size, expected_magic):
+    """Parse an open IDX stream; ``file_size`` is None for gzip (size unknown up front)."""
+    magic_bytes = _read_at_most(stream, 4)
+    if len(magic_bytes) < 4:
+        raise DataFormatError(
+            f"{path}: file too short for an IDX header: need 4 bytes for the magic number, "
+            f"got {len(magic_bytes)}. The file is empty or truncated; download it again."
+        )
+    magic = int.from_bytes(magic_bytes, "big")
+    if expected_magic is not None and magic != expected_magic:
+        hint = ""
+        if {magic, expected_magic} == {IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC}:
+            hint = " Are the image and label files swapped?"
+        raise DataFormatError(
+            f"{path}: wrong magic number: expected {expected_magic} "
+            f"({_describe_magic(expected_magic)}), got {magic} ({_describe_magic(magic)}).{hint}"
+        )
+    if magic_bytes[:2] != b"\x00\x00":
+        hint = ""
+        if magic_bytes[:2] == b"\x1f\x8b":
+            hint = " It looks gzip-compressed twice; decompress it once."
+        raise DataFormatError(
+            f"{path}: not an IDX file: the magic number 0x{magic:08X} must start with two "
+            f"zero bytes.{hint}"
+        )
+    type_code, n_dims = magic_bytes[2], magic_bytes[3]
+    if type_code not in _IDX_TYPES:
+        supported = ", ".join(f"0x{code:02X} ({name})" for code, (name, _) in _IDX_TYPES.items())
+        raise DataFormatError(
+            f"{path}: unsupported IDX data type 0x{type_code:02X}; supported: {supported}."
+        )
+    if n_dims == 0:
+        raise DataFormatError(f"{path}: IDX header declares 0 dimensions; need at least 1.")
+
+    header_size = 4 + 4 * n_dims
+    dims_bytes = _read_at_most(stream, 4 * n_dims)
+    if len(dims_bytes) < 4 * n_dims:
+        raise DataFormatError(
+            f"{path}: file too short for the IDX header: it declares {n_dims} dimensions, "
+            f"which needs {header_size} header bytes, but the file has only "
+            f"{4 + len(dims_bytes)}. The file is truncated; download it again."
+        )
+    shape = struct.unpack(f">{n_dims}I", dims_bytes)
+    dtype = _IDX_TYPES[type_code][1]
+    # Python ints: a corrupt header can declare more bytes than any machine has.
+    n_data_bytes = math.prod(shape) * dtype.itemsize
+    shape_text = " x ".join(map(str, shape))
+
+    if file_size is not None:
+        n_available = file_size - header_size
+        if n_available == n_data_bytes:
+            buffer = bytearray(n_data_bytes)
+            n_available = stream.readinto(buffer)
+    else:
+        buffer = _read_at_most(stream, n_data_bytes + 1)
+        n_available = len(buffer)
+    if n_available < n_data_bytes:
+        raise DataFormatError(
+            f"{path}: truncated data: the header declares {shape_text} {_IDX_TYPES[type_code][0]} "
+            f"values ({n_data_bytes} bytes), but only {n_available} bytes follow it. "
+            "Download the file again."
+        )
+    if n_available > n_data_bytes:
+        extra = f"{n_available - n_data_bytes}" if file_size is not None else "at least 1"
+        raise DataFormatError(
+            f"{path}: {extra} unexpected trailing bytes after the {n_data_bytes} data bytes "
+            f"declared by the header ({shape_text}). The file is corrupt or not an IDX file."
+        )
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    if dtype.itemsize > 1:
+        array = array.astype(dtype.newbyteorder("="))
+    return array
+
+
+# --------------------------------------------------------------------------------------
+# CSV files: label first, then one column per pixel; optional header row.
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _is_number(cell):
+    return _DECIMAL.fullmatch(cell) is not None
+
+
+def read_csv(path, *, n_features=784):
+    """Read a CSV file of ``label, pixel_1, ..., pixel_n`` rows.
+
+    The first row is taken as a header when its first cell is not a number. Returns
+    ``(images uint8 [N, n_features], labels int64 [N])``.
+    """
+    is_integer = isinstance(n_features, (int, np.integer)) and not isinstance(n_features, bool)
+    if not is_integer or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
+    n_features = int(n_features)
+
+    table = _read_csv_fast(path, n_features)
+    if table is not None:
+        return np.ascontiguousarray(table[:, 1:], dtype=np.uint8), table[:, 0].copy()
+    # The fast reader only says "something is wrong"; the strict reader finds the line
+    # (or accepts what the fast one couldn't, such as "5.0").
+    return _read_csv_strict(path, n_features)
+
+
+def _read_csv_fast(path, n_features):
+    """np.loadtxt over the data rows; None when anything looks off."""
+    with _open_csv(path) as file:
+        first_line = ""
+        while not first_line.strip():
+            first_line = file.readline()
+            if not first_line:
+                return None  # empty: let the strict reader word the error
+        first_cells = first_line.split(",")
+        if _is_number(first_cells[0].strip()):
+            file.seek(0)
+        elif len(first_cells) != n_features + 1:
+            return None  # a header of the wrong width
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                table = np.loadtxt(
+                    file, delimiter=",", dtype=np.int64, comments=None, ndmin=2
+                )
+        except (ValueError, OverflowError):
+            return None
+    if table.shape[0] == 0 or table.shape[1] != n_features + 1:
+        return None
+    pixels = table[:, 1:]
+    if table[:, 0].min() < 0 or pixels.min() < 0 or pixels.max() > 255:
+        return None
+    return table
+
+
+def _open_csv(path):
+    try:
+        # errors="replace": binary junk then fails as "not a number" with a line number
+        # instead of a UnicodeDecodeError that names no line.
+        return open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
+    except IsADirectoryError:
+        raise DataNotFoundError(f"{path} is a directory; expected a CSV file.") from None
+
+
+def _read_csv_strict(path, n_features):
+    n_columns = n_features + 1
+    layout = f"a label and {n_features} pixel values"
+    labels = []
+    pixel_rows = []
+    seen_first_line = False
+    with _open_csv(path) as file:
+        for line_number, line in enumerate(file, start=1):
+            cells = [cell.strip() for cell in line.strip().split(",")]
+            if cells == [""]:
+                continue
+            where = f"{path}, line {line_number}"
+            if not seen_first_line:
+                seen_first_line = True
+                if not _is_number(cells[0]):
+                    if len(cells) != n_columns:
+                        raise DataFormatError(
+                            f"{where}: header has {len(cells)} columns, expected {n_columns} "
+                            f"({layout})."
+                        )
+                    continue
+            if len(cells) != n_columns:
+                if not labels:
+                    raise DataFormatError(
+                        f"{where}: wrong column count: {len(cells)} columns, expected "
+                        f"{n_columns} ({layout})."
+                    )
+                raise DataFormatError(
+                    f"{where}: ragged row: {len(cells)} columns, but the rows before it have "
+                    f"{n_columns} ({layout})."
+                )
+            values = [_cell_value(cell, where, column) for column, cell in enumerate(cells, 1)]
+            if values[0] < 0:
+                raise DataFormatError(
+                    f"{where}: label {values[0]} is negative; labels must be non-negative "
+                    "integers (class indices)."
+                )
+            for column, value in enumerate(values[1:], start=2):
+                if not 0 <= value <= 255:
+                    raise DataFormatError(
+                        f"{where}, column {column}: pixel value {value} is outside 0..255."
+                    )
+            labels.append(values[0])
+            pixel_rows.append(bytes(values[1:]))
+    if not labels:
+        what = "has a header but no data rows" if seen_first_line else "is empty"
+        raise DataFormatError(f"{path}: file {what}; expected rows of {layout}.")
+    images = np.frombuffer(bytearray().join(pixel_rows), dtype=np.uint8)
+    return images.reshape(len(labels), n_features), np.array(labels, dtype=np.int64)
+
+
+def _cell_value(cell, where, column):
+    shown = cell if len(cell) <= 20 else cell[:20] + "..."
+    if _INTEGER.fullmatch(cell):
+        try:
+            return int(cell)
+        except ValueError:  # more digits than int() accepts: certainly out of range
+            raise DataFormatError(
+                f"{where}, column {column}: number {shown!r} is far out of range."
+            ) from None
+    if _DECIMAL.fullmatch(cell):
+        value = float(cell)
+        if value.is_integer():
+            return int(value)
+        raise DataFormatError(
+            f"{where}, column {column}: {shown!r} is not an integer; labels and pixel "
+            "values must be whole numbers."
+        )
+    raise DataFormatError(f"{where}, column {column}: {shown!r} is not a number.")

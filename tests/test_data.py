@@ -1,0 +1,725 @@
+"""Tests for fastmlp.data (file reading, discovery, download) and fastmlp._atomic.
+
+Every test writes its own small files into tmp_path; nothing touches the network (the
+downloader is monkeypatched, or fed file:// URLs).
+"""
+
+import gzip
+import hashlib
+import os
+import stat
+import struct
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastmlp import data
+from fastmlp._atomic import atomic_write
+from fastmlp.data import (
+    DataFormatError,
+    DataNotFoundError,
+    default_data_dir,
+    load_mnist,
+    read_csv,
+    read_idx,
+    read_idx_images,
+    read_idx_labels,
+)
+
+FILE_NAMES = data.IDX_FILES
+
+
+# --------------------------------------------------------------------------------------
+# Helpers: build IDX and CSV files with known content
+
+
+def idx_bytes(array, type_code=0x08):
+    """Serialise ``array`` as IDX: magic, big-endian dims, big-endian data."""
+    dtype = data._IDX_TYPES[type_code][1]
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def known_images(n_images, rows=28, cols=28):
+    return (np.arange(n_images * rows * cols) % 251).astype(np.uint8).reshape(n_images, rows, cols)
+
+
+def known_labels(n_labels):
+    return (np.arange(n_labels) * 7 % 10).astype(np.uint8)
+
+
+def write(path, content, gz=False):
+    path.write_bytes(gzip.compress(content) if gz else content)
+    return path
+
+
+def write_mnist_dir(directory, n_train=5, n_test=3, gz=True):
+    """Write the four MNIST files; returns the expected arrays."""
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    arrays = {
+        data.TRAIN_IMAGES: known_images(n_train),
+        data.TRAIN_LABELS: known_labels(n_train),
+        data.TEST_IMAGES: known_images(n_test)[::-1],
+        data.TEST_LABELS: known_labels(n_test)[::-1],
+    }
+    for name, array in arrays.items():
+        write(directory / (name + suffix), idx_bytes(array), gz=gz)
+    return arrays
+
+
+def csv_text(images, labels, header=True):
+    lines = []
+    if header:
+        lines.append(",".join(["label"] + [f"{i // 28 + 1}x{i % 28 + 1}" for i in range(images.shape[1])]))
+    for label, row in zip(labels, images):
+        lines.append(",".join(map(str, [label, *row])))
+    return "\n".join(lines) + "\n"
+
+
+def leftovers(directory):
+    """Temp files atomic_write would leave behind if cleanup failed."""
+    return [name for name in os.listdir(directory) if name.endswith(".tmp")]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(url, dest_file, progress):
+        raise AssertionError(f"test tried to download {url}")
+
+    monkeypatch.setattr(data, "_fetch", refuse)
+
+
+# --------------------------------------------------------------------------------------
+# IDX reading
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_read_idx_round_trip(tmp_path, gz):
+    images = known_images(5)
+    labels = known_labels(5)
+    image_path = write(tmp_path / "images", idx_bytes(images), gz=gz)
+    label_path = write(tmp_path / "labels", idx_bytes(labels), gz=gz)
+
+    raw = read_idx(image_path)
+    assert raw.dtype == np.uint8 and raw.shape == (5, 28, 28)
+    np.testing.assert_array_equal(raw, images)
+
+    flat = read_idx_images(image_path)
+    assert flat.dtype == np.uint8 and flat.shape == (5, 784) and flat.flags.c_contiguous
+    assert flat.flags.writeable
+    np.testing.assert_array_equal(flat, images.reshape(5, 784))
+
+    read_labels = read_idx_labels(label_path)
+    assert read_labels.dtype == np.int64 and read_labels.shape == (5,)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_read_idx_images_any_size(tmp_path):
+    images = known_images(3, rows=5, cols=7)
+    flat = read_idx_images(write(tmp_path / "small", idx_bytes(images)))
+    assert flat.shape == (3, 35)
+    np.testing.assert_array_equal(flat, images.reshape(3, 35))
+
+
+def test_read_idx_empty_dataset(tmp_path):
+    assert read_idx_images(write(tmp_path / "none", idx_bytes(known_images(0)))).shape == (0, 784)
+
+
+@pytest.mark.parametrize(
+    "type_code, values",
+    [
+        (0x09, np.array([-128, -1, 0, 127], dtype=np.int8)),
+        (0x0B, np.array([[-30000, 2], [3, 30000]], dtype=np.int16)),
+        (0x0C, np.array([-(2**31), 1, 2**31 - 1], dtype=np.int32)),
+        (0x0D, np.array([[[0.5, -1.25]]], dtype=np.float32)),
+        (0x0E, np.array([np.pi, -np.e], dtype=np.float64)),
+    ],
+)
+def test_read_idx_multibyte_types_come_back_native(tmp_path, type_code, values):
+    result = read_idx(write(tmp_path / "values", idx_bytes(values, type_code)))
+    assert result.dtype == values.dtype.newbyteorder("=")
+    assert result.dtype.isnative
+    np.testing.assert_array_equal(result, values)
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+    images = known_images(2)
+    gz_under_plain_name = write(tmp_path / "train-images-idx3-ubyte", idx_bytes(images), gz=True)
+    plain_under_gz_name = write(tmp_path / "other.gz", idx_bytes(images), gz=False)
+    np.testing.assert_array_equal(read_idx(gz_under_plain_name), images)
+    np.testing.assert_array_equal(read_idx(plain_under_gz_name), images)
+
+
+def valid_images_bytes():
+    return idx_bytes(known_images(3, rows=4, cols=4))
+
+
+CORRUPT_IDX_CASES = {
+    # name: (file content, reader, words the message must contain)
+    "labels-read-as-images": (idx_bytes(known_labels(3)), read_idx_images, ["expected 2051", "got 2049"]),
+    "images-read-as-labels": (valid_images_bytes(), read_idx_labels, ["expected 2049", "got 2051"]),
+    "not-idx": (b"\x12\x34\x08\x01" + bytes(8), read_idx, ["not an IDX file"]),
+    "unsupported-type": (b"\x00\x00\x07\x01" + struct.pack(">I", 2) + b"ab", read_idx, ["unsupported IDX data type 0x07"]),
+    "zero-dimensions": (b"\x00\x00\x08\x00", read_idx, ["0 dimensions"]),
+    "empty": (b"", read_idx, ["too short", "got 0"]),
+    "short-magic": (b"\x00\x00", read_idx_labels, ["too short"]),
+    "short-dims": (valid_images_bytes()[:9], read_idx_images, ["too short", "16 header bytes"]),
+    "truncated-data": (valid_images_bytes()[:-5], read_idx_images, ["truncated", "48 bytes", "43"]),
+    "trailing-bytes": (valid_images_bytes() + b"xyz", read_idx_images, ["trailing"]),
+    "huge-declared-count": (
+        b"\x00\x00\x08\x03" + struct.pack(">III", 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(10),
+        read_idx_images,
+        ["truncated"],
+    ),
+}
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("case", list(CORRUPT_IDX_CASES))
+def test_corrupt_idx_raises_data_format_error_naming_file(tmp_path, case, gz):
+    content, reader, words = CORRUPT_IDX_CASES[case]
+    path = write(tmp_path / f"corrupt-{case}-file", content, gz=gz)
+    with pytest.raises(DataFormatError) as error:
+        reader(path)
+    message = str(error.value)
+    assert f"corrupt-{case}-file" in message
+    for word in words:
+        assert word in message
+
+
+def test_gzipped_twice(tmp_path):
+    path = write(tmp_path / "twice.gz", gzip.compress(valid_images_bytes()), gz=True)
+    with pytest.raises(DataFormatError, match="twice.gz: .*gzip-compressed twice"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda gz_bytes: gz_bytes[: len(gz_bytes) // 2],  # cut mid-stream
+        lambda gz_bytes: gz_bytes[:-4],  # lost the size trailer
+        lambda gz_bytes: gz_bytes[:12] + bytes(b ^ 0xFF for b in gz_bytes[12:20]) + gz_bytes[20:],
+        lambda gz_bytes: gz_bytes[:-8] + b"\x00\x00\x00\x00" + gz_bytes[-4:],  # wrong CRC
+        lambda gz_bytes: gz_bytes + b"garbage!",
+        lambda gz_bytes: gz_bytes[:5],  # inside the gzip header
+    ],
+    ids=["half", "no-size", "flipped", "bad-crc", "trailing-garbage", "header-only"],
+)
+def test_corrupt_gzip_raises_data_format_error(tmp_path, damage):
+    gz_bytes = gzip.compress(valid_images_bytes())
+    path = write(tmp_path / "damaged.gz", damage(gz_bytes))
+    with pytest.raises(DataFormatError, match="damaged.gz"):
+        read_idx(path)
+
+
+def test_missing_file_raises_data_not_found(tmp_path):
+    with pytest.raises(DataNotFoundError, match="nothing-here"):
+        read_idx(tmp_path / "nothing-here")
+    with pytest.raises(DataNotFoundError, match="nothing-here"):
+        read_csv(tmp_path / "nothing-here.csv")
+    with pytest.raises(DataNotFoundError, match="is a directory"):
+        read_idx(tmp_path)
+
+
+# --------------------------------------------------------------------------------------
+# CSV reading
+
+
+def small_csv_rows():
+    return np.array([[0, 1, 2, 3], [255, 254, 0, 7], [9, 9, 9, 9]]), np.array([3, 0, 11])
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no-header"])
+def test_read_csv_round_trip(tmp_path, header):
+    images, labels = small_csv_rows()
+    path = tmp_path / "small.csv"
+    path.write_text(csv_text(images, labels, header=header))
+    read_images, read_labels = read_csv(path, n_features=4)
+    assert read_images.dtype == np.uint8 and read_images.shape == (3, 4)
+    assert read_images.flags.c_contiguous
+    assert read_labels.dtype == np.int64 and read_labels.shape == (3,)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_read_csv_default_784_columns(tmp_path):
+    images = known_images(3).reshape(3, 784)
+    labels = known_labels(3)
+    path = tmp_path / "mnist_like.csv"
+    path.write_text(csv_text(images, labels))
+    read_images, read_labels = read_csv(path)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_read_csv_tolerates_blank_lines_crlf_and_integral_floats(tmp_path):
+    path = tmp_path / "loose.csv"
+    path.write_bytes(b"\r\nlabel,a,b\r\n1, 2 ,3\r\n\r\n   \r\n4.0,5.,+6\r\n")
+    images, labels = read_csv(path, n_features=2)
+    np.testing.assert_array_equal(images, [[2, 3], [5, 6]])
+    np.testing.assert_array_equal(labels, [1, 4])
+
+
+CORRUPT_CSV_CASES = {
+    # name: (file text, words the message must contain)
+    "wrong-column-count": ("1,2,3\n4,5,6\n", ["line 1", "3 columns", "expected 5"]),
+    "ragged-row": ("1,2,3,4,5\n1,2,3,4,5\n1,2,3,4\n", ["line 3", "ragged", "4 columns"]),
+    "header-wrong-width": ("label,a,b\n1,2,3,4,5\n", ["line 1", "header has 3 columns"]),
+    "non-numeric": ("label,a,b,c,d\n1,2,3,4,5\n1,2,x7,4,5\n", ["line 3", "column 3", "'x7' is not a number"]),
+    "empty-cell": ("1,2,3,4,5\n1,2,,4,5\n", ["line 2", "column 3"]),
+    "pixel-too-big": ("1,2,3,4,5\n1,2,3,256,5\n", ["line 2", "column 4", "256", "0..255"]),
+    "pixel-negative": ("1,-2,3,4,5\n", ["line 1", "column 2", "-2"]),
+    "pixel-not-integer": ("1,2,3,4.5,5\n", ["line 1", "column 4", "not an integer"]),
+    "label-negative": ("\n\n-1,2,3,4,5\n", ["line 3", "label -1", "non-negative"]),
+    "label-not-integer": ("1.5,2,3,4,5\n", ["line 1", "not an integer"]),
+    "huge-number": ("1,2,3,4," + "9" * 5000 + "\n", ["line 1", "column 5"]),
+    "empty-file": ("", ["is empty"]),
+    "blank-file": ("\n  \n\n", ["is empty"]),
+    "header-only": ("label,a,b,c,d\n", ["header but no data rows"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_CSV_CASES))
+def test_corrupt_csv_raises_data_format_error_with_line(tmp_path, case):
+    text, words = CORRUPT_CSV_CASES[case]
+    path = tmp_path / f"bad-{case}.csv"
+    path.write_text(text)
+    with pytest.raises(DataFormatError) as error:
+        read_csv(path, n_features=4)
+    message = str(error.value)
+    assert f"bad-{case}.csv" in message
+    for word in words:
+        assert word in message
+
+
+def test_read_csv_binary_junk(tmp_path):
+    path = write(tmp_path / "junk.csv", bytes(range(256)) * 3)
+    with pytest.raises(DataFormatError, match="junk.csv"):
+        read_csv(path)
+
+
+@pytest.mark.parametrize("n_features", [0, -3, 2.5, True, "784"])
+def test_read_csv_rejects_bad_n_features(tmp_path, n_features):
+    with pytest.raises(ValueError, match="n_features must be a positive integer"):
+        read_csv(tmp_path / "unused.csv", n_features=n_features)
+
+
+# --------------------------------------------------------------------------------------
+# load_mnist: directory resolution, validation
+
+
+def assert_matches(loaded, arrays):
+    train_images, train_labels, test_images, test_labels = loaded
+    for images in (train_images, test_images):
+        assert images.dtype == np.uint8 and images.ndim == 2 and images.shape[1] == 784
+        assert images.flags.c_contiguous
+    for labels in (train_labels, test_labels):
+        assert labels.dtype == np.int64 and labels.ndim == 1
+    np.testing.assert_array_equal(train_images, arrays[data.TRAIN_IMAGES].reshape(-1, 784))
+    np.testing.assert_array_equal(train_labels, arrays[data.TRAIN_LABELS])
+    np.testing.assert_array_equal(test_images, arrays[data.TEST_IMAGES].reshape(-1, 784))
+    np.testing.assert_array_equal(test_labels, arrays[data.TEST_LABELS])
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_load_mnist_from_data_dir(tmp_path, gz, no_network):
+    arrays = write_mnist_dir(tmp_path / "mnist", gz=gz)
+    assert_matches(load_mnist(tmp_path / "mnist"), arrays)
+    assert_matches(load_mnist(str(tmp_path / "mnist")), arrays)
+
+
+def test_load_mnist_from_environment(tmp_path, monkeypatch, no_network):
+    arrays = write_mnist_dir(tmp_path / "from-env")
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "from-env"))
+    assert_matches(load_mnist(), arrays)
+
+
+def test_data_dir_argument_beats_environment(tmp_path, monkeypatch, no_network):
+    arrays = write_mnist_dir(tmp_path / "argument", n_train=4)
+    write_mnist_dir(tmp_path / "env", n_train=6)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "env"))
+    assert_matches(load_mnist(tmp_path / "argument"), arrays)
+
+
+def test_load_mnist_csv_layout(tmp_path, no_network):
+    images, labels = known_images(4).reshape(4, 784), known_labels(4)
+    (tmp_path / "mnist_train.csv").write_text(csv_text(images, labels))
+    (tmp_path / "mnist_test.csv").write_text(csv_text(images[:2], labels[:2], header=False))
+    train_images, train_labels, test_images, test_labels = load_mnist(tmp_path)
+    np.testing.assert_array_equal(train_images, images)
+    np.testing.assert_array_equal(train_labels, labels)
+    np.testing.assert_array_equal(test_images, images[:2])
+    np.testing.assert_array_equal(test_labels, labels[:2])
+
+
+def test_load_mnist_loads_other_idx_datasets(tmp_path, no_network):
+    # Fashion-MNIST ships under the same names; the loader only cares about the layout.
+    arrays = write_mnist_dir(tmp_path / "fashion", n_train=7, n_test=2, gz=False)
+    assert_matches(load_mnist(tmp_path / "fashion"), arrays)
+
+
+def test_load_mnist_counts_disagree_names_both_files(tmp_path, no_network):
+    write_mnist_dir(tmp_path)
+    write(tmp_path / "train-labels-idx1-ubyte.gz", idx_bytes(known_labels(4)), gz=True)
+    with pytest.raises(DataFormatError) as error:
+        load_mnist(tmp_path)
+    message = str(error.value)
+    assert "train-images-idx3-ubyte.gz" in message and "train-labels-idx1-ubyte.gz" in message
+    assert "5 images" in message and "4 labels" in message
+
+
+def test_load_mnist_wrong_image_size(tmp_path, no_network):
+    write_mnist_dir(tmp_path)
+    write(tmp_path / "t10k-images-idx3-ubyte.gz", idx_bytes(known_images(3, 32, 32)), gz=True)
+    with pytest.raises(DataFormatError, match=r"t10k-images-idx3-ubyte.gz: images are 32x32.*28x28"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_swapped_files(tmp_path, no_network):
+    write_mnist_dir(tmp_path, gz=False)
+    images_path = tmp_path / "train-images-idx3-ubyte"
+    labels_path = tmp_path / "train-labels-idx1-ubyte"
+    images_bytes, labels_bytes = images_path.read_bytes(), labels_path.read_bytes()
+    images_path.write_bytes(labels_bytes)
+    labels_path.write_bytes(images_bytes)
+    with pytest.raises(DataFormatError, match="swapped"):
+        load_mnist(tmp_path)
+
+
+def test_missing_files_in_explicit_dir(tmp_path, no_network):
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist(tmp_path / "empty")
+    assert isinstance(error.value, FileNotFoundError)
+    message = str(error.value)
+    for name in FILE_NAMES:
+        assert name in message
+    assert str(tmp_path / "empty") in message
+    assert "FASTMLP_DATA" in message and "--data DIR" in message and "data_dir" in message
+
+
+def test_partly_missing_files_are_named(tmp_path, no_network):
+    write_mnist_dir(tmp_path)
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataNotFoundError, match="missing: t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_missing_files_in_environment_dir(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "nope"))
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist()
+    message = str(error.value)
+    assert "FASTMLP_DATA environment variable" in message and str(tmp_path / "nope") in message
+
+
+def test_data_dir_that_is_a_file(tmp_path, no_network):
+    path = write(tmp_path / "not-a-dir", b"")
+    with pytest.raises(DataNotFoundError, match="not a directory"):
+        load_mnist(path)
+
+
+def test_default_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "fastmlp" / "mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "fastmlp" / "mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "fastmlp" / "mnist"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    assert default_data_dir() == tmp_path / "local" / "fastmlp" / "mnist"
+
+
+# --------------------------------------------------------------------------------------
+# Download (monkeypatched: no network)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "fastmlp" / "mnist"
+
+
+class FakeMirrors:
+    """Stands in for the network: maps URL -> bytes to serve, or an exception to raise."""
+
+    def __init__(self, monkeypatch):
+        self.arrays = {
+            data.TRAIN_IMAGES: known_images(5),
+            data.TRAIN_LABELS: known_labels(5),
+            data.TEST_IMAGES: known_images(3),
+            data.TEST_LABELS: known_labels(3),
+        }
+        self.files = {name + ".gz": gzip.compress(idx_bytes(array)) for name, array in self.arrays.items()}
+        self.mirrors = ["https://one.invalid/mnist/", "https://two.invalid/mnist"]
+        self.responses = {}
+        self.calls = []
+        monkeypatch.setattr(data, "MIRRORS", self.mirrors)
+        monkeypatch.setattr(
+            data, "MD5", {name: hashlib.md5(content).hexdigest() for name, content in self.files.items()}
+        )
+        monkeypatch.setattr(data, "_fetch", self.fetch)
+
+    def serve(self, mirror_index, response=None):
+        """Make one mirror serve every file correctly, or answer ``response`` for all."""
+        for name, content in self.files.items():
+            url = self.mirrors[mirror_index].rstrip("/") + "/" + name
+            self.responses[url] = content if response is None else response
+
+    def fetch(self, url, dest_file, progress):
+        self.calls.append(url)
+        response = self.responses.get(url, urllib.error.URLError("unreachable in tests"))
+        if isinstance(response, BaseException):
+            dest_file.write(b"partial bytes before the failure")
+            raise response
+        dest_file.write(response)
+
+
+@pytest.fixture
+def mirrors(monkeypatch):
+    return FakeMirrors(monkeypatch)
+
+
+def test_download_into_cache(cache_dir, mirrors):
+    mirrors.serve(0)
+    loaded = load_mnist(progress=False)
+    assert_matches(loaded, mirrors.arrays)
+    assert sorted(os.listdir(cache_dir)) == sorted(name + ".gz" for name in FILE_NAMES)
+    assert len(mirrors.calls) == 4 and all("one.invalid" in url for url in mirrors.calls)
+
+    # Downloaded once: the next call reads the cached files.
+    assert_matches(load_mnist(progress=False), mirrors.arrays)
+    assert len(mirrors.calls) == 4
+
+
+def test_download_only_missing_files(cache_dir, mirrors):
+    mirrors.serve(0)
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "train-images-idx3-ubyte.gz").write_bytes(mirrors.files["train-images-idx3-ubyte.gz"])
+    load_mnist(progress=False)
+    assert len(mirrors.calls) == 3
+
+
+def test_bad_checksum_moves_on_to_next_mirror(cache_dir, mirrors):
+    mirrors.serve(0, gzip.compress(idx_bytes(known_labels(9))))  # valid file, wrong content
+    mirrors.serve(1)
+    assert_matches(load_mnist(progress=False), mirrors.arrays)
+    assert len(mirrors.calls) == 8
+    assert leftovers(cache_dir) == []
+
+
+def test_all_mirrors_fail(cache_dir, mirrors):
+    mirrors.serve(0, urllib.error.URLError("no route to host"))
+    mirrors.serve(1, b"<html>Access denied</html>")
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist(progress=False)
+    message = str(error.value)
+    for name in FILE_NAMES:
+        assert name in message
+    assert str(cache_dir) in message
+    assert "no route to host" in message and "checksum mismatch" in message
+    assert "FASTMLP_DATA" in message and "--data DIR" in message
+    # Stops after the first file no mirror serves; leaves nothing behind.
+    assert len(mirrors.calls) == 2
+    assert os.listdir(cache_dir) == []
+
+
+def test_interrupted_download_leaves_nothing(cache_dir, mirrors):
+    mirrors.serve(0, ConnectionResetError("connection reset"))
+    mirrors.serve(1, TimeoutError("timed out"))
+    with pytest.raises(DataNotFoundError, match="connection reset.*timed out"):
+        load_mnist(progress=False)
+    assert os.listdir(cache_dir) == []
+
+    mirrors.serve(0, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        load_mnist(progress=False)
+    assert os.listdir(cache_dir) == []
+
+
+def test_no_download_when_disabled(cache_dir, mirrors):
+    mirrors.serve(0)
+    with pytest.raises(DataNotFoundError, match="download=False"):
+        load_mnist(download=False)
+    assert mirrors.calls == []
+
+
+def test_no_download_into_explicit_dirs(tmp_path, monkeypatch, mirrors):
+    mirrors.serve(0)
+    with pytest.raises(DataNotFoundError):
+        load_mnist(tmp_path / "mine")
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataNotFoundError):
+        load_mnist()
+    assert mirrors.calls == []
+
+
+def test_fetch_copies_and_reports_progress(tmp_path, capsys):
+    # A file:// URL exercises the real urllib path without any network.
+    source = write(tmp_path / "source.gz", bytes(range(256)) * 4000)
+    with open(tmp_path / "copy", "wb") as dest:
+        data._fetch(source.as_uri(), dest, progress=True)
+    assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+    assert "source.gz: 100%" in capsys.readouterr().err
+
+    with open(tmp_path / "quiet", "wb") as dest:
+        data._fetch(source.as_uri(), dest, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------------------
+# Property tests: corrupt input only ever raises DataFormatError
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+IDX_READERS = [read_idx, read_idx_images, read_idx_labels]
+
+
+def check_idx_readers(path):
+    for reader in IDX_READERS:
+        try:
+            reader(path)
+        except DataFormatError as error:
+            assert str(path) in str(error)
+
+
+@FUZZ
+@given(content=st.binary(max_size=600), gz=st.booleans())
+def test_random_bytes_idx(tmp_path, content, gz):
+    check_idx_readers(write(tmp_path / "fuzz", content, gz=gz))
+
+
+@FUZZ
+@given(
+    content=st.binary(max_size=64),
+    prefix=st.sampled_from([b"\x00\x00\x08\x01", b"\x00\x00\x08\x03", b"\x00\x00\x0c\x02", b"\x1f\x8b"]),
+)
+def test_random_bytes_after_plausible_header(tmp_path, content, prefix):
+    check_idx_readers(write(tmp_path / "fuzz", prefix + content))
+
+
+@FUZZ
+@given(data_strategy=st.data(), gz=st.booleans())
+def test_truncated_idx(tmp_path, data_strategy, gz):
+    valid = idx_bytes(known_images(2, rows=3, cols=3))
+    valid = gzip.compress(valid) if gz else valid
+    cut = data_strategy.draw(st.integers(0, len(valid) - 1))
+    path = write(tmp_path / "cut", valid[:cut])
+    for reader in IDX_READERS:
+        with pytest.raises(DataFormatError, match="cut"):
+            reader(path)
+
+
+@FUZZ
+@given(data_strategy=st.data())
+def test_flipped_bytes_in_gzip_idx(tmp_path, data_strategy):
+    valid = bytearray(gzip.compress(idx_bytes(known_images(2, rows=3, cols=3))))
+    position = data_strategy.draw(st.integers(0, len(valid) - 1))
+    valid[position] ^= data_strategy.draw(st.integers(1, 255))
+    check_idx_readers(write(tmp_path / "flipped", bytes(valid)))
+
+
+def check_csv(path, n_features):
+    try:
+        images, labels = read_csv(path, n_features=n_features)
+    except DataFormatError as error:
+        assert str(path) in str(error)
+        return
+    assert images.dtype == np.uint8 and images.shape == (len(labels), n_features)
+    assert labels.dtype == np.int64 and (labels >= 0).all()
+    # The fast reader and the strict one must agree on everything the fast one accepts.
+    strict_images, strict_labels = data._read_csv_strict(path, n_features)
+    np.testing.assert_array_equal(images, strict_images)
+    np.testing.assert_array_equal(labels, strict_labels)
+
+
+@FUZZ
+@given(content=st.binary(max_size=400))
+def test_random_bytes_csv(tmp_path, content):
+    check_csv(write(tmp_path / "fuzz.csv", content), n_features=3)
+
+
+@FUZZ
+@given(text=st.text(alphabet="0123456789,,,\n\n -+.eax\t\r", max_size=80))
+def test_random_text_csv(tmp_path, text):
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(text.encode())
+    check_csv(path, n_features=2)
+
+
+@FUZZ
+@given(data_strategy=st.data(), header=st.booleans())
+def test_truncated_csv(tmp_path, data_strategy, header):
+    images, labels = small_csv_rows()
+    valid = csv_text(images, labels, header=header).encode()
+    cut = data_strategy.draw(st.integers(0, len(valid)))
+    check_csv(write(tmp_path / "cut.csv", valid[:cut]), n_features=4)
+
+
+# --------------------------------------------------------------------------------------
+# atomic_write
+
+
+def test_atomic_write_creates_and_replaces(tmp_path):
+    target = tmp_path / "result.json"
+    with atomic_write(target, "w") as file:
+        file.write('{"a": "ü"}')
+        assert not target.exists()  # invisible until the block succeeds
+    assert target.read_text(encoding="utf-8") == '{"a": "ü"}'
+    with atomic_write(str(target)) as file:
+        file.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("exception", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_atomic_write_failure_keeps_old_file(tmp_path, exception):
+    target = write(tmp_path / "plot.png", b"old")
+    with pytest.raises(type(exception)):
+        with atomic_write(target) as file:
+            file.write(b"half of the new")
+            raise exception
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["plot.png"]
+
+
+def test_atomic_write_normal_permissions(tmp_path):
+    reference = write(tmp_path / "reference", b"")
+    with atomic_write(tmp_path / "atomic") as file:
+        file.write(b"x")
+    assert stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode) == stat.S_IMODE(reference.stat().st_mode)
+
+
+@pytest.mark.parametrize("mode", ["a", "r", "rb", "ab"])
+def test_atomic_write_rejects_non_write_modes(tmp_path, mode):
+    with pytest.raises(ValueError, match="write mode"):
+        with atomic_write(tmp_path / "x", mode):
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# The real MNIST, when available
+
+
+def test_real_mnist():
+    directory = os.environ.get("FASTMLP_DATA")
+    if not directory or not any(os.path.exists(os.path.join(directory, name + suffix))
+                                for name in FILE_NAMES for suffix in ("", ".gz")):
+        pytest.skip("MNIST not found: set FASTMLP_DATA to a directory with the four MNIST files "
+                    "(e.g. /work/shared/data/mnist)")
+    train_images, train_labels, test_images, test_labels = load_mnist(download=False)
+    assert train_images.shape == (60000, 784) and test_images.shape == (10000, 784)
+    assert train_images.dtype == np.uint8 and test_images.dtype == np.uint8
+    assert train_labels.shape == (60000,) and test_labels.shape == (10000,)
+    assert train_labels.dtype == np.int64
+    assert train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert np.bincount(train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
