@@ -1,0 +1,128 @@
+"""Every bad input is refused before training, with a message naming the argument and value."""
+
+import numpy as np
+import pytest
+
+from fastmlp import MLP
+
+rng = np.random.default_rng(0)
+X_OK = rng.integers(0, 256, size=(20, 784), dtype=np.uint8)
+Y_OK = np.arange(20) % 10
+X_REG = rng.normal(size=(20, 2))
+Y_REG = rng.normal(size=20)
+
+
+def with_row(array, row, value):
+    array = array.astype(np.float64 if value is not None and isinstance(value, float) else array.dtype, copy=True)
+    array[row] = value
+    return array
+
+
+def bad_x(row, value):
+    X = X_OK.astype(np.float32) / 255
+    X[row, 3] = value
+    return X
+
+
+# (constructor kwargs, fit args, fit kwargs, exception type, words the message must contain)
+CASES = {
+    # data shapes and values
+    "X 1-D": ({}, (X_OK[0], Y_OK[:1]), {}, ValueError, ["X", "shape"]),
+    "X 4-D": ({}, (X_OK.reshape(20, 28, 28, 1), Y_OK), {}, ValueError, ["X", "shape"]),
+    "X transposed": ({}, (X_OK.T, Y_OK), {}, ValueError, ["X", "20 features", "layers[0]"]),
+    "X wrong features": ({}, (X_OK[:, :700], Y_OK), {}, ValueError, ["X", "700", "layers[0]"]),
+    "X empty": ({}, (X_OK[:0], Y_OK[:0]), {}, ValueError, ["X", "empty"]),
+    "X strings": ({}, (np.array([["a"] * 784] * 20), Y_OK), {}, TypeError, ["X", "dtype"]),
+    "X int64 pixels": ({}, (X_OK.astype(np.int64), Y_OK), {}, TypeError, ["X", "int64", "uint8"]),
+    "X bool": ({}, (X_OK > 0, Y_OK), {}, TypeError, ["X", "bool"]),
+    "X complex": ({}, (X_OK.astype(np.complex64), Y_OK), {}, TypeError, ["X"]),
+    "X None": ({}, (None, Y_OK), {}, TypeError, ["X", "None"]),
+    "X NaN": ({}, (bad_x(7, np.nan), Y_OK), {}, ValueError, ["X", "NaN", "row 7"]),
+    "X inf": ({}, (bad_x(11, np.inf), Y_OK), {}, ValueError, ["X", "infinity", "row 11"]),
+    "X -inf": ({}, (bad_x(2, -np.inf), Y_OK), {}, ValueError, ["X", "row 2"]),
+    "y shorter": ({}, (X_OK, Y_OK[:15]), {}, ValueError, ["X", "y", "20", "15"]),
+    "y longer": ({}, (X_OK, np.arange(25) % 10), {}, ValueError, ["y", "25"]),
+    "y scalar": ({}, (X_OK, 3), {}, ValueError, ["y", "scalar"]),
+    "y None": ({}, (X_OK, None), {}, TypeError, ["y", "None"]),
+    "y label 10": ({}, (X_OK, with_row(Y_OK, 13, 10)), {}, ValueError, ["labels", "[0, 9]", "10", "row 13"]),
+    "y label -1": ({}, (X_OK, with_row(Y_OK, 4, -1)), {}, ValueError, ["labels", "-1", "row 4"]),
+    "y fractional": ({}, (X_OK, with_row(Y_OK, 6, 2.5)), {}, ValueError, ["y", "integer", "2.5", "row 6"]),
+    "y NaN label": ({}, (X_OK, with_row(Y_OK, 9, np.nan)), {}, ValueError, ["y", "integer", "row 9"]),
+    "y one-hot": ({}, (X_OK, np.eye(10)[Y_OK]), {}, ValueError, ["y", "1-D", "argmax"]),
+    "y strings": ({}, (X_OK, np.array(["cat"] * 20)), {}, TypeError, ["y", "dtype"]),
+    "regression y wrong width": (
+        {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, rng.normal(size=(20, 3))), {}, ValueError, ["y", "[20, 1]"]),
+    "regression y NaN": (
+        {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, with_row(Y_REG, 5, np.nan)), {}, ValueError, ["y", "NaN", "row 5"]),
+    "bce label 2": (
+        {"layers": [2, 3, 1], "loss": "binary_cross_entropy"}, (X_REG, np.arange(20) % 3), {}, ValueError, ["labels", "[0, 1]", "row 2"]),
+    # hyperparameters
+    "lr zero": ({}, (X_OK, Y_OK), {"lr": 0}, ValueError, ["lr", "0"]),
+    "lr negative": ({}, (X_OK, Y_OK), {"lr": -0.1}, ValueError, ["lr", "-0.1"]),
+    "lr nan": ({}, (X_OK, Y_OK), {"lr": float("nan")}, ValueError, ["lr", "nan"]),
+    "lr inf": ({}, (X_OK, Y_OK), {"lr": float("inf")}, ValueError, ["lr", "inf"]),
+    "lr string": ({}, (X_OK, Y_OK), {"lr": "0.1"}, TypeError, ["lr", "'0.1'"]),
+    "epochs zero": ({}, (X_OK, Y_OK), {"epochs": 0}, ValueError, ["epochs", "0"]),
+    "epochs float": ({}, (X_OK, Y_OK), {"epochs": 1.5}, TypeError, ["epochs", "1.5"]),
+    "batch_size zero": ({}, (X_OK, Y_OK), {"batch_size": 0}, ValueError, ["batch_size", "0"]),
+    "batch_size negative": ({}, (X_OK, Y_OK), {"batch_size": -4}, ValueError, ["batch_size", "-4"]),
+    "batch_size float": ({}, (X_OK, Y_OK), {"batch_size": 32.0}, TypeError, ["batch_size", "32.0"]),
+    "schedule unknown": ({}, (X_OK, Y_OK), {"lr_schedule": "warmup"}, ValueError, ["lr_schedule", "warmup"]),
+    "lr_decay zero": ({}, (X_OK, Y_OK), {"lr_decay": 0}, ValueError, ["lr_decay"]),
+    "shuffle string": ({}, (X_OK, Y_OK), {"shuffle": "yes"}, TypeError, ["shuffle", "yes"]),
+    "validation not a pair": ({}, (X_OK, Y_OK), {"validation_data": X_OK}, TypeError, ["validation_data"]),
+    "validation wrong width": (
+        {}, (X_OK, Y_OK), {"validation_data": (X_OK[:, :10], Y_OK)}, ValueError, ["validation_data[0]", "10"]),
+    "validation bad label": (
+        {}, (X_OK, Y_OK), {"validation_data": (X_OK, with_row(Y_OK, 3, 42))}, ValueError, ["validation_data[1]", "42", "row 3"]),
+    # the network
+    "activation unknown": ({"activation": "softplus"}, (X_OK, Y_OK), {}, ValueError, ["activation", "softplus"]),
+    "loss unknown": ({"loss": "hinge"}, (X_OK, Y_OK), {}, ValueError, ["loss", "hinge"]),
+    "output unknown": ({"output": "maxout"}, (X_OK, Y_OK), {}, ValueError, ["output", "maxout"]),
+    "output loss mismatch": ({"output": "sigmoid", "loss": "cross_entropy"}, (X_OK, Y_OK), {}, ValueError, ["sigmoid", "cross_entropy"]),
+    "init unknown": ({"init": "ones"}, (X_OK, Y_OK), {}, ValueError, ["init", "ones"]),
+    "dtype unknown": ({"dtype": "float16"}, (X_OK, Y_OK), {}, ValueError, ["dtype", "float16"]),
+    "backend unknown": ({"backend": "cuda"}, (X_OK, Y_OK), {}, ValueError, ["backend", "cuda"]),
+    "threads zero": ({"threads": 0}, (X_OK, Y_OK), {}, ValueError, ["threads", "0"]),
+    "seed negative": ({"seed": -1}, (X_OK, Y_OK), {}, TypeError, ["seed", "-1"]),
+    "seed float": ({"seed": 0.5}, (X_OK, Y_OK), {}, TypeError, ["seed", "0.5"]),
+    "layers one entry": ({"layers": [784]}, (X_OK, Y_OK), {}, ValueError, ["layers", "784"]),
+    "layers zero width": ({"layers": [784, 0, 10]}, (X_OK, Y_OK), {}, ValueError, ["layers[1]", "0"]),
+    "layers float": ({"layers": [784, 12.5, 10]}, (X_OK, Y_OK), {}, TypeError, ["layers[1]", "12.5"]),
+    "layers string": ({"layers": "784,128,10"}, (X_OK, Y_OK), {}, TypeError, ["layers", "784,128,10"]),
+    "last layer vs classes": ({"layers": [784, 16, 5]}, (X_OK, Y_OK), {}, ValueError, ["labels", "[0, 4]", "layers[-1] = 5", "row 5"]),
+    "bce with 10 outputs": ({"loss": "binary_cross_entropy", "layers": [784, 16, 10]}, (X_OK, Y_OK), {}, ValueError, ["binary_cross_entropy", "one output unit", "10"]),
+    "softmax one unit": ({"layers": [784, 16, 1]}, (X_OK, Y_OK), {}, ValueError, ["softmax", "2 units"]),
+    "bias not bool": ({"bias": "no"}, (X_OK, Y_OK), {}, TypeError, ["bias", "'no'"]),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_with_a_message_that_names_it(case, backend):
+    kwargs, args, fit_kwargs, error, words = CASES[case]
+    model = MLP(**{"layers": [784, 16, 10], "backend": backend, **kwargs})
+    with pytest.raises(error) as info:
+        model.fit(*args, **{"progress": False, **fit_kwargs})
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{case}: {word!r} not in {message!r}"
+    assert not hasattr(model, "params_") or np.isfinite(model.params_).all()
+
+
+def test_there_are_at_least_forty_distinct_cases():
+    assert len(CASES) >= 40
+
+
+def test_predict_before_fit_says_so():
+    with pytest.raises(RuntimeError, match="not trained yet"):
+        MLP([784, 16, 10], backend="numpy").predict(X_OK)
+
+
+def test_nothing_is_trained_when_validation_data_is_bad():
+    model = MLP([784, 16, 10], backend="numpy")
+    model.fit(X_OK, Y_OK, progress=False)
+    before = model.params_.copy()
+    with pytest.raises(ValueError):
+        model.partial_fit(X_OK, Y_OK, validation_data=(X_OK, with_row(Y_OK, 0, 99)), progress=False)
+    np.testing.assert_array_equal(model.params_, before)
