@@ -1,0 +1,124 @@
+"""The compiled backend: hands prepared arrays to the Numba kernels in ``fastmlp.kernels``.
+
+Same contract as ``backends.NumpyBackend``. The dataset is prepared once per ``fit``: images
+stay uint8 and are turned into CSR rows (zero pixels skipped exactly, scaled by 1/255 inside
+the kernels); float data goes the same way with scale 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .network import SIGMOID_BCE, Architecture
+from .reference import PIXEL_SCALE
+
+INFERENCE_BLOCK = 4096
+
+
+@dataclass
+class Prepared:
+    """A dataset as the kernels read it."""
+
+    X: np.ndarray  # [N, D] uint8 or float, as validated
+    indptr: np.ndarray  # int64 [N+1]
+    indices: np.ndarray  # int32 [nnz]
+    values: np.ndarray  # [nnz], X's dtype
+    input_scale: float
+
+    def __len__(self):
+        return len(self.X)
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def __init__(self, arch: Architecture, threads: int = 1):
+        self.arch = arch
+        layout = arch.layout()
+        self.layer_sizes = layout.sizes
+        self.w_offsets = layout.w_offsets
+        self.b_offsets = layout.b_offsets
+        self.threads = kernels.usable_threads(threads, tuple(arch.layers))
+        self.compile_seconds = 0.0
+        self._stats = np.zeros(3, np.float64)
+        self._targets_for = (None, None)
+        self._minibatch = None
+
+    def prepare(self, X):
+        indptr, indices, values = kernels.sparse_rows(X)
+        scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
+        return Prepared(X, indptr, indices, values, scale)
+
+    def _labels_and_targets(self, targets):
+        """The kernels' (labels int64 [N], targets dtype [N, K]) pair; the unused one is empty."""
+        cached, converted = self._targets_for
+        if cached is targets:
+            return converted
+        K = self.arch.layers[-1]
+        empty_labels = np.empty(0, np.int64)
+        if not self.arch.is_classifier:
+            converted = (empty_labels, targets)
+        elif self.arch.loss_code == SIGMOID_BCE:
+            converted = (empty_labels, targets.astype(self.arch.dtype).reshape(-1, 1))
+        else:
+            converted = (targets, np.empty((0, K), self.arch.dtype))
+        self._targets_for = (targets, converted)
+        return converted
+
+    def warmup(self, params, data, targets, batch_size):
+        """Compile (or load from the on-disk cache) what training will call, on two samples."""
+        tic = time.perf_counter()
+        scratch = params.copy()
+        order = np.arange(min(2, len(data)), dtype=np.int64)
+        self.train_chunk(scratch, data, targets, order, 1e-3, batch_size)
+        self.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        self.compile_seconds += time.perf_counter() - tic
+
+    def train_chunk(self, params, data, targets, order, lr, batch_size):
+        labels, target_rows = self._labels_and_targets(targets)
+        if batch_size == 1:
+            args = (
+                params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
+                self.arch.activation_code, self.arch.loss_code, float(lr),
+                data.indptr, data.indices, data.values, data.input_scale,
+                labels, target_rows, order, 0, len(order),
+            )
+            if self.threads > 1:
+                kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
+            else:
+                kernels.sgd_persample_chunk(*args)
+            loss_sum, n_correct, n_done = self._stats
+            n_done = int(n_done)
+            return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
+        from . import reference  # TODO(minibatch kernels): replaced by kernels.minibatch
+
+        return reference.train_batches(self.arch, params, data.X, targets, order, lr, batch_size)
+
+    def logits(self, params, data):
+        """z[N, K] of the output layer, block by block."""
+        arch = self.arch
+        n_layers = arch.n_layers
+        views = arch.layout().views(params)
+        no_bias = np.empty(0, arch.dtype)
+        z = np.empty((len(data), arch.layers[-1]), arch.dtype)
+        for start in range(0, len(data), INFERENCE_BLOCK):
+            rows = np.arange(start, min(start + INFERENCE_BLOCK, len(data)), dtype=np.int64)
+            W, b = views[0]
+            out = np.empty((len(rows), W.shape[1]), arch.dtype)
+            code = arch.activation_code if n_layers > 1 else 0
+            kernels.sparse_linear_forward(
+                out, rows, data.indptr, data.indices, data.values, data.input_scale, W,
+                no_bias if b is None else b, code,
+            )
+            for l in range(1, n_layers):
+                W, b = views[l]
+                nxt = np.empty((len(rows), W.shape[1]), arch.dtype)
+                code = arch.activation_code if l < n_layers - 1 else 0
+                kernels.linear_forward(nxt, out, W, no_bias if b is None else b, code)
+                out = nxt
+            z[rows] = out
+        return z
