@@ -1,0 +1,154 @@
+"""Divergence, Ctrl-C, reproducibility, and randomised compiled-vs-reference checks."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastmlp import MLP, DivergenceError, TrainingInterrupted
+from fastmlp.backends import make_backend
+from fastmlp.network import ACTIVATIONS, LOSSES, Architecture, init_params
+
+BACKENDS = ["numpy", "numba"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_stops_with_a_clear_error_and_finite_weights(rng, backend, batch_size):
+    X = rng.normal(size=(20000, 4)).astype(np.float32)
+    y = (X @ rng.normal(size=(4, 1)) * 10).astype(np.float32)
+    model = MLP([4, 8, 1], activation="relu", loss="mse", seed=0, backend=backend)
+    with pytest.raises(DivergenceError) as info:
+        model.fit(X, y, epochs=3, batch_size=batch_size, lr=50.0, progress=False)
+    error = info.value
+    assert error.epoch == 1 and 0 <= error.sample < 20000 and error.lr == 50.0
+    message = str(error)
+    assert "epoch 1" in message and f"sample {error.sample}" in message and "smaller learning rate" in message
+    assert np.isfinite(model.params_).all()  # the weights from before the divergence
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_keeps_the_last_completed_chunk(rng, synth, backend, monkeypatch):
+    X, y = synth.digits(rng, 20000)
+    model = MLP([784, 16, 10], seed=0, backend=backend).initialize()
+    real = model.backend_.train_chunk
+    after_chunk = []
+
+    def interrupted_on_third_chunk(params, *args):
+        if params is not model.params_:  # the JIT warm-up on a scratch copy
+            return real(params, *args)
+        if len(after_chunk) == 2:
+            params += 1.0  # half-done work that must be rolled back
+            raise KeyboardInterrupt
+        result = real(params, *args)
+        after_chunk.append(params.copy())
+        return result
+
+    monkeypatch.setattr(model.backend_, "train_chunk", interrupted_on_third_chunk)
+    with pytest.raises(TrainingInterrupted, match="interrupted in epoch 1 after 16384 samples"):
+        model.partial_fit(X, y, epochs=1, progress=False)
+    np.testing.assert_array_equal(model.params_, after_chunk[-1])
+
+
+def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
+    from fastmlp import cli
+
+    def interrupted(args):
+        raise TrainingInterrupted("training interrupted in epoch 1 after 8192 samples; the model holds ...")
+
+    monkeypatch.setattr(cli, "_train", interrupted)
+    assert cli.main(["train"]) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted in epoch 1" in err
+
+
+# --- reproducibility ------------------------------------------------------------------------
+
+TRAIN_AND_SAVE = """
+import sys, numpy as np
+from fastmlp import MLP
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(3000, 784), dtype=np.uint8); X[rng.random(X.shape) < 0.8] = 0
+y = rng.integers(0, 10, size=3000)
+batch_size, threads, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+model = MLP([784, 64, 10], seed=3, backend="numba", threads=threads)
+model.fit(X, y, epochs=2, batch_size=batch_size, lr=0.1, progress=False)
+model.save(path)
+"""
+
+
+@pytest.mark.parametrize("batch_size,threads", [(1, 1), (1, 2), (32, 1), (3000, 1)])
+def test_same_seed_gives_byte_identical_weight_files_across_numba_thread_counts(tmp_path, batch_size, threads):
+    files = []
+    for numba_threads in ("1", "2", "2"):
+        path = tmp_path / f"model-{numba_threads}-{len(files)}.npz"
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["NUMBA_NUM_THREADS"] = numba_threads
+        done = subprocess.run(
+            [sys.executable, "-c", TRAIN_AND_SAVE, str(batch_size), str(threads), str(path)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        files.append(path.read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
+# --- randomised: compiled kernels against the reference -------------------------------------
+
+
+@st.composite
+def configurations(draw):
+    loss_pair = draw(st.sampled_from(list(LOSSES)))
+    n_out = 1 if loss_pair[1] == "binary_cross_entropy" else draw(st.integers(2, 6))
+    if loss_pair == ("identity", "mse"):
+        n_out = draw(st.integers(1, 4))
+    hidden = draw(st.lists(st.integers(1, 12), min_size=0, max_size=3))
+    layers = [draw(st.integers(1, 20))] + hidden + [n_out]
+    return {
+        "layers": layers,
+        "activation": draw(st.sampled_from(list(ACTIVATIONS))),
+        "pair": loss_pair,
+        "bias": draw(st.booleans()),
+        "dtype": draw(st.sampled_from([np.float32, np.float64])),
+        "batch_size": draw(st.integers(1, 40)),
+        "n_samples": draw(st.integers(1, 40)),
+        "uint8": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configurations())
+def test_random_networks_compiled_equals_reference(config):
+    output, loss = config["pair"]
+    arch = Architecture(config["layers"], config["activation"], loss, output, config["bias"], config["dtype"])
+    rng = np.random.default_rng(config["seed"])
+    n = config["n_samples"]
+    if config["uint8"]:
+        X = rng.integers(0, 256, size=(n, config["layers"][0])).astype(np.uint8)
+        X[rng.random(X.shape) < 0.5] = 0
+    else:
+        X = rng.normal(size=(n, config["layers"][0])).astype(config["dtype"])
+    if arch.is_classifier:
+        targets = rng.integers(0, arch.n_classes, size=n).astype(np.int64)
+    else:
+        targets = rng.normal(size=(n, config["layers"][-1])).astype(config["dtype"])
+    start = init_params(arch, "auto", seed=config["seed"])
+    order = rng.permutation(n).astype(np.int64)
+    batch_size = min(config["batch_size"], n)
+    results = {}
+    for name in BACKENDS:
+        backend = make_backend(name, arch)
+        params = start.copy()
+        stats = backend.train_chunk(params, backend.prepare(X), targets, order, 0.05, batch_size)
+        results[name] = (stats, params, backend.logits(params, backend.prepare(X)))
+    (ref_stats, ref_params, ref_logits), (stats, params, logits) = results["numpy"], results["numba"]
+    assert stats[2:] == ref_stats[2:] == (n, -1)
+    tol = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-12)}[config["dtype"]]
+    np.testing.assert_allclose(stats[0], ref_stats[0], **tol)
+    np.testing.assert_allclose(params, ref_params, **tol)
+    np.testing.assert_allclose(logits, ref_logits, **tol)
