@@ -1,0 +1,85 @@
+"""Numba options shared by every kernel in ``fastmlp.kernels``.
+
+Kernels take their options from here, so a change of policy (flags, caching) is one edit.
+"""
+
+import hashlib
+import os
+
+from numba.core import caching
+
+# Every fast-math flag except "nnan" and "ninf": with those two LLVM may assume that no value
+# is NaN or infinite and fold away ``np.isfinite(loss)``, so a diverging run could not be
+# detected. "reassoc" is what lets LLVM vectorise reductions (dot products, sums).
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+KERNEL_OPTIONS = dict(
+    nogil=True,  # the threaded per-sample trainer runs kernels from several Python threads
+    cache=True,  # compiled code is stored next to the sources: a new process starts at once
+    fastmath=FASTMATH,
+    error_model="numpy",  # division by zero gives inf/nan like NumPy instead of raising
+    boundscheck=False,
+)
+
+# Small per-row helpers: inlined at the Numba IR level so LLVM sees one loop nest it can
+# vectorise (calls between separately compiled Numba functions are not inlined by LLVM).
+INLINE_OPTIONS = dict(KERNEL_OPTIONS, inline="always")
+
+# Threading: the fused per-sample trainer uses Python threads running ``nogil`` kernels and
+# synchronises them itself (see ``sgd.py``), so it needs no Numba threading layer. Kernels
+# written with ``prange`` should use PARALLEL_OPTIONS and leave the layer to Numba's default
+# choice (OpenMP or TBB when installed, else workqueue); do not nest them inside the threaded
+# trainer, the workqueue layer cannot be entered from two threads at once.
+PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache invalidation. Numba stamps a cached kernel with the hash of the one file that defines
+# it, but our kernels inline helpers from the sibling modules (sgd.py compiles code from
+# linear.py, loss.py, activation.py): after an edit of linear.py alone, sgd.py's cached
+# kernels would still be loaded, stale. Kernels of this folder are therefore stamped with the
+# hash of all its sources, so that any edit here recompiles all of them.
+
+_KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sources_hash():
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(_KERNELS_DIR)):
+        if name.endswith(".py"):
+            with open(os.path.join(_KERNELS_DIR, name), "rb") as source:
+                digest.update(name.encode() + b"\0" + source.read())
+    return digest.digest()
+
+
+_SOURCES_HASH = _sources_hash()
+
+
+class _KernelsLocatorMixin:
+    """Numba cache locator for the kernels of this folder: same places as Numba's own
+    locators, stamped with the hash of every source file of the folder."""
+
+    def get_source_stamp(self):
+        return _SOURCES_HASH
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _KERNELS_DIR:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def _numba_cache_class(name):
+    # public names since Numba 0.61, underscored before
+    return getattr(caching, name, None) or getattr(caching, "_" + name)
+
+
+try:
+    _registry = _numba_cache_class("CacheImpl")._locator_classes
+    if not any(issubclass(locator, _KernelsLocatorMixin) for locator in _registry):
+        _registry[:0] = [
+            type("Kernels" + name, (_KernelsLocatorMixin, _numba_cache_class(name)), {"__module__": __name__})
+            for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+        ]
+except AttributeError:  # a Numba without these classes: per-file stamps, as Numba does
+    pass
