@@ -92,6 +92,10 @@ def build_parser():
     _add_model_options(compare)
     compare.add_argument("--weights-rtol", type=float, default=None, help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+
+    from . import bench
+
+    bench.add_parser(commands)
     return parser
 
 
@@ -258,6 +262,10 @@ def main(argv=None):
             return EXIT_USAGE
         if args.command == "compare":
             return _compare(args)
+        if args.command == "bench":
+            from . import bench
+
+            return bench.run(args)
         return _train(args)
     except UsageError as error:
         print(f"fastmlp: error: {error}", file=sys.stderr)

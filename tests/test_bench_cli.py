@@ -1,0 +1,399 @@
+"""``fastmlp bench``: option checks, the JSON contract, the numbers' arithmetic, peers, the chart.
+
+Runs on a tiny synthetic dataset in the MNIST file layout, with a small GEMM, so the whole
+file takes seconds; nothing here needs the real MNIST files.
+"""
+
+import gzip
+import io
+import json
+import os
+import struct
+import sys
+from contextlib import redirect_stdout
+
+import numpy as np
+import pytest
+
+from fastmlp import bench, peers
+from fastmlp.cli import UsageError, _Parser
+
+MEASUREMENT_KEYS = {
+    "backend",
+    "batch_size",
+    "layers",
+    "activation",
+    "samples_per_second",
+    "samples_per_second_spread",
+    "speedup_vs_numpy",
+    "repeats",
+    "gflops",
+    "gemm_gflops",
+    "gemm_fraction",
+    "flops_per_sample",
+    "samples",
+    "samples_requested",
+    "trimmed",
+    "test_accuracy",
+    "peer",
+    "implementation",
+}
+MACHINE_KEYS = {"cpu", "cores", "usable_cores", "numpy", "gemm", "gemm_gflops", "settings", "flops_per_sample_formula"}
+SMALL = ["--layers", "784,16,10", "--activations", "sigmoid", "--samples", "300", "--repeats", "2"]
+
+
+def write_idx(path, array, magic):
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """600 training and 200 test 'digits' in the MNIST file layout (see conftest.make_digits)."""
+    rng = np.random.default_rng(7)
+    n = 800
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = np.zeros((n, 28, 28), np.uint8)
+    noise = rng.random((n, 28, 28)) < 0.1
+    images[noise] = rng.integers(1, 120, size=int(noise.sum()), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 200
+    directory = tmp_path_factory.mktemp("tiny_mnist")
+    write_idx(directory / "train-images-idx3-ubyte.gz", images[:600], 2051)
+    write_idx(directory / "train-labels-idx1-ubyte.gz", labels[:600], 2049)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", images[600:], 2051)
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", labels[600:], 2049)
+    return directory
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_gemm():
+    """A 128^3 GEMM instead of 1024x784x800: same code, a fraction of the time."""
+    saved = bench.GEMM_SHAPE
+    bench.GEMM_SHAPE = (128, 128, 128)
+    yield
+    bench.GEMM_SHAPE = saved
+
+
+def parse(*argv):
+    """Namespace for ``fastmlp bench ARGV`` through the CLI's own parser class."""
+    parser = _Parser(prog="fastmlp")
+    bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    return parser.parse_args(["bench", *argv])
+
+
+def run_bench(*argv):
+    """(status, stdout) of ``fastmlp bench ARGV``."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = bench.run(parse(*argv))
+    return status, out.getvalue()
+
+
+def json_lines(text):
+    lines = text.splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON document
+    assert all(isinstance(record, dict) for record in records)
+    return records
+
+
+def measurements(records):
+    return [r for r in records if r["record"] == "measurement"]
+
+
+@pytest.fixture(scope="module")
+def both_backends(tiny_mnist):
+    """One --json run of numpy and numba, bs 1 and 32, shared by the tests that read it."""
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "1,32", "--backends", "numpy,numba", "--json")
+    assert status == 0
+    return json_lines(out)
+
+
+# --- the JSON contract -----------------------------------------------------------------------
+
+
+def test_json_is_one_object_per_line_with_the_promised_keys(both_backends):
+    machine, *rest = both_backends
+    assert machine["record"] == "machine"
+    assert MACHINE_KEYS <= machine.keys()
+    rows = measurements(rest)
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [("numpy", 1), ("numba", 1), ("numpy", 32), ("numba", 32)]
+    for row in rows:
+        assert MEASUREMENT_KEYS <= row.keys(), MEASUREMENT_KEYS - row.keys()
+        assert row["layers"] == [784, 16, 10]
+        assert row["activation"] == "sigmoid"
+        assert row["repeats"] == 2
+        assert row["samples"] == row["samples_requested"] == 300 and not row["trimmed"]
+        low, high = row["samples_per_second_spread"]
+        assert 0 < low <= row["samples_per_second"] <= high
+        assert 0 <= row["test_accuracy"] <= 1
+
+
+def test_speedup_is_the_ratio_of_the_measured_rates(both_backends):
+    rows = measurements(both_backends)
+    for batch_size in (1, 32):
+        numpy_row, numba_row = (r for r in rows if r["batch_size"] == batch_size)
+        assert numpy_row["speedup_vs_numpy"] == 1.0
+        assert numba_row["speedup_vs_numpy"] == pytest.approx(
+            numba_row["samples_per_second"] / numpy_row["samples_per_second"], rel=1e-12
+        )
+
+
+def test_gemm_and_gflops_are_positive_and_follow_the_formula(both_backends):
+    machine = both_backends[0]
+    assert machine["gemm"]["gflops"] > 0 and machine["gemm_gflops"] == machine["gemm"]["gflops"]
+    low, high = machine["gemm"]["gflops_spread"]
+    assert 0 < low <= machine["gemm"]["gflops"] <= high
+    for row in measurements(both_backends):
+        assert row["gemm_gflops"] > 0
+        if row["batch_size"] == 1:
+            assert row["gflops"] is None  # the per-sample kernel skips zero pixels: dense FLOPs would lie
+            continue
+        W1, W2 = 784 * 16, 16 * 10
+        P = W1 + W2 + 16 + 10
+        expected = 2 * (W1 + W2) + 2 * (W1 + W2) + 2 * W2 + 2 * P / 32
+        assert row["flops_per_sample"] == pytest.approx(expected)
+        assert row["gflops"] == pytest.approx(expected * row["samples_per_second"] / 1e9, rel=1e-12)
+        assert row["gflops"] > 0
+        assert row["gemm_fraction"] == pytest.approx(row["gflops"] / row["gemm_gflops"], rel=1e-12)
+
+
+def test_both_backends_learn_the_same_thing(both_backends):
+    """Same initial weights, same sample order: the accuracies agree to rounding."""
+    rows = measurements(both_backends)
+    for batch_size in (1, 32):
+        numpy_row, numba_row = (r for r in rows if r["batch_size"] == batch_size)
+        assert abs(numpy_row["test_accuracy"] - numba_row["test_accuracy"]) <= 0.01
+    assert max(r["test_accuracy"] for r in rows) > 0.5  # the synthetic classes are easy
+
+
+def test_measure_gemm_reports_a_positive_rate():
+    result = bench.measure_gemm((64, 32, 48), repeats=3)
+    assert result["shape"] == [64, 32, 48] and result["repeats"] == 3
+    assert 0 < result["gflops_spread"][0] <= result["gflops"] <= result["gflops_spread"][1]
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def test_table_has_rows_gemm_rate_and_the_flop_formula(tiny_mnist):
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy")
+    assert status == 0
+    assert "float32 GEMM 128x128 @ 128x128 (np.matmul)" in out
+    assert bench.HEADER in out
+    row = next(line for line in out.splitlines() if line.startswith("784-16-10"))
+    assert row.split()[:4] == ["784-16-10", "sigmoid", "32", "numpy"]
+    assert "1.00x" in row
+    assert bench.FLOPS_FORMULA in out
+
+
+def test_slow_rows_are_timed_on_a_smaller_slice_and_say_so(tiny_mnist):
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--samples", "600", "--batch-sizes", "1", "--backends", "numpy", "--max-seconds", "0.001", "--json")
+    (row,) = measurements(json_lines(out))
+    assert row["trimmed"] and row["samples_requested"] == 600
+    assert row["samples"] == bench.PILOT_SAMPLES  # never fewer than the pilot
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--samples", "600", "--batch-sizes", "1", "--backends", "numpy", "--max-seconds", "0.001")
+    assert f"{bench.PILOT_SAMPLES}*" in out and "* timed on the first N samples only" in out
+
+
+def test_progress_goes_to_stderr_only_when_asked(tiny_mnist, capsys):
+    args = ("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--json")
+    bench.run(parse(*args, "--progress"))
+    out, err = capsys.readouterr()
+    assert "[1/1] numpy bs=32 784-16-10 sigmoid" in err
+    json_lines(out)  # stdout stays pure JSON
+    bench.run(parse(*args))  # stderr is not a terminal under pytest
+    assert capsys.readouterr().err == ""
+
+
+# --- option selection ------------------------------------------------------------------------
+
+
+def test_default_plan_is_the_standard_matrix():
+    plan = bench.plan_from_args(parse())
+    assert plan.batch_sizes == (1, 32, 128, 1024)
+    assert plan.layers == ((784, 20, 10), (784, 128, 10), (784, 800, 10))
+    assert plan.activations == ("sigmoid", "relu")
+    assert plan.backends == ("numpy", "numba") and plan.peers == ()
+    assert plan.samples is None and plan.lr == 0.1
+
+
+def test_quick_selects_a_small_subset_and_explicit_options_win():
+    plan = bench.plan_from_args(parse("--quick"))
+    assert plan.batch_sizes == (1, 128)
+    assert plan.layers == ((784, 128, 10),)
+    assert plan.activations == ("sigmoid",)
+    assert plan.samples == 10_000 and plan.repeats == 3
+    plan = bench.plan_from_args(parse("--quick", "--batch-sizes", "32", "--samples", "500", "--backends", "numba"))
+    assert plan.batch_sizes == (32,) and plan.samples == 500 and plan.backends == ("numba",)
+    assert plan.layers == ((784, 128, 10),) and plan.repeats == 3
+
+
+def test_lists_are_comma_separated_and_repeatable():
+    plan = bench.plan_from_args(
+        parse("--batch-sizes", "1,32", "--batch-sizes", "128", "--layers", "784,20,10", "--layers", "784-800-10",
+              "--activations", "relu,sigmoid", "--backends", "numba,numpy", "--peers")
+    )
+    assert plan.batch_sizes == (1, 32, 128)
+    assert plan.layers == ((784, 20, 10), (784, 800, 10))
+    assert plan.activations == ("relu", "sigmoid")
+    assert plan.backends == ("numpy", "numba")  # numpy first: the others' speed-up needs its rate
+    assert plan.peers == peers.PEERS
+
+
+def test_quick_run_measures_the_quick_rows(tiny_mnist):
+    """On a dataset smaller than --quick's 10,000-sample slice it uses all of it."""
+    status, out = run_bench("--data", str(tiny_mnist), "--quick", "--backends", "numpy", "--json")
+    rows = measurements(json_lines(out))
+    assert [(r["batch_size"], r["layers"], r["activation"], r["repeats"], r["samples"]) for r in rows] == [
+        (1, [784, 128, 10], "sigmoid", 3, 600),
+        (128, [784, 128, 10], "sigmoid", 3, 600),
+    ]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--batch-sizes", "0"),
+        ("--batch-sizes", "32,x"),
+        ("--layers", "784,x,10"),
+        ("--layers", "784"),
+        ("--layers", "784,16,1"),
+        ("--activations", "swish"),
+        ("--backends", "cuda"),
+        ("--peers", "pytorch"),
+        ("--samples", "-5"),
+        ("--repeats", "0"),
+        ("--threads", "two"),
+        ("--peer-threads", "0"),
+        ("--max-seconds", "-1"),
+        ("--lr", "0"),
+        ("--seed", "-1"),
+    ],
+)
+def test_bad_option_values_name_the_option(option, value):
+    with pytest.raises(ValueError, match=option):
+        bench.plan_from_args(parse(option, value))
+
+
+def test_options_that_do_not_fit_the_data_name_the_option(tiny_mnist):
+    with pytest.raises(ValueError, match="--layers 784,16,5: the data has 784 inputs and 10 classes"):
+        bench.run(parse("--data", str(tiny_mnist), "--layers", "784,16,5", "--samples", "300", "--batch-sizes", "32"))
+    with pytest.raises(ValueError, match="--samples 5000 is more than the 600"):
+        bench.run(parse("--data", str(tiny_mnist), "--samples", "5000"))
+    with pytest.raises(ValueError, match="--batch-sizes 1024 is larger than --samples 300"):
+        bench.run(parse("--data", str(tiny_mnist), "--samples", "300"))
+
+
+def test_unknown_option_is_a_one_line_usage_error():
+    with pytest.raises(UsageError, match="--fast"):
+        parse("--fast")
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_peer_libraries(monkeypatch):
+    """Make ``import torch`` / ``jax`` / ``sklearn`` fail as if they were not installed."""
+    for name in ("torch", "jax", "sklearn", "sklearn.neural_network"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_missing_peers_are_skipped_with_the_reason(tiny_mnist, no_peer_libraries):
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--peers", "--json")
+    assert status == 0
+    records = json_lines(out)
+    skipped = {r["backend"]: r["reason"] for r in records if r["record"] == "skipped"}
+    assert set(skipped) == set(peers.PEERS)
+    assert all("not installed" in reason and "fastmlp[peers]" in reason for reason in skipped.values())
+    assert [r["backend"] for r in measurements(records)] == ["numpy"]
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--peers", "torch")
+    assert status == 0 and "skipped torch: not installed" in out
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax", "sklearn"])
+def test_peer_trains_the_same_network_to_the_same_accuracy(tiny_mnist, peer):
+    pytest.importorskip({"sklearn": "sklearn.neural_network"}.get(peer, peer))
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--peers", peer, "--json")
+    assert status == 0
+    numpy_row, peer_row = measurements(json_lines(out))
+    assert peer_row["backend"] == peer and peer_row["peer"] and peer_row["samples"] == 300
+    assert peer_row["speedup_vs_numpy"] == pytest.approx(peer_row["samples_per_second"] / numpy_row["samples_per_second"], rel=1e-12)
+    assert peer_row["gflops"] > 0
+    # torch and jax start from the same weights and visit samples in the same order; sklearn
+    # starts from the same weights but shuffles with its own generator.
+    tolerance = 0.15 if peer == "sklearn" else 0.01
+    assert abs(peer_row["test_accuracy"] - numpy_row["test_accuracy"]) <= tolerance
+
+
+def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):
+    """With sklearn's shuffling off and the data in fastmlp's order, one epoch gives fastmlp's weights."""
+    pytest.importorskip("sklearn.neural_network")
+    from fastmlp import load_mnist
+    from fastmlp.network import Architecture, init_params
+
+    X, y, _, _ = load_mnist(str(tiny_mnist))
+    arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
+    init = init_params(arch, "auto", 0)
+    order = bench.sample_order(300, 0)
+    ours = bench.FastmlpRunner("numpy", arch, 0.1, 32, 1)
+    ours.prepare(bench.Split(X[:300], y[:300]))
+    params = ours.train(ours.start(init, order), order)
+    theirs = peers.SklearnRunner(arch, 0.1, 32, seed=0)
+    theirs.prepare(bench.Split(X[:300][order], y[:300][order]))
+    model = theirs.start(init, order)
+    model.shuffle = False
+    theirs.train(model, order)
+    for (W, b), coef, intercept in zip(arch.layout().views(params), model.coefs_, model.intercepts_):
+        np.testing.assert_allclose(coef, W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(intercept, b, rtol=1e-4, atol=1e-6)
+
+
+def test_add_parser_keeps_the_cli_parser_class():
+    parser = _Parser(prog="fastmlp")
+    assert isinstance(bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser)), _Parser)
+
+
+# --- the chart -------------------------------------------------------------------------------
+
+
+def test_plot_writes_a_png(tiny_mnist, tmp_path):
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "bench.png"
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "1,32", "--backends", "numpy", "--plot", str(chart))
+    assert status == 0 and f"chart written to {chart}" in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["bench.png"]  # no temporary file left behind
+
+
+def test_plot_failing_midway_leaves_the_old_file_alone(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    chart = tmp_path / "bench.png"
+    chart.write_bytes(b"old chart")
+
+    def broken_savefig(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
+    row = bench.Measurement("numpy", False, "numpy", (784, 16, 10), "sigmoid", 32, 0.1, [0.1, 0.2], 100, 100, 0.5, 0.0, 1)
+    with pytest.raises(OSError, match="disk full"):
+        bench.write_plot(str(chart), [row], {"gflops": 10.0}, bench.Plan())
+    assert chart.read_bytes() == b"old chart"
+    assert os.listdir(tmp_path) == ["bench.png"]
+
+
+def test_plot_without_matplotlib_is_one_clear_error_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(RuntimeError, match=r"--plot needs matplotlib.*fastmlp\[plot\]"):
+        bench.run(parse("--data", str(tmp_path / "nowhere"), "--plot", str(tmp_path / "x.png")))
+
+
+def test_plot_into_a_missing_directory_names_the_option(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="--plot"):
+        bench.run(parse("--plot", str(tmp_path / "missing" / "x.png")))
