@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
+from .kernels import minibatch
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -46,7 +47,8 @@ class NumbaBackend:
         self.compile_seconds = 0.0
         self._stats = np.zeros(3, np.float64)
         self._targets_for = (None, None)
-        self._minibatch = None
+        self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
+        self._minibatch_stats = np.zeros(4, np.float64)
 
     def prepare(self, X):
         indptr, indices, values = kernels.sparse_rows(X)
@@ -94,9 +96,19 @@ class NumbaBackend:
             loss_sum, n_correct, n_done = self._stats
             n_done = int(n_done)
             return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
-        from . import reference  # TODO(minibatch kernels): replaced by kernels.minibatch
-
-        return reference.train_batches(self.arch, params, data.X, targets, order, lr, batch_size)
+        largest = min(batch_size, len(order))
+        if self._minibatch is None or self._minibatch[0] < largest:
+            # scratch for the largest batch so far, allocated once per fit, reused by every chunk
+            self._minibatch = (largest, minibatch.minibatch_scratch(params, self.layer_sizes, largest))
+        stats = self._minibatch_stats
+        minibatch.minibatch_sgd_chunk(
+            params, stats, *self._minibatch[1], self.layer_sizes, self.w_offsets, self.b_offsets,
+            self.arch.activation_code, self.arch.loss_code, float(lr),
+            data.indptr, data.indices, data.values, data.input_scale,
+            labels, target_rows, order, 0, len(order), batch_size,
+        )
+        loss_sum, n_correct, n_done, nonfinite_at = stats
+        return float(loss_sum), int(n_correct), int(n_done), int(nonfinite_at)
 
     def logits(self, params, data):
         """z[N, K] of the output layer, block by block."""

@@ -21,8 +21,10 @@ KERNEL_OPTIONS = dict(
     boundscheck=False,
 )
 
-# Small per-row helpers: inlined at the Numba IR level so LLVM sees one loop nest it can
-# vectorise (calls between separately compiled Numba functions are not inlined by LLVM).
+# Scalar helpers called inside loops (exp, sigmoid, views): inlined at the Numba IR level.
+# LLVM does not inline calls between separately compiled Numba functions, and a call left in
+# a loop body stops it from vectorising. Helpers that hold whole loops use KERNEL_OPTIONS:
+# inlining those would only cost compile time.
 INLINE_OPTIONS = dict(KERNEL_OPTIONS, inline="always")
 
 # Threading: the fused per-sample trainer uses Python threads running ``nogil`` kernels and
@@ -78,7 +80,8 @@ try:
     _registry = _numba_cache_class("CacheImpl")._locator_classes
     if not any(issubclass(locator, _KernelsLocatorMixin) for locator in _registry):
         _registry[:0] = [
-            type("Kernels" + name, (_KernelsLocatorMixin, _numba_cache_class(name)), {"__module__": __name__})
+            type("Kernels" + name, (_KernelsLocatorMixin, _numba_cache_class(name)),
+                 {"__module__": __name__})
             for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
         ]
 except AttributeError:  # a Numba without these classes: per-file stamps, as Numba does

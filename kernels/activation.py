@@ -45,10 +45,16 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def _where(condition, a, b):
+    """``a if condition else b``, compiled to an LLVM select: no branch, so loops of it vectorise."""
+    return a if condition else b  # the pure-Python meaning, used when NUMBA_DISABLE_JIT=1
+
+
 @intrinsic
-def _where(typingctx, condition, a, b):
-    """``a if condition else b`` as an LLVM select: no branch, so loops of it vectorise."""
-    if not (isinstance(condition, types.Boolean) and isinstance(a, types.Float) and isinstance(b, types.Float)):
+def _select(typingctx, condition, a, b):
+    if not isinstance(condition, types.Boolean):
+        return None
+    if not (isinstance(a, types.Float) and isinstance(b, types.Float)):
         return None
     result = typingctx.unify_types(a, b)
 
@@ -61,6 +67,11 @@ def _where(typingctx, condition, a, b):
         )
 
     return result(condition, a, b), codegen
+
+
+@overload(_where, inline="always", jit_options=KERNEL_OPTIONS)
+def _where_overload(condition, a, b):
+    return lambda condition, a, b: _select(condition, a, b)
 
 
 @intrinsic
@@ -180,7 +191,10 @@ def _tanh_float64(x):
 
 def fast_exp(x):
     """exp(x) for a float32/float64 scalar; vectorisable inside compiled loops."""
-    return np.exp(x)  # the pure-Python meaning, used when NUMBA_DISABLE_JIT=1
+    # The pure-Python meaning, used when NUMBA_DISABLE_JIT=1: overflow to inf is expected
+    # (sigmoid, tanh) and silent, as in compiled code.
+    with np.errstate(over="ignore", under="ignore"):
+        return np.exp(x)
 
 
 def fast_tanh(x):
@@ -218,7 +232,7 @@ def sigmoid(z):
 # branch is a plain loop LLVM can vectorise.
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def activation_row_forward(a, activation):
     """a[H] = act(a[H]), in place."""
     zero = np.float32(0.0)
@@ -233,7 +247,7 @@ def activation_row_forward(a, activation):
             a[k] = _where(a[k] < zero, zero, a[k])  # NaN stays NaN
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def activation_row_backward(d, a, activation):
     """d[H] *= act'(z[H]), written with the outputs a[H] = act(z[H]); in place."""
     one = np.float32(1.0)
@@ -257,7 +271,8 @@ def activation_row_backward(d, a, activation):
 def activation_forward(out, z, activation):
     """out[B,H] = act(z[B,H]). ``out`` may be ``z`` (in place)."""
     for row in range(z.shape[0]):
-        out[row] = z[row]
+        for k in range(z.shape[1]):
+            out[row, k] = z[row, k]
         activation_row_forward(out[row], activation)
 
 
@@ -265,5 +280,6 @@ def activation_forward(out, z, activation):
 def activation_backward(dz, da, a, activation):
     """dz[B,H] = da[B,H] * act'(z[B,H]) for a[B,H] = act(z[B,H]); overwrites dz (may be da)."""
     for row in range(da.shape[0]):
-        dz[row] = da[row]
+        for k in range(da.shape[1]):
+            dz[row, k] = da[row, k]
         activation_row_backward(dz[row], a[row], activation)

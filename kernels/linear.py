@@ -94,6 +94,17 @@ def layer_views(params, layer_sizes, w_offsets, b_offsets, layer):
     return W, bias
 
 
+@njit(**INLINE_OPTIONS)
+def fill_bias(z, b):
+    """z[H] = b[H], or 0 when b is empty (no bias). A loop: array-to-array slice assignment
+    costs seconds of compile time in Numba."""
+    if b.shape[0] > 0:
+        for k in range(z.shape[0]):
+            z[k] = b[k]
+    else:
+        z[:] = 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-sample steps. Sparse input rows use the input-major W[D,H]: one nonzero input touches one
 # contiguous row. Dense layers use an output-major copy Wt[H,D] = W^T, so the forward pass is
@@ -102,12 +113,16 @@ def layer_views(params, layer_sizes, w_offsets, b_offsets, layer):
 
 
 @njit(**INLINE_OPTIONS)
+def _row(W, j):
+    """W[j] for an index known to be >= 0: as unsigned it skips Numba's negative-index fix-up,
+    which costs a few percent in the per-nonzero loops below."""
+    return W[np.uint32(j)]
+
+
+@njit(**KERNEL_OPTIONS)
 def sparse_row_forward(z, W, b, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale."""
-    if b.shape[0] > 0:
-        z[:] = b
-    else:
-        z[:] = 0
+    fill_bias(z, b)
     # Four input rows per pass over z: z is loaded and stored a quarter as often (the loop is
     # bound by memory operations, not arithmetic).
     n = indices.shape[0]
@@ -117,46 +132,46 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
         x1 = values[p + 1] * input_scale
         x2 = values[p + 2] * input_scale
         x3 = values[p + 3] * input_scale
-        w0 = W[indices[p]]
-        w1 = W[indices[p + 1]]
-        w2 = W[indices[p + 2]]
-        w3 = W[indices[p + 3]]
+        w0 = _row(W, indices[p])
+        w1 = _row(W, indices[p + 1])
+        w2 = _row(W, indices[p + 2])
+        w3 = _row(W, indices[p + 3])
         for k in range(z.shape[0]):
             z[k] += (x0 * w0[k] + x1 * w1[k]) + (x2 * w2[k] + x3 * w3[k])
         p += 4
     for q in range(p, n):
         x = values[q] * input_scale
-        w = W[indices[q]]
+        w = _row(W, indices[q])
         for k in range(z.shape[0]):
             z[k] += x * w[k]
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def sparse_row_update(W, b, dz, indices, values, input_scale, learning_rate):
     """W[D,H] -= lr * x[D]^T dz[H]; b[H] -= lr * dz[H]  (the SGD step of sparse_row_forward)."""
-    # Two rows per pass over dz. (With more, LLVM needs more than its limit of 8 runtime
-    # checks that the rows do not overlap, and stops vectorising.)
-    n = indices.shape[0]
-    p = 0
-    while p + 2 <= n:
-        step0 = learning_rate * (values[p] * input_scale)
-        step1 = learning_rate * (values[p + 1] * input_scale)
-        w0 = W[indices[p]]
-        w1 = W[indices[p + 1]]
+    # Rows are visited last to first: sparse_row_forward has just read them first to last, so
+    # the last ones are still in L1 cache. Two rows per pass over dz (four would need 10
+    # runtime overlap checks, over LLVM's limit of 8, and would not be vectorised).
+    p = indices.shape[0]
+    while p >= 2:
+        step0 = learning_rate * (values[p - 1] * input_scale)
+        step1 = learning_rate * (values[p - 2] * input_scale)
+        w0 = _row(W, indices[p - 1])
+        w1 = _row(W, indices[p - 2])
         for k in range(dz.shape[0]):
             w0[k] -= step0 * dz[k]
             w1[k] -= step1 * dz[k]
-        p += 2
-    for q in range(p, n):
-        step = learning_rate * (values[q] * input_scale)
-        w = W[indices[q]]
+        p -= 2
+    if p == 1:
+        step = learning_rate * (values[0] * input_scale)
+        w = _row(W, indices[0])
         for k in range(dz.shape[0]):
             w[k] -= step * dz[k]
     for k in range(b.shape[0]):
         b[k] -= learning_rate * dz[k]
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def dense_row_forward(z, Wt, b, a):
     """z[H] = Wt[H,D] @ a[D] + b[H]  (Wt = W^T, output-major; b may be empty)."""
     for k in range(z.shape[0]):
@@ -167,7 +182,7 @@ def dense_row_forward(z, Wt, b, a):
         z[k] = total
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def dense_row_backward_update(da, Wt, b, dz, a, learning_rate):
     """Backward and SGD step of z[H] = Wt[H,D] @ a[D] + b[H] in one pass over Wt:
 
@@ -194,10 +209,7 @@ def linear_forward(out, x, W, b, activation):
     """out[B,H] = act(x[B,D] @ W[D,H] + b[H]). ``b`` may be empty (no bias)."""
     for row in range(x.shape[0]):
         z = out[row]
-        if b.shape[0] > 0:
-            z[:] = b
-        else:
-            z[:] = 0
+        fill_bias(z, b)
         for j in range(x.shape[1]):
             xj = x[row, j]
             w = W[j]
@@ -254,7 +266,7 @@ def sparse_linear_backward(dW, db, dz, rows, indptr, indices, values, input_scal
     for r in range(rows.shape[0]):
         for p in range(indptr[rows[r]], indptr[rows[r] + 1]):
             x = values[p] * input_scale
-            w = dW[indices[p]]
+            w = _row(dW, indices[p])
             for k in range(dz.shape[1]):
                 w[k] += x * dz[r, k]
     if db.shape[0] > 0:

@@ -2,10 +2,10 @@
 
 Loss codes (output activation + loss), for logits z[K] of one sample:
 
-    0 SOFTMAX_CROSS_ENTROPY  p = softmax(z), loss = logsumexp(z) - z[y],          dz = p - onehot(y)
-    1 SOFTMAX_MSE            p = softmax(z), loss = 0.5 |p - onehot(y)|^2,        dz = p * (g - p.g), g = p - onehot(y)
-    2 SIGMOID_BCE  (K == 1)  p = sigmoid(z), loss = max(z,0) - z t + log1p(exp(-|z|)), dz = p - t
-    3 IDENTITY_MSE           p = z,          loss = 0.5 |z - t|^2,                dz = z - t
+    0 SOFTMAX_CROSS_ENTROPY  p = softmax(z)  loss = logsumexp(z) - z[y]        dz = p - onehot(y)
+    1 SOFTMAX_MSE            p = softmax(z)  loss = 0.5 |g|^2, g = p - onehot(y)  dz = p * (g - p.g)
+    2 SIGMOID_BCE (K == 1)   p = sigmoid(z)  loss = max(z,0) - z t + log1p(exp(-|z|))  dz = p - t
+    3 IDENTITY_MSE           p = z           loss = 0.5 |z - t|^2               dz = z - t
 
 Targets: ``labels`` int64 [N] class indices for codes 0 and 1; ``targets`` [N, K] (same float
 dtype as the parameters) for codes 2 (values 0 or 1) and 3. The array a code does not use may be
@@ -59,7 +59,7 @@ def _argmax(p):
     return best
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def loss_row_forward(p, z, labels, targets, row, loss):
     """p[K] = output activation of the logits z[K] of sample ``row`` (see module docstring).
 
@@ -92,7 +92,7 @@ def loss_row_forward(p, z, labels, targets, row, loss):
     return half * total, 0
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def loss_row_backward(dz, p, labels, targets, row, loss):
     """dz[K] = d loss / d z of sample ``row``, from the outputs p[K] of ``loss_row_forward``."""
     if loss == SOFTMAX_CROSS_ENTROPY:

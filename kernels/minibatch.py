@@ -7,63 +7,83 @@ mean over the batch of the per-sample gradients, then ``params -= lr * gradient`
 gradient descent is ``batch_size >= stop - start``. Any depth and layer sizes, every
 activation and loss code, float32 or float64, uint8 or float input.
 
-Arguments (N samples, L dense layers, K = layer_sizes[-1], B = the largest batch,
-U = sum(layer_sizes[1:]) + K). The shared ones mean what they mean for
-``sgd.sgd_persample_chunk``, in the same order:
+Layers are numbered from 0 as in ``linear.py``: layer l maps n_l = layer_sizes[l] inputs to
+n_{l+1} outputs with W_l [n_l, n_{l+1}] and b_l. Arguments (N samples, L layers,
+H = layer_sizes[1], K = layer_sizes[-1], B = the largest batch, U = sum(layer_sizes[1:]));
+those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same order:
 
-    params        float [P]      flat parameters (layout in ``linear.py``); updated in place
-    stats         float64 [4]    written: (sum of the per-sample losses, number correct, number
-                                 of samples trained, nonfinite_at). A batch with a non-finite
-                                 loss is not applied and training stops: nonfinite_at is that
-                                 sample's position in order[start:stop], else -1.
-    grad          float [P]      scratch: gradients, offsets as params (see "Layout" below)
-    weights_t     float [P]      scratch: W_l^T of layers l >= 1 at w_offsets[l]
-    units         float [B, U]   scratch: per sample, every layer's outputs then p[K]
-    deltas        float [B, U-K] scratch: per sample, d(batch loss)/dz of every layer
-    losses        float [B]      scratch: per-sample losses of the current batch
-    hits          int64 [B]      scratch: 1 where the sample is classified right
-    layer_sizes   int64 [L+1]    n_0 (inputs) .. n_L (outputs)
-    w_offsets     int64 [L]      from ``linear.parameter_layout``
-    b_offsets     int64 [L]      -1 for layers without bias
-    activation    int            hidden activation code (activation.py)
-    loss          int            output/loss code (loss.py)
-    learning_rate float          cast to params.dtype, as the reference does
-    batch_size    int            >= 1
+    params        float [P]           flat parameters (layout in ``linear.py``); updated in place
+    stats         float64 [4]         written: (sum of the per-sample losses, number correct,
+                                      number of samples trained, nonfinite_at). A batch with a
+                                      non-finite loss is not applied and training stops there:
+                                      nonfinite_at is that sample's position in
+                                      order[start:stop], else -1.
+    grad          float [P]           scratch (see "Scratch" below)
+    weights_t     float [P]           scratch
+    partials      float [PARTS, B, H] scratch
+    spans         int64 [B, PARTS, 2] scratch
+    units         float [B, U + K]    scratch
+    deltas        float [B, U]        scratch
+    losses        float [B]           scratch
+    hits          int64 [B]           scratch
+    layer_sizes   int64 [L+1]         n_0 (inputs) .. n_L (outputs)
+    w_offsets     int64 [L]           from ``linear.parameter_layout``
+    b_offsets     int64 [L]           -1 for layers without bias
+    activation    int                 hidden activation code (activation.py)
+    loss          int                 output/loss code (loss.py)
+    learning_rate float               cast to params.dtype, as the reference does
     indptr, indices, values, input_scale
-                                 input rows in CSR form (``linear.sparse_rows``); an input is
-                                 values[p] * input_scale (1/255 for uint8 pixels, 1 for floats)
-    labels        int64 [N]      class labels (loss codes 0, 1), else may be empty
-    targets       float [N, K]   targets (loss codes 2, 3), else may be empty [0, K]
-    order         int64 [M]      sample indices, e.g. a permutation of range(N)
-    start, stop   int            train on order[start:stop]
+                                      input rows in CSR form (``linear.sparse_rows``: column
+                                      indices ascending within a row; values uint8 or float);
+                                      an input is values[p] * input_scale (1/255 for uint8
+                                      pixels, 1 for float data)
+    labels        int64 [N]           class labels (loss codes 0, 1), else may be empty
+    targets       float [N, K]        targets (loss codes 2, 3), else may be empty [0, K]
+    order         int64 [M]           sample indices, e.g. a permutation of range(N)
+    start, stop   int                 train on order[start:stop]
+    batch_size    int                 >= 1
 
-``minibatch_scratch`` allocates (grad, weights_t, units, deltas, losses, hits) once per fit:
-``minibatch_sgd_chunk(params, stats, *minibatch_scratch(...), layer_sizes, ...)``. The kernel
-allocates nothing.
+"float" is params.dtype (float32 or float64) throughout. ``minibatch_scratch`` allocates the
+eight scratch arrays once per fit, in this order, for a largest batch B that the caller
+guarantees (B >= min(batch_size, stop - start); the kernel does not check):
+``minibatch_sgd_chunk(params, stats, *scratch, layer_sizes, ...)``. What they hold between
+calls does not matter, and the kernel itself allocates nothing.
 
-How a batch runs (four kinds of parallel loop, no locks, no atomics):
+How a batch runs, in two parallel loops (no locks, no atomics):
 
-1. per sample (prange over the batch): forward pass, loss, and dz of every layer, already
-   divided by the batch size as in the reference;
-2. first layer (prange over blocks of its output units): dW = x^T dz accumulated over the
-   batch's nonzero inputs only, then W -= lr * dW and b -= lr * db for those units;
-3. each later layer: dW^T row by row (prange over its output units), bias step included;
-4. then the weight step W -= lr * dW, which also refreshes W^T (prange over its input units).
+1. over PARTS blocks of the first layer's inputs (contiguous rows of W_0 [n_0, H]): each part
+   first takes the previous batch's SGD step on the parameters it owns (its rows of W_0, its
+   share of b_0 and of every later layer's output units), then the first layer's partial sums
+   of this batch over its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero
+   inputs. A block of W_0 is thus read and written by one core only and stays in its cache.
+2. over the batch's samples: z_0 = b_0 + the partial sums (added in part order), the rest of
+   the forward pass, the loss, and every layer's dz divided by the batch size (as the
+   reference divides). Then the losses are checked: the step of a batch with a non-finite
+   loss is never taken. The step of the chunk's last batch ends the call.
 
-Determinism: every gradient entry is a sum over the batch's samples in batch order, written by
-exactly one iteration, and the parallel loops only decide which thread computes which entries.
-Results are therefore bit-identical from run to run and independent of NUMBA_NUM_THREADS.
+Zero inputs are skipped, which is exact (0 * w adds nothing) as long as the first layer's
+weights are finite; once a step has made one infinite, the reference's 0 * inf = NaN for the
+samples where that input is zero is not reproduced: the divergence is caught at the first
+sample that has that input nonzero.
 
-Layout of the scratch arrays: the first layer reads sparse input rows with W_0 as stored
-(input-major, one nonzero input touches one contiguous row); layers l >= 1 work with the
-output-major copy W_l^T [n_{l+1}, n_l] in ``weights_t`` (dot products and axpys along n_l, so a
-10-unit output layer still vectorises), and their weight gradient is kept transposed in
-``grad`` too. The first layer's weight gradient and every bias gradient use the params layout.
-``units[r]`` holds layer l's outputs (activated for hidden layers, logits for the last) at
-columns sum(layer_sizes[1:l+1]) ..., then p = output activation of the logits; ``deltas[r]``
-the same columns without p.
+Determinism: every sum runs in a fixed order (gradients over the batch in batch order, partial
+sums in part order), and each entry is written by exactly one loop iteration; the threads only
+decide who computes what. Results are bit-identical from run to run and do not depend on
+NUMBA_NUM_THREADS. As PARTS is fixed (4), at most 4 threads share step 1. Each batch ends
+with two thread barriers: when another process keeps a core busy, a thread that waits for a
+descheduled one makes two threads far slower than one (numba.set_num_threads(1) then).
+
+Scratch. Layers l >= 1 are trained on output-major copies W_l^T [n_{l+1}, n_l] kept in
+``weights_t`` at w_offsets[l] (dot products and axpys along n_l, so a 10-unit output layer
+still vectorises); they are made at the start of a call and copied back into params at its
+end. ``grad`` holds, at the params offsets, the first layer's dW_0 [n_0, H] (zero between
+steps) and, for layers l >= 1, dW_l^T [n_{l+1}, n_l]. ``units[r]`` holds sample r's outputs of
+every layer (activated for hidden layers, logits for the last), layer l at columns
+sum(layer_sizes[1:l+1]) onwards, then p = the output activation of the logits; ``deltas[r]``
+the d(loss / batch size)/dz of the same columns, without p. ``partials[part, r]`` and
+``spans[r, part]`` are the first layer's partial sums over the part's inputs and where those
+inputs are in the CSR arrays.
 """
-
 import numpy as np
 from numba import njit, prange
 
@@ -74,21 +94,26 @@ from .loss import loss_row_backward, loss_row_forward
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 
-# The first layer's gradient is computed in column blocks, in parallel (_first_layer_blocks).
-_BLOCK_UNITS = 32
-_MIN_BLOCK_UNITS = 8
+# Blocks of the first layer's inputs, each owned by one thread in step 1. Fixed, so that the
+# partial sums and hence the results do not depend on the thread count. Contiguous blocks:
+# splitting W_0 by columns, or into fine interleaved stripes, made the cores fight over cache
+# lines (the hardware prefetchers fetch neighbouring lines) and was slower than one core.
+PARTS = 4
 
 
 def minibatch_scratch(params, layer_sizes, batch_size):
-    """Every scratch array of ``minibatch_sgd_chunk`` for batches of up to ``batch_size`` rows:
-    ``(grad, weights_t, units, deltas, losses, hits)``. Allocate once per fit; pass
-    ``min(batch_size, n_samples)`` for full-batch training."""
+    """The scratch arrays of ``minibatch_sgd_chunk`` for batches of up to ``batch_size`` rows:
+    ``(grad, weights_t, partials, spans, units, deltas, losses, hits)``. Allocate once per
+    fit, with batch_size = min(batch size, number of samples)."""
+    n_first = int(layer_sizes[1])
     n_units = int(np.sum(layer_sizes[1:]))
     n_out = int(layer_sizes[-1])
     rows = max(1, int(batch_size))
     return (
         np.empty_like(params),
         np.empty_like(params),
+        np.empty((PARTS, rows, n_first), params.dtype),
+        np.empty((rows, PARTS, 2), np.int64),
         np.empty((rows, n_units + n_out), params.dtype),
         np.empty((rows, n_units), params.dtype),
         np.empty(rows, params.dtype),
@@ -111,7 +136,7 @@ def _unit_offset(layer_sizes, layer):
 
 @njit(**KERNEL_OPTIONS)
 def _transposed_view(weights_t, layer_sizes, w_offsets, layer):
-    """W_l^T [n_out, n_in] of one layer in ``weights_t`` (or its gradient in ``grad``)."""
+    """W_l^T [n_out, n_in] of one layer in ``weights_t`` (or dW_l^T in ``grad``)."""
     n_in = layer_sizes[layer]
     n_out = layer_sizes[layer + 1]
     w = w_offsets[layer]
@@ -119,8 +144,14 @@ def _transposed_view(weights_t, layer_sizes, w_offsets, layer):
 
 
 @njit(**KERNEL_OPTIONS)
+def _part_range(n, part):
+    """The part's share [first, last) of n rows or units."""
+    return n * part // PARTS, n * (part + 1) // PARTS
+
+
+@njit(**KERNEL_OPTIONS)
 def _dense_row_backward(da, Wt, dz):
-    """da[D] = Wt^T[D,H] @ dz[H]  (backward of z = Wt @ a + b, weights unchanged)."""
+    """da[D] = Wt^T[D,H] @ dz[H]  (backward of z = Wt @ a + b; the weights are not touched)."""
     da[:] = 0
     for k in range(dz.shape[0]):
         d = dz[k]
@@ -130,25 +161,127 @@ def _dense_row_backward(da, Wt, dz):
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. One sample: forward, loss, backward to every layer's dz
+# Step 1, per part: the previous batch's SGD step on the part's parameters, then this batch's
+# partial sums of the first layer.
+
+
+@njit(**KERNEL_OPTIONS)
+def _dense_unit_step(Wt_row, dWt_row, params, units, deltas, a_column, dz_column, b_index, lr):
+    """One output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy Wt[H,D] = W^T:
+    dWt[k,:] = sum_B dz[B,k] a[B,:], Wt[k,:] -= lr * dWt[k,:], b[k] -= lr * sum_B dz[B,k]
+    (no bias when b_index < 0)."""
+    dWt_row[:] = 0
+    db = dWt_row.dtype.type(0)
+    for r in range(deltas.shape[0]):
+        d = deltas[r, dz_column]
+        a = units[r, a_column : a_column + dWt_row.shape[0]]
+        for j in range(dWt_row.shape[0]):
+            dWt_row[j] += d * a[j]
+        db += d
+    for j in range(Wt_row.shape[0]):
+        Wt_row[j] -= lr * dWt_row[j]
+    if b_index >= 0:
+        params[b_index] -= lr * db
+
+
+@njit(**KERNEL_OPTIONS)
+def _part_step(
+    params, grad, weights_t, units, deltas, spans, layer_sizes, w_offsets, b_offsets, lr, part,
+    indices, values, input_scale,
+):
+    """SGD step of one part's parameters for the batch whose units, deltas and spans are given:
+    first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j: dW[j,:] = sum_B x[B,j] dz[B,:]
+    over the nonzero x, W[j,:] -= lr * dW[j,:] (dW is zero on entry and left zero); its share
+    of b -= lr * sum_B dz; its share of every later layer's output units (_dense_unit_step)."""
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    n_in, n_out = W.shape
+    for r in range(deltas.shape[0]):
+        dz = deltas[r, :n_out]
+        for p in range(spans[r, part, 0], spans[r, part, 1]):
+            x = values[p] * input_scale
+            g = dW[indices[p]]
+            for k in range(n_out):
+                g[k] += x * dz[k]
+    first, last = _part_range(n_in, part)
+    for j in range(first, last):
+        w = W[j]
+        g = dW[j]
+        for k in range(n_out):
+            w[k] -= lr * g[k]
+            g[k] = 0
+    if b.shape[0] > 0:
+        first, last = _part_range(n_out, part)
+        for k in range(first, last):
+            db = W.dtype.type(0)
+            for r in range(deltas.shape[0]):
+                db += deltas[r, k]
+            b[k] -= lr * db
+
+    for l in range(1, layer_sizes.shape[0] - 1):
+        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
+        dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
+        a_column = _unit_offset(layer_sizes, l - 1)
+        dz_column = _unit_offset(layer_sizes, l)
+        first, last = _part_range(layer_sizes[l + 1], part)
+        for k in range(first, last):
+            b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
+            _dense_unit_step(
+                Wt[k], dWt[k], params, units, deltas, a_column, dz_column + k, b_index, lr
+            )
+
+
+@njit(**KERNEL_OPTIONS)
+def _part_forward(
+    partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
+    batch, indptr, indices, values, input_scale,
+):
+    """partials[part, B, H] = x[batch, rows] @ W[rows, H] over the part's rows of the first
+    layer's W[D,H] and the nonzero x only; spans[B, part] = [first, last) of those x in the CSR
+    arrays (read again by _part_step)."""
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    first, last = _part_range(W.shape[0], part)
+    for r in range(batch.shape[0]):
+        row_first = indptr[batch[r]]
+        row = indices[row_first : indptr[batch[r] + 1]]
+        lo = row_first + np.searchsorted(row, first)
+        hi = row_first + np.searchsorted(row, last)
+        spans[r, part, 0] = lo
+        spans[r, part, 1] = hi
+        sparse_row_forward(partials[part, r], W, b[:0], indices[lo:hi], values[lo:hi], input_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2, per sample: forward from the partial sums, loss, backward to every layer's dz.
 
 
 @njit(**KERNEL_OPTIONS)
 def _sample_forward_backward(
-    row_units, row_deltas, params, weights_t, layer_sizes, w_offsets, b_offsets, activation, loss,
-    batch_rows, indices, values, input_scale, labels, targets, sample,
+    row_units, row_deltas, partials, row, params, weights_t, layer_sizes, w_offsets, b_offsets,
+    activation, loss, batch_rows, labels, targets, sample,
 ):
-    """row_units[U] = every layer's outputs then p[K], row_deltas[U-K] = d(loss / batch_rows)/dz per
-    layer, for one sample; returns (its loss, 1 if classified right else 0)."""
+    """row_units[U+K] = every layer's outputs then p[K], row_deltas[U] = d(loss / batch_rows)/dz
+    of every layer, for one sample whose first-layer partial sums are partials[:, row, :];
+    returns (its loss, 1 if classified right else 0)."""
     n_layers = layer_sizes.shape[0] - 1
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
-    sparse_row_forward(row_units[: layer_sizes[1]], W, b, indices, values, input_scale)
+    _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    z = row_units[: layer_sizes[1]]
+    if b.shape[0] > 0:
+        z[:] = b
+    else:
+        z[:] = 0
+    for part in range(PARTS):
+        partial = partials[part, row]
+        for k in range(z.shape[0]):
+            z[k] += partial[k]
     for l in range(1, n_layers):
-        a = row_units[_unit_offset(layer_sizes, l - 1) : _unit_offset(layer_sizes, l)]
+        first = _unit_offset(layer_sizes, l - 1)
+        middle = first + layer_sizes[l]
+        a = row_units[first:middle]
         activation_row_forward(a, activation)
         _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        dense_row_forward(row_units[_unit_offset(layer_sizes, l) : _unit_offset(layer_sizes, l + 1)], Wt, b, a)
+        dense_row_forward(row_units[middle : middle + layer_sizes[l + 1]], Wt, b, a)
 
     last = _unit_offset(layer_sizes, n_layers - 1)
     end = _unit_offset(layer_sizes, n_layers)
@@ -162,170 +295,101 @@ def _sample_forward_backward(
         dz[k] /= batch_rows  # the batch mean, divided in as the reference does
     for l in range(n_layers - 1, 0, -1):
         first = _unit_offset(layer_sizes, l - 1)
-        da = row_deltas[first : first + layer_sizes[l]]
+        middle = first + layer_sizes[l]
+        da = row_deltas[first:middle]
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        _dense_row_backward(da, Wt, row_deltas[first + layer_sizes[l] : first + layer_sizes[l] + layer_sizes[l + 1]])
-        activation_row_backward(da, row_units[first : first + layer_sizes[l]], activation)
+        _dense_row_backward(da, Wt, row_deltas[middle : middle + layer_sizes[l + 1]])
+        activation_row_backward(da, row_units[first:middle], activation)
     return value, correct
-
-
-# ---------------------------------------------------------------------------------------------
-# 2. First layer: gradient and step for a block of its output units
-
-
-@njit(**KERNEL_OPTIONS)
-def _first_layer_step(
-    params, grad, deltas, layer_sizes, w_offsets, b_offsets, lr, first, last,
-    batch, indptr, indices, values, input_scale,
-):
-    """Of z[B,H] = x[batch] @ W[D,H] + b[H], for the units first:last only:
-    dW[D,H] = x^T @ dz[B,H] over the nonzero inputs, W -= lr * dW, b -= lr * sum_B dz."""
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
-    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
-    width = last - first
-    for j in range(dW.shape[0]):
-        dW[j, first:last] = 0
-    for r in range(batch.shape[0]):
-        dz = deltas[r, first:last]
-        for p in range(indptr[batch[r]], indptr[batch[r] + 1]):
-            x = values[p] * input_scale
-            g = dW[indices[p], first:last]
-            for k in range(width):
-                g[k] += x * dz[k]
-    for j in range(W.shape[0]):
-        w = W[j, first:last]
-        g = dW[j, first:last]
-        for k in range(width):
-            w[k] -= lr * g[k]
-    if db.shape[0] > 0:
-        g = db[first:last]
-        g[:] = 0
-        for r in range(batch.shape[0]):
-            dz = deltas[r, first:last]
-            for k in range(width):
-                g[k] += dz[k]
-        w = b[first:last]
-        for k in range(width):
-            w[k] -= lr * g[k]
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. and 4. Layers after the first
-
-
-@njit(**KERNEL_OPTIONS)
-def _dense_unit_gradient(dWt_row, params, units, deltas, a_column, dz_column, b_index, lr):
-    """dWt_row[D] = sum_B dz[B, unit] * a[B, D] (one row of dW^T) and, when b_index >= 0,
-    b[unit] -= lr * sum_B dz[B, unit]."""
-    dWt_row[:] = 0
-    db = dWt_row.dtype.type(0)
-    for r in range(deltas.shape[0]):
-        d = deltas[r, dz_column]
-        a = units[r, a_column : a_column + dWt_row.shape[0]]
-        for j in range(dWt_row.shape[0]):
-            dWt_row[j] += d * a[j]
-        db += d
-    if b_index >= 0:
-        params[b_index] -= lr * db
-
-
-@njit(**KERNEL_OPTIONS)
-def _dense_input_step(W_row, Wt, dWt, lr, unit):
-    """W[unit, :] -= lr * dW^T[:, unit], and the same entries of W^T updated to match."""
-    for k in range(W_row.shape[0]):
-        w = W_row[k] - lr * dWt[k, unit]
-        W_row[k] = w
-        Wt[k, unit] = w
-
-
-@njit(**PARALLEL_OPTIONS)
-def _refresh_transposed(weights_t, params, layer_sizes, w_offsets, b_offsets):
-    """weights_t = W_l^T for every layer l >= 1 (params may have changed between calls)."""
-    for l in range(1, layer_sizes.shape[0] - 1):
-        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        for j in prange(W.shape[0]):
-            for k in range(W.shape[1]):
-                Wt[k, j] = W[j, k]
-
-
-@njit(**KERNEL_OPTIONS)
-def _first_layer_blocks(n_units):
-    """How many column blocks the first layer's gradient is split into: blocks of about
-    _BLOCK_UNITS units, their number a multiple of 4 so that 1, 2 or 4 threads get equal
-    shares, and none narrower than _MIN_BLOCK_UNITS. Any split gives the same result."""
-    blocks = -(-n_units // _BLOCK_UNITS)
-    blocks = -(-blocks // 4) * 4
-    return max(1, min(blocks, n_units // _MIN_BLOCK_UNITS))
 
 
 # ---------------------------------------------------------------------------------------------
 # The chunk
 
 
+@njit(**KERNEL_OPTIONS)
+def _first_nonfinite(losses):
+    """Index of the first NaN or infinite loss, or -1."""
+    for r in range(losses.shape[0]):
+        if not np.isfinite(losses[r]):
+            return r
+    return -1
+
+
+@njit(**KERNEL_OPTIONS)
+def _begin_chunk(grad, weights_t, params, layer_sizes, w_offsets, b_offsets):
+    """The first layer's dW = 0 (_part_step keeps it so) and weights_t = W_l^T for l >= 1."""
+    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    dW[:] = 0
+    for l in range(1, layer_sizes.shape[0] - 1):
+        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
+        Wt[:] = W.T
+
+
+@njit(**KERNEL_OPTIONS)
+def _end_chunk(params, weights_t, layer_sizes, w_offsets, b_offsets):
+    """W_l = weights_t^T for l >= 1: the trained copies back into params."""
+    for l in range(1, layer_sizes.shape[0] - 1):
+        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
+        W[:] = Wt.T
+
+
 @njit(**PARALLEL_OPTIONS)
 def minibatch_sgd_chunk(
-    params, stats, grad, weights_t, units, deltas, losses, hits,
-    layer_sizes, w_offsets, b_offsets, activation, loss, learning_rate, batch_size,
-    indptr, indices, values, input_scale, labels, targets, order, start, stop,
+    params, stats, grad, weights_t, partials, spans, units, deltas, losses, hits,
+    layer_sizes, w_offsets, b_offsets, activation, loss, learning_rate,
+    indptr, indices, values, input_scale, labels, targets, order, start, stop, batch_size,
 ):
     """Mini-batch SGD over order[start:stop] (arguments and method: module docstring)."""
-    n_layers = layer_sizes.shape[0] - 1
     lr = params.dtype.type(learning_rate)
     scale = params.dtype.type(input_scale)
-    n_first = layer_sizes[1]
-    blocks = _first_layer_blocks(n_first)
-    _refresh_transposed(weights_t, params, layer_sizes, w_offsets, b_offsets)
+    _begin_chunk(grad, weights_t, params, layer_sizes, w_offsets, b_offsets)
 
     loss_sum = 0.0
     n_correct = 0
     n_trained = 0
     nonfinite_at = -1
-    for batch_start in range(start, stop, batch_size):
-        batch = order[batch_start : min(batch_start + batch_size, stop)]
+    pending = 0  # rows of the last finite batch, whose step is still to be taken
+    n_batches = -(-(stop - start) // batch_size)
+    for batch_index in range(n_batches + 1):  # + 1: a last pass that only takes the last step
+        batch_start = start + batch_index * batch_size
+        batch = order[min(batch_start, stop) : min(batch_start + batch_size, stop)]
         n_rows = batch.shape[0]
-        rows = params.dtype.type(n_rows)
 
+        for part in prange(PARTS):
+            if pending > 0:
+                _part_step(
+                    params, grad, weights_t, units[:pending], deltas[:pending], spans[:pending],
+                    layer_sizes, w_offsets, b_offsets, lr, part, indices, values, scale,
+                )
+            if n_rows > 0:
+                _part_forward(
+                    partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
+                    batch, indptr, indices, values, scale,
+                )
+        if n_rows == 0:
+            break
+
+        rows = params.dtype.type(n_rows)
         for r in prange(n_rows):
-            sample = batch[r]
-            first, last = indptr[sample], indptr[sample + 1]
             losses[r], hits[r] = _sample_forward_backward(
-                units[r], deltas[r], params, weights_t, layer_sizes, w_offsets, b_offsets,
-                activation, loss, rows, indices[first:last], values[first:last], scale,
-                labels, targets, sample,
+                units[r], deltas[r], partials, r, params, weights_t, layer_sizes, w_offsets,
+                b_offsets, activation, loss, rows, labels, targets, batch[r],
             )
 
-        for r in range(n_rows):
-            if not np.isfinite(losses[r]):
-                nonfinite_at = batch_start - start + r
-                break
-        if nonfinite_at >= 0:
-            break
+        bad = _first_nonfinite(losses[:n_rows])
+        if bad >= 0:
+            nonfinite_at = batch_start - start + bad
+            break  # this batch's step is never taken
         for r in range(n_rows):
             loss_sum += losses[r]
             n_correct += hits[r]
         n_trained += n_rows
+        pending = n_rows
 
-        for block in prange(blocks):
-            _first_layer_step(
-                params, grad, deltas[:n_rows], layer_sizes, w_offsets, b_offsets, lr,
-                n_first * block // blocks, n_first * (block + 1) // blocks,
-                batch, indptr, indices, values, scale,
-            )
-        for l in range(1, n_layers):
-            W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-            dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
-            a_column = _unit_offset(layer_sizes, l - 1)
-            dz_column = _unit_offset(layer_sizes, l)
-            for k in prange(layer_sizes[l + 1]):
-                b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
-                _dense_unit_gradient(
-                    dWt[k], params, units[:n_rows], deltas[:n_rows], a_column, dz_column + k, b_index, lr
-                )
-            for j in prange(layer_sizes[l]):
-                _dense_input_step(W[j], Wt, dWt, lr, j)
-
+    _end_chunk(params, weights_t, layer_sizes, w_offsets, b_offsets)
     stats[LOSS_SUM] = loss_sum
     stats[N_CORRECT] = n_correct
     stats[N_TRAINED] = n_trained

@@ -7,7 +7,8 @@ activation and loss code (``activation.py``, ``loss.py``), float32 or float64. T
 reads its input as sparse rows (``linear.sparse_rows``), so zero pixels cost nothing.
 
 ``sgd_persample_chunk_threaded`` computes the same thing with several threads when the network
-has exactly one hidden layer (see its docstring).
+has exactly one hidden layer: each thread owns a block of hidden units, and per sample the
+threads exchange their shares of the output logits once (see its docstring).
 
 Shared arguments of the per-sample trainers (N samples, L dense layers, K = layer_sizes[-1]):
 
@@ -43,9 +44,10 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._config import KERNEL_OPTIONS
+from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
 from .activation import activation_row_backward, activation_row_forward
 from .linear import (
+    fill_bias,
     dense_row_backward_update,
     dense_row_forward,
     layer_views,
@@ -67,6 +69,14 @@ def sgd_update(params, grad, learning_rate):
 # One thread
 
 
+@njit(**INLINE_OPTIONS)
+def _transpose(out, a):
+    """out[n, m] = a[m, n]^T."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[j, i] = a[i, j]
+
+
 @njit(**KERNEL_OPTIONS)
 def sgd_persample_chunk(
     params, stats, layer_sizes, w_offsets, b_offsets, activation, loss, learning_rate,
@@ -85,7 +95,7 @@ def sgd_persample_chunk(
     packed = np.empty(wt_offsets[n_layers], params.dtype)
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0])[:] = W.T
+        _transpose(packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), W)
 
     # acts[a_offsets[l]:a_offsets[l+1]]: output of layer l (activated for hidden layers,
     # logits for the last); deltas: d loss / d (pre-activation) of the same units.
@@ -135,7 +145,7 @@ def sgd_persample_chunk(
 
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        W[:] = packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]).T
+        _transpose(W, packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]))
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
@@ -178,7 +188,8 @@ def _store_release(typingctx, array, index, value):
         ary = context.make_array(array_type)(context, builder, args[0])
         idx = context.cast(builder, args[1], index_type, types.intp)
         pointer = cgutils.get_item_pointer(context, builder, array_type, ary, [idx])
-        builder.store_atomic(context.cast(builder, args[2], value_type, types.int64), pointer, ordering="release", align=8)
+        value = context.cast(builder, args[2], value_type, types.int64)
+        builder.store_atomic(value, pointer, ordering="release", align=8)
         return context.get_dummy_value()
 
     return types.none(array, index, value), codegen
@@ -199,32 +210,72 @@ else:
 
 
 _LINE = 128  # bytes: two cache lines, as Intel's adjacent-line prefetcher pulls pairs
-_SLOT = _LINE // 8  # int64 counters per barrier slot
 _SPINS_BEFORE_YIELD = 4096  # about 10 us: then the partner thread is probably descheduled
 _MIN_UNITS_PER_THREAD = 16
 
 
+@njit(**INLINE_OPTIONS)
+def _publish(counts, shares, thread, s, start, z_share):
+    """Post this thread's share z_share[K] of sample s's logits in mailbox slot (s % 2, thread).
+
+    A slot is _LINE bytes (or a multiple) of ``mailbox``: an int64 count, then the K floats,
+    seen through two views of the same memory (``counts`` int64, ``shares`` float). Count and
+    floats share a cache line, so one line transfer between cores carries both.
+    """
+    threads = shares.shape[1]
+    first = 8 // shares.itemsize
+    slot = shares[s & 1, thread]
+    for k in range(z_share.shape[0]):
+        slot[first + k] = z_share[k]
+    words_per_slot = shares.shape[2] * shares.itemsize // 8
+    _store_release(counts, ((s & 1) * threads + thread) * words_per_slot, s - start + 1)
+
+
+@njit(**INLINE_OPTIONS)
+def _gather_logits(z, b, counts, shares, abort, s, start):
+    """Wait until every thread has posted its share of sample s, then z[K] = b + sum of shares
+    (in thread order, so every thread gets bit-identical logits). False if told to abort."""
+    threads = shares.shape[1]
+    first = 8 // shares.itemsize
+    words_per_slot = shares.shape[2] * shares.itemsize // 8
+    fill_bias(z, b)
+    for t in range(threads):
+        count_index = ((s & 1) * threads + t) * words_per_slot
+        spins = 0
+        while _load_acquire(counts, count_index) < s - start + 1:
+            spins += 1
+            if spins == _SPINS_BEFORE_YIELD:
+                if _load_acquire(abort, 0) != 0:
+                    return False
+                _yield_cpu()
+                spins = 0
+        slot = shares[s & 1, t]
+        for k in range(z.shape[0]):
+            z[k] += slot[first + k]
+    return True
+
+
 @njit(**KERNEL_OPTIONS)
 def _split_hidden_worker(
-    stats, W1, b1, W2t, b2, partials, arrived, abort, thread, activation, loss, learning_rate,
+    stats, W1, b1, W2t, b2, counts, shares, abort, thread, activation, loss, learning_rate,
     indptr, indices, values, input_scale, labels, targets, order, start, stop,
 ):
     """One thread's share of per-sample SGD on a network with one hidden layer whose hidden
     units are split between T threads.
 
     Private to this thread: W1[n0,Ht], b1[Ht] (or empty) and W2t[K,Ht] (output-major) for its
-    Ht hidden units, b2[K] its own copy of the output bias (every thread makes the same
-    updates to it), stats[3]. Shared: partials[2,T,>=K]: row (s % 2, t) holds thread t's share
-    of sample s's logits (two buffers, so a thread can write sample s+1's share while another
-    still reads sample s's); arrived[T*_SLOT]: arrived[t*_SLOT] counts the shares thread t has
-    published; abort[0] != 0 makes waiting threads return.
+    Ht hidden units; b2[K], its own copy of the output bias (every thread makes the same
+    updates to it); stats[3]. Shared: the mailbox (``counts`` and ``shares``, two views of one
+    buffer, see ``_publish``) with slots [2, T]: slot (s % 2, t) carries thread t's share of
+    sample s's logits. Two slots per thread let a thread post sample s+1 while another still
+    reads sample s, so one wait per sample suffices. abort[0] != 0 makes waiting threads return.
     """
-    threads = partials.shape[1]
     n_out = W2t.shape[0]
     lr = W1.dtype.type(learning_rate)
     scale = W1.dtype.type(input_scale)
     h = np.empty(W1.shape[1], W1.dtype)
     dh = np.empty(W1.shape[1], W1.dtype)
+    z_share = np.empty(n_out, W1.dtype)
     z = np.empty(n_out, W1.dtype)
     p = np.empty(n_out, W1.dtype)
     dz = np.empty(n_out, W1.dtype)
@@ -234,37 +285,17 @@ def _split_hidden_worker(
     n_trained = 0
     for s in range(start, stop):
         i = order[s]
-        nz_indices = indices[indptr[i] : indptr[i + 1]]
-        nz_values = values[indptr[i] : indptr[i + 1]]
-        sparse_row_forward(h, W1, b1, nz_indices, nz_values, scale)
+        first, last = indptr[i], indptr[i + 1]
+        sparse_row_forward(h, W1, b1, indices[first:last], values[first:last], scale)
         activation_row_forward(h, activation)
-        dense_row_forward(partials[s & 1, thread, :n_out], W2t, b2[:0], h)
+        dense_row_forward(z_share, W2t, b2[:0], h)
+        _publish(counts, shares, thread, s, start, z_share)
+        if not _gather_logits(z, b2, counts, shares, abort, s, start):
+            return
 
-        # The barrier: publish this share, wait until every thread has published its share.
-        published = s - start + 1
-        _store_release(arrived, thread * _SLOT, published)
-        for t in range(threads):
-            spins = 0
-            while _load_acquire(arrived, t * _SLOT) < published:
-                spins += 1
-                if spins == _SPINS_BEFORE_YIELD:
-                    if _load_acquire(abort, 0) != 0:
-                        return
-                    _yield_cpu()
-                    spins = 0
-
-        # Every thread sums the shares in the same order, so all get bit-identical logits,
-        # losses and output-layer gradients.
-        if b2.shape[0] > 0:
-            z[:] = b2
-        else:
-            z[:] = 0
-        for t in range(threads):
-            for k in range(n_out):
-                z[k] += partials[s & 1, t, k]
         value, correct = loss_row_forward(p, z, labels, targets, i, loss)
         if not np.isfinite(value):
-            break
+            break  # every thread has the same loss, so all stop here
         loss_sum += value
         n_correct += correct
         n_trained += 1
@@ -272,7 +303,7 @@ def _split_hidden_worker(
         loss_row_backward(dz, p, labels, targets, i, loss)
         dense_row_backward_update(dh, W2t, b2, dz, h, lr)
         activation_row_backward(dh, h, activation)
-        sparse_row_update(W1, b1, dh, nz_indices, nz_values, scale, lr)
+        sparse_row_update(W1, b1, dh, indices[first:last], values[first:last], scale, lr)
 
     stats[0] = loss_sum
     stats[1] = n_correct
@@ -340,17 +371,21 @@ def sgd_persample_chunk_threaded(
     units = _split_units(n_hidden, threads)
     # per thread: (stats, W1 block, b1 block, W2t block, copy of b2), the worker's first arguments
     blocks = [
-        tuple(_cache_aligned(a) for a in (np.zeros(3), W1[:, first:last], b1[first:last], W2[first:last].T, b2))
+        tuple(
+            _cache_aligned(a)
+            for a in (np.zeros(3), W1[:, first:last], b1[first:last], W2[first:last].T, b2)
+        )
         for first, last in units
     ]
-    row = -(-n_out * params.itemsize // _LINE) * _LINE // params.itemsize
-    partials = _cache_aligned(np.zeros((2, threads, row), params.dtype))
-    arrived = _cache_aligned(np.zeros(threads * _SLOT, np.int64))
-    abort = _cache_aligned(np.zeros(_SLOT, np.int64))
+    slot_bytes = -(-(8 + n_out * params.itemsize) // _LINE) * _LINE
+    mailbox = _cache_aligned(np.zeros(2 * threads * slot_bytes, np.uint8))
+    counts = mailbox.view(np.int64)
+    shares = mailbox.view(params.dtype).reshape(2, threads, slot_bytes // params.itemsize)
+    abort = _cache_aligned(np.zeros(_LINE // 8, np.int64))
 
     def work(thread):
         try:
-            _split_hidden_worker(*blocks[thread], partials, arrived, abort, thread, activation, loss,
+            _split_hidden_worker(*blocks[thread], counts, shares, abort, thread, activation, loss,
                                  learning_rate, indptr, indices, values, input_scale, *args)
         except BaseException:
             abort[0] = 1  # release the threads waiting for this one
@@ -375,7 +410,7 @@ def sgd_persample_chunk_threaded(
         for helper in helpers:
             helper.join()
     if abort[0]:
-        raise RuntimeError("a worker thread of sgd_persample_chunk_threaded failed; see its traceback above")
+        raise RuntimeError("a worker thread of sgd_persample_chunk_threaded failed (traceback above)")
 
     for (first, last), (_, W1_block, b1_block, W2t_block, _) in zip(units, blocks):
         W1[:, first:last] = W1_block
