@@ -90,7 +90,7 @@ def test_same_seed_gives_byte_identical_weight_files_across_numba_thread_counts(
         env["NUMBA_NUM_THREADS"] = numba_threads
         done = subprocess.run(
             [sys.executable, "-c", TRAIN_AND_SAVE, str(batch_size), str(threads), str(path)],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
         files.append(path.read_bytes())
