@@ -14,7 +14,6 @@ import numpy as np
 
 try:
     from . import kernels
-    from .kernels import minibatch
 except ImportError as error:  # pragma: no cover - only in a source checkout on sys.path
     import os
 
@@ -108,9 +107,9 @@ class NumbaBackend:
         largest = min(batch_size, len(order))
         if self._minibatch is None or self._minibatch[0] < largest:
             # scratch for the largest batch so far, allocated once per fit, reused by every chunk
-            self._minibatch = (largest, minibatch.minibatch_scratch(params, self.layer_sizes, largest))
+            self._minibatch = (largest, kernels.minibatch_scratch(params, self.layer_sizes, largest))
         stats = self._minibatch_stats
-        minibatch.minibatch_sgd_chunk(
+        kernels.minibatch_sgd_chunk(
             params, stats, *self._minibatch[1], self.layer_sizes, self.w_offsets, self.b_offsets,
             self.arch.activation_code, self.arch.loss_code, float(lr),
             data.indptr, data.indices, data.values, data.input_scale,

@@ -5,6 +5,7 @@ loss        output activation + loss pairs (codes SOFTMAX_CROSS_ENTROPY, SOFTMAX
             SIGMOID_BCE, IDENTITY_MSE)
 linear      parameter layout, sparse input rows, dense layer forward/backward
 sgd         SGD update and the fused per-sample trainer (one thread or several)
+minibatch   the fused mini-batch / full-batch trainer (all Numba threads, deterministic)
 
 Kernels do not validate their inputs: the Python side converts and checks once.
 """
@@ -37,6 +38,7 @@ from .loss import (
     loss_backward,
     loss_forward,
 )
+from .minibatch import minibatch_scratch, minibatch_sgd_chunk
 from .sgd import sgd_persample_chunk, sgd_persample_chunk_threaded, sgd_update, usable_threads
 
 __all__ = [
@@ -46,5 +48,6 @@ __all__ = [
     "loss_forward", "loss_backward",
     "parameter_layout", "sparse_rows",
     "linear_forward", "linear_backward", "sparse_linear_forward", "sparse_linear_backward",
+    "minibatch_scratch", "minibatch_sgd_chunk",
     "sgd_update", "sgd_persample_chunk", "sgd_persample_chunk_threaded", "usable_threads",
 ]
