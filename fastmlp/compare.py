@@ -11,10 +11,12 @@ import numpy as np
 
 # Agreement bounds after whole epochs, per dtype. Rounding differences of one ulp per step
 # (6e-8 in float32, 1e-16 in float64) compound over tens of thousands of SGD steps through a
-# nonlinear map; measured on MNIST 784-128-10 they stay below 1e-4 (float32) and 1e-11
-# (float64) of the largest weight, and these bounds leave room above that.
+# nonlinear map. Measured on MNIST 784-128-10 sigmoid, one epoch, seed 0 (BENCHMARKS.md):
+# float32 per-sample max|dW| = 1.7e-3 of max|W| (train losses equal to 5e-6, test accuracy
+# 0.9615 vs 0.9617); float64 per-sample 1.3e-12 of max|W|; float64 batch 32, 2 epochs, 2e-15.
+# The bounds sit several times above those measurements.
 TOLERANCES = {
-    "float32": {"weights_rtol": 1e-3, "loss_rtol": 1e-3, "accuracy_atol": 2e-3},
+    "float32": {"weights_rtol": 1e-2, "loss_rtol": 1e-3, "accuracy_atol": 2e-3},
     "float64": {"weights_rtol": 1e-8, "loss_rtol": 1e-8, "accuracy_atol": 1e-4},
 }
 
