@@ -37,7 +37,11 @@ class MLP:
         The compiled core or the NumPy reference. Both share this trainer, so from the same
         seed they differ only in floating-point rounding.
     threads : int
-        Threads for the compiled per-sample loop (see README: which modes are deterministic).
+        Threads for the compiled per-sample loop (batch_size=1; networks with one hidden
+        layer). Mini-batch and full-batch training always use all Numba threads
+        (``NUMBA_NUM_THREADS``); both are deterministic (see README). On a machine where other
+        processes keep the cores busy, threads=1 is faster: the threads wait for each other
+        once per sample.
 
     Learned state: ``params_`` (flat vector), ``weights_`` / ``biases_`` (views into it),
     ``history_``, ``compile_seconds_``.
