@@ -71,6 +71,67 @@ def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
     return [(start, min(start + per_chunk, n_samples)) for start in range(0, n_samples, per_chunk)]
 
 
+def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None):
+    """One pass over the sample positions ``order``, in chunks of whole batches, in place on
+    ``params``; returns (loss_sum, n_correct, seconds in the backend).
+
+    After every chunk the parameters are checked: a chunk that produced a non-finite loss or
+    left a non-finite weight (a last update that overflowed) is rolled back and
+    ``DivergenceError`` raised; Ctrl-C inside a chunk rolls it back and raises
+    ``TrainingInterrupted``. ``epoch`` (1-based) only labels those messages. ``on_chunk(n_done,
+    loss_sum)`` is called after each chunk (progress bars).
+    """
+    snapshot = np.empty_like(params)
+    loss_sum, n_correct, done = 0.0, 0, 0
+    seconds = 0.0
+    for start, stop in chunk_bounds(len(order), batch_size):
+        snapshot[...] = params
+        tic = time.perf_counter()
+        try:
+            chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
+                params, data, targets, order[start:stop], lr, batch_size
+            )
+        except KeyboardInterrupt:
+            params[...] = snapshot
+            raise TrainingInterrupted(
+                f"training interrupted in epoch {epoch} after {done} samples; "
+                f"the model holds the weights from after sample {done} of that epoch"
+            ) from None
+        seconds += time.perf_counter() - tic
+        if nonfinite_at >= 0:
+            params[...] = snapshot
+            sample = start + nonfinite_at
+            raise DivergenceError(
+                f"training diverged: the loss became non-finite in epoch {epoch} at sample "
+                f"{sample} (data row {int(order[sample])}) with lr={lr:g}; the model keeps the "
+                f"weights from before sample {start} of that epoch. Try a smaller learning rate",
+                epoch=epoch,
+                sample=sample,
+                row=int(order[sample]),
+                lr=lr,
+            )
+        if not np.isfinite(params).all():
+            # Every loss was finite, but an update overflowed a weight (typically the last one
+            # of the chunk, whose result no loss has seen yet).
+            params[...] = snapshot
+            sample = stop - 1
+            raise DivergenceError(
+                f"training diverged: a weight became non-finite in epoch {epoch} by the update of the "
+                f"samples {start}..{stop - 1} with lr={lr:g}; the model keeps the weights from before "
+                f"sample {start} of that epoch. Try a smaller learning rate",
+                epoch=epoch,
+                sample=sample,
+                row=int(order[sample]),
+                lr=lr,
+            )
+        loss_sum += chunk_loss
+        n_correct += chunk_correct
+        done += chunk_done
+        if on_chunk is not None:
+            on_chunk(chunk_done, loss_sum / max(done, 1))
+    return loss_sum, n_correct, seconds
+
+
 def train(
     backend,
     params,
@@ -95,46 +156,16 @@ def train(
     """
     history = History() if history is None else history
     n_samples = len(targets)
-    bounds = chunk_bounds(n_samples, batch_size)
-    snapshot = np.empty_like(params)
     for epoch in range(first_epoch, first_epoch + epochs):
         rate = learning_rate(lr, schedule, epoch - first_epoch, epochs, decay)
         order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
         order = order.astype(np.int64, copy=False)
         bar = Progress(n_samples, f"epoch {epoch + 1}/{first_epoch + epochs}", enabled=progress)
-        loss_sum, n_correct, done = 0.0, 0, 0
-        seconds = 0.0
         try:
-            for start, stop in bounds:
-                snapshot[...] = params
-                tic = time.perf_counter()
-                try:
-                    chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
-                        params, data, targets, order[start:stop], rate, batch_size
-                    )
-                except KeyboardInterrupt:
-                    params[...] = snapshot
-                    raise TrainingInterrupted(
-                        f"training interrupted in epoch {epoch + 1} after {done} samples; "
-                        f"the model holds the weights from after sample {done} of that epoch"
-                    ) from None
-                seconds += time.perf_counter() - tic
-                if nonfinite_at >= 0:
-                    params[...] = snapshot
-                    sample = start + nonfinite_at
-                    raise DivergenceError(
-                        f"training diverged: the loss became non-finite in epoch {epoch + 1} at sample "
-                        f"{sample} (data row {int(order[sample])}) with lr={rate:g}; the model keeps the "
-                        f"weights from before sample {start} of that epoch. Try a smaller learning rate",
-                        epoch=epoch + 1,
-                        sample=sample,
-                        row=int(order[sample]),
-                        lr=rate,
-                    )
-                loss_sum += chunk_loss
-                n_correct += chunk_correct
-                done += chunk_done
-                bar.update(chunk_done, loss=loss_sum / max(done, 1))
+            loss_sum, n_correct, seconds = train_epoch(
+                backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
+                on_chunk=lambda n, loss: bar.update(n, loss=loss),
+            )
         finally:
             bar.close()
         history.epoch.append(epoch + 1)
