@@ -34,15 +34,23 @@ LOSSES = {
 }
 
 
+# No loop here both stores to an array and sums into a scalar. LLVM vectorises such a loop
+# behind a run-time check that the arrays do not overlap, and its fallback sums in another
+# order; the check is on the arrays' addresses, so the rounding (and the training run) would
+# depend on where malloc put them: different per thread and per call. Sums over loops that
+# only read are compiled one way whatever the addresses.
+
+
 @njit(**INLINE_OPTIONS)
 def _softmax_row(p, z):
     """p[K] = softmax(z[K]), max-shifted; returns logsumexp(z)."""
     shift = z[0]
     for k in range(1, z.shape[0]):
         shift = max(shift, z[k])
-    total = np.float32(0.0)
     for k in range(z.shape[0]):
         p[k] = fast_exp(z[k] - shift)
+    total = np.float32(0.0)
+    for k in range(p.shape[0]):
         total += p[k]
     scale = np.float32(1.0) / total
     for k in range(z.shape[0]):
@@ -84,9 +92,10 @@ def loss_row_forward(p, z, labels, targets, row, loss):
         predicted = np.float32(1.0) if p[0] >= half else np.float32(0.0)
         correct = 1 if predicted == t[0] else 0
         return max(x, np.float32(0.0)) - x * t[0] + np.log1p(fast_exp(-abs(x))), correct
-    total = np.float32(0.0)
     for k in range(z.shape[0]):
         p[k] = z[k]
+    total = np.float32(0.0)
+    for k in range(z.shape[0]):
         g = z[k] - t[k]
         total += g * g
     return half * total, 0
@@ -102,9 +111,10 @@ def loss_row_backward(dz, p, labels, targets, row, loss):
         dz[labels[row]] -= np.float32(1.0)
     elif loss == SOFTMAX_MSE:
         label = labels[row]
-        p_dot_g = np.float32(0.0)
         for k in range(p.shape[0]):
             dz[k] = p[k] - (np.float32(1.0) if k == label else np.float32(0.0))  # g
+        p_dot_g = np.float32(0.0)
+        for k in range(p.shape[0]):
             p_dot_g += p[k] * dz[k]
         for k in range(p.shape[0]):
             dz[k] = p[k] * (dz[k] - p_dot_g)  # full softmax Jacobian applied to g
