@@ -87,21 +87,40 @@ class MLP:
         if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise TypeError(f"seed must be a non-negative integer; got {self.seed!r}")
 
-    def initialize(self):
-        """(Re)build the network from the seed: fresh weights, fresh shuffle stream."""
+    def _build(self):
+        """Check the hyperparameters and build the architecture and backend (no weights)."""
         self._check_seed()
         arch = self._architecture()
         resolve_init(self.init, arch.activation)
         threads = positive_int("threads", self.threads)
-        backend = make_backend(self.backend, arch, threads)
         self.arch_ = arch
-        self.backend_ = backend
-        self.params_ = init_params(arch, self.init, self.seed)
+        self.backend_ = make_backend(self.backend, arch, threads)
         self._shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
         self.epochs_trained_ = 0
         self.history_ = trainer.History()
         self.compile_seconds_ = 0.0
+
+    def initialize(self):
+        """(Re)build the network from the seed: fresh weights, fresh shuffle stream."""
+        self._build()
+        self.params_ = init_params(self.arch_, self.init, self.seed)
         return self
+
+    def _check_params(self):
+        """``params_`` as the kernels need it, or a ValueError before any kernel sees it."""
+        params = self.params_
+        layout = self.arch_.layout()
+        expected = f"a C-contiguous 1-D {np.dtype(self.arch_.dtype).name} array of {layout.n_params} parameters"
+        if not isinstance(params, np.ndarray):
+            raise ValueError(f"params_ must be {expected}; got {type(params).__name__}")
+        if params.dtype != self.arch_.dtype:
+            raise ValueError(f"params_ must be {expected}; got dtype {params.dtype}")
+        if params.ndim != 1 or params.size != layout.n_params:
+            raise ValueError(f"params_ must be {expected} for layers {list(self.arch_.layers)}; got shape {params.shape}")
+        if not params.flags.c_contiguous or not params.flags.writeable:
+            raise ValueError(f"params_ must be {expected}, writeable; use np.ascontiguousarray(params_)")
+        if not np.isfinite(params).all():
+            raise ValueError(f"params_ contains NaN or infinity (first at index {int(np.flatnonzero(~np.isfinite(params))[0])})")
 
     @property
     def weights_(self):
@@ -133,7 +152,7 @@ class MLP:
         gradient descent. ``lr_schedule``: constant, exponential (lr * lr_decay**epoch),
         step (lr * lr_decay**(epoch // 10)) or cosine.
         """
-        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay)
+        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress)
         self.initialize()
         return self.partial_fit(
             X,
@@ -163,9 +182,10 @@ class MLP:
         progress=None,
     ):
         """Train further from the current weights (initialising first if there are none)."""
-        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay)
+        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress)
         if not hasattr(self, "params_"):
             self.initialize()
+        self._check_params()
         arch = self.arch_
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
@@ -206,12 +226,15 @@ class MLP:
         return history
 
     @staticmethod
-    def _check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay):
+    def _check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress=None):
         positive_int("epochs", epochs)
         if batch_size is not None:
             positive_int("batch_size", batch_size)
         positive_float("lr", lr)
-        positive_float("lr_decay", lr_decay)
+        if positive_float("lr_decay", lr_decay) > 1:
+            raise ValueError(f"lr_decay must be in (0, 1]: a factor above 1 would grow the learning rate; got {lr_decay!r}")
+        if progress is not None and not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False; got {shuffle!r}")
         if not isinstance(lr_schedule, str) or lr_schedule not in trainer.SCHEDULES:
@@ -228,6 +251,7 @@ class MLP:
     def decision_function(self, X):
         """The output layer's pre-activation z[N, K] (logits)."""
         self._require_fitted()
+        self._check_params()
         X = check_X(X, self.arch_)
         return self.backend_.logits(self.params_, self.backend_.prepare(X))
 
@@ -256,6 +280,7 @@ class MLP:
     def evaluate(self, X, y):
         """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)}."""
         self._require_fitted()
+        self._check_params()
         X = check_X(X, self.arch_)
         y = check_y(y, self.arch_, len(X))
         return self._metrics(self.backend_.prepare(X), y)
@@ -292,11 +317,15 @@ class MLP:
 
     @classmethod
     def load(cls, path):
+        """The model ``save`` wrote, with its weights as saved: nothing is re-initialised."""
         with np.load(path, allow_pickle=False) as archive:
             config = json.loads(str(archive["config"]))
             params = archive["params"]
-        model = cls(**config).initialize()
-        if params.shape != model.params_.shape:
-            raise ValueError(f"{path}: holds {params.size} parameters but its layers need {model.params_.size}")
-        model.params_[...] = params
+        model = cls(**config)
+        model._build()
+        n_params = model.arch_.layout().n_params
+        if params.shape != (n_params,):
+            raise ValueError(f"{path}: holds {params.size} parameters but its layers need {n_params}")
+        model.params_ = np.ascontiguousarray(params, dtype=model.arch_.dtype)
+        model._check_params()
         return model

@@ -46,14 +46,12 @@ def test_predict_proba_predict_evaluate_score_agree(rng, synth, backend):
 
 def test_images_may_be_n_by_28_by_28(rng, synth, backend):
     X, y = synth.digits(rng, 200)
-    model = MLP([784, 16, 10], seed=0, backend=backend).fit(X, y, epochs=1, progress=False)
     flat = MLP([784, 16, 10], seed=0, backend=backend)
     flat.fit(X, y, epochs=1, progress=False)
     images = MLP([784, 16, 10], seed=0, backend=backend)
     images.fit(X.reshape(-1, 28, 28), y, epochs=1, progress=False)
     np.testing.assert_array_equal(flat.params_, images.params_)
     np.testing.assert_array_equal(images.predict(X.reshape(-1, 28, 28)), flat.predict(X))
-    assert model is not None
 
 
 def test_uint8_and_float_pixels_give_the_same_model(rng, synth):
@@ -74,24 +72,41 @@ def test_same_seed_same_weights_other_seed_other_weights(rng, synth, backend):
     assert not np.array_equal(runs[0].params_, runs[2].params_)
 
 
-def test_shuffle_off_visits_samples_in_order(rng, synth):
-    X, y = synth.digits(rng, 50)
-    model = MLP([784, 8, 10], seed=0, backend="numpy", dtype="float64")
-    model.fit(X, y, epochs=1, batch_size=50, shuffle=False, progress=False)
-    reversed_model = MLP([784, 8, 10], seed=0, backend="numpy", dtype="float64")
-    reversed_model.fit(X[::-1], y[::-1], epochs=1, batch_size=50, shuffle=False, progress=False)
-    # one full batch: the order of the rows does not matter beyond rounding
-    np.testing.assert_allclose(model.params_, reversed_model.params_, rtol=1e-10, atol=1e-14)
+def test_shuffle_off_visits_samples_in_file_order(rng, synth, backend):
+    """shuffle=False trains on rows 0, 1, 2, ... every epoch: the same weights as the backend
+    run by hand in that order, and other weights than the same rows in reverse or shuffled."""
+    X, y = synth.digits(rng, 60)
+    kwargs = dict(epochs=2, batch_size=4, lr=0.3, progress=False)
+    model = MLP([784, 8, 10], seed=0, backend=backend, dtype="float64")
+    model.fit(X, y, shuffle=False, **kwargs)
+
+    by_hand = MLP([784, 8, 10], seed=0, backend=backend, dtype="float64").initialize()
+    data = by_hand.backend_.prepare(X)
+    for _ in range(2):
+        by_hand.backend_.train_chunk(by_hand.params_, data, y, np.arange(60, dtype=np.int64), 0.3, 4)
+    np.testing.assert_array_equal(model.params_, by_hand.params_)
+
+    reversed_rows = MLP([784, 8, 10], seed=0, backend=backend, dtype="float64")
+    reversed_rows.fit(X[::-1], y[::-1], shuffle=False, **kwargs)
+    shuffled = MLP([784, 8, 10], seed=0, backend=backend, dtype="float64")
+    shuffled.fit(X, y, shuffle=True, **kwargs)
+    assert np.abs(reversed_rows.params_ - model.params_).max() > 1e-6
+    assert np.abs(shuffled.params_ - model.params_).max() > 1e-6
 
 
-def test_partial_fit_continues_where_fit_stopped(rng, synth):
-    X, y = synth.digits(rng, 200)
-    once = MLP([784, 8, 10], seed=0, backend="numpy").fit(X, y, epochs=2, progress=False)
-    assert once.epoch == [1, 2]
-    twice = MLP([784, 8, 10], seed=0, backend="numpy")
-    twice.fit(X, y, epochs=1, progress=False)
-    twice.partial_fit(X, y, epochs=1, progress=False)
-    assert twice.history_.epoch == [1, 2]
+def test_partial_fit_continues_exactly_where_fit_stopped(rng, synth, backend):
+    """fit(epochs=1) then partial_fit(epochs=1) is bit for bit fit(epochs=2): same weights,
+    same shuffles, same history."""
+    X, y = synth.digits(rng, 300)
+    once = MLP([784, 8, 10], seed=0, backend=backend)
+    once.fit(X, y, epochs=2, batch_size=3, progress=False)
+    twice = MLP([784, 8, 10], seed=0, backend=backend)
+    twice.fit(X, y, epochs=1, batch_size=3, progress=False)
+    twice.partial_fit(X, y, epochs=1, batch_size=3, progress=False)
+    np.testing.assert_array_equal(twice.params_, once.params_)
+    assert twice.history_.epoch == once.history_.epoch == [1, 2]
+    assert twice.history_.loss == once.history_.loss
+    assert twice.epochs_trained_ == 2
 
 
 def test_lr_schedules(rng, synth):
@@ -113,6 +128,81 @@ def test_save_and_load_round_trip(tmp_path, rng, synth):
     np.testing.assert_array_equal(loaded.params_, model.params_)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_load_does_not_reinitialise(tmp_path, rng, synth, monkeypatch):
+    """A model saved with init='zeros' loads its own weights: no fresh draw, no SymmetryWarning."""
+    X, y = synth.digits(rng, 100)
+    with pytest.warns(SymmetryWarning):
+        model = MLP([784, 8, 10], init="zeros", seed=0, backend="numpy")
+        model.fit(X, y, epochs=1, progress=False)
+    model.save(tmp_path / "model.npz")
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("MLP.load drew fresh weights")
+
+    monkeypatch.setattr("fastmlp.model.init_params", no_init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = MLP.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.params_, model.params_)
+
+
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        (lambda p: p[:-1].copy(), "parameters for layers \\[784, 8, 10\\]; got shape"),
+        (lambda p: np.concatenate([p, p[:3]]), "got shape"),
+        (lambda p: p.astype(np.float64), "float32 array .* got dtype float64"),
+        (lambda p: p.reshape(1, -1), "got shape \\(1, "),
+        (lambda p: list(p), "got list"),
+        (lambda p: np.where(np.arange(p.size) == 7, np.float32(np.nan), p), "NaN or infinity \\(first at index 7\\)"),
+    ],
+    ids=["short", "long", "float64", "2-d", "list", "nan"],
+)
+def test_a_broken_params_vector_is_refused_before_any_kernel_runs(rng, synth, backend, bad, words, monkeypatch):
+    X, y = synth.digits(rng, 50)
+    model = MLP([784, 8, 10], seed=0, backend=backend)
+    model.fit(X, y, epochs=1, progress=False)
+    model.params_ = bad(model.params_)
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a kernel ran on a broken params_")
+
+    monkeypatch.setattr(model.backend_, "train_chunk", no_kernel)
+    monkeypatch.setattr(model.backend_, "logits", no_kernel)
+    for call in (lambda: model.partial_fit(X, y, progress=False), lambda: model.predict(X), lambda: model.evaluate(X, y)):
+        with pytest.raises(ValueError, match="params_ " + ("contains " if "NaN" in words else "must be ") + ".*" + words):
+            call()
+
+
+@pytest.mark.parametrize("batch_size", [1, None])
+def test_an_update_that_overflows_a_weight_is_divergence(backend, batch_size):
+    """The only sample's loss (5e27) is finite, but its update overflows float32: no later loss
+    would ever see it, so the check of the weights after the chunk must."""
+    X = np.array([[1e15]], np.float32)
+    y = np.zeros((1, 1), np.float32)
+    model = MLP([1, 1], activation="identity", loss="mse", seed=0, backend=backend)
+    with pytest.raises(fastmlp.DivergenceError, match="a weight became non-finite in epoch 1"):
+        model.fit(X, y, epochs=1, batch_size=batch_size, lr=1e30, progress=False)
+    assert np.isfinite(model.params_).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,words",
+    [
+        ({"lr_decay": 1.5}, ValueError, "lr_decay must be in \\(0, 1\\]"),
+        ({"lr_decay": 0.0}, ValueError, "lr_decay must be a positive"),
+        ({"progress": "yes"}, TypeError, "progress must be None"),
+        ({"progress": 1}, TypeError, "progress must be None"),
+    ],
+)
+def test_out_of_range_fit_options_are_refused(rng, synth, kwargs, error, words):
+    X, y = synth.digits(rng, 20)
+    for method in ("fit", "partial_fit"):
+        model = MLP([784, 4, 10], backend="numpy")
+        with pytest.raises(error, match=words):
+            getattr(model, method)(X, y, **kwargs)
 
 
 # --- the notebooks' mistakes, at the API level ------------------------------------------------
