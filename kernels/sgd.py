@@ -1,4 +1,4 @@
-"""SGD: the parameter update and the fused per-sample (batch size 1) training loop.
+"""SGD: the fused per-sample (batch size 1) training loop.
 
 ``sgd_persample_chunk`` trains on a whole chunk of samples (a few thousand, or an epoch) in one
 compiled call: for each sample ``i = order[s]``, ``s = start .. stop-1``: forward pass, loss,
@@ -12,14 +12,15 @@ threads exchange their shares of the output logits once (see its docstring).
 
 Shared arguments of the per-sample trainers (N samples, L dense layers, K = layer_sizes[-1]):
 
-    params       float32/float64 [P]  flat parameters (layout in ``linear.py``); updated in place
+    params       float32/float64 [P]  flat parameters (``codes.parameter_layout``), updated in
+                                      place
     stats        float64 [3]          written: (sum of the samples' losses, number correct,
                                       number of samples trained). Each loss is taken in the
                                       forward pass, before that sample's update. If the
                                       count is short of stop - start, sample order[start + count]
                                       had a non-finite loss; training stopped before its update.
     layer_sizes  int64 [L+1]          n_0 (inputs) .. n_L (outputs)
-    w_offsets    int64 [L]            from ``linear.parameter_layout``
+    w_offsets    int64 [L]            from ``codes.parameter_layout``
     b_offsets    int64 [L]            -1 for layers without bias
     activation   int                  hidden activation code (activation.py)
     loss         int                  output/loss code (loss.py)
@@ -55,14 +56,6 @@ from .linear import (
     sparse_row_update,
 )
 from .loss import loss_row_backward, loss_row_forward
-
-
-@njit(**KERNEL_OPTIONS)
-def sgd_update(params, grad, learning_rate):
-    """params[P] -= lr * grad[P]."""
-    lr = params.dtype.type(learning_rate)
-    for k in range(params.shape[0]):
-        params[k] -= lr * grad[k]
 
 
 # ---------------------------------------------------------------------------------------------
