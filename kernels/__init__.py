@@ -2,7 +2,7 @@
 
 codes       the activation and loss codes and the flat parameter layout (pure Python: the one
             definition, shared with fastmlp.network)
-activation  hidden activations, vectorisable exp/tanh
+activation  hidden activations, vectorisable exp/tanh (fast_exp, fast_tanh)
 loss        output activation + loss pairs
 linear      sparse input rows, dense layer forward/backward
 sgd         the fused per-sample trainer (one thread or several)
@@ -13,9 +13,9 @@ _config     the Numba options every kernel compiles with
 Kernels do not validate their inputs: the Python side converts and checks once.
 
 The codes are imported at once; everything else on first use (PEP 562), so that importing the
-codes, as ``fastmlp.network`` does, does not import Numba. Compiled code that calls
-``kernels.fast_exp`` (an attribute of this package) therefore needs ``fastmlp.kernels.activation``
-imported first: Numba only knows the overloads registered before it starts typing.
+codes, as ``fastmlp.network`` does, does not import Numba. ``fast_exp`` and ``fast_tanh`` are
+not exported here: compiled code imports them from ``.activation``, whose import registers
+their Numba overloads (a lazy attribute would be loaded too late for Numba's typing).
 """
 
 import importlib
@@ -35,7 +35,7 @@ from .codes import (
 )
 
 _EXPORTS = {  # submodule: the names it exports, imported on first use
-    "activation": ("activation_forward", "activation_backward", "fast_exp", "fast_tanh"),
+    "activation": ("activation_forward", "activation_backward"),
     "loss": ("loss_forward", "loss_backward"),
     "linear": ("sparse_rows", "linear_forward", "linear_backward", "sparse_linear_forward",
                "sparse_linear_backward"),
