@@ -21,17 +21,32 @@ from functools import cached_property
 
 import numpy as np
 
-# Integer codes are what the compiled kernels receive; the names are the public API.
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
+# The names are the public API; the integer codes are what the compiled kernels branch on, so
+# both come from the kernels' own definition (pure Python: importing it does not import Numba).
+# ACTIVATIONS: name -> code; LOSSES: (output, loss) -> code, only these pairs exist.
+try:
+    from .kernels.codes import (
+        ACTIVATIONS,
+        IDENTITY_MSE,
+        LOSSES,
+        SIGMOID_BCE,
+        SOFTMAX_CROSS_ENTROPY,
+        SOFTMAX_MSE,
+        parameter_layout,
+    )
+except ModuleNotFoundError as error:  # pragma: no cover - only in a source checkout on sys.path
+    if error.name != __package__ + ".kernels":
+        raise
+    import os
 
-# (output, loss) -> code. Only these pairs exist; each has a gradient with respect to the
-# output layer's pre-activation z that the kernels fuse (see reference.loss_backward).
-LOSSES = {
-    ("softmax", "cross_entropy"): 0,
-    ("softmax", "mse"): 1,
-    ("sigmoid", "binary_cross_entropy"): 2,
-    ("identity", "mse"): 3,
-}
+    raise ImportError(
+        f"fastmlp.kernels is missing next to {os.path.dirname(__file__)}: this looks like a source checkout "
+        f"imported from its own directory, where kernels/ is not yet the subpackage fastmlp.kernels. "
+        f"Install the project (pip install . or pip install -e .) and run from another directory"
+    ) from error
+
+CROSS_ENTROPY = SOFTMAX_CROSS_ENTROPY  # the name fastmlp.reference uses
+
 # The output layer a loss implies when the caller does not name one.
 DEFAULT_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
 OUTPUTS = ("softmax", "sigmoid", "identity")
@@ -39,8 +54,6 @@ LOSS_NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
 
 INITS = ("auto", "zeros", "uniform", "normal", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
-
-CROSS_ENTROPY, SOFTMAX_MSE, SIGMOID_BCE, IDENTITY_MSE = 0, 1, 2, 3
 
 
 class SymmetryWarning(UserWarning):
@@ -148,18 +161,7 @@ class Layout:
 
     @classmethod
     def of(cls, layers, bias: bool) -> "Layout":
-        sizes = np.asarray(layers, dtype=np.int64)
-        w_offsets, b_offsets = [], []
-        offset = 0
-        for n_in, n_out in zip(layers[:-1], layers[1:]):
-            w_offsets.append(offset)
-            offset += n_in * n_out
-            if bias:
-                b_offsets.append(offset)
-                offset += n_out
-            else:
-                b_offsets.append(-1)
-        return cls(sizes, np.asarray(w_offsets, np.int64), np.asarray(b_offsets, np.int64), offset)
+        return cls(np.asarray(layers, dtype=np.int64), *parameter_layout(layers, bool(bias)))
 
     def views(self, params: np.ndarray):
         """[(W_l, b_l or None)] as views into ``params``: writing to them writes ``params``."""

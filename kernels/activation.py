@@ -1,14 +1,22 @@
-"""Hidden-layer activations: codes, vectorisable exp/tanh, forward and backward kernels.
+"""Hidden-layer activations: vectorisable exp/tanh, forward and backward kernels.
 
 llvmlite ships without a vector maths library, so ``np.exp`` in a loop is a scalar libm call
 (about 4 ns per float32 element, tanh 13 ns). ``fast_exp`` and ``fast_tanh`` below are
 branch-free polynomial versions that LLVM vectorises (about 1 ns per element, float32 or
-float64), with exact +-inf and NaN behaviour. Measured maximum errors: exp 1.0 ulp, tanh 1.3 ulp,
-sigmoid 2.4 ulp (float32 and float64). Results that would be subnormal are flushed to zero
-(absolute error below 1.2e-38 in float32, 2.3e-308 in float64).
+float64), with exact +-inf and NaN behaviour. Maximum errors, float32 and float64, compiled with
+the kernels' options (``_config.KERNEL_OPTIONS``; ``tests/test_kernels.py`` checks them):
 
-Activations are chosen with an integer code; derivatives are written in terms of the stored
-outputs ``a = act(z)``.
+    exp 1.02 ulp, tanh 1.36 ulp, sigmoid 2.52 ulp
+
+Measured on x86-64 with FMA: float32 on every input, 1.011, 1.331 and 2.481 ulp; float64 on
+2*10^9 samples, most where the error peaks (tanh near |x| = 0.625, sigmoid near exp(-x) = 2^53),
+1.009, 1.348 and 2.499 ulp. A result below the smallest normal float (1.2e-38 in float32,
+2.3e-308 in float64) is within that much of the exact value: exp flushes it to zero, sigmoid
+may return it subnormal, and tanh of a subnormal x is x. The sign of zero is not kept ("nsz"):
+tanh(-0.0) may be +0.0.
+
+Activations are chosen with an integer code (``codes.py``); derivatives are written in terms
+of the stored outputs ``a = act(z)``.
 """
 
 import numpy as np
@@ -17,13 +25,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
-
-IDENTITY = 0
-SIGMOID = 1
-TANH = 2
-RELU = 3
-
-ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU}
+from .codes import RELU, SIGMOID, TANH  # IDENTITY is every branch's "else": nothing to do
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Dense layers: parameter layout, sparse input rows, forward and backward kernels.
+"""Dense layers: sparse input rows, forward and backward kernels.
 
-Parameters live in one flat vector ``params`` (float32 or float64). Dense layer ``l``
-(0-based, ``l = 0 .. L-1``) maps ``layer_sizes[l]`` inputs to ``layer_sizes[l+1]`` outputs with
+Parameters live in one flat vector ``params`` (float32 or float64), laid out by
+``codes.parameter_layout``: dense layer ``l`` (0-based, ``l = 0 .. L-1``) maps
+``layer_sizes[l]`` inputs to ``layer_sizes[l+1]`` outputs with
 
     W_l = params[w_offsets[l] : w_offsets[l] + n_in * n_out].reshape(n_in, n_out)  # input-major
     b_l = params[b_offsets[l] : b_offsets[l] + n_out]       # b_offsets[l] == -1: no bias
 
-in the order W_0, b_0, W_1, b_1, ... (see ``parameter_layout``), so ``out = x @ W + b``.
+so ``out = x @ W + b``.
 
 Input rows can be given sparse (CSR: ``indptr`` int64 [N+1], ``indices`` int32 [nnz],
 ``values`` [nnz] uint8 or float): zero inputs are then skipped exactly, which on MNIST (81%
@@ -22,26 +23,6 @@ from numba import njit
 
 from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
 from .activation import activation_row_forward
-
-
-def parameter_layout(layer_sizes, use_bias=True):
-    """Offsets of every layer's weights and biases in the flat parameter vector.
-
-    Returns ``(w_offsets, b_offsets, n_params)``: int64 arrays of length L (one entry per
-    dense layer) and the total size. ``b_offsets`` is all -1 when ``use_bias`` is False.
-    """
-    layer_sizes = np.asarray(layer_sizes, dtype=np.int64)
-    n_layers = len(layer_sizes) - 1
-    w_offsets = np.empty(n_layers, np.int64)
-    b_offsets = np.full(n_layers, -1, np.int64)
-    offset = 0
-    for l in range(n_layers):
-        w_offsets[l] = offset
-        offset += int(layer_sizes[l] * layer_sizes[l + 1])
-        if use_bias:
-            b_offsets[l] = offset
-            offset += int(layer_sizes[l + 1])
-    return w_offsets, b_offsets, offset
 
 
 def sparse_rows(x):

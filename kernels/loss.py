@@ -1,6 +1,6 @@
-"""Output layers with their losses: codes, per-sample helpers and mini-batch kernels.
+"""Output layers with their losses: per-sample helpers and mini-batch kernels.
 
-Loss codes (output activation + loss), for logits z[K] of one sample:
+Loss codes (output activation + loss, defined in ``codes.py``), for logits z[K] of one sample:
 
     0 SOFTMAX_CROSS_ENTROPY  p = softmax(z)  loss = logsumexp(z) - z[y]        dz = p - onehot(y)
     1 SOFTMAX_MSE            p = softmax(z)  loss = 0.5 |g|^2, g = p - onehot(y)  dz = p * (g - p.g)
@@ -20,18 +20,7 @@ from numba import njit
 
 from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
 from .activation import fast_exp, sigmoid
-
-SOFTMAX_CROSS_ENTROPY = 0
-SOFTMAX_MSE = 1
-SIGMOID_BCE = 2
-IDENTITY_MSE = 3
-
-LOSSES = {
-    "softmax_cross_entropy": SOFTMAX_CROSS_ENTROPY,
-    "softmax_mse": SOFTMAX_MSE,
-    "sigmoid_bce": SIGMOID_BCE,
-    "identity_mse": IDENTITY_MSE,
-}
+from .codes import SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE  # IDENTITY_MSE: the "else"
 
 
 # No loop here both stores to an array and sums into a scalar. LLVM vectorises such a loop

@@ -12,7 +12,8 @@ n_{l+1} outputs with W_l [n_l, n_{l+1}] and b_l. Arguments (N samples, L layers,
 H = layer_sizes[1], K = layer_sizes[-1], B = the largest batch, U = sum(layer_sizes[1:]));
 those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same order:
 
-    params        float [P]           flat parameters (layout in ``linear.py``); updated in place
+    params        float [P]           flat parameters (``codes.parameter_layout``), updated in
+                                      place
     stats         float64 [4]         written: (sum of the per-sample losses, number correct,
                                       number of samples trained, nonfinite_at). A batch with a
                                       non-finite loss is not applied and training stops there:
@@ -27,7 +28,7 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
     losses        float [B]           scratch
     hits          int64 [B]           scratch
     layer_sizes   int64 [L+1]         n_0 (inputs) .. n_L (outputs)
-    w_offsets     int64 [L]           from ``linear.parameter_layout``
+    w_offsets     int64 [L]           from ``codes.parameter_layout``
     b_offsets     int64 [L]           -1 for layers without bias
     activation    int                 hidden activation code (activation.py)
     loss          int                 output/loss code (loss.py)

@@ -1,4 +1,4 @@
-"""SGD: the parameter update and the fused per-sample (batch size 1) training loop.
+"""SGD: the fused per-sample (batch size 1) training loop.
 
 ``sgd_persample_chunk`` trains on a whole chunk of samples (a few thousand, or an epoch) in one
 compiled call: for each sample ``i = order[s]``, ``s = start .. stop-1``: forward pass, loss,
@@ -12,14 +12,15 @@ threads exchange their shares of the output logits once (see its docstring).
 
 Shared arguments of the per-sample trainers (N samples, L dense layers, K = layer_sizes[-1]):
 
-    params       float32/float64 [P]  flat parameters (layout in ``linear.py``); updated in place
+    params       float32/float64 [P]  flat parameters (``codes.parameter_layout``), updated in
+                                      place
     stats        float64 [3]          written: (sum of the samples' losses, number correct,
                                       number of samples trained). Each loss is taken in the
                                       forward pass, before that sample's update. If the
                                       count is short of stop - start, sample order[start + count]
                                       had a non-finite loss; training stopped before its update.
     layer_sizes  int64 [L+1]          n_0 (inputs) .. n_L (outputs)
-    w_offsets    int64 [L]            from ``linear.parameter_layout``
+    w_offsets    int64 [L]            from ``codes.parameter_layout``
     b_offsets    int64 [L]            -1 for layers without bias
     activation   int                  hidden activation code (activation.py)
     loss         int                  output/loss code (loss.py)
@@ -35,16 +36,21 @@ Shared arguments of the per-sample trainers (N samples, L dense layers, K = laye
     start, stop  int                  train on order[start:stop]
 """
 
-import os
-import threading
-
 import numba
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._threads import (
+    abort_flag,
+    available_cores,
+    cache_aligned,
+    mailbox,
+    post,
+    posted,
+    run_workers,
+    wait_posted,
+)
 from .activation import activation_row_backward, activation_row_forward
 from .linear import (
     fill_bias,
@@ -55,14 +61,6 @@ from .linear import (
     sparse_row_update,
 )
 from .loss import loss_row_backward, loss_row_forward
-
-
-@njit(**KERNEL_OPTIONS)
-def sgd_update(params, grad, learning_rate):
-    """params[P] -= lr * grad[P]."""
-    lr = params.dtype.type(learning_rate)
-    for k in range(params.shape[0]):
-        params[k] -= lr * grad[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,112 +150,28 @@ def sgd_persample_chunk(
 
 
 # ---------------------------------------------------------------------------------------------
-# Several threads. Numba has no atomics on the CPU; these two LLVM instructions are all the
-# spin barrier needs. Acquire/release also stop the compiler from moving the partial-logit
-# loads and stores across the barrier.
+# Several threads (the runtime: ``_threads.py``)
 
-
-@intrinsic
-def _load_acquire(typingctx, array, index):
-    """array[index] read with acquire ordering (int64 1-D array)."""
-    if not (isinstance(array, types.Array) and array.dtype == types.int64 and array.ndim == 1):
-        return None
-    if not isinstance(index, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        ary = context.make_array(array_type)(context, builder, args[0])
-        idx = context.cast(builder, args[1], index_type, types.intp)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, ary, [idx])
-        return builder.load_atomic(pointer, ordering="acquire", align=8)
-
-    return types.int64(array, index), codegen
-
-
-@intrinsic
-def _store_release(typingctx, array, index, value):
-    """array[index] = value with release ordering (int64 1-D array)."""
-    if not (isinstance(array, types.Array) and array.dtype == types.int64 and array.ndim == 1):
-        return None
-    if not (isinstance(index, types.Integer) and isinstance(value, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array_type, index_type, value_type = signature.args
-        ary = context.make_array(array_type)(context, builder, args[0])
-        idx = context.cast(builder, args[1], index_type, types.intp)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, ary, [idx])
-        value = context.cast(builder, args[2], value_type, types.int64)
-        builder.store_atomic(value, pointer, ordering="release", align=8)
-        return context.get_dummy_value()
-
-    return types.none(array, index, value), codegen
-
-
-if hasattr(os, "sched_yield"):
-    _sched_yield = types.ExternalFunction("sched_yield", types.int32())
-
-    @njit(**KERNEL_OPTIONS)
-    def _yield_cpu():
-        _sched_yield()
-
-else:
-
-    @njit(**KERNEL_OPTIONS)
-    def _yield_cpu():
-        pass
-
-
-_LINE = 128  # bytes: two cache lines, as Intel's adjacent-line prefetcher pulls pairs
-_SPINS_BEFORE_YIELD = 4096  # about 10 us: then the partner thread is probably descheduled
 _MIN_UNITS_PER_THREAD = 16
 
 
 @njit(**INLINE_OPTIONS)
-def _publish(counts, shares, thread, s, start, z_share):
-    """Post this thread's share z_share[K] of sample s's logits in mailbox slot (s % 2, thread).
-
-    A slot is _LINE bytes (or a multiple) of ``mailbox``: an int64 count, then the K floats,
-    seen through two views of the same memory (``counts`` int64, ``shares`` float). Count and
-    floats share a cache line, so one line transfer between cores carries both.
-    """
-    threads = shares.shape[1]
-    first = 8 // shares.itemsize
-    slot = shares[s & 1, thread]
-    for k in range(z_share.shape[0]):
-        slot[first + k] = z_share[k]
-    words_per_slot = shares.shape[2] * shares.itemsize // 8
-    _store_release(counts, ((s & 1) * threads + thread) * words_per_slot, s - start + 1)
-
-
-@njit(**INLINE_OPTIONS)
-def _gather_logits(z, b, counts, shares, abort, s, start):
-    """Wait until every thread has posted its share of sample s, then z[K] = b + sum of shares
-    (in thread order, so every thread gets bit-identical logits). False if told to abort."""
-    threads = shares.shape[1]
-    first = 8 // shares.itemsize
-    words_per_slot = shares.shape[2] * shares.itemsize // 8
+def _gather_logits(z, b, counts, slots, abort, step):
+    """z[K] = b + the shares of the logits every thread posted at ``step``, added in thread
+    order so that every thread gets bit-identical logits. False if told to abort."""
     fill_bias(z, b)
-    for t in range(threads):
-        count_index = ((s & 1) * threads + t) * words_per_slot
-        spins = 0
-        while _load_acquire(counts, count_index) < s - start + 1:
-            spins += 1
-            if spins == _SPINS_BEFORE_YIELD:
-                if _load_acquire(abort, 0) != 0:
-                    return False
-                _yield_cpu()
-                spins = 0
-        slot = shares[s & 1, t]
+    for thread in range(slots.shape[1]):
+        if not wait_posted(counts, slots, abort, thread, step):
+            return False
+        share = posted(slots, thread, step)
         for k in range(z.shape[0]):
-            z[k] += slot[first + k]
+            z[k] += share[k]
     return True
 
 
 @njit(**KERNEL_OPTIONS)
 def _split_hidden_worker(
-    stats, W1, b1, W2t, b2, counts, shares, abort, thread, activation, loss, learning_rate,
+    stats, W1, b1, W2t, b2, counts, slots, abort, thread, activation, loss, learning_rate,
     indptr, indices, values, input_scale, labels, targets, order, start, stop,
 ):
     """One thread's share of per-sample SGD on a network with one hidden layer whose hidden
@@ -265,10 +179,9 @@ def _split_hidden_worker(
 
     Private to this thread: W1[n0,Ht], b1[Ht] (or empty) and W2t[K,Ht] (output-major) for its
     Ht hidden units; b2[K], its own copy of the output bias (every thread makes the same
-    updates to it); stats[3]. Shared: the mailbox (``counts`` and ``shares``, two views of one
-    buffer, see ``_publish``) with slots [2, T]: slot (s % 2, t) carries thread t's share of
-    sample s's logits. Two slots per thread let a thread post sample s+1 while another still
-    reads sample s, so one wait per sample suffices. abort[0] != 0 makes waiting threads return.
+    updates to it); stats[3]. Shared: the mailbox (``counts``, ``slots``: see ``_threads.py``),
+    in which at step s - start every thread posts its share of sample s's logits (K values);
+    abort[0] != 0 makes waiting threads return.
     """
     n_out = W2t.shape[0]
     lr = W1.dtype.type(learning_rate)
@@ -289,8 +202,8 @@ def _split_hidden_worker(
         sparse_row_forward(h, W1, b1, indices[first:last], values[first:last], scale)
         activation_row_forward(h, activation)
         dense_row_forward(z_share, W2t, b2[:0], h)
-        _publish(counts, shares, thread, s, start, z_share)
-        if not _gather_logits(z, b2, counts, shares, abort, s, start):
+        post(counts, slots, thread, s - start, z_share)
+        if not _gather_logits(z, b2, counts, slots, abort, s - start):
             return
 
         value, correct = loss_row_forward(p, z, labels, targets, i, loss)
@@ -314,8 +227,7 @@ def usable_threads(threads, layer_sizes):
     """How many threads ``sgd_persample_chunk_threaded`` really uses for this network."""
     if threads <= 1 or len(layer_sizes) != 3 or numba.config.DISABLE_JIT:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(int(threads), cores, int(layer_sizes[1]) // _MIN_UNITS_PER_THREAD))
+    return max(1, min(int(threads), available_cores(), int(layer_sizes[1]) // _MIN_UNITS_PER_THREAD))
 
 
 def _split_units(n_units, threads):
@@ -323,17 +235,6 @@ def _split_units(n_units, threads):
     blocks = -(-n_units // _MIN_UNITS_PER_THREAD)
     edges = [min(n_units, (blocks * t // threads) * _MIN_UNITS_PER_THREAD) for t in range(threads + 1)]
     return list(zip(edges[:-1], edges[1:]))
-
-
-def _cache_aligned(array):
-    """A copy of ``array`` occupying whole _LINE-byte lines of its own: the per-thread arrays
-    are allocated together, and a line shared by two threads would bounce between cores."""
-    array = np.asarray(array)
-    buffer = np.empty(array.nbytes + 2 * _LINE, np.uint8)
-    first = -buffer.ctypes.data % _LINE
-    out = buffer[first : first + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
-    return out
 
 
 def sgd_persample_chunk_threaded(
@@ -353,7 +254,8 @@ def sgd_persample_chunk_threaded(
     as many as there are), when fewer than 16 hidden units per thread would remain, and under
     NUMBA_DISABLE_JIT. ``usable_threads`` tells the count in advance. The threads wait for each
     other by spinning and yield the CPU after a few microseconds, so an oversubscribed machine
-    slows training down but cannot deadlock it.
+    slows training down but cannot deadlock it. A failure in a helper thread is raised as
+    ``_threads.WorkerFailed`` (a RuntimeError) after its traceback has been printed.
     """
     args = (labels, targets, order, start, stop)
     threads = usable_threads(threads, layer_sizes)
@@ -372,45 +274,22 @@ def sgd_persample_chunk_threaded(
     # per thread: (stats, W1 block, b1 block, W2t block, copy of b2), the worker's first arguments
     blocks = [
         tuple(
-            _cache_aligned(a)
+            cache_aligned(a)
             for a in (np.zeros(3), W1[:, first:last], b1[first:last], W2[first:last].T, b2)
         )
         for first, last in units
     ]
-    slot_bytes = -(-(8 + n_out * params.itemsize) // _LINE) * _LINE
-    mailbox = _cache_aligned(np.zeros(2 * threads * slot_bytes, np.uint8))
-    counts = mailbox.view(np.int64)
-    shares = mailbox.view(params.dtype).reshape(2, threads, slot_bytes // params.itemsize)
-    abort = _cache_aligned(np.zeros(_LINE // 8, np.int64))
+    counts, slots = mailbox(threads, n_out, params.dtype)
+    abort = abort_flag()
 
     def work(thread):
-        try:
-            _split_hidden_worker(*blocks[thread], counts, shares, abort, thread, activation, loss,
-                                 learning_rate, indptr, indices, values, input_scale, *args)
-        except BaseException:
-            abort[0] = 1  # release the threads waiting for this one
-            raise
+        _split_hidden_worker(*blocks[thread], counts, slots, abort, thread, activation, loss,
+                             learning_rate, indptr, indices, values, input_scale, *args)
 
-    helpers = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(1, threads)]
-    started = []
-    try:
-        for helper in helpers:
-            helper.start()
-            started.append(helper)
-    except RuntimeError:  # the system refused a thread: release the others, train on this one
-        abort[0] = 1
-        for helper in started:
-            helper.join()
+    if not run_workers(work, threads, abort):  # the system refused a thread: train on this one
         sgd_persample_chunk(params, stats, layer_sizes, w_offsets, b_offsets, activation, loss,
                             learning_rate, indptr, indices, values, input_scale, *args)
         return
-    try:
-        work(0)
-    finally:
-        for helper in helpers:
-            helper.join()
-    if abort[0]:
-        raise RuntimeError("a worker thread of sgd_persample_chunk_threaded failed (traceback above)")
 
     for (first, last), (_, W1_block, b1_block, W2t_block, _) in zip(units, blocks):
         W1[:, first:last] = W1_block

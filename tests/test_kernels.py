@@ -1,9 +1,14 @@
 """Each compiled kernel against its NumPy reference, on random data and on edge cases."""
 
+import numba
 import numpy as np
 import pytest
+from numba import njit
 
 from fastmlp import kernels, reference
+from fastmlp.kernels._config import KERNEL_OPTIONS
+from fastmlp.kernels.activation import activation_row_forward, fast_exp
+from fastmlp.kernels.codes import SIGMOID, TANH
 from fastmlp.network import ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
@@ -14,25 +19,130 @@ def random(rng, shape, dtype, scale=1.0):
     return (rng.normal(0, scale, size=shape)).astype(dtype)
 
 
+# ---------------------------------------------------------------------------------------------
+# exp, tanh and sigmoid (kernels/activation.py) compiled exactly as training compiles them: tanh
+# and sigmoid through the production row kernel, exp inlined into a loop compiled with the
+# production options, as the loss kernels call it. Default njit options would test other code:
+# without the fast-math flags LLVM evaluates the polynomials in another order, or not vectorised.
+
+
+def _exp_row(a):
+    """a[n] = exp(a[n]), in place: fast_exp in a loop, as in loss.py's softmax."""
+    for k in range(a.shape[0]):
+        a[k] = fast_exp(a[k])
+
+
+# The production options; caching off changes no code but keeps the cache away from tests/.
+exp_row = njit(**{**KERNEL_OPTIONS, "cache": False})(_exp_row)
+
+FUNCTIONS = {  # name: (kernel computing it in place on a 1-D array, reference for wider floats)
+    "exp": (exp_row, np.exp),
+    "tanh": (lambda a: activation_row_forward(a, TANH), np.tanh),
+    "sigmoid": (lambda a: activation_row_forward(a, SIGMOID), lambda x: 1 / (1 + np.exp(-x))),
+}
+
+# The maximum errors kernels/activation.py states, in ulps of the result's dtype, and its
+# absolute error bound for results below the smallest normal float.
+ULP_BOUNDS = {"exp": 1.02, "tanh": 1.36, "sigmoid": 2.52}
+SUBNORMAL_ABS_ERROR = {np.float32: 1.2e-38, np.float64: 2.3e-308}
+
+# The worst inputs the measurements behind those figures found (every float32, 2*10^9 float64
+# samples): the inputs sampled below need not hit them.
+WORST_INPUTS = {
+    np.float32: {"exp": -5.8778844, "tanh": 0.62830955, "sigmoid": -16.635704},
+    np.float64: {"exp": -472.37959737978326, "tanh": 0.6273285547868909, "sigmoid": -36.73681988726253},
+}
+
+# Where fast_exp clamps its input (largest x with a finite result, ln of the smallest normal).
+EXP_CLAMPS = {np.float32: (88.72283, -87.33654), np.float64: (709.782712893384, -708.3964185322641)}
+
+COMPILED_ONLY = pytest.mark.skipif(
+    numba.config.DISABLE_JIT,
+    reason="NUMBA_DISABLE_JIT=1: fast_exp and fast_tanh are NumPy's exp and tanh, not the compiled "
+    "polynomials these bounds are about",
+)
+
+
+def reference_dtype(dtype):
+    """A float type wide enough to judge ``dtype`` results in ulps, or a visible skip."""
+    if dtype == np.float32:
+        return np.float64
+    if np.finfo(np.longdouble).nmant < 60:
+        pytest.skip("np.longdouble is no wider than float64 on this platform: no reference for float64 ulps")
+    return np.longdouble
+
+
+def ulps(result, exact, dtype):
+    """|result - exact| in units in the last place of ``exact`` in ``dtype`` (exact: wider floats)."""
+    info = np.finfo(dtype)
+    _, exponent = np.frexp(exact)  # |exact| in [2^(exponent-1), 2^exponent)
+    exponent = np.maximum(exponent, info.minexp + 1)  # subnormals: the spacing at the smallest normal
+    ulp = np.ldexp(np.ones_like(exact), exponent - info.nmant - 1)
+    return np.abs(result.astype(exact.dtype) - exact) / ulp
+
+
+def accuracy_inputs(dtype, name):
+    """10^6 inputs evenly spaced in value and 10^6 evenly spaced in bit pattern over |x| in
+    [smallest subnormal, limit] (every binade, tiny |x| included), plus the edge cases."""
+    info = np.finfo(dtype)
+    # exp and sigmoid in float64 change up to |x| ~ 745; everything else saturates before 90
+    limit = dtype(750.0 if (dtype == np.float64 and name != "tanh") else 90.0)
+    bits_type = np.int32 if dtype == np.float32 else np.int64
+    first_bits, last_bits = np.array([info.smallest_subnormal, limit], dtype).view(bits_type)
+    magnitudes = np.linspace(first_bits, last_bits, 500_000).astype(bits_type).view(dtype)
+    hi, lo = (dtype(clamp) for clamp in EXP_CLAMPS[dtype])
+    edges = np.array([0.0, info.smallest_subnormal, info.tiny, 1.0, 0.625, hi, -lo, WORST_INPUTS[dtype][name]], dtype)
+    edges = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)), np.nextafter(edges, dtype(-np.inf))])
+    return np.concatenate([np.linspace(-limit, limit, 1_000_001, dtype=dtype), magnitudes, -magnitudes, edges, -edges])
+
+
+@COMPILED_ONLY
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fast_exp_matches_numpy_including_inf_and_nan(dtype, synth):
-    from numba import njit
-
-    @njit
-    def exp_all(out, x):
-        for k in range(x.shape[0]):
-            out[k] = kernels.fast_exp(x[k])
-
-    limit = 88.0 if dtype == np.float32 else 709.0
-    x = np.concatenate([np.linspace(-limit, limit, 20001), [0.0, -0.0, 1e-30, -1e-30, np.inf, -np.inf, np.nan, -1e4, 1e4]]).astype(dtype)
-    out = np.empty_like(x)
-    exp_all(out, x)
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_fast_exp_tanh_sigmoid_are_within_the_stated_ulps(name, dtype):
+    kernel, reference_function = FUNCTIONS[name]
+    wide = reference_dtype(dtype)
+    info = np.finfo(dtype)
+    x = accuracy_inputs(dtype, name)
+    result = x.copy()
+    kernel(result)
     with np.errstate(over="ignore"):
-        expected = np.exp(x)
-    finite = np.isfinite(expected) & (expected > np.finfo(dtype).tiny)
-    np.testing.assert_allclose(out[finite], expected[finite], rtol=4 * np.finfo(dtype).eps)
-    assert out[x == np.inf] == np.inf and out[x == -np.inf] == 0 and np.isnan(out[np.isnan(x)]).all()
-    assert out[x == 1e4] == np.inf and out[x == -1e4] == 0
+        exact = reference_function(x.astype(wide))
+        rounded = exact.astype(dtype)
+    assert not np.isnan(result).any()
+    np.testing.assert_array_equal(np.isinf(result), np.isinf(rounded))  # inf exactly where exp overflows
+
+    normal = (np.abs(exact) >= info.tiny) & np.isfinite(rounded)
+    errors = ulps(result[normal], exact[normal], dtype)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= ULP_BOUNDS[name], f"{errors[worst]:.4f} ulp at x = {x[normal][worst]!r}"
+
+    below_normal = np.abs(exact) < info.tiny
+    assert below_normal.any()  # the inputs reach the subnormal range of every function
+    assert np.all(np.abs(result[below_normal] - exact[below_normal]) < SUBNORMAL_ABS_ERROR[dtype])
+    if name == "exp":
+        assert np.all(result[below_normal] == 0)  # flushed to zero, never a subnormal
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_fast_exp_tanh_sigmoid_keep_inf_and_nan(name, dtype):
+    """Under the production flags (no "nnan"/"ninf"), in the vectorised loop body and in its
+    scalar remainder alike."""
+    huge = np.finfo(dtype).max
+    tiny = np.finfo(dtype).smallest_subnormal
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, huge, -huge, tiny, -tiny], dtype)
+    expected = {
+        "exp": [np.inf, 0.0, np.nan, 1.0, 1.0, np.inf, 0.0, 1.0, 1.0],
+        "tanh": [1.0, -1.0, np.nan, 0.0, 0.0, 1.0, -1.0, tiny, -tiny],  # tanh(-0): 0 of either sign ("nsz")
+        "sigmoid": [1.0, 0.0, np.nan, 0.5, 0.5, 1.0, 0.0, 0.5, 0.5],
+    }[name]
+    kernel, _ = FUNCTIONS[name]
+    for position in (0, 35, 58):  # 67 values: a vectorised body and a scalar remainder
+        values = np.linspace(-3, 3, 67).astype(dtype)
+        values[position : position + len(special)] = special
+        kernel(values)
+        np.testing.assert_array_equal(values[position : position + len(special)], np.array(expected, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

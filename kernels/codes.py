@@ -1,0 +1,56 @@
+"""The integer codes the kernels branch on, and the flat parameter layout: defined here only.
+
+``fastmlp.network`` (the public names) and the kernels (the branches) both import this module,
+so the two cannot disagree. It imports no Numba: the NumPy backend uses it without paying for
+Numba's import.
+"""
+
+import numpy as np
+
+# Hidden activations
+IDENTITY = 0
+SIGMOID = 1
+TANH = 2
+RELU = 3
+
+ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU}
+
+# Output activation + loss. Only these pairs exist: each has a gradient with respect to the
+# output layer's pre-activation z that the kernels fuse (see kernels/loss.py).
+SOFTMAX_CROSS_ENTROPY = 0
+SOFTMAX_MSE = 1
+SIGMOID_BCE = 2
+IDENTITY_MSE = 3
+
+LOSSES = {
+    ("softmax", "cross_entropy"): SOFTMAX_CROSS_ENTROPY,
+    ("softmax", "mse"): SOFTMAX_MSE,
+    ("sigmoid", "binary_cross_entropy"): SIGMOID_BCE,
+    ("identity", "mse"): IDENTITY_MSE,
+}
+
+
+def parameter_layout(layer_sizes, use_bias=True):
+    """Offsets of every layer's weights and biases in the flat parameter vector.
+
+    Dense layer ``l`` (0-based) maps n_in = layer_sizes[l] inputs to n_out = layer_sizes[l+1]
+    outputs; the vector holds W_0, b_0, W_1, b_1, ... with
+
+        W_l = params[w_offsets[l] : w_offsets[l] + n_in * n_out].reshape(n_in, n_out)  # input-major
+        b_l = params[b_offsets[l] : b_offsets[l] + n_out]       # b_offsets[l] == -1: no bias
+
+    Returns ``(w_offsets, b_offsets, n_params)``: int64 arrays of length L (one entry per
+    dense layer) and the total size as an int. ``b_offsets`` is all -1 when ``use_bias`` is False.
+    """
+    layer_sizes = np.asarray(layer_sizes, dtype=np.int64)
+    n_layers = len(layer_sizes) - 1
+    w_offsets = np.empty(n_layers, np.int64)
+    b_offsets = np.full(n_layers, -1, np.int64)
+    offset = 0
+    for l in range(n_layers):
+        w_offsets[l] = offset
+        offset += int(layer_sizes[l] * layer_sizes[l + 1])
+        if use_bias:
+            b_offsets[l] = offset
+            offset += int(layer_sizes[l + 1])
+    return w_offsets, b_offsets, offset
