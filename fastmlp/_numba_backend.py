@@ -12,16 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:
-    from . import kernels
-except ImportError as error:  # pragma: no cover - only in a source checkout on sys.path
-    import os
-
-    raise ImportError(
-        f"fastmlp.kernels is missing next to {os.path.dirname(__file__)}: this looks like a source checkout "
-        f"imported from its own directory, where kernels/ is not yet the subpackage fastmlp.kernels. "
-        f"Install the project (pip install . or pip install -e .) and run from another directory"
-    ) from error
+from . import kernels
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 

@@ -40,14 +40,8 @@ class NumpyBackend:
     def train_chunk(self, params, data, targets, order, lr, batch_size):
         return reference.train_batches(self.arch, params, data, targets, order, lr, batch_size)
 
-    def logits(self, params, data, block=4096):
-        out = []
-        for start in range(0, len(data), block):
-            x = reference.as_input(data[start : start + block], self.arch.dtype)
-            out.append(reference.forward(self.arch, params, x)[1])
-        if not out:
-            return np.empty((0, self.arch.layers[-1]), self.arch.dtype)
-        return np.concatenate(out)
+    def logits(self, params, data):
+        return reference.predict_logits(self.arch, params, data)
 
 
 def make_backend(name, arch: Architecture, threads: int = 1):

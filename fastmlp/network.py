@@ -45,8 +45,6 @@ except ModuleNotFoundError as error:  # pragma: no cover - only in a source chec
         f"Install the project (pip install . or pip install -e .) and run from another directory"
     ) from error
 
-CROSS_ENTROPY = SOFTMAX_CROSS_ENTROPY  # the name fastmlp.reference uses
-
 # The output layer a loss implies when the caller does not name one.
 DEFAULT_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
 OUTPUTS = ("softmax", "sigmoid", "identity")

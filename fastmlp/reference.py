@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import CROSS_ENTROPY, IDENTITY_MSE, SIGMOID_BCE, SOFTMAX_MSE, Architecture
+from .network import IDENTITY_MSE, SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE, Architecture
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -79,7 +79,7 @@ def activation_backward(da, a, name):
 
 def output_forward(z, loss_code):
     """out[B,K] = softmax(z), sigmoid(z) or z, as the loss pair says."""
-    if loss_code in (CROSS_ENTROPY, SOFTMAX_MSE):
+    if loss_code in (SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE):
         return softmax(z)
     if loss_code == SIGMOID_BCE:
         return sigmoid(z)
@@ -95,7 +95,7 @@ def one_hot(labels, n_classes, dtype):
 
 def loss_forward(z, out, targets, loss_code):
     """Per-sample losses [B]. ``targets``: int labels [B] for classifiers, floats [B,K] for mse regression."""
-    if loss_code == CROSS_ENTROPY:
+    if loss_code == SOFTMAX_CROSS_ENTROPY:
         return -log_softmax(z)[np.arange(len(z)), targets]
     if loss_code == SOFTMAX_MSE:
         return 0.5 * ((out - one_hot(targets, z.shape[1], z.dtype)) ** 2).sum(axis=1)
@@ -107,7 +107,7 @@ def loss_forward(z, out, targets, loss_code):
 
 def loss_backward(out, targets, loss_code):
     """dz[B,K] = d(per-sample loss)/dz, one row per sample (not yet averaged)."""
-    if loss_code == CROSS_ENTROPY:
+    if loss_code == SOFTMAX_CROSS_ENTROPY:
         # softmax and cross-entropy differentiate together to p - onehot: the softmax Jacobian
         # contracted with -onehot/p collapses, so no division by a tiny p ever happens.
         return out - one_hot(targets, out.shape[1], out.dtype)
@@ -181,14 +181,12 @@ def backward(arch: Architecture, params, activations, dz):
     return grad
 
 
-def predict_output(arch: Architecture, params, X, batch_size=4096):
-    """out[N,K] for a whole dataset, in row blocks to bound memory."""
-    out = np.empty((len(X), arch.layers[-1]), dtype=arch.dtype)
-    for start in range(0, len(X), batch_size):
-        x = as_input(X[start : start + batch_size], arch.dtype)
-        _, z = forward(arch, params, x)
-        out[start : start + batch_size] = output_forward(z, arch.loss_code)
-    return out
+def predict_logits(arch: Architecture, params, X, block=4096):
+    """z[N,K], the output layer's pre-activation for a whole dataset, in row blocks to bound memory."""
+    z = np.empty((len(X), arch.layers[-1]), dtype=arch.dtype)
+    for start in range(0, len(X), block):
+        _, z[start : start + block] = forward(arch, params, as_input(X[start : start + block], arch.dtype))
+    return z
 
 
 def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size):

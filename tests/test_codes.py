@@ -24,7 +24,7 @@ CODE_NAMES = (
 def test_network_and_kernels_hold_the_same_code_maps():
     assert network.ACTIVATIONS is codes.ACTIVATIONS is kernels.ACTIVATIONS
     assert network.LOSSES is codes.LOSSES is kernels.LOSSES
-    assert (network.CROSS_ENTROPY, network.SOFTMAX_MSE, network.SIGMOID_BCE, network.IDENTITY_MSE) == (
+    assert (network.SOFTMAX_CROSS_ENTROPY, network.SOFTMAX_MSE, network.SIGMOID_BCE, network.IDENTITY_MSE) == (
         codes.SOFTMAX_CROSS_ENTROPY, codes.SOFTMAX_MSE, codes.SIGMOID_BCE, codes.IDENTITY_MSE)
     assert [codes.ACTIVATIONS[name] for name in ("identity", "sigmoid", "tanh", "relu")] == [
         codes.IDENTITY, codes.SIGMOID, codes.TANH, codes.RELU]
