@@ -860,10 +860,10 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":  # python -m fastmlp.bench ...: the same options, before cli.py registers them
-    from .cli import EXIT_ERROR, EXIT_USAGE, UsageError, _Parser
+    from ._cli_options import EXIT_ERROR, EXIT_USAGE, Parser, UsageError
 
-    _parser = _Parser(prog="fastmlp")
-    add_parser(_parser.add_subparsers(dest="command", parser_class=_Parser))
+    _parser = Parser(prog="fastmlp")
+    add_parser(_parser.add_subparsers(dest="command", parser_class=Parser))
     try:
         sys.exit(run(_parser.parse_args(["bench", *sys.argv[1:]])))
     except UsageError as _error:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fastmlp import bench, peers
-from fastmlp.cli import UsageError, _Parser
+from fastmlp._cli_options import Parser, UsageError
 
 MEASUREMENT_KEYS = {
     "backend",
@@ -78,8 +78,8 @@ def small_gemm():
 
 def parse(*argv):
     """Namespace for ``fastmlp bench ARGV`` through the CLI's own parser class."""
-    parser = _Parser(prog="fastmlp")
-    bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="fastmlp")
+    bench.add_parser(parser.add_subparsers(dest="command", parser_class=Parser))
     return parser.parse_args(["bench", *argv])
 
 
@@ -352,8 +352,8 @@ def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):
 
 
 def test_add_parser_keeps_the_cli_parser_class():
-    parser = _Parser(prog="fastmlp")
-    assert isinstance(bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser)), _Parser)
+    parser = Parser(prog="fastmlp")
+    assert isinstance(bench.add_parser(parser.add_subparsers(dest="command", parser_class=Parser)), Parser)
 
 
 # --- the chart -------------------------------------------------------------------------------
