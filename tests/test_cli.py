@@ -143,16 +143,56 @@ BAD_OPTION_VALUES = {
         ("--limit", "0"),
         ("--dtype", "float16"),
     ],
+    "bench": [
+        ("--batch-sizes", "0"),
+        ("--batch-sizes", "-1"),
+        ("--batch-sizes", "32,x"),
+        ("--batch-sizes", "1,,32"),
+        ("--batch-sizes", "1,32,"),
+        ("--batch-sizes", ""),
+        ("--batch-sizes", "1024", "--samples", "300"),  # larger than the slice it would train on
+        ("--layers", "784,x,10"),
+        ("--layers", "784"),
+        ("--layers", "784,,10"),
+        ("--layers", "784,128,"),
+        ("--layers", "784,0,10"),
+        ("--layers", "784,16,1"),  # a softmax needs two outputs
+        ("--activations", "swish"),
+        ("--activations", "sigmoid,"),
+        ("--backends", "cuda"),
+        ("--backends", ""),
+        ("--peers", "pytorch"),
+        ("--peers", "torch,,jax"),
+        ("--samples", "0"),
+        ("--samples", "-5"),
+        ("--samples", "1e3"),
+        ("--repeats", "0"),
+        ("--repeats", "x"),
+        ("--max-seconds", "-1"),
+        ("--max-seconds", "nan"),
+        ("--max-seconds", "inf"),
+        ("--max-seconds", "soon"),
+        ("--threads", "0"),
+        ("--threads", "two"),
+        ("--peer-threads", "0"),
+        ("--lr", "0"),
+        ("--lr", "-0.1"),
+        ("--lr", "nan"),
+        ("--seed", "-1"),
+        ("--plot", "missing-directory/chart.png"),
+    ],
 }
 
 
 @pytest.mark.parametrize(
-    "command, option, value",
-    [(command, option, value) for command, cases in BAD_OPTION_VALUES.items() for option, value in cases],
-    ids=lambda part: repr(part) if part == "" else str(part),
+    "command, option, value, other_options",
+    [(command, option, value, other) for command, cases in BAD_OPTION_VALUES.items() for option, value, *other in cases],
+    ids=lambda part: repr(part) if part == "" else " ".join(part) if isinstance(part, list) else str(part),
 )
-def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tmp_path, command, option, value):
-    status, out, err = run(capsys, command, "--data", str(tmp_path), f"{option}={value}")
+def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tmp_path, command, option, value, other_options):
+    if option == "--plot":
+        value = str(tmp_path / value)
+    status, out, err = run(capsys, command, "--data", str(tmp_path), f"{option}={value}", *other_options)
     assert status == 2, err
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("fastmlp: error: ") and "Traceback" not in err
