@@ -119,6 +119,13 @@ def layer_sizes(text):
     return sizes
 
 
+def path(text):
+    """A file or directory name; an empty one would quietly mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"needs a file or directory name; got {text!r}")
+    return text
+
+
 FULL_BATCH = ("full", "all")
 
 

@@ -24,7 +24,7 @@ from .trainer import SCHEDULES
 def _add_model_options(parser):
     """Options that pick the data, the network and the SGD run: shared by train and compare."""
     add = parser.add_argument
-    add("--data", metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
+    add("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
     add("--layers", type=options.layer_sizes, default=(784, 128, 10), metavar="SIZES", help="layer sizes, default 784,128,10")
     add("--activation", type=options.choice(ACTIVATIONS), default="sigmoid", help=f"hidden activation: {', '.join(ACTIVATIONS)} (default sigmoid)")
     add("--loss", type=options.choice(LOSS_NAMES), default="cross_entropy", help=f"{', '.join(LOSS_NAMES)} (default cross_entropy)")
@@ -55,7 +55,7 @@ def build_parser():
     train.add_argument("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
     train.add_argument("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
     train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
-    train.add_argument("--save", metavar="FILE", help="write the trained model to FILE (.npz)")
+    train.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model to FILE (.npz)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
     train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -117,6 +117,8 @@ def _data(args):
 
     X_train, y_train, X_test, y_test = load_mnist(args.data)
     if args.limit is not None:
+        if args.limit > len(y_train):
+            raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
     return X_train, y_train, X_test, y_test
 

@@ -128,6 +128,8 @@ BAD_OPTION_VALUES = {
         ("--output", "tanh"),
         ("--init", "ones"),
         ("--backend", "cuda"),
+        ("--save", ""),
+        ("--data", " "),
     ],
     "compare": [
         ("--weights-rtol", "0"),
@@ -180,6 +182,8 @@ BAD_OPTION_VALUES = {
         ("--lr", "nan"),
         ("--seed", "-1"),
         ("--plot", "missing-directory/chart.png"),
+        ("--plot", ""),
+        ("--data", ""),
     ],
 }
 
@@ -190,7 +194,7 @@ BAD_OPTION_VALUES = {
     ids=lambda part: repr(part) if part == "" else " ".join(part) if isinstance(part, list) else str(part),
 )
 def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tmp_path, command, option, value, other_options):
-    if option == "--plot":
+    if option == "--plot" and value:
         value = str(tmp_path / value)
     status, out, err = run(capsys, command, "--data", str(tmp_path), f"{option}={value}", *other_options)
     assert status == 2, err
@@ -236,6 +240,12 @@ def test_layers_accept_spaces_and_dashes_but_not_gaps():
     parse = build_parser().parse_args
     assert parse(["train", "--layers", "784, 64 ,10"]).layers == (784, 64, 10)
     assert parse(["train", "--layers", "784-64-10"]).layers == (784, 64, 10)
+
+
+def test_limit_beyond_the_data_is_an_error(capsys, tiny_mnist):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "301", "--backend", "numpy")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "--limit 301 is more than the 300 training samples" in err
 
 
 def test_layers_that_do_not_fit_the_data(capsys, tiny_mnist):

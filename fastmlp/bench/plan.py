@@ -50,9 +50,9 @@ def add_options(parser):
     add("--peer-threads", type=positive, metavar="N", help="torch.set_num_threads for the torch peer (default: the usable cores)")
     add("--lr", type=options.number(), metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), metavar="N", help="initial weights and sample order (default 0)")
-    add("--data", metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache)")
+    add("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache)")
     add("--json", action="store_true", help="one JSON object per line (format below) instead of the table")
-    add("--plot", metavar="FILE.png", help="also draw a chart of samples/s (needs matplotlib: fastmlp[plot])")
+    add("--plot", type=options.path, metavar="FILE.png", help="also draw a chart of samples/s (needs matplotlib: fastmlp[plot])")
     add("--progress", action="store_true", default=None, help="progress on stderr even when it is not a terminal")
     add("--no-progress", dest="progress", action="store_false", help="no progress on stderr")
 
