@@ -144,6 +144,11 @@ BAD_OPTION_VALUES = {
         ("--threads", "0"),
         ("--limit", "0"),
         ("--dtype", "float16"),
+        ("--activation", "softplus"),
+        ("--loss", "hinge"),
+        ("--output", "tanh"),
+        ("--init", "ones"),
+        ("--data", ""),
     ],
     "bench": [
         ("--batch-sizes", "0"),
@@ -201,6 +206,18 @@ def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tm
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("fastmlp: error: ") and "Traceback" not in err
     assert option in err
+
+
+def test_every_option_that_takes_a_value_has_a_bad_value_case():
+    """A new option without a case above would go unchecked: this names it."""
+    from fastmlp.cli import build_parser
+
+    (commands,) = [action for action in build_parser()._actions if action.choices and action.dest == "command"]
+    for command, parser in commands.choices.items():
+        takes_a_value = {action.option_strings[-1] for action in parser._actions if action.option_strings and action.nargs != 0}
+        takes_a_value.discard("--help")
+        covered = {option for option, *_ in BAD_OPTION_VALUES.get(command, [])}
+        assert takes_a_value - covered == set(), f"fastmlp {command}: no bad-value case for {sorted(takes_a_value - covered)}"
 
 
 def test_save_into_a_missing_directory_is_refused_before_training(capsys, tmp_path):
