@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import _cli_options as options
-from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError  # noqa: F401 (EXIT_* are API)
+from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
 from .trainer import SCHEDULES
