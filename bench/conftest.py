@@ -25,5 +25,6 @@ def rng():
 
 @pytest.fixture(scope="session")
 def throughput():
-    """{(group, backend): samples per second} measured so far in this run."""
+    """{(group, backend): samples per second} measured so far in this run, by whichever test
+    measured it first (see test_throughput's docstring)."""
     return {}

@@ -1,73 +1,50 @@
-"""``fastmlp`` on the command line: ``fastmlp train`` (and ``python -m fastmlp train``).
+"""``fastmlp`` on the command line: ``train``, ``compare`` and ``bench`` (also ``python -m fastmlp``).
+
+``bench`` lives in ``fastmlp.bench``, which registers its own options; what the commands share
+about options (exit codes, the one-line-error parser, value parsers) is ``fastmlp._cli_options``.
+Every option value is checked as it is parsed, before any data is loaded.
 
 A user mistake ends as one line on stderr and a non-zero exit status, never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import time
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and a non-zero exit), not a usage block."""
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-def _layers(text):
-    try:
-        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers must be comma-separated integers like 784,128,10; got {text!r}")
-    if len(sizes) < 2:
-        raise argparse.ArgumentTypeError(f"--layers needs at least an input and an output size; got {text!r}")
-    return sizes
-
-
-def _batch_size(text):
-    if text.lower() in ("full", "all", "0"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch-size must be a positive integer or 'full'; got {text!r}")
+from . import _cli_options as options
+from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
+from .backends import BACKENDS
+from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
+from .trainer import SCHEDULES
 
 
 def _add_model_options(parser):
     """Options that pick the data, the network and the SGD run: shared by train and compare."""
-    parser.add_argument("--data", metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
-    parser.add_argument("--layers", type=_layers, default=[784, 128, 10], metavar="SIZES", help="layer sizes, default 784,128,10")
-    parser.add_argument("--activation", default="sigmoid", help="hidden activation: sigmoid, tanh, relu, identity (default sigmoid)")
-    parser.add_argument("--loss", default="cross_entropy", help="cross_entropy, mse or binary_cross_entropy (default cross_entropy)")
-    parser.add_argument("--output", default=None, help="output layer (softmax, sigmoid, identity); default follows the loss")
-    parser.add_argument("--init", default="auto", help="auto, xavier, he, uniform, normal or zeros (default auto)")
-    parser.add_argument("--batch-size", type=_batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the training set (default 1)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initial weights and shuffling (default 0)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the compiled per-sample loop (default 1)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    parser.add_argument("--no-bias", action="store_true", help="layers without biases")
-    parser.add_argument("--no-shuffle", action="store_true", help="visit samples in file order every epoch")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N training samples only")
+    add = parser.add_argument
+    add("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
+    add("--layers", type=options.layer_sizes, default=(784, 128, 10), metavar="SIZES", help="layer sizes, default 784,128,10")
+    add("--activation", type=options.choice(ACTIVATIONS), default="sigmoid", help=f"hidden activation: {', '.join(ACTIVATIONS)} (default sigmoid)")
+    add("--loss", type=options.choice(LOSS_NAMES), default="cross_entropy", help=f"{', '.join(LOSS_NAMES)} (default cross_entropy)")
+    add("--output", type=options.choice(OUTPUTS), default=None, help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
+    add("--init", type=options.choice(INITS), default="auto", help=f"{', '.join(INITS)} (default auto)")
+    add("--batch-size", type=options.batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
+    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set (default 1)")
+    add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
+    add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights and shuffling (default 0)")
+    add("--threads", type=options.integer(1), default=1, metavar="N", help="threads for the compiled per-sample loop (default 1)")
+    add("--dtype", type=options.choice(DTYPES), default="float32", help="float32 (default) or float64")
+    add("--no-bias", action="store_true", help="layers without biases")
+    add("--no-shuffle", action="store_true", help="visit samples in file order every epoch")
+    add("--limit", type=options.integer(1), default=None, metavar="N", help="train on the first N training samples only")
 
 
 def build_parser():
-    parser = _Parser(prog="fastmlp", description="Train multilayer perceptrons on MNIST with a compiled core.")
+    parser = Parser(prog="fastmlp", description="Train multilayer perceptrons on MNIST with a compiled core.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", parser_class=Parser)
 
     train = commands.add_parser(
         "train",
@@ -75,10 +52,10 @@ def build_parser():
         description="Train an MLP on MNIST (or any dataset in the same IDX/CSV layout) and evaluate it on the test set.",
     )
     _add_model_options(train)
-    train.add_argument("--lr-schedule", default="constant", help="constant, exponential, step or cosine (default constant)")
-    train.add_argument("--lr-decay", type=float, default=0.5, help="decay factor for exponential and step schedules (default 0.5)")
-    train.add_argument("--backend", default="numba", help="numba (compiled, default) or numpy (reference)")
-    train.add_argument("--save", metavar="FILE", help="write the trained model to FILE (.npz)")
+    train.add_argument("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
+    train.add_argument("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
+    train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
+    train.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model to FILE (.npz)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
     train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -90,13 +67,31 @@ def build_parser():
         "Exits with status 1 when they differ beyond the printed tolerance.",
     )
     _add_model_options(compare)
-    compare.add_argument("--weights-rtol", type=float, default=None, help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
+    compare.add_argument("--weights-rtol", type=options.number(), default=None, metavar="R", help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
 
-    from . import bench
+    from .bench import add_parser as add_bench_parser  # one way only: bench knows nothing of this module
 
-    bench.add_parser(commands)
+    add_bench_parser(commands)
     return parser
+
+
+def _check_combination(check):
+    """Run the model's own checks of the options taken together (each value alone already
+    passed its parser); a failure there is still a command-line mistake."""
+    try:
+        check()
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_save_path(path):
+    """Refuse --save into a missing directory now, not after the training it would throw away."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--save {path}: directory {directory!r} does not exist")
 
 
 def _model(args, backend):
@@ -117,21 +112,21 @@ def _model(args, backend):
 
 
 def _data(args):
-    """MNIST (train, test), after the cheap checks of the arguments so mistakes fail fast."""
+    """MNIST (train, test); called after every option has been checked, so mistakes fail fast."""
     from .data import load_mnist
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive integer; got {args.limit}")
     X_train, y_train, X_test, y_test = load_mnist(args.data)
     if args.limit is not None:
+        if args.limit > len(y_train):
+            raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
     return X_train, y_train, X_test, y_test
 
 
 def _train(args):
     model = _model(args, args.backend)
-    model.initialize()  # check the hyperparameters before spending time on data
-    model._check_fit_args(args.epochs, args.batch_size, args.lr, True, args.lr_schedule, args.lr_decay)
+    _check_combination(model.initialize)  # before spending time on data
+    _check_save_path(args.save)
     X_train, y_train, X_test, y_test = _data(args)
     progress = False if (args.json or args.no_progress) else None
     log = (lambda *a: None) if args.json else print
@@ -205,15 +200,11 @@ def _train(args):
 
 def _compare(args):
     from .compare import TOLERANCES, compare_backends
-    from .model import MLP
 
     for backend in ("numba", "numpy"):
-        _model(args, backend).initialize()
-    MLP._check_fit_args(args.epochs, args.batch_size, args.lr, True, "constant", 0.5)
-    tolerance = dict(TOLERANCES.get(args.dtype, TOLERANCES["float32"]))
+        _check_combination(_model(args, backend).initialize)
+    tolerance = dict(TOLERANCES[args.dtype])
     if args.weights_rtol is not None:
-        if not args.weights_rtol > 0:
-            raise ValueError(f"--weights-rtol must be positive; got {args.weights_rtol}")
         tolerance["weights_rtol"] = args.weights_rtol
     X_train, y_train, X_test, y_test = _data(args)
     fit_kwargs = {"batch_size": args.batch_size, "lr": args.lr, "shuffle": not args.no_shuffle}
@@ -263,9 +254,9 @@ def main(argv=None):
         if args.command == "compare":
             return _compare(args)
         if args.command == "bench":
-            from . import bench
+            from .bench import run as run_bench
 
-            return bench.run(args)
+            return run_bench(args)
         return _train(args)
     except UsageError as error:
         print(f"fastmlp: error: {error}", file=sys.stderr)

@@ -9,14 +9,21 @@ import io
 import json
 import os
 import struct
+import subprocess
 import sys
 from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 
-from fastmlp import bench, peers
-from fastmlp.cli import UsageError, _Parser
+from fastmlp._cli_options import Parser, UsageError
+from fastmlp.bench import add_parser, machine, peers, run
+from fastmlp.bench.dataset import Split
+from fastmlp.bench.measure import FLOPS_FORMULA, PILOT_SAMPLES, Measurement, sample_order
+from fastmlp.bench.plan import Plan, plan_from_args
+from fastmlp.bench.plot import write_plot
+from fastmlp.bench.report import HEADER
+from fastmlp.bench.runners import FastmlpRunner
 
 MEASUREMENT_KEYS = {
     "backend",
@@ -70,16 +77,16 @@ def tiny_mnist(tmp_path_factory):
 @pytest.fixture(autouse=True, scope="module")
 def small_gemm():
     """A 128^3 GEMM instead of 1024x784x800: same code, a fraction of the time."""
-    saved = bench.GEMM_SHAPE
-    bench.GEMM_SHAPE = (128, 128, 128)
+    saved = machine.GEMM_SHAPE
+    machine.GEMM_SHAPE = (128, 128, 128)
     yield
-    bench.GEMM_SHAPE = saved
+    machine.GEMM_SHAPE = saved
 
 
 def parse(*argv):
     """Namespace for ``fastmlp bench ARGV`` through the CLI's own parser class."""
-    parser = _Parser(prog="fastmlp")
-    bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="fastmlp")
+    add_parser(parser.add_subparsers(dest="command", parser_class=Parser))
     return parser.parse_args(["bench", *argv])
 
 
@@ -87,7 +94,7 @@ def run_bench(*argv):
     """(status, stdout) of ``fastmlp bench ARGV``."""
     out = io.StringIO()
     with redirect_stdout(out):
-        status = bench.run(parse(*argv))
+        status = run(parse(*argv))
     return status, out.getvalue()
 
 
@@ -169,7 +176,7 @@ def test_both_backends_learn_the_same_thing(both_backends):
 
 
 def test_measure_gemm_reports_a_positive_rate():
-    result = bench.measure_gemm((64, 32, 48), repeats=3)
+    result = machine.measure_gemm((64, 32, 48), repeats=3)
     assert result["shape"] == [64, 32, 48] and result["repeats"] == 3
     assert 0 < result["gflops_spread"][0] <= result["gflops"] <= result["gflops_spread"][1]
 
@@ -181,29 +188,29 @@ def test_table_has_rows_gemm_rate_and_the_flop_formula(tiny_mnist):
     status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy")
     assert status == 0
     assert "float32 GEMM 128x128 @ 128x128 (np.matmul)" in out
-    assert bench.HEADER in out
+    assert HEADER in out
     row = next(line for line in out.splitlines() if line.startswith("784-16-10"))
     assert row.split()[:4] == ["784-16-10", "sigmoid", "32", "numpy"]
     assert "1.00x" in row
-    assert bench.FLOPS_FORMULA in out
+    assert FLOPS_FORMULA in out
 
 
 def test_slow_rows_are_timed_on_a_smaller_slice_and_say_so(tiny_mnist):
     status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--samples", "600", "--batch-sizes", "1", "--backends", "numpy", "--max-seconds", "0.001", "--json")
     (row,) = measurements(json_lines(out))
     assert row["trimmed"] and row["samples_requested"] == 600
-    assert row["samples"] == bench.PILOT_SAMPLES  # never fewer than the pilot
+    assert row["samples"] == PILOT_SAMPLES  # never fewer than the pilot
     status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--samples", "600", "--batch-sizes", "1", "--backends", "numpy", "--max-seconds", "0.001")
-    assert f"{bench.PILOT_SAMPLES}*" in out and "* timed on the first N samples only" in out
+    assert f"{PILOT_SAMPLES}*" in out and "* timed on the first N samples only" in out
 
 
 def test_progress_goes_to_stderr_only_when_asked(tiny_mnist, capsys):
     args = ("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--json")
-    bench.run(parse(*args, "--progress"))
+    run(parse(*args, "--progress"))
     out, err = capsys.readouterr()
     assert "[1/1] numpy bs=32 784-16-10 sigmoid" in err
     json_lines(out)  # stdout stays pure JSON
-    bench.run(parse(*args))  # stderr is not a terminal under pytest
+    run(parse(*args))  # stderr is not a terminal under pytest
     assert capsys.readouterr().err == ""
 
 
@@ -211,7 +218,7 @@ def test_progress_goes_to_stderr_only_when_asked(tiny_mnist, capsys):
 
 
 def test_default_plan_is_the_standard_matrix():
-    plan = bench.plan_from_args(parse())
+    plan = plan_from_args(parse())
     assert plan.batch_sizes == (1, 32, 128, 1024)
     assert plan.layers == ((784, 20, 10), (784, 128, 10), (784, 800, 10))
     assert plan.activations == ("sigmoid", "relu")
@@ -220,18 +227,18 @@ def test_default_plan_is_the_standard_matrix():
 
 
 def test_quick_selects_a_small_subset_and_explicit_options_win():
-    plan = bench.plan_from_args(parse("--quick"))
+    plan = plan_from_args(parse("--quick"))
     assert plan.batch_sizes == (1, 128)
     assert plan.layers == ((784, 128, 10),)
     assert plan.activations == ("sigmoid",)
     assert plan.samples == 10_000 and plan.repeats == 3
-    plan = bench.plan_from_args(parse("--quick", "--batch-sizes", "32", "--samples", "500", "--backends", "numba"))
+    plan = plan_from_args(parse("--quick", "--batch-sizes", "32", "--samples", "500", "--backends", "numba"))
     assert plan.batch_sizes == (32,) and plan.samples == 500 and plan.backends == ("numba",)
     assert plan.layers == ((784, 128, 10),) and plan.repeats == 3
 
 
 def test_lists_are_comma_separated_and_repeatable():
-    plan = bench.plan_from_args(
+    plan = plan_from_args(
         parse("--batch-sizes", "1,32", "--batch-sizes", "128", "--layers", "784,20,10", "--layers", "784-800-10",
               "--activations", "relu,sigmoid", "--backends", "numba,numpy", "--peers")
     )
@@ -252,38 +259,58 @@ def test_quick_run_measures_the_quick_rows(tiny_mnist):
     ]
 
 
+# Every bad value of every option, through ``fastmlp bench`` and its exit status, is in
+# tests/test_cli.py (BAD_OPTION_VALUES); here: where each kind of check happens.
+
+
 @pytest.mark.parametrize(
     "option, value",
+    [("--batch-sizes", "1,,32"), ("--layers", "784,128,"), ("--samples", "0"), ("--max-seconds", "nan"), ("--seed", "-1")],
+)
+def test_bad_values_are_refused_while_parsing(option, value):
+    with pytest.raises(UsageError, match=option):
+        parse(option, value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
     [
-        ("--batch-sizes", "0"),
-        ("--batch-sizes", "32,x"),
-        ("--layers", "784,x,10"),
-        ("--layers", "784"),
-        ("--layers", "784,16,1"),
-        ("--activations", "swish"),
-        ("--backends", "cuda"),
-        ("--peers", "pytorch"),
-        ("--samples", "-5"),
-        ("--repeats", "0"),
-        ("--threads", "two"),
-        ("--peer-threads", "0"),
-        ("--max-seconds", "-1"),
-        ("--lr", "0"),
-        ("--seed", "-1"),
+        (["--layers", "784,16,1"], "--layers 784,16,1: a softmax output needs at least 2 units"),
+        (["--samples", "300"], "--batch-sizes 1024 is larger than --samples 300"),
+        (["--batch-sizes", "64", "--samples", "32"], "--batch-sizes 64 is larger than --samples 32"),
     ],
 )
-def test_bad_option_values_name_the_option(option, value):
-    with pytest.raises(ValueError, match=option):
-        bench.plan_from_args(parse(option, value))
+def test_options_that_do_not_fit_together_are_usage_errors(argv, message):
+    with pytest.raises(UsageError, match=message):
+        plan_from_args(parse(*argv))
 
 
 def test_options_that_do_not_fit_the_data_name_the_option(tiny_mnist):
-    with pytest.raises(ValueError, match="--layers 784,16,5: the data has 784 inputs and 10 classes"):
-        bench.run(parse("--data", str(tiny_mnist), "--layers", "784,16,5", "--samples", "300", "--batch-sizes", "32"))
+    """Only the data can tell: plain errors (status 1), after loading, before any timing."""
+    with pytest.raises(ValueError, match="--layers 784,16,5: the data has 784 inputs and 10 classes") as error:
+        run(parse("--data", str(tiny_mnist), "--layers", "784,16,5", "--samples", "300", "--batch-sizes", "32"))
+    assert not isinstance(error.value, UsageError)
     with pytest.raises(ValueError, match="--samples 5000 is more than the 600"):
-        bench.run(parse("--data", str(tiny_mnist), "--samples", "5000"))
-    with pytest.raises(ValueError, match="--batch-sizes 1024 is larger than --samples 300"):
-        bench.run(parse("--data", str(tiny_mnist), "--samples", "300"))
+        run(parse("--data", str(tiny_mnist), "--samples", "5000"))
+
+
+def test_divergence_is_one_clear_error(tiny_mnist, capsys):
+    from fastmlp.cli import main
+
+    argv = ["--layers", "784,16,10", "--activations", "relu", "--samples", "300", "--repeats", "1", "--batch-sizes", "32"]
+    status = main(["bench", "--data", str(tiny_mnist), *argv, "--backends", "numpy,numba", "--lr", "1e30"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err == "fastmlp: error: numpy diverged at lr=1e+30: the loss became non-finite; try a smaller --lr\n"
+
+
+def test_python_m_fastmlp_bench_refuses_a_bad_value(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastmlp.bench", "--samples", "0"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "argument --samples: must be a positive integer" in done.stderr
 
 
 def test_unknown_option_is_a_one_line_usage_error():
@@ -337,12 +364,12 @@ def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):
     X, y, _, _ = load_mnist(str(tiny_mnist))
     arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
     init = init_params(arch, "auto", 0)
-    order = bench.sample_order(300, 0)
-    ours = bench.FastmlpRunner("numpy", arch, 0.1, 32, 1)
-    ours.prepare(bench.Split(X[:300], y[:300]))
+    order = sample_order(300, 0)
+    ours = FastmlpRunner("numpy", arch, 0.1, 32, 1)
+    ours.prepare(Split(X[:300], y[:300]))
     params = ours.train(ours.start(init, order), order)
     theirs = peers.SklearnRunner(arch, 0.1, 32, seed=0)
-    theirs.prepare(bench.Split(X[:300][order], y[:300][order]))
+    theirs.prepare(Split(X[:300][order], y[:300][order]))
     model = theirs.start(init, order)
     model.shuffle = False
     theirs.train(model, order)
@@ -352,8 +379,8 @@ def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):
 
 
 def test_add_parser_keeps_the_cli_parser_class():
-    parser = _Parser(prog="fastmlp")
-    assert isinstance(bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser)), _Parser)
+    parser = Parser(prog="fastmlp")
+    assert isinstance(add_parser(parser.add_subparsers(dest="command", parser_class=Parser)), Parser)
 
 
 # --- the chart -------------------------------------------------------------------------------
@@ -380,9 +407,9 @@ def test_plot_failing_midway_leaves_the_old_file_alone(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
-    row = bench.Measurement("numpy", False, "numpy", (784, 16, 10), "sigmoid", 32, 0.1, [0.1, 0.2], 100, 100, 0.5, 0.0, 1)
+    row = Measurement("numpy", False, "numpy", (784, 16, 10), "sigmoid", 32, 0.1, [0.1, 0.2], 100, 100, 0.5, 0.0, 1)
     with pytest.raises(OSError, match="disk full"):
-        bench.write_plot(str(chart), [row], {"gflops": 10.0}, bench.Plan())
+        write_plot(str(chart), [row], {"gflops": 10.0}, Plan())
     assert chart.read_bytes() == b"old chart"
     assert os.listdir(tmp_path) == ["bench.png"]
 
@@ -390,10 +417,10 @@ def test_plot_failing_midway_leaves_the_old_file_alone(tmp_path, monkeypatch):
 def test_plot_without_matplotlib_is_one_clear_error_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(RuntimeError, match=r"--plot needs matplotlib.*fastmlp\[plot\]"):
-        bench.run(parse("--data", str(tmp_path / "nowhere"), "--plot", str(tmp_path / "x.png")))
+        run(parse("--data", str(tmp_path / "nowhere"), "--plot", str(tmp_path / "x.png")))
 
 
 def test_plot_into_a_missing_directory_names_the_option(tmp_path):
     pytest.importorskip("matplotlib")
     with pytest.raises(ValueError, match="--plot"):
-        bench.run(parse("--plot", str(tmp_path / "missing" / "x.png")))
+        run(parse("--plot", str(tmp_path / "missing" / "x.png")))

@@ -86,31 +86,183 @@ def test_save_writes_a_loadable_model(capsys, tiny_mnist, tmp_path):
     assert fastmlp.MLP.load(path).params_.size == 784 * 8 + 8 + 8 * 10 + 10
 
 
+# One case per option and kind of bad value. Each must be refused while the options are parsed:
+# --data points at a directory without MNIST, so a check that waited for the data would end in
+# a "files not found" error (status 1) and fail the test.
+BAD_OPTION_VALUES = {
+    "train": [
+        ("--layers", "784,,10"),
+        ("--layers", "784,128,"),
+        ("--layers", ",784,10"),
+        ("--layers", "784,x,10"),
+        ("--layers", "784"),
+        ("--layers", "784,0,10"),
+        ("--layers", "784,-5,10"),
+        ("--layers", ""),
+        ("--batch-size", "0"),
+        ("--batch-size", "-3"),
+        ("--batch-size", "some"),
+        ("--batch-size", "1.5"),
+        ("--epochs", "0"),
+        ("--epochs", "-1"),
+        ("--epochs", "two"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--lr", "fast"),
+        ("--lr-decay", "0"),
+        ("--lr-decay", "-0.5"),
+        ("--lr-decay", "nan"),
+        ("--lr-schedule", "linear"),
+        ("--threads", "0"),
+        ("--threads", "-2"),
+        ("--threads", "x"),
+        ("--seed", "-1"),
+        ("--seed", "1.5"),
+        ("--limit", "0"),
+        ("--limit", "-10"),
+        ("--dtype", "float16"),
+        ("--activation", "softplus"),
+        ("--loss", "hinge"),
+        ("--output", "tanh"),
+        ("--init", "ones"),
+        ("--backend", "cuda"),
+        ("--save", ""),
+        ("--data", " "),
+    ],
+    "compare": [
+        ("--weights-rtol", "0"),
+        ("--weights-rtol", "-1"),
+        ("--weights-rtol", "nan"),
+        ("--weights-rtol", "inf"),
+        ("--layers", "784,,10"),
+        ("--batch-size", "0"),
+        ("--epochs", "0"),
+        ("--lr", "nan"),
+        ("--seed", "-1"),
+        ("--threads", "0"),
+        ("--limit", "0"),
+        ("--dtype", "float16"),
+        ("--activation", "softplus"),
+        ("--loss", "hinge"),
+        ("--output", "tanh"),
+        ("--init", "ones"),
+        ("--data", ""),
+    ],
+    "bench": [
+        ("--batch-sizes", "0"),
+        ("--batch-sizes", "-1"),
+        ("--batch-sizes", "32,x"),
+        ("--batch-sizes", "1,,32"),
+        ("--batch-sizes", "1,32,"),
+        ("--batch-sizes", ""),
+        ("--batch-sizes", "1024", "--samples", "300"),  # larger than the slice it would train on
+        ("--layers", "784,x,10"),
+        ("--layers", "784"),
+        ("--layers", "784,,10"),
+        ("--layers", "784,128,"),
+        ("--layers", "784,0,10"),
+        ("--layers", "784,16,1"),  # a softmax needs two outputs
+        ("--activations", "swish"),
+        ("--activations", "sigmoid,"),
+        ("--backends", "cuda"),
+        ("--backends", ""),
+        ("--peers", "pytorch"),
+        ("--peers", "torch,,jax"),
+        ("--samples", "0"),
+        ("--samples", "-5"),
+        ("--samples", "1e3"),
+        ("--repeats", "0"),
+        ("--repeats", "x"),
+        ("--max-seconds", "-1"),
+        ("--max-seconds", "nan"),
+        ("--max-seconds", "inf"),
+        ("--max-seconds", "soon"),
+        ("--threads", "0"),
+        ("--threads", "two"),
+        ("--peer-threads", "0"),
+        ("--lr", "0"),
+        ("--lr", "-0.1"),
+        ("--lr", "nan"),
+        ("--seed", "-1"),
+        ("--plot", "missing-directory/chart.png"),
+        ("--plot", ""),
+        ("--data", ""),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "command, option, value, other_options",
+    [(command, option, value, other) for command, cases in BAD_OPTION_VALUES.items() for option, value, *other in cases],
+    ids=lambda part: repr(part) if part == "" else " ".join(part) if isinstance(part, list) else str(part),
+)
+def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tmp_path, command, option, value, other_options):
+    if option == "--plot" and value:
+        value = str(tmp_path / value)
+    status, out, err = run(capsys, command, "--data", str(tmp_path), f"{option}={value}", *other_options)
+    assert status == 2, err
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("fastmlp: error: ") and "Traceback" not in err
+    assert option in err
+
+
+def test_every_option_that_takes_a_value_has_a_bad_value_case():
+    """A new option without a case above would go unchecked: this names it."""
+    from fastmlp.cli import build_parser
+
+    (commands,) = [action for action in build_parser()._actions if action.choices and action.dest == "command"]
+    for command, parser in commands.choices.items():
+        takes_a_value = {action.option_strings[-1] for action in parser._actions if action.option_strings and action.nargs != 0}
+        takes_a_value.discard("--help")
+        covered = {option for option, *_ in BAD_OPTION_VALUES.get(command, [])}
+        assert takes_a_value - covered == set(), f"fastmlp {command}: no bad-value case for {sorted(takes_a_value - covered)}"
+
+
+def test_save_into_a_missing_directory_is_refused_before_training(capsys, tmp_path):
+    target = tmp_path / "missing" / "model.npz"
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--save", str(target))
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "--save" in err and "does not exist" in err
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["train", "--layers", "784,x,10"], "--layers"),
-        (["train", "--lr", "fast"], "--lr"),
-        (["train", "--batch-size", "some"], "--batch-size"),
-        (["train", "--activation", "softplus"], "activation"),
-        (["train", "--loss", "hinge"], "loss"),
-        (["train", "--init", "ones"], "init"),
-        (["train", "--backend", "cuda"], "backend"),
-        (["train", "--dtype", "float16"], "dtype"),
-        (["train", "--lr", "-1"], "lr"),
-        (["train", "--epochs", "0"], "epochs"),
-        (["train", "--batch-size", "-3"], "batch_size"),
         (["train", "--layers", "784,10", "--loss", "binary_cross_entropy"], "one output unit"),
+        (["train", "--output", "sigmoid"], "cannot be trained with loss"),
         (["train", "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),
     ],
 )
 def test_user_mistakes_are_one_line_on_stderr(capsys, tiny_mnist, argv, words):
     status, out, err = run(capsys, *argv, *(["--data", str(tiny_mnist)] if argv[0] == "train" else []))
-    assert status != 0
+    assert status == 2
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert words in err
+
+
+def test_full_batch_is_asked_for_by_name(capsys, tmp_path):
+    from fastmlp.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--batch-size", "full"]).batch_size is None
+    assert build_parser().parse_args(["train", "--batch-size", "7"]).batch_size == 7
+
+
+def test_layers_accept_spaces_and_dashes_but_not_gaps():
+    from fastmlp.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--layers", "784, 64 ,10"]).layers == (784, 64, 10)
+    assert parse(["train", "--layers", "784-64-10"]).layers == (784, 64, 10)
+
+
+def test_limit_beyond_the_data_is_an_error(capsys, tiny_mnist):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "301", "--backend", "numpy")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "--limit 301 is more than the 300 training samples" in err
 
 
 def test_layers_that_do_not_fit_the_data(capsys, tiny_mnist):

@@ -20,7 +20,7 @@ its state, then ``coefs_``/``intercepts_`` are overwritten), but shuffles with i
 A runner offers ``prepare(train)`` (untimed: data conversion), ``warmup(params, order)``
 (untimed: compilation), ``start(params, order)`` (untimed: a fresh model holding ``params``),
 ``train(state, order)`` (the timed epoch; returns the state) and ``accuracy(state, test)``.
-``train``/``test`` are ``fastmlp.bench.Split`` objects (``scaled`` float32 images, ``labels``).
+``train``/``test`` are ``fastmlp.bench.dataset.Split`` objects (``scaled`` float32 images, ``labels``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .trainer import CHUNK_SAMPLES
+from ..trainer import CHUNK_SAMPLES
 
 PEERS = ("torch", "jax", "sklearn")
 INSTALL_HINT = "pip install 'fastmlp[peers]'"

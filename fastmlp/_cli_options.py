@@ -1,0 +1,142 @@
+"""What the ``fastmlp`` commands share about options: exit codes, one-line usage errors, and
+argparse ``type=`` parsers that turn down a malformed or out-of-range value at parse time.
+
+``fastmlp.cli`` and ``fastmlp.bench`` both import this module and neither imports the other's
+option code. A parser here raises ``argparse.ArgumentTypeError`` with a message that starts
+with what the value must be; argparse puts ``argument --option:`` in front of it, and
+``Parser.error`` makes the whole thing one ``UsageError`` line, so every bad value names its
+option and ends with exit status ``EXIT_USAGE`` before any data is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+LIST_SEPARATOR = ","
+
+
+class UsageError(ValueError):
+    """A mistake on the command line; the commands print it as one line and exit with EXIT_USAGE."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and a non-zero exit), not a usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def integer(minimum=1):
+    """A parser of whole numbers >= ``minimum``."""
+    bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text):
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(*, allow_zero=False):
+    """A parser of finite numbers > 0 (>= 0 with ``allow_zero``); NaN and infinity are refused."""
+    bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
+
+    def parse(text):
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def choice(allowed):
+    """A parser that accepts exactly one of the names in ``allowed``."""
+    allowed = tuple(allowed)
+
+    def parse(text):
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown value {text!r}; choose from {', '.join(allowed)}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def split_items(text, separator=LIST_SEPARATOR, example="1,32,128"):
+    """``'1, 32'`` -> ``['1', '32']``; an empty item (``'1,,32'``, ``'1,32,'``, ``''``) is an
+    error rather than something to drop, since it usually means a value went missing."""
+    items = [item.strip() for item in text.split(separator)]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"needs at least one value, like {example}; got {text!r}")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"has an empty item in {text!r}; separate values with single commas, like {example}")
+    return items
+
+
+def item_list(parse_item, example):
+    """A parser of comma lists whose items each go through ``parse_item``; returns a tuple
+    without repeats, in the order given."""
+
+    def parse(text):
+        return tuple(dict.fromkeys(parse_item(item) for item in split_items(text, example=example)))
+
+    parse.__name__ = "list"
+    return parse
+
+
+def layer_sizes(text):
+    """``'784,128,10'`` (or ``'784-128-10'``) -> ``(784, 128, 10)``: at least two sizes >= 1."""
+    # Without commas, "784-128-10" splits on dashes; with commas only commas separate, so
+    # "784,-5,10" reads as a negative size (and is refused as one).
+    dashed = LIST_SEPARATOR not in text and "-" in text.strip().lstrip("-")
+    example = "784,128,10"
+    items = split_items(text, "-" if dashed else LIST_SEPARATOR, example=example)
+    try:
+        sizes = tuple(int(item) for item in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers like {example}; got {text!r}") from None
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"needs at least an input and an output size, like {example}; got {text!r}")
+    for position, size in enumerate(sizes):
+        if size < 1:
+            raise argparse.ArgumentTypeError(f"every size must be a positive integer; size {position + 1} of {text!r} is {size}")
+    return sizes
+
+
+def path(text):
+    """A file or directory name; an empty one would quietly mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"needs a file or directory name; got {text!r}")
+    return text
+
+
+FULL_BATCH = ("full", "all")
+
+
+def batch_size(text):
+    """A positive batch size, or None for ``'full'`` (full-batch gradient descent)."""
+    if text.strip().lower() in FULL_BATCH:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full'; got {text!r}")
+    return value

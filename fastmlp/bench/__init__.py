@@ -1,0 +1,94 @@
+"""``fastmlp bench``: training throughput of both backends (and, optionally, other libraries).
+
+Every measurement trains one network for one epoch over a slice of MNIST (``--samples``, the
+first N training images) from the same initial weights and in the same seeded sample order,
+``--repeats`` times. A figure is the median over the repeats, with the min-max spread beside it.
+Data loading, data preparation and JIT compilation happen before the clock starts (each
+implementation's ``warmup`` runs first). Test accuracy is measured on the 10,000 test images
+after the last repeat, so a fast row that learns nothing would show.
+
+Rows whose repeat would take longer than ``--max-seconds`` (a short pilot run, not part of the
+figures, estimates this; mostly NumPy per-sample SGD, ~5k samples/s) are timed on a smaller slice
+and marked ``*``: samples/s is a per-sample rate and stays comparable, but their test accuracy
+is after fewer samples.
+
+GFLOP/s (mini-batch rows only: the per-sample kernel skips zero pixels, so dense FLOPs would
+overstate what it does) counts the dense arithmetic that any implementation of the step must
+do, per sample::
+
+    2*W  forward matmuls           W  = all weights, W1 = the first layer's
+    2*W  weight gradients          P  = all parameters (weights + biases)
+    2*(W - W1)  back-propagated gradients (none is needed for the input pixels)
+    2*P/B  SGD update, once per batch of B
+
+i.e. ~4*W for 784-H-10; activations, softmax and biases' sums are not counted. It sits beside
+the float32 GEMM rate (np.matmul 1024x784 @ 784x800) measured in the same run: once at the
+start (median of 15) and again just before each row (median of 5), because on a shared machine
+the rate moves with the load and "% GEMM" should compare like with like.
+
+JSON output (``--json``): one object per line, each with a ``record`` key.
+
+- first line, ``"record": "machine"``: ``fastmlp``, ``python``, ``numpy``, ``numba``, ``blas``,
+  ``blas_threads`` (null when unknown), ``cpu``, ``cores`` (os.cpu_count), ``usable_cores`` (this process's affinity),
+  ``load_average`` (1, 5, 15 min, at the start), ``gemm`` {``shape`` [M, K, N],
+  ``gflops`` median, ``gflops_spread`` [min, max], ``repeats``}, ``gemm_gflops`` (= gemm.gflops),
+  ``flops_per_sample_formula``, and ``settings`` (the options in force).
+- then ``"record": "skipped"``, one per implementation that was asked for but cannot run:
+  ``backend``, ``reason`` (a peer that is not installed; numba when it cannot load).
+- ``"record": "measurement"``, one per (layers, activation, batch size, implementation):
+  ``backend`` (numpy, numba, torch, jax, sklearn), ``peer`` (bool), ``implementation`` (what
+  exactly ran), ``batch_size``, ``layers`` [784, H, 10], ``activation``, ``dtype``, ``lr``,
+  ``samples_per_second`` (median), ``samples_per_second_spread`` [min, max],
+  ``seconds_per_repeat`` (median), ``repeats``, ``samples`` (timed per repeat),
+  ``samples_requested``, ``trimmed`` (samples < samples_requested, see --max-seconds),
+  ``speedup_vs_numpy`` (samples_per_second / the numpy row's, same configuration; null
+  without a numpy row), ``flops_per_sample``, ``gflops`` and ``gflops_spread`` (null for
+  batch size 1), ``gemm_gflops`` (the float32 GEMM rate re-measured just before this row,
+  median of 5) and ``gemm_fraction`` (gflops / that), ``test_accuracy``,
+  ``compile_seconds`` (JIT/warm-up time, not in the timing), ``threads``.
+
+The package, one job per module:
+
+- ``plan``: the command-line options and the validated ``Plan`` they give;
+- ``dataset``: the MNIST slices every row trains on (``Split``);
+- ``machine``: the machine probe (cpu, cores, BLAS, the float32 GEMM rate);
+- ``runners``: ``FastmlpRunner`` (a fastmlp backend) and which implementations run;
+- ``peers``: PyTorch, JAX and scikit-learn behind the same runner interface;
+- ``measure``: timing a runner (pilot, trimming, repeats) into a ``Measurement``;
+- ``report``: the table, its preamble and footer, the JSON records, the progress line;
+- ``plot``: the chart;
+- ``command``: ``run``, which ties them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .command import run
+from .plan import add_options
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers):
+    """Register ``bench`` on the ``fastmlp`` command's subparsers; returns the parser."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure training throughput of the backends (and other libraries)",
+        description=(
+            "Train 784-H-10 networks on MNIST for one epoch per repeat with each backend and report\n"
+            "samples per second (median and min-max over repeats), the speed-up over NumPy,\n"
+            "mini-batch GFLOP/s beside this machine's float32 GEMM rate, and test accuracy.\n"
+            "The default matrix (bs 1,32,128,1024 x H 20,128,800 x sigmoid,relu x numpy,numba)\n"
+            "takes about a quarter of an hour on a busy 2-core machine; --quick well under a minute."
+        ),
+        epilog=_json_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(parser)
+    return parser
+
+
+def _json_help():
+    start = __doc__.index("JSON output")
+    return __doc__[start : __doc__.index("The package, one job per module")].strip()

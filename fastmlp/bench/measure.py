@@ -1,0 +1,186 @@
+"""Timing one runner on one configuration into a ``Measurement``, and every row of a plan.
+
+Every row trains from the same initial weights in the same seeded sample order; a short pilot
+run decides whether the row is timed on fewer samples (--max-seconds); preparation and
+warm-up (JIT compilation) happen before the clock starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..network import Architecture, init_params
+from .machine import ROW_GEMM_REPEATS, measure_gemm
+
+PILOT_SAMPLES = 512  # at least this many samples (and 4 batches) in the pilot run
+FLOPS_FORMULA = "2*W forward + 2*W weight grads + 2*(W - W1) backprop (no input grad) + 2*P/B update"
+
+
+def flops_per_sample(layers, batch_size, bias=True):
+    """Dense FLOPs of one SGD step per sample: FLOPS_FORMULA (the package docstring explains it)."""
+    weights = [n_in * n_out for n_in, n_out in zip(layers[:-1], layers[1:])]
+    params = sum(weights) + (sum(layers[1:]) if bias else 0)
+    total = sum(weights)
+    return 2 * total + 2 * total + 2 * (total - weights[0]) + 2 * params / batch_size
+
+
+@dataclass
+class Measurement:
+    """One row: the per-repeat times of one implementation on one configuration."""
+
+    backend: str
+    peer: bool
+    implementation: str
+    layers: tuple
+    activation: str
+    batch_size: int
+    lr: float
+    seconds: list  # per repeat
+    samples: int
+    samples_requested: int
+    test_accuracy: float
+    compile_seconds: float
+    threads: int | None
+    speedup_vs_numpy: float | None = None
+    gemm_gflops: float | None = None
+    rates: list = field(init=False)
+
+    def __post_init__(self):
+        self.rates = sorted(self.samples / max(s, 1e-12) for s in self.seconds)
+
+    @property
+    def samples_per_second(self):
+        return statistics.median(self.rates)
+
+    @property
+    def trimmed(self):
+        return self.samples < self.samples_requested
+
+    @property
+    def flops_per_sample(self):
+        return flops_per_sample(self.layers, self.batch_size)
+
+    @property
+    def gflops(self):
+        if self.batch_size == 1:
+            return None
+        return self.flops_per_sample * self.samples_per_second / 1e9
+
+    def as_json(self):
+        gflops = self.gflops
+        return {
+            "record": "measurement",
+            "backend": self.backend,
+            "peer": self.peer,
+            "implementation": self.implementation,
+            "batch_size": self.batch_size,
+            "layers": list(self.layers),
+            "activation": self.activation,
+            "dtype": "float32",
+            "lr": self.lr,
+            "samples_per_second": self.samples_per_second,
+            "samples_per_second_spread": [self.rates[0], self.rates[-1]],
+            "seconds_per_repeat": statistics.median(self.seconds),
+            "repeats": len(self.seconds),
+            "samples": self.samples,
+            "samples_requested": self.samples_requested,
+            "trimmed": self.trimmed,
+            "speedup_vs_numpy": self.speedup_vs_numpy,
+            "flops_per_sample": self.flops_per_sample,
+            "gflops": gflops,
+            "gflops_spread": None if gflops is None else [self.flops_per_sample * r / 1e9 for r in (self.rates[0], self.rates[-1])],
+            "gemm_gflops": self.gemm_gflops,
+            "gemm_fraction": None if gflops is None or not self.gemm_gflops else gflops / self.gemm_gflops,
+            "test_accuracy": self.test_accuracy,
+            "compile_seconds": self.compile_seconds,
+            "threads": self.threads,
+        }
+
+
+def sample_order(n, seed):
+    """The seeded visiting order of samples 0..n-1, shared by every implementation."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).permutation(n).astype(np.int64)
+
+
+def measure(runner, init, train, test, plan, status=None):
+    """Time ``runner`` for ``plan.repeats`` epochs over ``train`` (trimmed per --max-seconds)."""
+    batch_size = runner.batch_size
+    requested = len(train)
+    runner.prepare(train)
+    n = requested
+    pilot = min(requested, max(PILOT_SAMPLES, 4 * batch_size))
+    if plan.max_seconds > 0 and pilot < requested:
+        if status:
+            status.note("pilot")
+        order = sample_order(pilot, plan.seed)
+        runner.warmup(init, order)
+        seconds = _time_one(runner, init, order)
+        rate = pilot / max(seconds, 1e-9)
+        if requested / rate > plan.max_seconds:
+            n = max(pilot, int(rate * plan.max_seconds) // batch_size * batch_size)
+    if n < requested:
+        runner.prepare(train.head(n))
+    order = sample_order(n, plan.seed)
+    runner.warmup(init, order)
+    seconds = []
+    for repeat in range(plan.repeats):
+        if status:
+            status.note(f"repeat {repeat + 1}/{plan.repeats}" + (f" on {n:,} samples" if n < requested else ""))
+        state = runner.start(init, order)
+        tic = time.perf_counter()
+        state = runner.train(state, order)
+        seconds.append(time.perf_counter() - tic)
+    if status:
+        status.note("test accuracy")
+    return Measurement(
+        backend=runner.name,
+        peer=runner.peer,
+        implementation=runner.implementation,
+        layers=tuple(runner.arch.layers),
+        activation=runner.arch.activation,
+        batch_size=batch_size,
+        lr=runner.lr,
+        seconds=seconds,
+        samples=n,
+        samples_requested=requested,
+        test_accuracy=runner.accuracy(state, test),
+        compile_seconds=float(runner.compile_seconds),
+        threads=runner.threads,
+    )
+
+
+def _time_one(runner, init, order):
+    state = runner.start(init, order)
+    tic = time.perf_counter()
+    runner.train(state, order)
+    return time.perf_counter() - tic
+
+
+def measure_all(plan, factories, train, test, status, report):
+    """Every row of the plan, numpy first within each configuration (the others' speed-up needs
+    its rate); ``report(measurement)`` as each finishes."""
+    measurements = []
+    total = len(plan.layers) * len(plan.activations) * len(plan.batch_sizes) * len(factories)
+    for layers, activation in itertools.product(plan.layers, plan.activations):
+        arch = Architecture(layers, activation, "cross_entropy", dtype="float32")
+        init = init_params(arch, "auto", plan.seed)
+        for batch_size in plan.batch_sizes:
+            numpy_rate = None
+            for name, factory in factories:
+                status.row(f"[{len(measurements) + 1}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
+                row_gemm = measure_gemm(repeats=ROW_GEMM_REPEATS)
+                measurement = measure(factory(arch, batch_size), init, train, test, plan, status)
+                measurement.gemm_gflops = row_gemm["gflops"]
+                if name == "numpy":
+                    numpy_rate = measurement.samples_per_second
+                if numpy_rate:
+                    measurement.speedup_vs_numpy = measurement.samples_per_second / numpy_rate
+                measurements.append(measurement)
+                status.clear()
+                report(measurement)
+    return measurements

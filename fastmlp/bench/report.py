@@ -1,0 +1,124 @@
+"""What a bench run prints: the table (preamble, rows, footer), the JSON records, and the
+progress line on stderr. The formats are documented in the package docstring."""
+
+from __future__ import annotations
+
+import sys
+
+from .machine import ROW_GEMM_REPEATS
+from .measure import FLOPS_FORMULA, PILOT_SAMPLES, Measurement
+
+
+class Status:
+    """One self-overwriting progress line on stderr (terminals only unless forced)."""
+
+    def __init__(self, enabled=None, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = bool(enabled)
+        self.prefix = ""
+        self.shown = False
+
+    def row(self, text):
+        self.prefix = text
+        self.note("")
+
+    def note(self, text):
+        if self.enabled:
+            self.stream.write(f"\r{self.prefix}{': ' + text if text else ''}\x1b[K")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self):
+        if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _rate(value):
+    return f"{value:,.0f}"
+
+
+def _short_rate(value):
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+HEADER = f"{'layers':<12} {'act':<8} {'batch':>5}  {'backend':<8} {'samples/s':>11} {'(min - max)':<17} {'vs numpy':>8} {'GFLOP/s':>8} {'% GEMM':>7} {'test acc':>8} {'samples':>9}"
+
+
+def format_row(m: Measurement):
+    speedup = "-" if m.speedup_vs_numpy is None else f"{m.speedup_vs_numpy:.2f}x"
+    gflops = m.gflops
+    gemm = "-" if gflops is None or not m.gemm_gflops else f"{100 * gflops / m.gemm_gflops:.0f}%"
+    spread = f"({_short_rate(m.rates[0])} - {_short_rate(m.rates[-1])})"
+    samples = f"{m.samples:,}" + ("*" if m.trimmed else "")
+    return (
+        f"{'-'.join(map(str, m.layers)):<12} {m.activation:<8} {m.batch_size:>5}  {m.backend:<8} "
+        f"{_rate(m.samples_per_second):>11} {spread:<17} {speedup:>8} {'-' if gflops is None else f'{gflops:.2f}':>8} "
+        f"{gemm:>7} {m.test_accuracy:>8.4f} {samples:>9}"
+    )
+
+
+def preamble(plan, info, gemm, n_train, n_test, runners_note):
+    lines = [
+        f"fastmlp bench: float32, softmax + cross-entropy, plain SGD lr {plan.lr:g}, one epoch over the first "
+        f"{n_train:,} MNIST training images per repeat, median of {plan.repeats} repeats; test accuracy on {n_test:,} test images",
+        f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), load average "
+        f"{' '.join(f'{x:.2f}' for x in info['load_average'] or [])}; numpy {info['numpy']} ({info['blas']}, "
+        f"{info['blas_threads'] or 'default'} BLAS threads), numba {info['numba']}",
+        f"float32 GEMM {gemm['shape'][0]}x{gemm['shape'][1]} @ {gemm['shape'][1]}x{gemm['shape'][2]} (np.matmul): "
+        f"{gemm['gflops']:.1f} GFLOP/s (median of {gemm['repeats']}, {gemm['gflops_spread'][0]:.1f}-{gemm['gflops_spread'][1]:.1f})",
+    ]
+    lines += runners_note
+    return lines
+
+
+def _gemm_range(measurements):
+    rates = [m.gemm_gflops for m in measurements if m.gemm_gflops]
+    return f"{min(rates):.0f}-{max(rates):.0f}" if rates else "-"
+
+
+def footer(measurements, skipped, plan):
+    lines = [
+        "",
+        "samples/s: median of the repeats (min - max across them); data loading, preparation and JIT compilation excluded.",
+        f"GFLOP/s (mini-batch rows): FLOPs per sample = {FLOPS_FORMULA}; W = weights, W1 = first layer's, "
+        f"P = parameters, B = batch size. % GEMM = GFLOP/s / the float32 GEMM rate re-measured just before that row "
+        f"(median of {ROW_GEMM_REPEATS}; {_gemm_range(measurements)} GFLOP/s over this run).",
+        "test acc: after one epoch (the last repeat) from the same initial weights; samples: timed per repeat.",
+    ]
+    if any(m.trimmed for m in measurements):
+        lines.append(
+            f"* timed on the first N samples only: a repeat over all of them was estimated (from a {PILOT_SAMPLES}+ "
+            f"sample pilot run) to take over --max-seconds {plan.max_seconds:g}. samples/s is a per-sample rate and stays "
+            "comparable; test accuracy is after those N samples."
+        )
+    if any(m.peer for m in measurements):
+        lines.append(
+            "peers: torch and jax start from fastmlp's initial weights and visit samples in the same order; "
+            "sklearn MLPClassifier(solver='sgd', momentum=0, alpha=0, max_iter=1, shuffle=True) starts from the same "
+            "weights (warm_start) but shuffles with its own generator. Each peer's data is the same images / 255 in float32."
+        )
+        for name in dict.fromkeys(m.backend for m in measurements if m.peer):
+            implementation = next(m.implementation for m in measurements if m.backend == name)
+            lines.append(f"  {name}: {implementation}")
+    for name, reason in skipped.items():
+        lines.append(f"skipped {name}: {reason}")
+    return lines
+
+
+def machine_record(info, gemm, plan, n_train):
+    """The first JSON line: the machine, the start-of-run GEMM rate and the settings."""
+    return {
+        "record": "machine", **info, "gemm": gemm, "gemm_gflops": gemm["gflops"],
+        "flops_per_sample_formula": FLOPS_FORMULA, "settings": {**plan.settings(), "samples": n_train},
+    }
+
+
+def skipped_record(name, reason):
+    return {"record": "skipped", "backend": name, "reason": reason}
