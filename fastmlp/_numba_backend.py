@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import kernels, optim
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -70,16 +70,30 @@ class NumbaBackend:
         self._targets_for = (targets, converted)
         return converted
 
-    def warmup(self, params, data, targets, batch_size):
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None):
         """Compile (or load from the on-disk cache) what training will call, on two samples."""
         tic = time.perf_counter()
         scratch = params.copy()
         order = np.arange(min(2, len(data)), dtype=np.int64)
-        self.train_chunk(scratch, data, targets, order, 1e-3, batch_size)
+        self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
+                         None if state is None else state.copy())
         self.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
-    def train_chunk(self, params, data, targets, order, lr, batch_size):
+    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None):
+        if optimizer is not None and not optimizer.is_plain:
+            raise NotImplementedError(
+                f"the numba backend does not compile {optimizer.optimizer} with momentum, weight decay or dropout "
+                f"yet; use backend='numpy'"
+            )
+        result = self._train_plain(params, data, targets, order, lr, batch_size)
+        if state is not None:
+            n_done = result[2]
+            state.counters[optim.STEPS] += -(-n_done // batch_size)
+            state.counters[optim.SAMPLES] += n_done
+        return result
+
+    def _train_plain(self, params, data, targets, order, lr, batch_size):
         labels, target_rows = self._labels_and_targets(targets)
         if batch_size == 1:
             args = (

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import optim
+from .kernels import codes
 from .network import IDENTITY_MSE, SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE, Architecture
 
 PIXEL_SCALE = 1.0 / 255.0
@@ -138,31 +140,39 @@ def as_input(x, dtype):
     return x.astype(dtype, copy=False)
 
 
-def forward(arch: Architecture, params, x):
+def forward(arch: Architecture, params, x, scales=None):
     """Activations [x, a1, ..., a_{L-1}] and the output pre-activation z_L.
 
     a_l[B,n_l] = act(a_{l-1}[B,n_{l-1}] @ W_l[n_{l-1},n_l] + b_l[n_l]) for hidden layers;
     z_L is returned raw so the loss can use it directly (logsumexp, log1p).
+
+    With dropout, ``scales[l]`` [B, n_l] (0 or 1/keep; None for a layer without dropout)
+    multiplies layer l's output (l = 0: the input) before the next layer reads it; the
+    activations returned are then those scaled outputs, and the unscaled ones come second.
     """
     views = arch.layout().views(params)
-    activations = [x]
+    activations, unscaled = [], []
     a = x
     for l, (W, b) in enumerate(views):
+        unscaled.append(a)
+        if scales is not None and scales[l] is not None:
+            a = a * scales[l]
+        activations.append(a)
         z = a @ W
         if b is not None:
             z += b
         if l == len(views) - 1:
-            return activations, z
+            return (activations, z) if scales is None else (activations, z, unscaled)
         a = activation_forward(z, arch.activation)
-        activations.append(a)
 
 
-def backward(arch: Architecture, params, activations, dz):
+def backward(arch: Architecture, params, activations, dz, scales=None, unscaled=None):
     """Gradient of the batch-mean loss, as a flat vector laid out like ``params``.
 
     From z_l = a_{l-1} @ W_l + b_l, with the output dz already divided by B (the mean):
     dW_l = a_{l-1}^T @ dz_l,  db_l = sum_B dz_l,  da_{l-1} = dz_l @ W_l^T,
-    dz_{l-1} = da_{l-1} * act'(a_{l-1}).
+    dz_{l-1} = da_{l-1} * act'(a_{l-1}); with dropout (``forward``'s scales and unscaled
+    outputs) da_{l-1} is multiplied by the layer's scales and act' is taken of the unscaled a.
     """
     layout = arch.layout()
     grad = np.empty_like(params)
@@ -172,13 +182,38 @@ def backward(arch: Architecture, params, activations, dz):
     for l in range(len(weights) - 1, -1, -1):
         W, _ = weights[l]
         dW, db = grads[l]
-        a_prev = activations[l]
-        np.matmul(a_prev.T, dz, out=dW)
+        np.matmul(activations[l].T, dz, out=dW)
         if db is not None:
             dz.sum(axis=0, out=db)
         if l > 0:
-            dz = activation_backward(dz @ W.T, a_prev, arch.activation)
+            da = dz @ W.T
+            if scales is not None and scales[l] is not None:
+                da *= scales[l]
+            dz = activation_backward(da, (unscaled if scales is not None else activations)[l], arch.activation)
     return grad
+
+
+def dropout_scales(arch: Architecture, optimizer, counters, n_rows):
+    """[B, n_l] inverted-dropout factors (0 or 1/keep) of each layer's output for the next
+    n_rows samples (the input is layer 0; None where a layer has no dropout): unit u of the
+    sample trained n-th in the run is kept when ``codes.keep_unit(seed, n, u, threshold)``."""
+    rates = [optimizer.input_dropout] + [optimizer.dropout] * (arch.n_layers - 1)
+    if not any(rates):
+        return None
+    seed = np.uint64(counters[optim.DROPOUT_SEED])
+    samples = np.uint64(counters[optim.SAMPLES]) + np.arange(n_rows, dtype=np.uint64)[:, None]
+    scales = []
+    first_unit = 0
+    for l, rate in enumerate(rates):
+        n_units = arch.layers[l]
+        if rate > 0:
+            units = np.arange(first_unit, first_unit + n_units, dtype=np.uint64)[None, :]
+            kept = codes.keep_unit(seed, samples, units, np.uint64(codes.drop_threshold(rate)))
+            scales.append(np.where(kept, arch.dtype(1.0) / arch.dtype(1.0 - rate), arch.dtype(0.0)).astype(arch.dtype))
+        else:
+            scales.append(None)
+        first_unit += n_units
+    return scales
 
 
 def predict_logits(arch: Architecture, params, X, block=4096):
@@ -189,23 +224,35 @@ def predict_logits(arch: Architecture, params, X, block=4096):
     return z
 
 
-def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size):
+def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size, optimizer=None, state=None):
     """SGD over ``order`` in batches of ``batch_size`` (the last may be shorter), in place.
 
     Returns (loss_sum, n_correct, n_done, nonfinite_at): per-sample losses and hits are taken
     before the update of the batch they belong to; on the first non-finite loss the batch is
     not applied and ``nonfinite_at`` is that sample's position in ``order`` (else -1).
+
+    Without ``optimizer`` the step is plain SGD, ``params -= lr * gradient``; with an
+    ``optim.Optimizer`` and its ``optim.State`` it is ``optim.step`` (momentum, Adam, weight
+    decay) and dropout applies, the state advancing by one step and ``len(batch)`` samples per
+    batch.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught from the loss
-        return _train_batches(arch, params, X, targets, order, arch.dtype(lr), batch_size)
+        return _train_batches(arch, params, X, targets, order, arch.dtype(lr), batch_size, optimizer, state)
 
 
-def _train_batches(arch, params, X, targets, order, lr, batch_size):
+def _train_batches(arch, params, X, targets, order, lr, batch_size, optimizer, state):
     loss_sum = 0.0
     n_correct = 0
+    decay_mask = None if optimizer is None else optim.weight_mask(arch.layout(), arch.dtype)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        activations, z = forward(arch, params, as_input(X[rows], arch.dtype))
+        x = as_input(X[rows], arch.dtype)
+        scales = None if optimizer is None else dropout_scales(arch, optimizer, state.counters, len(rows))
+        if scales is None:
+            activations, z = forward(arch, params, x)
+            unscaled = None
+        else:
+            activations, z, unscaled = forward(arch, params, x, scales)
         out = output_forward(z, arch.loss_code)
         t = targets[rows]
         losses = loss_forward(z, out, t, arch.loss_code)
@@ -214,7 +261,11 @@ def _train_batches(arch, params, X, targets, order, lr, batch_size):
             return loss_sum, n_correct, start, start + int(np.argmax(bad))
         loss_sum += float(losses.sum(dtype=np.float64))
         n_correct += count_correct(out, t, arch.loss_code)
-        step = backward(arch, params, activations, loss_backward(out, t, arch.loss_code))
-        step *= lr
-        params -= step
+        grad = backward(arch, params, activations, loss_backward(out, t, arch.loss_code), scales, unscaled)
+        if optimizer is None:
+            grad *= lr
+            params -= grad
+        else:
+            optim.step(params, grad, state, optimizer, lr, decay_mask)
+            state.counters[optim.SAMPLES] += len(rows)
     return loss_sum, n_correct, len(order), -1

@@ -54,3 +54,40 @@ def parameter_layout(layer_sizes, use_bias=True):
             b_offsets[l] = offset
             offset += int(layer_sizes[l + 1])
     return w_offsets, b_offsets, offset
+
+
+# Dropout masks. Whether unit ``unit`` of the sample trained ``sample``-th in a run is kept is a
+# counter-based hash of (seed, sample, unit): splitmix64's finaliser, twice. Units are numbered
+# through the network: inputs 0 .. n_0-1, then the first hidden layer's, and so on. Both backends
+# and every kernel call this one definition (compiled, the kernels use ``keep_unit_formula``),
+# so all draw the same masks whatever the batching, the threads or a resume.
+
+KEEP_BITS = 24  # a unit is kept when the hash's top 24 bits are >= drop_threshold(rate)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def mix64(x):
+    """splitmix64's finaliser: a bijection of uint64 whose every output bit depends on every input bit."""
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def keep_unit_formula(seed, sample, unit, threshold):
+    """The hash test itself, on uint64 scalars or arrays (wrapping arithmetic)."""
+    key = mix64(seed + sample * _GOLDEN)
+    return (mix64(key + unit * _GOLDEN) >> np.uint64(64 - KEEP_BITS)) >= threshold
+
+
+def keep_unit(seed, sample, unit, threshold):
+    """True where unit ``unit`` of sample ``sample`` is kept (uint64 scalars or arrays)."""
+    with np.errstate(over="ignore"):  # uint64 products wrap on purpose
+        return keep_unit_formula(np.uint64(seed), np.asarray(sample, np.uint64), np.asarray(unit, np.uint64),
+                                 np.uint64(threshold))
+
+
+def drop_threshold(rate):
+    """The integer threshold for a drop probability ``rate`` in [0, 1): P(top bits < it) = rate."""
+    return int(round(float(rate) * (1 << KEEP_BITS)))
