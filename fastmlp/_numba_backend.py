@@ -17,6 +17,7 @@ from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
 INFERENCE_BLOCK = 4096
+_PLAIN = optim.Optimizer()
 
 
 @dataclass
@@ -81,42 +82,46 @@ class NumbaBackend:
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None):
-        if optimizer is not None and not optimizer.is_plain:
-            raise NotImplementedError(
-                f"the numba backend does not compile {optimizer.optimizer} with momentum, weight decay or dropout "
-                f"yet; use backend='numpy'"
-            )
-        result = self._train_plain(params, data, targets, order, lr, batch_size)
-        if state is not None:
-            n_done = result[2]
-            state.counters[optim.STEPS] += -(-n_done // batch_size)
-            state.counters[optim.SAMPLES] += n_done
-        return result
-
-    def _train_plain(self, params, data, targets, order, lr, batch_size):
         labels, target_rows = self._labels_and_targets(targets)
+        if optimizer is None:
+            optimizer = _PLAIN
+            state = optim.State(np.empty((0, params.size), params.dtype), np.zeros(3, np.int64))
         if batch_size == 1:
-            args = (
-                params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
-                self.arch.activation_code, self.arch.loss_code, float(lr),
-                data.indptr, data.indices, data.values, data.input_scale,
-                labels, target_rows, order, 0, len(order),
+            return self._train_per_sample(params, data, labels, target_rows, order, lr, optimizer, state)
+        return self._train_minibatch(params, data, labels, target_rows, order, lr, batch_size, optimizer, state)
+
+    def _train_per_sample(self, params, data, labels, target_rows, order, lr, optimizer, state):
+        if not optimizer.is_plain:
+            raise NotImplementedError(
+                f"the numba backend does not compile per-sample {optimizer.optimizer} with momentum, weight decay "
+                f"or dropout yet; use backend='numpy' or a batch size above 1"
             )
-            if self.threads > 1:
-                kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
-            else:
-                kernels.sgd_persample_chunk(*args)
-            loss_sum, n_correct, n_done = self._stats
-            n_done = int(n_done)
-            return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
+        args = (
+            params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
+            self.arch.activation_code, self.arch.loss_code, float(lr),
+            data.indptr, data.indices, data.values, data.input_scale,
+            labels, target_rows, order, 0, len(order),
+        )
+        if self.threads > 1:
+            kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
+        else:
+            kernels.sgd_persample_chunk(*args)
+        loss_sum, n_correct, n_done = self._stats
+        n_done = int(n_done)
+        state.counters[optim.STEPS] += n_done
+        state.counters[optim.SAMPLES] += n_done
+        return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
+
+    def _train_minibatch(self, params, data, labels, target_rows, order, lr, batch_size, optimizer, state):
         largest = min(batch_size, len(order))
-        if self._minibatch is None or self._minibatch[0] < largest:
+        kind = (optimizer.n_slots, optimizer.dropout > 0)
+        if self._minibatch is None or self._minibatch[0] < largest or self._minibatch[1] != kind:
             # scratch for the largest batch so far, allocated once per fit, reused by every chunk
-            self._minibatch = (largest, kernels.minibatch_scratch(params, self.layer_sizes, largest))
+            self._minibatch = (largest, kind, kernels.minibatch_scratch(params, self.layer_sizes, largest, *kind))
         stats = self._minibatch_stats
         kernels.minibatch_sgd_chunk(
-            params, stats, *self._minibatch[1], self.layer_sizes, self.w_offsets, self.b_offsets,
-            self.arch.activation_code, self.arch.loss_code, float(lr),
+            params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
+            self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
             data.indptr, data.indices, data.values, data.input_scale,
             labels, target_rows, order, 0, len(order), batch_size,
         )

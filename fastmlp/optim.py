@@ -33,13 +33,23 @@ import numpy as np
 
 OPTIMIZERS = ("sgd", "adam")
 
-# Slots of the float64 vector the kernels read the hyperparameters from.
-LR, MOMENTUM, NESTEROV, BETA1, BETA2, EPS, WEIGHT_DECAY, DECOUPLED, DROPOUT, INPUT_DROPOUT, ADAM = range(11)
-N_HYPER = 11
-# Slots of the int64 counters the kernels advance: optimizer steps taken, samples trained
-# (the dropout counter), and the dropout seed.
-STEPS, SAMPLES, DROPOUT_SEED = range(3)
-
+from .kernels.codes import (  # noqa: F401 - the slots are defined once, with the kernels
+    ADAM,
+    BETA1,
+    BETA2,
+    DECOUPLED,
+    DROPOUT,
+    DROPOUT_SEED,
+    EPS,
+    INPUT_DROPOUT,
+    LR,
+    MOMENTUM,
+    N_HYPER,
+    NESTEROV,
+    SAMPLES,
+    STEPS,
+    WEIGHT_DECAY,
+)
 
 def _number(name, value, low, high, *, low_open=False, high_open=True):
     """A float in [low, high) (or the interval the flags say), else an error that names it."""

@@ -30,6 +30,13 @@ LOSSES = {
 }
 
 
+# The optimizer as the kernels receive it (the rules: fastmlp.optim). ``hyper`` is a float64
+# vector with these slots; ``counters`` an int64 vector the kernels advance.
+LR, MOMENTUM, NESTEROV, BETA1, BETA2, EPS, WEIGHT_DECAY, DECOUPLED, DROPOUT, INPUT_DROPOUT, ADAM = range(11)
+N_HYPER = 11
+STEPS, SAMPLES, DROPOUT_SEED = range(3)  # optimizer steps taken, samples trained, dropout key
+
+
 def parameter_layout(layer_sizes, use_bias=True):
     """Offsets of every layer's weights and biases in the flat parameter vector.
 

@@ -89,6 +89,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
+from .optimizer import N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
 from .linear import dense_row_forward, layer_views, sparse_row_forward
 from .loss import loss_row_backward, loss_row_forward
@@ -102,10 +104,11 @@ LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 PARTS = 4
 
 
-def minibatch_scratch(params, layer_sizes, batch_size):
+def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False):
     """The scratch arrays of ``minibatch_sgd_chunk`` for batches of up to ``batch_size`` rows:
-    ``(grad, weights_t, partials, spans, units, deltas, losses, hits)``. Allocate once per
-    fit, with batch_size = min(batch size, number of samples)."""
+    ``(grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits)``. Allocate
+    once per fit, with batch_size = min(batch size, number of samples), the optimizer's number
+    of slots, and whether any dropout is on (``raw`` is empty otherwise)."""
     n_first = int(layer_sizes[1])
     n_units = int(np.sum(layer_sizes[1:]))
     n_out = int(layer_sizes[-1])
@@ -113,9 +116,11 @@ def minibatch_scratch(params, layer_sizes, batch_size):
     return (
         np.empty_like(params),
         np.empty_like(params),
+        np.empty((n_slots, params.shape[0]), params.dtype),
         np.empty((PARTS, rows, n_first), params.dtype),
         np.empty((rows, PARTS, 2), np.int64),
         np.empty((rows, n_units + n_out), params.dtype),
+        np.empty((rows if dropout else 0, n_units), params.dtype),
         np.empty((rows, n_units), params.dtype),
         np.empty(rows, params.dtype),
         np.empty(rows, np.int64),
@@ -167,10 +172,13 @@ def _dense_row_backward(da, Wt, dz):
 
 
 @njit(**KERNEL_OPTIONS)
-def _dense_unit_step(Wt_row, dWt_row, params, units, deltas, a_column, dz_column, b_index, lr):
-    """One output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy Wt[H,D] = W^T:
-    dWt[k,:] = sum_B dz[B,k] a[B,:], Wt[k,:] -= lr * dWt[k,:], b[k] -= lr * sum_B dz[B,k]
-    (no bias when b_index < 0)."""
+def _dense_unit_step(
+    Wt_row, dWt_row, params, grad, slots, slots_t, row_offset, units, deltas, a_column, dz_column,
+    b_index, kind, sc,
+):
+    """One output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy Wt[H,D] = W^T (at
+    ``row_offset`` of weights_t and slots_t): dWt[k,:] = sum_B dz[B,k] a[B,:], db[k] =
+    sum_B dz[B,k], then the optimizer's step of Wt[k,:] and b[k] (no bias when b_index < 0)."""
     dWt_row[:] = 0
     db = dWt_row.dtype.type(0)
     for r in range(deltas.shape[0]):
@@ -179,45 +187,52 @@ def _dense_unit_step(Wt_row, dWt_row, params, units, deltas, a_column, dz_column
         for j in range(dWt_row.shape[0]):
             dWt_row[j] += d * a[j]
         db += d
-    for j in range(Wt_row.shape[0]):
-        Wt_row[j] -= lr * dWt_row[j]
+    apply_step(Wt_row, dWt_row, slots_t, row_offset, kind, sc, True)
     if b_index >= 0:
-        params[b_index] -= lr * db
+        grad[b_index] = db
+        apply_step(params[b_index : b_index + 1], grad[b_index : b_index + 1], slots, b_index, kind, sc, False)
 
 
 @njit(**KERNEL_OPTIONS)
 def _part_step(
-    params, grad, weights_t, units, deltas, spans, layer_sizes, w_offsets, b_offsets, lr, part,
-    indices, values, input_scale,
+    params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets,
+    b_offsets, kind, sc, part, indices, values, input_scale, seed, first_sample, input_threshold,
+    input_keep_scale,
 ):
-    """SGD step of one part's parameters for the batch whose units, deltas and spans are given:
-    first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j: dW[j,:] = sum_B x[B,j] dz[B,:]
-    over the nonzero x, W[j,:] -= lr * dW[j,:] (dW is zero on entry and left zero); its share
-    of b -= lr * sum_B dz; its share of every later layer's output units (_dense_unit_step)."""
+    """The optimizer's step of one part's parameters for the batch whose units, deltas and
+    spans are given: first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j:
+    dW[j,:] = sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x, then the
+    step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
+    its share of every later layer's output units (_dense_unit_step). The batch's rows are the
+    samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
-    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
     n_in, n_out = W.shape
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
         for p in range(spans[r, part, 0], spans[r, part, 1]):
             x = values[p] * input_scale
+            if input_threshold > 0:
+                if not kept(seed, first_sample + r, indices[p], input_threshold):
+                    continue
+                x *= input_keep_scale
             g = dW[indices[p]]
             for k in range(n_out):
                 g[k] += x * dz[k]
     first, last = _part_range(n_in, part)
+    w0 = w_offsets[0]
     for j in range(first, last):
-        w = W[j]
         g = dW[j]
-        for k in range(n_out):
-            w[k] -= lr * g[k]
-            g[k] = 0
+        apply_step(W[j], g, slots, w0 + j * n_out, kind, sc, True)
+        g[:] = 0
     if b.shape[0] > 0:
         first, last = _part_range(n_out, part)
         for k in range(first, last):
-            db = W.dtype.type(0)
+            total = W.dtype.type(0)
             for r in range(deltas.shape[0]):
-                db += deltas[r, k]
-            b[k] -= lr * db
+                total += deltas[r, k]
+            db[k] = total
+        apply_step(b[first:last], db[first:last], slots, b_offsets[0] + first, kind, sc, False)
 
     for l in range(1, layer_sizes.shape[0] - 1):
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
@@ -228,18 +243,19 @@ def _part_step(
         for k in range(first, last):
             b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
             _dense_unit_step(
-                Wt[k], dWt[k], params, units, deltas, a_column, dz_column + k, b_index, lr
+                Wt[k], dWt[k], params, grad, slots, slots_t, w_offsets[l] + k * layer_sizes[l], units,
+                deltas, a_column, dz_column + k, b_index, kind, sc,
             )
 
 
 @njit(**KERNEL_OPTIONS)
 def _part_forward(
     partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
-    batch, indptr, indices, values, input_scale,
+    batch, indptr, indices, values, input_scale, seed, first_sample, input_threshold, input_keep_scale,
 ):
     """partials[part, B, H] = x[batch, rows] @ W[rows, H] over the part's rows of the first
-    layer's W[D,H] and the nonzero x only; spans[B, part] = [first, last) of those x in the CSR
-    arrays (read again by _part_step)."""
+    layer's W[D,H] and the nonzero x only (with input dropout, the kept ones, scaled);
+    spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_step)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
     first, last = _part_range(W.shape[0], part)
     for r in range(batch.shape[0]):
@@ -249,7 +265,17 @@ def _part_forward(
         hi = row_first + np.searchsorted(row, last)
         spans[r, part, 0] = lo
         spans[r, part, 1] = hi
-        sparse_row_forward(partials[part, r], W, b[:0], indices[lo:hi], values[lo:hi], input_scale)
+        z = partials[part, r]
+        if input_threshold == 0:
+            sparse_row_forward(z, W, b[:0], indices[lo:hi], values[lo:hi], input_scale)
+            continue
+        z[:] = 0
+        for p in range(lo, hi):
+            if kept(seed, first_sample + r, indices[p], input_threshold):
+                x = values[p] * input_scale * input_keep_scale
+                w = W[indices[p]]
+                for k in range(z.shape[0]):
+                    z[k] += x * w[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,12 +284,17 @@ def _part_forward(
 
 @njit(**KERNEL_OPTIONS)
 def _sample_forward_backward(
-    row_units, row_deltas, partials, row, params, weights_t, layer_sizes, w_offsets, b_offsets,
-    activation, loss, batch_rows, labels, targets, sample,
+    row_units, row_raw, row_deltas, partials, row, params, weights_t, layer_sizes, w_offsets,
+    b_offsets, activation, loss, batch_rows, labels, targets, sample, seed, sample_number,
+    threshold, keep_scale,
 ):
     """row_units[U+K] = every layer's outputs then p[K], row_deltas[U] = d(loss / batch_rows)/dz
     of every layer, for one sample whose first-layer partial sums are partials[:, row, :];
-    returns (its loss, 1 if classified right else 0)."""
+    returns (its loss, 1 if classified right else 0).
+
+    With hidden dropout (threshold > 0) a hidden layer's units hold the kept outputs times
+    keep_scale, or 0 (what the next layer reads), and row_raw the outputs before that (what the
+    activation's derivative is taken of); the sample is the sample_number-th trained."""
     n_layers = layer_sizes.shape[0] - 1
     _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
     z = row_units[: layer_sizes[1]]
@@ -280,6 +311,11 @@ def _sample_forward_backward(
         middle = first + layer_sizes[l]
         a = row_units[first:middle]
         activation_row_forward(a, activation)
+        if threshold > 0:
+            first_unit = layer_sizes[0] + first  # units are numbered through the network
+            row_raw[first:middle] = a
+            for k in range(a.shape[0]):
+                a[k] = a[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
         _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         dense_row_forward(row_units[middle : middle + layer_sizes[l + 1]], Wt, b, a)
@@ -300,7 +336,13 @@ def _sample_forward_backward(
         da = row_deltas[first:middle]
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         _dense_row_backward(da, Wt, row_deltas[middle : middle + layer_sizes[l + 1]])
-        activation_row_backward(da, row_units[first:middle], activation)
+        if threshold > 0:
+            first_unit = layer_sizes[0] + first
+            for k in range(da.shape[0]):
+                da[k] = da[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
+            activation_row_backward(da, row_raw[first:middle], activation)
+        else:
+            activation_row_backward(da, row_units[first:middle], activation)
     return value, correct
 
 
@@ -318,39 +360,58 @@ def _first_nonfinite(losses):
 
 
 @njit(**KERNEL_OPTIONS)
-def _begin_chunk(grad, weights_t, params, layer_sizes, w_offsets, b_offsets):
-    """The first layer's dW = 0 (_part_step keeps it so) and weights_t = W_l^T for l >= 1."""
+def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets):
+    """The first layer's dW = 0 (_part_step keeps it so); weights_t = W_l^T for l >= 1 and
+    slots_t the same transposes of the optimizer's slots."""
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
     dW[:] = 0
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         Wt[:] = W.T
+        for slot in range(slots.shape[0]):
+            S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
+            St = _transposed_view(slots_t[slot], layer_sizes, w_offsets, l)
+            St[:] = S.T
 
 
 @njit(**KERNEL_OPTIONS)
-def _end_chunk(params, weights_t, layer_sizes, w_offsets, b_offsets):
-    """W_l = weights_t^T for l >= 1: the trained copies back into params."""
+def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets):
+    """W_l = weights_t^T for l >= 1 (and the slots): the trained copies back into params."""
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         W[:] = Wt.T
+        for slot in range(slots.shape[0]):
+            S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
+            St = _transposed_view(slots_t[slot], layer_sizes, w_offsets, l)
+            S[:] = St.T
 
 
 @njit(**PARALLEL_OPTIONS)
 def minibatch_sgd_chunk(
-    params, stats, grad, weights_t, partials, spans, units, deltas, losses, hits,
-    layer_sizes, w_offsets, b_offsets, activation, loss, learning_rate,
+    params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
+    layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
     indptr, indices, values, input_scale, labels, targets, order, start, stop, batch_size,
 ):
-    """Mini-batch SGD over order[start:stop] (arguments and method: module docstring)."""
-    lr = params.dtype.type(learning_rate)
-    scale = params.dtype.type(input_scale)
-    _begin_chunk(grad, weights_t, params, layer_sizes, w_offsets, b_offsets)
+    """Mini-batch training over order[start:stop] (arguments and method: module docstring)."""
+    dtype = params.dtype.type
+    scale = dtype(input_scale)
+    kind = step_kind(hyper)
+    sc = np.empty(N_STEP_SCALARS, params.dtype)
+    seed = counters[DROPOUT_SEED]
+    input_threshold = np.uint64(drop_threshold_of(hyper[INPUT_DROPOUT]))
+    input_keep_scale = dtype(1.0) / dtype(1.0 - hyper[INPUT_DROPOUT])
+    threshold = np.uint64(drop_threshold_of(hyper[DROPOUT]))
+    keep_scale = dtype(1.0) / dtype(1.0 - hyper[DROPOUT])
+    first_sample = counters[SAMPLES]
+    first_step = counters[STEPS]
+    _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets)
 
     loss_sum = 0.0
     n_correct = 0
     n_trained = 0
+    n_steps = 0
     nonfinite_at = -1
     pending = 0  # rows of the last finite batch, whose step is still to be taken
     n_batches = -(-(stop - start) // batch_size)
@@ -358,26 +419,34 @@ def minibatch_sgd_chunk(
         batch_start = start + batch_index * batch_size
         batch = order[min(batch_start, stop) : min(batch_start + batch_size, stop)]
         n_rows = batch.shape[0]
+        if pending > 0:
+            n_steps += 1
+            step_scalars(sc, hyper, first_step + n_steps)
+        pending_first = first_sample + n_trained - pending  # the pending batch's first sample
+        batch_first = first_sample + n_trained
 
         for part in prange(PARTS):
             if pending > 0:
                 _part_step(
-                    params, grad, weights_t, units[:pending], deltas[:pending], spans[:pending],
-                    layer_sizes, w_offsets, b_offsets, lr, part, indices, values, scale,
+                    params, grad, weights_t, slots, slots_t, units[:pending], deltas[:pending],
+                    spans[:pending], layer_sizes, w_offsets, b_offsets, kind, sc, part, indices,
+                    values, scale, seed, pending_first, input_threshold, input_keep_scale,
                 )
             if n_rows > 0:
                 _part_forward(
                     partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
-                    batch, indptr, indices, values, scale,
+                    batch, indptr, indices, values, scale, seed, batch_first, input_threshold,
+                    input_keep_scale,
                 )
         if n_rows == 0:
             break
 
-        rows = params.dtype.type(n_rows)
+        rows = dtype(n_rows)
         for r in prange(n_rows):
             losses[r], hits[r] = _sample_forward_backward(
-                units[r], deltas[r], partials, r, params, weights_t, layer_sizes, w_offsets,
-                b_offsets, activation, loss, rows, labels, targets, batch[r],
+                units[r], raw[r] if threshold > 0 else raw[:0].reshape(-1), deltas[r], partials, r,
+                params, weights_t, layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels,
+                targets, batch[r], seed, batch_first + r, threshold, keep_scale,
             )
 
         bad = _first_nonfinite(losses[:n_rows])
@@ -390,7 +459,9 @@ def minibatch_sgd_chunk(
         n_trained += n_rows
         pending = n_rows
 
-    _end_chunk(params, weights_t, layer_sizes, w_offsets, b_offsets)
+    _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets)
+    counters[STEPS] = first_step + n_steps
+    counters[SAMPLES] = first_sample + n_trained
     stats[LOSS_SUM] = loss_sum
     stats[N_CORRECT] = n_correct
     stats[N_TRAINED] = n_trained

@@ -1,0 +1,113 @@
+"""Optimizer steps and dropout masks inside the compiled trainers (the rules: ``fastmlp.optim``).
+
+``step_scalars`` turns the hyperparameter vector (slots in ``codes``) and the step count into
+the few numbers one step needs; ``apply_step`` then updates a contiguous run of parameters
+from their gradient, with their optimizer slots (velocity, or Adam's m and s) at the same
+offsets of ``slots`` [S, P]. Every rule is one loop with its options folded into factors that
+are exactly 0 or 1 when unused (``x + 0 * y`` is ``x``), so a run with momentum but no decay
+rounds exactly as the reference, and the loop vectorises.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+from numba.extending import overload, register_jitable
+
+from . import codes
+from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+
+PLAIN, MOMENTUM, ADAM = 0, 1, 2  # kinds of step
+
+# slots of the vector step_scalars fills
+LR, MU, NESTEROV, COUPLED_DECAY, DECOUPLED_DECAY, BETA1, BETA2, EPS, ADAM_RATE = range(9)
+N_STEP_SCALARS = 9
+
+register_jitable(inline="always")(codes.mix64)
+register_jitable(inline="always")(codes.keep_unit_formula)
+register_jitable(inline="always")(codes.drop_threshold)
+drop_threshold_of = codes.drop_threshold  # callable from compiled code too
+
+
+def step_kind(hyper):
+    """PLAIN, MOMENTUM or ADAM for a hyperparameter vector."""
+    if hyper[codes.ADAM] != 0:
+        return ADAM
+    return MOMENTUM if hyper[codes.MOMENTUM] > 0 else PLAIN
+
+
+register_jitable(inline="always")(step_kind)
+
+
+@njit(**INLINE_OPTIONS)
+def step_scalars(out, hyper, t):
+    """out[N_STEP_SCALARS] (params dtype) for optimizer step number t (1-based)."""
+    decay = hyper[codes.WEIGHT_DECAY]
+    decoupled = hyper[codes.DECOUPLED] != 0
+    out[LR] = hyper[codes.LR]
+    out[MU] = hyper[codes.MOMENTUM]
+    out[NESTEROV] = hyper[codes.NESTEROV]
+    out[COUPLED_DECAY] = 0.0 if decoupled else decay
+    out[DECOUPLED_DECAY] = hyper[codes.LR] * decay if decoupled else 0.0
+    out[BETA1] = hyper[codes.BETA1]
+    out[BETA2] = hyper[codes.BETA2]
+    out[EPS] = hyper[codes.EPS]
+    if hyper[codes.ADAM] != 0:
+        b1 = hyper[codes.BETA1]
+        b2 = hyper[codes.BETA2]
+        out[ADAM_RATE] = hyper[codes.LR] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+    else:
+        out[ADAM_RATE] = 0.0
+
+
+@njit(**KERNEL_OPTIONS)
+def apply_step(w, g, slots, offset, kind, sc, decay):
+    """One step of w[n] = params[offset : offset + n] from its batch-mean gradient g[n]
+    (overwritten); slots[S, P] at the same offsets. ``decay`` False for biases (no decay)."""
+    n = w.shape[0]
+    lr = sc[LR]
+    zero = sc[LR] * 0
+    cd = sc[COUPLED_DECAY] if decay else zero
+    dd = sc[DECOUPLED_DECAY] if decay else zero
+    if kind == PLAIN:
+        for i in range(n):
+            w[i] = w[i] - lr * (g[i] + cd * w[i]) - dd * w[i]
+    elif kind == MOMENTUM:
+        mu = sc[MU]
+        nest = sc[NESTEROV]
+        keep = 1 - nest
+        v = slots[0, offset : offset + n]
+        for i in range(n):
+            wi = w[i]
+            gi = g[i] + cd * wi
+            vi = mu * v[i] - lr * gi
+            v[i] = vi
+            w[i] = wi + (keep * vi + nest * (mu * vi - lr * gi)) - dd * wi
+    else:
+        b1 = sc[BETA1]
+        b2 = sc[BETA2]
+        eps = sc[EPS]
+        rate = sc[ADAM_RATE]
+        m = slots[0, offset : offset + n]
+        s = slots[1, offset : offset + n]
+        for i in range(n):
+            wi = w[i]
+            gi = g[i] + cd * wi
+            mi = b1 * m[i] + (1 - b1) * gi
+            si = b2 * s[i] + (1 - b2) * (gi * gi)
+            m[i] = mi
+            s[i] = si
+            w[i] = wi - rate * mi / (np.sqrt(si) + eps) - dd * wi
+
+
+def kept(seed, sample, unit, threshold):
+    """Whether unit ``unit`` of the ``sample``-th trained sample is kept (``codes.keep_unit``)."""
+    return bool(codes.keep_unit(seed, sample, unit, threshold))
+
+
+@overload(kept, inline="always", jit_options=KERNEL_OPTIONS)
+def _kept_overload(seed, sample, unit, threshold):
+    def impl(seed, sample, unit, threshold):
+        return codes.keep_unit_formula(np.uint64(seed), np.uint64(sample), np.uint64(unit), np.uint64(threshold))
+
+    return impl
