@@ -92,10 +92,15 @@ class NumbaBackend:
 
     def _train_per_sample(self, params, data, labels, target_rows, order, lr, optimizer, state):
         if not optimizer.is_plain:
-            raise NotImplementedError(
-                f"the numba backend does not compile per-sample {optimizer.optimizer} with momentum, weight decay "
-                f"or dropout yet; use backend='numpy' or a batch size above 1"
+            kernels.persample_chunk(
+                params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
+                self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
+                data.indptr, data.indices, data.values, data.input_scale,
+                labels, target_rows, order, 0, len(order),
             )
+            loss_sum, n_correct, n_done = self._stats
+            n_done = int(n_done)
+            return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
         args = (
             params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
             self.arch.activation_code, self.arch.loss_code, float(lr),

@@ -40,7 +40,7 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
     "linear": ("sparse_rows", "linear_forward", "linear_backward", "sparse_linear_forward",
                "sparse_linear_backward"),
     "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk"),
-    "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "usable_threads"),
+    "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "persample_chunk", "usable_threads"),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _EXPORTS.items() for name in names}
 

@@ -60,10 +60,33 @@ def step_scalars(out, hyper, t):
         out[ADAM_RATE] = 0.0
 
 
+@njit(**INLINE_OPTIONS)
+def plain_update(wi, gi, lr, cd, dd):
+    """w after a plain SGD step from gradient gi (coupled decay cd, decoupled dd = lr * decay)."""
+    return wi - lr * (gi + cd * wi) - dd * wi
+
+
+@njit(**INLINE_OPTIONS)
+def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
+    """(w, v) after a momentum step (Nesterov when nest is 1, else 0)."""
+    gi = gi + cd * wi
+    vi = mu * vi - lr * gi
+    return wi + ((1 - nest) * vi + nest * (mu * vi - lr * gi)) - dd * wi, vi
+
+
+@njit(**INLINE_OPTIONS)
+def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
+    """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t))."""
+    gi = gi + cd * wi
+    mi = b1 * mi + (1 - b1) * gi
+    si = b2 * si + (1 - b2) * (gi * gi)
+    return wi - rate * mi / (np.sqrt(si) + eps) - dd * wi, mi, si
+
+
 @njit(**KERNEL_OPTIONS)
 def apply_step(w, g, slots, offset, kind, sc, decay):
-    """One step of w[n] = params[offset : offset + n] from its batch-mean gradient g[n]
-    (overwritten); slots[S, P] at the same offsets. ``decay`` False for biases (no decay)."""
+    """One step of w[n] = params[offset : offset + n] from its batch-mean gradient g[n];
+    slots[S, P] at the same offsets. ``decay`` False for biases (no decay)."""
     n = w.shape[0]
     lr = sc[LR]
     zero = sc[LR] * 0
@@ -71,18 +94,13 @@ def apply_step(w, g, slots, offset, kind, sc, decay):
     dd = sc[DECOUPLED_DECAY] if decay else zero
     if kind == PLAIN:
         for i in range(n):
-            w[i] = w[i] - lr * (g[i] + cd * w[i]) - dd * w[i]
+            w[i] = plain_update(w[i], g[i], lr, cd, dd)
     elif kind == MOMENTUM:
         mu = sc[MU]
         nest = sc[NESTEROV]
-        keep = 1 - nest
         v = slots[0, offset : offset + n]
         for i in range(n):
-            wi = w[i]
-            gi = g[i] + cd * wi
-            vi = mu * v[i] - lr * gi
-            v[i] = vi
-            w[i] = wi + (keep * vi + nest * (mu * vi - lr * gi)) - dd * wi
+            w[i], v[i] = momentum_update(w[i], g[i], v[i], lr, mu, nest, cd, dd)
     else:
         b1 = sc[BETA1]
         b2 = sc[BETA2]
@@ -91,13 +109,7 @@ def apply_step(w, g, slots, offset, kind, sc, decay):
         m = slots[0, offset : offset + n]
         s = slots[1, offset : offset + n]
         for i in range(n):
-            wi = w[i]
-            gi = g[i] + cd * wi
-            mi = b1 * m[i] + (1 - b1) * gi
-            si = b2 * s[i] + (1 - b2) * (gi * gi)
-            m[i] = mi
-            s[i] = si
-            w[i] = wi - rate * mi / (np.sqrt(si) + eps) - dd * wi
+            w[i], m[i], s[i] = adam_update(w[i], g[i], m[i], s[i], b1, b2, eps, rate, cd, dd)
 
 
 def kept(seed, sample, unit, threshold):

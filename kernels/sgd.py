@@ -53,6 +53,7 @@ from ._threads import (
 )
 from .activation import activation_row_backward, activation_row_forward
 from .linear import (
+    _row,
     fill_bias,
     dense_row_backward_update,
     dense_row_forward,
@@ -61,6 +62,21 @@ from .linear import (
     sparse_row_update,
 )
 from .loss import loss_row_backward, loss_row_forward
+from .codes import DROPOUT as DROPOUT_HYPER, DROPOUT_SEED, INPUT_DROPOUT as INPUT_DROPOUT_HYPER
+from .codes import NESTEROV as NESTEROV_HYPER, SAMPLES, STEPS
+from .optimizer import ADAM as ADAM_KIND, MOMENTUM as MOMENTUM_KIND
+from .optimizer import COUPLED_DECAY as CD_SLOT, DECOUPLED_DECAY as DD_SLOT, LR as LR_SLOT, MU as MU_SLOT
+from .optimizer import NESTEROV as NESTEROV_SLOT
+from .optimizer import (
+    N_STEP_SCALARS,
+    apply_step,
+    drop_threshold_of,
+    kept,
+    momentum_update,
+    plain_update,
+    step_kind,
+    step_scalars,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +160,296 @@ def sgd_persample_chunk(
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         _transpose(W, packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]))
+    stats[0] = loss_sum
+    stats[1] = n_correct
+    stats[2] = n_trained
+
+
+# ---------------------------------------------------------------------------------------------
+# One thread, any optimizer (momentum, Adam, weight decay, dropout: ``optimizer.py``)
+
+
+@njit(**KERNEL_OPTIONS)
+def _catch_up_powers(powers, hyper, kind, sc):
+    """powers[k] = (a, b, c, d) of A^k, k = 0 .. len-1, where A maps a first-layer row's
+    (w, v) over one step in which its input was zero (so its data gradient was 0)::
+
+        v' = mu v - lr cd w;   w' = a1 w + b1 v
+        a1 = 1 - lr cd - dd, b1 = mu              (momentum)
+        a1 = 1 - lr cd (1 + mu) - dd, b1 = mu^2   (Nesterov)
+
+    with cd the coupled decay and dd = lr * the decoupled one (``optimizer.step_scalars``);
+    mu = 0 and no v for plain SGD. Float64, by repeated multiplication."""
+    lr = float(sc[LR_SLOT])
+    mu = float(sc[MU_SLOT]) if kind == MOMENTUM_KIND else 0.0
+    cd = float(sc[CD_SLOT])
+    dd = float(sc[DD_SLOT])
+    if hyper[NESTEROV_HYPER] != 0:
+        a1, b1 = 1.0 - lr * cd * (1.0 + mu) - dd, mu * mu
+    else:
+        a1, b1 = 1.0 - lr * cd - dd, mu
+    c1, d1 = -lr * cd, mu
+    a, b, c, d = 1.0, 0.0, 0.0, 1.0
+    for k in range(powers.shape[0]):
+        powers[k, 0] = a
+        powers[k, 1] = b
+        powers[k, 2] = c
+        powers[k, 3] = d
+        a, b, c, d = a1 * a + b1 * c, a1 * b + b1 * d, c1 * a + d1 * c, c1 * b + d1 * d
+
+
+@njit(**KERNEL_OPTIONS)
+def _catch_up_row(w, slots, offset, power):
+    """(w, v) <- A^k (w, v) elementwise for one first-layer row (v absent without momentum)."""
+    a = w.dtype.type(power[0])
+    if slots.shape[0] == 0:
+        for i in range(w.shape[0]):
+            w[i] = a * w[i]
+        return
+    b = w.dtype.type(power[1])
+    c = w.dtype.type(power[2])
+    d = w.dtype.type(power[3])
+    v = slots[0, offset : offset + w.shape[0]]
+    for i in range(w.shape[0]):
+        wi = w[i]
+        vi = v[i]
+        w[i] = a * wi + b * vi
+        v[i] = c * wi + d * vi
+
+
+@njit(**KERNEL_OPTIONS)
+def _lazy_sparse_forward(z, W, b, slots, w0, kept_indices, kept_values, m, last, powers, step):
+    """z[H] = b + sum_q x_q W[j_q] over the sample's kept inputs, each row j first brought up
+    to step - 1 (A^k, see _catch_up_powers) in the same pass over it."""
+    fill_bias(z, b)
+    n_hidden = z.shape[0]
+    momentum = slots.shape[0] > 0
+    for q in range(m):
+        j = kept_indices[q]
+        x = kept_values[q]
+        w = _row(W, j)
+        k = step - 1 - last[j]
+        if k == 0:
+            for i in range(n_hidden):
+                z[i] += x * w[i]
+            continue
+        last[j] = step - 1
+        a = w.dtype.type(powers[k, 0])
+        if momentum:
+            bb = w.dtype.type(powers[k, 1])
+            c = w.dtype.type(powers[k, 2])
+            d = w.dtype.type(powers[k, 3])
+            v = slots[0, w0 + j * n_hidden : w0 + (j + 1) * n_hidden]
+            for i in range(n_hidden):
+                wi = w[i]
+                vi = v[i]
+                wi_now = a * wi + bb * vi
+                v[i] = c * wi + d * vi
+                w[i] = wi_now
+                z[i] += x * wi_now
+        else:
+            for i in range(n_hidden):
+                wi_now = a * w[i]
+                w[i] = wi_now
+                z[i] += x * wi_now
+
+
+@njit(**KERNEL_OPTIONS)
+def _lazy_sparse_step(W, slots, w0, kept_indices, kept_values, m, dz, last, step, kind, sc):
+    """The optimizer's step (plain SGD or momentum, with weight decay) of the kept inputs'
+    rows, whose gradient is x_q dz[H]; they are then up to date at ``step``."""
+    n_hidden = dz.shape[0]
+    lr = sc[LR_SLOT]
+    cd = sc[CD_SLOT]
+    dd = sc[DD_SLOT]
+    mu = sc[MU_SLOT]
+    nest = sc[NESTEROV_SLOT]
+    for q in range(m):
+        j = kept_indices[q]
+        x = kept_values[q]
+        w = _row(W, j)
+        last[j] = step
+        if kind == MOMENTUM_KIND:
+            v = slots[0, w0 + j * n_hidden : w0 + (j + 1) * n_hidden]
+            for i in range(n_hidden):
+                w[i], v[i] = momentum_update(w[i], x * dz[i], v[i], lr, mu, nest, cd, dd)
+        else:
+            for i in range(n_hidden):
+                w[i] = plain_update(w[i], x * dz[i], lr, cd, dd)
+
+
+@njit(**KERNEL_OPTIONS)
+def persample_chunk(
+    params, stats, layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
+    indptr, indices, values, input_scale, labels, targets, order, start, stop,
+):
+    """Per-sample training over order[start:stop] with any optimizer, one thread (arguments:
+    module docstring; ``hyper``, ``slots`` and ``counters`` as in ``minibatch.py``).
+
+    Each sample is one optimizer step. Momentum and weight decay keep the zero-pixel skipping
+    exact through lazy updates: a first-layer row whose input was zero for k steps had a data
+    gradient of 0 in each, so its k decay-and-velocity steps are the linear map A^k
+    (``_catch_up_powers``), applied when the row is next read and, for every row, at the end
+    of the call. Adam has no such closed form (its step divides by sqrt(s)): it updates the
+    whole first layer at every sample.
+    """
+    dtype = params.dtype.type
+    n_layers = layer_sizes.shape[0] - 1
+    n_inputs = layer_sizes[0]
+    n_hidden = layer_sizes[1]
+    scale = dtype(input_scale)
+    kind = step_kind(hyper)
+    sc = np.empty(N_STEP_SCALARS, params.dtype)
+    first_step = counters[STEPS]
+    first_sample = counters[SAMPLES]
+    step_scalars(sc, hyper, first_step + 1)
+    seed = counters[DROPOUT_SEED]
+    input_threshold = np.uint64(drop_threshold_of(hyper[INPUT_DROPOUT_HYPER]))
+    input_keep_scale = dtype(1.0) / dtype(1.0 - hyper[INPUT_DROPOUT_HYPER])
+    threshold = np.uint64(drop_threshold_of(hyper[DROPOUT_HYPER]))
+    keep_scale = dtype(1.0) / dtype(1.0 - hyper[DROPOUT_HYPER])
+    lazy = kind != ADAM_KIND
+
+    # Layers after the first on output-major copies (weights and their slots), as in
+    # sgd_persample_chunk; the slots of layer 0 and of every bias stay in ``slots``.
+    wt_offsets = np.zeros(n_layers + 1, np.int64)
+    for l in range(1, n_layers):
+        wt_offsets[l + 1] = wt_offsets[l] + layer_sizes[l] * layer_sizes[l + 1]
+    packed = np.empty(wt_offsets[n_layers], params.dtype)
+    packed_slots = np.empty((slots.shape[0], wt_offsets[n_layers]), params.dtype)
+    for l in range(1, n_layers):
+        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+        _transpose(packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), W)
+        for slot in range(slots.shape[0]):
+            S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
+            _transpose(packed_slots[slot, wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), S)
+
+    a_offsets = np.zeros(n_layers + 1, np.int64)
+    for l in range(n_layers):
+        a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
+    acts = np.empty(a_offsets[n_layers], params.dtype)  # outputs as the next layer reads them
+    raw = np.empty(a_offsets[n_layers], params.dtype)  # hidden outputs before dropout
+    deltas = np.empty(a_offsets[n_layers], params.dtype)
+    p = np.empty(layer_sizes[n_layers], params.dtype)
+    row_grad = np.empty(max(n_inputs, n_hidden, np.max(layer_sizes)), params.dtype)
+    kept_indices = np.empty(n_inputs, np.int32)
+    kept_values = np.empty(n_inputs, params.dtype)
+    # lazy first layer: row j holds its value after step last[j]; Adam: a dense gradient
+    last = np.full(n_inputs if lazy else 0, first_step, np.int64)
+    powers = np.empty((stop - start + 1 if lazy else 0, 4), np.float64)
+    if lazy:
+        _catch_up_powers(powers, hyper, kind, sc)
+    dense_grad = np.zeros(0 if lazy else n_inputs * n_hidden, params.dtype)
+
+    W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    w0 = w_offsets[0]
+    loss_sum = 0.0
+    n_correct = 0
+    n_trained = 0
+    for s in range(start, stop):
+        i = order[s]
+        step = first_step + n_trained + 1
+        sample_number = first_sample + n_trained
+        if kind == ADAM_KIND:
+            step_scalars(sc, hyper, step)
+
+        # the sample's kept inputs, scaled (x = pixel / 255, / keep with input dropout)
+        m = 0
+        for q in range(indptr[i], indptr[i + 1]):
+            x = values[q] * scale
+            if input_threshold > 0:
+                if not kept(seed, sample_number, indices[q], input_threshold):
+                    continue
+                x *= input_keep_scale
+            kept_indices[m] = indices[q]
+            kept_values[m] = x
+            m += 1
+        if lazy:
+            _lazy_sparse_forward(acts[: a_offsets[1]], W0, b0, slots, w0, kept_indices, kept_values, m, last,
+                                 powers, step)
+        else:
+            sparse_row_forward(acts[: a_offsets[1]], W0, b0, kept_indices[:m], kept_values[:m], dtype(1.0))
+        for l in range(1, n_layers):
+            a = acts[a_offsets[l - 1] : a_offsets[l]]
+            activation_row_forward(a, activation)
+            if threshold > 0:
+                raw[a_offsets[l - 1] : a_offsets[l]] = a
+                first_unit = n_inputs + a_offsets[l - 1]
+                for k in range(a.shape[0]):
+                    a[k] = a[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
+            _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+            Wt = packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
+            dense_row_forward(acts[a_offsets[l] : a_offsets[l + 1]], Wt, b, a)
+
+        z = acts[a_offsets[n_layers - 1] :]
+        value, correct = loss_row_forward(p, z, labels, targets, i, loss)
+        if not np.isfinite(value):
+            break
+        loss_sum += value
+        n_correct += correct
+        n_trained += 1
+
+        dz = deltas[a_offsets[n_layers - 1] :]
+        loss_row_backward(dz, p, labels, targets, i, loss)
+        for l in range(n_layers - 1, 0, -1):
+            _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+            n_in = layer_sizes[l]
+            Wt = packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], n_in)
+            a = acts[a_offsets[l - 1] : a_offsets[l]]
+            da = deltas[a_offsets[l - 1] : a_offsets[l]]
+            dz_l = deltas[a_offsets[l] : a_offsets[l + 1]]
+            da[:] = 0  # da = Wt^T dz with the weights before the step
+            for k in range(dz_l.shape[0]):
+                d = dz_l[k]
+                w = Wt[k]
+                for j in range(n_in):
+                    da[j] += d * w[j]
+            g = row_grad[:n_in]
+            for k in range(dz_l.shape[0]):
+                d = dz_l[k]
+                for j in range(n_in):
+                    g[j] = d * a[j]
+                apply_step(Wt[k], g, packed_slots, wt_offsets[l] + k * n_in, kind, sc, True)
+            if b.shape[0] > 0:
+                apply_step(b, dz_l, slots, b_offsets[l], kind, sc, False)
+            if threshold > 0:
+                first_unit = n_inputs + a_offsets[l - 1]
+                for k in range(da.shape[0]):
+                    da[k] = da[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
+                activation_row_backward(da, raw[a_offsets[l - 1] : a_offsets[l]], activation)
+            else:
+                activation_row_backward(da, a, activation)
+
+        dz0 = deltas[: a_offsets[1]]
+        if lazy:
+            _lazy_sparse_step(W0, slots, w0, kept_indices, kept_values, m, dz0, last, step, kind, sc)
+        else:
+            for q in range(m):
+                j = kept_indices[q]
+                x = kept_values[q]
+                g = dense_grad[j * n_hidden : (j + 1) * n_hidden]
+                for k in range(n_hidden):
+                    g[k] = x * dz0[k]
+            apply_step(params[w0 : w0 + n_inputs * n_hidden], dense_grad, slots, w0, kind, sc, True)
+            for q in range(m):
+                j = kept_indices[q]
+                dense_grad[j * n_hidden : (j + 1) * n_hidden] = 0
+        if b0.shape[0] > 0:
+            apply_step(b0, dz0, slots, b_offsets[0], kind, sc, False)
+
+    end_step = first_step + n_trained
+    if lazy:  # every row up to the last step taken
+        for j in range(n_inputs):
+            if last[j] != end_step:
+                _catch_up_row(W0[j], slots, w0 + j * n_hidden, powers[end_step - last[j]])
+    for l in range(1, n_layers):
+        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+        _transpose(W, packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]))
+        for slot in range(slots.shape[0]):
+            S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
+            _transpose(S, packed_slots[slot, wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]))
+    counters[STEPS] = end_step
+    counters[SAMPLES] = first_sample + n_trained
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
