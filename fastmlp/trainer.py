@@ -132,11 +132,6 @@ class Schedule:
         return lr
 
 
-def learning_rate(lr, schedule, epoch, epochs, decay):
-    """The rate for 0-based ``epoch`` of the epoch-only schedules over a horizon of ``epochs``."""
-    return Schedule(lr, schedule, decay, horizon=epochs).rate(epoch)
-
-
 @dataclass(frozen=True)
 class Stopping:
     """When a run stops or slows down: ``patience`` (early stopping; None = off), ``tol``,
