@@ -397,7 +397,8 @@ class MLP:
         watching = options["early_stopping"] is not None or options["lr_schedule"] == "adaptive"
         if watching and run.epochs_done > 0 and self.history_.monitor not in (None, monitor):
             raise ValueError(
-                f"this run's early stopping and adaptive schedule watch {self.history_.monitor}; "
+                f"this run has watched {self.history_.monitor} so far (its best loss, which early stopping and the "
+                f"adaptive schedule compare with); "
                 f"{'pass validation_data or validation_fraction' if monitor == 'loss' else 'leave out the validation data'} "
                 f"to go on watching it, or start a new run with fit()"
             )

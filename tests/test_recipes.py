@@ -420,7 +420,7 @@ def test_adaptive_without_validation_watches_the_training_loss(rng, synth):
     history = model.fit(X, y, epochs=3, batch_size=6, lr_schedule="adaptive", progress=False)
     assert history.monitor == "loss" and history.val_loss == []
     assert model.run_.best_loss == min(history.loss)
-    with pytest.raises(ValueError, match="watch loss; leave out the validation data"):
+    with pytest.raises(ValueError, match="has watched loss so far .*; leave out the validation data"):
         model.partial_fit(X, y, validation_data=(X, y), progress=False)
 
 
