@@ -7,6 +7,7 @@
     >>> model.score(X_test, y_test)
 """
 
+from .checkpoint import CheckpointError
 from .data import DataFormatError, DataNotFoundError, load_mnist, read_csv, read_idx
 from .model import MLP
 from .network import SymmetryWarning
@@ -20,6 +21,7 @@ __all__ = [
     "read_idx",
     "read_csv",
     "History",
+    "CheckpointError",
     "DataFormatError",
     "DataNotFoundError",
     "DivergenceError",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -58,6 +59,25 @@ def number(*, allow_zero=False):
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}") from None
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def interval(low, high, *, low_open=False, high_open=True):
+    """A parser of finite numbers in [low, high) (or the interval the flags say)."""
+    bound = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text):
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
             raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
         return value
 
@@ -123,6 +143,14 @@ def path(text):
     """A file or directory name; an empty one would quietly mean the current directory."""
     if not text.strip():
         raise argparse.ArgumentTypeError(f"needs a file or directory name; got {text!r}")
+    return text
+
+
+def existing_file(text):
+    """The name of a file that exists (a checkpoint to resume, say)."""
+    path(text)
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text
 
 

@@ -30,6 +30,65 @@ def positive_float(name, value):
     return float(value)
 
 
+def non_negative_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer; got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer; got {value}")
+    return int(value)
+
+
+def non_negative_float(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a non-negative number; got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def open_fraction(name, value):
+    """A number strictly between 0 and 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in (0, 1); got {value!r}")
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1); got {value!r}")
+    return float(value)
+
+
+def boolean(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def validation_split(y, fraction, seed, stratify):
+    """(train_rows, validation_rows), each sorted int64: ceil(fraction * n) rows held out,
+    drawn with ``seed``; with ``stratify`` (classifiers) each class contributes in proportion
+    to its size (largest remainders get the rows left over)."""
+    n = len(y)
+    n_val = math.ceil(fraction * n)
+    if n_val >= n:
+        raise ValueError(
+            f"validation_fraction={fraction!r} of {n} sample{'s' if n != 1 else ''} holds out {n_val} "
+            f"and leaves no training sample; use a smaller fraction or more data"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+    shuffled = rng.permutation(n)
+    if not stratify:
+        held_out = shuffled[:n_val]
+    else:
+        labels = y[shuffled]
+        classes, counts = np.unique(labels, return_counts=True)
+        ideal = n_val * counts / n
+        take = np.floor(ideal).astype(np.int64)
+        left_over = n_val - int(take.sum())
+        take[np.argsort(-(ideal - take), kind="stable")[:left_over]] += 1
+        held_out = np.concatenate([shuffled[labels == c][:k] for c, k in zip(classes, take)])
+    is_val = np.zeros(n, bool)
+    is_val[held_out] = True
+    return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)
+
+
 def _first_bad_row(mask):
     rows = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
     return int(rows[0])

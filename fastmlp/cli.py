@@ -2,13 +2,15 @@
 
 ``bench`` lives in ``fastmlp.bench``, which registers its own options; what the commands share
 about options (exit codes, the one-line-error parser, value parsers) is ``fastmlp._cli_options``.
-Every option value is checked as it is parsed, before any data is loaded.
+Every option value is checked as it is parsed, before any data is loaded. The training options
+have the names of ``MLP.fit``'s keyword arguments (``--weight-decay`` is ``weight_decay``).
 
 A user mistake ends as one line on stderr and a non-zero exit status, never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,7 +20,17 @@ from . import _cli_options as options
 from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
+from .optim import OPTIMIZERS
 from .trainer import SCHEDULES
+
+# Options that describe the network: a resumed run takes them from its checkpoint.
+MODEL_OPTIONS = ("layers", "activation", "loss", "output", "init", "dtype", "seed", "no_bias")
+# Options of MLP.fit, by argparse dest (--no-shuffle is shuffle=False).
+OPTIMIZER_OPTIONS = ("optimizer", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
+                     "decoupled_weight_decay", "dropout", "input_dropout")
+SCHEDULE_OPTIONS = ("lr_schedule", "lr_decay", "power_t", "warmup_epochs", "tol", "n_iter_no_change")
+STOPPING_OPTIONS = ("validation_fraction", "early_stopping")
+TRAINING_OPTIONS = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHEDULE_OPTIONS + STOPPING_OPTIONS
 
 
 def _add_model_options(parser):
@@ -31,14 +43,43 @@ def _add_model_options(parser):
     add("--output", type=options.choice(OUTPUTS), default=None, help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
     add("--init", type=options.choice(INITS), default="auto", help=f"{', '.join(INITS)} (default auto)")
     add("--batch-size", type=options.batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
-    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set (default 1)")
+    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1; with --resume, the run's planned total)")
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
-    add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights and shuffling (default 0)")
+    add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling, dropout and the validation split (default 0)")
     add("--threads", type=options.integer(1), default=1, metavar="N", help="threads for the compiled per-sample loop (default 1)")
     add("--dtype", type=options.choice(DTYPES), default="float32", help="float32 (default) or float64")
     add("--no-bias", action="store_true", help="layers without biases")
     add("--no-shuffle", action="store_true", help="visit samples in file order every epoch")
     add("--limit", type=options.integer(1), default=None, metavar="N", help="train on the first N training samples only")
+
+
+def _add_optimizer_options(parser):
+    """The update rule, weight decay and dropout (``fastmlp.optim``): shared by train and compare."""
+    group = parser.add_argument_group("optimizer")
+    add = group.add_argument
+    fraction = options.interval(0, 1)
+    add("--optimizer", type=options.choice(OPTIMIZERS), default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
+    add("--momentum", type=fraction, default=0.0, metavar="MU", help="SGD momentum in [0, 1) (default 0)")
+    add("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
+    add("--beta1", type=fraction, default=0.9, metavar="B1", help="Adam's first-moment decay in [0, 1) (default 0.9)")
+    add("--beta2", type=fraction, default=0.999, metavar="B2", help="Adam's second-moment decay in [0, 1) (default 0.999)")
+    add("--eps", type=options.number(), default=1e-8, metavar="EPS", help="Adam's epsilon (default 1e-8)")
+    add("--weight-decay", type=options.number(allow_zero=True), default=0.0, metavar="LAMBDA", help="L2 weight decay on weights, not biases (default 0)")
+    add("--decoupled-weight-decay", action="store_true", help="decay the weights apart from the gradient (AdamW, SGDW)")
+    add("--dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of hidden units in [0, 1) (default 0)")
+    add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")
+
+
+def _add_schedule_options(parser):
+    """The learning-rate schedule: shared by train and compare."""
+    group = parser.add_argument_group("learning-rate schedule")
+    add = group.add_argument
+    add("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
+    add("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
+    add("--power-t", type=options.number(allow_zero=True), default=0.5, metavar="P", help="invscaling exponent: lr / (samples + 1)^P (default 0.5)")
+    add("--warmup-epochs", type=options.integer(0), default=0, metavar="N", help="ramp the rate up linearly over the first N epochs (default 0)")
+    add("--tol", type=options.number(allow_zero=True), default=1e-4, metavar="TOL", help="an epoch improves when the monitored loss drops by more than TOL (default 1e-4)")
+    add("--n-iter-no-change", type=options.integer(1), default=10, metavar="N", help="adaptive: divide the rate by 5 after N epochs without improvement (default 10)")
 
 
 def build_parser():
@@ -52,10 +93,20 @@ def build_parser():
         description="Train an MLP on MNIST (or any dataset in the same IDX/CSV layout) and evaluate it on the test set.",
     )
     _add_model_options(train)
-    train.add_argument("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
-    train.add_argument("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
     train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
-    train.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model to FILE (.npz)")
+    _add_optimizer_options(train)
+    _add_schedule_options(train)
+    stopping = train.add_argument_group("validation and early stopping")
+    stopping.add_argument("--validation-fraction", type=options.interval(0, 1, low_open=True), default=None, metavar="F",
+                          help="hold out this fraction of the training data (seeded, stratified) and watch its loss")
+    stopping.add_argument("--early-stopping", type=options.integer(1), default=None, metavar="N",
+                          help="stop after N epochs without improvement and keep the best weights")
+    files = train.add_argument_group("checkpoints")
+    files.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model and its run to FILE (.npz)")
+    files.add_argument("--checkpoint-every", type=options.integer(1), default=None, metavar="N",
+                       help="also write --save FILE after every N epochs")
+    files.add_argument("--resume", type=options.existing_file, metavar="FILE",
+                       help="go on with the run saved in FILE up to --epochs in all")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
     train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -67,6 +118,8 @@ def build_parser():
         "Exits with status 1 when they differ beyond the printed tolerance.",
     )
     _add_model_options(compare)
+    _add_optimizer_options(compare)
+    _add_schedule_options(compare)
     compare.add_argument("--weights-rtol", type=options.number(), default=None, metavar="R", help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
 
@@ -76,11 +129,20 @@ def build_parser():
     return parser
 
 
+def _given_options(argv):
+    """The dests of the ``train`` options present on the command line (not defaulted)."""
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if action.dest == "command"]
+    for action in commands.choices["train"]._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "version"}
+
+
 def _check_combination(check):
     """Run the model's own checks of the options taken together (each value alone already
     passed its parser); a failure there is still a command-line mistake."""
     try:
-        check()
+        return check()
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
 
@@ -111,6 +173,18 @@ def _model(args, backend):
     )
 
 
+def _fit_options(args, dests):
+    """The MLP.fit keyword arguments the options ``dests`` stand for."""
+    return {("shuffle" if dest == "no_shuffle" else dest): (not args.no_shuffle if dest == "no_shuffle" else getattr(args, dest))
+            for dest in dests}
+
+
+def _check_fit_options(args, dests):
+    from .model import FIT_DEFAULTS, check_fit_options
+
+    _check_combination(lambda: check_fit_options({**FIT_DEFAULTS, **_fit_options(args, dests)}))
+
+
 def _data(args):
     """MNIST (train, test); called after every option has been checked, so mistakes fail fast."""
     from .data import load_mnist
@@ -123,63 +197,166 @@ def _data(args):
     return X_train, y_train, X_test, y_test
 
 
+def _option(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def _shown(value):
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _resumed_model(args, given):
+    """The model of ``--resume FILE``, checked against the options given with it: the network
+    and training options must be the checkpoint's (leave them out to take them from it)."""
+    from .model import MLP
+
+    model = MLP.load(args.resume)
+    where = f"--resume {args.resume}"
+    if model.fit_options_ is None:
+        raise UsageError(f"{where}: the file holds weights but no run to resume; train without --resume")
+    saved = {**model.get_params(), **model.fit_options_}
+    saved["no_bias"] = not saved.pop("bias")
+    saved["no_shuffle"] = not saved.pop("shuffle")
+    saved["output"] = model.arch_.output
+    for dest in MODEL_OPTIONS + TRAINING_OPTIONS:
+        if dest not in given:
+            continue
+        mine = getattr(args, dest)
+        theirs = tuple(saved[dest]) if dest == "layers" else saved[dest]
+        if mine != theirs:
+            if isinstance(mine, bool):
+                raise UsageError(f"{where}: {_option(dest)} differs from the checkpoint's run, which was trained without it; "
+                                 f"a resumed run keeps its options (leave {_option(dest)} out)")
+            raise UsageError(f"{where}: {_option(dest)} {_shown(mine)} differs from the checkpoint's {_shown(theirs)}; "
+                             f"a resumed run keeps its options (leave {_option(dest)} out)")
+    done = model.epochs_trained_
+    if "epochs" not in given:
+        args.epochs = max(model.fit_options_["schedule_epochs"], done)
+    if model.run_.stopped is not None:
+        raise UsageError(f"{where}: the checkpoint's run already stopped after epoch {done} ({model.run_.stopped}); "
+                         f"there is nothing to resume")
+    if args.epochs <= done:
+        raise UsageError(f"{where}: the checkpoint has {done} epoch{'s' if done != 1 else ''} done and --epochs "
+                         f"{args.epochs} is the total, so nothing is left to train; pass a larger --epochs")
+    horizon = model.fit_options_["schedule_epochs"]
+    if model.fit_options_["lr_schedule"] == "cosine" and args.epochs != horizon:
+        raise UsageError(f"{where}: --epochs {args.epochs} differs from the {horizon} epochs the checkpoint's cosine "
+                         f"schedule anneals over (the --epochs of its run); resume with --epochs {horizon}")
+    for dest in ("backend", "threads"):
+        if dest in given:
+            setattr(model, dest, getattr(args, dest))
+    args.backend, args.threads = model.backend, model.threads
+    for dest in MODEL_OPTIONS + TRAINING_OPTIONS:
+        setattr(args, dest, saved[dest] if dest != "layers" else tuple(saved[dest]))
+    return model
+
+
+def _check_resumed_data(args, model, X_train, y_train):
+    import zlib
+
+    from ._validation import check_X, check_y
+
+    X = check_X(X_train, model.arch_)
+    y = check_y(y_train, model.arch_, len(X))
+    fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+    saved = model.data_fingerprint_
+    if saved is not None and fingerprint != saved:
+        raise ValueError(
+            f"--resume {args.resume}: the checkpoint's run trained on other data ({saved['n_samples']:,} samples, "
+            f"crc32 {saved['crc32']:08x}; these are {fingerprint['n_samples']:,}, crc32 {fingerprint['crc32']:08x}); "
+            f"pass the --data and --limit it was trained with"
+        )
+
+
 def _train(args):
-    model = _model(args, args.backend)
-    _check_combination(model.initialize)  # before spending time on data
+    given = getattr(args, "given", set())
+    if args.checkpoint_every is not None and args.save is None:
+        raise UsageError("--checkpoint-every needs --save FILE, the file to write")
     _check_save_path(args.save)
+    if args.resume:
+        model = _resumed_model(args, given)
+    else:
+        model = _model(args, args.backend)
+        _check_combination(model.initialize)  # before spending time on data
+        _check_fit_options(args, TRAINING_OPTIONS)
     X_train, y_train, X_test, y_test = _data(args)
     progress = False if (args.json or args.no_progress) else None
     log = (lambda *a: None) if args.json else print
+    checkpoints = {"checkpoint_path": args.save, "checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {}
 
-    log(
-        f"training {'-'.join(map(str, model.arch_.layers))} {args.activation} {model.arch_.output}+{args.loss} "
-        f"on {len(X_train)} samples: backend={args.backend} batch_size={args.batch_size or 'full'} lr={args.lr} "
-        f"epochs={args.epochs} dtype={args.dtype} seed={args.seed}"
+    done_before = 0
+    description = (
+        f"{'-'.join(map(str, model.arch_.layers))} {model.activation} {model.arch_.output}+{model.loss} "
+        f"backend={model.backend} batch_size={args.batch_size or 'full'} lr={args.lr} optimizer={args.optimizer}"
     )
-    history = model.fit(
-        X_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        shuffle=not args.no_shuffle,
-        lr_schedule=args.lr_schedule,
-        lr_decay=args.lr_decay,
-        progress=progress,
-    )
-    for i, epoch in enumerate(history.epoch):
+    if args.resume:
+        _check_resumed_data(args, model, X_train, y_train)
+        done_before = model.epochs_trained_
+        log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
+        history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
+                                    progress=progress, **checkpoints)
+    else:
+        log(f"training {description} on {len(X_train)} samples: epochs={args.epochs} dtype={args.dtype} seed={args.seed}")
+        history = model.fit(X_train, y_train, epochs=args.epochs, progress=progress, **_fit_options(args, TRAINING_OPTIONS),
+                            **checkpoints)
+    new = range(len(history.epoch) - (model.epochs_trained_ - done_before), len(history.epoch))
+    for i in new:
         accuracy = history.accuracy[i]
+        validation = ""
+        if history.val_loss:
+            validation = f", val loss {history.val_loss[i]:.4f}"
+            if model.arch_.is_classifier:
+                validation += f", val accuracy {history.val_accuracy[i]:.4f}"
         log(
-            f"epoch {epoch}: train loss {history.loss[i]:.4f}"
+            f"epoch {history.epoch[i]}: lr {history.lr[i]:.3g}, train loss {history.loss[i]:.4f}"
             + (f", train accuracy {accuracy:.4f}" if model.arch_.is_classifier else "")
+            + validation
             + f", {history.samples_per_second[i]:,.0f} samples/s"
         )
+    if history.stop_reason != "max epochs":
+        log(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
+    if args.early_stopping is not None and history.best_epoch != history.stopped_epoch:
+        log(f"keeping the weights of epoch {history.best_epoch}, the best {history.monitor}")
     tic = time.perf_counter()
     test = model.evaluate(X_test, y_test)
     evaluate_seconds = time.perf_counter() - tic
-    seconds = float(sum(history.seconds))
+    seconds = float(sum(history.seconds[i] for i in new))
+    samples = sum(history.samples[i] for i in new)
     result = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "train_loss": history.loss[-1],
         "train_accuracy": history.accuracy[-1] if model.arch_.is_classifier else None,
+        "val_loss": history.val_loss[-1] if history.val_loss else None,
+        "val_accuracy": history.val_accuracy[-1] if history.val_accuracy else None,
         "epochs": args.epochs,
+        "epochs_trained": model.epochs_trained_,
+        "stop_reason": history.stop_reason,
+        "best_epoch": history.best_epoch,
+        "stopped_epoch": history.stopped_epoch,
+        "resumed_from": args.resume,
+        "resumed_after_epoch": done_before if args.resume else None,
         "batch_size": args.batch_size if args.batch_size is not None else len(X_train),
-        "backend": args.backend,
-        "threads": args.threads,
-        "dtype": args.dtype,
+        "backend": model.backend,
+        "threads": model.backend_.threads,
+        "dtype": model.dtype,
         "layers": list(model.arch_.layers),
-        "activation": args.activation,
-        "loss": args.loss,
+        "activation": model.activation,
+        "loss": model.loss,
         "output": model.arch_.output,
         "lr": args.lr,
-        "seed": args.seed,
+        "seed": model.seed,
+        "fit_options": model.fit_options_,
         "n_train": int(len(X_train)),
         "n_test": int(len(X_test)),
         "seconds": seconds,
         "compile_seconds": float(model.compile_seconds_),
         "evaluate_seconds": evaluate_seconds,
-        "samples_per_second": len(X_train) * args.epochs / seconds if seconds > 0 else None,
+        "samples_per_second": samples / seconds if seconds > 0 else None,
         "history": history.as_dict(),
     }
     if args.save:
@@ -203,25 +380,31 @@ def _compare(args):
 
     for backend in ("numba", "numpy"):
         _check_combination(_model(args, backend).initialize)
+    compared = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHEDULE_OPTIONS
+    _check_fit_options(args, compared)
     tolerance = dict(TOLERANCES[args.dtype])
     if args.weights_rtol is not None:
         tolerance["weights_rtol"] = args.weights_rtol
     X_train, y_train, X_test, y_test = _data(args)
-    fit_kwargs = {"batch_size": args.batch_size, "lr": args.lr, "shuffle": not args.no_shuffle}
-    result = compare_backends(
-        lambda backend: _model(args, backend), X_train, y_train, X_test, y_test,
-        epochs=args.epochs, fit_kwargs=fit_kwargs, tolerance=tolerance,
-    )
+    fit_kwargs = _fit_options(args, compared)
+    try:
+        result = compare_backends(
+            lambda backend: _model(args, backend), X_train, y_train, X_test, y_test,
+            epochs=args.epochs, fit_kwargs=fit_kwargs, tolerance=tolerance,
+        )
+    except NotImplementedError as error:
+        raise RuntimeError(f"cannot compare: the numba backend does not train these options yet ({error})") from None
     result.update(
         layers=args.layers, activation=args.activation, loss=args.loss, dtype=args.dtype,
         batch_size=args.batch_size or len(X_train), lr=args.lr, seed=args.seed, n_train=int(len(X_train)),
+        fit_options=fit_kwargs,
     )
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"numba vs numpy, {'-'.join(map(str, args.layers))} {args.activation} {args.loss} {args.dtype}, "
-            f"batch {result['batch_size']}, lr {args.lr}, seed {args.seed}, {len(X_train)} samples"
+            f"batch {result['batch_size']}, lr {args.lr}, optimizer {args.optimizer}, seed {args.seed}, {len(X_train)} samples"
         )
         print(f"{'epoch':>5}  {'train loss numba':>16} {'numpy':>10}  {'test acc numba':>14} {'numpy':>7}  {'max|dW|':>9} {'max|W|':>8}  ok")
         for r in result["epochs"]:
@@ -240,6 +423,7 @@ def _compare(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -257,6 +441,7 @@ def main(argv=None):
             from .bench import run as run_bench
 
             return run_bench(args)
+        args.given = _given_options(argv)
         return _train(args)
     except UsageError as error:
         print(f"fastmlp: error: {error}", file=sys.stderr)

@@ -22,7 +22,9 @@ TOLERANCES = {
 
 
 def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, tolerance):
-    """Train ``make_model("numba")`` and ``make_model("numpy")`` epoch by epoch.
+    """Train ``make_model("numba")`` and ``make_model("numpy")`` epoch by epoch, one run of
+    ``epochs`` epochs each (``fit_kwargs``: MLP.fit's training options, optimizer and schedule
+    included).
 
     Returns a dict: ``epochs`` (one record per epoch with both backends' train loss and
     accuracy, test loss and accuracy, and ``max_abs_weight_diff`` / ``max_abs_weight``),
@@ -36,7 +38,7 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     for epoch in range(1, epochs + 1):
         record = {"epoch": epoch}
         for name, model in models.items():
-            history = model.partial_fit(X, y, epochs=1, progress=False, **fit_kwargs)
+            history = model.partial_fit(X, y, epochs=1, schedule_epochs=epochs, progress=False, **fit_kwargs)
             test = model.evaluate(X_test, y_test)
             record[name] = {
                 "train_loss": history.loss[-1],

@@ -2,18 +2,101 @@
 
 from __future__ import annotations
 
-import json
+import os
+import zlib
 
 import numpy as np
 
-from . import reference, trainer
-from ._validation import check_X, check_y, positive_float, positive_int
+from . import optim, reference, trainer
+from ._validation import (
+    boolean,
+    check_X,
+    check_y,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    validation_split,
+)
 from .backends import make_backend
 from .network import Architecture, init_params, resolve_init
 
+# The training options of fit and partial_fit, with fit's defaults (the README lists them). A run
+# records the values it trains with in ``fit_options_``; partial_fit keeps them unless told
+# otherwise, and a checkpoint saves them.
+FIT_DEFAULTS = {
+    "batch_size": 1,
+    "lr": 0.1,
+    "shuffle": True,
+    "lr_schedule": "constant",
+    "lr_decay": 0.5,
+    "power_t": 0.5,
+    "warmup_epochs": 0,
+    "schedule_epochs": None,
+    "validation_fraction": None,
+    "early_stopping": None,
+    "tol": 1e-4,
+    "n_iter_no_change": 10,
+    "optimizer": "sgd",
+    "momentum": 0.0,
+    "nesterov": False,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "decoupled_weight_decay": False,
+    "dropout": 0.0,
+    "input_dropout": 0.0,
+}
+OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
+
+
+class _RunValue:
+    """partial_fit's default: the value the run was trained with (fit's default for a new run)."""
+
+    def __repr__(self):
+        return "<the run's value>"
+
+
+RUN = _RunValue()
+
+
+def check_fit_options(options):
+    """The training options checked and normalised (ints, floats, bools), or a ValueError /
+    TypeError naming the option. The optimizer's own checks are ``optim.Optimizer``'s."""
+    o = dict(options)
+    if o["batch_size"] is not None:
+        o["batch_size"] = positive_int("batch_size", o["batch_size"])
+    o["lr"] = positive_float("lr", o["lr"])
+    o["shuffle"] = boolean("shuffle", o["shuffle"])
+    if not isinstance(o["lr_schedule"], str) or o["lr_schedule"] not in trainer.SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, trainer.SCHEDULES))}; got {o['lr_schedule']!r}")
+    if positive_float("lr_decay", o["lr_decay"]) > 1:
+        raise ValueError(f"lr_decay must be in (0, 1]: a factor above 1 would grow the learning rate; got {o['lr_decay']!r}")
+    o["lr_decay"] = float(o["lr_decay"])
+    o["power_t"] = non_negative_float("power_t", o["power_t"])
+    o["warmup_epochs"] = non_negative_int("warmup_epochs", o["warmup_epochs"])
+    if o["schedule_epochs"] is not None:
+        o["schedule_epochs"] = positive_int("schedule_epochs", o["schedule_epochs"])
+    if o["validation_fraction"] is not None:
+        o["validation_fraction"] = open_fraction("validation_fraction", o["validation_fraction"])
+    if o["early_stopping"] is not None:
+        o["early_stopping"] = positive_int("early_stopping", o["early_stopping"])
+    o["tol"] = non_negative_float("tol", o["tol"])
+    o["n_iter_no_change"] = positive_int("n_iter_no_change", o["n_iter_no_change"])
+    o.update(optim.Optimizer(**{name: o[name] for name in OPTIMIZER_OPTIONS}).as_dict())
+    return o
+
+
+def _describe_optimizer(options):
+    if options["optimizer"] == "adam":
+        return "optimizer='adam'"
+    return f"optimizer='sgd' with momentum={options['momentum']:g}"
+
 
 class MLP:
-    """A multilayer perceptron trained by SGD.
+    """A multilayer perceptron trained by SGD (with momentum, Nesterov, weight decay, dropout) or Adam.
 
     Parameters
     ----------
@@ -32,7 +115,8 @@ class MLP:
         Weight initialisation (see ``fastmlp.network.init_params``); biases start at 0.
     dtype : {"float32", "float64"}
     seed : int
-        Seeds the initial weights and the per-epoch shuffling: same seed, same run.
+        Seeds the initial weights, the per-epoch shuffling, dropout and the validation split:
+        same seed, same run.
     backend : {"numba", "numpy"}
         The compiled core or the NumPy reference. Both share this trainer, so from the same
         seed they differ only in floating-point rounding.
@@ -41,10 +125,12 @@ class MLP:
         layer). Mini-batch and full-batch training always use all Numba threads
         (``NUMBA_NUM_THREADS``); both are deterministic (see README). On a machine where other
         processes keep the cores busy, threads=1 is faster: the threads wait for each other
-        once per sample.
+        once per sample. ``backend_.threads`` is the number actually used.
 
     Learned state: ``params_`` (flat vector), ``weights_`` / ``biases_`` (views into it),
-    ``history_``, ``compile_seconds_``.
+    ``optimizer_state_`` (``optim.State``), ``history_``, ``epochs_trained_``, ``run_``
+    (``trainer.RunState``: the schedule's and early stopping's position), ``fit_options_``
+    (the run's training options), ``compile_seconds_``.
     """
 
     def __init__(
@@ -88,20 +174,28 @@ class MLP:
             raise TypeError(f"seed must be a non-negative integer; got {self.seed!r}")
 
     def _build(self):
-        """Check the hyperparameters and build the architecture and backend (no weights)."""
+        """Check the hyperparameters and build the architecture and backend, and a new run
+        (no weights)."""
         self._check_seed()
         arch = self._architecture()
         resolve_init(self.init, arch.activation)
-        threads = positive_int("threads", self.threads)
         self.arch_ = arch
-        self.backend_ = make_backend(self.backend, arch, threads)
+        self._build_backend()
         self._shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
-        self.epochs_trained_ = 0
+        self.run_ = trainer.RunState()
         self.history_ = trainer.History()
+        self.optimizer_state_ = None
+        self.fit_options_ = None
+        self.data_fingerprint_ = None
         self.compile_seconds_ = 0.0
 
+    def _build_backend(self):
+        threads = positive_int("threads", self.threads)
+        self.backend_ = make_backend(self.backend, self.arch_, threads)
+        self._backend_for = (self.backend, threads)
+
     def initialize(self):
-        """(Re)build the network from the seed: fresh weights, fresh shuffle stream."""
+        """(Re)build the network from the seed: fresh weights, fresh shuffle stream, new run."""
         self._build()
         self.params_ = init_params(self.arch_, self.init, self.seed)
         return self
@@ -130,6 +224,11 @@ class MLP:
     def biases_(self):
         return [b for _, b in self.arch_.layout().views(self.params_)]
 
+    @property
+    def epochs_trained_(self):
+        """Epochs the current run has trained (all fit/partial_fit calls since the last fit)."""
+        return self.run_.epochs_done
+
     # --- training ----------------------------------------------------------------------------
 
     def fit(
@@ -142,30 +241,57 @@ class MLP:
         lr=0.1,
         shuffle=True,
         validation_data=None,
+        validation_fraction=None,
         lr_schedule="constant",
         lr_decay=0.5,
+        power_t=0.5,
+        warmup_epochs=0,
+        schedule_epochs=None,
+        early_stopping=None,
+        tol=1e-4,
+        n_iter_no_change=10,
+        optimizer="sgd",
+        momentum=0.0,
+        nesterov=False,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        dropout=0.0,
+        input_dropout=0.0,
         progress=None,
+        checkpoint_path=None,
+        checkpoint_every=None,
     ):
-        """Train from a fresh initialisation. Returns the History (also ``history_``).
+        """Start a new run from a fresh initialisation. Returns the History (also ``history_``).
 
         ``batch_size`` 1 is per-sample SGD, ``None`` (or any size >= n_samples) is full-batch
-        gradient descent. ``lr_schedule``: constant, exponential (lr * lr_decay**epoch),
-        step (lr * lr_decay**(epoch // 10)) or cosine.
+        gradient descent.
+
+        Schedule (formulas in ``fastmlp.trainer`` and the README): ``lr_schedule`` constant,
+        exponential, step (``lr_decay``), cosine (over ``schedule_epochs``, default
+        ``epochs``: the run's horizon), invscaling (``power_t``) or adaptive
+        (``n_iter_no_change``, ``tol``); ``warmup_epochs`` ramps the first epochs up linearly.
+
+        Optimizer (``fastmlp.optim``): ``optimizer`` "sgd" (``momentum``, ``nesterov``) or
+        "adam" (``beta1``, ``beta2``, ``eps``); ``weight_decay`` (coupled L2, or
+        ``decoupled_weight_decay``); ``dropout`` of hidden units, ``input_dropout`` of inputs.
+
+        Validation and early stopping: ``validation_data=(X_val, y_val)`` or
+        ``validation_fraction`` (held out of X with the seed, stratified for classifiers);
+        ``early_stopping=N`` stops after N epochs without an improvement of the monitored loss
+        (the validation loss, else the training loss) by more than ``tol`` and restores the
+        best weights and optimizer state at the end.
+
+        ``checkpoint_path``: write the model there (``save``) after every ``checkpoint_every``
+        epochs of the run (default 1) and when the call ends, atomically.
         """
-        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress)
+        options = {name: value for name, value in locals().items() if name in FIT_DEFAULTS}
+        options = check_fit_options(options)
+        self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         self.initialize()
-        return self.partial_fit(
-            X,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            shuffle=shuffle,
-            validation_data=validation_data,
-            lr_schedule=lr_schedule,
-            lr_decay=lr_decay,
-            progress=progress,
-        )
+        return self._train(X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every)
 
     def partial_fit(
         self,
@@ -173,39 +299,154 @@ class MLP:
         y,
         *,
         epochs=1,
-        batch_size=1,
-        lr=0.1,
-        shuffle=True,
+        batch_size=RUN,
+        lr=RUN,
+        shuffle=RUN,
         validation_data=None,
-        lr_schedule="constant",
-        lr_decay=0.5,
+        validation_fraction=RUN,
+        lr_schedule=RUN,
+        lr_decay=RUN,
+        power_t=RUN,
+        warmup_epochs=RUN,
+        schedule_epochs=RUN,
+        early_stopping=RUN,
+        tol=RUN,
+        n_iter_no_change=RUN,
+        optimizer=RUN,
+        momentum=RUN,
+        nesterov=RUN,
+        beta1=RUN,
+        beta2=RUN,
+        eps=RUN,
+        weight_decay=RUN,
+        decoupled_weight_decay=RUN,
+        dropout=RUN,
+        input_dropout=RUN,
         progress=None,
+        checkpoint_path=None,
+        checkpoint_every=None,
     ):
-        """Train further from the current weights (initialising first if there are none)."""
-        self._check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress)
+        """Continue the run for ``epochs`` more epochs (initialising first if there are no
+        weights). Options left out keep the run's values (``fit_options_``; fit's defaults for
+        a new run); the schedule goes on where it was (epoch count, samples trained, adaptive
+        rate) and so do the optimizer state and early stopping: ``fit(epochs=a, schedule_epochs=a + b)``
+        then ``partial_fit(epochs=b)`` trains exactly as ``fit(epochs=a + b)`` (``schedule_epochs``
+        only matters to the cosine schedule).
+
+        A run that early stopping or the adaptive schedule stopped goes on from the weights the
+        model holds (the best ones), with fresh patience. Switching the optimizer's kind or
+        momentum on or off needs a new run (``fit``); the cosine schedule cannot go past its
+        horizon (pass a larger ``schedule_epochs``).
+        """
+        given = {name: value for name, value in locals().items() if name in FIT_DEFAULTS and value is not RUN}
+        previous = getattr(self, "fit_options_", None)
+        options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
+        self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         if not hasattr(self, "params_"):
             self.initialize()
+        return self._train(X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every)
+
+    @staticmethod
+    def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
+        """What can be checked before the model changes (fit re-initialises next)."""
+        epochs = positive_int("epochs", epochs)
+        if validation_data is not None and options["validation_fraction"] is not None:
+            raise ValueError("pass validation_data or validation_fraction, not both")
+        horizon = options["schedule_epochs"]
+        if options["lr_schedule"] == "cosine" and horizon is not None and epochs > horizon:
+            raise ValueError(f"lr_schedule='cosine' anneals over the run's {horizon} epochs (schedule_epochs); "
+                             f"{epochs} would go past the end: pass schedule_epochs >= {epochs}")
+        if progress is not None and not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
+        if checkpoint_every is not None:
+            positive_int("checkpoint_every", checkpoint_every)
+            if checkpoint_path is None:
+                raise ValueError("checkpoint_every needs checkpoint_path, the file to write")
+        if checkpoint_path is not None:
+            directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
+            if not os.path.isdir(directory):
+                raise ValueError(f"checkpoint_path {os.fspath(checkpoint_path)!r}: directory {directory!r} does not exist")
+
+    def _train(self, X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every):
+        """Everything is checked before anything changes; then train ``epochs`` epochs of the run."""
         self._check_params()
-        arch = self.arch_
+        if self._backend_for != (self.backend, self.threads):
+            self._build_backend()  # backend or threads changed since: same weights, other engine
+        arch, run = self.arch_, self.run_
+        opt = optim.Optimizer(**{name: options[name] for name in OPTIMIZER_OPTIONS})
+        previous = self.fit_options_
+        state = self.optimizer_state_
+        if state is not None and previous is not None and (
+            state.slots.shape[0] != opt.n_slots or previous["optimizer"] != opt.optimizer
+        ):
+            raise ValueError(
+                f"partial_fit continues a run trained with {_describe_optimizer(previous)}, whose optimizer state "
+                f"does not fit {_describe_optimizer(options)}; start a new run with fit()"
+            )
+        # The horizon only shapes the cosine schedule; for the others it follows the run's length.
+        horizon = options["schedule_epochs"] or run.epochs_done + epochs
+        if options["lr_schedule"] != "cosine":
+            horizon = max(horizon, run.epochs_done + epochs)
+        elif run.epochs_done + epochs > horizon:
+            raise ValueError(
+                f"lr_schedule='cosine' anneals over the run's {horizon} epochs (schedule_epochs); {run.epochs_done} "
+                f"are done, so {epochs} more would go past the end: pass schedule_epochs >= {run.epochs_done + epochs} "
+                f"or start a new run with fit()"
+            )
+        monitor = "val_loss" if validation_data is not None or options["validation_fraction"] is not None else "loss"
+        watching = options["early_stopping"] is not None or options["lr_schedule"] == "adaptive"
+        if watching and run.epochs_done > 0 and self.history_.monitor not in (None, monitor):
+            raise ValueError(
+                f"this run has watched {self.history_.monitor} so far (its best loss, which early stopping and the "
+                f"adaptive schedule compare with); "
+                f"{'pass validation_data or validation_fraction' if monitor == 'loss' else 'leave out the validation data'} "
+                f"to go on watching it, or start a new run with fit()"
+            )
+
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
+        fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
         evaluate = None
-        if validation_data is not None:
+        if options["validation_fraction"] is not None:
+            train_rows, val_rows = validation_split(y, options["validation_fraction"], self.seed, arch.is_classifier)
+            X_val, y_val = X[val_rows], y[val_rows]
+            X, y = X[train_rows], y[train_rows]
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
             y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]")
+        if monitor == "val_loss":
             val_data = self.backend_.prepare(X_val)
 
             def evaluate():
                 metrics = self._metrics(val_data, y_val)
                 return metrics["loss"], metrics["accuracy"]
 
-        batch = len(X) if batch_size is None else min(batch_size, len(X))
+        # From here on the run changes.
+        options["schedule_epochs"] = horizon
+        self.fit_options_ = options
+        self.data_fingerprint_ = fingerprint
+        if state is None:
+            state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.seed)
+        batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         data = self.backend_.prepare(X)
         compile_before = self.backend_.compile_seconds
-        self.backend_.warmup(self.params_, data, y, batch)
+        self.backend_.warmup(self.params_, data, y, batch, opt, state)
         self.compile_seconds_ += self.backend_.compile_seconds - compile_before
+        schedule = trainer.Schedule(
+            lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],
+            warmup_epochs=options["warmup_epochs"], horizon=horizon,
+        )
+        stopping = trainer.Stopping(options["early_stopping"], options["tol"], options["n_iter_no_change"])
+        on_epoch = None
+        if checkpoint_path is not None:
+            every = checkpoint_every or 1
+
+            def on_epoch():
+                if run.epochs_done % every == 0:
+                    self.save(checkpoint_path)
+
         history = trainer.train(
             self.backend_,
             self.params_,
@@ -213,34 +454,20 @@ class MLP:
             y,
             epochs=epochs,
             batch_size=batch,
-            lr=lr,
-            schedule=lr_schedule,
-            decay=lr_decay,
-            shuffle_rng=self._shuffle_rng if shuffle else None,
+            schedule=schedule,
+            optimizer=opt,
+            state=state,
+            run=run,
+            stopping=stopping,
+            shuffle_rng=self._shuffle_rng if options["shuffle"] else None,
             evaluate=evaluate,
             progress=progress,
-            first_epoch=self.epochs_trained_,
             history=self.history_,
+            on_epoch=on_epoch,
         )
-        self.epochs_trained_ += epochs
+        if checkpoint_path is not None:
+            self.save(checkpoint_path)
         return history
-
-    @staticmethod
-    def _check_fit_args(epochs, batch_size, lr, shuffle, lr_schedule, lr_decay, progress=None):
-        positive_int("epochs", epochs)
-        if batch_size is not None:
-            positive_int("batch_size", batch_size)
-        positive_float("lr", lr)
-        if positive_float("lr_decay", lr_decay) > 1:
-            raise ValueError(f"lr_decay must be in (0, 1]: a factor above 1 would grow the learning rate; got {lr_decay!r}")
-        if progress is not None and not isinstance(progress, (bool, np.bool_)):
-            raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False; got {shuffle!r}")
-        if not isinstance(lr_schedule, str) or lr_schedule not in trainer.SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {', '.join(map(repr, trainer.SCHEDULES))}; got {lr_schedule!r}"
-            )
 
     # --- inference ---------------------------------------------------------------------------
 
@@ -305,27 +532,17 @@ class MLP:
         }
 
     def save(self, path):
-        """Write hyperparameters and weights to ``path`` (.npz), atomically."""
-        from ._atomic import atomic_write
+        """Write the model and its run to ``path`` (.npz, atomically): everything ``load`` and
+        ``partial_fit`` need to go on exactly where it stands (``fastmlp.checkpoint``)."""
+        from . import checkpoint
 
         self._require_fitted()
-        config = self.get_params()
-        config["layers"] = list(self.arch_.layers)
-        config["dtype"] = np.dtype(self.arch_.dtype).name
-        with atomic_write(path, "wb") as f:
-            np.savez(f, params=self.params_, config=np.array(json.dumps(config)))
+        checkpoint.write(self, path)
 
     @classmethod
     def load(cls, path):
-        """The model ``save`` wrote, with its weights as saved: nothing is re-initialised."""
-        with np.load(path, allow_pickle=False) as archive:
-            config = json.loads(str(archive["config"]))
-            params = archive["params"]
-        model = cls(**config)
-        model._build()
-        n_params = model.arch_.layout().n_params
-        if params.shape != (n_params,):
-            raise ValueError(f"{path}: holds {params.size} parameters but its layers need {n_params}")
-        model.params_ = np.ascontiguousarray(params, dtype=model.arch_.dtype)
-        model._check_params()
-        return model
+        """The model ``save`` wrote, with its weights, optimizer state, shuffle generator,
+        schedule position and history as saved: nothing is re-initialised."""
+        from . import checkpoint
+
+        return checkpoint.read(cls, path)

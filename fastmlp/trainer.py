@@ -1,10 +1,36 @@
-"""The training loop every backend shares: epochs, shuffling, chunks, schedule, history, progress.
+"""The training loop every backend shares: epochs, shuffling, chunks, schedule, stopping, history.
 
 An epoch is one pass over a permutation of the samples, drawn from the model's shuffle
 generator (or the identity when shuffling is off). The permutation is cut into batches of
 ``batch_size`` (the last one shorter) and handed to the backend a chunk of whole batches at a
 time, so the compiled core runs thousands of samples per call while progress, Ctrl-C and
 divergence checks still happen between chunks.
+
+A *run* is what ``MLP.fit`` starts and ``MLP.partial_fit`` continues. Everything about it that
+changes from epoch to epoch lives in three objects the model owns and a checkpoint saves: the
+weights, the optimizer state (``optim.State``) and ``RunState`` (epochs done, the adaptive
+schedule's position, the best monitored loss so far). The rate of an epoch is a function of
+those and of the run's ``Schedule`` only, so a run stopped after any epoch and resumed from
+them repeats the uninterrupted run bit for bit.
+
+Learning-rate schedules, for the 0-based epoch e of a run whose horizon is E epochs (the
+``epochs`` of the ``fit`` that started it, or ``schedule_epochs``)::
+
+    constant      lr
+    exponential   lr * decay^e
+    step          lr * decay^floor(e / 10)
+    cosine        lr * (1 + cos(pi * e / E)) / 2
+    invscaling    lr / (t + 1)^power_t        t = samples trained in the run before epoch e
+    adaptive      lr / 5^k                    k = reductions so far (below)
+    warm-up       epochs e < W train at (e + 1) / (W + 1) times the rate above
+
+Stopping, from the monitored loss (the validation loss when there is validation data, else the
+epoch's mean training loss): an epoch *improves* when its loss is below the best so far minus
+``tol``. ``adaptive`` divides the rate by 5 after ``n_iter_no_change`` epochs in a row without
+improvement (the count restarts after each reduction) and stops the run when the next rate
+would be below 1e-6; early stopping (``patience``) stops the run after that many epochs
+without improvement. The two are scikit-learn's ``learning_rate="adaptive"`` and
+``early_stopping``, except that the counts here stop at the patience, not one epoch past it.
 """
 
 from __future__ import annotations
@@ -15,10 +41,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import optim
 from .progress import Progress
 
-SCHEDULES = ("constant", "exponential", "step", "cosine")
+SCHEDULES = ("constant", "exponential", "step", "cosine", "invscaling", "adaptive")
 CHUNK_SAMPLES = 8192
+ADAPTIVE_DIVISOR = 5
+ADAPTIVE_MIN_LR = 1e-6
+MAX_EPOCHS = "max epochs"
+ADAPTIVE_STOP = "adaptive learning rate fell below 1e-6"
 
 
 class DivergenceError(FloatingPointError):
@@ -38,7 +69,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class History:
-    """Per-epoch records of one ``fit`` (lists indexed by epoch)."""
+    """Per-epoch records of a run (lists indexed by epoch) and how its last training call ended.
+
+    ``monitor`` is the loss early stopping and the adaptive schedule watch ("val_loss" or
+    "loss"); ``best_epoch`` the 1-based epoch with the lowest monitored loss; ``stopped_epoch``
+    the last epoch trained; ``stop_reason`` why training ended ("max epochs", "early stopping:
+    ...", "adaptive learning rate fell below 1e-06").
+    """
 
     epoch: list = field(default_factory=list)
     lr: list = field(default_factory=list)
@@ -47,22 +84,151 @@ class History:
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
     samples_per_second: list = field(default_factory=list)
+    monitor: str | None = None
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
+    stop_reason: str | None = None
 
     def as_dict(self):
-        return {name: list(values) for name, values in self.__dict__.items()}
+        return {name: list(value) if isinstance(value, list) else value for name, value in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, record):
+        unknown = set(record) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown history fields {sorted(unknown)}")
+        return cls(**record)
 
 
-def learning_rate(lr, schedule, epoch, epochs, decay):
-    """The rate for 0-based ``epoch``: constant; exponential lr*decay^epoch;
-    step lr*decay^(epoch // 10); cosine from lr down towards 0 over ``epochs``."""
-    if schedule == "constant":
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of each epoch (formulas in the module docstring)."""
+
+    lr: float
+    name: str = "constant"
+    decay: float = 0.5
+    power_t: float = 0.5
+    warmup_epochs: int = 0
+    horizon: int = 1
+
+    def rate(self, epoch, samples_before=0, reductions=0):
+        """The rate of 0-based ``epoch`` after ``samples_before`` samples and ``reductions``
+        adaptive reductions."""
+        lr = self.lr
+        if self.name == "exponential":
+            lr = lr * self.decay**epoch
+        elif self.name == "step":
+            lr = lr * self.decay ** (epoch // 10)
+        elif self.name == "cosine":
+            lr = lr * 0.5 * (1 + math.cos(math.pi * epoch / self.horizon))
+        elif self.name == "invscaling":
+            lr = lr / (samples_before + 1) ** self.power_t
+        elif self.name == "adaptive":
+            lr = lr / ADAPTIVE_DIVISOR**reductions
+        if epoch < self.warmup_epochs:
+            lr = lr * (epoch + 1) / (self.warmup_epochs + 1)
         return lr
-    if schedule == "exponential":
-        return lr * decay**epoch
-    if schedule == "step":
-        return lr * decay ** (epoch // 10)
-    return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """When a run stops or slows down: ``patience`` (early stopping; None = off), ``tol``,
+    and ``n_iter_no_change`` (the adaptive schedule's patience)."""
+
+    patience: int | None = None
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+
+
+@dataclass
+class Snapshot:
+    """Weights and optimizer state as they were after ``epoch`` (1-based)."""
+
+    epoch: int
+    params: np.ndarray
+    state: optim.State
+
+
+@dataclass
+class RunState:
+    """Where a run stands between epochs, besides its weights, optimizer state and shuffle
+    generator: everything exact resumption needs.
+
+    ``best`` holds the weights and optimizer state of the best epoch while early stopping is
+    on. At the end of a training call with early stopping the model takes the best weights;
+    ``last`` then keeps the weights the last epoch left, which is where the run goes on from
+    (unless it has ``stopped``, in which case it goes on from the best).
+    """
+
+    epochs_done: int = 0
+    lr_reductions: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    epochs_at_rate_without_improvement: int = 0
+    stopped: str | None = None
+    best: Snapshot | None = None
+    last: Snapshot | None = None
+
+    SCALARS = ("epochs_done", "lr_reductions", "best_loss", "best_epoch", "epochs_without_improvement",
+               "epochs_at_rate_without_improvement", "stopped")
+
+    def scalars(self):
+        return {name: getattr(self, name) for name in self.SCALARS}
+
+    def continue_from(self, params, state):
+        """Put the run's trajectory back into ``params``/``state`` before training on."""
+        if self.stopped is not None:
+            # A stopped run has no longer trajectory to go back to: it goes on from the weights
+            # the model holds (the best ones, with early stopping), with fresh patience.
+            self.stopped = None
+            self.last = None
+            self.epochs_without_improvement = 0
+            self.epochs_at_rate_without_improvement = 0
+        elif self.last is not None:
+            params[...] = self.last.params
+            state.restore(self.last.state)
+            self.last = None
+
+    def observe(self, loss, params, state, schedule: Schedule, stopping: Stopping, monitor):
+        """Book the monitored ``loss`` of the epoch just done; return why the run must stop, or None."""
+        if loss < self.best_loss - stopping.tol:
+            self.epochs_without_improvement = 0
+            self.epochs_at_rate_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+            self.epochs_at_rate_without_improvement += 1
+        if loss < self.best_loss:
+            self.best_loss = float(loss)
+            self.best_epoch = self.epochs_done
+            if stopping.patience is not None:
+                if self.best is None:
+                    self.best = Snapshot(self.epochs_done, params.copy(), state.copy())
+                else:
+                    self.best.epoch = self.epochs_done
+                    self.best.params[...] = params
+                    self.best.state.restore(state)
+        if stopping.patience is not None and self.epochs_without_improvement >= stopping.patience:
+            return (f"early stopping: no improvement of {monitor} by more than tol={stopping.tol:g} "
+                    f"for {stopping.patience} epochs")
+        if schedule.name == "adaptive" and self.epochs_at_rate_without_improvement >= stopping.n_iter_no_change:
+            self.epochs_at_rate_without_improvement = 0
+            if schedule.lr / ADAPTIVE_DIVISOR ** (self.lr_reductions + 1) < ADAPTIVE_MIN_LR:
+                return ADAPTIVE_STOP
+            self.lr_reductions += 1
+        return None
+
+    def take_best(self, params, state):
+        """End of a training call with early stopping: the model takes the best epoch's weights
+        and optimizer state; the last epoch's are kept in ``last`` to go on from."""
+        best = self.best
+        if best is None or best.epoch != self.best_epoch or best.epoch == self.epochs_done:
+            return
+        self.last = Snapshot(self.epochs_done, params.copy(), state.copy())
+        params[...] = best.params
+        state.restore(best.state)
 
 
 def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
@@ -71,35 +237,47 @@ def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
     return [(start, min(start + per_chunk, n_samples)) for start in range(0, n_samples, per_chunk)]
 
 
-def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None):
+def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None,
+                optimizer=None, state=None):
     """One pass over the sample positions ``order``, in chunks of whole batches, in place on
-    ``params``; returns (loss_sum, n_correct, seconds in the backend).
+    ``params`` (and on ``state``, the ``optim.State`` of ``optimizer``; without them, plain
+    SGD); returns (loss_sum, n_correct, seconds in the backend).
 
     After every chunk the parameters are checked: a chunk that produced a non-finite loss or
-    left a non-finite weight (a last update that overflowed) is rolled back and
-    ``DivergenceError`` raised; Ctrl-C inside a chunk rolls it back and raises
-    ``TrainingInterrupted``. ``epoch`` (1-based) only labels those messages. ``on_chunk(n_done,
-    loss_sum)`` is called after each chunk (progress bars).
+    left a non-finite weight (a last update that overflowed) is rolled back, weights and
+    optimizer state, and ``DivergenceError`` raised; Ctrl-C inside a chunk rolls it back the
+    same way and raises ``TrainingInterrupted``. ``epoch`` (1-based) only labels those
+    messages. ``on_chunk(n_done, loss_sum)`` is called after each chunk (progress bars).
     """
     snapshot = np.empty_like(params)
+    state_snapshot = None if state is None else state.copy()
     loss_sum, n_correct, done = 0.0, 0, 0
     seconds = 0.0
+
+    def roll_back():
+        params[...] = snapshot
+        if state is not None:
+            state.restore(state_snapshot)
+
     for start, stop in chunk_bounds(len(order), batch_size):
         snapshot[...] = params
+        if state is not None:
+            state_snapshot.restore(state)
         tic = time.perf_counter()
         try:
+            # optimizer and state go positionally: wrappers of train_chunk pass *args through
             chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
-                params, data, targets, order[start:stop], lr, batch_size
+                params, data, targets, order[start:stop], lr, batch_size, optimizer, state
             )
         except KeyboardInterrupt:
-            params[...] = snapshot
+            roll_back()
             raise TrainingInterrupted(
                 f"training interrupted in epoch {epoch} after {done} samples; "
                 f"the model holds the weights from after sample {done} of that epoch"
             ) from None
         seconds += time.perf_counter() - tic
         if nonfinite_at >= 0:
-            params[...] = snapshot
+            roll_back()
             sample = start + nonfinite_at
             raise DivergenceError(
                 f"training diverged: the loss became non-finite in epoch {epoch} at sample "
@@ -113,7 +291,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
         if not np.isfinite(params).all():
             # Every loss was finite, but an update overflowed a weight (typically the last one
             # of the chunk, whose result no loss has seen yet).
-            params[...] = snapshot
+            roll_back()
             sample = stop - 1
             raise DivergenceError(
                 f"training diverged: a weight became non-finite in epoch {epoch} by the update of the "
@@ -140,31 +318,41 @@ def train(
     *,
     epochs,
     batch_size,
-    lr,
-    schedule="constant",
-    decay=0.5,
+    schedule: Schedule,
+    optimizer: optim.Optimizer,
+    state: optim.State,
+    run: RunState,
+    stopping: Stopping = Stopping(),
     shuffle_rng=None,
     evaluate=None,
     progress=None,
-    first_epoch=0,
     history=None,
+    on_epoch=None,
 ):
-    """Run ``epochs`` epochs in place on ``params``; return the History.
+    """Train up to ``epochs`` more epochs of the run ``run``, in place on ``params``, ``state``
+    and ``run``; return the History (``history``, appended to).
 
     ``data``/``targets`` are already validated and prepared for ``backend``; ``evaluate`` is an
-    optional callable returning (val_loss, val_accuracy) after each epoch.
+    optional callable returning (val_loss, val_accuracy) after each epoch, and its loss is then
+    the monitored one. ``on_epoch()`` is called after each epoch's bookkeeping (checkpoints).
     """
     history = History() if history is None else history
+    monitor = "val_loss" if evaluate is not None else "loss"
+    history.monitor = monitor
     n_samples = len(targets)
-    for epoch in range(first_epoch, first_epoch + epochs):
-        rate = learning_rate(lr, schedule, epoch - first_epoch, epochs, decay)
+    run.continue_from(params, state)
+    last_epoch = run.epochs_done + epochs
+    reason = MAX_EPOCHS
+    while run.epochs_done < last_epoch:
+        epoch = run.epochs_done
+        rate = schedule.rate(epoch, int(state.counters[optim.SAMPLES]), run.lr_reductions)
         order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
         order = order.astype(np.int64, copy=False)
-        bar = Progress(n_samples, f"epoch {epoch + 1}/{first_epoch + epochs}", enabled=progress)
+        bar = Progress(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress)
         try:
             loss_sum, n_correct, seconds = train_epoch(
                 backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
-                on_chunk=lambda n, loss: bar.update(n, loss=loss),
+                on_chunk=lambda n, loss: bar.update(n, loss=loss), optimizer=optimizer, state=state,
             )
         finally:
             bar.close()
@@ -173,9 +361,28 @@ def train(
         history.loss.append(loss_sum / n_samples)
         history.accuracy.append(n_correct / n_samples)
         history.seconds.append(seconds)
+        history.samples.append(n_samples)
         history.samples_per_second.append(n_samples / seconds if seconds > 0 else float("inf"))
+        monitored = history.loss[-1]
         if evaluate is not None:
             val_loss, val_accuracy = evaluate()
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)
+            monitored = val_loss
+        run.epochs_done += 1
+        stop = run.observe(monitored, params, state, schedule, stopping, monitor)
+        if stop is not None:
+            # the end of the run: take the best weights before a checkpoint records it
+            run.stopped = reason = stop
+            if stopping.patience is not None:
+                run.take_best(params, state)
+        if on_epoch is not None:
+            on_epoch()
+        if stop is not None:
+            break
+    if reason == MAX_EPOCHS and stopping.patience is not None:
+        run.take_best(params, state)
+    history.best_epoch = run.best_epoch or None
+    history.stopped_epoch = run.epochs_done
+    history.stop_reason = reason
     return history

@@ -130,6 +130,32 @@ BAD_OPTION_VALUES = {
         ("--backend", "cuda"),
         ("--save", ""),
         ("--data", " "),
+        ("--optimizer", "rmsprop"),
+        ("--momentum", "1"),
+        ("--momentum", "-0.1"),
+        ("--momentum", "nan"),
+        ("--beta1", "1"),
+        ("--beta2", "1.5"),
+        ("--beta2", "x"),
+        ("--eps", "0"),
+        ("--weight-decay", "-1"),
+        ("--weight-decay", "inf"),
+        ("--dropout", "1"),
+        ("--input-dropout", "-0.2"),
+        ("--lr-schedule", "onecycle"),
+        ("--power-t", "-1"),
+        ("--warmup-epochs", "-1"),
+        ("--warmup-epochs", "1.5"),
+        ("--validation-fraction", "0"),
+        ("--validation-fraction", "1"),
+        ("--validation-fraction", "nan"),
+        ("--early-stopping", "0"),
+        ("--tol", "-1"),
+        ("--n-iter-no-change", "0"),
+        ("--checkpoint-every", "0"),
+        ("--checkpoint-every", "x"),
+        ("--resume", ""),
+        ("--resume", "no-such-checkpoint.npz"),
     ],
     "compare": [
         ("--weights-rtol", "0"),
@@ -149,6 +175,20 @@ BAD_OPTION_VALUES = {
         ("--output", "tanh"),
         ("--init", "ones"),
         ("--data", ""),
+        ("--optimizer", "rmsprop"),
+        ("--momentum", "1"),
+        ("--beta1", "-0.5"),
+        ("--beta2", "1"),
+        ("--eps", "-1e-8"),
+        ("--weight-decay", "nan"),
+        ("--dropout", "1.5"),
+        ("--input-dropout", "1"),
+        ("--lr-schedule", "linear"),
+        ("--lr-decay", "0"),
+        ("--power-t", "inf"),
+        ("--warmup-epochs", "-2"),
+        ("--tol", "nan"),
+        ("--n-iter-no-change", "-1"),
     ],
     "bench": [
         ("--batch-sizes", "0"),
@@ -313,3 +353,182 @@ def test_default_mnist_run_reaches_95_percent(mnist, capsys):
     result = json.loads(out)
     assert result["test_accuracy"] >= 0.95
     assert result["n_train"] == 60000 and result["batch_size"] == 1 and result["epochs"] == 1
+
+
+# --- training recipes, checkpoints and resuming ----------------------------------------------
+
+
+def test_json_reports_the_threads_actually_used(capsys, tiny_mnist):
+    """16 hidden units are one block of the threaded per-sample loop: 4 threads asked, 1 used."""
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--threads", "4", "--json")
+    assert status == 0, err
+    assert json.loads(out)["threads"] == 1
+
+
+def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
+    status, out, err = run(
+        capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy", "--batch-size", "8",
+        "--epochs", "6", "--lr", "0.5", "--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--weight-decay", "1e-4",
+        "--dropout", "0.1", "--lr-schedule", "invscaling", "--power-t", "0.1", "--warmup-epochs", "1",
+        "--validation-fraction", "0.2", "--early-stopping", "2", "--tol", "0.5", "--json",
+    )
+    assert status == 0, err
+    result = json.loads(out)
+    options = result["fit_options"]
+    assert options["momentum"] == 0.9 and options["nesterov"] is True and options["dropout"] == 0.1
+    assert options["lr_schedule"] == "invscaling" and options["power_t"] == 0.1 and options["warmup_epochs"] == 1
+    history = result["history"]
+    assert history["samples"][0] == 240 and len(history["val_loss"]) == len(history["epoch"])
+    assert history["lr"][0] == pytest.approx(0.5 / 2) and history["lr"][1] == pytest.approx(0.5 / 241**0.1)
+    # tol 0.5 is more than any epoch improves by after the first: patience 2 runs out at epoch 3
+    assert result["stop_reason"] == "early stopping: no improvement of val_loss by more than tol=0.5 for 2 epochs"
+    assert result["stopped_epoch"] == result["epochs_trained"] == 3 and result["best_epoch"] >= 1
+    assert result["samples_per_second"] == pytest.approx(240 * 3 / result["seconds"])
+
+
+def _interrupt_numpy_training_in_epoch(monkeypatch, epoch):
+    """Ctrl-C in the given epoch of a per-sample run on tiny_mnist (one chunk per epoch)."""
+    from fastmlp.backends import NumpyBackend
+
+    real = NumpyBackend.train_chunk
+    calls = []
+
+    def train_chunk(self, *args):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(NumpyBackend, "train_chunk", train_chunk)
+    return lambda: monkeypatch.setattr(NumpyBackend, "train_chunk", real)
+
+
+RECIPE = ["--layers", "784,16,10", "--backend", "numpy", "--momentum", "0.9", "--dropout", "0.2", "--weight-decay", "1e-3",
+          "--lr", "0.05", "--lr-schedule", "cosine", "--validation-fraction", "0.2", "--early-stopping", "5"]
+
+
+def test_a_run_killed_in_epoch_2_resumes_from_its_checkpoint_to_the_same_file(capsys, tiny_mnist, tmp_path, monkeypatch):
+    status, _, err = run(capsys, "train", "--data", str(tiny_mnist), *RECIPE, "--epochs", "3", "--save", str(tmp_path / "whole.npz"))
+    assert status == 0, err
+
+    checkpoint = tmp_path / "run.npz"
+    restore = _interrupt_numpy_training_in_epoch(monkeypatch, 2)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), *RECIPE, "--epochs", "3", "--save", str(checkpoint),
+                           "--checkpoint-every", "1")
+    assert status == 130 and "interrupted in epoch 2" in err
+    restore()
+    assert fastmlp_load(checkpoint).epochs_trained_ == 1
+
+    resumed = tmp_path / "resumed.npz"
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(checkpoint), "--save", str(resumed))
+    assert status == 0, err
+    assert "resuming" in out and "after epoch 1 of 3" in out
+    assert "epoch 1:" not in out and "epoch 2:" in out and "epoch 3:" in out
+    assert resumed.read_bytes() == (tmp_path / "whole.npz").read_bytes()
+
+
+def fastmlp_load(path):
+    from fastmlp import MLP
+
+    return MLP.load(path)
+
+
+def test_resuming_with_a_larger_total_equals_the_longer_run(capsys, tiny_mnist, tmp_path):
+    recipe = ["--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy", "--batch-size", "4", "--momentum",
+              "0.9", "--lr-schedule", "exponential", "--lr-decay", "0.7", "--warmup-epochs", "1"]
+    assert run(capsys, "train", *recipe, "--epochs", "3", "--save", str(tmp_path / "long.npz"))[0] == 0
+    assert run(capsys, "train", *recipe, "--epochs", "1", "--save", str(tmp_path / "short.npz"))[0] == 0
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "short.npz"), "--epochs",
+                           "3", "--lr", "0.1", "--momentum", "0.9", "--save", str(tmp_path / "resumed.npz"), "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["resumed_after_epoch"] == 1 and result["epochs_trained"] == 3 and result["history"]["epoch"] == [1, 2, 3]
+    assert result["history"]["seconds"][0] is None and result["history"]["seconds"][1] > 0
+    assert result["samples_per_second"] == pytest.approx(600 / result["seconds"])
+    assert (tmp_path / "resumed.npz").read_bytes() == (tmp_path / "long.npz").read_bytes()
+
+
+@pytest.fixture
+def checkpoints(capsys, tiny_mnist, tmp_path_factory):
+    """Checkpoints of short runs (1 epoch done; cosine: 1 of 3, killed in epoch 2), of a run
+    early stopping ended, and a weights-only file of fastmlp 0.1."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    base = ["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy"]
+    runs = {
+        "plain": ["--epochs", "1"],
+        "constant": ["--epochs", "1", "--momentum", "0.5"],
+        "cosine": ["--epochs", "3", "--momentum", "0.5", "--lr-schedule", "cosine", "--checkpoint-every", "1"],
+        "stopped": ["--epochs", "3", "--momentum", "0.5", "--early-stopping", "1", "--tol", "100"],
+    }
+    for name, extra in runs.items():
+        with pytest.MonkeyPatch.context() as patch:
+            if name == "cosine":
+                _interrupt_numpy_training_in_epoch(patch, 2)
+            status, _, err = run(capsys, *base, *extra, "--save", str(folder / f"{name}.npz"))
+        assert status == (130 if name == "cosine" else 0), err
+    model = fastmlp_load(folder / "constant.npz")
+    config = {**model.get_params(), "layers": [784, 16, 10]}
+    np.savez(folder / "weights-only.npz", params=model.params_, config=np.array(json.dumps(config)))
+    (folder / "garbage.npz").write_bytes(b"not a zip")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "file, argv, status, words",
+    [
+        ("constant", ["--layers", "784,32,10"], 2, "--layers 784,32,10 differs from the checkpoint's 784,16,10"),
+        ("constant", ["--lr", "0.5"], 2, "--lr 0.5 differs from the checkpoint's 0.1; a resumed run keeps its options (leave --lr out)"),
+        ("constant", ["--momentum", "0.9"], 2, "--momentum 0.9 differs from the checkpoint's 0.5"),
+        ("constant", ["--optimizer", "adam"], 2, "--optimizer adam differs from the checkpoint's sgd"),
+        ("constant", ["--lr-schedule", "cosine"], 2, "--lr-schedule cosine differs from the checkpoint's constant"),
+        ("constant", ["--batch-size", "full"], 2, "--batch-size none differs from the checkpoint's 1"),
+        ("constant", ["--seed", "3"], 2, "--seed 3 differs"),
+        ("constant", ["--no-bias"], 2, "--no-bias differs from the checkpoint's run, which was trained without it"),
+        ("constant", ["--validation-fraction", "0.1"], 2, "--validation-fraction 0.1 differs from the checkpoint's none"),
+        ("constant", ["--epochs", "1"], 2, "has 1 epoch done and --epochs 1 is the total, so nothing is left to train"),
+        ("constant", [], 2, "nothing is left to train; pass a larger --epochs"),
+        ("constant", ["--epochs", "2", "--limit", "200"], 1, "trained on other data (300 samples"),
+        ("cosine", ["--epochs", "5"], 2, "--epochs 5 differs from the 3 epochs the checkpoint's cosine schedule anneals over"),
+        ("stopped", ["--epochs", "9"], 2, "already stopped after epoch 2 (early stopping: no improvement of loss"),
+        ("weights-only", ["--epochs", "2"], 2, "holds weights but no run to resume"),
+        ("garbage", ["--epochs", "2"], 1, "not a fastmlp checkpoint"),
+    ],
+)
+def test_resume_refuses_what_would_not_continue_the_run(capsys, tiny_mnist, checkpoints, file, argv, status, words):
+    got, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(checkpoints / f"{file}.npz"), *argv)
+    assert got == status and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert words in err
+
+
+def test_resume_accepts_options_equal_to_the_checkpoints(capsys, tiny_mnist, checkpoints):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(checkpoints / "cosine.npz"),
+                           "--lr", "0.1", "--momentum", "0.5", "--layers", "784,16,10", "--lr-schedule", "cosine", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["epochs"] == 3 and result["history"]["epoch"] == [1, 2, 3] and result["backend"] == "numpy"
+    assert result["fit_options"]["momentum"] == 0.5
+
+
+def test_resume_may_change_the_backend_and_threads(capsys, tiny_mnist, checkpoints):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(checkpoints / "plain.npz"),
+                           "--epochs", "2", "--backend", "numba", "--threads", "2", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["backend"] == "numba" and result["threads"] == 1 and result["history"]["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--checkpoint-every", "2"], "--checkpoint-every needs --save FILE"),
+        (["--nesterov"], "nesterov=True needs a momentum"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "momentum applies to optimizer='sgd'"),
+        (["--optimizer", "adam", "--nesterov", "--momentum", "0.5"], "Nesterov"),
+        (["--lr-decay", "2"], "lr_decay must be in (0, 1]"),
+    ],
+)
+def test_recipe_combinations_are_refused_before_the_data_is_read(capsys, tmp_path, argv, words):
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), *argv)  # no MNIST there: a late check would say so
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert words in err

@@ -48,3 +48,49 @@ def test_compare_backends_sees_a_real_difference(rng, synth):
     assert result["agree"] is False
     assert result["epochs"][0]["max_abs_weight_diff"] > 1e-3
     assert np.isfinite(result["epochs"][0]["max_abs_weight"])
+
+
+def test_compare_takes_the_schedule_and_optimizer_options(capsys, rng, synth, monkeypatch):
+    X, y = synth.digits(rng, 300)
+    import fastmlp.cli as cli
+
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:200], y[:200], X[200:], y[200:]))
+    status = main(["compare", "--layers", "784,16,10", "--epochs", "3", "--batch-size", "8", "--lr-schedule", "cosine",
+                   "--warmup-epochs", "1", "--optimizer", "sgd", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0 and result["agree"] is True
+    assert result["fit_options"]["lr_schedule"] == "cosine" and result["fit_options"]["warmup_epochs"] == 1
+
+
+def test_compare_says_in_one_line_when_numba_cannot_train_the_options(capsys, rng, synth, monkeypatch):
+    """Until the kernels have an optimizer, the numba backend refuses it: compare reports that."""
+    X, y = synth.digits(rng, 100)
+    import fastmlp.cli as cli
+    from fastmlp._numba_backend import NumbaBackend
+
+    def not_yet(self, *args):
+        raise NotImplementedError("the numba backend does not compile sgd with momentum yet; use backend='numpy'")
+
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:80], y[:80], X[80:], y[80:]))
+    monkeypatch.setattr(NumbaBackend, "train_chunk", not_yet)
+    status = main(["compare", "--layers", "784,16,10", "--momentum", "0.9"])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot compare: the numba backend does not train these options yet" in err and "momentum" in err
+
+
+def test_compare_backends_passes_the_options_to_both_models(rng, synth):
+    X, y = synth.digits(rng, 100)
+    models = {}
+
+    def make(backend):
+        models[backend] = MLP([784, 8, 10], seed=0, backend="numpy", dtype="float64")
+        return models[backend]
+
+    result = compare_backends(make, X, y, X, y, epochs=2, tolerance=TOLERANCES["float64"],
+                              fit_kwargs={"batch_size": 4, "lr": 0.1, "momentum": 0.9, "lr_schedule": "cosine"})
+    assert result["agree"] is True  # numpy against numpy: identical
+    for model in models.values():
+        assert model.fit_options_["momentum"] == 0.9 and model.history_.lr == [0.1, 0.05]
+        assert model.optimizer_state_.slots.shape[0] == 1

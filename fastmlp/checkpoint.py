@@ -1,0 +1,263 @@
+"""Model files: a versioned ``.npz`` with everything a run needs to go on exactly where it stood.
+
+A checkpoint is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) written atomically by
+``MLP.save`` and read by ``MLP.load`` with ``allow_pickle=False``: arrays, and JSON text stored
+as 0-d unicode arrays, never a pickle. The README's "Checkpoint format" section documents the
+entries; FORMAT_VERSION goes up whenever their meaning changes, and a reader refuses a file
+from a newer format rather than misread it.
+
+Entries of format 1 (``[P]``: the number of parameters; ``[S, P]``: the optimizer's state
+slots, ``optim.Optimizer.n_slots`` of them)::
+
+    format_version      int64 []        1
+    model               JSON            MLP constructor parameters (layers, activation, ...)
+    params              float [P]       the weights the model holds
+    training            JSON            the run's training options (MLP.fit_options_), or null
+    data                JSON            n_samples and crc32 of the data last trained on, or null
+    run                 JSON            trainer.RunState: epochs_done, lr_reductions, best_loss,
+                                        best_epoch, epochs_without_improvement,
+                                        epochs_at_rate_without_improvement, stopped,
+                                        best_snapshot, last_snapshot (epochs or null)
+    history             JSON            trainer.History.as_dict() without the wall-clock times
+                                        (seconds, samples_per_second), so a run's file is
+                                        the same bytes every time
+    shuffle_rng         JSON            the shuffle generator's bit_generator.state (PCG64)
+    optimizer_slots     float [S, P]    velocity, or Adam's m and s     } absent before the
+    optimizer_counters  int64 [3]       steps, samples, dropout seed    } first training call
+    best_params, best_slots, best_counters   the best epoch's weights and optimizer state
+                                        (early stopping), when run.best_snapshot is set
+    last_params, last_slots, last_counters   the last epoch's, when the model holds the best
+                                        ones instead (run.last_snapshot is set)
+
+Files written by fastmlp 0.1.0 before checkpoints existed hold only ``config`` (the model
+JSON) and ``params``; they load as weights with a new run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from . import optim, trainer
+from ._atomic import atomic_write
+
+FORMAT_VERSION = 1
+# Wall-clock fields of the history stay out of the file, so that the same run always writes the
+# same bytes; a loaded history has None for them.
+TIMINGS = ("seconds", "samples_per_second")
+MODEL_KEYS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a fastmlp checkpoint, is newer than this fastmlp, or is damaged."""
+
+
+def _json(value):
+    return np.array(json.dumps(value))
+
+
+def write(model, path):
+    """Write ``model`` (fitted or at least initialised) to ``path``, atomically."""
+    config = model.get_params()
+    config["layers"] = [int(size) for size in model.arch_.layers]
+    config["dtype"] = np.dtype(model.arch_.dtype).name
+    config["seed"] = int(config["seed"])
+    run = model.run_
+    run_record = run.scalars()
+    run_record["best_snapshot"] = None if run.best is None else run.best.epoch
+    run_record["last_snapshot"] = None if run.last is None else run.last.epoch
+    arrays = {
+        "format_version": np.array(FORMAT_VERSION, np.int64),
+        "model": _json(config),
+        "params": model.params_,
+        "training": _json(model.fit_options_),
+        "data": _json(model.data_fingerprint_),
+        "run": _json(run_record),
+        "history": _json({name: value for name, value in model.history_.as_dict().items() if name not in TIMINGS}),
+        "shuffle_rng": _json(model._shuffle_rng.bit_generator.state),
+    }
+    state = model.optimizer_state_
+    if state is not None:
+        arrays["optimizer_slots"] = state.slots
+        arrays["optimizer_counters"] = state.counters
+    for name, snapshot in (("best", run.best), ("last", run.last)):
+        if snapshot is not None:
+            arrays[f"{name}_params"] = snapshot.params
+            arrays[f"{name}_slots"] = snapshot.state.slots
+            arrays[f"{name}_counters"] = snapshot.state.counters
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+class _Reader:
+    """Entries of one open archive, each checked, with errors that name the file and entry."""
+
+    def __init__(self, path, archive):
+        self.path = path
+        self.archive = archive
+
+    def fail(self, key, problem):
+        return CheckpointError(f"{self.path}: checkpoint entry {key!r} {problem}")
+
+    def array(self, key, dtype=None, shape=None):
+        if key not in self.archive.files:
+            raise self.fail(key, "is missing (the file is incomplete or damaged)")
+        try:
+            value = self.archive[key]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+            raise self.fail(key, f"cannot be read (the file is damaged): {error}") from None
+        if dtype is not None and value.dtype != dtype:
+            raise self.fail(key, f"has dtype {value.dtype}; expected {np.dtype(dtype).name}")
+        if shape is not None and value.shape != shape:
+            raise self.fail(key, f"has shape {value.shape}; expected {shape}")
+        return value
+
+    def json(self, key):
+        value = self.array(key)
+        if value.shape != () or value.dtype.kind != "U":
+            raise self.fail(key, f"is not JSON text (dtype {value.dtype}, shape {value.shape})")
+        try:
+            return json.loads(str(value))
+        except json.JSONDecodeError as error:
+            raise self.fail(key, f"is not valid JSON: {error}") from None
+
+
+def _open(path):
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path}: not a fastmlp checkpoint (a single .npy array, not an .npz archive)")
+    return archive
+
+
+def read(cls, path):
+    """The model ``write`` wrote to ``path`` (``cls`` is ``MLP``); nothing is re-initialised."""
+    path = os.fspath(path)
+    with _open(path) as archive:
+        entries = _Reader(path, archive)
+        if "format_version" not in archive.files:
+            if {"config", "params"} <= set(archive.files):
+                return _read_weights_only(cls, entries)
+            raise CheckpointError(
+                f"{path}: not a fastmlp checkpoint (an .npz archive without 'format_version'; "
+                f"it holds {sorted(archive.files)[:6]})"
+            )
+        version = entries.array("format_version")
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise entries.fail("format_version", f"is not an integer (dtype {version.dtype}, shape {version.shape})")
+        version = int(version)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: written by a newer fastmlp: format {version}, this version reads up to {FORMAT_VERSION}; "
+                f"upgrade fastmlp to load it"
+            )
+        if version < 1:
+            raise entries.fail("format_version", f"is {version}; formats start at 1")
+        return _read_v1(cls, entries)
+
+
+def _model(cls, entries, key):
+    config = entries.json(key)
+    if not isinstance(config, dict) or set(config) - set(MODEL_KEYS):
+        raise entries.fail(key, f"does not describe an MLP: {config!r:.200}")
+    try:
+        model = cls(**config)
+        model._build()
+    except (ValueError, TypeError) as error:
+        raise entries.fail(key, f"describes an MLP this fastmlp cannot build: {error}") from None
+    return model
+
+
+def _params(model, entries, key):
+    n_params = model.arch_.layout().n_params
+    dtype = np.dtype(model.arch_.dtype)
+    params = entries.array(key)
+    if params.shape != (n_params,):
+        raise entries.fail(key, f"holds {params.size} parameters (shape {params.shape}) but the layers "
+                                f"{list(model.arch_.layers)} need {n_params}")
+    if params.dtype != dtype:
+        raise entries.fail(key, f"has dtype {params.dtype}; the model is {dtype.name}")
+    return np.ascontiguousarray(params)
+
+
+def _read_weights_only(cls, entries):
+    model = _model(cls, entries, "config")
+    model.params_ = _params(model, entries, "params")
+    model._check_params()
+    return model
+
+
+def _read_v1(cls, entries):
+    model = _model(cls, entries, "model")
+    model.params_ = _params(model, entries, "params")
+    try:
+        model._check_params()
+    except ValueError as error:
+        raise entries.fail("params", str(error)) from None
+    n_params = model.params_.size
+    dtype = model.params_.dtype
+
+    training = entries.json("training")
+    if training is not None:
+        from .model import FIT_DEFAULTS, check_fit_options
+
+        if not isinstance(training, dict) or set(training) != set(FIT_DEFAULTS):
+            raise entries.fail("training", f"does not hold the training options {sorted(FIT_DEFAULTS)}")
+        try:
+            training = check_fit_options(training)
+        except (ValueError, TypeError) as error:
+            raise entries.fail("training", f"holds an invalid option: {error}") from None
+    model.fit_options_ = training
+    model.data_fingerprint_ = entries.json("data")
+
+    def state(prefix):
+        n_slots = optim.Optimizer(**{name: training[name] for name in optim.Optimizer.__dataclass_fields__}).n_slots
+        slots = entries.array(f"{prefix}_slots", dtype, (n_slots, n_params))
+        counters = entries.array(f"{prefix}_counters", np.int64, (3,))
+        return optim.State(np.ascontiguousarray(slots), counters.copy())
+
+    if training is not None:
+        model.optimizer_state_ = state("optimizer")
+
+    record = entries.json("run")
+    run = trainer.RunState()
+    if not isinstance(record, dict) or set(record) != set(run.SCALARS) | {"best_snapshot", "last_snapshot"}:
+        raise entries.fail("run", f"does not hold the run's position {sorted(run.SCALARS)}")
+    for name in run.SCALARS:
+        value = record[name]
+        expected = {"best_loss": (int, float), "stopped": (str, type(None))}.get(name, int)
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise entries.fail("run", f"has {name}={value!r}")
+        setattr(run, name, float(value) if name == "best_loss" else value)
+    for name in ("best", "last"):
+        epoch = record[f"{name}_snapshot"]
+        if epoch is None:
+            continue
+        if training is None or isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise entries.fail("run", f"has {name}_snapshot={epoch!r}")
+        snapshot_params = entries.array(f"{name}_params", dtype, (n_params,))
+        setattr(run, name, trainer.Snapshot(epoch, np.ascontiguousarray(snapshot_params), state(name)))
+    model.run_ = run
+
+    try:
+        record = entries.json("history")
+        if not isinstance(record, dict) or set(TIMINGS) & set(record):
+            raise ValueError(f"expected a JSON object without {TIMINGS}")
+        record.update({name: [None] * len(record.get("epoch", [])) for name in TIMINGS})
+        model.history_ = trainer.History.from_dict(record)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise entries.fail("history", f"is not a training history: {error}") from None
+
+    rng_state = entries.json("shuffle_rng")
+    try:
+        model._shuffle_rng.bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError) as error:
+        raise entries.fail("shuffle_rng", f"is not a PCG64 generator state: {error}") from None
+    return model

@@ -1,0 +1,284 @@
+"""Checkpoints: the file format, its errors, and exact resumption of a run stopped after any epoch."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import MLP, CheckpointError, optim
+from fastmlp.checkpoint import FORMAT_VERSION
+
+EPOCHS = 3
+
+# One line per case: (backend, MLP keywords, fit keywords). A run of EPOCHS epochs stopped after
+# each epoch, saved, loaded and resumed must end bit for bit where the uninterrupted run ends.
+# The numba backend trains plain SGD for now; add its optimizer cases here when the kernels do.
+RESUME_CASES = [
+    pytest.param("numpy", {}, dict(batch_size=4, lr=0.05, momentum=0.9, dropout=0.2, weight_decay=1e-3,
+                                   lr_schedule="cosine"), id="numpy-momentum-dropout-decay-cosine"),
+    pytest.param("numpy", {}, dict(batch_size=1, lr=0.1, momentum=0.5, nesterov=True, input_dropout=0.1,
+                                   weight_decay=1e-3, lr_schedule="invscaling", power_t=0.25), id="numpy-nesterov-invscaling"),
+    pytest.param("numpy", {"dtype": "float64"}, dict(batch_size=8, optimizer="adam", lr=0.01, weight_decay=0.01,
+                                                     decoupled_weight_decay=True, dropout=0.1, lr_schedule="cosine",
+                                                     warmup_epochs=1), id="numpy-adamw-warmup-cosine"),
+    pytest.param("numpy", {}, dict(batch_size=4, lr=1.0, momentum=0.5, lr_schedule="adaptive", n_iter_no_change=1,
+                                   tol=0.0, validation_fraction=0.3, early_stopping=5), id="numpy-adaptive-early-stopping"),
+    pytest.param("numba", {"threads": 1}, dict(batch_size=1, lr=0.1, lr_schedule="cosine"), id="numba-per-sample"),
+    pytest.param("numba", {}, dict(batch_size=16, lr=0.2, lr_schedule="invscaling", warmup_epochs=1), id="numba-minibatch"),
+]
+
+
+def assert_same_run(resumed, whole):
+    np.testing.assert_array_equal(resumed.params_, whole.params_)
+    np.testing.assert_array_equal(resumed.optimizer_state_.slots, whole.optimizer_state_.slots)
+    np.testing.assert_array_equal(resumed.optimizer_state_.counters, whole.optimizer_state_.counters)
+    for name in ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "samples", "best_epoch",
+                 "stopped_epoch", "stop_reason"):
+        assert getattr(resumed.history_, name) == getattr(whole.history_, name), name
+    assert resumed.run_.scalars() == whole.run_.scalars()
+    assert resumed._shuffle_rng.bit_generator.state == whole._shuffle_rng.bit_generator.state
+
+
+@pytest.fixture
+def data(rng, synth):
+    X, y = synth.digits(rng, 120)
+    noisy = rng.random(120) < 0.3
+    y[noisy] = rng.integers(0, 10, int(noisy.sum()))  # so that validation losses go up and down
+    return X, y
+
+
+@pytest.mark.parametrize("backend, model_kwargs, fit_kwargs", RESUME_CASES)
+def test_a_run_stopped_after_any_epoch_resumes_bit_for_bit(tmp_path, data, backend, model_kwargs, fit_kwargs):
+    X, y = data
+    whole = MLP([784, 16, 10], seed=5, backend=backend, **model_kwargs)
+    whole.fit(X, y, epochs=EPOCHS, progress=False, **fit_kwargs)
+    assert whole.history_.stop_reason == "max epochs"
+    for stop_after in range(1, EPOCHS):
+        first = MLP([784, 16, 10], seed=5, backend=backend, **model_kwargs)
+        first.fit(X, y, epochs=stop_after, schedule_epochs=EPOCHS, progress=False, **fit_kwargs)
+        path = tmp_path / f"after-{stop_after}.npz"
+        first.save(path)
+        resumed = MLP.load(path)
+        assert resumed.epochs_trained_ == stop_after
+        resumed.partial_fit(X, y, epochs=EPOCHS - stop_after, progress=False)
+        assert_same_run(resumed, whole)
+
+
+def test_a_checkpoint_written_during_fit_resumes_an_interrupted_run(tmp_path, data):
+    """checkpoint_every writes the file at epoch ends; Ctrl-C in epoch 3 leaves the epoch-2 file."""
+    X, y = data
+    kwargs = dict(batch_size=2, lr=0.05, momentum=0.9, dropout=0.2, lr_schedule="cosine", validation_fraction=0.2,
+                  early_stopping=3, progress=False)
+    whole = MLP([784, 16, 10], seed=1, backend="numpy")
+    whole.fit(X, y, epochs=4, **kwargs)
+
+    path = tmp_path / "run.npz"
+    interrupted = MLP([784, 16, 10], seed=1, backend="numpy").initialize()
+    real = interrupted.backend_.train_chunk
+
+    def ctrl_c_in_epoch_3(params, *args):
+        if interrupted.epochs_trained_ == 2:
+            raise KeyboardInterrupt
+        return real(params, *args)
+
+    interrupted.backend_.train_chunk = ctrl_c_in_epoch_3
+    with pytest.raises(fastmlp.TrainingInterrupted):
+        interrupted.partial_fit(X, y, epochs=4, checkpoint_path=path, **kwargs)  # fit would rebuild the backend
+    resumed = MLP.load(path)
+    assert resumed.epochs_trained_ == 2
+    resumed.partial_fit(X, y, epochs=2, progress=False)
+    assert_same_run(resumed, whole)
+
+
+def test_checkpoint_every_writes_after_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    written = []
+    monkeypatch.setattr(MLP, "save", lambda self, path: written.append(self.epochs_trained_))
+    model.fit(X, y, epochs=5, checkpoint_path=tmp_path / "m.npz", checkpoint_every=2, progress=False)
+    assert written == [2, 4, 5]
+    written.clear()
+    model.partial_fit(X, y, epochs=3, checkpoint_path=tmp_path / "m.npz", checkpoint_every=2, progress=False)
+    assert written == [6, 8, 8]  # epochs of the run, not of the call
+
+
+# --- the file ----------------------------------------------------------------------------------
+
+
+def test_the_file_holds_the_documented_entries_and_no_pickle(tmp_path, data):
+    X, y = data
+    model = MLP([784, 8, 10], seed=3, backend="numpy")
+    model.fit(X, y, epochs=2, batch_size=4, optimizer="adam", lr=0.01, validation_fraction=0.25, early_stopping=4,
+              progress=False)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        files = set(archive.files)
+        assert int(archive["format_version"]) == FORMAT_VERSION == 1
+        assert {"format_version", "model", "params", "training", "data", "run", "history", "shuffle_rng",
+                "optimizer_slots", "optimizer_counters", "best_params", "best_slots", "best_counters"} <= files
+        assert archive["optimizer_slots"].shape == (2, model.params_.size)
+        config = json.loads(str(archive["model"]))
+        training = json.loads(str(archive["training"]))
+        run = json.loads(str(archive["run"]))
+        history = json.loads(str(archive["history"]))
+        rng_state = json.loads(str(archive["shuffle_rng"]))
+        for name in files:
+            assert archive[name].dtype != object
+    assert config["layers"] == [784, 8, 10] and config["seed"] == 3
+    assert training["optimizer"] == "adam" and training["schedule_epochs"] == 2 and training["early_stopping"] == 4
+    assert run["epochs_done"] == 2 and run["best_snapshot"] == run["best_epoch"]
+    assert history["loss"] == model.history_.loss and "seconds" not in history
+    assert rng_state == model._shuffle_rng.bit_generator.state
+
+
+def test_load_restores_everything_without_reinitialising(tmp_path, data, monkeypatch):
+    X, y = data
+    model = MLP([784, 8, 10], seed=3, backend="numpy")
+    model.fit(X, y, epochs=2, batch_size=4, momentum=0.9, lr_schedule="adaptive", progress=False)
+    model.save(tmp_path / "m.npz")
+    monkeypatch.setattr("fastmlp.model.init_params", lambda *a, **k: pytest.fail("load drew fresh weights"))
+    loaded = MLP.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.params_, model.params_)
+    np.testing.assert_array_equal(loaded.optimizer_state_.slots, model.optimizer_state_.slots)
+    np.testing.assert_array_equal(loaded.optimizer_state_.counters, model.optimizer_state_.counters)
+    assert loaded.fit_options_ == model.fit_options_ and loaded.data_fingerprint_ == model.data_fingerprint_
+    assert loaded.run_.scalars() == model.run_.scalars()
+    assert loaded.history_.loss == model.history_.loss and loaded.history_.seconds == [None, None]
+    assert loaded._shuffle_rng.bit_generator.state == model._shuffle_rng.bit_generator.state
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_same_run_same_bytes(tmp_path, data):
+    X, y = data
+    for name in ("a", "b"):
+        model = MLP([784, 8, 10], seed=3, backend="numpy")
+        model.fit(X, y, epochs=2, batch_size=4, momentum=0.9, validation_fraction=0.2, early_stopping=1, progress=False)
+        model.save(tmp_path / f"{name}.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path, data, monkeypatch):
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    model.fit(X, y, progress=False)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def disk_full(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.partial_fit(X, y, checkpoint_path=path, progress=False)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_weights_only_files_of_fastmlp_0_1_load_with_a_new_run(tmp_path, data):
+    X, y = data
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, progress=False)
+    config = {**model.get_params(), "layers": [784, 8, 10]}
+    np.savez(tmp_path / "old.npz", params=model.params_, config=np.array(json.dumps(config)))
+    loaded = MLP.load(tmp_path / "old.npz")
+    np.testing.assert_array_equal(loaded.params_, model.params_)
+    assert loaded.epochs_trained_ == 0 and loaded.fit_options_ is None and loaded.optimizer_state_ is None
+    loaded.partial_fit(X, y, progress=False)
+    assert loaded.epochs_trained_ == 1
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path, data):
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=4, momentum=0.9, progress=False)
+    path = tmp_path / "good.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    return path, entries
+
+
+def rewrite(path, entries, **changes):
+    arrays = {**entries, **changes}
+    np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p, e: p.write_bytes(b"\x00" * 100) and p, "not a fastmlp checkpoint \\(not a NumPy .npz archive"),
+        (lambda p, e: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy"), "a single .npy array"),
+        (lambda p, e: rewrite(p, {}, weights=np.zeros(3)), "not a fastmlp checkpoint \\(an .npz archive without 'format_version'"),
+        (lambda p, e: rewrite(p, e, format_version=np.array(FORMAT_VERSION + 1)),
+         f"written by a newer fastmlp: format {FORMAT_VERSION + 1}, this version reads up to {FORMAT_VERSION}"),
+        (lambda p, e: rewrite(p, e, format_version=np.array(0)), "'format_version' is 0"),
+        (lambda p, e: rewrite(p, e, format_version=np.array("1")), "'format_version' is not an integer"),
+        (lambda p, e: rewrite(p, e, optimizer_slots=None), "entry 'optimizer_slots' is missing"),
+        (lambda p, e: rewrite(p, e, optimizer_slots=e["optimizer_slots"][:, :-1]), "'optimizer_slots' has shape"),
+        (lambda p, e: rewrite(p, e, optimizer_counters=e["optimizer_counters"].astype(np.float64)),
+         "'optimizer_counters' has dtype float64; expected int64"),
+        (lambda p, e: rewrite(p, e, params=e["params"][:-1]), "'params' holds 6369 parameters"),
+        (lambda p, e: rewrite(p, e, params=e["params"].astype(np.float64)), "'params' has dtype float64"),
+        (lambda p, e: rewrite(p, e, params=np.full_like(e["params"], np.nan)), "'params' params_ contains NaN"),
+        (lambda p, e: rewrite(p, e, run=np.array("{not json")), "'run' is not valid JSON"),
+        (lambda p, e: rewrite(p, e, run=np.array(json.dumps({"epochs_done": 1}))), "'run' does not hold"),
+        (lambda p, e: rewrite(p, e, model=np.array(json.dumps({"layers": [784, 8, 10], "colour": "red"}))),
+         "'model' does not describe an MLP"),
+        (lambda p, e: rewrite(p, e, model=np.array(json.dumps({"layers": [784, 8, 10], "activation": "swish"}))),
+         "'model' describes an MLP this fastmlp cannot build: activation"),
+        (lambda p, e: rewrite(p, e, training=np.array(json.dumps({"lr": 0.1}))), "'training' does not hold"),
+        (lambda p, e: rewrite(p, e, history=np.array(json.dumps({"loss": [1.0], "colour": "red"}))),
+         "'history' is not a training history"),
+        (lambda p, e: rewrite(p, e, shuffle_rng=np.array(json.dumps({"bit_generator": "MT19937"}))),
+         "'shuffle_rng' is not a PCG64 generator state"),
+        (lambda p, e: rewrite(p, e, history=np.arange(3)), "'history' is not JSON text"),
+    ],
+    ids=["random-bytes", "npy", "foreign-npz", "newer", "version-0", "version-text", "missing-slots", "slots-shape",
+         "counters-dtype", "params-short", "params-dtype", "params-nan", "run-not-json", "run-incomplete",
+         "model-unknown-key", "model-bad-activation", "training-incomplete", "history-unknown", "rng-other",
+         "history-array"],
+)
+def test_bad_files_are_refused_with_an_error_naming_the_problem(tmp_path, saved, make, words):
+    path, entries = saved
+    target = make(tmp_path / "bad.npz", entries)
+    with pytest.raises(CheckpointError, match=words) as info:
+        MLP.load(target)
+    assert str(target) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_damaged_entry_is_reported(tmp_path, saved):
+    path, _ = saved
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("optimizer_slots.npy")
+    data_start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+    raw[data_start] ^= 0xFF  # one flipped byte inside the velocity: the zip CRC no longer matches
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="'optimizer_slots' cannot be read \\(the file is damaged\\)"):
+        MLP.load(damaged)
+
+
+def test_a_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        MLP.load(tmp_path / "nothing.npz")
+
+
+def test_slots_must_fit_the_saved_optimizer(tmp_path, saved):
+    _, entries = saved
+    training = json.loads(str(entries["training"]))
+    training["optimizer"], training["momentum"] = "adam", 0.0
+    target = rewrite(tmp_path / "bad.npz", entries, training=np.array(json.dumps(training)))
+    with pytest.raises(CheckpointError, match="'optimizer_slots' has shape \\(1, 6370\\); expected \\(2, 6370\\)"):
+        MLP.load(target)
+    assert optim.Optimizer(optimizer="adam").n_slots == 2
