@@ -27,6 +27,15 @@ RESUME_CASES = [
                                    tol=0.0, validation_fraction=0.3, early_stopping=5), id="numpy-adaptive-early-stopping"),
     pytest.param("numba", {"threads": 1}, dict(batch_size=1, lr=0.1, lr_schedule="cosine"), id="numba-per-sample"),
     pytest.param("numba", {}, dict(batch_size=16, lr=0.2, lr_schedule="invscaling", warmup_epochs=1), id="numba-minibatch"),
+    pytest.param("numba", {"threads": 1}, dict(batch_size=1, lr=0.05, momentum=0.9, weight_decay=1e-3, dropout=0.2,
+                                               lr_schedule="cosine"), id="numba-per-sample-momentum-decay-dropout"),
+    pytest.param("numba", {}, dict(batch_size=1, optimizer="adam", lr=0.003, input_dropout=0.1),
+                 id="numba-per-sample-adam"),
+    pytest.param("numba", {}, dict(batch_size=8, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3,
+                                   input_dropout=0.1, dropout=0.2, lr_schedule="cosine"), id="numba-minibatch-nesterov-dropout"),
+    pytest.param("numba", {}, dict(batch_size=16, optimizer="adam", lr=0.01, weight_decay=0.01,
+                                   decoupled_weight_decay=True, lr_schedule="adaptive", validation_fraction=0.3,
+                                   early_stopping=5), id="numba-minibatch-adamw-adaptive"),
 ]
 
 
