@@ -121,7 +121,8 @@ def configurations(draw):
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 60 examples every run, so CI is reproducible
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(configurations())
 def test_random_networks_compiled_equals_reference(config):
     output, loss = config["pair"]
@@ -147,7 +148,11 @@ def test_random_networks_compiled_equals_reference(config):
         stats = backend.train_chunk(params, backend.prepare(X), targets, order, 0.05, batch_size)
         results[name] = (stats, params, backend.logits(params, backend.prepare(X)))
     (ref_stats, ref_params, ref_logits), (stats, params, logits) = results["numpy"], results["numba"]
-    assert stats[2:] == ref_stats[2:] == (n, -1)
+    # the same samples trained and, when a deep linear net diverges, the same sample found first
+    assert stats[2:] == ref_stats[2:]
+    assert ref_stats[3] == -1 or ref_stats[2] == ref_stats[3] - ref_stats[3] % batch_size
+    if ref_stats[3] == -1:
+        assert ref_stats[2] == n
     tol = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-12)}[config["dtype"]]
     np.testing.assert_allclose(stats[0], ref_stats[0], **tol)
     np.testing.assert_allclose(params, ref_params, **tol)
