@@ -180,8 +180,8 @@ def test_loss_forward_and_backward(rng, loss_code, dtype, synth):
         target_rows = np.empty((0, K), dtype)
         ref_targets, kernel_labels = labels, labels
     losses, correct, p = np.empty(B, dtype), np.empty(B, np.int64), np.empty_like(z)
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        kernels.loss_forward(losses, correct, p, z, kernel_labels, target_rows, loss_code)
+    # np.errstate would not reach compiled code: finiteness is asserted on the results below
+    kernels.loss_forward(losses, correct, p, z, kernel_labels, target_rows, loss_code)
     expected_p = reference.output_forward(z, loss_code)
     tol = synth.tolerance(dtype)
     np.testing.assert_allclose(p, expected_p, **tol)
