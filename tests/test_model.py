@@ -294,6 +294,7 @@ def test_setup_784_128_10_relu_mini_batch(rng, synth, backend):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_full_mnist_reference_reaches_95_percent_in_one_epoch(mnist):
     X_train, y_train, X_test, y_test = mnist
     model = MLP([784, 128, 10], activation="sigmoid", loss="cross_entropy", seed=0, backend="numpy")
