@@ -237,6 +237,18 @@ def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
     return [(start, min(start + per_chunk, n_samples)) for start in range(0, n_samples, per_chunk)]
 
 
+def _diverged(what, epoch, sample, order, lr, start):
+    """The DivergenceError for ``what`` went wrong in the chunk that began at ``start``."""
+    return DivergenceError(
+        f"training diverged: {what} with lr={lr:g}; the model keeps the weights from before sample "
+        f"{start} of that epoch. Try a smaller learning rate",
+        epoch=epoch,
+        sample=sample,
+        row=int(order[sample]),
+        lr=lr,
+    )
+
+
 def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None,
                 optimizer=None, state=None):
     """One pass over the sample positions ``order``, in chunks of whole batches, in place on
@@ -279,28 +291,17 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
         if nonfinite_at >= 0:
             roll_back()
             sample = start + nonfinite_at
-            raise DivergenceError(
-                f"training diverged: the loss became non-finite in epoch {epoch} at sample "
-                f"{sample} (data row {int(order[sample])}) with lr={lr:g}; the model keeps the "
-                f"weights from before sample {start} of that epoch. Try a smaller learning rate",
-                epoch=epoch,
-                sample=sample,
-                row=int(order[sample]),
-                lr=lr,
+            raise _diverged(
+                f"the loss became non-finite in epoch {epoch} at sample {sample} (data row {int(order[sample])})",
+                epoch, sample, order, lr, start,
             )
         if not np.isfinite(params).all():
             # Every loss was finite, but an update overflowed a weight (typically the last one
             # of the chunk, whose result no loss has seen yet).
             roll_back()
-            sample = stop - 1
-            raise DivergenceError(
-                f"training diverged: a weight became non-finite in epoch {epoch} by the update of the "
-                f"samples {start}..{stop - 1} with lr={lr:g}; the model keeps the weights from before "
-                f"sample {start} of that epoch. Try a smaller learning rate",
-                epoch=epoch,
-                sample=sample,
-                row=int(order[sample]),
-                lr=lr,
+            raise _diverged(
+                f"a weight became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
+                epoch, stop - 1, order, lr, start,
             )
         loss_sum += chunk_loss
         n_correct += chunk_correct
