@@ -5,6 +5,9 @@
     >>> model = fastmlp.MLP([784, 128, 10], activation="sigmoid", seed=0)
     >>> history = model.fit(X_train, y_train, epochs=1, batch_size=1, lr=0.1)
     >>> model.score(X_test, y_test)
+
+``fastmlp.MLPClassifier`` and ``fastmlp.MLPRegressor`` are scikit-learn drop-ins (the extra
+``fastmlp[sklearn]``); scikit-learn is imported only when one of them is first used.
 """
 
 from .checkpoint import CheckpointError
@@ -27,5 +30,25 @@ __all__ = [
     "DivergenceError",
     "TrainingInterrupted",
     "SymmetryWarning",
+    "MLPClassifier",
+    "MLPRegressor",
     "__version__",
 ]
+
+_SKLEARN_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name):
+    """The scikit-learn estimators, imported on first use so that ``import fastmlp`` never
+    imports scikit-learn."""
+    if name in _SKLEARN_ESTIMATORS:
+        try:
+            from . import estimators
+        except ImportError as error:
+            if error.name is None or error.name.split(".")[0] != "sklearn":
+                raise
+            raise ImportError(
+                f"fastmlp.{name} needs scikit-learn, which is not installed: pip install \"fastmlp[sklearn]\""
+            ) from error
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -1,0 +1,650 @@
+"""scikit-learn drop-ins: ``MLPClassifier`` and ``MLPRegressor`` trained by fastmlp's core.
+
+The constructor parameters, their defaults and their meanings are those of
+``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``, plus fastmlp's ``backend``,
+``dtype`` and ``threads``. A ``fastmlp.MLP`` (``model_``) holds the network and trains it; the
+estimator drives it one epoch at a time (``MLP.partial_fit(epochs=1)``) and takes
+scikit-learn's per-epoch decisions itself, as ``sklearn/neural_network/_multilayer_perceptron.py``
+does:
+
+- an epoch is one shuffled pass in batches of ``batch_size`` ('auto' = min(200, n_samples));
+- its loss (``loss_curve_``) is scikit-learn's: the mean training loss of the epoch's batches
+  (for regression half the squared error averaged over samples *and* outputs) plus the penalty
+  0.5 * alpha * sum ||W||^2 / batch_size per batch, i.e. n_batches * 0.5 * alpha * ||W||^2 /
+  n_samples per epoch;
+- an epoch *improves* when the loss falls below ``best_loss_ - tol`` (with ``early_stopping``:
+  when the held-out score, accuracy or R^2, rises above ``best_validation_score_ + tol``);
+  after more than ``n_iter_no_change`` epochs in a row without improvement, 'adaptive' SGD
+  divides the rate by 5 (stopping once it is <= 1e-6) and everything else stops;
+- ``alpha`` is a coupled L2 decay of the weights (not the biases) by alpha / batch_size,
+  which is ``fastmlp``'s ``weight_decay``; 'invscaling' trains epoch e at
+  learning_rate_init / (t_ + 1)^power_t with t_ the samples seen before it.
+
+Where the behaviour differs from scikit-learn's it is on purpose and listed in the README
+("scikit-learn drop-in"): float32 end to end, ``partial_fit`` with early stopping, and a
+``warm_start`` that keeps the optimizer's state.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+
+from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int
+from .model import MLP
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6: the same check was a method of BaseEstimator
+
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
+
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN_LR = 1e-6
+
+
+def _choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def _unit_interval(name, value, *, closed_right=False):
+    """A number in [0, 1) (or [0, 1])."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1{']' if closed_right else ')'}; got {value!r}")
+    if not (0 <= value <= 1 if closed_right else 0 <= value < 1):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed_right else ')'}; got {value!r}")
+    return float(value)
+
+
+def _hidden_layer_sizes(value):
+    sizes = [value] if isinstance(value, numbers.Integral) else value
+    if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"hidden_layer_sizes must be an integer or a sequence of integers like (100,); got {value!r}")
+    sizes = list(sizes)
+    for position, size in enumerate(sizes):
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"hidden_layer_sizes must hold integers >= 1; got {size!r} at position {position}")
+    return [int(size) for size in sizes]
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, the epoch loop, the attributes."""
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        backend="numba",
+        dtype=None,
+        threads=1,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+        self.threads = threads
+
+    # --- hyperparameters ---------------------------------------------------------------------
+
+    def _check_hyperparameters(self):
+        """The constructor parameters checked (errors name the parameter and the value)."""
+        _hidden_layer_sizes(self.hidden_layer_sizes)
+        _choice("activation", self.activation, tuple(ACTIVATIONS))
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "solver='lbfgs' is not available in fastmlp (its compiled core trains by SGD and Adam); "
+                "use solver='adam' or 'sgd', or sklearn.neural_network for L-BFGS"
+            )
+        _choice("solver", self.solver, ("sgd", "adam"))
+        non_negative_float("alpha", self.alpha)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            positive_int("batch_size ('auto' or)", self.batch_size)
+        _choice("learning_rate", self.learning_rate, LEARNING_RATES)
+        positive_float("learning_rate_init", self.learning_rate_init)
+        non_negative_float("power_t", self.power_t)
+        positive_int("max_iter", self.max_iter)
+        boolean("shuffle", self.shuffle)
+        non_negative_float("tol", self.tol)
+        boolean("warm_start", self.warm_start)
+        if _unit_interval("momentum", self.momentum, closed_right=True) == 1:
+            raise ValueError("momentum=1 never forgets a gradient, so the velocity never decays; fastmlp needs momentum < 1")
+        boolean("nesterovs_momentum", self.nesterovs_momentum)
+        boolean("early_stopping", self.early_stopping)
+        if self.early_stopping:
+            open_fraction("validation_fraction", self.validation_fraction)
+        _unit_interval("beta_1", self.beta_1)
+        _unit_interval("beta_2", self.beta_2)
+        positive_float("epsilon", self.epsilon)
+        if not (isinstance(self.n_iter_no_change, float) and self.n_iter_no_change == math.inf):
+            positive_int("n_iter_no_change (an integer or np.inf)", self.n_iter_no_change)
+        positive_int("max_fun", self.max_fun)
+        if self.dtype is not None and np.dtype(self.dtype).name not in DTYPES:
+            raise ValueError(f"dtype must be None (follow X, as scikit-learn), 'float32' or 'float64'; got {self.dtype!r}")
+
+    def _input_dtype(self):
+        """The dtypes validate_data may leave X in: the model's once it exists, else ``dtype``
+        or, for None, scikit-learn's rule (float32 stays float32, everything else float64)."""
+        if hasattr(self, "model_"):
+            return np.dtype(self.model_.arch_.dtype)
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return (np.float64, np.float32)
+
+    def _training_options(self, batch_size, mean_weight):
+        """``MLP.partial_fit`` keyword arguments for one epoch (the rate is set per epoch)."""
+        if self.solver == "adam":
+            options = {"optimizer": "adam", "momentum": 0.0, "nesterov": False,
+                       "beta1": float(self.beta_1), "beta2": float(self.beta_2), "eps": float(self.epsilon)}
+        else:
+            momentum = float(self.momentum)
+            options = {"optimizer": "sgd", "momentum": momentum, "nesterov": bool(self.nesterovs_momentum and momentum > 0)}
+        # scikit-learn adds alpha * W to the batch's summed gradient and divides by the batch's
+        # total sample weight: a coupled decay of alpha / (batch_size * mean weight) per step.
+        options["weight_decay"] = float(self.alpha) / (batch_size * mean_weight)
+        options.update(batch_size=batch_size, shuffle=bool(self.shuffle), lr_schedule="constant", progress=False)
+        return options
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Train up to ``max_iter`` epochs from fresh weights (or, with ``warm_start``, from the
+        previous fit's weights and optimizer state). Returns self."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _fit(self, X, y, sample_weight, incremental):
+        self._check_hyperparameters()
+        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        if first_pass:
+            for name in ("model_", "_validation", "_last_params", "_stopped"):
+                self.__dict__.pop(name, None)
+        X, targets = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if (sample_weight < 0).any() or not sample_weight.sum() > 0:
+                raise ValueError("sample_weight must be non-negative with a positive sum")
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(X, targets, random_state)
+        elif self.early_stopping and incremental and self._stopped:
+            warnings.warn(
+                f"early stopping ended this run after {len(self.validation_scores_)} partial_fit calls without an "
+                f"improvement of the validation score by tol={self.tol}; the model keeps its best weights and this "
+                f"call trains nothing. Call fit() to start a new run",
+                ConvergenceWarning,
+            )
+            return self
+        self._train(X, targets, sample_weight, random_state, incremental)
+        return self
+
+    def _initialize(self, X, targets, random_state):
+        """A new network for X's features and the targets' outputs, and a fresh run."""
+        hidden = _hidden_layer_sizes(self.hidden_layer_sizes)
+        self.n_outputs_ = self._n_outputs(targets)
+        self.n_layers_ = len(hidden) + 2
+        self.model_ = MLP(
+            layers=[X.shape[1], *hidden, self.n_outputs_],
+            activation=ACTIVATIONS[self.activation],
+            loss=self._loss(),
+            dtype=X.dtype.name,
+            # one draw from random_state seeds the weights and the shuffling (None: a fresh seed)
+            seed=int(random_state.randint(np.iinfo(np.int32).max)),
+            backend=self.backend,
+            threads=self.threads,
+        )
+        self._initialize_weights()
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self._learning_rate = float(self.learning_rate_init)
+        self._stopped = False
+        self._best_params = None
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def _initialize_weights(self):
+        """scikit-learn's initialisation (Glorot et al.), drawn from the model's seed: every
+        weight and bias uniform in +-sqrt(factor / (fan_in + fan_out)), factor 2 for the
+        logistic activation and 6 otherwise."""
+        model = self.model_.initialize()
+        rng = np.random.default_rng(model.seed)
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for W, b in zip(model.weights_, model.biases_):
+            bound = math.sqrt(factor / (W.shape[0] + W.shape[1]))
+            W[...] = rng.uniform(-bound, bound, W.shape)
+            b[...] = rng.uniform(-bound, bound, b.shape)
+
+    def _split(self, X, targets, sample_weight, random_state, incremental):
+        """(train, validation) parts, each (X, targets, sample_weight); validation None without
+        early stopping. partial_fit holds out part of its first call's data and scores every
+        later call on that same validation set."""
+        if not self.early_stopping:
+            return (X, targets, sample_weight), None
+        if incremental and getattr(self, "_validation", None) is not None:
+            return (X, targets, sample_weight), self._validation
+        # stratified for single-output classification, as scikit-learn
+        stratify = targets if self._is_classifier and targets.ndim == 1 else None
+        arrays = [X, targets] + ([] if sample_weight is None else [sample_weight])
+        parts = train_test_split(*arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify)
+        train, val = parts[0::2], parts[1::2]
+        if len(val[0]) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
+        if sample_weight is None:
+            train, val = train + [None], val + [None]
+        validation = tuple(val)
+        if incremental:
+            self._validation = validation
+        return tuple(train), validation
+
+    def _train(self, X, targets, sample_weight, random_state, incremental):
+        """The epoch loop: scikit-learn's ``_fit_stochastic`` around ``MLP.partial_fit(epochs=1)``."""
+        (X_train, t_train, sw_train), validation = self._split(X, targets, sample_weight, random_state, incremental)
+        n_samples = len(X_train)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        mean_weight = 1.0 if sw_train is None else float(sw_train.mean())
+        options = self._training_options(batch_size, mean_weight)
+        if sw_train is not None:
+            options["sample_weight"] = sw_train
+        model = self.model_
+        if getattr(model, "optimizer_state_", None) is not None and (
+            model.fit_options_["optimizer"] != options["optimizer"] or (model.fit_options_["momentum"] > 0) != (options["momentum"] > 0)
+        ):
+            model.optimizer_state_ = None  # warm start with another kind of optimizer: its state starts afresh
+        if getattr(self, "_last_params", None) is not None:
+            model.params_[...] = self._last_params  # partial_fit goes on from its last, not its best, weights
+            self._last_params = None
+        n_batches = math.ceil(n_samples / batch_size)
+        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        if not incremental:
+            self._no_improvement_count = 0
+        self.n_iter_ = 0
+        try:
+            for _ in range(self.max_iter):
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
+                model.partial_fit(X_train, t_train, epochs=1, lr=self._learning_rate, **options)
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                penalty = sum(float(np.dot(W.ravel(), W.ravel())) for W in model.weights_)
+                self.loss_ = self._data_loss(model.history_.loss[-1]) + n_batches * 0.5 * float(self.alpha) * penalty / (n_samples * mean_weight)
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                if validation is not None:
+                    score = self._validation_score(*validation)
+                    self.validation_scores_.append(score)
+                    if self.verbose:
+                        print("Validation score: %f" % score)
+                    improved = not score < self.best_validation_score_ + self.tol
+                    if score > self.best_validation_score_:
+                        self.best_validation_score_ = score
+                        self._best_params = model.params_.copy()
+                else:
+                    improved = not self.loss_ > self.best_loss_ - self.tol
+                    self.best_loss_ = min(self.best_loss_, self.loss_)
+                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if adaptive and self._learning_rate > ADAPTIVE_MIN_LR:
+                        self._learning_rate /= ADAPTIVE_DIVISOR
+                        self._no_improvement_count = 0
+                        if self.verbose:
+                            print("No improvement for more than %s epochs: learning rate set to %f"
+                                  % (self.n_iter_no_change, self._learning_rate))
+                    else:
+                        self._stopped = validation is not None
+                        if self.verbose:
+                            print("No improvement by more than tol=%f for %s epochs: stopping." % (self.tol, self.n_iter_no_change))
+                        break
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
+                        % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if validation is not None and self._best_params is not None:
+            # the model holds the best-scoring weights; partial_fit goes on from the last ones
+            if incremental:
+                self._last_params = model.params_.copy()
+            model.params_[...] = self._best_params
+
+    def _data_loss(self, fastmlp_loss):
+        """scikit-learn's loss of the epoch from fastmlp's mean per-sample loss."""
+        return fastmlp_loss
+
+    def _validation_score(self, X, targets, sample_weight):
+        predicted = self._predict_targets(X)
+        if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
+            return np.nan
+        return float(self._score_function(targets, predicted, sample_weight=sample_weight))
+
+    # --- learned attributes ------------------------------------------------------------------
+
+    @property
+    def coefs_(self):
+        """Weight matrices [n_in, n_out] per layer: views into ``model_.params_``."""
+        return self.model_.weights_
+
+    @property
+    def intercepts_(self):
+        """Bias vectors [n_out] per layer: views into ``model_.params_``."""
+        return self.model_.biases_
+
+    def _outputs(self, X):
+        """The output layer's activations [N, n_outputs] for validated X."""
+        return self.model_.predict_proba(X)
+
+    def _validated(self, X):
+        check_is_fitted(self, "model_")
+        return validate_data(self, X, reset=False, dtype=self._input_dtype())
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        model = self.__dict__.get("model_")
+        if model is not None and hasattr(model, "params_") and not model.params_.flags.writeable:
+            model.params_ = np.array(model.params_)  # joblib's read-only memory map: the model trains in place
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """scikit-learn's ``MLPClassifier`` (same parameters, defaults and attributes) on
+    fastmlp's compiled core.
+
+    Multiclass targets train a softmax output with cross-entropy; binary targets one logistic
+    unit; multilabel indicator targets [N, K] K logistic units, each with binary
+    cross-entropy. Labels may be any values (``classes_``). fastmlp's own parameters:
+    ``backend`` ('numba' or 'numpy'), ``dtype`` (None: float32 X trains in float32 and
+    everything else in float64, as scikit-learn; 'float32' or 'float64' to force one) and
+    ``threads``. The parameter mapping and every difference from scikit-learn are in the
+    README ("scikit-learn drop-in").
+    """
+
+    _is_classifier = True
+
+    def _loss(self):
+        return "cross_entropy" if self._softmax else "binary_cross_entropy"
+
+    def _n_outputs(self, targets):
+        if self._target_kind == "multilabel":
+            return targets.shape[1]
+        return len(self.classes_) if self._softmax else 1
+
+    @property
+    def _softmax(self):
+        return self._target_kind == "multiclass"
+
+    def _validate_input(self, X, y, incremental, reset):
+        """(X, targets): targets are label indices into classes_ (multiclass and binary) or
+        the 0/1 indicator matrix (multilabel)."""
+        X, y = validate_data(self, X, y, multi_output=True, dtype=self._input_dtype(), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        kind = type_of_target(y)
+        if kind == "multilabel-indicator":
+            labels = np.arange(y.shape[1])
+        elif kind in ("binary", "multiclass"):
+            labels = unique_labels(y)
+        else:
+            raise ValueError(f"y must hold class labels [n_samples] or a multilabel indicator matrix; got {kind} targets")
+        if reset and not (incremental and hasattr(self, "classes_")):
+            self.classes_ = labels
+            self._target_kind = "multilabel" if kind == "multilabel-indicator" else ("multiclass" if len(labels) > 2 else "binary")
+        elif self._target_kind == "multilabel" or kind == "multilabel-indicator":
+            if kind != "multilabel-indicator" or y.shape[1] != len(self.classes_):
+                raise ValueError(f"y must be a multilabel indicator matrix with {len(self.classes_)} columns, as before; got {kind} targets of shape {y.shape}")
+        else:
+            if self.warm_start and not incremental and set(labels) != set(self.classes_):
+                raise ValueError(
+                    f"warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                    f"Previously got {self.classes_}, `y` has {labels}"
+                )
+            unknown = np.setdiff1d(labels, self.classes_)
+            if len(unknown):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {labels}.")
+        if self._target_kind == "multilabel":
+            return X, np.ascontiguousarray(y, dtype=X.dtype)
+        return X, np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y). The first call needs ``classes`` (all labels, as scikit-learn)
+        unless y is a multilabel indicator matrix. With ``early_stopping`` the first call
+        holds out ``validation_fraction`` of its data as the validation set of the run."""
+        if not hasattr(self, "model_"):
+            if type_of_target(y) == "multilabel-indicator":
+                classes = None
+            elif classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            else:
+                classes = unique_labels(classes)
+                self.classes_ = classes
+                self._target_kind = "multiclass" if len(classes) > 2 else "binary"
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes}` is not the same as on last call to partial_fit, was: {self.classes_}")
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _predict_targets(self, X):
+        """Predictions in the encoded form of the targets (label indices or indicators)."""
+        out = self._outputs(X)
+        if self._target_kind == "multilabel":
+            return (out > 0.5).astype(np.int64)
+        if self._target_kind == "binary":
+            return (out[:, 0] > 0.5).astype(np.int64)
+        return out.argmax(axis=1)
+
+    def _score_function(self, targets, predicted, sample_weight=None):
+        return accuracy_score(targets, predicted, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Class labels [N] (an indicator matrix [N, K] for multilabel targets)."""
+        predicted = self._predict_targets(self._validated(X))
+        if self._target_kind == "multilabel":
+            return predicted
+        return self.classes_[np.minimum(predicted, len(self.classes_) - 1)]
+
+    def predict_proba(self, X):
+        """Probabilities [N, n_classes] in the order of classes_ ([N, K] per-label
+        probabilities for multilabel targets)."""
+        out = self._outputs(self._validated(X))
+        if self._target_kind == "binary":
+            return np.hstack([1 - out, out])
+        return out
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        probabilities = self.predict_proba(X)
+        return np.log(probabilities, out=probabilities)
+
+    @property
+    def out_activation_(self):
+        check_is_fitted(self, "model_")
+        return "softmax" if self._softmax else "logistic"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """scikit-learn's ``MLPRegressor`` (same parameters, defaults and attributes) on
+    fastmlp's compiled core: identity outputs and the squared error, one output or several.
+
+    ``loss`` is 'squared_error' ('poisson' is not built). fastmlp's own parameters:
+    ``backend``, ``dtype`` (None: as scikit-learn, float32 X trains in float32, everything
+    else in float64) and ``threads``. See the README ("scikit-learn drop-in").
+    """
+
+    _is_classifier = False
+    _softmax = False
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        backend="numba",
+        dtype=None,
+        threads=1,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            backend=backend, dtype=dtype, threads=threads,
+        )
+        self.loss = loss
+
+    def _check_hyperparameters(self):
+        if self.loss == "poisson":
+            raise ValueError("loss='poisson' is not available in fastmlp (no exponential output layer); use loss='squared_error'")
+        _choice("loss", self.loss, ("squared_error",))
+        super()._check_hyperparameters()
+
+    def _loss(self):
+        return "mse"
+
+    def _n_outputs(self, targets):
+        return targets.shape[1]
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=self._input_dtype(), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        targets = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)
+        if not reset and targets.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {targets.shape[1]} outputs per sample but the model was trained with {self.n_outputs_}")
+        return X, targets
+
+    def _data_loss(self, fastmlp_loss):
+        # fastmlp: 0.5 * sum over outputs; scikit-learn reports 0.5 * mean over outputs
+        return fastmlp_loss / self.n_outputs_
+
+    def _predict_targets(self, X):
+        return self._outputs(X)
+
+    def _score_function(self, targets, predicted, sample_weight=None):
+        return r2_score(targets, predicted, sample_weight=sample_weight)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y). With ``early_stopping`` the first call holds out
+        ``validation_fraction`` of its data as the validation set of the run."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted values [N] (one output) or [N, n_outputs]."""
+        out = self._outputs(self._validated(X))
+        return out.ravel() if out.shape[1] == 1 else out
+
+    @property
+    def out_activation_(self):
+        check_is_fitted(self, "model_")
+        return "identity"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

@@ -1,0 +1,434 @@
+"""fastmlp.MLPClassifier / MLPRegressor: scikit-learn's estimator checks, the drop-in places
+(Pipeline, cross-validation, grid search, clone, pickle) and the semantics taken from
+scikit-learn (parameters, attributes, losses, stopping), compared with scikit-learn itself."""
+
+import inspect
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed: pip install 'fastmlp[sklearn]'")
+
+from sklearn import neural_network  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import make_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import fastmlp  # noqa: E402
+from fastmlp import MLPClassifier, MLPRegressor  # noqa: E402
+from fastmlp.network import Architecture  # noqa: E402
+
+# Small networks and few epochs keep scikit-learn's ~60 checks per estimator fast; the checks
+# that demand a good fit (accuracy > 0.83, R^2 > 0.5) still pass with them.
+CHECK_PARAMS = dict(hidden_layer_sizes=(16,), max_iter=40, learning_rate_init=0.02, random_state=0)
+
+
+def _has_sample_weight():
+    return "sample_weight" in inspect.signature(fastmlp.MLP.fit).parameters
+
+
+def _has_multilabel():
+    try:
+        Architecture(layers=(2, 3), loss="binary_cross_entropy")
+    except ValueError:
+        return False
+    return True
+
+
+needs_sample_weight = pytest.mark.skipif(not _has_sample_weight(), reason="fastmlp.MLP.fit has no sample_weight yet (issue 10)")
+needs_multilabel = pytest.mark.skipif(not _has_multilabel(), reason="fastmlp.MLP has no multilabel outputs yet (issue 10)")
+
+
+def _pending_checks(estimator):
+    """Checks of features the core gains in issue 10 (sample weights, multilabel outputs),
+    expected to fail only while fastmlp.MLP lacks them."""
+    failing = {}
+    if not _has_sample_weight():
+        for name in ("check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
+                     "check_sample_weights_list", "check_sample_weights_shape",
+                     "check_sample_weights_not_overwritten", "check_sample_weight_equivalence_on_dense_data",
+                     "check_classifiers_one_label_sample_weights"):
+            failing[name] = "fastmlp.MLP.fit has no sample_weight yet"
+    if isinstance(estimator, MLPClassifier) and not _has_multilabel():
+        for name in ("check_classifiers_multilabel_representation_invariance",
+                     "check_classifiers_multilabel_output_format_predict",
+                     "check_classifiers_multilabel_output_format_predict_proba",
+                     "check_classifiers_multilabel_output_format_decision_function"):
+            failing[name] = "fastmlp.MLP has no multilabel outputs yet"
+    return failing
+
+
+@parametrize_with_checks([MLPClassifier(**CHECK_PARAMS), MLPRegressor(**CHECK_PARAMS)],
+                         expected_failed_checks=_pending_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# --- the same parameters as scikit-learn ------------------------------------------------------
+
+
+@pytest.mark.parametrize("ours, theirs", [(MLPClassifier, neural_network.MLPClassifier),
+                                          (MLPRegressor, neural_network.MLPRegressor)])
+def test_constructor_parameters_and_defaults_are_sklearns(ours, theirs):
+    mine, sklearns = ours().get_params(), theirs().get_params()
+    assert {name: mine[name] for name in sklearns} == sklearns
+    assert set(mine) - set(sklearns) == {"backend", "dtype", "threads"}
+    assert mine["backend"] == "numba" and mine["dtype"] is None and mine["threads"] == 1
+
+
+def test_import_fastmlp_does_not_import_sklearn():
+    code = "import sys, fastmlp; assert 'sklearn' not in sys.modules; fastmlp.MLPClassifier; assert 'sklearn' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_sklearn_names_the_extra():
+    code = ("import sys; sys.modules['sklearn'] = None; import fastmlp\n"
+            "try:\n    fastmlp.MLPRegressor\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert 'pip install "fastmlp[sklearn]"' in out
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(solver="lbfgs"), "solver='lbfgs' is not available"),
+    (dict(solver="newton"), "solver must be one of"),
+    (dict(activation="sigmoid"), "activation must be one of"),
+    (dict(hidden_layer_sizes=(10, 0)), "hidden_layer_sizes must hold integers >= 1; got 0"),
+    (dict(momentum=1.0), "momentum=1"),
+    (dict(learning_rate="cosine"), "learning_rate must be one of"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(early_stopping=True, validation_fraction=0.0), "validation_fraction must be in (0, 1)"),
+    (dict(dtype="float16"), "dtype must be None"),
+])
+def test_bad_parameters_are_named_at_fit(params, message):
+    X, y = make_classification(40, 4, random_state=0)
+    model = MLPClassifier(**params)  # the constructor only stores them
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.fit(X, y)
+
+
+def test_poisson_loss_is_refused():
+    X, y = make_regression(30, 3, random_state=0)
+    with pytest.raises(ValueError, match="loss='poisson' is not available"):
+        MLPRegressor(loss="poisson").fit(X, np.abs(y))
+
+
+# --- the same answers as scikit-learn --------------------------------------------------------
+
+
+def _attribute_summary(model):
+    return {
+        "coefs_": [(w.shape, w.dtype) for w in model.coefs_],
+        "intercepts_": [(b.shape, b.dtype) for b in model.intercepts_],
+        "n_iter_": model.n_iter_, "t_": model.t_, "n_layers_": model.n_layers_, "n_outputs_": model.n_outputs_,
+        "out_activation_": model.out_activation_, "n_features_in_": model.n_features_in_,
+        "loss_curve_": len(model.loss_curve_), "best_loss_": isinstance(model.best_loss_, float),
+        "validation_scores_": model.validation_scores_, "best_validation_score_": model.best_validation_score_,
+    }
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_classifier_matches_sklearn(n_classes):
+    """Same parameters, same synthetic problem: test accuracy within 0.05 of scikit-learn's,
+    the final training loss within 25%, and the same attributes (shapes, dtypes, epochs)."""
+    X, y = make_classification(800, 20, n_informative=10, n_classes=n_classes, random_state=1)
+    labels = np.array(["ant", "bee", "cat", "dog"])[y]  # any labels
+    params = dict(hidden_layer_sizes=(32,), max_iter=30, random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**params).fit(X[:600], labels[:600])
+        theirs = neural_network.MLPClassifier(**params).fit(X[:600], labels[:600])
+    assert abs(ours.score(X[600:], labels[600:]) - theirs.score(X[600:], labels[600:])) <= 0.05
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=0.25)
+    assert _attribute_summary(ours) == _attribute_summary(theirs)
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    assert ours.predict(X[600:]).dtype == theirs.predict(X[600:]).dtype
+    assert ours.predict_proba(X[:5]).shape == theirs.predict_proba(X[:5]).shape == (5, n_classes)
+
+
+def test_regressor_matches_sklearn_multi_output():
+    X, y = make_regression(500, 8, n_targets=3, noise=1.0, random_state=2)
+    y = y / y.std(axis=0)
+    params = dict(hidden_layer_sizes=(32,), max_iter=60, random_state=0, tol=0.0, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(**params).fit(X[:400], y[:400])
+        theirs = neural_network.MLPRegressor(**params).fit(X[:400], y[:400])
+    assert abs(ours.score(X[400:], y[400:]) - theirs.score(X[400:], y[400:])) <= 0.05
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=0.25)
+    assert _attribute_summary(ours) == _attribute_summary(theirs)
+    assert ours.predict(X[:5]).shape == (5, 3)
+
+
+@pytest.mark.parametrize("estimator", ["classifier", "regressor"])
+def test_loss_is_sklearns_definition(estimator):
+    """With a vanishing rate the weights stay put, so the first epoch's loss must equal
+    scikit-learn's loss of the final model: log-loss or half the squared error averaged over
+    samples and outputs, plus n_batches * 0.5 * alpha * ||W||^2 / n_samples."""
+    from sklearn.metrics import log_loss
+
+    X, y = make_regression(120, 5, n_targets=2, random_state=3)
+    alpha, batch = 0.5, 50  # 3 batches, the last one short
+    params = dict(hidden_layer_sizes=(7,), max_iter=1, learning_rate_init=1e-12, alpha=alpha, batch_size=batch,
+                  random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if estimator == "classifier":
+            labels = (y[:, 0] > 0).astype(int) + (y[:, 1] > 0)
+            model = MLPClassifier(**params).fit(X, labels)
+            data_loss = log_loss(labels, model.predict_proba(X))
+        else:
+            model = MLPRegressor(**params).fit(X, y)
+            data_loss = 0.5 * np.mean((model.predict(X) - y) ** 2)
+    penalty = 3 * 0.5 * alpha * sum((W**2).sum() for W in model.coefs_) / len(X)
+    assert model.loss_curve_ == [model.loss_]
+    assert model.loss_ == pytest.approx(data_loss + penalty, rel=1e-9)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="adam"),
+    dict(solver="sgd", learning_rate="adaptive"),
+    dict(solver="sgd", learning_rate="invscaling"),
+    dict(solver="adam", early_stopping=True),
+])
+def test_stopping_epoch_count_matches_sklearn(params):
+    """A tol no loss can beat makes every epoch after the first one without improvement: the
+    run stops (or, adaptive, divides the rate by 5 until it is <= 1e-6) after exactly the
+    epochs scikit-learn trains."""
+    X, y = make_classification(200, 6, random_state=4)
+    params = dict(params, hidden_layer_sizes=(5,), tol=1e6, n_iter_no_change=2, max_iter=200, random_state=0)
+    ours = MLPClassifier(**params).fit(X, y)
+    theirs = neural_network.MLPClassifier(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ < 200
+    assert ours.t_ == theirs.t_
+    assert (ours.best_loss_ is None) == (theirs.best_loss_ is None)
+    if params.get("early_stopping"):
+        assert len(ours.validation_scores_) == ours.n_iter_
+        assert ours.best_validation_score_ == max(ours.validation_scores_)
+
+
+def test_max_iter_warns_convergence():
+    X, y = make_classification(60, 4, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
+        MLPClassifier(max_iter=3, tol=0.0).fit(X, y)
+
+
+def test_verbose_prints_sklearns_lines(capsys):
+    X, y = make_classification(60, 4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(max_iter=2, verbose=True, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out and "Validation score: " in out
+
+
+# --- targets and inputs ----------------------------------------------------------------------
+
+
+def test_labels_of_any_kind():
+    X, y = make_classification(150, 5, n_classes=3, n_informative=3, random_state=0)
+    labels = np.array([-7, 3, 100])[y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(max_iter=20, random_state=0).fit(X, labels)
+    np.testing.assert_array_equal(model.classes_, [-7, 3, 100])
+    assert set(model.predict(X)) <= {-7, 3, 100}
+    assert model.out_activation_ == "softmax" and model.coefs_[-1].shape == (100, 3)
+
+
+def test_binary_is_one_logistic_unit():
+    X, y = make_classification(150, 5, random_state=0)
+    labels = np.where(y == 1, "yes", "no")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(max_iter=30, random_state=0).fit(X, labels)
+    assert model.out_activation_ == "logistic" and model.n_outputs_ == 1 and model.coefs_[-1].shape == (100, 1)
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict(X), np.where(proba[:, 1] > 0.5, "yes", "no"))
+    assert model.score(X, labels) > 0.8
+
+
+@needs_multilabel
+def test_multilabel_indicator_targets():
+    X, y = make_classification(200, 6, random_state=0)
+    Y = np.stack([y, (X[:, 0] > 0).astype(int), 1 - y], axis=1)
+    model = MLPClassifier(max_iter=100, random_state=0).fit(X, Y)
+    assert model.out_activation_ == "logistic" and model.n_outputs_ == 3
+    np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+    proba = model.predict_proba(X)
+    assert proba.shape == (200, 3)
+    np.testing.assert_array_equal(model.predict(X), (proba > 0.5).astype(int))
+    assert model.score(X, Y) > 0.7  # subset accuracy, as scikit-learn
+
+
+def test_dataframe_input_records_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = make_regression(80, 3, random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(max_iter=5, random_state=0).fit(frame, pd.Series(y))
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    assert model.n_features_in_ == 3
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        np.testing.assert_array_equal(model.predict(frame), model.predict(X))
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(frame.rename(columns={"a": "z"}))
+
+
+@pytest.mark.parametrize("dtype, X_dtype, trained", [
+    (None, np.float32, np.float32), (None, np.float64, np.float64), (None, np.int64, np.float64),
+    ("float32", np.float64, np.float32), ("float64", np.float32, np.float64),
+])
+def test_dtype(dtype, X_dtype, trained):
+    """dtype=None follows X as scikit-learn does; 'float32' trains float32 end to end."""
+    X, y = make_classification(60, 4, random_state=0)
+    X = (X * 10).astype(X_dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(max_iter=3, dtype=dtype, random_state=0).fit(X, y)
+    assert model.model_.params_.dtype == trained
+    assert all(W.dtype == trained for W in model.coefs_ + model.intercepts_)
+    assert model.predict_proba(X).dtype == trained
+
+
+def test_uint8_is_not_scaled_as_pixels():
+    """fastmlp.MLP reads uint8 as pixels / 255; the estimators, like scikit-learn, take values as they are."""
+    X = np.array([[0], [255], [0], [255]] * 10, dtype=np.uint8)
+    y = np.array([0.0, 255.0] * 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X, y)
+        b = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X.astype(np.float64), y)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_coefs_are_views_of_the_model():
+    X, y = make_regression(40, 3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    model.coefs_[0][...] = 0
+    model.intercepts_[0][...] = 0
+    model.intercepts_[1][...] = 1.5  # hidden relu units all 0: the output is the last bias
+    np.testing.assert_array_equal(model.predict(X), 1.5)
+
+
+# --- beyond scikit-learn -----------------------------------------------------------------------
+
+
+@needs_sample_weight
+def test_zero_sample_weights_drop_samples():
+    X, y = make_classification(100, 5, random_state=0)
+    weight = np.r_[np.ones(60), np.zeros(40)]
+    params = dict(max_iter=20, random_state=0, batch_size=100, shuffle=False, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = MLPClassifier(**params).fit(X, y, sample_weight=weight)
+        dropped = MLPClassifier(**params).fit(X[:60], y[:60])
+    np.testing.assert_allclose(weighted.predict_proba(X), dropped.predict_proba(X), rtol=1e-6, atol=1e-9)
+
+
+def test_warm_start_keeps_the_optimizer_state():
+    from fastmlp.optim import STEPS
+
+    X, y = make_classification(100, 5, random_state=0)
+    model = MLPClassifier(max_iter=3, batch_size=25, tol=0.0, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+        moments = model.model_.optimizer_state_.slots.copy()
+        model.fit(X, y)
+        assert model.model_.optimizer_state_.counters[STEPS] == 2 * 3 * 4  # Adam's t went on
+        assert model.n_iter_ == 3 and model.t_ == 600 and len(model.loss_curve_) == 6
+        assert np.abs(moments).sum() > 0
+        model.set_params(warm_start=False).fit(X, y)
+        assert model.model_.optimizer_state_.counters[STEPS] == 3 * 4  # a new run
+
+
+def test_partial_fit_needs_classes_first_and_equals_epochs():
+    X, y = make_classification(100, 5, random_state=0)
+    model = MLPClassifier(random_state=0, batch_size=20, shuffle=False)
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        model.partial_fit(X, y)
+    for _ in range(3):
+        model.partial_fit(X, y, classes=[0, 1])
+    assert model.n_iter_ == 1 and model.t_ == 300 and len(model.loss_curve_) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = MLPClassifier(random_state=0, batch_size=20, shuffle=False, max_iter=3, tol=0.0).fit(X, y)
+    np.testing.assert_allclose(model.loss_curve_, fitted.loss_curve_, rtol=1e-12)
+    np.testing.assert_array_equal(model.predict_proba(X), fitted.predict_proba(X))
+    with pytest.raises(ValueError, match="classes not in"):
+        model.partial_fit(X, np.where(y == 1, 5, 0))
+
+
+def test_partial_fit_with_early_stopping():
+    """The first call holds out the validation set; each call scores it; the model holds the
+    best weights and trains on from the last; after n_iter_no_change + 1 calls without
+    improvement the run has stopped and calls train nothing."""
+    X, y = make_classification(300, 5, random_state=0)
+    model = MLPClassifier(early_stopping=True, n_iter_no_change=2, tol=0.2, random_state=0)
+    model.partial_fit(X, y, classes=[0, 1])
+    model.partial_fit(X, y)
+    model.partial_fit(X, y)
+    assert len(model.validation_scores_) == 3 and model.best_validation_score_ == max(model.validation_scores_)
+    X_val, t_val, _ = model._validation
+    assert len(X_val) == 30
+    assert model.score(X_val, t_val) == model.best_validation_score_  # the best weights
+    model.partial_fit(X, y)  # the 3rd without improving by 0.2: stop
+    held = model.model_.params_.copy()
+    with pytest.warns(ConvergenceWarning, match="early stopping ended this run"):
+        model.partial_fit(X, y)
+    np.testing.assert_array_equal(model.model_.params_, held)
+    assert len(model.validation_scores_) == 4
+
+
+# --- drop-in: the places scikit-learn estimators go --------------------------------------------
+
+
+def test_pipeline_cross_val_score_and_clone():
+    X, y = make_classification(150, 8, random_state=0)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), max_iter=20, random_state=0,
+                                                         learning_rate_init=0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.7
+    copy = clone(pipe)
+    assert copy.get_params()["mlpclassifier__hidden_layer_sizes"] == (16,)
+    assert not hasattr(copy[-1], "model_")
+
+
+def test_grid_search_in_two_processes():
+    X, y = make_regression(120, 4, noise=0.1, random_state=0)
+    search = GridSearchCV(
+        MLPRegressor(max_iter=20, random_state=0, learning_rate_init=0.01),
+        {"hidden_layer_sizes": [(4,), (16,)], "alpha": [1e-4, 1.0]}, cv=2, n_jobs=2,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y / y.std())
+    assert len(search.cv_results_["mean_test_score"]) == 4
+    assert isinstance(search.best_estimator_, MLPRegressor) and hasattr(search.best_estimator_, "model_")
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_pickled_fitted_estimator_predicts_the_same(estimator):
+    X, y = make_classification(80, 4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(max_iter=5, random_state=0).fit(X, y)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    restored.partial_fit(X, y)  # and trains on
