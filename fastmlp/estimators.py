@@ -3,9 +3,11 @@
 The constructor parameters, their defaults and their meanings are those of
 ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``, plus fastmlp's ``backend``,
 ``dtype`` and ``threads``. A ``fastmlp.MLP`` (``model_``) holds the network and trains it; the
-estimator drives it one epoch at a time (``MLP.partial_fit(epochs=1)``) and takes
-scikit-learn's per-epoch decisions itself, as ``sklearn/neural_network/_multilayer_perceptron.py``
-does:
+estimator drives it with ``MLP.partial_fit`` and takes scikit-learn's per-epoch decisions
+itself, as ``sklearn/neural_network/_multilayer_perceptron.py`` does. Epochs go one per call
+when each needs a decision (a validation score, an 'invscaling' rate, ``partial_fit``); else
+as many per call as cannot end in one (up to n_iter_no_change + 1), because a call costs a
+pass over X besides the training.
 
 - an epoch is one shuffled pass in batches of ``batch_size`` ('auto' = min(200, n_samples));
 - its loss (``loss_curve_``) is scikit-learn's: the mean training loss of the epoch's batches
@@ -71,6 +73,10 @@ def _unit_interval(name, value, *, closed_right=False):
     if not (0 <= value <= 1 if closed_right else 0 <= value < 1):
         raise ValueError(f"{name} must be in [0, 1{']' if closed_right else ')'}; got {value!r}")
     return float(value)
+
+
+def _squared_norm(matrices):
+    return sum(float(np.dot(W.ravel(), W.ravel())) for W in matrices)
 
 
 def _hidden_layer_sizes(value):
@@ -324,51 +330,35 @@ class _BaseMLP(BaseEstimator):
         if getattr(self, "_last_params", None) is not None:
             model.params_[...] = self._last_params  # partial_fit goes on from its last, not its best, weights
             self._last_params = None
-        n_batches = math.ceil(n_samples / batch_size)
-        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        # the penalty scikit-learn adds to an epoch's loss is penalty_scale * sum ||W||^2
+        penalty_scale = math.ceil(n_samples / batch_size) * 0.5 * float(self.alpha) / (n_samples * mean_weight)
+        invscaling = self.solver == "sgd" and self.learning_rate == "invscaling"
         if not incremental:
             self._no_improvement_count = 0
         self.n_iter_ = 0
+        stopped = False
         try:
-            for _ in range(self.max_iter):
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
+            while self.n_iter_ < self.max_iter and not stopped:
+                if invscaling:
                     self._learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
-                model.partial_fit(X_train, t_train, epochs=1, lr=self._learning_rate, **options)
-                self.n_iter_ += 1
-                self.t_ += n_samples
-                penalty = sum(float(np.dot(W.ravel(), W.ravel())) for W in model.weights_)
-                self.loss_ = self._data_loss(model.history_.loss[-1]) + n_batches * 0.5 * float(self.alpha) * penalty / (n_samples * mean_weight)
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                if validation is not None:
-                    score = self._validation_score(*validation)
-                    self.validation_scores_.append(score)
-                    if self.verbose:
-                        print("Validation score: %f" % score)
-                    improved = not score < self.best_validation_score_ + self.tol
-                    if score > self.best_validation_score_:
-                        self.best_validation_score_ = score
-                        self._best_params = model.params_.copy()
-                else:
-                    improved = not self.loss_ > self.best_loss_ - self.tol
-                    self.best_loss_ = min(self.best_loss_, self.loss_)
-                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if adaptive and self._learning_rate > ADAPTIVE_MIN_LR:
-                        self._learning_rate /= ADAPTIVE_DIVISOR
-                        self._no_improvement_count = 0
-                        if self.verbose:
-                            print("No improvement for more than %s epochs: learning rate set to %f"
-                                  % (self.n_iter_no_change, self._learning_rate))
-                    else:
-                        self._stopped = validation is not None
-                        if self.verbose:
-                            print("No improvement by more than tol=%f for %s epochs: stopping." % (self.tol, self.n_iter_no_change))
-                        break
+                # Epochs that cannot end in a decision train in one call (MLP.partial_fit costs a
+                # pass over X per call): the first possible one is n_iter_no_change + 1 epochs
+                # without improvement away. Per-epoch validation, rates and partial_fit: one epoch.
+                epochs = 1
+                if validation is None and not invscaling and not incremental:
+                    epochs = self.max_iter - self.n_iter_
+                    if self.n_iter_no_change != math.inf:
+                        epochs = min(epochs, int(self.n_iter_no_change) + 1 - self._no_improvement_count)
+                penalty_before = _squared_norm(model.weights_)
+                model.partial_fit(X_train, t_train, epochs=epochs, lr=self._learning_rate, **options)
+                penalty_after = _squared_norm(model.weights_)
+                for epoch, data_loss in enumerate(model.history_.loss[-epochs:], 1):
+                    # the weights of epochs inside a call are not kept: their norm is interpolated
+                    penalty = penalty_before + (penalty_after - penalty_before) * epoch / epochs
+                    stopped = self._book_epoch(data_loss, penalty_scale * penalty, n_samples, validation)
                 if incremental:
                     break
-                if self.n_iter_ == self.max_iter:
+                if self.n_iter_ == self.max_iter and not stopped:
                     warnings.warn(
                         "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
                         % self.max_iter,
@@ -381,6 +371,41 @@ class _BaseMLP(BaseEstimator):
             if incremental:
                 self._last_params = model.params_.copy()
             model.params_[...] = self._best_params
+
+    def _book_epoch(self, data_loss, penalty, n_samples, validation):
+        """scikit-learn's bookkeeping after an epoch (loss, score, patience, adaptive rate);
+        True when the run must stop."""
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_ = self._data_loss(data_loss) + penalty
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        if validation is not None:
+            score = self._validation_score(*validation)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+            improved = not score < self.best_validation_score_ + self.tol
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self.model_.params_.copy()
+        else:
+            improved = not self.loss_ > self.best_loss_ - self.tol
+            self.best_loss_ = min(self.best_loss_, self.loss_)
+        self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self.solver == "sgd" and self.learning_rate == "adaptive" and self._learning_rate > ADAPTIVE_MIN_LR:
+            self._learning_rate /= ADAPTIVE_DIVISOR
+            self._no_improvement_count = 0
+            if self.verbose:
+                print("No improvement for more than %s epochs: learning rate set to %f" % (self.n_iter_no_change, self._learning_rate))
+            return False
+        self._stopped = validation is not None
+        if self.verbose:
+            print("No improvement by more than tol=%f for %s epochs: stopping." % (self.tol, self.n_iter_no_change))
+        return True
 
     def _data_loss(self, fastmlp_loss):
         """scikit-learn's loss of the epoch from fastmlp's mean per-sample loss."""
