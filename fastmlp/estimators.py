@@ -506,7 +506,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if len(unknown):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {labels}.")
         if self._target_kind == "multilabel":
-            return X, np.ascontiguousarray(y, dtype=X.dtype)
+            return X, np.ascontiguousarray(y, dtype=np.int64)
         return X, np.searchsorted(self.classes_, y).astype(np.int64)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):

@@ -2,7 +2,6 @@
 (Pipeline, cross-validation, grid search, clone, pickle) and the semantics taken from
 scikit-learn (parameters, attributes, losses, stopping), compared with scikit-learn itself."""
 
-import inspect
 import pickle
 import subprocess
 import sys
@@ -22,52 +21,14 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-import fastmlp  # noqa: E402
 from fastmlp import MLPClassifier, MLPRegressor  # noqa: E402
-from fastmlp.network import Architecture  # noqa: E402
 
 # Small networks and few epochs keep scikit-learn's ~60 checks per estimator fast; the checks
 # that demand a good fit (accuracy > 0.83, R^2 > 0.5) still pass with them.
 CHECK_PARAMS = dict(hidden_layer_sizes=(16,), max_iter=40, learning_rate_init=0.02, random_state=0)
 
 
-def _has_sample_weight():
-    return "sample_weight" in inspect.signature(fastmlp.MLP.fit).parameters
-
-
-def _has_multilabel():
-    try:
-        Architecture(layers=(2, 3), loss="binary_cross_entropy")
-    except ValueError:
-        return False
-    return True
-
-
-needs_sample_weight = pytest.mark.skipif(not _has_sample_weight(), reason="fastmlp.MLP.fit has no sample_weight yet (issue 10)")
-needs_multilabel = pytest.mark.skipif(not _has_multilabel(), reason="fastmlp.MLP has no multilabel outputs yet (issue 10)")
-
-
-def _pending_checks(estimator):
-    """Checks of features the core gains in issue 10 (sample weights, multilabel outputs),
-    expected to fail only while fastmlp.MLP lacks them."""
-    failing = {}
-    if not _has_sample_weight():
-        for name in ("check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
-                     "check_sample_weights_list", "check_sample_weights_shape",
-                     "check_sample_weights_not_overwritten", "check_sample_weight_equivalence_on_dense_data",
-                     "check_classifiers_one_label_sample_weights"):
-            failing[name] = "fastmlp.MLP.fit has no sample_weight yet"
-    if isinstance(estimator, MLPClassifier) and not _has_multilabel():
-        for name in ("check_classifiers_multilabel_representation_invariance",
-                     "check_classifiers_multilabel_output_format_predict",
-                     "check_classifiers_multilabel_output_format_predict_proba",
-                     "check_classifiers_multilabel_output_format_decision_function"):
-            failing[name] = "fastmlp.MLP has no multilabel outputs yet"
-    return failing
-
-
-@parametrize_with_checks([MLPClassifier(**CHECK_PARAMS), MLPRegressor(**CHECK_PARAMS)],
-                         expected_failed_checks=_pending_checks)
+@parametrize_with_checks([MLPClassifier(**CHECK_PARAMS), MLPRegressor(**CHECK_PARAMS)])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -258,11 +219,12 @@ def test_binary_is_one_logistic_unit():
     assert model.score(X, labels) > 0.8
 
 
-@needs_multilabel
 def test_multilabel_indicator_targets():
     X, y = make_classification(200, 6, random_state=0)
     Y = np.stack([y, (X[:, 0] > 0).astype(int), 1 - y], axis=1)
-    model = MLPClassifier(max_iter=100, random_state=0).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(max_iter=100, random_state=0).fit(X, Y)
     assert model.out_activation_ == "logistic" and model.n_outputs_ == 3
     np.testing.assert_array_equal(model.classes_, [0, 1, 2])
     proba = model.predict_proba(X)
@@ -327,16 +289,23 @@ def test_coefs_are_views_of_the_model():
 # --- beyond scikit-learn -----------------------------------------------------------------------
 
 
-@needs_sample_weight
 def test_zero_sample_weights_drop_samples():
     X, y = make_classification(100, 5, random_state=0)
     weight = np.r_[np.ones(60), np.zeros(40)]
-    params = dict(max_iter=20, random_state=0, batch_size=100, shuffle=False, tol=0.0)
+    params = dict(max_iter=20, random_state=0, shuffle=False, tol=0.0)  # 'auto': one batch of all samples
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         weighted = MLPClassifier(**params).fit(X, y, sample_weight=weight)
         dropped = MLPClassifier(**params).fit(X[:60], y[:60])
     np.testing.assert_allclose(weighted.predict_proba(X), dropped.predict_proba(X), rtol=1e-6, atol=1e-9)
+    assert weighted.n_iter_ == dropped.n_iter_
+    np.testing.assert_allclose(weighted.loss_curve_, dropped.loss_curve_, rtol=1e-9)
+    weighted_calls = MLPClassifier(**params)
+    dropped_calls = MLPClassifier(**params)
+    for _ in range(3):
+        weighted_calls.partial_fit(X, y, sample_weight=weight, classes=[0, 1])
+        dropped_calls.partial_fit(X[:60], y[:60], classes=[0, 1])
+    np.testing.assert_allclose(weighted_calls.predict_proba(X), dropped_calls.predict_proba(X), rtol=1e-6, atol=1e-9)
 
 
 def test_warm_start_keeps_the_optimizer_state():
