@@ -333,8 +333,9 @@ class _BaseMLP(BaseEstimator):
         # the penalty scikit-learn adds to an epoch's loss is penalty_scale * sum ||W||^2
         penalty_scale = math.ceil(n_samples / batch_size) * 0.5 * float(self.alpha) / (n_samples * mean_weight)
         invscaling = self.solver == "sgd" and self.learning_rate == "invscaling"
-        if not incremental:
+        if not incremental:  # each fit starts at learning_rate_init with fresh patience
             self._no_improvement_count = 0
+            self._learning_rate = float(self.learning_rate_init)
         self.n_iter_ = 0
         stopped = False
         try:
