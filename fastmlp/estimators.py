@@ -53,7 +53,8 @@ except ImportError:  # scikit-learn < 1.6: the same check was a method of BaseEs
         return estimator._validate_data(*args, **kwargs)
 
 
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scikit-learn's activation names -> fastmlp's
+SKLEARN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 ADAPTIVE_DIVISOR = 5.0
@@ -73,6 +74,13 @@ def _unit_interval(name, value, *, closed_right=False):
     if not (0 <= value <= 1 if closed_right else 0 <= value < 1):
         raise ValueError(f"{name} must be in [0, 1{']' if closed_right else ')'}; got {value!r}")
     return float(value)
+
+
+def _dtype_name(dtype):
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return None
 
 
 def _squared_norm(matrices):
@@ -155,7 +163,7 @@ class _BaseMLP(BaseEstimator):
     def _check_hyperparameters(self):
         """The constructor parameters checked (errors name the parameter and the value)."""
         _hidden_layer_sizes(self.hidden_layer_sizes)
-        _choice("activation", self.activation, tuple(ACTIVATIONS))
+        _choice("activation", self.activation, tuple(SKLEARN_ACTIVATIONS))
         if self.solver == "lbfgs":
             raise ValueError(
                 "solver='lbfgs' is not available in fastmlp (its compiled core trains by SGD and Adam); "
@@ -184,7 +192,7 @@ class _BaseMLP(BaseEstimator):
         if not (isinstance(self.n_iter_no_change, float) and self.n_iter_no_change == math.inf):
             positive_int("n_iter_no_change (an integer or np.inf)", self.n_iter_no_change)
         positive_int("max_fun", self.max_fun)
-        if self.dtype is not None and np.dtype(self.dtype).name not in DTYPES:
+        if self.dtype is not None and _dtype_name(self.dtype) not in DTYPES:
             raise ValueError(f"dtype must be None (follow X, as scikit-learn), 'float32' or 'float64'; got {self.dtype!r}")
 
     def _input_dtype(self):
@@ -249,7 +257,7 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(hidden) + 2
         self.model_ = MLP(
             layers=[X.shape[1], *hidden, self.n_outputs_],
-            activation=ACTIVATIONS[self.activation],
+            activation=SKLEARN_ACTIVATIONS[self.activation],
             loss=self._loss(),
             dtype=X.dtype.name,
             # one draw from random_state seeds the weights and the shuffling (None: a fresh seed)
@@ -309,7 +317,7 @@ class _BaseMLP(BaseEstimator):
         return tuple(train), validation
 
     def _train(self, X, targets, sample_weight, random_state, incremental):
-        """The epoch loop: scikit-learn's ``_fit_stochastic`` around ``MLP.partial_fit(epochs=1)``."""
+        """The epoch loop: scikit-learn's ``_fit_stochastic`` around ``MLP.partial_fit``."""
         (X_train, t_train, sw_train), validation = self._split(X, targets, sample_weight, random_state, incremental)
         n_samples = len(X_train)
         if self.batch_size == "auto":
@@ -337,36 +345,39 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
             self._learning_rate = float(self.learning_rate_init)
         self.n_iter_ = 0
-        stopped = False
-        try:
-            while self.n_iter_ < self.max_iter and not stopped:
-                if invscaling:
-                    self._learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
-                # Epochs that cannot end in a decision train in one call (MLP.partial_fit costs a
-                # pass over X per call): the first possible one is n_iter_no_change + 1 epochs
-                # without improvement away. Per-epoch validation, rates and partial_fit: one epoch.
-                epochs = 1
-                if validation is None and not invscaling and not incremental:
-                    epochs = self.max_iter - self.n_iter_
-                    if self.n_iter_no_change != math.inf:
-                        epochs = min(epochs, int(self.n_iter_no_change) + 1 - self._no_improvement_count)
-                penalty_before = _squared_norm(model.weights_)
+        stopped = interrupted = False
+        while self.n_iter_ < self.max_iter and not (stopped or interrupted):
+            if invscaling:
+                self._learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
+            # Epochs that cannot end in a decision train in one call (MLP.partial_fit costs a
+            # pass over X per call): the first possible one is n_iter_no_change + 1 epochs
+            # without improvement away. Per-epoch validation, rates and partial_fit: one epoch.
+            epochs = 1
+            if validation is None and not invscaling and not incremental:
+                epochs = self.max_iter - self.n_iter_
+                if self.n_iter_no_change != math.inf:
+                    epochs = min(epochs, int(self.n_iter_no_change) + 1 - self._no_improvement_count)
+            done_before = len(model.history_.loss)
+            penalty_before = _squared_norm(model.weights_)
+            try:
                 model.partial_fit(X_train, t_train, epochs=epochs, lr=self._learning_rate, **options)
-                penalty_after = _squared_norm(model.weights_)
-                for epoch, data_loss in enumerate(model.history_.loss[-epochs:], 1):
-                    # the weights of epochs inside a call are not kept: their norm is interpolated
-                    penalty = penalty_before + (penalty_after - penalty_before) * epoch / epochs
-                    stopped = self._book_epoch(data_loss, penalty_scale * penalty, n_samples, validation)
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter and not stopped:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
-                        % self.max_iter,
-                        ConvergenceWarning,
-                    )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            except KeyboardInterrupt:  # the model keeps the weights of its last completed chunk
+                warnings.warn("Training interrupted by user.")
+                interrupted = True
+            penalty_after = _squared_norm(model.weights_)
+            done = model.history_.loss[done_before:]
+            for epoch, data_loss in enumerate(done, 1):
+                # the weights of epochs inside a call are not kept: their norm is interpolated
+                penalty = penalty_before + (penalty_after - penalty_before) * epoch / len(done)
+                stopped = self._book_epoch(data_loss, penalty_scale * penalty, n_samples, validation)
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter and not stopped:
+                warnings.warn(
+                    "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
+                    % self.max_iter,
+                    ConvergenceWarning,
+                )
         if validation is not None and self._best_params is not None:
             # the model holds the best-scoring weights; partial_fit goes on from the last ones
             if incremental:

@@ -69,6 +69,7 @@ def test_missing_sklearn_names_the_extra():
     (dict(batch_size=0), "batch_size"),
     (dict(early_stopping=True, validation_fraction=0.0), "validation_fraction must be in (0, 1)"),
     (dict(dtype="float16"), "dtype must be None"),
+    (dict(dtype="single precision"), "dtype must be None"),
 ])
 def test_bad_parameters_are_named_at_fit(params, message):
     X, y = make_classification(40, 4, random_state=0)
