@@ -62,7 +62,10 @@ class Dataset:
     name: str  # load_dataset's and --dataset's name, and the cache subdirectory
     title: str  # how messages call it
     mirrors: tuple  # base URLs, tried in order, each serving the four official .gz files
-    registry: dict  # .gz file name -> "md5:<hex digest>" of the official download
+    # .gz file name -> "md5:<hex digest>" of the official download. Checked right after a
+    # download only: a user's own copy may be re-compressed (other .gz bytes, same content),
+    # and every file is checked by parsing anyway.
+    registry: dict
     class_names: tuple  # class_names[label]
 
 
@@ -284,12 +287,18 @@ def load_dataset(name, data_dir=None, *, download=True, progress=None):
     ------
     ValueError
         ``name`` is not a known dataset.
+    TypeError
+        ``download`` or ``progress`` is not a bool.
     DataNotFoundError
         The files are missing and could not be downloaded.
     DataFormatError
         A file is corrupt, images aren't 28x28, or image and label counts disagree.
     """
     dataset = _dataset(name)
+    if not isinstance(download, (bool, np.bool_)):
+        raise TypeError(f"download must be True or False; got {download!r}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
     directory, source = _resolve_data_dir(dataset, data_dir)
     if directory.exists() and not directory.is_dir():
         raise DataNotFoundError(

@@ -479,6 +479,14 @@ def test_unknown_dataset_name_lists_the_names(call, no_network):
     assert "unknown dataset" in message and "mnist, fashion-mnist, kmnist" in message
 
 
+@pytest.mark.parametrize("options, words", [({"download": "yes"}, "download must be True or False; got 'yes'"),
+                                             ({"progress": 1}, "progress must be None")])
+def test_load_dataset_checks_its_switches(tmp_path, no_network, options, words):
+    write_mnist_dir(tmp_path)
+    with pytest.raises(TypeError, match=words):
+        load_dataset("mnist", tmp_path, **options)
+
+
 def test_load_dataset_from_data_dir_names_the_dataset_when_missing(tmp_path, no_network):
     arrays = write_mnist_dir(tmp_path / "kmnist-copy", n_train=6)
     assert_matches(load_dataset("kmnist", tmp_path / "kmnist-copy"), arrays)
