@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
 
-# tqdm.auto's class derives from the notebook bar only when it chose the Jupyter widget.
-_NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+def _tqdm():
+    # Imported on first use: tqdm.auto brings asyncio along, a twentieth of a second that
+    # ``import fastmlp`` need not pay.
+    from tqdm.auto import tqdm
+
+    return tqdm
 
 
 def shown_by_default(stream=None):
     """True when a bar on ``stream`` (default stderr) would be seen: a terminal, or Jupyter."""
-    if _NOTEBOOK:
+    # tqdm.auto's class derives from the notebook bar only when it chose the Jupyter widget.
+    if any(cls.__module__ == "tqdm.notebook" for cls in _tqdm().__mro__):
         return True
     stream = sys.stderr if stream is None else stream
     return stream is not None and hasattr(stream, "isatty") and stream.isatty()
@@ -36,4 +40,4 @@ def progress_bar(total, description, *, enabled=None, stream=None, **options):
     stream = sys.stderr if stream is None else stream
     if enabled is None:
         enabled = shown_by_default(stream)
-    return tqdm(total=total, desc=description, disable=not enabled, file=stream, **options)
+    return _tqdm()(total=total, desc=description, disable=not enabled, file=stream, **options)

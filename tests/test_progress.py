@@ -37,6 +37,18 @@ def test_enabled_overrides_the_terminal_check():
     assert draw(FakeTerminal(), enabled=False) == ""
 
 
+def test_shown_by_default_in_jupyter(monkeypatch):
+    # Inside a Jupyter kernel tqdm.auto's class derives from tqdm.notebook's widget bar, and
+    # stderr there is no terminal: the widget is still seen, so the default is to draw it.
+    from fastmlp import progress
+
+    widget_bar = type("tqdm_notebook", (), {"__module__": "tqdm.notebook"})
+    auto_bar = type("tqdm", (widget_bar,), {"__module__": "tqdm.auto"})
+    assert not progress.shown_by_default(io.StringIO())
+    monkeypatch.setattr(progress, "_tqdm", lambda: auto_bar)
+    assert progress.shown_by_default(io.StringIO())
+
+
 @pytest.fixture
 def tiny_digits(rng, synth):
     return synth.digits(rng, 60)
