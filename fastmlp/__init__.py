@@ -11,7 +11,7 @@
 """
 
 from .checkpoint import CheckpointError
-from .data import DataFormatError, DataNotFoundError, load_mnist, read_csv, read_idx
+from .data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, read_csv, read_idx
 from .model import MLP
 from .network import SymmetryWarning
 from .trainer import DivergenceError, History, TrainingInterrupted
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "load_mnist",
+    "load_dataset",
     "read_idx",
     "read_csv",
     "History",

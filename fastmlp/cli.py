@@ -19,6 +19,7 @@ import time
 from . import _cli_options as options
 from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
+from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
 from .trainer import SCHEDULES
 
@@ -35,7 +36,13 @@ TRAINING_OPTIONS = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHE
 def _add_model_options(parser):
     """Options that pick the data, the network and the SGD run: shared by train and compare."""
     add = parser.add_argument
-    add("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
+    # One way or the other: a named dataset's files come from its cache (downloaded once), --data
+    # reads a directory of your own, whatever dataset it holds.
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", type=options.path, metavar="DIR",
+                        help="directory with the four IDX files (or mnist_train.csv and mnist_test.csv) of any MNIST-like dataset")
+    source.add_argument("--dataset", type=options.choice(DATASETS), default=None, metavar="NAME",
+                        help=f"{', '.join(DATASETS)} (default mnist: $FASTMLP_DATA, else the user cache); downloaded once into the cache")
     add("--layers", type=options.layer_sizes, default=(784, 128, 10), metavar="SIZES", help="layer sizes, default 784,128,10")
     add("--activation", type=options.choice(ACTIVATIONS), default="sigmoid", help=f"hidden activation: {', '.join(ACTIVATIONS)} (default sigmoid)")
     add("--loss", type=options.choice(LOSS_NAMES), default="cross_entropy", help=f"{', '.join(LOSS_NAMES)} (default cross_entropy)")
@@ -77,7 +84,8 @@ def build_parser():
     train = commands.add_parser(
         "train",
         help="train on MNIST and report test accuracy",
-        description="Train an MLP on MNIST (or any dataset in the same IDX/CSV layout) and evaluate it on the test set.",
+        description="Train an MLP on MNIST, Fashion-MNIST or KMNIST (--dataset), or on any dataset in the same IDX/CSV "
+        "layout (--data), and evaluate it on the test set.",
     )
     _add_model_options(train)
     train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
@@ -179,10 +187,11 @@ def _check_fit_options(args, dests):
 
 
 def _data(args):
-    """MNIST (train, test); called after every option has been checked, so mistakes fail fast."""
-    from .data import load_mnist
+    """The data of --data or --dataset (default MNIST) as (train, test); called after every option
+    has been checked, so mistakes fail fast."""
+    from .data import load_dataset
 
-    X_train, y_train, X_test, y_test = load_mnist(args.data)
+    X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data)
     if args.limit is not None:
         if args.limit > len(y_train):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
@@ -261,7 +270,7 @@ def _check_resumed_data(args, model, X_train, y_train):
         raise ValueError(
             f"--resume {args.resume}: the checkpoint's run trained on other data ({saved['n_samples']:,} samples, "
             f"crc32 {saved['crc32']:08x}; these are {fingerprint['n_samples']:,}, crc32 {fingerprint['crc32']:08x}); "
-            f"pass the --data and --limit it was trained with"
+            f"pass the --data or --dataset and the --limit it was trained with"
         )
 
 

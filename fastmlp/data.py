@@ -1,8 +1,10 @@
-"""Find, download and read MNIST (or any dataset in the same IDX or CSV layout).
+"""Find, download and read MNIST, Fashion-MNIST and KMNIST (or any dataset in the same IDX or
+CSV layout).
 
 Everything here is about files: where they live, how they are checked, and how they become
 ``uint8 [N, 784]`` images and ``int64 [N]`` labels. Converting to float for training is the
-trainer's job.
+trainer's job. Downloading, caching and checksum verification are pooch's (``pooch.retrieve``:
+streamed into a temporary file next to the target, MD5-checked, then renamed into place).
 
 Any corrupt file raises ``DataFormatError`` naming the file; any missing file raises
 ``DataNotFoundError`` saying where we looked and how to provide the data. Headers are checked
@@ -11,26 +13,28 @@ a huge allocation.
 """
 
 import gzip
-import hashlib
-import http.client
 import math
 import os
 import re
 import struct
 import sys
-import urllib.request
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fastmlp._atomic import atomic_write
+from fastmlp.progress import progress_bar, shown_by_default
 
 __all__ = [
+    "CLASS_NAMES",
+    "DATASETS",
     "DataFormatError",
     "DataNotFoundError",
+    "Dataset",
     "default_data_dir",
+    "load_dataset",
     "load_mnist",
     "read_csv",
     "read_idx",
@@ -48,20 +52,83 @@ CSV_FILES = ("mnist_train.csv", "mnist_test.csv")
 IMAGE_ROWS = IMAGE_COLS = 28
 N_PIXELS = IMAGE_ROWS * IMAGE_COLS
 
-# Tried in order; each serves the official gzipped files under their official names.
-MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-]
-# MD5 of the official .gz downloads. Only checked right after a download: a user's own
-# copy may be re-compressed (different .gz bytes, same content) and is checked by parsing.
-MD5 = {
-    TRAIN_IMAGES + ".gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    TRAIN_LABELS + ".gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    TEST_IMAGES + ".gz": "9fb629c4189551a2d022fa330f9573f3",
-    TEST_LABELS + ".gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
 DOWNLOAD_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset in the MNIST layout: the four IDX files, gzipped, at each mirror."""
+
+    name: str  # load_dataset's and --dataset's name, and the cache subdirectory
+    title: str  # how messages call it
+    mirrors: tuple  # base URLs, tried in order, each serving the four official .gz files
+    # .gz file name -> "md5:<hex digest>" of the official download. Checked right after a
+    # download only: a user's own copy may be re-compressed (other .gz bytes, same content),
+    # and every file is checked by parsing anyway.
+    registry: dict
+    class_names: tuple  # class_names[label]
+
+
+DATASETS = {
+    dataset.name: dataset
+    for dataset in (
+        # MD5 sums as torchvision lists them (torchvision/datasets/mnist.py, class MNIST); the
+        # mirrors are PyTorch's and TensorFlow's copies of the files yann.lecun.com published.
+        Dataset(
+            name="mnist",
+            title="MNIST",
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            ),
+            registry={
+                TRAIN_IMAGES + ".gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                TRAIN_LABELS + ".gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+                TEST_IMAGES + ".gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+                TEST_LABELS + ".gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+            },
+            class_names=tuple("0123456789"),
+        ),
+        # The download table of Fashion-MNIST's README (github.com/zalandoresearch/fashion-mnist),
+        # the same in torchvision's FashionMNIST; its repository also serves the files.
+        Dataset(
+            name="fashion-mnist",
+            title="Fashion-MNIST",
+            mirrors=(
+                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            ),
+            registry={
+                TRAIN_IMAGES + ".gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                TRAIN_LABELS + ".gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+                TEST_IMAGES + ".gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+                TEST_LABELS + ".gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+            },
+            class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ),
+        # Kuzushiji-MNIST (github.com/rois-codh/kmnist), hosted by ROIS-DS CODH; MD5 sums from
+        # torchvision's KMNIST. Class names romanised as there (お き す つ な は ま や れ を), so that
+        # plots need no Japanese font.
+        Dataset(
+            name="kmnist",
+            title="Kuzushiji-MNIST",
+            mirrors=(
+                "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+                "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            ),
+            registry={
+                TRAIN_IMAGES + ".gz": "md5:bdb82020997e1d708af4cf47b453dcf7",
+                TRAIN_LABELS + ".gz": "md5:e144d726b3acfaa3e44228e80efcd344",
+                TEST_IMAGES + ".gz": "md5:5c965bf0a639b31b8f53240b1b52f4d7",
+                TEST_LABELS + ".gz": "md5:7320c461ea6c1c855c0b718fb2a4b134",
+            },
+            class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        ),
+    )
+}
+# CLASS_NAMES["fashion-mnist"][label] -> "Ankle boot" and so on, for plots and reports.
+CLASS_NAMES = {name: dataset.class_names for name, dataset in DATASETS.items()}
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension [N]
@@ -97,12 +164,19 @@ class DataNotFoundError(FileNotFoundError):
 # Where the data lives
 
 
-def default_data_dir():
-    """Return the per-user cache directory for MNIST (it may not exist yet).
+def _dataset(name):
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
 
-    ``%LOCALAPPDATA%\\fastmlp\\mnist`` on Windows, else ``$XDG_CACHE_HOME/fastmlp/mnist``,
-    else ``~/.cache/fastmlp/mnist``.
+
+def default_data_dir(dataset="mnist"):
+    """Return the per-user cache directory of ``dataset`` (it may not exist yet).
+
+    ``%LOCALAPPDATA%\\fastmlp\\<dataset>`` on Windows, else ``$XDG_CACHE_HOME/fastmlp/<dataset>``,
+    else ``~/.cache/fastmlp/<dataset>``: one subdirectory per name in ``DATASETS``.
     """
+    name = _dataset(dataset).name
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or os.path.join(Path.home(), "AppData", "Local")
     else:
@@ -110,17 +184,19 @@ def default_data_dir():
         # The XDG spec says to ignore relative paths here.
         if not os.path.isabs(base):
             base = os.path.join(Path.home(), ".cache")
-    return Path(base) / "fastmlp" / "mnist"
+    return Path(base) / "fastmlp" / name
 
 
-def _resolve_data_dir(data_dir):
+def _resolve_data_dir(dataset, data_dir):
     """Return (directory, source) where source is "argument", "environment" or "cache"."""
     if data_dir is not None:
         return Path(os.path.expanduser(os.fspath(data_dir))), "argument"
-    from_environment = os.environ.get("FASTMLP_DATA", "")
+    # FASTMLP_DATA has always meant "the MNIST files are here"; the other datasets have no
+    # variable of their own and live in their cache subdirectory.
+    from_environment = os.environ.get("FASTMLP_DATA", "") if dataset.name == "mnist" else ""
     if from_environment:
         return Path(os.path.expanduser(from_environment)), "environment"
-    return default_data_dir(), "cache"
+    return default_data_dir(dataset.name), "cache"
 
 
 _SOURCE_DESCRIPTIONS = {
@@ -128,6 +204,13 @@ _SOURCE_DESCRIPTIONS = {
     "environment": "the FASTMLP_DATA environment variable",
     "cache": "the default cache directory",
 }
+
+
+def _ways_to_point(dataset):
+    """The ways to say where ``dataset``'s files are, for the end of an error message."""
+    if dataset.name == "mnist":
+        return "the FASTMLP_DATA environment variable, load_mnist(data_dir=...) or the --data DIR option"
+    return f"load_dataset({dataset.name!r}, data_dir=...) or the --data DIR option"
 
 
 def _find_idx_files(directory):
@@ -142,14 +225,14 @@ def _find_idx_files(directory):
     return found
 
 
-def _not_found_message(directory, source, missing, failure=None):
+def _not_found_message(dataset, directory, source, missing, failure=None):
     looked_for = ", ".join(IDX_FILES)
     if len(missing) == len(IDX_FILES):
         what_is_missing = "none of them is there"
     else:
         what_is_missing = "missing: " + ", ".join(missing)
     message = (
-        f"MNIST data not found: looked for {looked_for} (each plain or with .gz) "
+        f"{dataset.title} data not found: looked for {looked_for} (each plain or with .gz) "
         f"in {directory} (from {_SOURCE_DESCRIPTIONS[source]}); {what_is_missing}."
     )
     if failure:
@@ -160,52 +243,72 @@ def _not_found_message(directory, source, missing, failure=None):
         message += " Nothing is downloaded into a directory you chose."
     message += (
         f" To fix: place the four files in {directory} (mnist_train.csv and mnist_test.csv, "
-        "label first then 784 pixels, work too), or point the FASTMLP_DATA environment "
-        "variable, load_mnist(data_dir=...) or the --data DIR option at a directory that "
-        "holds them."
+        f"label first then 784 pixels, work too), or point {_ways_to_point(dataset)} at a "
+        "directory that holds them."
     )
     if failure:
-        message += " The files can be fetched by hand from " + " or ".join(MIRRORS) + "."
+        message += " The files can be fetched by hand from " + " or ".join(dataset.mirrors) + "."
     return message
 
 
 def load_mnist(data_dir=None, *, download=True, progress=None):
-    """Load MNIST as ``(train_images, train_labels, test_images, test_labels)``.
+    """Load MNIST: ``load_dataset("mnist", data_dir, download=..., progress=...)``.
+
+    Any dataset stored under the same file names (Fashion-MNIST, for example) loads the same
+    way from its ``data_dir``.
+    """
+    return load_dataset("mnist", data_dir, download=download, progress=progress)
+
+
+def load_dataset(name, data_dir=None, *, download=True, progress=None):
+    """Load the dataset ``name`` as ``(train_images, train_labels, test_images, test_labels)``.
 
     Images are ``uint8`` arrays of shape ``[N, 784]`` (C-contiguous), labels are ``int64``
-    arrays of shape ``[N]``. Any dataset stored under the same file names (Fashion-MNIST,
-    for example) loads the same way.
+    arrays of shape ``[N]``; ``CLASS_NAMES[name][label]`` names a label.
 
     Parameters
     ----------
+    name : {"mnist", "fashion-mnist", "kmnist"}
+        A key of ``DATASETS``.
     data_dir : str or os.PathLike, optional
         Directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
         ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each plain or gzipped),
-        or ``mnist_train.csv`` and ``mnist_test.csv``. Defaults to the ``FASTMLP_DATA``
-        environment variable, then to ``default_data_dir()``.
+        or ``mnist_train.csv`` and ``mnist_test.csv``. Defaults, for "mnist", to the
+        ``FASTMLP_DATA`` environment variable, then to ``default_data_dir(name)``.
     download : bool, default True
-        Download missing files from ``MIRRORS``. Only ever done into the default cache
-        directory, never into a directory given by ``data_dir`` or ``FASTMLP_DATA``.
+        Download missing files from the dataset's mirrors, checked against its official MD5
+        sums. Only ever done into ``default_data_dir(name)``, never into a directory given by
+        ``data_dir`` or ``FASTMLP_DATA``.
     progress : bool, optional
-        Show download progress on stderr. By default only when stderr is a terminal.
+        Show download progress (tqdm) on stderr. By default only when stderr is a terminal
+        (or in Jupyter).
 
     Raises
     ------
+    ValueError
+        ``name`` is not a known dataset.
+    TypeError
+        ``download`` or ``progress`` is not a bool.
     DataNotFoundError
         The files are missing and could not be downloaded.
     DataFormatError
         A file is corrupt, images aren't 28x28, or image and label counts disagree.
     """
-    directory, source = _resolve_data_dir(data_dir)
+    dataset = _dataset(name)
+    if not isinstance(download, (bool, np.bool_)):
+        raise TypeError(f"download must be True or False; got {download!r}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
+    directory, source = _resolve_data_dir(dataset, data_dir)
     if directory.exists() and not directory.is_dir():
         raise DataNotFoundError(
-            f"MNIST data directory {directory} (from {_SOURCE_DESCRIPTIONS[source]}) is a file, "
-            "not a directory. Point FASTMLP_DATA, load_mnist(data_dir=...) or --data DIR at the "
-            "directory that holds the four MNIST files."
+            f"{dataset.title} data directory {directory} (from {_SOURCE_DESCRIPTIONS[source]}) is a "
+            f"file, not a directory. Point {_ways_to_point(dataset)} at the directory that holds "
+            "the four files."
         )
 
     paths = _find_idx_files(directory)
-    missing = [name for name, path in paths.items() if path is None]
+    missing = [file_name for file_name, path in paths.items() if path is None]
     csv_paths = [directory / name for name in CSV_FILES]
     if len(missing) == len(IDX_FILES) and all(path.is_file() for path in csv_paths):
         train_images, train_labels = read_csv(csv_paths[0], n_features=N_PIXELS)
@@ -214,12 +317,12 @@ def load_mnist(data_dir=None, *, download=True, progress=None):
 
     if missing:
         if source != "cache" or not download:
-            raise DataNotFoundError(_not_found_message(directory, source, missing))
+            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing))
         if progress is None:
-            progress = sys.stderr is not None and sys.stderr.isatty()
-        failure = _download(directory, missing, progress)
+            progress = shown_by_default()
+        failure = _download(dataset, directory, missing, progress)
         if failure:
-            raise DataNotFoundError(_not_found_message(directory, source, missing, failure))
+            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing, failure))
         paths = _find_idx_files(directory)
 
     train_images = _read_mnist_images(paths[TRAIN_IMAGES])
@@ -255,88 +358,103 @@ def _check_counts(images_path, images, labels_path, labels):
 # Download
 
 
-class _ChecksumError(Exception):
-    pass
-
-
-def _fetch(url, dest_file, progress):
-    """Copy ``url`` into the binary file object ``dest_file``; raise OSError on failure."""
-    request = urllib.request.Request(url, headers={"User-Agent": "fastmlp"})
-    name = url.rsplit("/", 1)[-1]
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-        total = int(response.headers.get("Content-Length") or 0)
-        received = 0
-        last_shown = None
-        while True:
-            chunk = response.read(_CHUNK_BYTES)
-            if not chunk:
-                break
-            dest_file.write(chunk)
-            received += len(chunk)
-            if progress:
-                last_shown = _show_progress(name, received, total, last_shown)
-        if progress:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-    if total and received != total:
-        raise OSError(f"connection closed after {received} of {total} bytes")
-
-
-def _show_progress(name, received, total, last_shown):
-    if total:
-        percent = 100 * received // total
-        if percent == last_shown:
-            return last_shown
-        line = f"\r  {name}: {percent:3d}% ({received / 1e6:.1f} of {total / 1e6:.1f} MB)"
-        shown = percent
-    else:
-        line = f"\r  {name}: {received / 1e6:.1f} MB"
-        shown = None
-    sys.stderr.write(line)
-    sys.stderr.flush()
-    return shown
-
-
-def _md5_of(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _download(directory, missing, progress):
+def _download(dataset, directory, missing, progress):
     """Download the missing files as .gz; return None on success, else what failed."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         return f"could not create {directory} ({error})"
-    if progress:
-        print(f"Downloading MNIST into {directory}", file=sys.stderr)
     for name in missing:
         gz_name = name + ".gz"
         errors = []
-        for mirror in MIRRORS:
+        for mirror in dataset.mirrors:
             url = mirror.rstrip("/") + "/" + gz_name
             try:
-                # A failed check raises inside the block, so atomic_write deletes the
-                # temp file and nothing half-downloaded ever carries the real name.
-                with atomic_write(directory / gz_name) as file:
-                    _fetch(url, file, progress)
-                    file.flush()
-                    digest = _md5_of(file.name)
-                    if digest != MD5[gz_name]:
-                        raise _ChecksumError(
-                            f"checksum mismatch (MD5 {digest}, expected {MD5[gz_name]})"
-                        )
+                _retrieve(url, dataset.registry[gz_name], directory, gz_name, progress)
                 break
-            except (OSError, http.client.HTTPException, ValueError, _ChecksumError) as error:
-                errors.append(f"{url}: {error}")
+            # requests' errors (no connection, an HTTP error status, a connection closed
+            # early) are OSErrors; pooch raises ValueError when the MD5 differs, after
+            # deleting the download.
+            except OSError as error:
+                errors.append(f"{url}: {_network_failure(error)}")
+            except ValueError as error:
+                errors.append(f"{url}: checksum mismatch ({error})")
         else:
             # Stop at the first file no mirror could serve: the network is probably down,
             # and trying the others would only multiply the timeouts.
             return f"no mirror could serve {gz_name} ({'; '.join(errors)})"
     return None
+
+
+def _network_failure(error):
+    """What went wrong, without the wrappers requests and urllib3 put around it (the message
+    names the URL already): "Failed to establish a new connection: [Errno 111] Connection
+    refused" rather than "HTTPConnectionPool(...): Max retries exceeded with url: ... (Caused
+    by NewConnectionError(...))"."""
+    cause = error.args[0] if error.args else None
+    if not isinstance(cause, Exception):
+        return str(error)
+    reason = getattr(cause, "reason", None)  # urllib3's MaxRetryError holds the real cause
+    if isinstance(reason, Exception):
+        cause = reason
+    text = cause.args[0] if cause.args and isinstance(cause.args[0], str) else str(cause)
+    return re.sub(r"^\w+\(host=[^)]*\): ", "", text)
+
+
+def _retrieve(url, known_hash, directory, file_name, progress):
+    """Download ``url`` into ``directory / file_name`` through ``pooch.retrieve``.
+
+    pooch streams into a temporary file in ``directory``, checks ``known_hash`` and only then
+    renames it to ``file_name``; on any failure, Ctrl-C included, it deletes the temporary
+    file, so nothing half-downloaded ever carries the real name.
+    """
+    import pooch
+
+    bar = _DownloadBar(file_name) if progress else False
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=DOWNLOAD_TIMEOUT_SECONDS,
+                                      chunk_size=_CHUNK_BYTES)
+    logger = pooch.get_logger()
+    level = logger.level
+    if not progress:
+        logger.setLevel("WARNING")  # its "Downloading data from ... to file ..." line
+    try:
+        pooch.retrieve(url, known_hash, fname=file_name, path=directory, downloader=downloader)
+    finally:
+        logger.setLevel(level)
+        if progress:
+            bar.close()
+
+
+class _DownloadBar:
+    """The progress bar object pooch's HTTPDownloader drives (``total = ...``, ``update``,
+    ``reset``, ``close``). The tqdm bar appears once pooch sets the size from the response,
+    so a mirror that fails before sending anything draws no empty bar."""
+
+    def __init__(self, description):
+        self.description = description
+        self._bar = None
+
+    def __bool__(self):
+        return True  # pooch only drives a truthy bar
+
+    @property
+    def total(self):
+        return None if self._bar is None else self._bar.total
+
+    @total.setter
+    def total(self, n_bytes):
+        self._bar = progress_bar(n_bytes or None, self.description, enabled=True, unit="B",
+                                 unit_scale=True, unit_divisor=1024)
+
+    def update(self, n_bytes):
+        self._bar.update(n_bytes)
+
+    def reset(self):
+        self._bar.reset()
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -1,50 +1,43 @@
-"""A one-line progress bar on stderr, shown only on a terminal."""
+"""Progress bars through tqdm: a text bar on a terminal, a widget in Jupyter, nothing otherwise.
+
+``tqdm.auto`` draws the notebook widget inside a Jupyter kernel (when ipywidgets is installed)
+and the text bar everywhere else. Whether a bar is drawn at all is decided here, once, for the
+trainer and the downloader alike: ``enabled=True`` always, ``False`` never, and ``None`` (the
+default) only where someone is watching (stderr is a terminal, or the widget is available),
+so piped or logged runs carry no carriage-return noise.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 
 
-class Progress:
-    """``Progress(total, "epoch 1/3")``; ``update(n, loss=0.3)``; ``close()``.
+def _tqdm():
+    # Imported on first use: tqdm.auto brings asyncio along, a twentieth of a second that
+    # ``import fastmlp`` need not pay.
+    from tqdm.auto import tqdm
 
-    Silent unless ``enabled`` (default: stderr is a terminal), so piped or logged runs
-    carry no carriage-return noise.
+    return tqdm
+
+
+def shown_by_default(stream=None):
+    """True when a bar on ``stream`` (default stderr) would be seen: a terminal, or Jupyter."""
+    # tqdm.auto's class derives from the notebook bar only when it chose the Jupyter widget.
+    if any(cls.__module__ == "tqdm.notebook" for cls in _tqdm().__mro__):
+        return True
+    stream = sys.stderr if stream is None else stream
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+
+
+def progress_bar(total, description, *, enabled=None, stream=None, **options):
+    """A ``tqdm.auto`` bar over ``total`` units labelled ``description``, drawn on ``stream``
+    (default stderr) when ``enabled`` (None: ``shown_by_default``); ``options`` go to tqdm
+    (``unit``, ``unit_scale``, ...). A disabled bar writes nothing and costs nothing.
+
+    The caller drives it with ``update(n)`` and ``set_postfix(loss=...)`` and must ``close()``
+    it (or use it as a context manager); a closed bar stays on its line.
     """
-
-    def __init__(self, total, description="", enabled=None, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = bool(enabled)
-        self.total = max(int(total), 1)
-        self.description = description
-        self.done = 0
-        self.started = time.perf_counter()
-        self._last_draw = 0.0
-
-    def update(self, n, **postfix):
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last_draw < 0.1 and self.done < self.total:
-            return
-        self._last_draw = now
-        fraction = min(self.done / self.total, 1.0)
-        width = 24
-        filled = int(width * fraction)
-        rate = self.done / max(now - self.started, 1e-9)
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in postfix.items())
-        line = (
-            f"\r{self.description} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{fraction:4.0%} {self.done}/{self.total} {rate:,.0f}/s {extra}"
-        )
-        self.stream.write(line.rstrip() + "\x1b[K")
-        self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+    stream = sys.stderr if stream is None else stream
+    if enabled is None:
+        enabled = shown_by_default(stream)
+    return _tqdm()(total=total, desc=description, disable=not enabled, file=stream, **options)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import optim
-from .progress import Progress
+from .progress import progress_bar
 
 SCHEDULES = ("constant", "exponential", "step", "cosine", "invscaling", "adaptive")
 CHUNK_SAMPLES = 8192
@@ -259,7 +259,8 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
     left a non-finite weight (a last update that overflowed) is rolled back, weights and
     optimizer state, and ``DivergenceError`` raised; Ctrl-C inside a chunk rolls it back the
     same way and raises ``TrainingInterrupted``. ``epoch`` (1-based) only labels those
-    messages. ``on_chunk(n_done, loss_sum)`` is called after each chunk (progress bars).
+    messages. ``on_chunk(n_chunk, mean_loss)`` is called after each chunk with its sample count
+    and the mean loss of the epoch so far (progress bars).
     ``sample_weight`` (dtype [N], mean 1, or None) weighs each sample's loss and gradient.
     """
     weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
@@ -340,6 +341,8 @@ def train(
     optional callable returning (val_loss, val_accuracy) after each epoch, and its loss is then
     the monitored one. ``on_epoch()`` is called after each epoch's bookkeeping (checkpoints).
     ``sample_weight``: see ``train_epoch``; the training loss is then the weighted mean.
+    ``progress`` (None, True or False, see ``fastmlp.progress``) draws one bar per epoch with the
+    running mean loss as its postfix.
     """
     history = History() if history is None else history
     monitor = "val_loss" if evaluate is not None else "loss"
@@ -353,15 +356,17 @@ def train(
         rate = schedule.rate(epoch, int(state.counters[optim.SAMPLES]), run.lr_reductions)
         order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
         order = order.astype(np.int64, copy=False)
-        bar = Progress(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress)
-        try:
+        with progress_bar(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress,
+                          unit="sample", unit_scale=True) as bar:
+
+            def on_chunk(n_done, mean_loss):
+                bar.set_postfix(loss=mean_loss, refresh=False)
+                bar.update(n_done)
+
             loss_sum, n_correct, seconds = train_epoch(
                 backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
-                on_chunk=lambda n, loss: bar.update(n, loss=loss), optimizer=optimizer, state=state,
-                sample_weight=sample_weight,
+                on_chunk=on_chunk, optimizer=optimizer, state=state, sample_weight=sample_weight,
             )
-        finally:
-            bar.close()
         history.epoch.append(epoch + 1)
         history.lr.append(rate)
         history.loss.append(loss_sum / n_samples)

@@ -130,6 +130,8 @@ BAD_OPTION_VALUES = {
         ("--backend", "cuda"),
         ("--save", ""),
         ("--data", " "),
+        ("--dataset", "cifar10"),
+        ("--dataset", "MNIST"),
         ("--optimizer", "rmsprop"),
         ("--momentum", "1"),
         ("--momentum", "-0.1"),
@@ -175,6 +177,7 @@ BAD_OPTION_VALUES = {
         ("--output", "tanh"),
         ("--init", "ones"),
         ("--data", ""),
+        ("--dataset", "fashion_mnist"),
         ("--optimizer", "rmsprop"),
         ("--momentum", "1"),
         ("--beta1", "-0.5"),
@@ -333,6 +336,54 @@ def test_missing_data_says_what_and_where(capsys, tmp_path):
     status, out, err = run(capsys, "train", "--data", str(tmp_path), "--backend", "numpy")
     assert status != 0 and err.count("\n") == 1
     assert "train-images-idx3-ubyte" in err and str(tmp_path) in err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_data_and_dataset_together_are_a_usage_error(capsys, tmp_path, command):
+    status, out, err = run(capsys, command, "--data", str(tmp_path), "--dataset", "kmnist")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "--dataset" in err and "not allowed with" in err and "--data" in err
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The user cache in tmp_path, FASTMLP_DATA unset, and no downloading."""
+    import pooch
+
+    def refuse(url, *args, **kwargs):
+        raise OSError(f"the test refused to download {url}")
+
+    monkeypatch.setattr(pooch, "retrieve", refuse)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    return tmp_path / "cache" / "fastmlp"
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "kmnist"])
+def test_dataset_reads_its_cache_subdirectory(capsys, tiny_mnist, cache, monkeypatch, name):
+    (cache / name).mkdir(parents=True)
+    for path in tiny_mnist.glob("*.gz"):
+        (cache / name / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("FASTMLP_DATA", str(tiny_mnist / "nothing-here"))  # means MNIST only
+    status, out, err = run(capsys, "train", "--dataset", name, "--layers", "784,8,10", "--backend", "numpy", "--json")
+    assert status == 0, err
+    assert json.loads(out)["n_train"] == 300
+
+
+def test_dataset_mnist_is_fastmlp_data(capsys, tiny_mnist, cache, monkeypatch):
+    monkeypatch.setenv("FASTMLP_DATA", str(tiny_mnist))
+    status, out, err = run(capsys, "train", "--dataset", "mnist", "--layers", "784,8,10", "--backend", "numpy", "--json")
+    assert status == 0, err
+    assert json.loads(out)["n_train"] == 300
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_dataset_that_cannot_be_downloaded_says_which_and_where(capsys, cache, command):
+    status, out, err = run(capsys, command, "--dataset", "fashion-mnist", "--layers", "784,8,10")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "Fashion-MNIST data not found" in err and str(cache / "fashion-mnist") in err
+    assert "the test refused to download http://fashion-mnist.s3-website" in err
 
 
 def _cli_env():

@@ -1,18 +1,24 @@
-"""Tests for fastmlp.data (file reading, discovery, download) and fastmlp._atomic.
+"""Tests for fastmlp.data (file reading, discovery, named datasets, download) and fastmlp._atomic.
 
-Every test writes its own small files into tmp_path; nothing touches the network (the
-downloader is monkeypatched, or fed file:// URLs).
+Every test writes its own small files into tmp_path; nothing touches the network: downloads
+go through pooch to an HTTP server on 127.0.0.1 that the test starts, serving small IDX files
+it generates, and the loaders that must not download run with pooch refused.
 """
 
+import dataclasses
 import gzip
 import hashlib
+import http.server
 import os
+import re
+import socket
 import stat
 import struct
 import sys
-import urllib.error
+import threading
 
 import numpy as np
+import pooch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,9 +26,12 @@ from hypothesis import strategies as st
 from fastmlp import data
 from fastmlp._atomic import atomic_write
 from fastmlp.data import (
+    CLASS_NAMES,
+    DATASETS,
     DataFormatError,
     DataNotFoundError,
     default_data_dir,
+    load_dataset,
     load_mnist,
     read_csv,
     read_idx,
@@ -88,10 +97,10 @@ def leftovers(directory):
 
 @pytest.fixture
 def no_network(monkeypatch):
-    def refuse(url, dest_file, progress):
+    def refuse(url, *args, **kwargs):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(data, "_fetch", refuse)
+    monkeypatch.setattr(pooch, "retrieve", refuse)
 
 
 # --------------------------------------------------------------------------------------
@@ -427,6 +436,8 @@ def test_default_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_data_dir() == tmp_path / "xdg" / "fastmlp" / "mnist"
+    assert default_data_dir("fashion-mnist") == tmp_path / "xdg" / "fastmlp" / "fashion-mnist"
+    assert default_data_dir("kmnist") == tmp_path / "xdg" / "fastmlp" / "kmnist"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_data_dir() == tmp_path / "home" / ".cache" / "fastmlp" / "mnist"
@@ -435,10 +446,68 @@ def test_default_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
     assert default_data_dir() == tmp_path / "local" / "fastmlp" / "mnist"
+    assert default_data_dir("kmnist") == tmp_path / "local" / "fastmlp" / "kmnist"
 
 
 # --------------------------------------------------------------------------------------
-# Download (monkeypatched: no network)
+# Named datasets
+
+
+def test_each_named_dataset_has_a_registry_of_four_checksummed_files():
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "kmnist"}
+    all_sums = []
+    for name, dataset in DATASETS.items():
+        assert dataset.name == name
+        assert set(dataset.registry) == {file_name + ".gz" for file_name in FILE_NAMES}
+        for known_hash in dataset.registry.values():
+            assert re.fullmatch(r"md5:[0-9a-f]{32}", known_hash), (name, known_hash)
+        all_sums += dataset.registry.values()
+        assert dataset.mirrors and all(re.fullmatch(r"https?://[^ ]+/", url) for url in dataset.mirrors)
+        assert len(dataset.class_names) == 10 and len(set(dataset.class_names)) == 10
+        assert CLASS_NAMES[name] == dataset.class_names
+    assert len(set(all_sums)) == 12  # no checksum copied from one dataset to another
+    assert DATASETS["mnist"].registry["train-images-idx3-ubyte.gz"] == "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert CLASS_NAMES["fashion-mnist"][9] == "Ankle boot" and CLASS_NAMES["kmnist"][0] == "o"
+
+
+@pytest.mark.parametrize("call", [lambda: load_dataset("cifar10"), lambda: load_dataset(None),
+                                  lambda: default_data_dir("Fashion-MNIST")])
+def test_unknown_dataset_name_lists_the_names(call, no_network):
+    with pytest.raises(ValueError) as error:
+        call()
+    message = str(error.value)
+    assert "unknown dataset" in message and "mnist, fashion-mnist, kmnist" in message
+
+
+@pytest.mark.parametrize("options, words", [({"download": "yes"}, "download must be True or False; got 'yes'"),
+                                             ({"progress": 1}, "progress must be None")])
+def test_load_dataset_checks_its_switches(tmp_path, no_network, options, words):
+    write_mnist_dir(tmp_path)
+    with pytest.raises(TypeError, match=words):
+        load_dataset("mnist", tmp_path, **options)
+
+
+def test_load_dataset_from_data_dir_names_the_dataset_when_missing(tmp_path, no_network):
+    arrays = write_mnist_dir(tmp_path / "kmnist-copy", n_train=6)
+    assert_matches(load_dataset("kmnist", tmp_path / "kmnist-copy"), arrays)
+    with pytest.raises(DataNotFoundError) as error:
+        load_dataset("fashion-mnist", tmp_path / "empty")
+    message = str(error.value)
+    assert message.startswith("Fashion-MNIST data not found")
+    assert str(tmp_path / "empty") in message and "load_dataset('fashion-mnist', data_dir=...)" in message
+    assert "--data DIR" in message and "FASTMLP_DATA" not in message  # it points at MNIST only
+
+
+def test_fastmlp_data_points_at_mnist_only(cache_dir, tmp_path, monkeypatch, no_network):
+    mnist = write_mnist_dir(tmp_path / "env", n_train=4)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "env"))
+    fashion = write_mnist_dir(cache_dir.parent / "fashion-mnist", n_train=7)
+    assert_matches(load_dataset("mnist"), mnist)
+    assert_matches(load_dataset("fashion-mnist"), fashion)
+
+
+# --------------------------------------------------------------------------------------
+# Download, through pooch, from an HTTP server on 127.0.0.1
 
 
 @pytest.fixture
@@ -449,131 +518,227 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache" / "fastmlp" / "mnist"
 
 
-class FakeMirrors:
-    """Stands in for the network: maps URL -> bytes to serve, or an exception to raise."""
+class Truncated(bytes):
+    """A response that announces its full length but closes the connection halfway."""
 
-    def __init__(self, monkeypatch):
+
+class MirrorServer:
+    """Serves two mirrors, /one/ and /two/, on 127.0.0.1. Each path answers what ``responses``
+    says (bytes, ``Truncated`` bytes, or an HTTP error status) and 404 otherwise; ``requests``
+    records every path asked for. ``use_for(name)`` points dataset ``name`` at the mirrors,
+    with the MD5 sums of the files served."""
+
+    def __init__(self):
         self.arrays = {
             data.TRAIN_IMAGES: known_images(5),
             data.TRAIN_LABELS: known_labels(5),
-            data.TEST_IMAGES: known_images(3),
-            data.TEST_LABELS: known_labels(3),
+            data.TEST_IMAGES: known_images(3)[::-1],
+            data.TEST_LABELS: known_labels(3)[::-1],
         }
         self.files = {name + ".gz": gzip.compress(idx_bytes(array)) for name, array in self.arrays.items()}
-        self.mirrors = ["https://one.invalid/mnist/", "https://two.invalid/mnist"]
         self.responses = {}
-        self.calls = []
-        monkeypatch.setattr(data, "MIRRORS", self.mirrors)
-        monkeypatch.setattr(
-            data, "MD5", {name: hashlib.md5(content).hexdigest() for name, content in self.files.items()}
-        )
-        monkeypatch.setattr(data, "_fetch", self.fetch)
+        self.requests = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                response = server.responses.get(self.path, 404)
+                if isinstance(response, int):
+                    self.send_error(response)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(response)))
+                self.end_headers()
+                self.wfile.write(response[: len(response) // 2] if isinstance(response, Truncated) else response)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.mirrors = (base + "/one/", base + "/two/")
 
     def serve(self, mirror_index, response=None):
         """Make one mirror serve every file correctly, or answer ``response`` for all."""
+        prefix = ("/one/", "/two/")[mirror_index]
         for name, content in self.files.items():
-            url = self.mirrors[mirror_index].rstrip("/") + "/" + name
-            self.responses[url] = content if response is None else response
+            self.responses[prefix + name] = content if response is None else response
 
-    def fetch(self, url, dest_file, progress):
-        self.calls.append(url)
-        response = self.responses.get(url, urllib.error.URLError("unreachable in tests"))
-        if isinstance(response, BaseException):
-            dest_file.write(b"partial bytes before the failure")
-            raise response
-        dest_file.write(response)
+    def use_for(self, monkeypatch, name="mnist", mirrors=None):
+        registry = {file_name: "md5:" + hashlib.md5(content).hexdigest() for file_name, content in self.files.items()}
+        dataset = dataclasses.replace(DATASETS[name], mirrors=mirrors or self.mirrors, registry=registry)
+        monkeypatch.setitem(DATASETS, name, dataset)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
 
 
 @pytest.fixture
-def mirrors(monkeypatch):
-    return FakeMirrors(monkeypatch)
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a proxy set in the environment must not see these
+    mirror_server = MirrorServer()
+    mirror_server.use_for(monkeypatch)
+    yield mirror_server
+    mirror_server.close()
 
 
-def test_download_into_cache(cache_dir, mirrors):
-    mirrors.serve(0)
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens: the connection is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/gone/"
+
+
+def test_download_into_cache(cache_dir, server):
+    server.serve(0)
     loaded = load_mnist(progress=False)
-    assert_matches(loaded, mirrors.arrays)
+    assert_matches(loaded, server.arrays)
     assert sorted(os.listdir(cache_dir)) == sorted(name + ".gz" for name in FILE_NAMES)
-    assert len(mirrors.calls) == 4 and all("one.invalid" in url for url in mirrors.calls)
+    assert len(server.requests) == 4 and all(path.startswith("/one/") for path in server.requests)
+    assert (cache_dir / "train-images-idx3-ubyte.gz").read_bytes() == server.files["train-images-idx3-ubyte.gz"]
 
     # Downloaded once: the next call reads the cached files.
-    assert_matches(load_mnist(progress=False), mirrors.arrays)
-    assert len(mirrors.calls) == 4
+    assert_matches(load_mnist(progress=False), server.arrays)
+    assert len(server.requests) == 4
 
 
-def test_download_only_missing_files(cache_dir, mirrors):
-    mirrors.serve(0)
+@pytest.mark.parametrize("name", ["fashion-mnist", "kmnist"])
+def test_named_dataset_downloads_into_its_own_subdirectory(cache_dir, server, monkeypatch, name):
+    server.use_for(monkeypatch, name)
+    server.serve(1)
+    assert_matches(load_dataset(name, progress=False), server.arrays)
+    assert sorted(os.listdir(cache_dir.parent / name)) == sorted(name + ".gz" for name in FILE_NAMES)
+    assert not cache_dir.exists()  # MNIST's directory untouched
+    assert_matches(load_dataset(name, download=False), server.arrays)
+    assert len(server.requests) == 8  # 404 from /one/, then /two/, for each file; nothing on the second load
+
+
+def test_download_only_missing_files(cache_dir, server):
+    server.serve(0)
     cache_dir.mkdir(parents=True)
-    (cache_dir / "train-images-idx3-ubyte.gz").write_bytes(mirrors.files["train-images-idx3-ubyte.gz"])
+    (cache_dir / "train-images-idx3-ubyte.gz").write_bytes(server.files["train-images-idx3-ubyte.gz"])
     load_mnist(progress=False)
-    assert len(mirrors.calls) == 3
+    assert len(server.requests) == 3 and not any("train-images" in path for path in server.requests)
 
 
-def test_bad_checksum_moves_on_to_next_mirror(cache_dir, mirrors):
-    mirrors.serve(0, gzip.compress(idx_bytes(known_labels(9))))  # valid file, wrong content
-    mirrors.serve(1)
-    assert_matches(load_mnist(progress=False), mirrors.arrays)
-    assert len(mirrors.calls) == 8
-    assert leftovers(cache_dir) == []
+def test_bad_checksum_moves_on_to_next_mirror(cache_dir, server):
+    server.serve(0, gzip.compress(idx_bytes(known_labels(9))))  # a valid file, but not the one registered
+    server.serve(1)
+    assert_matches(load_mnist(progress=False), server.arrays)
+    assert len(server.requests) == 8
+    assert sorted(os.listdir(cache_dir)) == sorted(name + ".gz" for name in FILE_NAMES)  # no temporary files
 
 
-def test_all_mirrors_fail(cache_dir, mirrors):
-    mirrors.serve(0, urllib.error.URLError("no route to host"))
-    mirrors.serve(1, b"<html>Access denied</html>")
+def test_corrupted_download_is_rejected_and_not_kept(cache_dir, server, monkeypatch):
+    server.use_for(monkeypatch, mirrors=server.mirrors[:1])
+    corrupted = bytearray(server.files["train-images-idx3-ubyte.gz"])
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    server.serve(0)
+    server.responses["/one/train-images-idx3-ubyte.gz"] = bytes(corrupted)
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist(progress=False)
+    message = str(error.value)
+    expected = DATASETS["mnist"].registry["train-images-idx3-ubyte.gz"]
+    assert "checksum mismatch" in message and expected in message
+    assert hashlib.md5(corrupted).hexdigest() in message
+    assert "/one/train-images-idx3-ubyte.gz" in message
+    assert os.listdir(cache_dir) == []
+    # Nothing was kept that a later load could take for the real file.
+    with pytest.raises(DataNotFoundError, match="download=False"):
+        load_mnist(download=False)
+
+
+def test_all_mirrors_fail(cache_dir, server, monkeypatch):
+    server.use_for(monkeypatch, mirrors=(closed_port_url(), server.mirrors[1]))
+    server.serve(1, b"<html>Access denied</html>")
     with pytest.raises(DataNotFoundError) as error:
         load_mnist(progress=False)
     message = str(error.value)
     for name in FILE_NAMES:
         assert name in message
     assert str(cache_dir) in message
-    assert "no route to host" in message and "checksum mismatch" in message
+    assert "Connection refused" in message and "checksum mismatch" in message
+    assert "Max retries" not in message  # requests' wrappers peeled off: the URL is named once
+    assert "no mirror could serve train-images-idx3-ubyte.gz" in message
     assert "FASTMLP_DATA" in message and "--data DIR" in message
+    assert "fetched by hand from http://127.0.0.1" in message
     # Stops after the first file no mirror serves; leaves nothing behind.
-    assert len(mirrors.calls) == 2
+    assert server.requests == ["/two/train-images-idx3-ubyte.gz"]
     assert os.listdir(cache_dir) == []
 
 
-def test_interrupted_download_leaves_nothing(cache_dir, mirrors):
-    mirrors.serve(0, ConnectionResetError("connection reset"))
-    mirrors.serve(1, TimeoutError("timed out"))
-    with pytest.raises(DataNotFoundError, match="connection reset.*timed out"):
+def test_http_errors_and_cut_connections_leave_nothing(cache_dir, server):
+    server.serve(0, 503)
+    server.serve(1, Truncated(server.files["train-images-idx3-ubyte.gz"]))
+    with pytest.raises(DataNotFoundError) as error:
         load_mnist(progress=False)
+    message = str(error.value)
+    assert "503" in message and "/one/train-images-idx3-ubyte.gz" in message
+    assert "/two/train-images-idx3-ubyte.gz: Connection broken" in message
+    assert len(server.requests) == 2
     assert os.listdir(cache_dir) == []
 
-    mirrors.serve(0, KeyboardInterrupt())
+
+def test_other_os_errors_are_worded_as_they_are():
+    assert data._network_failure(PermissionError(13, "Permission denied")) == "[Errno 13] Permission denied"
+
+
+def test_interrupted_download_leaves_nothing(cache_dir, server, monkeypatch):
+    server.serve(0)
+
+    def interrupted(self, url, output_file, pooch_instance, check_only=False):
+        with open(output_file, "wb") as file:
+            file.write(b"partial bytes before Ctrl-C")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", interrupted)
+    level = pooch.get_logger().level
     with pytest.raises(KeyboardInterrupt):
         load_mnist(progress=False)
     assert os.listdir(cache_dir) == []
+    assert pooch.get_logger().level == level  # quieted for the download only
 
 
-def test_no_download_when_disabled(cache_dir, mirrors):
-    mirrors.serve(0)
+def test_no_download_when_disabled(cache_dir, server):
+    server.serve(0)
     with pytest.raises(DataNotFoundError, match="download=False"):
         load_mnist(download=False)
-    assert mirrors.calls == []
+    assert server.requests == []
 
 
-def test_no_download_into_explicit_dirs(tmp_path, monkeypatch, mirrors):
-    mirrors.serve(0)
+def test_no_download_into_explicit_dirs(tmp_path, monkeypatch, server):
+    server.serve(0)
     with pytest.raises(DataNotFoundError):
         load_mnist(tmp_path / "mine")
+    with pytest.raises(DataNotFoundError):
+        load_dataset("kmnist", tmp_path / "mine")
     monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "env"))
     with pytest.raises(DataNotFoundError):
         load_mnist()
-    assert mirrors.calls == []
+    assert server.requests == []
 
 
-def test_fetch_copies_and_reports_progress(tmp_path, capsys):
-    # A file:// URL exercises the real urllib path without any network.
-    source = write(tmp_path / "source.gz", bytes(range(256)) * 4000)
-    with open(tmp_path / "copy", "wb") as dest:
-        data._fetch(source.as_uri(), dest, progress=True)
-    assert (tmp_path / "copy").read_bytes() == source.read_bytes()
-    assert "source.gz: 100%" in capsys.readouterr().err
+def test_download_progress_is_a_tqdm_bar_per_file(cache_dir, server, capsys):
+    server.serve(0)
+    load_mnist(progress=True)
+    err = capsys.readouterr().err
+    for name in FILE_NAMES:
+        assert f"\r{name}.gz: 100%|" in err, err
+    assert err.count("\n") == 4 and err.endswith("B/s]\n")  # one finished bar left per file
 
-    with open(tmp_path / "quiet", "wb") as dest:
-        data._fetch(source.as_uri(), dest, progress=False)
-    assert capsys.readouterr().err == ""
+    # Silent when asked, and by default when stderr is not a terminal.
+    for progress in (False, None):
+        for name in os.listdir(cache_dir):
+            os.remove(cache_dir / name)
+        load_mnist(progress=progress)
+        assert capsys.readouterr().err == ""
+    assert len(server.requests) == 12
 
 
 # --------------------------------------------------------------------------------------

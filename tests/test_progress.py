@@ -1,8 +1,12 @@
-"""The progress bar: drawn on a terminal, silent otherwise."""
+"""Progress bars (tqdm): drawn on a terminal or when asked, silent otherwise; one per epoch."""
 
 import io
 
-from fastmlp.progress import Progress
+import pytest
+from tqdm.std import tqdm
+
+import fastmlp
+from fastmlp.progress import progress_bar
 
 
 class FakeTerminal(io.StringIO):
@@ -10,19 +14,60 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_bar_is_drawn_on_a_terminal():
-    stream = FakeTerminal()
-    bar = Progress(100, "epoch 1/1", stream=stream)
-    bar.update(100, loss=0.25)
+def draw(stream, **options):
+    bar = progress_bar(100, "epoch 1/1", stream=stream, **options)
+    bar.set_postfix(loss=0.25, refresh=False)
+    bar.update(100)
     bar.close()
-    text = stream.getvalue()
+    return stream.getvalue()
+
+
+def test_bar_is_drawn_on_a_terminal():
+    text = draw(FakeTerminal())
     assert "\r" in text and "epoch 1/1" in text and "100%" in text and "loss=0.25" in text
     assert text.endswith("\n")
 
 
 def test_nothing_is_written_when_not_a_terminal():
-    stream = io.StringIO()
-    bar = Progress(100, "epoch 1/1", stream=stream)
-    bar.update(50)
-    bar.close()
-    assert stream.getvalue() == "" and bar.done == 50
+    assert draw(io.StringIO()) == ""
+
+
+def test_enabled_overrides_the_terminal_check():
+    assert "100%" in draw(io.StringIO(), enabled=True)
+    assert draw(FakeTerminal(), enabled=False) == ""
+
+
+def test_shown_by_default_in_jupyter(monkeypatch):
+    # Inside a Jupyter kernel tqdm.auto's class derives from tqdm.notebook's widget bar, and
+    # stderr there is no terminal: the widget is still seen, so the default is to draw it.
+    from fastmlp import progress
+
+    widget_bar = type("tqdm_notebook", (), {"__module__": "tqdm.notebook"})
+    auto_bar = type("tqdm", (widget_bar,), {"__module__": "tqdm.auto"})
+    assert not progress.shown_by_default(io.StringIO())
+    monkeypatch.setattr(progress, "_tqdm", lambda: auto_bar)
+    assert progress.shown_by_default(io.StringIO())
+
+
+@pytest.fixture
+def tiny_digits(rng, synth):
+    return synth.digits(rng, 60)
+
+
+def test_training_draws_one_bar_per_epoch_with_the_loss(tiny_digits, capsys):
+    X, y = tiny_digits
+    model = fastmlp.MLP([784, 8, 10], backend="numpy", seed=0)
+    history = model.fit(X, y, epochs=3, batch_size=10, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3  # each finished bar stays on its own line
+    for epoch, loss in zip(history.epoch, history.loss):
+        line = err.split("\n")[epoch - 1].split("\r")[-1]
+        assert line.startswith(f"epoch {epoch}/3: 100%") and "60.0/60.0" in line  # unit_scale: 60000 shows as 60.0k
+        assert f"loss={tqdm.format_num(loss)}" in line
+
+
+@pytest.mark.parametrize("progress", [False, None], ids=["off", "default-not-a-terminal"])
+def test_training_is_silent_unless_enabled(tiny_digits, capsys, progress):
+    X, y = tiny_digits
+    fastmlp.MLP([784, 8, 10], backend="numpy", seed=0).fit(X, y, epochs=2, batch_size=10, progress=progress)
+    assert capsys.readouterr().err == ""
