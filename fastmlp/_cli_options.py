@@ -167,6 +167,8 @@ def new_file(suffixes):
         if os.path.isdir(text):
             raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
         directory = os.path.dirname(os.path.abspath(text))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise argparse.ArgumentTypeError(f"{directory!r} is a file, not a directory")
         if not os.path.isdir(directory):
             raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
         if not os.access(directory, os.W_OK | os.X_OK):
