@@ -28,6 +28,8 @@ def read_input(path, n_features):
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix == ".csv":
         return read_csv(path, n_features=n_features)[0]
+    if suffix == ".npz":
+        raise DataFormatError(f"{path}: an .npz archive; the samples must be one array in an .npy file (np.save), CSV or IDX")
     if suffix != ".npy":
         return read_idx(path)
     try:
