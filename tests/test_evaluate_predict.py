@@ -1,5 +1,6 @@
 """Using a saved model: ``fastmlp evaluate`` and ``fastmlp predict``, fastmlp.metrics, and their errors."""
 
+import importlib.util
 import json
 import os
 
@@ -124,6 +125,10 @@ def test_evaluate_a_regression_model_gives_loss_and_r2(capsys, tiny_mnist_dir, t
     assert report["loss"] == pytest.approx(model.evaluate(X_test, y_test.astype(np.float32))["loss"])
     status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", tiny_mnist_dir)
     assert status == 0 and f"R^2 {report['r2']:.4f}" in out and "mse loss" in out
+    if importlib.util.find_spec("matplotlib"):
+        status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", tiny_mnist_dir, "--plot", tmp_path / "r.svg")
+        assert status == 0, err
+        assert b"<svg" in (tmp_path / "r.svg").read_bytes()[:500]
 
 
 def test_evaluate_a_model_whose_classes_do_not_fit_the_labels(capsys, tiny_mnist_dir, tmp_path, rng):
