@@ -193,3 +193,23 @@ def batch_size(text):
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'full'; got {text!r}")
     return value
+
+
+def add_optimizer_options(parser):
+    """The update rule, weight decay and dropout (``fastmlp.optim``), with ``MLP.fit``'s defaults:
+    shared by ``train``, ``compare`` and ``bench``."""
+    from .optim import OPTIMIZERS
+
+    group = parser.add_argument_group("optimizer")
+    add = group.add_argument
+    fraction = interval(0, 1)
+    add("--optimizer", type=choice(OPTIMIZERS), default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
+    add("--momentum", type=fraction, default=0.0, metavar="MU", help="SGD momentum in [0, 1) (default 0)")
+    add("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
+    add("--beta1", type=fraction, default=0.9, metavar="B1", help="Adam's first-moment decay in [0, 1) (default 0.9)")
+    add("--beta2", type=fraction, default=0.999, metavar="B2", help="Adam's second-moment decay in [0, 1) (default 0.999)")
+    add("--eps", type=number(), default=1e-8, metavar="EPS", help="Adam's epsilon (default 1e-8)")
+    add("--weight-decay", type=number(allow_zero=True), default=0.0, metavar="LAMBDA", help="L2 weight decay on weights, not biases (default 0)")
+    add("--decoupled-weight-decay", action="store_true", help="decay the weights apart from the gradient (AdamW, SGDW)")
+    add("--dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of hidden units in [0, 1) (default 0)")
+    add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")

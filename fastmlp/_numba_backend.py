@@ -65,38 +65,42 @@ class NumbaBackend:
         if not self.arch.is_classifier:
             converted = (empty_labels, targets)
         elif self.arch.loss_code == SIGMOID_BCE:
-            converted = (empty_labels, targets.astype(self.arch.dtype).reshape(-1, 1))
+            converted = (empty_labels, np.ascontiguousarray(targets.astype(self.arch.dtype).reshape(len(targets), -1)))
         else:
             converted = (targets, np.empty((0, K), self.arch.dtype))
         self._targets_for = (targets, converted)
         return converted
 
-    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None):
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
         """Compile (or load from the on-disk cache) what training will call, on two samples."""
         tic = time.perf_counter()
         scratch = params.copy()
         order = np.arange(min(2, len(data)), dtype=np.int64)
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
-                         None if state is None else state.copy())
+                         None if state is None else state.copy(), sample_weight)
         self.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
-    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None):
+    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
+                    sample_weight=None):
         labels, target_rows = self._labels_and_targets(targets)
         if optimizer is None:
             optimizer = _PLAIN
             state = optim.State(np.empty((0, params.size), params.dtype), np.zeros(3, np.int64))
+        weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
         if batch_size == 1:
-            return self._train_per_sample(params, data, labels, target_rows, order, lr, optimizer, state)
-        return self._train_minibatch(params, data, labels, target_rows, order, lr, batch_size, optimizer, state)
+            return self._train_per_sample(params, data, labels, target_rows, weights, order, lr, optimizer, state)
+        return self._train_minibatch(params, data, labels, target_rows, weights, order, lr, batch_size, optimizer,
+                                     state)
 
-    def _train_per_sample(self, params, data, labels, target_rows, order, lr, optimizer, state):
-        if not optimizer.is_plain:
+    def _train_per_sample(self, params, data, labels, target_rows, weights, order, lr, optimizer, state):
+        if not optimizer.is_plain or weights.size:
+            # the general kernel: any optimizer, and sample weights (the plain one has neither)
             kernels.persample_chunk(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
                 data.indptr, data.indices, data.values, data.input_scale,
-                labels, target_rows, order, 0, len(order),
+                labels, target_rows, weights, order, 0, len(order),
             )
             loss_sum, n_correct, n_done = self._stats
             n_done = int(n_done)
@@ -117,7 +121,7 @@ class NumbaBackend:
         state.counters[optim.SAMPLES] += n_done
         return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
 
-    def _train_minibatch(self, params, data, labels, target_rows, order, lr, batch_size, optimizer, state):
+    def _train_minibatch(self, params, data, labels, target_rows, weights, order, lr, batch_size, optimizer, state):
         largest = min(batch_size, len(order))
         kind = (optimizer.n_slots, optimizer.dropout > 0)
         if self._minibatch is None or self._minibatch[0] < largest or self._minibatch[1] != kind:
@@ -128,7 +132,7 @@ class NumbaBackend:
             params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
             self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
             data.indptr, data.indices, data.values, data.input_scale,
-            labels, target_rows, order, 0, len(order), batch_size,
+            labels, target_rows, weights, order, 0, len(order), batch_size,
         )
         loss_sum, n_correct, n_done, nonfinite_at = stats
         return float(loss_sum), int(n_correct), int(n_done), int(nonfinite_at)

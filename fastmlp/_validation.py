@@ -135,7 +135,8 @@ def check_X(X, arch: Architecture, name="X"):
 
 
 def check_y(y, arch: Architecture, n_samples, name="y"):
-    """Labels as int64 [N] in [0, n_classes) for classifiers; floats [N, K] for regression."""
+    """Labels as int64 [N] in [0, n_classes) for classifiers; int64 [N, K] of 0/1 for multilabel
+    (K sigmoid units); floats [N, K] for regression."""
     if y is None:
         raise TypeError(f"{name} must be an array of {n_samples} targets; got None")
     y = np.asarray(y)
@@ -155,6 +156,8 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
         if not finite.all():
             raise ValueError(f"{name} contains NaN or infinity; first at row {_first_bad_row(~finite)}")
         return y
+    if arch.is_multilabel:
+        return _check_label_sets(y, arch, n_samples, name)
     if y.ndim != 1:
         raise ValueError(
             f"{name} must be a 1-D array of class labels, shape [{n_samples}]; got shape {y.shape}"
@@ -180,3 +183,42 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
             f"with loss {arch.loss!r}; got {value!r} at row {row}"
         )
     return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def _check_label_sets(y, arch: Architecture, n_samples, name):
+    """Multilabel targets: int64 [N, K], each entry 0 or 1 (an indicator matrix)."""
+    n_out = arch.layers[-1]
+    if y.ndim != 2 or y.shape[1] != n_out:
+        hint = (f". For {n_out} classes with one label per sample use loss='cross_entropy'; for binary labels, "
+                f"binary_cross_entropy with one output unit (layers[-1] == 1)") if y.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be a 0/1 indicator matrix of shape [{n_samples}, {n_out}] for {n_out} sigmoid outputs "
+            f"with loss 'binary_cross_entropy' (multilabel); got shape {y.shape}{hint}"
+        )
+    binary = (y == 0) | (y == 1)
+    if not binary.all():
+        row = _first_bad_row(~binary)
+        raise ValueError(f"{name} must hold only 0 and 1 (label present or not); got {y[row]!r} at row {row}")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_sample_weight(sample_weight, n_samples, dtype):
+    """Weights as dtype [N], finite, >= 0, not all 0, normalised to mean 1 (so a weight
+    scales its sample's step relative to the others and the learning rate keeps its meaning)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype == object or not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_) \
+            or np.issubdtype(w.dtype, np.complexfloating):
+        raise TypeError(f"sample_weight must hold real numbers; got an array of dtype {w.dtype}")
+    if w.ndim != 1 or len(w) != n_samples:
+        raise ValueError(f"sample_weight must have shape [{n_samples}], one weight per sample; got shape {w.shape}")
+    w = w.astype(np.float64)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"sample_weight must be finite and >= 0; got {float(w[row])!r} at row {row}")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("sample_weight is 0 for every sample: nothing would be trained")
+    return np.ascontiguousarray(w * (n_samples / total), dtype=dtype)

@@ -3,10 +3,11 @@
 A backend is built for one ``Architecture`` and offers:
 
 - ``prepare(X)``: the dataset in the form its kernels read (once per dataset);
-- ``train_chunk(params, data, targets, order, lr, batch_size, optimizer=None, state=None)``:
-  training over the sample positions in ``order`` in place on ``params`` (and ``state``, an
-  ``optim.State``: slots and counters), returning ``(loss_sum, n_correct, n_done,
-  nonfinite_at)`` exactly as ``reference.train_batches``; without ``optimizer``, plain SGD;
+- ``train_chunk(params, data, targets, order, lr, batch_size, optimizer=None, state=None,
+  sample_weight=None)``: training over the sample positions in ``order`` in place on
+  ``params`` (and ``state``, an ``optim.State``: slots and counters), returning ``(loss_sum,
+  n_correct, n_done, nonfinite_at)`` exactly as ``reference.train_batches``; without
+  ``optimizer``, plain SGD; ``sample_weight`` (dtype [N], mean 1) weighs each sample;
 - ``logits(params, data)``: the output layer's pre-activation z[N, K].
 
 ``compile_seconds`` is the JIT time spent so far (0 for NumPy).
@@ -35,11 +36,13 @@ class NumpyBackend:
     def prepare(self, X):
         return X
 
-    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None):
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
         """Nothing to compile."""
 
-    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None):
-        return reference.train_batches(self.arch, params, data, targets, order, lr, batch_size, optimizer, state)
+    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
+                    sample_weight=None):
+        return reference.train_batches(self.arch, params, data, targets, order, lr, batch_size, optimizer, state,
+                                       sample_weight)
 
     def logits(self, params, data):
         return reference.predict_logits(self.arch, params, data)

@@ -23,7 +23,6 @@ from . import _cli_options as options
 from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
-from .optim import OPTIMIZERS
 from .plot import FIGURE_SUFFIXES, require_matplotlib
 from .prediction import OUTPUT_SUFFIXES
 from .trainer import SCHEDULES
@@ -59,20 +58,8 @@ def _add_model_options(parser):
 
 
 def _add_optimizer_options(parser):
-    """The update rule, weight decay and dropout (``fastmlp.optim``): shared by train and compare."""
-    group = parser.add_argument_group("optimizer")
-    add = group.add_argument
-    fraction = options.interval(0, 1)
-    add("--optimizer", type=options.choice(OPTIMIZERS), default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
-    add("--momentum", type=fraction, default=0.0, metavar="MU", help="SGD momentum in [0, 1) (default 0)")
-    add("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
-    add("--beta1", type=fraction, default=0.9, metavar="B1", help="Adam's first-moment decay in [0, 1) (default 0.9)")
-    add("--beta2", type=fraction, default=0.999, metavar="B2", help="Adam's second-moment decay in [0, 1) (default 0.999)")
-    add("--eps", type=options.number(), default=1e-8, metavar="EPS", help="Adam's epsilon (default 1e-8)")
-    add("--weight-decay", type=options.number(allow_zero=True), default=0.0, metavar="LAMBDA", help="L2 weight decay on weights, not biases (default 0)")
-    add("--decoupled-weight-decay", action="store_true", help="decay the weights apart from the gradient (AdamW, SGDW)")
-    add("--dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of hidden units in [0, 1) (default 0)")
-    add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")
+    """The update rule, weight decay and dropout (``fastmlp.optim``): shared by train, compare and bench."""
+    options.add_optimizer_options(parser)
 
 
 def _add_schedule_options(parser):
@@ -191,6 +178,12 @@ def _check_save_path(path):
 def _model(args, backend):
     from .model import MLP
 
+    if args.loss == "binary_cross_entropy" and args.layers[-1] > 1:
+        raise UsageError(
+            f"--loss binary_cross_entropy with {args.layers[-1]} output units is multilabel (a 0/1 label set per "
+            f"sample), but these datasets have one label per sample: use --loss cross_entropy, or --layers ending "
+            f"in 1 for binary labels"
+        )
     return MLP(
         layers=args.layers,
         activation=args.activation,

@@ -10,6 +10,7 @@ import numpy as np
 from . import optim, reference, trainer
 from ._validation import (
     boolean,
+    check_sample_weight,
     check_X,
     check_y,
     non_negative_float,
@@ -106,7 +107,8 @@ class MLP:
         The hidden layers' activation.
     loss : {"cross_entropy", "mse", "binary_cross_entropy"}
         With ``output`` it fixes the output layer: cross_entropy -> softmax, binary_cross_entropy
-        -> one sigmoid unit, mse -> identity (regression) unless ``output="softmax"``.
+        -> sigmoid units (one: binary labels 0/1; K > 1: multilabel, y a 0/1 indicator matrix
+        [N, K]), mse -> identity (regression) unless ``output="softmax"``.
     output : {"softmax", "sigmoid", "identity"} or None
         Only needed for softmax + mse (mean squared error through the full softmax Jacobian).
     bias : bool
@@ -235,6 +237,7 @@ class MLP:
         self,
         X,
         y,
+        sample_weight=None,
         *,
         epochs=1,
         batch_size=1,
@@ -266,6 +269,11 @@ class MLP:
     ):
         """Start a new run from a fresh initialisation. Returns the History (also ``history_``).
 
+        ``sample_weight`` (one non-negative number per sample, or None) multiplies each
+        sample's loss and gradient; the weights are first scaled to mean 1 over the samples
+        that train, so only their ratios matter and ``lr`` keeps its meaning. The training
+        loss is then the weighted mean; validation metrics stay unweighted.
+
         ``batch_size`` 1 is per-sample SGD, ``None`` (or any size >= n_samples) is full-batch
         gradient descent.
 
@@ -291,12 +299,14 @@ class MLP:
         options = check_fit_options(options)
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         self.initialize()
-        return self._train(X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every)
+        return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                           checkpoint_every)
 
     def partial_fit(
         self,
         X,
         y,
+        sample_weight=None,
         *,
         epochs=1,
         batch_size=RUN,
@@ -344,7 +354,8 @@ class MLP:
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         if not hasattr(self, "params_"):
             self.initialize()
-        return self._train(X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every)
+        return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                           checkpoint_every)
 
     @staticmethod
     def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
@@ -367,7 +378,8 @@ class MLP:
             if not os.path.isdir(directory):
                 raise ValueError(f"checkpoint_path {os.fspath(checkpoint_path)!r}: directory {directory!r} does not exist")
 
-    def _train(self, X, y, epochs, options, validation_data, progress, checkpoint_path, checkpoint_every):
+    def _train(self, X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+               checkpoint_every):
         """Everything is checked before anything changes; then train ``epochs`` epochs of the run."""
         self._check_params()
         if self._backend_for != (self.backend, self.threads):
@@ -405,12 +417,16 @@ class MLP:
 
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
+        sample_weight = check_sample_weight(sample_weight, len(X), arch.dtype)
         fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
         evaluate = None
         if options["validation_fraction"] is not None:
-            train_rows, val_rows = validation_split(y, options["validation_fraction"], self.seed, arch.is_classifier)
+            stratify = arch.is_classifier and not arch.is_multilabel
+            train_rows, val_rows = validation_split(y, options["validation_fraction"], self.seed, stratify)
             X_val, y_val = X[val_rows], y[val_rows]
             X, y = X[train_rows], y[train_rows]
+            if sample_weight is not None:  # mean 1 again over the rows that train
+                sample_weight = check_sample_weight(sample_weight[train_rows], len(X), arch.dtype)
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
@@ -432,7 +448,7 @@ class MLP:
         batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         data = self.backend_.prepare(X)
         compile_before = self.backend_.compile_seconds
-        self.backend_.warmup(self.params_, data, y, batch, opt, state)
+        self.backend_.warmup(self.params_, data, y, batch, opt, state, sample_weight)
         self.compile_seconds_ += self.backend_.compile_seconds - compile_before
         schedule = trainer.Schedule(
             lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],
@@ -464,6 +480,7 @@ class MLP:
             progress=progress,
             history=self.history_,
             on_epoch=on_epoch,
+            sample_weight=sample_weight,
         )
         if checkpoint_path is not None:
             self.save(checkpoint_path)
@@ -487,10 +504,13 @@ class MLP:
         return reference.output_forward(self.decision_function(X), self.arch_.loss_code)
 
     def predict(self, X):
-        """Class labels [N] for classifiers; outputs [N, K] for regression."""
+        """Class labels [N] for classifiers, 0/1 label sets [N, K] for multilabel (sigmoid
+        units, each thresholded at 0.5); outputs [N, K] for regression."""
         out = self.predict_proba(X)
         if not self.arch_.is_classifier:
             return out
+        if self.arch_.is_multilabel:
+            return (out >= 0.5).astype(np.int64)
         if self.arch_.n_classes == 2 and out.shape[1] == 1:
             return (out[:, 0] >= 0.5).astype(np.int64)
         return out.argmax(axis=1)

@@ -110,11 +110,6 @@ class Architecture:
         if dtype is None:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         object.__setattr__(self, "dtype", dtype)
-        if self.loss_code == SIGMOID_BCE and self.layers[-1] != 1:
-            raise ValueError(
-                f"loss 'binary_cross_entropy' needs exactly one output unit (layers[-1] == 1); "
-                f"got layers[-1] = {self.layers[-1]}. For {self.layers[-1]} classes use loss='cross_entropy'"
-            )
         if self.output == "softmax" and self.layers[-1] < 2:
             raise ValueError(f"a softmax output needs at least 2 units; got layers[-1] = {self.layers[-1]}")
 
@@ -128,8 +123,13 @@ class Architecture:
 
     @property
     def is_classifier(self) -> bool:
-        """True when targets are class labels (softmax outputs or a single sigmoid unit)."""
+        """True when targets are class labels (softmax outputs or sigmoid units)."""
         return self.loss_code != IDENTITY_MSE
+
+    @property
+    def is_multilabel(self) -> bool:
+        """Sigmoid units with binary cross-entropy, more than one: targets are [N, K] 0/1 label sets."""
+        return self.loss_code == SIGMOID_BCE and self.layers[-1] > 1
 
     @property
     def n_classes(self) -> int:

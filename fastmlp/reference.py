@@ -7,12 +7,16 @@ Weights are input-major (see ``fastmlp.network``)::
     loss   = mean over the batch of the per-sample losses below
     update = params -= lr * mean over the batch of the per-sample gradients
 
+With sample weights w (mean 1 over the data), each sample's loss and gradient is multiplied by
+its w before the batch mean.
+
 Per-sample losses and the gradient each fuses with its output layer, dz = dloss/dz[B,K]:
 
     softmax + cross_entropy         -log p[y]              = logsumexp(z) - z[y]     dz = p - onehot(y)
     softmax + mse                   0.5 * sum_k (p_k - t_k)^2      g = p - t;  dz = p * (g - sum_k p_k g_k)
                                     (the full softmax Jacobian: diag(p) - p p^T, not its diagonal)
-    sigmoid + binary_cross_entropy  -(t log p + (1-t) log(1-p)) = max(z,0) - z t + log1p(exp(-|z|))   dz = p - t
+    sigmoid + binary_cross_entropy  sum_k -(t log p + (1-t) log(1-p)) = max(z,0) - z t + log1p(exp(-|z|))   dz = p - t
+                                    (one unit: binary, t = the label; K units: multilabel, t[B,K] 0/1)
     identity + mse (regression)     0.5 * sum_k (z_k - t_k)^2                                         dz = z - t
 
 Every exponential here sees a non-positive argument, so logits of +-1000 give neither an
@@ -95,6 +99,12 @@ def one_hot(labels, n_classes, dtype):
     return t
 
 
+def label_sets(targets, dtype):
+    """Sigmoid targets as t[B,K]: binary labels [B] become [B,1]; multilabel [B,K] stay."""
+    t = targets.astype(dtype)
+    return t[:, None] if t.ndim == 1 else t
+
+
 def loss_forward(z, out, targets, loss_code):
     """Per-sample losses [B]. ``targets``: int labels [B] for classifiers, floats [B,K] for mse regression."""
     if loss_code == SOFTMAX_CROSS_ENTROPY:
@@ -102,7 +112,7 @@ def loss_forward(z, out, targets, loss_code):
     if loss_code == SOFTMAX_MSE:
         return 0.5 * ((out - one_hot(targets, z.shape[1], z.dtype)) ** 2).sum(axis=1)
     if loss_code == SIGMOID_BCE:
-        t = targets.astype(z.dtype)[:, None]
+        t = label_sets(targets, z.dtype)
         return (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
     return 0.5 * ((z - targets) ** 2).sum(axis=1)
 
@@ -117,7 +127,7 @@ def loss_backward(out, targets, loss_code):
         g = out - one_hot(targets, out.shape[1], out.dtype)
         return out * (g - (out * g).sum(axis=1, keepdims=True))
     if loss_code == SIGMOID_BCE:
-        return out - targets.astype(out.dtype)[:, None]
+        return out - label_sets(targets, out.dtype)
     return out - targets
 
 
@@ -126,7 +136,7 @@ def count_correct(out, targets, loss_code):
     if loss_code == IDENTITY_MSE:
         return 0
     if loss_code == SIGMOID_BCE:
-        return int(((out[:, 0] >= 0.5) == (targets == 1)).sum())
+        return int(((out >= 0.5) == (label_sets(targets, out.dtype) == 1)).all(axis=1).sum())
     return int((out.argmax(axis=1) == targets).sum())
 
 
@@ -224,7 +234,8 @@ def predict_logits(arch: Architecture, params, X, block=4096):
     return z
 
 
-def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size, optimizer=None, state=None):
+def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size, optimizer=None, state=None,
+                  sample_weight=None):
     """SGD over ``order`` in batches of ``batch_size`` (the last may be shorter), in place.
 
     Returns (loss_sum, n_correct, n_done, nonfinite_at): per-sample losses and hits are taken
@@ -235,12 +246,15 @@ def train_batches(arch: Architecture, params, X, targets, order, lr, batch_size,
     ``optim.Optimizer`` and its ``optim.State`` it is ``optim.step`` (momentum, Adam, weight
     decay) and dropout applies, the state advancing by one step and ``len(batch)`` samples per
     batch.
+
+    ``sample_weight`` (arch.dtype [N], or None) multiplies each sample's loss and gradient.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught from the loss
-        return _train_batches(arch, params, X, targets, order, arch.dtype(lr), batch_size, optimizer, state)
+        return _train_batches(arch, params, X, targets, order, arch.dtype(lr), batch_size, optimizer, state,
+                              sample_weight)
 
 
-def _train_batches(arch, params, X, targets, order, lr, batch_size, optimizer, state):
+def _train_batches(arch, params, X, targets, order, lr, batch_size, optimizer, state, sample_weight):
     loss_sum = 0.0
     n_correct = 0
     decay_mask = None if optimizer is None else optim.weight_mask(arch.layout(), arch.dtype)
@@ -256,12 +270,18 @@ def _train_batches(arch, params, X, targets, order, lr, batch_size, optimizer, s
         out = output_forward(z, arch.loss_code)
         t = targets[rows]
         losses = loss_forward(z, out, t, arch.loss_code)
+        if sample_weight is not None:
+            w = sample_weight[rows]
+            losses = losses * w
         bad = ~np.isfinite(losses)
         if bad.any():
             return loss_sum, n_correct, start, start + int(np.argmax(bad))
         loss_sum += float(losses.sum(dtype=np.float64))
         n_correct += count_correct(out, t, arch.loss_code)
-        grad = backward(arch, params, activations, loss_backward(out, t, arch.loss_code), scales, unscaled)
+        dz = loss_backward(out, t, arch.loss_code)
+        if sample_weight is not None:
+            dz *= w[:, None]
+        grad = backward(arch, params, activations, dz, scales, unscaled)
         if optimizer is None:
             grad *= lr
             params -= grad

@@ -250,7 +250,7 @@ def _diverged(what, epoch, sample, order, lr, start):
 
 
 def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None,
-                optimizer=None, state=None):
+                optimizer=None, state=None, sample_weight=None):
     """One pass over the sample positions ``order``, in chunks of whole batches, in place on
     ``params`` (and on ``state``, the ``optim.State`` of ``optimizer``; without them, plain
     SGD); returns (loss_sum, n_correct, seconds in the backend).
@@ -260,7 +260,9 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
     optimizer state, and ``DivergenceError`` raised; Ctrl-C inside a chunk rolls it back the
     same way and raises ``TrainingInterrupted``. ``epoch`` (1-based) only labels those
     messages. ``on_chunk(n_done, loss_sum)`` is called after each chunk (progress bars).
+    ``sample_weight`` (dtype [N], mean 1, or None) weighs each sample's loss and gradient.
     """
+    weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
     snapshot = np.empty_like(params)
     state_snapshot = None if state is None else state.copy()
     loss_sum, n_correct, done = 0.0, 0, 0
@@ -279,7 +281,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
         try:
             # optimizer and state go positionally: wrappers of train_chunk pass *args through
             chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
-                params, data, targets, order[start:stop], lr, batch_size, optimizer, state
+                params, data, targets, order[start:stop], lr, batch_size, optimizer, state, **weighted
             )
         except KeyboardInterrupt:
             roll_back()
@@ -329,6 +331,7 @@ def train(
     progress=None,
     history=None,
     on_epoch=None,
+    sample_weight=None,
 ):
     """Train up to ``epochs`` more epochs of the run ``run``, in place on ``params``, ``state``
     and ``run``; return the History (``history``, appended to).
@@ -336,6 +339,7 @@ def train(
     ``data``/``targets`` are already validated and prepared for ``backend``; ``evaluate`` is an
     optional callable returning (val_loss, val_accuracy) after each epoch, and its loss is then
     the monitored one. ``on_epoch()`` is called after each epoch's bookkeeping (checkpoints).
+    ``sample_weight``: see ``train_epoch``; the training loss is then the weighted mean.
     """
     history = History() if history is None else history
     monitor = "val_loss" if evaluate is not None else "loss"
@@ -354,6 +358,7 @@ def train(
             loss_sum, n_correct, seconds = train_epoch(
                 backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
                 on_chunk=lambda n, loss: bar.update(n, loss=loss), optimizer=optimizer, state=state,
+                sample_weight=sample_weight,
             )
         finally:
             bar.close()

@@ -4,7 +4,8 @@ Loss codes (output activation + loss, defined in ``codes.py``), for logits z[K] 
 
     0 SOFTMAX_CROSS_ENTROPY  p = softmax(z)  loss = logsumexp(z) - z[y]        dz = p - onehot(y)
     1 SOFTMAX_MSE            p = softmax(z)  loss = 0.5 |g|^2, g = p - onehot(y)  dz = p * (g - p.g)
-    2 SIGMOID_BCE (K == 1)   p = sigmoid(z)  loss = max(z,0) - z t + log1p(exp(-|z|))  dz = p - t
+    2 SIGMOID_BCE            p = sigmoid(z)  loss = sum_k max(z,0) - z t + log1p(exp(-|z|))  dz = p - t
+                             (K == 1: binary; K > 1: multilabel, one independent label per unit)
     3 IDENTITY_MSE           p = z           loss = 0.5 |z - t|^2               dz = z - t
 
 Targets: ``labels`` int64 [N] class indices for codes 0 and 1; ``targets`` [N, K] (same float
@@ -12,7 +13,10 @@ dtype as the parameters) for codes 2 (values 0 or 1) and 3. The array a code doe
 empty (``np.empty(0, np.int64)``, ``np.empty((0, K), dtype)``); it is never read.
 
 A sample is correct when argmax(p) == y (codes 0, 1; first maximum on ties, like np.argmax) or
-(p >= 0.5) == t (code 2); code 3 counts nothing.
+(p >= 0.5) == t for every unit (code 2: the whole label set right); code 3 counts nothing.
+
+Sample weights: ``sample_weights`` [N] (the parameters' dtype; empty: every weight 1)
+multiplies sample ``row``'s loss and its dz (``weigh_row``) before the batch mean.
 """
 
 import numpy as np
@@ -76,11 +80,18 @@ def loss_row_forward(p, z, labels, targets, row, loss):
         return half * total, correct
     t = targets[row]
     if loss == SIGMOID_BCE:
-        x = z[0]
-        p[0] = sigmoid(x)
-        predicted = np.float32(1.0) if p[0] >= half else np.float32(0.0)
-        correct = 1 if predicted == t[0] else 0
-        return max(x, np.float32(0.0)) - x * t[0] + np.log1p(fast_exp(-abs(x))), correct
+        for k in range(z.shape[0]):
+            p[k] = sigmoid(z[k])
+        total = np.float32(0.0)
+        for k in range(z.shape[0]):
+            x = z[k]
+            total += max(x, np.float32(0.0)) - x * t[k] + np.log1p(fast_exp(-abs(x)))
+        correct = 1
+        for k in range(z.shape[0]):
+            predicted = np.float32(1.0) if p[k] >= half else np.float32(0.0)
+            if predicted != t[k]:
+                correct = 0
+        return total, correct
     for k in range(z.shape[0]):
         p[k] = z[k]
     total = np.float32(0.0)
@@ -112,6 +123,21 @@ def loss_row_backward(dz, p, labels, targets, row, loss):
         t = targets[row]
         for k in range(p.shape[0]):
             dz[k] = p[k] - t[k]
+
+
+@njit(**INLINE_OPTIONS)
+def sample_weight(sample_weights, row):
+    """The weight of sample ``row``: sample_weights[row], or 1 when there are none (empty)."""
+    if sample_weights.shape[0] == 0:
+        return sample_weights.dtype.type(1.0)
+    return sample_weights[row]
+
+
+@njit(**INLINE_OPTIONS)
+def weigh_row(dz, weight):
+    """dz[K] *= weight (one sample's weighted gradient)."""
+    for k in range(dz.shape[0]):
+        dz[k] *= weight
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
                                       pixels, 1 for float data)
     labels        int64 [N]           class labels (loss codes 0, 1), else may be empty
     targets       float [N, K]        targets (loss codes 2, 3), else may be empty [0, K]
+    sample_weights float [N]          each sample's weight on its loss and gradient; empty: all 1
     order         int64 [M]           sample indices, e.g. a permutation of range(N)
     start, stop   int                 train on order[start:stop]
     batch_size    int                 >= 1
@@ -93,7 +94,7 @@ from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
 from .linear import dense_row_forward, layer_views, sparse_row_forward
-from .loss import loss_row_backward, loss_row_forward
+from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 
@@ -285,8 +286,8 @@ def _part_forward(
 @njit(**KERNEL_OPTIONS)
 def _sample_forward_backward(
     row_units, row_raw, row_deltas, partials, row, params, weights_t, layer_sizes, w_offsets,
-    b_offsets, activation, loss, batch_rows, labels, targets, sample, seed, sample_number,
-    threshold, keep_scale,
+    b_offsets, activation, loss, batch_rows, labels, targets, sample_weights, sample, seed,
+    sample_number, threshold, keep_scale,
 ):
     """row_units[U+K] = every layer's outputs then p[K], row_deltas[U] = d(loss / batch_rows)/dz
     of every layer, for one sample whose first-layer partial sums are partials[:, row, :];
@@ -325,9 +326,14 @@ def _sample_forward_backward(
     z = row_units[last:end]
     p = row_units[end:]
     value, correct = loss_row_forward(p, z, labels, targets, sample, loss)
+    weight = sample_weight(sample_weights, sample)
+    if sample_weights.shape[0] > 0:
+        value *= weight
 
     dz = row_deltas[last:end]
     loss_row_backward(dz, p, labels, targets, sample, loss)
+    if sample_weights.shape[0] > 0:
+        weigh_row(dz, weight)
     for k in range(dz.shape[0]):
         dz[k] /= batch_rows  # the batch mean, divided in as the reference does
     for l in range(n_layers - 1, 0, -1):
@@ -392,7 +398,8 @@ def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offs
 def minibatch_sgd_chunk(
     params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
     layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
-    indptr, indices, values, input_scale, labels, targets, order, start, stop, batch_size,
+    indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
+    batch_size,
 ):
     """Mini-batch training over order[start:stop] (arguments and method: module docstring)."""
     dtype = params.dtype.type
@@ -446,7 +453,7 @@ def minibatch_sgd_chunk(
             losses[r], hits[r] = _sample_forward_backward(
                 units[r], raw[r] if threshold > 0 else raw[:0].reshape(-1), deltas[r], partials, r,
                 params, weights_t, layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels,
-                targets, batch[r], seed, batch_first + r, threshold, keep_scale,
+                targets, sample_weights, batch[r], seed, batch_first + r, threshold, keep_scale,
             )
 
         bad = _first_nonfinite(losses[:n_rows])

@@ -32,6 +32,7 @@ Shared arguments of the per-sample trainers (N samples, L dense layers, K = laye
                                       pixels, 1.0 for float data
     labels       int64 [N]            class labels (loss codes 0, 1), else may be empty
     targets      params.dtype [N, K]  targets (loss codes 2, 3), else may be empty [0, K]
+    sample_weights params.dtype [N]   (``persample_chunk`` only) each sample's weight; empty: all 1
     order        int64 [M]            sample indices, e.g. a permutation of range(N)
     start, stop  int                  train on order[start:stop]
 """
@@ -61,7 +62,7 @@ from .linear import (
     sparse_row_forward,
     sparse_row_update,
 )
-from .loss import loss_row_backward, loss_row_forward
+from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from .codes import DROPOUT as DROPOUT_HYPER, DROPOUT_SEED, INPUT_DROPOUT as INPUT_DROPOUT_HYPER
 from .codes import NESTEROV as NESTEROV_HYPER, SAMPLES, STEPS
 from .optimizer import ADAM as ADAM_KIND, MOMENTUM as MOMENTUM_KIND
@@ -310,10 +311,11 @@ def _lazy_sparse_step(W, slots, w0, kept_indices, kept_values, m, dz, last, step
 @njit(**KERNEL_OPTIONS)
 def persample_chunk(
     params, stats, layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
-    indptr, indices, values, input_scale, labels, targets, order, start, stop,
+    indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
 ):
     """Per-sample training over order[start:stop] with any optimizer, one thread (arguments:
-    module docstring; ``hyper``, ``slots`` and ``counters`` as in ``minibatch.py``).
+    module docstring; ``hyper``, ``slots``, ``counters`` and ``sample_weights`` as in
+    ``minibatch.py``).
 
     Each sample is one optimizer step. Momentum and weight decay keep the zero-pixel skipping
     exact through lazy updates: a first-layer row whose input was zero for k steps had a data
@@ -412,6 +414,9 @@ def persample_chunk(
 
         z = acts[a_offsets[n_layers - 1] :]
         value, correct = loss_row_forward(p, z, labels, targets, i, loss)
+        weight = sample_weight(sample_weights, i)
+        if sample_weights.shape[0] > 0:
+            value *= weight
         if not np.isfinite(value):
             break
         loss_sum += value
@@ -420,6 +425,8 @@ def persample_chunk(
 
         dz = deltas[a_offsets[n_layers - 1] :]
         loss_row_backward(dz, p, labels, targets, i, loss)
+        if sample_weights.shape[0] > 0:
+            weigh_row(dz, weight)
         for l in range(n_layers - 1, 0, -1):
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
             n_in = layer_sizes[l]

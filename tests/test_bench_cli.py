@@ -424,3 +424,22 @@ def test_plot_into_a_missing_directory_names_the_option(tmp_path):
     pytest.importorskip("matplotlib")
     with pytest.raises(ValueError, match="--plot"):
         run(parse("--plot", str(tmp_path / "missing" / "x.png")))
+
+
+@pytest.mark.parametrize("recipe", [["--momentum", "0.9", "--nesterov", "--weight-decay", "1e-3"],
+                                    ["--optimizer", "adam", "--dropout", "0.2"]])
+def test_optimizer_options_time_both_backends_with_that_optimizer(tiny_mnist, recipe):
+    """The optimizer options reach both backends (same weights, same order: the same accuracy)
+    and the JSON settings record them."""
+    lr = ["--lr", "0.01"] if "adam" in recipe else []
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "1,32", "--backends", "numpy,numba",
+                            "--json", *recipe, *lr)
+    assert status == 0
+    machine_record, *rest = json_lines(out)
+    settings = machine_record["settings"]
+    assert settings["optimizer_options"]["optimizer"] == ("adam" if "adam" in recipe else "sgd")
+    assert ("momentum 0.9 (Nesterov)" in settings["optimizer"]) == ("--nesterov" in recipe)
+    rows = measurements(rest)
+    for batch_size in (1, 32):
+        numpy_row, numba_row = (r for r in rows if r["batch_size"] == batch_size)
+        assert abs(numpy_row["test_accuracy"] - numba_row["test_accuracy"]) <= 0.01

@@ -242,6 +242,15 @@ BAD_OPTION_VALUES = {
         ("--plot", "missing-directory/chart.png"),
         ("--plot", ""),
         ("--data", ""),
+        ("--optimizer", "rmsprop"),
+        ("--momentum", "1"),
+        ("--beta1", "1"),
+        ("--beta2", "-0.1"),
+        ("--eps", "0"),
+        ("--weight-decay", "-1"),
+        ("--dropout", "1"),
+        ("--input-dropout", "nan"),
+        ("--momentum", "0.9", "--peers", "torch"),  # the peers train with plain SGD only
     ],
 }
 
@@ -291,7 +300,7 @@ def test_save_into_a_missing_directory_is_refused_before_training(capsys, tmp_pa
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["train", "--layers", "784,10", "--loss", "binary_cross_entropy"], "one output unit"),
+        (["train", "--layers", "784,10", "--loss", "binary_cross_entropy"], "--loss cross_entropy"),
         (["train", "--output", "sigmoid"], "cannot be trained with loss"),
         (["train", "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),

@@ -91,7 +91,7 @@ CASES = {
     "layers float": ({"layers": [784, 12.5, 10]}, (X_OK, Y_OK), {}, TypeError, ["layers[1]", "12.5"]),
     "layers string": ({"layers": "784,128,10"}, (X_OK, Y_OK), {}, TypeError, ["layers", "784,128,10"]),
     "last layer vs classes": ({"layers": [784, 16, 5]}, (X_OK, Y_OK), {}, ValueError, ["labels", "[0, 4]", "layers[-1] = 5", "row 5"]),
-    "bce with 10 outputs": ({"loss": "binary_cross_entropy", "layers": [784, 16, 10]}, (X_OK, Y_OK), {}, ValueError, ["binary_cross_entropy", "one output unit", "10"]),
+    "bce with 10 outputs, one label each": ({"loss": "binary_cross_entropy", "layers": [784, 16, 10]}, (X_OK, Y_OK), {}, ValueError, ["binary_cross_entropy", "indicator matrix", "loss='cross_entropy'", "10"]),
     "softmax one unit": ({"layers": [784, 16, 1]}, (X_OK, Y_OK), {}, ValueError, ["softmax", "2 units"]),
     "bias not bool": ({"bias": "no"}, (X_OK, Y_OK), {}, TypeError, ["bias", "'no'"]),
 }

@@ -8,12 +8,13 @@ before any data is loaded.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import _cli_options as options
 from .._cli_options import UsageError
 from ..backends import BACKENDS
 from ..network import ACTIVATIONS, Architecture
+from ..optim import Optimizer
 from . import peers as peer_module
 
 DEFAULT_BATCH_SIZES = (1, 32, 128, 1024)
@@ -55,6 +56,7 @@ def add_options(parser):
     add("--plot", type=options.path, metavar="FILE.png", help="also draw a chart of samples/s (needs matplotlib: fastmlp[plot])")
     add("--progress", action="store_true", default=None, help="progress on stderr even when it is not a terminal")
     add("--no-progress", dest="progress", action="store_false", help="no progress on stderr")
+    options.add_optimizer_options(parser)  # fastmlp's backends only: the peers train with plain SGD
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Plan:
     peer_threads: int | None = None  # None: the usable cores
     lr: float = 0.1
     seed: int = 0
+    optimizer: Optimizer = field(default_factory=Optimizer)  # fastmlp's backends; the peers: plain SGD only
 
     def settings(self):
         return {
@@ -91,8 +94,28 @@ class Plan:
             "seed": self.seed,
             "dtype": "float32",
             "loss": "softmax+cross_entropy",
-            "optimizer": "plain SGD (no momentum, no weight decay), mean loss over each batch",
+            "optimizer": describe_optimizer(self.optimizer) + ", mean loss over each batch",
+            "optimizer_options": self.optimizer.as_dict(),
         }
+
+
+def describe_optimizer(optimizer: Optimizer) -> str:
+    """"plain SGD (...)", "SGD, momentum 0.9 (Nesterov), weight decay 0.0001", "Adam (...)"."""
+    if optimizer.is_plain:
+        return "plain SGD (no momentum, no weight decay)"
+    if optimizer.optimizer == "adam":
+        parts = [f"Adam (beta1 {optimizer.beta1:g}, beta2 {optimizer.beta2:g}, eps {optimizer.eps:g})"]
+    else:
+        parts = ["SGD"]
+        if optimizer.momentum:
+            parts.append(f"momentum {optimizer.momentum:g}" + (" (Nesterov)" if optimizer.nesterov else ""))
+    if optimizer.weight_decay:
+        parts.append(f"{'decoupled ' if optimizer.decoupled_weight_decay else ''}weight decay {optimizer.weight_decay:g}")
+    if optimizer.dropout:
+        parts.append(f"dropout {optimizer.dropout:g}")
+    if optimizer.input_dropout:
+        parts.append(f"input dropout {optimizer.input_dropout:g}")
+    return ", ".join(parts)
 
 
 def _merged(lists):
@@ -119,7 +142,20 @@ def plan_from_args(args) -> Plan:
     for name in ("samples", "repeats", "max_seconds", "threads", "peer_threads", "lr", "seed"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
+    try:
+        changes["optimizer"] = Optimizer(**{name: getattr(args, name) for name in Optimizer.__dataclass_fields__})
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
     plan = Plan(**{**base.__dict__, **changes})
+    if plan.peers and not plan.optimizer.is_plain:
+        default = Optimizer().as_dict()
+        given = " ".join(f"--{name.replace('_', '-')} {value:g}" if not isinstance(value, (bool, str)) else
+                         f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+                         for name, value in plan.optimizer.as_dict().items() if value != default[name])
+        raise UsageError(
+            f"{given}: the peers (--peers) train with plain SGD only, so the table would not compare like with "
+            f"like; leave out --peers or the optimizer options"
+        )
     for sizes in plan.layers:
         try:
             Architecture(sizes, plan.activations[0], "cross_entropy", dtype="float32")  # the network's own checks

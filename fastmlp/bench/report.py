@@ -7,6 +7,7 @@ import sys
 
 from .machine import ROW_GEMM_REPEATS
 from .measure import FLOPS_FORMULA, PILOT_SAMPLES, Measurement
+from .plan import describe_optimizer
 
 
 class Status:
@@ -66,7 +67,7 @@ def format_row(m: Measurement):
 
 def preamble(plan, info, gemm, n_train, n_test, runners_note):
     lines = [
-        f"fastmlp bench: float32, softmax + cross-entropy, plain SGD lr {plan.lr:g}, one epoch over the first "
+        f"fastmlp bench: float32, softmax + cross-entropy, {describe_optimizer(plan.optimizer)}, lr {plan.lr:g}, one epoch over the first "
         f"{n_train:,} MNIST training images per repeat, median of {plan.repeats} repeats; test accuracy on {n_test:,} test images",
         f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), load average "
         f"{' '.join(f'{x:.2f}' for x in info['load_average'] or [])}; numpy {info['numpy']} ({info['blas']}, "

@@ -7,6 +7,7 @@ describes it in full.
 
 from __future__ import annotations
 
+from .. import optim
 from ..backends import make_backend
 from ..network import Architecture
 from ..trainer import DivergenceError, train_epoch
@@ -19,8 +20,10 @@ class FastmlpRunner:
 
     peer = False
 
-    def __init__(self, backend_name, arch, lr, batch_size, threads):
+    def __init__(self, backend_name, arch, lr, batch_size, threads, optimizer=optim.Optimizer()):
         self.backend = make_backend(backend_name, arch, threads)
+        self.optimizer = optimizer
+        self.state = None
         self.name = backend_name
         self.arch = arch
         self.lr = lr
@@ -41,14 +44,17 @@ class FastmlpRunner:
         self.data = self.backend.prepare(train.pixels)
 
     def warmup(self, params, order):
-        self.backend.warmup(params.copy(), self.data, self.train_split.labels, self.batch_size)
+        self.backend.warmup(params.copy(), self.data, self.train_split.labels, self.batch_size, self.optimizer,
+                            optim.State.fresh(self.optimizer, params, 0))
 
     def start(self, params, order):
+        self.state = optim.State.fresh(self.optimizer, params, 0)  # each repeat from step 0
         return params.copy()
 
     def train(self, params, order):
         try:
-            train_epoch(self.backend, params, self.data, self.train_split.labels, order, self.lr, self.batch_size)
+            train_epoch(self.backend, params, self.data, self.train_split.labels, order, self.lr, self.batch_size,
+                        optimizer=self.optimizer, state=self.state)
         except DivergenceError:
             raise ArithmeticError(f"{self.name} diverged at lr={self.lr:g}: the loss became non-finite; try a smaller --lr") from None
         return params
@@ -73,7 +79,8 @@ def runner_factories(plan, skipped, peer_threads):
                 raise RuntimeError(f"--backends {name}: the backend cannot load: {error}") from None
             skipped[name] = f"backend not available: {error}"
             continue
-        factories.append((name, lambda arch, bs, name=name: FastmlpRunner(name, arch, plan.lr, bs, plan.threads)))
+        factories.append((name, lambda arch, bs, name=name: FastmlpRunner(name, arch, plan.lr, bs, plan.threads,
+                                                                          plan.optimizer)))
     available, unavailable = peer_module.available(plan.peers)
     skipped.update(unavailable)
     for name in available:
