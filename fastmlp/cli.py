@@ -479,6 +479,9 @@ def _predict(args):
         classes = [1] if values.shape[1] == 1 else range(values.shape[1])  # one sigmoid unit: P(class 1)
         columns = [f"p{k}" for k in classes]
         what = "class probabilities"
+    elif arch.is_multilabel:
+        values, what = model.predict(X), "predicted label sets"
+        columns = [f"label{k}" for k in range(values.shape[1])]
     elif arch.is_classifier:
         values, columns, what = model.predict(X), ["label"], "predicted labels"
     else:

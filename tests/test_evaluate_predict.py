@@ -342,3 +342,14 @@ def test_evaluate_on_the_mnist_test_set(capsys, mnist, tmp_path):
     report = json.loads(out)
     assert report["n_samples"] == 10_000 and sum(report["support"]) == 10_000
     assert report["accuracy"] == pytest.approx(model.score(X_test, y_test)) and report["accuracy"] > 0.8
+
+
+def test_predict_with_a_multilabel_model_writes_label_sets(capsys, tmp_path, rng):
+    X, Y = rng.integers(0, 256, (40, 784), dtype=np.uint8), rng.integers(0, 2, (40, 3))
+    model = fastmlp.MLP([784, 4, 3], loss="binary_cross_entropy", backend="numpy")
+    model.fit(X, Y, epochs=1)
+    model.save(tmp_path / "multilabel.npz")
+    np.save(tmp_path / "x.npy", X)
+    assert run(capsys, "predict", tmp_path / "multilabel.npz", tmp_path / "x.npy", "-o", tmp_path / "l.csv")[0] == 0
+    assert (tmp_path / "l.csv").read_text().splitlines()[0] == "label0,label1,label2"
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "l.csv", skiprows=1, delimiter=",", dtype=np.int64), model.predict(X))
