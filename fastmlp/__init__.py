@@ -12,8 +12,10 @@
 
 from .checkpoint import CheckpointError
 from .data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, read_csv, read_idx
+from .metrics import confusion_matrix
 from .model import MLP
 from .network import SymmetryWarning
+from .plot import plot_confusion_matrix, plot_history  # matplotlib is imported when they are called
 from .trainer import DivergenceError, History, TrainingInterrupted
 
 __version__ = "0.1.0"
@@ -25,6 +27,9 @@ __all__ = [
     "read_idx",
     "read_csv",
     "History",
+    "plot_history",
+    "plot_confusion_matrix",
+    "confusion_matrix",
     "CheckpointError",
     "DataFormatError",
     "DataNotFoundError",

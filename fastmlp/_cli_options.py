@@ -154,6 +154,31 @@ def existing_file(text):
     return text
 
 
+def new_file(suffixes):
+    """A parser of names of files to write: ending in one of ``suffixes`` (the file type), in a
+    directory that exists and that this user may write to, so a long run never ends unable
+    to write its result."""
+    suffixes = tuple(suffixes)
+
+    def parse(text):
+        path(text)
+        if os.path.splitext(text)[1].lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"must end in {' or '.join(suffixes)} (the file type); got {text!r}")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
+        directory = os.path.dirname(os.path.abspath(text))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise argparse.ArgumentTypeError(f"{directory!r} is a file, not a directory")
+        if not os.path.isdir(directory):
+            raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+        return text
+
+    parse.__name__ = "file name"
+    return parse
+
+
 FULL_BATCH = ("full", "all")
 
 

@@ -1,4 +1,5 @@
-"""``fastmlp`` on the command line: ``train``, ``compare`` and ``bench`` (also ``python -m fastmlp``).
+"""``fastmlp`` on the command line: ``train``, ``compare``, ``evaluate``, ``predict`` and ``bench``
+(also ``python -m fastmlp``).
 
 ``bench`` lives in ``fastmlp.bench``, which registers its own options; what the commands share
 about options (exit codes, the one-line-error parser, value parsers) is ``fastmlp._cli_options``.
@@ -16,11 +17,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from . import _cli_options as options
 from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
+from .plot import FIGURE_SUFFIXES, require_matplotlib
+from .prediction import OUTPUT_SUFFIXES
 from .trainer import SCHEDULES
 
 # Options that describe the network: a resumed run takes them from its checkpoint.
@@ -102,6 +107,8 @@ def build_parser():
                        help="also write --save FILE after every N epochs")
     files.add_argument("--resume", type=options.existing_file, metavar="FILE",
                        help="go on with the run saved in FILE up to --epochs in all")
+    train.add_argument("--plot", type=options.new_file(FIGURE_SUFFIXES), metavar="FILE.png",
+                       help="draw the learning curves (loss and accuracy per epoch) to FILE (.png, .pdf, .svg; needs fastmlp[plot])")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
     train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -117,6 +124,31 @@ def build_parser():
     _add_schedule_options(compare)
     compare.add_argument("--weights-rtol", type=options.number(), default=None, metavar="R", help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a saved model on the test set",
+        description="Load a model written by 'fastmlp train --save' (or MLP.save) and report its accuracy, loss, "
+        "per-class precision and recall and confusion matrix on the test set (loss and R^2 for regression).",
+    )
+    evaluate.add_argument("model", type=options.existing_file, metavar="MODEL.npz", help="the saved model")
+    evaluate.add_argument("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
+    evaluate.add_argument("--plot", type=options.new_file(FIGURE_SUFFIXES), metavar="FILE.png",
+                          help="also draw the confusion matrix and per-class precision and recall to FILE (needs fastmlp[plot])")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a saved model",
+        description="Load a model written by 'fastmlp train --save' (or MLP.save) and write its predictions "
+        "(class labels, or outputs for regression) or, with --proba, class probabilities for the samples in INPUT.",
+    )
+    predict.add_argument("model", type=options.existing_file, metavar="MODEL.npz", help="the saved model")
+    predict.add_argument("input", type=options.existing_file, metavar="INPUT",
+                         help="samples: .npy ([N, features] or [N, h, w]), .csv (label then pixels, as MNIST's CSV) or an IDX file (.gz or not)")
+    predict.add_argument("-o", "--output", required=True, type=options.new_file(OUTPUT_SUFFIXES), metavar="OUT",
+                         help="where to write: .npy or .csv (by its suffix)")
+    predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
 
     from .bench import add_parser as add_bench_parser  # one way only: bench knows nothing of this module
 
@@ -279,6 +311,8 @@ def _train(args):
     if args.checkpoint_every is not None and args.save is None:
         raise UsageError("--checkpoint-every needs --save FILE, the file to write")
     _check_save_path(args.save)
+    if args.plot:
+        require_matplotlib()
     if args.resume:
         model = _resumed_model(args, given)
     else:
@@ -364,6 +398,11 @@ def _train(args):
     if args.save:
         model.save(args.save)
         result["saved"] = args.save
+    if args.plot:
+        from .plot import plot_history, save_figure
+
+        save_figure(plot_history(history, accuracy=model.arch_.is_classifier), args.plot)
+        result["plot"] = args.plot
     if args.json:
         print(json.dumps(result))
     else:
@@ -374,6 +413,92 @@ def _train(args):
         )
         if args.save:
             print(f"saved model to {args.save}")
+        if args.plot:
+            print(f"learning curves written to {args.plot}")
+    return 0
+
+
+def _describe(model):
+    """``784-128-10 sigmoid, softmax + cross_entropy``"""
+    arch = model.arch_
+    return f"{'-'.join(map(str, arch.layers))} {model.activation}, {arch.output} + {model.loss}"
+
+
+def _samples(model, model_path, X, source):
+    """``X`` checked against the model's input layer, with errors that name both files."""
+    from ._validation import check_X
+
+    X = np.asarray(X)
+    n_features = model.arch_.layers[0]
+    if X.ndim not in (2, 3) or len(X) == 0:
+        raise ValueError(f"{source} holds an array of shape {X.shape}; expected samples [N, {n_features}] or images [N, height, width]")
+    width = int(np.prod(X.shape[1:]))
+    if width != n_features:
+        raise ValueError(f"{source} has {width} features per sample, but the model {model_path} takes {n_features} (layers {_shown(model.arch_.layers)})")
+    try:
+        return check_X(X, model.arch_)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{source}: {error}") from None
+
+
+def _evaluate(args):
+    from .data import load_mnist
+    from .metrics import evaluation_report, format_report
+    from .model import MLP
+
+    if args.plot:
+        require_matplotlib()
+    model = MLP.load(args.model)
+    _, _, X_test, y_test = load_mnist(args.data)
+    source = f"the test set of {args.data}" if args.data else "the MNIST test set"
+    X_test = _samples(model, args.model, X_test, source)
+    try:
+        report = evaluation_report(model, X_test, y_test)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"the labels of {source} do not fit the model {args.model} ({_describe(model)}): {error}") from None
+    result = {"model": args.model, "data": args.data, "layers": list(model.arch_.layers), "loss_function": model.loss, **report}
+    if args.plot:
+        from .plot import plot_evaluation, save_figure
+
+        outputs = model.predict(X_test) if report["task"] == "regression" else None
+        save_figure(plot_evaluation(report, targets=y_test, outputs=outputs), args.plot)
+        result["plot"] = args.plot
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model}: {_describe(model)}, {model.epochs_trained_} epoch{'s' if model.epochs_trained_ != 1 else ''} trained")
+    print(format_report(report, loss_name=f"{model.loss} loss"))
+    if args.plot:
+        print(f"\nchart written to {args.plot}")
+    return 0
+
+
+def _predict(args):
+    from .model import MLP
+    from .prediction import read_input, write_output
+
+    model = MLP.load(args.model)
+    arch = model.arch_
+    if args.proba and not arch.is_classifier:
+        raise UsageError(f"--proba: {args.model} is a regression model ({_describe(model)}): its predictions are "
+                         f"its outputs, there are no probabilities (leave --proba out)")
+    X = _samples(model, args.model, read_input(args.input, arch.layers[0]), args.input)
+    if args.proba:
+        values = model.predict_proba(X)
+        classes = [1] if values.shape[1] == 1 else range(values.shape[1])  # one sigmoid unit: P(class 1)
+        columns = [f"p{k}" for k in classes]
+        what = "class probabilities"
+    elif arch.is_multilabel:
+        values, what = model.predict(X), "predicted label sets"
+        columns = [f"label{k}" for k in range(values.shape[1])]
+    elif arch.is_classifier:
+        values, columns, what = model.predict(X), ["label"], "predicted labels"
+    else:
+        values = model.predict(X)
+        columns = ["y"] if values.shape[1] == 1 else [f"y{k}" for k in range(values.shape[1])]
+        what = "outputs"
+    write_output(args.output, values, columns)
+    print(f"wrote the {what} of {len(X):,} samples to {args.output} (shape {list(values.shape)}, {values.dtype})")
     return 0
 
 
@@ -439,6 +564,10 @@ def main(argv=None):
             return EXIT_USAGE
         if args.command == "compare":
             return _compare(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "bench":
             from .bench import run as run_bench
 
@@ -451,7 +580,7 @@ def main(argv=None):
     except KeyboardInterrupt as interrupt:
         print(f"fastmlp: interrupted: {interrupt or 'stopped by Ctrl-C'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -70,4 +70,30 @@ def synth():
     """Synthetic data makers and the tolerance table, for tests (conftest is not importable)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(blobs=make_blobs, digits=make_digits, tolerance=tolerance)
+    return SimpleNamespace(blobs=make_blobs, digits=make_digits, tolerance=tolerance, write_idx=write_idx)
+
+
+def write_idx(path, array, magic):
+    """Write ``array`` (uint8) as an IDX file with ``magic`` (2051 images, 2049 labels); gzipped
+    when ``path`` ends in .gz."""
+    import gzip
+    import struct
+
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + np.asarray(array).astype(np.uint8).tobytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    Path(path).write_bytes(data)
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path, rng):
+    """A directory with a 300/100-sample synthetic dataset in the MNIST IDX layout (gzipped)."""
+    X, y = make_digits(rng, 400)
+    directory = tmp_path / "tiny-mnist"
+    directory.mkdir()
+    write_idx(directory / "train-images-idx3-ubyte.gz", X[:300].reshape(-1, 28, 28), 2051)
+    write_idx(directory / "train-labels-idx1-ubyte.gz", y[:300], 2049)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", X[300:].reshape(-1, 28, 28), 2051)
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", y[300:], 2049)
+    return directory

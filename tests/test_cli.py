@@ -158,6 +158,19 @@ BAD_OPTION_VALUES = {
         ("--checkpoint-every", "x"),
         ("--resume", ""),
         ("--resume", "no-such-checkpoint.npz"),
+        ("--plot", "missing-directory/curve.png"),
+        ("--plot", "curve.txt"),
+        ("--plot", ""),
+    ],
+    "evaluate": [
+        ("--data", ""),
+        ("--plot", "missing-directory/chart.png"),
+        ("--plot", "chart.bmp"),
+    ],
+    "predict": [
+        ("--output", ""),
+        ("--output", "missing-directory/predictions.npy"),
+        ("--output", "predictions.txt"),
     ],
     "compare": [
         ("--weights-rtol", "0"),
@@ -251,9 +264,17 @@ BAD_OPTION_VALUES = {
     ids=lambda part: repr(part) if part == "" else " ".join(part) if isinstance(part, list) else str(part),
 )
 def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tmp_path, command, option, value, other_options):
-    if option == "--plot" and value:
+    if option in ("--plot", "--output") and value:
         value = str(tmp_path / value)
-    status, out, err = run(capsys, command, "--data", str(tmp_path), f"{option}={value}", *other_options)
+    # evaluate and predict take files first: files that exist (parse time checks no more), but
+    # no model, so a check that waited until after loading it would fail with status 1.
+    model, samples = tmp_path / "model.npz", tmp_path / "samples.npy"
+    model.write_text("not a model")
+    samples.write_text("no samples")
+    leading = {"evaluate": [str(model)], "predict": [str(model), str(samples)]}.get(command, [])
+    if command != "predict":
+        leading.append(f"--data={tmp_path}")
+    status, out, err = run(capsys, command, *leading, f"{option}={value}", *other_options)
     assert status == 2, err
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("fastmlp: error: ") and "Traceback" not in err

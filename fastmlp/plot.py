@@ -1,0 +1,197 @@
+"""Pictures of a run and of a model's mistakes: learning curves and confusion matrices.
+
+Needs matplotlib (``pip install "fastmlp[plot]"``), imported only when a function here is
+called, so ``import fastmlp`` never needs it. Figures are built as ``matplotlib.figure.Figure``
+objects, not through ``pyplot``: no display or GUI backend is touched (works headless, in a
+script, a test or a notebook, where the returned figure shows as the cell's value), and no
+global figure is left open. ``save_figure`` writes one atomically.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._atomic import atomic_write
+
+# The file types save_figure writes (matplotlib's own formats that need nothing beyond it).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+# Above this many classes the confusion matrix cells are too small for their counts.
+MAX_ANNOTATED_CLASSES = 20
+
+
+def require_matplotlib():
+    """Raise a clear ImportError now if matplotlib is missing (the commands call this before
+    training or loading anything they would then be unable to draw)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError('plotting needs matplotlib, which is not installed: pip install "fastmlp[plot]"') from None
+
+
+def _figure(**kwargs):
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
+
+
+def _curves(history):
+    """(epochs, loss, accuracy, val_loss, val_accuracy) lists from a History or its dict. A run
+    continued with validation data after epochs without it has validation values for the
+    last epochs only."""
+    record = history if isinstance(history, dict) else getattr(history, "__dict__", None)
+    if record is None or "epoch" not in record or "loss" not in record:
+        raise TypeError(f"history must be a fastmlp.History (or its as_dict()); got {type(history).__name__}")
+    epochs = list(record["epoch"])
+    if not epochs:
+        raise ValueError("history has no epochs: train the model first")
+    return (epochs, list(record["loss"]), list(record.get("accuracy") or []),
+            list(record.get("val_loss") or []), list(record.get("val_accuracy") or []))
+
+
+def plot_history(history, ax=None, *, accuracy=None):
+    """Learning curves: training (and validation) loss and accuracy per epoch.
+
+    Parameters
+    ----------
+    history : fastmlp.History or dict
+        ``model.history_``, what ``fit`` returns, or ``History.as_dict()`` (the ``history`` of
+        ``fastmlp train --json``). Validation curves are drawn when it has validation data.
+    ax : matplotlib Axes, or a pair of them, optional
+        None: a new figure, loss on the left and accuracy on the right. One Axes: loss on it,
+        accuracy on a second y axis at its right. A pair: loss on the first, accuracy on the
+        second.
+    accuracy : bool, optional
+        Whether to draw accuracy. By default it is drawn unless the history is a regression's
+        (its training accuracy is 0 every epoch and it has no validation accuracy).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn on (the new one, or the one ``ax`` belongs to).
+    """
+    epochs, loss, train_accuracy, val_loss, val_accuracy = _curves(history)
+    val_accuracy = [value for value in val_accuracy if value is not None]
+    if accuracy is None:
+        accuracy = bool(val_accuracy) or any(value != 0 for value in train_accuracy)
+    twin = ax is not None and not isinstance(ax, (list, tuple, np.ndarray))
+    if ax is None:
+        fig = _figure(figsize=(9.0 if accuracy else 4.8, 3.6))
+        axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
+        loss_ax, accuracy_ax = axes[0], (axes[1] if accuracy else None)
+    elif twin:
+        loss_ax, accuracy_ax = ax, (ax.twinx() if accuracy else None)
+    else:
+        if len(ax) != 2:
+            raise ValueError(f"ax must be one Axes or a pair (loss, accuracy); got {len(ax)} axes")
+        loss_ax, accuracy_ax = ax
+    style = {"marker": "o", "markersize": 3}
+    lines = loss_ax.plot(epochs, loss, color="C0", label="training loss", **style)
+    if val_loss:
+        lines += loss_ax.plot(epochs[-len(val_loss):], val_loss, color="C1", label="validation loss", **style)
+    loss_ax.set_ylabel("loss")
+    if accuracy and accuracy_ax is not None:
+        # On a shared panel accuracy is dashed, in colours of its own; on its own panel it
+        # takes the loss panel's colours (training C0, validation C1).
+        shared = {"linestyle": "--"} if twin else {}
+        lines += accuracy_ax.plot(epochs, train_accuracy, color="C2" if twin else "C0", label="training accuracy",
+                                  **style, **shared)
+        if val_accuracy:
+            lines += accuracy_ax.plot(epochs[-len(val_accuracy):], val_accuracy, color="C3" if twin else "C1",
+                                      label="validation accuracy", **style, **shared)
+        accuracy_ax.set_ylabel("accuracy")
+    for axis in (loss_ax,) if twin else (loss_ax, accuracy_ax):
+        if axis is None:
+            continue
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if len(epochs) <= 20:
+            axis.set_xticks(epochs)
+        if not twin:
+            axis.legend(fontsize="small")
+    if twin:
+        loss_ax.legend(lines, [line.get_label() for line in lines], fontsize="small")
+    return loss_ax.figure
+
+
+def plot_confusion_matrix(matrix, ax=None, *, classes=None):
+    """The confusion matrix as an image: row i, column j counts the samples of true class i
+    predicted as class j.
+
+    Cells are coloured by their share of the row (the recall of the true class, on the
+    diagonal), so a class's mistakes stand out whatever its size; counts are written in the
+    cells up to 20 classes. ``matrix`` is ``fastmlp.confusion_matrix``'s ``[K, K]`` counts;
+    ``classes`` the K tick labels (default 0..K-1). Returns the figure drawn on.
+    """
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"matrix must be a square [K, K] array of counts; got shape {matrix.shape}")
+    n_classes = len(matrix)
+    classes = list(range(n_classes)) if classes is None else list(classes)
+    if len(classes) != n_classes:
+        raise ValueError(f"classes must have {n_classes} labels, one per row of matrix; got {len(classes)}")
+    if ax is None:
+        side = min(3.0 + 0.45 * n_classes, 12.0)
+        ax = _figure(figsize=(side + 1.0, side)).subplots()
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.figure.colorbar(image, ax=ax, label="share of the true class")
+    ticks = range(n_classes)
+    ax.set_xticks(ticks, [str(c) for c in classes])
+    ax.set_yticks(ticks, [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n_classes <= MAX_ANNOTATED_CLASSES:
+        for (row, column), count in np.ndenumerate(matrix):
+            ax.text(column, row, str(count), ha="center", va="center", fontsize="x-small",
+                    color="white" if share[row, column] > 0.5 else "black")
+    return ax.figure
+
+
+def plot_evaluation(report, *, targets=None, outputs=None):
+    """The picture of ``fastmlp evaluate``: for a classifier the confusion matrix beside the
+    per-class precision and recall; for a regression model the outputs against the targets
+    (``targets`` and ``outputs``, ``[N]`` or ``[N, K]``; the first output column is drawn).
+    ``report`` is ``fastmlp.metrics.evaluation_report``'s dict. Returns a new figure."""
+    if report["task"] == "regression":
+        fig = _figure(figsize=(4.8, 4.4))
+        ax = fig.subplots()
+        t = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)[:, 0]
+        o = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, 0]
+        ax.scatter(t, o, s=4, alpha=0.5)
+        low, high = min(t.min(), o.min()), max(t.max(), o.max())
+        ax.plot([low, high], [low, high], color="C1", linewidth=1, label="output = target")
+        ax.set_xlabel("target")
+        ax.set_ylabel("model output")
+        ax.legend(fontsize="small")
+        ax.set_title(f"{report['n_samples']:,} samples: loss {report['loss']:.4g}, R² {report['r2']:.4f}", fontsize="medium")
+        return fig
+    n_classes = len(report["classes"])
+    side = min(3.0 + 0.45 * n_classes, 12.0)
+    fig = _figure(figsize=(2 * side + 1.5, side))
+    matrix_ax, bars_ax = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    plot_confusion_matrix(report["confusion_matrix"], matrix_ax, classes=report["classes"])
+    positions = np.arange(n_classes)
+    missing = lambda values: [np.nan if v is None else v for v in values]  # noqa: E731
+    bars_ax.bar(positions - 0.2, missing(report["precision"]), 0.4, label="precision")
+    bars_ax.bar(positions + 0.2, missing(report["recall"]), 0.4, label="recall")
+    bars_ax.set_xticks(positions, [str(c) for c in report["classes"]])
+    bars_ax.set_xlabel("class")
+    bars_ax.set_ylim(0, 1.05)
+    bars_ax.grid(axis="y", alpha=0.3)
+    bars_ax.legend(fontsize="small", loc="lower right")
+    fig.suptitle(f"{report['n_samples']:,} samples: accuracy {report['accuracy']:.4f}, loss {report['loss']:.4g}",
+                 fontsize="medium")
+    return fig
+
+
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (FIGURE_SUFFIXES)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise ValueError(f"path must end in {', '.join(FIGURE_SUFFIXES)} (the picture's file type); got {os.fspath(path)!r}")
+    with atomic_write(path, "wb") as file:
+        fig.savefig(file, format=suffix[1:], dpi=110)

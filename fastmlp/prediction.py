@@ -1,0 +1,62 @@
+"""The files of ``fastmlp predict``: samples in, predictions or probabilities out.
+
+Inputs, by suffix: ``.npy`` (a NumPy array ``[N, D]`` or images ``[N, h, w]``: uint8 pixels or
+floats, read with ``allow_pickle=False``), ``.csv`` (the MNIST CSV layout ``fastmlp.read_csv``
+reads: a label, then D pixel values 0..255, optional header; the labels are ignored), anything
+else an IDX file (``fastmlp.read_idx``, gzipped or not, such as ``t10k-images-idx3-ubyte.gz``).
+Outputs, by suffix: ``.npy`` or ``.csv`` (a header row, then one row per sample), written
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._atomic import atomic_write
+from .data import DataFormatError, DataNotFoundError, read_csv, read_idx
+
+OUTPUT_SUFFIXES = (".npy", ".csv")
+# Digits that round-trip each float type through text.
+FLOAT_FORMATS = {np.dtype(np.float32): "%.9g", np.dtype(np.float64): "%.17g"}
+
+
+def read_input(path, n_features):
+    """The samples in ``path`` as an array (``n_features`` is the width a CSV row must have
+    after its label). The array is not checked against a model here: ``check_X`` does that."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".csv":
+        return read_csv(path, n_features=n_features)[0]
+    if suffix == ".npz":
+        raise DataFormatError(f"{path}: an .npz archive; the samples must be one array in an .npy file (np.save), CSV or IDX")
+    if suffix != ".npy":
+        return read_idx(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise DataFormatError(f"{path}: not a NumPy .npy array file ({' '.join(str(error).split())})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataFormatError(f"{path}: an .npz archive, not a single .npy array; save the samples with np.save")
+    return array
+
+
+def write_output(path, values, columns):
+    """Write ``values`` (``[N]`` or ``[N, K]``) to ``path`` (``.npy`` or ``.csv``, atomically).
+    ``columns`` names the CSV columns (the header row)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output file must end in {' or '.join(OUTPUT_SUFFIXES)}; got {os.fspath(path)!r}")
+    if suffix == ".npy":
+        with atomic_write(path, "wb") as file:
+            np.save(file, values, allow_pickle=False)
+        return
+    table = values.reshape(len(values), -1)
+    if len(columns) != table.shape[1]:
+        raise ValueError(f"{len(columns)} column names for {table.shape[1]} columns")
+    number_format = "%d" if np.issubdtype(values.dtype, np.integer) else FLOAT_FORMATS[values.dtype]
+    with atomic_write(path, "w") as file:
+        np.savetxt(file, table, fmt=number_format, delimiter=",", header=",".join(columns), comments="")

@@ -1,0 +1,355 @@
+"""Using a saved model: ``fastmlp evaluate`` and ``fastmlp predict``, fastmlp.metrics, and their errors."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import main
+from fastmlp.metrics import confusion_matrix, precision_recall
+
+
+def run(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(err):
+    return err.count("\n") == 1 and err.startswith("fastmlp: error: ") and "Traceback" not in err
+
+
+@pytest.fixture
+def saved(capsys, tiny_mnist_dir, tmp_path):
+    """A 784-8-10 classifier written by ``fastmlp train --save`` (numpy backend: no compiling)."""
+    path = tmp_path / "model.npz"
+    status, _, err = run(capsys, "train", "--data", tiny_mnist_dir, "--layers", "784,8,10", "--backend", "numpy",
+                         "--epochs", "2", "--save", path, "--json")
+    assert status == 0, err
+    return path
+
+
+@pytest.fixture
+def test_set(tiny_mnist_dir):
+    return fastmlp.load_mnist(tiny_mnist_dir)[2:]
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_confusion_matrix_counts_true_rows_against_predicted_columns():
+    matrix = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 4)
+    assert matrix.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+    precision, recall, support = precision_recall(matrix)
+    np.testing.assert_allclose(precision[:3], [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(recall[:3], [0.5, 1.0, 2 / 3])
+    assert support.tolist() == [2, 1, 3, 0]
+    assert np.isnan(precision[3]) and np.isnan(recall[3])  # 0/0: class 3 neither occurs nor is predicted
+    assert confusion_matrix([1, 0], [1, 1]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("y_true, y_pred, n_classes, words", [
+    ([0, 1], [0], None, "different lengths"),
+    ([0, 5], [0, 1], 3, "[0, 2]"),
+    ([0, -1], [0, 1], None, ">= 0"),
+    ([0.5, 1], [0, 1], None, "integer"),
+    ([[0, 1]], [[0, 1]], None, "1-d"),
+])
+def test_confusion_matrix_mistakes_are_named(y_true, y_pred, n_classes, words):
+    with pytest.raises((ValueError, TypeError), match=None) as error:
+        confusion_matrix(y_true, y_pred, n_classes)
+    assert words in str(error.value)
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def test_evaluate_reports_what_the_model_computes(capsys, saved, tiny_mnist_dir, test_set):
+    X_test, y_test = test_set
+    model = fastmlp.MLP.load(saved)
+    status, out, err = run(capsys, "evaluate", saved, "--data", tiny_mnist_dir, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    expected = model.evaluate(X_test, y_test)
+    assert report["task"] == "classification" and report["n_samples"] == len(y_test) == 100
+    assert report["accuracy"] == pytest.approx(expected["accuracy"]) and report["loss"] == pytest.approx(expected["loss"])
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 100
+    assert np.trace(matrix) / 100 == pytest.approx(report["accuracy"])
+    assert report["support"] == np.bincount(y_test, minlength=10).tolist()
+    predicted = model.predict(X_test)
+    for k in range(10):
+        hits = int(((predicted == k) & (y_test == k)).sum())
+        assert matrix[k, k] == hits
+        expected_recall = hits / (y_test == k).sum() if (y_test == k).any() else None
+        expected_precision = hits / (predicted == k).sum() if (predicted == k).any() else None
+        assert report["recall"][k] == pytest.approx(expected_recall)
+        assert report["precision"][k] == pytest.approx(expected_precision)
+
+
+def test_evaluate_text_has_the_summary_the_table_and_the_matrix(capsys, saved, tiny_mnist_dir):
+    status, out, err = run(capsys, "evaluate", saved, "--data", tiny_mnist_dir)
+    assert status == 0, err
+    report = json.loads(run(capsys, "evaluate", saved, "--data", tiny_mnist_dir, "--json")[1])
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{saved}: 784-8-10 sigmoid, softmax + cross_entropy, 2 epochs trained")
+    assert f"accuracy {report['accuracy']:.4f}, cross_entropy loss {report['loss']:.4f} on 100 samples" in out
+    assert "class  precision  recall  support" in out
+    start = lines.index("confusion matrix (rows: true class, columns: predicted class)")
+    rows = [[int(cell) for cell in line.split()] for line in lines[start + 2 : start + 12]]
+    assert [row[0] for row in rows] == list(range(10))
+    assert [row[1:] for row in rows] == report["confusion_matrix"]
+
+
+def test_evaluate_plot_draws_a_picture(capsys, saved, tiny_mnist_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    status, out, err = run(capsys, "evaluate", saved, "--data", tiny_mnist_dir, "--plot", tmp_path / "eval.png", "--json")
+    assert status == 0, err
+    assert json.loads(out)["plot"] == str(tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_evaluate_a_regression_model_gives_loss_and_r2(capsys, tiny_mnist_dir, tmp_path):
+    X_train, y_train, X_test, y_test = fastmlp.load_mnist(tiny_mnist_dir)
+    model = fastmlp.MLP([784, 6, 1], activation="tanh", loss="mse", backend="numpy", seed=1)
+    model.fit(X_train, y_train.astype(np.float32), epochs=3, batch_size=8, lr=0.01)  # the digit as a number
+    model.save(tmp_path / "regression.npz")
+    status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", tiny_mnist_dir, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["task"] == "regression" and "accuracy" not in report and "confusion_matrix" not in report
+    assert report["r2"] == pytest.approx(model.score(X_test, y_test.astype(np.float32)))
+    assert report["loss"] == pytest.approx(model.evaluate(X_test, y_test.astype(np.float32))["loss"])
+    status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", tiny_mnist_dir)
+    assert status == 0 and f"R^2 {report['r2']:.4f}" in out and "mse loss" in out
+    if importlib.util.find_spec("matplotlib"):
+        status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", tiny_mnist_dir, "--plot", tmp_path / "r.svg")
+        assert status == 0, err
+        assert b"<svg" in (tmp_path / "r.svg").read_bytes()[:500]
+
+
+def test_evaluate_a_model_whose_classes_do_not_fit_the_labels(capsys, tiny_mnist_dir, tmp_path, rng):
+    model = fastmlp.MLP([784, 4, 3], backend="numpy")
+    model.fit(rng.integers(0, 256, (30, 784), dtype=np.uint8), rng.integers(0, 3, 30), epochs=1)
+    model.save(tmp_path / "three.npz")
+    status, out, err = run(capsys, "evaluate", tmp_path / "three.npz", "--data", tiny_mnist_dir)
+    assert status == 1 and out == "" and one_line_error(err)
+    assert "do not fit the model" in err and "[0, 2]" in err
+
+
+def test_evaluate_a_model_with_another_input_size(capsys, tiny_mnist_dir, tmp_path, rng, synth):
+    X, y = synth.blobs(rng, 40, 16, 10)
+    model = fastmlp.MLP([16, 4, 10], backend="numpy")
+    model.fit(X, y, epochs=1)
+    model.save(tmp_path / "sixteen.npz")
+    status, out, err = run(capsys, "evaluate", tmp_path / "sixteen.npz", "--data", tiny_mnist_dir)
+    assert status == 1 and one_line_error(err)
+    assert "784 features per sample" in err and "takes 16" in err
+
+
+def not_a_model(tmp_path, kind):
+    path = tmp_path / f"{kind}.npz"
+    if kind == "random-npz":
+        np.savez(path, weights=np.ones(3), other=np.zeros(2))
+    elif kind == "text":
+        path.write_text("these are not the weights you are looking for\n")
+    elif kind == "npy":
+        with open(path, "wb") as file:
+            np.save(file, np.ones(5))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+@pytest.mark.parametrize("kind", ["random-npz", "text", "npy", "empty"])
+def test_a_file_that_is_not_a_fastmlp_model_is_one_clear_line(capsys, tiny_mnist_dir, tmp_path, command, kind):
+    model = not_a_model(tmp_path, kind)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 784), np.uint8))
+    argv = ["evaluate", model, "--data", tiny_mnist_dir] if command == "evaluate" else ["predict", model, samples, "-o", tmp_path / "p.npy"]
+    status, out, err = run(capsys, *argv)
+    assert status == 1 and out == "" and one_line_error(err)
+    assert "not a fastmlp checkpoint" in err and str(model) in err
+    assert not (tmp_path / "p.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_missing_model_file_is_a_usage_error(capsys, tmp_path, command):
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 784), np.uint8))
+    extra = [samples, "-o", tmp_path / "p.npy"] if command == "predict" else []
+    status, out, err = run(capsys, command, tmp_path / "missing.npz", *extra)
+    assert status == 2 and one_line_error(err) and "no such file" in err
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_predict_labels_and_probabilities_from_npy(capsys, saved, test_set, tmp_path, suffix):
+    X_test, _ = test_set
+    model = fastmlp.MLP.load(saved)
+    np.save(tmp_path / "samples.npy", X_test.reshape(-1, 28, 28))  # images [N, 28, 28] are fine
+    labels, proba = tmp_path / f"labels{suffix}", tmp_path / f"proba{suffix}"
+    status, out, err = run(capsys, "predict", saved, tmp_path / "samples.npy", "-o", labels)
+    assert status == 0, err
+    assert f"predicted labels of 100 samples to {labels}" in out
+    status, _, err = run(capsys, "predict", saved, tmp_path / "samples.npy", "--output", proba, "--proba")
+    assert status == 0, err
+    if suffix == ".npy":
+        got_labels, got_proba = np.load(labels), np.load(proba)
+    else:
+        assert labels.read_text().splitlines()[0] == "label"
+        assert proba.read_text().splitlines()[0] == ",".join(f"p{k}" for k in range(10))
+        got_labels = np.loadtxt(labels, skiprows=1, dtype=np.int64)
+        got_proba = np.loadtxt(proba, skiprows=1, delimiter=",")
+    np.testing.assert_array_equal(got_labels, model.predict(X_test))
+    np.testing.assert_allclose(got_proba, model.predict_proba(X_test), rtol=1e-7)  # "%.9g" round-trips float32
+    np.testing.assert_allclose(got_proba.sum(axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"])
+def test_predict_from_idx_files(capsys, saved, test_set, tmp_path, synth, name):
+    X_test, _ = test_set
+    synth.write_idx(tmp_path / name, X_test.reshape(-1, 28, 28), 2051)
+    status, _, err = run(capsys, "predict", saved, tmp_path / name, "-o", tmp_path / "p.npy")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), fastmlp.MLP.load(saved).predict(X_test))
+
+
+def test_predict_from_mnist_csv_ignores_its_labels(capsys, saved, test_set, tmp_path):
+    X_test, y_test = test_set
+    rows = np.column_stack([y_test, X_test])
+    np.savetxt(tmp_path / "samples.csv", rows, fmt="%d", delimiter=",", header="label," + ",".join(f"p{i}" for i in range(784)), comments="")
+    status, _, err = run(capsys, "predict", saved, tmp_path / "samples.csv", "-o", tmp_path / "p.npy")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), fastmlp.MLP.load(saved).predict(X_test))
+
+
+def test_predict_with_a_regression_and_a_binary_model(capsys, tmp_path, rng, synth):
+    X, y = synth.blobs(rng, 60, 5, 2)
+    binary = fastmlp.MLP([5, 3, 1], loss="binary_cross_entropy", backend="numpy")
+    binary.fit(X, y, epochs=2, batch_size=4)
+    binary.save(tmp_path / "binary.npz")
+    regression = fastmlp.MLP([5, 3, 2], loss="mse", backend="numpy")
+    targets = np.column_stack([X[:, 0], X[:, 1] - X[:, 2]]).astype(np.float32)
+    regression.fit(X, targets, epochs=2, batch_size=4, lr=0.01)
+    regression.save(tmp_path / "regression.npz")
+    np.save(tmp_path / "x.npy", X)
+
+    assert run(capsys, "predict", tmp_path / "binary.npz", tmp_path / "x.npy", "-o", tmp_path / "p.csv", "--proba")[0] == 0
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "p1"  # one sigmoid unit: P(class 1)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "p.csv", skiprows=1), binary.predict_proba(X)[:, 0], rtol=1e-7)
+    assert run(capsys, "predict", tmp_path / "binary.npz", tmp_path / "x.npy", "-o", tmp_path / "l.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), binary.predict(X))
+
+    assert run(capsys, "predict", tmp_path / "regression.npz", tmp_path / "x.npy", "-o", tmp_path / "r.csv")[0] == 0
+    assert (tmp_path / "r.csv").read_text().splitlines()[0] == "y0,y1"
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "r.csv", skiprows=1, delimiter=","), regression.predict(X), rtol=1e-7)
+    status, out, err = run(capsys, "predict", tmp_path / "regression.npz", tmp_path / "x.npy", "-o", tmp_path / "q.npy", "--proba")
+    assert status == 2 and one_line_error(err) and "--proba" in err and "regression" in err
+    assert not (tmp_path / "q.npy").exists()
+
+
+@pytest.mark.parametrize("make_input, words", [
+    (lambda d: np.save(d / "x.npy", np.zeros((3, 100), np.uint8)), "100 features per sample"),
+    (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20), np.uint8)), "400 features per sample"),
+    (lambda d: np.save(d / "x.npy", np.zeros(784, np.uint8)), "shape (784,)"),
+    (lambda d: np.save(d / "x.npy", np.zeros((3, 784), np.int64)), "must be uint8 pixels"),
+    (lambda d: np.save(d / "x.npy", np.full((3, 784), np.nan)), "NaN"),
+    (lambda d: np.save(d / "x.npy", np.array([{"a": 1}]), allow_pickle=True), "not a NumPy .npy array"),
+    (lambda d: (d / "x.npy").write_text("1,2,3\n"), "not a NumPy .npy array"),
+    (lambda d: np.savez(open(d / "x.npy", "wb"), a=np.zeros(3)), "an .npz archive"),
+    (lambda d: np.savez(d / "x.npz", a=np.zeros(3)), "an .npz archive"),
+    (lambda d: (d / "x.csv").write_text("5," + ",".join(["0"] * 100) + "\n"), "101 columns, expected 785"),
+    (lambda d: (d / "x.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x03abc"), "shape (3,)"),
+    (lambda d: (d / "x.idx").write_bytes(b"not an idx file at all"), "x.idx"),
+])
+def test_predict_input_that_does_not_fit_is_one_line_and_writes_nothing(capsys, saved, tmp_path, make_input, words):
+    make_input(tmp_path)
+    (name,) = [p.name for p in tmp_path.iterdir() if p.name.startswith("x.")]
+    (tmp_path / "p.npy").write_bytes(b"previous predictions")
+    status, out, err = run(capsys, "predict", saved, tmp_path / name, "-o", tmp_path / "p.npy")
+    assert status == 1 and out == "" and one_line_error(err), err
+    assert words in err and name in err
+    assert (tmp_path / "p.npy").read_bytes() == b"previous predictions"  # untouched
+
+
+@pytest.mark.parametrize("output, words", [
+    ("p.txt", "must end in .npy or .csv"),
+    ("p", "must end in .npy or .csv"),
+    ("missing/p.npy", "does not exist"),
+    ("folder.npy", "is a directory"),
+])
+def test_predict_output_path_is_refused_before_anything_is_read(capsys, saved, tmp_path, output, words):
+    (tmp_path / "folder.npy").mkdir()
+    (tmp_path / "x.npy").write_text("would fail later as not an array")
+    status, out, err = run(capsys, "predict", saved, tmp_path / "x.npy", "-o", tmp_path / output)
+    assert status == 2 and out == "" and one_line_error(err)
+    assert "--output" in err and words in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_predict_into_an_unwritable_directory_is_refused(capsys, saved, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    np.save(tmp_path / "x.npy", np.zeros((2, 784), np.uint8))
+    status, _, err = run(capsys, "predict", saved, tmp_path / "x.npy", "-o", locked / "p.npy")
+    assert status == 2 and "not writable" in err
+
+
+def test_a_write_that_fails_halfway_leaves_no_file(tmp_path, monkeypatch):
+    from fastmlp.prediction import write_output
+
+    def fail_halfway(file, *args, **kwargs):
+        file.write("label\n1\n")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savetxt", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        write_output(tmp_path / "p.csv", np.arange(5), ["label"])
+    assert os.listdir(tmp_path) == []  # neither the file nor its temporary
+
+
+# --- the whole path on the compiled backend and on full MNIST ----------------------------------
+
+
+def test_evaluate_and_predict_a_model_saved_by_train_with_the_default_backend(capsys, tiny_mnist_dir, tmp_path, test_set):
+    X_test, _ = test_set
+    status, _, err = run(capsys, "train", "--data", tiny_mnist_dir, "--layers", "784,8,10", "--save", tmp_path / "m.npz", "--json")
+    assert status == 0, err
+    status, out, err = run(capsys, "evaluate", tmp_path / "m.npz", "--data", tiny_mnist_dir, "--json")
+    assert status == 0, err
+    model = fastmlp.MLP.load(tmp_path / "m.npz")
+    assert model.backend == "numba" and json.loads(out)["accuracy"] == pytest.approx(model.score(*test_set))
+    np.save(tmp_path / "x.npy", X_test)
+    assert run(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy", "-o", tmp_path / "p.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(X_test))
+
+
+@pytest.mark.mnist
+def test_evaluate_on_the_mnist_test_set(capsys, mnist, tmp_path):
+    X_train, y_train, X_test, y_test = mnist
+    model = fastmlp.MLP([784, 32, 10], seed=0)
+    model.fit(X_train[:5000], y_train[:5000], epochs=1)
+    model.save(tmp_path / "m.npz")
+    status, out, err = run(capsys, "evaluate", tmp_path / "m.npz", "--data", os.environ["FASTMLP_DATA"], "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["n_samples"] == 10_000 and sum(report["support"]) == 10_000
+    assert report["accuracy"] == pytest.approx(model.score(X_test, y_test)) and report["accuracy"] > 0.8
+
+
+def test_predict_with_a_multilabel_model_writes_label_sets(capsys, tmp_path, rng):
+    X, Y = rng.integers(0, 256, (40, 784), dtype=np.uint8), rng.integers(0, 2, (40, 3))
+    model = fastmlp.MLP([784, 4, 3], loss="binary_cross_entropy", backend="numpy")
+    model.fit(X, Y, epochs=1)
+    model.save(tmp_path / "multilabel.npz")
+    np.save(tmp_path / "x.npy", X)
+    assert run(capsys, "predict", tmp_path / "multilabel.npz", tmp_path / "x.npy", "-o", tmp_path / "l.csv")[0] == 0
+    assert (tmp_path / "l.csv").read_text().splitlines()[0] == "label0,label1,label2"
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "l.csv", skiprows=1, delimiter=",", dtype=np.int64), model.predict(X))

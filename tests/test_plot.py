@@ -1,0 +1,188 @@
+"""Pictures: plot_history, the confusion matrix image, save_figure, and ``fastmlp train --plot``."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import fastmlp  # noqa: E402
+from fastmlp.cli import main  # noqa: E402
+from fastmlp.plot import plot_confusion_matrix, plot_evaluation, plot_history, save_figure  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def labels_of(ax):
+    return [line.get_label() for line in ax.get_lines()]
+
+
+@pytest.fixture
+def classifier_history(rng, synth):
+    X, y = synth.blobs(rng, 120, 6, 3)
+    model = fastmlp.MLP([6, 5, 3], backend="numpy", seed=0)
+    return model.fit(X[:90], y[:90], epochs=4, batch_size=8, lr=0.1, validation_data=(X[90:], y[90:]))
+
+
+def test_history_draws_loss_and_accuracy_per_epoch_with_validation(classifier_history):
+    fig = plot_history(classifier_history)
+    loss_ax, accuracy_ax = fig.axes
+    assert labels_of(loss_ax) == ["training loss", "validation loss"]
+    assert labels_of(accuracy_ax) == ["training accuracy", "validation accuracy"]
+    train_loss, val_loss = loss_ax.get_lines()
+    assert list(train_loss.get_xdata()) == [1, 2, 3, 4]
+    np.testing.assert_allclose(train_loss.get_ydata(), classifier_history.loss)
+    np.testing.assert_allclose(val_loss.get_ydata(), classifier_history.val_loss)
+    np.testing.assert_allclose(accuracy_ax.get_lines()[1].get_ydata(), classifier_history.val_accuracy)
+
+
+def test_history_without_validation_has_training_curves_only(rng, synth):
+    X, y = synth.blobs(rng, 60, 4, 2)
+    history = fastmlp.MLP([4, 3, 2], backend="numpy").fit(X, y, epochs=2, batch_size=4)
+    loss_ax, accuracy_ax = plot_history(history).axes
+    assert labels_of(loss_ax) == ["training loss"] and labels_of(accuracy_ax) == ["training accuracy"]
+
+
+def test_regression_history_has_no_accuracy(rng):
+    X = rng.normal(size=(80, 2)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1]).astype(np.float32)
+    model = fastmlp.MLP([2, 4, 1], activation="tanh", loss="mse", backend="numpy")
+    history = model.fit(X[:60], y[:60], epochs=3, batch_size=4, lr=0.05, validation_data=(X[60:], y[60:]))
+    (loss_ax,) = plot_history(history).axes
+    assert labels_of(loss_ax) == ["training loss", "validation loss"]
+
+
+def test_history_as_a_dict_and_on_given_axes(classifier_history):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.subplots()
+    assert plot_history(classifier_history.as_dict(), ax) is fig
+    twin = [other for other in fig.axes if other is not ax]
+    assert len(twin) == 1 and labels_of(twin[0]) == ["training accuracy", "validation accuracy"]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "training loss", "validation loss", "training accuracy", "validation accuracy"]
+
+    pair_fig = Figure()
+    pair = pair_fig.subplots(1, 2)
+    assert plot_history(classifier_history, pair) is pair_fig
+    assert len(pair_fig.axes) == 2 and labels_of(pair[1]) == ["training accuracy", "validation accuracy"]
+
+
+def test_history_mistakes_are_named():
+    with pytest.raises(ValueError, match="no epochs"):
+        plot_history(fastmlp.History())
+    with pytest.raises(TypeError, match="fastmlp.History"):
+        plot_history([0.5, 0.4])
+
+
+def test_a_loaded_model_history_plots(classifier_history, tmp_path, rng, synth):
+    X, y = synth.blobs(rng, 40, 4, 2)
+    model = fastmlp.MLP([4, 3, 2], backend="numpy")
+    model.fit(X, y, epochs=2, batch_size=4)
+    model.save(tmp_path / "m.npz")
+    loaded = fastmlp.MLP.load(tmp_path / "m.npz").history_  # wall-clock fields are None
+    assert list(plot_history(loaded).axes[0].get_lines()[0].get_xdata()) == [1, 2]
+
+
+def test_confusion_matrix_image_shows_the_counts():
+    matrix = np.array([[5, 1, 0], [0, 3, 2], [1, 0, 7]])
+    fig = plot_confusion_matrix(matrix, classes=["a", "b", "c"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == [str(v) for v in matrix.ravel()]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    np.testing.assert_allclose(ax.images[0].get_array(), matrix / matrix.sum(axis=1, keepdims=True))
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion_matrix(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="3 labels"):
+        plot_confusion_matrix(matrix, classes=["a"])
+
+
+def test_evaluation_picture_has_matrix_and_per_class_bars():
+    report = {"task": "classification", "n_samples": 10, "loss": 0.5, "accuracy": 0.7, "classes": [0, 1],
+              "precision": [0.8, None], "recall": [1.0, 0.0], "support": [7, 3], "confusion_matrix": [[7, 0], [3, 0]]}
+    fig = plot_evaluation(report)
+    matrix_ax, bars_ax = fig.axes[:2]
+    assert [t.get_text() for t in matrix_ax.texts] == ["7", "0", "3", "0"]
+    bars = [patch.get_height() for patch in bars_ax.patches]
+    assert bars[0] == 0.8 and np.isnan(bars[1]) and bars[2:] == [1.0, 0.0]
+
+
+def test_save_figure_writes_atomically_in_the_format_of_the_suffix(tmp_path, classifier_history, monkeypatch):
+    fig = plot_history(classifier_history)
+    save_figure(fig, tmp_path / "curve.png")
+    save_figure(fig, tmp_path / "curve.svg")
+    assert (tmp_path / "curve.png").read_bytes().startswith(PNG_MAGIC)
+    assert b"<svg" in (tmp_path / "curve.svg").read_bytes()[:500]
+    with pytest.raises(ValueError, match=r"\.png"):
+        save_figure(fig, tmp_path / "curve.bmp")
+
+    def fail_halfway(file, **kwargs):
+        file.write(b"half a picture")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", fail_halfway)
+    with pytest.raises(OSError):
+        save_figure(fig, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes().startswith(PNG_MAGIC)  # the old picture stays
+    assert sorted(os.listdir(tmp_path)) == ["curve.png", "curve.svg"]  # no temporary file left
+
+
+def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch, classifier_history):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes "import matplotlib" fail
+    with pytest.raises(ImportError, match=r'pip install "fastmlp\[plot\]"'):
+        plot_history(classifier_history)
+
+
+def test_import_fastmlp_does_not_import_matplotlib():
+    code = "import sys, fastmlp, fastmlp.cli, fastmlp.plot; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def run(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_train_plot_writes_the_learning_curves(capsys, tiny_mnist_dir, tmp_path):
+    import json
+
+    target = tmp_path / "curve.png"
+    status, out, err = run(capsys, "train", "--data", tiny_mnist_dir, "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "2", "--validation-fraction", "0.2", "--plot", target, "--json")
+    assert status == 0, err
+    assert json.loads(out)["plot"] == str(target)
+    assert target.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("missing/curve.png", "does not exist"),
+    ("curve.jpeg", "must end in .png"),
+    ("a-file/curve.png", "not a directory"),
+])
+def test_train_plot_path_is_refused_before_training(capsys, tmp_path, name, words):
+    (tmp_path / "a-file").write_text("")
+    # --data without MNIST: a check that waited for the data would fail with status 1
+    status, out, err = run(capsys, "train", "--data", tmp_path, "--plot", tmp_path / name)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "--plot" in err and words in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_train_plot_into_an_unwritable_directory_is_refused(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    status, out, err = run(capsys, "train", "--data", tmp_path, "--plot", locked / "curve.png")
+    assert status == 2 and "not writable" in err
+
+
+def test_train_plot_without_matplotlib_fails_before_training(capsys, tiny_mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    status, out, err = run(capsys, "train", "--data", tiny_mnist_dir, "--backend", "numpy", "--plot", tmp_path / "c.png")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "fastmlp[plot]" in err
+    assert not (tmp_path / "c.png").exists()
