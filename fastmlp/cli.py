@@ -132,7 +132,10 @@ def build_parser():
         "per-class precision and recall and confusion matrix on the test set (loss and R^2 for regression).",
     )
     evaluate.add_argument("model", type=options.existing_file, metavar="MODEL.npz", help="the saved model")
-    evaluate.add_argument("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache, downloading once)")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--data", type=options.path, metavar="DIR", help="directory with the test files of any MNIST-like dataset")
+    source.add_argument("--dataset", type=options.choice(DATASETS), default=None, metavar="NAME",
+                        help=f"{', '.join(DATASETS)} (default mnist: $FASTMLP_DATA, else the user cache); downloaded once into the cache")
     evaluate.add_argument("--plot", type=options.new_file(FIGURE_SUFFIXES), metavar="FILE.png",
                           help="also draw the confusion matrix and per-class precision and recall to FILE (needs fastmlp[plot])")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout, nothing else")
@@ -442,21 +445,22 @@ def _samples(model, model_path, X, source):
 
 
 def _evaluate(args):
-    from .data import load_mnist
+    from .data import load_dataset
     from .metrics import evaluation_report, format_report
     from .model import MLP
 
     if args.plot:
         require_matplotlib()
     model = MLP.load(args.model)
-    _, _, X_test, y_test = load_mnist(args.data)
-    source = f"the test set of {args.data}" if args.data else "the MNIST test set"
+    name = args.dataset or "mnist"
+    _, _, X_test, y_test = load_dataset(name, args.data)
+    source = f"the test set of {args.data}" if args.data else f"the {name} test set"
     X_test = _samples(model, args.model, X_test, source)
     try:
         report = evaluation_report(model, X_test, y_test)
     except (TypeError, ValueError) as error:
         raise type(error)(f"the labels of {source} do not fit the model {args.model} ({_describe(model)}): {error}") from None
-    result = {"model": args.model, "data": args.data, "layers": list(model.arch_.layers), "loss_function": model.loss, **report}
+    result = {"model": args.model, "data": args.data, "dataset": None if args.data else name, "layers": list(model.arch_.layers), "loss_function": model.loss, **report}
     if args.plot:
         from .plot import plot_evaluation, save_figure
 

@@ -164,6 +164,7 @@ BAD_OPTION_VALUES = {
     ],
     "evaluate": [
         ("--data", ""),
+        ("--dataset", "cifar10"),
         ("--plot", "missing-directory/chart.png"),
         ("--plot", "chart.bmp"),
     ],
@@ -359,9 +360,12 @@ def test_missing_data_says_what_and_where(capsys, tmp_path):
     assert "train-images-idx3-ubyte" in err and str(tmp_path) in err
 
 
-@pytest.mark.parametrize("command", ["train", "compare"])
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate"])
 def test_data_and_dataset_together_are_a_usage_error(capsys, tmp_path, command):
-    status, out, err = run(capsys, command, "--data", str(tmp_path), "--dataset", "kmnist")
+    model = tmp_path / "model.npz"
+    model.write_bytes(b"")  # evaluate's MODEL must exist before the options are compared
+    leading = [str(model)] if command == "evaluate" else []
+    status, out, err = run(capsys, command, *leading, "--data", str(tmp_path), "--dataset", "kmnist")
     assert status == 2 and out == "" and err.count("\n") == 1
     assert "--dataset" in err and "not allowed with" in err and "--data" in err
 
@@ -390,6 +394,20 @@ def test_dataset_reads_its_cache_subdirectory(capsys, tiny_mnist, cache, monkeyp
     status, out, err = run(capsys, "train", "--dataset", name, "--layers", "784,8,10", "--backend", "numpy", "--json")
     assert status == 0, err
     assert json.loads(out)["n_train"] == 300
+
+
+def test_evaluate_reads_the_named_dataset(capsys, tiny_mnist, cache, tmp_path):
+    (cache / "kmnist").mkdir(parents=True)
+    for path in tiny_mnist.glob("*.gz"):
+        (cache / "kmnist" / path.name).write_bytes(path.read_bytes())
+    model_path = tmp_path / "model.npz"
+    status, _, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                         "--save", str(model_path), "--json")
+    assert status == 0, err
+    status, out, err = run(capsys, "evaluate", str(model_path), "--dataset", "kmnist", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["dataset"] == "kmnist" and result["n_samples"] == 100 and 0 <= result["accuracy"] <= 1
 
 
 def test_dataset_mnist_is_fastmlp_data(capsys, tiny_mnist, cache, monkeypatch):
