@@ -55,7 +55,7 @@ class Epoch:
     n_samples: int
 
 
-def prepare(backend_name, batch_size, mnist_train, threads=1):
+def prepare(backend_name, batch_size, mnist_train, threads="auto"):
     X, y = mnist_train
     arch = Architecture(LAYERS, "sigmoid", "cross_entropy", dtype="float32")
     backend = make_backend(backend_name, arch, threads)

@@ -49,6 +49,16 @@ def integer(minimum=1):
     return parse
 
 
+def threads(text):
+    """``auto`` or a positive integer (the ``threads`` of MLP)."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return integer(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer; got {text!r}") from None
+
+
 def number(*, allow_zero=False):
     """A parser of finite numbers > 0 (>= 0 with ``allow_zero``); NaN and infinity are refused."""
     bound = "a finite number >= 0" if allow_zero else "a finite number > 0"

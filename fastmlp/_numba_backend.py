@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import kernels, optim
+from ._adaptive import ThreadChooser
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -37,13 +39,23 @@ class Prepared:
 class NumbaBackend:
     name = "numba"
 
-    def __init__(self, arch: Architecture, threads: int = 1):
+    def __init__(self, arch: Architecture, threads="auto"):
+        """``threads``: "auto" (per-sample SGD on one thread, mini-batch on one or all Numba
+        threads, whichever measures faster, re-checked as training goes: ``ThreadChooser``)
+        or a number n (per-sample on n threads where the network allows, mini-batch on
+        min(n, NUMBA_NUM_THREADS))."""
         self.arch = arch
         layout = arch.layout()
         self.layer_sizes = layout.sizes
         self.w_offsets = layout.w_offsets
         self.b_offsets = layout.b_offsets
-        self.threads = kernels.usable_threads(threads, tuple(arch.layers))
+        most = 1 if numba.config.DISABLE_JIT else numba.config.NUMBA_NUM_THREADS
+        if threads == "auto":
+            self.threads = 1
+            self.minibatch_threads = ThreadChooser(most)
+        else:
+            self.threads = kernels.usable_threads(threads, tuple(arch.layers))
+            self.minibatch_threads = ThreadChooser(min(int(threads), most))
         self.compile_seconds = 0.0
         self._stats = np.zeros(3, np.float64)
         self._targets_for = (None, None)
@@ -128,14 +140,31 @@ class NumbaBackend:
             # scratch for the largest batch so far, allocated once per fit, reused by every chunk
             self._minibatch = (largest, kind, kernels.minibatch_scratch(params, self.layer_sizes, largest, *kind))
         stats = self._minibatch_stats
-        kernels.minibatch_sgd_chunk(
-            params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
-            self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
-            data.indptr, data.indices, data.values, data.input_scale,
-            labels, target_rows, weights, order, 0, len(order), batch_size,
-        )
-        loss_sum, n_correct, n_done, nonfinite_at = stats
-        return float(loss_sum), int(n_correct), int(n_done), int(nonfinite_at)
+        hyper = optimizer.hyper(lr)
+        totals = {"correct": 0, "nonfinite_at": -1}
+        stats[0] = 0.0  # the kernel adds on to it: a split chunk sums its losses as one call does
+
+        def call(count, start, n_samples):
+            # Split in whole batches and on any thread count, the chunk trains exactly as in
+            # one call on all threads (the kernel's results depend on neither).
+            numba.set_num_threads(count)
+            kernels.minibatch_sgd_chunk(
+                params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
+                self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
+                data.indptr, data.indices, data.values, data.input_scale,
+                labels, target_rows, weights, order, start, start + n_samples, batch_size,
+            )
+            totals["correct"] += int(stats[1])
+            if stats[3] >= 0:
+                totals["nonfinite_at"] = start + int(stats[3])
+            return int(stats[2])
+
+        outer = numba.get_num_threads()
+        try:
+            n_done = self.minibatch_threads.run(len(order), batch_size, call)
+        finally:
+            numba.set_num_threads(outer)
+        return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]
 
     def logits(self, params, data):
         """z[N, K] of the output layer, block by block."""

@@ -22,6 +22,17 @@ def positive_int(name, value):
     return int(value)
 
 
+def thread_count(value, name="threads"):
+    """"auto" or a positive integer."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise (ValueError if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) else TypeError)(
+            f"{name} must be 'auto' or a positive integer; got {value!r}"
+        )
+    return int(value)
+
+
 def positive_float(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number; got {value!r}")

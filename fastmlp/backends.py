@@ -28,7 +28,7 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, arch: Architecture, threads: int = 1):
+    def __init__(self, arch: Architecture, threads="auto"):
         self.arch = arch
         self.threads = 1
         self.compile_seconds = 0.0
@@ -48,7 +48,7 @@ class NumpyBackend:
         return reference.predict_logits(self.arch, params, data)
 
 
-def make_backend(name, arch: Architecture, threads: int = 1):
+def make_backend(name, arch: Architecture, threads="auto"):
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
     if name == "numpy":

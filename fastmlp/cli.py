@@ -57,7 +57,7 @@ def _add_model_options(parser):
     add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1; with --resume, the run's planned total)")
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling, dropout and the validation split (default 0)")
-    add("--threads", type=options.integer(1), default=1, metavar="N", help="threads for the compiled per-sample loop (default 1)")
+    add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it trains) or N threads for every mode")
     add("--dtype", type=options.choice(DTYPES), default="float32", help="float32 (default) or float64")
     add("--no-bias", action="store_true", help="layers without biases")
     add("--no-shuffle", action="store_true", help="visit samples in file order every epoch")
@@ -152,6 +152,22 @@ def build_parser():
     predict.add_argument("-o", "--output", required=True, type=options.new_file(OUTPUT_SUFFIXES), metavar="OUT",
                          help="where to write: .npy or .csv (by its suffix)")
     predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+
+    warmup = commands.add_parser(
+        "warmup",
+        help="compile the numba kernels ahead of time (container images, CI)",
+        description="Compile (or load from Numba's on-disk cache) the kernels that training needs, so that the first "
+        "fit starts at once: per-sample SGD (plain, and with an optimizer) and mini-batch training, for each "
+        "--dtype, --batch-size kind and --inputs kind. The network sizes do not matter: the kernels are compiled "
+        "for types, not shapes.",
+    )
+    warmup.add_argument("--dtype", action="append", type=options.item_list(options.choice(DTYPES), example="float32,float64"),
+                        metavar="LIST", help="float32 (default), float64 or both; repeatable")
+    warmup.add_argument("--batch-size", action="append", type=options.item_list(options.integer(1), example="1,32"),
+                        metavar="LIST", help="1 for per-sample SGD, any larger size for mini-batch (default 1,32); repeatable")
+    warmup.add_argument("--inputs", action="append", type=options.item_list(options.choice(WARMUP_INPUTS), example="uint8,float"),
+                        metavar="LIST", help="uint8 pixels (default) and/or float features; repeatable")
+    warmup.add_argument("--json", action="store_true", help="one JSON object with the seconds per kernel set")
 
     from .bench import add_parser as add_bench_parser  # one way only: bench knows nothing of this module
 
@@ -553,6 +569,45 @@ def _compare(args):
     return 0 if result["agree"] else EXIT_ERROR
 
 
+WARMUP_INPUTS = ("uint8", "float")
+
+
+def _merged_lists(lists, default):
+    return tuple(dict.fromkeys(item for values in lists for item in values)) if lists else default
+
+
+def _warmup(args):
+    """Train a tiny network once per kernel set, which compiles it or loads it from the cache."""
+    import numpy as np
+
+    from .model import MLP
+
+    dtypes = _merged_lists(args.dtype, ("float32",))
+    batch_sizes = _merged_lists(args.batch_size, (1, 32))
+    inputs = _merged_lists(args.inputs, ("uint8",))
+    rng = np.random.default_rng(0)
+    kinds = {"uint8": rng.integers(0, 256, size=(64, 16)).astype(np.uint8), "float": rng.normal(size=(64, 16))}
+    y = rng.integers(0, 4, size=64)
+    done = []
+    for dtype in dtypes:
+        for kind in inputs:
+            for batch_size in batch_sizes:
+                # per-sample SGD has two kernels: plain SGD, and the one of every other recipe
+                recipes = [{}, {"momentum": 0.9}] if batch_size == 1 else [{}]
+                for recipe in recipes:
+                    tic = time.perf_counter()
+                    model = MLP([16, 8, 4], dtype=dtype, seed=0)
+                    model.fit(kinds[kind], y, epochs=1, batch_size=min(batch_size, 64), progress=False, **recipe)
+                    what = (f"{dtype} {kind} inputs, " + ("per-sample SGD" if batch_size == 1 else "mini-batch")
+                            + (" with an optimizer" if recipe else ""))
+                    done.append({"kernels": what, "seconds": time.perf_counter() - tic})
+                    if not args.json:
+                        print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
+    if args.json:
+        print(json.dumps({"warmed": done}))
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -572,6 +627,8 @@ def main(argv=None):
             return _evaluate(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "warmup":
+            return _warmup(args)
         if args.command == "bench":
             from .bench import run as run_bench
 

@@ -129,7 +129,7 @@ class _BaseMLP(BaseEstimator):
         max_fun=15000,
         backend="numba",
         dtype=None,
-        threads=1,
+        threads="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -622,7 +622,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun=15000,
         backend="numba",
         dtype=None,
-        threads=1,
+        threads="auto",
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,

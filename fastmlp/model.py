@@ -11,6 +11,7 @@ from . import optim, reference, trainer
 from ._validation import (
     boolean,
     check_sample_weight,
+    thread_count,
     check_X,
     check_y,
     non_negative_float,
@@ -22,6 +23,7 @@ from ._validation import (
 )
 from .backends import make_backend
 from .network import Architecture, init_params, resolve_init
+from .progress import compile_notice
 
 # The training options of fit and partial_fit, with fit's defaults (the README lists them). A run
 # records the values it trains with in ``fit_options_``; partial_fit keeps them unless told
@@ -122,12 +124,15 @@ class MLP:
     backend : {"numba", "numpy"}
         The compiled core or the NumPy reference. Both share this trainer, so from the same
         seed they differ only in floating-point rounding.
-    threads : int
-        Threads for the compiled per-sample loop (batch_size=1; networks with one hidden
-        layer). Mini-batch and full-batch training always use all Numba threads
-        (``NUMBA_NUM_THREADS``); both are deterministic (see README). On a machine where other
-        processes keep the cores busy, threads=1 is faster: the threads wait for each other
-        once per sample. ``backend_.threads`` is the number actually used.
+    threads : "auto" or int
+        "auto" (default): per-sample SGD on one thread; mini-batch and full-batch training on
+        one or all Numba threads (``NUMBA_NUM_THREADS``), whichever measures faster, checked
+        again as training goes (``fastmlp._adaptive``), so a machine where another process
+        keeps a core busy does not make two threads wait for each other. A number n: the
+        compiled per-sample loop on n threads (networks with one hidden layer; plain SGD) and
+        mini-batch training on min(n, NUMBA_NUM_THREADS). The mini-batch results do not depend
+        on the thread count (bitwise); per-sample threads=2 agrees with 1 to rounding (see
+        README). ``backend_.threads`` is the per-sample count actually used.
 
     Learned state: ``params_`` (flat vector), ``weights_`` / ``biases_`` (views into it),
     ``optimizer_state_`` (``optim.State``), ``history_``, ``epochs_trained_``, ``run_``
@@ -146,7 +151,7 @@ class MLP:
         dtype="float32",
         seed=0,
         backend="numba",
-        threads=1,
+        threads="auto",
     ):
         self.layers = layers
         self.activation = activation
@@ -192,7 +197,7 @@ class MLP:
         self.compile_seconds_ = 0.0
 
     def _build_backend(self):
-        threads = positive_int("threads", self.threads)
+        threads = thread_count(self.threads)
         self.backend_ = make_backend(self.backend, self.arch_, threads)
         self._backend_for = (self.backend, threads)
 
@@ -448,7 +453,11 @@ class MLP:
         batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         data = self.backend_.prepare(X)
         compile_before = self.backend_.compile_seconds
-        self.backend_.warmup(self.params_, data, y, batch, opt, state, sample_weight)
+        mode = "per-sample" if batch == 1 else "mini-batch"
+        what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
+                f"on {'uint8' if X.dtype == np.uint8 else 'float'} inputs")
+        with compile_notice(what, enabled=progress if self.backend == "numba" else False):
+            self.backend_.warmup(self.params_, data, y, batch, opt, state, sample_weight)
         self.compile_seconds_ += self.backend_.compile_seconds - compile_before
         schedule = trainer.Schedule(
             lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],

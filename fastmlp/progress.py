@@ -41,3 +41,50 @@ def progress_bar(total, description, *, enabled=None, stream=None, **options):
     if enabled is None:
         enabled = shown_by_default(stream)
     return _tqdm()(total=total, desc=description, disable=not enabled, file=stream, **options)
+
+
+class compile_notice:
+    """``with compile_notice("784-128-10 float32 mini-batch", enabled=progress):`` around the
+    kernels' warm-up: if it is still running after ``after`` seconds (Numba is compiling, not
+    loading its cache, which takes hundredths of a second), one line on ``stream`` says what is
+    being compiled and that it is cached afterwards, and a second one how long it took.
+    ``enabled`` as ``progress_bar``'s."""
+
+    def __init__(self, what, *, enabled=None, stream=None, after=0.5):
+        import threading
+        import time
+
+        self._time = time.perf_counter
+        self.stream = sys.stderr if stream is None else stream
+        self.what = what
+        if enabled is None:
+            enabled = self.stream is not None and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = bool(enabled)
+        self.shown = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(after, self._show) if self.enabled else None
+
+    def _show(self):
+        with self._lock:
+            if self._timer is None:
+                return
+            self.shown = True
+            self.stream.write(f"compiling the numba kernels for {self.what} (first run only: cached on disk afterwards)...\n")
+            self.stream.flush()
+
+    def __enter__(self):
+        self._started = self._time()
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if self.shown:
+            self.stream.write(f"compiled in {self._time() - self._started:.1f} s\n")
+            self.stream.flush()
+        return False

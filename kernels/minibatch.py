@@ -18,7 +18,10 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
                                       number of samples trained, nonfinite_at). A batch with a
                                       non-finite loss is not applied and training stops there:
                                       nonfinite_at is that sample's position in
-                                      order[start:stop], else -1.
+                                      order[start:stop], else -1. The loss sum goes on from
+                                      the value stats[0] holds on entry (set it to 0 first), so
+                                      a chunk split into several calls sums its losses in the
+                                      same order, and to the same bits, as one call.
     grad          float [P]           scratch (see "Scratch" below)
     weights_t     float [P]           scratch
     partials      float [PARTS, B, H] scratch
@@ -415,7 +418,7 @@ def minibatch_sgd_chunk(
     first_step = counters[STEPS]
     _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets)
 
-    loss_sum = 0.0
+    loss_sum = stats[LOSS_SUM]
     n_correct = 0
     n_trained = 0
     n_steps = 0

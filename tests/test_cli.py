@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -168,6 +169,13 @@ BAD_OPTION_VALUES = {
         ("--plot", "missing-directory/chart.png"),
         ("--plot", "chart.bmp"),
     ],
+    "warmup": [
+        ("--dtype", "float16"),
+        ("--dtype", "float32,"),
+        ("--batch-size", "0"),
+        ("--batch-size", "1,x"),
+        ("--inputs", "int8"),
+    ],
     "predict": [
         ("--output", ""),
         ("--output", "missing-directory/predictions.npy"),
@@ -273,7 +281,7 @@ def test_bad_option_value_is_a_one_line_usage_error_naming_the_option(capsys, tm
     model.write_text("not a model")
     samples.write_text("no samples")
     leading = {"evaluate": [str(model)], "predict": [str(model), str(samples)]}.get(command, [])
-    if command != "predict":
+    if command not in ("predict", "warmup"):
         leading.append(f"--data={tmp_path}")
     status, out, err = run(capsys, command, *leading, f"{option}={value}", *other_options)
     assert status == 2, err
@@ -631,3 +639,39 @@ def test_recipe_combinations_are_refused_before_the_data_is_read(capsys, tmp_pat
     status, out, err = run(capsys, "train", "--data", str(tmp_path), *argv)  # no MNIST there: a late check would say so
     assert status == 2 and out == "" and err.count("\n") == 1
     assert words in err
+
+
+def test_warmup_compiles_what_training_needs(capsys):
+    from fastmlp import kernels
+
+    status, out, err = run(capsys, "warmup", "--dtype", "float64", "--batch-size", "1,8", "--inputs", "float", "--json")
+    assert status == 0, err
+    warmed = json.loads(out)["warmed"]
+    assert [w["kernels"] for w in warmed] == [
+        "float64 float inputs, per-sample SGD", "float64 float inputs, per-sample SGD with an optimizer",
+        "float64 float inputs, mini-batch",
+    ]
+    if not numba.config.DISABLE_JIT:  # the dispatchers hold the float64 versions now
+        for kernel in (kernels.sgd_persample_chunk, kernels.persample_chunk, kernels.minibatch_sgd_chunk):
+            assert any(signature[0].dtype == numba.float64 for signature in kernel.signatures), kernel
+
+
+def test_compile_notice_shows_only_while_compiling():
+    import io
+    import time
+
+    from fastmlp.progress import compile_notice
+
+    stream = io.StringIO()
+    with compile_notice("784-128-10 float32 per-sample training", enabled=True, stream=stream, after=0.01):
+        time.sleep(0.3)  # a compile: still running after `after`
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("compiling the numba kernels for 784-128-10 float32 per-sample training")
+    assert "cached on disk afterwards" in lines[0] and lines[1].startswith("compiled in ")
+    quick = io.StringIO()
+    with compile_notice("anything", enabled=True, stream=quick, after=30):
+        pass  # a cache load: done long before `after`
+    silent = io.StringIO()
+    with compile_notice("anything", enabled=False, stream=silent, after=0.0):
+        time.sleep(0.05)
+    assert quick.getvalue() == "" and silent.getvalue() == ""

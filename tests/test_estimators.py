@@ -5,6 +5,7 @@ scikit-learn (parameters, attributes, losses, stopping), compared with scikit-le
 import pickle
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -44,18 +45,18 @@ def test_constructor_parameters_and_defaults_are_sklearns(ours, theirs):
     mine, sklearns = ours().get_params(), theirs().get_params()
     assert {name: mine[name] for name in sklearns} == sklearns
     assert set(mine) - set(sklearns) == {"backend", "dtype", "threads"}
-    assert mine["backend"] == "numba" and mine["dtype"] is None and mine["threads"] == 1
+    assert mine["backend"] == "numba" and mine["dtype"] is None and mine["threads"] == "auto"
 
 
 def test_import_fastmlp_does_not_import_sklearn():
     code = "import sys, fastmlp; assert 'sklearn' not in sys.modules; fastmlp.MLPClassifier; assert 'sklearn' in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tempfile.gettempdir())
 
 
 def test_missing_sklearn_names_the_extra():
     code = ("import sys; sys.modules['sklearn'] = None; import fastmlp\n"
             "try:\n    fastmlp.MLPRegressor\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout
     assert 'pip install "fastmlp[sklearn]"' in out
 
 

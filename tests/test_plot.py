@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -139,7 +140,7 @@ def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch, classi
 
 def test_import_fastmlp_does_not_import_matplotlib():
     code = "import sys, fastmlp, fastmlp.cli, fastmlp.plot; print('matplotlib' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tempfile.gettempdir()).stdout.strip() == "False"
 
 
 def run(capsys, *argv):

@@ -33,7 +33,8 @@ class FastmlpRunner:
             self.threads = blas_threads()  # its only threads are BLAS's
             self.implementation = f"fastmlp NumPy reference, {self.threads or 'default'} BLAS threads"
         else:
-            self.implementation = f"fastmlp compiled core (numba), {self.threads} thread(s) for per-sample SGD"
+            self.implementation = (f"fastmlp compiled core (numba), threads={threads!r}: {self.threads} for per-sample SGD, "
+                                   f"mini-batch on {'one or all Numba threads by measured speed' if threads == 'auto' else f'up to {threads}'}")
 
     @property
     def compile_seconds(self):

@@ -1,0 +1,151 @@
+"""The mini-batch kernel's thread count, chosen by measured speed (fastmlp._adaptive).
+
+The choice may change between any two batches; what is learned must not: the weights, the
+optimizer state and the reported losses are bitwise those of a run on a fixed thread count.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from fastmlp import MLP
+from fastmlp._adaptive import MAX_PROBE_EVERY, PROBE_SAMPLES, ThreadChooser
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_chunk(chooser, n_samples, batch_size, seconds_per_sample):
+    """Play one chunk through the chooser: a call of n samples takes n * seconds_per_sample[count]."""
+    calls = []
+
+    def call(count, start, n):
+        assert start == sum(m for _, m in calls)  # the chunk in order, nothing skipped or repeated
+        chooser.clock.now += n * seconds_per_sample[count]
+        calls.append((count, n))
+        return n
+
+    assert chooser.run(n_samples, batch_size, call) == n_samples
+    assert sum(n for _, n in calls) == n_samples
+    assert all(n % batch_size == 0 for _, n in calls[:-1])  # split in whole batches only
+    return calls
+
+
+def chooser(most=2):
+    return ThreadChooser(most, clock=FakeClock())
+
+
+def test_a_busy_machine_from_the_start_costs_two_batches():
+    c = chooser()
+    calls = run_chunk(c, 8192, 32, BUSY)
+    assert calls[0] == (2, 64) and calls[-1][0] == 1 and c.current == 1
+    assert sum(n for count, n in calls if count == 2) == 64
+
+
+QUIET = {1: 1 / 180_000, 2: 1 / 250_000}  # measured, 784-100-10 relu batch 200
+BUSY = {1: 1 / 180_000, 2: 1 / 12_300}
+
+
+def test_two_threads_win_on_a_quiet_machine_and_probes_back_off():
+    c = chooser()
+    first = run_chunk(c, 8192, 32, QUIET)
+    # two threads timed over two batches, one thread probed in calls of two batches, then the rest
+    assert first[0] == (2, 64)
+    assert {count for count, _ in first[1:-1]} == {1} and sum(n for _, n in first[1:-1]) == PROBE_SAMPLES
+    assert first[-1] == (2, 8192 - 64 - PROBE_SAMPLES)
+    probes = 0
+    for _ in range(200):
+        calls = run_chunk(c, 8192, 32, QUIET)
+        probes += len(calls) > 1
+        assert calls[-1][0] == 2
+    assert c.current == 2 and c.switches == 0
+    assert c.probe_every == MAX_PROBE_EVERY
+    assert probes <= 200 // MAX_PROBE_EVERY + 6  # 1, 2, 4, ... then one in 32
+
+
+def test_a_busy_machine_moves_to_one_thread_within_a_chunk_and_back_when_quiet():
+    c = chooser()
+    for _ in range(40):
+        run_chunk(c, 8192, 32, QUIET)
+    assert c.current == 2
+    run_chunk(c, 8192, 32, BUSY)  # the load starts: this chunk is slow ...
+    nxt = run_chunk(c, 8192, 32, BUSY)  # ... and the next one probes and moves
+    assert nxt[0][0] == 1 and nxt[-1][0] == 1 and c.current == 1
+    for _ in range(30):
+        calls = run_chunk(c, 8192, 32, BUSY)
+        assert calls[-1][0] == 1
+        # a probe of two threads stops after its first call: far slower than one thread
+        assert [n for count, n in calls if count == 2] in ([], [64])
+    for _ in range(MAX_PROBE_EVERY + 2):  # the load ends: the next probe of 2 threads wins
+        run_chunk(c, 8192, 32, QUIET)
+    assert c.current == 2 and c.switches == 2
+
+
+def test_small_calls_and_single_threads_are_never_split():
+    assert run_chunk(chooser(), 2, 200, QUIET) == [(2, 2)]  # the warm-up's two samples
+    assert run_chunk(chooser(), 3 * PROBE_SAMPLES // 2, 32, QUIET) == [(2, 3 * PROBE_SAMPLES // 2)]
+    one = chooser(1)
+    assert [run_chunk(one, 8192, 32, BUSY) for _ in range(3)] == [[(1, 8192)]] * 3
+
+
+def test_a_call_that_stops_the_chunk_stops_the_probe_too():
+    c = chooser()
+    calls = []
+
+    def call(count, start, n):
+        calls.append((count, start, n))
+        return n if start < 128 else 5  # a non-finite loss in the third call
+
+    assert c.run(8192, 32, call) == 128 + 5
+    assert calls == [(2, 0, 64), (1, 64, 64), (1, 128, 64)]
+
+
+class Alternating(ThreadChooser):
+    """Splits every chunk into three calls on all, one and all threads."""
+
+    def run(self, n_samples, batch_size, call):
+        third = max(1, n_samples // batch_size // 3) * batch_size
+        if 2 * third >= n_samples:
+            return call(self.most, 0, n_samples)
+        done = 0
+        for count, n in [(self.most, third), (1, third), (self.most, n_samples - 2 * third)]:
+            n_done = call(count, done, n)
+            done += n_done
+            if n_done < n:
+                break
+        return done
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads only exist compiled")
+@pytest.mark.parametrize("batch_size, recipe", [(32, {}), (200, {"optimizer": "adam", "lr": 0.01, "dropout": 0.1})])
+def test_results_do_not_depend_on_the_thread_choices(batch_size, recipe):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20_000, 64)).astype(np.uint8)  # three trainer chunks
+    X[rng.random(X.shape) < 0.7] = 0
+    y = rng.integers(0, 10, size=len(X))
+    runs = {}
+    for name in ("fixed 1", "fixed 2", "auto", "alternating"):
+        threads = {"fixed 1": 1, "fixed 2": 2}.get(name, "auto")
+        model = MLP([64, 32, 10], activation="relu", seed=1, threads=threads)
+        model.fit(X[:500], y[:500], epochs=1, batch_size=batch_size, **recipe)  # builds the backend
+        if name == "alternating":
+            model.backend_.minibatch_threads = Alternating(max(2, numba.config.NUMBA_NUM_THREADS))
+        history = model.partial_fit(X, y, epochs=2)
+        runs[name] = (model.params_.copy(), model.optimizer_state_.slots.copy(), history.loss[-2:])
+    for name, (params, slots, losses) in runs.items():
+        np.testing.assert_array_equal(params, runs["fixed 1"][0], err_msg=name)
+        np.testing.assert_array_equal(slots, runs["fixed 1"][1], err_msg=name)
+        assert losses == runs["fixed 1"][2], name
+
+
+def test_threads_is_auto_or_a_positive_integer():
+    X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    for bad, error in [(0, ValueError), (-1, ValueError), ("two", TypeError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="threads must be 'auto' or a positive integer"):
+            MLP([3, 2], threads=bad).fit(X, y)
+    assert MLP([3, 2]).threads == "auto"
