@@ -96,7 +96,7 @@ from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
-from .linear import dense_row_forward, layer_views, sparse_row_forward
+from .linear import dense_row_forward, fill_bias, layer_views, sparse_row_forward
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
@@ -302,10 +302,7 @@ def _sample_forward_backward(
     n_layers = layer_sizes.shape[0] - 1
     _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
     z = row_units[: layer_sizes[1]]
-    if b.shape[0] > 0:
-        z[:] = b
-    else:
-        z[:] = 0
+    fill_bias(z, b)
     for part in range(PARTS):
         partial = partials[part, row]
         for k in range(z.shape[0]):
@@ -317,7 +314,8 @@ def _sample_forward_backward(
         activation_row_forward(a, activation)
         if threshold > 0:
             first_unit = layer_sizes[0] + first  # units are numbered through the network
-            row_raw[first:middle] = a
+            for k in range(a.shape[0]):
+                row_raw[first + k] = a[k]
             for k in range(a.shape[0]):
                 a[k] = a[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
         _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
@@ -369,6 +367,15 @@ def _first_nonfinite(losses):
 
 
 @njit(**KERNEL_OPTIONS)
+def _copy_transposed(out, a):
+    """out[n, m] = a[m, n]^T. Loops: an array-to-array assignment (out[:] = a.T) costs Numba
+    seconds of compile time in every kernel that has one."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = a[j, i]
+
+
+@njit(**KERNEL_OPTIONS)
 def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets):
     """The first layer's dW = 0 (_part_step keeps it so); weights_t = W_l^T for l >= 1 and
     slots_t the same transposes of the optimizer's slots."""
@@ -376,12 +383,10 @@ def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets
     dW[:] = 0
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        Wt[:] = W.T
+        _copy_transposed(_transposed_view(weights_t, layer_sizes, w_offsets, l), W)
         for slot in range(slots.shape[0]):
             S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
-            St = _transposed_view(slots_t[slot], layer_sizes, w_offsets, l)
-            St[:] = S.T
+            _copy_transposed(_transposed_view(slots_t[slot], layer_sizes, w_offsets, l), S)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -389,12 +394,10 @@ def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offs
     """W_l = weights_t^T for l >= 1 (and the slots): the trained copies back into params."""
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        W[:] = Wt.T
+        _copy_transposed(W, _transposed_view(weights_t, layer_sizes, w_offsets, l))
         for slot in range(slots.shape[0]):
             S, _ = layer_views(slots[slot], layer_sizes, w_offsets, b_offsets, l)
-            St = _transposed_view(slots_t[slot], layer_sizes, w_offsets, l)
-            S[:] = St.T
+            _copy_transposed(S, _transposed_view(slots_t[slot], layer_sizes, w_offsets, l))
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -435,7 +438,10 @@ def minibatch_sgd_chunk(
         pending_first = first_sample + n_trained - pending  # the pending batch's first sample
         batch_first = first_sample + n_trained
 
-        for part in prange(PARTS):
+        # The loop indices go on as int64: inside the parallel region Numba makes them uint64,
+        # and every helper they reach would be compiled a second time for that type.
+        for part_index in prange(PARTS):
+            part = np.int64(part_index)
             if pending > 0:
                 _part_step(
                     params, grad, weights_t, slots, slots_t, units[:pending], deltas[:pending],
@@ -452,7 +458,8 @@ def minibatch_sgd_chunk(
             break
 
         rows = dtype(n_rows)
-        for r in prange(n_rows):
+        for r_index in prange(n_rows):
+            r = np.int64(r_index)
             losses[r], hits[r] = _sample_forward_backward(
                 units[r], raw[r] if threshold > 0 else raw[:0].reshape(-1), deltas[r], partials, r,
                 params, weights_t, layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels,
