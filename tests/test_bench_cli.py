@@ -38,6 +38,9 @@ MEASUREMENT_KEYS = {
     "gemm_gflops",
     "gemm_fraction",
     "flops_per_sample",
+    "nonzero_inputs_per_sample",
+    "sparse_flops_per_sample",
+    "roofline_fraction",
     "samples",
     "samples_requested",
     "trimmed",
@@ -147,13 +150,22 @@ def test_speedup_is_the_ratio_of_the_measured_rates(both_backends):
         )
 
 
-def test_gemm_and_gflops_are_positive_and_follow_the_formula(both_backends):
+def test_gemm_and_gflops_are_positive_and_follow_the_formula(both_backends, tiny_mnist):
+    import fastmlp
+
+    pixels = fastmlp.load_mnist(tiny_mnist)[0][:300]  # the rows' training data (--samples 300)
     machine = both_backends[0]
     assert machine["gemm"]["gflops"] > 0 and machine["gemm_gflops"] == machine["gemm"]["gflops"]
     low, high = machine["gemm"]["gflops_spread"]
     assert 0 < low <= machine["gemm"]["gflops"] <= high
     for row in measurements(both_backends):
         assert row["gemm_gflops"] > 0
+        # the sparse roofline (every row): the FLOPs with zero pixels skipped, counted on the data
+        nnz = row["nonzero_inputs_per_sample"]
+        assert nnz == pytest.approx(np.count_nonzero(pixels) / 300)
+        assert row["sparse_flops_per_sample"] == pytest.approx(4 * nnz * 16 + 6 * 16 * 10)
+        assert row["roofline_fraction"] == pytest.approx(
+            row["samples_per_second"] * row["sparse_flops_per_sample"] / (row["gemm_gflops"] * 1e9), rel=1e-12)
         if row["batch_size"] == 1:
             assert row["gflops"] is None  # the per-sample kernel skips zero pixels: dense FLOPs would lie
             continue

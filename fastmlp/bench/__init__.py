@@ -44,7 +44,10 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``speedup_vs_numpy`` (samples_per_second / the numpy row's, same configuration; null
   without a numpy row), ``flops_per_sample``, ``gflops`` and ``gflops_spread`` (null for
   batch size 1), ``gemm_gflops`` (the float32 GEMM rate re-measured just before this row,
-  median of 5) and ``gemm_fraction`` (gflops / that), ``test_accuracy``,
+  median of 5) and ``gemm_fraction`` (gflops / that), ``nonzero_inputs_per_sample`` (counted
+  on the data trained on), ``sparse_flops_per_sample`` (the FLOPs with zero inputs skipped:
+  4 nnz H1 + 6 (W - W1)) and ``roofline_fraction`` (samples_per_second x that / the GEMM rate:
+  the "% roof" column, every batch size), ``test_accuracy``,
   ``compile_seconds`` (JIT/warm-up time, not in the timing), ``threads``.
 
 The package, one job per module:

@@ -19,6 +19,8 @@ from .machine import ROW_GEMM_REPEATS, measure_gemm
 
 PILOT_SAMPLES = 512  # at least this many samples (and 4 batches) in the pilot run
 FLOPS_FORMULA = "2*W forward + 2*W weight grads + 2*(W - W1) backprop (no input grad) + 2*P/B update"
+SPARSE_FLOPS_FORMULA = ("4*nnz*H1 (first layer forward and weight grads over the nonzero inputs, counted on the "
+                        "data) + 6*(W - W1) (the dense rest: forward, weight grads, backprop)")
 
 
 def flops_per_sample(layers, batch_size, bias=True):
@@ -27,6 +29,13 @@ def flops_per_sample(layers, batch_size, bias=True):
     params = sum(weights) + (sum(layers[1:]) if bias else 0)
     total = sum(weights)
     return 2 * total + 2 * total + 2 * (total - weights[0]) + 2 * params / batch_size
+
+
+def sparse_flops_per_sample(layers, nonzero_inputs):
+    """The FLOPs a sample needs when zero inputs are skipped: SPARSE_FLOPS_FORMULA, with
+    ``nonzero_inputs`` the mean number of nonzero inputs per sample of the data."""
+    weights = [n_in * n_out for n_in, n_out in zip(layers[:-1], layers[1:])]
+    return 4 * nonzero_inputs * layers[1] + 6 * (sum(weights) - weights[0])
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Measurement:
     threads: int | None
     speedup_vs_numpy: float | None = None
     gemm_gflops: float | None = None
+    nonzero_inputs: float | None = None  # mean nonzero inputs per sample of the data trained on
     rates: list = field(init=False)
 
     def __post_init__(self):
@@ -70,6 +80,20 @@ class Measurement:
         if self.batch_size == 1:
             return None
         return self.flops_per_sample * self.samples_per_second / 1e9
+
+    @property
+    def sparse_flops_per_sample(self):
+        if self.nonzero_inputs is None:
+            return None
+        return sparse_flops_per_sample(self.layers, self.nonzero_inputs)
+
+    @property
+    def roofline_fraction(self):
+        """samples/s x sparse FLOPs per sample / the GEMM rate of the same run: how close the
+        row comes to doing only the necessary arithmetic at the machine's dense matmul speed."""
+        if self.sparse_flops_per_sample is None or not self.gemm_gflops:
+            return None
+        return self.samples_per_second * self.sparse_flops_per_sample / (self.gemm_gflops * 1e9)
 
     def as_json(self):
         gflops = self.gflops
@@ -96,6 +120,9 @@ class Measurement:
             "gflops_spread": None if gflops is None else [self.flops_per_sample * r / 1e9 for r in (self.rates[0], self.rates[-1])],
             "gemm_gflops": self.gemm_gflops,
             "gemm_fraction": None if gflops is None or not self.gemm_gflops else gflops / self.gemm_gflops,
+            "nonzero_inputs_per_sample": self.nonzero_inputs,
+            "sparse_flops_per_sample": self.sparse_flops_per_sample,
+            "roofline_fraction": self.roofline_fraction,
             "test_accuracy": self.test_accuracy,
             "compile_seconds": self.compile_seconds,
             "threads": self.threads,
@@ -151,6 +178,7 @@ def measure(runner, init, train, test, plan, status=None):
         test_accuracy=runner.accuracy(state, test),
         compile_seconds=float(runner.compile_seconds),
         threads=runner.threads,
+        nonzero_inputs=float(np.count_nonzero(train.pixels[:n])) / n,
     )
 
 

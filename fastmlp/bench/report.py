@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .machine import ROW_GEMM_REPEATS
-from .measure import FLOPS_FORMULA, PILOT_SAMPLES, Measurement
+from .measure import FLOPS_FORMULA, PILOT_SAMPLES, SPARSE_FLOPS_FORMULA, Measurement
 from .plan import describe_optimizer
 
 
@@ -49,19 +49,20 @@ def _short_rate(value):
     return f"{value:.3g}"
 
 
-HEADER = f"{'layers':<12} {'act':<8} {'batch':>5}  {'backend':<8} {'samples/s':>11} {'(min - max)':<17} {'vs numpy':>8} {'GFLOP/s':>8} {'% GEMM':>7} {'test acc':>8} {'samples':>9}"
+HEADER = f"{'layers':<12} {'act':<8} {'batch':>5}  {'backend':<8} {'samples/s':>11} {'(min - max)':<17} {'vs numpy':>8} {'GFLOP/s':>8} {'% GEMM':>7} {'% roof':>7} {'test acc':>8} {'samples':>9}"
 
 
 def format_row(m: Measurement):
     speedup = "-" if m.speedup_vs_numpy is None else f"{m.speedup_vs_numpy:.2f}x"
     gflops = m.gflops
     gemm = "-" if gflops is None or not m.gemm_gflops else f"{100 * gflops / m.gemm_gflops:.0f}%"
+    roof = "-" if m.roofline_fraction is None else f"{100 * m.roofline_fraction:.1f}%"
     spread = f"({_short_rate(m.rates[0])} - {_short_rate(m.rates[-1])})"
     samples = f"{m.samples:,}" + ("*" if m.trimmed else "")
     return (
         f"{'-'.join(map(str, m.layers)):<12} {m.activation:<8} {m.batch_size:>5}  {m.backend:<8} "
         f"{_rate(m.samples_per_second):>11} {spread:<17} {speedup:>8} {'-' if gflops is None else f'{gflops:.2f}':>8} "
-        f"{gemm:>7} {m.test_accuracy:>8.4f} {samples:>9}"
+        f"{gemm:>7} {roof:>7} {m.test_accuracy:>8.4f} {samples:>9}"
     )
 
 
@@ -91,6 +92,8 @@ def footer(measurements, skipped, plan):
         f"GFLOP/s (mini-batch rows): FLOPs per sample = {FLOPS_FORMULA}; W = weights, W1 = first layer's, "
         f"P = parameters, B = batch size. % GEMM = GFLOP/s / the float32 GEMM rate re-measured just before that row "
         f"(median of {ROW_GEMM_REPEATS}; {_gemm_range(measurements)} GFLOP/s over this run).",
+        f"% roof (every row): the sparse roofline, samples/s x the FLOPs a sample needs with zero inputs skipped "
+        f"({SPARSE_FLOPS_FORMULA}; H1 = first hidden size, nnz counted on the data) / the same GEMM rate.",
         "test acc: after one epoch (the last repeat) from the same initial weights; samples: timed per repeat.",
     ]
     if any(m.trimmed for m in measurements):
