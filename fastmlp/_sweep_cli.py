@@ -67,10 +67,10 @@ def grid_item(actions):
         parsed = []
         for item in items:
             try:
-                value = parse_value(item)
+                value = parse_value(item)  # for a flag (--no-bias), the API's value (bias=false)
             except argparse.ArgumentTypeError as error:
                 raise argparse.ArgumentTypeError(f"{name} value {item!r} {error}") from None
-            parsed.append(not value if name in INVERTED and action.nargs != 0 else value)
+            parsed.append(value)
         return name, tuple(dict.fromkeys(parsed))
 
     parse.__name__ = "grid"
