@@ -244,3 +244,18 @@ def test_cli_grid_values_are_parsed_by_their_options():
     assert args.grid == [("layers", ((784, 64, 10), (784, 128, 10))), ("batch_size", (None, 32)), ("shuffle", (False, True)),
                          ("lr", "loguniform:1e-3:1e-1"), ("nesterov", (True,))]
     assert args.threads == 1 and args.validation_fraction == 0.1
+
+
+def test_import_fastmlp_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = "import sys, fastmlp; assert callable(fastmlp.sweep); print('distributed' in sys.modules, 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_the_dask_executor_without_dask_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r'pip install "fastmlp\[dask\]"'):
+        fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", data=tmp_path)
