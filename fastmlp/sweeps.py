@@ -383,7 +383,9 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
         Called with each trial's record as it finishes (in the calling process).
 
     Returns a ``SweepResult``. Ctrl-C (KeyboardInterrupt, also from ``on_result``) cancels the
-    trials not finished and returns those that did, with ``interrupted`` set.
+    trials not started and returns those that finished, with ``interrupted`` set; the trials
+    still running are stopped with the pool or cluster the sweep started (on an executor passed
+    in, they run to their end unseen).
     """
     source = data_source(data, limit)
     trials = make_trials(base_params, grid, distributions, n_trials, seed)
