@@ -27,7 +27,6 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 import numbers
 import os
 import socket
@@ -77,7 +76,7 @@ def data_source(data="mnist", limit=None):
     if isinstance(data, str) and data in DATASETS:
         return DataSource(dataset=data, limit=limit)
     if isinstance(data, (str, os.PathLike)) and str(data).strip():
-        return DataSource(directory=os.fspath(data), limit=limit)
+        return DataSource(directory=os.path.abspath(data), limit=limit)  # workers need not share our cwd
     raise TypeError(
         f"data must be a dataset name ({', '.join(DATASETS)}) or a directory of MNIST-like files that the "
         f"workers read themselves; got {data!r}"
@@ -316,6 +315,8 @@ def _dask_executor(workers, scheduler):
 def _process_executor(workers):
     """A ProcessPoolExecutor of ``workers`` fresh (spawned, single-threaded) processes, whose
     workers are stopped when it closes (on Ctrl-C, the trials still running)."""
+    import multiprocessing
+
     count = workers or os.cpu_count() or 1
     pool = concurrent.futures.ProcessPoolExecutor(
         count, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker
