@@ -16,6 +16,7 @@ from .metrics import confusion_matrix
 from .model import MLP
 from .network import SymmetryWarning
 from .plot import plot_confusion_matrix, plot_history  # matplotlib is imported when they are called
+from .sweeps import SweepResult, sweep  # dask is imported when a sweep runs on it
 from .trainer import DivergenceError, History, TrainingInterrupted
 
 __version__ = "0.1.0"
@@ -30,6 +31,8 @@ __all__ = [
     "plot_history",
     "plot_confusion_matrix",
     "confusion_matrix",
+    "sweep",
+    "SweepResult",
     "CheckpointError",
     "DataFormatError",
     "DataNotFoundError",

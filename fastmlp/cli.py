@@ -1,5 +1,5 @@
-"""``fastmlp`` on the command line: ``train``, ``compare``, ``evaluate``, ``predict`` and ``bench``
-(also ``python -m fastmlp``).
+"""``fastmlp`` on the command line: ``train``, ``compare``, ``evaluate``, ``predict``, ``warmup``,
+``sweep`` and ``bench`` (also ``python -m fastmlp``).
 
 ``bench`` lives in ``fastmlp.bench``, which registers its own options; what the commands share
 about options (exit codes, the one-line-error parser, value parsers) is ``fastmlp._cli_options``.
@@ -81,6 +81,16 @@ def _add_schedule_options(parser):
     add("--n-iter-no-change", type=options.integer(1), default=10, metavar="N", help="adaptive: divide the rate by 5 after N epochs without improvement (default 10)")
 
 
+def _add_stopping_options(parser, validation_fraction=None):
+    """Validation split and early stopping: shared by train and sweep."""
+    stopping = parser.add_argument_group("validation and early stopping")
+    shown = "" if validation_fraction is None else f" (default {validation_fraction:g})"
+    stopping.add_argument("--validation-fraction", type=options.interval(0, 1, low_open=True), default=validation_fraction,
+                          metavar="F", help=f"hold out this fraction of the training data (seeded, stratified) and watch its loss{shown}")
+    stopping.add_argument("--early-stopping", type=options.integer(1), default=None, metavar="N",
+                          help="stop after N epochs without improvement and keep the best weights")
+
+
 def build_parser():
     parser = Parser(prog="fastmlp", description="Train multilayer perceptrons on MNIST with a compiled core.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -96,11 +106,7 @@ def build_parser():
     train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
     _add_optimizer_options(train)
     _add_schedule_options(train)
-    stopping = train.add_argument_group("validation and early stopping")
-    stopping.add_argument("--validation-fraction", type=options.interval(0, 1, low_open=True), default=None, metavar="F",
-                          help="hold out this fraction of the training data (seeded, stratified) and watch its loss")
-    stopping.add_argument("--early-stopping", type=options.integer(1), default=None, metavar="N",
-                          help="stop after N epochs without improvement and keep the best weights")
+    _add_stopping_options(train)
     files = train.add_argument_group("checkpoints")
     files.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model and its run to FILE (.npz)")
     files.add_argument("--checkpoint-every", type=options.integer(1), default=None, metavar="N",
@@ -169,17 +175,21 @@ def build_parser():
                         metavar="LIST", help="uint8 pixels (default) and/or float features; repeatable")
     warmup.add_argument("--json", action="store_true", help="one JSON object with the seconds per kernel set")
 
+    from ._sweep_cli import add_parser as add_sweep_parser  # it builds on this module's option groups
+
+    add_sweep_parser(commands)
+
     from .bench import add_parser as add_bench_parser  # one way only: bench knows nothing of this module
 
     add_bench_parser(commands)
     return parser
 
 
-def _given_options(argv):
-    """The dests of the ``train`` options present on the command line (not defaulted)."""
+def _given_options(argv, command="train"):
+    """The dests of the ``command`` options present on the command line (not defaulted)."""
     parser = build_parser()
     (commands,) = [action for action in parser._actions if action.dest == "command"]
-    for action in commands.choices["train"]._actions:
+    for action in commands.choices[command]._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(argv))) - {"command", "version"}
 
@@ -629,6 +639,10 @@ def main(argv=None):
             return _predict(args)
         if args.command == "warmup":
             return _warmup(args)
+        if args.command == "sweep":
+            from ._sweep_cli import run as run_sweep
+
+            return run_sweep(args, _given_options(argv, "sweep"))
         if args.command == "bench":
             from .bench import run as run_bench
 

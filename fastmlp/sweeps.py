@@ -1,0 +1,525 @@
+"""Hyperparameter sweeps (``fastmlp.sweep``): many whole trainings at once, on Dask or on local processes.
+
+    >>> result = fastmlp.sweep({"layers": [784, 64, 10], "epochs": 2},
+    ...                        grid={"lr": [0.05, 0.1], "batch_size": [32, 128]}, data="mnist")
+    >>> result.best["params"], result.best["val_accuracy"]
+
+A trial is one ``MLP(**model_params).fit(X, y, **fit_params)`` from the trial's parameters (the
+base parameters updated by one combination of the grid), scored on a validation split of the
+training data: ``validation_fraction`` (default ``SWEEP_DEFAULTS``: 0.1, held out with the
+seed, stratified), so trials are ranked without looking at the test set. The test accuracy is
+reported beside it, for information. A trial gives bitwise what a direct ``fit`` with the same
+parameters gives.
+
+Trials run as tasks on a ``concurrent.futures``-style executor: a Dask ``LocalCluster`` (one
+single-threaded worker process per core) or the cluster at a scheduler address when
+``fastmlp[dask]`` is installed, else a ``ProcessPoolExecutor``; any ``Executor`` (or a
+``distributed.Client``) may be passed instead. Tasks are the module-level ``_run_trial``, so
+workers import the kernels themselves (from Numba's on-disk cache) and nothing compiled is
+pickled; each worker process loads the dataset once, on its first trial (``_DATASETS``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import io
+import itertools
+import json
+import math
+import numbers
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import FIT_DEFAULTS, MLP, check_fit_options
+
+MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
+FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
+PARAMS = MODEL_PARAMS + FIT_PARAMS
+# A trial runs on one thread (workers are one per core) and is scored on a validation split.
+SWEEP_DEFAULTS = {"threads": 1, "validation_fraction": 0.1, "epochs": 1}
+EXECUTORS = ("dask", "processes")
+DISTRIBUTIONS = ("uniform", "loguniform")
+# How long a Dask client waits for an unreachable scheduler before it gives up.
+SCHEDULER_TIMEOUT = "10s"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where workers read the data: a dataset name (``fastmlp.data.DATASETS``, from each
+    worker's cache or ``FASTMLP_DATA``) or a directory every worker can read, and the first
+    ``limit`` training samples. Hashable: it keys each worker's dataset cache."""
+
+    dataset: str = "mnist"
+    directory: str | None = None
+    limit: int | None = None
+
+    def describe(self):
+        where = self.directory if self.directory is not None else self.dataset
+        return where + (f" (first {self.limit:,} training samples)" if self.limit else "")
+
+
+def data_source(data="mnist", limit=None):
+    """``data`` (a dataset name or a directory) and ``limit`` as a ``DataSource``."""
+    from .data import DATASETS
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None; got {limit!r}")
+    limit = None if limit is None else int(limit)
+    if isinstance(data, DataSource):
+        return data
+    if isinstance(data, str) and data in DATASETS:
+        return DataSource(dataset=data, limit=limit)
+    if isinstance(data, (str, os.PathLike)) and str(data).strip():
+        return DataSource(directory=os.path.abspath(data), limit=limit)  # workers need not share our cwd
+    raise TypeError(
+        f"data must be a dataset name ({', '.join(DATASETS)}) or a directory of MNIST-like files that the "
+        f"workers read themselves; got {data!r}"
+    )
+
+
+# --- the trials ----------------------------------------------------------------------------
+
+
+def parse_distribution(spec):
+    """``"loguniform:1e-3:1e-1"`` -> ``("loguniform", 0.001, 0.1)``: uniform in [low, high), or
+    uniform in log space (low > 0)."""
+    parts = spec.split(":") if isinstance(spec, str) else []
+    if len(parts) != 3 or parts[0] not in DISTRIBUTIONS:
+        raise ValueError(f"a distribution is {' or '.join(DISTRIBUTIONS)}:LOW:HIGH, like loguniform:1e-3:1e-1; got {spec!r}")
+    try:
+        low, high = float(parts[1]), float(parts[2])
+    except ValueError:
+        raise ValueError(f"the bounds of {spec!r} must be numbers") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ValueError(f"the bounds of {spec!r} must be finite with LOW < HIGH")
+    if parts[0] == "loguniform" and low <= 0:
+        raise ValueError(f"loguniform needs LOW > 0; got {spec!r}")
+    return parts[0], low, high
+
+
+def _draw(distribution, rng):
+    kind, low, high = distribution
+    if kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return float(rng.uniform(low, high))
+
+
+def _check_names(where, names):
+    unknown = [name for name in names if name not in PARAMS]
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep sets {', '.join(PARAMS)}")
+
+
+def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, seed=None):
+    """The trials' parameters, each checked as ``MLP`` and ``fit`` would check them, before
+    anything runs.
+
+    Without ``n_trials``: every combination of the ``grid`` values (their product, in order).
+    With ``n_trials`` N: N random combinations drawn with ``seed`` (default: the base
+    ``seed``, else 0) -- grid values uniformly, ``distributions`` (``"uniform:LOW:HIGH"``,
+    ``"loguniform:LOW:HIGH"``) by sampling; from a grid alone, N distinct combinations.
+
+    Returns a list of dicts, the base parameters (``SWEEP_DEFAULTS`` under them) updated by
+    the combination. Raises ValueError naming the unknown key, the empty grid, or every trial
+    whose values fail the checks.
+    """
+    base = {**SWEEP_DEFAULTS, **(base_params or {})}
+    grid = dict(grid or {})
+    distributions = dict(distributions or {})
+    _check_names("base_params", base)
+    _check_names("grid", grid)
+    _check_names("distributions", distributions)
+    if not grid and not distributions:
+        raise ValueError("the grid is empty: give at least one parameter to sweep, like grid={'lr': [0.05, 0.1]}")
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+            raise ValueError(f"grid[{name!r}] must be a non-empty list of values; got {values!r}")
+    both = set(grid) & set(distributions)
+    if both:
+        raise ValueError(f"{sorted(both)[0]!r} is both in the grid and in distributions; give it once")
+    distributions = {name: parse_distribution(spec) for name, spec in distributions.items()}
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < 1):
+        raise ValueError(f"n_trials must be a positive integer or None (the whole grid); got {n_trials!r}")
+
+    names = list(grid)
+    sizes = [len(grid[name]) for name in names]
+    combinations = []
+    if n_trials is None:
+        if distributions:
+            raise ValueError("distributions are sampled: give n_trials, the number of combinations to draw")
+        combinations = [dict(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
+    else:
+        rng = np.random.default_rng(base.get("seed", 0) if seed is None else seed)
+        total = math.prod(sizes)
+        if not distributions:
+            if n_trials > total:
+                raise ValueError(f"n_trials {n_trials} is more than the grid's {total} combinations; leave n_trials out to run them all")
+            for index in rng.choice(total, size=n_trials, replace=False):
+                combination = {}
+                for name, size in zip(reversed(names), reversed(sizes)):  # mixed radix, last name fastest
+                    index, position = divmod(int(index), size)
+                    combination[name] = grid[name][position]
+                combinations.append({name: combination[name] for name in names})
+        else:
+            for _ in range(n_trials):
+                combination = {name: grid[name][int(rng.integers(len(grid[name])))] for name in names}
+                combination.update({name: _draw(spec, rng) for name, spec in distributions.items()})
+                combinations.append(combination)
+
+    trials = [{**base, **combination} for combination in combinations]
+    problems = []
+    for number, params in enumerate(trials):
+        try:
+            check_trial(params)
+        except (ValueError, TypeError) as error:
+            swept = ", ".join(f"{name}={combinations[number][name]!r}" for name in combinations[number])
+            problems.append(f"trial {number} ({swept}): {error}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(f"{len(problems)} of {len(trials)} trials would fail before training: " + "; ".join(problems[:5]) + more)
+    return trials
+
+
+def split_params(params):
+    """A trial's parameters as (MLP keyword arguments, fit keyword arguments)."""
+    model = {name: params[name] for name in MODEL_PARAMS if name in params}
+    fit = {name: params[name] for name in FIT_PARAMS if name in params}
+    return model, fit
+
+
+def check_trial(params):
+    """The checks ``MLP`` and ``fit`` make before training, without data."""
+    model_params, fit_params = split_params(params)
+    if params.get("validation_fraction") is None:
+        raise ValueError("validation_fraction must be a fraction in (0, 1): a sweep ranks trials by their validation score")
+    epochs = fit_params.pop("epochs", 1)
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+    MLP(**model_params).initialize()
+    check_fit_options({**FIT_DEFAULTS, **fit_params})
+
+
+# --- in the workers ------------------------------------------------------------------------
+
+# The datasets this worker process has loaded, by DataSource: a worker reads its data on its
+# first trial and keeps it for the next ones.
+_DATASETS = {}
+
+
+def _dataset(source):
+    """``(X_train, y_train, X_test, y_test)`` of ``source`` and whether it was already loaded."""
+    if source in _DATASETS:
+        return _DATASETS[source], True
+    from .data import load_dataset
+
+    X_train, y_train, X_test, y_test = load_dataset(source.dataset, source.directory)
+    if source.limit is not None:
+        if source.limit > len(y_train):
+            raise ValueError(f"limit {source.limit} is more than the {len(y_train):,} training samples")
+        X_train, y_train = X_train[: source.limit], y_train[: source.limit]
+    _DATASETS[source] = (X_train, y_train, X_test, y_test)
+    return _DATASETS[source], False
+
+
+def _single_threaded_worker():
+    """Initializer of the process pools this module starts: set before numba is imported."""
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+
+
+def _run_trial(number, params, source):
+    """One whole training: the record of trial ``number``. A failure (divergence, bad data,
+    anything raised) is recorded in it, not raised, so the sweep goes on."""
+    record = {"trial": number, "params": params, "status": "ok", "error": None,
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        (X_train, y_train, X_test, y_test), record["data_cached"] = _dataset(source)
+        model_params, fit_params = split_params(params)
+        model = MLP(**model_params)
+        history = model.fit(X_train, y_train, progress=False, **fit_params)
+        test = model.evaluate(X_test, y_test)
+    except Exception as error:  # recorded: one bad trial must not end the sweep
+        record.update(status="failed", error=_describe_error(error))
+        return record
+    train_seconds = float(sum(history.seconds))
+    record.update(
+        val_accuracy=history.val_accuracy[-1] if history.val_accuracy else None,
+        val_loss=history.val_loss[-1],
+        test_accuracy=test["accuracy"],
+        test_loss=test["loss"],
+        train_loss=history.loss[-1],
+        epochs_trained=model.epochs_trained_,
+        stop_reason=history.stop_reason,
+        train_seconds=train_seconds,
+        samples_per_second=sum(history.samples) / train_seconds if train_seconds > 0 else None,
+        compile_seconds=float(model.compile_seconds_),
+    )
+    return record
+
+
+def _describe_error(error):
+    return f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+
+
+# --- running them --------------------------------------------------------------------------
+
+
+def _require_distributed():
+    try:
+        import distributed
+    except ImportError as error:
+        raise ImportError('the Dask executor needs dask.distributed, which is not installed: pip install "fastmlp[dask]"') from error
+    return distributed
+
+
+def _dask_installed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def _dask_executor(workers, scheduler):
+    """A ``concurrent.futures`` executor on a new LocalCluster (``workers`` single-threaded
+    worker processes) or on the cluster at ``scheduler``; the cluster and client it made go
+    away with it, which also stops any task still running."""
+    distributed = _require_distributed()
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as error:
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
+                f"check the address and that the scheduler runs"
+            ) from None
+        with client:
+            yield client.get_executor(pure=False), f"dask scheduler {scheduler} ({len(client.nthreads())} workers)"
+        return
+    count = workers or os.cpu_count() or 1
+    cluster = distributed.LocalCluster(
+        n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
+        env={"NUMBA_NUM_THREADS": "1"},
+    )
+    with cluster, distributed.Client(cluster) as client:
+        yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
+
+
+@contextmanager
+def _process_executor(workers):
+    """A ProcessPoolExecutor of ``workers`` fresh (spawned, single-threaded) processes, whose
+    workers are stopped when it closes (on Ctrl-C, the trials still running)."""
+    import multiprocessing
+
+    count = workers or os.cpu_count() or 1
+    pool = concurrent.futures.ProcessPoolExecutor(
+        count, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker
+    )
+    try:
+        yield pool, f"{count} worker processes"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        # shutdown does not stop tasks already running; after Ctrl-C nobody wants them
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
+
+
+@contextmanager
+def _executor(executor, workers, scheduler):
+    if executor is None:
+        executor = "dask" if _dask_installed() else "processes"
+    if scheduler is not None and executor != "dask":
+        raise ValueError(f"scheduler is a Dask scheduler address; it needs executor='dask', not {executor!r}")
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))} or an Executor; got {executor!r}")
+        if workers is not None:
+            if scheduler is not None:
+                raise ValueError("workers sizes a local cluster; the cluster at scheduler has its own workers")
+            if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+                raise ValueError(f"workers must be a positive integer; got {workers!r}")
+        make = _dask_executor(workers, scheduler) if executor == "dask" else _process_executor(workers)
+        with make as (pool, description):
+            yield pool, description
+    elif isinstance(executor, concurrent.futures.Executor):
+        yield executor, type(executor).__name__
+    elif hasattr(executor, "get_executor"):  # a distributed.Client
+        yield executor.get_executor(pure=False), f"dask client {getattr(executor, 'scheduler', '')}"
+    else:
+        raise TypeError(f"executor must be 'dask', 'processes', a concurrent.futures.Executor or a distributed.Client; got {executor!r}")
+
+
+def sweep(base_params=None, grid=None, distributions=None, n_trials=None, executor=None, data="mnist", *,
+          limit=None, workers=None, scheduler=None, seed=None, on_result=None):
+    """Train one model per combination of hyperparameters, in parallel, and rank them.
+
+    Parameters
+    ----------
+    base_params : dict
+        Fixed parameters of every trial: ``MLP``'s (``layers``, ``activation``, ...,
+        ``threads``: default 1) and ``fit``'s (``epochs``, ``batch_size``, ``lr``, ...,
+        ``validation_fraction``: default 0.1, the split trials are scored on).
+    grid : dict of name -> list
+        The values to sweep; without ``n_trials``, every combination runs.
+    distributions : dict of name -> "uniform:LOW:HIGH" or "loguniform:LOW:HIGH"
+        Sampled in random search (needs ``n_trials``).
+    n_trials : int, optional
+        Random search: this many combinations, drawn with ``seed`` (default the base seed).
+    executor : "dask", "processes", a concurrent.futures.Executor or a distributed.Client
+        Default "dask" when ``fastmlp[dask]`` is installed (a LocalCluster of ``workers``
+        single-threaded worker processes, default one per core, or the cluster at
+        ``scheduler``), else "processes" (a ProcessPoolExecutor of ``workers``).
+    data : str or os.PathLike
+        A dataset name (``fastmlp.data.DATASETS``) or a directory with MNIST-like files. The
+        workers read it themselves, once each; on a cluster it must be readable there.
+    limit : int, optional
+        Train on the first ``limit`` training samples only.
+    on_result : callable, optional
+        Called with each trial's record as it finishes (in the calling process).
+
+    Returns a ``SweepResult``. Ctrl-C (KeyboardInterrupt, also from ``on_result``) cancels the
+    trials not started and returns those that finished, with ``interrupted`` set; the trials
+    still running are stopped with the pool or cluster the sweep started (on an executor passed
+    in, they run to their end unseen).
+    """
+    source = data_source(data, limit)
+    trials = make_trials(base_params, grid, distributions, n_trials, seed)
+    swept = tuple(dict.fromkeys([*(grid or {}), *(distributions or {})]))
+    return run_trials(trials, source, executor=executor, workers=workers, scheduler=scheduler, swept=swept,
+                      on_result=on_result)
+
+
+def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, swept=(), on_result=None):
+    """Run ``make_trials``' trials on ``source`` (a ``DataSource``): see ``sweep``."""
+    records = {}
+    interrupted = False
+    with _executor(executor, workers, scheduler) as (pool, description):
+        futures = {pool.submit(_run_trial, number, params, source): number for number, params in enumerate(trials)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                records[futures[future]] = _outcome(future, futures[future], trials)
+                if on_result is not None:
+                    on_result(records[futures[future]])
+        except KeyboardInterrupt:
+            interrupted = True
+            for future, number in futures.items():
+                if future.done() and not future.cancelled() and number not in records:
+                    records[number] = _outcome(future, number, trials)
+                else:
+                    future.cancel()
+    for number, params in enumerate(trials):
+        records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": "cancelled by Ctrl-C"})
+    return SweepResult(trials=sorted(records.values(), key=_rank), swept=tuple(swept), executor=description,
+                       source=source.describe(), interrupted=interrupted)
+
+
+def _outcome(future, number, trials):
+    """The record of a finished future; a task that died with its worker is a failed trial."""
+    try:
+        return future.result()
+    except Exception as error:
+        return {"trial": number, "params": trials[number], "status": "failed", "error": _describe_error(error)}
+
+
+def _rank(record):
+    """Best first: finished trials by validation accuracy (higher), then validation loss (lower,
+    NaN last); then failed and cancelled trials, each in trial order."""
+    if record["status"] != "ok":
+        return (1 if record["status"] == "failed" else 2, 0.0, 0.0, record["trial"])
+    accuracy = record.get("val_accuracy")
+    loss = record.get("val_loss")
+    return (0, -accuracy if accuracy is not None else 0.0, loss if loss is not None and math.isfinite(loss) else math.inf,
+            record["trial"])
+
+
+# --- the result ----------------------------------------------------------------------------
+
+SCORE_COLUMNS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_loss", "epochs_trained",
+                 "train_seconds", "samples_per_second", "compile_seconds")
+
+
+def _shown(value):
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+@dataclass
+class SweepResult:
+    """The trials' records, best first (see ``_rank``): each has ``trial`` (its number),
+    ``params`` (all its parameters), ``status`` ("ok", "failed" or "cancelled"), ``error``,
+    and for finished trials the scores ``SCORE_COLUMNS``, ``worker`` and ``data_cached``
+    (whether its worker had the data loaded already)."""
+
+    trials: list
+    swept: tuple = ()
+    executor: str = ""
+    source: str = ""
+    interrupted: bool = False
+    validation: str = field(default="validation_fraction of the training data (seeded, stratified)")
+
+    @property
+    def best(self):
+        """The record of the best finished trial, or None if none finished."""
+        return self.trials[0] if self.trials and self.trials[0]["status"] == "ok" else None
+
+    def columns(self):
+        return ("rank", "trial", "status", *self.swept, *SCORE_COLUMNS, "error")
+
+    def rows(self):
+        """One list of plain values per trial, in ``columns()`` order (layers as 784-64-10)."""
+        return [
+            [rank + 1, record["trial"], record["status"], *(record["params"].get(name) for name in self.swept),
+             *(record.get(name) for name in SCORE_COLUMNS), record["error"]]
+            for rank, record in enumerate(self.trials)
+        ]
+
+    def as_dict(self):
+        return {"executor": self.executor, "data": self.source, "validation": self.validation, "swept": list(self.swept),
+                "interrupted": self.interrupted, "trials": self.trials}
+
+    def to_json(self):
+        return json.dumps(self.as_dict())
+
+    def to_csv(self):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns())
+        for row in self.rows():
+            writer.writerow(_shown(value) for value in row)
+        return buffer.getvalue()
+
+    def write_csv(self, path):
+        """Write ``to_csv()`` to ``path``, atomically."""
+        from ._atomic import atomic_write
+
+        with atomic_write(path, "w") as file:
+            file.write(self.to_csv())
+
+    def format_table(self):
+        """The ranking as an aligned text table."""
+        header = ["rank", "trial", *self.swept, "val acc", "val loss", "test acc", "train s", "samples/s", "status"]
+        lines = [header]
+        for rank, record in enumerate(self.trials):
+            params = [_shown(record["params"].get(name)) for name in self.swept]
+            if record["status"] == "ok":
+                def number(name, spec):
+                    value = record.get(name)
+                    return "-" if value is None else format(value, spec)
+
+                scores = [number("val_accuracy", ".4f"), number("val_loss", ".4f"), number("test_accuracy", ".4f"),
+                          number("train_seconds", ".2f"), number("samples_per_second", ",.0f"), "ok"]
+            else:
+                scores = ["-", "-", "-", "-", "-", f"{record['status']}: {record['error']}"]
+            lines.append([str(rank + 1), str(record["trial"]), *params, *scores])
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+        return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) + "  " + line[-1]
+                         for line in lines)

@@ -1,0 +1,270 @@
+"""Sweeps (fastmlp.sweep, fastmlp sweep): trials equal direct fits, on processes and on Dask;
+failures recorded, ranking, random search, Ctrl-C, bad input, the command line."""
+
+import concurrent.futures
+import csv
+import json
+import multiprocessing
+
+import pytest
+
+import fastmlp
+from fastmlp import sweeps
+from fastmlp.cli import main
+
+BASE = {"layers": [784, 16, 10], "epochs": 2, "seed": 3}
+GRID = {"lr": [0.05, 0.2], "batch_size": [1, 16]}
+SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_loss")
+
+
+@pytest.fixture(scope="module")
+def process_pool():
+    # spawned, as fastmlp's own pool is: a forked child would inherit the parent's numba threads
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 'fastmlp[dask]'")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            yield client
+
+
+@pytest.fixture(params=["processes", "dask"])
+def executor(request):
+    return request.getfixturevalue("process_pool" if request.param == "processes" else "dask_client")
+
+
+def direct_fit(params, directory):
+    """The trial's training done here, by hand: what the sweep must reproduce bitwise."""
+    X, y, X_test, y_test = fastmlp.load_dataset("mnist", directory)
+    model_params, fit_params = sweeps.split_params(params)
+    model = fastmlp.MLP(**model_params)
+    history = model.fit(X, y, progress=False, **fit_params)
+    test = model.evaluate(X_test, y_test)
+    return {"val_accuracy": history.val_accuracy[-1], "val_loss": history.val_loss[-1], "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"], "train_loss": history.loss[-1]}
+
+
+def test_trials_equal_direct_fits_and_are_ranked(executor, tiny_mnist_dir):
+    result = fastmlp.sweep(BASE, grid=GRID, executor=executor, data=tiny_mnist_dir)
+    assert not result.interrupted and len(result.trials) == 4
+    assert sorted(record["trial"] for record in result.trials) == [0, 1, 2, 3]
+    assert [dict(lr=r["params"]["lr"], batch_size=r["params"]["batch_size"]) for r in sorted(result.trials, key=lambda r: r["trial"])] == [
+        {"lr": 0.05, "batch_size": 1}, {"lr": 0.05, "batch_size": 16}, {"lr": 0.2, "batch_size": 1}, {"lr": 0.2, "batch_size": 16}]
+    for record in result.trials:
+        assert record["status"] == "ok", record["error"]
+        assert record["params"]["validation_fraction"] == 0.1 and record["params"]["threads"] == 1
+        expected = direct_fit(record["params"], tiny_mnist_dir)
+        assert {name: record[name] for name in SCORES} == expected  # bitwise: same seed, same kernels
+        assert record["train_seconds"] > 0 and record["samples_per_second"] > 0
+    ranking = [(-r["val_accuracy"], r["val_loss"]) for r in result.trials]
+    assert ranking == sorted(ranking)
+    assert result.best is result.trials[0]
+    # each worker process read the data once: on its first trial only
+    loads = {}
+    for record in result.trials:
+        loads[record["worker"]] = loads.get(record["worker"], 0) + (not record["data_cached"])
+    assert set(loads.values()) == {1}
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(process_pool, tiny_mnist_dir):
+    grid = {"lr": [0.01, 1e6], "layers": [[784, 16, 10], [100, 16, 10]]}
+    result = fastmlp.sweep({"activation": "identity", "init": "normal"}, grid=grid, executor=process_pool, data=tiny_mnist_dir)
+    by_trial = {record["trial"]: record for record in result.trials}
+    assert by_trial[0]["status"] == "ok"
+    assert by_trial[2]["status"] == "failed" and by_trial[2]["error"].startswith("DivergenceError: ")
+    for number in (1, 3):  # 784 pixels into a 100-input layer: only the data can tell
+        assert by_trial[number]["status"] == "failed" and "784 features" in by_trial[number]["error"]
+    assert [record["status"] for record in result.trials] == ["ok", "failed", "failed", "failed"]
+    assert [record["trial"] for record in result.trials[1:]] == [1, 2, 3]
+
+
+def test_ranking_order():
+    ok = lambda n, accuracy, loss: {"trial": n, "status": "ok", "val_accuracy": accuracy, "val_loss": loss}  # noqa: E731
+    records = [
+        {"trial": 0, "status": "cancelled"},
+        ok(1, 0.9, 0.3),
+        {"trial": 2, "status": "failed"},
+        ok(3, 0.9, 0.2),
+        ok(4, 0.95, 0.5),
+        ok(5, 0.9, float("nan")),
+        ok(6, None, 0.1),  # regression: no accuracy, ranked by loss after the classifiers here
+    ]
+    assert [record["trial"] for record in sorted(records, key=sweeps._rank)] == [4, 3, 1, 5, 6, 2, 0]
+
+
+class TwoThenStuck(concurrent.futures.Executor):
+    """Runs trials 0 and 1 at once, in this process; the others stay pending for ever."""
+
+    def submit(self, fn, number, *args):
+        future = concurrent.futures.Future()
+        if number < 2:
+            future.set_result(fn(number, *args))
+        return future
+
+
+def test_ctrl_c_cancels_what_is_left_and_keeps_what_finished(tiny_mnist_dir):
+    seen = []
+
+    def on_result(record):
+        seen.append(record["trial"])
+        raise KeyboardInterrupt
+
+    result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]}, executor=TwoThenStuck(),
+                           data=tiny_mnist_dir, on_result=on_result)
+    assert result.interrupted and len(seen) == 1
+    statuses = {record["trial"]: record["status"] for record in result.trials}
+    assert statuses == {0: "ok", 1: "ok", 2: "cancelled", 3: "cancelled", 4: "cancelled", 5: "cancelled"}
+    assert [record["status"] for record in result.trials] == ["ok"] * 2 + ["cancelled"] * 4
+    assert result.trials[0]["val_loss"] <= result.trials[1]["val_loss"] or result.trials[0]["val_accuracy"] > result.trials[1]["val_accuracy"]
+
+
+def test_random_search_draws_from_the_grid_and_distributions_with_the_seed():
+    grid, distributions = {"batch_size": [1, 32]}, {"lr": "loguniform:1e-3:1e-1", "momentum": "uniform:0:0.5"}
+    trials = sweeps.make_trials(BASE, grid, distributions, n_trials=8)
+    assert len(trials) == 8
+    assert all(1e-3 <= t["lr"] < 1e-1 and 0 <= t["momentum"] < 0.5 and t["batch_size"] in (1, 32) for t in trials)
+    assert trials == sweeps.make_trials(BASE, grid, distributions, n_trials=8)  # BASE's seed
+    assert trials != sweeps.make_trials(BASE, grid, distributions, n_trials=8, seed=4)
+    drawn = sweeps.make_trials(BASE, GRID, n_trials=3)  # from a grid alone: distinct combinations
+    combinations = {(t["lr"], t["batch_size"]) for t in drawn}
+    assert len(combinations) == 3 and combinations <= {(lr, b) for lr in GRID["lr"] for b in GRID["batch_size"]}
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"grid": {"learning_rate": [0.1]}}, "unknown parameter 'learning_rate'"),
+        ({"grid": {}}, "the grid is empty"),
+        ({"grid": {"lr": []}}, "grid['lr'] must be a non-empty list"),
+        ({"grid": {"lr": [0.1, -1.0]}}, "1 of 2 trials would fail before training: trial 1 (lr=-1.0): lr must be"),
+        ({"grid": {"optimizer": ["sgd", "adam"]}, "base_params": {"nesterov": True, "momentum": 0.9}}, "trial 1 (optimizer='adam')"),
+        ({"distributions": {"lr": "loguniform:1e-3:1e-1"}}, "give n_trials"),
+        ({"distributions": {"lr": "loguniform:0:1"}, "n_trials": 2}, "loguniform needs LOW > 0"),
+        ({"grid": {"lr": [0.1, 0.2]}, "n_trials": 3}, "more than the grid's 2 combinations"),
+        ({"grid": {"lr": [0.1]}, "base_params": {"validation_fraction": None}}, "validation_fraction must be"),
+        ({"grid": {"lr": [0.1]}, "executor": "threads"}, "executor must be one of"),
+        ({"grid": {"lr": [0.1]}, "executor": "processes", "scheduler": "tcp://127.0.0.1:8786"}, "needs executor='dask'"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
+    # tmp_path holds no data: a sweep that started would fail its trials rather than raise
+    with pytest.raises(ValueError) as error:
+        fastmlp.sweep(kwargs.pop("base_params", BASE), data=tmp_path, **kwargs)
+    assert words in str(error.value)
+
+
+def test_an_unreachable_scheduler_is_an_error_not_a_hang(monkeypatch, tmp_path):
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 'fastmlp[dask]'")
+    monkeypatch.setattr(sweeps, "SCHEDULER_TIMEOUT", "2s")
+    with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 2s"):
+        fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", scheduler="tcp://127.0.0.1:9", data=tmp_path)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_json_and_csv(capsys, tiny_mnist_dir, tmp_path):
+    argv = ["sweep", "--data", str(tiny_mnist_dir), "--layers", "784,16,10", "--epochs", "2", "--seed", "3",
+            "--grid", "lr=0.05,0.2", "--grid", "batch-size=1,16", "--executor", "processes", "--workers", "1"]
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    assert out.count("\n") == 1 and err == ""
+    result = json.loads(out)
+    assert result["swept"] == ["lr", "batch_size"] and result["executor"] == "1 worker processes"
+    trials = result["trials"]
+    assert [t["status"] for t in trials] == ["ok"] * 4
+    ranking = [(-t["val_accuracy"], t["val_loss"]) for t in trials]
+    assert ranking == sorted(ranking)
+    best = trials[0]
+    assert {name: best[name] for name in SCORES} == direct_fit(best["params"], tiny_mnist_dir)
+
+    table = tmp_path / "sweep.csv"
+    status, out, err = run(capsys, *argv, "--csv", str(table))
+    assert status == 0, err
+    rows = list(csv.DictReader(table.open()))
+    assert [int(row["trial"]) for row in rows] == [t["trial"] for t in trials]
+    assert [float(row["val_loss"]) for row in rows] == pytest.approx([t["val_loss"] for t in trials], rel=1e-5)
+    assert rows[0]["rank"] == "1" and rows[0]["status"] == "ok" and {"lr", "batch_size", "samples_per_second"} <= rows[0].keys()
+    assert "rank" in out and f"ranking written to {table}" in out and err.count("\n") == 5  # a header, then a line per trial
+
+
+def test_cli_interrupted_prints_what_finished_and_exits_130(capsys, monkeypatch, tmp_path):
+    def interrupted(trials, source, **kwargs):
+        records = [{"trial": 0, "params": trials[0], "status": "ok", "error": None, "val_accuracy": 0.5, "val_loss": 1.0,
+                    "test_accuracy": 0.5, "train_seconds": 1.0, "samples_per_second": 100.0},
+                   {"trial": 1, "params": trials[1], "status": "cancelled", "error": "cancelled by Ctrl-C"}]
+        return sweeps.SweepResult(trials=records, swept=kwargs["swept"], executor="test", interrupted=True)
+
+    monkeypatch.setattr(sweeps, "run_trials", interrupted)
+    status, out, err = run(capsys, "sweep", "--data", str(tmp_path), "--grid", "lr=0.1,0.2", "--executor", "processes")
+    assert status == 130
+    assert "cancelled" in out and "0.5000" in out
+    assert err.splitlines()[-1] == "fastmlp: interrupted: 1 of 2 trials finished, the others were cancelled"
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--grid", "rate=0.1"], "unknown parameter 'rate'"),
+        (["--grid", "data=x"], "unknown parameter 'data'"),
+        (["--grid", "lr=0.1,x"], "lr value 'x' must be a finite number > 0"),
+        (["--grid", "lr="], "needs at least one value"),
+        (["--grid", "lr"], "must be NAME=VALUE"),
+        (["--grid", "layers=784,16,10"], "needs at least an input and an output size"),
+        (["--grid", "bias=maybe"], "bias value 'maybe' must be true or false"),
+        (["--grid", "batch_size=loguniform:1:64"], "batch_size takes a list of values"),
+        (["--grid", "lr=loguniform:0:1", "--trials", "2"], "loguniform needs LOW > 0"),
+        (["--grid", "momentum=uniform:0:1", "--trials", "2"], "momentum bound 1 in"),
+        ([], "needs at least one --grid"),
+        (["--lr", "0.1", "--grid", "lr=0.05"], "lr is both fixed (--lr) and swept"),
+        (["--no-bias", "--grid", "bias=true,false"], "bias is both fixed (--no-bias) and swept"),
+        (["--grid", "lr=0.1", "--grid", "lr=0.2"], "--grid lr is given twice"),
+        (["--grid", "lr=loguniform:1e-3:1e-1"], "needs --trials N"),
+        (["--grid", "lr=0.1,0.2", "--trials", "3"], "more than the grid's 2 combinations"),
+        (["--grid", "optimizer=sgd,adam", "--momentum", "0.9", "--nesterov"], "trial 1 (optimizer='adam')"),
+        (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--executor", "processes"], "does not go with --executor processes"),
+        (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"], "its own workers"),
+        (["--grid", "lr=0.1", "--json", "--csv", "x.csv"], "not allowed with argument"),
+    ],
+)
+def test_cli_mistakes_are_one_line_usage_errors_before_the_data_is_read(capsys, tmp_path, argv, words):
+    status, out, err = run(capsys, "sweep", "--data", str(tmp_path), *argv)
+    assert status == 2, err
+    assert out == "" and err.count("\n") == 1 and err.startswith("fastmlp: error: ")
+    assert words in err
+
+
+def test_cli_grid_values_are_parsed_by_their_options():
+    from fastmlp.cli import build_parser
+
+    args = build_parser().parse_args([
+        "sweep", "--grid", "layers=784-64-10,784-128-10", "--grid", "batch_size=full,32", "--grid", "shuffle=false,true",
+        "--grid", "lr=loguniform:1e-3:1e-1", "--grid", "nesterov=yes",
+    ])
+    assert args.grid == [("layers", ((784, 64, 10), (784, 128, 10))), ("batch_size", (None, 32)), ("shuffle", (False, True)),
+                         ("lr", "loguniform:1e-3:1e-1"), ("nesterov", (True,))]
+    assert args.threads == 1 and args.validation_fraction == 0.1
+
+
+def test_import_fastmlp_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = "import sys, fastmlp; assert callable(fastmlp.sweep); print('distributed' in sys.modules, 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_the_dask_executor_without_dask_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r'pip install "fastmlp\[dask\]"'):
+        fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", data=tmp_path)
