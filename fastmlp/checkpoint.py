@@ -125,11 +125,29 @@ class _Reader:
             raise self.fail(key, f"is not valid JSON: {error}") from None
 
 
+def _describe_start(path):
+    """What a file that is neither .npz (zip) nor .npy starts with, for the error message."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x89PNG"):
+        return "it is a PNG image"
+    shown = " ".join(f"{b:02x}" for b in head)
+    return f"it starts with the bytes {shown}, where an .npz archive (a zip file) starts with 50 4b ('PK')"
+
+
 def _open(path):
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(6)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
+    if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
+        # np.load would take it for a pickle and suggest loading it unsafely: never
+        raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {_describe_start(path)})")
+    try:
+        archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):

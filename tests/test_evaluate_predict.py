@@ -161,11 +161,13 @@ def not_a_model(tmp_path, kind):
             np.save(file, np.ones(5))
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     return path
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
-@pytest.mark.parametrize("kind", ["random-npz", "text", "npy", "empty"])
+@pytest.mark.parametrize("kind", ["random-npz", "text", "npy", "empty", "png"])
 def test_a_file_that_is_not_a_fastmlp_model_is_one_clear_line(capsys, tiny_mnist_dir, tmp_path, command, kind):
     model = not_a_model(tmp_path, kind)
     samples = tmp_path / "x.npy"
@@ -174,6 +176,7 @@ def test_a_file_that_is_not_a_fastmlp_model_is_one_clear_line(capsys, tiny_mnist
     status, out, err = run(capsys, *argv)
     assert status == 1 and out == "" and one_line_error(err)
     assert "not a fastmlp checkpoint" in err and str(model) in err
+    assert "pickle" not in err  # never the advice to load a stranger's file unsafely
     assert not (tmp_path / "p.npy").exists()
 
 
