@@ -2,8 +2,8 @@
 
 The mini-batch kernel synchronises its threads twice per batch. On a quiet machine two threads
 beat one; while another process keeps a core busy, a thread that waits for a descheduled one
-waits a whole scheduler slice, and two threads run many times slower than one (measured 12,300
-against 180,000 samples/s). The kernel's results do not depend on the thread count (fixed
+waits a whole scheduler slice, and two threads can run many times slower than one (this
+project's development machine, under heavy load: 12,300 against 180,000 samples/s). The kernel's results do not depend on the thread count (fixed
 blocks and summation orders, bitwise) nor on how a chunk of batches is split into calls, so
 the count can change between any two batches without changing what is learned.
 
