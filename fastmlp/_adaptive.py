@@ -66,11 +66,9 @@ class ThreadChooser:
         non-finite loss). Returns the samples done."""
         start = 0
         if self._probe_due(n_samples, batch_size):
-            start = self._probe(n_samples, batch_size, call)
-            if start < 0:
-                return -start - 1  # the probe stopped the chunk
-        if start == n_samples:
-            return start
+            start, stopped = self._probe(batch_size, call)
+            if stopped or start == n_samples:
+                return start
         count = self.current
         n_done, seconds = self._timed(call, count, start, n_samples - start)
         self._record(count, n_done, seconds)
@@ -89,9 +87,9 @@ class ThreadChooser:
     def _probe_size(batch_size):
         return max(1, PROBE_SAMPLES // batch_size) * batch_size
 
-    def _probe(self, n_samples, batch_size, call):
-        """Run the chunk's start on the other count; returns where the rest starts (or, when a
-        call stopped the chunk, -1 - samples done)."""
+    def _probe(self, batch_size, call):
+        """Run the chunk's start on the other count; returns (samples done, whether a call
+        stopped the chunk)."""
         probed = self.other(self.current)
         size = self._probe_size(batch_size)
         step = PROBE_BATCHES_PER_CALL * batch_size
@@ -99,9 +97,10 @@ class ThreadChooser:
         if self.current not in self.rate:
             # The first chunk: a short measure of the current count too, so that a busy machine
             # does not run the rest of the chunk on two threads before it knows.
-            n_done, seconds = self._timed(call, self.current, 0, step)
-            if n_done < step:
-                return -1 - n_done
+            first_call = min(step, size)  # the probe and this stay within 2 * size <= the chunk
+            n_done, seconds = self._timed(call, self.current, 0, first_call)
+            if n_done < first_call:
+                return n_done, True
             self.rate[self.current] = seconds / n_done
             done = n_done
             size += done
@@ -113,7 +112,7 @@ class ThreadChooser:
             done += n_done
             spent += seconds
             if n_done < n:
-                return -1 - done
+                return done, True
             if spent > ABORT * known * (done - first):
                 break  # clearly slower: no need to measure it to the end
         self.rate[probed] = spent / (done - first)
@@ -123,7 +122,7 @@ class ThreadChooser:
             self.probe_every = 1
         else:
             self.probe_every = min(2 * self.probe_every, MAX_PROBE_EVERY)
-        return done
+        return done, False
 
     def _record(self, count, n_samples, seconds):
         """The current count trained ``n_samples`` in ``seconds``."""

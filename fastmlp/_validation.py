@@ -23,14 +23,13 @@ def positive_int(name, value):
 
 
 def thread_count(value, name="threads"):
-    """"auto" or a positive integer."""
+    """"auto" or a positive integer (``positive_int``'s checks, with "auto" in the message)."""
     if isinstance(value, str) and value == "auto":
         return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise (ValueError if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) else TypeError)(
-            f"{name} must be 'auto' or a positive integer; got {value!r}"
-        )
-    return int(value)
+    try:
+        return positive_int(name, value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name} must be 'auto' or a positive integer; got {value!r}") from None
 
 
 def positive_float(name, value):

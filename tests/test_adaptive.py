@@ -26,6 +26,7 @@ def run_chunk(chooser, n_samples, batch_size, seconds_per_sample):
 
     def call(count, start, n):
         assert start == sum(m for _, m in calls)  # the chunk in order, nothing skipped or repeated
+        assert 0 < n and start + n <= n_samples  # and nothing outside it
         chooser.clock.now += n * seconds_per_sample[count]
         calls.append((count, n))
         return n
@@ -91,6 +92,14 @@ def test_small_calls_and_single_threads_are_never_split():
     assert run_chunk(chooser(), 3 * PROBE_SAMPLES // 2, 32, QUIET) == [(2, 3 * PROBE_SAMPLES // 2)]
     one = chooser(1)
     assert [run_chunk(one, 8192, 32, BUSY) for _ in range(3)] == [[(1, 8192)]] * 3
+
+
+@pytest.mark.parametrize("batch_size", [32, 200, 1024, 4096])
+def test_every_call_stays_inside_the_chunk(batch_size):
+    c = chooser()
+    for load in (QUIET, BUSY, QUIET):
+        for _ in range(5):
+            run_chunk(c, 8192, batch_size, load)  # checks the calls tile the chunk exactly
 
 
 def test_a_call_that_stops_the_chunk_stops_the_probe_too():

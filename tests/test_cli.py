@@ -90,6 +90,17 @@ def test_save_writes_a_loadable_model(capsys, tiny_mnist, tmp_path):
 # One case per option and kind of bad value. Each must be refused while the options are parsed:
 # --data points at a directory without MNIST, so a check that waited for the data would end in
 # a "files not found" error (status 1) and fail the test.
+# The optimizer options one parser adds to several commands (_cli_options.add_optimizer_options).
+OPTIMIZER_BAD_VALUES = [
+        ("--optimizer", "rmsprop"),
+        ("--momentum", "1"),
+        ("--beta1", "1"),
+        ("--beta2", "-0.1"),
+        ("--eps", "0"),
+        ("--weight-decay", "-1"),
+        ("--dropout", "1"),
+        ("--input-dropout", "nan"),
+]
 BAD_OPTION_VALUES = {
     "train": [
         ("--layers", "784,,10"),
@@ -231,14 +242,7 @@ BAD_OPTION_VALUES = {
         ("--dtype", "float16"),
         ("--limit", "0"),
         ("--backend", "cuda"),
-        ("--optimizer", "rmsprop"),
-        ("--momentum", "1"),
-        ("--beta1", "1"),
-        ("--beta2", "-0.1"),
-        ("--eps", "0"),
-        ("--weight-decay", "-1"),
-        ("--dropout", "1"),
-        ("--input-dropout", "nan"),
+        *OPTIMIZER_BAD_VALUES,
         ("--lr-schedule", "linear"),
         ("--lr-decay", "0"),
         ("--power-t", "-1"),
@@ -303,14 +307,7 @@ BAD_OPTION_VALUES = {
         ("--plot", "missing-directory/chart.png"),
         ("--plot", ""),
         ("--data", ""),
-        ("--optimizer", "rmsprop"),
-        ("--momentum", "1"),
-        ("--beta1", "1"),
-        ("--beta2", "-0.1"),
-        ("--eps", "0"),
-        ("--weight-decay", "-1"),
-        ("--dropout", "1"),
-        ("--input-dropout", "nan"),
+        *OPTIMIZER_BAD_VALUES,
         ("--momentum", "0.9", "--peers", "torch"),  # the peers train with plain SGD only
     ],
 }
