@@ -1,0 +1,84 @@
+"""Per-sample momentum and weight decay in modal coordinates (kernels/sgd.py), against the
+reference, on both sides of every switch the kernel makes.
+
+The general per-sample kernel stores the first layer in the idle map's modal coordinates when
+that map is well conditioned (real eigenvalues, or a complex pair), renormalises them every
+``period`` steps, and falls back to the catch-up of idle rows otherwise. Each case below first
+checks which of those paths its hyperparameters take, so that a change of thresholds cannot
+leave a path untested, and then trains long enough to cross a renormalisation and a call
+boundary.
+"""
+
+import numpy as np
+import pytest
+
+from fastmlp import optim
+from fastmlp.backends import make_backend
+from fastmlp.kernels import optimizer as kopt
+from fastmlp.kernels import sgd
+from fastmlp.network import Architecture, init_params
+
+LAYERS = (12, 8, 3)
+
+
+def modal_path(optimizer, lr):
+    """(period, pair) the kernel chooses: period 0 means the catch-up fallback."""
+    hyper = optimizer.hyper(lr)
+    sc = np.empty(kopt.N_STEP_SCALARS, np.float64)
+    kopt.step_scalars(sc, hyper, 1)
+    lam = np.empty(2, np.complex128)
+    P = np.empty((2, 2), np.complex128)
+    gain = np.empty(2, np.complex128)
+    Q = np.empty((2, 2))
+    return sgd._modal_form(lam, P, gain, Q, hyper, kopt.step_kind(hyper), sc)
+
+
+def train(backend_name, optimizer, lr, n_samples, per_call, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    arch = Architecture(LAYERS, "tanh", "cross_entropy", dtype=dtype)
+    params = init_params(arch, "xavier", seed=seed)
+    X = rng.integers(0, 256, size=(200, LAYERS[0])).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0  # rows idle for a few steps, as pixels are
+    y = rng.integers(0, LAYERS[-1], size=200).astype(np.int64)
+    order = np.concatenate([rng.permutation(200) for _ in range(n_samples // 200 + 1)])[:n_samples].astype(np.int64)
+    backend = make_backend(backend_name, arch, 1)
+    data = backend.prepare(X)
+    state = optim.State.fresh(optimizer, params, seed=seed)
+    for start in range(0, n_samples, per_call):
+        rate = lr * 0.9 ** (start // per_call)  # a schedule: each call has its own idle map
+        _, _, done, bad = backend.train_chunk(params, data, y, order[start : start + per_call], rate, 1, optimizer, state)
+        assert bad == -1 and done == min(per_call, n_samples - start)
+    return params, state
+
+
+CASES = {
+    # name: (optimizer options, lr, the path the kernel takes: "real", "pair" or "fallback")
+    "plain + decay (one real mode)": (dict(weight_decay=0.05), 0.05, "real"),
+    "momentum 0.5 + decay (renormalised every 39 steps)": (dict(momentum=0.5, weight_decay=0.01), 0.05, "real"),
+    "momentum 0.9, decoupled decay": (dict(momentum=0.9, weight_decay=0.1, decoupled_weight_decay=True), 0.05, "real"),
+    "momentum 0.9 + decay (complex pair)": (dict(momentum=0.9, weight_decay=0.1), 0.05, "pair"),
+    "nesterov 0.95 + decay (complex pair)": (dict(momentum=0.95, nesterov=True, weight_decay=0.1), 0.01, "pair"),
+    # (a1 - mu)^2 = 4 mu lr decay: a double eigenvalue
+    "nearly defective map (fallback)": (dict(momentum=0.9, weight_decay=0.131670), 0.02, "fallback"),
+    "momentum 0.99 (fallback: ill-conditioned)": (dict(momentum=0.99, weight_decay=0.01), 0.005, "fallback"),
+    "momentum 0.01 (fallback: renormalised too often)": (dict(momentum=0.01), 0.1, "fallback"),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_modal_coordinates_match_the_reference(name, dtype, synth):
+    options, lr, path = CASES[name]
+    optimizer = optim.Optimizer(**options)
+    period, pair = modal_path(optimizer, lr)
+    taken = "fallback" if period == 0 else "pair" if pair else "real"
+    assert taken == path, f"{name}: the kernel takes the {taken} path (period {period})"
+    # calls longer than a period, so that the run crosses renormalisations and call boundaries
+    per_call = period + 37 if period else 170
+    n_samples = 2 * per_call + 50
+    got, got_state = train("numba", optimizer, lr, n_samples, per_call, dtype)
+    want, want_state = train("numpy", optimizer, lr, n_samples, per_call, dtype)
+    tol = synth.tolerance(dtype)
+    np.testing.assert_allclose(got, want, **tol)
+    np.testing.assert_allclose(got_state.slots, want_state.slots, **tol)
+    np.testing.assert_array_equal(got_state.counters, want_state.counters)
