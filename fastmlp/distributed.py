@@ -28,6 +28,7 @@ mpi4py (with an MPI library: the ``mpich`` wheel) is imported when a distributed
 from __future__ import annotations
 
 import json
+import time
 import zlib
 
 import numpy as np
@@ -82,11 +83,8 @@ def share(n_rows, rank, size):
     return n_rows * rank // size, n_rows * (rank + 1) // size
 
 
-def _crc(*arrays):
-    crc = 0
-    for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array), crc)
-    return crc
+def _crc(array):
+    return zlib.crc32(np.ascontiguousarray(array))
 
 
 def check_same_run(comm, **call):
@@ -118,10 +116,9 @@ class DistributedBackend:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.threads = 1
         self.compile_seconds = 0.0
         self._MPI = MPI
-        self._scratch = None  # (dropout on, kernels.gradient_scratch)
+        self._scratch = None  # ((dropout on, dtype), gradient, step scalars, kernels.gradient_scratch)
         self._stats = np.zeros(3, np.float64)
         self._totals = np.zeros(3, np.float64)
 
@@ -134,8 +131,6 @@ class DistributedBackend:
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
         """Compile (or load from the on-disk cache) the kernels, on two samples: on every rank at
         once, as a training call is."""
-        import time
-
         from ._numba_backend import Prepared
 
         tic = time.perf_counter()

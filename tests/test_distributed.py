@@ -32,6 +32,7 @@ CASES = [
                  "dropout": 0.25, "input_dropout": 0.1}),
 ]
 EPOCHS = 3
+DIVERGING_LR = 1e10  # a float32 identity network's loss overflows in the third batch
 
 
 def data(rng):
@@ -85,17 +86,24 @@ for number, (dtype, options) in enumerate(cases):
         results[f"params{number}"] = model.params_
         results[f"loss{number}"] = np.array(history.loss)
         results[f"same_on_both_ranks{number}"] = np.array(all(np.array_equal(everyone[0], p) for p in everyone))
+model = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
+try:
+    model.fit(arrays["X"], arrays["y"], epochs=%d, batch_size=32, lr=DIVERGING_LR, progress=False, distributed=True)
+except fastmlp.DivergenceError as error:  # raised on every rank, or the run would hang
+    results["diverged"] = np.array([error.epoch, error.sample, error.row])
+    results["diverged_params"] = model.params_
 if comm.rank == 0:
     np.savez("result.npz", ranks=comm.size, **results)
-""" % EPOCHS
+""" % (EPOCHS, EPOCHS)
 
 
 def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     command = mpiexec()  # skips before any work when MPI is missing
     X, y = data(rng)
     np.savez(tmp_path / "data.npz", X=X, y=y)
-    (tmp_path / "ranks.py").write_text(textwrap.dedent(RANKS_SCRIPT))
     assert command
+    script = textwrap.dedent(RANKS_SCRIPT).replace("DIVERGING_LR", repr(DIVERGING_LR))
+    (tmp_path / "ranks.py").write_text(script)
     done = run_two_ranks(["ranks.py", json.dumps(CASES)], tmp_path)
     assert done.returncode == 0, done.stderr
     result = np.load(tmp_path / "result.npz")
@@ -108,6 +116,14 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
         scale = np.abs(single.params_).max()
         assert np.abs(params - single.params_).max() <= WEIGHTS_RTOL[dtype] * scale, (dtype, options)
         np.testing.assert_allclose(result[f"loss{number}"], history.loss, rtol=WEIGHTS_RTOL[dtype])
+
+    # a diverging run stops at the same sample on both ranks as in one process, weights rolled back alike
+    single = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
+    with pytest.raises(fastmlp.DivergenceError) as diverged:
+        single.fit(X, y, epochs=EPOCHS, batch_size=32, lr=DIVERGING_LR, progress=False)
+    error = diverged.value
+    np.testing.assert_array_equal(result["diverged"], [error.epoch, error.sample, error.row])
+    np.testing.assert_allclose(result["diverged_params"], single.params_, rtol=WEIGHTS_RTOL["float32"])
 
 
 def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp_path, capsys):
