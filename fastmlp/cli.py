@@ -104,6 +104,9 @@ def build_parser():
     )
     _add_model_options(train)
     train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the processes of 'mpiexec -n N fastmlp train ...': each computes the gradient "
+                       "of its share of every --batch-size batch (numba backend, batches of 2 or more; needs fastmlp[mpi])")
     _add_optimizer_options(train)
     _add_schedule_options(train)
     _add_stopping_options(train)
@@ -335,6 +338,21 @@ def _check_resumed_data(args, model, X_train, y_train):
         )
 
 
+def _communicator(args):
+    """The MPI communicator of ``--distributed``, or None (with a note on stderr) to train in
+    this process as usual: without mpi4py, or on a single rank."""
+    from .distributed import PER_SAMPLE_IS_SEQUENTIAL, communicator
+
+    if args.batch_size == 1:
+        raise UsageError(f"--distributed needs --batch-size 2 or more (default 1): {PER_SAMPLE_IS_SEQUENTIAL}")
+    if args.backend != "numba":
+        raise UsageError(f"--distributed runs on --backend numba only; got --backend {args.backend}")
+    comm, note = communicator(True)
+    if note is not None:
+        print(f"fastmlp: note: {note}", file=sys.stderr)
+    return comm
+
+
 def _train(args):
     given = getattr(args, "given", set())
     if args.checkpoint_every is not None and args.save is None:
@@ -348,26 +366,29 @@ def _train(args):
         model = _model(args, args.backend)
         _check_combination(model.initialize)  # before spending time on data
         _check_fit_options(args, TRAINING_OPTIONS)
+    comm = _communicator(args) if args.distributed else None
+    lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
     progress = False if (args.json or args.no_progress) else None
-    log = (lambda *a: None) if args.json else print
+    log = (lambda *a: None) if (args.json or not lead) else print
     checkpoints = {"checkpoint_path": args.save, "checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {}
 
     done_before = 0
     description = (
         f"{'-'.join(map(str, model.arch_.layers))} {model.activation} {model.arch_.output}+{model.loss} "
         f"backend={model.backend} batch_size={args.batch_size or 'full'} lr={args.lr} optimizer={args.optimizer}"
+        + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
     if args.resume:
         _check_resumed_data(args, model, X_train, y_train)
         done_before = model.epochs_trained_
         log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
         history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
-                                    progress=progress, **checkpoints)
+                                    progress=progress, distributed=comm, **checkpoints)
     else:
         log(f"training {description} on {len(X_train)} samples: epochs={args.epochs} dtype={args.dtype} seed={args.seed}")
         history = model.fit(X_train, y_train, epochs=args.epochs, progress=progress, **_fit_options(args, TRAINING_OPTIONS),
-                            **checkpoints)
+                            distributed=comm, **checkpoints)
     new = range(len(history.epoch) - (model.epochs_trained_ - done_before), len(history.epoch))
     for i in new:
         accuracy = history.accuracy[i]
@@ -386,6 +407,8 @@ def _train(args):
         log(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
     if args.early_stopping is not None and history.best_epoch != history.stopped_epoch:
         log(f"keeping the weights of epoch {history.best_epoch}, the best {history.monitor}")
+    if not lead:
+        return 0
     tic = time.perf_counter()
     test = model.evaluate(X_test, y_test)
     evaluate_seconds = time.perf_counter() - tic
@@ -407,7 +430,8 @@ def _train(args):
         "resumed_after_epoch": done_before if args.resume else None,
         "batch_size": args.batch_size if args.batch_size is not None else len(X_train),
         "backend": model.backend,
-        "threads": model.backend_.threads,
+        "threads": 1 if comm is not None else model.backend_.threads,
+        "ranks": 1 if comm is None else comm.Get_size(),
         "dtype": model.dtype,
         "layers": list(model.arch_.layers),
         "activation": model.activation,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 
 import numpy as np
@@ -271,6 +272,7 @@ class MLP:
         progress=None,
         checkpoint_path=None,
         checkpoint_every=None,
+        distributed=False,
     ):
         """Start a new run from a fresh initialisation. Returns the History (also ``history_``).
 
@@ -299,13 +301,22 @@ class MLP:
 
         ``checkpoint_path``: write the model there (``save``) after every ``checkpoint_every``
         epochs of the run (default 1) and when the call ends, atomically.
+
+        ``distributed``: True (``MPI.COMM_WORLD``) or an mpi4py communicator trains data-parallel
+        over the processes of ``mpiexec`` (``fastmlp.distributed``; the numba backend, batches of
+        2 or more): each computes the gradient of its share of every global batch of
+        ``batch_size``, and the result equals one process to rounding. Every process must make
+        the same call; only rank 0 draws progress and writes checkpoints. Without mpi4py, or on
+        a single rank, a ``DistributedWarning`` says so and training runs here as usual. False
+        or None (default): this process alone.
         """
         options = {name: value for name, value in locals().items() if name in FIT_DEFAULTS}
         options = check_fit_options(options)
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+        comm = self._communicator(distributed, options)
         self.initialize()
         return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                           checkpoint_every)
+                           checkpoint_every, comm)
 
     def partial_fit(
         self,
@@ -340,6 +351,7 @@ class MLP:
         progress=None,
         checkpoint_path=None,
         checkpoint_every=None,
+        distributed=False,
     ):
         """Continue the run for ``epochs`` more epochs (initialising first if there are no
         weights). Options left out keep the run's values (``fit_options_``; fit's defaults for
@@ -351,16 +363,18 @@ class MLP:
         A run that early stopping or the adaptive schedule stopped goes on from the weights the
         model holds (the best ones), with fresh patience. Switching the optimizer's kind or
         momentum on or off needs a new run (``fit``); the cosine schedule cannot go past its
-        horizon (pass a larger ``schedule_epochs``).
+        horizon (pass a larger ``schedule_epochs``). ``distributed`` as in ``fit``: a run may go
+        on distributed or in one process, whichever it trained in so far.
         """
         given = {name: value for name, value in locals().items() if name in FIT_DEFAULTS and value is not RUN}
         previous = getattr(self, "fit_options_", None)
         options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+        comm = self._communicator(distributed, options)
         if not hasattr(self, "params_"):
             self.initialize()
         return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                           checkpoint_every)
+                           checkpoint_every, comm)
 
     @staticmethod
     def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
@@ -383,9 +397,26 @@ class MLP:
             if not os.path.isdir(directory):
                 raise ValueError(f"checkpoint_path {os.fspath(checkpoint_path)!r}: directory {directory!r} does not exist")
 
+    def _communicator(self, distributed, options):
+        """The MPI communicator of a distributed call, or None (with a warning when one was asked
+        for but there is no MPI or a single rank); a ValueError for what cannot be distributed."""
+        if distributed is None or distributed is False:
+            return None
+        from . import distributed as data_parallel
+
+        if self.backend != "numba":
+            raise ValueError(f"distributed training runs on backend='numba' only; got backend={self.backend!r}")
+        if options["batch_size"] == 1:
+            raise ValueError(f"distributed training needs batch_size >= 2 (or None): {data_parallel.PER_SAMPLE_IS_SEQUENTIAL}")
+        comm, note = data_parallel.communicator(distributed)
+        if note is not None:
+            warnings.warn(note, data_parallel.DistributedWarning, stacklevel=3)
+        return comm
+
     def _train(self, X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-               checkpoint_every):
-        """Everything is checked before anything changes; then train ``epochs`` epochs of the run."""
+               checkpoint_every, comm=None):
+        """Everything is checked before anything changes; then train ``epochs`` epochs of the run
+        (over the ranks of ``comm``, an MPI communicator, when given)."""
         self._check_params()
         if self._backend_for != (self.backend, self.threads):
             self._build_backend()  # backend or threads changed since: same weights, other engine
@@ -444,6 +475,14 @@ class MLP:
                 metrics = self._metrics(val_data, y_val)
                 return metrics["loss"], metrics["accuracy"]
 
+        if comm is not None:
+            from .distributed import DistributedBackend, check_same_run, is_lead
+
+            check_same_run(comm, data=fingerprint, options=options, epochs=epochs, run=run.scalars(),
+                           shuffle=self._shuffle_rng.bit_generator.state, params=self.params_,
+                           slots=None if state is None else state.slots,
+                           counters=None if state is None else state.counters, sample_weight=sample_weight)
+
         # From here on the run changes.
         options["schedule_epochs"] = horizon
         self.fit_options_ = options
@@ -451,14 +490,20 @@ class MLP:
         if state is None:
             state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.seed)
         batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
-        data = self.backend_.prepare(X)
-        compile_before = self.backend_.compile_seconds
+        backend = self.backend_
+        if comm is not None:
+            backend = DistributedBackend(self.backend_, comm)
+            if not is_lead(comm):  # rank 0 alone draws progress and writes files
+                progress = False
+                checkpoint_path = None
+        data = backend.prepare(X)
+        compile_before = backend.compile_seconds
         mode = "per-sample" if batch == 1 else "mini-batch"
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
                 f"on {'uint8' if X.dtype == np.uint8 else 'float'} inputs")
         with compile_notice(what, enabled=progress if self.backend == "numba" else False):
-            self.backend_.warmup(self.params_, data, y, batch, opt, state, sample_weight)
-        self.compile_seconds_ += self.backend_.compile_seconds - compile_before
+            backend.warmup(self.params_, data, y, batch, opt, state, sample_weight)
+        self.compile_seconds_ += backend.compile_seconds - compile_before
         schedule = trainer.Schedule(
             lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],
             warmup_epochs=options["warmup_epochs"], horizon=horizon,
@@ -473,7 +518,7 @@ class MLP:
                     self.save(checkpoint_path)
 
         history = trainer.train(
-            self.backend_,
+            backend,
             self.params_,
             data,
             y,

@@ -7,6 +7,7 @@ loss        output activation + loss pairs
 linear      sparse input rows, dense layer forward/backward
 sgd         the fused per-sample trainer (one thread or several)
 minibatch   the fused mini-batch / full-batch trainer (all Numba threads, deterministic)
+gradient    a batch's gradient without its step, and the step from a gradient (data-parallel)
 _threads    the small runtime of the threaded per-sample trainer (atomics, spin barrier)
 _config     the Numba options every kernel compiles with
 
@@ -40,6 +41,7 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
     "linear": ("sparse_rows", "linear_forward", "linear_backward", "sparse_linear_forward",
                "sparse_linear_backward"),
     "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk"),
+    "gradient": ("gradient_scratch", "batch_gradient", "gradient_step"),
     "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "persample_chunk", "usable_threads"),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _EXPORTS.items() for name in names}

@@ -1,0 +1,187 @@
+"""Data-parallel synchronous SGD on MPI: one training run spread over the processes of ``mpiexec``.
+
+    mpiexec -n 4 fastmlp train --distributed --batch-size 512 [train options]
+    model.fit(X, y, batch_size=512, distributed=True)       # in a script started by mpiexec
+
+Every process (rank) holds the whole model, reads the whole dataset and draws the same shuffled
+order from the seed, so the global batches are those of one process. A global batch of B
+samples, order[s : s + B], is cut into p contiguous shares (p ranks), rank r taking its rows
+[r B / p, (r + 1) B / p). Each rank computes
+
+    grad_r = (1 / B) * sum of the per-sample gradients of its rows      (kernels.batch_gradient)
+
+``Allreduce`` sums them into the batch mean, the same on every rank, and every rank takes the
+same optimizer step from it (``kernels.gradient_step``). The ranks therefore hold the same
+weights and optimizer state throughout, and the run equals one process with the same batch
+size to rounding (the batch sum runs in another order): momentum, Adam, weight decay, dropout
+(masks keyed by the global sample number), schedules, early stopping and checkpoints work as
+in one process, since the trainer's loop runs unchanged on every rank and sees the same
+numbers everywhere. Only rank 0 draws progress and writes checkpoints (``MLP.fit``).
+
+Per-sample SGD (batch size 1) is sequential by nature, each step needs the weights the
+previous one left, so there is nothing to share out: it is refused. The numba backend only.
+
+mpi4py (with an MPI library: the ``mpich`` wheel) is imported when a distributed run starts:
+``pip install "fastmlp[mpi]"``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+
+import numpy as np
+
+from . import kernels, optim
+from .kernels.optimizer import N_STEP_SCALARS
+
+EXTRA = 'pip install "fastmlp[mpi]"'
+PER_SAMPLE_IS_SEQUENTIAL = (
+    "per-sample SGD (batch size 1) is sequential by nature: each step needs the weights the previous "
+    "sample's step left, so there is no batch to share among processes"
+)
+
+
+class DistributedWarning(UserWarning):
+    """``distributed=True`` that trains in one process after all (no MPI, or a single rank)."""
+
+
+def communicator(distributed):
+    """``(comm, note)`` for the ``distributed`` argument of ``MLP.fit``: the mpi4py communicator
+    to train over, or None to train in this process as usual, and why not when it was asked
+    for (a note for the user), else None.
+
+    ``distributed``: False or None, True (``MPI.COMM_WORLD``) or an mpi4py communicator.
+    """
+    if distributed is None or distributed is False:
+        return None, None
+    if distributed is True:
+        try:
+            from mpi4py import MPI
+        except (ImportError, RuntimeError) as error:  # mpi4py absent, or no MPI library for it
+            return None, (f"distributed training needs mpi4py and an MPI library ({error}; {EXTRA}): "
+                          f"training in this one process as usual")
+        comm = MPI.COMM_WORLD
+    elif callable(getattr(distributed, "Allreduce", None)) and callable(getattr(distributed, "Get_size", None)):
+        comm = distributed
+    else:
+        raise TypeError(f"distributed must be True, False or an mpi4py communicator; got {distributed!r}")
+    if comm.Get_size() == 1:
+        return None, ("distributed training on a single MPI rank (start it with mpiexec -n N): "
+                      "training in this one process as usual")
+    return comm, None
+
+
+def is_lead(comm):
+    """Whether this process prints and writes files: rank 0, or the only process."""
+    return comm is None or comm.Get_rank() == 0
+
+
+def share(n_rows, rank, size):
+    """[first, last) of the rows of an n_rows batch that ``rank`` of ``size`` computes."""
+    return n_rows * rank // size, n_rows * (rank + 1) // size
+
+
+def _crc(array):
+    return zlib.crc32(np.ascontiguousarray(array))
+
+
+def check_same_run(comm, **call):
+    """Raise on every rank when the ranks were not given the same training call (data,
+    options, weights, optimizer state): they would otherwise wait for each other forever, or
+    silently train different models. ``call``: JSON-able values; arrays are compared by CRC."""
+    mine = {name: _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
+    mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
+    everyone = comm.allgather(mine)
+    for rank, theirs in enumerate(everyone):
+        differing = sorted(name for name in mine if theirs.get(name) != everyone[0].get(name))
+        if differing:
+            raise ValueError(
+                f"distributed training: rank {rank} differs from rank 0 in {', '.join(differing)}; every rank must "
+                f"make the same training call (same data, options, seed or checkpoint)"
+            )
+
+
+class DistributedBackend:
+    """The numba backend's ``train_chunk`` spread over the ranks of ``comm`` (module docstring);
+    data preparation and inference are the wrapped backend's, on every rank."""
+
+    name = "numba"
+
+    def __init__(self, local, comm):
+        from mpi4py import MPI
+
+        self.local = local
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.compile_seconds = 0.0
+        self._MPI = MPI
+        self._scratch = None  # ((dropout on, dtype), gradient, step scalars, kernels.gradient_scratch)
+        self._stats = np.zeros(3, np.float64)
+        self._totals = np.zeros(3, np.float64)
+
+    def prepare(self, X):
+        return self.local.prepare(X)
+
+    def logits(self, params, data):
+        return self.local.logits(params, data)
+
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
+        """Compile (or load from the on-disk cache) the kernels, on two samples: on every rank at
+        once, as a training call is."""
+        from ._numba_backend import Prepared
+
+        tic = time.perf_counter()
+        scratch = params.copy()
+        order = np.arange(min(2, len(data)), dtype=np.int64)
+        self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
+                         None if state is None else state.copy(), sample_weight)
+        self.local.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        self.compile_seconds += time.perf_counter() - tic
+
+    def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
+                    sample_weight=None):
+        """Training over ``order`` in global batches of ``batch_size``, in place on ``params``
+        and ``state``; returns ``(loss_sum, n_correct, n_done, nonfinite_at)`` of all ranks'
+        rows, the same on every rank (the backends' contract)."""
+        labels, target_rows = self.local._labels_and_targets(targets)
+        if optimizer is None:
+            optimizer = optim.Optimizer()
+            state = optim.State(np.empty((0, params.size), params.dtype), np.zeros(3, np.int64))
+        weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
+        dropout = optimizer.dropout > 0 or optimizer.input_dropout > 0
+        if self._scratch is None or self._scratch[0] != (dropout, params.dtype):
+            grad = np.empty_like(params)
+            scalars = np.empty(N_STEP_SCALARS, params.dtype)
+            self._scratch = ((dropout, params.dtype), grad, scalars,
+                             kernels.gradient_scratch(params, self.local.layer_sizes, dropout))
+        _, grad, scalars, scratch = self._scratch
+        layout = (self.local.layer_sizes, self.local.w_offsets, self.local.b_offsets)
+        arch = self.local.arch
+        hyper = optimizer.hyper(lr)
+        stats, totals = self._stats, self._totals
+        sum_in_place = self._MPI.IN_PLACE
+        loss_sum, n_correct, n_done = 0.0, 0, 0
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            first, last = share(len(batch), self.rank, self.size)
+            kernels.batch_gradient(
+                grad, stats, *scratch, params, *layout, arch.activation_code, arch.loss_code, hyper, state.counters,
+                data.indptr, data.indices, data.values, data.input_scale, labels, target_rows, weights,
+                batch[first:last], int(state.counters[optim.SAMPLES]) + first, len(batch),
+            )
+            totals[0] = stats[0]
+            totals[1] = stats[1]
+            totals[2] = stats[2] >= 0  # ranks that met a non-finite loss
+            self.comm.Allreduce(sum_in_place, grad)
+            self.comm.Allreduce(sum_in_place, totals)
+            if totals[2] > 0:  # the batch's step is not taken; report its first bad sample
+                mine = start + first + int(stats[2]) if stats[2] >= 0 else len(order)
+                return loss_sum, n_correct, n_done, self.comm.allreduce(mine, op=self._MPI.MIN)
+            kernels.gradient_step(params, state.slots, state.counters, scalars, grad, *layout, hyper, len(batch))
+            loss_sum += float(totals[0])
+            n_correct += int(totals[1])
+            n_done += len(batch)
+        return loss_sum, n_correct, n_done, -1

@@ -1,0 +1,222 @@
+"""Data-parallel SGD on MPI (fastmlp.distributed): two ranks under ``mpiexec -n 2`` train what one
+process trains, from the API and from the command line; only rank 0 prints and writes; the
+cases that cannot or need not be distributed."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import main
+from fastmlp.distributed import DistributedWarning
+
+# Two ranks against one process, relative to max|W| after the run: the batch sums run in
+# another order (per rank, then across ranks). Measured here: float64 ~1e-14, float32 ~3e-7.
+WEIGHTS_RTOL = {"float64": 1e-12, "float32": 1e-5}
+
+# (dtype, fit options): plain SGD; Adam with decoupled decay and dropout, a schedule and early
+# stopping on a validation split; Nesterov momentum with coupled decay and both dropouts, and
+# a last batch shorter than the others (200 samples in batches of 48).
+CASES = [
+    ("float64", {"batch_size": 32, "lr": 0.1}),
+    ("float64", {"batch_size": 25, "lr": 0.01, "optimizer": "adam", "weight_decay": 1e-3, "decoupled_weight_decay": True,
+                 "dropout": 0.2, "lr_schedule": "cosine", "validation_fraction": 0.2, "early_stopping": 2}),
+    ("float32", {"batch_size": 48, "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
+                 "dropout": 0.25, "input_dropout": 0.1}),
+]
+EPOCHS = 3
+DIVERGING_LR = 1e10  # a float32 identity network's loss overflows in the third batch
+
+
+def data(rng):
+    X = rng.integers(0, 256, size=(200, 40)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.5] = 0
+    y = (X[:, :4].sum(axis=1) // 128 % 4).astype(np.int64)  # something to learn
+    return X, y
+
+
+def fit(dtype, options, X, y, **kwargs):
+    model = fastmlp.MLP([40, 12, 4], activation="tanh", dtype=dtype, seed=5)
+    history = model.fit(X, y, epochs=EPOCHS, progress=False, **options, **kwargs)
+    return model, history
+
+
+def mpiexec():
+    """mpiexec next to this Python (the mpich wheel's), or on PATH, with mpi4py importable; else a skip."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip('mpi4py is not installed: pip install "fastmlp[mpi]"')
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    command = local if os.path.exists(local) else shutil.which("mpiexec")
+    if command is None:
+        pytest.skip('no mpiexec found: pip install "fastmlp[mpi]" (the mpich wheel brings one)')
+    return command
+
+
+def run_two_ranks(argv, cwd):
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")  # one thread per rank: the two share the cores
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([mpiexec(), "-n", "2", sys.executable, *argv], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+RANKS_SCRIPT = """
+import json, sys
+import numpy as np
+import fastmlp
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+cases = json.loads(sys.argv[1])
+arrays = np.load("data.npz")
+results = {}
+for number, (dtype, options) in enumerate(cases):
+    model = fastmlp.MLP([40, 12, 4], activation="tanh", dtype=dtype, seed=5)
+    history = model.fit(arrays["X"], arrays["y"], epochs=%d, progress=False, distributed=True, **options)
+    everyone = comm.gather(model.params_, root=0)
+    if comm.rank == 0:
+        results[f"params{number}"] = model.params_
+        results[f"loss{number}"] = np.array(history.loss)
+        results[f"same_on_both_ranks{number}"] = np.array(all(np.array_equal(everyone[0], p) for p in everyone))
+model = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
+try:
+    model.fit(arrays["X"], arrays["y"], epochs=%d, batch_size=32, lr=DIVERGING_LR, progress=False, distributed=True)
+except fastmlp.DivergenceError as error:  # raised on every rank, or the run would hang
+    results["diverged"] = np.array([error.epoch, error.sample, error.row])
+    results["diverged_params"] = model.params_
+if comm.rank == 0:
+    np.savez("result.npz", ranks=comm.size, **results)
+""" % (EPOCHS, EPOCHS)
+
+
+def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
+    command = mpiexec()  # skips before any work when MPI is missing
+    X, y = data(rng)
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    assert command
+    script = textwrap.dedent(RANKS_SCRIPT).replace("DIVERGING_LR", repr(DIVERGING_LR))
+    (tmp_path / "ranks.py").write_text(script)
+    done = run_two_ranks(["ranks.py", json.dumps(CASES)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = np.load(tmp_path / "result.npz")
+    assert int(result["ranks"]) == 2
+    for number, (dtype, options) in enumerate(CASES):
+        single, history = fit(dtype, options, X, y)
+        params = result[f"params{number}"]
+        assert bool(result[f"same_on_both_ranks{number}"])  # every rank took the same steps
+        assert not np.array_equal(params, fastmlp.MLP([40, 12, 4], dtype=dtype, seed=5).initialize().params_)
+        scale = np.abs(single.params_).max()
+        assert np.abs(params - single.params_).max() <= WEIGHTS_RTOL[dtype] * scale, (dtype, options)
+        np.testing.assert_allclose(result[f"loss{number}"], history.loss, rtol=WEIGHTS_RTOL[dtype])
+
+    # a diverging run stops at the same sample on both ranks as in one process, weights rolled back alike
+    single = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
+    with pytest.raises(fastmlp.DivergenceError) as diverged:
+        single.fit(X, y, epochs=EPOCHS, batch_size=32, lr=DIVERGING_LR, progress=False)
+    error = diverged.value
+    np.testing.assert_array_equal(result["diverged"], [error.epoch, error.sample, error.row])
+    np.testing.assert_allclose(result["diverged_params"], single.params_, rtol=WEIGHTS_RTOL["float32"])
+
+
+def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    train = ["-m", "fastmlp", "train", "--data", str(tiny_mnist_dir), "--layers", "784,16,10", "--batch-size", "20",
+             "--optimizer", "adam", "--lr", "0.01", "--dropout", "0.1", "--dtype", "float64", "--no-progress"]
+    done = run_two_ranks([*train, "--distributed", "--epochs", "2", "--save", "two.npz", "--json"], work)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1  # one JSON line: rank 1 printed nothing
+    result = json.loads(done.stdout)
+    assert result["ranks"] == 2 and result["epochs_trained"] == 2 and result["saved"] == "two.npz"
+    assert os.listdir(work) == ["two.npz"]  # no stray temporary file of a second writer
+
+    status = main([*train[2:], "--epochs", "2", "--save", str(work / "one.npz"), "--json"])
+    assert status == 0
+    capsys.readouterr()
+    two, one = fastmlp.MLP.load(work / "two.npz"), fastmlp.MLP.load(work / "one.npz")
+    assert np.abs(two.params_ - one.params_).max() <= WEIGHTS_RTOL["float64"] * np.abs(one.params_).max()
+
+    # 1 epoch with a checkpoint, then --resume to 2, all on two ranks: the uninterrupted run, bitwise
+    done = run_two_ranks([*train, "--distributed", "--epochs", "1", "--save", "half.npz"], work)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("epoch 1:") == 1 and "on 2 MPI ranks" in done.stdout
+    done = run_two_ranks(["-m", "fastmlp", "train", "--data", str(tiny_mnist_dir), "--distributed", "--resume",
+                          "half.npz", "--epochs", "2", "--save", "resumed.npz"], work)
+    assert done.returncode == 0, done.stderr
+    resumed = fastmlp.MLP.load(work / "resumed.npz")
+    np.testing.assert_array_equal(resumed.params_, two.params_)
+    np.testing.assert_array_equal(resumed.optimizer_state_.slots, two.optimizer_state_.slots)
+
+
+def test_without_mpi4py_a_note_then_training_as_usual(rng, monkeypatch, tiny_mnist_dir, capsys):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    X, y = data(rng)
+    dtype, options = CASES[0]
+    with pytest.warns(DistributedWarning, match=r"needs mpi4py.*fastmlp\[mpi\].*in this one process"):
+        distributed, _ = fit(dtype, options, X, y, distributed=True)
+    single, _ = fit(dtype, options, X, y)
+    np.testing.assert_array_equal(distributed.params_, single.params_)
+
+    status = main(["train", "--data", str(tiny_mnist_dir), "--layers", "784,8,10", "--batch-size", "50", "--distributed",
+                   "--json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "fastmlp: note: distributed training needs mpi4py" in err
+    assert json.loads(out)["ranks"] == 1
+
+
+def test_a_single_rank_is_a_note_then_training_as_usual(rng):
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
+    X, y = data(rng)
+    dtype, options = CASES[2]
+    with pytest.warns(DistributedWarning, match="single MPI rank"):
+        distributed, _ = fit(dtype, options, X, y, distributed=True)
+    single, _ = fit(dtype, options, X, y)
+    np.testing.assert_array_equal(distributed.params_, single.params_)
+
+
+@pytest.mark.parametrize(
+    "model, options, error, words",
+    [
+        ({}, {"batch_size": 1}, ValueError, "per-sample SGD (batch size 1) is sequential by nature"),
+        ({"backend": "numpy"}, {"batch_size": 8}, ValueError, "backend='numba' only; got backend='numpy'"),
+        ({}, {"batch_size": 8, "distributed": "yes"}, TypeError, "True, False or an mpi4py communicator; got 'yes'"),
+    ],
+)
+def test_what_cannot_be_distributed_is_refused_before_training(rng, model, options, error, words):
+    X, y = data(rng)
+    mlp = fastmlp.MLP([40, 12, 4], **model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused outright, not noted
+        with pytest.raises(error) as raised:
+            mlp.fit(X, y, progress=False, **{"distributed": True, **options})
+    assert words in str(raised.value)
+    assert not hasattr(mlp, "params_")  # nothing changed
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--distributed"], "--distributed needs --batch-size 2 or more (default 1): per-sample SGD"),
+        (["--distributed", "--batch-size", "8", "--backend", "numpy"], "--backend numba only; got --backend numpy"),
+    ],
+)
+def test_cli_refuses_what_cannot_be_distributed(capsys, tmp_path, argv, words):
+    status = main(["train", "--data", str(tmp_path / "absent"), *argv])  # refused before the data is read
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert words in err and err.count("\n") == 1
+
+
+def test_import_fastmlp_does_not_import_mpi4py():
+    code = "import sys, fastmlp; print('mpi4py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.strip() == "False"

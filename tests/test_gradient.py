@@ -1,0 +1,114 @@
+"""kernels/gradient.py: a batch's gradient apart from its step, checked against the fused
+mini-batch kernel (one batch) and against itself split in two (what two processes compute)."""
+
+import numpy as np
+import pytest
+
+from fastmlp import kernels, optim
+from fastmlp.kernels import codes
+
+LAYERS = np.array([30, 9, 6, 4], np.int64)  # two hidden layers: the loops over layers l >= 1 run
+RECIPES = {
+    "sgd": {},
+    "momentum+dropout": {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3, "dropout": 0.3, "input_dropout": 0.2},
+    "adam+dropout": {"optimizer": "adam", "weight_decay": 1e-2, "decoupled_weight_decay": True, "dropout": 0.25},
+}
+
+
+def setup(rng, dtype, recipe, weighted):
+    w_offsets, b_offsets, n_params = codes.parameter_layout(LAYERS)
+    X = rng.integers(0, 256, size=(40, LAYERS[0])).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0  # sparse rows, as images are
+    indptr, indices, values = kernels.sparse_rows(X)
+    labels = rng.integers(0, LAYERS[-1], size=len(X)).astype(np.int64)
+    weights = rng.uniform(0.5, 1.5, size=len(X)).astype(dtype) if weighted else np.empty(0, dtype)
+    optimizer = optim.Optimizer(**recipe)
+    state = optim.State.fresh(optimizer, np.empty(n_params, dtype), seed=7)
+    state.slots[...] = np.abs(rng.normal(0, 0.01, size=state.slots.shape))  # a run in progress
+    state.counters[codes.STEPS] = 5
+    state.counters[codes.SAMPLES] = 123
+    return {
+        "params": rng.normal(0, 0.4, size=n_params).astype(dtype),
+        "layout": (LAYERS, w_offsets, b_offsets),
+        "codes": (codes.RELU, codes.SOFTMAX_CROSS_ENTROPY),
+        "hyper": optimizer.hyper(0.05),
+        "optimizer": optimizer,
+        "state": state,
+        "data": (indptr, indices, values, 1 / 255),
+        "targets": (labels, np.empty((0, LAYERS[-1]), dtype), weights),
+        "order": rng.permutation(len(X)).astype(np.int64),
+    }
+
+
+def gradient(case, rows, first_sample, batch_rows):
+    """(grad, stats) of batch_gradient on ``rows`` at the case's params."""
+    params = case["params"]
+    grad = np.empty_like(params)
+    stats = np.empty(3, np.float64)
+    scratch = kernels.gradient_scratch(params, LAYERS, case["optimizer"].dropout > 0 or case["optimizer"].input_dropout > 0)
+    kernels.batch_gradient(
+        grad, stats, *scratch, params, *case["layout"], *case["codes"], case["hyper"], case["state"].counters,
+        *case["data"], *case["targets"], rows, first_sample, batch_rows,
+    )
+    return grad, stats
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_gradient_then_step_equals_one_fused_batch(rng, synth, recipe, dtype, weighted):
+    case = setup(rng, dtype, RECIPES[recipe], weighted)
+    batch = 16
+    order = case["order"]
+    params, state = case["params"], case["state"]
+
+    fused_params, fused_state = params.copy(), state.copy()
+    fused_stats = np.zeros(4, np.float64)
+    scratch = kernels.minibatch_scratch(params, LAYERS, batch, fused_state.slots.shape[0], True)
+    kernels.minibatch_sgd_chunk(
+        fused_params, fused_stats, *scratch, *case["layout"], *case["codes"], case["hyper"], fused_state.slots,
+        fused_state.counters, *case["data"], *case["targets"], order, 0, batch, batch,
+    )
+
+    grad, stats = gradient(case, order[:batch], int(state.counters[codes.SAMPLES]), batch)
+    stepped, stepped_state = params.copy(), state.copy()
+    scalars = np.empty(9, dtype)
+    kernels.gradient_step(stepped, stepped_state.slots, stepped_state.counters, scalars, grad, *case["layout"],
+                          case["hyper"], batch)
+
+    tolerance = synth.tolerance(dtype)
+    assert stats[2] == -1
+    np.testing.assert_allclose(stats[0], fused_stats[0], rtol=tolerance["rtol"])
+    assert stats[1] == fused_stats[1]
+    assert not np.allclose(stepped, params)  # the step moved the weights
+    np.testing.assert_allclose(stepped, fused_params, **tolerance)
+    np.testing.assert_allclose(stepped_state.slots, fused_state.slots, **tolerance)
+    np.testing.assert_array_equal(stepped_state.counters, fused_state.counters)
+
+
+@pytest.mark.parametrize("recipe", ["sgd", "momentum+dropout"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_two_halves_sum_to_the_whole_batch(rng, synth, recipe, dtype):
+    case = setup(rng, dtype, RECIPES[recipe], weighted=True)
+    rows = case["order"][:21]
+    first = int(case["state"].counters[codes.SAMPLES])
+    whole, whole_stats = gradient(case, rows, first, len(rows))
+    head, head_stats = gradient(case, rows[:10], first, len(rows))  # the global batch size divides
+    tail, tail_stats = gradient(case, rows[10:], first + 10, len(rows))  # global sample numbers
+    tolerance = synth.tolerance(dtype)
+    assert np.abs(whole).max() > 0
+    np.testing.assert_allclose(head + tail, whole, **tolerance)
+    np.testing.assert_allclose(head_stats[0] + tail_stats[0], whole_stats[0], rtol=tolerance["rtol"])
+    assert head_stats[1] + tail_stats[1] == whole_stats[1]
+    # the halves differ from the whole: each holds only its samples' share
+    assert not np.allclose(head, whole, **tolerance)
+
+
+def test_a_non_finite_loss_is_reported_at_its_row(rng):
+    case = setup(rng, np.float64, {}, weighted=False)
+    case["params"][0 : LAYERS[0] * LAYERS[1]] = np.inf  # every nonzero input makes the first layer infinite
+    rows = case["order"][:8]
+    _, stats = gradient(case, rows, 0, len(rows))
+    indptr = case["data"][0]
+    first_nonzero_row = next(r for r, sample in enumerate(rows) if indptr[sample + 1] > indptr[sample])
+    assert stats[2] == first_nonzero_row
