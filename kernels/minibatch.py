@@ -214,13 +214,27 @@ def _part_step(
     n_in, n_out = W.shape
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
-        for p in range(spans[r, part, 0], spans[r, part, 1]):
-            x = values[p] * input_scale
+        p = spans[r, part, 0]
+        end = spans[r, part, 1]
+        if input_threshold == 0:
+            # two rows per pass over dz: half the loops, each with its setup and overlap checks
+            # (four rows would need more checks than LLVM vectorises with)
+            while p + 2 <= end:
+                x0 = values[p] * input_scale
+                x1 = values[p + 1] * input_scale
+                g0 = dW[indices[p]]
+                g1 = dW[indices[p + 1]]
+                for k in range(n_out):
+                    g0[k] += x0 * dz[k]
+                    g1[k] += x1 * dz[k]
+                p += 2
+        for q in range(p, end):
+            x = values[q] * input_scale
             if input_threshold > 0:
-                if not kept(seed, first_sample + r, indices[p], input_threshold):
+                if not kept(seed, first_sample + r, indices[q], input_threshold):
                     continue
                 x *= input_keep_scale
-            g = dW[indices[p]]
+            g = dW[indices[q]]
             for k in range(n_out):
                 g[k] += x * dz[k]
     first, last = _part_range(n_in, part)
@@ -253,6 +267,53 @@ def _part_step(
 
 
 @njit(**KERNEL_OPTIONS)
+def _sparse_forward8(z, W, indices, values, input_scale):
+    """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias), eight rows
+    per pass over z."""
+    z[:] = 0
+    n = indices.shape[0]
+    p = 0
+    while p + 8 <= n:
+        x0 = values[p] * input_scale
+        x1 = values[p + 1] * input_scale
+        x2 = values[p + 2] * input_scale
+        x3 = values[p + 3] * input_scale
+        x4 = values[p + 4] * input_scale
+        x5 = values[p + 5] * input_scale
+        x6 = values[p + 6] * input_scale
+        x7 = values[p + 7] * input_scale
+        w0 = W[indices[p]]
+        w1 = W[indices[p + 1]]
+        w2 = W[indices[p + 2]]
+        w3 = W[indices[p + 3]]
+        w4 = W[indices[p + 4]]
+        w5 = W[indices[p + 5]]
+        w6 = W[indices[p + 6]]
+        w7 = W[indices[p + 7]]
+        for k in range(z.shape[0]):
+            z[k] += ((x0 * w0[k] + x1 * w1[k]) + (x2 * w2[k] + x3 * w3[k])) + (
+                (x4 * w4[k] + x5 * w5[k]) + (x6 * w6[k] + x7 * w7[k]))
+        p += 8
+    while p + 4 <= n:
+        x0 = values[p] * input_scale
+        x1 = values[p + 1] * input_scale
+        x2 = values[p + 2] * input_scale
+        x3 = values[p + 3] * input_scale
+        w0 = W[indices[p]]
+        w1 = W[indices[p + 1]]
+        w2 = W[indices[p + 2]]
+        w3 = W[indices[p + 3]]
+        for k in range(z.shape[0]):
+            z[k] += (x0 * w0[k] + x1 * w1[k]) + (x2 * w2[k] + x3 * w3[k])
+        p += 4
+    for q in range(p, n):
+        x = values[q] * input_scale
+        w = W[indices[q]]
+        for k in range(z.shape[0]):
+            z[k] += x * w[k]
+
+
+@njit(**KERNEL_OPTIONS)
 def _part_forward(
     partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
     batch, indptr, indices, values, input_scale, seed, first_sample, input_threshold, input_keep_scale,
@@ -271,7 +332,7 @@ def _part_forward(
         spans[r, part, 1] = hi
         z = partials[part, r]
         if input_threshold == 0:
-            sparse_row_forward(z, W, b[:0], indices[lo:hi], values[lo:hi], input_scale)
+            _sparse_forward8(z, W, indices[lo:hi], values[lo:hi], input_scale)
             continue
         z[:] = 0
         for p in range(lo, hi):
