@@ -176,6 +176,9 @@ def build_parser():
                         metavar="LIST", help="1 for per-sample SGD, any larger size for mini-batch (default 1,32); repeatable")
     warmup.add_argument("--inputs", action="append", type=options.item_list(options.choice(WARMUP_INPUTS), example="uint8,float"),
                         metavar="LIST", help="uint8 pixels (default) and/or float features; repeatable")
+    warmup.add_argument("--distributed", action="store_true",
+                        help="also the kernels of train --distributed (MPI data-parallel SGD; needs fastmlp[mpi]), "
+                        "for each --dtype and --inputs kind")
     warmup.add_argument("--json", action="store_true", help="one JSON object with the seconds per kernel set")
 
     from ._sweep_cli import add_parser as add_sweep_parser  # it builds on this module's option groups
@@ -637,6 +640,17 @@ def _warmup(args):
                     done.append({"kernels": what, "seconds": time.perf_counter() - tic})
                     if not args.json:
                         print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
+    if args.distributed:
+        from .distributed import warm_up_kernels
+
+        for dtype in dtypes:
+            for kind in inputs:
+                tic = time.perf_counter()
+                warm_up_kernels(kinds[kind], y, dtype)
+                what = f"{dtype} {kind} inputs, distributed mini-batch"
+                done.append({"kernels": what, "seconds": time.perf_counter() - tic})
+                if not args.json:
+                    print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
     if args.json:
         print(json.dumps({"warmed": done}))
     return 0

@@ -103,6 +103,23 @@ def check_same_run(comm, **call):
             )
 
 
+def warm_up_kernels(X, y, dtype):
+    """Compile (or load from the cache) the kernels ``train --distributed`` calls, for ``dtype``
+    and X's kind of input, in this process alone (``fastmlp warmup --distributed``): a tiny
+    network's training call on MPI's one-rank communicator of this process."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as error:
+        raise ImportError(f"warming up the distributed kernels needs mpi4py and an MPI library ({error}; {EXTRA})") from error
+    from .backends import make_backend
+    from .network import Architecture, init_params
+
+    arch = Architecture([X.shape[1], 8, int(np.max(y)) + 1], dtype=dtype)
+    backend = DistributedBackend(make_backend("numba", arch, 1), MPI.COMM_SELF)
+    params = init_params(arch, "xavier", seed=0)
+    backend.warmup(params, backend.prepare(X), np.asarray(y, np.int64), 2)
+
+
 class DistributedBackend:
     """The numba backend's ``train_chunk`` spread over the ranks of ``comm`` (module docstring);
     data preparation and inference are the wrapped backend's, on every rank."""

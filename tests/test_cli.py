@@ -702,6 +702,19 @@ def test_warmup_compiles_what_training_needs(capsys):
             assert any(signature[0].dtype == numba.float64 for signature in kernel.signatures), kernel
 
 
+def test_warmup_compiles_the_distributed_kernels_too(capsys):
+    pytest.importorskip("mpi4py", reason="fastmlp[mpi] is not installed")
+    from fastmlp import kernels
+
+    status, out, err = run(capsys, "warmup", "--batch-size", "8", "--distributed", "--json")
+    assert status == 0, err
+    warmed = [w["kernels"] for w in json.loads(out)["warmed"]]
+    assert warmed == ["float32 uint8 inputs, mini-batch", "float32 uint8 inputs, distributed mini-batch"]
+    if not numba.config.DISABLE_JIT:
+        for kernel in (kernels.batch_gradient, kernels.gradient_step):
+            assert any(signature[0].dtype == numba.float32 for signature in kernel.signatures), kernel
+
+
 def test_compile_notice_shows_only_while_compiling():
     import io
     import time
