@@ -176,23 +176,46 @@ def _dense_row_backward(da, Wt, dz):
 
 
 @njit(**KERNEL_OPTIONS)
-def _dense_unit_step(
-    Wt_row, dWt_row, params, grad, slots, slots_t, row_offset, units, deltas, a_column, dz_column,
-    b_index, kind, sc,
-):
-    """One output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy Wt[H,D] = W^T (at
-    ``row_offset`` of weights_t and slots_t): dWt[k,:] = sum_B dz[B,k] a[B,:], db[k] =
-    sum_B dz[B,k], then the optimizer's step of Wt[k,:] and b[k] (no bias when b_index < 0)."""
-    dWt_row[:] = 0
-    db = dWt_row.dtype.type(0)
+def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last):
+    """dWt[k,:] = sum_B dz[B,k] a[B,:] for output units k = first .. last - 1 of z[B,H] =
+    a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]). Sample by sample, two units per pass over a[r]:
+    each a[r] is read once for all the part's units (from L1), and the part's dWt rows stay in
+    L2; per unit and sample the other way round, a wide layer re-read the whole a[B,D] once per
+    unit. Every entry still sums over the batch in batch order."""
+    n_in = dWt.shape[1]
+    for k in range(first, last):
+        g = dWt[k]
+        for j in range(n_in):
+            g[j] = 0
     for r in range(deltas.shape[0]):
-        d = deltas[r, dz_column]
-        a = units[r, a_column : a_column + dWt_row.shape[0]]
-        for j in range(dWt_row.shape[0]):
-            dWt_row[j] += d * a[j]
-        db += d
+        a = units[r, a_column : a_column + n_in]
+        k = first
+        while k + 2 <= last:
+            d0 = deltas[r, dz_column + k]
+            d1 = deltas[r, dz_column + k + 1]
+            g0 = dWt[k]
+            g1 = dWt[k + 1]
+            for j in range(n_in):
+                g0[j] += d0 * a[j]
+                g1[j] += d1 * a[j]
+            k += 2
+        if k < last:
+            d = deltas[r, dz_column + k]
+            g = dWt[k]
+            for j in range(n_in):
+                g[j] += d * a[j]
+
+
+@njit(**KERNEL_OPTIONS)
+def _dense_unit_step(Wt_row, dWt_row, params, grad, slots, slots_t, row_offset, deltas, dz_column, b_index, kind, sc):
+    """The optimizer's step of one output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy
+    Wt[H,D] = W^T (at ``row_offset`` of weights_t and slots_t), from its dWt[k,:]
+    (_dense_part_gradient), and of b[k] with db[k] = sum_B dz[B,k] (no bias when b_index < 0)."""
     apply_step(Wt_row, dWt_row, slots_t, row_offset, kind, sc, True)
     if b_index >= 0:
+        db = dWt_row.dtype.type(0)
+        for r in range(deltas.shape[0]):
+            db += deltas[r, dz_column]
         grad[b_index] = db
         apply_step(params[b_index : b_index + 1], grad[b_index : b_index + 1], slots, b_index, kind, sc, False)
 
@@ -207,7 +230,7 @@ def _part_step(
     spans are given: first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j:
     dW[j,:] = sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x, then the
     step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
-    its share of every later layer's output units (_dense_unit_step). The batch's rows are the
+    its share of every later layer's output units (_dense_part_gradient, _dense_unit_step). The batch's rows are the
     samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
     dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
@@ -258,11 +281,12 @@ def _part_step(
         a_column = _unit_offset(layer_sizes, l - 1)
         dz_column = _unit_offset(layer_sizes, l)
         first, last = _part_range(layer_sizes[l + 1], part)
+        _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last)
         for k in range(first, last):
             b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
             _dense_unit_step(
-                Wt[k], dWt[k], params, grad, slots, slots_t, w_offsets[l] + k * layer_sizes[l], units,
-                deltas, a_column, dz_column + k, b_index, kind, sc,
+                Wt[k], dWt[k], params, grad, slots, slots_t, w_offsets[l] + k * layer_sizes[l], deltas,
+                dz_column + k, b_index, kind, sc,
             )
 
 
