@@ -20,7 +20,7 @@ processes draw the masks one process draws.
 
 One thread, one sample at a time (this is the per-process work of a data-parallel run): the
 forward and backward passes are ``minibatch``'s (``_part_forward`` over all parts, then
-``_sample_forward_backward``) on a scratch of one row, and each sample's gradient is added into
+``_block_forward_backward``) on a scratch of one row, and each sample's gradient is added into
 ``grad`` at once. Arguments shared with ``minibatch_sgd_chunk`` mean the same there; the
 scratch (``gradient_scratch``) is ``(weights_t, partials, spans, units, raw, deltas)`` for
 batches of one row, allocated once per fit.
@@ -36,7 +36,7 @@ from .minibatch import (
     PARTS,
     _copy_transposed,
     _part_forward,
-    _sample_forward_backward,
+    _block_forward_backward,
     _transposed_view,
     _unit_offset,
     minibatch_scratch,
@@ -90,7 +90,8 @@ def batch_gradient(
     loss_sum = 0.0
     n_correct = 0
     nonfinite_at = -1
-    row_raw = raw[0] if threshold > 0 else raw[:0].reshape(-1)
+    value_row = np.empty(1, params.dtype)
+    correct_row = np.empty(1, np.int64)
     for r in range(rows.shape[0]):
         sample = rows[r]
         sample_number = first_sample + r
@@ -100,11 +101,13 @@ def batch_gradient(
                 partials, spans, params, layer_sizes, w_offsets, b_offsets, part, batch, indptr, indices, values,
                 scale, seed, sample_number, input_threshold, input_keep_scale,
             )
-        value, correct = _sample_forward_backward(
-            units[0], row_raw, deltas[0], partials, 0, params, weights_t, layer_sizes, w_offsets, b_offsets,
-            activation, loss, rows_total, labels, targets, sample_weights, sample, seed, sample_number, threshold,
-            keep_scale,
+        _block_forward_backward(
+            units, raw, deltas, value_row, correct_row, (0, 1), partials, params, weights_t, layer_sizes, w_offsets,
+            b_offsets, activation, loss, rows_total, labels, targets, sample_weights, batch, seed, sample_number,
+            threshold, keep_scale,
         )
+        value = value_row[0]
+        correct = correct_row[0]
         if not np.isfinite(value):
             nonfinite_at = r
             break

@@ -61,7 +61,7 @@ How a batch runs, in two parallel loops (no locks, no atomics):
    share of b_0 and of every later layer's output units), then the first layer's partial sums
    of this batch over its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero
    inputs. A block of W_0 is thus read and written by one core only and stays in its cache.
-2. over the batch's samples: z_0 = b_0 + the partial sums (added in part order), the rest of
+2. over the batch's samples, BLOCK at a time: z_0 = b_0 + the partial sums (added in part order), the rest of
    the forward pass, the loss, and every layer's dz divided by the batch size (as the
    reference divides). Then the losses are checked: the step of a batch with a non-finite
    loss is never taken. The step of the chunk's last batch ends the call.
@@ -96,7 +96,7 @@ from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
-from .linear import dense_row_forward, fill_bias, layer_views, sparse_row_forward
+from .linear import fill_bias, layer_views, sparse_row_forward
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
@@ -160,46 +160,36 @@ def _part_range(n, part):
 
 
 @njit(**KERNEL_OPTIONS)
-def _dense_row_backward(da, Wt, dz):
-    """da[D] = Wt^T[D,H] @ dz[H]  (backward of z = Wt @ a + b; the weights are not touched)."""
-    da[:] = 0
-    for k in range(dz.shape[0]):
-        d = dz[k]
-        w = Wt[k]
-        for j in range(da.shape[0]):
-            da[j] += d * w[j]
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 1, per part: the previous batch's SGD step on the part's parameters, then this batch's
-# partial sums of the first layer.
-
-
-@njit(**KERNEL_OPTIONS)
 def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last):
     """dWt[k,:] = sum_B dz[B,k] a[B,:] for output units k = first .. last - 1 of z[B,H] =
-    a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]). Sample by sample, two units per pass over a[r]:
-    each a[r] is read once for all the part's units (from L1), and the part's dWt rows stay in
-    L2; per unit and sample the other way round, a wide layer re-read the whole a[B,D] once per
-    unit. Every entry still sums over the batch in batch order."""
+    a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]). Four samples at a time, unit by unit: the four
+    a rows stay in L1 for all the part's units, and each dWt row is read and written once per
+    four samples (per unit over the whole batch instead, a wide layer re-read all of a[B,D]
+    once per unit). Every entry still sums over the batch in batch order."""
     n_in = dWt.shape[1]
     for k in range(first, last):
         g = dWt[k]
         for j in range(n_in):
             g[j] = 0
-    for r in range(deltas.shape[0]):
-        a = units[r, a_column : a_column + n_in]
-        k = first
-        while k + 2 <= last:
+    n_rows = deltas.shape[0]
+    r = 0
+    while r + 4 <= n_rows:
+        a0 = units[r, a_column : a_column + n_in]
+        a1 = units[r + 1, a_column : a_column + n_in]
+        a2 = units[r + 2, a_column : a_column + n_in]
+        a3 = units[r + 3, a_column : a_column + n_in]
+        for k in range(first, last):
             d0 = deltas[r, dz_column + k]
-            d1 = deltas[r, dz_column + k + 1]
-            g0 = dWt[k]
-            g1 = dWt[k + 1]
+            d1 = deltas[r + 1, dz_column + k]
+            d2 = deltas[r + 2, dz_column + k]
+            d3 = deltas[r + 3, dz_column + k]
+            g = dWt[k]
             for j in range(n_in):
-                g0[j] += d0 * a[j]
-                g1[j] += d1 * a[j]
-            k += 2
-        if k < last:
+                g[j] += (d0 * a0[j] + d1 * a1[j]) + (d2 * a2[j] + d3 * a3[j])
+        r += 4
+    for r in range(r, n_rows):
+        a = units[r, a_column : a_column + n_in]
+        for k in range(first, last):
             d = deltas[r, dz_column + k]
             g = dWt[k]
             for j in range(n_in):
@@ -368,74 +358,157 @@ def _part_forward(
 
 
 # ---------------------------------------------------------------------------------------------
-# Step 2, per sample: forward from the partial sums, loss, backward to every layer's dz.
+# Step 2, per block of samples: forward from the partial sums, loss, backward to every layer's dz.
+
+
+# Rows per block of step 2: the dense layers' weights are read once per block rather than once
+# per sample (a wide hidden layer's W^T no longer fits in L1 cache). Fixed, so that results do
+# not depend on the thread count.
+BLOCK = 4
 
 
 @njit(**KERNEL_OPTIONS)
-def _sample_forward_backward(
-    row_units, row_raw, row_deltas, partials, row, params, weights_t, layer_sizes, w_offsets,
-    b_offsets, activation, loss, batch_rows, labels, targets, sample_weights, sample, seed,
-    sample_number, threshold, keep_scale,
+def _dense_block_forward(units, rows, first, middle, end, Wt, b):
+    """units[r, middle:end] = Wt[H,D] @ units[r, first:middle] + b[H] for the block's rows
+    (``rows`` = [r0, r1), up to BLOCK of them): each row of Wt read once for all of them."""
+    r0, r1 = rows
+    n = r1 - r0
+    zero = Wt.dtype.type(0)
+    for k in range(Wt.shape[0]):
+        w = Wt[k]
+        start = b[k] if b.shape[0] > 0 else zero
+        if n == 4:
+            a0 = units[r0, first:middle]
+            a1 = units[r0 + 1, first:middle]
+            a2 = units[r0 + 2, first:middle]
+            a3 = units[r0 + 3, first:middle]
+            t0 = start
+            t1 = start
+            t2 = start
+            t3 = start
+            for j in range(w.shape[0]):
+                wj = w[j]
+                t0 += wj * a0[j]
+                t1 += wj * a1[j]
+                t2 += wj * a2[j]
+                t3 += wj * a3[j]
+            units[r0, middle + k] = t0
+            units[r0 + 1, middle + k] = t1
+            units[r0 + 2, middle + k] = t2
+            units[r0 + 3, middle + k] = t3
+        else:
+            for r in range(r0, r1):
+                a = units[r, first:middle]
+                total = start
+                for j in range(w.shape[0]):
+                    total += w[j] * a[j]
+                units[r, middle + k] = total
+
+
+@njit(**KERNEL_OPTIONS)
+def _dense_block_backward(deltas, rows, first, middle, end, Wt):
+    """deltas[r, first:middle] = Wt^T[D,H] @ deltas[r, middle:end] for the block's rows (the
+    backward of _dense_block_forward; the weights are not touched), two rows per pass over Wt
+    (more would need more overlap checks than LLVM vectorises with)."""
+    r0, r1 = rows
+    for r in range(r0, r1):
+        da = deltas[r, first:middle]
+        for j in range(da.shape[0]):
+            da[j] = 0
+    r = r0
+    while r + 2 <= r1:
+        da0 = deltas[r, first:middle]
+        da1 = deltas[r + 1, first:middle]
+        for k in range(Wt.shape[0]):
+            d0 = deltas[r, middle + k]
+            d1 = deltas[r + 1, middle + k]
+            w = Wt[k]
+            for j in range(da0.shape[0]):
+                da0[j] += d0 * w[j]
+                da1[j] += d1 * w[j]
+        r += 2
+    if r < r1:
+        da = deltas[r, first:middle]
+        for k in range(Wt.shape[0]):
+            d = deltas[r, middle + k]
+            w = Wt[k]
+            for j in range(da.shape[0]):
+                da[j] += d * w[j]
+
+
+@njit(**KERNEL_OPTIONS)
+def _block_forward_backward(
+    units, raw, deltas, losses, hits, rows, partials, params, weights_t, layer_sizes, w_offsets, b_offsets,
+    activation, loss, batch_rows, labels, targets, sample_weights, batch, seed, first_number, threshold,
+    keep_scale,
 ):
-    """row_units[U+K] = every layer's outputs then p[K], row_deltas[U] = d(loss / batch_rows)/dz
-    of every layer, for one sample whose first-layer partial sums are partials[:, row, :];
-    returns (its loss, 1 if classified right else 0).
+    """For the batch rows r in ``rows`` = [r0, r1) (sample batch[r], whose first-layer partial
+    sums are partials[:, r, :]): units[r] = every layer's outputs then p[K], deltas[r] =
+    d(loss / batch_rows)/dz of every layer, losses[r] and hits[r] (1 if classified right).
+    Layer by layer over the block's rows, the dense layers a block at a time.
 
     With hidden dropout (threshold > 0) a hidden layer's units hold the kept outputs times
-    keep_scale, or 0 (what the next layer reads), and row_raw the outputs before that (what the
-    activation's derivative is taken of); the sample is the sample_number-th trained."""
+    keep_scale, or 0 (what the next layer reads), and raw[r] the outputs before that (what the
+    activation's derivative is taken of); row r is the (first_number + r)-th sample trained."""
+    r0, r1 = rows
     n_layers = layer_sizes.shape[0] - 1
     _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
-    z = row_units[: layer_sizes[1]]
-    fill_bias(z, b)
-    for part in range(PARTS):
-        partial = partials[part, row]
-        for k in range(z.shape[0]):
-            z[k] += partial[k]
+    n_first = layer_sizes[1]
+    for r in range(r0, r1):
+        z = units[r, :n_first]
+        fill_bias(z, b)
+        for part in range(PARTS):
+            partial = partials[part, r]
+            for k in range(n_first):
+                z[k] += partial[k]
     for l in range(1, n_layers):
         first = _unit_offset(layer_sizes, l - 1)
         middle = first + layer_sizes[l]
-        a = row_units[first:middle]
-        activation_row_forward(a, activation)
-        if threshold > 0:
-            first_unit = layer_sizes[0] + first  # units are numbered through the network
-            for k in range(a.shape[0]):
-                row_raw[first + k] = a[k]
-            for k in range(a.shape[0]):
-                a[k] = a[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
+        end = middle + layer_sizes[l + 1]
+        for r in range(r0, r1):
+            a = units[r, first:middle]
+            activation_row_forward(a, activation)
+            if threshold > 0:
+                first_unit = layer_sizes[0] + first  # units are numbered through the network
+                for k in range(a.shape[0]):
+                    raw[r, first + k] = a[k]
+                for k in range(a.shape[0]):
+                    a[k] = a[k] * keep_scale if kept(seed, first_number + r, first_unit + k, threshold) else 0
         _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        dense_row_forward(row_units[middle : middle + layer_sizes[l + 1]], Wt, b, a)
+        _dense_block_forward(units, rows, first, middle, end, _transposed_view(weights_t, layer_sizes, w_offsets, l), b)
 
     last = _unit_offset(layer_sizes, n_layers - 1)
     end = _unit_offset(layer_sizes, n_layers)
-    z = row_units[last:end]
-    p = row_units[end:]
-    value, correct = loss_row_forward(p, z, labels, targets, sample, loss)
-    weight = sample_weight(sample_weights, sample)
-    if sample_weights.shape[0] > 0:
-        value *= weight
-
-    dz = row_deltas[last:end]
-    loss_row_backward(dz, p, labels, targets, sample, loss)
-    if sample_weights.shape[0] > 0:
-        weigh_row(dz, weight)
-    for k in range(dz.shape[0]):
-        dz[k] /= batch_rows  # the batch mean, divided in as the reference does
+    for r in range(r0, r1):
+        sample = batch[r]
+        z = units[r, last:end]
+        p = units[r, end:]
+        value, correct = loss_row_forward(p, z, labels, targets, sample, loss)
+        weight = sample_weight(sample_weights, sample)
+        if sample_weights.shape[0] > 0:
+            value *= weight
+        losses[r] = value
+        hits[r] = correct
+        dz = deltas[r, last:end]
+        loss_row_backward(dz, p, labels, targets, sample, loss)
+        if sample_weights.shape[0] > 0:
+            weigh_row(dz, weight)
+        for k in range(dz.shape[0]):
+            dz[k] /= batch_rows  # the batch mean, divided in as the reference does
     for l in range(n_layers - 1, 0, -1):
         first = _unit_offset(layer_sizes, l - 1)
         middle = first + layer_sizes[l]
-        da = row_deltas[first:middle]
-        Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
-        _dense_row_backward(da, Wt, row_deltas[middle : middle + layer_sizes[l + 1]])
-        if threshold > 0:
-            first_unit = layer_sizes[0] + first
-            for k in range(da.shape[0]):
-                da[k] = da[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
-            activation_row_backward(da, row_raw[first:middle], activation)
-        else:
-            activation_row_backward(da, row_units[first:middle], activation)
-    return value, correct
+        end = middle + layer_sizes[l + 1]
+        _dense_block_backward(deltas, rows, first, middle, end, _transposed_view(weights_t, layer_sizes, w_offsets, l))
+        for r in range(r0, r1):
+            da = deltas[r, first:middle]
+            if threshold > 0:
+                first_unit = layer_sizes[0] + first
+                for k in range(da.shape[0]):
+                    da[k] = da[k] * keep_scale if kept(seed, first_number + r, first_unit + k, threshold) else 0
+                activation_row_backward(da, raw[r, first:middle], activation)
+            else:
+                activation_row_backward(da, units[r, first:middle], activation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,12 +616,12 @@ def minibatch_sgd_chunk(
             break
 
         rows = dtype(n_rows)
-        for r_index in prange(n_rows):
-            r = np.int64(r_index)
-            losses[r], hits[r] = _sample_forward_backward(
-                units[r], raw[r] if threshold > 0 else raw[:0].reshape(-1), deltas[r], partials, r,
-                params, weights_t, layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels,
-                targets, sample_weights, batch[r], seed, batch_first + r, threshold, keep_scale,
+        for block_index in prange(-(-n_rows // BLOCK)):
+            r0 = np.int64(block_index) * BLOCK
+            _block_forward_backward(
+                units, raw, deltas, losses, hits, (r0, min(r0 + BLOCK, n_rows)), partials, params, weights_t,
+                layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels, targets, sample_weights, batch,
+                seed, batch_first, threshold, keep_scale,
             )
 
         bad = _first_nonfinite(losses[:n_rows])

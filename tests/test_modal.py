@@ -79,6 +79,10 @@ def test_modal_coordinates_match_the_reference(name, dtype, synth):
     got, got_state = train("numba", optimizer, lr, n_samples, per_call, dtype)
     want, want_state = train("numpy", optimizer, lr, n_samples, per_call, dtype)
     tol = synth.tolerance(dtype)
+    if dtype == "float32":
+        # 300-2,200 steps, not the grid's 20: a weight near 0 drifts by up to 2e-6 (measured, the
+        # catch-up run as plain Python), over the grid's atol of 1e-6
+        tol = dict(tol, atol=1e-5)
     np.testing.assert_allclose(got, want, **tol)
     np.testing.assert_allclose(got_state.slots, want_state.slots, **tol)
     np.testing.assert_array_equal(got_state.counters, want_state.counters)
