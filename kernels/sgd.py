@@ -415,72 +415,77 @@ def _modal_gain(out, gain, lam, powers, pair):
 
 
 @njit(**KERNEL_OPTIONS)
-def _modal_map(C1, C2, M):
-    """(c1, c2) <- M (c1, c2) for every element of the first layer (C2 empty: c1 <- M[0,0] c1)."""
-    dtype = C1.dtype.type
+def _modal_pack(C, W, V, M):
+    """C[j] = (M (w, v))[0] then [1] for every first-layer row j: the two modal coordinates side
+    by side in one row of 2H (one mode, V empty: C[j] = M[0,0] w)."""
+    dtype = C.dtype.type
     m00 = dtype(M[0, 0])
-    if C2.shape[0] == 0:
-        for j in range(C1.shape[0]):
-            row = C1[j]
-            for i in range(row.shape[0]):
-                row[i] = m00 * row[i]
+    n = W.shape[1]
+    if V.shape[0] == 0:
+        for j in range(W.shape[0]):
+            w = W[j]
+            c = C[j]
+            for i in range(n):
+                c[i] = m00 * w[i]
         return
     m01 = dtype(M[0, 1])
     m10 = dtype(M[1, 0])
     m11 = dtype(M[1, 1])
-    for j in range(C1.shape[0]):
-        r1 = C1[j]
-        r2 = C2[j]
-        for i in range(r1.shape[0]):
-            a = r1[i]
-            b = r2[i]
-            r1[i] = m00 * a + m01 * b
-            r2[i] = m10 * a + m11 * b
+    for j in range(W.shape[0]):
+        w = W[j]
+        v = V[j]
+        c = C[j]
+        for i in range(n):
+            c[i] = m00 * w[i] + m01 * v[i]
+            c[n + i] = m10 * w[i] + m11 * v[i]
 
 
 @njit(**KERNEL_OPTIONS)
-def _modal_forward(z, zb, C1, C2, b, kept_indices, kept_values, m, alpha, beta):
-    """z[H] = b + sum_q x_q w_q with w = alpha c1 + beta c2 (C2 empty: w = alpha c1): two
-    blocked sparse sums (sparse_row_forward; zb is scratch)."""
-    dtype = z.dtype.type
-    one = dtype(1.0)
-    sparse_row_forward(z, C1, b[:0], kept_indices[:m], kept_values[:m], one)
-    a = dtype(alpha)
-    if C2.shape[0] > 0:
-        sparse_row_forward(zb, C2, b[:0], kept_indices[:m], kept_values[:m], one)
-        bb = dtype(beta)
-        for k in range(z.shape[0]):
-            z[k] = a * z[k] + bb * zb[k]
-    else:
-        for k in range(z.shape[0]):
-            z[k] = a * z[k]
-    for k in range(b.shape[0]):
-        z[k] += b[k]
+def _modal_unpack(W, V, C, M):
+    """(w, v) = M (c1, c2) for every first-layer row (the inverse of _modal_pack's layout)."""
+    dtype = C.dtype.type
+    m00 = dtype(M[0, 0])
+    n = W.shape[1]
+    if V.shape[0] == 0:
+        for j in range(W.shape[0]):
+            w = W[j]
+            c = C[j]
+            for i in range(n):
+                w[i] = m00 * c[i]
+        return
+    m01 = dtype(M[0, 1])
+    m10 = dtype(M[1, 0])
+    m11 = dtype(M[1, 1])
+    for j in range(W.shape[0]):
+        w = W[j]
+        v = V[j]
+        c = C[j]
+        for i in range(n):
+            w[i] = m00 * c[i] + m01 * c[n + i]
+            v[i] = m10 * c[i] + m11 * c[n + i]
 
 
 @njit(**KERNEL_OPTIONS)
-def _modal_step(C1, C2, kept_indices, kept_values, m, dz, gamma):
-    """The step of the kept inputs' rows, c += gamma x_q dz[H] (C2 empty: c1 only). Rows are
-    visited last to first: the forward pass has just read them first to last, so the last ones
-    are still in cache."""
-    dtype = C1.dtype.type
-    g1 = dtype(gamma[0])
-    g2 = dtype(gamma[1])
-    for q in range(m - 1, -1, -1):
-        j = kept_indices[q]
-        x = kept_values[q]
-        r1 = _row(C1, j)
-        s1 = g1 * x
-        if C2.shape[0] > 0:
-            r2 = _row(C2, j)
-            s2 = g2 * x
-            for i in range(dz.shape[0]):
-                d = dz[i]
-                r1[i] += s1 * d
-                r2[i] += s2 * d
-        else:
-            for i in range(dz.shape[0]):
-                r1[i] += s1 * dz[i]
+def _modal_map(C, M, n):
+    """(c1, c2) <- M (c1, c2) in place for every packed row (one mode: c1 <- M[0,0] c1)."""
+    dtype = C.dtype.type
+    m00 = dtype(M[0, 0])
+    if C.shape[1] == n:
+        for j in range(C.shape[0]):
+            c = C[j]
+            for i in range(n):
+                c[i] = m00 * c[i]
+        return
+    m01 = dtype(M[0, 1])
+    m10 = dtype(M[1, 0])
+    m11 = dtype(M[1, 1])
+    for j in range(C.shape[0]):
+        c = C[j]
+        for i in range(n):
+            a = c[i]
+            b = c[n + i]
+            c[i] = m00 * a + m01 * b
+            c[n + i] = m10 * a + m11 * b
 
 
 @njit(**KERNEL_OPTIONS)
@@ -561,14 +566,18 @@ def persample_chunk(
     w0 = w_offsets[0]
     # modal: W0 holds c1 and the velocity's rows c2 (none for plain SGD)
     V0 = slots[0, w0 : w0 + n_inputs * n_hidden].reshape(n_inputs, n_hidden) if kind == MOMENTUM_KIND else W0[:0]
+    # modal: the call's first layer as rows (c1 | c2) of 2H (H with one mode), so that the
+    # forward sum and the step are the plain per-sample kernel's, over rows twice as long
+    width = 2 * n_hidden if kind == MOMENTUM_KIND else n_hidden
+    packed_first = np.empty((n_inputs if modal else 0, width), params.dtype)
+    both = np.empty(width, params.dtype)
     tau_powers = np.ones(2, np.complex128)  # lam^tau
     B = np.empty((2, 2))
     M = np.empty((2, 2))
     gamma = np.empty(2)
-    zb = np.empty(n_hidden, params.dtype)
     tau = 0
     if modal:
-        _modal_map(W0, V0, Q)
+        _modal_pack(packed_first, W0, V0, Q)
     loss_sum = 0.0
     n_correct = 0
     n_trained = 0
@@ -594,11 +603,22 @@ def persample_chunk(
             if tau == period:  # renormalise: c <- Q B_tau c, tau = 0
                 _modal_b(B, P, tau_powers, pair)
                 M[:] = Q @ B
-                _modal_map(W0, V0, M)
+                _modal_map(packed_first, M, n_hidden)
                 tau = 0
                 tau_powers[:] = 1
             _modal_b(B, P, tau_powers, pair)
-            _modal_forward(acts[: a_offsets[1]], zb, W0, V0, b0, kept_indices, kept_values, m, B[0, 0], B[0, 1])
+            sparse_row_forward(both, packed_first, b0[:0], kept_indices[:m], kept_values[:m], dtype(1.0))
+            z = acts[: a_offsets[1]]
+            alpha = dtype(B[0, 0])
+            if width > n_hidden:
+                beta = dtype(B[0, 1])
+                for k in range(n_hidden):
+                    z[k] = alpha * both[k] + beta * both[n_hidden + k]
+            else:
+                for k in range(n_hidden):
+                    z[k] = alpha * both[k]
+            for k in range(b0.shape[0]):
+                z[k] += b0[k]
         elif lazy:
             _lazy_sparse_forward(acts[: a_offsets[1]], W0, b0, slots, w0, kept_indices, kept_values, m, last,
                                  powers, step)
@@ -663,7 +683,15 @@ def persample_chunk(
         dz0 = deltas[: a_offsets[1]]
         if modal:
             _modal_gain(gamma, gain, lam, tau_powers, pair)
-            _modal_step(W0, V0, kept_indices, kept_values, m, dz0, gamma)
+            g1 = dtype(-gamma[0])
+            g2 = dtype(-gamma[1])
+            for k in range(n_hidden):
+                both[k] = g1 * dz0[k]
+            if width > n_hidden:
+                for k in range(n_hidden):
+                    both[n_hidden + k] = g2 * dz0[k]
+            # c += gamma x dz, as the plain kernel's step w -= 1 * x * (-gamma dz)
+            sparse_row_update(packed_first, b0[:0], both, kept_indices[:m], kept_values[:m], dtype(1.0), dtype(1.0))
             tau += 1
             for r in range(2):
                 tau_powers[r] *= lam[r]
@@ -686,7 +714,7 @@ def persample_chunk(
     end_step = first_step + n_trained
     if modal:  # back to (w, v)
         _modal_b(B, P, tau_powers, pair)
-        _modal_map(W0, V0, B)
+        _modal_unpack(W0, V0, packed_first, B)
     if lazy:  # every row up to the last step taken
         for j in range(n_inputs):
             if last[j] != end_step:
