@@ -4,9 +4,9 @@ reference, on both sides of every switch the kernel makes.
 The general per-sample kernel stores the first layer in the idle map's modal coordinates when
 that map is well conditioned (real eigenvalues, or a complex pair), renormalises them every
 ``period`` steps, and falls back to the catch-up of idle rows otherwise. Each case below first
-checks which of those paths its hyperparameters take, so that a change of thresholds cannot
-leave a path untested, and then trains long enough to cross a renormalisation and a call
-boundary.
+checks which of those paths each of its three calls takes (the rate changes per call, so two
+cases switch path between calls), so that a change of thresholds cannot leave a path
+untested, and then trains long enough to cross a renormalisation and the call boundaries.
 """
 
 import numpy as np
@@ -45,37 +45,48 @@ def train(backend_name, optimizer, lr, n_samples, per_call, dtype, seed=0):
     data = backend.prepare(X)
     state = optim.State.fresh(optimizer, params, seed=seed)
     for start in range(0, n_samples, per_call):
-        rate = lr * 0.9 ** (start // per_call)  # a schedule: each call has its own idle map
+        rate = lr * RATE_PER_CALL ** (start // per_call)  # a schedule: each call has its own idle map
         _, _, done, bad = backend.train_chunk(params, data, y, order[start : start + per_call], rate, 1, optimizer, state)
         assert bad == -1 and done == min(per_call, n_samples - start)
     return params, state
 
 
+def path_of(optimizer, lr):
+    period, pair = modal_path(optimizer, lr)
+    return "fallback" if period == 0 else "pair" if pair else "real"
+
+
+RATE_PER_CALL = 0.9  # train()'s schedule: call k runs at lr * 0.9**k, with its own idle map
+
 CASES = {
-    # name: (optimizer options, lr, the path the kernel takes: "real", "pair" or "fallback")
-    "plain + decay (one real mode)": (dict(weight_decay=0.05), 0.05, "real"),
-    "momentum 0.5 + decay (renormalised every 39 steps)": (dict(momentum=0.5, weight_decay=0.01), 0.05, "real"),
-    "momentum 0.9, decoupled decay": (dict(momentum=0.9, weight_decay=0.1, decoupled_weight_decay=True), 0.05, "real"),
-    "momentum 0.9 + decay (complex pair)": (dict(momentum=0.9, weight_decay=0.1), 0.05, "pair"),
-    "nesterov 0.95 + decay (complex pair)": (dict(momentum=0.95, nesterov=True, weight_decay=0.1), 0.01, "pair"),
-    # (a1 - mu)^2 = 4 mu lr decay: a double eigenvalue
-    "nearly defective map (fallback)": (dict(momentum=0.9, weight_decay=0.131670), 0.02, "fallback"),
-    "momentum 0.99 (fallback: ill-conditioned)": (dict(momentum=0.99, weight_decay=0.01), 0.005, "fallback"),
-    "momentum 0.01 (fallback: renormalised too often)": (dict(momentum=0.01), 0.1, "fallback"),
+    # name: (optimizer options, lr, the path the kernel takes in each of the three calls:
+    # "real", "pair" or "fallback"; two cases switch between calls, which tests the handoff)
+    "plain + decay (one real mode)": (dict(weight_decay=0.05), 0.05, ("real",) * 3),
+    "momentum 0.5 + decay (renormalised every 39 steps)": (dict(momentum=0.5, weight_decay=0.01), 0.05, ("real",) * 3),
+    "momentum 0.9, decoupled decay": (dict(momentum=0.9, weight_decay=0.1, decoupled_weight_decay=True), 0.05,
+                                      ("real",) * 3),
+    "momentum 0.9 + decay (complex pair)": (dict(momentum=0.9, weight_decay=0.1), 0.05, ("pair",) * 3),
+    "nesterov 0.95 + decay (complex pair, then fallback)": (dict(momentum=0.95, nesterov=True, weight_decay=0.1), 0.01,
+                                                            ("pair", "pair", "fallback")),
+    # (a1 - mu)^2 = 4 mu lr decay: a double eigenvalue at the first call's rate
+    "nearly defective map (fallback, then real)": (dict(momentum=0.9, weight_decay=0.131670), 0.02,
+                                                   ("fallback", "real", "real")),
+    "momentum 0.99 (fallback: ill-conditioned)": (dict(momentum=0.99, weight_decay=0.01), 0.005, ("fallback",) * 3),
+    "momentum 0.01 (fallback: renormalised too often)": (dict(momentum=0.01), 0.1, ("fallback",) * 3),
 }
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_modal_coordinates_match_the_reference(name, dtype, synth):
-    options, lr, path = CASES[name]
+    options, lr, paths = CASES[name]
     optimizer = optim.Optimizer(**options)
-    period, pair = modal_path(optimizer, lr)
-    taken = "fallback" if period == 0 else "pair" if pair else "real"
-    assert taken == path, f"{name}: the kernel takes the {taken} path (period {period})"
+    taken = tuple(path_of(optimizer, lr * RATE_PER_CALL**call) for call in range(3))
+    assert taken == paths, f"{name}: the kernel takes the paths {taken}"
     # calls longer than a period, so that the run crosses renormalisations and call boundaries
+    period, _ = modal_path(optimizer, lr)
     per_call = period + 37 if period else 170
-    n_samples = 2 * per_call + 50
+    n_samples = 2 * per_call + 50  # three calls
     got, got_state = train("numba", optimizer, lr, n_samples, per_call, dtype)
     want, want_state = train("numpy", optimizer, lr, n_samples, per_call, dtype)
     tol = synth.tolerance(dtype)
