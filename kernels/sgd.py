@@ -415,77 +415,33 @@ def _modal_gain(out, gain, lam, powers, pair):
 
 
 @njit(**KERNEL_OPTIONS)
-def _modal_pack(C, W, V, M):
-    """C[j] = (M (w, v))[0] then [1] for every first-layer row j: the two modal coordinates side
-    by side in one row of 2H (one mode, V empty: C[j] = M[0,0] w)."""
-    dtype = C.dtype.type
+def _modal_apply(out_1, out_2, in_1, in_2, M):
+    """(out_1, out_2) = M (in_1, in_2) elementwise over rows of H, in place if out is in (one
+    mode, in_2 and out_2 empty: out_1 = M[0,0] in_1). Used as (c1 | c2) = Q (w, v) when the
+    call starts, (c1 | c2) <- Q B_tau (c1 | c2) to renormalise, and (w, v) = B_tau (c1 | c2) at
+    its end, with c1, c2 the two halves of the packed rows."""
+    dtype = out_1.dtype.type
     m00 = dtype(M[0, 0])
-    n = W.shape[1]
-    if V.shape[0] == 0:
-        for j in range(W.shape[0]):
-            w = W[j]
-            c = C[j]
-            for i in range(n):
-                c[i] = m00 * w[i]
+    if in_2.size == 0:
+        for j in range(in_1.shape[0]):
+            a = in_1[j]
+            o = out_1[j]
+            for i in range(a.shape[0]):
+                o[i] = m00 * a[i]
         return
     m01 = dtype(M[0, 1])
     m10 = dtype(M[1, 0])
     m11 = dtype(M[1, 1])
-    for j in range(W.shape[0]):
-        w = W[j]
-        v = V[j]
-        c = C[j]
-        for i in range(n):
-            c[i] = m00 * w[i] + m01 * v[i]
-            c[n + i] = m10 * w[i] + m11 * v[i]
-
-
-@njit(**KERNEL_OPTIONS)
-def _modal_unpack(W, V, C, M):
-    """(w, v) = M (c1, c2) for every first-layer row (the inverse of _modal_pack's layout)."""
-    dtype = C.dtype.type
-    m00 = dtype(M[0, 0])
-    n = W.shape[1]
-    if V.shape[0] == 0:
-        for j in range(W.shape[0]):
-            w = W[j]
-            c = C[j]
-            for i in range(n):
-                w[i] = m00 * c[i]
-        return
-    m01 = dtype(M[0, 1])
-    m10 = dtype(M[1, 0])
-    m11 = dtype(M[1, 1])
-    for j in range(W.shape[0]):
-        w = W[j]
-        v = V[j]
-        c = C[j]
-        for i in range(n):
-            w[i] = m00 * c[i] + m01 * c[n + i]
-            v[i] = m10 * c[i] + m11 * c[n + i]
-
-
-@njit(**KERNEL_OPTIONS)
-def _modal_map(C, M, n):
-    """(c1, c2) <- M (c1, c2) in place for every packed row (one mode: c1 <- M[0,0] c1)."""
-    dtype = C.dtype.type
-    m00 = dtype(M[0, 0])
-    if C.shape[1] == n:
-        for j in range(C.shape[0]):
-            c = C[j]
-            for i in range(n):
-                c[i] = m00 * c[i]
-        return
-    m01 = dtype(M[0, 1])
-    m10 = dtype(M[1, 0])
-    m11 = dtype(M[1, 1])
-    for j in range(C.shape[0]):
-        c = C[j]
-        for i in range(n):
-            a = c[i]
-            b = c[n + i]
-            c[i] = m00 * a + m01 * b
-            c[n + i] = m10 * a + m11 * b
+    for j in range(in_1.shape[0]):
+        r1 = in_1[j]
+        r2 = in_2[j]
+        o1 = out_1[j]
+        o2 = out_2[j]
+        for i in range(r1.shape[0]):
+            a = r1[i]
+            b = r2[i]
+            o1[i] = m00 * a + m01 * b
+            o2[i] = m10 * a + m11 * b
 
 
 @njit(**KERNEL_OPTIONS)
@@ -576,8 +532,11 @@ def persample_chunk(
     M = np.empty((2, 2))
     gamma = np.empty(2)
     tau = 0
+    # the packed rows' halves: c1 then c2 (c2 empty with one mode, as V0 is)
+    C1 = packed_first[:, :n_hidden]
+    C2 = packed_first[:, n_hidden:]
     if modal:
-        _modal_pack(packed_first, W0, V0, Q)
+        _modal_apply(C1, C2, W0, V0, Q)
     loss_sum = 0.0
     n_correct = 0
     n_trained = 0
@@ -603,7 +562,7 @@ def persample_chunk(
             if tau == period:  # renormalise: c <- Q B_tau c, tau = 0
                 _modal_b(B, P, tau_powers, pair)
                 M[:] = Q @ B
-                _modal_map(packed_first, M, n_hidden)
+                _modal_apply(C1, C2, C1, C2, M)
                 tau = 0
                 tau_powers[:] = 1
             _modal_b(B, P, tau_powers, pair)
@@ -714,7 +673,7 @@ def persample_chunk(
     end_step = first_step + n_trained
     if modal:  # back to (w, v)
         _modal_b(B, P, tau_powers, pair)
-        _modal_unpack(W0, V0, packed_first, B)
+        _modal_apply(W0, V0, C1, C2, B)
     if lazy:  # every row up to the last step taken
         for j in range(n_inputs):
             if last[j] != end_step:
