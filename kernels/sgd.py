@@ -520,7 +520,7 @@ def persample_chunk(
 
     W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
     w0 = w_offsets[0]
-    # modal: W0 holds c1 and the velocity's rows c2 (none for plain SGD)
+    # the velocity's rows (none for plain SGD): modal reads them in and writes them back
     V0 = slots[0, w0 : w0 + n_inputs * n_hidden].reshape(n_inputs, n_hidden) if kind == MOMENTUM_KIND else W0[:0]
     # modal: the call's first layer as rows (c1 | c2) of 2H (H with one mode), so that the
     # forward sum and the step are the plain per-sample kernel's, over rows twice as long
@@ -561,7 +561,9 @@ def persample_chunk(
         if modal:
             if tau == period:  # renormalise: c <- Q B_tau c, tau = 0
                 _modal_b(B, P, tau_powers, pair)
-                M[:] = Q @ B
+                for r in range(2):  # M = Q B, written out: a matmul would make Numba need SciPy
+                    for c in range(2):
+                        M[r, c] = Q[r, 0] * B[0, c] + Q[r, 1] * B[1, c]
                 _modal_apply(C1, C2, C1, C2, M)
                 tau = 0
                 tau_powers[:] = 1

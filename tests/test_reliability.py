@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -157,3 +158,34 @@ def test_random_networks_compiled_equals_reference(config):
     np.testing.assert_allclose(stats[0], ref_stats[0], **tol)
     np.testing.assert_allclose(params, ref_params, **tol)
     np.testing.assert_allclose(logits, ref_logits, **tol)
+
+
+# --- the core's dependencies -------------------------------------------------------------------
+
+WITHOUT_SCIPY = r"""
+import sys
+sys.modules["scipy"] = None  # as on an install of fastmlp alone: importing scipy fails
+import numba
+import numpy as np
+import fastmlp
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(64, 16)).astype(np.uint8)
+y = rng.integers(0, 4, size=64)
+model = fastmlp.MLP([16, 8, 4], backend="numba", seed=0)
+# the general per-sample kernel over a renormalisation (momentum 0.5: every 39 steps)
+model.fit(X, y, epochs=1, batch_size=1, momentum=0.5, weight_decay=0.01, progress=False)
+print(model.score(X, y))
+"""
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1: nothing is compiled")
+def test_the_compiled_core_needs_no_scipy(tmp_path):
+    """SciPy is not a dependency, but Numba needs it to compile any matrix product (``@``,
+    np.dot): kernels write small products out. Compiled cold, in a cache of its own, so that
+    nothing loads from a cache another process compiled with SciPy present."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SCIPY], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0.0 <= float(done.stdout) <= 1.0
