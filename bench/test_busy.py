@@ -66,15 +66,22 @@ def alternate(runners, rounds=ROUNDS):
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def auto_against(benchmark, mnist_train, batch_size, other, group):
+    """auto against ``other`` threads, epochs interleaved: (runners, ratio of auto's rate to
+    the other's), recorded in the benchmark's group and extra_info."""
+    runners = {"auto": epoch_runner(mnist_train, batch_size, "auto"), "other": epoch_runner(mnist_train, batch_size, other)}
+    rates = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
+    ratio = rates["auto"] / rates["other"]
+    benchmark.group = group
+    benchmark.extra_info.update(auto_samples_per_second=rates["auto"], other_threads=other,
+                                other_samples_per_second=rates["other"], ratio=ratio, batch_size=batch_size)
+    return runners, ratio
+
+
 @pytest.mark.parametrize("batch_size", [32, 128, 1024])
 def test_auto_threads_on_a_busy_machine(benchmark, mnist_train, busy_core, batch_size):
-    runners = {"auto": epoch_runner(mnist_train, batch_size, "auto"), "one": epoch_runner(mnist_train, batch_size, 1)}
-    rates = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
-    ratio = rates["auto"] / rates["one"]
-    benchmark.group = "busy machine"
-    benchmark.extra_info.update(auto_samples_per_second=rates["auto"], one_thread_samples_per_second=rates["one"],
-                                ratio=ratio, batch_size=batch_size)
-    np.testing.assert_array_equal(runners["auto"][1], runners["one"][1])  # same epoch, same weights
+    runners, ratio = auto_against(benchmark, mnist_train, batch_size, 1, "busy machine")
+    np.testing.assert_array_equal(runners["auto"][1], runners["other"][1])  # same epoch, same weights
     assert ratio >= BUSY_TARGET, f"bs {batch_size}, one core busy: auto {ratio:.2f}x one thread (target {BUSY_TARGET})"
 
 
@@ -84,10 +91,5 @@ def test_auto_threads_on_a_quiet_machine(benchmark, mnist_train, batch_size):
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two Numba threads")
-    runners = {"auto": epoch_runner(mnist_train, batch_size, "auto"), "two": epoch_runner(mnist_train, batch_size, 2)}
-    rates = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
-    ratio = rates["auto"] / rates["two"]
-    benchmark.group = "quiet machine"
-    benchmark.extra_info.update(auto_samples_per_second=rates["auto"], two_threads_samples_per_second=rates["two"],
-                                ratio=ratio, batch_size=batch_size)
+    _, ratio = auto_against(benchmark, mnist_train, batch_size, 2, "quiet machine")
     assert ratio >= QUIET_TARGET, f"bs {batch_size}, quiet: auto {ratio:.2f}x two threads (target {QUIET_TARGET})"
