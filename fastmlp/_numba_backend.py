@@ -83,14 +83,18 @@ class NumbaBackend:
         self._targets_for = (targets, converted)
         return converted
 
-    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
-        """Compile (or load from the on-disk cache) what training will call, on two samples."""
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
+               inference=True):
+        """Compile (or load from the on-disk cache) what training will call, on two samples, and with
+        ``inference`` the forward pass of ``logits`` too (a fit that evaluates nothing while it trains
+        leaves that to its first prediction)."""
         tic = time.perf_counter()
         scratch = params.copy()
         order = np.arange(min(2, len(data)), dtype=np.int64)
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
                          None if state is None else state.copy(), sample_weight)
-        self.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        if inference:
+            self.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,

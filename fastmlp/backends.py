@@ -36,7 +36,8 @@ class NumpyBackend:
     def prepare(self, X):
         return X
 
-    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
+               inference=True):
         """Nothing to compile."""
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,

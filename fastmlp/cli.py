@@ -635,6 +635,7 @@ def _warmup(args):
                     tic = time.perf_counter()
                     model = MLP([16, 8, 4], dtype=dtype, seed=0)
                     model.fit(kinds[kind], y, epochs=1, batch_size=min(batch_size, 64), progress=False, **recipe)
+                    model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
                     what = (f"{dtype} {kind} inputs, " + ("per-sample SGD" if batch_size == 1 else "mini-batch")
                             + (" with an optimizer" if recipe else ""))
                     done.append({"kernels": what, "seconds": time.perf_counter() - tic})

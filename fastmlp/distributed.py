@@ -145,7 +145,8 @@ class DistributedBackend:
     def logits(self, params, data):
         return self.local.logits(params, data)
 
-    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None):
+    def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
+               inference=True):
         """Compile (or load from the on-disk cache) the kernels, on two samples: on every rank at
         once, as a training call is."""
         from ._numba_backend import Prepared
@@ -155,7 +156,8 @@ class DistributedBackend:
         order = np.arange(min(2, len(data)), dtype=np.int64)
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
                          None if state is None else state.copy(), sample_weight)
-        self.local.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        if inference:
+            self.local.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,

@@ -502,7 +502,7 @@ class MLP:
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
                 f"on {'uint8' if X.dtype == np.uint8 else 'float'} inputs")
         with compile_notice(what, enabled=progress if self.backend == "numba" else False):
-            backend.warmup(self.params_, data, y, batch, opt, state, sample_weight)
+            backend.warmup(self.params_, data, y, batch, opt, state, sample_weight, inference=evaluate is not None)
         self.compile_seconds_ += backend.compile_seconds - compile_before
         schedule = trainer.Schedule(
             lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],

@@ -25,7 +25,7 @@ KERNEL_OPTIONS = dict(
 # LLVM does not inline calls between separately compiled Numba functions, and a call left in
 # a loop body stops it from vectorising. Helpers that hold whole loops use KERNEL_OPTIONS:
 # inlining those would only cost compile time.
-INLINE_OPTIONS = dict(KERNEL_OPTIONS, inline="always")
+INLINE_OPTIONS = dict(KERNEL_OPTIONS)
 
 # Threading: the fused per-sample trainer uses Python threads running ``nogil`` kernels and
 # synchronises them itself (see ``sgd.py``), so it needs no Numba threading layer. Kernels

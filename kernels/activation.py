@@ -71,7 +71,7 @@ def _select(typingctx, condition, a, b):
     return result(condition, a, b), codegen
 
 
-@overload(_where, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_where, inline="never", jit_options=KERNEL_OPTIONS)
 def _where_overload(condition, a, b):
     return lambda condition, a, b: _select(condition, a, b)
 
@@ -204,7 +204,7 @@ def fast_tanh(x):
     return np.tanh(x)
 
 
-@overload(fast_exp, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(fast_exp, inline="never", jit_options=KERNEL_OPTIONS)
 def _fast_exp_overload(x):
     if x == types.float32:
         return _exp_float32
@@ -213,7 +213,7 @@ def _fast_exp_overload(x):
     return None
 
 
-@overload(fast_tanh, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(fast_tanh, inline="never", jit_options=KERNEL_OPTIONS)
 def _fast_tanh_overload(x):
     if x == types.float32:
         return _tanh_float32

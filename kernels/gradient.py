@@ -31,7 +31,7 @@ from numba import njit
 
 from ._config import KERNEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
-from .linear import layer_views
+from .linear import FIRST_LAYER, layer_views
 from .minibatch import (
     PARTS,
     _copy_transposed,
@@ -84,7 +84,7 @@ def batch_gradient(
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         _copy_transposed(_transposed_view(weights_t, layer_sizes, w_offsets, l), W)
-    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_first = dW.shape[1]
 
     loss_sum = 0.0

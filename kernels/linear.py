@@ -63,6 +63,11 @@ def _gather_row_nonzeros(indices, values, x, indptr):
                 p += 1
 
 
+# The first layer's index for ``layer_views``: a numpy integer, so that Numba types it int64
+# like every other layer index (a literal 0 compiles layer_views a second time).
+FIRST_LAYER = np.int64(0)
+
+
 @njit(**INLINE_OPTIONS)
 def layer_views(params, layer_sizes, w_offsets, b_offsets, layer):
     """(W[n_in, n_out], b[n_out]) views of one layer in ``params``; b is empty without bias."""
@@ -232,6 +237,7 @@ def linear_backward(dx, dW, db, dz, x, W):
 def sparse_linear_forward(out, rows, indptr, indices, values, input_scale, W, b, activation):
     """out[B,H] = act(x[rows] @ W[D,H] + b[H]), input rows in CSR form (see module docstring);
     rows[B] int64 selects the samples of the batch."""
+    input_scale = W.dtype.type(input_scale)  # as in training: one compiled sparse_row_forward
     for r in range(rows.shape[0]):
         first = indptr[rows[r]]
         last = indptr[rows[r] + 1]

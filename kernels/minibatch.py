@@ -96,7 +96,7 @@ from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
-from .linear import fill_bias, layer_views, sparse_row_forward
+from .linear import FIRST_LAYER, fill_bias, layer_views, sparse_row_forward
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
@@ -222,8 +222,8 @@ def _part_step(
     step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
     its share of every later layer's output units (_dense_part_gradient, _dense_unit_step). The batch's rows are the
     samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
-    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = W.shape
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
@@ -335,7 +335,7 @@ def _part_forward(
     """partials[part, B, H] = x[batch, rows] @ W[rows, H] over the part's rows of the first
     layer's W[D,H] and the nonzero x only (with input dropout, the kept ones, scaled);
     spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_step)."""
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     first, last = _part_range(W.shape[0], part)
     for r in range(batch.shape[0]):
         row_first = indptr[batch[r]]
@@ -452,7 +452,7 @@ def _block_forward_backward(
     activation's derivative is taken of); row r is the (first_number + r)-th sample trained."""
     r0, r1 = rows
     n_layers = layer_sizes.shape[0] - 1
-    _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_first = layer_sizes[1]
     for r in range(r0, r1):
         z = units[r, :n_first]
@@ -537,7 +537,7 @@ def _copy_transposed(out, a):
 def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets):
     """The first layer's dW = 0 (_part_step keeps it so); weights_t = W_l^T for l >= 1 and
     slots_t the same transposes of the optimizer's slots."""
-    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, 0)
+    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     dW[:] = 0
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)

@@ -54,6 +54,7 @@ from ._threads import (
 )
 from .activation import activation_row_backward, activation_row_forward
 from .linear import (
+    FIRST_LAYER,
     _row,
     fill_bias,
     dense_row_backward_update,
@@ -129,7 +130,7 @@ def sgd_persample_chunk(
         nz_indices = indices[indptr[i] : indptr[i + 1]]
         nz_values = values[indptr[i] : indptr[i + 1]]
 
-        W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+        W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
         sparse_row_forward(acts[a_offsets[0] : a_offsets[1]], W, b, nz_indices, nz_values, scale)
         for l in range(1, n_layers):
             a = acts[a_offsets[l - 1] : a_offsets[l]]
@@ -155,7 +156,7 @@ def sgd_persample_chunk(
             da = deltas[a_offsets[l - 1] : a_offsets[l]]
             dense_row_backward_update(da, Wt, b, deltas[a_offsets[l] : a_offsets[l + 1]], a, lr)
             activation_row_backward(da, a, activation)
-        W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+        W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
         sparse_row_update(W, b, deltas[a_offsets[0] : a_offsets[1]], nz_indices, nz_values, scale, lr)
 
     for l in range(1, n_layers):
@@ -518,7 +519,7 @@ def persample_chunk(
         _catch_up_powers(powers, hyper, kind, sc)
     dense_grad = np.zeros(0 if lazy or modal else n_inputs * n_hidden, params.dtype)
 
-    W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, 0)
+    W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     w0 = w_offsets[0]
     # the velocity's rows (none for plain SGD): modal reads them in and writes them back
     V0 = slots[0, w0 : w0 + n_inputs * n_hidden].reshape(n_inputs, n_hidden) if kind == MOMENTUM_KIND else W0[:0]
