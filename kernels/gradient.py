@@ -41,7 +41,7 @@ from .minibatch import (
     _unit_offset,
     minibatch_scratch,
 )
-from .optimizer import apply_step, drop_threshold_of, kept, step_kind, step_scalars
+from .optimizer import DECAY, NO_DECAY, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 
 LOSS_SUM, N_CORRECT, NONFINITE_AT = range(3)  # slots of ``stats``
 
@@ -160,7 +160,7 @@ def gradient_step(params, slots, counters, scalars, grad, layer_sizes, w_offsets
         _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, l)
         w0 = w_offsets[l]
         n = W.shape[0] * W.shape[1]
-        apply_step(params[w0 : w0 + n], grad[w0 : w0 + n], slots, w0, kind, scalars, True)
+        apply_step(params[w0 : w0 + n], grad[w0 : w0 + n], slots, w0, kind, scalars, DECAY)
         if b.shape[0] > 0:
-            apply_step(b, db, slots, b_offsets[l], kind, scalars, False)
+            apply_step(b, db, slots, b_offsets[l], kind, scalars, NO_DECAY)
     counters[SAMPLES] += n_samples

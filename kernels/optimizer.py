@@ -23,9 +23,9 @@ PLAIN, MOMENTUM, ADAM = 0, 1, 2  # kinds of step
 LR, MU, NESTEROV, COUPLED_DECAY, DECOUPLED_DECAY, BETA1, BETA2, EPS, ADAM_RATE = range(9)
 N_STEP_SCALARS = 9
 
-register_jitable(inline="always")(codes.mix64)
-register_jitable(inline="always")(codes.keep_unit_formula)
-register_jitable(inline="always")(codes.drop_threshold)
+register_jitable(codes.mix64)
+register_jitable(codes.keep_unit_formula)
+register_jitable(codes.drop_threshold)
 drop_threshold_of = codes.drop_threshold  # callable from compiled code too
 
 
@@ -36,7 +36,7 @@ def step_kind(hyper):
     return MOMENTUM if hyper[codes.MOMENTUM] > 0 else PLAIN
 
 
-register_jitable(inline="always")(step_kind)
+register_jitable(step_kind)
 
 
 @njit(**INLINE_OPTIONS)
@@ -88,6 +88,12 @@ def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
     return wi - rate * mi / (np.sqrt(si) + eps) - dd * wi, mi, si
 
 
+# ``decay`` arguments of apply_step: numpy booleans, so that Numba types them as one boolean
+# (a literal True or False would compile apply_step twice).
+DECAY = np.bool_(True)
+NO_DECAY = np.bool_(False)
+
+
 @njit(**KERNEL_OPTIONS)
 def apply_step(w, g, slots, offset, kind, sc, decay):
     """One step of w[n] = params[offset : offset + n] from its batch-mean gradient g[n];
@@ -122,7 +128,7 @@ def kept(seed, sample, unit, threshold):
     return bool(codes.keep_unit(seed, sample, unit, threshold))
 
 
-@overload(kept, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(kept, jit_options=KERNEL_OPTIONS)
 def _kept_overload(seed, sample, unit, threshold):
     def impl(seed, sample, unit, threshold):
         return codes.keep_unit_formula(np.uint64(seed), np.uint64(sample), np.uint64(unit), np.uint64(threshold))

@@ -70,6 +70,8 @@ from .optimizer import ADAM as ADAM_KIND, MOMENTUM as MOMENTUM_KIND
 from .optimizer import COUPLED_DECAY as CD_SLOT, DECOUPLED_DECAY as DD_SLOT, LR as LR_SLOT, MU as MU_SLOT
 from .optimizer import NESTEROV as NESTEROV_SLOT
 from .optimizer import (
+    DECAY,
+    NO_DECAY,
     N_STEP_SCALARS,
     apply_step,
     drop_threshold_of,
@@ -631,9 +633,9 @@ def persample_chunk(
                 d = dz_l[k]
                 for j in range(n_in):
                     g[j] = d * a[j]
-                apply_step(Wt[k], g, packed_slots, wt_offsets[l] + k * n_in, kind, sc, True)
+                apply_step(Wt[k], g, packed_slots, wt_offsets[l] + k * n_in, kind, sc, DECAY)
             if b.shape[0] > 0:
-                apply_step(b, dz_l, slots, b_offsets[l], kind, sc, False)
+                apply_step(b, dz_l, slots, b_offsets[l], kind, sc, NO_DECAY)
             if threshold > 0:
                 first_unit = n_inputs + a_offsets[l - 1]
                 for k in range(da.shape[0]):
@@ -666,12 +668,12 @@ def persample_chunk(
                 g = dense_grad[j * n_hidden : (j + 1) * n_hidden]
                 for k in range(n_hidden):
                     g[k] = x * dz0[k]
-            apply_step(params[w0 : w0 + n_inputs * n_hidden], dense_grad, slots, w0, kind, sc, True)
+            apply_step(params[w0 : w0 + n_inputs * n_hidden], dense_grad, slots, w0, kind, sc, DECAY)
             for q in range(m):
                 j = kept_indices[q]
                 dense_grad[j * n_hidden : (j + 1) * n_hidden] = 0
         if b0.shape[0] > 0:
-            apply_step(b0, dz0, slots, b_offsets[0], kind, sc, False)
+            apply_step(b0, dz0, slots, b_offsets[0], kind, sc, NO_DECAY)
 
     end_step = first_step + n_trained
     if modal:  # back to (w, v)
