@@ -151,18 +151,23 @@ class NumbaBackend:
         def call(count, start, n_samples):
             # Split in whole batches and on any thread count, the chunk trains exactly as in
             # one call on all threads (the kernel's results depend on neither).
+            numba.set_num_threads(count)
             kernels.minibatch_sgd_chunk(
                 params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
                 data.indptr, data.indices, data.values, data.input_scale,
-                labels, target_rows, weights, order, start, start + n_samples, batch_size, threads=count,
+                labels, target_rows, weights, order, start, start + n_samples, batch_size,
             )
             totals["correct"] += int(stats[1])
             if stats[3] >= 0:
                 totals["nonfinite_at"] = start + int(stats[3])
             return int(stats[2])
 
-        n_done = self.minibatch_threads.run(len(order), batch_size, call)
+        outer = numba.get_num_threads()
+        try:
+            n_done = self.minibatch_threads.run(len(order), batch_size, call)
+        finally:
+            numba.set_num_threads(outer)
         return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]
 
     def logits(self, params, data):

@@ -21,17 +21,19 @@ KERNEL_OPTIONS = dict(
     boundscheck=False,
 )
 
-# Scalar helpers called inside loops (exp, sigmoid, views): inlined at the Numba IR level.
-# LLVM does not inline calls between separately compiled Numba functions, and a call left in
-# a loop body stops it from vectorising. Helpers that hold whole loops use KERNEL_OPTIONS:
-# inlining those would only cost compile time.
-INLINE_OPTIONS = dict(KERNEL_OPTIONS)
+# Scalar helpers called inside loops (exp, sigmoid, views) are compiled once each like any kernel
+# and inlined by LLVM, where loops of them still vectorise (measured: the activation loops run
+# at the same ns per element). Inlining them at the Numba IR level instead (inline="always")
+# re-typed their code at every call site: about a third of every kernel's first compile.
 
 # Threading: the fused per-sample trainer uses Python threads running ``nogil`` kernels and
 # synchronises them itself (see ``sgd.py``), so it needs no Numba threading layer. Kernels
 # written with ``prange`` should use PARALLEL_OPTIONS and leave the layer to Numba's default
 # choice (OpenMP or TBB when installed, else workqueue); do not nest them inside the threaded
-# trainer, the workqueue layer cannot be entered from two threads at once.
+# trainer, the workqueue layer cannot be entered from two threads at once. A prange costs
+# seconds of first compile (about 9 s for the mini-batch kernel's two); the mini-batch kernel
+# on the per-sample trainer's runtime compiled 9 s faster but trained 8-13% slower on two
+# threads (2026-11-30, BENCHMARKS.md "Start-up"), so it keeps its prange.
 PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
 
 

@@ -23,7 +23,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 
 LINE = 128  # bytes: two cache lines, as Intel's adjacent-line prefetcher pulls pairs
 SPINS_BEFORE_YIELD = 4096  # about 10 us: then the thread we wait for is probably descheduled
@@ -121,20 +121,20 @@ def mailbox(threads, n_values, dtype):
     return memory.view(np.int64), memory.view(dtype).reshape(2, threads, slot_bytes // itemsize)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _count_index(slots, thread, step):
     """Where in ``counts`` the count of slot (step % 2, thread) is."""
     words_per_slot = slots.shape[2] * slots.itemsize // 8
     return ((step & 1) * slots.shape[1] + thread) * words_per_slot
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def posted(slots, thread, step):
     """The values ``thread`` posted at ``step`` (a view: read them after ``wait_posted``)."""
     return slots[step & 1, thread, 8 // slots.itemsize :]
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def post(counts, slots, thread, step, values):
     """Post values[n] as this thread's values of ``step``."""
     slot = posted(slots, thread, step)
@@ -143,7 +143,7 @@ def post(counts, slots, thread, step, values):
     store_release(counts, _count_index(slots, thread, step), step + 1)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def wait_posted(counts, slots, abort, thread, step):
     """Wait until ``thread`` has posted ``step``; False if told to abort first."""
     count_index = _count_index(slots, thread, step)

@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 from .codes import RELU, SIGMOID, TANH  # IDENTITY is every branch's "else": nothing to do
 
 
@@ -71,7 +71,7 @@ def _select(typingctx, condition, a, b):
     return result(condition, a, b), codegen
 
 
-@overload(_where, inline="never", jit_options=KERNEL_OPTIONS)
+@overload(_where, jit_options=KERNEL_OPTIONS)
 def _where_overload(condition, a, b):
     return lambda condition, a, b: _select(condition, a, b)
 
@@ -204,7 +204,7 @@ def fast_tanh(x):
     return np.tanh(x)
 
 
-@overload(fast_exp, inline="never", jit_options=KERNEL_OPTIONS)
+@overload(fast_exp, jit_options=KERNEL_OPTIONS)
 def _fast_exp_overload(x):
     if x == types.float32:
         return _exp_float32
@@ -213,7 +213,7 @@ def _fast_exp_overload(x):
     return None
 
 
-@overload(fast_tanh, inline="never", jit_options=KERNEL_OPTIONS)
+@overload(fast_tanh, jit_options=KERNEL_OPTIONS)
 def _fast_tanh_overload(x):
     if x == types.float32:
         return _tanh_float32
@@ -222,7 +222,7 @@ def _fast_tanh_overload(x):
     return None
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def sigmoid(z):
     """1 / (1 + exp(-z)): exp(-z) = inf for z << 0 gives exactly 0, never NaN."""
     one = np.float32(1.0)  # float32 literals keep float32 maths float32 (and widen exactly)

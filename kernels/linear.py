@@ -21,7 +21,7 @@ the ``linear_*`` and ``sparse_linear_*`` kernels are the mini-batch versions.
 import numpy as np
 from numba import njit
 
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
 
 
@@ -68,7 +68,7 @@ def _gather_row_nonzeros(indices, values, x, indptr):
 FIRST_LAYER = np.int64(0)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def layer_views(params, layer_sizes, w_offsets, b_offsets, layer):
     """(W[n_in, n_out], b[n_out]) views of one layer in ``params``; b is empty without bias."""
     n_in = layer_sizes[layer]
@@ -80,7 +80,7 @@ def layer_views(params, layer_sizes, w_offsets, b_offsets, layer):
     return W, bias
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def fill_bias(z, b):
     """z[H] = b[H], or 0 when b is empty (no bias). A loop: array-to-array slice assignment
     costs seconds of compile time in Numba."""
@@ -98,7 +98,7 @@ def fill_bias(z, b):
 # small output layer (H = 10) the input-major loops would be too short to vectorise.
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _row(W, j):
     """W[j] for an index known to be >= 0: as unsigned it skips Numba's negative-index fix-up,
     which costs a few percent in the per-nonzero loops below."""

@@ -22,7 +22,7 @@ multiplies sample ``row``'s loss and its dz (``weigh_row``) before the batch mea
 import numpy as np
 from numba import njit
 
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 from .activation import fast_exp, sigmoid
 from .codes import SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE  # IDENTITY_MSE: the "else"
 
@@ -34,7 +34,7 @@ from .codes import SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE  # IDENTITY_M
 # only read are compiled one way whatever the addresses.
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _softmax_row(p, z):
     """p[K] = softmax(z[K]), max-shifted; returns logsumexp(z)."""
     shift = z[0]
@@ -51,7 +51,7 @@ def _softmax_row(p, z):
     return shift + np.log(total)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _argmax(p):
     best = 0
     for k in range(1, p.shape[0]):
@@ -125,7 +125,7 @@ def loss_row_backward(dz, p, labels, targets, row, loss):
             dz[k] = p[k] - t[k]
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def sample_weight(sample_weights, row):
     """The weight of sample ``row``: sample_weights[row], or 1 when there are none (empty)."""
     if sample_weights.shape[0] == 0:
@@ -133,7 +133,7 @@ def sample_weight(sample_weights, row):
     return sample_weights[row]
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def weigh_row(dz, weight):
     """dz[K] *= weight (one sample's weighted gradient)."""
     for k in range(dz.shape[0]):

@@ -89,12 +89,10 @@ the d(loss / batch size)/dz of the same columns, without p. ``partials[part, r]`
 ``spans[r, part]`` are the first layer's partial sums over the part's inputs and where those
 inputs are in the CSR arrays.
 """
-import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._config import KERNEL_OPTIONS
-from ._threads import abort_flag, mailbox, post, run_workers, wait_posted
+from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
@@ -560,35 +558,14 @@ def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offs
             _copy_transposed(S, _transposed_view(slots_t[slot], layer_sizes, w_offsets, l))
 
 
-@njit(**KERNEL_OPTIONS)
-def _barrier(counts, slots, abort, thread, n_threads, step):
-    """Wait until every thread has reached barrier ``step``; False if told to abort first."""
-    post(counts, slots, thread, step, slots[0, 0, :0])
-    for other in range(n_threads):
-        if other != thread and not wait_posted(counts, slots, abort, other, step):
-            return False
-    return True
-
-
-@njit(**KERNEL_OPTIONS)
-def _share(n, thread, n_threads):
-    """Thread ``thread``'s contiguous share [first, last) of range(n)."""
-    return n * thread // n_threads, n * (thread + 1) // n_threads
-
-
-@njit(**KERNEL_OPTIONS)
-def _chunk_worker(
-    thread, n_threads, counts, mailbox_slots, abort,
+@njit(**PARALLEL_OPTIONS)
+def minibatch_sgd_chunk(
     params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
     layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
     indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
     batch_size,
 ):
-    """Thread ``thread`` of ``n_threads`` of ``minibatch_sgd_chunk``: every thread runs the
-    batch loop; the parts of step 1 and the sample blocks of step 2 are shared out, each
-    thread taking a contiguous range, and a barrier ends each step. The loss check and sums
-    after step 2 are done by every thread alike (they only read); thread 0 alone sets up and
-    ends the chunk and writes stats and counters."""
+    """Mini-batch training over order[start:stop] (arguments and method: module docstring)."""
     dtype = params.dtype.type
     scale = dtype(input_scale)
     kind = step_kind(hyper)
@@ -600,15 +577,9 @@ def _chunk_worker(
     keep_scale = dtype(1.0) / dtype(1.0 - hyper[DROPOUT])
     first_sample = counters[SAMPLES]
     first_step = counters[STEPS]
-    loss_sum = stats[LOSS_SUM]
-    barrier = 0
-    if thread == 0:
-        _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets)
-    if not _barrier(counts, mailbox_slots, abort, thread, n_threads, barrier):
-        return
-    barrier += 1
-    first_part, last_part = _share(PARTS, thread, n_threads)
+    _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets)
 
+    loss_sum = stats[LOSS_SUM]
     n_correct = 0
     n_trained = 0
     n_steps = 0
@@ -625,7 +596,10 @@ def _chunk_worker(
         pending_first = first_sample + n_trained - pending  # the pending batch's first sample
         batch_first = first_sample + n_trained
 
-        for part in range(first_part, last_part):
+        # The loop indices go on as int64: inside the parallel region Numba makes them uint64,
+        # and every helper they reach would be compiled a second time for that type.
+        for part_index in prange(PARTS):
+            part = np.int64(part_index)
             if pending > 0:
                 _part_step(
                     params, grad, weights_t, slots, slots_t, units[:pending], deltas[:pending],
@@ -638,24 +612,17 @@ def _chunk_worker(
                     batch, indptr, indices, values, scale, seed, batch_first, input_threshold,
                     input_keep_scale,
                 )
-        if not _barrier(counts, mailbox_slots, abort, thread, n_threads, barrier):
-            return
-        barrier += 1
         if n_rows == 0:
             break
 
         rows = dtype(n_rows)
-        first_block, last_block = _share(-(-n_rows // BLOCK), thread, n_threads)
-        for block_index in range(first_block, last_block):
-            r0 = block_index * BLOCK
+        for block_index in prange(-(-n_rows // BLOCK)):
+            r0 = np.int64(block_index) * BLOCK
             _block_forward_backward(
                 units, raw, deltas, losses, hits, (r0, min(r0 + BLOCK, n_rows)), partials, params, weights_t,
                 layer_sizes, w_offsets, b_offsets, activation, loss, rows, labels, targets, sample_weights, batch,
                 seed, batch_first, threshold, keep_scale,
             )
-        if not _barrier(counts, mailbox_slots, abort, thread, n_threads, barrier):
-            return
-        barrier += 1
 
         bad = _first_nonfinite(losses[:n_rows])
         if bad >= 0:
@@ -667,47 +634,10 @@ def _chunk_worker(
         n_trained += n_rows
         pending = n_rows
 
-    if thread == 0:  # every thread has passed the last barrier: their writes are done
-        _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets)
-        counters[STEPS] = first_step + n_steps
-        counters[SAMPLES] = first_sample + n_trained
-        stats[LOSS_SUM] = loss_sum
-        stats[N_CORRECT] = n_correct
-        stats[N_TRAINED] = n_trained
-        stats[NONFINITE_AT] = nonfinite_at
-
-
-def minibatch_sgd_chunk(
-    params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
-    layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
-    indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
-    batch_size, threads=1,
-):
-    """Mini-batch training over order[start:stop] on ``threads`` threads (arguments and method:
-    module docstring); the results do not depend on ``threads``.
-
-    The threads are Python threads running the compiled, GIL-free ``_chunk_worker`` and
-    meeting at spin barriers (``_threads.py``; a prange would cost Numba about 9 s of compile
-    time per loop). Under NUMBA_DISABLE_JIT, and when the system refuses a thread, it runs on
-    one thread. A failure in a helper thread is raised as ``_threads.WorkerFailed``.
-    """
-    args = (
-        params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
-        layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
-        indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
-        batch_size,
-    )
-    threads = 1 if numba.config.DISABLE_JIT else max(1, int(threads))
-    counts, mailbox_slots = mailbox(threads, 0, np.int64)
-    abort = abort_flag()
-    if threads > 1:
-        def work(thread):
-            _chunk_worker(thread, threads, counts, mailbox_slots, abort, *args)
-
-        # Nothing is written before the first barrier but by thread 0, which runs last: a
-        # refused thread leaves the chunk untouched, and it is trained on this one.
-        if run_workers(work, threads, abort):
-            return
-        counts, mailbox_slots = mailbox(1, 0, np.int64)
-        abort = abort_flag()
-    _chunk_worker(0, 1, counts, mailbox_slots, abort, *args)
+    _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets)
+    counters[STEPS] = first_step + n_steps
+    counters[SAMPLES] = first_sample + n_trained
+    stats[LOSS_SUM] = loss_sum
+    stats[N_CORRECT] = n_correct
+    stats[N_TRAINED] = n_trained
+    stats[NONFINITE_AT] = nonfinite_at

@@ -15,7 +15,7 @@ from numba import njit
 from numba.extending import overload, register_jitable
 
 from . import codes
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 
 PLAIN, MOMENTUM, ADAM = 0, 1, 2  # kinds of step
 
@@ -39,7 +39,7 @@ def step_kind(hyper):
 register_jitable(step_kind)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def step_scalars(out, hyper, t):
     """out[N_STEP_SCALARS] (params dtype) for optimizer step number t (1-based)."""
     decay = hyper[codes.WEIGHT_DECAY]
@@ -60,13 +60,13 @@ def step_scalars(out, hyper, t):
         out[ADAM_RATE] = 0.0
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def plain_update(wi, gi, lr, cd, dd):
     """w after a plain SGD step from gradient gi (coupled decay cd, decoupled dd = lr * decay)."""
     return wi - lr * (gi + cd * wi) - dd * wi
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
     """(w, v) after a momentum step (Nesterov when nest is 1, else 0)."""
     gi = gi + cd * wi
@@ -74,7 +74,7 @@ def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
     return wi + ((1 - nest) * vi + nest * (mu * vi - lr * gi)) - dd * wi, vi
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
     """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t))."""
     gi = gi + cd * wi

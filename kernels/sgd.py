@@ -41,7 +41,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from ._config import INLINE_OPTIONS, KERNEL_OPTIONS
+from ._config import KERNEL_OPTIONS
 from ._threads import (
     abort_flag,
     available_cores,
@@ -87,7 +87,7 @@ from .optimizer import (
 # One thread
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _transpose(out, a):
     """out[n, m] = a[m, n]^T."""
     for i in range(a.shape[0]):
@@ -173,7 +173,7 @@ def sgd_persample_chunk(
 # One thread, any optimizer (momentum, Adam, weight decay, dropout: ``optimizer.py``)
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _flush(x):
     return 0.0 if abs(x) < 1e-30 else x
 
@@ -702,7 +702,7 @@ def persample_chunk(
 _MIN_UNITS_PER_THREAD = 16
 
 
-@njit(**INLINE_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _gather_logits(z, b, counts, slots, abort, step):
     """z[K] = b + the shares of the logits every thread posted at ``step``, added in thread
     order so that every thread gets bit-identical logits. False if told to abort."""

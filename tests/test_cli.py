@@ -698,10 +698,8 @@ def test_warmup_compiles_what_training_needs(capsys):
         "float64 float inputs, mini-batch",
     ]
     if not numba.config.DISABLE_JIT:  # the dispatchers hold the float64 versions now
-        # (the kernel, the position of its params argument)
-        for kernel, position in [(kernels.sgd_persample_chunk, 0), (kernels.persample_chunk, 0),
-                                 (kernels.minibatch._chunk_worker, 5)]:
-            assert any(signature[position].dtype == numba.float64 for signature in kernel.signatures), kernel
+        for kernel in (kernels.sgd_persample_chunk, kernels.persample_chunk, kernels.minibatch_sgd_chunk):
+            assert any(signature[0].dtype == numba.float64 for signature in kernel.signatures), kernel
 
 
 def test_warmup_compiles_the_distributed_kernels_too(capsys):
