@@ -551,7 +551,14 @@ class MLP:
         self._require_fitted()
         self._check_params()
         X = check_X(X, self.arch_)
-        return self.backend_.logits(self.params_, self.backend_.prepare(X))
+        return self._logits(self.backend_.prepare(X))
+
+    def _logits(self, data):
+        """The backend's logits, with a first compile of its forward pass added to ``compile_seconds_``."""
+        before = self.backend_.compile_seconds
+        z = self.backend_.logits(self.params_, data)
+        self.compile_seconds_ += self.backend_.compile_seconds - before
+        return z
 
     def predict_proba(self, X):
         """Class probabilities [N, K] (softmax), P(class 1) [N, 1] (sigmoid) or outputs (regression)."""
@@ -570,7 +577,7 @@ class MLP:
         return out.argmax(axis=1)
 
     def _metrics(self, data, y):
-        z = self.backend_.logits(self.params_, data)
+        z = self._logits(data)
         out = reference.output_forward(z, self.arch_.loss_code)
         losses = reference.loss_forward(z, out, y, self.arch_.loss_code)
         accuracy = None

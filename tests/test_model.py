@@ -300,3 +300,21 @@ def test_full_mnist_reference_reaches_95_percent_in_one_epoch(mnist):
     model = MLP([784, 128, 10], activation="sigmoid", loss="cross_entropy", seed=0, backend="numpy")
     model.fit(X_train, y_train, epochs=1, batch_size=1, lr=0.1, progress=False)
     assert model.score(X_test, y_test) >= 0.95
+
+
+def test_the_inference_kernel_compiles_when_first_needed_and_counts_as_compile_time(rng, synth):
+    X, y = synth.blobs(rng, 64, 20, 3)
+    # no validation data: training needs no inference, so the fit leaves it to the first prediction
+    model = MLP([20, 8, 3], seed=0)
+    model.fit(X, y, epochs=1, batch_size=4, progress=False)
+    assert model.backend_._inference_ready is False
+    before = model.compile_seconds_
+    model.predict(X)
+    assert model.backend_._inference_ready is True and model.compile_seconds_ > before
+    after_first = model.compile_seconds_
+    model.predict(X)
+    assert model.compile_seconds_ == after_first  # compiled (or loaded) once per model
+    # a fit that evaluates while it trains warms it up with the training kernels
+    watched = MLP([20, 8, 3], seed=0)
+    watched.fit(X, y, epochs=1, batch_size=4, validation_fraction=0.25, progress=False)
+    assert watched.backend_._inference_ready is True
