@@ -79,15 +79,17 @@ def rounds_for(backend_name, batch_size):
     return NUMPY_PER_SAMPLE_ROUNDS if (backend_name, batch_size) == ("numpy", 1) else ROUNDS
 
 
+def epoch_seconds(epoch):
+    """Seconds of one epoch from the start, timed like pytest-benchmark does."""
+    epoch.setup()
+    tic = time.perf_counter()
+    epoch.run()
+    return time.perf_counter() - tic
+
+
 def median_rate(epoch, rounds):
     """Samples per second, median over ``rounds`` epochs timed like pytest-benchmark does."""
-    seconds = []
-    for _ in range(rounds):
-        epoch.setup()
-        tic = time.perf_counter()
-        epoch.run()
-        seconds.append(time.perf_counter() - tic)
-    return epoch.n_samples / statistics.median(seconds)
+    return epoch.n_samples / statistics.median(epoch_seconds(epoch) for _ in range(rounds))
 
 
 def group_name(batch_size):
@@ -183,15 +185,26 @@ def prepare_recipe(mnist_train, **options):
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_epoch_per_sample_recipes(benchmark, mnist_train, recipe):
-    """Per-sample training with an optimizer, beside plain per-sample SGD timed right after it."""
+    """Per-sample training with an optimizer, beside plain per-sample SGD timed before each round."""
     group = group_name(1) + " recipes"
     benchmark.group = group
     epoch = prepare_recipe(mnist_train, **RECIPES[recipe])
     rounds = 1 if "adam" in recipe else ROUNDS
-    benchmark.pedantic(epoch.run, setup=epoch.setup, rounds=rounds, iterations=1)
+    # A plain epoch before each timed round (in the untimed setup), so that each round has a
+    # plain epoch next to it: on a shared machine the speed drifts by up to 2x within minutes,
+    # and a ratio of two medians timed one after the other moved with it (0.41-0.6x).
+    plain = prepare("numba", 1, mnist_train)
+    plain_seconds = []
+
+    def setup():
+        plain_seconds.append(epoch_seconds(plain))
+        return epoch.setup()
+
+    benchmark.pedantic(epoch.run, setup=setup, rounds=rounds, iterations=1)
     rate = epoch.n_samples / benchmark.stats.stats.median
-    plain_rate = median_rate(prepare("numba", 1, mnist_train), ROUNDS)
-    ratio = rate / plain_rate
+    plain_rate = plain.n_samples / statistics.median(plain_seconds)
+    # both sides train the same samples: the ratio of rates is that of seconds, round by round
+    ratio = statistics.median(p / r for p, r in zip(plain_seconds, benchmark.stats.stats.data))
     benchmark.extra_info.update(samples_per_second=rate, plain_samples_per_second=plain_rate, ratio_to_plain=ratio)
     assert not np.array_equal(epoch.params, epoch.start)
     if "momentum" in recipe:
