@@ -15,6 +15,7 @@ import numpy as np
 
 from . import kernels, optim
 from ._adaptive import ThreadChooser
+from ._prewarm import start_per_sample
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -83,6 +84,13 @@ class NumbaBackend:
             converted = (targets, np.empty((0, K), self.arch.dtype))
         self._targets_for = (targets, converted)
         return converted
+
+    def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):
+        """Before training (and before ``prepare``): on a cold cache, have a second process compile
+        part of what training will need (``_prewarm``; so far the plain per-sample kernel's helpers)."""
+        plain = (optimizer is None or optimizer.is_plain) and sample_weight is None
+        if batch_size == 1 and plain and self.threads == 1:
+            start_per_sample(self.arch.dtype, input_dtype)
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):

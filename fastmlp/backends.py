@@ -8,7 +8,9 @@ A backend is built for one ``Architecture`` and offers:
   ``params`` (and ``state``, an ``optim.State``: slots and counters), returning ``(loss_sum,
   n_correct, n_done, nonfinite_at)`` exactly as ``reference.train_batches``; without
   ``optimizer``, plain SGD; ``sample_weight`` (dtype [N], mean 1) weighs each sample;
-- ``logits(params, data)``: the output layer's pre-activation z[N, K].
+- ``logits(params, data)``: the output layer's pre-activation z[N, K];
+- ``start_compiling(input_dtype, batch_size, optimizer, sample_weight)`` and ``warmup(...)``:
+  compile what training will call, the first in the background where it can (numba only).
 
 ``compile_seconds`` is the JIT time spent so far (0 for NumPy).
 """
@@ -35,6 +37,9 @@ class NumpyBackend:
 
     def prepare(self, X):
         return X
+
+    def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):
+        """Nothing to compile."""
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):

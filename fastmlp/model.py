@@ -454,6 +454,9 @@ class MLP:
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
         sample_weight = check_sample_weight(sample_weight, len(X), arch.dtype)
+        if comm is None:  # a cold first run compiles part of its kernels in a second process meanwhile
+            batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
+            self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)
         fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
         evaluate = None
         if options["validation_fraction"] is not None:

@@ -1,0 +1,100 @@
+"""A second process that compiles half of a kernel's helpers while this one compiles the rest.
+
+A cold first run of per-sample SGD spends most of its wait compiling, one helper after the other,
+in one process (Numba compiles under a global lock). The helpers a kernel calls are compiled
+separately, and Numba's on-disk cache is shared by processes (each entry is written whole, then
+renamed into place), so a second process can compile some of them meanwhile: this process types
+the kernel's calls first to last and finds, when it reaches a helper, that the other one has
+already stored it. ``start_per_sample`` launches ``python -m fastmlp._prewarm`` for that, which
+calls the plain per-sample kernel's helpers last to first on tiny arrays of the training run's
+types. It runs only where it can help: on a cold cache (no index of the kernel yet), with two
+cores available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks
+run with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``.
+The other process changes nothing but the cache; if it is slow, killed or fails, this process
+compiles whatever it has not stored, as it would alone.
+
+``tests/test_prewarm.py`` checks that the calls below have exactly the types the kernel's own
+calls have (every helper is then a cache hit for the kernel), so that an edit of the kernel's
+helpers that this list misses fails a test instead of quietly wasting the second core.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
+
+
+def per_sample_helpers(dtype, values_dtype):
+    """The plain per-sample kernel's helpers (``kernels.sgd.sgd_persample_chunk``), as calls on tiny
+    arrays of the types the kernel passes them, last used first."""
+    from .kernels import activation, linear, loss
+
+    real = np.dtype(dtype).type
+    n_in, n_hidden, n_out = 6, 4, 3
+    z, a = np.zeros(n_hidden, real), np.zeros(n_hidden, real)
+    W, b = np.zeros((n_in, n_hidden), real), np.zeros(n_hidden, real)
+    Wt, b_out = np.zeros((n_out, n_hidden), real), np.zeros(n_out, real)
+    z_out, p = np.zeros(n_out, real), np.zeros(n_out, real)
+    indices, values = np.arange(2, dtype=np.int32), np.ones(2, values_dtype)
+    labels, targets = np.zeros(1, np.int64), np.empty((0, n_out), real)
+    scale, lr = real(1 / 255), real(0.0)
+    code = 1  # an activation or loss code: the value does not matter, the type does
+    return [
+        lambda: linear.sparse_row_update(W, b, z, indices, values, scale, lr),
+        lambda: activation.activation_row_backward(z, a, code),
+        lambda: linear.dense_row_backward_update(z, Wt, b_out, z_out, a, lr),
+        lambda: loss.loss_row_backward(z_out, p, labels, targets, 0, code),
+        lambda: loss.loss_row_forward(p, z_out, labels, targets, 0, code),
+        lambda: linear.dense_row_forward(z_out, Wt, b_out, a),
+        lambda: activation.activation_row_forward(a, code),
+        lambda: linear.sparse_row_forward(z, W, b, indices, values, scale),
+    ]
+
+
+def _cache_is_cold(kernel):
+    """True when Numba's cache holds no index for ``kernel`` (it has never been compiled here)."""
+    path = Path(kernel.stats.cache_path)
+    name = kernel.py_func.__qualname__
+    return not any(path.glob(f"*.{name}-*.nbi"))
+
+
+def start_per_sample(dtype, values_dtype):
+    """Start the second process for a plain per-sample run if it can help (module docstring);
+    returns the process or None."""
+    import numba
+
+    from . import kernels
+    from .kernels._threads import available_cores
+
+    if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernels.sgd_persample_chunk.signatures:
+        return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
+    try:
+        if not _cache_is_cold(kernels.sgd_persample_chunk):
+            return None
+        return subprocess.Popen(
+            [sys.executable, "-m", "fastmlp._prewarm", np.dtype(dtype).name, np.dtype(values_dtype).name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    except (OSError, AttributeError):  # no process, or a Numba without these cache attributes
+        return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="compile the per-sample kernel's helpers into Numba's cache")
+    parser.add_argument("dtype", choices=["float32", "float64"])
+    parser.add_argument("values_dtype", choices=["uint8", "float32", "float64"])
+    args = parser.parse_args(argv)
+    for call in per_sample_helpers(args.dtype, args.values_dtype):
+        call()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""fastmlp/_prewarm.py: the second process that compiles the per-sample kernel's helpers on a cold
+cache. Each test runs fresh Python processes on an empty Numba cache of its own."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numba
+import pytest
+
+pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiles nothing under NUMBA_DISABLE_JIT=1")
+
+FIT_AND_COUNT = r"""
+import json, numpy as np, fastmlp
+from fastmlp.kernels import activation, linear, loss
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(8, 30), dtype=np.uint8)
+if DTYPE_OF_X != "uint8":
+    X = (X / 255).astype(DTYPE_OF_X)
+fastmlp.MLP([30, 6, 4], dtype=DTYPE).fit(X, rng.integers(0, 4, 8), batch_size=1, progress=False)
+helpers = [linear.sparse_row_forward, linear.sparse_row_update, linear.dense_row_forward,
+           linear.dense_row_backward_update, activation.activation_row_forward,
+           activation.activation_row_backward, loss.loss_row_forward, loss.loss_row_backward]
+print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+                  for f in helpers}))
+"""
+
+
+def run_python(args, cache_dir, **env):
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environment.update(NUMBA_CACHE_DIR=cache_dir, **env)
+    done = subprocess.run([sys.executable, *args], env=environment, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("dtype, x_dtype", [("float32", "uint8"), ("float64", "float64")])
+def test_the_second_process_compiles_exactly_what_the_kernel_calls(dtype, x_dtype):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        run_python(["-m", "fastmlp._prewarm", dtype, x_dtype], cache_dir)
+        code = FIT_AND_COUNT.replace("DTYPE_OF_X", repr(x_dtype)).replace("DTYPE", repr(dtype))
+        counts = json.loads(run_python(["-c", code], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+    # Every helper of the kernel came from the cache the second process wrote: none compiled
+    # again, so the types it compiled them for are the kernel's own.
+    assert counts == {name: [1, 0] for name in counts}, counts
+
+
+START_TWICE = r"""
+import json, subprocess, numpy as np, fastmlp
+from fastmlp import _prewarm
+started = []
+subprocess.Popen = lambda args, **kwargs: started.append(args[-3:]) or "process"
+first = _prewarm.start_per_sample("float32", "uint8")
+rng = np.random.default_rng(0)
+fastmlp.MLP([30, 6, 4]).fit(rng.integers(0, 256, size=(8, 30), dtype=np.uint8), rng.integers(0, 4, 8),
+                            batch_size=1, progress=False)  # compiles the kernel: warm from now on
+second = _prewarm.start_per_sample("float32", "uint8")
+print(json.dumps({"first": first, "second": second, "started": started}))
+"""
+
+
+def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off():
+    from fastmlp.kernels._threads import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("starts only with two cores available")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        result = json.loads(run_python(["-c", START_TWICE], cache_dir))
+        assert result["first"] == "process" and result["second"] is None
+        # the call above, and the fit's own (the cache was still cold when it began)
+        assert result["started"] == [["fastmlp._prewarm", "float32", "uint8"]] * 2
+    with tempfile.TemporaryDirectory() as cache_dir:
+        result = json.loads(run_python(["-c", START_TWICE], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+        assert result == {"first": None, "second": None, "started": []}
