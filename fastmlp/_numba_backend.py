@@ -15,7 +15,7 @@ import numpy as np
 
 from . import kernels, optim
 from ._adaptive import ThreadChooser
-from ._prewarm import start_per_sample
+from ._prewarm import start as start_prewarm
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -87,10 +87,12 @@ class NumbaBackend:
 
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):
         """Before training (and before ``prepare``): on a cold cache, have a second process compile
-        part of what training will need (``_prewarm``; so far the plain per-sample kernel's helpers)."""
+        part of what training will need (``_prewarm``: plain per-sample and mini-batch training)."""
         plain = (optimizer is None or optimizer.is_plain) and sample_weight is None
         if batch_size == 1 and plain and self.threads == 1:
-            start_per_sample(self.arch.dtype, input_dtype)
+            start_prewarm("per-sample", self.arch.dtype, input_dtype)
+        elif batch_size > 1:
+            start_prewarm("mini-batch", self.arch.dtype, input_dtype)
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):

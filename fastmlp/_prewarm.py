@@ -5,9 +5,9 @@ in one process (Numba compiles under a global lock). The helpers a kernel calls 
 separately, and Numba's on-disk cache is shared by processes (each entry is written whole, then
 renamed into place), so a second process can compile some of them meanwhile: this process types
 the kernel's calls first to last and finds, when it reaches a helper, that the other one has
-already stored it. ``start_per_sample`` launches ``python -m fastmlp._prewarm`` for that, which
-calls the plain per-sample kernel's helpers last to first on tiny arrays of the training run's
-types. It runs only where it can help: on a cold cache (no index of the kernel yet), with two
+already stored it. ``start`` launches ``python -m fastmlp._prewarm`` for that, which calls the
+kernel's helpers last to first on tiny arrays of the training run's types: for plain per-sample
+SGD and for mini-batch training (``PLANS``). It runs only where it can help: on a cold cache (no index of the kernel yet), with two
 cores available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks
 run with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``.
 The other process changes nothing but the cache; if it is slow, killed or fails, this process
@@ -56,6 +56,36 @@ def per_sample_helpers(dtype, values_dtype):
     ]
 
 
+def minibatch_helpers(dtype, values_dtype):
+    """The largest helpers of the mini-batch kernel (``kernels.minibatch.minibatch_sgd_chunk``),
+    as calls on tiny arrays of the types the kernel passes them: the block of step 2 (used last,
+    about a quarter of the kernel's compile with its own helpers), then the forward of step 1.
+    The kernel compiles its first helpers meanwhile, and its parallel loops only it can lower."""
+    from .kernels import codes, minibatch, sparse_rows
+
+    real = np.dtype(dtype).type
+    layers = np.array([6, 4, 3], np.int64)
+    w_offsets, b_offsets, n_params = codes.parameter_layout(layers)
+    params = np.zeros(n_params, real)
+    _, weights_t, _, partials, spans, units, raw, deltas, losses, hits = minibatch.minibatch_scratch(
+        params, layers, 4, 0, False)
+    indptr, indices, values = sparse_rows(np.ones((4, 6), values_dtype))
+    labels, targets, weights = np.zeros(4, np.int64), np.empty((0, 3), real), np.empty(0, real)
+    batch, zero, no_dropout, one = np.arange(4, dtype=np.int64), np.int64(0), np.uint64(0), real(1)
+    code = 1  # an activation or loss code: the value does not matter, the type does
+    return [
+        lambda: minibatch._block_forward_backward(
+            units, raw, deltas, losses, hits, (zero, np.int64(4)), partials, params, weights_t, layers, w_offsets,
+            b_offsets, code, code, real(4), labels, targets, weights, batch, zero, zero, no_dropout, one),
+        lambda: minibatch._part_forward(
+            partials, spans, params, layers, w_offsets, b_offsets, zero, batch, indptr, indices, values,
+            real(1 / 255), zero, zero, no_dropout, one),
+    ]
+
+
+PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_helpers}
+
+
 def _cache_is_cold(kernel):
     """True when Numba's cache holds no index for ``kernel`` (it has never been compiled here)."""
     path = Path(kernel.stats.cache_path)
@@ -63,23 +93,24 @@ def _cache_is_cold(kernel):
     return not any(path.glob(f"*.{name}-*.nbi"))
 
 
-def start_per_sample(dtype, values_dtype):
-    """Start the second process for a plain per-sample run if it can help (module docstring);
-    returns the process or None."""
+def start(plan, dtype, values_dtype):
+    """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, or "mini-batch")
+    if it can help (module docstring); returns the process or None."""
     import numba
 
     from . import kernels
     from .kernels._threads import available_cores
 
+    kernel = kernels.sgd_persample_chunk if plan == "per-sample" else kernels.minibatch_sgd_chunk
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernels.sgd_persample_chunk.signatures:
+    if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
         return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
     try:
-        if not _cache_is_cold(kernels.sgd_persample_chunk):
+        if not _cache_is_cold(kernel):
             return None
         return subprocess.Popen(
-            [sys.executable, "-m", "fastmlp._prewarm", np.dtype(dtype).name, np.dtype(values_dtype).name],
+            [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
     except (OSError, AttributeError):  # no process, or a Numba without these cache attributes
@@ -87,11 +118,12 @@ def start_per_sample(dtype, values_dtype):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="compile the per-sample kernel's helpers into Numba's cache")
+    parser = argparse.ArgumentParser(description="compile a kernel's helpers into Numba's cache")
+    parser.add_argument("plan", choices=list(PLANS))
     parser.add_argument("dtype", choices=["float32", "float64"])
     parser.add_argument("values_dtype", choices=["uint8", "float32", "float64"])
     args = parser.parse_args(argv)
-    for call in per_sample_helpers(args.dtype, args.values_dtype):
+    for call in PLANS[args.plan](args.dtype, args.values_dtype):
         call()
     return 0
 

@@ -1,5 +1,5 @@
-"""fastmlp/_prewarm.py: the second process that compiles the per-sample kernel's helpers on a cold
-cache. Each test runs fresh Python processes on an empty Numba cache of its own."""
+"""fastmlp/_prewarm.py: the second process that compiles a kernel's helpers on a cold cache. Each
+test runs fresh Python processes on an empty Numba cache of its own."""
 
 import json
 import os
@@ -40,11 +40,30 @@ def run_python(args, cache_dir, **env):
 @pytest.mark.parametrize("dtype, x_dtype", [("float32", "uint8"), ("float64", "float64")])
 def test_the_second_process_compiles_exactly_what_the_kernel_calls(dtype, x_dtype):
     with tempfile.TemporaryDirectory() as cache_dir:
-        run_python(["-m", "fastmlp._prewarm", dtype, x_dtype], cache_dir)
+        run_python(["-m", "fastmlp._prewarm", "per-sample", dtype, x_dtype], cache_dir)
         code = FIT_AND_COUNT.replace("DTYPE_OF_X", repr(x_dtype)).replace("DTYPE", repr(dtype))
         counts = json.loads(run_python(["-c", code], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
     # Every helper of the kernel came from the cache the second process wrote: none compiled
     # again, so the types it compiled them for are the kernel's own.
+    assert counts == {name: [1, 0] for name in counts}, counts
+
+
+MINIBATCH_FIT_AND_COUNT = r"""
+import json, numpy as np, fastmlp
+from fastmlp.kernels import minibatch
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 6, 4], threads=1).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+helpers = [minibatch._block_forward_backward, minibatch._part_forward]
+print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+                  for f in helpers}))
+"""
+
+
+def test_the_mini_batch_plan_compiles_what_the_kernel_calls():
+    with tempfile.TemporaryDirectory() as cache_dir:
+        run_python(["-m", "fastmlp._prewarm", "mini-batch", "float32", "uint8"], cache_dir)
+        counts = json.loads(run_python(["-c", MINIBATCH_FIT_AND_COUNT], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
     assert counts == {name: [1, 0] for name in counts}, counts
 
 
@@ -53,11 +72,11 @@ import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm
 started = []
 subprocess.Popen = lambda args, **kwargs: started.append(args[-3:]) or "process"
-first = _prewarm.start_per_sample("float32", "uint8")
+first = _prewarm.start("per-sample", "float32", "uint8")
 rng = np.random.default_rng(0)
 fastmlp.MLP([30, 6, 4]).fit(rng.integers(0, 256, size=(8, 30), dtype=np.uint8), rng.integers(0, 4, 8),
                             batch_size=1, progress=False)  # compiles the kernel: warm from now on
-second = _prewarm.start_per_sample("float32", "uint8")
+second = _prewarm.start("per-sample", "float32", "uint8")
 print(json.dumps({"first": first, "second": second, "started": started}))
 """
 
@@ -71,7 +90,7 @@ def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off():
         result = json.loads(run_python(["-c", START_TWICE], cache_dir))
         assert result["first"] == "process" and result["second"] is None
         # the call above, and the fit's own (the cache was still cold when it began)
-        assert result["started"] == [["fastmlp._prewarm", "float32", "uint8"]] * 2
+        assert result["started"] == [["per-sample", "float32", "uint8"]] * 2
     with tempfile.TemporaryDirectory() as cache_dir:
         result = json.loads(run_python(["-c", START_TWICE], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
         assert result == {"first": None, "second": None, "started": []}
