@@ -19,6 +19,7 @@ helpers that this list misses fails a test instead of quietly wasting the second
 """
 
 import argparse
+import atexit
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
+_STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next start
 
 
 def per_sample_helpers(dtype, values_dtype):
@@ -109,12 +111,31 @@ def start(plan, dtype, values_dtype):
     try:
         if not _cache_is_cold(kernel):
             return None
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
     except (OSError, AttributeError):  # no process, or a Numba without these cache attributes
         return None
+    _STARTED[:] = [running for running in _STARTED if running.poll() is None]
+    _STARTED.append(process)
+    return process
+
+
+def _stop_started():
+    """At exit: stop what is still compiling. Once this process has compiled its kernel, the
+    kernel's cache entry holds the helpers too, so their own entries no longer matter."""
+    for process in _STARTED:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+atexit.register(_stop_started)
 
 
 def main(argv=None):

@@ -71,13 +71,23 @@ START_TWICE = r"""
 import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm
 started = []
-subprocess.Popen = lambda args, **kwargs: started.append(args[-3:]) or "process"
+
+
+class Started:  # stands in for the process: records what would have run, and has finished
+    def __init__(self, args, **kwargs):
+        started.append(args[-3:])
+
+    def poll(self):
+        return 0
+
+
+subprocess.Popen = Started
 first = _prewarm.start("per-sample", "float32", "uint8")
 rng = np.random.default_rng(0)
 fastmlp.MLP([30, 6, 4]).fit(rng.integers(0, 256, size=(8, 30), dtype=np.uint8), rng.integers(0, 4, 8),
                             batch_size=1, progress=False)  # compiles the kernel: warm from now on
 second = _prewarm.start("per-sample", "float32", "uint8")
-print(json.dumps({"first": first, "second": second, "started": started}))
+print(json.dumps({"first": type(first).__name__, "second": second, "started": started}))
 """
 
 
@@ -88,9 +98,23 @@ def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off():
         pytest.skip("starts only with two cores available")
     with tempfile.TemporaryDirectory() as cache_dir:
         result = json.loads(run_python(["-c", START_TWICE], cache_dir))
-        assert result["first"] == "process" and result["second"] is None
+        assert result["first"] == "Started" and result["second"] is None
         # the call above, and the fit's own (the cache was still cold when it began)
         assert result["started"] == [["per-sample", "float32", "uint8"]] * 2
     with tempfile.TemporaryDirectory() as cache_dir:
         result = json.loads(run_python(["-c", START_TWICE], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
-        assert result == {"first": None, "second": None, "started": []}
+        assert result == {"first": "NoneType", "second": None, "started": []}
+
+
+def test_a_process_still_compiling_at_exit_is_stopped():
+    from fastmlp.kernels._threads import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("starts only with two cores available")
+    code = ("from fastmlp import _prewarm\n"
+            "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
+            "print(process.pid)\n")  # exits at once, long before the second process is done
+    with tempfile.TemporaryDirectory() as cache_dir:
+        pid = int(run_python(["-c", code], cache_dir))
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone: stopped (and reaped) when its parent exited
