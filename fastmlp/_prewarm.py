@@ -106,6 +106,8 @@ def start(plan, dtype, values_dtype):
     kernel = kernels.sgd_persample_chunk if plan == "per-sample" else kernels.minibatch_sgd_chunk
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return None  # a frozen application's executable is not a Python to run "-m" with
     if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
         return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
     try:
@@ -115,7 +117,7 @@ def start(plan, dtype, values_dtype):
             [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-    except (OSError, AttributeError):  # no process, or a Numba without these cache attributes
+    except (OSError, ValueError, AttributeError):  # no process, or a Numba without these cache attributes
         return None
     _STARTED[:] = [running for running in _STARTED if running.poll() is None]
     _STARTED.append(process)
