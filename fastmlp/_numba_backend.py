@@ -37,6 +37,12 @@ class Prepared:
         return len(self.X)
 
 
+def _plain_kernel(optimizer, weighted):
+    """Whether per-sample training runs the plain kernel (``sgd_persample_chunk``): plain SGD
+    without sample weights; anything else runs the general one (``persample_chunk``)."""
+    return optimizer.is_plain and not weighted
+
+
 class NumbaBackend:
     name = "numba"
 
@@ -88,7 +94,7 @@ class NumbaBackend:
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):
         """Before training (and before ``prepare``): on a cold cache, have a second process compile
         part of what training will need (``_prewarm``: plain per-sample and mini-batch training)."""
-        plain = (optimizer is None or optimizer.is_plain) and sample_weight is None
+        plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         if batch_size == 1 and plain and self.threads == 1:
             start_prewarm("per-sample", self.arch.dtype, input_dtype)
         elif batch_size > 1:
@@ -128,7 +134,7 @@ class NumbaBackend:
                                      state)
 
     def _train_per_sample(self, params, data, labels, target_rows, weights, order, lr, optimizer, state):
-        if not optimizer.is_plain or weights.size:
+        if not _plain_kernel(optimizer, weights.size > 0):
             # the general kernel: any optimizer, and sample weights (the plain one has neither)
             kernels.persample_chunk(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
