@@ -19,7 +19,10 @@ the ``linear_*`` and ``sparse_linear_*`` kernels are the mini-batch versions.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
@@ -103,6 +106,61 @@ def _row(W, j):
     """W[j] for an index known to be >= 0: as unsigned it skips Numba's negative-index fix-up,
     which costs a few percent in the per-nonzero loops below."""
     return W[np.uint32(j)]
+
+
+def prefetch(a, i):
+    """Ask the CPU to start loading a[i] into cache (a hint: no effect on results; a no-op
+    when Numba's JIT is disabled)."""
+
+
+@intrinsic
+def _prefetch(typingctx, a, i):
+    def codegen(context, builder, sig, args):
+        array_type = sig.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        item = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]], wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        name = "llvm.prefetch.p0" if str(byte_pointer) == "ptr" else "llvm.prefetch.p0i8"  # opaque pointers or not
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), name
+        )
+        # a read, kept in all cache levels, of data
+        builder.call(function, [builder.bitcast(item, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(a, types.intp), codegen
+
+
+@overload(prefetch, jit_options=KERNEL_OPTIONS)
+def _prefetch_overload(a, i):
+    def impl(a, i):
+        _prefetch(a, i)
+
+    return impl
+
+
+@njit(**KERNEL_OPTIONS)
+def prefetch_sample(indptr, indices, values, order, s, stop):
+    """Start loading the CSR entries of sample order[s + 1] and the indptr entry of order[s + 2].
+
+    Per-sample trainers visit samples in a random order, so each sample's nonzeros (about 750
+    bytes on MNIST, in a 45 MB array) are a cache miss; asked for one sample ahead they arrive
+    while the current sample trains (measured 4-5% on per-sample epochs).
+    """
+    if s + 2 < stop:
+        prefetch(indptr, order[s + 2])
+    if s + 1 < stop:
+        i = order[s + 1]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        if hi > lo:
+            for q in range(lo, hi, 64 // indices.itemsize):
+                prefetch(indices, q)
+            prefetch(indices, hi - 1)
+            for q in range(lo, hi, 64 // values.itemsize):
+                prefetch(values, q)
+            prefetch(values, hi - 1)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -60,6 +60,7 @@ from .linear import (
     dense_row_backward_update,
     dense_row_forward,
     layer_views,
+    prefetch_sample,
     sparse_row_forward,
     sparse_row_update,
 )
@@ -129,6 +130,7 @@ def sgd_persample_chunk(
     n_trained = 0
     for s in range(start, stop):
         i = order[s]
+        prefetch_sample(indptr, indices, values, order, s, stop)
         nz_indices = indices[indptr[i] : indptr[i + 1]]
         nz_values = values[indptr[i] : indptr[i + 1]]
 
@@ -549,10 +551,15 @@ def persample_chunk(
         sample_number = first_sample + n_trained
         if kind == ADAM_KIND:
             step_scalars(sc, hyper, step)
+        prefetch_sample(indptr, indices, values, order, s, stop)
 
-        # the sample's kept inputs, scaled (x = pixel / 255, / keep with input dropout)
-        m = 0
-        for q in range(indptr[i], indptr[i + 1]):
+        # the sample's kept inputs, scaled (x = pixel / 255, / keep with input dropout); the
+        # modal form reads the CSR rows directly when every input is kept (no copy)
+        direct = modal and input_threshold == 0
+        row_indices = indices[indptr[i] : indptr[i + 1]]
+        row_values = values[indptr[i] : indptr[i + 1]]
+        m = row_indices.shape[0] if direct else 0
+        for q in range(indptr[i], indptr[i] if direct else indptr[i + 1]):
             x = values[q] * scale
             if input_threshold > 0:
                 if not kept(seed, sample_number, indices[q], input_threshold):
@@ -571,7 +578,10 @@ def persample_chunk(
                 tau = 0
                 tau_powers[:] = 1
             _modal_b(B, P, tau_powers, pair)
-            sparse_row_forward(both, packed_first, b0[:0], kept_indices[:m], kept_values[:m], dtype(1.0))
+            if direct:
+                sparse_row_forward(both, packed_first, b0[:0], row_indices, row_values, scale)
+            else:
+                sparse_row_forward(both, packed_first, b0[:0], kept_indices[:m], kept_values[:m], dtype(1.0))
             z = acts[: a_offsets[1]]
             alpha = dtype(B[0, 0])
             if width > n_hidden:
@@ -628,12 +638,23 @@ def persample_chunk(
                 w = Wt[k]
                 for j in range(n_in):
                     da[j] += d * w[j]
-            g = row_grad[:n_in]
-            for k in range(dz_l.shape[0]):
-                d = dz_l[k]
-                for j in range(n_in):
-                    g[j] = d * a[j]
-                apply_step(Wt[k], g, packed_slots, wt_offsets[l] + k * n_in, kind, sc, DECAY)
+            if kind == MOMENTUM_KIND:  # the gradient row is not stored (6% of a momentum epoch)
+                lr, mu, nest = sc[LR_SLOT], sc[MU_SLOT], sc[NESTEROV_SLOT]
+                cd, dd = sc[CD_SLOT], sc[DD_SLOT]
+                for k in range(dz_l.shape[0]):
+                    d = dz_l[k]
+                    w = Wt[k]
+                    offset = wt_offsets[l] + k * n_in
+                    v = packed_slots[0, offset : offset + n_in]
+                    for j in range(n_in):
+                        w[j], v[j] = momentum_update(w[j], d * a[j], v[j], lr, mu, nest, cd, dd)
+            else:
+                g = row_grad[:n_in]
+                for k in range(dz_l.shape[0]):
+                    d = dz_l[k]
+                    for j in range(n_in):
+                        g[j] = d * a[j]
+                    apply_step(Wt[k], g, packed_slots, wt_offsets[l] + k * n_in, kind, sc, DECAY)
             if b.shape[0] > 0:
                 apply_step(b, dz_l, slots, b_offsets[l], kind, sc, NO_DECAY)
             if threshold > 0:
@@ -655,7 +676,10 @@ def persample_chunk(
                 for k in range(n_hidden):
                     both[n_hidden + k] = g2 * dz0[k]
             # c += gamma x dz, as the plain kernel's step w -= 1 * x * (-gamma dz)
-            sparse_row_update(packed_first, b0[:0], both, kept_indices[:m], kept_values[:m], dtype(1.0), dtype(1.0))
+            if direct:
+                sparse_row_update(packed_first, b0[:0], both, row_indices, row_values, scale, dtype(1.0))
+            else:
+                sparse_row_update(packed_first, b0[:0], both, kept_indices[:m], kept_values[:m], dtype(1.0), dtype(1.0))
             tau += 1
             for r in range(2):
                 tau_powers[r] *= lam[r]
@@ -745,6 +769,7 @@ def _split_hidden_worker(
     n_trained = 0
     for s in range(start, stop):
         i = order[s]
+        prefetch_sample(indptr, indices, values, order, s, stop)
         first, last = indptr[i], indptr[i + 1]
         sparse_row_forward(h, W1, b1, indices[first:last], values[first:last], scale)
         activation_row_forward(h, activation)
