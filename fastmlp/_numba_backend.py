@@ -69,6 +69,7 @@ class NumbaBackend:
         self._targets_for = (None, None)
         self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
         self._minibatch_stats = np.zeros(4, np.float64)
+        self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
 
     def prepare(self, X):
         indptr, indices, values = kernels.sparse_rows(X)
@@ -98,7 +99,10 @@ class NumbaBackend:
         if batch_size == 1 and plain and self.threads == 1:
             start_prewarm("per-sample", self.arch.dtype, input_dtype)
         elif batch_size > 1:
-            start_prewarm("mini-batch", self.arch.dtype, input_dtype)
+            # it compiles the parallel kernel; this process trains on the serial one meanwhile
+            process = start_prewarm("mini-batch", self.arch.dtype, input_dtype)
+            if process is not None:
+                self._parallel_compiling = process
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):
@@ -172,11 +176,11 @@ class NumbaBackend:
         totals = {"correct": 0, "nonfinite_at": -1}
         stats[0] = 0.0  # the kernel adds on to it: a split chunk sums its losses as one call does
 
-        def call(count, start, n_samples):
+        def call(count, start, n_samples, kernel=kernels.minibatch_sgd_chunk):
             # Split in whole batches and on any thread count, the chunk trains exactly as in
             # one call on all threads (the kernel's results depend on neither).
             numba.set_num_threads(count)
-            kernels.minibatch_sgd_chunk(
+            kernel(
                 params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
                 data.indptr, data.indices, data.values, data.input_scale,
@@ -189,7 +193,13 @@ class NumbaBackend:
 
         outer = numba.get_num_threads()
         try:
-            n_done = self.minibatch_threads.run(len(order), batch_size, call)
+            if self._parallel_compiling is not None and self._parallel_compiling.poll() is None:
+                # A cold start: the parallel kernel is still compiling in the second process.
+                # The serial one, bitwise the same, trains meanwhile (on this process's core).
+                n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
+            else:
+                self._parallel_compiling = None  # stored in the cache by now (or it failed: compiled here)
+                n_done = self.minibatch_threads.run(len(order), batch_size, call)
         finally:
             numba.set_num_threads(outer)
         return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]

@@ -85,7 +85,23 @@ def minibatch_helpers(dtype, values_dtype):
     ]
 
 
-PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_helpers}
+def minibatch_kernel(dtype, values_dtype):
+    """The mini-batch helpers, then the parallel mini-batch kernel itself, called as the backend
+    calls it (the fit's process trains on the serial kernel meanwhile: ``NumbaBackend``)."""
+    from .backends import make_backend
+    from .network import Architecture, init_params
+
+    def kernel():
+        arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
+        backend = make_backend("numba", arch, "auto")
+        params = init_params(arch, "xavier", seed=0)
+        data = backend.prepare(np.ones((2, 6), values_dtype))
+        backend.warmup(params, data, np.zeros(2, np.int64), 2, inference=False)
+
+    return minibatch_helpers(dtype, values_dtype) + [kernel]
+
+
+PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_kernel}
 
 
 def _cache_is_cold(kernel):
@@ -103,13 +119,17 @@ def start(plan, dtype, values_dtype):
     from . import kernels
     from .kernels._threads import available_cores
 
-    kernel = kernels.sgd_persample_chunk if plan == "per-sample" else kernels.minibatch_sgd_chunk
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
+    kernel = kernels.sgd_persample_chunk if plan == "per-sample" else kernels.minibatch_sgd_chunk
     if getattr(sys, "frozen", False) or not sys.executable:
         return None  # a frozen application's executable is not a Python to run "-m" with
     if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
         return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
+    key = (plan, np.dtype(dtype).name, np.dtype(values_dtype).name)
+    for running in _STARTED:
+        if getattr(running, "fastmlp_plan", None) == key and running.poll() is None:
+            return running  # already compiling this (several fits at once, or one after another)
     try:
         if not _cache_is_cold(kernel):
             return None
@@ -119,6 +139,7 @@ def start(plan, dtype, values_dtype):
         )
     except (OSError, ValueError, AttributeError):  # no process, or a Numba without these cache attributes
         return None
+    process.fastmlp_plan = key
     _STARTED[:] = [running for running in _STARTED if running.poll() is None]
     _STARTED.append(process)
     return process
@@ -126,7 +147,8 @@ def start(plan, dtype, values_dtype):
 
 def _stop_started():
     """At exit: stop what is still compiling. Once this process has compiled its kernel, the
-    kernel's cache entry holds the helpers too, so their own entries no longer matter."""
+    kernel's cache entry holds the helpers too, so their own entries no longer matter; a parallel
+    mini-batch kernel not stored yet is left to the next run's second process."""
     for process in _STARTED:
         if process.poll() is None:
             process.terminate()

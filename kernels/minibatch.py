@@ -89,6 +89,8 @@ the d(loss / batch size)/dz of the same columns, without p. ``partials[part, r]`
 ``spans[r, part]`` are the first layer's partial sums over the part's inputs and where those
 inputs are in the CSR arrays.
 """
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -558,14 +560,14 @@ def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offs
             _copy_transposed(S, _transposed_view(slots_t[slot], layer_sizes, w_offsets, l))
 
 
-@njit(**PARALLEL_OPTIONS)
-def minibatch_sgd_chunk(
+def _minibatch_sgd_chunk(
     params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
     layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
     indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
     batch_size,
 ):
-    """Mini-batch training over order[start:stop] (arguments and method: module docstring)."""
+    """Mini-batch training over order[start:stop] (arguments and method: module docstring).
+    ``minibatch_sgd_chunk`` runs on Numba's threads, ``minibatch_sgd_chunk_serial`` on one."""
     dtype = params.dtype.type
     scale = dtype(input_scale)
     kind = step_kind(hyper)
@@ -641,3 +643,22 @@ def minibatch_sgd_chunk(
     stats[N_CORRECT] = n_correct
     stats[N_TRAINED] = n_trained
     stats[NONFINITE_AT] = nonfinite_at
+
+
+def _named(function, name):
+    """A copy of ``function`` called ``name``: Numba caches a function under its name, and the
+    two compilations of the mini-batch kernel must not share cache entries."""
+    code = function.__code__.replace(co_name=name, co_qualname=name)
+    copy = types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = function.__doc__
+    return copy
+
+
+# The same kernel twice. With ``prange`` lowered to threads it is the one training runs; without
+# (``prange`` is ``range``) it takes the same steps in the same order, so its results are bitwise
+# the same, and it compiles in half the time (the two parallel loops' lowering is about 9 s of a
+# cold first compile): a cold first mini-batch fit trains on it while a second process compiles
+# the parallel one (``fastmlp._prewarm``).
+minibatch_sgd_chunk = njit(**PARALLEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk"))
+minibatch_sgd_chunk_serial = njit(**KERNEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk_serial"))

@@ -158,3 +158,49 @@ def test_threads_is_auto_or_a_positive_integer():
         with pytest.raises(error, match="threads must be 'auto' or a positive integer"):
             MLP([3, 2], threads=bad).fit(X, y)
     assert MLP([3, 2]).threads == "auto"
+
+
+class Compiling:
+    """Stands in for the second process compiling the parallel kernel: running for the first
+    ``calls`` polls, then done."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def poll(self):
+        self.calls -= 1
+        return None if self.calls >= 0 else 0
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
+def test_a_cold_start_trains_on_the_serial_kernel_until_the_parallel_one_is_compiled(monkeypatch):
+    from fastmlp import kernels
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20_000, 64)).astype(np.uint8)  # three trainer chunks per epoch
+    X[rng.random(X.shape) < 0.7] = 0
+    y = rng.integers(0, 10, size=len(X))
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # the real second process: tests/test_prewarm.py
+    used = []
+    for name in ("serial", "parallel"):
+        kernel = getattr(kernels, "minibatch_sgd_chunk" + ("_serial" if name == "serial" else ""))
+
+        def counted(*args, kernel=kernel, name=name):
+            used.append(name)
+            return kernel(*args)
+
+        monkeypatch.setattr(kernels, kernel.py_func.__name__, counted)
+    runs = {}
+    for name in ("fixed 1", "compiling"):
+        model = MLP([64, 32, 10], activation="relu", seed=1, threads=1 if name == "fixed 1" else "auto")
+        model.fit(X[:500], y[:500], epochs=1, batch_size=32, momentum=0.9)  # builds the backend
+        if name == "compiling":
+            used.clear()
+            model.backend_._parallel_compiling = Compiling(4)  # done after 4 of the 6 chunks
+        history = model.partial_fit(X, y, epochs=2)
+        runs[name] = (model.params_.copy(), model.optimizer_state_.slots.copy(), history.loss[-2:])
+    # one call per chunk on the serial kernel while compiling, then the thread chooser's calls
+    assert used[:4] == ["serial"] * 4 and "serial" not in used[4:] and "parallel" in used[4:]
+    np.testing.assert_array_equal(runs["compiling"][0], runs["fixed 1"][0])
+    np.testing.assert_array_equal(runs["compiling"][1], runs["fixed 1"][1])
+    assert runs["compiling"][2] == runs["fixed 1"][2]
