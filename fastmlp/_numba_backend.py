@@ -71,6 +71,13 @@ class NumbaBackend:
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
 
+    def __getstate__(self):
+        # a model is pickled (or deep-copied) whole; the second compiling process is this
+        # process's, not the copy's (and a process handle does not pickle)
+        state = self.__dict__.copy()
+        state["_parallel_compiling"] = None
+        return state
+
     def prepare(self, X):
         indptr, indices, values = kernels.sparse_rows(X)
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0

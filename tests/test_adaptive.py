@@ -204,3 +204,28 @@ def test_a_cold_start_trains_on_the_serial_kernel_until_the_parallel_one_is_comp
     np.testing.assert_array_equal(runs["compiling"][0], runs["fixed 1"][0])
     np.testing.assert_array_equal(runs["compiling"][1], runs["fixed 1"][1])
     assert runs["compiling"][2] == runs["fixed 1"][2]
+
+
+def test_a_model_pickles_while_the_parallel_kernel_compiles():
+    import copy
+    import pickle
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, size=(64, 12)).astype(np.uint8), rng.integers(0, 3, size=64)
+    model = MLP([12, 8, 3], seed=1)
+    model.fit(X, y, epochs=1, batch_size=8)
+    compiling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        model.backend_._parallel_compiling = compiling  # as on a cold start, still running
+        copies = [pickle.loads(pickle.dumps(model)), copy.deepcopy(model)]
+        assert model.backend_._parallel_compiling is compiling  # the original keeps its own
+        for restored in copies:
+            assert restored.backend_._parallel_compiling is None
+            np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+            restored.partial_fit(X, y, epochs=1)  # and trains on
+        np.testing.assert_array_equal(copies[0].params_, copies[1].params_)
+    finally:
+        compiling.kill()
+        compiling.wait()
