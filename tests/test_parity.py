@@ -190,6 +190,42 @@ def test_mnist_sized_network_matches_the_reference(dtype, synth):
     assert_same_run(arch, params, X, targets, 1, synth.tolerance(dtype))
 
 
+# A dense layer after the first with at least WIDE outputs propagates its deltas back from the
+# input-major weights, which the mini-batch kernel keeps current in params after every step
+# (kernels/minibatch.py). 70 inputs and 66 outputs leave remainders after the blocks of four;
+# a batch of 7 has a block of fewer than four rows.
+WIDE_LAYERS = [12, 70, 66, 4]
+
+
+@pytest.mark.parametrize("batch_size", [7, 32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_wide_dense_layer_matches_the_reference(dtype, batch_size, synth):
+    from fastmlp.kernels.minibatch import WIDE
+
+    assert WIDE_LAYERS[1] >= WIDE and WIDE_LAYERS[2] >= WIDE > WIDE_LAYERS[3]  # both paths taken
+    arch, params, X, targets = problem(WIDE_LAYERS, "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
+    assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
+
+
+@pytest.mark.parametrize("name, dropout", [("nesterov-decay", "dropout"), ("adamw", "input+dropout")])
+def test_a_wide_dense_layer_matches_the_reference_with_optimizers(name, dropout, synth):
+    from fastmlp import optim
+
+    dtype = np.float64
+    arch, params, X, targets = problem(WIDE_LAYERS, "relu", "softmax", "cross_entropy", True, dtype, "float")
+    optimizer = optim.Optimizer(**OPTIMIZERS[name], **DROPOUTS[dropout])
+    lr = 0.003 if optimizer.optimizer == "adam" else 0.015
+    tol = synth.tolerance(dtype)
+    if optimizer.optimizer == "adam":
+        tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, name)
+    for got, want in zip(compiled, expected):
+        np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"])
+
+
 # --- the threaded per-sample kernel ----------------------------------------------------------
 
 # More samples than one trainer chunk, so the threaded kernel's per-call repacking of the
