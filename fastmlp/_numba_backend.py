@@ -15,6 +15,7 @@ import numpy as np
 
 from . import kernels, optim
 from ._adaptive import ThreadChooser
+from ._prewarm import _cache_is_cold as cache_is_cold
 from ._prewarm import start as start_prewarm
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
@@ -70,12 +71,14 @@ class NumbaBackend:
         self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
+        self._serial = None  # one thread and no parallel kernel anywhere: the serial twin (decided once)
 
     def __getstate__(self):
         # a model is pickled (or deep-copied) whole; the second compiling process is this
         # process's, not the copy's (and a process handle does not pickle)
         state = self.__dict__.copy()
         state["_parallel_compiling"] = None
+        state["_serial"] = None  # decided again where it is loaded (another cache)
         return state
 
     def prepare(self, X):
@@ -204,12 +207,29 @@ class NumbaBackend:
                 # A cold start: the parallel kernel is still compiling in the second process.
                 # The serial one, bitwise the same, trains meanwhile (on this process's core).
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
+            elif self._serial_only():
+                n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
             else:
                 self._parallel_compiling = None  # stored in the cache by now (or it failed: compiled here)
                 n_done = self.minibatch_threads.run(len(order), batch_size, call)
         finally:
             numba.set_num_threads(outer)
         return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]
+
+    def _serial_only(self):
+        """Whether mini-batch training runs on the serial twin for good: at most one thread
+        (``threads=1``, ``NUMBA_NUM_THREADS=1``: sweep workers), and the parallel kernel neither
+        compiled in this process nor in the cache. The twin takes the same steps and compiles in
+        about half the time; a cache that holds the parallel kernel (a ``fastmlp warmup`` with
+        two threads, say) is used as it is."""
+        if self._serial is None:
+            kernel = kernels.minibatch_sgd_chunk
+            try:
+                self._serial = (self.minibatch_threads.most == 1 and not numba.config.DISABLE_JIT
+                                and not kernel.signatures and cache_is_cold(kernel))
+            except (OSError, AttributeError):  # a Numba without these cache attributes
+                self._serial = False
+        return self._serial
 
     def logits(self, params, data):
         """z[N, K] of the output layer, block by block."""

@@ -70,6 +70,29 @@ def test_the_mini_batch_plan_compiles_what_the_kernel_calls():
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+SINGLE_THREAD_FIT = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+print(json.dumps({"serial": len(kernels.minibatch_sgd_chunk_serial.signatures),
+                  "parallel": len(kernels.minibatch_sgd_chunk.signatures)}))
+"""
+
+
+def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored():
+    with tempfile.TemporaryDirectory() as cache_dir:
+        # sweep workers run on one thread: on a cold cache only the serial twin is compiled
+        first = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="1"))
+        assert first == {"serial": 1, "parallel": 0}
+        # two threads compile the parallel kernel (here in the fit's own process) ...
+        run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="2", FASTMLP_BACKGROUND_COMPILE="0")
+        # ... and one thread then loads it from the cache instead of the serial one
+        second = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="1"))
+        assert second == {"serial": 0, "parallel": 1}
+
+
 START_TWICE = r"""
 import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm
