@@ -81,8 +81,7 @@ descheduled one makes two threads far slower than one (numba.set_num_threads(1) 
 Scratch. Layers l >= 1 are trained on output-major copies W_l^T [n_{l+1}, n_l] kept in
 ``weights_t`` at w_offsets[l] (dot products and axpys along n_l, so a 10-unit output layer
 still vectorises); they are made at the start of a call and copied back into params at its
-end. A wide layer (``WIDE``) is also kept current in params, input-major, after each step:
-its backward reads it there. ``grad`` holds, at the params offsets, the first layer's dW_0 [n_0, H] (zero between
+end. ``grad`` holds, at the params offsets, the first layer's dW_0 [n_0, H] (zero between
 steps) and, for layers l >= 1, dW_l^T [n_{l+1}, n_l]. ``units[r]`` holds sample r's outputs of
 every layer (activated for hidden layers, logits for the last), layer l at columns
 sum(layer_sizes[1:l+1]) onwards, then p = the output activation of the logits; ``deltas[r]``
@@ -109,13 +108,6 @@ LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 # splitting W_0 by columns, or into fine interleaved stripes, made the cores fight over cache
 # lines (the hardware prefetchers fetch neighbouring lines) and was slower than one core.
 PARTS = 4
-
-# A dense layer after the first with at least WIDE outputs (784-500-150-10's second) propagates
-# deltas back as dot products over its outputs, four inputs by four rows at a time, from the
-# input-major weights in params, which _part_step keeps current for it
-# (_dense_block_backward_wide); a narrower one (the output layer) adds up rows of W^T
-# (_dense_block_backward), which measured faster for 10 outputs.
-WIDE = 64
 
 
 def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False):
@@ -282,17 +274,12 @@ def _part_step(
         dz_column = _unit_offset(layer_sizes, l)
         first, last = _part_range(layer_sizes[l + 1], part)
         _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last)
-        W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         for k in range(first, last):
             b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
             _dense_unit_step(
                 Wt[k], dWt[k], params, grad, slots, slots_t, w_offsets[l] + k * layer_sizes[l], deltas,
                 dz_column + k, b_index, kind, sc,
             )
-            if layer_sizes[l + 1] >= WIDE:  # the input-major copy in params, which the backward reads
-                w = Wt[k]
-                for j in range(w.shape[0]):
-                    W[j, k] = w[j]
 
 
 @njit(**KERNEL_OPTIONS)
@@ -385,78 +372,18 @@ BLOCK = 4
 @njit(**KERNEL_OPTIONS)
 def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     """units[r, middle:end] = Wt[H,D] @ units[r, first:middle] + b[H] for the block's rows
-    (``rows`` = [r0, r1), up to BLOCK of them). With four rows, four output units at a time:
-    16 sums kept in registers over D, each loaded value used four times (eight loads per 16
-    multiply-adds, where one unit at a time loaded five per four)."""
+    (``rows`` = [r0, r1), up to BLOCK of them): each row of Wt read once for all of them."""
     r0, r1 = rows
     n = r1 - r0
     zero = Wt.dtype.type(0)
-    n_units = Wt.shape[0]
-    k = 0
-    if n == 4:
-        a0 = units[r0, first:middle]
-        a1 = units[r0 + 1, first:middle]
-        a2 = units[r0 + 2, first:middle]
-        a3 = units[r0 + 3, first:middle]
-        while k + 4 <= n_units:
-            w0 = Wt[k]
-            w1 = Wt[k + 1]
-            w2 = Wt[k + 2]
-            w3 = Wt[k + 3]
-            s00 = s01 = s02 = s03 = zero
-            s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = zero
-            s30 = s31 = s32 = s33 = zero
-            for j in range(w0.shape[0]):  # s[unit][row]
-                x0 = a0[j]
-                x1 = a1[j]
-                x2 = a2[j]
-                x3 = a3[j]
-                v = w0[j]
-                s00 += v * x0
-                s01 += v * x1
-                s02 += v * x2
-                s03 += v * x3
-                v = w1[j]
-                s10 += v * x0
-                s11 += v * x1
-                s12 += v * x2
-                s13 += v * x3
-                v = w2[j]
-                s20 += v * x0
-                s21 += v * x1
-                s22 += v * x2
-                s23 += v * x3
-                v = w3[j]
-                s30 += v * x0
-                s31 += v * x1
-                s32 += v * x2
-                s33 += v * x3
-            c0 = b[k] if b.shape[0] > 0 else zero
-            c1 = b[k + 1] if b.shape[0] > 0 else zero
-            c2 = b[k + 2] if b.shape[0] > 0 else zero
-            c3 = b[k + 3] if b.shape[0] > 0 else zero
-            units[r0, middle + k] = c0 + s00
-            units[r0 + 1, middle + k] = c0 + s01
-            units[r0 + 2, middle + k] = c0 + s02
-            units[r0 + 3, middle + k] = c0 + s03
-            units[r0, middle + k + 1] = c1 + s10
-            units[r0 + 1, middle + k + 1] = c1 + s11
-            units[r0 + 2, middle + k + 1] = c1 + s12
-            units[r0 + 3, middle + k + 1] = c1 + s13
-            units[r0, middle + k + 2] = c2 + s20
-            units[r0 + 1, middle + k + 2] = c2 + s21
-            units[r0 + 2, middle + k + 2] = c2 + s22
-            units[r0 + 3, middle + k + 2] = c2 + s23
-            units[r0, middle + k + 3] = c3 + s30
-            units[r0 + 1, middle + k + 3] = c3 + s31
-            units[r0 + 2, middle + k + 3] = c3 + s32
-            units[r0 + 3, middle + k + 3] = c3 + s33
-            k += 4
-    for k in range(k, n_units):  # the units left over (or rows fewer than four): one at a time
+    for k in range(Wt.shape[0]):
         w = Wt[k]
         start = b[k] if b.shape[0] > 0 else zero
         if n == 4:
+            a0 = units[r0, first:middle]
+            a1 = units[r0 + 1, first:middle]
+            a2 = units[r0 + 2, first:middle]
+            a3 = units[r0 + 3, first:middle]
             t0 = start
             t1 = start
             t2 = start
@@ -509,84 +436,6 @@ def _dense_block_backward(deltas, rows, first, middle, end, Wt):
             w = Wt[k]
             for j in range(da.shape[0]):
                 da[j] += d * w[j]
-
-
-@njit(**KERNEL_OPTIONS)
-def _dense_block_backward_wide(deltas, rows, first, middle, end, W):
-    """deltas[r, first:middle] = W[D,H] @ deltas[r, middle:end] for the block's rows (the
-    backward of _dense_block_forward; the weights are not touched), from the input-major W (the
-    layer in ``params``): with four rows, four inputs at a time, 16 sums in registers over H
-    (as the forward's; the two 4 x 4 blocks are written out twice on purpose: one shared helper
-    returning the 16 sums measured 2-10% slower, bitwise the same)."""
-    r0, r1 = rows
-    n = r1 - r0
-    zero = W.dtype.type(0)
-    n_in = W.shape[0]
-    j = 0
-    if n == 4:
-        d0 = deltas[r0, middle:end]
-        d1 = deltas[r0 + 1, middle:end]
-        d2 = deltas[r0 + 2, middle:end]
-        d3 = deltas[r0 + 3, middle:end]
-        while j + 4 <= n_in:
-            w0 = W[j]
-            w1 = W[j + 1]
-            w2 = W[j + 2]
-            w3 = W[j + 3]
-            s00 = s01 = s02 = s03 = zero
-            s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = zero
-            s30 = s31 = s32 = s33 = zero
-            for k in range(w0.shape[0]):  # s[input][row]
-                x0 = d0[k]
-                x1 = d1[k]
-                x2 = d2[k]
-                x3 = d3[k]
-                v = w0[k]
-                s00 += v * x0
-                s01 += v * x1
-                s02 += v * x2
-                s03 += v * x3
-                v = w1[k]
-                s10 += v * x0
-                s11 += v * x1
-                s12 += v * x2
-                s13 += v * x3
-                v = w2[k]
-                s20 += v * x0
-                s21 += v * x1
-                s22 += v * x2
-                s23 += v * x3
-                v = w3[k]
-                s30 += v * x0
-                s31 += v * x1
-                s32 += v * x2
-                s33 += v * x3
-            deltas[r0, first + j] = s00
-            deltas[r0 + 1, first + j] = s01
-            deltas[r0 + 2, first + j] = s02
-            deltas[r0 + 3, first + j] = s03
-            deltas[r0, first + j + 1] = s10
-            deltas[r0 + 1, first + j + 1] = s11
-            deltas[r0 + 2, first + j + 1] = s12
-            deltas[r0 + 3, first + j + 1] = s13
-            deltas[r0, first + j + 2] = s20
-            deltas[r0 + 1, first + j + 2] = s21
-            deltas[r0 + 2, first + j + 2] = s22
-            deltas[r0 + 3, first + j + 2] = s23
-            deltas[r0, first + j + 3] = s30
-            deltas[r0 + 1, first + j + 3] = s31
-            deltas[r0 + 2, first + j + 3] = s32
-            deltas[r0 + 3, first + j + 3] = s33
-            j += 4
-    for j in range(j, n_in):
-        w = W[j]
-        for r in range(r0, r1):
-            d = deltas[r, middle:end]
-            total = zero
-            for k in range(w.shape[0]):
-                total += w[k] * d[k]
-            deltas[r, first + j] = total
 
 
 @njit(**KERNEL_OPTIONS)
@@ -652,11 +501,7 @@ def _block_forward_backward(
         first = _unit_offset(layer_sizes, l - 1)
         middle = first + layer_sizes[l]
         end = middle + layer_sizes[l + 1]
-        if layer_sizes[l + 1] >= WIDE:  # from the input-major weights in params (_part_step keeps them current)
-            W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            _dense_block_backward_wide(deltas, rows, first, middle, end, W)
-        else:
-            _dense_block_backward(deltas, rows, first, middle, end, _transposed_view(weights_t, layer_sizes, w_offsets, l))
+        _dense_block_backward(deltas, rows, first, middle, end, _transposed_view(weights_t, layer_sizes, w_offsets, l))
         for r in range(r0, r1):
             da = deltas[r, first:middle]
             if threshold > 0:

@@ -190,19 +190,15 @@ def test_mnist_sized_network_matches_the_reference(dtype, synth):
     assert_same_run(arch, params, X, targets, 1, synth.tolerance(dtype))
 
 
-# A dense layer after the first with at least WIDE outputs propagates its deltas back from the
-# input-major weights, which the mini-batch kernel keeps current in params after every step
-# (kernels/minibatch.py). 70 inputs and 66 outputs leave remainders after the blocks of four;
-# a batch of 7 has a block of fewer than four rows.
+# Wide dense layers after the first (the grid's hidden layers have at most 9 units): 70 inputs
+# and 66 outputs leave remainders after the mini-batch kernel's blocks of four samples, rows
+# and units; a batch of 7 has a block of fewer than four rows.
 WIDE_LAYERS = [12, 70, 66, 4]
 
 
 @pytest.mark.parametrize("batch_size", [7, 32])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_wide_dense_layer_matches_the_reference(dtype, batch_size, synth):
-    from fastmlp.kernels.minibatch import WIDE
-
-    assert WIDE_LAYERS[1] >= WIDE and WIDE_LAYERS[2] >= WIDE > WIDE_LAYERS[3]  # both paths taken
     arch, params, X, targets = problem(WIDE_LAYERS, "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
     assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
 
