@@ -648,7 +648,10 @@ def _minibatch_sgd_chunk(
 def _named(function, name):
     """A copy of ``function`` called ``name``: Numba caches a function under its name, and the
     two compilations of the mini-batch kernel must not share cache entries."""
-    code = function.__code__.replace(co_name=name, co_qualname=name)
+    names = {"co_name": name}
+    if hasattr(function.__code__, "co_qualname"):  # Python 3.11 on
+        names["co_qualname"] = name
+    code = function.__code__.replace(**names)
     copy = types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
     copy.__qualname__ = name
     copy.__doc__ = function.__doc__
