@@ -15,7 +15,7 @@ import numpy as np
 
 from . import kernels, optim
 from ._adaptive import ThreadChooser
-from ._prewarm import _cache_is_cold as cache_is_cold
+from ._prewarm import cache_is_cold
 from ._prewarm import start as start_prewarm
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
@@ -203,11 +203,10 @@ class NumbaBackend:
 
         outer = numba.get_num_threads()
         try:
-            if self._parallel_compiling is not None and self._parallel_compiling.poll() is None:
-                # A cold start: the parallel kernel is still compiling in the second process.
-                # The serial one, bitwise the same, trains meanwhile (on this process's core).
-                n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
-            elif self._serial_only():
+            compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
+            if compiling or self._serial_only():
+                # The serial twin, bitwise the same, on one thread: while the second process is
+                # still compiling the parallel kernel (a cold start), or for good (_serial_only).
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
             else:
                 self._parallel_compiling = None  # stored in the cache by now (or it failed: compiled here)

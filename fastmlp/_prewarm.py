@@ -104,7 +104,7 @@ def minibatch_kernel(dtype, values_dtype):
 PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_kernel}
 
 
-def _cache_is_cold(kernel):
+def cache_is_cold(kernel):
     """True when Numba's cache holds no index for ``kernel`` (it has never been compiled here)."""
     path = Path(kernel.stats.cache_path)
     name = kernel.py_func.__qualname__
@@ -131,7 +131,7 @@ def start(plan, dtype, values_dtype):
         if getattr(running, "fastmlp_plan", None) == key and running.poll() is None:
             return running  # already compiling this (several fits at once, or one after another)
     try:
-        if not _cache_is_cold(kernel):
+        if not cache_is_cold(kernel):
             return None
         process = subprocess.Popen(
             [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],
