@@ -60,8 +60,10 @@ def per_sample_helpers(dtype, values_dtype):
 
 def minibatch_helpers(dtype, values_dtype):
     """The largest helpers of the mini-batch kernel (``kernels.minibatch.minibatch_sgd_chunk``),
-    as calls on tiny arrays of the types the kernel passes them: the block of step 2 (used last,
-    about a quarter of the kernel's compile with its own helpers), then the forward of step 1.
+    as calls on tiny arrays of the types the kernel passes them: the first layer's weight
+    gradient (short, and needed early: in the first helper the kernel compiles, _part_step), the
+    block of step 2 (used last, about a quarter of the kernel's compile with its own helpers),
+    then the forward of step 1.
     The kernel compiles its first helpers meanwhile, and its parallel loops only it can lower."""
     from .kernels import codes, minibatch, sparse_rows
 
@@ -75,7 +77,9 @@ def minibatch_helpers(dtype, values_dtype):
     labels, targets, weights = np.zeros(4, np.int64), np.empty((0, 3), real), np.empty(0, real)
     batch, zero, no_dropout, one = np.arange(4, dtype=np.int64), np.int64(0), np.uint64(0), real(1)
     code = 1  # an activation or loss code: the value does not matter, the type does
+    W, z = np.zeros((6, 4), real), np.zeros(4, real)
     return [
+        lambda: minibatch._sparse_gradient(W, z, indices, values, real(1 / 255)),
         lambda: minibatch._block_forward_backward(
             units, raw, deltas, losses, hits, (zero, np.int64(4)), partials, params, weights_t, layers, w_offsets,
             b_offsets, code, code, real(4), labels, targets, weights, batch, zero, zero, no_dropout, one),

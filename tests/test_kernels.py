@@ -8,7 +8,9 @@ from numba import njit
 from fastmlp import kernels, reference
 from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.activation import activation_row_forward, fast_exp
+from fastmlp.kernels import vectors
 from fastmlp.kernels.codes import SIGMOID, TANH
+from fastmlp.kernels.vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 from fastmlp.network import ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
@@ -242,3 +244,55 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
     kernels.sparse_linear_backward(dW, db, dz, rows, indptr, indices, values, scale)
     np.testing.assert_allclose(dW, x.T @ dz, **tol)
     np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# 64-byte vectors (kernels/vectors.py): compiled loads, stores, splats and multiply-adds against
+# their plain-Python versions (which NUMBA_DISABLE_JIT runs), for every lane count of a masked
+# move, at offsets that are not multiples of the vector size.
+
+
+def _vector_axpy(out, a, i, m, x):
+    """out[i : i + m] = 1 + x * a[i : i + m] through masked moves; out[:lanes] = 2 * a[:lanes]
+    through whole ones."""
+    acc = vfma(vsplat(a, x), vload_part(a, i, m), vsplat(a, 1.0))
+    vstore_part(out, i, acc, m)
+    if lanes(a) <= a.shape[0]:
+        vstore(out, 0, vfma(vsplat(a, 2.0), vload(a, 0), vsplat(a, 0.0)))
+
+
+def _python_vector_axpy(out, a, i, m, x):
+    """_vector_axpy through the plain-Python versions."""
+    v = vectors
+    acc = v.python_vfma(v.python_vsplat(a, x), v.python_vload_part(a, i, m), v.python_vsplat(a, 1.0))
+    v.python_vstore_part(out, i, acc, m)
+    if v.python_lanes(a) <= a.shape[0]:
+        v.python_vstore(out, 0, v.python_vfma(v.python_vsplat(a, 2.0), v.python_vload(a, 0), v.python_vsplat(a, 0.0)))
+
+
+vector_axpy = njit(**{**KERNEL_OPTIONS, "cache": False})(_vector_axpy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_moves_touch_exactly_their_lanes(dtype):
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    a = np.arange(3 * n_lanes, dtype=dtype) + 0.5
+    for i in (0, 1, n_lanes - 1, n_lanes + 3):
+        for m in range(-1, n_lanes + 2):
+            count = max(0, min(m, n_lanes))
+            out = np.full_like(a, -7.0)
+            vector_axpy(out, a, i, m, 3.0)
+            want = np.full_like(a, -7.0)
+            want[i : i + count] = 1 + 3.0 * a[i : i + count]
+            want[:n_lanes] = 2 * a[:n_lanes]
+            np.testing.assert_array_equal(out, want, err_msg=f"offset {i}, {m} lanes")
+            plain = np.full_like(a, -7.0)
+            _python_vector_axpy(plain, a, i, m, 3.0)
+            np.testing.assert_array_equal(plain, want, err_msg=f"plain Python, offset {i}, {m} lanes")
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="a typing error: only when compiling")
+def test_vector_moves_refuse_strided_arrays():
+    a = np.zeros(64, np.float32)
+    with pytest.raises(numba.core.errors.TypingError, match="C-contiguous 1-d float array"):
+        vector_axpy(a[::2], a[::2], 0, 4, 1.0)

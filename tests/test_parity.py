@@ -222,6 +222,33 @@ def test_a_wide_dense_layer_matches_the_reference_with_optimizers(name, dropout,
         np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"])
 
 
+# The mini-batch kernel's first-layer sparse products work on blocks of eight 64-byte vectors (128
+# float32 or 64 float64 columns), with masked vectors at a row's end: first-layer widths on both
+# sides of those edges, and with input dropout (the scalar path).
+FIRST_LAYER_WIDTHS = [1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 150, 256]
+
+
+@pytest.mark.parametrize("width", FIRST_LAYER_WIDTHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_first_layer_widths_at_the_vector_edges_match_the_reference(width, dtype, synth):
+    arch, params, X, targets = problem([30, width, 5], "relu", "softmax", "cross_entropy", True, dtype, "uint8")
+    assert_same_run(arch, params, X, targets, 7, synth.tolerance(dtype))
+
+
+@pytest.mark.parametrize("width", [17, 129])
+def test_first_layer_widths_match_the_reference_with_input_dropout(width, synth):
+    from fastmlp import optim
+
+    dtype = np.float64
+    arch, params, X, targets = problem([30, width, 5], "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
+    optimizer = optim.Optimizer(**OPTIMIZERS["nesterov-decay"], **DROPOUTS["input+dropout"])
+    tol = synth.tolerance(dtype)
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", 0.015)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", 0.015)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, f"width {width}")
+
+
 # --- the threaded per-sample kernel ----------------------------------------------------------
 
 # More samples than one trainer chunk, so the threaded kernel's per-call repacking of the

@@ -54,7 +54,7 @@ from fastmlp.kernels import minibatch
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
 fastmlp.MLP([30, 6, 4], threads=1).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
-helpers = [minibatch._block_forward_backward, minibatch._part_forward, minibatch.minibatch_sgd_chunk]
+helpers = [minibatch._sparse_gradient, minibatch._block_forward_backward, minibatch._part_forward, minibatch.minibatch_sgd_chunk]
 print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
                   for f in helpers}))
 """
