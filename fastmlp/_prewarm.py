@@ -65,7 +65,7 @@ def minibatch_helpers(dtype, values_dtype):
     block of step 2 (used last, about a quarter of the kernel's compile with its own helpers),
     then the forward of step 1.
     The kernel compiles its first helpers meanwhile, and its parallel loops only it can lower."""
-    from .kernels import codes, minibatch, sparse_rows
+    from .kernels import codes, minibatch, sparse_rows, vectors
 
     real = np.dtype(dtype).type
     layers = np.array([6, 4, 3], np.int64)
@@ -77,7 +77,8 @@ def minibatch_helpers(dtype, values_dtype):
     labels, targets, weights = np.zeros(4, np.int64), np.empty((0, 3), real), np.empty(0, real)
     batch, zero, no_dropout, one = np.arange(4, dtype=np.int64), np.int64(0), np.uint64(0), real(1)
     code = 1  # an activation or loss code: the value does not matter, the type does
-    W, z = np.zeros((6, 4), real), np.zeros(4, real)
+    block = 8 * vectors.VECTOR_BYTES // np.dtype(real).itemsize  # _sparse_gradient's width: 8 vectors
+    W, z = np.zeros((6, block), real), np.zeros(block, real)
     return [
         lambda: minibatch._sparse_gradient(W, z, indices, values, real(1 / 255)),
         lambda: minibatch._block_forward_backward(

@@ -98,7 +98,7 @@ from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
 from .optimizer import DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, fill_bias, layer_views
+from .linear import FIRST_LAYER, _row, fill_bias, layer_views
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from .vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
@@ -233,12 +233,26 @@ def _part_step(
         p = spans[r, part, 0]
         end = spans[r, part, 1]
         if input_threshold == 0:
-            _sparse_gradient(dW, dz, indices[p:end], values[p:end], input_scale)
-            continue
-        for q in range(p, end):
-            if not kept(seed, first_sample + r, indices[q], input_threshold):
+            if n_out == 8 * lanes(dz):
+                _sparse_gradient(dW, dz, indices[p:end], values[p:end], input_scale)
                 continue
-            x = values[q] * input_scale * input_keep_scale
+            # two rows per pass over dz: half the loops, each with its setup and overlap checks
+            # (four rows would need more checks than LLVM vectorises with)
+            while p + 2 <= end:
+                x0 = values[p] * input_scale
+                x1 = values[p + 1] * input_scale
+                g0 = dW[indices[p]]
+                g1 = dW[indices[p + 1]]
+                for k in range(n_out):
+                    g0[k] += x0 * dz[k]
+                    g1[k] += x1 * dz[k]
+                p += 2
+        for q in range(p, end):
+            x = values[q] * input_scale
+            if input_threshold > 0:
+                if not kept(seed, first_sample + r, indices[q], input_threshold):
+                    continue
+                x *= input_keep_scale
             g = dW[indices[q]]
             for k in range(n_out):
                 g[k] += x * dz[k]
@@ -274,109 +288,76 @@ def _part_step(
 
 @njit(**KERNEL_OPTIONS)
 def _sparse_forward(z, W, indices, values, input_scale):
-    """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias): the sums
-    of a block of eight 64-byte vectors (128 float32 or 64 float64 columns) stay in registers
+    """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias), for H of at
+    most eight 64-byte vectors (128 float32 or 64 float64 units): the H sums stay in registers
     over all the inputs, one multiply-add per vector loaded, each input's term added in order.
-    Loads are masked at the row's end (with AVX-512 a masked load costs what a plain one does;
-    one loop body for all blocks keeps the compile short)."""
-    n = z.shape[0]
+    Loads past H are masked off (with AVX-512 a masked load costs what a plain one does)."""
     L = lanes(z)
-    for c in range(0, n, 8 * L):
-        m = n - c
-        a0 = vsplat(z, 0)
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        a4 = a0
-        a5 = a0
-        a6 = a0
-        a7 = a0
-        for p in range(indices.shape[0]):
-            x = vsplat(z, values[p] * input_scale)
-            w = W[indices[p]]
-            a0 = vfma(x, vload_part(w, c, m), a0)
-            a1 = vfma(x, vload_part(w, c + L, m - L), a1)
-            a2 = vfma(x, vload_part(w, c + 2 * L, m - 2 * L), a2)
-            a3 = vfma(x, vload_part(w, c + 3 * L, m - 3 * L), a3)
-            a4 = vfma(x, vload_part(w, c + 4 * L, m - 4 * L), a4)
-            a5 = vfma(x, vload_part(w, c + 5 * L, m - 5 * L), a5)
-            a6 = vfma(x, vload_part(w, c + 6 * L, m - 6 * L), a6)
-            a7 = vfma(x, vload_part(w, c + 7 * L, m - 7 * L), a7)
-        vstore_part(z, c, a0, m)
-        vstore_part(z, c + L, a1, m - L)
-        vstore_part(z, c + 2 * L, a2, m - 2 * L)
-        vstore_part(z, c + 3 * L, a3, m - 3 * L)
-        vstore_part(z, c + 4 * L, a4, m - 4 * L)
-        vstore_part(z, c + 5 * L, a5, m - 5 * L)
-        vstore_part(z, c + 6 * L, a6, m - 6 * L)
-        vstore_part(z, c + 7 * L, a7, m - 7 * L)
+    m = z.shape[0]
+    a0 = vsplat(z, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for p in range(indices.shape[0]):
+        x = vsplat(z, values[p] * input_scale)
+        w = _row(W, indices[p])
+        a0 = vfma(x, vload_part(w, 0, m), a0)
+        a1 = vfma(x, vload_part(w, L, m - L), a1)
+        a2 = vfma(x, vload_part(w, 2 * L, m - 2 * L), a2)
+        a3 = vfma(x, vload_part(w, 3 * L, m - 3 * L), a3)
+        a4 = vfma(x, vload_part(w, 4 * L, m - 4 * L), a4)
+        a5 = vfma(x, vload_part(w, 5 * L, m - 5 * L), a5)
+        a6 = vfma(x, vload_part(w, 6 * L, m - 6 * L), a6)
+        a7 = vfma(x, vload_part(w, 7 * L, m - 7 * L), a7)
+    vstore_part(z, 0, a0, m)
+    vstore_part(z, L, a1, m - L)
+    vstore_part(z, 2 * L, a2, m - 2 * L)
+    vstore_part(z, 3 * L, a3, m - 3 * L)
+    vstore_part(z, 4 * L, a4, m - 4 * L)
+    vstore_part(z, 5 * L, a5, m - 5 * L)
+    vstore_part(z, 6 * L, a6, m - 6 * L)
+    vstore_part(z, 7 * L, a7, m - 7 * L)
 
 
 @njit(**KERNEL_OPTIONS)
 def _sparse_gradient(dW, dz, indices, values, input_scale):
     """dW[j,:] += x[j] * dz[H] for the nonzero x[j] (one sample's share of the first layer's
-    weight gradient). For 8 to 15 vectors per row (128-255 float32 columns), the first eight
-    vectors of dz stay in registers while each row's first block is read and written once;
-    every other column in a plain loop. (Masked stores for a row's tail, and register blocks
-    on wider rows, measured slower than the plain loop.)"""
-    n = dz.shape[0]
+    weight gradient), for dz of exactly eight vectors (128 float32 or 64 float64 columns; the
+    caller checks), kept in registers while each row is read and written once. Other widths measured slower this
+    way (masked stores for a row's tail; a plain loop for the columns after the block; two
+    blocks on wider rows) and keep _part_step's plain loop."""
     L = lanes(dz)
-    first = 0
-    if 8 * L <= n < 16 * L:
-        first = 8 * L
-        d0 = vload(dz, 0)
-        d1 = vload(dz, L)
-        d2 = vload(dz, 2 * L)
-        d3 = vload(dz, 3 * L)
-        d4 = vload(dz, 4 * L)
-        d5 = vload(dz, 5 * L)
-        d6 = vload(dz, 6 * L)
-        d7 = vload(dz, 7 * L)
-        for p in range(indices.shape[0]):
-            x = vsplat(dz, values[p] * input_scale)
-            g = dW[indices[p]]
-            vstore(g, 0, vfma(x, d0, vload(g, 0)))
-            vstore(g, L, vfma(x, d1, vload(g, L)))
-            vstore(g, 2 * L, vfma(x, d2, vload(g, 2 * L)))
-            vstore(g, 3 * L, vfma(x, d3, vload(g, 3 * L)))
-            vstore(g, 4 * L, vfma(x, d4, vload(g, 4 * L)))
-            vstore(g, 5 * L, vfma(x, d5, vload(g, 5 * L)))
-            vstore(g, 6 * L, vfma(x, d6, vload(g, 6 * L)))
-            vstore(g, 7 * L, vfma(x, d7, vload(g, 7 * L)))
-    if first < n:
-        _sparse_gradient_rows(dW, dz, indices, values, input_scale, first)
-
-
-@njit(**KERNEL_OPTIONS)
-def _sparse_gradient_rows(dW, dz, indices, values, input_scale, first):
-    """dW[j, first:] += x[j] * dz[first:] for the nonzero x[j], two rows per pass over dz
-    (four would need more overlap checks than LLVM vectorises with)."""
-    d = dz[first:]
-    n = d.shape[0]
-    end = indices.shape[0]
-    p = 0
-    while p + 2 <= end:
-        x0 = values[p] * input_scale
-        x1 = values[p + 1] * input_scale
-        g0 = dW[indices[p], first:]
-        g1 = dW[indices[p + 1], first:]
-        for k in range(n):
-            g0[k] += x0 * d[k]
-            g1[k] += x1 * d[k]
-        p += 2
-    for q in range(p, end):
-        x = values[q] * input_scale
-        g = dW[indices[q], first:]
-        for k in range(n):
-            g[k] += x * d[k]
+    d0 = vload(dz, 0)
+    d1 = vload(dz, L)
+    d2 = vload(dz, 2 * L)
+    d3 = vload(dz, 3 * L)
+    d4 = vload(dz, 4 * L)
+    d5 = vload(dz, 5 * L)
+    d6 = vload(dz, 6 * L)
+    d7 = vload(dz, 7 * L)
+    for p in range(indices.shape[0]):
+        x = vsplat(dz, values[p] * input_scale)
+        g = _row(dW, indices[p])
+        vstore(g, 0, vfma(x, d0, vload(g, 0)))
+        vstore(g, L, vfma(x, d1, vload(g, L)))
+        vstore(g, 2 * L, vfma(x, d2, vload(g, 2 * L)))
+        vstore(g, 3 * L, vfma(x, d3, vload(g, 3 * L)))
+        vstore(g, 4 * L, vfma(x, d4, vload(g, 4 * L)))
+        vstore(g, 5 * L, vfma(x, d5, vload(g, 5 * L)))
+        vstore(g, 6 * L, vfma(x, d6, vload(g, 6 * L)))
+        vstore(g, 7 * L, vfma(x, d7, vload(g, 7 * L)))
 
 
 @njit(**KERNEL_OPTIONS)
 def _sparse_forward8(z, W, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias), eight rows
-    per pass over z: for narrow layers (up to four vectors), where _sparse_forward's blocks of
-    eight would be mostly empty, and wide ones (more than 16 vectors), where its register blocks
-    measured slower (each pass over the inputs fetches every row again)."""
+    per pass over z: for layers of up to four vectors or more than eight, where _sparse_forward's
+    blocks of eight measured slower (mostly empty at the row's end; on wide rows each pass over
+    the inputs fetches every row again)."""
     z[:] = 0
     n = indices.shape[0]
     p = 0
@@ -439,7 +420,7 @@ def _part_forward(
         spans[r, part, 1] = hi
         z = partials[part, r]
         if input_threshold == 0:
-            if 4 * lanes(z) < z.shape[0] <= 16 * lanes(z):
+            if 4 * lanes(z) < z.shape[0] <= 8 * lanes(z):
                 _sparse_forward(z, W, indices[lo:hi], values[lo:hi], input_scale)
             else:
                 _sparse_forward8(z, W, indices[lo:hi], values[lo:hi], input_scale)

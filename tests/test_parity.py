@@ -222,10 +222,11 @@ def test_a_wide_dense_layer_matches_the_reference_with_optimizers(name, dropout,
         np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"])
 
 
-# The mini-batch kernel's first-layer sparse products work on blocks of eight 64-byte vectors (128
-# float32 or 64 float64 columns), with masked vectors at a row's end: first-layer widths on both
-# sides of those edges, and with input dropout (the scalar path).
-FIRST_LAYER_WIDTHS = [1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 150, 256]
+# The mini-batch kernel's first layer keeps its sums in eight 64-byte vectors (128 float32 or 64
+# float64 units) for widths of five to eight vectors, masked at the row's end, and its weight
+# gradient for exactly eight; other widths take plain loops: widths on both sides of those
+# edges, and with input dropout (plain loops).
+FIRST_LAYER_WIDTHS = [1, 16, 17, 32, 33, 63, 64, 65, 100, 127, 128, 129, 256]
 
 
 @pytest.mark.parametrize("width", FIRST_LAYER_WIDTHS)
