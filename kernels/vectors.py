@@ -144,22 +144,29 @@ def _masked_function(builder, kind, llvm_vector):
     return cgutils.get_or_insert_function(builder.module, signature, f"llvm.masked.{kind}.{suffix}")
 
 
+def _pointer_and_count(context, builder, sig, args, vector, count_at):
+    """The vector pointer to a[i] and the clamped lane count (all lanes when ``count_at`` is
+    None, else the count is args[count_at]) of a load or store a[i ...]."""
+    index = context.cast(builder, args[1], sig.args[1], types.intp)
+    if count_at is None:
+        count = ir.Constant(index.type, vector.lanes)
+    else:
+        count = _clamped(builder, context.cast(builder, args[count_at], sig.args[count_at], types.intp), vector.lanes)
+    pointer = _vector_pointer(context, builder, sig.args[0], args[0], index, count, vector)
+    return pointer, count
+
+
 def _load_codegen(masked):
     def codegen(context, builder, sig, args):
         vector = sig.return_type
-        llvm_vector = context.get_value_type(vector)
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        if masked:
-            count = _clamped(builder, context.cast(builder, args[2], sig.args[2], types.intp), vector.lanes)
-        else:
-            count = ir.Constant(index.type, vector.lanes)
-        pointer = _vector_pointer(context, builder, sig.args[0], args[0], index, count, vector)
+        pointer, count = _pointer_and_count(context, builder, sig, args, vector, 2 if masked else None)
         align = vector.dtype.bitwidth // 8
         if not masked:
             return builder.load(pointer, align=align)
+        llvm_vector = context.get_value_type(vector)
         mask = _lane_mask(builder, vector.lanes, count)
-        zeros = ir.Constant(llvm_vector, None)
         alignment = ir.Constant(ir.IntType(32), align)
+        zeros = ir.Constant(llvm_vector, None)
         return builder.call(_masked_function(builder, "load", llvm_vector), [pointer, alignment, mask, zeros])
 
     return codegen
@@ -168,20 +175,15 @@ def _load_codegen(masked):
 def _store_codegen(masked):
     def codegen(context, builder, sig, args):
         vector = sig.args[2]
-        llvm_vector = context.get_value_type(vector)
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        if masked:
-            count = _clamped(builder, context.cast(builder, args[3], sig.args[3], types.intp), vector.lanes)
-        else:
-            count = ir.Constant(index.type, vector.lanes)
-        pointer = _vector_pointer(context, builder, sig.args[0], args[0], index, count, vector)
+        pointer, count = _pointer_and_count(context, builder, sig, args, vector, 3 if masked else None)
         align = vector.dtype.bitwidth // 8
-        if masked:
-            mask = _lane_mask(builder, vector.lanes, count)
-            alignment = ir.Constant(ir.IntType(32), align)
-            builder.call(_masked_function(builder, "store", llvm_vector), [args[2], pointer, alignment, mask])
-        else:
+        if not masked:
             builder.store(args[2], pointer, align=align)
+            return context.get_dummy_value()
+        llvm_vector = context.get_value_type(vector)
+        mask = _lane_mask(builder, vector.lanes, count)
+        alignment = ir.Constant(ir.IntType(32), align)
+        builder.call(_masked_function(builder, "store", llvm_vector), [args[2], pointer, alignment, mask])
         return context.get_dummy_value()
 
     return codegen

@@ -367,6 +367,28 @@ def test_peer_trains_the_same_network_to_the_same_accuracy(tiny_mnist, peer):
     assert abs(peer_row["test_accuracy"] - numpy_row["test_accuracy"]) <= tolerance
 
 
+@pytest.mark.parametrize("peer", ["torch", "jax", "sklearn"])
+def test_a_peer_prepared_again_on_fewer_samples_trains_on_them(tiny_mnist, peer):
+    """What --max-seconds does after the pilot run: prepare, warm up and train on all samples,
+    then prepare again on the first n and train on those (JAX once reused the executable
+    compiled for the first shape and refused the call)."""
+    pytest.importorskip({"sklearn": "sklearn.neural_network"}.get(peer, peer))
+    from fastmlp import load_mnist
+    from fastmlp.network import Architecture, init_params
+
+    X, y, _, _ = load_mnist(str(tiny_mnist))
+    arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
+    init = init_params(arch, "auto", 0)
+    runner = {"torch": lambda: peers.TorchRunner(arch, 0.1, 32, 1), "jax": lambda: peers.JaxRunner(arch, 0.1, 32),
+              "sklearn": lambda: peers.SklearnRunner(arch, 0.1, 32, seed=0)}[peer]()
+    for n in (300, 200):
+        order = sample_order(n, 0)
+        runner.prepare(Split(X[:n], y[:n]))
+        runner.warmup(init, order)
+        state = runner.train(runner.start(init, order), order)
+    assert 0 <= runner.accuracy(state, Split(X[:300], y[:300])) <= 1
+
+
 def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):
     """With sklearn's shuffling off and the data in fastmlp's order, one epoch gives fastmlp's weights."""
     pytest.importorskip("sklearn.neural_network")

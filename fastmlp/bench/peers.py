@@ -200,6 +200,9 @@ class JaxRunner:
     def prepare(self, train):
         self.X = self.jax.device_put(train.scaled, self.device)
         self.y = self.jax.device_put(train.labels.astype(np.int32), self.device)
+        # compiled for the data's shape too: a run cut to fewer samples (--max-seconds) after its
+        # pilot would otherwise call an executable compiled for the whole set, which JAX refuses
+        self._compiled = {}
 
     def _calls(self, order):
         """[(rows int32 [k, bs], masks float32 [k, bs])]: chunks of full batches, then the rest."""
