@@ -327,9 +327,9 @@ def _sparse_forward(z, W, indices, values, input_scale):
 def _sparse_gradient(dW, dz, indices, values, input_scale):
     """dW[j,:] += x[j] * dz[H] for the nonzero x[j] (one sample's share of the first layer's
     weight gradient), for dz of exactly eight vectors (128 float32 or 64 float64 columns; the
-    caller checks), kept in registers while each row is read and written once. Other widths measured slower this
-    way (masked stores for a row's tail; a plain loop for the columns after the block; two
-    blocks on wider rows) and keep _part_step's plain loop."""
+    caller checks), kept in registers while each row is read and written once. Other widths
+    measured slower this way (masked stores for a row's tail; a plain loop for the columns
+    after the block; two blocks on wider rows) and keep _part_step's plain loop."""
     L = lanes(dz)
     d0 = vload(dz, 0)
     d1 = vload(dz, L)
