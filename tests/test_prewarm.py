@@ -70,6 +70,29 @@ def test_the_mini_batch_plan_compiles_what_the_kernel_calls():
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+MINIBATCH_HELPER_TYPES = r"""
+import json, numpy as np, fastmlp
+from fastmlp import _prewarm
+from fastmlp.kernels import minibatch
+for call in _prewarm.minibatch_helpers("float32", "uint8"):
+    call()
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 128, 4], threads=1).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+helpers = [minibatch._sparse_gradient, minibatch._block_forward_backward, minibatch._part_forward]
+print(json.dumps({f.py_func.__name__: len(f.signatures) for f in helpers}))
+"""
+
+
+def test_the_mini_batch_plan_calls_each_helper_with_the_kernels_types():
+    # The plan's own calls alone (its last step, compiling the kernel, would compile every helper
+    # for the kernel's types whatever the calls before did): one signature each after a fit, so
+    # the kernel found what the plan compiled. A 128-unit layer takes every first-layer path.
+    with tempfile.TemporaryDirectory() as cache_dir:
+        counts = json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+    assert counts == {name: 1 for name in counts}, counts
+
+
 SINGLE_THREAD_FIT = r"""
 import json, numpy as np, fastmlp
 from fastmlp import kernels
