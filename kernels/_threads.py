@@ -8,7 +8,7 @@ needs only these:
   guard across them.
 - a mailbox (``mailbox``, ``post``, ``wait_posted``, ``posted``): per step, each thread posts a
   few numbers and waits until the others have posted theirs: one spin barrier per step.
-- ``cache_aligned``: per-thread arrays on cache lines of their own.
+- ``cache_aligned``, ``aligned_empty``: arrays on cache lines of their own.
 - ``run_workers``: start the workers, join them, and release everyone when one fails.
 
 Workers are ``nogil`` compiled functions; the waits spin, then yield the CPU, so an
@@ -88,13 +88,21 @@ def available_cores():
     return os.cpu_count() or 1
 
 
+def aligned_empty(shape, dtype):
+    """An uninitialised array occupying whole LINE-byte lines of its own (its first element on
+    a line boundary)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + 2 * LINE, np.uint8)
+    first = -buffer.ctypes.data % LINE
+    return buffer[first : first + nbytes].view(dtype).reshape(shape)
+
+
 def cache_aligned(array):
     """A copy of ``array`` occupying whole LINE-byte lines of its own: the per-thread arrays
     are allocated together, and a line shared by two threads would bounce between cores."""
     array = np.asarray(array)
-    buffer = np.empty(array.nbytes + 2 * LINE, np.uint8)
-    first = -buffer.ctypes.data % LINE
-    out = buffer[first : first + array.nbytes].view(array.dtype).reshape(array.shape)
+    out = aligned_empty(array.shape, array.dtype)
     out[...] = array
     return out
 

@@ -100,7 +100,8 @@ from .optimizer import DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, drop_thresho
 from .activation import activation_row_backward, activation_row_forward
 from .linear import FIRST_LAYER, _row, fill_bias, layer_views
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
-from .vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from ._threads import aligned_empty
+from .vectors import VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 
@@ -120,8 +121,13 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
     n_units = int(np.sum(layer_sizes[1:]))
     n_out = int(layer_sizes[-1])
     rows = max(1, int(batch_size))
+    # grad on whole cache lines, and for first layers of 4L < H < 8L units (L = lanes) room after
+    # the parameters for their padded dW (_padded_gradient)
+    lanes = VECTOR_BYTES // params.dtype.itemsize
+    padded = 4 * lanes < n_first < 8 * lanes
+    extra = lanes + int(layer_sizes[0]) * 8 * lanes if padded else 0
     return (
-        np.empty_like(params),
+        aligned_empty(params.shape[0] + extra, params.dtype),
         np.empty_like(params),
         np.empty((n_slots, params.shape[0]), params.dtype),
         np.empty((PARTS, rows, n_first), params.dtype),
@@ -160,6 +166,19 @@ def _transposed_view(weights_t, layer_sizes, w_offsets, layer):
 def _part_range(n, part):
     """The part's share [first, last) of n rows or units."""
     return n * part // PARTS, n * (part + 1) // PARTS
+
+
+@njit(**KERNEL_OPTIONS)
+def _padded_gradient(grad, params, n_in):
+    """The first layer's dW [n_in, 8L] (L lanes of a vector) in ``grad`` after the parameters,
+    on a vector boundary, where minibatch_scratch made room for it (4L < H < 8L units): each
+    row padded to eight whole vectors, so that _sparse_gradient adds a sample's share with
+    plain vector loads and stores (masked stores measured slow); columns H .. 8L stay 0.
+    Else an empty [0, 8L]: dW is in ``grad`` at the parameters' offsets."""
+    L = lanes(params)
+    first = -(-params.shape[0] // L) * L
+    rows = n_in if grad.shape[0] > params.shape[0] else 0
+    return grad[first : first + rows * 8 * L].reshape((rows, 8 * L))
 
 
 @njit(**KERNEL_OPTIONS)
@@ -228,12 +247,15 @@ def _part_step(
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = W.shape
+    padded = _padded_gradient(grad, params, n_in)
+    if padded.shape[0] > 0:
+        dW = padded  # rows of 8L, the first n_out of them the gradient
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
         p = spans[r, part, 0]
         end = spans[r, part, 1]
         if input_threshold == 0:
-            if n_out == 8 * lanes(dz):
+            if dW.shape[1] == 8 * lanes(dz):
                 _sparse_gradient(dW, dz, indices[p:end], values[p:end], input_scale)
                 continue
             # two rows per pass over dz: half the loops, each with its setup and overlap checks
@@ -326,19 +348,22 @@ def _sparse_forward(z, W, indices, values, input_scale):
 @njit(**KERNEL_OPTIONS)
 def _sparse_gradient(dW, dz, indices, values, input_scale):
     """dW[j,:] += x[j] * dz[H] for the nonzero x[j] (one sample's share of the first layer's
-    weight gradient), for dz of exactly eight vectors (128 float32 or 64 float64 columns; the
-    caller checks), kept in registers while each row is read and written once. Other widths
-    measured slower this way (masked stores for a row's tail; a plain loop for the columns
-    after the block; two blocks on wider rows) and keep _part_step's plain loop."""
+    weight gradient), for rows of dW of exactly eight vectors (128 float32 or 64 float64
+    columns; the caller checks) and 4L < H <= 8L: dz is kept in registers (loaded masked past
+    H, so columns H .. 8L of dW add 0) while each row is read and written once. Rows of H
+    columns other than 8L would need masked stores, which measured slower than _part_step's
+    plain loop (so do a plain loop for the columns after the block, and two blocks on wider
+    rows): _padded_gradient gives such layers rows of 8L instead."""
     L = lanes(dz)
-    d0 = vload(dz, 0)
-    d1 = vload(dz, L)
-    d2 = vload(dz, 2 * L)
-    d3 = vload(dz, 3 * L)
-    d4 = vload(dz, 4 * L)
-    d5 = vload(dz, 5 * L)
-    d6 = vload(dz, 6 * L)
-    d7 = vload(dz, 7 * L)
+    m = dz.shape[0]
+    d0 = vload_part(dz, 0, m)
+    d1 = vload_part(dz, L, m - L)
+    d2 = vload_part(dz, 2 * L, m - 2 * L)
+    d3 = vload_part(dz, 3 * L, m - 3 * L)
+    d4 = vload_part(dz, 4 * L, m - 4 * L)
+    d5 = vload_part(dz, 5 * L, m - 5 * L)
+    d6 = vload_part(dz, 6 * L, m - 6 * L)
+    d7 = vload_part(dz, 7 * L, m - 7 * L)
     for p in range(indices.shape[0]):
         x = vsplat(dz, values[p] * input_scale)
         g = _row(dW, indices[p])
@@ -616,6 +641,7 @@ def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets
     slots_t the same transposes of the optimizer's slots."""
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     dW[:] = 0
+    _padded_gradient(grad, params, dW.shape[0])[:] = 0
     for l in range(1, layer_sizes.shape[0] - 1):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         _copy_transposed(_transposed_view(weights_t, layer_sizes, w_offsets, l), W)
