@@ -296,3 +296,24 @@ def test_vector_moves_refuse_strided_arrays():
     a = np.zeros(64, np.float32)
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous 1-d float array"):
         vector_axpy(a[::2], a[::2], 0, 4, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_minibatch_scratch_gives_padded_gradient_rows_between_four_and_eight_vectors(dtype):
+    """The mini-batch scratch ``grad`` starts on a cache line; for first layers of 4L < H < 8L
+    units (L lanes per vector) it holds, after the parameters, dW with rows of 8L on a vector
+    boundary (minibatch._padded_gradient); for other widths that view is empty."""
+    from fastmlp.kernels import minibatch
+    from fastmlp.network import Architecture, init_params
+
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    for width in (4 * n_lanes, 4 * n_lanes + 1, 6 * n_lanes + 3, 8 * n_lanes - 1, 8 * n_lanes, 8 * n_lanes + 1):
+        arch = Architecture((30, width, 5), "relu", "cross_entropy", dtype=dtype)
+        params = init_params(arch, "he", seed=0)
+        grad = kernels.minibatch_scratch(params, np.array(arch.layers, np.int64), 4)[0]
+        assert grad.ctypes.data % 64 == 0
+        padded = minibatch._padded_gradient(grad, params, 30)
+        assert padded.shape == ((30 if 4 * n_lanes < width < 8 * n_lanes else 0), 8 * n_lanes), width
+        if padded.size:
+            offset = (padded.ctypes.data - grad.ctypes.data) // grad.itemsize
+            assert offset >= params.size and padded.ctypes.data % 64 == 0, width

@@ -224,8 +224,9 @@ def test_a_wide_dense_layer_matches_the_reference_with_optimizers(name, dropout,
 
 # The mini-batch kernel's first layer keeps its sums in eight 64-byte vectors (128 float32 or 64
 # float64 units) for widths of five to eight vectors, masked at the row's end, and its weight
-# gradient for exactly eight; other widths take plain loops: widths on both sides of those
-# edges, and with input dropout (plain loops).
+# gradient too, on rows padded to eight vectors below eight (minibatch._padded_gradient); other
+# widths take plain loops: widths on both sides of those edges, and with input dropout (plain
+# loops, on the padded rows at width 100).
 FIRST_LAYER_WIDTHS = [1, 16, 17, 32, 33, 63, 64, 65, 100, 127, 128, 129, 256]
 
 
@@ -236,7 +237,7 @@ def test_first_layer_widths_at_the_vector_edges_match_the_reference(width, dtype
     assert_same_run(arch, params, X, targets, 7, synth.tolerance(dtype))
 
 
-@pytest.mark.parametrize("width", [17, 129])
+@pytest.mark.parametrize("width", [17, 100, 129])
 def test_first_layer_widths_match_the_reference_with_input_dropout(width, synth):
     from fastmlp import optim
 
