@@ -22,7 +22,7 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
                                       the value stats[0] holds on entry (set it to 0 first), so
                                       a chunk split into several calls sums its losses in the
                                       same order, and to the same bits, as one call.
-    grad          float [P]           scratch (see "Scratch" below)
+    grad          float [P (+ pad)]   scratch (see "Scratch" below)
     weights_t     float [P]           scratch
     partials      float [PARTS, B, H] scratch
     spans         int64 [B, PARTS, 2] scratch
@@ -82,7 +82,8 @@ Scratch. Layers l >= 1 are trained on output-major copies W_l^T [n_{l+1}, n_l] k
 ``weights_t`` at w_offsets[l] (dot products and axpys along n_l, so a 10-unit output layer
 still vectorises); they are made at the start of a call and copied back into params at its
 end. ``grad`` holds, at the params offsets, the first layer's dW_0 [n_0, H] (zero between
-steps) and, for layers l >= 1, dW_l^T [n_{l+1}, n_l]. ``units[r]`` holds sample r's outputs of
+steps; for 4L < H < 8L, L a vector's lanes, after the parameters instead, in rows padded to 8L:
+``_padded_gradient``) and, for layers l >= 1, dW_l^T [n_{l+1}, n_l]. ``units[r]`` holds sample r's outputs of
 every layer (activated for hidden layers, logits for the last), layer l at columns
 sum(layer_sizes[1:l+1]) onwards, then p = the output activation of the logits; ``deltas[r]``
 the d(loss / batch size)/dz of the same columns, without p. ``partials[part, r]`` and
