@@ -71,14 +71,14 @@ class NumbaBackend:
         self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
-        self._serial = None  # one thread and no parallel kernel anywhere: the serial twin (decided once)
+        self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
 
     def __getstate__(self):
         # a model is pickled (or deep-copied) whole; the second compiling process is this
         # process's, not the copy's (and a process handle does not pickle)
         state = self.__dict__.copy()
         state["_parallel_compiling"] = None
-        state["_serial"] = None  # decided again where it is loaded (another cache)
+        state["_serial"] = {}  # decided again where it is loaded (another cache)
         return state
 
     def prepare(self, X):
@@ -204,7 +204,7 @@ class NumbaBackend:
         outer = numba.get_num_threads()
         try:
             compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
-            if compiling or self._serial_only():
+            if compiling or self._serial_only(data.values.dtype):
                 # The serial twin, bitwise the same, on one thread: while the second process is
                 # still compiling the parallel kernel (a cold start), or for good (_serial_only).
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
@@ -215,20 +215,23 @@ class NumbaBackend:
             numba.set_num_threads(outer)
         return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]
 
-    def _serial_only(self):
-        """Whether mini-batch training runs on the serial twin for good: at most one thread
-        (``threads=1``, ``NUMBA_NUM_THREADS=1``: sweep workers), and the parallel kernel neither
-        compiled in this process nor in the cache. The twin takes the same steps and compiles in
-        about half the time; a cache that holds the parallel kernel (a ``fastmlp warmup`` with
-        two threads, say) is used as it is."""
-        if self._serial is None:
+    def _serial_only(self, values_dtype):
+        """Whether mini-batch training on inputs of ``values_dtype`` runs on the serial twin for
+        good: at most one thread (``threads=1``, ``NUMBA_NUM_THREADS=1``: sweep workers), and the
+        parallel kernel neither compiled in this process nor in the cache for these types. The
+        twin takes the same steps and compiles in about half the time; a cache that holds the
+        parallel kernel (a ``fastmlp warmup`` with two threads, say) is used as it is."""
+        key = np.dtype(values_dtype).name
+        if not isinstance(self._serial, dict):  # a backend pickled by an earlier version (None)
+            self._serial = {}
+        if key not in self._serial:
             kernel = kernels.minibatch_sgd_chunk
             try:
-                self._serial = (self.minibatch_threads.most == 1 and not numba.config.DISABLE_JIT
-                                and not kernel.signatures and cache_is_cold(kernel))
+                self._serial[key] = (self.minibatch_threads.most == 1 and not numba.config.DISABLE_JIT
+                                     and not kernel.signatures and cache_is_cold(kernel, self.arch.dtype, values_dtype))
             except (OSError, AttributeError):  # a Numba without these cache attributes
-                self._serial = False
-        return self._serial
+                self._serial[key] = False
+        return self._serial[key]
 
     def logits(self, params, data):
         """z[N, K] of the output layer, block by block."""

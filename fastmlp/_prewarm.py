@@ -20,6 +20,7 @@ helpers that this list misses fails a test instead of quietly wasting the second
 
 import argparse
 import atexit
+import inspect
 import os
 import subprocess
 import sys
@@ -109,11 +110,27 @@ def minibatch_kernel(dtype, values_dtype):
 PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_kernel}
 
 
-def cache_is_cold(kernel):
-    """True when Numba's cache holds no index for ``kernel`` (it has never been compiled here)."""
+def cache_is_cold(kernel, dtype=None, values_dtype=None):
+    """True when Numba's cache has nothing of ``kernel`` to load: no index, or one that Numba
+    would not use (the sources changed since), or, given a training run's float ``dtype`` and
+    input ``values_dtype``, none compiled for those types (a float32 run does not warm a
+    float64 one). Where Numba's cache internals differ from the ones read here, a present index
+    counts as warm."""
     path = Path(kernel.stats.cache_path)
     name = kernel.py_func.__qualname__
-    return not any(path.glob(f"*.{name}-*.nbi"))
+    if not any(path.glob(f"*.{name}-*.nbi")):
+        return True
+    try:
+        # Numba's own reader: {} for an index of other sources; keys start with the signature
+        index = kernel._cache._cache_file._load_index()
+        if dtype is None:
+            return not index
+        arguments = list(inspect.signature(kernel.py_func).parameters)
+        where = (arguments.index("params"), arguments.index("values"))
+        wanted = (np.dtype(dtype), np.dtype(values_dtype))
+        return not any(tuple(np.dtype(str(key[0][i].dtype)) for i in where) == wanted for key in index)
+    except Exception:  # noqa: BLE001 - internals of another Numba version: keep the old answer
+        return False
 
 
 def start(plan, dtype, values_dtype):
@@ -136,7 +153,7 @@ def start(plan, dtype, values_dtype):
         if getattr(running, "fastmlp_plan", None) == key and running.poll() is None:
             return running  # already compiling this (several fits at once, or one after another)
     try:
-        if not cache_is_cold(kernel):
+        if not cache_is_cold(kernel, dtype, values_dtype):
             return None
         process = subprocess.Popen(
             [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],

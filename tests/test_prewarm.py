@@ -155,6 +155,28 @@ def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off():
         assert result == {"first": "NoneType", "second": None, "started": []}
 
 
+CACHE_BY_TYPES = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels, _prewarm
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(20, 30), dtype=np.uint8)
+kernel = kernels.sgd_persample_chunk
+cold = lambda *types: _prewarm.cache_is_cold(kernel, *types)
+before = cold("float32", "uint8")
+fastmlp.MLP([30, 6, 4], dtype="float32", threads=1).fit(X, rng.integers(0, 4, 20), progress=False)
+print(json.dumps({"before": before, "same": cold("float32", "uint8"), "float64": cold("float64", "uint8"),
+                  "float_input": cold("float32", "float32"), "any": cold()}))
+"""
+
+
+def test_a_cache_warm_for_one_dtype_is_cold_for_another():
+    # a float32 run on uint8 pixels stores its kernel; a float64 run, or one on float inputs,
+    # still meets a cold cache (its second process and the serial twin's choice depend on it)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        result = json.loads(run_python(["-c", CACHE_BY_TYPES], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+    assert result == {"before": True, "same": False, "float64": True, "float_input": True, "any": False}
+
+
 START_WHILE_RUNNING = r"""
 import json, subprocess
 from fastmlp import _prewarm
