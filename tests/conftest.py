@@ -1,6 +1,11 @@
 """Shared fixtures and the per-dtype tolerances every comparison uses."""
 
 import os
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +102,94 @@ def tiny_mnist_dir(tmp_path, rng):
     write_idx(directory / "t10k-images-idx3-ubyte.gz", X[300:].reshape(-1, 28, 28), 2051)
     write_idx(directory / "t10k-labels-idx1-ubyte.gz", y[300:], 2049)
     return directory
+
+
+# --- subprocess work on the idle core ------------------------------------------------------------
+# The suite compiles and runs on one core most of the time (about 1.1 of 2 used on average,
+# measured 2026-12-01). Some tests are a fresh Python process compiling on an empty Numba cache
+# of its own: minutes of compiling in all on the slower machines, with nothing shared with the
+# rest of the suite. Such a test marks that work ``@pytest.mark.background.with_args(job, *args)``
+# (``with_args``: a mark given one function would decorate it; a parametrized test puts the mark
+# in its ``pytest.param(..., marks=...)``), where ``job(run, *args)`` starts its
+# processes only through ``run`` (below) and returns what the test asserts on. Every selected test's job starts when collection ends, one at a time in a thread,
+# and the test takes its result with the ``background`` fixture when it gets there (waiting if it
+# has not finished; an exception in the job is raised in the test). Under pytest-xdist, or for a
+# test whose skipif is true, nothing starts early: the job runs when the test asks for it.
+
+
+class BackgroundJobs:
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-test-job")
+        self._futures = {}
+        self._processes = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, job, *args):
+        with self._lock:
+            if (job, args) not in self._futures:
+                self._futures[job, args] = self._pool.submit(job, self.run, *args)
+
+    def result(self, job, *args):
+        self.start(job, *args)
+        return self._futures[job, args].result()
+
+    def run(self, args, env=None, timeout=600):
+        """``python args`` in a fresh process (PYTHONPATH dropped, ``env`` added, cwd the system
+        temporary directory): (returncode, stdout, stderr)."""
+        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        environment.update(env or {})
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the test session has ended")
+            process = subprocess.Popen([sys.executable, *args], env=environment, cwd=tempfile.gettempdir(),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self._processes.add(process)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+            with self._lock:
+                self._processes.discard(process)
+        return process.returncode, out, err
+
+    def close(self):
+        """Drop the jobs not started and stop the processes still running (Ctrl-C, -x)."""
+        with self._lock:
+            self._closed = True
+            for process in self._processes:
+                process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_BACKGROUND = BackgroundJobs()
+
+
+def _skipped_for_sure(item):
+    return any(marker.args and marker.args[0] is True for marker in item.iter_markers("skipif")) or any(
+        True for _ in item.iter_markers("skip"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background(job, *args): the test's subprocess work, started early (conftest)")
+
+
+def pytest_collection_finish(session):
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: no idle core to use
+        return
+    for item in session.items:
+        marker = item.get_closest_marker("background")
+        if marker is not None and not _skipped_for_sure(item):
+            _BACKGROUND.start(*marker.args)
+
+
+def pytest_sessionfinish(session):
+    _BACKGROUND.close()
+
+
+@pytest.fixture(scope="session")
+def background():
+    """``background(job, *args)``: the result of the test's ``background`` mark's job."""
+    return _BACKGROUND.result

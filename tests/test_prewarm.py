@@ -28,21 +28,38 @@ print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.s
 """
 
 
-def run_python(args, cache_dir, **env):
-    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    environment.update(NUMBA_CACHE_DIR=cache_dir, **env)
-    done = subprocess.run([sys.executable, *args], env=environment, capture_output=True, text=True,
-                          cwd=tempfile.gettempdir(), timeout=600)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def run_python(args, cache_dir, run=None, **env):
+    """stdout of ``python args`` on the Numba cache ``cache_dir``, through a background job's
+    ``run`` (conftest) or, without one, here and now."""
+    env = dict(NUMBA_CACHE_DIR=cache_dir, **env)
+    if run is None:
+        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run([sys.executable, *args], env={**environment, **env}, capture_output=True,
+                              text=True, cwd=tempfile.gettempdir(), timeout=600)
+        status, out, err = done.returncode, done.stdout, done.stderr
+    else:
+        status, out, err = run(args, env)
+    assert status == 0, err
+    return out
 
 
-@pytest.mark.parametrize("dtype, x_dtype", [("float32", "uint8"), ("float64", "float64")])
-def test_the_second_process_compiles_exactly_what_the_kernel_calls(dtype, x_dtype):
+# The tests that compile on a cold cache run their processes as background jobs (conftest): on the
+# core the rest of the suite leaves idle, started when collection ends.
+
+
+def second_process_then_fit(run, dtype, x_dtype):
     with tempfile.TemporaryDirectory() as cache_dir:
-        run_python(["-m", "fastmlp._prewarm", "per-sample", dtype, x_dtype], cache_dir)
+        run_python(["-m", "fastmlp._prewarm", "per-sample", dtype, x_dtype], cache_dir, run)
         code = FIT_AND_COUNT.replace("DTYPE_OF_X", repr(x_dtype)).replace("DTYPE", repr(dtype))
-        counts = json.loads(run_python(["-c", code], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+        return json.loads(run_python(["-c", code], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.parametrize("dtype, x_dtype", [
+    pytest.param(dtype, x_dtype, marks=pytest.mark.background.with_args(second_process_then_fit, dtype, x_dtype))
+    for dtype, x_dtype in [("float32", "uint8"), ("float64", "float64")]
+])
+def test_the_second_process_compiles_exactly_what_the_kernel_calls(background, dtype, x_dtype):
+    counts = background(second_process_then_fit, dtype, x_dtype)
     # Every helper of the kernel came from the cache the second process wrote: none compiled
     # again, so the types it compiled them for are the kernel's own.
     assert counts == {name: [1, 0] for name in counts}, counts
@@ -60,10 +77,15 @@ print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.s
 """
 
 
-def test_the_mini_batch_plan_compiles_what_the_kernel_calls():
+def mini_batch_plan_then_fit(run):
     with tempfile.TemporaryDirectory() as cache_dir:
-        run_python(["-m", "fastmlp._prewarm", "mini-batch", "float32", "uint8"], cache_dir)
-        counts = json.loads(run_python(["-c", MINIBATCH_FIT_AND_COUNT], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+        run_python(["-m", "fastmlp._prewarm", "mini-batch", "float32", "uint8"], cache_dir, run)
+        return json.loads(run_python(["-c", MINIBATCH_FIT_AND_COUNT], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(mini_batch_plan_then_fit)
+def test_the_mini_batch_plan_compiles_what_the_kernel_calls(background):
+    counts = background(mini_batch_plan_then_fit)
     # The parallel kernel came from the cache the second process wrote (the fit runs it: no
     # second process, so no serial kernel), with its helpers inside: nothing compiled again.
     assert counts.pop("minibatch_sgd_chunk") == [1, 0]
@@ -84,12 +106,17 @@ print(json.dumps({f.py_func.__name__: len(f.signatures) for f in helpers}))
 """
 
 
-def test_the_mini_batch_plan_calls_each_helper_with_the_kernels_types():
+def mini_batch_plan_calls_then_fit(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(mini_batch_plan_calls_then_fit)
+def test_the_mini_batch_plan_calls_each_helper_with_the_kernels_types(background):
     # The plan's own calls alone (its last step, compiling the kernel, would compile every helper
     # for the kernel's types whatever the calls before did): one signature each after a fit, so
     # the kernel found what the plan compiled. A 128-unit layer takes every first-layer path.
-    with tempfile.TemporaryDirectory() as cache_dir:
-        counts = json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+    counts = background(mini_batch_plan_calls_then_fit)
     assert counts == {name: 1 for name in counts}, counts
 
 
@@ -104,16 +131,22 @@ print(json.dumps({"serial": len(kernels.minibatch_sgd_chunk_serial.signatures),
 """
 
 
-def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored():
+def one_thread_then_two_then_one(run):
     with tempfile.TemporaryDirectory() as cache_dir:
-        # sweep workers run on one thread: on a cold cache only the serial twin is compiled
-        first = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="1"))
-        assert first == {"serial": 1, "parallel": 0}
-        # two threads compile the parallel kernel (here in the fit's own process) ...
-        run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="2", FASTMLP_BACKGROUND_COMPILE="0")
-        # ... and one thread then loads it from the cache instead of the serial one
-        second = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, NUMBA_NUM_THREADS="1"))
-        assert second == {"serial": 0, "parallel": 1}
+        first = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="1"))
+        run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="2", FASTMLP_BACKGROUND_COMPILE="0")
+        second = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="1"))
+    return first, second
+
+
+@pytest.mark.background.with_args(one_thread_then_two_then_one)
+def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored(background):
+    first, second = background(one_thread_then_two_then_one)
+    # sweep workers run on one thread: on a cold cache only the serial twin is compiled
+    assert first == {"serial": 1, "parallel": 0}
+    # two threads then compile the parallel kernel (in the fit's own process), and one thread
+    # after that loads it from the cache instead of the serial one
+    assert second == {"serial": 0, "parallel": 1}
 
 
 START_TWICE = r"""
@@ -140,19 +173,25 @@ print(json.dumps({"first": type(first).__name__, "second": second, "started": st
 """
 
 
-def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off():
+def start_twice_on_and_off(run):
+    results = []
+    for env in ({}, {"FASTMLP_BACKGROUND_COMPILE": "0"}):
+        with tempfile.TemporaryDirectory() as cache_dir:
+            results.append(json.loads(run_python(["-c", START_TWICE], cache_dir, run, **env)))
+    return results
+
+
+@pytest.mark.background.with_args(start_twice_on_and_off)
+def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off(background):
     from fastmlp.kernels._threads import available_cores
 
     if available_cores() < 2:
         pytest.skip("starts only with two cores available")
-    with tempfile.TemporaryDirectory() as cache_dir:
-        result = json.loads(run_python(["-c", START_TWICE], cache_dir))
-        assert result["first"] == "Started" and result["second"] is None
-        # the call above, and the fit's own (the cache was still cold when it began)
-        assert result["started"] == [["per-sample", "float32", "uint8"]] * 2
-    with tempfile.TemporaryDirectory() as cache_dir:
-        result = json.loads(run_python(["-c", START_TWICE], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
-        assert result == {"first": "NoneType", "second": None, "started": []}
+    on, off = background(start_twice_on_and_off)
+    assert on["first"] == "Started" and on["second"] is None
+    # the call above, and the fit's own (the cache was still cold when it began)
+    assert on["started"] == [["per-sample", "float32", "uint8"]] * 2
+    assert off == {"first": "NoneType", "second": None, "started": []}
 
 
 CACHE_BY_TYPES = r"""
@@ -169,11 +208,16 @@ print(json.dumps({"before": before, "same": cold("float32", "uint8"), "float64":
 """
 
 
-def test_a_cache_warm_for_one_dtype_is_cold_for_another():
+def fit_float32_and_ask(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return json.loads(run_python(["-c", CACHE_BY_TYPES], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(fit_float32_and_ask)
+def test_a_cache_warm_for_one_dtype_is_cold_for_another(background):
     # a float32 run on uint8 pixels stores its kernel; a float64 run, or one on float inputs,
     # still meets a cold cache (its second process and the serial twin's choice depend on it)
-    with tempfile.TemporaryDirectory() as cache_dir:
-        result = json.loads(run_python(["-c", CACHE_BY_TYPES], cache_dir, FASTMLP_BACKGROUND_COMPILE="0"))
+    result = background(fit_float32_and_ask)
     assert result == {"before": True, "same": False, "float64": True, "float_input": True, "any": False}
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numba
 import numpy as np
@@ -178,14 +179,18 @@ print(model.score(X, y))
 """
 
 
+def fit_without_scipy(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return run(["-c", WITHOUT_SCIPY], {"NUMBA_CACHE_DIR": cache_dir})
+
+
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1: nothing is compiled")
-def test_the_compiled_core_needs_no_scipy(tmp_path):
+@pytest.mark.background.with_args(fit_without_scipy)
+def test_the_compiled_core_needs_no_scipy(background):
     """SciPy is not a dependency, but Numba needs it to compile any matrix product (``@``,
     np.dot): kernels write small products out. Compiled cold, in a cache of its own, so that
-    nothing loads from a cache another process compiled with SciPy present."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
-    done = subprocess.run([sys.executable, "-c", WITHOUT_SCIPY], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert 0.0 <= float(done.stdout) <= 1.0
+    nothing loads from a cache another process compiled with SciPy present (a background job:
+    conftest)."""
+    status, out, err = background(fit_without_scipy)
+    assert status == 0, err[-2000:]
+    assert 0.0 <= float(out) <= 1.0
