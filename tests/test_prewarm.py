@@ -106,17 +106,18 @@ print(json.dumps({f.py_func.__name__: len(f.signatures) for f in helpers}))
 """
 
 
-def mini_batch_plan_calls_then_fit(run):
+def script_alone_on_a_fresh_cache(run, script):
+    """The JSON ``script`` prints, run on an empty cache with no second process."""
     with tempfile.TemporaryDirectory() as cache_dir:
-        return json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+        return json.loads(run_python(["-c", script], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
 
 
-@pytest.mark.background.with_args(mini_batch_plan_calls_then_fit)
+@pytest.mark.background.with_args(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
 def test_the_mini_batch_plan_calls_each_helper_with_the_kernels_types(background):
     # The plan's own calls alone (its last step, compiling the kernel, would compile every helper
     # for the kernel's types whatever the calls before did): one signature each after a fit, so
     # the kernel found what the plan compiled. A 128-unit layer takes every first-layer path.
-    counts = background(mini_batch_plan_calls_then_fit)
+    counts = background(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
     assert counts == {name: 1 for name in counts}, counts
 
 
@@ -208,16 +209,11 @@ print(json.dumps({"before": before, "same": cold("float32", "uint8"), "float64":
 """
 
 
-def fit_float32_and_ask(run):
-    with tempfile.TemporaryDirectory() as cache_dir:
-        return json.loads(run_python(["-c", CACHE_BY_TYPES], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
-
-
-@pytest.mark.background.with_args(fit_float32_and_ask)
+@pytest.mark.background.with_args(script_alone_on_a_fresh_cache, CACHE_BY_TYPES)
 def test_a_cache_warm_for_one_dtype_is_cold_for_another(background):
     # a float32 run on uint8 pixels stores its kernel; a float64 run, or one on float inputs,
     # still meets a cold cache (its second process and the serial twin's choice depend on it)
-    result = background(fit_float32_and_ask)
+    result = background(script_alone_on_a_fresh_cache, CACHE_BY_TYPES)
     assert result == {"before": True, "same": False, "float64": True, "float_input": True, "any": False}
 
 
