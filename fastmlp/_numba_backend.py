@@ -81,6 +81,11 @@ class NumbaBackend:
         state["_serial"] = {}  # decided again where it is loaded (another cache)
         return state
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if not isinstance(self.__dict__.get("_serial"), dict):  # pickled by an earlier version
+            self._serial = {}
+
     def prepare(self, X):
         indptr, indices, values = kernels.sparse_rows(X)
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
@@ -222,8 +227,6 @@ class NumbaBackend:
         twin takes the same steps and compiles in about half the time; a cache that holds the
         parallel kernel (a ``fastmlp warmup`` with two threads, say) is used as it is."""
         key = np.dtype(values_dtype).name
-        if not isinstance(self._serial, dict):  # a backend pickled by an earlier version (None)
-            self._serial = {}
         if key not in self._serial:
             kernel = kernels.minibatch_sgd_chunk
             try:

@@ -124,9 +124,9 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
     rows = max(1, int(batch_size))
     # grad on whole cache lines, and for first layers of 4L < H < 8L units (L = lanes) room after
     # the parameters for their padded dW (_padded_gradient)
-    lanes = VECTOR_BYTES // params.dtype.itemsize
-    padded = 4 * lanes < n_first < 8 * lanes
-    extra = lanes + int(layer_sizes[0]) * 8 * lanes if padded else 0
+    n_lanes = VECTOR_BYTES // params.dtype.itemsize
+    padded = 4 * n_lanes < n_first < 8 * n_lanes
+    extra = n_lanes + int(layer_sizes[0]) * 8 * n_lanes if padded else 0
     return (
         aligned_empty(params.shape[0] + extra, params.dtype),
         np.empty_like(params),

@@ -110,11 +110,12 @@ def tiny_mnist_dir(tmp_path, rng):
 # of its own: minutes of compiling in all on the slower machines, with nothing shared with the
 # rest of the suite. Such a test marks that work ``@pytest.mark.background.with_args(job, *args)``
 # (``with_args``: a mark given one function would decorate it; a parametrized test puts the mark
-# in its ``pytest.param(..., marks=...)``), where ``job(run, *args)`` starts its
-# processes only through ``run`` (below) and returns what the test asserts on. Every selected test's job starts when collection ends, one at a time in a thread,
-# and the test takes its result with the ``background`` fixture when it gets there (waiting if it
-# has not finished; an exception in the job is raised in the test). Under pytest-xdist, or for a
-# test whose skipif is true, nothing starts early: the job runs when the test asks for it.
+# in its ``pytest.param(..., marks=...)``), where ``job(run, *args)`` starts its processes only
+# through ``run`` (``BackgroundJobs.run``) and returns what the test asserts on. Every selected
+# test's job starts when collection ends, one at a time in a thread, and the test takes its
+# result with the ``background`` fixture when it gets there (waiting if it has not finished; an
+# exception in the job is raised in the test). Under pytest-xdist, or for a test whose skipif is
+# true, nothing starts early: the job runs when the test asks for it.
 
 
 class BackgroundJobs:
@@ -168,12 +169,8 @@ _BACKGROUND = BackgroundJobs()
 
 
 def _skipped_for_sure(item):
-    return any(marker.args and marker.args[0] is True for marker in item.iter_markers("skipif")) or any(
-        True for _ in item.iter_markers("skip"))
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "background(job, *args): the test's subprocess work, started early (conftest)")
+    return item.get_closest_marker("skip") is not None or any(
+        marker.args and marker.args[0] is True for marker in item.iter_markers("skipif"))
 
 
 def pytest_collection_finish(session):
@@ -193,3 +190,10 @@ def pytest_sessionfinish(session):
 def background():
     """``background(job, *args)``: the result of the test's ``background`` mark's job."""
     return _BACKGROUND.result
+
+
+@pytest.fixture(scope="session")
+def python_process():
+    """``python_process(args, env=None)``: ``BackgroundJobs.run`` here and now, for a test whose
+    process must run when the test does."""
+    return _BACKGROUND.run

@@ -3,8 +3,6 @@ test runs fresh Python processes on an empty Numba cache of its own."""
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import numba
@@ -28,17 +26,10 @@ print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.s
 """
 
 
-def run_python(args, cache_dir, run=None, **env):
-    """stdout of ``python args`` on the Numba cache ``cache_dir``, through a background job's
-    ``run`` (conftest) or, without one, here and now."""
-    env = dict(NUMBA_CACHE_DIR=cache_dir, **env)
-    if run is None:
-        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        done = subprocess.run([sys.executable, *args], env={**environment, **env}, capture_output=True,
-                              text=True, cwd=tempfile.gettempdir(), timeout=600)
-        status, out, err = done.returncode, done.stdout, done.stderr
-    else:
-        status, out, err = run(args, env)
+def run_python(args, cache_dir, run, **env):
+    """stdout of ``python args`` on the Numba cache ``cache_dir``, through ``run`` (a background
+    job's, or the ``python_process`` fixture: conftest)."""
+    status, out, err = run(args, dict(NUMBA_CACHE_DIR=cache_dir, **env))
     assert status == 0, err
     return out
 
@@ -245,19 +236,19 @@ print(json.dumps({"same": again is first, "other": other is not first, "started"
 """
 
 
-def test_a_second_fit_while_it_compiles_starts_no_second_process():
+def test_a_second_fit_while_it_compiles_starts_no_second_process(python_process):
     from fastmlp.kernels._threads import available_cores
 
     if available_cores() < 2:
         pytest.skip("starts only with two cores available")
     with tempfile.TemporaryDirectory() as cache_dir:
-        result = json.loads(run_python(["-c", START_WHILE_RUNNING], cache_dir))
+        result = json.loads(run_python(["-c", START_WHILE_RUNNING], cache_dir, python_process))
     # every mini-batch fit on a cold cache asks for it; one process per dtype and input type
     assert result == {"same": True, "other": True,
                       "started": [["mini-batch", "float32", "uint8"], ["mini-batch", "float64", "uint8"]]}
 
 
-def test_a_process_still_compiling_at_exit_is_stopped():
+def test_a_process_still_compiling_at_exit_is_stopped(python_process):
     from fastmlp.kernels._threads import available_cores
 
     if available_cores() < 2:
@@ -266,6 +257,6 @@ def test_a_process_still_compiling_at_exit_is_stopped():
             "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
             "print(process.pid)\n")  # exits at once, long before the second process is done
     with tempfile.TemporaryDirectory() as cache_dir:
-        pid = int(run_python(["-c", code], cache_dir))
+        pid = int(run_python(["-c", code], cache_dir, python_process))
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone: stopped (and reaped) when its parent exited
