@@ -7,6 +7,7 @@ the kernels); float data goes the same way with scale 1.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,22 @@ from .reference import PIXEL_SCALE
 
 INFERENCE_BLOCK = 4096
 _PLAIN = optim.Optimizer()
+_compiling_ahead = False  # within compiling_ahead()
+
+
+@contextlib.contextmanager
+def compiling_ahead():
+    """Within it, mini-batch training compiles (or loads) the parallel kernel itself and never
+    trains on its serial twin. For ``fastmlp warmup``: on a cold cache a first fit trains on the
+    twin while a second process compiles the parallel kernel, and stops that process when it
+    exits (``_prewarm``), so a warm-up that only fitted would leave the parallel kernel, the
+    one later fits train on, to be compiled by the next run."""
+    global _compiling_ahead
+    previous, _compiling_ahead = _compiling_ahead, True
+    try:
+        yield
+    finally:
+        _compiling_ahead = previous
 
 
 @dataclass
@@ -209,7 +226,7 @@ class NumbaBackend:
         outer = numba.get_num_threads()
         try:
             compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
-            if compiling or self._serial_only(data.values.dtype):
+            if not _compiling_ahead and (compiling or self._serial_only(data.values.dtype)):
                 # The serial twin, bitwise the same, on one thread: while the second process is
                 # still compiling the parallel kernel (a cold start), or for good (_serial_only).
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)

@@ -614,9 +614,11 @@ def _merged_lists(lists, default):
 
 
 def _warmup(args):
-    """Train a tiny network once per kernel set, which compiles it or loads it from the cache."""
+    """Train a tiny network once per kernel set, which compiles it or loads it from the cache
+    (mini-batch: the parallel kernel, which a cold first fit leaves to a second process)."""
     import numpy as np
 
+    from ._numba_backend import compiling_ahead
     from .model import MLP
 
     dtypes = _merged_lists(args.dtype, ("float32",))
@@ -634,7 +636,8 @@ def _warmup(args):
                 for recipe in recipes:
                     tic = time.perf_counter()
                     model = MLP([16, 8, 4], dtype=dtype, seed=0)
-                    model.fit(kinds[kind], y, epochs=1, batch_size=min(batch_size, 64), progress=False, **recipe)
+                    with compiling_ahead():
+                        model.fit(kinds[kind], y, epochs=1, batch_size=min(batch_size, 64), progress=False, **recipe)
                     model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
                     what = (f"{dtype} {kind} inputs, " + ("per-sample SGD" if batch_size == 1 else "mini-batch")
                             + (" with an optimizer" if recipe else ""))

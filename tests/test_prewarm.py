@@ -141,6 +141,34 @@ def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored
     assert second == {"serial": 0, "parallel": 1}
 
 
+FIT_AFTER_WARMUP = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+print(json.dumps({name: [len(k.signatures), sum(k.stats.cache_hits.values())]
+                  for name, k in (("parallel", kernels.minibatch_sgd_chunk),
+                                  ("serial", kernels.minibatch_sgd_chunk_serial))}))
+"""
+
+
+def warmup_then_fit(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        # as a user runs it: with the second compiling process (on two cores)
+        run_python(["-m", "fastmlp", "warmup", "--batch-size", "8", "--json"], cache_dir, run)
+        return json.loads(run_python(["-c", FIT_AFTER_WARMUP], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(warmup_then_fit)
+def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
+    # A cold first fit trains on the serial twin while a second process compiles the parallel
+    # kernel, and stops that process at exit: `fastmlp warmup` must compile the parallel kernel
+    # itself, so that the next fit loads it and needs no twin.
+    counts = background(warmup_then_fit)
+    assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
+
+
 START_TWICE = r"""
 import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm
