@@ -281,10 +281,17 @@ def _part_step(
                 g[k] += x * dz[k]
     first, last = _part_range(n_in, part)
     w0 = w_offsets[0]
-    for j in range(first, last):
-        g = dW[j]
-        apply_step(W[j], g, slots, w0 + j * n_out, kind, sc, DECAY)
-        g[:] = 0
+    if padded.shape[0] > 0:
+        for j in range(first, last):
+            g = dW[j]
+            apply_step(W[j], g, slots, w0 + j * n_out, kind, sc, DECAY)
+            g[:] = 0
+    else:
+        # the part's rows are one contiguous run of params and of grad: one step over all of
+        # them (per row, each call's setup and scalar tail cost Adam 4x the time per weight)
+        rows = slice(w0 + first * n_out, w0 + last * n_out)
+        apply_step(params[rows], grad[rows], slots, w0 + first * n_out, kind, sc, DECAY)
+        grad[rows] = 0
     if b.shape[0] > 0:
         first, last = _part_range(n_out, part)
         for k in range(first, last):

@@ -60,6 +60,15 @@ def step_scalars(out, hyper, t):
         out[ADAM_RATE] = 0.0
 
 
+# Constants of the update rules, as float32: with a float32 operand they stay float32, with a
+# float64 one they become float64, as NumPy's Python scalars do. A literal 1 or 0 is an int64 to
+# Numba, and int64 with float32 gives float64: the float32 steps were computed in float64 (half
+# the lanes, and conversions), and rounded otherwise than the reference's float32 arithmetic.
+_ONE = np.float32(1)
+_ZERO = np.float32(0)
+_TINY = np.float32(1e-30)
+
+
 @njit(**KERNEL_OPTIONS)
 def plain_update(wi, gi, lr, cd, dd):
     """w after a plain SGD step from gradient gi (coupled decay cd, decoupled dd = lr * decay)."""
@@ -71,20 +80,20 @@ def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
     """(w, v) after a momentum step (Nesterov when nest is 1, else 0)."""
     gi = gi + cd * wi
     vi = mu * vi - lr * gi
-    return wi + ((1 - nest) * vi + nest * (mu * vi - lr * gi)) - dd * wi, vi
+    return wi + ((_ONE - nest) * vi + nest * (mu * vi - lr * gi)) - dd * wi, vi
 
 
 @njit(**KERNEL_OPTIONS)
 def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
     """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t))."""
     gi = gi + cd * wi
-    mi = b1 * mi + (1 - b1) * gi
-    si = b2 * si + (1 - b2) * (gi * gi)
+    mi = b1 * mi + (_ONE - b1) * gi
+    si = b2 * si + (_ONE - b2) * (gi * gi)
     # Moments below 1e-30 are flushed to 0: a parameter whose gradient stays 0 (a pixel that
     # is never lit) has m decay by b1 per step into subnormals, which x86 computes ~100x
     # slower; the weight moves by rate * 1e-30 / eps at most, far below any tolerance.
-    mi = mi if abs(mi) >= 1e-30 else mi * 0
-    si = si if si >= 1e-30 else si * 0
+    mi = mi if abs(mi) >= _TINY else mi - mi
+    si = si if si >= _TINY else si - si
     return wi - rate * mi / (np.sqrt(si) + eps) - dd * wi, mi, si
 
 
@@ -100,7 +109,7 @@ def apply_step(w, g, slots, offset, kind, sc, decay):
     slots[S, P] at the same offsets. ``decay`` False for biases (no decay)."""
     n = w.shape[0]
     lr = sc[LR]
-    zero = sc[LR] * 0
+    zero = sc[LR] * _ZERO
     cd = sc[COUPLED_DECAY] if decay else zero
     dd = sc[DECOUPLED_DECAY] if decay else zero
     if kind == PLAIN:
