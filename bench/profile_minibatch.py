@@ -1,10 +1,12 @@
 """Where a mini-batch step's time goes: the compiled kernel's pieces, one thread, on MNIST.
 
     FASTMLP_DATA=../shared/data/mnist python bench/profile_minibatch.py \
-        [--layers 784,500,150,10] [--activation relu] [--batch-size 1024] [--repeats 7]
+        [--layers 784,500,150,10] [--activation relu] [--batch-size 1024] [--repeats 7] \
+        [--optimizer sgd|adam] [--weight-decay 0] [--float-input]
 
-Plain SGD, float32, a batch drawn at random from the first 20,000 training images (as an epoch
-draws them). Each piece of ``minibatch_sgd_chunk`` is timed on its own, over the whole batch,
+Float32, plain SGD or Adam, a batch drawn at random from the first 20,000 training images (as
+an epoch draws them); uint8 pixels, or with ``--float-input`` float32 pixels / 255 (what
+scikit-learn users pass). Each piece of ``minibatch_sgd_chunk`` is timed on its own, over the whole batch,
 the kernel's helpers called from small compiled loops (one call from Python per piece):
 
 - sparse forward: the first layer's partial sums over the nonzero pixels (``_part_forward``);
@@ -140,6 +142,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS, help="for the whole kernel's line")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="added to the gradient (scikit-learn's alpha)")
+    parser.add_argument("--float-input", action="store_true", help="float32 pixels / 255 instead of uint8")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -149,16 +154,19 @@ def main():
     arch = Architecture(layers, args.activation, "cross_entropy", dtype="float32")
     backend = make_backend("numba", arch, 1)
     params = init_params(arch, "he" if args.activation == "relu" else "xavier", seed=0)
-    data = backend.prepare(X[:POOL])
+    pixels = (X[:POOL] / 255.0).astype(np.float32) if args.float_input else X[:POOL]
+    data = backend.prepare(pixels)
     labels = y[:POOL].astype(np.int64)
     rng = np.random.default_rng(0)
     order = rng.permutation(POOL).astype(np.int64)
     batch = order[:B]
     ls, wo, bo = backend.layer_sizes, backend.w_offsets, backend.b_offsets
-    grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits = mb.minibatch_scratch(params, ls, B)
-    slots = np.empty((0, params.size), params.dtype)
+    optimizer = optim.Optimizer(optimizer=args.optimizer, weight_decay=args.weight_decay)
+    grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits = mb.minibatch_scratch(
+        params, ls, B, optimizer.n_slots)
+    slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
     targets, weights = np.empty((0, layers[-1]), params.dtype), np.empty(0, params.dtype)
-    hyper = optim.Optimizer().hyper(0.01)
+    hyper = optimizer.hyper(0.001 if args.optimizer == "adam" else 0.01)
     kind = mb.step_kind(hyper)
     sc = np.empty(mb.N_STEP_SCALARS, params.dtype)
     mb.step_scalars(sc, hyper, 1)
@@ -223,13 +231,17 @@ def main():
     ]
     total = us["sparse forward"] + us["step 2 (forward, loss, backward)"] + us["step (gradients, updates)"]
     report = {"cpu": cpu_name(), "layers": layers, "activation": args.activation, "batch_size": B,
+              "optimizer": args.optimizer, "weight_decay": args.weight_decay, "float_input": args.float_input,
               "nonzero_pixels_per_sample": nnz, "gemm_gflops": gemm, "pieces_us_per_sample": dict(rows),
               "pieces_total_us_per_sample": total, "kernel_us_per_sample": us["kernel"], "kernel_threads": args.threads}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{report['cpu']}: {'-'.join(map(str, layers))} {args.activation}, batch {B}, float32, plain SGD, "
-          f"{nnz:.0f} nonzero pixels per sample; float32 GEMM {gemm:.0f} GFLOP/s")
+    recipe = "plain SGD" if args.optimizer == "sgd" else "Adam"
+    recipe += f", weight decay {args.weight_decay:g}" if args.weight_decay else ""
+    print(f"{report['cpu']}: {'-'.join(map(str, layers))} {args.activation}, batch {B}, float32, {recipe}, "
+          f"{'float32' if args.float_input else 'uint8'} pixels, {nnz:.0f} nonzero per sample; "
+          f"float32 GEMM {gemm:.0f} GFLOP/s")
     print(f"{'piece (one thread)':<22}{'us/sample':>10}{'share':>8}{'GFLOP/s':>9}{'% GEMM':>8}")
     for name, value in rows:
         rate = flops.get(name, 0) / (value * 1e3) if name in flops and value > 0 else None
