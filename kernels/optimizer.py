@@ -12,10 +12,12 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.core import config
 from numba.extending import overload, register_jitable
 
 from . import codes
 from ._config import KERNEL_OPTIONS
+from .activation import _fma
 
 PLAIN, MOMENTUM, ADAM = 0, 1, 2  # kinds of step
 
@@ -69,32 +71,43 @@ _ZERO = np.float32(0)
 _TINY = np.float32(1e-30)
 
 
+def _python_mul_add(a, b, c):
+    return a * b + c
+
+
+# Every product that meets a sum is an explicit fused multiply-add: left to LLVM's contraction
+# ("contract"), whether a * b + c is fused differed between the code compiled in this process
+# and the same kernel loaded from the cache, and so did a float32 run's weights.
+mul_add = _python_mul_add if config.DISABLE_JIT else _fma
+
+
 @njit(**KERNEL_OPTIONS)
 def plain_update(wi, gi, lr, cd, dd):
     """w after a plain SGD step from gradient gi (coupled decay cd, decoupled dd = lr * decay)."""
-    return wi - lr * (gi + cd * wi) - dd * wi
+    return mul_add(-dd, wi, mul_add(-lr, mul_add(cd, wi, gi), wi))
 
 
 @njit(**KERNEL_OPTIONS)
 def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
     """(w, v) after a momentum step (Nesterov when nest is 1, else 0)."""
-    gi = gi + cd * wi
-    vi = mu * vi - lr * gi
-    return wi + ((_ONE - nest) * vi + nest * (mu * vi - lr * gi)) - dd * wi, vi
+    gi = mul_add(cd, wi, gi)
+    vi = mul_add(mu, vi, -(lr * gi))
+    step = mul_add(_ONE - nest, vi, nest * mul_add(mu, vi, -(lr * gi)))
+    return mul_add(-dd, wi, wi + step), vi
 
 
 @njit(**KERNEL_OPTIONS)
 def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
     """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t))."""
-    gi = gi + cd * wi
-    mi = b1 * mi + (_ONE - b1) * gi
-    si = b2 * si + (_ONE - b2) * (gi * gi)
+    gi = mul_add(cd, wi, gi)
+    mi = mul_add(b1, mi, (_ONE - b1) * gi)
+    si = mul_add(b2, si, (_ONE - b2) * (gi * gi))
     # Moments below 1e-30 are flushed to 0: a parameter whose gradient stays 0 (a pixel that
     # is never lit) has m decay by b1 per step into subnormals, which x86 computes ~100x
     # slower; the weight moves by rate * 1e-30 / eps at most, far below any tolerance.
     mi = mi if abs(mi) >= _TINY else mi - mi
     si = si if si >= _TINY else si - si
-    return wi - rate * mi / (np.sqrt(si) + eps) - dd * wi, mi, si
+    return mul_add(-dd, wi, wi - rate * mi / (np.sqrt(si) + eps)), mi, si
 
 
 # ``decay`` arguments of apply_step: numpy booleans, so that Numba types them as one boolean
