@@ -4,8 +4,10 @@
 the few numbers one step needs; ``apply_step`` then updates a contiguous run of parameters
 from their gradient, with their optimizer slots (velocity, or Adam's m and s) at the same
 offsets of ``slots`` [S, P]. Every rule is one loop with its options folded into factors that
-are exactly 0 or 1 when unused (``x + 0 * y`` is ``x``), so a run with momentum but no decay
-rounds exactly as the reference, and the loop vectorises.
+are exactly 0 or 1 when unused (``x + 0 * y`` is ``x``), so an unused option changes nothing,
+and the loop vectorises. Each product that meets a sum is one fused multiply-add (``mul_add``),
+in the parameters' dtype: the same bits in every compiled copy of a kernel, within rounding of
+the reference's separate multiply and add.
 """
 
 import math
