@@ -169,6 +169,40 @@ def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
     assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
 
 
+FIT_AND_HASH = r"""
+import hashlib, json, numpy as np, fastmlp
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(600, 30), dtype=np.uint8)
+X[X < 150] = 0
+y = rng.integers(0, 4, 600)
+recipes = {"plain": {}, "adam": dict(optimizer="adam", weight_decay=1e-4),
+           "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=1e-4)}
+out = {}
+for name, recipe in recipes.items():
+    model = fastmlp.MLP([30, 16, 4], seed=3, threads=1)
+    model.fit(X, y, batch_size=16, epochs=2, lr=0.05 if name != "adam" else 1e-3, progress=False, **recipe)
+    out[name] = hashlib.sha256(model.params_.tobytes()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def compiled_then_loaded(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(NUMBA_NUM_THREADS="1", FASTMLP_BACKGROUND_COMPILE="0")
+        compiled = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **env))
+        loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **env))
+    return compiled, loaded
+
+
+@pytest.mark.background.with_args(compiled_then_loaded)
+def test_a_kernel_compiled_here_and_one_loaded_from_the_cache_train_to_the_same_bits(background):
+    # Sweep workers load kernels that the parent compiled. Whether LLVM fused a product into
+    # the next sum once differed between the two, and float32 weights with it: the update rules
+    # fuse explicitly (optimizer.mul_add).
+    compiled, loaded = background(compiled_then_loaded)
+    assert compiled == loaded
+
+
 START_TWICE = r"""
 import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm

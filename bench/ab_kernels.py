@@ -1,0 +1,127 @@
+"""Same-process A/B of the mini-batch kernel: a git revision's kernels against the working tree's.
+
+    FASTMLP_DATA=../shared/data/mnist python bench/ab_kernels.py --base REV \
+        [--layers 784,128,10] [--activation sigmoid] [--batch-size 128] [--threads 2] \
+        [--optimizer sgd|adam] [--momentum 0] [--nesterov] [--weight-decay 0] [--float-input] \
+        [--dtype float32] [--samples 20000] [--rounds 5]
+
+Run inside the repository. The base's ``kernels/`` (every ``.py`` file, ``git show REV:...``) is
+written to a temporary directory and imported as a package of its own (the kernels import each
+other relatively only), so both versions, each with its own helpers and optimizer rules, train
+in one process on the same arrays: one epoch of ``--samples`` MNIST images in a fixed random
+order, ``minibatch_sgd_chunk`` called as the backend calls it, alternately ``--rounds`` times
+after a warm-up call each. Timings of separate processes differ by up to 40% on the project's
+shared machines; alternating in one process compares like with like. Prints each version's
+median samples/s, the new / base ratio of the medians and of every round, and whether the two
+trained to the same bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from fastmlp import kernels as current, optim
+from fastmlp.bench.machine import cpu_name
+from fastmlp.data import load_mnist
+from fastmlp.network import Architecture, init_params
+
+
+def base_minibatch(revision, directory):
+    """The mini-batch module of ``revision``'s kernels package, imported from ``directory``
+    under a name of its own."""
+    files = subprocess.run(["git", "ls-tree", "--name-only", f"{revision}:kernels"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    name = "kernels_" + "".join(c if c.isalnum() else "_" for c in revision)
+    package = Path(directory) / name
+    package.mkdir()
+    for file in files:
+        if file.endswith(".py"):
+            source = subprocess.run(["git", "show", f"{revision}:kernels/{file}"], check=True,
+                                    capture_output=True).stdout
+            (package / file).write_bytes(source)
+    sys.path.insert(0, str(directory))
+    return importlib.import_module(name + ".minibatch")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="a git revision, e.g. HEAD or a commit")
+    parser.add_argument("--layers", default="784,128,10")
+    parser.add_argument("--activation", default="sigmoid")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--nesterov", action="store_true")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--lr", type=float, default=None, help="default 1e-3 for Adam, else 0.01")
+    parser.add_argument("--float-input", action="store_true", help="float32 pixels / 255 instead of uint8")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    layers = tuple(int(v) for v in args.layers.split(","))
+    X, y, _, _ = load_mnist()
+    X, y = X[: args.samples], y[: args.samples].astype(np.int64)
+    if args.float_input:
+        X = (X / 255.0).astype(np.float32)
+    arch = Architecture(layers, args.activation, "cross_entropy", dtype=args.dtype)
+    layout = arch.layout()
+    start = init_params(arch, "he" if args.activation == "relu" else "xavier", seed=0)
+    indptr, indices, values = current.sparse_rows(X)
+    scale = 1 / 255 if X.dtype == np.uint8 else 1.0
+    order = np.random.default_rng(0).permutation(len(y)).astype(np.int64)
+    optimizer = optim.Optimizer(optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+                                weight_decay=args.weight_decay)
+    hyper = optimizer.hyper(args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.01))
+    targets, weights = np.empty((0, layers[-1]), start.dtype), np.empty(0, start.dtype)
+
+    with tempfile.TemporaryDirectory() as directory:
+        versions = {"base": base_minibatch(args.base, directory),
+                    "new": importlib.import_module("fastmlp.kernels.minibatch")}
+
+        def epoch(module):
+            scratch = module.minibatch_scratch(start, layout.sizes, args.batch_size, optimizer.n_slots)
+            params = start.copy()
+            slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
+            numba.set_num_threads(args.threads)
+            tic = time.perf_counter()
+            module.minibatch_sgd_chunk(
+                params, np.zeros(4), *scratch, layout.sizes, layout.w_offsets, layout.b_offsets,
+                arch.activation_code, arch.loss_code, hyper, slots, np.zeros(3, np.int64), indptr, indices, values,
+                scale, y, targets, weights, order, 0, len(order), args.batch_size)
+            return len(order) / (time.perf_counter() - tic), params
+
+        for module in versions.values():
+            epoch(module)  # compile or load
+        rates = {name: [] for name in versions}
+        for _ in range(args.rounds):
+            for name, module in versions.items():
+                rate, params = epoch(module)
+                rates[name].append(rate)
+                if name == "base":
+                    base_params = params
+            same = np.array_equal(base_params, params)
+
+    base, new = (float(np.median(rates[name])) for name in ("base", "new"))
+    recipe = args.optimizer + (f", momentum {args.momentum:g}" if args.momentum else "") + (
+        " (Nesterov)" if args.nesterov else "") + (f", weight decay {args.weight_decay:g}" if args.weight_decay else "")
+    print(f"{cpu_name()}: {'-'.join(map(str, layers))} {args.activation}, batch {args.batch_size}, {args.dtype}, "
+          f"{recipe}, {'float32' if args.float_input else 'uint8'} pixels, {args.threads} thread(s)")
+    print(f"base {args.base}: {base:,.0f} samples/s; new: {new:,.0f}; new / base {new / base:.3f} "
+          f"(rounds: {' '.join(f'{n / b:.2f}' for b, n in zip(rates['base'], rates['new']))}); "
+          f"same bits: {same}")
+
+
+if __name__ == "__main__":
+    main()
