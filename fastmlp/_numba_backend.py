@@ -18,6 +18,7 @@ from . import kernels, optim
 from ._adaptive import ThreadChooser
 from ._prewarm import cache_is_cold
 from ._prewarm import start as start_prewarm
+from .kernels._threads import available_cores
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
@@ -104,7 +105,9 @@ class NumbaBackend:
             self._serial = {}
 
     def prepare(self, X):
-        indptr, indices, values = kernels.sparse_rows(X)
+        # on as many threads as mini-batch training may use (one with threads=1)
+        threads = min(self.minibatch_threads.most, available_cores())
+        indptr, indices, values = kernels.sparse_rows(X, threads)
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
         return Prepared(X, indptr, indices, values, scale)
 

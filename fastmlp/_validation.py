@@ -137,10 +137,15 @@ def check_X(X, arch: Architecture, name="X"):
     if X.dtype == np.uint8:
         return np.ascontiguousarray(X)
     X = np.ascontiguousarray(X, dtype=arch.dtype)
-    finite = np.isfinite(X)
-    if not finite.all():
-        row = _first_bad_row(~finite)
-        raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
+    # A NaN or infinity makes the sum non-finite; so may an overflow, so then every entry is
+    # checked: one pass, and no [N, D] mask, for data that is fine
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = X.sum()
+    if not np.isfinite(total):
+        finite = np.isfinite(X)
+        if not finite.all():
+            row = _first_bad_row(~finite)
+            raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
     return X
 
 

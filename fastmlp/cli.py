@@ -325,13 +325,12 @@ def _resumed_model(args, given):
 
 
 def _check_resumed_data(args, model, X_train, y_train):
-    import zlib
-
     from ._validation import check_X, check_y
+    from .model import data_fingerprint
 
     X = check_X(X_train, model.arch_)
     y = check_y(y_train, model.arch_, len(X))
-    fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+    fingerprint = data_fingerprint(X, y)
     saved = model.data_fingerprint_
     if saved is not None and fingerprint != saved:
         raise ValueError(

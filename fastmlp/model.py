@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -12,7 +13,6 @@ from . import optim, reference, trainer
 from ._validation import (
     boolean,
     check_sample_weight,
-    thread_count,
     check_X,
     check_y,
     non_negative_float,
@@ -20,6 +20,7 @@ from ._validation import (
     open_fraction,
     positive_float,
     positive_int,
+    thread_count,
     validation_split,
 )
 from .backends import make_backend
@@ -54,6 +55,22 @@ FIT_DEFAULTS = {
     "input_dropout": 0.0,
 }
 OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
+
+
+def data_fingerprint(X, y):
+    """What a checkpoint records of the data a run trained on (``data`` in checkpoint.py): the
+    number of samples and the crc32 of X's bytes, then y's."""
+    return {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+
+
+def _in_background(function, *args):
+    """A future of function(*args), run on a thread of its own (for work that releases the
+    GIL, such as zlib's: MNIST's crc32 takes 0.02-0.08 s)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(function, *args)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends after the task
 
 
 class _RunValue:
@@ -457,7 +474,8 @@ class MLP:
         if comm is None:  # a cold first run compiles part of its kernels in a second process meanwhile
             batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
             self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)
-        fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+        # the checkpoint's record of the data, computed while the data is converted below
+        fingerprint = _in_background(data_fingerprint, X, y)
         evaluate = None
         if options["validation_fraction"] is not None:
             stratify = arch.is_classifier and not arch.is_multilabel
@@ -481,10 +499,13 @@ class MLP:
         if comm is not None:
             from .distributed import DistributedBackend, check_same_run, is_lead
 
-            check_same_run(comm, data=fingerprint, options=options, epochs=epochs, run=run.scalars(),
+            check_same_run(comm, data=fingerprint.result(), options=options, epochs=epochs, run=run.scalars(),
                            shuffle=self._shuffle_rng.bit_generator.state, params=self.params_,
                            slots=None if state is None else state.slots,
                            counters=None if state is None else state.counters, sample_weight=sample_weight)
+
+        data = self.backend_.prepare(X)
+        fingerprint = fingerprint.result()
 
         # From here on the run changes.
         options["schedule_epochs"] = horizon
@@ -499,7 +520,6 @@ class MLP:
             if not is_lead(comm):  # rank 0 alone draws progress and writes files
                 progress = False
                 checkpoint_path = None
-        data = backend.prepare(X)
         compile_before = backend.compile_seconds
         mode = "per-sample" if batch == 1 else "mini-batch"
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "

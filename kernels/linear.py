@@ -27,21 +27,44 @@ from numba.extending import intrinsic, overload
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
 
+# Inputs of fewer entries are converted on one thread whatever ``threads`` says.
+PARALLEL_CSR_ENTRIES = 1 << 20
 
-def sparse_rows(x):
+
+def sparse_rows(x, threads=1):
     """CSR form of the rows of x[N, D] (uint8 or float): ``(indptr, indices, values)``.
 
     ``indptr`` int64 [N+1], ``indices`` int32 [nnz] (column of each nonzero, ascending within a
-    row), ``values`` [nnz] of x's dtype. Build it once per dataset (60,000 MNIST images: ~0.1 s).
+    row), ``values`` [nnz] of x's dtype. Build it once per dataset (60,000 MNIST images: ~0.1 s
+    on one thread). With ``threads`` > 1 a large x is converted in that many blocks of rows at
+    once (the kernels release the GIL); the result is the same.
     """
     x = np.ascontiguousarray(x)
-    indptr = np.zeros(x.shape[0] + 1, np.int64)
-    _count_row_nonzeros(indptr[1:], x)
+    n = x.shape[0]
+    blocks = max(1, min(int(threads), n, x.size // PARALLEL_CSR_ENTRIES))
+    bounds = [n * k // blocks for k in range(blocks + 1)]
+    indptr = np.zeros(n + 1, np.int64)
+    _in_blocks(blocks, lambda r0, r1: _count_row_nonzeros(indptr[r0 + 1 : r1 + 1], x[r0:r1]), bounds)
     np.cumsum(indptr, out=indptr)
     indices = np.empty(indptr[-1], np.int32)
     values = np.empty(indptr[-1], x.dtype)
-    _gather_row_nonzeros(indices, values, x, indptr)
+    _in_blocks(blocks, lambda r0, r1: _gather_row_nonzeros(indices, values, x[r0:r1], indptr[r0 : r1 + 1]), bounds)
     return indptr, indices, values
+
+
+def _in_blocks(blocks, work, bounds):
+    """work(bounds[k], bounds[k + 1]) for every block k: the last on this thread, the others on
+    threads of their own; returns when all are done (re-raising the first error)."""
+    if blocks == 1:
+        work(bounds[0], bounds[1])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(blocks - 1) as pool:
+        others = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(blocks - 1)]
+        work(bounds[blocks - 1], bounds[blocks])
+        for future in others:
+            future.result()
 
 
 @njit(**KERNEL_OPTIONS)
@@ -56,7 +79,8 @@ def _count_row_nonzeros(counts, x):
 
 @njit(**KERNEL_OPTIONS)
 def _gather_row_nonzeros(indices, values, x, indptr):
-    """indices[nnz], values[nnz] = columns and values of the nonzeros of x[N, D], row by row."""
+    """indices[nnz], values[nnz] = columns and values of the nonzeros of x[N, D], row by row,
+    row r's from indices[indptr[r]] on (indptr [N+1]: x may be a block of a larger input)."""
     for row in range(x.shape[0]):
         p = indptr[row]
         for j in range(x.shape[1]):

@@ -246,6 +246,41 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
     np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_sparse_rows_in_blocks_of_rows_on_threads_are_the_same(rng, monkeypatch, threads):
+    # blocks of 3, 4 and 4 rows (or 5 and 6), one of them all zeros
+    from fastmlp.kernels import linear
+
+    monkeypatch.setattr(linear, "PARALLEL_CSR_ENTRIES", 1)
+    X = rng.integers(0, 256, size=(11, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.8] = 0
+    X[4:8] = 0
+    for x in (X, (X * rng.normal(size=X.shape)).astype(np.float32)):
+        one = kernels.sparse_rows(x)
+        rows = np.repeat(np.arange(len(x)), np.diff(one[0]))
+        assert np.array_equal(x[rows, one[1]], one[2]) and np.count_nonzero(x) == len(one[2])
+        for got, want in zip(kernels.sparse_rows(x, threads), one):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_sparse_rows_on_threads_raise_a_blocks_error(monkeypatch):
+    from fastmlp.kernels import linear
+
+    monkeypatch.setattr(linear, "PARALLEL_CSR_ENTRIES", 1)
+    calls = []
+
+    def failing(counts, x):
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise RuntimeError("block failed")
+        counts[:] = np.count_nonzero(x, axis=1)
+
+    monkeypatch.setattr(linear, "_count_row_nonzeros", failing)
+    with pytest.raises(RuntimeError, match="block failed"):
+        linear.sparse_rows(np.ones((6, 4), np.uint8), 2)
+    assert sorted(calls) == [3, 3]
+
+
 # ---------------------------------------------------------------------------------------------
 # 64-byte vectors (kernels/vectors.py): compiled loads, stores, splats and multiply-adds against
 # their plain-Python versions (which NUMBA_DISABLE_JIT runs), for every lane count of a masked
