@@ -178,10 +178,12 @@ y = rng.integers(0, 4, 600)
 recipes = {"plain": {}, "adam": dict(optimizer="adam", weight_decay=1e-4),
            "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=1e-4)}
 out = {}
-for name, recipe in recipes.items():
-    model = fastmlp.MLP([30, 16, 4], seed=3, threads=1)
-    model.fit(X, y, batch_size=16, epochs=2, lr=0.05 if name != "adam" else 1e-3, progress=False, **recipe)
-    out[name] = hashlib.sha256(model.params_.tobytes()).hexdigest()
+for batch_size in (16, 1):  # mini-batch, and per sample (exact resume loads what a run compiled)
+    for name, recipe in recipes.items():
+        model = fastmlp.MLP([30, 16, 4], seed=3, threads=1)
+        model.fit(X, y, batch_size=batch_size, epochs=2, lr=0.05 if name != "adam" else 1e-3, progress=False,
+                  **recipe)
+        out[f"{name}, batch {batch_size}"] = hashlib.sha256(model.params_.tobytes()).hexdigest()
 print(json.dumps(out))
 """
 
@@ -196,10 +198,12 @@ def compiled_then_loaded(run):
 
 @pytest.mark.background.with_args(compiled_then_loaded)
 def test_a_kernel_compiled_here_and_one_loaded_from_the_cache_train_to_the_same_bits(background):
-    # Sweep workers load kernels that the parent compiled. Whether LLVM fused a product into
-    # the next sum once differed between the two, and float32 weights with it: the update rules
-    # fuse explicitly (optimizer.mul_add).
+    # Sweep workers load kernels that the parent compiled, and a run resumed in a new process
+    # loads what the interrupted one compiled. Whether LLVM fused a product into the next sum
+    # once differed between the two, and float32 weights with it: the update rules fuse
+    # explicitly (optimizer.mul_add). Mini-batch and per-sample kernels, three optimizers each.
     compiled, loaded = background(compiled_then_loaded)
+    assert len(compiled) == 6
     assert compiled == loaded
 
 
