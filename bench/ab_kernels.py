@@ -1,15 +1,18 @@
-"""Same-process A/B of the mini-batch kernel: a git revision's kernels against the working tree's.
+"""Same-process A/B of the training kernels: a git revision's kernels against the working tree's.
 
     FASTMLP_DATA=../shared/data/mnist python bench/ab_kernels.py --base REV \
         [--layers 784,128,10] [--activation sigmoid] [--batch-size 128] [--threads 2] \
         [--optimizer sgd|adam] [--momentum 0] [--nesterov] [--weight-decay 0] [--float-input] \
         [--dtype float32] [--samples 20000] [--rounds 5]
 
+``--batch-size 1`` compares the per-sample kernels on one thread instead: ``sgd_persample_chunk``
+for plain SGD, ``persample_chunk`` (the one any optimizer trains on) otherwise.
+
 Run inside the repository. The base's ``kernels/`` (every ``.py`` file, ``git show REV:...``) is
 written to a temporary directory and imported as a package of its own (the kernels import each
 other relatively only), so both versions, each with its own helpers and optimizer rules, train
 in one process on the same arrays: one epoch of ``--samples`` MNIST images in a fixed random
-order, ``minibatch_sgd_chunk`` called as the backend calls it, alternately ``--rounds`` times
+order, the kernel called as the backend calls it, alternately ``--rounds`` times
 after a warm-up call each. Timings of separate processes differ by up to 40% on the project's
 shared machines; alternating in one process compares like with like. Prints each version's
 median samples/s, the new / base ratio of the medians and of every round, and whether the two
@@ -30,14 +33,15 @@ import numba
 import numpy as np
 
 from fastmlp import kernels as current, optim
+from fastmlp.kernels import codes
 from fastmlp.bench.machine import cpu_name
 from fastmlp.data import load_mnist
 from fastmlp.network import Architecture, init_params
 
 
-def base_minibatch(revision, directory):
-    """The mini-batch module of ``revision``'s kernels package, imported from ``directory``
-    under a name of its own."""
+def base_minibatch(revision, directory, module="minibatch"):
+    """The mini-batch module (or another ``module``) of ``revision``'s kernels package,
+    imported from ``directory`` under a name of its own."""
     files = subprocess.run(["git", "ls-tree", "--name-only", f"{revision}:kernels"], check=True,
                            capture_output=True, text=True).stdout.split()
     name = "kernels_" + "".join(c if c.isalnum() else "_" for c in revision)
@@ -49,7 +53,7 @@ def base_minibatch(revision, directory):
                                     capture_output=True).stdout
             (package / file).write_bytes(source)
     sys.path.insert(0, str(directory))
-    return importlib.import_module(name + ".minibatch")
+    return importlib.import_module(f"{name}.{module}")
 
 
 def main():
@@ -86,13 +90,27 @@ def main():
     hyper = optimizer.hyper(args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.01))
     targets, weights = np.empty((0, layers[-1]), start.dtype), np.empty(0, start.dtype)
 
+    per_sample = args.batch_size == 1
+    module_name = "sgd" if per_sample else "minibatch"
     with tempfile.TemporaryDirectory() as directory:
-        versions = {"base": base_minibatch(args.base, directory),
-                    "new": importlib.import_module("fastmlp.kernels.minibatch")}
+        versions = {"base": base_minibatch(args.base, directory, module_name),
+                    "new": importlib.import_module(f"fastmlp.kernels.{module_name}")}
 
         def epoch(module):
-            scratch = module.minibatch_scratch(start, layout.sizes, args.batch_size, optimizer.n_slots)
             params = start.copy()
+            if per_sample:
+                state = optim.State.fresh(optimizer, params, seed=0)
+                common = (layout.sizes, layout.w_offsets, layout.b_offsets, arch.activation_code, arch.loss_code)
+                data = (indptr, indices, values, scale, y, targets)
+                tic = time.perf_counter()
+                if optimizer.is_plain:
+                    module.sgd_persample_chunk(params, np.zeros(3), *common, hyper[codes.LR], *data, order, 0,
+                                               len(order))
+                else:
+                    module.persample_chunk(params, np.zeros(3), *common, hyper, state.slots, state.counters, *data,
+                                           weights, order, 0, len(order))
+                return len(order) / (time.perf_counter() - tic), params
+            scratch = module.minibatch_scratch(start, layout.sizes, args.batch_size, optimizer.n_slots)
             slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
             numba.set_num_threads(args.threads)
             tic = time.perf_counter()
@@ -117,7 +135,8 @@ def main():
     recipe = args.optimizer + (f", momentum {args.momentum:g}" if args.momentum else "") + (
         " (Nesterov)" if args.nesterov else "") + (f", weight decay {args.weight_decay:g}" if args.weight_decay else "")
     print(f"{cpu_name()}: {'-'.join(map(str, layers))} {args.activation}, batch {args.batch_size}, {args.dtype}, "
-          f"{recipe}, {'float32' if args.float_input else 'uint8'} pixels, {args.threads} thread(s)")
+          f"{recipe}, {'float32' if args.float_input else 'uint8'} pixels, "
+          f"{'one thread (per sample)' if per_sample else f'{args.threads} thread(s)'}")
     print(f"base {args.base}: {base:,.0f} samples/s; new: {new:,.0f}; new / base {new / base:.3f} "
           f"(rounds: {' '.join(f'{n / b:.2f}' for b, n in zip(rates['base'], rates['new']))}); "
           f"same bits: {same}")
