@@ -90,28 +90,10 @@ def sparse_gradient(grad, params, deltas, spans, layer_sizes, w_offsets, b_offse
     padded = mb._padded_gradient(grad, params, n_in)
     if padded.shape[0] > 0:
         dW = padded
+    zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     for part in range(mb.PARTS):
-        for r in range(deltas.shape[0]):
-            dz = deltas[r, :n_out]
-            p = spans[r, part, 0]
-            end = spans[r, part, 1]
-            if dW.shape[1] == 8 * mb.lanes(dz):
-                mb._sparse_gradient(dW, dz, indices[p:end], values[p:end], scale)
-                continue
-            while p + 2 <= end:
-                x0 = values[p] * scale
-                x1 = values[p + 1] * scale
-                g0 = dW[indices[p]]
-                g1 = dW[indices[p + 1]]
-                for k in range(n_out):
-                    g0[k] += x0 * dz[k]
-                    g1[k] += x1 * dz[k]
-                p += 2
-            for q in range(p, end):
-                x = values[q] * scale
-                g = dW[indices[q]]
-                for k in range(n_out):
-                    g[k] += x * dz[k]
+        mb._part_sparse_gradient(dW, n_out, deltas, spans, np.int64(part), indices, values, scale, zero, zero,
+                                 no_dropout, one)
     dW[:] = 0
 
 

@@ -234,23 +234,13 @@ def _dense_unit_step(Wt_row, dWt_row, params, grad, slots, slots_t, row_offset, 
 
 
 @njit(**KERNEL_OPTIONS)
-def _part_step(
-    params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets,
-    b_offsets, kind, sc, part, indices, values, input_scale, seed, first_sample, input_threshold,
+def _part_sparse_gradient(
+    dW, n_out, deltas, spans, part, indices, values, input_scale, seed, first_sample, input_threshold,
     input_keep_scale,
 ):
-    """The optimizer's step of one part's parameters for the batch whose units, deltas and
-    spans are given: first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j:
-    dW[j,:] = sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x, then the
-    step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
-    its share of every later layer's output units (_dense_part_gradient, _dense_unit_step). The batch's rows are the
-    samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    n_in, n_out = W.shape
-    padded = _padded_gradient(grad, params, n_in)
-    if padded.shape[0] > 0:
-        dW = padded  # rows of 8L, the first n_out of them the gradient
+    """dW[j, :n_out] += sum_B x[B,j] dz[B,:] for the part's nonzero (and, with input dropout,
+    kept) inputs j of the batch's rows (spans[r, part]); dW is the first layer's gradient, or
+    its padded rows (_padded_gradient). Row r is the (first_sample + r)-th sample trained."""
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
         p = spans[r, part, 0]
@@ -279,6 +269,28 @@ def _part_step(
             g = dW[indices[q]]
             for k in range(n_out):
                 g[k] += x * dz[k]
+
+
+@njit(**KERNEL_OPTIONS)
+def _part_step(
+    params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets,
+    b_offsets, kind, sc, part, indices, values, input_scale, seed, first_sample, input_threshold,
+    input_keep_scale,
+):
+    """The optimizer's step of one part's parameters for the batch whose units, deltas and
+    spans are given: first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j:
+    dW[j,:] = sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x, then the
+    step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
+    its share of every later layer's output units (_dense_part_gradient, _dense_unit_step). The batch's rows are the
+    samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    n_in, n_out = W.shape
+    padded = _padded_gradient(grad, params, n_in)
+    if padded.shape[0] > 0:
+        dW = padded  # rows of 8L, the first n_out of them the gradient
+    _part_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale, seed, first_sample,
+                          input_threshold, input_keep_scale)
     first, last = _part_range(n_in, part)
     w0 = w_offsets[0]
     if padded.shape[0] > 0:
