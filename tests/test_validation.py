@@ -126,3 +126,46 @@ def test_nothing_is_trained_when_validation_data_is_bad():
     with pytest.raises(ValueError):
         model.partial_fit(X_OK, Y_OK, validation_data=(X_OK, with_row(Y_OK, 0, 99)), progress=False)
     np.testing.assert_array_equal(model.params_, before)
+
+
+def _kernel_signatures():
+    """Every compiled kernel's signatures in this process, by name (Numba's dispatchers)."""
+    from numba.core.registry import CPUDispatcher
+
+    from fastmlp import kernels
+
+    found = {}
+    for module in vars(kernels).values():
+        for name, value in vars(module).items() if hasattr(module, "__dict__") else ():
+            if isinstance(value, CPUDispatcher):
+                found[f"{value.py_func.__module__}.{name}"] = set(value.signatures)
+    return found
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_read_only_targets_train_on_the_kernels_compiled_for_writeable_ones(batch_size):
+    """A memory-mapped or otherwise read-only y is a different type to Numba: passed on as it
+    is, it would compile every kernel it reaches again (tens of seconds cold) and cache a second
+    copy. Regression targets, class labels and label sets all reach the kernels."""
+    import numba
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    X = rng.normal(size=(24, 5)).astype(np.float32)
+    fits = {
+        "regression": (dict(layers=[5, 4, 2], loss="mse", activation="tanh"), rng.normal(size=(24, 2))),
+        "labels": (dict(layers=[5, 4, 3]), np.arange(24) % 3),
+        "label sets": (dict(layers=[5, 4, 3], loss="binary_cross_entropy"), (rng.random((24, 3)) < 0.5).astype(np.int64)),
+    }
+    for name, (kwargs, y) in fits.items():
+        read_only = y.copy()
+        read_only.flags.writeable = False
+        trained = []
+        for targets in (y, read_only):  # the first fit compiles (or loads) what the second needs
+            before = _kernel_signatures()
+            model = MLP(**kwargs, backend="numba", dtype="float32", seed=0, threads=1)
+            model.fit(X, targets, epochs=1, batch_size=batch_size, lr=0.05, progress=False)
+            trained.append(model.params_.copy())
+        added = {kernel: signatures - before.get(kernel, set()) for kernel, signatures in _kernel_signatures().items()}
+        assert not any(added.values()), (name, {kernel: new for kernel, new in added.items() if new})
+        assert np.array_equal(trained[0], trained[1]), name
