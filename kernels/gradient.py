@@ -92,6 +92,9 @@ def batch_gradient(
     nonfinite_at = -1
     value_row = np.empty(1, params.dtype)
     correct_row = np.empty(1, np.int64)
+    # rows (0, 1) as int64s, the type the mini-batch kernel passes: a literal (0, 1) would be a
+    # type of its own, and _block_forward_backward (seconds of compile) would be compiled twice
+    one_row = (np.int64(0), np.int64(1))
     for r in range(rows.shape[0]):
         sample = rows[r]
         sample_number = first_sample + r
@@ -102,7 +105,7 @@ def batch_gradient(
                 scale, seed, sample_number, input_threshold, input_keep_scale,
             )
         _block_forward_backward(
-            units, raw, deltas, value_row, correct_row, (0, 1), partials, params, weights_t, layer_sizes, w_offsets,
+            units, raw, deltas, value_row, correct_row, one_row, partials, params, weights_t, layer_sizes, w_offsets,
             b_offsets, activation, loss, rows_total, labels, targets, sample_weights, batch, seed, sample_number,
             threshold, keep_scale,
         )

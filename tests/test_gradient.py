@@ -112,3 +112,26 @@ def test_a_non_finite_loss_is_reported_at_its_row(rng):
     indptr = case["data"][0]
     first_nonzero_row = next(r for r, sample in enumerate(rows) if indptr[sample + 1] > indptr[sample])
     assert stats[2] == first_nonzero_row
+
+
+def test_the_gradient_kernel_shares_the_mini_batch_kernels_block_helper(rng):
+    """batch_gradient calls step 2's block (``_block_forward_backward``, seconds of compile) with
+    the same argument types as the mini-batch kernel, so a process that runs both (a distributed
+    run, ``fastmlp warmup --distributed``) compiles and caches it once. A literal ``(0, 1)`` for
+    its rows would be a type of its own."""
+    import numba
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    from fastmlp.kernels import minibatch
+
+    case = setup(rng, np.float32, {}, False)
+    params, state = case["params"].copy(), case["state"].copy()
+    scratch = kernels.minibatch_scratch(params, LAYERS, 8, state.slots.shape[0], False)
+    kernels.minibatch_sgd_chunk(
+        params, np.zeros(4, np.float64), *scratch, *case["layout"], *case["codes"], case["hyper"], state.slots,
+        state.counters, *case["data"], *case["targets"], case["order"], 0, 8, 8,
+    )
+    gradient(case, case["order"][:8], 0, 8)
+    rows_types = {signature[5] for signature in minibatch._block_forward_backward.signatures}
+    assert rows_types == {numba.types.UniTuple(numba.types.int64, 2)}, rows_types
