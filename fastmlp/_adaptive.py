@@ -9,7 +9,8 @@ the count can change between any two batches without changing what is learned.
 
 ``ThreadChooser.run`` trains one chunk (the trainer's unit, 8,192 samples) through a callback
 and keeps the latest speed of each thread count (seconds per sample; the latest, as an older
-one may be from before the load changed):
+one may be from before the load changed; not from a call of fewer than ``PROBE_SAMPLES``,
+such as a fit's two-sample warm-up, whose time is mostly the call's own):
 
 - a *probe* runs the start of the chunk on the other count, two batches per call, up to
   ``PROBE_SAMPLES`` (whole batches, at most half the chunk); it stops early once it runs more
@@ -126,8 +127,8 @@ class ThreadChooser:
 
     def _record(self, count, n_samples, seconds):
         """The current count trained ``n_samples`` in ``seconds``."""
-        if n_samples <= 0 or seconds <= 0:
-            return
+        if n_samples < PROBE_SAMPLES or seconds <= 0:
+            return  # too few samples to tell a speed: the call's own cost would dominate
         per_sample = seconds / n_samples
         known = self.rate.get(count)
         if known is not None and per_sample > SLOWDOWN * known:

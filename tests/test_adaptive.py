@@ -20,14 +20,15 @@ class FakeClock:
         return self.now
 
 
-def run_chunk(chooser, n_samples, batch_size, seconds_per_sample):
-    """Play one chunk through the chooser: a call of n samples takes n * seconds_per_sample[count]."""
+def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0.0):
+    """Play one chunk through the chooser: a call of n samples takes n * seconds_per_sample[count]
+    (plus call_seconds, a call's own cost, on any count)."""
     calls = []
 
     def call(count, start, n):
         assert start == sum(m for _, m in calls)  # the chunk in order, nothing skipped or repeated
         assert 0 < n and start + n <= n_samples  # and nothing outside it
-        chooser.clock.now += n * seconds_per_sample[count]
+        chooser.clock.now += call_seconds + n * seconds_per_sample[count]
         calls.append((count, n))
         return n
 
@@ -92,6 +93,18 @@ def test_small_calls_and_single_threads_are_never_split():
     assert run_chunk(chooser(), 3 * PROBE_SAMPLES // 2, 32, QUIET) == [(2, 3 * PROBE_SAMPLES // 2)]
     one = chooser(1)
     assert [run_chunk(one, 8192, 32, BUSY) for _ in range(3)] == [[(1, 8192)]] * 3
+
+
+def test_the_warm_up_call_does_not_count_as_a_speed():
+    """A fit's warm-up trains two samples through the chooser: its time is nearly all the call's
+    own (about 0.3 ms here against 2-4 us per sample), so as a speed it made two threads look
+    100 times slower than they are, and the fit's first chunk ran on one thread (seen on every
+    scikit-learn-default fit on the Intel Xeon of 2026-12-01: one chunk in 81, a probe more)."""
+    c = chooser()
+    assert run_chunk(c, 2, 200, QUIET, call_seconds=3e-4) == [(2, 2)]
+    for _ in range(3):
+        run_chunk(c, 8192, 200, QUIET, call_seconds=3e-4)
+    assert c.current == 2 and c.switches == 0
 
 
 @pytest.mark.parametrize("batch_size", [32, 200, 1024, 4096])
