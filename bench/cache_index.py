@@ -32,7 +32,7 @@ def cached_signatures(folder):
             except Exception as error:  # noqa: BLE001 - another Numba's format: say so, go on
                 print(f"{index.name}: unreadable ({type(error).__name__}: {error})")
                 continue
-        name = index.name.split(".py")[0].rsplit("-", 1)[0]  # module.function-LINE.py311.nbi
+        name = index.name.rsplit(".", 2)[0]  # module.function-LINE (of module.function-LINE.py311.nbi)
         found.setdefault(name, []).extend(key[0] for key in overloads)
     return found
 
