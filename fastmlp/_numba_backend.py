@@ -118,12 +118,15 @@ class NumbaBackend:
             return converted
         K = self.arch.layers[-1]
         empty_labels = np.empty(0, np.int64)
+        # Numba types a read-only array (a memory-mapped y) apart from a writeable one: passed on
+        # as it is, it would compile every kernel it reaches again and cache a second copy
+        given = targets if targets.flags.writeable else targets.copy()
         if not self.arch.is_classifier:
-            converted = (empty_labels, targets)
+            converted = (empty_labels, given)
         elif self.arch.loss_code == SIGMOID_BCE:
-            converted = (empty_labels, np.ascontiguousarray(targets.astype(self.arch.dtype).reshape(len(targets), -1)))
+            converted = (empty_labels, np.ascontiguousarray(given.astype(self.arch.dtype).reshape(len(given), -1)))
         else:
-            converted = (targets, np.empty((0, K), self.arch.dtype))
+            converted = (given, np.empty((0, K), self.arch.dtype))
         self._targets_for = (targets, converted)
         return converted
 

@@ -149,16 +149,9 @@ def check_X(X, arch: Architecture, name="X"):
     return X
 
 
-def _writeable(a):
-    """``a``, or a copy of it if it is read-only (a memory map, a broadcast). Numba types a
-    read-only array apart from a writeable one, so one would compile every kernel it reaches
-    again (tens of seconds for a mini-batch kernel) and store a second copy in the cache."""
-    return a if a.flags.writeable else a.copy()
-
-
 def check_y(y, arch: Architecture, n_samples, name="y"):
     """Labels as int64 [N] in [0, n_classes) for classifiers; int64 [N, K] of 0/1 for multilabel
-    (K sigmoid units); floats [N, K] for regression. Always writeable (``_writeable``)."""
+    (K sigmoid units); floats [N, K] for regression."""
     if y is None:
         raise TypeError(f"{name} must be an array of {n_samples} targets; got None")
     y = np.asarray(y)
@@ -173,7 +166,7 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != n_out:
             raise ValueError(f"{name} must have shape [{n_samples}, {n_out}] for regression; got shape {y.shape}")
-        y = _writeable(np.ascontiguousarray(y, dtype=arch.dtype))
+        y = np.ascontiguousarray(y, dtype=arch.dtype)
         finite = np.isfinite(y)
         if not finite.all():
             raise ValueError(f"{name} contains NaN or infinity; first at row {_first_bad_row(~finite)}")
@@ -204,7 +197,7 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
             f"{name} labels must be in [0, {n_classes - 1}] to match layers[-1] = {arch.layers[-1]} "
             f"with loss {arch.loss!r}; got {value!r} at row {row}"
         )
-    return _writeable(np.ascontiguousarray(y, dtype=np.int64))
+    return np.ascontiguousarray(y, dtype=np.int64)
 
 
 def _check_label_sets(y, arch: Architecture, n_samples, name):
@@ -221,7 +214,7 @@ def _check_label_sets(y, arch: Architecture, n_samples, name):
     if not binary.all():
         row = _first_bad_row(~binary)
         raise ValueError(f"{name} must hold only 0 and 1 (label present or not); got {y[row]!r} at row {row}")
-    return _writeable(np.ascontiguousarray(y, dtype=np.int64))
+    return np.ascontiguousarray(y, dtype=np.int64)
 
 
 def check_sample_weight(sample_weight, n_samples, dtype):
