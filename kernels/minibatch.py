@@ -97,7 +97,9 @@ from numba import njit, prange
 
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
-from .optimizer import DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, drop_threshold_of, kept, step_kind, step_scalars
+from .optimizer import (
+    DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
+)
 from .activation import activation_row_backward, activation_row_forward
 from .linear import FIRST_LAYER, _row, fill_bias, layer_views
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
@@ -294,10 +296,9 @@ def _part_step(
     first, last = _part_range(n_in, part)
     w0 = w_offsets[0]
     if padded.shape[0] > 0:
-        for j in range(first, last):
-            g = dW[j]
-            apply_step(W[j], g, slots, w0 + j * n_out, kind, sc, DECAY)
-            g[:] = 0
+        # one call for the part's rows (a call per row: 2% of an Adam epoch at 100 units)
+        apply_step_rows(W[first:last], dW[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
+        dW[first:last] = 0
     else:
         # the part's rows are one contiguous run of params and of grad: one step over all of
         # them (per row, each call's setup and scalar tail cost Adam 4x the time per weight)
