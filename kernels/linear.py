@@ -165,6 +165,20 @@ def _prefetch_overload(a, i):
 
 
 @njit(**KERNEL_OPTIONS)
+def prefetch_row(indptr, indices, values, i):
+    """Start loading the CSR entries of sample i (its indices and values, line by line)."""
+    lo = indptr[i]
+    hi = indptr[i + 1]
+    if hi > lo:
+        for q in range(lo, hi, 64 // indices.itemsize):
+            prefetch(indices, q)
+        prefetch(indices, hi - 1)
+        for q in range(lo, hi, 64 // values.itemsize):
+            prefetch(values, q)
+        prefetch(values, hi - 1)
+
+
+@njit(**KERNEL_OPTIONS)
 def prefetch_sample(indptr, indices, values, order, s, stop):
     """Start loading the CSR entries of sample order[s + 1] and the indptr entry of order[s + 2].
 
@@ -175,16 +189,7 @@ def prefetch_sample(indptr, indices, values, order, s, stop):
     if s + 2 < stop:
         prefetch(indptr, order[s + 2])
     if s + 1 < stop:
-        i = order[s + 1]
-        lo = indptr[i]
-        hi = indptr[i + 1]
-        if hi > lo:
-            for q in range(lo, hi, 64 // indices.itemsize):
-                prefetch(indices, q)
-            prefetch(indices, hi - 1)
-            for q in range(lo, hi, 64 // values.itemsize):
-                prefetch(values, q)
-            prefetch(values, hi - 1)
+        prefetch_row(indptr, indices, values, order[s + 1])
 
 
 @njit(**KERNEL_OPTIONS)
