@@ -408,3 +408,29 @@ def test_optimizers_match_the_reference(case, synth):
     if schedule == "constant":
         # with a constant rate, grouping the steps into calls changes nothing in the reference
         np.testing.assert_array_equal(expected[-1][2], reference[-1][2])
+
+
+# The grid's layers are too narrow for the mini-batch kernel's padded first-layer gradient rows
+# (widths of five to eight 64-byte vectors, below eight: minibatch._padded_gradient), whose
+# rows take each optimizer's step in one call per part (optimizer.apply_step_rows).
+@pytest.mark.parametrize("name", ["sgd-decay", "nesterov-decay", "momentum-decoupled", "adamw"])
+@pytest.mark.parametrize("dtype, width", [(np.float32, 100), (np.float64, 40)])
+def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(name, dtype, width, synth):
+    from fastmlp import optim
+    from fastmlp.kernels import vectors
+
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    assert 4 * n_lanes < width < 8 * n_lanes  # the padded rows
+    arch, params, X, targets = problem([30, width, 5], "relu", "softmax", "cross_entropy", True, dtype, "uint8")
+    optimizer = optim.Optimizer(**OPTIMIZERS[name])
+    lr = 0.003 if optimizer.optimizer == "adam" else 0.015
+    tol = synth.tolerance(dtype)
+    if optimizer.optimizer == "adam":
+        tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, f"{name}, width {width}")
+    for k, (got, want) in enumerate(zip(compiled, expected)):
+        np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"],
+                                   err_msg=f"{name}, width {width}, call {k}: optimizer slots")
