@@ -61,10 +61,11 @@ How a batch runs, in two parallel loops (no locks, no atomics):
    share of b_0 and of every later layer's output units), then the first layer's partial sums
    of this batch over its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero
    inputs. A block of W_0 is thus read and written by one core only and stays in its cache.
-2. over the batch's samples, BLOCK at a time: z_0 = b_0 + the partial sums (added in part order), the rest of
-   the forward pass, the loss, and every layer's dz divided by the batch size (as the
-   reference divides), while the next batch's CSR rows are prefetched. Then the losses are checked: the step of a batch with a non-finite
-   loss is never taken. The step of the chunk's last batch ends the call.
+2. over the batch's samples, BLOCK at a time: z_0 = b_0 + the partial sums (added in part
+   order), the rest of the forward pass, the loss, and every layer's dz divided by the batch
+   size (as the reference divides), while the next batch's CSR rows are prefetched. Then the
+   losses are checked: the step of a batch with a non-finite loss is never taken. The step of
+   the chunk's last batch ends the call.
 
 Zero inputs are skipped, which is exact (0 * w adds nothing) as long as the first layer's
 weights are finite; once a step has made one infinite, the reference's 0 * inf = NaN for the
