@@ -210,16 +210,7 @@ def test_a_wide_dense_layer_matches_the_reference_with_optimizers(name, dropout,
     dtype = np.float64
     arch, params, X, targets = problem(WIDE_LAYERS, "relu", "softmax", "cross_entropy", True, dtype, "float")
     optimizer = optim.Optimizer(**OPTIMIZERS[name], **DROPOUTS[dropout])
-    lr = 0.003 if optimizer.optimizer == "adam" else 0.015
-    tol = synth.tolerance(dtype)
-    if optimizer.optimizer == "adam":
-        tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}
-    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
-    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
-    assert not np.array_equal(compiled[-1][2], params)
-    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, name)
-    for got, want in zip(compiled, expected):
-        np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"])
+    assert_optimizer_calls_match(arch, params, X, targets, optimizer, synth.tolerance(dtype), name)
 
 
 # The mini-batch kernel's first layer keeps its sums in eight 64-byte vectors (128 float32 or 64
@@ -375,6 +366,21 @@ def run_optimizer_calls(backend_name, arch, params, X, targets, batch_size, batc
     return calls
 
 
+def assert_optimizer_calls_match(arch, params, X, targets, optimizer, tol, name):
+    """Three calls of three batches of 7 under a decaying rate, the compiled core against the
+    reference: losses, weights and optimizer slots after every call; the weights moved."""
+    lr = 0.003 if optimizer.optimizer == "adam" else 0.015
+    if optimizer.optimizer == "adam":  # as in test_optimizers_match_the_reference
+        tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, name)
+    for k, (got, want) in enumerate(zip(compiled, expected)):
+        np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"],
+                                   err_msg=f"{name}, call {k}: optimizer slots")
+
+
 def optimizer_case_id(case):
     return grid_id(case[:7]) + "-" + "-".join(case[7:])
 
@@ -423,14 +429,4 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
     assert 4 * n_lanes < width < 8 * n_lanes  # the padded rows
     arch, params, X, targets = problem([30, width, 5], "relu", "softmax", "cross_entropy", True, dtype, "uint8")
     optimizer = optim.Optimizer(**OPTIMIZERS[name])
-    lr = 0.003 if optimizer.optimizer == "adam" else 0.015
-    tol = synth.tolerance(dtype)
-    if optimizer.optimizer == "adam":
-        tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}
-    expected = run_optimizer_calls("numpy", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
-    compiled = run_optimizer_calls("numba", arch, params, X, targets, 7, 3, optimizer, "decaying", lr)
-    assert not np.array_equal(compiled[-1][2], params)
-    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, f"{name}, width {width}")
-    for k, (got, want) in enumerate(zip(compiled, expected)):
-        np.testing.assert_allclose(got[3].slots, want[3].slots, rtol=tol["rtol"], atol=tol["atol"],
-                                   err_msg=f"{name}, width {width}, call {k}: optimizer slots")
+    assert_optimizer_calls_match(arch, params, X, targets, optimizer, synth.tolerance(dtype), f"{name}, width {width}")
