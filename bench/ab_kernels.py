@@ -56,6 +56,19 @@ def base_minibatch(revision, directory, module="minibatch"):
     return importlib.import_module(f"{name}.{module}")
 
 
+def mnist_problem(args, dtype):
+    """(layers, X, y, arch, initial parameters) of the MNIST case to train, from the options
+    --layers, --activation, --samples and --float-input (also bench/row_order.py's)."""
+    layers = tuple(int(v) for v in args.layers.split(","))
+    X, y, _, _ = load_mnist()
+    X, y = X[: args.samples], y[: args.samples].astype(np.int64)
+    if args.float_input:
+        X = (X / 255.0).astype(np.float32)
+    arch = Architecture(layers, args.activation, "cross_entropy", dtype=dtype)
+    start = init_params(arch, "he" if args.activation == "relu" else "xavier", seed=0)
+    return layers, X, y, arch, start
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="a git revision, e.g. HEAD or a commit")
@@ -74,14 +87,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    layers = tuple(int(v) for v in args.layers.split(","))
-    X, y, _, _ = load_mnist()
-    X, y = X[: args.samples], y[: args.samples].astype(np.int64)
-    if args.float_input:
-        X = (X / 255.0).astype(np.float32)
-    arch = Architecture(layers, args.activation, "cross_entropy", dtype=args.dtype)
+    layers, X, y, arch, start = mnist_problem(args, args.dtype)
     layout = arch.layout()
-    start = init_params(arch, "he" if args.activation == "relu" else "xavier", seed=0)
     indptr, indices, values = current.sparse_rows(X)
     scale = 1 / 255 if X.dtype == np.uint8 else 1.0
     order = np.random.default_rng(0).permutation(len(y)).astype(np.int64)

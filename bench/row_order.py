@@ -20,11 +20,10 @@ import time
 import numba
 import numpy as np
 
+from ab_kernels import mnist_problem  # a sibling script (run as python bench/row_order.py)
 from fastmlp import kernels, optim
 from fastmlp.bench.machine import cpu_name
-from fastmlp.data import load_mnist
 from fastmlp.kernels import minibatch
-from fastmlp.network import Architecture, init_params
 
 
 def main():
@@ -40,14 +39,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
 
-    layers = tuple(int(v) for v in args.layers.split(","))
-    X, y, _, _ = load_mnist()
-    X, y = X[: args.samples], y[: args.samples].astype(np.int64)
-    if args.float_input:
-        X = (X / 255.0).astype(np.float32)
-    arch = Architecture(layers, args.activation, "cross_entropy", dtype="float32")
+    layers, X, y, arch, start = mnist_problem(args, "float32")
     layout = arch.layout()
-    start = init_params(arch, "he" if args.activation == "relu" else "xavier", seed=0)
     optimizer = optim.Optimizer(optimizer=args.optimizer, weight_decay=args.weight_decay)
     hyper = optimizer.hyper(1e-3 if args.optimizer == "adam" else 0.01)
     scale = 1 / 255 if X.dtype == np.uint8 else 1.0
