@@ -146,6 +146,8 @@ def main():
     optimizer = optim.Optimizer(optimizer=args.optimizer, weight_decay=args.weight_decay)
     grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits = mb.minibatch_scratch(
         params, ls, B, optimizer.n_slots)
+    # the pieces run over the whole batch (the kernel, a sub-batch at a time: mb.sub_batch_rows)
+    partials = np.empty((mb.PARTS, B, ls[1]), params.dtype)
     slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
     targets, weights = np.empty((0, layers[-1]), params.dtype), np.empty(0, params.dtype)
     hyper = optimizer.hyper(0.001 if args.optimizer == "adam" else 0.01)

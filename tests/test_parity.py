@@ -430,3 +430,27 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
     arch, params, X, targets = problem([30, width, 5], "relu", "softmax", "cross_entropy", True, dtype, "uint8")
     optimizer = optim.Optimizer(**OPTIMIZERS[name])
     assert_optimizer_calls_match(arch, params, X, targets, optimizer, synth.tolerance(dtype), f"{name}, width {width}")
+
+
+# A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: as many rows as
+# keep the first layer's partial sums within SUB_BYTES) runs its forward pass a sub-batch at a
+# time. The grid's layers are far too narrow to reach that; a wide first layer does, with a
+# last sub-batch shorter than the others, and input and hidden dropout (each sample's masks are
+# numbered by its place in the batch).
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
+    from fastmlp import optim
+    from fastmlp.kernels import minibatch
+
+    width, batch_size = 2048, 30
+    sub_rows = minibatch.sub_batch_rows(width, np.dtype(dtype).itemsize)
+    assert sub_rows < batch_size and batch_size % sub_rows != 0  # several sub-batches, the last shorter
+    arch, params, X, targets = problem([30, width, 5], "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
+    assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
+    optimizer = optim.Optimizer(**OPTIMIZERS["adamw"], **DROPOUTS["input+dropout"])
+    tol = synth.tolerance(dtype)
+    tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}  # Adam, as in test_optimizers_match_the_reference
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, batch_size, 3, optimizer, "decaying", 0.003)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, batch_size, 3, optimizer, "decaying", 0.003)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, "adamw, dropout")
