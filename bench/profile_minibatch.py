@@ -13,10 +13,10 @@ the kernel's helpers called from small compiled loops (one call from Python per 
 - dense forward / dense backward: the later layers' products, a block of four rows at a time
   (``_dense_block_forward``, ``_dense_block_backward``);
 - rest of step 2: ``_block_forward_backward`` less the two above (activations, loss, dz);
-- sparse gradient: the first layer's weight gradient over the nonzero pixels (as ``_part_step``
+- sparse gradient: the first layer's weight gradient over the nonzero pixels (as ``_part_gradient``
   computes it);
 - dense gradient: the later layers' weight gradients (``_dense_part_gradient``);
-- rest of the step: ``_part_step`` less the two above (the parameter updates, biases);
+- rest of the step: ``_part_gradient`` and ``_part_update`` less the two above (the parameter updates, biases);
 
 then the kernel itself on eight batches. Each piece's microseconds per sample (median of the
 repeats) and its GFLOP/s (its own FLOPs: 2 x nonzero pixels x H1 for each sparse piece,
@@ -83,7 +83,7 @@ def dense_products(units, deltas, weights_t, layer_sizes, w_offsets, b_offsets, 
 
 @njit
 def sparse_gradient(grad, params, deltas, spans, layer_sizes, w_offsets, b_offsets, indices, values, scale):
-    """The first layer's weight gradient as _part_step computes it without input dropout; dW
+    """The first layer's weight gradient as _part_gradient computes it without input dropout; dW
     zeroed after (as the step leaves it)."""
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = dW.shape
@@ -105,7 +105,7 @@ def dense_gradient(grad, units, deltas, layer_sizes, w_offsets):
         dz_column = mb._unit_offset(layer_sizes, l)
         for part in range(mb.PARTS):
             first, last = mb._part_range(layer_sizes[l + 1], np.int64(part))
-            mb._dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last)
+            mb._dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, True)
 
 
 @njit
@@ -113,8 +113,10 @@ def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_si
          indices, values, scale):
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     for part in range(mb.PARTS):
-        mb._part_step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets,
-                      b_offsets, kind, sc, np.int64(part), indices, values, scale, zero, zero, no_dropout, one)
+        mb._part_gradient(grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part),
+                          indices, values, scale, zero, zero, no_dropout, one, True)
+        mb._part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
+                        np.int64(part))
 
 
 def main():

@@ -62,7 +62,7 @@ def per_sample_helpers(dtype, values_dtype):
 def minibatch_helpers(dtype, values_dtype):
     """The largest helpers of the mini-batch kernel (``kernels.minibatch.minibatch_sgd_chunk``),
     as calls on tiny arrays of the types the kernel passes them: the first layer's weight
-    gradient (short, and needed early: in the first helper the kernel compiles, _part_step), the
+    gradient (short, and needed early: in the first helper the kernel compiles, _part_gradient), the
     block of step 2 (used last, about a quarter of the kernel's compile with its own helpers),
     then the forward of step 1.
     The kernel compiles its first helpers meanwhile, and its parallel loops only it can lower."""

@@ -58,21 +58,26 @@ How a batch runs, in two parallel loops (no locks, no atomics), S rows at a time
 S = ``sub_batch_rows``, as many rows as keep their partial sums within SUB_BYTES, 256 at
 784-128-10 float32; a batch of up to S rows is one sub-batch), steps 1 and 2 in turn:
 
-1. over PARTS blocks of the first layer's inputs (contiguous rows of W_0 [n_0, H]): each part
-   first takes, in the batch's first sub-batch, the previous batch's SGD step on the parameters
-   it owns (its rows of W_0, its share of b_0 and of every later layer's output units), then the
-   first layer's partial sums of this sub-batch over its inputs, partials[part] = x[:, rows] @
-   W_0[rows, :], skipping zero inputs. A block of W_0 is thus read and written by one core only
-   and stays in its cache.
+1. over PARTS blocks of the first layer's inputs (contiguous rows of W_0 [n_0, H]) and the
+   parameters each part owns (its rows of W_0, its share of b_0 and of every later layer's
+   output units): each part first adds the previous sub-batch's share to the gradient of its
+   parameters (_part_gradient: dW_0 rows over the sub-batch's nonzero inputs, the later layers'
+   dW^T rows, the biases), then, in a batch's first sub-batch, takes the previous batch's step
+   on them (_part_update), then computes the first layer's partial sums of this sub-batch over
+   its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero inputs. A block of W_0
+   is thus read and written by one core only and stays in its cache.
 2. over the sub-batch's samples, BLOCK at a time: z_0 = b_0 + the partial sums (added in part
    order), the rest of the forward pass, the loss, and every layer's dz divided by the batch
    size (as the reference divides), while the CSR rows step 1 reads next are prefetched.
    After the batch's last sub-batch the losses are checked: the step of a batch with a
    non-finite loss is never taken. The step of the chunk's last batch ends the call.
 
-At 784-128-10, batches of 1,024 rows trained 1.05-1.17x faster in four sub-batches than in
-one (same bits; ``bench/ab_kernels.py``, Intel Xeon): their rows and partial sums (2 MB) had
-outgrown the cores' caches between the two steps.
+The gradient sums run over the rows in batch order however the batch is split (sub-batches
+start on multiples of BLOCK rows), so the sub-batches change no bit of the results. At
+784-128-10, batches of 1,024 rows trained 1.05-1.17x faster in four sub-batches than in one,
+and 1.17x faster again with each sub-batch's gradient added in the next step 1 rather than
+all at the batch's step (``bench/ab_kernels.py``, Intel Xeon): the batch's rows, partial sums
+and dz (3 MB) had outgrown the cores' caches between their uses.
 
 Zero inputs are skipped, which is exact (0 * w adds nothing) as long as the first layer's
 weights are finite; once a step has made one infinite, the reference's 0 * inf = NaN for the
@@ -193,17 +198,19 @@ def _padded_gradient(grad, params, n_in):
 
 
 @njit(**KERNEL_OPTIONS)
-def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last):
-    """dWt[k,:] = sum_B dz[B,k] a[B,:] for output units k = first .. last - 1 of z[B,H] =
-    a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]). Four samples at a time, unit by unit: the four
-    a rows stay in L1 for all the part's units, and each dWt row is read and written once per
-    four samples (per unit over the whole batch instead, a wide layer re-read all of a[B,D]
-    once per unit). Every entry still sums over the batch in batch order."""
+def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, fresh):
+    """dWt[k,:] += sum_B dz[B,k] a[B,:] for output units k = first .. last - 1 of z[B,H] =
+    a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]), from 0 if ``fresh`` (the batch's first rows).
+    Four samples at a time, unit by unit: the four a rows stay in L1 for all the part's units,
+    and each dWt row is read and written once per four samples (per unit over the whole batch
+    instead, a wide layer re-read all of a[B,D] once per unit). Every entry still sums over the
+    batch in batch order (sub-batches start on a multiple of four rows: the same groups)."""
     n_in = dWt.shape[1]
-    for k in range(first, last):
-        g = dWt[k]
-        for j in range(n_in):
-            g[j] = 0
+    if fresh:
+        for k in range(first, last):
+            g = dWt[k]
+            for j in range(n_in):
+                g[j] = 0
     n_rows = deltas.shape[0]
     r = 0
     while r + 4 <= n_rows:
@@ -227,20 +234,6 @@ def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last):
             g = dWt[k]
             for j in range(n_in):
                 g[j] += d * a[j]
-
-
-@njit(**KERNEL_OPTIONS)
-def _dense_unit_step(Wt_row, dWt_row, params, grad, slots, slots_t, row_offset, deltas, dz_column, b_index, kind, sc):
-    """The optimizer's step of one output unit k of z[B,H] = a[B,D] @ W[D,H] + b[H], on the copy
-    Wt[H,D] = W^T (at ``row_offset`` of weights_t and slots_t), from its dWt[k,:]
-    (_dense_part_gradient), and of b[k] with db[k] = sum_B dz[B,k] (no bias when b_index < 0)."""
-    apply_step(Wt_row, dWt_row, slots_t, row_offset, kind, sc, DECAY)
-    if b_index >= 0:
-        db = dWt_row.dtype.type(0)
-        for r in range(deltas.shape[0]):
-            db += deltas[r, dz_column]
-        grad[b_index] = db
-        apply_step(params[b_index : b_index + 1], grad[b_index : b_index + 1], slots, b_index, kind, sc, NO_DECAY)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -282,31 +275,61 @@ def _part_sparse_gradient(
 
 
 @njit(**KERNEL_OPTIONS)
-def _part_step(
-    params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets,
-    b_offsets, kind, sc, part, indices, values, input_scale, seed, first_sample, input_threshold,
-    input_keep_scale,
+def _part_gradient(
+    grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values, input_scale, seed,
+    first_sample, input_threshold, input_keep_scale, fresh,
 ):
-    """The optimizer's step of one part's parameters for the batch whose units, deltas and
-    spans are given: first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its rows j:
-    dW[j,:] = sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x, then the
-    step of W[j,:] (dW is zero on entry and left zero); its share of b with db = sum_B dz;
-    its share of every later layer's output units (_dense_part_gradient, _dense_unit_step). The batch's rows are the
-    samples trained first_sample, first_sample + 1, ... (their dropout masks)."""
-    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    """Add the given rows' share to the gradient of one part's parameters (from 0 if ``fresh``:
+    the rows are their batch's first): first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its
+    rows j: dW[j,:] += sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x
+    (dW is zero between steps: _part_update leaves it so); its share of db = sum_B dz; its
+    share of every later layer's output units' dW^T rows and biases (_dense_part_gradient). The
+    rows are the samples trained first_sample, first_sample + 1, ... (their dropout masks).
+    Sums over the rows in batch order, however the batch is split."""
     dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    n_in, n_out = W.shape
+    n_in, n_out = dW.shape
     padded = _padded_gradient(grad, params, n_in)
     if padded.shape[0] > 0:
         dW = padded  # rows of 8L, the first n_out of them the gradient
     _part_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale, seed, first_sample,
                           input_threshold, input_keep_scale)
+    if db.shape[0] > 0:
+        first, last = _part_range(n_out, part)
+        for k in range(first, last):
+            total = db.dtype.type(0) if fresh else db[k]
+            for r in range(deltas.shape[0]):
+                total += deltas[r, k]
+            db[k] = total
+    for l in range(1, layer_sizes.shape[0] - 1):
+        dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
+        a_column = _unit_offset(layer_sizes, l - 1)
+        dz_column = _unit_offset(layer_sizes, l)
+        first, last = _part_range(layer_sizes[l + 1], part)
+        _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, fresh)
+        if b_offsets[l] >= 0:
+            for k in range(first, last):
+                b_index = b_offsets[l] + k
+                total = grad.dtype.type(0) if fresh else grad[b_index]
+                for r in range(deltas.shape[0]):
+                    total += deltas[r, dz_column + k]
+                grad[b_index] = total
+
+
+@njit(**KERNEL_OPTIONS)
+def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc, part):
+    """The optimizer's step of one part's parameters (its rows of the first layer's W, its share
+    of b and of every later layer's output units, on the copies W^T in weights_t and slots_t)
+    from the gradient _part_gradient summed; the first layer's dW is left zero."""
+    W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    n_in, n_out = W.shape
+    padded = _padded_gradient(grad, params, n_in)
     first, last = _part_range(n_in, part)
     w0 = w_offsets[0]
     if padded.shape[0] > 0:
         # one call for the part's rows (a call per row: 2% of an Adam epoch at 100 units)
-        apply_step_rows(W[first:last], dW[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
-        dW[first:last] = 0
+        apply_step_rows(W[first:last], padded[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
+        padded[first:last] = 0
     else:
         # the part's rows are one contiguous run of params and of grad: one step over all of
         # them (per row, each call's setup and scalar tail cost Adam 4x the time per weight)
@@ -315,26 +338,17 @@ def _part_step(
         grad[rows] = 0
     if b.shape[0] > 0:
         first, last = _part_range(n_out, part)
-        for k in range(first, last):
-            total = W.dtype.type(0)
-            for r in range(deltas.shape[0]):
-                total += deltas[r, k]
-            db[k] = total
         apply_step(b[first:last], db[first:last], slots, b_offsets[0] + first, kind, sc, NO_DECAY)
-
     for l in range(1, layer_sizes.shape[0] - 1):
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
-        a_column = _unit_offset(layer_sizes, l - 1)
-        dz_column = _unit_offset(layer_sizes, l)
         first, last = _part_range(layer_sizes[l + 1], part)
-        _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last)
         for k in range(first, last):
-            b_index = b_offsets[l] + k if b_offsets[l] >= 0 else -1
-            _dense_unit_step(
-                Wt[k], dWt[k], params, grad, slots, slots_t, w_offsets[l] + k * layer_sizes[l], deltas,
-                dz_column + k, b_index, kind, sc,
-            )
+            apply_step(Wt[k], dWt[k], slots_t, w_offsets[l] + k * layer_sizes[l], kind, sc, DECAY)
+            if b_offsets[l] >= 0:
+                b_index = b_offsets[l] + k
+                apply_step(params[b_index : b_index + 1], grad[b_index : b_index + 1], slots, b_index, kind, sc,
+                           NO_DECAY)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -380,7 +394,7 @@ def _sparse_gradient(dW, dz, indices, values, input_scale):
     weight gradient), for rows of dW of exactly eight vectors (128 float32 or 64 float64
     columns; the caller checks) and 4L < H <= 8L: dz is kept in registers (loaded masked past
     H, so columns H .. 8L of dW add 0) while each row is read and written once. Rows of H
-    columns other than 8L would need masked stores, which measured slower than _part_step's
+    columns other than 8L would need masked stores, which measured slower than _part_gradient's
     plain loop (so do a plain loop for the columns after the block, and two blocks on wider
     rows): _padded_gradient gives such layers rows of 8L instead."""
     L = lanes(dz)
@@ -462,7 +476,7 @@ def _part_forward(
 ):
     """partials[part, B, H] = x[batch, rows] @ W[rows, H] over the part's rows of the first
     layer's W[D,H] and the nonzero x only (with input dropout, the kept ones, scaled);
-    spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_step)."""
+    spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_gradient)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     first, last = _part_range(W.shape[0], part)
     for r in range(batch.shape[0]):
@@ -704,7 +718,7 @@ def _copy_transposed(out, a):
 
 @njit(**KERNEL_OPTIONS)
 def _begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets):
-    """The first layer's dW = 0 (_part_step keeps it so); weights_t = W_l^T for l >= 1 and
+    """The first layer's dW = 0 (_part_update keeps it so); weights_t = W_l^T for l >= 1 and
     slots_t the same transposes of the optimizer's slots."""
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     dW[:] = 0
@@ -755,6 +769,12 @@ def _minibatch_sgd_chunk(
     n_steps = 0
     nonfinite_at = -1
     pending = 0  # rows of the last finite batch, whose step is still to be taken
+    # the rows [grad_lo, grad_hi) of the scratch whose share of the gradient is still to be
+    # added, the sample number of the first, and whether they are their batch's first rows
+    grad_lo = 0
+    grad_hi = 0
+    grad_first = first_sample
+    grad_fresh = True
     n_batches = -(-(stop - start) // batch_size)
     sub_rows = sub_batch_rows(layer_sizes[1], params.itemsize)
     for batch_index in range(n_batches + 1):  # + 1: a last pass that only takes the last step
@@ -764,32 +784,40 @@ def _minibatch_sgd_chunk(
         if pending > 0:
             n_steps += 1
             step_scalars(sc, hyper, first_step + n_steps)
-        pending_first = first_sample + n_trained - pending  # the pending batch's first sample
         batch_first = first_sample + n_trained
 
-        # A large batch runs its forward pass sub_rows rows at a time (steps 1 and 2 in turn):
-        # the partial sums and rows of a part stay in cache between the two steps.
+        # A large batch runs sub_rows rows at a time, steps 1 and 2 in turn; step 1 adds the
+        # previous sub-batch's share of the gradient (its rows, partial sums and dz still in
+        # cache), then, in a batch's first sub-batch, takes the previous batch's step.
         n_subs = max(1, -(-n_rows // sub_rows))
         for sub in range(n_subs):
             s0 = sub * sub_rows
             s1 = min(s0 + sub_rows, n_rows)
             step_now = pending > 0 and sub == 0
+            g0 = grad_lo
+            g1 = grad_hi
             # The loop indices go on as int64: inside the parallel region Numba makes them
             # uint64, and every helper they reach would be compiled a second time for that type.
             for part_index in prange(PARTS):
                 part = np.int64(part_index)
-                if step_now:
-                    _part_step(
-                        params, grad, weights_t, slots, slots_t, units[:pending], deltas[:pending],
-                        spans[:pending], layer_sizes, w_offsets, b_offsets, kind, sc, part, indices,
-                        values, scale, seed, pending_first, input_threshold, input_keep_scale,
+                if g1 > g0:
+                    _part_gradient(
+                        grad, params, units[g0:g1], deltas[g0:g1], spans[g0:g1], layer_sizes, w_offsets, b_offsets,
+                        part, indices, values, scale, seed, grad_first, input_threshold, input_keep_scale, grad_fresh,
                     )
+                if step_now:
+                    _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
+                                 part)
                 if s1 > s0:
                     _part_forward(
                         partials, spans[s0:s1], params, layer_sizes, w_offsets, b_offsets, part,
                         batch[s0:s1], indptr, indices, values, scale, seed, batch_first + s0, input_threshold,
                         input_keep_scale,
                     )
+            grad_lo = s0
+            grad_hi = s1
+            grad_first = batch_first + s0
+            grad_fresh = sub == 0
             if n_rows == 0:
                 break
 
