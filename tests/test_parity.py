@@ -434,9 +434,10 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
 
 # A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: as many rows as
 # keep the first layer's partial sums within SUB_BYTES) runs its forward pass a sub-batch at a
-# time and adds each sub-batch's share of the gradient in the next one's step 1. The grid's layers are far too narrow to reach that; a wide first layer does, with a
-# last sub-batch shorter than the others, and input and hidden dropout (each sample's masks are
-# numbered by its place in the batch).
+# time and adds each sub-batch's share of the gradient in the next one's step 1. The grid's
+# layers are far too narrow to reach that; a wide first layer does, with a last sub-batch
+# shorter than the others, and input and hidden dropout (each sample's masks are numbered by its
+# place in the batch).
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
     from fastmlp import optim
