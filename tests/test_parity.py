@@ -432,20 +432,19 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
     assert_optimizer_calls_match(arch, params, X, targets, optimizer, synth.tolerance(dtype), f"{name}, width {width}")
 
 
-# A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: as many rows as
-# keep the first layer's partial sums within SUB_BYTES) runs its forward pass a sub-batch at a
-# time and adds each sub-batch's share of the gradient in the next one's step 1. The grid's
-# layers are far too narrow to reach that; a wide first layer does, with a last sub-batch
-# shorter than the others, and input and hidden dropout (each sample's masks are numbered by its
-# place in the batch).
+# A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: 256 rows, more
+# for narrow first layers) runs its forward pass a sub-batch at a time and adds each sub-batch's
+# share of the gradient in the next one's step 1. The grid's batches are far too short to reach
+# that: batches of three sub-batches, the last shorter, with input and hidden dropout (each
+# sample's masks are numbered by its place in the batch).
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
     from fastmlp import optim
     from fastmlp.kernels import minibatch
 
-    width, batch_size = 2048, 30
+    width = 160
     sub_rows = minibatch.sub_batch_rows(width, np.dtype(dtype).itemsize)
-    assert sub_rows < batch_size and batch_size % sub_rows != 0  # several sub-batches, the last shorter
+    batch_size = 2 * sub_rows + 44  # three sub-batches, the last shorter (the data's 64 samples repeat)
     arch, params, X, targets = problem([30, width, 5], "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
     assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
     optimizer = optim.Optimizer(**OPTIMIZERS["adamw"], **DROPOUTS["input+dropout"])
