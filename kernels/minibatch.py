@@ -777,7 +777,7 @@ def _minibatch_sgd_chunk(
     grad_lo = 0
     grad_hi = 0
     grad_first = first_sample
-    grad_fresh = True
+    grad_fresh = start <= stop  # True, typed bool: a literal True would compile _part_gradient twice
     n_batches = -(-(stop - start) // batch_size)
     sub_rows = sub_batch_rows(layer_sizes[1], params.itemsize)
     for batch_index in range(n_batches + 1):  # + 1: a last pass that only takes the last step
