@@ -321,7 +321,7 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
     of b and of every later layer's output units, on the copies W^T in weights_t and slots_t)
     from the gradient _part_gradient summed; the first layer's dW is left zero."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = W.shape
     padded = _padded_gradient(grad, params, n_in)
     first, last = _part_range(n_in, part)
