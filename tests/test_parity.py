@@ -54,13 +54,13 @@ def training_order(batch_size, steps=STEPS):
     return order[: steps * batch_size].astype(np.int64)
 
 
-def run_calls(backend_name, arch, params, X, targets, batch_size, batches_per_call, lr=0.1):
+def run_calls(backend_name, arch, params, X, targets, batch_size, batches_per_call, lr=0.1, steps=STEPS):
     """STEPS batches handed to ``train_chunk`` ``batches_per_call`` at a time; one
     (loss_sum, n_correct, parameters after the call) per call."""
     backend = make_backend(backend_name, arch)
     data = backend.prepare(X)
     params = params.copy()
-    order = training_order(batch_size)
+    order = training_order(batch_size, steps)
     per_call = batches_per_call * batch_size
     calls = []
     for start in range(0, len(order), per_call):
@@ -345,14 +345,15 @@ OPTIMIZER_FACTORS = GRID_FACTORS + [list(OPTIMIZERS), list(DROPOUTS), list(SCHED
 OPTIMIZER_CASES = sampled(OPTIMIZER_FACTORS, 30 if numba.config.DISABLE_JIT else 200, seed=9)
 
 
-def run_optimizer_calls(backend_name, arch, params, X, targets, batch_size, batches_per_call, optimizer, schedule, lr):
+def run_optimizer_calls(backend_name, arch, params, X, targets, batch_size, batches_per_call, optimizer, schedule, lr,
+                        steps=STEPS):
     from fastmlp import optim
 
     backend = make_backend(backend_name, arch)
     data = backend.prepare(X)
     params = params.copy()
     state = optim.State.fresh(optimizer, params, seed=7)
-    order = training_order(batch_size)
+    order = training_order(batch_size, steps)
     per_call = batches_per_call * batch_size
     calls = []
     for call, start in enumerate(range(0, len(order), per_call)):
@@ -435,9 +436,13 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
 # A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: 256 rows, more
 # for narrow first layers) runs its forward pass a sub-batch at a time and adds each sub-batch's
 # share of the gradient in the next one's step 1. The grid's batches are far too short to reach
-# that: batches of three sub-batches, the last shorter, with input and hidden dropout (each
-# sample's masks are numbered by its place in the batch).
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# that: batches of three sub-batches, the last shorter, two batches per call, with plain SGD and
+# with input and hidden dropout (each sample's masks are numbered by its place in the batch).
+# As plain Python (NUMBA_DISABLE_JIT=1) a batch of 556 rows takes seconds: three batches, float64.
+SUB_BATCH_STEPS = 3 if numba.config.DISABLE_JIT else 5
+
+
+@pytest.mark.parametrize("dtype", [np.float64] if numba.config.DISABLE_JIT else [np.float64, np.float32])
 def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
     from fastmlp import optim
     from fastmlp.kernels import minibatch
@@ -446,11 +451,16 @@ def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
     sub_rows = minibatch.sub_batch_rows(width, np.dtype(dtype).itemsize)
     batch_size = 2 * sub_rows + 44  # three sub-batches, the last shorter (the data's 64 samples repeat)
     arch, params, X, targets = problem([30, width, 5], "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
-    assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
-    optimizer = optim.Optimizer(**OPTIMIZERS["adamw"], **DROPOUTS["input+dropout"])
     tol = synth.tolerance(dtype)
+    expected = run_calls("numpy", arch, params, X, targets, batch_size, 1, 0.1, SUB_BATCH_STEPS)
+    compiled = run_calls("numba", arch, params, X, targets, batch_size, 2, 0.1, SUB_BATCH_STEPS)
+    assert not np.array_equal(compiled[-1][2], params)
+    assert_calls_match(compiled, grouped(expected, 2), arch.dtype, tol, "sgd")
+    optimizer = optim.Optimizer(**OPTIMIZERS["adamw"], **DROPOUTS["input+dropout"])
     tol = {"rtol": tol["rtol"] * 10, "atol": tol["atol"] * 100}  # Adam, as in test_optimizers_match_the_reference
-    expected = run_optimizer_calls("numpy", arch, params, X, targets, batch_size, 3, optimizer, "decaying", 0.003)
-    compiled = run_optimizer_calls("numba", arch, params, X, targets, batch_size, 3, optimizer, "decaying", 0.003)
+    expected = run_optimizer_calls("numpy", arch, params, X, targets, batch_size, 2, optimizer, "decaying", 0.003,
+                                   SUB_BATCH_STEPS)
+    compiled = run_optimizer_calls("numba", arch, params, X, targets, batch_size, 2, optimizer, "decaying", 0.003,
+                                   SUB_BATCH_STEPS)
     assert not np.array_equal(compiled[-1][2], params)
     assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, "adamw, dropout")
