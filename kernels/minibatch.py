@@ -88,8 +88,9 @@ Determinism: every sum runs in a fixed order (gradients over the batch in batch 
 sums in part order), and each entry is written by exactly one loop iteration; the threads only
 decide who computes what. Results are bit-identical from run to run and do not depend on
 NUMBA_NUM_THREADS. As PARTS is fixed (4), at most 4 threads share step 1; S depends on H and
-the dtype only. Each sub-batch ends with two thread barriers: when another process keeps a core busy, a thread that waits for a
-descheduled one makes two threads far slower than one (numba.set_num_threads(1) then).
+the dtype only. Each sub-batch ends with two thread barriers: when another process keeps a
+core busy, a thread that waits for a descheduled one makes two threads far slower than one
+(numba.set_num_threads(1) then).
 
 Scratch. Layers l >= 1 are trained on output-major copies W_l^T [n_{l+1}, n_l] kept in
 ``weights_t`` at w_offsets[l] (dot products and axpys along n_l, so a 10-unit output layer
@@ -275,6 +276,17 @@ def _part_sparse_gradient(
 
 
 @njit(**KERNEL_OPTIONS)
+def _bias_part_gradient(db, deltas, dz_column, first, last, fresh):
+    """db[k] += sum_B dz[B, dz_column + k] for the units k = first .. last - 1 of a layer's bias,
+    from 0 if ``fresh`` (the batch's first rows), over the rows in order."""
+    for k in range(first, last):
+        total = db.dtype.type(0) if fresh else db[k]
+        for r in range(deltas.shape[0]):
+            total += deltas[r, dz_column + k]
+        db[k] = total
+
+
+@njit(**KERNEL_OPTIONS)
 def _part_gradient(
     grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values, input_scale, seed,
     first_sample, input_threshold, input_keep_scale, fresh,
@@ -295,24 +307,16 @@ def _part_gradient(
                           input_threshold, input_keep_scale)
     if db.shape[0] > 0:
         first, last = _part_range(n_out, part)
-        for k in range(first, last):
-            total = db.dtype.type(0) if fresh else db[k]
-            for r in range(deltas.shape[0]):
-                total += deltas[r, k]
-            db[k] = total
+        _bias_part_gradient(db, deltas, _unit_offset(layer_sizes, FIRST_LAYER), first, last, fresh)
     for l in range(1, layer_sizes.shape[0] - 1):
+        _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, l)
         dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
         a_column = _unit_offset(layer_sizes, l - 1)
         dz_column = _unit_offset(layer_sizes, l)
         first, last = _part_range(layer_sizes[l + 1], part)
         _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, fresh)
-        if b_offsets[l] >= 0:
-            for k in range(first, last):
-                b_index = b_offsets[l] + k
-                total = grad.dtype.type(0) if fresh else grad[b_index]
-                for r in range(deltas.shape[0]):
-                    total += deltas[r, dz_column + k]
-                grad[b_index] = total
+        if db.shape[0] > 0:
+            _bias_part_gradient(db, deltas, dz_column, first, last, fresh)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -345,10 +349,10 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
         first, last = _part_range(layer_sizes[l + 1], part)
         for k in range(first, last):
             apply_step(Wt[k], dWt[k], slots_t, w_offsets[l] + k * layer_sizes[l], kind, sc, DECAY)
-            if b_offsets[l] >= 0:
-                b_index = b_offsets[l] + k
-                apply_step(params[b_index : b_index + 1], grad[b_index : b_index + 1], slots, b_index, kind, sc,
-                           NO_DECAY)
+        _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
+        if b.shape[0] > 0:
+            _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, l)
+            apply_step(b[first:last], db[first:last], slots, b_offsets[l] + first, kind, sc, NO_DECAY)
 
 
 @njit(**KERNEL_OPTIONS)
