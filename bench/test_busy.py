@@ -2,10 +2,10 @@
 
     FASTMLP_DATA=../shared/data/mnist pytest bench/test_busy.py --benchmark-only
 
-A child process keeps one core busy (``while True: pass``) while each case times epochs of
-784-128-10 sigmoid on MNIST, float32, at the default settings, with ``threads="auto"`` and
-with ``threads=1`` alternately (so both see the same load), and on a quiet machine ``auto``
-against a fixed ``threads=2``. Targets (the first-run/busy-machine issue): busy, auto >= 0.9x
+A child process keeps one core busy (``while True: pass``) while each case times rounds of
+10,000 samples (a sixth of an epoch) of 784-128-10 sigmoid on MNIST, float32, at the default
+settings, with ``threads="auto"`` and with ``threads=1`` in turn (so both see the same load),
+and on a quiet machine ``auto`` against a fixed ``threads=2``. Targets (the first-run/busy-machine issue): busy, auto >= 0.9x
 one thread; quiet, auto >= 0.97x two threads. Per-sample SGD at the default (``auto``) runs
 on one thread, the same kernel as ``threads=1``, so it has no case here.
 """
@@ -23,7 +23,16 @@ from fastmlp.backends import make_backend
 from fastmlp.network import Architecture, init_params
 
 LAYERS = (784, 128, 10)
-ROUNDS = 9  # epochs per runner, interleaved: quiet-machine rates vary by +-15% from epoch to epoch
+# Rounds of ROUND_SAMPLES samples (a sixth of an epoch), the runners in turn, each round's
+# order reversed from the last's; the ratio is the median of the rounds' ratios. This host's
+# speed moved by 1.5x for stretches of 0.2-0.4 s (Intel Xeon, 2026-12-01: one thread under
+# the same load at 3.6 or 5.4 us per sample), as long as one epoch: medians of whole epochs,
+# 9 of each, gave ratios from 0.76 to 1.31 for the same kernel on both sides. The runners
+# share one backend (its scratch arrays), input and parameter array, and differ only in the
+# thread chooser: two backends of their own, both on one thread, measured 0.90-1.11x each
+# other (60 rounds each time), from where their arrays happened to lie in memory.
+ROUNDS = 60
+ROUND_SAMPLES = 10_000
 BUSY_TARGET = 0.9
 QUIET_TARGET = 0.97
 
@@ -38,43 +47,69 @@ def busy_core():
     load.wait()
 
 
-def epoch_runner(mnist_train, batch_size, threads):
-    X, y = mnist_train
-    arch = Architecture(LAYERS, "sigmoid", "cross_entropy", dtype="float32")
-    backend = make_backend("numba", arch, threads)
-    data = backend.prepare(X)
-    start = init_params(arch, "xavier", seed=0)
-    params = start.copy()
-    backend.warmup(params, data, y, batch_size)
-    order = np.random.default_rng(0).permutation(len(y)).astype(np.int64)
+class Shared:
+    """One backend, prepared input and parameter array for both runners."""
 
-    def one_epoch():
-        params[...] = start
+    def __init__(self, mnist_train, batch_size):
+        X, self.y = mnist_train
+        arch = Architecture(LAYERS, "sigmoid", "cross_entropy", dtype="float32")
+        self.backend = make_backend("numba", arch, "auto")
+        self.data = self.backend.prepare(X)
+        self.start = init_params(arch, "xavier", seed=0)
+        self.params = self.start.copy()
+        self.batch_size = batch_size
+        self.backend.warmup(self.params, self.data, self.y, batch_size)
+        order = np.random.default_rng(0).permutation(len(self.y)).astype(np.int64)
+        self.rounds = [order[i:i + ROUND_SAMPLES] for i in range(0, len(order) - ROUND_SAMPLES + 1, ROUND_SAMPLES)]
+
+
+def epoch_runner(shared, threads):
+    """(a call training this runner's next round on ``threads``, its weights)."""
+    from fastmlp._adaptive import ThreadChooser
+
+    most = shared.backend.minibatch_threads.most
+    chooser = ThreadChooser(most) if threads == "auto" else ThreadChooser(min(threads, most), fixed=True)
+    weights = shared.start.copy()
+    turn = [0]
+
+    def one_round():
+        """Train the next sixth of an epoch (from the start weights after each full epoch)."""
+        k = turn[0] % len(shared.rounds)
+        turn[0] += 1
+        shared.params[...] = shared.start if k == 0 else weights
+        shared.backend.minibatch_threads = chooser
         tic = time.perf_counter()
-        trainer.train_epoch(backend, params, data, y, order, 0.1, batch_size)
-        return len(y) / (time.perf_counter() - tic)
+        trainer.train_epoch(shared.backend, shared.params, shared.data, shared.y, shared.rounds[k], 0.1, shared.batch_size)
+        seconds = time.perf_counter() - tic
+        weights[...] = shared.params
+        return len(shared.rounds[k]) / seconds
 
-    return one_epoch, params
+    return one_round, weights
 
 
 def alternate(runners, rounds=ROUNDS):
-    """Median samples/s of each runner, their epochs interleaved so that they share the load."""
+    """Per runner the median samples/s, and the median over rounds of auto's rate over the
+    other's in the same round (the two runners in turn, first one first, then the other)."""
     rates = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, (run, _) in runners.items():
-            rates[name].append(run())
-    return {name: statistics.median(values) for name, values in rates.items()}
+    names = list(runners)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            rates[name].append(runners[name][0]())
+    ratios = [a / o for a, o in zip(rates["auto"], rates["other"])]
+    return {name: statistics.median(values) for name, values in rates.items()}, ratios
 
 
 def auto_against(benchmark, mnist_train, batch_size, other, group):
-    """auto against ``other`` threads, epochs interleaved: (runners, ratio of auto's rate to
-    the other's), recorded in the benchmark's group and extra_info."""
-    runners = {"auto": epoch_runner(mnist_train, batch_size, "auto"), "other": epoch_runner(mnist_train, batch_size, other)}
-    rates = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
-    ratio = rates["auto"] / rates["other"]
+    """auto against ``other`` threads, rounds interleaved: (runners, median ratio of auto's
+    rate to the other's), recorded in the benchmark's group and extra_info."""
+    shared = Shared(mnist_train, batch_size)
+    runners = {"auto": epoch_runner(shared, "auto"), "other": epoch_runner(shared, other)}
+    rates, ratios = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
+    ratio = statistics.median(ratios)
     benchmark.group = group
     benchmark.extra_info.update(auto_samples_per_second=rates["auto"], other_threads=other,
-                                other_samples_per_second=rates["other"], ratio=ratio, batch_size=batch_size)
+                                other_samples_per_second=rates["other"], ratio=ratio, batch_size=batch_size,
+                                round_ratios=[round(r, 3) for r in ratios])
     return runners, ratio
 
 

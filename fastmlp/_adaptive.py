@@ -12,36 +12,80 @@ and keeps the latest speed of each thread count (seconds per sample; the latest,
 one may be from before the load changed; not from a call of fewer than ``PROBE_SAMPLES``,
 such as a fit's two-sample warm-up, whose time is mostly the call's own):
 
-- a *probe* runs the start of the chunk on the other count, two batches per call, up to
-  ``PROBE_SAMPLES`` (whole batches, at most half the chunk); it stops early once it runs more
-  than ``ABORT`` times slower than the current count (a busy machine makes two threads 10-20
-  times slower: a few milliseconds tell), and the rest of the chunk runs on whichever count is
-  faster;
-- on the first chunk the current count (all threads) is first timed over two batches;
-- a probe happens on the first chunks (until both counts are measured), after ``probe_every``
-  chunks, and on the next chunk when the current count has just run more than ``SLOWDOWN``
-  times slower than the time before (the machine got busy);
+- a *probe* runs the start of the chunk on the other count, in calls of whole batches, and the
+  rest of the chunk runs on whichever count is faster;
+- a probe of one thread is one call of ``PROBE_SAMPLES`` samples;
+- a probe of all threads lasts at least ``PROBE_SAMPLES`` samples *and* ``PROBE_SECONDS``
+  (calls of two batches, then each twice the last, up to the chunk's end), and stops at once
+  when it runs more than ``ABORT`` times slower than one thread: a busy machine makes two
+  threads 2-40 times slower, and a few milliseconds tell. The minimum time is what a short
+  probe got wrong: with another process busy on one of two cores, two threads ran at full
+  speed for 3-5 ms at a time (between that process's turns on the cores), then 5-40 times
+  slower, so 1,024 samples at batch 32 (4 ms) often looked faster than one thread and the
+  chunk after them ran at a third of one thread's speed (Intel Xeon, 2026-12-01);
+- all threads are chosen when they measured at least ``MARGIN`` times faster than one;
+- the first chunk measures one thread, then probes all threads;
+- a probe happens on the first chunk, after ``probe_every`` chunks, and on the next chunk when
+  all threads have just run more than ``SLOWDOWN`` times slower than the time before (the
+  machine got busy). One thread running slower is no reason to probe more threads: the
+  machine got busier;
+- while one thread runs, a probe of all threads also waits for a spare core: the machine's
+  idle time since the last look (``/proc/stat`` on Linux, over at least ``IDLE_WINDOW``
+  seconds) must add up to ``SPARE_CORE`` of a core. With another process busy on the second
+  of two cores there is none, and no probe costs anything (each cost 4-40 ms there: two
+  threads wait for each other at every barrier); when that process stops, the next chunk
+  sees the idle core and probes. Where the idle time cannot be read, probes go by the
+  interval alone;
 - a probe that loses doubles the interval (up to ``MAX_PROBE_EVERY`` chunks), so a steady
   machine pays for about one probe in 32 chunks; one that wins resets it to 1.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 MAX_PROBE_EVERY = 32
 SLOWDOWN = 1.5
 ABORT = 2.0
-PROBE_SAMPLES = 1024  # at most; whole batches, at most half the chunk
-PROBE_BATCHES_PER_CALL = 2
+PROBE_SAMPLES = 1024  # at least; whole batches; a probe needs a chunk of at least twice this
+PROBE_SECONDS = 0.025  # a probe of all threads lasts at least this long, unless it aborts
+PROBE_BATCHES_PER_CALL = 2  # a probe's first call
+MARGIN = 1.05  # all threads are chosen when a probe finds them this much faster than one
+SPARE_CORE = 0.5  # idle cores (time-averaged) that let one thread probe more
+IDLE_WINDOW = 0.03  # seconds: /proc/stat counts in 10 ms ticks
+
+
+def idle_seconds(path="/proc/stat"):
+    """Seconds all CPUs of the machine have been idle since boot (Linux), or None."""
+    try:
+        with open(path, "rb") as stat:
+            fields = stat.readline().split()  # "cpu user nice system idle iowait ..."
+        return (int(fields[4]) + int(fields[5])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+try:
+    _TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # not a POSIX system
+    _TICKS = 100
 
 
 class ThreadChooser:
-    """Chooses between 1 and ``most`` threads for the calls of each chunk (``run``)."""
+    """Chooses between 1 and ``most`` threads for the calls of each chunk (``run``); with
+    ``fixed``, runs every chunk on ``most``."""
 
-    def __init__(self, most, clock=time.perf_counter):
+    fixed = False  # defaults for choosers pickled before these attributes
+    idle = staticmethod(idle_seconds)
+    _idle_mark = None
+
+    def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, fixed=False):
         self.most = int(most)
+        self.fixed = fixed  # always ``most`` threads (a thread count the user chose)
         self.clock = clock
+        self.idle = idle  # () -> the machine's idle seconds so far, or None (unknown)
+        self._idle_mark = None  # (clock, idle seconds) at the last look
         self.current = self.most
         self.rate = {}  # thread count -> seconds per sample, latest measurement
         self.probe_every = 1
@@ -50,7 +94,7 @@ class ThreadChooser:
 
     @property
     def adaptive(self):
-        return self.most > 1
+        return self.most > 1 and not self.fixed
 
     def other(self, count):
         return 1 if count == self.most else self.most
@@ -67,8 +111,25 @@ class ThreadChooser:
         non-finite loss). Returns the samples done."""
         start = 0
         if self._probe_due(n_samples, batch_size):
-            start, stopped = self._probe(batch_size, call)
-            if stopped or start == n_samples:
+            # the first chunk measures one thread first, then probes all threads
+            counts = [self.other(self.current)] if len(self.rate) == 2 else [1, self.most]
+            for count in counts:
+                start, stopped = self._probe(count, start, n_samples, batch_size, call)
+                if stopped:
+                    return start
+            # all threads must be clearly faster: wrongly chosen on a busy machine they run many
+            # times slower, while one thread chosen over threads less than MARGIN faster loses
+            # less than 5%
+            chosen = self.most if self.rate[self.most] * MARGIN < self.rate[1] else 1
+            if chosen != self.current:
+                self.current = chosen
+                self.switches += 1
+                self.probe_every = 1  # check again soon
+                self._idle_mark = None
+                self._spare_core()  # the idle time counts from here
+            else:
+                self.probe_every = min(2 * self.probe_every, MAX_PROBE_EVERY)
+            if start == n_samples:  # a probe of all threads may take the whole chunk
                 return start
         count = self.current
         n_done, seconds = self._timed(call, count, start, n_samples - start)
@@ -78,51 +139,65 @@ class ThreadChooser:
     def _probe_due(self, n_samples, batch_size):
         if not self.adaptive or 2 * self._probe_size(batch_size) > n_samples:
             return False  # one thread only, or too small to split: a warm-up, an epoch's end
-        if len(self.rate) < 2 or self.since_probe + 1 >= self.probe_every:
+        if len(self.rate) < 2:
+            return True
+        if self.since_probe + 1 >= self.probe_every:
+            if self.current == 1 and not self._spare_core():
+                return False  # due, but the machine has no core to spare: look again next chunk
             self.since_probe = 0
             return True
         self.since_probe += 1
         return False
 
+    def _spare_core(self):
+        """Whether the machine's idle time since the last look adds up to SPARE_CORE of a core
+        (True when it cannot be read; False until IDLE_WINDOW seconds have passed)."""
+        idle = self.idle()
+        if idle is None:
+            return True
+        now = self.clock()
+        if self._idle_mark is None or idle < self._idle_mark[1]:
+            self._idle_mark = (now, idle)
+            return False
+        wall = now - self._idle_mark[0]
+        if wall < IDLE_WINDOW:
+            return False
+        spare = (idle - self._idle_mark[1]) / wall
+        self._idle_mark = (now, idle)
+        return spare >= SPARE_CORE
+
     @staticmethod
     def _probe_size(batch_size):
         return max(1, PROBE_SAMPLES // batch_size) * batch_size
 
-    def _probe(self, batch_size, call):
-        """Run the chunk's start on the other count; returns (samples done, whether a call
-        stopped the chunk)."""
-        probed = self.other(self.current)
+    def _probe(self, count, start, n_samples, batch_size, call):
+        """Train from ``start`` on ``count`` threads and record their speed; returns (where the
+        probe ended, whether a call stopped the chunk)."""
         size = self._probe_size(batch_size)
-        step = PROBE_BATCHES_PER_CALL * batch_size
-        done, spent = 0, 0.0
-        if self.current not in self.rate:
-            # The first chunk: a short measure of the current count too, so that a busy machine
-            # does not run the rest of the chunk on two threads before it knows.
-            first_call = min(step, size)  # the probe and this stay within 2 * size <= the chunk
-            n_done, seconds = self._timed(call, self.current, 0, first_call)
-            if n_done < first_call:
-                return n_done, True
-            self.rate[self.current] = seconds / n_done
-            done = n_done
-            size += done
-        known = self.rate[self.current]
-        first = done
-        while done < size:
-            n = min(step, size - done)
-            n_done, seconds = self._timed(call, probed, done, n)
+        many = count > 1
+        # one thread: PROBE_SAMPLES and no more; all threads: at least that and PROBE_SECONDS,
+        # within the chunk, and no longer once clearly slower than one thread
+        end = n_samples if many else start + size
+        slowest = ABORT * self.rate[1] if many and 1 in self.rate else float("inf")
+        # one thread in one call: it cannot be held up by another thread, and each call has a
+        # cost of its own (about 60 us here, 1 us per sample in calls of two batches of 32)
+        n = PROBE_BATCHES_PER_CALL * batch_size if many else size
+        done, spent = start, 0.0
+        while done < end:
+            n = min(n, end - done)
+            n_done, seconds = self._timed(call, count, done, n)
             done += n_done
             spent += seconds
             if n_done < n:
                 return done, True
-            if spent > ABORT * known * (done - first):
+            trained = done - start
+            if spent > slowest * trained:
                 break  # clearly slower: no need to measure it to the end
-        self.rate[probed] = spent / (done - first)
-        if self.rate[probed] < known:
-            self.current = probed
-            self.switches += 1
-            self.probe_every = 1
-        else:
-            self.probe_every = min(2 * self.probe_every, MAX_PROBE_EVERY)
+            if trained >= size and (not many or spent >= PROBE_SECONDS):
+                break
+            if many:
+                n *= 2
+        self.rate[count] = spent / (done - start)
         return done, False
 
     def _record(self, count, n_samples, seconds):
@@ -131,7 +206,7 @@ class ThreadChooser:
             return  # too few samples to tell a speed: the call's own cost would dominate
         per_sample = seconds / n_samples
         known = self.rate.get(count)
-        if known is not None and per_sample > SLOWDOWN * known:
-            self.since_probe = self.probe_every  # the machine changed: probe on the next chunk
+        if count > 1 and known is not None and per_sample > SLOWDOWN * known:
+            self.since_probe = self.probe_every  # the machine got busy: probe on the next chunk
             self.probe_every = 1
         self.rate[count] = per_sample

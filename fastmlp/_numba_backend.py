@@ -81,7 +81,7 @@ class NumbaBackend:
             self.minibatch_threads = ThreadChooser(most)
         else:
             self.threads = kernels.usable_threads(threads, tuple(arch.layers))
-            self.minibatch_threads = ThreadChooser(min(int(threads), most))
+            self.minibatch_threads = ThreadChooser(min(int(threads), most), fixed=True)
         self.compile_seconds = 0.0
         self._inference_ready = False  # the forward pass of logits compiled (or loaded) yet
         self._stats = np.zeros(3, np.float64)

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from fastmlp import MLP
-from fastmlp._adaptive import MAX_PROBE_EVERY, PROBE_SAMPLES, ThreadChooser
+from fastmlp._adaptive import MAX_PROBE_EVERY, PROBE_SAMPLES, PROBE_SECONDS, ThreadChooser
 
 
 class FakeClock:
     def __init__(self):
         self.now = 0.0
+        self.idle = 0.0  # the machine's idle seconds (all cores)
 
     def __call__(self):
         return self.now
@@ -22,13 +23,18 @@ class FakeClock:
 
 def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0.0):
     """Play one chunk through the chooser: a call of n samples takes n * seconds_per_sample[count]
-    (plus call_seconds, a call's own cost, on any count)."""
+    (plus call_seconds, a call's own cost, on any count); seconds_per_sample[count] may also be
+    a function (clock, n) -> the call's seconds."""
     calls = []
 
     def call(count, start, n):
         assert start == sum(m for _, m in calls)  # the chunk in order, nothing skipped or repeated
         assert 0 < n and start + n <= n_samples  # and nothing outside it
-        chooser.clock.now += call_seconds + n * seconds_per_sample[count]
+        speed = seconds_per_sample[count]
+        seconds = call_seconds + (speed(chooser.clock.now, n) if callable(speed) else n * speed)
+        chooser.clock.now += seconds
+        if count == 1:  # the other core: idle on a quiet machine, busy with another process else
+            chooser.clock.idle += seconds * seconds_per_sample.get("idle", 0.0)
         calls.append((count, n))
         return n
 
@@ -38,36 +44,99 @@ def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0
     return calls
 
 
-def chooser(most=2):
-    return ThreadChooser(most, clock=FakeClock())
+def chooser(most=2, idle_known=True):
+    clock = FakeClock()
+    return ThreadChooser(most, clock=clock, idle=(lambda: clock.idle) if idle_known else (lambda: None))
+
+
+# seconds per sample on 1 and 2 threads (measured, 784-100-10 relu batch 200), and the idle
+# cores while one thread runs
+QUIET = {1: 1 / 180_000, 2: 1 / 250_000, "idle": 1.0}
+BUSY = {1: 1 / 180_000, 2: 1 / 12_300, "idle": 0.0}
 
 
 def test_a_busy_machine_from_the_start_costs_two_batches():
     c = chooser()
     calls = run_chunk(c, 8192, 32, BUSY)
-    assert calls[0] == (2, 64) and calls[-1][0] == 1 and c.current == 1
+    assert calls[:2] == [(1, PROBE_SAMPLES), (2, 64)] and calls[-1][0] == 1 and c.current == 1
     assert sum(n for count, n in calls if count == 2) == 64
-
-
-QUIET = {1: 1 / 180_000, 2: 1 / 250_000}  # measured, 784-100-10 relu batch 200
-BUSY = {1: 1 / 180_000, 2: 1 / 12_300}
 
 
 def test_two_threads_win_on_a_quiet_machine_and_probes_back_off():
     c = chooser()
     first = run_chunk(c, 8192, 32, QUIET)
-    # two threads timed over two batches, one thread probed in calls of two batches, then the rest
-    assert first[0] == (2, 64)
-    assert {count for count, _ in first[1:-1]} == {1} and sum(n for _, n in first[1:-1]) == PROBE_SAMPLES
-    assert first[-1] == (2, 8192 - 64 - PROBE_SAMPLES)
+    # one thread timed in one call, then two threads in calls of two batches, four, eight ...
+    # for at least PROBE_SECONDS (here the rest of the chunk)
+    assert first == [(1, PROBE_SAMPLES), (2, 64), (2, 128), (2, 256), (2, 512), (2, 1024), (2, 2048),
+                     (2, 8192 - PROBE_SAMPLES - 4032)]
+    assert c.current == 2 and c.switches == 0
     probes = 0
     for _ in range(200):
         calls = run_chunk(c, 8192, 32, QUIET)
         probes += len(calls) > 1
         assert calls[-1][0] == 2
+        if len(calls) > 1:  # a probe of one thread: PROBE_SAMPLES, then the rest on two
+            assert calls == [(1, PROBE_SAMPLES), (2, 8192 - PROBE_SAMPLES)]
     assert c.current == 2 and c.switches == 0
     assert c.probe_every == MAX_PROBE_EVERY
     assert probes <= 200 // MAX_PROBE_EVERY + 6  # 1, 2, 4, ... then one in 32
+
+
+def flickering(fast, slow, window=0.004, period=0.012):
+    """Two threads beside another busy process: at full speed (``fast`` seconds per sample)
+    for ``window`` seconds in every ``period`` (between the other process's turns), else
+    ``slow``. Returns the call's seconds for (clock, n)."""
+
+    def seconds(now, n):
+        t = now
+        while n > 0:
+            phase = t % period
+            rate, until = (fast, window - phase) if phase < window else (slow, period - phase)
+            k = min(n, max(1, int(until / rate)))
+            t += k * rate
+            n -= k
+        return t - now
+
+    return seconds
+
+
+@pytest.mark.parametrize("window, period", [(0.004, 0.012), (0.008, 0.024)])
+def test_two_threads_fast_between_another_process_s_turns_do_not_win(window, period):
+    """Seen on the Intel Xeon (2026-12-01) with a busy loop on one of two cores: two threads ran
+    at full speed for 3-5 ms at a time, so a probe of 1,024 samples (4 ms at batch 32) won, and
+    the chunk after it ran at a third of one thread's speed. A probe of two threads now lasts at
+    least PROBE_SECONDS, longer than such a window, and one thread stays."""
+    assert window < PROBE_SECONDS
+    load = {1: 1 / 180_000, 2: flickering(1 / 250_000, 1 / 12_300, window, period)}
+    c = chooser(idle_known=False)  # every probe the interval allows
+    for _ in range(40):
+        calls = run_chunk(c, 8192, 32, load)
+        assert calls[-1][0] == 1
+        assert sum(n for count, n in calls if count == 2) < 8192 // 2
+    assert c.current == 1 and c.switches == 1
+
+
+def test_two_threads_must_be_clearly_faster():
+    from fastmlp._adaptive import MARGIN
+
+    for speedup, chosen in [(MARGIN * 0.98, 1), (MARGIN * 1.02, 2)]:
+        c, load = chooser(), {1: 1 / 180_000, 2: 1 / (180_000 * speedup), "idle": 1.0}
+        run_chunk(c, 8192, 32, load)  # one thread, then two (here to the chunk's end)
+        assert c.current == chosen and run_chunk(c, 8192, 32, load)[-1][0] == chosen
+
+
+def test_one_thread_running_slower_does_not_probe_two():
+    """A slower single thread means a busier machine: no reason to try two threads sooner."""
+    c = chooser(idle_known=False)  # probes by the interval alone
+    for _ in range(12):
+        run_chunk(c, 8192, 32, BUSY)
+    assert c.current == 1
+    every = c.probe_every
+    assert every > 2
+    run_chunk(c, 8192, 32, {1: 3 / 180_000, 2: 1 / 12_300})  # one thread three times slower
+    assert c.probe_every == every
+    for _ in range(every - 2 - c.since_probe):
+        assert len(run_chunk(c, 8192, 32, BUSY)) == 1  # still no probe until it is due
 
 
 def test_a_busy_machine_moves_to_one_thread_within_a_chunk_and_back_when_quiet():
@@ -88,11 +157,53 @@ def test_a_busy_machine_moves_to_one_thread_within_a_chunk_and_back_when_quiet()
     assert c.current == 2 and c.switches == 2
 
 
+def test_no_probe_of_two_threads_while_no_core_is_idle():
+    c = chooser()
+    first = run_chunk(c, 8192, 32, BUSY)
+    assert sum(n for count, n in first if count == 2) == 64  # the first chunk's probe
+    for _ in range(100):
+        assert run_chunk(c, 8192, 32, BUSY) == [(1, 8192)]  # ~1.5 s of training, no probe
+    # the load ends: one thread's chunks leave a core idle, and once that has been seen over
+    # IDLE_WINDOW (a chunk here is 45 ms) a probe moves to two threads
+    quiet = [run_chunk(c, 8192, 32, QUIET) for _ in range(3)]
+    assert quiet[0] == [(1, 8192)] and quiet[-1][-1][0] == 2
+    assert c.current == 2 and c.switches == 2
+
+
+def test_without_idle_times_probes_go_by_the_interval():
+    c = chooser(idle_known=False)
+    probes = [sum(n for count, n in run_chunk(c, 8192, 32, BUSY) if count == 2) for _ in range(200)]
+    assert set(probes) == {0, 64} and 6 <= probes.count(64) <= 200 // MAX_PROBE_EVERY + 8
+    assert c.current == 1
+
+
+def test_idle_seconds_reads_the_first_line_of_proc_stat(tmp_path):
+    from fastmlp._adaptive import _TICKS, idle_seconds
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  598 56 21 4736 76 0 55 164 0 0\ncpu0 2953350 285830 106531 2404493 4923 0 2521 8449 0 0\n")
+    assert idle_seconds(str(stat)) == (4736 + 76) / _TICKS
+    stat.write_text("")
+    assert idle_seconds(str(stat)) is None
+    assert idle_seconds(str(tmp_path / "missing")) is None
+
+
 def test_small_calls_and_single_threads_are_never_split():
     assert run_chunk(chooser(), 2, 200, QUIET) == [(2, 2)]  # the warm-up's two samples
     assert run_chunk(chooser(), 3 * PROBE_SAMPLES // 2, 32, QUIET) == [(2, 3 * PROBE_SAMPLES // 2)]
     one = chooser(1)
     assert [run_chunk(one, 8192, 32, BUSY) for _ in range(3)] == [[(1, 8192)]] * 3
+    two = ThreadChooser(2, clock=FakeClock(), fixed=True)  # threads=2: a count the user chose
+    assert [run_chunk(two, 8192, 32, BUSY) for _ in range(3)] == [[(2, 8192)]] * 3
+
+
+def test_a_thread_count_given_is_kept_and_auto_adapts():
+    X, y = np.zeros((64, 3), np.float32), np.arange(64) % 2
+    for threads, adaptive in [("auto", numba.config.NUMBA_NUM_THREADS > 1 and not numba.config.DISABLE_JIT),
+                              (1, False), (2, False)]:
+        model = MLP([3, 2], threads=threads)
+        model.fit(X, y, batch_size=8)
+        assert model.backend_.minibatch_threads.adaptive == adaptive, threads
 
 
 def test_the_warm_up_call_does_not_count_as_a_speed():
@@ -121,10 +232,19 @@ def test_a_call_that_stops_the_chunk_stops_the_probe_too():
 
     def call(count, start, n):
         calls.append((count, start, n))
-        return n if start < 128 else 5  # a non-finite loss in the third call
+        return 5  # a non-finite loss in the first call
 
-    assert c.run(8192, 32, call) == 128 + 5
-    assert calls == [(2, 0, 64), (1, 64, 64), (1, 128, 64)]
+    assert c.run(8192, 32, call) == 5
+    assert calls == [(1, 0, PROBE_SAMPLES)]  # the first chunk's measure of one thread
+
+    c, calls = chooser(), []
+
+    def stops_in_the_probe_of_two_threads(count, start, n):
+        calls.append((count, start, n))
+        return n if start < PROBE_SAMPLES + 64 else 5
+
+    assert c.run(8192, 32, stops_in_the_probe_of_two_threads) == PROBE_SAMPLES + 64 + 5
+    assert calls[-2:] == [(2, PROBE_SAMPLES, 64), (2, PROBE_SAMPLES + 64, 128)]
 
 
 class Alternating(ThreadChooser):
