@@ -16,15 +16,21 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   rest of the chunk runs on whichever count is faster;
 - a probe of one thread is one call of ``PROBE_SAMPLES`` samples;
 - a probe of all threads lasts at least ``PROBE_SAMPLES`` samples *and* ``PROBE_SECONDS``
-  (calls of two batches, then each twice the last, up to the chunk's end), and stops at once
-  when it runs more than ``ABORT`` times slower than one thread: a busy machine makes two
+  (calls of two batches, then each twice the last, up to the chunk's end), and stops after
+  the first call that leaves it more than ``ABORT`` times slower than one thread (plus
+  ``WAKE_SECONDS``): a busy machine makes two
   threads 2-40 times slower, and a few milliseconds tell. The minimum time is what a short
   probe got wrong: with another process busy on one of two cores, two threads ran at full
   speed for 3-5 ms at a time (between that process's turns on the cores), then 5-40 times
   slower, so 1,024 samples at batch 32 (4 ms) often looked faster than one thread and the
   chunk after them ran at a third of one thread's speed (Intel Xeon, 2026-12-01);
 - all threads are chosen when they measured at least ``MARGIN`` times faster than one;
-- the first chunk measures one thread, then probes all threads;
+- the first chunk measures one thread, then probes all threads; but when the machine had no
+  spare core (below) between the input's conversion and the first chunk (the fit's set-up),
+  or, when that was too short to tell, at the process's latest look of the last
+  ``VERDICT_SECONDS``, one thread trains from the first chunk on, and all threads are probed
+  once a core is spare (each first probe cost up to 100 ms with a busy-loop process on the
+  other core: a one-epoch fit ran 1.4-1.9 times as long as on one thread);
 - a probe happens on the first chunk, after ``probe_every`` chunks, and on the next chunk when
   all threads have just run more than ``SLOWDOWN`` times slower than the time before (the
   machine got busy). One thread running slower is no reason to probe more threads: the
@@ -51,9 +57,21 @@ ABORT = 2.0
 PROBE_SAMPLES = 1024  # at least; whole batches; a probe needs a chunk of at least twice this
 PROBE_SECONDS = 0.025  # a probe of all threads lasts at least this long, unless it aborts
 PROBE_BATCHES_PER_CALL = 2  # a probe's first call
+WAKE_SECONDS = 0.001  # allowed beyond ABORT: the first call on two threads after one pays
+# for waking the other thread and warming its cache (64 samples at batch 32 took 1.2 ms on a
+# quiet machine, 19 us per sample against 6 on one thread, Intel Xeon 2026-12-01)
 MARGIN = 1.05  # all threads are chosen when a probe finds them this much faster than one
 SPARE_CORE = 0.5  # idle cores (time-averaged) that let one thread probe more
 IDLE_WINDOW = 0.03  # seconds: /proc/stat counts in 10 ms ticks
+
+
+# The latest conclusive look at the machine in this process, per clock: (when, whether a core
+# was spare). A fit's chooser is new, and after a warm set-up its first chunk comes a few
+# milliseconds after the input's conversion, too soon to tell from the idle time; a verdict
+# of the last VERDICT_SECONDS (the previous fit's, say: a grid search's next candidate) stands
+# in for it.
+_VERDICTS = {}
+VERDICT_SECONDS = 2.0
 
 
 def idle_seconds(path="/proc/stat"):
@@ -91,6 +109,14 @@ class ThreadChooser:
         self.probe_every = 1
         self.since_probe = 0
         self.switches = 0  # how often the choice changed (tests, reports)
+        self.restart_idle_window()
+
+    def restart_idle_window(self):
+        """Count the machine's idle time from now (the backend calls this after converting
+        input on all threads, which leaves no core idle however quiet the machine is)."""
+        self._idle_mark = None
+        if self.adaptive:
+            self._spare_core()
 
     @property
     def adaptive(self):
@@ -112,7 +138,7 @@ class ThreadChooser:
         start = 0
         if self._probe_due(n_samples, batch_size):
             # the first chunk measures one thread first, then probes all threads
-            counts = [self.other(self.current)] if len(self.rate) == 2 else [1, self.most]
+            counts = [self.other(self.current)] if len(self.rate) == 2 else [c for c in (1, self.most) if c not in self.rate]
             for count in counts:
                 start, stopped = self._probe(count, start, n_samples, batch_size, call)
                 if stopped:
@@ -125,8 +151,7 @@ class ThreadChooser:
                 self.current = chosen
                 self.switches += 1
                 self.probe_every = 1  # check again soon
-                self._idle_mark = None
-                self._spare_core()  # the idle time counts from here
+                self.restart_idle_window()
             else:
                 self.probe_every = min(2 * self.probe_every, MAX_PROBE_EVERY)
             if start == n_samples:  # a probe of all threads may take the whole chunk
@@ -140,9 +165,17 @@ class ThreadChooser:
         if not self.adaptive or 2 * self._probe_size(batch_size) > n_samples:
             return False  # one thread only, or too small to split: a warm-up, an epoch's end
         if len(self.rate) < 2:
-            return True
+            if not self.rate and self.current == self.most:
+                spare = self._spare_core()
+                if spare is None:
+                    spare = self._recent_verdict()
+                if spare is False:
+                    self.current = 1  # busy while the fit set up: one thread until a core is spare
+                    return False
+                return True
+            return self.current == self.most or self._spare_core() is True
         if self.since_probe + 1 >= self.probe_every:
-            if self.current == 1 and not self._spare_core():
+            if self.current == 1 and self._spare_core() is not True:
                 return False  # due, but the machine has no core to spare: look again next chunk
             self.since_probe = 0
             return True
@@ -150,21 +183,29 @@ class ThreadChooser:
         return False
 
     def _spare_core(self):
-        """Whether the machine's idle time since the last look adds up to SPARE_CORE of a core
-        (True when it cannot be read; False until IDLE_WINDOW seconds have passed)."""
+        """Whether the machine's idle time since the last look adds up to SPARE_CORE of a core:
+        True or False, or None when it is too early to tell (the first look, or less than
+        IDLE_WINDOW seconds since the last); True when the idle time cannot be read."""
         idle = self.idle()
         if idle is None:
             return True
         now = self.clock()
         if self._idle_mark is None or idle < self._idle_mark[1]:
             self._idle_mark = (now, idle)
-            return False
+            return None
         wall = now - self._idle_mark[0]
         if wall < IDLE_WINDOW:
-            return False
-        spare = (idle - self._idle_mark[1]) / wall
+            return None
+        spare = (idle - self._idle_mark[1]) / wall >= SPARE_CORE
         self._idle_mark = (now, idle)
-        return spare >= SPARE_CORE
+        _VERDICTS[self.clock] = (now, spare)
+        return spare
+
+    def _recent_verdict(self):
+        """Whether a core was spare at the latest conclusive look in this process, if that was
+        less than VERDICT_SECONDS ago; else None."""
+        when, spare = _VERDICTS.get(self.clock, (None, None))
+        return spare if when is not None and self.clock() - when < VERDICT_SECONDS else None
 
     @staticmethod
     def _probe_size(batch_size):
@@ -191,7 +232,8 @@ class ThreadChooser:
             if n_done < n:
                 return done, True
             trained = done - start
-            if spent > slowest * trained:
+            if spent > slowest * trained + WAKE_SECONDS:
+                _VERDICTS[self.clock] = (self.clock(), False)  # two threads held each other up
                 break  # clearly slower: no need to measure it to the end
             if trained >= size and (not many or spent >= PROBE_SECONDS):
                 break

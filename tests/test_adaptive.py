@@ -170,6 +170,40 @@ def test_no_probe_of_two_threads_while_no_core_is_idle():
     assert c.current == 2 and c.switches == 2
 
 
+@pytest.mark.parametrize("idle_during_set_up", [0.0, 1.0])
+def test_a_machine_busy_while_the_fit_sets_up_starts_on_one_thread(idle_during_set_up):
+    c = chooser()
+    c.clock.now += 0.2  # the fit's set-up (the input converted, the kernels loaded)
+    c.clock.idle += 0.2 * idle_during_set_up
+    load = BUSY if idle_during_set_up == 0 else QUIET
+    first = run_chunk(c, 8192, 32, load)
+    if idle_during_set_up == 0:
+        assert first == [(1, 8192)]  # no probe of two threads at all
+        for _ in range(10):
+            assert run_chunk(c, 8192, 32, BUSY) == [(1, 8192)]
+        quiet = [run_chunk(c, 8192, 32, QUIET) for _ in range(3)]  # the load ends
+        assert quiet[0] == [(1, 8192)] and quiet[-1][-1][0] == 2 and c.current == 2
+    else:
+        assert first[0] == (1, PROBE_SAMPLES) and first[1][0] == 2 and c.current == 2
+
+
+def test_the_next_fit_starts_from_the_last_look_at_the_machine():
+    """A grid search's next candidate: a new chooser whose first chunk comes too soon after its
+    set-up to tell from the idle time starts on one thread when the process saw no spare core
+    in the last VERDICT_SECONDS, and probes as usual when that look is older."""
+    from fastmlp._adaptive import VERDICT_SECONDS
+
+    clock = FakeClock()
+    first = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    for _ in range(3):
+        run_chunk(first, 8192, 32, BUSY)
+    nxt = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    assert run_chunk(nxt, 8192, 32, BUSY) == [(1, 8192)]
+    clock.now += VERDICT_SECONDS
+    late = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    assert [count for count, _ in run_chunk(late, 8192, 32, BUSY)[:2]] == [1, 2]
+
+
 def test_without_idle_times_probes_go_by_the_interval():
     c = chooser(idle_known=False)
     probes = [sum(n for count, n in run_chunk(c, 8192, 32, BUSY) if count == 2) for _ in range(200)]
