@@ -33,7 +33,7 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   other core: a one-epoch fit ran 1.4-1.9 times as long as on one thread);
 - a probe happens on the first chunk, after ``probe_every`` chunks, and on the next chunk when
   all threads have just run more than ``SLOWDOWN`` times slower than the time before (the
-  machine got busy). One thread running slower is no reason to probe more threads: the
+  machine got busy, or the host stalled for a moment: that probe measures both counts afresh). One thread running slower is no reason to probe more threads: the
   machine got busier;
 - while one thread runs, a probe of all threads also waits for a spare core: the machine's
   idle time since the last look (``/proc/stat`` on Linux, over at least ``IDLE_WINDOW``
@@ -42,8 +42,10 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   threads wait for each other at every barrier); when that process stops, the next chunk
   sees the idle core and probes. Where the idle time cannot be read, probes go by the
   interval alone;
-- a probe that loses doubles the interval (up to ``MAX_PROBE_EVERY`` chunks), so a steady
-  machine pays for about one probe in 32 chunks; one that wins resets it to 1.
+- a probe that loses multiplies the interval by 4 (up to ``MAX_PROBE_EVERY`` chunks), so a
+  steady machine pays for about one probe in 64 chunks; one that wins resets it to 1. (A
+  probe of one thread costs about 3 ms at 784-128-10 batch 32, 8% of 10,000 samples on two
+  threads: with doubling up to 32, 6 probes in the first 73 chunks cost about 1% of them.)
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from __future__ import annotations
 import os
 import time
 
-MAX_PROBE_EVERY = 32
+MAX_PROBE_EVERY = 64
 SLOWDOWN = 1.5
 ABORT = 2.0
 PROBE_SAMPLES = 1024  # at least; whole batches; a probe needs a chunk of at least twice this
@@ -97,6 +99,7 @@ class ThreadChooser:
     fixed = False  # defaults for choosers pickled before these attributes
     idle = staticmethod(idle_seconds)
     _idle_mark = None
+    _slowed = False  # all threads just ran SLOWDOWN times slower: probe both counts afresh
 
     def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, fixed=False):
         self.most = int(most)
@@ -137,8 +140,14 @@ class ThreadChooser:
         non-finite loss). Returns the samples done."""
         start = 0
         if self._probe_due(n_samples, batch_size):
-            # the first chunk measures one thread first, then probes all threads
-            counts = [self.other(self.current)] if len(self.rate) == 2 else [c for c in (1, self.most) if c not in self.rate]
+            # the first chunk measures one thread first, then probes all threads; so does a
+            # chunk after all threads slowed down: a moment's stall of the host (one chunk at
+            # half speed) must not make one thread look faster than all of them
+            if len(self.rate) < 2 or self._slowed:
+                counts = [c for c in (1, self.most) if c not in self.rate or self._slowed]
+            else:
+                counts = [self.other(self.current)]
+            self._slowed = False
             for count in counts:
                 start, stopped = self._probe(count, start, n_samples, batch_size, call)
                 if stopped:
@@ -153,7 +162,7 @@ class ThreadChooser:
                 self.probe_every = 1  # check again soon
                 self.restart_idle_window()
             else:
-                self.probe_every = min(2 * self.probe_every, MAX_PROBE_EVERY)
+                self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
             if start == n_samples:  # a probe of all threads may take the whole chunk
                 return start
         count = self.current
@@ -251,4 +260,5 @@ class ThreadChooser:
         if count > 1 and known is not None and per_sample > SLOWDOWN * known:
             self.since_probe = self.probe_every  # the machine got busy: probe on the next chunk
             self.probe_every = 1
+            self._slowed = True
         self.rate[count] = per_sample
