@@ -5,9 +5,10 @@
 A child process keeps one core busy (``while True: pass``) while each case times rounds of
 10,000 samples (a sixth of an epoch) of 784-128-10 sigmoid on MNIST, float32, at the default
 settings, with ``threads="auto"`` and with ``threads=1`` in turn (so both see the same load),
-and on a quiet machine ``auto`` against a fixed ``threads=2``. Targets (the first-run/busy-machine issue): busy, auto >= 0.9x
-one thread; quiet, auto >= 0.97x two threads. Per-sample SGD at the default (``auto``) runs
-on one thread, the same kernel as ``threads=1``, so it has no case here.
+and on a quiet machine ``auto`` against a fixed ``threads=2``. Targets (the first-run/busy-
+machine issue): busy, auto >= 0.9x one thread; quiet, auto >= 0.97x two threads. Per-sample
+SGD at the default (``auto``) runs on one thread, the same kernel as ``threads=1``, so it has
+no case here.
 """
 
 import statistics
@@ -63,7 +64,7 @@ class Shared:
         self.rounds = [order[i:i + ROUND_SAMPLES] for i in range(0, len(order) - ROUND_SAMPLES + 1, ROUND_SAMPLES)]
 
 
-def epoch_runner(shared, threads):
+def round_runner(shared, threads):
     """(a call training this runner's next round on ``threads``, its weights)."""
     from fastmlp._adaptive import ThreadChooser
 
@@ -104,7 +105,7 @@ def auto_against(benchmark, mnist_train, batch_size, other, group):
     """auto against ``other`` threads, rounds interleaved: (runners, ratio of auto's rate to
     the other's), recorded in the benchmark's group and extra_info."""
     shared = Shared(mnist_train, batch_size)
-    runners = {"auto": epoch_runner(shared, "auto"), "other": epoch_runner(shared, other)}
+    runners = {"auto": round_runner(shared, "auto"), "other": round_runner(shared, other)}
     rates, ratios = benchmark.pedantic(alternate, args=(runners,), rounds=1, iterations=1)
     ratio = rates["auto"] / rates["other"]
     benchmark.group = group

@@ -3,9 +3,10 @@
 The mini-batch kernel synchronises its threads twice per batch. On a quiet machine two threads
 beat one; while another process keeps a core busy, a thread that waits for a descheduled one
 waits a whole scheduler slice, and two threads can run many times slower than one (this
-project's development machine, under heavy load: 12,300 against 180,000 samples/s). The kernel's results do not depend on the thread count (fixed
-blocks and summation orders, bitwise) nor on how a chunk of batches is split into calls, so
-the count can change between any two batches without changing what is learned.
+project's development machine, under heavy load: 12,300 against 180,000 samples/s). The
+kernel's results do not depend on the thread count (fixed blocks and summation orders,
+bitwise) nor on how a chunk of batches is split into calls, so the count can change between
+any two batches without changing what is learned.
 
 ``ThreadChooser.run`` trains one chunk (the trainer's unit, 8,192 samples) through a callback
 and keeps the latest speed of each thread count (seconds per sample; the latest, as an older
@@ -13,28 +14,23 @@ one may be from before the load changed; not from a call of fewer than ``PROBE_S
 such as a fit's two-sample warm-up, whose time is mostly the call's own):
 
 - a *probe* runs the start of the chunk on the other count, in calls of whole batches, and the
-  rest of the chunk runs on whichever count is faster;
+  rest of the chunk runs on whichever count is faster; all threads are chosen only when they
+  measured at least ``MARGIN`` times faster than one;
 - a probe of one thread is one call of ``PROBE_SAMPLES`` samples;
-- a probe of all threads lasts at least ``PROBE_SAMPLES`` samples *and* ``PROBE_SECONDS``
-  (calls of two batches, then each twice the last, up to the chunk's end), and stops after
-  the first call that leaves it more than ``ABORT`` times slower than one thread (plus
-  ``WAKE_SECONDS``): a busy machine makes two
-  threads 2-40 times slower, and a few milliseconds tell. The minimum time is what a short
-  probe got wrong: with another process busy on one of two cores, two threads ran at full
-  speed for 3-5 ms at a time (between that process's turns on the cores), then 5-40 times
-  slower, so 1,024 samples at batch 32 (4 ms) often looked faster than one thread and the
-  chunk after them ran at a third of one thread's speed (Intel Xeon, 2026-12-01);
-- all threads are chosen when they measured at least ``MARGIN`` times faster than one;
-- the first chunk measures one thread, then probes all threads; but when the machine had no
-  spare core (below) between the input's conversion and the first chunk (the fit's set-up),
-  or, when that was too short to tell, at the process's latest look of the last
-  ``VERDICT_SECONDS``, one thread trains from the first chunk on, and all threads are probed
-  once a core is spare (each first probe cost up to 100 ms with a busy-loop process on the
-  other core: a one-epoch fit ran 1.4-1.9 times as long as on one thread);
-- a probe happens on the first chunk, after ``probe_every`` chunks, and on the next chunk when
-  all threads have just run more than ``SLOWDOWN`` times slower than the time before (the
-  machine got busy, or the host stalled for a moment: that probe measures both counts afresh). One thread running slower is no reason to probe more threads: the
-  machine got busier;
+- a probe of all threads lasts at least ``PROBE_SAMPLES`` samples and ``PROBE_SECONDS`` (calls
+  of two batches, then each twice the last, up to the chunk's end), and stops after the first
+  call that leaves it more than ``ABORT`` times slower than one thread (plus ``WAKE_SECONDS``):
+  a busy machine makes two threads 2-40 times slower, and a few milliseconds tell. The minimum
+  time is what a short probe got wrong: with another process busy on one of two cores, two
+  threads ran at full speed for 3-5 ms at a time (between that process's turns on the cores),
+  then 5-40 times slower, so 1,024 samples at batch 32 (4 ms) often looked faster than one
+  thread and the chunk after them ran at a third of one thread's speed (Intel Xeon,
+  2026-12-01);
+- the first chunk measures one thread, then probes all threads. A probe happens again after
+  ``probe_every`` chunks, and on the next chunk when all threads have just run more than
+  ``SLOWDOWN`` times slower than the time before (the machine got busy, or the host stalled
+  for a moment: that probe measures both counts afresh). One thread running slower is no
+  reason to probe more threads: the machine got busier;
 - while one thread runs, a probe of all threads also waits for a spare core: the machine's
   idle time since the last look (``/proc/stat`` on Linux, over at least ``IDLE_WINDOW``
   seconds) must add up to ``SPARE_CORE`` of a core. With another process busy on the second
@@ -42,10 +38,15 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   threads wait for each other at every barrier); when that process stops, the next chunk
   sees the idle core and probes. Where the idle time cannot be read, probes go by the
   interval alone;
+- a fit starts on one thread, with no probe, when the machine had no spare core between the
+  input's conversion and the first chunk (the fit's set-up), or, when that was too short to
+  tell, at the process's latest look of the last ``VERDICT_SECONDS`` (each first probe cost up
+  to 100 ms with a busy-loop process on the other core: a one-epoch fit ran 1.4-1.9 times as
+  long as on one thread);
 - a probe that loses multiplies the interval by 4 (up to ``MAX_PROBE_EVERY`` chunks), so a
   steady machine pays for about one probe in 64 chunks; one that wins resets it to 1. (A
   probe of one thread costs about 3 ms at 784-128-10 batch 32, 8% of 10,000 samples on two
-  threads: with doubling up to 32, 6 probes in the first 73 chunks cost about 1% of them.)
+  threads: doubling up to 32 made 6 probes in the first 73 chunks, about 1% of their time.)
 """
 
 from __future__ import annotations
