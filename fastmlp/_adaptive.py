@@ -31,15 +31,17 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   ``SLOWDOWN`` times slower than the time before (the machine got busy, or the host stalled
   for a moment: that probe measures both counts afresh). One thread running slower is no
   reason to probe more threads: the machine got busier;
-- while one thread runs, a probe of all threads also waits for a spare core: the machine's
-  idle time since the last look (``/proc/stat`` on Linux, over at least ``IDLE_WINDOW``
-  seconds) must add up to ``SPARE_CORE`` of a core. With another process busy on the second
-  of two cores there is none, and no probe costs anything (each cost 4-40 ms there: two
-  threads wait for each other at every barrier); when that process stops, the next chunk
-  sees the idle core and probes. Where the idle time cannot be read, probes go by the
-  interval alone;
+- while one thread runs, a probe of all threads also waits for a spare core: since the last
+  look (at least ``IDLE_WINDOW`` seconds), the cores other processes used (the machine's
+  busy time in ``/proc/stat`` on Linux, less this process's own CPU time) must leave
+  ``SPARE_CORE`` of a core beside the one this process trains on. Counting only the others,
+  this process's own bursts on all cores (converting input, a previous chunk on all threads)
+  never look like load. With another process busy on the second of two cores there is no
+  spare core, and no probe costs anything (each cost 4-40 ms there: two threads wait for each
+  other at every barrier); when that process stops, the next chunk sees the free core and
+  probes. Where the machine's times cannot be read, probes go by the interval alone;
 - a fit starts on one thread, with no probe, when the machine had no spare core between the
-  input's conversion and the first chunk (the fit's set-up), or, when that was too short to
+  chooser's creation and the first chunk (the fit's set-up), or, when that was too short to
   tell, at the process's latest look of the last ``VERDICT_SECONDS`` (each first probe cost up
   to 100 ms with a busy-loop process on the other core: a one-epoch fit ran 1.4-1.9 times as
   long as on one thread);
@@ -64,7 +66,7 @@ WAKE_SECONDS = 0.001  # allowed beyond ABORT: the first call on two threads afte
 # for waking the other thread and warming its cache (64 samples at batch 32 took 1.2 ms on a
 # quiet machine, 19 us per sample against 6 on one thread, Intel Xeon 2026-12-01)
 MARGIN = 1.05  # all threads are chosen when a probe finds them this much faster than one
-SPARE_CORE = 0.5  # idle cores (time-averaged) that let one thread probe more
+SPARE_CORE = 0.5  # cores (time-averaged) left by other processes beyond ours that let one thread probe more
 IDLE_WINDOW = 0.03  # seconds: /proc/stat counts in 10 ms ticks
 
 
@@ -75,6 +77,15 @@ IDLE_WINDOW = 0.03  # seconds: /proc/stat counts in 10 ms ticks
 # in for it.
 _VERDICTS = {}
 VERDICT_SECONDS = 2.0
+
+
+def _count_cpus(path="/proc/stat"):
+    try:
+        with open(path, "rb") as stat:
+            n = sum(1 for line in stat if line[:3] == b"cpu" and line[3:4].isdigit())
+        return n or os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
 
 
 def idle_seconds(path="/proc/stat"):
@@ -91,6 +102,7 @@ try:
     _TICKS = os.sysconf("SC_CLK_TCK")
 except (AttributeError, ValueError, OSError):  # not a POSIX system
     _TICKS = 100
+_CPUS = _count_cpus()  # the CPUs /proc/stat's first line sums over
 
 
 class ThreadChooser:
@@ -99,28 +111,27 @@ class ThreadChooser:
 
     fixed = False  # defaults for choosers pickled before these attributes
     idle = staticmethod(idle_seconds)
+    own = staticmethod(time.process_time)
+    cpus = _CPUS
     _idle_mark = None
     _slowed = False  # all threads just ran SLOWDOWN times slower: probe both counts afresh
 
-    def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, fixed=False):
+    def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, own=time.process_time, cpus=_CPUS,
+                 fixed=False):
         self.most = int(most)
         self.fixed = fixed  # always ``most`` threads (a thread count the user chose)
         self.clock = clock
-        self.idle = idle  # () -> the machine's idle seconds so far, or None (unknown)
-        self._idle_mark = None  # (clock, idle seconds) at the last look
+        self.idle = idle  # () -> the machine's idle seconds so far (all CPUs), or None (unknown)
+        self.own = own  # () -> this process's CPU seconds so far (all its threads)
+        self.cpus = cpus  # the CPUs ``idle`` counts over
+        self._idle_mark = None  # (clock, idle seconds, own seconds) at the last look
         self.current = self.most
         self.rate = {}  # thread count -> seconds per sample, latest measurement
         self.probe_every = 1
         self.since_probe = 0
         self.switches = 0  # how often the choice changed (tests, reports)
-        self.restart_idle_window()
-
-    def restart_idle_window(self):
-        """Count the machine's idle time from now (the backend calls this after converting
-        input on all threads, which leaves no core idle however quiet the machine is)."""
-        self._idle_mark = None
         if self.adaptive:
-            self._spare_core()
+            self._spare_core()  # the first look: the fit's set-up is timed from here
 
     @property
     def adaptive(self):
@@ -161,7 +172,6 @@ class ThreadChooser:
                 self.current = chosen
                 self.switches += 1
                 self.probe_every = 1  # check again soon
-                self.restart_idle_window()
             else:
                 self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
             if start == n_samples:  # a probe of all threads may take the whole chunk
@@ -193,21 +203,23 @@ class ThreadChooser:
         return False
 
     def _spare_core(self):
-        """Whether the machine's idle time since the last look adds up to SPARE_CORE of a core:
-        True or False, or None when it is too early to tell (the first look, or less than
-        IDLE_WINDOW seconds since the last); True when the idle time cannot be read."""
+        """Whether other processes left SPARE_CORE of a core beside this process's one since the
+        last look: True or False, or None when it is too early to tell (the first look, or less
+        than IDLE_WINDOW seconds since the last); True when the machine's times cannot be read."""
         idle = self.idle()
         if idle is None:
             return True
-        now = self.clock()
+        now, own = self.clock(), self.own()
         if self._idle_mark is None or idle < self._idle_mark[1]:
-            self._idle_mark = (now, idle)
+            self._idle_mark = (now, idle, own)
             return None
-        wall = now - self._idle_mark[0]
+        then, idle_then, own_then = self._idle_mark
+        wall = now - then
         if wall < IDLE_WINDOW:
             return None
-        spare = (idle - self._idle_mark[1]) / wall >= SPARE_CORE
-        self._idle_mark = (now, idle)
+        others = max(0.0, self.cpus * wall - (idle - idle_then) - (own - own_then)) / wall
+        spare = self.cpus - others - 1 >= SPARE_CORE
+        self._idle_mark = (now, idle, own)
         _VERDICTS[self.clock] = (now, spare)
         return spare
 

@@ -108,7 +108,6 @@ class NumbaBackend:
         # on as many threads as mini-batch training may use (one with threads=1)
         threads = min(self.minibatch_threads.most, available_cores())
         indptr, indices, values = kernels.sparse_rows(X, threads)
-        self.minibatch_threads.restart_idle_window()  # the conversion kept all cores busy
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
         return Prepared(X, indptr, indices, values, scale)
 

@@ -12,13 +12,27 @@ from fastmlp import MLP
 from fastmlp._adaptive import MAX_PROBE_EVERY, PROBE_SAMPLES, PROBE_SECONDS, ThreadChooser
 
 
+CPUS = 2
+
+
 class FakeClock:
+    """Wall time, and the machine's idle and this process's CPU seconds, as ``advance`` moves
+    them."""
+
     def __init__(self):
         self.now = 0.0
-        self.idle = 0.0  # the machine's idle seconds (all cores)
+        self.idle = 0.0  # the machine's idle seconds (all CPUS cores)
+        self.own = 0.0  # this process's CPU seconds
 
     def __call__(self):
         return self.now
+
+    def advance(self, seconds, threads, others):
+        """``seconds`` pass with this process running ``threads`` threads and other processes
+        keeping ``others`` cores busy: this process gets the cores the others leave."""
+        self.now += seconds
+        self.own += seconds * min(threads, CPUS - others)
+        self.idle += seconds * max(0, CPUS - others - threads)
 
 
 def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0.0):
@@ -32,9 +46,7 @@ def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0
         assert 0 < n and start + n <= n_samples  # and nothing outside it
         speed = seconds_per_sample[count]
         seconds = call_seconds + (speed(chooser.clock.now, n) if callable(speed) else n * speed)
-        chooser.clock.now += seconds
-        if count == 1:  # the other core: idle on a quiet machine, busy with another process else
-            chooser.clock.idle += seconds * seconds_per_sample.get("idle", 0.0)
+        chooser.clock.advance(seconds, count, seconds_per_sample.get("others", 0))
         calls.append((count, n))
         return n
 
@@ -44,15 +56,16 @@ def run_chunk(chooser, n_samples, batch_size, seconds_per_sample, call_seconds=0
     return calls
 
 
-def chooser(most=2, idle_known=True):
-    clock = FakeClock()
-    return ThreadChooser(most, clock=clock, idle=(lambda: clock.idle) if idle_known else (lambda: None))
+def chooser(most=2, idle_known=True, clock=None):
+    clock = clock or FakeClock()
+    return ThreadChooser(most, clock=clock, idle=(lambda: clock.idle) if idle_known else (lambda: None),
+                         own=lambda: clock.own, cpus=CPUS)
 
 
-# seconds per sample on 1 and 2 threads (measured, 784-100-10 relu batch 200), and the idle
-# cores while one thread runs
-QUIET = {1: 1 / 180_000, 2: 1 / 250_000, "idle": 1.0}
-BUSY = {1: 1 / 180_000, 2: 1 / 12_300, "idle": 0.0}
+# seconds per sample on 1 and 2 threads (measured, 784-100-10 relu batch 200), and the cores
+# other processes keep busy
+QUIET = {1: 1 / 180_000, 2: 1 / 250_000, "others": 0}
+BUSY = {1: 1 / 180_000, 2: 1 / 12_300, "others": 1}
 
 
 def test_a_busy_machine_from_the_start_costs_two_batches():
@@ -120,7 +133,7 @@ def test_two_threads_must_be_clearly_faster():
     from fastmlp._adaptive import MARGIN
 
     for speedup, chosen in [(MARGIN * 0.98, 1), (MARGIN * 1.02, 2)]:
-        c, load = chooser(), {1: 1 / 180_000, 2: 1 / (180_000 * speedup), "idle": 1.0}
+        c, load = chooser(), {1: 1 / 180_000, 2: 1 / (180_000 * speedup), "others": 0}
         run_chunk(c, 8192, 32, load)  # one thread, then two (here to the chunk's end)
         assert c.current == chosen and run_chunk(c, 8192, 32, load)[-1][0] == chosen
 
@@ -133,7 +146,7 @@ def test_a_moment_s_stall_of_two_threads_does_not_move_to_one():
     for _ in range(10):
         run_chunk(c, 8192, 32, QUIET)
     assert c.current == 2 and c.switches == 0
-    run_chunk(c, 8192, 32, {1: QUIET[1], 2: 2 * QUIET[2], "idle": 0.0})  # the stall
+    run_chunk(c, 8192, 32, {1: QUIET[1], 2: 2 * QUIET[2], "others": 0})  # the stall
     after = run_chunk(c, 8192, 32, QUIET)
     assert after[0] == (1, PROBE_SAMPLES) and after[1][0] == 2  # both measured again
     assert c.current == 2 and c.switches == 0
@@ -184,14 +197,15 @@ def test_no_probe_of_two_threads_while_no_core_is_idle():
     assert c.current == 2 and c.switches == 2
 
 
-@pytest.mark.parametrize("idle_during_set_up", [0.0, 1.0])
-def test_a_machine_busy_while_the_fit_sets_up_starts_on_one_thread(idle_during_set_up):
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_machine_busy_while_the_fit_sets_up_starts_on_one_thread(busy):
     c = chooser()
-    c.clock.now += 0.2  # the fit's set-up (the input converted, the kernels loaded)
-    c.clock.idle += 0.2 * idle_during_set_up
-    load = BUSY if idle_during_set_up == 0 else QUIET
+    load = BUSY if busy else QUIET
+    # the fit's set-up: the input converted on all cores (on a quiet machine no core is idle
+    # then: only other processes' time counts as load), the kernels loaded
+    c.clock.advance(0.2, CPUS, load["others"])
     first = run_chunk(c, 8192, 32, load)
-    if idle_during_set_up == 0:
+    if busy:
         assert first == [(1, 8192)]  # no probe of two threads at all
         for _ in range(10):
             assert run_chunk(c, 8192, 32, BUSY) == [(1, 8192)]
@@ -208,13 +222,13 @@ def test_the_next_fit_starts_from_the_last_look_at_the_machine():
     from fastmlp._adaptive import VERDICT_SECONDS
 
     clock = FakeClock()
-    first = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    first = chooser(clock=clock)
     for _ in range(3):
         run_chunk(first, 8192, 32, BUSY)
-    nxt = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    nxt = chooser(clock=clock)
     assert run_chunk(nxt, 8192, 32, BUSY) == [(1, 8192)]
-    clock.now += VERDICT_SECONDS
-    late = ThreadChooser(2, clock=clock, idle=lambda: clock.idle)
+    clock.advance(VERDICT_SECONDS, 1, BUSY["others"])
+    late = chooser(clock=clock)
     assert [count for count, _ in run_chunk(late, 8192, 32, BUSY)[:2]] == [1, 2]
 
 
@@ -225,8 +239,8 @@ def test_without_idle_times_probes_go_by_the_interval():
     assert c.current == 1
 
 
-def test_idle_seconds_reads_the_first_line_of_proc_stat(tmp_path):
-    from fastmlp._adaptive import _TICKS, idle_seconds
+def test_idle_seconds_and_cpus_from_proc_stat(tmp_path):
+    from fastmlp._adaptive import _TICKS, _count_cpus, idle_seconds
 
     stat = tmp_path / "stat"
     stat.write_text("cpu  598 56 21 4736 76 0 55 164 0 0\ncpu0 2953350 285830 106531 2404493 4923 0 2521 8449 0 0\n")
@@ -234,6 +248,8 @@ def test_idle_seconds_reads_the_first_line_of_proc_stat(tmp_path):
     stat.write_text("")
     assert idle_seconds(str(stat)) is None
     assert idle_seconds(str(tmp_path / "missing")) is None
+    stat.write_text("cpu  1 2 3 4 5 6 7\ncpu0 1 2 3 4 5 6 7\ncpu1 1 2 3 4 5 6 7\nintr 5\n")
+    assert _count_cpus(str(stat)) == 2
 
 
 def test_small_calls_and_single_threads_are_never_split():
