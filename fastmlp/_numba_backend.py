@@ -16,7 +16,7 @@ import numpy as np
 
 from . import kernels, optim
 from ._adaptive import ThreadChooser
-from ._prewarm import cache_is_cold
+from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
 from .kernels._threads import available_cores
 from .network import SIGMOID_BCE, Architecture
@@ -30,10 +30,11 @@ _compiling_ahead = False  # within compiling_ahead()
 @contextlib.contextmanager
 def compiling_ahead():
     """Within it, mini-batch training compiles (or loads) the parallel kernel itself and never
-    trains on its serial twin. For ``fastmlp warmup``: on a cold cache a first fit trains on the
-    twin while a second process compiles the parallel kernel, and stops that process when it
-    exits (``_prewarm``), so a warm-up that only fitted would leave the parallel kernel, the
-    one later fits train on, to be compiled by the next run."""
+    trains on its serial twin or the interpreted kernel. For ``fastmlp warmup``: on a cold
+    cache a first fit trains on the interpreted kernel while a second process compiles the
+    parallel kernel, and stops that process when it exits (``_prewarm``), so a warm-up that
+    only fitted would leave the parallel kernel, the one later fits train on, to be compiled by
+    the next run."""
     global _compiling_ahead
     previous, _compiling_ahead = _compiling_ahead, True
     try:
@@ -137,7 +138,8 @@ class NumbaBackend:
         if batch_size == 1 and plain and self.threads == 1:
             start_prewarm("per-sample", self.arch.dtype, input_dtype)
         elif batch_size > 1:
-            # it compiles the parallel kernel; this process trains on the serial one meanwhile
+            # it compiles half of the helpers, then the parallel kernel; this process the other
+            # half, then trains on the interpreted kernel meanwhile
             process = start_prewarm("mini-batch", self.arch.dtype, input_dtype)
             if process is not None:
                 self._parallel_compiling = process
@@ -203,7 +205,16 @@ class NumbaBackend:
         state.counters[optim.SAMPLES] += n_done
         return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
 
-    def _train_minibatch(self, params, data, labels, target_rows, weights, order, lr, batch_size, optimizer, state):
+    def train_chunk_on(self, kernel, params, data, targets, batch_size):
+        """Plain mini-batch SGD over every row of ``data`` on ``kernel``, a form of the mini-batch
+        kernel (``fastmlp._prewarm``'s compile share), on one thread."""
+        labels, target_rows = self._labels_and_targets(targets)
+        state = optim.State(np.empty((0, params.size), params.dtype), np.zeros(3, np.int64))
+        return self._train_minibatch(params, data, labels, target_rows, np.empty(0, params.dtype),
+                                     np.arange(len(data), dtype=np.int64), 1e-3, batch_size, _PLAIN, state, kernel)
+
+    def _train_minibatch(self, params, data, labels, target_rows, weights, order, lr, batch_size, optimizer, state,
+                         kernel=None):
         largest = min(batch_size, len(order))
         kind = (optimizer.n_slots, optimizer.dropout > 0)
         if self._minibatch is None or self._minibatch[0] < largest or self._minibatch[1] != kind:
@@ -232,9 +243,16 @@ class NumbaBackend:
         outer = numba.get_num_threads()
         try:
             compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
-            if not _compiling_ahead and (compiling or self._serial_only(data.values.dtype)):
-                # The serial twin, bitwise the same, on one thread: while the second process is
-                # still compiling the parallel kernel (a cold start), or for good (_serial_only).
+            if kernel is not None:
+                n_done = call(1, 0, len(order), kernel)
+            elif not _compiling_ahead and compiling:
+                # A cold start: the interpreted kernel, bitwise the same, on one thread, while
+                # the second process compiles the parallel kernel (first, this process's share
+                # of the helpers: _prewarm).
+                share(self._parallel_compiling)
+                n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_interpreted)
+            elif not _compiling_ahead and self._serial_only(data.values.dtype):
+                # the serial twin, bitwise the same, for good: one thread, no parallel kernel
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
             else:
                 self._parallel_compiling = None  # stored in the cache by now (or it failed: compiled here)

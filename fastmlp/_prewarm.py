@@ -1,40 +1,55 @@
 """A second process that compiles half of a kernel's helpers while this one compiles the rest.
 
-A cold first run of per-sample SGD spends most of its wait compiling, one helper after the other,
-in one process (Numba compiles under a global lock). The helpers a kernel calls are compiled
-separately, and Numba's on-disk cache is shared by processes (each entry is written whole, then
-renamed into place), so a second process can compile some of them meanwhile: this process types
-the kernel's calls first to last and finds, when it reaches a helper, that the other one has
-already stored it. ``start`` launches ``python -m fastmlp._prewarm`` for that, which calls the
-kernel's helpers last to first on tiny arrays of the training run's types: for plain per-sample
-SGD and for mini-batch training (``PLANS``). It runs only where it can help: on a cold cache (no index of the kernel yet), with two
-cores available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks
-run with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``.
-The other process changes nothing but the cache; if it is slow, killed or fails, this process
+A cold first run spends most of its wait compiling, one helper after the other, in one process
+(Numba compiles under a global lock). The helpers a kernel calls are compiled separately, and
+Numba's on-disk cache is shared by processes (each entry is written whole, then renamed into
+place), so a second process can compile some of them meanwhile. ``start`` launches
+``python -m fastmlp._prewarm`` for that (``PLANS``):
+
+- plain per-sample SGD: it calls the kernel's helpers last to first on tiny arrays of the
+  training run's types, while this process types the kernel's calls first to last and finds,
+  when it reaches a helper, that the other one has already stored it;
+- mini-batch training: both processes run a chunk of two samples on the interpreted kernel and
+  claim its helpers in a directory they share, each compiling the next one nobody has claimed
+  (``compile_share``); this process then waits for the other's (``share``) and trains on the
+  interpreted kernel, which needs nothing else compiled, while the other process goes on to
+  compile the parallel kernel (the one training moves to once it is stored).
+
+It runs only where it can help: on a cold cache (no index of the kernel yet), with two cores
+available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks run
+with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``. The
+other process changes nothing but the cache; if it is slow, killed or fails, this process
 compiles whatever it has not stored, as it would alone.
 
-``tests/test_prewarm.py`` checks that the calls below have exactly the types the kernel's own
-calls have (every helper is then a cache hit for the kernel), so that an edit of the kernel's
-helpers that this list misses fails a test instead of quietly wasting the second core.
+``tests/test_prewarm.py`` checks that the calls here have exactly the types the kernels' own
+calls have (every helper is then a cache hit for the kernel), so that an edit of the kernels'
+helpers that this module misses fails a test instead of quietly wasting the second core.
 """
 
 import argparse
 import atexit
+import contextlib
 import inspect
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
 _STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next start
+_SHARED = set()  # the claims directories whose share this process has compiled
+SHARE_WAIT_SECONDS = 60.0  # the longest the fit waits for a helper the second process claimed
 
 
-def per_sample_helpers(dtype, values_dtype):
+def per_sample_helpers(dtype, values_dtype, claims=None):
     """The plain per-sample kernel's helpers (``kernels.sgd.sgd_persample_chunk``), as calls on tiny
-    arrays of the types the kernel passes them, last used first."""
+    arrays of the types the kernel passes them, last used first (``claims``: unused, the
+    mini-batch plan's)."""
     from .kernels import activation, linear, loss
 
     real = np.dtype(dtype).type
@@ -59,41 +74,82 @@ def per_sample_helpers(dtype, values_dtype):
     ]
 
 
-def minibatch_helpers(dtype, values_dtype):
-    """The largest helpers of the mini-batch kernel (``kernels.minibatch.minibatch_sgd_chunk``),
-    as calls on tiny arrays of the types the kernel passes them: the first layer's weight
-    gradient (short, and needed early: in the first helper the kernel compiles, _part_gradient), the
-    block of step 2 (used last, about a quarter of the kernel's compile with its own helpers),
-    then the forward of step 1.
-    The kernel compiles its first helpers meanwhile, and its parallel loops only it can lower."""
-    from .kernels import codes, minibatch, sparse_rows, vectors
+def compile_share(claims, dtype, values_dtype):
+    """Compile this process's share of the mini-batch kernel's helpers (``kernels.minibatch.
+    CHUNK_HELPERS``): run a chunk of two samples on the interpreted kernel
+    (``minibatch_sgd_chunk_interpreted``), in which each of those helpers is called only by
+    the first process to claim it in the directory ``claims`` (None: claim every one). The
+    interpreter calls each helper with the compiled kernels' types, so what it compiles is what
+    they link. The processes take the helpers in the order a chunk first calls them, each the
+    next one nobody has taken (taking the largest one first in this process measured no better:
+    BENCHMARKS.md). The chunk's results mean nothing (its scratch starts zeroed, so a helper left
+    out leaves nothing to index out of bounds)."""
+    from .backends import make_backend
+    from .kernels import minibatch
+    from .network import Architecture, init_params
 
-    real = np.dtype(dtype).type
-    layers = np.array([6, 4, 3], np.int64)
-    w_offsets, b_offsets, n_params = codes.parameter_layout(layers)
-    params = np.zeros(n_params, real)
-    _, weights_t, _, partials, spans, units, raw, deltas, losses, hits = minibatch.minibatch_scratch(
-        params, layers, 4, 0, False)
-    indptr, indices, values = sparse_rows(np.ones((4, 6), values_dtype))
-    labels, targets, weights = np.zeros(4, np.int64), np.empty((0, 3), real), np.empty(0, real)
-    batch, zero, no_dropout, one = np.arange(4, dtype=np.int64), np.int64(0), np.uint64(0), real(1)
-    code = 1  # an activation or loss code: the value does not matter, the type does
-    block = 8 * vectors.VECTOR_BYTES // np.dtype(real).itemsize  # _sparse_gradient's width: 8 vectors
-    W, z = np.zeros((6, block), real), np.zeros(block, real)
-    return [
-        lambda: minibatch._sparse_gradient(W, z, indices, values, real(1 / 255)),
-        lambda: minibatch._block_forward_backward(
-            units, raw, deltas, losses, hits, (zero, np.int64(4)), partials, params, weights_t, layers, w_offsets,
-            b_offsets, code, code, real(4), labels, targets, weights, batch, zero, zero, no_dropout, one),
-        lambda: minibatch._part_forward(
-            partials, spans, params, layers, w_offsets, b_offsets, zero, batch, indptr, indices, values,
-            real(1 / 255), zero, zero, no_dropout, one),
-    ]
+    def claiming(name, helper):
+        def call(*args):
+            if _claim(claims, name):
+                try:
+                    helper(*args)
+                finally:
+                    _mark_done(claims, name)
+        return call
+
+    replaced = {name: claiming(name, getattr(minibatch, name)) for name in minibatch.CHUNK_HELPERS}
+    replaced["_first_nonfinite"] = lambda losses: -1  # losses left out must not end the chunk early
+    arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
+    backend = make_backend("numba", arch, 1)
+    params = init_params(arch, "xavier", seed=0)
+    data = backend.prepare(np.ones((2, 6), values_dtype))
+    backend.train_chunk_on(minibatch.interpreted(**replaced), params, data, np.zeros(2, np.int64), 2)
 
 
-def minibatch_kernel(dtype, values_dtype):
-    """The mini-batch helpers, then the parallel mini-batch kernel itself, called as the backend
-    calls it (the fit's process trains on the serial kernel meanwhile: ``NumbaBackend``)."""
+def _claim(claims, name):
+    """True if this process is the first to claim the compile of helper ``name`` in ``claims``."""
+    if claims is None:
+        return True
+    try:
+        os.close(os.open(os.path.join(claims, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:  # the directory is gone (the fit's process ended): compile it anyway
+        return True
+    return True
+
+
+def _mark_done(claims, name):
+    if claims is not None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(os.path.join(claims, name + ".done"), os.O_CREAT | os.O_WRONLY))
+
+
+def share(process):
+    """In the fit's process, before its first chunk on the interpreted kernel: compile its share
+    of the helpers with the second ``process`` (``start``), then wait until that process has
+    stored the ones it claimed (or has ended): the chunk then finds every helper compiled here or
+    in the cache, instead of compiling one a second time. Once per process and second process."""
+    claims = getattr(process, "fastmlp_claims", None)
+    if claims is None or claims in _SHARED:
+        return
+    _SHARED.add(claims)
+    _, dtype, values_dtype = process.fastmlp_plan
+    compile_share(claims, dtype, values_dtype)
+    from .kernels.minibatch import CHUNK_HELPERS
+
+    deadline = time.monotonic() + SHARE_WAIT_SECONDS
+    for name in CHUNK_HELPERS:
+        path = os.path.join(claims, name)
+        while (os.path.exists(path) and not os.path.exists(path + ".done") and process.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+
+
+def minibatch_kernel(dtype, values_dtype, claims=None):
+    """The mini-batch helpers (a share of them with ``claims``: ``compile_share``), then the
+    parallel mini-batch kernel itself, called as the backend calls it (the fit's process trains
+    on the interpreted kernel meanwhile: ``NumbaBackend``)."""
     from .backends import make_backend
     from .network import Architecture, init_params
 
@@ -104,7 +160,7 @@ def minibatch_kernel(dtype, values_dtype):
         data = backend.prepare(np.ones((2, 6), values_dtype))
         backend.warmup(params, data, np.zeros(2, np.int64), 2, inference=False)
 
-    return minibatch_helpers(dtype, values_dtype) + [kernel]
+    return [lambda: compile_share(claims, dtype, values_dtype), kernel]
 
 
 PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_kernel}
@@ -155,13 +211,16 @@ def start(plan, dtype, values_dtype):
     try:
         if not cache_is_cold(kernel, dtype, values_dtype):
             return None
+        claims = tempfile.mkdtemp(prefix="fastmlp-compile-") if plan == "mini-batch" else None
         process = subprocess.Popen(
-            [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name],
+            [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name]
+            + ([] if claims is None else ["--claims", claims]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
     except (OSError, ValueError, AttributeError):  # no process, or a Numba without these cache attributes
         return None
     process.fastmlp_plan = key
+    process.fastmlp_claims = claims
     _STARTED[:] = [running for running in _STARTED if running.poll() is None]
     _STARTED.append(process)
     return process
@@ -179,6 +238,8 @@ def _stop_started():
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if getattr(process, "fastmlp_claims", None):
+            shutil.rmtree(process.fastmlp_claims, ignore_errors=True)
 
 
 atexit.register(_stop_started)
@@ -189,8 +250,9 @@ def main(argv=None):
     parser.add_argument("plan", choices=list(PLANS))
     parser.add_argument("dtype", choices=["float32", "float64"])
     parser.add_argument("values_dtype", choices=["uint8", "float32", "float64"])
+    parser.add_argument("--claims", help="a directory where the fit's process and this one claim helpers (mini-batch)")
     args = parser.parse_args(argv)
-    for call in PLANS[args.plan](args.dtype, args.values_dtype):
+    for call in PLANS[args.plan](args.dtype, args.values_dtype, args.claims):
         call()
     return 0
 

@@ -42,7 +42,8 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
     "loss": ("loss_forward", "loss_backward"),
     "linear": ("sparse_rows", "linear_forward", "linear_backward", "sparse_linear_forward",
                "sparse_linear_backward"),
-    "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk", "minibatch_sgd_chunk_serial"),
+    "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk", "minibatch_sgd_chunk_serial",
+                  "minibatch_sgd_chunk_interpreted"),
     "gradient": ("gradient_scratch", "batch_gradient", "gradient_step"),
     "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "persample_chunk", "usable_threads"),
 }

@@ -143,17 +143,21 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
     n_lanes = VECTOR_BYTES // params.dtype.itemsize
     padded = 4 * n_lanes < n_first < 8 * n_lanes
     extra = n_lanes + int(layer_sizes[0]) * 8 * n_lanes if padded else 0
+    grad = aligned_empty(params.shape[0] + extra, params.dtype)
+    grad[:] = 0
+    # zeros, though the kernel overwrites what it reads: a chunk run with some helpers left out
+    # (``fastmlp._prewarm``'s compile share) then finds no garbage offsets in ``spans``
     return (
-        aligned_empty(params.shape[0] + extra, params.dtype),
-        np.empty_like(params),
-        np.empty((n_slots, params.shape[0]), params.dtype),
-        np.empty((PARTS, min(rows, sub_batch_rows(n_first, params.dtype.itemsize)), n_first), params.dtype),
-        np.empty((rows, PARTS, 2), np.int64),
-        np.empty((rows, n_units + n_out), params.dtype),
-        np.empty((rows if dropout else 0, n_units), params.dtype),
-        np.empty((rows, n_units), params.dtype),
-        np.empty(rows, params.dtype),
-        np.empty(rows, np.int64),
+        grad,
+        np.zeros_like(params),
+        np.zeros((n_slots, params.shape[0]), params.dtype),
+        np.zeros((PARTS, min(rows, sub_batch_rows(n_first, params.dtype.itemsize)), n_first), params.dtype),
+        np.zeros((rows, PARTS, 2), np.int64),
+        np.zeros((rows, n_units + n_out), params.dtype),
+        np.zeros((rows if dropout else 0, n_units), params.dtype),
+        np.zeros((rows, n_units), params.dtype),
+        np.zeros(rows, params.dtype),
+        np.zeros(rows, np.int64),
     )
 
 
@@ -715,6 +719,18 @@ def _first_nonfinite(losses):
 
 
 @njit(**KERNEL_OPTIONS)
+def _batch_totals(loss_sum, losses, hits):
+    """loss_sum plus a batch's losses, and its number of correct predictions. A helper so that the
+    interpreted kernel adds in the compiled kernels' order (LLVM reorders this sum to vectorise
+    it: in the interpreter, float64 losses summed to other last bits)."""
+    correct = 0
+    for r in range(losses.shape[0]):
+        loss_sum += losses[r]
+        correct += hits[r]
+    return loss_sum, correct
+
+
+@njit(**KERNEL_OPTIONS)
 def _copy_transposed(out, a):
     """out[n, m] = a[m, n]^T. Loops: an array-to-array assignment (out[:] = a.T) costs Numba
     seconds of compile time in every kernel that has one."""
@@ -859,9 +875,8 @@ def _minibatch_sgd_chunk(
         if bad >= 0:
             nonfinite_at = batch_start - start + bad
             break  # this batch's step is never taken
-        for r in range(n_rows):
-            loss_sum += losses[r]
-            n_correct += hits[r]
+        loss_sum, batch_correct = _batch_totals(loss_sum, losses[:n_rows], hits[:n_rows])
+        n_correct += batch_correct
         n_trained += n_rows
         pending = n_rows
 
@@ -887,10 +902,39 @@ def _named(function, name):
     return copy
 
 
-# The same kernel twice. With ``prange`` lowered to threads it is the one training runs; without
-# (``prange`` is ``range``) it takes the same steps in the same order, so its results are bitwise
-# the same, and it compiles in half the time (the two parallel loops' lowering is about 9 s of a
-# cold first compile): a cold first mini-batch fit trains on it while a second process compiles
-# the parallel one (``fastmlp._prewarm``).
+# The same kernel three times. With ``prange`` lowered to threads it is the one training runs;
+# without (``prange`` is ``range``) it takes the same steps in the same order, so its results are
+# bitwise the same, and it compiles in half the time (the two parallel loops' lowering is about
+# 9 s of a cold first compile): one thread with no parallel kernel in the cache trains on it.
 minibatch_sgd_chunk = njit(**PARALLEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk"))
 minibatch_sgd_chunk_serial = njit(**KERNEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk_serial"))
+
+# The chunk's helpers, in the order a chunk first calls them: what a compile of the kernel spends
+# most of its time on (``fastmlp._prewarm`` shares them out between two processes).
+CHUNK_HELPERS = ("_begin_chunk", "_part_forward", "_block_forward_backward", "_part_gradient", "_part_update",
+                 "_end_chunk")
+
+
+def _no_prefetch(indptr, indices, values, row):
+    """``prefetch_row`` in the interpreter: a hint to the caches, with no effect on results, that
+    would cost a call per row there."""
+
+
+def interpreted(**replaced):
+    """The kernel run by the Python interpreter: ``_minibatch_sgd_chunk`` itself, its loops in
+    Python (``prange`` is ``range``, no prefetching) and its helpers the compiled ones, which the
+    interpreter calls with the types the compiled kernels pass them (tests/test_prewarm.py). It
+    compiles nothing of its own, and its steps and results are the compiled kernels' (bitwise:
+    tests/test_adaptive.py). ``replaced`` replaces helpers by name (``fastmlp._prewarm``)."""
+    names = dict(_minibatch_sgd_chunk.__globals__, prange=range, prefetch_row=_no_prefetch)
+    unknown = set(replaced) - set(names)
+    if unknown:
+        raise ValueError(f"the mini-batch kernel calls no {', '.join(sorted(unknown))}")
+    names.update(replaced)
+    return types.FunctionType(_minibatch_sgd_chunk.__code__, names, "minibatch_sgd_chunk_interpreted")
+
+
+# A cold first mini-batch fit trains on it, at 0.5-0.9x the serial kernel's speed (the Python
+# loop calls a helper or two per 4 rows), from the moment the helpers are compiled, while a
+# second process compiles the parallel kernel (``fastmlp._prewarm``).
+minibatch_sgd_chunk_interpreted = interpreted()

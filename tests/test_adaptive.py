@@ -370,7 +370,7 @@ class Compiling:
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
-def test_a_cold_start_trains_on_the_serial_kernel_until_the_parallel_one_is_compiled(monkeypatch):
+def test_a_cold_start_trains_on_the_interpreted_kernel_until_the_parallel_one_is_compiled(monkeypatch):
     from fastmlp import kernels
 
     rng = np.random.default_rng(0)
@@ -379,14 +379,14 @@ def test_a_cold_start_trains_on_the_serial_kernel_until_the_parallel_one_is_comp
     y = rng.integers(0, 10, size=len(X))
     monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # the real second process: tests/test_prewarm.py
     used = []
-    for name in ("serial", "parallel"):
-        kernel = getattr(kernels, "minibatch_sgd_chunk" + ("_serial" if name == "serial" else ""))
+    for name in ("interpreted", "parallel"):
+        kernel = getattr(kernels, "minibatch_sgd_chunk" + ("_interpreted" if name == "interpreted" else ""))
 
         def counted(*args, kernel=kernel, name=name):
             used.append(name)
             return kernel(*args)
 
-        monkeypatch.setattr(kernels, kernel.py_func.__name__, counted)
+        monkeypatch.setattr(kernels, "minibatch_sgd_chunk" + ("_interpreted" if name == "interpreted" else ""), counted)
     runs = {}
     for name in ("fixed 1", "compiling"):
         model = MLP([64, 32, 10], activation="relu", seed=1, threads=1 if name == "fixed 1" else "auto")
@@ -396,11 +396,70 @@ def test_a_cold_start_trains_on_the_serial_kernel_until_the_parallel_one_is_comp
             model.backend_._parallel_compiling = Compiling(4)  # done after 4 of the 6 chunks
         history = model.partial_fit(X, y, epochs=2)
         runs[name] = (model.params_.copy(), model.optimizer_state_.slots.copy(), history.loss[-2:])
-    # one call per chunk on the serial kernel while compiling, then the thread chooser's calls
-    assert used[:4] == ["serial"] * 4 and "serial" not in used[4:] and "parallel" in used[4:]
+    # one call per chunk on the interpreted kernel while compiling, then the thread chooser's calls
+    assert used[:4] == ["interpreted"] * 4 and "interpreted" not in used[4:] and "parallel" in used[4:]
     np.testing.assert_array_equal(runs["compiling"][0], runs["fixed 1"][0])
     np.testing.assert_array_equal(runs["compiling"][1], runs["fixed 1"][1])
     assert runs["compiling"][2] == runs["fixed 1"][2]
+
+
+# The interpreted kernel against the compiled ones, bitwise: every recipe, dtype, input type, loss
+# and batch shape the kernel branches on, combined by hand so that each pair of them meets in some
+# case (not the full product, whose compiles alone would take minutes). Hidden layers of 128 units
+# take every first-layer path; batches of 300 run in two sub-batches of 256 rows. The serial twin
+# (compiled for each dtype and input type it meets) joins in two of them.
+INTERPRETED_CASES = {
+    "plain, sigmoid, float32, pixels, batch 32": dict(serial=True),
+    "momentum, relu, float64, float inputs, batch 300": dict(
+        activation="relu", dtype="float64", floats=True, batch_size=300, fit=dict(momentum=0.9, weight_decay=1e-4)),
+    "nesterov, tanh, dropout, mse regression, batch 7": dict(
+        activation="tanh", loss="mse", batch_size=7,
+        fit=dict(momentum=0.8, nesterov=True, dropout=0.2, input_dropout=0.1)),
+    "adamw, relu, multilabel, sample weights, batch 300": dict(
+        activation="relu", loss="binary_cross_entropy", batch_size=300, weighted=True,
+        fit=dict(optimizer="adam", weight_decay=1e-3, decoupled_weight_decay=True)),
+    "adam, sigmoid, float64, dropout, weights, batch 32": dict(
+        dtype="float64", weighted=True, serial=True, fit=dict(optimizer="adam", dropout=0.3, lr=1e-3)),
+    "plain, tanh, float inputs, full batch": dict(activation="tanh", floats=True, batch_size=None),
+}
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
+@pytest.mark.parametrize("case", list(INTERPRETED_CASES))
+def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case):
+    spec = INTERPRETED_CASES[case]
+    rng = np.random.default_rng(len(case))
+    X = rng.integers(0, 256, size=(700, 40)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    if spec.get("floats"):
+        X = X / np.float32(255)
+    loss = spec.get("loss", "cross_entropy")
+    if loss == "mse":
+        y, layers = rng.normal(size=(len(X), 3)), [40, 128, 3]
+    elif loss == "binary_cross_entropy":
+        y, layers = rng.random((len(X), 5)) < 0.3, [40, 128, 5]
+    else:
+        y, layers = rng.integers(0, 6, size=len(X)), [40, 128, 6]
+    weights = rng.random(len(X)) + 0.5 if spec.get("weighted") else None
+    options = dict(dict(lr=0.05), **spec.get("fit", {}))
+    results = {}
+    kernels = ("interpreted", "serial", "parallel") if spec.get("serial") else ("interpreted", "parallel")
+    for name in kernels:
+        model = MLP(layers, activation=spec.get("activation", "sigmoid"), loss=loss, dtype=spec.get("dtype", "float32"),
+                    seed=2, threads=1)
+        batch_size = spec.get("batch_size", 32)
+        model.fit(X[:8], y[:8], epochs=1, batch_size=batch_size, **options)  # builds the backend
+        backend = model.backend_
+        if name == "interpreted":
+            backend._parallel_compiling = Compiling(10**9)  # a cold start that never ends
+        elif name == "serial":
+            backend._serial = {np.dtype(X.dtype).name: True}  # one thread, no parallel kernel anywhere
+        history = model.partial_fit(X, y, weights, epochs=2, batch_size=batch_size)
+        results[name] = (model.params_.copy(), model.optimizer_state_.slots.copy(), history.loss[-2:])
+    for name in kernels[1:]:
+        np.testing.assert_array_equal(results["interpreted"][0], results[name][0])
+        np.testing.assert_array_equal(results["interpreted"][1], results[name][1])
+        assert results["interpreted"][2] == results[name][2]
 
 
 def test_a_model_pickles_while_the_parallel_kernel_compiles():

@@ -4,6 +4,7 @@ test runs fresh Python processes on an empty Numba cache of its own."""
 import json
 import os
 import tempfile
+import time
 
 import numba
 import pytest
@@ -86,14 +87,13 @@ def test_the_mini_batch_plan_compiles_what_the_kernel_calls(background):
 MINIBATCH_HELPER_TYPES = r"""
 import json, numpy as np, fastmlp
 from fastmlp import _prewarm
-from fastmlp.kernels import minibatch
-for call in _prewarm.minibatch_helpers("float32", "uint8"):
-    call()
+from fastmlp.kernels import activation, linear, loss, minibatch, optimizer
+_prewarm.compile_share(None, "float32", "uint8")  # alone: claims every helper
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
 fastmlp.MLP([30, 128, 4], threads=1).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
-helpers = [f for f in vars(minibatch).values() if hasattr(f, "signatures") and f.signatures]
-print(json.dumps({f.py_func.__name__: len(f.signatures) for f in helpers}))
+print(json.dumps({f.py_func.__name__: len(f.signatures) for module in (activation, linear, loss, minibatch, optimizer)
+                  for f in vars(module).values() if hasattr(f, "signatures") and f.signatures}))
 """
 
 
@@ -104,15 +104,97 @@ def script_alone_on_a_fresh_cache(run, script):
 
 
 @pytest.mark.background.with_args(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
-def test_the_mini_batch_plan_calls_each_helper_with_the_kernels_types(background):
-    # The plan's own calls alone (its last step, compiling the kernel, would compile every helper
-    # for the kernel's types whatever the calls before did): one signature each after a fit, so
-    # the kernel found what the plan compiled. A 128-unit layer takes every first-layer path.
-    # Every compiled function of the module is counted: a helper the kernel itself calls with
-    # two types (a literal True and a bool, for one) is compiled twice on every cold start.
+def test_the_interpreted_kernel_calls_each_helper_with_the_compiled_kernels_types(background):
+    # The compile share runs the interpreted kernel, then the fit compiles the parallel kernel:
+    # one signature each, so the compiled kernel linked what the interpreter compiled (and a
+    # cold fit training on the interpreted kernel compiles nothing the compiled one does not).
+    # Every compiled function of the kernels' modules is counted: a helper a kernel itself calls
+    # with two types (a literal True and a bool, for one) would be compiled twice on every cold start.
     counts = background(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
-    assert {"_block_forward_backward", "_part_gradient", "_part_update"} <= set(counts), counts
+    assert {"_block_forward_backward", "_part_gradient", "_part_update", "_batch_totals"} <= set(counts), counts
     assert counts == {name: 1 for name in counts}, counts
+
+
+SHARED_CLAIMS = r"""
+import json, sys
+from fastmlp import _prewarm
+from fastmlp.kernels import minibatch
+_prewarm.compile_share(sys.argv[1], "float32", "uint8")
+print(json.dumps({name: len(getattr(minibatch, name).signatures) for name in minibatch.CHUNK_HELPERS}))
+"""
+
+
+def two_shares_of_one_claims_directory(run):
+    with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as claims:
+        first = json.loads(run_python(["-c", SHARED_CLAIMS, claims], cache_dir, run))
+        for name in ("_part_update", "_end_chunk"):  # as if the other process were still on these two
+            os.remove(os.path.join(claims, name + ".done"))
+            os.remove(os.path.join(claims, name))
+        second = json.loads(run_python(["-c", SHARED_CLAIMS, claims], cache_dir, run))
+        left = sorted(os.listdir(claims))
+    return first, second, left
+
+
+@pytest.mark.background.with_args(two_shares_of_one_claims_directory)
+def test_each_helper_is_compiled_by_the_first_process_to_claim_it(background):
+    from fastmlp.kernels.minibatch import CHUNK_HELPERS
+
+    first, second, left = background(two_shares_of_one_claims_directory)
+    assert first == {name: 1 for name in CHUNK_HELPERS}
+    # the second share compiles only what nobody had claimed
+    assert second == {name: int(name in ("_part_update", "_end_chunk")) for name in CHUNK_HELPERS}
+    assert left == sorted([*CHUNK_HELPERS, *(name + ".done" for name in CHUNK_HELPERS)])
+
+
+def test_a_claim_is_won_once_and_compiles_anyway_without_its_directory(tmp_path):
+    from fastmlp import _prewarm
+
+    assert _prewarm._claim(str(tmp_path), "_part_update") is True
+    assert _prewarm._claim(str(tmp_path), "_part_update") is False
+    assert _prewarm._claim(str(tmp_path / "gone"), "_part_update") is True  # the fit's process ended
+    assert _prewarm._claim(None, "_part_update") is True
+
+
+def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_ended(tmp_path, monkeypatch):
+    import threading
+
+    from fastmlp import _prewarm
+
+    shares = []
+    monkeypatch.setattr(_prewarm, "compile_share", lambda *args: shares.append(args))
+    monkeypatch.setattr(_prewarm, "_SHARED", set())
+
+    class Other:  # the second process, still compiling
+        fastmlp_plan = ("mini-batch", "float32", "uint8")
+
+        def __init__(self, claims):
+            self.fastmlp_claims = claims
+            self.ended = None
+
+        def poll(self):
+            return self.ended
+
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "_part_update").touch()  # claimed by the other process, not stored yet
+    other = Other(str(claims))
+    threading.Timer(0.3, lambda: (claims / "_part_update.done").touch()).start()
+    tic = time.monotonic()
+    _prewarm.share(other)
+    assert time.monotonic() - tic >= 0.25
+    assert shares == [(str(claims), "float32", "uint8")]
+    _prewarm.share(other)  # once per claims directory
+    assert len(shares) == 1
+
+    ended = tmp_path / "ended"
+    ended.mkdir()
+    (ended / "_part_gradient").touch()  # claimed, and never stored: the other process ended
+    other = Other(str(ended))
+    threading.Timer(0.3, lambda: setattr(other, "ended", 1)).start()
+    tic = time.monotonic()
+    _prewarm.share(other)
+    assert 0.25 <= time.monotonic() - tic < _prewarm.SHARE_WAIT_SECONDS / 2
+    assert len(shares) == 2
 
 
 SINGLE_THREAD_FIT = r"""
@@ -285,7 +367,7 @@ started = []
 
 class Running:  # stands in for the process: records what would have run, and is still running
     def __init__(self, args, **kwargs):
-        started.append(args[-3:])
+        started.append(args[3:6])
 
     def poll(self):
         return None
@@ -324,8 +406,9 @@ def test_a_process_still_compiling_at_exit_is_stopped(python_process):
         pytest.skip("starts only with two cores available")
     code = ("from fastmlp import _prewarm\n"
             "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
-            "print(process.pid)\n")  # exits at once, long before the second process is done
+            "print(process.pid, process.fastmlp_claims)\n")  # exits at once, long before the second process is done
     with tempfile.TemporaryDirectory() as cache_dir:
-        pid = int(run_python(["-c", code], cache_dir, python_process))
+        pid, claims = run_python(["-c", code], cache_dir, python_process).split()
         with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # gone: stopped (and reaped) when its parent exited
+            os.kill(int(pid), 0)  # gone: stopped (and reaped) when its parent exited
+        assert not os.path.exists(claims)  # and the directory where the two claimed helpers
