@@ -34,7 +34,8 @@ KERNEL_OPTIONS = dict(
 # seconds of first compile (about 9 s for the mini-batch kernel's two); the mini-batch kernel
 # on the per-sample trainer's runtime compiled 9 s faster but trained 8-18% slower on two
 # threads (2026-11-30, BENCHMARKS.md "Start-up"), so it keeps its prange, and a cold start
-# trains on its serial twin (the same function without parallel=True: minibatch.py) meanwhile.
+# trains on the same function run by the interpreter over its compiled helpers meanwhile
+# (minibatch.py: the interpreted kernel).
 PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
 
 
