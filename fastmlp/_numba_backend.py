@@ -29,12 +29,11 @@ _compiling_ahead = False  # within compiling_ahead()
 
 @contextlib.contextmanager
 def compiling_ahead():
-    """Within it, mini-batch training compiles (or loads) the parallel kernel itself and never
-    trains on its serial twin or the interpreted kernel. For ``fastmlp warmup``: on a cold
-    cache a first fit trains on the interpreted kernel while a second process compiles the
-    parallel kernel, and stops that process when it exits (``_prewarm``), so a warm-up that
-    only fitted would leave the parallel kernel, the one later fits train on, to be compiled by
-    the next run."""
+    """Within it, training compiles (or loads) its kernel itself (mini-batch: the parallel one)
+    and never trains on the serial twin or an interpreted kernel. For ``fastmlp warmup``: on a
+    cold cache a first fit trains on an interpreted kernel while a second process compiles the
+    kernel, and stops that process when it exits (``_prewarm``), so a warm-up that only fitted
+    would leave the kernel later fits train on to be compiled by the next run."""
     global _compiling_ahead
     previous, _compiling_ahead = _compiling_ahead, True
     try:
@@ -90,6 +89,7 @@ class NumbaBackend:
         self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
+        self._persample_compiling = None  # the second process compiling the plain per-sample kernel
         self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
 
     def __getstate__(self):
@@ -97,6 +97,7 @@ class NumbaBackend:
         # process's, not the copy's (and a process handle does not pickle)
         state = self.__dict__.copy()
         state["_parallel_compiling"] = None
+        state["_persample_compiling"] = None
         state["_serial"] = {}  # decided again where it is loaded (another cache)
         return state
 
@@ -136,7 +137,11 @@ class NumbaBackend:
         part of what training will need (``_prewarm``: plain per-sample and mini-batch training)."""
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         if batch_size == 1 and plain and self.threads == 1:
-            start_prewarm("per-sample", self.arch.dtype, input_dtype)
+            # it compiles half of the helpers, then the kernel; this process the other half,
+            # then trains on the interpreted kernel meanwhile
+            process = start_prewarm("per-sample", self.arch.dtype, input_dtype)
+            if process is not None:
+                self._persample_compiling = process
         elif batch_size > 1:
             # it compiles half of the helpers, then the parallel kernel; this process the other
             # half, then trains on the interpreted kernel meanwhile
@@ -195,9 +200,15 @@ class NumbaBackend:
             data.indptr, data.indices, data.values, data.input_scale,
             labels, target_rows, order, 0, len(order),
         )
+        compiling = getattr(self, "_persample_compiling", None)
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
+        elif not _compiling_ahead and compiling is not None and compiling.poll() is None:
+            # a cold start: the interpreted kernel, bitwise the same, while the second process
+            # compiles the kernel
+            kernels.sgd_persample_chunk_interpreted(*args)
         else:
+            self._persample_compiling = None  # stored in the cache by now (or it failed: compiled here)
             kernels.sgd_persample_chunk(*args)
         loss_sum, n_correct, n_done = self._stats
         n_done = int(n_done)

@@ -7,8 +7,10 @@ place), so a second process can compile some of them meanwhile. ``start`` launch
 ``python -m fastmlp._prewarm`` for that (``PLANS``):
 
 - plain per-sample SGD: it calls the kernel's helpers last to first on tiny arrays of the
-  training run's types, while this process types the kernel's calls first to last and finds,
-  when it reaches a helper, that the other one has already stored it;
+  training run's types, while this process trains on the interpreted kernel
+  (``sgd_persample_chunk_interpreted``), whose calls compile them first to last and find, from
+  the helper where they meet, what the other process has stored; the other process then compiles
+  the kernel itself (the one training moves to once it is stored);
 - mini-batch training: both processes run a chunk of two samples on the interpreted kernel and
   claim its helpers in a directory they share, each compiling the next one nobody has claimed
   (``compile_share``); this process then waits for the other's (``share``) and trains on the
@@ -46,10 +48,9 @@ _SHARED = set()  # the claims directories whose share this process has compiled
 SHARE_WAIT_SECONDS = 60.0  # the longest the fit waits for a helper the second process claimed
 
 
-def per_sample_helpers(dtype, values_dtype, claims=None):
+def per_sample_helpers(dtype, values_dtype):
     """The plain per-sample kernel's helpers (``kernels.sgd.sgd_persample_chunk``), as calls on tiny
-    arrays of the types the kernel passes them, last used first (``claims``: unused, the
-    mini-batch plan's)."""
+    arrays of the types the kernel passes them, last used first."""
     from .kernels import activation, linear, loss
 
     real = np.dtype(dtype).type
@@ -163,7 +164,24 @@ def minibatch_kernel(dtype, values_dtype, claims=None):
     return [lambda: compile_share(claims, dtype, values_dtype), kernel]
 
 
-PLANS = {"per-sample": per_sample_helpers, "mini-batch": minibatch_kernel}
+def per_sample_kernel(dtype, values_dtype, claims=None):
+    """The plain per-sample kernel's helpers, last used first, then the kernel itself, called as
+    the backend calls it (the fit's process trains on the interpreted kernel meanwhile:
+    ``NumbaBackend``). ``claims``: unused (the mini-batch plan's)."""
+    from .backends import make_backend
+    from .network import Architecture, init_params
+
+    def kernel():
+        arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
+        backend = make_backend("numba", arch, 1)
+        params = init_params(arch, "xavier", seed=0)
+        data = backend.prepare(np.ones((2, 6), values_dtype))
+        backend.warmup(params, data, np.zeros(2, np.int64), 1, inference=False)
+
+    return per_sample_helpers(dtype, values_dtype) + [kernel]
+
+
+PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel}
 
 
 def cache_is_cold(kernel, dtype=None, values_dtype=None):

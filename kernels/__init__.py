@@ -45,7 +45,8 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
     "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk", "minibatch_sgd_chunk_serial",
                   "minibatch_sgd_chunk_interpreted"),
     "gradient": ("gradient_scratch", "batch_gradient", "gradient_step"),
-    "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "persample_chunk", "usable_threads"),
+    "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "sgd_persample_chunk_interpreted", "persample_chunk",
+            "usable_threads"),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _EXPORTS.items() for name in names}
 

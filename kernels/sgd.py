@@ -37,6 +37,8 @@ Shared arguments of the per-sample trainers (N samples, L dense layers, K = laye
     start, stop  int                  train on order[start:stop]
 """
 
+import types
+
 import numba
 import numpy as np
 from numba import njit
@@ -169,6 +171,25 @@ def sgd_persample_chunk(
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
+
+
+def _no_prefetch(indptr, indices, values, order, s, stop):
+    """``prefetch_sample`` in the interpreter: a hint to the caches, with no effect on results."""
+
+
+def _interpreted_persample():
+    """``sgd_persample_chunk`` run by the Python interpreter: its loop in Python, its helpers the
+    compiled ones, called with the types the compiled kernel passes them (tests/test_prewarm.py),
+    no prefetching. It compiles nothing of its own and trains to the compiled kernel's bits
+    (tests/test_adaptive.py). A cold first plain per-sample fit trains on it while a second
+    process compiles the kernel (``fastmlp._prewarm``): about 12 helper calls per sample, some
+    15x slower than the compiled kernel, for the seconds that compile takes."""
+    function = getattr(sgd_persample_chunk, "py_func", sgd_persample_chunk)
+    names = dict(function.__globals__, prefetch_sample=_no_prefetch)
+    return types.FunctionType(function.__code__, names, "sgd_persample_chunk_interpreted")
+
+
+sgd_persample_chunk_interpreted = _interpreted_persample()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -462,6 +462,68 @@ def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case):
         assert results["interpreted"][2] == results[name][2]
 
 
+# Plain per-sample SGD: the interpreted kernel for the first chunks (a cold start), then the
+# compiled one, against the compiled one alone: the same bits. Cases over what the kernel's
+# helpers branch on (activation, loss, dtype, input type, depth, biases), combined by hand.
+PER_SAMPLE_CASES = {
+    "sigmoid, cross-entropy, float32, pixels": dict(),
+    "relu, float64, float inputs, two hidden layers": dict(
+        activation="relu", dtype="float64", floats=True, layers=[40, 32, 16, 6]),
+    "tanh, mse regression, no biases": dict(activation="tanh", loss="mse", bias=False),
+    "relu, multilabel, float inputs": dict(activation="relu", loss="binary_cross_entropy", floats=True),
+}
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
+@pytest.mark.parametrize("case", list(PER_SAMPLE_CASES))
+def test_a_cold_per_sample_start_trains_on_the_interpreted_kernel_to_the_compiled_kernels_bits(case, monkeypatch):
+    from fastmlp import kernels
+
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # the real second process: tests/test_prewarm.py
+    spec = PER_SAMPLE_CASES[case]
+    rng = np.random.default_rng(len(case))
+    X = rng.integers(0, 256, size=(600, 40)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    if spec.get("floats"):
+        X = X / np.float32(255)
+    loss = spec.get("loss", "cross_entropy")
+    layers = spec.get("layers", [40, 24, 6])
+    if loss == "mse":
+        y = rng.normal(size=(len(X), layers[-1]))
+    elif loss == "binary_cross_entropy":
+        y = rng.random((len(X), layers[-1])) < 0.3
+    else:
+        y = rng.integers(0, layers[-1], size=len(X))
+    used = []
+    interpreted = kernels.sgd_persample_chunk_interpreted
+    compiled = kernels.sgd_persample_chunk
+
+    def counted(*args, kernel, name):
+        used.append(name)
+        return kernel(*args)
+
+    monkeypatch.setattr(kernels, "sgd_persample_chunk_interpreted",
+                        lambda *args: counted(*args, kernel=interpreted, name="interpreted"))
+    monkeypatch.setattr(kernels, "sgd_persample_chunk", lambda *args: counted(*args, kernel=compiled, name="compiled"))
+    runs = {}
+    for name in ("compiled", "cold start"):
+        model = MLP(layers, activation=spec.get("activation", "sigmoid"), loss=loss, bias=spec.get("bias", True),
+                    dtype=spec.get("dtype", "float32"), seed=4, threads=1)
+        model.fit(X[:2], y[:2], batch_size=1, lr=0.02)  # builds the backend
+        used.clear()
+        if name == "cold start":
+            model.backend_._persample_compiling = Compiling(3)  # done after the first few chunks
+        history = model.partial_fit(X, y, epochs=4)
+        runs[name] = (model.params_.copy(), history.loss[-4:], list(used))
+    np.testing.assert_array_equal(runs["cold start"][0], runs["compiled"][0])
+    assert runs["cold start"][1] == runs["compiled"][1]
+    # the interpreted kernel while compiling, then the compiled one for good
+    sequence = runs["cold start"][2]
+    assert sequence[0] == "interpreted" and sequence[-1] == "compiled", sequence
+    assert sequence == sorted(sequence, key=lambda kernel: kernel == "compiled"), sequence
+    assert set(runs["compiled"][2]) == {"compiled"}
+
+
 def test_a_model_pickles_while_the_parallel_kernel_compiles():
     import copy
     import pickle

@@ -11,19 +11,28 @@ import pytest
 
 pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiles nothing under NUMBA_DISABLE_JIT=1")
 
+PER_SAMPLE_HELPERS = """[linear.sparse_row_forward, linear.sparse_row_update, linear.dense_row_forward,
+           linear.dense_row_backward_update, activation.activation_row_forward,
+           activation.activation_row_backward, loss.loss_row_forward, loss.loss_row_backward]"""
+
+PLAN_AND_COUNT = r"""
+import json
+from fastmlp import _prewarm, kernels
+from fastmlp.kernels import activation, linear, loss
+_prewarm.main(["per-sample", DTYPE, DTYPE_OF_X])  # in this process: the kernel after the helpers
+print(json.dumps({f.py_func.__name__: len(f.signatures) for f in HELPERS + [kernels.sgd_persample_chunk]}))
+""".replace("HELPERS", PER_SAMPLE_HELPERS)
+
 FIT_AND_COUNT = r"""
 import json, numpy as np, fastmlp
-from fastmlp.kernels import activation, linear, loss
+from fastmlp import kernels
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(8, 30), dtype=np.uint8)
 if DTYPE_OF_X != "uint8":
     X = (X / 255).astype(DTYPE_OF_X)
 fastmlp.MLP([30, 6, 4], dtype=DTYPE).fit(X, rng.integers(0, 4, 8), batch_size=1, progress=False)
-helpers = [linear.sparse_row_forward, linear.sparse_row_update, linear.dense_row_forward,
-           linear.dense_row_backward_update, activation.activation_row_forward,
-           activation.activation_row_backward, loss.loss_row_forward, loss.loss_row_backward]
-print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
-                  for f in helpers}))
+kernel = kernels.sgd_persample_chunk
+print(json.dumps([sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values())]))
 """
 
 
@@ -39,22 +48,25 @@ def run_python(args, cache_dir, run, **env):
 # core the rest of the suite leaves idle, started when collection ends.
 
 
-def second_process_then_fit(run, dtype, x_dtype):
+def plan_then_fit(run, dtype, x_dtype):
     with tempfile.TemporaryDirectory() as cache_dir:
-        run_python(["-m", "fastmlp._prewarm", "per-sample", dtype, x_dtype], cache_dir, run)
+        counts = json.loads(run_python(
+            ["-c", PLAN_AND_COUNT.replace("DTYPE_OF_X", repr(x_dtype)).replace("DTYPE", repr(dtype))], cache_dir, run))
         code = FIT_AND_COUNT.replace("DTYPE_OF_X", repr(x_dtype)).replace("DTYPE", repr(dtype))
-        return json.loads(run_python(["-c", code], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+        return counts, json.loads(run_python(["-c", code], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
 
 
 @pytest.mark.parametrize("dtype, x_dtype", [
-    pytest.param(dtype, x_dtype, marks=pytest.mark.background.with_args(second_process_then_fit, dtype, x_dtype))
+    pytest.param(dtype, x_dtype, marks=pytest.mark.background.with_args(plan_then_fit, dtype, x_dtype))
     for dtype, x_dtype in [("float32", "uint8"), ("float64", "float64")]
 ])
 def test_the_second_process_compiles_exactly_what_the_kernel_calls(background, dtype, x_dtype):
-    counts = background(second_process_then_fit, dtype, x_dtype)
-    # Every helper of the kernel came from the cache the second process wrote: none compiled
-    # again, so the types it compiled them for are the kernel's own.
-    assert counts == {name: [1, 0] for name in counts}, counts
+    counts, kernel = background(plan_then_fit, dtype, x_dtype)
+    # The plan's helper calls, then the kernel, in one process: one signature each, so the kernel
+    # found every helper the calls had compiled (their types are the kernel's own) ...
+    assert len(counts) == 9 and counts == {name: 1 for name in counts}, counts
+    # ... and a fit after it loads the kernel the plan stored
+    assert kernel == [1, 0]
 
 
 MINIBATCH_FIT_AND_COUNT = r"""
@@ -113,6 +125,35 @@ def test_the_interpreted_kernel_calls_each_helper_with_the_compiled_kernels_type
     counts = background(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
     assert {"_block_forward_backward", "_part_gradient", "_part_update", "_batch_totals"} <= set(counts), counts
     assert counts == {name: 1 for name in counts}, counts
+
+
+INTERPRETED_THEN_COMPILED = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels
+from fastmlp.kernels import activation, linear, loss
+
+
+class Compiling:  # the second process, compiling for ever
+    def poll(self):
+        return None
+
+
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+y = rng.integers(0, 4, 40)
+model = fastmlp.MLP([30, 16, 4], threads=1)
+model.fit(X[:1], y[:1], batch_size=1, progress=False)  # compiles the kernel, builds the backend
+model.backend_._persample_compiling = Compiling()
+model.partial_fit(X, y)  # on the interpreted kernel
+print(json.dumps({f.py_func.__name__: len(f.signatures) for f in HELPERS + [kernels.sgd_persample_chunk]}))
+""".replace("HELPERS", PER_SAMPLE_HELPERS)
+
+
+@pytest.mark.background.with_args(script_alone_on_a_fresh_cache, INTERPRETED_THEN_COMPILED)
+def test_the_interpreted_per_sample_kernel_calls_each_helper_with_the_kernels_types(background):
+    # the compiled kernel, then the interpreter calling its helpers: one signature each
+    counts = background(script_alone_on_a_fresh_cache, INTERPRETED_THEN_COMPILED)
+    assert len(counts) == 9 and counts == {name: 1 for name in counts}, counts
 
 
 SHARED_CLAIMS = r"""
