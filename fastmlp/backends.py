@@ -17,8 +17,6 @@ A backend is built for one ``Architecture`` and offers:
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import reference
 from .network import Architecture
 

@@ -30,7 +30,6 @@ import math
 import numbers
 import os
 import socket
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 

@@ -1,6 +1,5 @@
 """The NumPy reference against finite differences, and its numerically delicate pieces."""
 
-import itertools
 import warnings
 
 import numpy as np
