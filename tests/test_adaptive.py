@@ -403,6 +403,22 @@ def test_a_cold_start_trains_on_the_interpreted_kernel_until_the_parallel_one_is
     assert runs["compiling"][2] == runs["fixed 1"][2]
 
 
+def case_data(case, spec, n_samples, layers):
+    """Seeded (X, y) for one of the interpreted-kernel cases below: pixels, 60% of them zero (as
+    floats in [0, 1] with ``floats``), and targets for the case's loss (class labels by default)."""
+    rng = np.random.default_rng(len(case))
+    X = rng.integers(0, 256, size=(n_samples, layers[0])).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    if spec.get("floats"):
+        X = X / np.float32(255)
+    loss = spec.get("loss", "cross_entropy")
+    if loss == "mse":
+        return X, rng.normal(size=(n_samples, layers[-1]))
+    if loss == "binary_cross_entropy":
+        return X, rng.random((n_samples, layers[-1])) < 0.3
+    return X, rng.integers(0, layers[-1], size=n_samples)
+
+
 # The interpreted kernel against the compiled ones, bitwise: every recipe, dtype, input type, loss
 # and batch shape the kernel branches on, combined by hand so that each pair of them meets in some
 # case (not the full product, whose compiles alone would take minutes). Hidden layers of 128 units
@@ -428,19 +444,10 @@ INTERPRETED_CASES = {
 @pytest.mark.parametrize("case", list(INTERPRETED_CASES))
 def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case):
     spec = INTERPRETED_CASES[case]
-    rng = np.random.default_rng(len(case))
-    X = rng.integers(0, 256, size=(700, 40)).astype(np.uint8)
-    X[rng.random(X.shape) < 0.6] = 0
-    if spec.get("floats"):
-        X = X / np.float32(255)
     loss = spec.get("loss", "cross_entropy")
-    if loss == "mse":
-        y, layers = rng.normal(size=(len(X), 3)), [40, 128, 3]
-    elif loss == "binary_cross_entropy":
-        y, layers = rng.random((len(X), 5)) < 0.3, [40, 128, 5]
-    else:
-        y, layers = rng.integers(0, 6, size=len(X)), [40, 128, 6]
-    weights = rng.random(len(X)) + 0.5 if spec.get("weighted") else None
+    layers = [40, 128, {"mse": 3, "binary_cross_entropy": 5}.get(loss, 6)]
+    X, y = case_data(case, spec, 700, layers)
+    weights = np.random.default_rng(1).random(len(X)) + 0.5 if spec.get("weighted") else None
     options = dict(dict(lr=0.05), **spec.get("fit", {}))
     results = {}
     kernels = ("interpreted", "serial", "parallel") if spec.get("serial") else ("interpreted", "parallel")
@@ -481,19 +488,9 @@ def test_a_cold_per_sample_start_trains_on_the_interpreted_kernel_to_the_compile
 
     monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # the real second process: tests/test_prewarm.py
     spec = PER_SAMPLE_CASES[case]
-    rng = np.random.default_rng(len(case))
-    X = rng.integers(0, 256, size=(600, 40)).astype(np.uint8)
-    X[rng.random(X.shape) < 0.6] = 0
-    if spec.get("floats"):
-        X = X / np.float32(255)
     loss = spec.get("loss", "cross_entropy")
     layers = spec.get("layers", [40, 24, 6])
-    if loss == "mse":
-        y = rng.normal(size=(len(X), layers[-1]))
-    elif loss == "binary_cross_entropy":
-        y = rng.random((len(X), layers[-1])) < 0.3
-    else:
-        y = rng.integers(0, layers[-1], size=len(X))
+    X, y = case_data(case, spec, 600, layers)
     used = []
     interpreted = kernels.sgd_persample_chunk_interpreted
     compiled = kernels.sgd_persample_chunk
