@@ -105,6 +105,7 @@ class NumbaBackend:
         self.__dict__.update(state)
         if not isinstance(self.__dict__.get("_serial"), dict):  # pickled by an earlier version
             self._serial = {}
+        self.__dict__.setdefault("_persample_compiling", None)  # pickled by an earlier version
 
     def prepare(self, X):
         # on as many threads as mini-batch training may use (one with threads=1)
@@ -200,7 +201,7 @@ class NumbaBackend:
             data.indptr, data.indices, data.values, data.input_scale,
             labels, target_rows, order, 0, len(order),
         )
-        compiling = getattr(self, "_persample_compiling", None)
+        compiling = self._persample_compiling
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
         elif not _compiling_ahead and compiling is not None and compiling.poll() is None:

@@ -85,9 +85,7 @@ def compile_share(claims, dtype, values_dtype):
     next one nobody has taken (taking the largest one first in this process measured no better:
     BENCHMARKS.md). The chunk's results mean nothing (its scratch starts zeroed, so a helper left
     out leaves nothing to index out of bounds)."""
-    from .backends import make_backend
     from .kernels import minibatch
-    from .network import Architecture, init_params
 
     def claiming(name, helper):
         def call(*args):
@@ -100,11 +98,19 @@ def compile_share(claims, dtype, values_dtype):
 
     replaced = {name: claiming(name, getattr(minibatch, name)) for name in minibatch.CHUNK_HELPERS}
     replaced["_first_nonfinite"] = lambda losses: -1  # losses left out must not end the chunk early
-    arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
-    backend = make_backend("numba", arch, 1)
-    params = init_params(arch, "xavier", seed=0)
-    data = backend.prepare(np.ones((2, 6), values_dtype))
+    backend, params, data = _tiny_run(dtype, values_dtype, 1)
     backend.train_chunk_on(minibatch.interpreted(**replaced), params, data, np.zeros(2, np.int64), 2)
+
+
+def _tiny_run(dtype, values_dtype, threads):
+    """(backend, params, data) of a 6-4-3 network on two rows of six ones: a training run's
+    types (float ``dtype``, inputs of ``values_dtype``) on the smallest arrays."""
+    from .backends import make_backend
+    from .network import Architecture, init_params
+
+    arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
+    backend = make_backend("numba", arch, threads)
+    return backend, init_params(arch, "xavier", seed=0), backend.prepare(np.ones((2, 6), values_dtype))
 
 
 def _claim(claims, name):
@@ -151,14 +157,8 @@ def minibatch_kernel(dtype, values_dtype, claims=None):
     """The mini-batch helpers (a share of them with ``claims``: ``compile_share``), then the
     parallel mini-batch kernel itself, called as the backend calls it (the fit's process trains
     on the interpreted kernel meanwhile: ``NumbaBackend``)."""
-    from .backends import make_backend
-    from .network import Architecture, init_params
-
     def kernel():
-        arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
-        backend = make_backend("numba", arch, "auto")
-        params = init_params(arch, "xavier", seed=0)
-        data = backend.prepare(np.ones((2, 6), values_dtype))
+        backend, params, data = _tiny_run(dtype, values_dtype, "auto")
         backend.warmup(params, data, np.zeros(2, np.int64), 2, inference=False)
 
     return [lambda: compile_share(claims, dtype, values_dtype), kernel]
@@ -168,14 +168,8 @@ def per_sample_kernel(dtype, values_dtype, claims=None):
     """The plain per-sample kernel's helpers, last used first, then the kernel itself, called as
     the backend calls it (the fit's process trains on the interpreted kernel meanwhile:
     ``NumbaBackend``). ``claims``: unused (the mini-batch plan's)."""
-    from .backends import make_backend
-    from .network import Architecture, init_params
-
     def kernel():
-        arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
-        backend = make_backend("numba", arch, 1)
-        params = init_params(arch, "xavier", seed=0)
-        data = backend.prepare(np.ones((2, 6), values_dtype))
+        backend, params, data = _tiny_run(dtype, values_dtype, 1)
         backend.warmup(params, data, np.zeros(2, np.int64), 1, inference=False)
 
     return per_sample_helpers(dtype, values_dtype) + [kernel]
