@@ -935,7 +935,7 @@ def interpreted(**replaced):
 
 
 # A cold first mini-batch fit trains on it from the moment the helpers are compiled, while a
-# second process compiles the parallel kernel (``fastmlp._prewarm``): at 0.65-0.95x the serial
-# kernel's speed on one thread (784-128-10, batch 32 to 1,024; the interpreter calls a helper
-# per 4 rows and four per part of each sub-batch).
+# second process compiles the parallel kernel (``fastmlp._prewarm``): at 0.61-0.68x the serial
+# kernel's speed on one thread (784-128-10, batch 32 to 1,024, ``bench/interpreted.py speed``;
+# the interpreter calls a helper per 4 rows and four per part of each sub-batch).
 minibatch_sgd_chunk_interpreted = interpreted()

@@ -182,8 +182,9 @@ def _interpreted_persample():
     compiled ones, called with the types the compiled kernel passes them (tests/test_prewarm.py),
     no prefetching. It compiles nothing of its own and trains to the compiled kernel's bits
     (tests/test_adaptive.py). A cold first plain per-sample fit trains on it while a second
-    process compiles the kernel (``fastmlp._prewarm``): about 12 helper calls per sample, about
-    a sixth of the compiled kernel's speed in a fit, for the seconds that compile takes."""
+    process compiles the kernel (``fastmlp._prewarm``): about 12 helper calls per sample, 0.22x
+    the compiled kernel's speed in a fit (``bench/interpreted.py speed``), for the seconds that
+    compile takes."""
     function = getattr(sgd_persample_chunk, "py_func", sgd_persample_chunk)
     names = dict(function.__globals__, prefetch_sample=_no_prefetch)
     return types.FunctionType(function.__code__, names, "sgd_persample_chunk_interpreted")
