@@ -478,6 +478,21 @@ def _sparse_forward8(z, W, indices, values, input_scale):
 
 
 @njit(**KERNEL_OPTIONS)
+def _lower_bound(ordered, value):
+    """The first i with ordered[i] >= value (np.searchsorted's "left" side). A loop: Numba's
+    searchsorted compiles for about a second, on the cold start's critical path."""
+    lo = 0
+    hi = ordered.shape[0]
+    while lo < hi:
+        middle = (lo + hi) >> 1
+        if ordered[middle] < value:
+            lo = middle + 1
+        else:
+            hi = middle
+    return lo
+
+
+@njit(**KERNEL_OPTIONS)
 def _part_forward(
     partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
     batch, indptr, indices, values, input_scale, seed, first_sample, input_threshold, input_keep_scale,
@@ -490,8 +505,8 @@ def _part_forward(
     for r in range(batch.shape[0]):
         row_first = indptr[batch[r]]
         row = indices[row_first : indptr[batch[r] + 1]]
-        lo = row_first + np.searchsorted(row, first)
-        hi = row_first + np.searchsorted(row, last)
+        lo = row_first + _lower_bound(row, first)
+        hi = row_first + _lower_bound(row, last)
         spans[r, part, 0] = lo
         spans[r, part, 1] = hi
         z = partials[part, r]

@@ -333,6 +333,17 @@ def test_vector_moves_refuse_strided_arrays():
         vector_axpy(a[::2], a[::2], 0, 4, 1.0)
 
 
+def test_lower_bound_is_searchsorteds_left_side(rng):
+    """minibatch._lower_bound (a loop in place of np.searchsorted, which costs a cold start about
+    a second of compile) finds where a CSR row's pixel indices reach a part's first column."""
+    from fastmlp.kernels import minibatch
+
+    for size in (0, 1, 2, 3, 7, 150):
+        ordered = np.sort(rng.choice(784, size=size, replace=False)).astype(np.int32)
+        for value in (0, 1, 391, 392, 783, 784, 1000, *ordered[:3], *(ordered[-2:] + 1)):
+            assert minibatch._lower_bound(ordered, value) == np.searchsorted(ordered, value), (size, value)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_minibatch_scratch_gives_padded_gradient_rows_between_four_and_eight_vectors(dtype):
     """The mini-batch scratch ``grad`` starts on a cache line; for first layers of 4L < H < 8L
