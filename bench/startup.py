@@ -1,18 +1,29 @@
 """Cold and warm start of the compiled core, each in a new process.
 
     python bench/startup.py [--batch-size 1|N] [--warm-runs 3] [--threads auto|N]
+    python bench/startup.py --base REV [--rounds 3] [--batch-size 1|N] [--warm-runs 1]
 
 Each child process times, from before ``import fastmlp``, how long it takes until the first
 training sample (784-128-10 sigmoid, float32; per-sample SGD, or with ``--batch-size N`` the
-first mini-batch step) has been trained, and how much of that was the import. The first child runs with an empty Numba cache (cold: everything is
-compiled), the following ones reuse what it stored (warm: kernels load from disk).
+first mini-batch step) has been trained, and how much of that was the import. The first child
+runs with an empty Numba cache (cold: everything is compiled), the following ones reuse what it
+stored (warm: kernels load from disk). "numba_floor_seconds" is what any warm Numba program
+pays before its first call: a child that imports NumPy and Numba and loads one cached function
+(Numba also imports SciPy there when it is installed).
+
+``--base REV`` alternates, ``--rounds`` times, a cold-and-warm measurement of git revision REV
+(its ``fastmlp/`` and ``kernels/`` extracted to a temporary directory, laid out as installed,
+first on PYTHONPATH) with one of the installed fastmlp: the host's speed changes from minute to
+minute, so only such alternated runs compare two revisions. Run it inside the repository.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 
 CHILD = r"""
@@ -27,17 +38,83 @@ model = fastmlp.MLP([784, 128, 10], backend="numba", threads=THREADS)
 model.fit(X, rng.integers(0, 10, size=BATCH), epochs=1, batch_size=BATCH, progress=False)
 done = time.perf_counter()
 print(json.dumps({"import_seconds": imported - tic, "first_sample_seconds": done - tic,
-                  "compile_or_load_seconds": model.compile_seconds_}))
+                  "compile_or_load_seconds": getattr(model, "compile_seconds_", None)}))
+"""
+
+FLOOR = r"""
+import json
+import time
+tic = time.perf_counter()
+import numpy as np
+import numba
+
+@numba.njit(cache=True)
+def first(a):
+    return a[0] + 1.0
+
+first(np.zeros(2))
+print(json.dumps({"first_sample_seconds": time.perf_counter() - tic}))
 """
 
 
-def run_child(cache_dir, threads, batch_size):
+def run_child(cache_dir, threads, batch_size, source=None, script=None):
+    """One child's timings; ``source``: a directory put first on PYTHONPATH (else none);
+    ``script``: a file to run in place of CHILD."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["NUMBA_CACHE_DIR"] = cache_dir
+    if source is not None:
+        env["PYTHONPATH"] = source
     code = "import json\n" + CHILD.replace("THREADS", repr(threads)).replace("BATCH", str(batch_size))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          cwd=tempfile.gettempdir(), check=True)
+    command = [sys.executable, script] if script else [sys.executable, "-c", code]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                          check=True)
     return json.loads(done.stdout)
+
+
+def measure(args, source=None):
+    """A cold child, then ``args.warm_runs`` warm ones, on a cache of their own."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold = run_child(cache_dir, args.threads, args.batch_size, source)
+        warm = [run_child(cache_dir, args.threads, args.batch_size, source) for _ in range(args.warm_runs)]
+    return {"cold": cold, "warm": warm,
+            "warm_first_sample_seconds_median": statistics.median(w["first_sample_seconds"] for w in warm)}
+
+
+def numba_floor():
+    """Median of three warm runs of FLOOR (a file: Numba caches nothing for ``python -c``)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        script = os.path.join(cache_dir, "floor.py")
+        with open(script, "w") as file:
+            file.write(FLOOR)
+        run_child(cache_dir, None, None, script=script)  # stores the function
+        return statistics.median(run_child(cache_dir, None, None, script=script)["first_sample_seconds"]
+                                 for _ in range(3))
+
+
+def extract(revision, directory):
+    """``revision``'s fastmlp/ and kernels/ in ``directory``, with fastmlp/kernels pointing at
+    kernels/ as the installed package has it (pyproject.toml's package-dir)."""
+    archive = os.path.join(directory, "source.tar")
+    subprocess.run(["git", "archive", "-o", archive, revision, "fastmlp", "kernels"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(directory, filter="data")
+    os.symlink(os.path.join("..", "kernels"), os.path.join(directory, "fastmlp", "kernels"))
+    return directory
+
+
+def compare(args):
+    """Alternated rounds of ``args.base`` and the installed fastmlp."""
+    with tempfile.TemporaryDirectory() as directory:
+        source = extract(args.base, directory)
+        rounds = []
+        for _ in range(args.rounds):
+            rounds.append({"base": measure(args, source), "installed": measure(args)})
+    summary = {}
+    for side in ("base", "installed"):
+        summary[side] = {
+            "cold_first_sample_seconds": [r[side]["cold"]["first_sample_seconds"] for r in rounds],
+            "warm_first_sample_seconds_median": [r[side]["warm_first_sample_seconds_median"] for r in rounds]}
+    return {"base": args.base, "rounds": rounds, "summary": summary}
 
 
 def main():
@@ -45,13 +122,14 @@ def main():
     parser.add_argument("--warm-runs", type=int, default=3)
     parser.add_argument("--threads", default="auto", type=lambda text: text if text == "auto" else int(text))
     parser.add_argument("--batch-size", type=int, default=1, help="1: per-sample SGD; N > 1: one mini-batch step of N samples")
+    parser.add_argument("--base", help="a git revision to alternate with the installed fastmlp")
+    parser.add_argument("--rounds", type=int, default=3, help="with --base: rounds of (base, installed)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cold = run_child(cache_dir, args.threads, args.batch_size)
-        warm = [run_child(cache_dir, args.threads, args.batch_size) for _ in range(args.warm_runs)]
-    warm_first = sorted(w["first_sample_seconds"] for w in warm)[len(warm) // 2]
-    print(json.dumps({"cold": cold, "warm": warm, "warm_first_sample_seconds_median": warm_first,
-                      "threads": args.threads, "batch_size": args.batch_size}))
+    if args.warm_runs < 1 or args.rounds < 1:
+        parser.error("--warm-runs and --rounds must be at least 1")
+    result = compare(args) if args.base else measure(args)
+    result.update(threads=args.threads, batch_size=args.batch_size, numba_floor_seconds=numba_floor())
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
