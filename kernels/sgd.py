@@ -401,10 +401,13 @@ def _modal_form(lam, P, gain, Q, hyper, kind, sc):
         else:
             Q[0, 0], Q[0, 1], Q[1, 0], Q[1, 1] = i00.real, i01.real, i10.real, i11.real
         B = np.empty((2, 2))
-        ones = np.ones(2, np.complex128)
+        ones = np.empty(2, np.complex128)
+        ones[:] = 1
         _modal_b(B, P, ones, pair)
-        norm_b = np.sqrt(np.sum(B * B))
-        norm_q = np.sqrt(np.sum(Q * Q))
+        # sums written out: np.sum of an array expression compiles NumPy machinery (seconds of
+        # a cold start, as np.ones and np.max below did)
+        norm_b = np.sqrt(B[0, 0] * B[0, 0] + B[0, 1] * B[0, 1] + B[1, 0] * B[1, 0] + B[1, 1] * B[1, 1])
+        norm_q = np.sqrt(Q[0, 0] * Q[0, 0] + Q[0, 1] * Q[0, 1] + Q[1, 0] * Q[1, 0] + Q[1, 1] * Q[1, 1])
         if norm_b * norm_q > MODAL_MAX_COND:
             return 0, pair
         smallest = min(abs(lam[0]), abs(lam[1]))
@@ -528,7 +531,10 @@ def persample_chunk(
     raw = np.empty(a_offsets[n_layers], params.dtype)  # hidden outputs before dropout
     deltas = np.empty(a_offsets[n_layers], params.dtype)
     p = np.empty(layer_sizes[n_layers], params.dtype)
-    row_grad = np.empty(max(n_inputs, n_hidden, np.max(layer_sizes)), params.dtype)
+    widest = 0
+    for l in range(n_layers + 1):
+        widest = max(widest, layer_sizes[l])
+    row_grad = np.empty(widest, params.dtype)
     kept_indices = np.empty(n_inputs, np.int32)
     kept_values = np.empty(n_inputs, params.dtype)
     # lazy first layer: row j holds its value after step last[j]; Adam: a dense gradient
@@ -554,7 +560,8 @@ def persample_chunk(
     width = 2 * n_hidden if kind == MOMENTUM_KIND else n_hidden
     packed_first = np.empty((n_inputs if modal else 0, width), params.dtype)
     both = np.empty(width, params.dtype)
-    tau_powers = np.ones(2, np.complex128)  # lam^tau
+    tau_powers = np.empty(2, np.complex128)  # lam^tau
+    tau_powers[:] = 1
     B = np.empty((2, 2))
     M = np.empty((2, 2))
     gamma = np.empty(2)
@@ -624,8 +631,11 @@ def persample_chunk(
             a = acts[a_offsets[l - 1] : a_offsets[l]]
             activation_row_forward(a, activation)
             if threshold > 0:
-                raw[a_offsets[l - 1] : a_offsets[l]] = a
                 first_unit = n_inputs + a_offsets[l - 1]
+                for k in range(a.shape[0]):
+                    # a loop, not raw[...] = a: an array-to-array assignment compiles Numba's
+                    # shape-error message, 2.6 s of this kernel's cold start (2026-12-02)
+                    raw[a_offsets[l - 1] + k] = a[k]
                 for k in range(a.shape[0]):
                     a[k] = a[k] * keep_scale if kept(seed, sample_number, first_unit + k, threshold) else 0
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
