@@ -1,11 +1,12 @@
 """Cold and warm start of the compiled core, each in a new process.
 
-    python bench/startup.py [--batch-size 1|N] [--warm-runs 3] [--threads auto|N]
+    python bench/startup.py [--batch-size 1|N] [--momentum F] [--warm-runs 3] [--threads auto|N]
     python bench/startup.py --base REV [--rounds 3] [--batch-size 1|N] [--warm-runs 1]
 
 Each child process times, from before ``import fastmlp``, how long it takes until the first
 training sample (784-128-10 sigmoid, float32; per-sample SGD, or with ``--batch-size N`` the
-first mini-batch step) has been trained, and how much of that was the import. The first child
+first mini-batch step; with ``--momentum`` F > 0 per-sample training runs the general per-sample
+kernel) has been trained, and how much of that was the import. The first child
 runs with an empty Numba cache (cold: everything is compiled), the following ones reuse what it
 stored (warm: kernels load from disk). "numba_floor_seconds" is what any warm Numba program
 pays before its first call: a child that imports NumPy and Numba and loads one cached function
@@ -35,7 +36,7 @@ imported = time.perf_counter()
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(BATCH, 784), dtype=np.uint8)
 model = fastmlp.MLP([784, 128, 10], backend="numba", threads=THREADS)
-model.fit(X, rng.integers(0, 10, size=BATCH), epochs=1, batch_size=BATCH, progress=False)
+model.fit(X, rng.integers(0, 10, size=BATCH), epochs=1, batch_size=BATCH, momentum=MOMENTUM, progress=False)
 done = time.perf_counter()
 print(json.dumps({"import_seconds": imported - tic, "first_sample_seconds": done - tic,
                   "compile_or_load_seconds": getattr(model, "compile_seconds_", None)}))
@@ -57,14 +58,15 @@ print(json.dumps({"first_sample_seconds": time.perf_counter() - tic}))
 """
 
 
-def run_child(cache_dir, threads, batch_size, source=None, script=None):
+def run_child(cache_dir, threads, batch_size, momentum=0.0, source=None, script=None):
     """One child's timings; ``source``: a directory put first on PYTHONPATH (else none);
     ``script``: a file to run in place of CHILD."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["NUMBA_CACHE_DIR"] = cache_dir
     if source is not None:
         env["PYTHONPATH"] = source
-    code = "import json\n" + CHILD.replace("THREADS", repr(threads)).replace("BATCH", str(batch_size))
+    code = "import json\n" + CHILD.replace("THREADS", repr(threads)).replace("BATCH", str(batch_size)).replace(
+        "MOMENTUM", repr(momentum))
     command = [sys.executable, script] if script else [sys.executable, "-c", code]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir(),
                           check=True)
@@ -74,8 +76,9 @@ def run_child(cache_dir, threads, batch_size, source=None, script=None):
 def measure(args, source=None):
     """A cold child, then ``args.warm_runs`` warm ones, on a cache of their own."""
     with tempfile.TemporaryDirectory() as cache_dir:
-        cold = run_child(cache_dir, args.threads, args.batch_size, source)
-        warm = [run_child(cache_dir, args.threads, args.batch_size, source) for _ in range(args.warm_runs)]
+        cold = run_child(cache_dir, args.threads, args.batch_size, args.momentum, source)
+        warm = [run_child(cache_dir, args.threads, args.batch_size, args.momentum, source)
+                for _ in range(args.warm_runs)]
     return {"cold": cold, "warm": warm,
             "warm_first_sample_seconds_median": statistics.median(w["first_sample_seconds"] for w in warm)}
 
@@ -122,13 +125,15 @@ def main():
     parser.add_argument("--warm-runs", type=int, default=3)
     parser.add_argument("--threads", default="auto", type=lambda text: text if text == "auto" else int(text))
     parser.add_argument("--batch-size", type=int, default=1, help="1: per-sample SGD; N > 1: one mini-batch step of N samples")
+    parser.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (0: plain SGD)")
     parser.add_argument("--base", help="a git revision to alternate with the installed fastmlp")
     parser.add_argument("--rounds", type=int, default=3, help="with --base: rounds of (base, installed)")
     args = parser.parse_args()
     if args.warm_runs < 1 or args.rounds < 1:
         parser.error("--warm-runs and --rounds must be at least 1")
     result = compare(args) if args.base else measure(args)
-    result.update(threads=args.threads, batch_size=args.batch_size, numba_floor_seconds=numba_floor())
+    result.update(threads=args.threads, batch_size=args.batch_size, momentum=args.momentum,
+                  numba_floor_seconds=numba_floor())
     print(json.dumps(result))
 
 
