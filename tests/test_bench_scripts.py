@@ -33,3 +33,11 @@ def test_startup_base_revision_imports_its_own_kernels(tmp_path, monkeypatch):
                           cwd=tmp_path, check=True)
     for path in done.stdout.split():
         assert pathlib.Path(path).resolve().is_relative_to(tmp_path.resolve()), done.stdout
+
+
+def test_compile_events_self_time_leaves_out_the_functions_compiled_inside():
+    """A caller's compile includes its callees' (Numba compiles them while typing it): its self
+    time is its own part only, and the callee's callee is not subtracted twice."""
+    events = [(0.0, 10.0, "kernel"), (1.0, 4.0, "helper"), (2.0, 3.0, "leaf"), (5.0, 6.0, "other")]
+    rows = {name: (own, total) for own, total, name in load_script("compile_events").self_times(events)}
+    assert rows == {"kernel": (6.0, 10.0), "helper": (2.0, 3.0), "leaf": (1.0, 1.0), "other": (1.0, 1.0)}
