@@ -1,6 +1,8 @@
 """Progress bars (tqdm): drawn on a terminal or when asked, silent otherwise; one per epoch."""
 
 import io
+import subprocess
+import sys
 
 import pytest
 from tqdm.std import tqdm
@@ -35,6 +37,16 @@ def test_nothing_is_written_when_not_a_terminal():
 def test_enabled_overrides_the_terminal_check():
     assert "100%" in draw(io.StringIO(), enabled=True)
     assert draw(FakeTerminal(), enabled=False) == ""
+
+
+def test_a_bar_turned_off_does_not_import_tqdm():
+    """progress=False (benchmarks, scripts) spares a warm start tqdm.auto's import (asyncio along)."""
+    code = ("import sys, io; from fastmlp.progress import progress_bar\n"
+            "with progress_bar(10, 'epoch 1/1', enabled=False, stream=io.StringIO()) as bar:\n"
+            "    bar.set_postfix(loss=0.5, refresh=False); bar.update(10)\n"
+            "assert bar.n == 10 and bar.total == 10\n"
+            "assert not any(name.startswith('tqdm') for name in sys.modules), 'tqdm imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_shown_by_default_in_jupyter(monkeypatch):
