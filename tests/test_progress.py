@@ -39,14 +39,15 @@ def test_enabled_overrides_the_terminal_check():
     assert draw(FakeTerminal(), enabled=False) == ""
 
 
-def test_a_bar_turned_off_does_not_import_tqdm():
+def test_a_bar_turned_off_does_not_import_tqdm(tmp_path):
     """progress=False (benchmarks, scripts) spares a warm start tqdm.auto's import (asyncio along)."""
     code = ("import sys, io; from fastmlp.progress import progress_bar\n"
             "with progress_bar(10, 'epoch 1/1', enabled=False, stream=io.StringIO()) as bar:\n"
             "    bar.set_postfix(loss=0.5, refresh=False); bar.update(10)\n"
             "assert bar.n == 10 and bar.total == 10\n"
             "assert not any(name.startswith('tqdm') for name in sys.modules), 'tqdm imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # (run outside the source tree: there ``import fastmlp`` would find the uninstalled sources)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_shown_by_default_in_jupyter(monkeypatch):
