@@ -135,7 +135,7 @@ class NumbaBackend:
 
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):
         """Before training (and before ``prepare``): on a cold cache, have a second process compile
-        part of what training will need (``_prewarm``: plain per-sample and mini-batch training)."""
+        part of what training will need (``_prewarm``: per-sample and mini-batch training)."""
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         if batch_size == 1 and plain and self.threads == 1:
             # it compiles half of the helpers, then the kernel; this process the other half,
@@ -149,6 +149,10 @@ class NumbaBackend:
             process = start_prewarm("mini-batch", self.arch.dtype, input_dtype)
             if process is not None:
                 self._parallel_compiling = process
+        elif not plain:
+            # the general kernel: it compiles the helpers this process's compile of the kernel
+            # reaches last, and this process finds them in the cache
+            start_prewarm("general", self.arch.dtype, input_dtype)
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):
@@ -183,10 +187,19 @@ class NumbaBackend:
         return self._train_minibatch(params, data, labels, target_rows, weights, order, lr, batch_size, optimizer,
                                      state)
 
-    def _train_per_sample(self, params, data, labels, target_rows, weights, order, lr, optimizer, state):
-        if not _plain_kernel(optimizer, weights.size > 0):
+    def train_per_sample_on(self, kernel, params, data, targets, optimizer, state, sample_weight=None):
+        """Per-sample training over every row of ``data`` on ``kernel``, a form of the general
+        per-sample kernel (``fastmlp._prewarm``'s plan "general"), with ``optimizer``."""
+        labels, target_rows = self._labels_and_targets(targets)
+        weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
+        return self._train_per_sample(params, data, labels, target_rows, weights, np.arange(len(data), dtype=np.int64),
+                                      0.1, optimizer, state, kernel)
+
+    def _train_per_sample(self, params, data, labels, target_rows, weights, order, lr, optimizer, state,
+                          kernel=None):
+        if kernel is not None or not _plain_kernel(optimizer, weights.size > 0):
             # the general kernel: any optimizer, and sample weights (the plain one has neither)
-            kernels.persample_chunk(
+            (kernels.persample_chunk if kernel is None else kernel)(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
                 data.indptr, data.indices, data.values, data.input_scale,

@@ -15,7 +15,12 @@ place), so a second process can compile some of them meanwhile. ``start`` launch
   claim its helpers in a directory they share, each compiling the next one nobody has claimed
   (``compile_share``); this process then waits for the other's (``share``) and trains on the
   interpreted kernel, which needs nothing else compiled, while the other process goes on to
-  compile the parallel kernel (the one training moves to once it is stored).
+  compile the parallel kernel (the one training moves to once it is stored);
+- per-sample training with an optimizer, dropout or sample weights (the general kernel, far too
+  slow to train on interpreted): this process compiles the kernel, whose helpers Numba compiles
+  as the kernel's typing meets them; the other process runs the kernel's Python code on two
+  samples with only the helpers met last compiled (``kernels.sgd.LATE_HELPERS``), so that this
+  process finds those in the cache when it gets there.
 
 It runs only where it can help: on a cold cache (no index of the kernel yet), with two cores
 available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks run
@@ -175,7 +180,41 @@ def per_sample_kernel(dtype, values_dtype, claims=None):
     return per_sample_helpers(dtype, values_dtype) + [kernel]
 
 
-PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel}
+# Options whose runs take every branch of the general per-sample kernel between them: Numba types
+# (and so compiles the helpers of) all of them whatever the fit's options: the modal form reading
+# the CSR rows directly or input dropout's copies, the lazy form (momentum near 1), Adam's dense
+# step.
+GENERAL_VARIANTS = (
+    dict(momentum=0.9, weight_decay=1e-4, dropout=0.2),
+    dict(momentum=0.9, input_dropout=0.2),
+    dict(momentum=0.99, input_dropout=0.2),
+    dict(optimizer="adam"),
+)
+
+
+def general_late_helpers(dtype, values_dtype, claims=None):
+    """The general per-sample kernel's helpers that the fit's compile of the kernel reaches last
+    (``kernels.sgd.LATE_HELPERS``), compiled by two-sample runs of the kernel's Python code that
+    call only those compiled (``persample_chunk_partly_compiled``), with sample weights, over
+    ``GENERAL_VARIANTS``. ``claims``: unused (the mini-batch plan's)."""
+    def late():
+        from . import optim
+        from .kernels import sgd
+
+        kernel = sgd.persample_chunk_partly_compiled()
+        x = np.zeros((2, 6), values_dtype)
+        x[0, :4] = x[1, 2:] = 1  # rows 0-1 idle at the last step: the lazy form catches them up
+        for options in GENERAL_VARIANTS:
+            backend, params, _ = _tiny_run(dtype, values_dtype, 1)
+            data = backend.prepare(x)
+            chosen = optim.Optimizer(**options)
+            backend.train_per_sample_on(kernel, params, data, np.zeros(len(data), np.int64), chosen,
+                                        optim.State.fresh(chosen, params, 0), np.ones(len(data), params.dtype))
+
+    return [late]
+
+
+PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel, "general": general_late_helpers}
 
 
 def cache_is_cold(kernel, dtype=None, values_dtype=None):
@@ -202,8 +241,9 @@ def cache_is_cold(kernel, dtype=None, values_dtype=None):
 
 
 def start(plan, dtype, values_dtype):
-    """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, or "mini-batch")
-    if it can help (module docstring); returns the process or None."""
+    """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
+    "general": per-sample SGD with an optimizer, dropout or sample weights) if it can help (module
+    docstring); returns the process or None."""
     import numba
 
     from . import kernels
@@ -211,7 +251,8 @@ def start(plan, dtype, values_dtype):
 
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    kernel = kernels.sgd_persample_chunk if plan == "per-sample" else kernels.minibatch_sgd_chunk
+    kernel = {"per-sample": kernels.sgd_persample_chunk, "mini-batch": kernels.minibatch_sgd_chunk,
+              "general": kernels.persample_chunk}[plan]
     if getattr(sys, "frozen", False) or not sys.executable:
         return None  # a frozen application's executable is not a Python to run "-m" with
     if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:

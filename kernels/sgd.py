@@ -752,6 +752,53 @@ def persample_chunk(
     stats[2] = n_trained
 
 
+# The general kernel's helpers that a cold fit compiles last: Numba compiles a kernel's helpers
+# as its typing meets them, in the order of the source (``python bench/compile_events.py
+# --momentum 0.9``). A second process compiles these meanwhile (``fastmlp._prewarm``, plan
+# "general"), so that the fit finds them in the cache when it gets there. Not sample_weight:
+# called from Python it returns a Python float, and weigh_row would then compile for float64.
+LATE_HELPERS = (
+    "sparse_row_forward", "_lazy_sparse_forward", "activation_row_forward", "dense_row_forward",
+    "loss_row_forward", "loss_row_backward", "weigh_row", "apply_step",
+    "activation_row_backward", "_modal_gain", "sparse_row_update", "_lazy_sparse_step",
+    "_catch_up_row",
+)
+
+
+def persample_chunk_partly_compiled(compiled=LATE_HELPERS):
+    """``persample_chunk`` run by the interpreter, calling the compiled helpers named in
+    ``compiled`` and running every other helper, and what those call, as Python: it compiles
+    the named helpers only, with the types the compiled kernel passes them
+    (tests/test_prewarm.py). Far too slow to train on: the second process of a cold general
+    per-sample fit runs it on two samples."""
+    return _in_python(persample_chunk, frozenset(compiled), {})
+
+
+def _in_python(function, compiled, done):
+    """``function`` (a Numba dispatcher, or Python) as a Python function whose global helpers
+    are themselves in Python, except those named in ``compiled``; intrinsics become their
+    Python forms (the meanings NUMBA_DISABLE_JIT gives them)."""
+    from . import activation, optimizer, vectors
+
+    python = getattr(function, "py_func", function)
+    if python in done:
+        return done[python]
+    names = dict(python.__globals__)
+    result = types.FunctionType(python.__code__, names, python.__name__, python.__defaults__,
+                                python.__closure__)
+    done[python] = result
+    pairs = vectors.PYTHON_FORMS + ((activation._fma, optimizer._python_mul_add), (activation._select, activation._where))
+    forms = {id(intrinsic): form for intrinsic, form in pairs}
+    for name, value in python.__globals__.items():
+        if name in compiled:
+            continue
+        if isinstance(value, numba.core.registry.CPUDispatcher):
+            names[name] = _in_python(value, compiled, done)
+        elif id(value) in forms:
+            names[name] = forms[id(value)]
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Several threads (the runtime: ``_threads.py``)
 

@@ -160,6 +160,48 @@ def test_the_interpreted_per_sample_kernel_calls_each_helper_with_the_kernels_ty
     assert counts == {name: 1 for name in counts}, counts
 
 
+GENERAL_OPTIONS = dict(momentum=0.9, weight_decay=1e-4, dropout=0.2)
+
+GENERAL_PLAN = r"""
+import json
+from fastmlp import _prewarm
+from fastmlp.kernels import activation, linear, loss, optimizer, sgd
+_prewarm.main(["general", "float32", "uint8"])
+print(json.dumps(sorted(f.py_func.__name__ for module in (activation, linear, loss, optimizer, sgd)
+                        for f in vars(module).values() if hasattr(f, "signatures") and f.signatures)))
+"""
+
+GENERAL_FIT = r"""
+import json, numpy as np, fastmlp
+from fastmlp.kernels import sgd
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 16, 4]).fit(X, rng.integers(0, 4, 40), batch_size=1, sample_weight=rng.random(40) + 0.5,
+                             progress=False, **OPTIONS)
+print(json.dumps({name: [sum(getattr(sgd, name).stats.cache_hits.values()),
+                         sum(getattr(sgd, name).stats.cache_misses.values())] for name in sgd.LATE_HELPERS}))
+""".replace("OPTIONS", repr(GENERAL_OPTIONS))
+
+
+def general_plan_then_fit(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        planned = json.loads(run_python(["-c", GENERAL_PLAN], cache_dir, run))
+        return planned, json.loads(run_python(["-c", GENERAL_FIT], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(general_plan_then_fit)
+def test_the_general_plan_compiles_the_helpers_the_kernel_reaches_last_with_its_types(background):
+    # The general plan (runs over options that take every branch) compiles the helpers the
+    # kernel's compile meets last, and none of the ones it meets first ...
+    planned, loaded = background(general_plan_then_fit)
+    assert {"loss_row_forward", "sparse_row_update", "_modal_gain", "apply_step"} <= set(planned), planned
+    assert not {"persample_chunk", "_modal_form", "step_scalars", "layer_views"} & set(planned), planned
+    # ... and a fit (momentum, weight decay, dropout, sample weights) then loads every one of
+    # them from the cache: the plan's types are all the kernel's (a miss is a helper compiled
+    # again, a helper with no hit one the plan compiled for nothing)
+    assert all(hits > 0 and misses == 0 for hits, misses in loaded.values()), json.dumps(loaded)
+
+
 SHARED_CLAIMS = r"""
 import json, sys
 from fastmlp import _prewarm
