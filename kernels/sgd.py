@@ -776,9 +776,9 @@ def persample_chunk_partly_compiled(compiled=LATE_HELPERS):
 
 def _in_python(function, compiled, done):
     """``function`` (a Numba dispatcher, or Python) as a Python function whose global helpers
-    are themselves in Python, except those named in ``compiled``; intrinsics become their
-    Python forms (the meanings NUMBA_DISABLE_JIT gives them)."""
-    from . import activation, optimizer, vectors
+    are themselves in Python, except those named in ``compiled``; the one intrinsic those
+    helpers call, ``mul_add``'s fused multiply-add, becomes its Python form."""
+    from .optimizer import _python_mul_add, mul_add
 
     python = getattr(function, "py_func", function)
     if python in done:
@@ -787,15 +787,13 @@ def _in_python(function, compiled, done):
     result = types.FunctionType(python.__code__, names, python.__name__, python.__defaults__,
                                 python.__closure__)
     done[python] = result
-    pairs = vectors.PYTHON_FORMS + ((activation._fma, optimizer._python_mul_add), (activation._select, activation._where))
-    forms = {id(intrinsic): form for intrinsic, form in pairs}
     for name, value in python.__globals__.items():
         if name in compiled:
             continue
         if isinstance(value, numba.core.registry.CPUDispatcher):
             names[name] = _in_python(value, compiled, done)
-        elif id(value) in forms:
-            names[name] = forms[id(value)]
+        elif value is mul_add:
+            names[name] = _python_mul_add
     return result
 
 

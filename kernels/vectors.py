@@ -258,13 +258,6 @@ def _lanes(typingctx, a):
     return types.intp(a), codegen
 
 
-# Each intrinsic with its Python form: what a kernel run by the interpreter calls instead
-# (``sgd.persample_chunk_partly_compiled``).
-PYTHON_FORMS = (
-    (_lanes, python_lanes), (_vload, python_vload), (_vload_part, python_vload_part), (_vstore, python_vstore),
-    (_vstore_part, python_vstore_part), (_vsplat, python_vsplat), (_vfma, python_vfma),
-)
-
 # The public names (module docstring).
 if config.DISABLE_JIT:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
