@@ -58,6 +58,7 @@ from .activation import activation_row_backward, activation_row_forward
 from .linear import (
     FIRST_LAYER,
     _row,
+    borrowed,
     fill_bias,
     dense_row_backward_update,
     dense_row_forward,
@@ -831,6 +832,11 @@ def _split_hidden_worker(
     in which at step s - start every thread posts its share of sample s's logits (K values);
     abort[0] != 0 makes waiting threads return.
     """
+    # views without reference counts (linear.borrowed): the threads share the input arrays, and
+    # the views of them made per sample would otherwise update one counter from every thread
+    W1, b1, W2t, b2 = borrowed(W1), borrowed(b1), borrowed(W2t), borrowed(b2)
+    indptr, indices, values, order = borrowed(indptr), borrowed(indices), borrowed(values), borrowed(order)
+    labels, targets = borrowed(labels), borrowed(targets)
     n_out = W2t.shape[0]
     lr = W1.dtype.type(learning_rate)
     scale = W1.dtype.type(input_scale)

@@ -333,6 +333,37 @@ def test_vector_moves_refuse_strided_arrays():
         vector_axpy(a[::2], a[::2], 0, 4, 1.0)
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="views without an owner exist only in compiled code")
+def test_a_borrowed_array_aliases_the_data_and_its_views_hold_no_reference():
+    """linear.borrowed: views made from it read and write the array's own memory, and none of
+    them holds a reference to it (no meminfo: nothing to count, from any thread). Returned to
+    Python, such a view has no base, where a view of the array itself keeps its owner alive."""
+    from fastmlp.kernels.linear import borrowed
+
+    @njit
+    def view(a):
+        return a[1:]
+
+    @njit
+    def borrowed_view(a):
+        return borrowed(a)[1:]
+
+    @njit
+    def write_through(a):
+        b = borrowed(a)
+        b[1:][0] = 7.0
+        return b[2:].sum()
+
+    a = np.arange(5.0)
+    assert view(a).base is not None
+    unowned = borrowed_view(a)
+    assert unowned.base is None and not unowned.flags.owndata
+    np.testing.assert_array_equal(unowned, [1.0, 2.0, 3.0, 4.0])
+    assert write_through(a) == 9.0
+    np.testing.assert_array_equal(a, [0.0, 7.0, 2.0, 3.0, 4.0])
+    assert borrowed(a) is a  # the interpreter's (and the interpreted kernels') version
+
+
 def test_lower_bound_is_searchsorteds_left_side(rng):
     """minibatch._lower_bound (a loop in place of np.searchsorted, which costs a cold start about
     a second of compile) finds where a CSR row's pixel indices reach a part's first column."""
