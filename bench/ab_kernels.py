@@ -5,8 +5,10 @@
         [--optimizer sgd|adam] [--momentum 0] [--nesterov] [--weight-decay 0] [--float-input] \
         [--dtype float32] [--samples 20000] [--rounds 5]
 
-``--batch-size 1`` compares the per-sample kernels on one thread instead: ``sgd_persample_chunk``
-for plain SGD, ``persample_chunk`` (the one any optimizer trains on) otherwise.
+``--batch-size 1`` compares the per-sample kernels instead: ``sgd_persample_chunk`` for plain SGD
+(``sgd_persample_chunk_threaded`` with ``--threads 2``), ``persample_chunk`` (the one any
+optimizer trains on, one thread) otherwise. ``--threads`` defaults to all of Numba's threads for
+mini-batch training and to one thread per sample.
 
 Run inside the repository. The base's ``kernels/`` (every ``.py`` file, ``git show REV:...``) is
 written to a temporary directory and imported as a package of its own (the kernels import each
@@ -75,7 +77,7 @@ def main():
     parser.add_argument("--layers", default="784,128,10")
     parser.add_argument("--activation", default="sigmoid")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS)
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--nesterov", action="store_true")
@@ -98,6 +100,8 @@ def main():
     targets, weights = np.empty((0, layers[-1]), start.dtype), np.empty(0, start.dtype)
 
     per_sample = args.batch_size == 1
+    if args.threads is None:
+        args.threads = 1 if per_sample else numba.config.NUMBA_NUM_THREADS
     module_name = "sgd" if per_sample else "minibatch"
     with tempfile.TemporaryDirectory() as directory:
         versions = {"base": base_minibatch(args.base, directory, module_name),
@@ -110,7 +114,10 @@ def main():
                 common = (layout.sizes, layout.w_offsets, layout.b_offsets, arch.activation_code, arch.loss_code)
                 data = (indptr, indices, values, scale, y, targets)
                 tic = time.perf_counter()
-                if optimizer.is_plain:
+                if optimizer.is_plain and args.threads > 1:
+                    module.sgd_persample_chunk_threaded(params, np.zeros(3), *common, hyper[codes.LR], *data, order,
+                                                        0, len(order), threads=args.threads)
+                elif optimizer.is_plain:
                     module.sgd_persample_chunk(params, np.zeros(3), *common, hyper[codes.LR], *data, order, 0,
                                                len(order))
                 else:
@@ -143,7 +150,7 @@ def main():
         " (Nesterov)" if args.nesterov else "") + (f", weight decay {args.weight_decay:g}" if args.weight_decay else "")
     print(f"{cpu_name()}: {'-'.join(map(str, layers))} {args.activation}, batch {args.batch_size}, {args.dtype}, "
           f"{recipe}, {'float32' if args.float_input else 'uint8'} pixels, "
-          f"{'one thread (per sample)' if per_sample else f'{args.threads} thread(s)'}")
+          f"{args.threads} thread(s){' (per sample)' if per_sample else ''}")
     print(f"base {args.base}: {base:,.0f} samples/s; new: {new:,.0f}; new / base {new / base:.3f} "
           f"(rounds: {' '.join(f'{n / b:.2f}' for b, n in zip(rates['base'], rates['new']))}); "
           f"same bits: {same}")
