@@ -41,3 +41,34 @@ def test_compile_events_self_time_leaves_out_the_functions_compiled_inside():
     events = [(0.0, 10.0, "kernel"), (1.0, 4.0, "helper"), (2.0, 3.0, "leaf"), (5.0, 6.0, "other")]
     rows = {name: (own, total) for own, total, name in load_script("compile_events").self_times(events)}
     assert rows == {"kernel": (6.0, 10.0), "helper": (2.0, 3.0), "leaf": (1.0, 1.0), "other": (1.0, 1.0)}
+
+
+def test_jit_perf_puts_samples_down_to_refcounting_before_the_mapping_that_holds_it():
+    """perf shows Numba's code as bare addresses: ``bench/jit_perf.py`` counts each sample in
+    the reference-count functions (which lie inside a JIT mapping) first, then in a mapping by
+    its start, else in its shared object."""
+    jit_perf = load_script("jit_perf")
+    regions = [(0x1000, 0x2000, "a.bin"), (0x8000, 0x9000, "b.bin")]
+    refcount = [(0x1050, 0x1060), (0x1060, 0x1080)]
+    samples = [(0x1000, "[unknown]"), (0x1055, "[unknown]"), (0x107F, "[unknown]"), (0x1080, "[unknown]"),
+               (0x8FFF, "[unknown]"), (0x9000, "(/usr/lib/libpython3.11.so.1.0)")]
+    counts = jit_perf.attribute(samples, regions, refcount)
+    assert counts == {"0x1000": 2, jit_perf.REFCOUNT: 2, "0x8000": 1, "libpython3.11.so.1.0": 1}
+
+
+def test_jit_perf_names_the_instructions_of_the_hottest_windows():
+    """Windows of WINDOW bytes ranked by their samples, each with its most frequent mnemonics
+    from objdump's listing (addresses already adjusted to the mapping's)."""
+    jit_perf = load_script("jit_perf")
+    listing = "\n".join([
+        "    1000:\t62 f1 7c 48 10 04 87 \tvmovups (%rdi,%rax,4),%zmm0",
+        "    1007:\t62 f2 7d 48 b8 c1    \tvfmadd231ps %zmm1,%zmm0,%zmm2",
+        "    100d:\t62 f2 7d 48 b8 c1    \tvfmadd231ps %zmm1,%zmm0,%zmm3",
+        "    1100:\t48 39 c3             \tcmp    %rax,%rbx",
+        "Disassembly of section .data:",
+    ])
+    instructions = jit_perf.parse_objdump(listing)
+    assert instructions == {0x1000: "vmovups", 0x1007: "vfmadd231ps", 0x100D: "vfmadd231ps", 0x1100: "cmp"}
+    ips = [0x1007] * 3 + [0x1100] + [0x5000]  # the last outside [lo, hi)
+    rows = jit_perf.hot_windows(ips, 0x1000, 0x2000, instructions, top=5)
+    assert rows == [(0, 0.75, [("vfmadd231ps", 2), ("vmovups", 1)]), (0x100, 0.25, [("cmp", 1)])]
