@@ -170,8 +170,9 @@ def borrowed(a):
     array's counter for each view made. Where threads make views of the same arrays, each of
     those pulls the counter's cache line from the other core: the two-thread per-sample worker
     ran 1.10-1.12x faster with its arrays borrowed (``bench/ab_kernels.py --batch-size 1
-    --threads 2``, 2026-12-02, Intel Xeon). On one thread, and in the mini-batch kernel, it
-    measured within noise (1.01x, 0.98-1.03x), so those keep their counts. The caller keeps
+    --threads 2``, 2026-12-02, Intel Xeon). On one thread (1.01x) and in the mini-batch kernel
+    (0.98x, 1.03x, and 1.12x in a run whose rounds ranged 0.84-1.60) it measured within the
+    noise, so those keep their counts (BENCHMARKS.md, session 19). The caller keeps
     ``a`` alive while the view is used (a kernel's arguments are: its caller holds them). The
     interpreter (and the interpreted kernels) gets ``a`` itself."""
     return a
