@@ -240,6 +240,54 @@ def cache_is_cold(kernel, dtype=None, values_dtype=None):
         return False
 
 
+CLAIMS_PREFIX = "fastmlp-compile-"
+STALE_CLAIMS_SECONDS = 3600.0  # a claims directory not named after its process: kept this long
+
+
+def new_claims_directory():
+    """A new claims directory in the temporary folder, named after this process
+    (``fastmlp-compile-PID-...``), once those of processes that have ended are removed: the exit
+    handler (``_stop_started``) removes a process's own, but not when it is killed."""
+    remove_stale_claims(tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-")
+
+
+def remove_stale_claims(folder):
+    """Remove the claims directories in ``folder`` whose process has ended, and those not named
+    after a process (older fastmlp) once STALE_CLAIMS_SECONDS old. Others' (no permission) and
+    anything that cannot be read are left alone."""
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(CLAIMS_PREFIX)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            owner, dash, _ = entry.name[len(CLAIMS_PREFIX):].partition("-")
+            if dash and owner.isdigit():
+                if _process_exists(int(owner)):
+                    continue
+            elif time.time() - entry.stat(follow_symlinks=False).st_mtime < STALE_CLAIMS_SECONDS:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _process_exists(pid):
+    """Whether process ``pid`` exists (on other systems than POSIX: assumed to)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate it on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
+
+
 def start(plan, dtype, values_dtype):
     """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
     "general": per-sample SGD with an optimizer, dropout or sample weights) if it can help (module
@@ -264,7 +312,7 @@ def start(plan, dtype, values_dtype):
     try:
         if not cache_is_cold(kernel, dtype, values_dtype):
             return None
-        claims = tempfile.mkdtemp(prefix="fastmlp-compile-") if plan == "mini-batch" else None
+        claims = new_claims_directory() if plan == "mini-batch" else None
         process = subprocess.Popen(
             [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name]
             + ([] if claims is None else ["--claims", claims]),

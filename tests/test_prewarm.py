@@ -499,3 +499,37 @@ def test_a_process_still_compiling_at_exit_is_stopped(python_process):
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)  # gone: stopped (and reaped) when its parent exited
         assert not os.path.exists(claims)  # and the directory where the two claimed helpers
+
+
+def test_claims_directories_of_ended_processes_are_removed(tmp_path):
+    """A fit killed during a cold start leaves its claims directory behind (its exit handler
+    never runs): the next one removes those whose process has ended, and old unnamed ones, and
+    keeps those of running processes and everything else in the folder."""
+    import subprocess
+    import sys
+
+    from fastmlp import _prewarm
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ended.stdout)
+    dead = tmp_path / f"{_prewarm.CLAIMS_PREFIX}{dead_pid}-abc"
+    alive = tmp_path / f"{_prewarm.CLAIMS_PREFIX}{os.getpid()}-def"
+    old_unnamed, new_unnamed = tmp_path / f"{_prewarm.CLAIMS_PREFIX}x1y2z3", tmp_path / f"{_prewarm.CLAIMS_PREFIX}q9r8"
+    other = tmp_path / "other-folder"
+    for folder in (dead, alive, old_unnamed, new_unnamed, other):
+        folder.mkdir()
+        (folder / "_part_forward").touch()
+    hour_ago = time.time() - _prewarm.STALE_CLAIMS_SECONDS - 60
+    os.utime(old_unnamed, (hour_ago, hour_ago))
+    _prewarm.remove_stale_claims(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, new_unnamed.name, other.name])
+
+
+def test_a_new_claims_directory_is_named_after_its_process(tmp_path, monkeypatch):
+    from fastmlp import _prewarm
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = _prewarm.new_claims_directory()
+    assert os.path.dirname(made) == str(tmp_path)
+    assert os.path.basename(made).startswith(f"{_prewarm.CLAIMS_PREFIX}{os.getpid()}-")
