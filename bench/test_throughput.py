@@ -12,8 +12,9 @@ Two checks can fail, whatever order the tests run in (``-p randomly``, ``-k numb
   numpy rate of this run, measuring that rate first if the numpy test has not run yet; a numpy
   test that runs after its numba partner makes the same comparison.
 - per-sample SGD with ``threads=2``: its weights after the epoch must match one thread's
-  within ``TWO_THREAD_WEIGHTS_RTOL``, and it must be faster than one thread timed right after
-  it in the same test (adjacent in time, so both see the same machine load).
+  within ``TWO_THREAD_WEIGHTS_RTOL``, and it must be faster than one thread, timed before each
+  of its rounds (adjacent in time, so both see the same machine load); below
+  ``TWO_THREAD_TARGET`` (1.4x) it is marked xfail.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NUMPY_PER_SAMPLE_ROUNDS = 3  # ~13 s an epoch
 # thread; after one MNIST epoch we measured max|dW| = 4.7e-4 * max|W|. The bound is the one
 # `fastmlp compare` uses for float32 runs (numba vs numpy measured 1.7e-3 there).
 TWO_THREAD_WEIGHTS_RTOL = TOLERANCES["float32"]["weights_rtol"]
+TWO_THREAD_TARGET = 1.4  # the first-run issue's target for per-sample threads=2, on every machine kind
 
 
 @dataclass
@@ -124,25 +126,32 @@ def test_epoch(benchmark, throughput, mnist_train, backend_name, batch_size):
 
 
 def test_epoch_per_sample_two_threads(benchmark, mnist_train):
-    """threads=2 per-sample SGD: the same weights as one thread, and faster than one thread."""
+    """threads=2 per-sample SGD: the same weights as one thread, and faster than one thread timed
+    before each round."""
     group = group_name(1)
     benchmark.group = group
     two = prepare("numba", 1, mnist_train, threads=2)
     if two.backend.threads < 2:
         pytest.skip(f"threads=2 runs on {two.backend.threads} thread here (fewer than 2 usable cores)")
-    benchmark.pedantic(two.run, setup=two.setup, rounds=ROUNDS, iterations=1)
-    two_threads_rate = two.n_samples / benchmark.stats.stats.median
-    benchmark.extra_info["samples_per_second"] = two_threads_rate
-
     one = prepare("numba", 1, mnist_train, threads=1)
-    one_thread_rate = median_rate(one, ROUNDS)  # the last round leaves one epoch's weights in one.params
-    # setup() resets before every round, so both hold the weights after exactly one epoch
+    # a one-thread epoch before each timed round (in the untimed setup), so that each round has
+    # one next to it: the ratio of two medians timed one after the other moved with the
+    # machine's drift (as the recipes' below did)
+    one_seconds = []
+
+    def setup():
+        one_seconds.append(epoch_seconds(one))  # leaves one epoch's weights in one.params
+        return two.setup()
+
+    benchmark.pedantic(two.run, setup=setup, rounds=ROUNDS, iterations=1)
+    two_threads_rate = two.n_samples / benchmark.stats.stats.median
+    one_thread_rate = one.n_samples / statistics.median(one_seconds)
+    speedup = statistics.median(o / t for o, t in zip(one_seconds, benchmark.stats.stats.data))
+    # both hold the weights after exactly one epoch from the same start
     weight_diff = float(np.max(np.abs(two.params - one.params)))
     largest_weight = float(np.max(np.abs(one.params)))
-    speedup = two_threads_rate / one_thread_rate
-    benchmark.extra_info["one_thread_samples_per_second"] = one_thread_rate
-    benchmark.extra_info["speedup_vs_one_thread"] = speedup
-    benchmark.extra_info["max_abs_weight_diff_vs_one_thread"] = weight_diff
+    benchmark.extra_info.update(samples_per_second=two_threads_rate, one_thread_samples_per_second=one_thread_rate,
+                                speedup_vs_one_thread=speedup, max_abs_weight_diff_vs_one_thread=weight_diff)
 
     assert not np.array_equal(two.params, two.start), "the timed epochs did not change the weights"
     assert weight_diff <= TWO_THREAD_WEIGHTS_RTOL * largest_weight, (
@@ -150,9 +159,11 @@ def test_epoch_per_sample_two_threads(benchmark, mnist_train):
         f"allowed {TWO_THREAD_WEIGHTS_RTOL:g} * max |W|"
     )
     assert speedup > 1, (
-        f"threads=2 ran {two_threads_rate:,.0f} samples/s, not faster than one thread's {one_thread_rate:,.0f} "
-        "measured right after it (is another process using a core?)"
+        f"threads=2 ran at {speedup:.2f}x one thread ({two_threads_rate:,.0f} against {one_thread_rate:,.0f} "
+        "samples/s, rounds side by side): not faster (is another process using a core?)"
     )
+    if speedup < TWO_THREAD_TARGET:
+        pytest.xfail(f"threads=2 ran at {speedup:.2f}x one thread; the target is {TWO_THREAD_TARGET}x (not met here)")
 
 
 # Per-sample SGD with momentum 0.9 and weight decay, beside plain per-sample SGD. The issue's
