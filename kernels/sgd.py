@@ -447,10 +447,10 @@ def _modal_gain(out, gain, lam, powers, pair):
 
 @njit(**KERNEL_OPTIONS)
 def _modal_apply(out_1, out_2, in_1, in_2, M):
-    """(out_1, out_2) = M (in_1, in_2) elementwise over rows of H, in place if out is in (one
-    mode, in_2 and out_2 empty: out_1 = M[0,0] in_1). Used as (c1 | c2) = Q (w, v) when the
-    call starts, (c1 | c2) <- Q B_tau (c1 | c2) to renormalise, and (w, v) = B_tau (c1 | c2) at
-    its end, with c1, c2 the two halves of the packed rows."""
+    """(out_1, out_2) = M (in_1, in_2) elementwise over rows of H (one mode, in_2 and out_2
+    empty: out_1 = M[0,0] in_1). Used as (c1 | c2) = Q (w, v) when the call starts and
+    (w, v) = B_tau (c1 | c2) at its end, with c1, c2 the two halves of the packed rows (column
+    views: scalar code, once a call); renormalising in place is _modal_renormalise's."""
     dtype = out_1.dtype.type
     m00 = dtype(M[0, 0])
     if in_2.size == 0:
@@ -473,6 +473,32 @@ def _modal_apply(out_1, out_2, in_1, in_2, M):
             b = r2[i]
             o1[i] = m00 * a + m01 * b
             o2[i] = m10 * a + m11 * b
+
+
+@njit(**KERNEL_OPTIONS)
+def _modal_renormalise(packed, M, n_hidden):
+    """(c1 | c2) <- M (c1 | c2) in place, for every packed row (c1 its first n_hidden items, c2
+    the next n_hidden; one mode: rows of n_hidden, c1 <- M[0, 0] c1). _modal_apply's in-place
+    case on whole rows: there its in and out views may overlap, LLVM's runtime check fails, and
+    the loop ran scalar (5% of a momentum epoch's kernel samples, ``bench/jit_perf.py``)."""
+    dtype = packed.dtype.type
+    m00 = dtype(M[0, 0])
+    if packed.shape[1] == n_hidden:
+        for j in range(packed.shape[0]):
+            row = packed[j]
+            for i in range(n_hidden):
+                row[i] = m00 * row[i]
+        return
+    m01 = dtype(M[0, 1])
+    m10 = dtype(M[1, 0])
+    m11 = dtype(M[1, 1])
+    for j in range(packed.shape[0]):
+        row = packed[j]
+        for i in range(n_hidden):
+            a = row[i]
+            b = row[n_hidden + i]
+            row[i] = m00 * a + m01 * b
+            row[n_hidden + i] = m10 * a + m11 * b
 
 
 @njit(**KERNEL_OPTIONS)
@@ -604,7 +630,7 @@ def persample_chunk(
                 for r in range(2):  # M = Q B, written out: a matmul would make Numba need SciPy
                     for c in range(2):
                         M[r, c] = Q[r, 0] * B[0, c] + Q[r, 1] * B[1, c]
-                _modal_apply(C1, C2, C1, C2, M)
+                _modal_renormalise(packed_first, M, n_hidden)
                 tau = 0
                 tau_powers[:] = 1
             _modal_b(B, P, tau_powers, pair)
