@@ -20,12 +20,12 @@ vectorised loop (``vfmadd231ps``) from a scalar one (``vfmadd231ss``) or a searc
 
 Read the shares with care: a sample lands on the instruction that waits, not on what it waits
 for. The first load of a cache line that misses carries the miss (a search over a CSR row of
-pixel indices is the row's first touch, and took the same 9% of a mini-batch epoch as a
-binary search with branches, one without and a vectorised count: the row's misses, not the
+pixel indices is the row's first touch, and kept about the same share of a mini-batch epoch as
+a binary search with branches, one without and a vectorised count: the row's misses, not the
 search); a locked increment right after a loop of stores waits for the store buffer to drain
-(the reference counting held 23% of a per-sample epoch's samples, but views without reference
-counts, which took 64% of its locked operations away, ran at 1.01x). Compare the windows'
-shares before and after a change, then confirm with ``bench/ab_kernels.py``.
+(the reference counting held about 20% of a per-sample epoch's samples, but views without
+reference counts, which took 64% of its locked operations away, ran at 1.01x). Compare the
+windows' shares before and after a change, then confirm with ``bench/ab_kernels.py``.
 """
 
 from __future__ import annotations
