@@ -2,7 +2,7 @@
 
     FASTMLP_DATA=../shared/data/mnist python bench/jit_perf.py [--batch-size 1] [--momentum 0]
         [--weight-decay 0] [--optimizer sgd|adam] [--layers 784,128,10] [--activation sigmoid]
-        [--float-input] [--threads 1] [--epochs 6] [--windows 12]
+        [--float-input] [--threads 1] [--epochs 6] [--windows 12] [--disassemble N]
 
 ``perf`` (linux-tools) cannot name Numba's compiled code: it lives in anonymous executable
 mappings without symbols, so ``perf report`` shows bare addresses. This starts a child process
@@ -26,6 +26,8 @@ search); a locked increment right after a loop of stores waits for the store buf
 (the reference counting held about 20% of a per-sample epoch's samples, but views without
 reference counts, which took 64% of its locked operations away, ran at 1.01x). Compare the
 windows' shares before and after a change, then confirm with ``bench/ab_kernels.py``.
+``--disassemble N`` prints the N hottest windows instruction by instruction, each with its
+samples: which load waits (a binary search's ``cmp`` after a ``movslq``), which call.
 """
 
 from __future__ import annotations
@@ -65,13 +67,15 @@ def attribute(samples, regions, refcount):
     return counts
 
 
-def parse_objdump(text):
-    """{address: mnemonic} of ``objdump -D`` output lines ``  addr:\\tbytes\\tmnemonic operands``."""
+def parse_objdump(text, full=False):
+    """{address: mnemonic} of ``objdump -D`` output lines ``  addr:\\tbytes\\tmnemonic operands``
+    (with ``full``, {address: the instruction with its operands})."""
     instructions = {}
     for line in text.splitlines():
-        match = re.match(r"\s*([0-9a-f]+):\t[0-9a-f ]+\t(\S+)", line)
+        match = re.match(r"\s*([0-9a-f]+):\t[0-9a-f ]+\t(\S+.*)", line)
         if match:
-            instructions[int(match.group(1), 16)] = match.group(2)
+            instruction = match.group(2).strip()
+            instructions[int(match.group(1), 16)] = instruction if full else instruction.split()[0]
     return instructions
 
 
@@ -148,6 +152,8 @@ def main():
     parser.add_argument("--threads", default="1", help="1 (default), 2 or auto")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--windows", type=int, default=12, help="hot windows listed per mapping")
+    parser.add_argument("--disassemble", type=int, default=0, metavar="N",
+                        help="print the N hottest windows' instructions, each with its samples")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.threads = args.threads if args.threads == "auto" else int(args.threads)
@@ -193,8 +199,15 @@ def main():
             dump = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", f"--adjust-vma={lo}", path],
                                   capture_output=True, text=True, check=True).stdout
             print(f"\nmapping {lo:#x} ({hi - lo} bytes): hottest {WINDOW}-byte windows")
-            for offset, share, names in hot_windows(ips, lo, hi, parse_objdump(dump), args.windows):
+            hot = hot_windows(ips, lo, hi, parse_objdump(dump), args.windows)
+            for offset, share, names in hot:
                 print(f"  +{offset:#7x} {share:6.1%}  " + " ".join(f"{name}:{n}" for name, n in names))
+            at = collections.Counter(ip for ip in ips if lo <= ip < hi)
+            full = parse_objdump(dump, full=True)
+            for offset, share, _ in hot[:args.disassemble]:
+                print(f"\n  window +{offset:#x} ({share:.1%}): samples, offset, instruction")
+                for address in sorted(a for a in full if lo + offset <= a < lo + offset + WINDOW):
+                    print(f"  {at[address]:6d}  +{address - lo:#7x}  {full[address]}")
 
 
 if __name__ == "__main__":
