@@ -69,6 +69,8 @@ def test_jit_perf_names_the_instructions_of_the_hottest_windows():
     ])
     instructions = jit_perf.parse_objdump(listing)
     assert instructions == {0x1000: "vmovups", 0x1007: "vfmadd231ps", 0x100D: "vfmadd231ps", 0x1100: "cmp"}
+    full = jit_perf.parse_objdump(listing, full=True)  # --disassemble: with the operands
+    assert full[0x1000] == "vmovups (%rdi,%rax,4),%zmm0" and full[0x1100] == "cmp    %rax,%rbx" and len(full) == 4
     ips = [0x1007] * 3 + [0x1100] + [0x5000]  # the last outside [lo, hi)
     rows = jit_perf.hot_windows(ips, 0x1000, 0x2000, instructions, top=5)
     assert rows == [(0, 0.75, [("vfmadd231ps", 2), ("vmovups", 1)]), (0x100, 0.25, [("cmp", 1)])]
