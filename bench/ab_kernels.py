@@ -92,6 +92,7 @@ def main():
     layers, X, y, arch, start = mnist_problem(args, args.dtype)
     layout = arch.layout()
     indptr, indices, values = current.sparse_rows(X)
+    part_ptr = current.sparse_rows(X, parts=current.PARTS)[0]
     scale = 1 / 255 if X.dtype == np.uint8 else 1.0
     order = np.random.default_rng(0).permutation(len(y)).astype(np.int64)
     optimizer = optim.Optimizer(optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
@@ -126,11 +127,14 @@ def main():
                 return len(order) / (time.perf_counter() - tic), params
             scratch = module.minibatch_scratch(start, layout.sizes, args.batch_size, optimizer.n_slots)
             slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
+            # the kernel's own form of the rows' pointers: since session 20, split at the parts'
+            # first inputs (made once per dataset, as the backend does); before that, indptr
+            pointers = indptr if "indptr" in module._minibatch_sgd_chunk.__code__.co_varnames else part_ptr
             numba.set_num_threads(args.threads)
             tic = time.perf_counter()
             module.minibatch_sgd_chunk(
                 params, np.zeros(4), *scratch, layout.sizes, layout.w_offsets, layout.b_offsets,
-                arch.activation_code, arch.loss_code, hyper, slots, np.zeros(3, np.int64), indptr, indices, values,
+                arch.activation_code, arch.loss_code, hyper, slots, np.zeros(3, np.int64), pointers, indices, values,
                 scale, y, targets, weights, order, 0, len(order), args.batch_size)
             return len(order) / (time.perf_counter() - tic), params
 

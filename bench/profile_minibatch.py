@@ -47,11 +47,11 @@ POOL = 20_000  # images the batch is drawn from
 
 
 @njit
-def sparse_forward(partials, spans, params, layer_sizes, w_offsets, b_offsets, batch, indptr, indices, values, scale):
+def sparse_forward(partials, spans, params, layer_sizes, w_offsets, b_offsets, batch, part_ptr, indices, values, scale):
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     for part in range(mb.PARTS):
         mb._part_forward(partials, spans, params, layer_sizes, w_offsets, b_offsets, np.int64(part), batch,
-                         indptr, indices, values, scale, zero, zero, no_dropout, one)
+                         part_ptr, indices, values, scale, zero, zero, no_dropout, one)
 
 
 @njit
@@ -161,7 +161,7 @@ def main():
     act, loss = arch.activation_code, arch.loss_code
 
     pieces = {
-        "sparse forward": lambda: sparse_forward(partials, spans, params, ls, wo, bo, batch, data.indptr, data.indices,
+        "sparse forward": lambda: sparse_forward(partials, spans, params, ls, wo, bo, batch, data.part_ptr, data.indices,
                                                  data.values, scale),
         "step 2 (forward, loss, backward)": lambda: forward_backward(
             units, raw, deltas, losses, hits, partials, params, weights_t, ls, wo, bo, act, loss, labels, targets,
@@ -181,7 +181,7 @@ def main():
         numba.set_num_threads(args.threads)
         stats[0] = 0
         mb.minibatch_sgd_chunk(params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses,
-                               hits, ls, wo, bo, act, loss, hyper, slots, np.zeros(3, np.int64), data.indptr,
+                               hits, ls, wo, bo, act, loss, hyper, slots, np.zeros(3, np.int64), data.part_ptr,
                                data.indices, data.values, data.input_scale, labels, targets, weights, order, 0,
                                kernel_batches * B, B)
         mb._begin_chunk(grad, weights_t, slots_t, params, slots, ls, wo, bo)  # the scratch as the pieces expect it

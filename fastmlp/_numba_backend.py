@@ -51,6 +51,10 @@ class Prepared:
     indices: np.ndarray  # int32 [nnz]
     values: np.ndarray  # [nnz], X's dtype
     input_scale: float
+    # int64 [N * PARTS + 1]: the rows' pointers split where the mini-batch kernel's parts' inputs
+    # begin (``kernels.sparse_rows(X, parts=PARTS)``), which mini-batch training reads; None in
+    # the one-row inputs that only predict
+    part_ptr: np.ndarray | None = None
 
     def __len__(self):
         return len(self.X)
@@ -110,9 +114,13 @@ class NumbaBackend:
     def prepare(self, X):
         # on as many threads as mini-batch training may use (one with threads=1)
         threads = min(self.minibatch_threads.most, available_cores())
-        indptr, indices, values = kernels.sparse_rows(X, threads)
+        # the rows' pointers split at the mini-batch kernel's parts, counted as the rows are
+        # converted (a search of each row per part and batch cost 1.05-1.11x: BENCHMARKS.md,
+        # session 20); every 4th is the plain CSR pointer
+        part_ptr, indices, values = kernels.sparse_rows(X, threads, parts=kernels.PARTS)
+        indptr = np.ascontiguousarray(part_ptr[::kernels.PARTS])
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
-        return Prepared(X, indptr, indices, values, scale)
+        return Prepared(X, indptr, indices, values, scale, part_ptr)
 
     def _labels_and_targets(self, targets):
         """The kernels' (labels int64 [N], targets dtype [N, K]) pair; the unused one is empty."""
@@ -249,6 +257,7 @@ class NumbaBackend:
         hyper = optimizer.hyper(lr)
         totals = {"correct": 0, "nonfinite_at": -1}
         stats[0] = 0.0  # the kernel adds on to it: a split chunk sums its losses as one call does
+        part_ptr = data.part_ptr
 
         def call(count, start, n_samples, kernel=kernels.minibatch_sgd_chunk):
             # Split in whole batches and on any thread count, the chunk trains exactly as in
@@ -257,7 +266,7 @@ class NumbaBackend:
             kernel(
                 params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
-                data.indptr, data.indices, data.values, data.input_scale,
+                part_ptr, data.indices, data.values, data.input_scale,
                 labels, target_rows, weights, order, start, start + n_samples, batch_size,
             )
             totals["correct"] += int(stats[1])

@@ -188,7 +188,7 @@ class DistributedBackend:
             first, last = share(len(batch), self.rank, self.size)
             kernels.batch_gradient(
                 grad, stats, *scratch, params, *layout, arch.activation_code, arch.loss_code, hyper, state.counters,
-                data.indptr, data.indices, data.values, data.input_scale, labels, target_rows, weights,
+                data.part_ptr, data.indices, data.values, data.input_scale, labels, target_rows, weights,
                 batch[first:last], int(state.counters[optim.SAMPLES]) + first, len(batch),
             )
             totals[0] = stats[0]

@@ -28,6 +28,7 @@ from .codes import (
     IDENTITY,
     IDENTITY_MSE,
     LOSSES,
+    PARTS,
     RELU,
     SIGMOID,
     SIGMOID_BCE,
@@ -66,7 +67,7 @@ def __dir__():
 
 __all__ = [
     "ACTIVATIONS", "IDENTITY", "SIGMOID", "TANH", "RELU",
-    "LOSSES", "SOFTMAX_CROSS_ENTROPY", "SOFTMAX_MSE", "SIGMOID_BCE", "IDENTITY_MSE",
+    "LOSSES", "SOFTMAX_CROSS_ENTROPY", "SOFTMAX_MSE", "SIGMOID_BCE", "IDENTITY_MSE", "PARTS",
     "parameter_layout",
     *_SUBMODULE_OF,
 ]

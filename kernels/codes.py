@@ -29,6 +29,14 @@ LOSSES = {
     ("identity", "mse"): IDENTITY_MSE,
 }
 
+# The mini-batch kernel's blocks of the first layer's inputs (kernels/minibatch.py), each owned
+# by one thread in step 1, and the input rows' pointers split at them (``linear.sparse_rows``
+# with parts=PARTS). Fixed, so that the partial sums and hence the results do not depend on the
+# thread count. Contiguous blocks: splitting W_0 by columns, or into fine interleaved stripes,
+# made the cores fight over cache lines (the hardware prefetchers fetch neighbouring lines) and
+# was slower than one core.
+PARTS = 4
+
 
 # The optimizer as the kernels receive it (the rules: fastmlp.optim). ``hyper`` is a float64
 # vector with these slots; ``counters`` an int64 vector the kernels advance.

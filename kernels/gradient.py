@@ -57,7 +57,7 @@ def gradient_scratch(params, layer_sizes, dropout=False):
 def batch_gradient(
     grad, stats, weights_t, partials, spans, units, raw, deltas,
     params, layer_sizes, w_offsets, b_offsets, activation, loss, hyper, counters,
-    indptr, indices, values, input_scale, labels, targets, sample_weights,
+    part_ptr, indices, values, input_scale, labels, targets, sample_weights,
     rows, first_sample, batch_rows,
 ):
     """grad[P] = (1 / batch_rows) * sum_{r in rows} g_r (overwritten), the per-sample gradients
@@ -101,7 +101,7 @@ def batch_gradient(
         batch = rows[r : r + 1]
         for part in range(PARTS):
             _part_forward(
-                partials, spans, params, layer_sizes, w_offsets, b_offsets, part, batch, indptr, indices, values,
+                partials, spans, params, layer_sizes, w_offsets, b_offsets, part, batch, part_ptr, indices, values,
                 scale, seed, sample_number, input_threshold, input_keep_scale,
             )
         _block_forward_backward(
@@ -118,7 +118,7 @@ def batch_gradient(
         n_correct += correct
 
         dz = deltas[0, :n_first]
-        for p in range(indptr[sample], indptr[sample + 1]):
+        for p in range(part_ptr[sample * PARTS], part_ptr[(sample + 1) * PARTS]):
             x = values[p] * scale
             if input_threshold > 0:
                 if not kept(seed, sample_number, indices[p], input_threshold):

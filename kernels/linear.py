@@ -31,24 +31,32 @@ from .activation import activation_row_forward
 PARALLEL_CSR_ENTRIES = 1 << 20
 
 
-def sparse_rows(x, threads=1):
+def sparse_rows(x, threads=1, parts=1):
     """CSR form of the rows of x[N, D] (uint8 or float): ``(indptr, indices, values)``.
 
     ``indptr`` int64 [N+1], ``indices`` int32 [nnz] (column of each nonzero, ascending within a
     row), ``values`` [nnz] of x's dtype. Build it once per dataset (60,000 MNIST images: ~0.1 s
     on one thread). With ``threads`` > 1 a large x is converted in that many blocks of rows at
     once (the kernels release the GIL); the result is the same.
+
+    With ``parts`` > 1 each row's pointers are split where the columns of each of ``parts``
+    ranges begin (columns D * k // parts onwards: the mini-batch kernel's parts, whose rows it
+    would otherwise search): indptr is then int64 [N * parts + 1], row i's nonzeros in part k
+    are indptr[i * parts + k] .. indptr[i * parts + k + 1], and indptr[::parts] is the plain one.
     """
     x = np.ascontiguousarray(x)
     n = x.shape[0]
+    parts = int(parts)
     blocks = max(1, min(int(threads), n, x.size // PARALLEL_CSR_ENTRIES))
     bounds = [n * k // blocks for k in range(blocks + 1)]
-    indptr = np.zeros(n + 1, np.int64)
-    _in_blocks(blocks, lambda r0, r1: _count_row_nonzeros(indptr[r0 + 1 : r1 + 1], x[r0:r1]), bounds)
+    indptr = np.zeros(n * parts + 1, np.int64)
+    _in_blocks(blocks, lambda r0, r1: _count_row_nonzeros(indptr[r0 * parts + 1 : r1 * parts + 1], x[r0:r1], parts),
+               bounds)
     np.cumsum(indptr, out=indptr)
     indices = np.empty(indptr[-1], np.int32)
     values = np.empty(indptr[-1], x.dtype)
-    _in_blocks(blocks, lambda r0, r1: _gather_row_nonzeros(indices, values, x[r0:r1], indptr[r0 : r1 + 1]), bounds)
+    _in_blocks(blocks, lambda r0, r1: _gather_row_nonzeros(indices, values, x[r0:r1], indptr[r0 * parts : r1 * parts + 1],
+                                                           parts), bounds)
     return indptr, indices, values
 
 
@@ -68,21 +76,24 @@ def _in_blocks(blocks, work, bounds):
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_row_nonzeros(counts, x):
-    """counts[N] = number of nonzeros in each row of x[N, D]."""
+def _count_row_nonzeros(counts, x, parts):
+    """counts[N * parts] = number of nonzeros in each part of each row of x[N, D] (``sparse_rows``)."""
+    n_in = x.shape[1]
     for row in range(x.shape[0]):
-        count = 0
-        for j in range(x.shape[1]):
-            count += x[row, j] != 0
-        counts[row] = count
+        for part in range(parts):
+            count = 0
+            for j in range(n_in * part // parts, n_in * (part + 1) // parts):
+                count += x[row, j] != 0
+            counts[row * parts + part] = count
 
 
 @njit(**KERNEL_OPTIONS)
-def _gather_row_nonzeros(indices, values, x, indptr):
+def _gather_row_nonzeros(indices, values, x, indptr, parts):
     """indices[nnz], values[nnz] = columns and values of the nonzeros of x[N, D], row by row,
-    row r's from indices[indptr[r]] on (indptr [N+1]: x may be a block of a larger input)."""
+    row r's from indices[indptr[r * parts]] on (indptr [N * parts + 1]: x may be a block of a
+    larger input)."""
     for row in range(x.shape[0]):
-        p = indptr[row]
+        p = indptr[row * parts]
         for j in range(x.shape[1]):
             if x[row, j] != 0:
                 indices[p] = j
@@ -203,8 +214,12 @@ def _borrowed_overload(a):
 @njit(**KERNEL_OPTIONS)
 def prefetch_row(indptr, indices, values, i):
     """Start loading the CSR entries of sample i (its indices and values, line by line)."""
-    lo = indptr[i]
-    hi = indptr[i + 1]
+    prefetch_span(indices, values, indptr[i], indptr[i + 1])
+
+
+@njit(**KERNEL_OPTIONS)
+def prefetch_span(indices, values, lo, hi):
+    """Start loading the CSR entries lo .. hi - 1 (indices and values, line by line)."""
     if hi > lo:
         for q in range(lo, hi, 64 // indices.itemsize):
             prefetch(indices, q)

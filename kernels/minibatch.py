@@ -10,7 +10,8 @@ activation and loss code, float32 or float64, uint8 or float input.
 Layers are numbered from 0 as in ``linear.py``: layer l maps n_l = layer_sizes[l] inputs to
 n_{l+1} outputs with W_l [n_l, n_{l+1}] and b_l. Arguments (N samples, L layers,
 H = layer_sizes[1], K = layer_sizes[-1], B = the largest batch, U = sum(layer_sizes[1:]));
-those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same order:
+those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same order
+(except the input rows' pointers):
 
     params        float [P]           flat parameters (``codes.parameter_layout``), updated in
                                       place
@@ -36,11 +37,16 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
     activation    int                 hidden activation code (activation.py)
     loss          int                 output/loss code (loss.py)
     learning_rate float               cast to params.dtype, as the reference does
-    indptr, indices, values, input_scale
+    part_ptr, indices, values, input_scale
                                       input rows in CSR form (``linear.sparse_rows``: column
-                                      indices ascending within a row; values uint8 or float);
-                                      an input is values[p] * input_scale (1/255 for uint8
-                                      pixels, 1 for float data)
+                                      indices ascending within a row; values uint8 or float),
+                                      an input being values[p] * input_scale (1/255 for uint8
+                                      pixels, 1 for float data); each row's pointers split
+                                      where the parts' inputs begin: part_ptr int64
+                                      [N * PARTS + 1] = ``sparse_rows(x, parts=PARTS)[0]``,
+                                      row i's nonzeros in part k at part_ptr[i * PARTS + k] ..
+                                      part_ptr[i * PARTS + k + 1], so that no batch searches
+                                      its rows (the per-sample kernels take indptr [N + 1])
     labels        int64 [N]           class labels (loss codes 0, 1), else may be empty
     targets       float [N, K]        targets (loss codes 2, 3), else may be empty [0, K]
     sample_weights float [N]          each sample's weight on its loss and gradient; empty: all 1
@@ -110,23 +116,19 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, SAMPLES, STEPS
+from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, PARTS, SAMPLES, STEPS
 from .optimizer import (
     DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch_row
+from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch_span
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from ._threads import aligned_empty
 from .vectors import VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 
-# Blocks of the first layer's inputs, each owned by one thread in step 1. Fixed, so that the
-# partial sums and hence the results do not depend on the thread count. Contiguous blocks:
-# splitting W_0 by columns, or into fine interleaved stripes, made the cores fight over cache
-# lines (the hardware prefetchers fetch neighbouring lines) and was slower than one core.
-PARTS = 4
+# PARTS (codes.py): blocks of the first layer's inputs, each owned by one thread in step 1.
 
 
 def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False):
@@ -478,35 +480,24 @@ def _sparse_forward8(z, W, indices, values, input_scale):
 
 
 @njit(**KERNEL_OPTIONS)
-def _lower_bound(ordered, value):
-    """The first i with ordered[i] >= value (np.searchsorted's "left" side). A loop: Numba's
-    searchsorted compiles for about a second, on the cold start's critical path."""
-    lo = 0
-    hi = ordered.shape[0]
-    while lo < hi:
-        middle = (lo + hi) >> 1
-        if ordered[middle] < value:
-            lo = middle + 1
-        else:
-            hi = middle
-    return lo
+def _prefetch_sample(part_ptr, indices, values, i):
+    """Start loading the CSR entries of sample i (``prefetch_row`` with part pointers)."""
+    prefetch_span(indices, values, part_ptr[i * PARTS], part_ptr[(i + 1) * PARTS])
 
 
 @njit(**KERNEL_OPTIONS)
 def _part_forward(
     partials, spans, params, layer_sizes, w_offsets, b_offsets, part,
-    batch, indptr, indices, values, input_scale, seed, first_sample, input_threshold, input_keep_scale,
+    batch, part_ptr, indices, values, input_scale, seed, first_sample, input_threshold, input_keep_scale,
 ):
     """partials[part, B, H] = x[batch, rows] @ W[rows, H] over the part's rows of the first
     layer's W[D,H] and the nonzero x only (with input dropout, the kept ones, scaled);
-    spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_gradient)."""
+    spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_gradient),
+    from ``part_ptr`` (the rows' pointers split at the parts: module docstring)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    first, last = _part_range(W.shape[0], part)
     for r in range(batch.shape[0]):
-        row_first = indptr[batch[r]]
-        row = indices[row_first : indptr[batch[r] + 1]]
-        lo = row_first + _lower_bound(row, first)
-        hi = row_first + _lower_bound(row, last)
+        lo = part_ptr[batch[r] * PARTS + part]
+        hi = part_ptr[batch[r] * PARTS + part + 1]
         spans[r, part, 0] = lo
         spans[r, part, 1] = hi
         z = partials[part, r]
@@ -783,7 +774,7 @@ def _end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offs
 def _minibatch_sgd_chunk(
     params, stats, grad, weights_t, slots_t, partials, spans, units, raw, deltas, losses, hits,
     layer_sizes, w_offsets, b_offsets, activation, loss, hyper, slots, counters,
-    indptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
+    part_ptr, indices, values, input_scale, labels, targets, sample_weights, order, start, stop,
     batch_size,
 ):
     """Mini-batch training over order[start:stop] (arguments and method: module docstring).
@@ -849,7 +840,7 @@ def _minibatch_sgd_chunk(
                 if s1 > s0:
                     _part_forward(
                         partials, spans[s0:s1], params, layer_sizes, w_offsets, b_offsets, part,
-                        batch[s0:s1], indptr, indices, values, scale, seed, batch_first + s0, input_threshold,
+                        batch[s0:s1], part_ptr, indices, values, scale, seed, batch_first + s0, input_threshold,
                         input_keep_scale,
                     )
             grad_lo = s0
@@ -879,10 +870,10 @@ def _minibatch_sgd_chunk(
                 # step 1 reads every row on both (one half of its pixels each); asked for on one
                 # thread only, 1.06x instead of 1.12x (784-100-10 Adam, batch 200).
                 for r in range(r0, min(r0 + BLOCK, upcoming.shape[0])):
-                    prefetch_row(indptr, indices, values, upcoming[r])
+                    _prefetch_sample(part_ptr, indices, values, upcoming[r])
                     other = (r + (n_sub + 1) // 2) % n_sub
                     if other < upcoming.shape[0]:
-                        prefetch_row(indptr, indices, values, upcoming[other])
+                        _prefetch_sample(part_ptr, indices, values, upcoming[other])
         if n_rows == 0:
             break
 
@@ -930,8 +921,8 @@ CHUNK_HELPERS = ("_begin_chunk", "_part_forward", "_block_forward_backward", "_p
                  "_end_chunk")
 
 
-def _no_prefetch(indptr, indices, values, row):
-    """``prefetch_row`` in the interpreter: a hint to the caches, with no effect on results, that
+def _no_prefetch(part_ptr, indices, values, row):
+    """``_prefetch_sample`` in the interpreter: a hint to the caches, with no effect on results, that
     would cost a call per row there."""
 
 
@@ -941,7 +932,7 @@ def interpreted(**replaced):
     interpreter calls with the types the compiled kernels pass them (tests/test_prewarm.py). It
     compiles nothing of its own, and its steps and results are the compiled kernels' (bitwise:
     tests/test_adaptive.py). ``replaced`` replaces helpers by name (``fastmlp._prewarm``)."""
-    names = dict(_minibatch_sgd_chunk.__globals__, prange=range, prefetch_row=_no_prefetch)
+    names = dict(_minibatch_sgd_chunk.__globals__, prange=range, _prefetch_sample=_no_prefetch)
     unknown = set(replaced) - set(names)
     if unknown:
         raise ValueError(f"the mini-batch kernel calls no {', '.join(sorted(unknown))}")

@@ -19,7 +19,7 @@ def setup(rng, dtype, recipe, weighted):
     w_offsets, b_offsets, n_params = codes.parameter_layout(LAYERS)
     X = rng.integers(0, 256, size=(40, LAYERS[0])).astype(np.uint8)
     X[rng.random(X.shape) < 0.6] = 0  # sparse rows, as images are
-    indptr, indices, values = kernels.sparse_rows(X)
+    part_ptr, indices, values = kernels.sparse_rows(X, parts=kernels.PARTS)
     labels = rng.integers(0, LAYERS[-1], size=len(X)).astype(np.int64)
     weights = rng.uniform(0.5, 1.5, size=len(X)).astype(dtype) if weighted else np.empty(0, dtype)
     optimizer = optim.Optimizer(**recipe)
@@ -34,7 +34,9 @@ def setup(rng, dtype, recipe, weighted):
         "hyper": optimizer.hyper(0.05),
         "optimizer": optimizer,
         "state": state,
-        "data": (indptr, indices, values, 1 / 255),
+        # the mini-batch and gradient kernels take the rows' pointers split at their parts
+        "data": (part_ptr, indices, values, 1 / 255),
+        "indptr": part_ptr[::kernels.PARTS],
         "targets": (labels, np.empty((0, LAYERS[-1]), dtype), weights),
         "order": rng.permutation(len(X)).astype(np.int64),
     }
@@ -109,7 +111,7 @@ def test_a_non_finite_loss_is_reported_at_its_row(rng):
     case["params"][0 : LAYERS[0] * LAYERS[1]] = np.inf  # every nonzero input makes the first layer infinite
     rows = case["order"][:8]
     _, stats = gradient(case, rows, 0, len(rows))
-    indptr = case["data"][0]
+    indptr = case["indptr"]
     first_nonzero_row = next(r for r, sample in enumerate(rows) if indptr[sample + 1] > indptr[sample])
     assert stats[2] == first_nonzero_row
 

@@ -246,6 +246,37 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
     np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
 
 
+@pytest.mark.parametrize("n_in", [30, 7])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_split_at_parts_point_at_each_parts_nonzeros(rng, monkeypatch, n_in, threads):
+    """The mini-batch kernel reads part k of row i (the nonzeros in the columns of
+    minibatch._part_range(n_in, k)) at part_ptr[i * PARTS + k] .. part_ptr[i * PARTS + k + 1]: an
+    empty row, a row whose nonzeros are all in the last part and a full row among random ones; 7
+    columns make some parts one column wide; converted on one thread and in blocks of rows."""
+    from fastmlp.kernels import linear, minibatch
+
+    monkeypatch.setattr(linear, "PARALLEL_CSR_ENTRIES", 1)
+    X = rng.integers(0, 256, size=(12, n_in)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    X[3] = 0
+    X[5] = 0
+    X[5, -1] = 9
+    X[7] = 200
+    indptr, indices, values = kernels.sparse_rows(X)
+    part_ptr, split_indices, split_values = kernels.sparse_rows(X, threads, parts=kernels.PARTS)
+    parts = kernels.PARTS
+    assert part_ptr.dtype == np.int64 and part_ptr.shape == (len(X) * parts + 1,)
+    np.testing.assert_array_equal(part_ptr[::parts], indptr)
+    np.testing.assert_array_equal(split_indices, indices)
+    np.testing.assert_array_equal(split_values, values)
+    for i in range(len(X)):
+        for part in range(parts):
+            first, last = minibatch._part_range(n_in, np.int64(part))
+            span = slice(part_ptr[i * parts + part], part_ptr[i * parts + part + 1])
+            np.testing.assert_array_equal(indices[span], np.flatnonzero(X[i, first:last]) + first)
+            np.testing.assert_array_equal(values[span], X[i, first:last][X[i, first:last] != 0])
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_sparse_rows_in_blocks_of_rows_on_threads_are_the_same(rng, monkeypatch, threads):
     # blocks of 3, 4 and 4 rows (or 5 and 6), one of them all zeros
@@ -269,7 +300,7 @@ def test_sparse_rows_on_threads_raise_a_blocks_error(monkeypatch):
     monkeypatch.setattr(linear, "PARALLEL_CSR_ENTRIES", 1)
     calls = []
 
-    def failing(counts, x):
+    def failing(counts, x, parts):
         calls.append(len(x))
         if len(calls) == 1:
             raise RuntimeError("block failed")
@@ -362,17 +393,6 @@ def test_a_borrowed_array_aliases_the_data_and_its_views_hold_no_reference():
     assert write_through(a) == 9.0
     np.testing.assert_array_equal(a, [0.0, 7.0, 2.0, 3.0, 4.0])
     assert borrowed(a) is a  # the interpreter's (and the interpreted kernels') version
-
-
-def test_lower_bound_is_searchsorteds_left_side(rng):
-    """minibatch._lower_bound (a loop in place of np.searchsorted, which costs a cold start about
-    a second of compile) finds where a CSR row's pixel indices reach a part's first column."""
-    from fastmlp.kernels import minibatch
-
-    for size in (0, 1, 2, 3, 7, 150):
-        ordered = np.sort(rng.choice(784, size=size, replace=False)).astype(np.int32)
-        for value in (0, 1, 391, 392, 783, 784, 1000, *ordered[:3], *(ordered[-2:] + 1)):
-            assert minibatch._lower_bound(ordered, value) == np.searchsorted(ordered, value), (size, value)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
