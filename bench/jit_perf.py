@@ -98,6 +98,7 @@ def child(args, info_path):
 
     import fastmlp
     from fastmlp import optim, trainer
+    from fastmlp._numba_backend import compiling_ahead
     from fastmlp.backends import make_backend
     from fastmlp.network import Architecture, init_params
 
@@ -114,7 +115,11 @@ def child(args, info_path):
     state = optim.State.fresh(optimizer, params, seed=0)
     order = np.random.default_rng(0).permutation(len(y)).astype(np.int64)
     lr = 1e-3 if args.optimizer == "adam" else 0.01
-    trainer.train_epoch(backend, params, data, y, order[:400], lr, args.batch_size, optimizer=optimizer, state=state)
+    # the kernel compiled here or loaded, never the interpreted one a cold start trains on while a
+    # second process compiles (its helpers called from Python: other mappings, reference counts)
+    with compiling_ahead():
+        trainer.train_epoch(backend, params, data, y, order[:400], lr, args.batch_size, optimizer=optimizer,
+                            state=state)
 
     regions = []
     with open("/proc/self/maps") as maps:
