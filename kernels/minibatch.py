@@ -121,7 +121,7 @@ from .optimizer import (
     DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch_span
+from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch, prefetch_span
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from ._threads import aligned_empty
 from .vectors import VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
@@ -480,9 +480,22 @@ def _sparse_forward8(z, W, indices, values, input_scale):
 
 
 @njit(**KERNEL_OPTIONS)
-def _prefetch_sample(part_ptr, indices, values, i):
-    """Start loading the CSR entries of sample i (``prefetch_row`` with part pointers)."""
+def _prefetch_pointers(part_ptr, i):
+    """Start loading sample i's pointers (part_ptr[i * PARTS .. (i + 1) * PARTS], which may
+    straddle two cache lines)."""
+    prefetch(part_ptr, i * PARTS)
+    prefetch(part_ptr, i * PARTS + PARTS)
+
+
+@njit(**KERNEL_OPTIONS)
+def _prefetch_sample(part_ptr, indices, values, labels, targets, i):
+    """Start loading the CSR entries of sample i (``prefetch_row`` with part pointers) and its
+    label or target row."""
     prefetch_span(indices, values, part_ptr[i * PARTS], part_ptr[(i + 1) * PARTS])
+    if labels.shape[0] > 0:
+        prefetch(labels, i)
+    if targets.shape[0] > 0:
+        prefetch(targets[i], 0)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -853,9 +866,14 @@ def _minibatch_sgd_chunk(
             rows = dtype(n_rows)
             # the rows step 1 reads next: this batch's next sub_rows, or the next batch's first
             if s1 < n_rows:
+                upcoming_at = batch_start + s1
                 upcoming = batch[s1 : min(s1 + sub_rows, n_rows)]
             else:
-                upcoming = order[min(batch_start + batch_size, stop) : min(batch_start + batch_size + sub_rows, stop)]
+                upcoming_at = min(batch_start + batch_size, stop)
+                upcoming = order[upcoming_at : min(upcoming_at + sub_rows, stop)]
+            # and those after them, whose pointers the prefetches of the next step 2 read
+            further_at = upcoming_at + upcoming.shape[0]
+            further = order[further_at : min(further_at + sub_rows, stop)]
             n_sub = s1 - s0
             for block_index in prange(-(-n_sub // BLOCK)):
                 r0 = np.int64(block_index) * BLOCK
@@ -870,10 +888,18 @@ def _minibatch_sgd_chunk(
                 # step 1 reads every row on both (one half of its pixels each); asked for on one
                 # thread only, 1.06x instead of 1.12x (784-100-10 Adam, batch 200).
                 for r in range(r0, min(r0 + BLOCK, upcoming.shape[0])):
-                    _prefetch_sample(part_ptr, indices, values, upcoming[r])
+                    _prefetch_sample(part_ptr, indices, values, labels, targets, upcoming[r])
                     other = (r + (n_sub + 1) // 2) % n_sub
                     if other < upcoming.shape[0]:
-                        _prefetch_sample(part_ptr, indices, values, upcoming[other])
+                        _prefetch_sample(part_ptr, indices, values, labels, targets, upcoming[other])
+                # A row's pointers are a miss of their own, which the prefetch above waits for (it
+                # needs them to know what to ask for): those of the rows after, asked for a step
+                # ahead.
+                for r in range(r0, min(r0 + BLOCK, further.shape[0])):
+                    _prefetch_pointers(part_ptr, further[r])
+                    other = (r + (n_sub + 1) // 2) % n_sub
+                    if other < further.shape[0]:
+                        _prefetch_pointers(part_ptr, further[other])
         if n_rows == 0:
             break
 
@@ -921,9 +947,13 @@ CHUNK_HELPERS = ("_begin_chunk", "_part_forward", "_block_forward_backward", "_p
                  "_end_chunk")
 
 
-def _no_prefetch(part_ptr, indices, values, row):
+def _no_prefetch(part_ptr, indices, values, labels, targets, row):
     """``_prefetch_sample`` in the interpreter: a hint to the caches, with no effect on results, that
     would cost a call per row there."""
+
+
+def _no_prefetch_pointers(part_ptr, row):
+    """``_prefetch_pointers`` in the interpreter (as ``_no_prefetch``)."""
 
 
 def interpreted(**replaced):
@@ -932,7 +962,8 @@ def interpreted(**replaced):
     interpreter calls with the types the compiled kernels pass them (tests/test_prewarm.py). It
     compiles nothing of its own, and its steps and results are the compiled kernels' (bitwise:
     tests/test_adaptive.py). ``replaced`` replaces helpers by name (``fastmlp._prewarm``)."""
-    names = dict(_minibatch_sgd_chunk.__globals__, prange=range, _prefetch_sample=_no_prefetch)
+    names = dict(_minibatch_sgd_chunk.__globals__, prange=range, _prefetch_sample=_no_prefetch,
+                 _prefetch_pointers=_no_prefetch_pointers)
     unknown = set(replaced) - set(names)
     if unknown:
         raise ValueError(f"the mini-batch kernel calls no {', '.join(sorted(unknown))}")
