@@ -230,8 +230,9 @@ def prefetch_span(indices, values, lo, hi):
 
 
 @njit(**KERNEL_OPTIONS)
-def prefetch_sample(indptr, indices, values, order, s, stop):
-    """Start loading the CSR entries of sample order[s + 1] and the indptr entry of order[s + 2].
+def prefetch_sample(indptr, indices, values, labels, targets, order, s, stop):
+    """Start loading the CSR entries of sample order[s + 1], its label or target row, and the
+    indptr entry of order[s + 2].
 
     Per-sample trainers visit samples in a random order, so each sample's nonzeros (about 750
     bytes on MNIST, in a 45 MB array) are a cache miss; asked for one sample ahead they arrive
@@ -241,6 +242,10 @@ def prefetch_sample(indptr, indices, values, order, s, stop):
         prefetch(indptr, order[s + 2])
     if s + 1 < stop:
         prefetch_row(indptr, indices, values, order[s + 1])
+        if labels.shape[0] > 0:
+            prefetch(labels, order[s + 1])
+        if targets.shape[0] > 0:
+            prefetch(targets[order[s + 1]], 0)
 
 
 @njit(**KERNEL_OPTIONS)

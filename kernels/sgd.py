@@ -133,7 +133,7 @@ def sgd_persample_chunk(
     n_trained = 0
     for s in range(start, stop):
         i = order[s]
-        prefetch_sample(indptr, indices, values, order, s, stop)
+        prefetch_sample(indptr, indices, values, labels, targets, order, s, stop)
         nz_indices = indices[indptr[i] : indptr[i + 1]]
         nz_values = values[indptr[i] : indptr[i + 1]]
 
@@ -174,7 +174,7 @@ def sgd_persample_chunk(
     stats[2] = n_trained
 
 
-def _no_prefetch(indptr, indices, values, order, s, stop):
+def _no_prefetch(indptr, indices, values, labels, targets, order, s, stop):
     """``prefetch_sample`` in the interpreter: a hint to the caches, with no effect on results."""
 
 
@@ -607,7 +607,7 @@ def persample_chunk(
         sample_number = first_sample + n_trained
         if kind == ADAM_KIND:
             step_scalars(sc, hyper, step)
-        prefetch_sample(indptr, indices, values, order, s, stop)
+        prefetch_sample(indptr, indices, values, labels, targets, order, s, stop)
 
         # the sample's kept inputs, scaled (x = pixel / 255, / keep with input dropout); the
         # modal form reads the CSR rows directly when every input is kept (no copy)
@@ -878,7 +878,7 @@ def _split_hidden_worker(
     n_trained = 0
     for s in range(start, stop):
         i = order[s]
-        prefetch_sample(indptr, indices, values, order, s, stop)
+        prefetch_sample(indptr, indices, values, labels, targets, order, s, stop)
         first, last = indptr[i], indptr[i + 1]
         sparse_row_forward(h, W1, b1, indices[first:last], values[first:last], scale)
         activation_row_forward(h, activation)
