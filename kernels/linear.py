@@ -230,16 +230,6 @@ def prefetch_span(indices, values, lo, hi):
 
 
 @njit(**KERNEL_OPTIONS)
-def prefetch_target(labels, targets, i):
-    """Start loading sample i's label, or its target row (whichever of the two is not empty):
-    read in random order, a miss of its own (plain per-sample SGD waited on it, 1.18-1.29x)."""
-    if labels.shape[0] > 0:
-        prefetch(labels, i)
-    if targets.shape[0] > 0:
-        prefetch(targets[i], 0)
-
-
-@njit(**KERNEL_OPTIONS)
 def prefetch_sample(indptr, indices, values, labels, targets, order, s, stop):
     """Start loading the CSR entries of sample order[s + 1], its label or target row, and the
     indptr entry of order[s + 2].
@@ -252,7 +242,10 @@ def prefetch_sample(indptr, indices, values, labels, targets, order, s, stop):
         prefetch(indptr, order[s + 2])
     if s + 1 < stop:
         prefetch_row(indptr, indices, values, order[s + 1])
-        prefetch_target(labels, targets, order[s + 1])
+        if labels.shape[0] > 0:
+            prefetch(labels, order[s + 1])
+        if targets.shape[0] > 0:
+            prefetch(targets[order[s + 1]], 0)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -121,7 +121,7 @@ from .optimizer import (
     DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch, prefetch_span, prefetch_target
+from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch, prefetch_span
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from ._threads import aligned_empty
 from .vectors import VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
@@ -492,7 +492,10 @@ def _prefetch_sample(part_ptr, indices, values, labels, targets, i):
     """Start loading the CSR entries of sample i (``prefetch_row`` with part pointers) and its
     label or target row."""
     prefetch_span(indices, values, part_ptr[i * PARTS], part_ptr[(i + 1) * PARTS])
-    prefetch_target(labels, targets, i)
+    if labels.shape[0] > 0:
+        prefetch(labels, i)
+    if targets.shape[0] > 0:
+        prefetch(targets[i], 0)
 
 
 @njit(**KERNEL_OPTIONS)
