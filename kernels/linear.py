@@ -181,10 +181,13 @@ def borrowed(a):
     array's counter for each view made. Where threads make views of the same arrays, each of
     those pulls the counter's cache line from the other core: the two-thread per-sample worker
     ran 1.10-1.12x faster with its arrays borrowed (``bench/ab_kernels.py --batch-size 1
-    --threads 2``, 2026-12-02, Intel Xeon). On one thread (1.01x) and in the mini-batch kernel
-    (0.98x, 1.03x, and 1.12x in a run whose rounds ranged 0.84-1.60) it measured within the
-    noise, so those keep their counts (BENCHMARKS.md, session 19). The caller keeps
-    ``a`` alive while the view is used (a kernel's arguments are: its caller holds them). The
+    --threads 2``, 2026-12-02, Intel Xeon). The one-thread per-sample kernels borrow theirs
+    too: on an AMD EPYC (Zen 5) plain per-sample SGD ran 1.06-1.15x faster (one process 1.45x)
+    and momentum with weight decay 1.05-1.12x, four processes each (BENCHMARKS.md, session 21;
+    on the Xeon 1.01x). In the mini-batch kernel it measured within the noise (0.98x, 1.03x,
+    and 1.12x in a run whose rounds ranged 0.84-1.60), so that one keeps its counts. The caller
+    keeps ``a`` alive while the view is used: a kernel's arguments are (its caller holds them);
+    arrays a kernel makes itself are passed to ``keep_alive`` after the views' last use. The
     interpreter (and the interpreted kernels) gets ``a`` itself."""
     return a
 
@@ -209,6 +212,13 @@ def _borrowed_overload(a):
         return _borrowed(a)
 
     return impl
+
+
+@njit(**KERNEL_OPTIONS)
+def keep_alive(*arrays):
+    """A use of ``arrays``, whose memory borrowed views read: Numba releases a local array after
+    its last use, not at the end of its scope, so a kernel that works on borrowed views of
+    arrays it made calls this after the views' last use."""
 
 
 @njit(**KERNEL_OPTIONS)

@@ -59,6 +59,7 @@ from .linear import (
     FIRST_LAYER,
     _row,
     borrowed,
+    keep_alive,
     fill_bias,
     dense_row_backward_update,
     dense_row_forward,
@@ -105,6 +106,11 @@ def sgd_persample_chunk(
     indptr, indices, values, input_scale, labels, targets, order, start, stop,
 ):
     """Per-sample SGD over order[start:stop], one thread (arguments: module docstring)."""
+    # views without reference counts (linear.borrowed), of the arrays made here too (kept alive
+    # to the end): each view made per sample or per nonzero input row would count atomically
+    params = borrowed(params)
+    indptr, indices, values, order = borrowed(indptr), borrowed(indices), borrowed(values), borrowed(order)
+    labels, targets = borrowed(labels), borrowed(targets)
     n_layers = layer_sizes.shape[0] - 1
     lr = params.dtype.type(learning_rate)
     scale = params.dtype.type(input_scale)
@@ -124,9 +130,10 @@ def sgd_persample_chunk(
     a_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(n_layers):
         a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
-    acts = np.empty(a_offsets[n_layers], params.dtype)
-    deltas = np.empty(a_offsets[n_layers], params.dtype)
+    acts_owner = np.empty(a_offsets[n_layers], params.dtype)
+    deltas_owner = np.empty(a_offsets[n_layers], params.dtype)
     p = np.empty(layer_sizes[n_layers], params.dtype)
+    acts, deltas, packed_view = borrowed(acts_owner), borrowed(deltas_owner), borrowed(packed)
 
     loss_sum = 0.0
     n_correct = 0
@@ -143,7 +150,7 @@ def sgd_persample_chunk(
             a = acts[a_offsets[l - 1] : a_offsets[l]]
             activation_row_forward(a, activation)
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            Wt = packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
+            Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
             dense_row_forward(acts[a_offsets[l] : a_offsets[l + 1]], Wt, b, a)
 
         z = acts[a_offsets[n_layers - 1] :]
@@ -158,7 +165,7 @@ def sgd_persample_chunk(
         loss_row_backward(dz, p, labels, targets, i, loss)
         for l in range(n_layers - 1, 0, -1):
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            Wt = packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
+            Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
             a = acts[a_offsets[l - 1] : a_offsets[l]]
             da = deltas[a_offsets[l - 1] : a_offsets[l]]
             dense_row_backward_update(da, Wt, b, deltas[a_offsets[l] : a_offsets[l + 1]], a, lr)
@@ -172,22 +179,27 @@ def sgd_persample_chunk(
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
+    keep_alive(acts_owner, deltas_owner)
 
 
 def _no_prefetch(indptr, indices, values, labels, targets, order, s, stop):
     """``prefetch_sample`` in the interpreter: a hint to the caches, with no effect on results."""
 
 
+def _no_keep_alive(*arrays):
+    """``keep_alive`` in the interpreter, where ``borrowed`` returns the array itself."""
+
+
 def _interpreted_persample():
     """``sgd_persample_chunk`` run by the Python interpreter: its loop in Python, its helpers the
     compiled ones, called with the types the compiled kernel passes them (tests/test_prewarm.py),
-    no prefetching. It compiles nothing of its own and trains to the compiled kernel's bits
-    (tests/test_adaptive.py). A cold first plain per-sample fit trains on it while a second
+    no prefetching and no keep_alive (its borrowed views are the arrays themselves). It compiles
+    nothing of its own and trains to the compiled kernel's bits (tests/test_adaptive.py). A cold first plain per-sample fit trains on it while a second
     process compiles the kernel (``fastmlp._prewarm``): about 12 helper calls per sample, 0.22x
     the compiled kernel's speed in a fit (``bench/interpreted.py speed``), for the seconds that
     compile takes."""
     function = getattr(sgd_persample_chunk, "py_func", sgd_persample_chunk)
-    names = dict(function.__globals__, prefetch_sample=_no_prefetch)
+    names = dict(function.__globals__, prefetch_sample=_no_prefetch, keep_alive=_no_keep_alive)
     return types.FunctionType(function.__code__, names, "sgd_persample_chunk_interpreted")
 
 
@@ -520,6 +532,11 @@ def persample_chunk(
     rounding (tests/test_modal.py). Adam has no such closed form (its step divides by
     sqrt(s)): it updates the whole first layer at every sample.
     """
+    # views without reference counts (linear.borrowed) of the arguments and of the arrays made
+    # here (kept alive to the end): an atomic count per view made, e.g. per nonzero input row
+    params, slots, sample_weights = borrowed(params), borrowed(slots), borrowed(sample_weights)
+    indptr, indices, values, order = borrowed(indptr), borrowed(indices), borrowed(values), borrowed(order)
+    labels, targets = borrowed(labels), borrowed(targets)
     dtype = params.dtype.type
     n_layers = layer_sizes.shape[0] - 1
     n_inputs = layer_sizes[0]
@@ -542,8 +559,9 @@ def persample_chunk(
     wt_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(1, n_layers):
         wt_offsets[l + 1] = wt_offsets[l] + layer_sizes[l] * layer_sizes[l + 1]
-    packed = np.empty(wt_offsets[n_layers], params.dtype)
-    packed_slots = np.empty((slots.shape[0], wt_offsets[n_layers]), params.dtype)
+    packed_owner = np.empty(wt_offsets[n_layers], params.dtype)
+    packed_slots_owner = np.empty((slots.shape[0], wt_offsets[n_layers]), params.dtype)
+    packed, packed_slots = borrowed(packed_owner), borrowed(packed_slots_owner)
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         _transpose(packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), W)
@@ -554,16 +572,18 @@ def persample_chunk(
     a_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(n_layers):
         a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
-    acts = np.empty(a_offsets[n_layers], params.dtype)  # outputs as the next layer reads them
-    raw = np.empty(a_offsets[n_layers], params.dtype)  # hidden outputs before dropout
-    deltas = np.empty(a_offsets[n_layers], params.dtype)
+    acts_owner = np.empty(a_offsets[n_layers], params.dtype)  # outputs as the next layer reads them
+    raw_owner = np.empty(a_offsets[n_layers], params.dtype)  # hidden outputs before dropout
+    deltas_owner = np.empty(a_offsets[n_layers], params.dtype)
+    acts, raw, deltas = borrowed(acts_owner), borrowed(raw_owner), borrowed(deltas_owner)
     p = np.empty(layer_sizes[n_layers], params.dtype)
     widest = 0
     for l in range(n_layers + 1):
         widest = max(widest, layer_sizes[l])
-    row_grad = np.empty(widest, params.dtype)
-    kept_indices = np.empty(n_inputs, np.int32)
-    kept_values = np.empty(n_inputs, params.dtype)
+    row_grad_owner = np.empty(widest, params.dtype)
+    kept_indices_owner = np.empty(n_inputs, np.int32)
+    kept_values_owner = np.empty(n_inputs, params.dtype)
+    row_grad, kept_indices, kept_values = borrowed(row_grad_owner), borrowed(kept_indices_owner), borrowed(kept_values_owner)
     # lazy first layer: row j holds its value after step last[j]; Adam: a dense gradient
     lam = np.empty(2, np.complex128)
     P = np.empty((2, 2), np.complex128)
@@ -576,7 +596,8 @@ def persample_chunk(
     powers = np.empty((stop - start + 1 if lazy else 0, 4), np.float64)
     if lazy:
         _catch_up_powers(powers, hyper, kind, sc)
-    dense_grad = np.zeros(0 if lazy or modal else n_inputs * n_hidden, params.dtype)
+    dense_grad_owner = np.zeros(0 if lazy or modal else n_inputs * n_hidden, params.dtype)
+    dense_grad = borrowed(dense_grad_owner)
 
     W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     w0 = w_offsets[0]
@@ -585,8 +606,9 @@ def persample_chunk(
     # modal: the call's first layer as rows (c1 | c2) of 2H (H with one mode), so that the
     # forward sum and the step are the plain per-sample kernel's, over rows twice as long
     width = 2 * n_hidden if kind == MOMENTUM_KIND else n_hidden
-    packed_first = np.empty((n_inputs if modal else 0, width), params.dtype)
-    both = np.empty(width, params.dtype)
+    packed_first_owner = np.empty((n_inputs if modal else 0, width), params.dtype)
+    both_owner = np.empty(width, params.dtype)
+    packed_first, both = borrowed(packed_first_owner), borrowed(both_owner)
     tau_powers = np.empty(2, np.complex128)  # lam^tau
     tau_powers[:] = 1
     B = np.empty((2, 2))
@@ -777,6 +799,8 @@ def persample_chunk(
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
+    keep_alive(packed_owner, packed_slots_owner, acts_owner, raw_owner, deltas_owner, row_grad_owner,
+               kept_indices_owner, kept_values_owner, dense_grad_owner, packed_first_owner, both_owner)
 
 
 # The general kernel's helpers that a cold fit compiles last: Numba compiles a kernel's helpers
