@@ -246,6 +246,39 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
     np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_hidden", [16, 64, 96, 100, 128, 192])
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_sample_sparse_row_steps_at_every_register_block_width(rng, n_hidden, bias, dtype, synth):
+    """linear.sparse_row_forward and sparse_row_update, the per-sample kernels' first layer: with
+    widths of four vectors' multiples in registers (blocks of eight vectors and of four: 64, 96,
+    128 and 192 units take one or both in float32 or float64), others in plain loops (16, 100)."""
+    from fastmlp.kernels.linear import sparse_row_forward, sparse_row_update
+
+    X = rng.integers(0, 256, size=(3, 40)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.7] = 0
+    X[1] = 0  # no nonzero input: the bias alone
+    indptr, indices, values = kernels.sparse_rows(X)
+    W = random(rng, (40, n_hidden), dtype)
+    b = random(rng, n_hidden, dtype) if bias else np.empty(0, dtype)
+    scale = dtype(reference.PIXEL_SCALE)
+    lr = dtype(0.05)
+    tol = synth.tolerance(dtype)
+    for i in range(3):
+        nz_indices, nz_values = indices[indptr[i] : indptr[i + 1]], values[indptr[i] : indptr[i + 1]]
+        x = reference.as_input(X[i : i + 1], dtype)[0]
+        z = np.full(n_hidden, np.nan, dtype)
+        sparse_row_forward(z, W, b, nz_indices, nz_values, scale)
+        np.testing.assert_allclose(z, x @ W + (b if bias else 0), **tol)
+        dz = random(rng, n_hidden, dtype)
+        expected_W = W - lr * np.outer(x, dz).astype(dtype)
+        expected_b = b - lr * dz if bias else b
+        sparse_row_update(W, b, dz, nz_indices, nz_values, scale, lr)
+        np.testing.assert_allclose(W, expected_W, **tol)
+        np.testing.assert_array_equal(W[X[i] == 0], expected_W[X[i] == 0])  # zero inputs' rows untouched
+        np.testing.assert_allclose(b, expected_b, **tol)
+
+
 @pytest.mark.parametrize("n_in", [30, 7])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_split_at_parts_point_at_each_parts_nonzeros(rng, monkeypatch, n_in, threads):
