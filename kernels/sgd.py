@@ -194,10 +194,10 @@ def _interpreted_persample():
     """``sgd_persample_chunk`` run by the Python interpreter: its loop in Python, its helpers the
     compiled ones, called with the types the compiled kernel passes them (tests/test_prewarm.py),
     no prefetching and no keep_alive (its borrowed views are the arrays themselves). It compiles
-    nothing of its own and trains to the compiled kernel's bits (tests/test_adaptive.py). A cold first plain per-sample fit trains on it while a second
-    process compiles the kernel (``fastmlp._prewarm``): about 12 helper calls per sample, 0.22x
-    the compiled kernel's speed in a fit (``bench/interpreted.py speed``), for the seconds that
-    compile takes."""
+    nothing of its own and trains to the compiled kernel's bits (tests/test_adaptive.py). A cold
+    first plain per-sample fit trains on it while a second process compiles the kernel
+    (``fastmlp._prewarm``): about 12 helper calls per sample, 0.22x the compiled kernel's speed
+    in a fit (``bench/interpreted.py speed``), for the seconds that compile takes."""
     function = getattr(sgd_persample_chunk, "py_func", sgd_persample_chunk)
     names = dict(function.__globals__, prefetch_sample=_no_prefetch, keep_alive=_no_keep_alive)
     return types.FunctionType(function.__code__, names, "sgd_persample_chunk_interpreted")
@@ -583,7 +583,8 @@ def persample_chunk(
     row_grad_owner = np.empty(widest, params.dtype)
     kept_indices_owner = np.empty(n_inputs, np.int32)
     kept_values_owner = np.empty(n_inputs, params.dtype)
-    row_grad, kept_indices, kept_values = borrowed(row_grad_owner), borrowed(kept_indices_owner), borrowed(kept_values_owner)
+    row_grad = borrowed(row_grad_owner)
+    kept_indices, kept_values = borrowed(kept_indices_owner), borrowed(kept_values_owner)
     # lazy first layer: row j holds its value after step last[j]; Adam: a dense gradient
     lam = np.empty(2, np.complex128)
     P = np.empty((2, 2), np.complex128)
