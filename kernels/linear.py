@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
-from .vectors import lanes, vfma, vload, vsplat, vstore
+from .vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 # Inputs of fewer entries are converted on one thread whatever ``threads`` says.
 PARALLEL_CSR_ENTRIES = 1 << 20
@@ -260,87 +260,67 @@ def prefetch_sample(indptr, indices, values, labels, targets, order, s, stop):
 
 
 @njit(**KERNEL_OPTIONS)
-def _sparse_row_forward_registers(z, W, b, indices, values, input_scale):
-    """sparse_row_forward for H a multiple of four vectors (``vectors.py``): per block of eight
-    vectors of columns (and a last one of four), the sums stay in registers over all the
-    nonzero inputs, one multiply-add per vector loaded and no load or store of z per input.
-    The same sums in the same order as the loop in sparse_row_forward (the kernels trained to
-    the same bits), 1.12-1.15x faster per-sample epochs at 128 units; with four-vector blocks
-    only, 1.04x (AMD EPYC Zen 5, BENCHMARKS.md session 21). Eight 64-byte accumulators are
-    sixteen ymm registers with AVX2, all there are: LLVM spills some, and code generated for
-    AVX2 (``NUMBA_CPU_NAME=znver3``) still ran 1.10x against 1.075x with blocks of four.
-    (``minibatch._sparse_forward`` is the mini-batch kernel's version: no bias, masked.)"""
+def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
+    """z[c : c + m] = b[c : c + m] (0 where b is empty) + x[D] @ W[D, c : c + m] over the nonzero
+    x, for m of at most eight 64-byte vectors (``vectors.py``): the m sums stay in registers over
+    all the inputs, one multiply-add per vector loaded (no load or store of z per input), each
+    input's term added in order. Loads past m are masked off (with AVX-512 a masked load costs
+    what a plain one does). The mini-batch kernel's first layer (b empty, 4L < H <= 8L) and
+    sparse_row_forward's (blocks of eight vectors) use it. Per sample, against the loop it
+    replaced (four rows per pass over z in memory; the same sums in the same order, so the
+    same bits): 1.12-1.15x faster plain epochs at 128 units, and 1.04x with blocks of four
+    vectors only; at 100 units 1.15x (AMD EPYC Zen 5, BENCHMARKS.md session 21). Code generated
+    for AVX2 on that machine (``NUMBA_CPU_NAME=znver3``: eight 64-byte accumulators are all
+    sixteen ymm registers) also ran faster: 1.10x with plain loads against the loop, and masked
+    as here 1.25x again against those plain loads (with AVX-512 code, 0.99x)."""
     L = lanes(z)
-    bias = b.shape[0] > 0
-    n_wide = z.shape[0] // (8 * L) * (8 * L)
-    for c in range(0, n_wide, 8 * L):
-        if bias:
-            a0 = vload(b, c)
-            a1 = vload(b, c + L)
-            a2 = vload(b, c + 2 * L)
-            a3 = vload(b, c + 3 * L)
-            a4 = vload(b, c + 4 * L)
-            a5 = vload(b, c + 5 * L)
-            a6 = vload(b, c + 6 * L)
-            a7 = vload(b, c + 7 * L)
-        else:
-            a0 = vsplat(z, 0)
-            a1 = a0
-            a2 = a0
-            a3 = a0
-            a4 = a0
-            a5 = a0
-            a6 = a0
-            a7 = a0
-        for p in range(indices.shape[0]):
-            x = vsplat(z, values[p] * input_scale)
-            w = _row(W, indices[p])
-            a0 = vfma(x, vload(w, c), a0)
-            a1 = vfma(x, vload(w, c + L), a1)
-            a2 = vfma(x, vload(w, c + 2 * L), a2)
-            a3 = vfma(x, vload(w, c + 3 * L), a3)
-            a4 = vfma(x, vload(w, c + 4 * L), a4)
-            a5 = vfma(x, vload(w, c + 5 * L), a5)
-            a6 = vfma(x, vload(w, c + 6 * L), a6)
-            a7 = vfma(x, vload(w, c + 7 * L), a7)
-        vstore(z, c, a0)
-        vstore(z, c + L, a1)
-        vstore(z, c + 2 * L, a2)
-        vstore(z, c + 3 * L, a3)
-        vstore(z, c + 4 * L, a4)
-        vstore(z, c + 5 * L, a5)
-        vstore(z, c + 6 * L, a6)
-        vstore(z, c + 7 * L, a7)
-    if n_wide < z.shape[0]:  # four vectors left
-        c = n_wide
-        if bias:
-            a0 = vload(b, c)
-            a1 = vload(b, c + L)
-            a2 = vload(b, c + 2 * L)
-            a3 = vload(b, c + 3 * L)
-        else:
-            a0 = vsplat(z, 0)
-            a1 = a0
-            a2 = a0
-            a3 = a0
-        for p in range(indices.shape[0]):
-            x = vsplat(z, values[p] * input_scale)
-            w = _row(W, indices[p])
-            a0 = vfma(x, vload(w, c), a0)
-            a1 = vfma(x, vload(w, c + L), a1)
-            a2 = vfma(x, vload(w, c + 2 * L), a2)
-            a3 = vfma(x, vload(w, c + 3 * L), a3)
-        vstore(z, c, a0)
-        vstore(z, c + L, a1)
-        vstore(z, c + 2 * L, a2)
-        vstore(z, c + 3 * L, a3)
+    if b.shape[0] > 0:
+        a0 = vload_part(b, c, m)
+        a1 = vload_part(b, c + L, m - L)
+        a2 = vload_part(b, c + 2 * L, m - 2 * L)
+        a3 = vload_part(b, c + 3 * L, m - 3 * L)
+        a4 = vload_part(b, c + 4 * L, m - 4 * L)
+        a5 = vload_part(b, c + 5 * L, m - 5 * L)
+        a6 = vload_part(b, c + 6 * L, m - 6 * L)
+        a7 = vload_part(b, c + 7 * L, m - 7 * L)
+    else:
+        a0 = vsplat(z, 0)
+        a1 = a0
+        a2 = a0
+        a3 = a0
+        a4 = a0
+        a5 = a0
+        a6 = a0
+        a7 = a0
+    for p in range(indices.shape[0]):
+        x = vsplat(z, values[p] * input_scale)
+        w = _row(W, indices[p])
+        a0 = vfma(x, vload_part(w, c, m), a0)
+        a1 = vfma(x, vload_part(w, c + L, m - L), a1)
+        a2 = vfma(x, vload_part(w, c + 2 * L, m - 2 * L), a2)
+        a3 = vfma(x, vload_part(w, c + 3 * L, m - 3 * L), a3)
+        a4 = vfma(x, vload_part(w, c + 4 * L, m - 4 * L), a4)
+        a5 = vfma(x, vload_part(w, c + 5 * L, m - 5 * L), a5)
+        a6 = vfma(x, vload_part(w, c + 6 * L, m - 6 * L), a6)
+        a7 = vfma(x, vload_part(w, c + 7 * L, m - 7 * L), a7)
+    vstore_part(z, c, a0, m)
+    vstore_part(z, c + L, a1, m - L)
+    vstore_part(z, c + 2 * L, a2, m - 2 * L)
+    vstore_part(z, c + 3 * L, a3, m - 3 * L)
+    vstore_part(z, c + 4 * L, a4, m - 4 * L)
+    vstore_part(z, c + 5 * L, a5, m - 5 * L)
+    vstore_part(z, c + 6 * L, a6, m - 6 * L)
+    vstore_part(z, c + 7 * L, a7, m - 7 * L)
 
 
 @njit(**KERNEL_OPTIONS)
 def sparse_row_forward(z, W, b, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale."""
-    if z.shape[0] % (4 * lanes(z)) == 0:
-        _sparse_row_forward_registers(z, W, b, indices, values, input_scale)
+    n_out = z.shape[0]
+    L = lanes(z)
+    if n_out % (4 * L) == 0 or 4 * L < n_out < 8 * L:
+        for c in range(0, n_out, 8 * L):
+            sparse_forward_block(z, W, b, indices, values, input_scale, c, min(8 * L, n_out - c))
         return
     fill_bias(z, b)
     # Four input rows per pass over z: z is loaded and stored a quarter as often (the loop is

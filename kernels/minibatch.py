@@ -121,7 +121,7 @@ from .optimizer import (
     DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch, prefetch_span
+from .linear import FIRST_LAYER, _row, fill_bias, layer_views, prefetch, prefetch_span, sparse_forward_block
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from ._threads import aligned_empty
 from .vectors import VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
@@ -362,43 +362,6 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
 
 
 @njit(**KERNEL_OPTIONS)
-def _sparse_forward(z, W, indices, values, input_scale):
-    """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias), for H of at
-    most eight 64-byte vectors (128 float32 or 64 float64 units): the H sums stay in registers
-    over all the inputs, one multiply-add per vector loaded, each input's term added in order.
-    Loads past H are masked off (with AVX-512 a masked load costs what a plain one does)."""
-    L = lanes(z)
-    m = z.shape[0]
-    a0 = vsplat(z, 0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    for p in range(indices.shape[0]):
-        x = vsplat(z, values[p] * input_scale)
-        w = _row(W, indices[p])
-        a0 = vfma(x, vload_part(w, 0, m), a0)
-        a1 = vfma(x, vload_part(w, L, m - L), a1)
-        a2 = vfma(x, vload_part(w, 2 * L, m - 2 * L), a2)
-        a3 = vfma(x, vload_part(w, 3 * L, m - 3 * L), a3)
-        a4 = vfma(x, vload_part(w, 4 * L, m - 4 * L), a4)
-        a5 = vfma(x, vload_part(w, 5 * L, m - 5 * L), a5)
-        a6 = vfma(x, vload_part(w, 6 * L, m - 6 * L), a6)
-        a7 = vfma(x, vload_part(w, 7 * L, m - 7 * L), a7)
-    vstore_part(z, 0, a0, m)
-    vstore_part(z, L, a1, m - L)
-    vstore_part(z, 2 * L, a2, m - 2 * L)
-    vstore_part(z, 3 * L, a3, m - 3 * L)
-    vstore_part(z, 4 * L, a4, m - 4 * L)
-    vstore_part(z, 5 * L, a5, m - 5 * L)
-    vstore_part(z, 6 * L, a6, m - 6 * L)
-    vstore_part(z, 7 * L, a7, m - 7 * L)
-
-
-@njit(**KERNEL_OPTIONS)
 def _sparse_gradient(dW, dz, indices, values, input_scale):
     """dW[j,:] += x[j] * dz[H] for the nonzero x[j] (one sample's share of the first layer's
     weight gradient), for rows of dW of exactly eight vectors (128 float32 or 64 float64
@@ -433,9 +396,9 @@ def _sparse_gradient(dW, dz, indices, values, input_scale):
 @njit(**KERNEL_OPTIONS)
 def _sparse_forward8(z, W, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] over the nonzero x (sparse_row_forward without the bias), eight rows
-    per pass over z: for layers of up to four vectors or more than eight, where _sparse_forward's
-    blocks of eight measured slower (mostly empty at the row's end; on wide rows each pass over
-    the inputs fetches every row again)."""
+    per pass over z: for layers of up to four vectors or more than eight, where the register
+    blocks of ``linear.sparse_forward_block`` measured slower (mostly empty at the row's end; on
+    wide rows each pass over the inputs fetches every row again)."""
     z[:] = 0
     n = indices.shape[0]
     p = 0
@@ -508,6 +471,7 @@ def _part_forward(
     spans[B, part] = [first, last) of those x in the CSR arrays (read again by _part_gradient),
     from ``part_ptr`` (the rows' pointers split at the parts: module docstring)."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    no_bias = b[:0]  # partial sums: the bias is added in step 2
     for r in range(batch.shape[0]):
         lo = part_ptr[batch[r] * PARTS + part]
         hi = part_ptr[batch[r] * PARTS + part + 1]
@@ -516,7 +480,7 @@ def _part_forward(
         z = partials[part, r]
         if input_threshold == 0:
             if 4 * lanes(z) < z.shape[0] <= 8 * lanes(z):
-                _sparse_forward(z, W, indices[lo:hi], values[lo:hi], input_scale)
+                sparse_forward_block(z, W, no_bias, indices[lo:hi], values[lo:hi], input_scale, 0, z.shape[0])
             else:
                 _sparse_forward8(z, W, indices[lo:hi], values[lo:hi], input_scale)
             continue
