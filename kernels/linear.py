@@ -315,7 +315,10 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
 
 @njit(**KERNEL_OPTIONS)
 def sparse_row_forward(z, W, b, indices, values, input_scale):
-    """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale."""
+    """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale.
+    H of 65-127 float32 units (33-63 float64) or a multiple of four vectors: in registers, a
+    block of up to eight vectors at a time (sparse_forward_block); other widths: the loop below,
+    the same sums in the same order."""
     n_out = z.shape[0]
     L = lanes(z)
     if n_out % (4 * L) == 0 or 4 * L < n_out < 8 * L:
@@ -392,7 +395,9 @@ def _sparse_row_update_registers(W, dz, indices, values, input_scale, learning_r
 
 @njit(**KERNEL_OPTIONS)
 def sparse_row_update(W, b, dz, indices, values, input_scale, learning_rate):
-    """W[D,H] -= lr * x[D]^T dz[H]; b[H] -= lr * dz[H]  (the SGD step of sparse_row_forward)."""
+    """W[D,H] -= lr * x[D]^T dz[H]; b[H] -= lr * dz[H]  (the SGD step of sparse_row_forward).
+    H a multiple of four vectors: dz in registers (_sparse_row_update_registers); other widths:
+    the loop below (masked stores, which the other widths would need, measured slow)."""
     if dz.shape[0] % (4 * lanes(dz)) == 0:
         _sparse_row_update_registers(W, dz, indices, values, input_scale, learning_rate)
         for k in range(b.shape[0]):
