@@ -314,6 +314,35 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
 
 
 @njit(**KERNEL_OPTIONS)
+def _sparse_forward_block4(z, W, b, indices, values, input_scale, c):
+    """sparse_forward_block for exactly four vectors, unmasked: the last block of a layer of a
+    multiple of four vectors, and the two-thread worker's 64 units each (float32). Its eight
+    vector block with the upper four masked off measured 0.91x there (two processes)."""
+    L = lanes(z)
+    if b.shape[0] > 0:
+        a0 = vload(b, c)
+        a1 = vload(b, c + L)
+        a2 = vload(b, c + 2 * L)
+        a3 = vload(b, c + 3 * L)
+    else:
+        a0 = vsplat(z, 0)
+        a1 = a0
+        a2 = a0
+        a3 = a0
+    for p in range(indices.shape[0]):
+        x = vsplat(z, values[p] * input_scale)
+        w = _row(W, indices[p])
+        a0 = vfma(x, vload(w, c), a0)
+        a1 = vfma(x, vload(w, c + L), a1)
+        a2 = vfma(x, vload(w, c + 2 * L), a2)
+        a3 = vfma(x, vload(w, c + 3 * L), a3)
+    vstore(z, c, a0)
+    vstore(z, c + L, a1)
+    vstore(z, c + 2 * L, a2)
+    vstore(z, c + 3 * L, a3)
+
+
+@njit(**KERNEL_OPTIONS)
 def sparse_row_forward(z, W, b, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale.
     H of 65-127 float32 units (33-63 float64) or a multiple of four vectors: in registers, a
@@ -323,7 +352,10 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
     L = lanes(z)
     if n_out % (4 * L) == 0 or 4 * L < n_out < 8 * L:
         for c in range(0, n_out, 8 * L):
-            sparse_forward_block(z, W, b, indices, values, input_scale, c, min(8 * L, n_out - c))
+            if n_out - c == 4 * L:
+                _sparse_forward_block4(z, W, b, indices, values, input_scale, c)
+            else:
+                sparse_forward_block(z, W, b, indices, values, input_scale, c, min(8 * L, n_out - c))
         return
     fill_bias(z, b)
     # Four input rows per pass over z: z is loaded and stored a quarter as often (the loop is
