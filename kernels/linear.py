@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
-from .vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from .vectors import REGISTER_BLOCK, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 # Inputs of fewer entries are converted on one thread whatever ``threads`` says.
 PARALLEL_CSR_ENTRIES = 1 << 20
@@ -269,10 +269,11 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
     sparse_row_forward's (blocks of eight vectors) use it. Per sample, against the loop it
     replaced (four rows per pass over z in memory; the same sums in the same order, so the
     same bits): 1.12-1.15x faster plain epochs at 128 units, and 1.04x with blocks of four
-    vectors only; at 100 units 1.15x (AMD EPYC Zen 5, BENCHMARKS.md session 21). Code generated
-    for AVX2 on that machine (``NUMBA_CPU_NAME=znver3``: eight 64-byte accumulators are all
-    sixteen ymm registers) also ran faster: 1.10x with plain loads against the loop, and masked
-    as here 1.25x again against those plain loads (with AVX-512 code, 0.99x)."""
+    vectors only; at 100 units 1.15x (AMD EPYC Zen 5, BENCHMARKS.md session 21). With AVX-512
+    only (REGISTER_BLOCK 8): on AVX2 eight 64-byte accumulators are all sixteen ymm registers,
+    and on an AMD EPYC Zen 3 the per-sample kernel ran 0.72x as fast as with blocks of four
+    (session 22; session 21's "AVX2" figures were AVX-512 code: NUMBA_CPU_NAME alone keeps the
+    host's features)."""
     L = lanes(z)
     if b.shape[0] > 0:
         a0 = vload_part(b, c, m)
@@ -345,14 +346,16 @@ def _sparse_forward_block4(z, W, b, indices, values, input_scale, c):
 @njit(**KERNEL_OPTIONS)
 def sparse_row_forward(z, W, b, indices, values, input_scale):
     """z[H] = x[D] @ W[D,H] + b[H], x given by its nonzeros x[indices] = values * input_scale.
-    H of 65-127 float32 units (33-63 float64) or a multiple of four vectors: in registers, a
-    block of up to eight vectors at a time (sparse_forward_block); other widths: the loop below,
-    the same sums in the same order."""
+    H a multiple of four vectors: in registers, a block of REGISTER_BLOCK vectors at a time
+    (eight with AVX-512, sparse_forward_block, and a last of four; four elsewhere); with AVX-512
+    also 65-127 float32 units (33-63 float64) in one masked block. Other widths: the loop
+    below, the same sums in the same order (on AVX2 it measured 1.65x the masked block of eight
+    at 100 units, AMD EPYC Zen 3)."""
     n_out = z.shape[0]
     L = lanes(z)
-    if n_out % (4 * L) == 0 or 4 * L < n_out < 8 * L:
-        for c in range(0, n_out, 8 * L):
-            if n_out - c == 4 * L:
+    if n_out % (4 * L) == 0 or (REGISTER_BLOCK == 8 and 4 * L < n_out < 8 * L):
+        for c in range(0, n_out, REGISTER_BLOCK * L):
+            if REGISTER_BLOCK == 4 or n_out - c == 4 * L:
                 _sparse_forward_block4(z, W, b, indices, values, input_scale, c)
             else:
                 sparse_forward_block(z, W, b, indices, values, input_scale, c, min(8 * L, n_out - c))
@@ -384,13 +387,15 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
 @njit(**KERNEL_OPTIONS)
 def _sparse_row_update_registers(W, dz, indices, values, input_scale, learning_rate):
     """W[D,H] -= lr * x[D]^T dz[H] for H a multiple of four vectors: per block of eight vectors
-    of columns (and a last one of four), dz stays in registers while each nonzero input's row
-    is read and written once (no overlap checks, no loads of dz per row). Rows last to first,
-    as sparse_row_update; each weight gets the same single-rounding w - step * dz. With the
-    forward's blocks: plain per-sample epochs 1.22x, momentum + decay (rows of 2H) 1.18x, two
-    threads (64 units each) 1.51x; with blocks of four only, 1.17x and 1.05x."""
+    of columns with AVX-512 (and a last one of four), of four elsewhere (REGISTER_BLOCK), dz
+    stays in registers while each nonzero input's row is read and written once (no overlap
+    checks, no loads of dz per row). Rows last to first, as sparse_row_update; each weight gets
+    the same single-rounding w - step * dz. With the forward's blocks, AVX-512 (Zen 5): plain
+    per-sample epochs 1.22x, momentum + decay (rows of 2H) 1.18x, two threads (64 units each)
+    1.51x; with blocks of four only, 1.17x and 1.05x. On AVX2 (Zen 3) blocks of four: plain
+    2.06x, momentum + decay 1.70x against blocks of eight."""
     L = lanes(dz)
-    n_wide = dz.shape[0] // (8 * L) * (8 * L)
+    n_wide = dz.shape[0] // (8 * L) * (8 * L) if REGISTER_BLOCK == 8 else 0
     for c in range(0, n_wide, 8 * L):
         d0 = vload(dz, c)
         d1 = vload(dz, c + L)

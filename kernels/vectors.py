@@ -25,6 +25,8 @@ Kernels call the intrinsics themselves rather than overloads: typing an intrinsi
 cheap, where an overload compiles a function for each signature (a kernel with 40 vector
 operations compiled in 0.2 s instead of 0.5-0.9 s).
 """
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -33,6 +35,41 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
 VECTOR_BYTES = 64
+
+
+def register_block_of(features):
+    """How many 64-byte vectors a register-blocked loop keeps in registers for a target with
+    LLVM features ``features`` ("+avx2,-avx512f,..."): eight with AVX-512's 32 zmm registers,
+    four on anything else (AVX2 has 16 ymm: eight 64-byte accumulators would be all of them,
+    and LLVM spills them around every load; on an AMD EPYC Zen 3 the per-sample kernel with
+    blocks of eight ran at 0.72x its speed with blocks of four, BENCHMARKS.md session 22)."""
+    return 8 if "+avx512f" in features.split(",") else 4
+
+
+def _target_features():
+    """The features Numba compiles for: NUMBA_CPU_FEATURES, else the host's (as Numba's codegen
+    takes them; NUMBA_CPU_NAME alone does not change them)."""
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
+    from numba.core.codegen import get_host_cpu_features
+
+    return get_host_cpu_features()
+
+
+def _register_block():
+    """register_block_of the target, or FASTMLP_REGISTER_BLOCK (4 or 8) where set: the tests
+    compile the other kind's blocks with it (the kernels' cache stamp includes it, _config.py)."""
+    chosen = os.environ.get("FASTMLP_REGISTER_BLOCK", "")
+    if chosen == "":
+        return register_block_of(_target_features())
+    if chosen not in ("4", "8"):
+        raise ValueError(f"FASTMLP_REGISTER_BLOCK must be 4 or 8 (vectors in a register block), not {chosen!r}")
+    return int(chosen)
+
+
+# A compile-time constant of the kernels that use it: Numba keys its cache by the target's CPU
+# name and features, so code compiled for one block width is never loaded on the other kind.
+REGISTER_BLOCK = _register_block()
 
 
 class Vec(types.Type):

@@ -1,0 +1,104 @@
+"""The kernels' register blocks (``kernels/vectors.py``, REGISTER_BLOCK): eight 64-byte vectors
+kept in registers with AVX-512, four on anything else (AVX2 has sixteen ymm registers: eight
+64-byte accumulators spill, and on an AMD EPYC Zen 3 made per-sample training 0.72x as fast).
+
+A machine compiles one width. Here a fresh process compiles the other (FASTMLP_REGISTER_BLOCK,
+on a Numba cache of its own) and trains the same models as this process: the weights must be
+the same bits wherever the two widths only split the same per-unit sums into blocks (first
+layers of a multiple of four vectors; the mini-batch kernel's gradient), and within the
+dtype's tolerance where the four-vector build runs a loop instead of a masked block of eight
+(65-127 float32 units, 33-63 float64: other sums, other rounding)."""
+
+import json
+import os
+import tempfile
+
+import numba
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the block width is a compiled kernel's")
+
+# name: (hidden units, dtype, batch size, momentum); momentum > 0 runs the general per-sample
+# kernel (with weight decay 1e-4), batch 1 the per-sample kernels, more the mini-batch kernel.
+CASES = {
+    "per-sample 64 float32 (one block of four)": (64, "float32", 1, 0.0),
+    "per-sample 128 float32": (128, "float32", 1, 0.0),
+    "per-sample 192 float32 (eight and four, or three of four)": (192, "float32", 1, 0.0),
+    "per-sample 64 float64": (64, "float64", 1, 0.0),
+    "per-sample 128 float32, momentum and decay": (128, "float32", 1, 0.9),
+    "per-sample 100 float32 (masked block or loop)": (100, "float32", 1, 0.0),
+    "mini-batch 128 float32": (128, "float32", 16, 0.0),
+    "mini-batch 100 float32 (padded gradient rows; masked block or loop)": (100, "float32", 16, 0.0),
+}
+SAME_BITS = [name for name, (hidden, dtype, _, _) in CASES.items() if hidden % (64 // np.dtype(dtype).itemsize * 4) == 0]
+
+TRAIN = r"""
+import json, sys
+import numpy as np
+import fastmlp
+from fastmlp.kernels import vectors
+
+def train(cases, folder):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(96, 50), dtype=np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    y = rng.integers(0, 10, 96)
+    for index, (name, (hidden, dtype, batch, momentum)) in enumerate(cases.items()):
+        model = fastmlp.MLP([50, hidden, 10], dtype=dtype, threads=1, seed=3)
+        model.fit(X, y, epochs=2, batch_size=batch, momentum=momentum, weight_decay=1e-4 if momentum else 0.0,
+                  progress=False)
+        np.save(f"{folder}/{index}.npy", model.params_)
+    return vectors.REGISTER_BLOCK
+
+if __name__ == "__main__":
+    print(json.dumps(train(json.loads(sys.argv[1]), sys.argv[2])))
+"""
+
+
+def _train(cases, folder):
+    namespace = {"__name__": "register_blocks"}
+    exec(TRAIN, namespace)
+    return namespace["train"](cases, folder)
+
+
+def other_width_trains(run, width):
+    """The models of CASES trained in a fresh process compiling blocks of ``width`` vectors."""
+    folder = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        status, out, err = run(["-c", TRAIN, json.dumps(CASES), folder],
+                               dict(NUMBA_CACHE_DIR=cache_dir, FASTMLP_REGISTER_BLOCK=str(width)), timeout=900)
+    assert status == 0, err
+    return json.loads(out), folder
+
+
+def _other_width():
+    from fastmlp.kernels import vectors
+
+    return 8 if vectors.REGISTER_BLOCK == 4 else 4
+
+
+@pytest.mark.background.with_args(other_width_trains, _other_width())
+def test_both_register_block_widths_train_to_the_same_weights(background, tmp_path, synth):
+    width, folder = background(other_width_trains, _other_width())
+    assert width == _other_width()
+    assert _train(CASES, tmp_path) == 12 - width  # this process: the host's own width
+    assert len(SAME_BITS) == 6
+    for index, (name, (_, dtype, _, _)) in enumerate(CASES.items()):
+        here = np.load(tmp_path / f"{index}.npy")
+        there = np.load(os.path.join(folder, f"{index}.npy"))
+        if name in SAME_BITS:
+            np.testing.assert_array_equal(here, there, err_msg=name)
+        else:
+            np.testing.assert_allclose(here, there, err_msg=name, **synth.tolerance(np.dtype(dtype).type))
+
+
+def test_the_block_width_follows_the_targets_features(monkeypatch):
+    from fastmlp.kernels import vectors
+
+    assert vectors.register_block_of("+sse2,+avx,+avx2,+fma,-avx512f,-avx512bw") == 4
+    assert vectors.register_block_of("+avx2,+avx512f,+avx512bw,+avx512vl") == 8
+    assert vectors.register_block_of("") == 4
+    monkeypatch.setenv("FASTMLP_REGISTER_BLOCK", "16")
+    with pytest.raises(ValueError, match="FASTMLP_REGISTER_BLOCK must be 4 or 8"):
+        vectors._register_block()
