@@ -271,9 +271,9 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
     same bits): 1.12-1.15x faster plain epochs at 128 units, and 1.04x with blocks of four
     vectors only; at 100 units 1.15x (AMD EPYC Zen 5, BENCHMARKS.md session 21). With AVX-512
     only (REGISTER_BLOCK 8): on AVX2 eight 64-byte accumulators are all sixteen ymm registers,
-    and on an AMD EPYC Zen 3 the per-sample kernel ran 0.72x as fast as with blocks of four
-    (session 22; session 21's "AVX2" figures were AVX-512 code: NUMBA_CPU_NAME alone keeps the
-    host's features)."""
+    and on an AMD EPYC Zen 3 the per-sample kernel ran 0.72x as fast as the loop before it and
+    0.49x as fast as blocks of four (session 22; session 21's "AVX2" figures were AVX-512 code:
+    NUMBA_CPU_NAME alone keeps the host's features)."""
     L = lanes(z)
     if b.shape[0] > 0:
         a0 = vload_part(b, c, m)

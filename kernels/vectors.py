@@ -42,7 +42,8 @@ def register_block_of(features):
     LLVM features ``features`` ("+avx2,-avx512f,..."): eight with AVX-512's 32 zmm registers,
     four on anything else (AVX2 has 16 ymm: eight 64-byte accumulators would be all of them,
     and LLVM spills them around every load; on an AMD EPYC Zen 3 the per-sample kernel with
-    blocks of eight ran at 0.72x its speed with blocks of four, BENCHMARKS.md session 22)."""
+    blocks of eight ran at 0.72x the speed of the loops before them and half that of blocks of
+    four, BENCHMARKS.md session 22)."""
     return 8 if "+avx512f" in features.split(",") else 4
 
 
