@@ -284,65 +284,13 @@ def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_
     assert len(shares) == 2
 
 
-SINGLE_THREAD_FIT = r"""
-import json, numpy as np, fastmlp
-from fastmlp import kernels
-rng = np.random.default_rng(0)
-X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
-fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
-print(json.dumps({"serial": len(kernels.minibatch_sgd_chunk_serial.signatures),
-                  "parallel": len(kernels.minibatch_sgd_chunk.signatures)}))
-"""
-
-
-def one_thread_then_two_then_one(run):
-    with tempfile.TemporaryDirectory() as cache_dir:
-        first = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="1"))
-        run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="2", FASTMLP_BACKGROUND_COMPILE="0")
-        second = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="1"))
-    return first, second
-
-
-@pytest.mark.background.with_args(one_thread_then_two_then_one)
-def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored(background):
-    first, second = background(one_thread_then_two_then_one)
-    # sweep workers run on one thread: on a cold cache only the serial twin is compiled
-    assert first == {"serial": 1, "parallel": 0}
-    # two threads then compile the parallel kernel (in the fit's own process), and one thread
-    # after that loads it from the cache instead of the serial one
-    assert second == {"serial": 0, "parallel": 1}
-
-
-FIT_AFTER_WARMUP = r"""
-import json, numpy as np, fastmlp
-from fastmlp import kernels
-rng = np.random.default_rng(0)
-X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
-fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
-print(json.dumps({name: [len(k.signatures), sum(k.stats.cache_hits.values())]
-                  for name, k in (("parallel", kernels.minibatch_sgd_chunk),
-                                  ("serial", kernels.minibatch_sgd_chunk_serial))}))
-"""
-
-
-def warmup_then_fit(run):
-    with tempfile.TemporaryDirectory() as cache_dir:
-        # as a user runs it: with the second compiling process (on two cores)
-        run_python(["-m", "fastmlp", "warmup", "--batch-size", "8", "--json"], cache_dir, run)
-        return json.loads(run_python(["-c", FIT_AFTER_WARMUP], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
-
-
-@pytest.mark.background.with_args(warmup_then_fit)
-def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
-    # A cold first fit trains on the serial twin while a second process compiles the parallel
-    # kernel, and stops that process at exit: `fastmlp warmup` must compile the parallel kernel
-    # itself, so that the next fit loads it and needs no twin.
-    counts = background(warmup_then_fit)
-    assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
-
+# Three tests share one chain of processes on one cache (each cold compile of a mini-batch kernel
+# takes 30-40 s on the slower machines): a cold start on one thread, the same fits loaded from
+# the cache, `fastmlp warmup`, a fit after it, and one thread again.
 
 FIT_AND_HASH = r"""
 import hashlib, json, numpy as np, fastmlp
+from fastmlp import kernels
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(600, 30), dtype=np.uint8)
 X[X < 150] = 0
@@ -356,27 +304,74 @@ for batch_size in (16, 1):  # mini-batch, and per sample (exact resume loads wha
         model.fit(X, y, batch_size=batch_size, epochs=2, lr=0.05 if name != "adam" else 1e-3, progress=False,
                   **recipe)
         out[f"{name}, batch {batch_size}"] = hashlib.sha256(model.params_.tobytes()).hexdigest()
-print(json.dumps(out))
+print(json.dumps({"hashes": out, "kernels": {"serial": len(kernels.minibatch_sgd_chunk_serial.signatures),
+                                             "parallel": len(kernels.minibatch_sgd_chunk.signatures)}}))
+"""
+
+FIT_AFTER_WARMUP = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+print(json.dumps({name: [len(k.signatures), sum(k.stats.cache_hits.values())]
+                  for name, k in (("parallel", kernels.minibatch_sgd_chunk),
+                                  ("serial", kernels.minibatch_sgd_chunk_serial))}))
+"""
+
+SINGLE_THREAD_FIT = r"""
+import json, numpy as np, fastmlp
+from fastmlp import kernels
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+fastmlp.MLP([30, 6, 4]).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
+print(json.dumps({"serial": len(kernels.minibatch_sgd_chunk_serial.signatures),
+                  "parallel": len(kernels.minibatch_sgd_chunk.signatures)}))
 """
 
 
-def compiled_then_loaded(run):
+def one_thread_loaded_warmed(run):
     with tempfile.TemporaryDirectory() as cache_dir:
-        env = dict(NUMBA_NUM_THREADS="1", FASTMLP_BACKGROUND_COMPILE="0")
-        compiled = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **env))
-        loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **env))
-    return compiled, loaded
+        one_thread = dict(NUMBA_NUM_THREADS="1", FASTMLP_BACKGROUND_COMPILE="0")
+        compiled = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **one_thread))
+        loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **one_thread))
+        # as a user runs it: with the second compiling process (on two cores)
+        run_python(["-m", "fastmlp", "warmup", "--batch-size", "8", "--json"], cache_dir, run)
+        after_warmup = json.loads(run_python(["-c", FIT_AFTER_WARMUP], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+        one_thread_again = json.loads(run_python(["-c", SINGLE_THREAD_FIT], cache_dir, run, NUMBA_NUM_THREADS="1"))
+    return dict(compiled=compiled, loaded=loaded, after_warmup=after_warmup, one_thread_again=one_thread_again)
 
 
-@pytest.mark.background.with_args(compiled_then_loaded)
+@pytest.mark.background.with_args(one_thread_loaded_warmed)
 def test_a_kernel_compiled_here_and_one_loaded_from_the_cache_train_to_the_same_bits(background):
     # Sweep workers load kernels that the parent compiled, and a run resumed in a new process
     # loads what the interrupted one compiled. Whether LLVM fused a product into the next sum
     # once differed between the two, and float32 weights with it: the update rules fuse
     # explicitly (optimizer.mul_add). Mini-batch and per-sample kernels, three optimizers each.
-    compiled, loaded = background(compiled_then_loaded)
+    runs = background(one_thread_loaded_warmed)
+    compiled, loaded = runs["compiled"]["hashes"], runs["loaded"]["hashes"]
     assert len(compiled) == 6
     assert compiled == loaded
+
+
+@pytest.mark.background.with_args(one_thread_loaded_warmed)
+def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored(background):
+    runs = background(one_thread_loaded_warmed)
+    # sweep workers run on one thread: on a cold cache only the serial twin is compiled
+    assert runs["compiled"]["kernels"] == {"serial": 1, "parallel": 0}
+    # once the parallel kernel is stored (by `fastmlp warmup` here), one thread loads it from the
+    # cache instead of the serial one
+    assert runs["one_thread_again"] == {"serial": 0, "parallel": 1}
+
+
+@pytest.mark.background.with_args(one_thread_loaded_warmed)
+def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
+    # A cold first fit trains on the serial twin while a second process compiles the parallel
+    # kernel, and stops that process at exit: `fastmlp warmup` must compile the parallel kernel
+    # itself, so that the next fit loads it and needs no twin (the cache held only the serial
+    # twin before it: a warmup that trained on it would leave the parallel kernel uncompiled).
+    counts = background(one_thread_loaded_warmed)["after_warmup"]
+    assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
 
 
 START_TWICE = r"""

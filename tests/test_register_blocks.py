@@ -35,6 +35,8 @@ SAME_BITS = [name for name, (hidden, dtype, _, _) in CASES.items() if hidden % (
 
 TRAIN = r"""
 import json, sys
+if __name__ == "__main__":
+    sys.modules["scipy"] = None  # as on an install of fastmlp alone: importing scipy fails
 import numpy as np
 import fastmlp
 from fastmlp.kernels import vectors
@@ -52,7 +54,7 @@ def train(cases, folder):
     return vectors.REGISTER_BLOCK
 
 if __name__ == "__main__":
-    print(json.dumps(train(json.loads(sys.argv[1]), sys.argv[2])))
+    print(json.dumps([train(json.loads(sys.argv[1]), sys.argv[2]), sys.modules["scipy"] is None]))
 """
 
 
@@ -63,13 +65,17 @@ def _train(cases, folder):
 
 
 def other_width_trains(run, width):
-    """The models of CASES trained in a fresh process compiling blocks of ``width`` vectors."""
+    """The models of CASES trained in a fresh process compiling blocks of ``width`` vectors, with
+    SciPy unimportable and every kernel compiled in that process (no second process, and a Numba
+    cache of its own): (register block width, whether scipy stayed blocked, folder of weights)."""
     folder = tempfile.mkdtemp()
     with tempfile.TemporaryDirectory() as cache_dir:
         status, out, err = run(["-c", TRAIN, json.dumps(CASES), folder],
-                               dict(NUMBA_CACHE_DIR=cache_dir, FASTMLP_REGISTER_BLOCK=str(width)), timeout=900)
-    assert status == 0, err
-    return json.loads(out), folder
+                               dict(NUMBA_CACHE_DIR=cache_dir, FASTMLP_REGISTER_BLOCK=str(width),
+                                    FASTMLP_BACKGROUND_COMPILE="0"), timeout=900)
+    assert status == 0, err[-2000:]
+    width, scipy_blocked = json.loads(out)
+    return width, scipy_blocked, folder
 
 
 def _other_width():
@@ -80,7 +86,7 @@ def _other_width():
 
 @pytest.mark.background.with_args(other_width_trains, _other_width())
 def test_both_register_block_widths_train_to_the_same_weights(background, tmp_path, synth):
-    width, folder = background(other_width_trains, _other_width())
+    width, _, folder = background(other_width_trains, _other_width())
     assert width == _other_width()
     assert _train(CASES, tmp_path) == 12 - width  # this process: the host's own width
     assert len(SAME_BITS) == 6
@@ -91,6 +97,18 @@ def test_both_register_block_widths_train_to_the_same_weights(background, tmp_pa
             np.testing.assert_array_equal(here, there, err_msg=name)
         else:
             np.testing.assert_allclose(here, there, err_msg=name, **synth.tolerance(np.dtype(dtype).type))
+
+
+@pytest.mark.background.with_args(other_width_trains, _other_width())
+def test_the_compiled_core_needs_no_scipy(background):
+    """SciPy is not a dependency, but Numba needs it to compile any matrix product (``@``,
+    np.dot): kernels write small products out. The other width's process above compiles every
+    kernel of CASES (per-sample plain and general, mini-batch; float32 and float64) with
+    ``import scipy`` failing, cold, in a cache of its own (so nothing loads from a cache another
+    process compiled with SciPy present), and trains all its models."""
+    width, scipy_blocked, folder = background(other_width_trains, _other_width())
+    assert scipy_blocked
+    assert sorted(os.listdir(folder)) == sorted(f"{index}.npy" for index in range(len(CASES)))
 
 
 def test_the_block_width_follows_the_targets_features(monkeypatch):

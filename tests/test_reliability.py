@@ -3,9 +3,7 @@
 import os
 import subprocess
 import sys
-import tempfile
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,36 +159,3 @@ def test_random_networks_compiled_equals_reference(config):
     np.testing.assert_allclose(logits, ref_logits, **tol)
 
 
-# --- the core's dependencies -------------------------------------------------------------------
-
-WITHOUT_SCIPY = r"""
-import sys
-sys.modules["scipy"] = None  # as on an install of fastmlp alone: importing scipy fails
-import numba
-import numpy as np
-import fastmlp
-rng = np.random.default_rng(0)
-X = rng.integers(0, 256, size=(64, 16)).astype(np.uint8)
-y = rng.integers(0, 4, size=64)
-model = fastmlp.MLP([16, 8, 4], backend="numba", seed=0)
-# the general per-sample kernel over a renormalisation (momentum 0.5: every 39 steps)
-model.fit(X, y, epochs=1, batch_size=1, momentum=0.5, weight_decay=0.01, progress=False)
-print(model.score(X, y))
-"""
-
-
-def fit_without_scipy(run):
-    with tempfile.TemporaryDirectory() as cache_dir:
-        return run(["-c", WITHOUT_SCIPY], {"NUMBA_CACHE_DIR": cache_dir})
-
-
-@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1: nothing is compiled")
-@pytest.mark.background.with_args(fit_without_scipy)
-def test_the_compiled_core_needs_no_scipy(background):
-    """SciPy is not a dependency, but Numba needs it to compile any matrix product (``@``,
-    np.dot): kernels write small products out. Compiled cold, in a cache of its own, so that
-    nothing loads from a cache another process compiled with SciPy present (a background job:
-    conftest)."""
-    status, out, err = background(fit_without_scipy)
-    assert status == 0, err[-2000:]
-    assert 0.0 <= float(out) <= 1.0
