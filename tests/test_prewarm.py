@@ -96,16 +96,20 @@ def test_the_mini_batch_plan_compiles_what_the_kernel_calls(background):
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+# The first of two compile shares on one claims directory (the claims test below), then a fit:
+# each helper's signatures after the share, and every compiled function's after the fit.
 MINIBATCH_HELPER_TYPES = r"""
-import json, numpy as np, fastmlp
+import json, sys, numpy as np, fastmlp
 from fastmlp import _prewarm
 from fastmlp.kernels import activation, linear, loss, minibatch, optimizer
-_prewarm.compile_share(None, "float32", "uint8")  # alone: claims every helper
+_prewarm.compile_share(sys.argv[1], "float32", "uint8")  # the first share: claims every helper
+share = {name: len(getattr(minibatch, name).signatures) for name in minibatch.CHUNK_HELPERS}
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
 fastmlp.MLP([30, 128, 4], threads=1).fit(X, rng.integers(0, 4, 40), batch_size=8, progress=False)
-print(json.dumps({f.py_func.__name__: len(f.signatures) for module in (activation, linear, loss, minibatch, optimizer)
-                  for f in vars(module).values() if hasattr(f, "signatures") and f.signatures}))
+print(json.dumps({"share": share, "fit": {f.py_func.__name__: len(f.signatures)
+                                          for module in (activation, linear, loss, minibatch, optimizer)
+                                          for f in vars(module).values() if hasattr(f, "signatures") and f.signatures}}))
 """
 
 
@@ -113,18 +117,6 @@ def script_alone_on_a_fresh_cache(run, script):
     """The JSON ``script`` prints, run on an empty cache with no second process."""
     with tempfile.TemporaryDirectory() as cache_dir:
         return json.loads(run_python(["-c", script], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
-
-
-@pytest.mark.background.with_args(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
-def test_the_interpreted_kernel_calls_each_helper_with_the_compiled_kernels_types(background):
-    # The compile share runs the interpreted kernel, then the fit compiles the parallel kernel:
-    # one signature each, so the compiled kernel linked what the interpreter compiled (and a
-    # cold fit training on the interpreted kernel compiles nothing the compiled one does not).
-    # Every compiled function of the kernels' modules is counted: a helper a kernel itself calls
-    # with two types (a literal True and a bool, for one) would be compiled twice on every cold start.
-    counts = background(script_alone_on_a_fresh_cache, MINIBATCH_HELPER_TYPES)
-    assert {"_block_forward_backward", "_part_gradient", "_part_update", "_batch_totals"} <= set(counts), counts
-    assert counts == {name: 1 for name in counts}, counts
 
 
 INTERPRETED_THEN_COMPILED = r"""
@@ -213,7 +205,9 @@ print(json.dumps({name: len(getattr(minibatch, name).signatures) for name in min
 
 def two_shares_of_one_claims_directory(run):
     with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as claims:
-        first = json.loads(run_python(["-c", SHARED_CLAIMS, claims], cache_dir, run))
+        # the first share and a fit, with no second process (MINIBATCH_HELPER_TYPES, above)
+        first = json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES, claims], cache_dir, run,
+                                      FASTMLP_BACKGROUND_COMPILE="0"))
         for name in ("_part_update", "_end_chunk"):  # as if the other process were still on these two
             os.remove(os.path.join(claims, name + ".done"))
             os.remove(os.path.join(claims, name))
@@ -227,10 +221,22 @@ def test_each_helper_is_compiled_by_the_first_process_to_claim_it(background):
     from fastmlp.kernels.minibatch import CHUNK_HELPERS
 
     first, second, left = background(two_shares_of_one_claims_directory)
-    assert first == {name: 1 for name in CHUNK_HELPERS}
+    assert first["share"] == {name: 1 for name in CHUNK_HELPERS}
     # the second share compiles only what nobody had claimed
     assert second == {name: int(name in ("_part_update", "_end_chunk")) for name in CHUNK_HELPERS}
     assert left == sorted([*CHUNK_HELPERS, *(name + ".done" for name in CHUNK_HELPERS)])
+
+
+@pytest.mark.background.with_args(two_shares_of_one_claims_directory)
+def test_the_interpreted_kernel_calls_each_helper_with_the_compiled_kernels_types(background):
+    # The compile share runs the interpreted kernel, then the fit compiles the parallel kernel:
+    # one signature each, so the compiled kernel linked what the interpreter compiled (and a
+    # cold fit training on the interpreted kernel compiles nothing the compiled one does not).
+    # Every compiled function of the kernels' modules is counted: a helper a kernel itself calls
+    # with two types (a literal True and a bool, for one) would be compiled twice on every cold start.
+    counts = background(two_shares_of_one_claims_directory)[0]["fit"]
+    assert {"_block_forward_backward", "_part_gradient", "_part_update", "_batch_totals"} <= set(counts), counts
+    assert counts == {name: 1 for name in counts}, counts
 
 
 def test_a_claim_is_won_once_and_compiles_anyway_without_its_directory(tmp_path):
