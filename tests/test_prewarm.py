@@ -81,21 +81,6 @@ print(json.dumps({f.py_func.__name__: [sum(f.stats.cache_hits.values()), sum(f.s
 """
 
 
-def mini_batch_plan_then_fit(run):
-    with tempfile.TemporaryDirectory() as cache_dir:
-        run_python(["-m", "fastmlp._prewarm", "mini-batch", "float32", "uint8"], cache_dir, run)
-        return json.loads(run_python(["-c", MINIBATCH_FIT_AND_COUNT], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
-
-
-@pytest.mark.background.with_args(mini_batch_plan_then_fit)
-def test_the_mini_batch_plan_compiles_what_the_kernel_calls(background):
-    counts = background(mini_batch_plan_then_fit)
-    # The parallel kernel came from the cache the second process wrote (the fit runs it: no
-    # second process, so no serial kernel), with its helpers inside: nothing compiled again.
-    assert counts.pop("minibatch_sgd_chunk") == [1, 0]
-    assert all(misses == 0 for _, misses in counts.values()), counts
-
-
 # The first of two compile shares on one claims directory (the claims test below), then a fit:
 # each helper's signatures after the share, and every compiled function's after the fit.
 MINIBATCH_HELPER_TYPES = r"""
@@ -213,14 +198,20 @@ def two_shares_of_one_claims_directory(run):
             os.remove(os.path.join(claims, name))
         second = json.loads(run_python(["-c", SHARED_CLAIMS, claims], cache_dir, run))
         left = sorted(os.listdir(claims))
-    return first, second, left
+        # then, on that cache, the mini-batch plan as a cold fit's second process runs it (its
+        # share finds the helpers stored; on an empty cache it compiles them as the first share
+        # above did), and a fit after it
+        run_python(["-m", "fastmlp._prewarm", "mini-batch", "float32", "uint8"], cache_dir, run)
+        after_plan = json.loads(run_python(["-c", MINIBATCH_FIT_AND_COUNT], cache_dir, run,
+                                           FASTMLP_BACKGROUND_COMPILE="0"))
+    return first, second, left, after_plan
 
 
 @pytest.mark.background.with_args(two_shares_of_one_claims_directory)
 def test_each_helper_is_compiled_by_the_first_process_to_claim_it(background):
     from fastmlp.kernels.minibatch import CHUNK_HELPERS
 
-    first, second, left = background(two_shares_of_one_claims_directory)
+    first, second, left, _ = background(two_shares_of_one_claims_directory)
     assert first["share"] == {name: 1 for name in CHUNK_HELPERS}
     # the second share compiles only what nobody had claimed
     assert second == {name: int(name in ("_part_update", "_end_chunk")) for name in CHUNK_HELPERS}
@@ -237,6 +228,17 @@ def test_the_interpreted_kernel_calls_each_helper_with_the_compiled_kernels_type
     counts = background(two_shares_of_one_claims_directory)[0]["fit"]
     assert {"_block_forward_backward", "_part_gradient", "_part_update", "_batch_totals"} <= set(counts), counts
     assert counts == {name: 1 for name in counts}, counts
+
+
+@pytest.mark.background.with_args(two_shares_of_one_claims_directory)
+def test_the_mini_batch_plan_stores_the_parallel_kernel_with_what_it_calls(background):
+    counts = background(two_shares_of_one_claims_directory)[3]
+    # The parallel kernel came from the cache the plan's process wrote (the fit runs it: no
+    # second process; a cache holding the parallel kernel is used on one thread too), with its
+    # helpers inside: nothing compiled again. (That the share compiles each helper with the
+    # kernel's own types: the interpreted-kernel test above, on the same job's first process.)
+    assert counts.pop("minibatch_sgd_chunk") == [1, 0]
+    assert all(misses == 0 for _, misses in counts.values()), counts
 
 
 def test_a_claim_is_won_once_and_compiles_anyway_without_its_directory(tmp_path):
