@@ -95,20 +95,20 @@ def assert_calls_match(got, expected, dtype, tol, where):
 SPLITS = {"all batches in one call": STEPS, "3 batches per call": 3}
 
 
-def assert_same_run(arch, params, X, targets, batch_size, tol):
+def assert_same_run(arch, params, X, targets, batch_size, tol, steps=STEPS):
     """The reference one batch per call, against the compiled core (and the reference itself)
-    with many batches per call."""
+    with many batches per call; ``steps`` batches in all."""
     # Standard-normal float features are ~10x larger than scaled pixels: a smaller rate keeps
     # 20 per-sample steps of a linear regression from diverging.
     lr = 0.1 if X.dtype == np.uint8 else 0.02
-    reference = run_calls("numpy", arch, params, X, targets, batch_size, 1, lr)
+    reference = run_calls("numpy", arch, params, X, targets, batch_size, 1, lr, steps)
     assert not np.array_equal(params, reference[-1][2])  # training really moved
     for split, per_call in SPLITS.items():
         expected = grouped(reference, per_call)
         # the reference does the same operations however the batches are grouped into calls
-        regrouped = run_calls("numpy", arch, params, X, targets, batch_size, per_call, lr)
+        regrouped = run_calls("numpy", arch, params, X, targets, batch_size, per_call, lr, steps)
         np.testing.assert_array_equal(regrouped[-1][2], expected[-1][2])
-        compiled = run_calls("numba", arch, params, X, targets, batch_size, per_call, lr)
+        compiled = run_calls("numba", arch, params, X, targets, batch_size, per_call, lr, steps)
         assert_calls_match(compiled, expected, arch.dtype, tol, split)
 
 
@@ -191,15 +191,18 @@ def test_mnist_sized_network_matches_the_reference(dtype, synth):
 
 # Wide dense layers after the first (the grid's hidden layers have at most 9 units): 70 inputs
 # and 66 outputs leave remainders after the mini-batch kernel's blocks of four samples, rows
-# and units; a batch of 7 has a block of fewer than four rows.
+# and units; a batch of 7 has a block of fewer than four rows. As plain Python
+# (NUMBA_DISABLE_JIT=1) five batches, two calls of 3 + 2 among them, take every one of those
+# paths (twenty took 17 s of that pass, 2026-12-02).
 WIDE_LAYERS = [12, 70, 66, 4]
+WIDE_STEPS = 5 if numba.config.DISABLE_JIT else STEPS
 
 
 @pytest.mark.parametrize("batch_size", [7, 32])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_wide_dense_layer_matches_the_reference(dtype, batch_size, synth):
     arch, params, X, targets = problem(WIDE_LAYERS, "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
-    assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype))
+    assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype), WIDE_STEPS)
 
 
 @pytest.mark.parametrize("name, dropout", [("nesterov-decay", "dropout"), ("adamw", "input+dropout")])
