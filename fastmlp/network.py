@@ -30,8 +30,8 @@ try:
         IDENTITY_MSE,
         LOSSES,
         SIGMOID_BCE,
-        SOFTMAX_CROSS_ENTROPY,
-        SOFTMAX_MSE,
+        SOFTMAX_CROSS_ENTROPY,  # noqa: F401 - re-exported, with the other codes (reference.py)
+        SOFTMAX_MSE,  # noqa: F401 - re-exported
         parameter_layout,
     )
 except ModuleNotFoundError as error:  # pragma: no cover - only in a source checkout on sys.path

@@ -430,7 +430,7 @@ def test_plot_writes_a_png(tiny_mnist, tmp_path):
 
 
 def test_plot_failing_midway_leaves_the_old_file_alone(tmp_path, monkeypatch):
-    matplotlib = pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib")
     import matplotlib.figure
 
     chart = tmp_path / "bench.png"
