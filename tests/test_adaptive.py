@@ -335,7 +335,21 @@ def test_results_do_not_depend_on_the_thread_choices(batch_size, recipe, monkeyp
     # the thread choices compared would be those of the interpreted kernel (and the cold-start
     # test below compiled the same kernel here while that process still ran: 31 s of CPU twice,
     # 2026-12-02, AMD EPYC Zen 3). The second process is tests/test_prewarm.py's.
+    from fastmlp import kernels
+
     monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    used = set()
+
+    class Counted:  # the parallel kernel, noting which run called it
+        def __call__(self, *args):
+            used.add(name)
+            return parallel(*args)
+
+        def __getattr__(self, attribute):  # its signatures and cache, as the backend reads them
+            return getattr(parallel, attribute)
+
+    parallel = kernels.minibatch_sgd_chunk
+    monkeypatch.setattr(kernels, "minibatch_sgd_chunk", Counted())
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(20_000, 64)).astype(np.uint8)  # three trainer chunks
     X[rng.random(X.shape) < 0.7] = 0
@@ -353,6 +367,8 @@ def test_results_do_not_depend_on_the_thread_choices(batch_size, recipe, monkeyp
         np.testing.assert_array_equal(params, runs["fixed 1"][0], err_msg=name)
         np.testing.assert_array_equal(slots, runs["fixed 1"][1], err_msg=name)
         assert losses == runs["fixed 1"][2], name
+    if numba.config.NUMBA_NUM_THREADS >= 2:  # with one thread in all, the serial twin may run instead
+        assert {"fixed 2", "auto", "alternating"} <= used, used
 
 
 def test_threads_is_auto_or_a_positive_integer():
