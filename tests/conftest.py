@@ -204,7 +204,7 @@ def _serial_twin_in_the_bounds_checked_pass():
     """In the bounds-checked pass of .ci/run (NUMBA_BOUNDSCHECK=1) the mini-batch kernel is its
     serial twin (``kernels.minibatch_sgd_chunk_serial``): the same Python function compiled
     without ``parallel``, its ``prange`` loops plain loops over the same code, so every index
-    it takes is checked all the same. Its three specialisations compiled in 75 s there against
+    it takes is checked all the same. Three specialisations of it compiled in 75 s there against
     114 s for the parallel ones, helpers included (the pass: 149 s of CPU instead of 177;
     2026-12-02, AMD EPYC Zen 3). The pass starts no compiling second process either: every
     kernel it runs is compiled in its own process, bounds-checked. Elsewhere nothing changes."""

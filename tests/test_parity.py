@@ -193,7 +193,7 @@ def test_mnist_sized_network_matches_the_reference(dtype, synth):
 # and 66 outputs leave remainders after the mini-batch kernel's blocks of four samples, rows
 # and units; a batch of 7 has a block of fewer than four rows. As plain Python
 # (NUMBA_DISABLE_JIT=1) five batches, two calls of 3 + 2 among them, take every one of those
-# paths (twenty took 17 s of that pass, 2026-12-02).
+# paths (twenty took 22 s of that pass, 2026-12-02).
 WIDE_LAYERS = [12, 70, 66, 4]
 WIDE_STEPS = 5 if numba.config.DISABLE_JIT else STEPS
 
