@@ -182,6 +182,22 @@ def pytest_collection_finish(session):
             _BACKGROUND.start(*marker.args)
 
 
+# A test that hangs (a deadlock, a subprocess that never answers) would hold CI until its 90-minute
+# limit, saying nothing of where. With pytest-timeout (in the test extra) every test here has
+# TEST_SECONDS, setup and the wait for its background job included, after which the plugin prints
+# every thread's stack and ends the run. The slowest test takes about a minute (a background
+# job's result waited for behind others' included), so only a hang comes near it.
+TEST_SECONDS = 1200
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_SECONDS, method="thread"))
+
+
 def pytest_sessionfinish(session):
     _BACKGROUND.close()
 
