@@ -128,8 +128,14 @@ def main():
             scratch = module.minibatch_scratch(start, layout.sizes, args.batch_size, optimizer.n_slots)
             slots = np.zeros((optimizer.n_slots, params.size), params.dtype)
             # the kernel's own form of the rows' pointers: since session 20, split at the parts'
-            # first inputs (made once per dataset, as the backend does); before that, indptr
-            pointers = indptr if "indptr" in module._minibatch_sgd_chunk.__code__.co_varnames else part_ptr
+            # first inputs (made once per dataset, as the backend does), at the version's own PARTS;
+            # before that, indptr
+            if "indptr" in module._minibatch_sgd_chunk.__code__.co_varnames:
+                pointers = indptr
+            elif module.PARTS == current.PARTS:
+                pointers = part_ptr
+            else:
+                pointers = current.sparse_rows(X, parts=module.PARTS)[0]
             numba.set_num_threads(args.threads)
             tic = time.perf_counter()
             module.minibatch_sgd_chunk(
