@@ -539,14 +539,61 @@ def sub_batch_rows(n_first, itemsize):
     return max(SUB_ROWS // BLOCK, SUB_BYTES // (PARTS * n_first * itemsize * BLOCK)) * BLOCK
 
 
+# _dense_block_forward takes two units per pass over a full block's rows from this many inputs
+# on (see there).
+PAIRED_INPUTS = 256
+
+
 @njit(**KERNEL_OPTIONS)
 def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     """units[r, middle:end] = Wt[H,D] @ units[r, first:middle] + b[H] for the block's rows
-    (``rows`` = [r0, r1), up to BLOCK of them): each row of Wt read once for all of them."""
+    (``rows`` = [r0, r1), up to BLOCK of them): each row of Wt read once for all of them. A full
+    block from PAIRED_INPUTS inputs on takes two units per pass, eight sums at once, so that each
+    load of the four input rows serves two units: 784-500-150-10 1.05x and 1.08x at batch 128 and
+    1024 (AMD EPYC Zen 3, AVX2; the sums vectorise in another order, so other bits). Narrower
+    layers keep one unit per pass: 784-128-10's 128x10 layer paired ran 0.95x."""
     r0, r1 = rows
     n = r1 - r0
     zero = Wt.dtype.type(0)
-    for k in range(Wt.shape[0]):
+    n_units = Wt.shape[0]
+    k0 = 0
+    if n == 4 and middle - first >= PAIRED_INPUTS:
+        a0 = units[r0, first:middle]
+        a1 = units[r0 + 1, first:middle]
+        a2 = units[r0 + 2, first:middle]
+        a3 = units[r0 + 3, first:middle]
+        while k0 + 2 <= n_units:
+            w = Wt[k0]
+            v = Wt[k0 + 1]
+            t0 = b[k0] if b.shape[0] > 0 else zero
+            t1 = t0
+            t2 = t0
+            t3 = t0
+            u0 = b[k0 + 1] if b.shape[0] > 0 else zero
+            u1 = u0
+            u2 = u0
+            u3 = u0
+            for j in range(w.shape[0]):
+                wj = w[j]
+                vj = v[j]
+                t0 += wj * a0[j]
+                t1 += wj * a1[j]
+                t2 += wj * a2[j]
+                t3 += wj * a3[j]
+                u0 += vj * a0[j]
+                u1 += vj * a1[j]
+                u2 += vj * a2[j]
+                u3 += vj * a3[j]
+            units[r0, middle + k0] = t0
+            units[r0 + 1, middle + k0] = t1
+            units[r0 + 2, middle + k0] = t2
+            units[r0 + 3, middle + k0] = t3
+            units[r0, middle + k0 + 1] = u0
+            units[r0 + 1, middle + k0 + 1] = u1
+            units[r0 + 2, middle + k0 + 1] = u2
+            units[r0 + 3, middle + k0 + 1] = u3
+            k0 += 2
+    for k in range(k0, n_units):
         w = Wt[k]
         start = b[k] if b.shape[0] > 0 else zero
         if n == 4:

@@ -194,14 +194,24 @@ def test_mnist_sized_network_matches_the_reference(dtype, synth):
 # and units; a batch of 7 has a block of fewer than four rows. As plain Python
 # (NUMBA_DISABLE_JIT=1) five batches, two calls of 3 + 2 among them, take every one of those
 # paths (twenty took 22 s of that pass, 2026-12-02).
+# From minibatch.PAIRED_INPUTS inputs on, a full block's forward takes two units per pass: 260
+# inputs and 7 outputs (three pairs and one unit left).
 WIDE_LAYERS = [12, 70, 66, 4]
+PAIRED_LAYERS = [12, 260, 7, 4]
 WIDE_STEPS = 5 if numba.config.DISABLE_JIT else STEPS
 
 
+def test_the_paired_layer_is_wide_enough_to_pair():
+    from fastmlp.kernels import minibatch
+
+    assert PAIRED_LAYERS[1] >= minibatch.PAIRED_INPUTS > WIDE_LAYERS[1] and PAIRED_LAYERS[2] % 2 == 1
+
+
+@pytest.mark.parametrize("layers", [WIDE_LAYERS, PAIRED_LAYERS], ids=["70x66", "260x7 paired"])
 @pytest.mark.parametrize("batch_size", [7, 32])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_a_wide_dense_layer_matches_the_reference(dtype, batch_size, synth):
-    arch, params, X, targets = problem(WIDE_LAYERS, "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
+def test_a_wide_dense_layer_matches_the_reference(dtype, batch_size, layers, synth):
+    arch, params, X, targets = problem(layers, "tanh", "softmax", "cross_entropy", True, dtype, "uint8")
     assert_same_run(arch, params, X, targets, batch_size, synth.tolerance(dtype), WIDE_STEPS)
 
 
