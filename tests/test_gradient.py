@@ -106,6 +106,8 @@ def test_two_halves_sum_to_the_whole_batch(rng, synth, recipe, dtype):
     assert not np.allclose(head, whole, **tolerance)
 
 
+# As plain Python (NUMBA_DISABLE_JIT=1) the kernels' scalar maths warns on the inf - inf it reports.
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_a_non_finite_loss_is_reported_at_its_row(rng):
     case = setup(rng, np.float64, {}, weighted=False)
     case["params"][0 : LAYERS[0] * LAYERS[1]] = np.inf  # every nonzero input makes the first layer infinite
