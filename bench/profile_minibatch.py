@@ -114,7 +114,7 @@ def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_si
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     for part in range(mb.PARTS):
         mb._part_gradient(grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part),
-                          indices, values, scale, zero, zero, no_dropout, one, True)
+                          indices, values, scale, zero, zero, no_dropout, one, True, True)
         mb._part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
                         np.int64(part))
 

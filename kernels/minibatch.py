@@ -58,7 +58,8 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
 eight scratch arrays once per fit, in this order, for a largest batch B that the caller
 guarantees (B >= min(batch_size, stop - start); the kernel does not check):
 ``minibatch_sgd_chunk(params, stats, *scratch, layer_sizes, ...)``. What they hold between
-calls does not matter, and the kernel itself allocates nothing.
+calls does not matter, and the kernel itself allocates nothing but the small input-ordered index
+of a wide first layer's weight gradient (``_csc_sparse_gradient``, per call).
 
 How a batch runs, in two parallel loops (no locks, no atomics), S rows at a time (a sub-batch:
 S = ``sub_batch_rows``, 256 rows, more for first layers narrow enough that their partial sums
@@ -281,6 +282,102 @@ def _part_sparse_gradient(
                 g[k] += x * dz[k]
 
 
+# The first layer's weight gradient goes input by input (_part_gradient_by_input) for rows of dW
+# wider than CSC_ROW_BYTES (784 of them no longer fit a 512 KB L2) and without input dropout,
+# in sub-batches of CSC_ROWS rows or more, in groups of rows whose dz fit CSC_BYTES (half such
+# an L2: at 256 rows of 800 units, 0.93x). 784-128-10 float64 (1 KB rows) input by input ran
+# 0.945x at batch 1024, so it stays row by row.
+CSC_ROWS = 16
+CSC_ROW_BYTES = 1024
+CSC_BYTES = 1 << 18
+
+
+@njit(**KERNEL_OPTIONS)
+def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values,
+                            input_scale):
+    """The part's rows of the first layer's weight gradient, dW[j,:] += sum_B x[B,j] dz[B,:],
+    for a first layer of rows wider than CSC_ROW_BYTES without input dropout: as _part_sparse_gradient adds
+    them, to the same bits, but input by input (_csc_sparse_gradient) over groups of rows whose
+    dz fill CSC_BYTES. The chunk calls it only for such layers, so that the compile of a first
+    step on the interpreted kernel of a narrower one never meets it."""
+    dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    n_out = dW.shape[1]
+    group = max(CSC_ROWS, CSC_BYTES // (n_out * deltas.itemsize))
+    for g0 in range(0, deltas.shape[0], group):
+        g1 = min(g0 + group, deltas.shape[0])
+        _csc_sparse_gradient(dW, n_out, deltas[g0:g1], spans[g0:g1], part, indices, values, input_scale)
+
+
+@njit(**KERNEL_OPTIONS)
+def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale):
+    """_part_sparse_gradient without input dropout, ordered by input: the rows' nonzero inputs
+    of the part sorted by input (a counting sort, rows in order within an input), then each
+    input's dW row, four vectors at a time, accumulated in registers over the rows that light
+    it and stored once. Every entry sums over the rows in the same order as row by row."""
+    n_in = dW.shape[0]
+    j0, j1 = _part_range(n_in, part)
+    width = j1 - j0
+    n_rows = deltas.shape[0]
+    starts = np.zeros(width + 1, np.int64)
+    total = 0
+    for r in range(n_rows):
+        for p in range(spans[r, part, 0], spans[r, part, 1]):
+            starts[indices[p] - j0 + 1] += 1
+        total += spans[r, part, 1] - spans[r, part, 0]
+    for j in range(width):
+        starts[j + 1] += starts[j]
+    fill = np.empty(width, np.int64)
+    for j in range(width):
+        fill[j] = starts[j]
+    rows = np.empty(total, np.int64)
+    xs = np.empty(total, dW.dtype)
+    for r in range(n_rows):
+        for p in range(spans[r, part, 0], spans[r, part, 1]):
+            j = indices[p] - j0
+            q = fill[j]
+            rows[q] = r
+            xs[q] = values[p] * input_scale
+            fill[j] = q + 1
+    L = lanes(dW)
+    full = n_out - n_out % (4 * L)
+    for j in range(width):
+        a = starts[j]
+        b = starts[j + 1]
+        if a == b:
+            continue
+        g = dW[np.uint32(j0 + j)]  # as _row does (a call of it with these types: a second signature)
+        for c in range(0, full, 4 * L):
+            g0 = vload(g, c)
+            g1 = vload(g, c + L)
+            g2 = vload(g, c + 2 * L)
+            g3 = vload(g, c + 3 * L)
+            for q in range(a, b):
+                dz = deltas[np.uint32(rows[q])]
+                x = vsplat(dz, xs[q])
+                g0 = vfma(x, vload(dz, c), g0)
+                g1 = vfma(x, vload(dz, c + L), g1)
+                g2 = vfma(x, vload(dz, c + 2 * L), g2)
+                g3 = vfma(x, vload(dz, c + 3 * L), g3)
+            vstore(g, c, g0)
+            vstore(g, c + L, g1)
+            vstore(g, c + 2 * L, g2)
+            vstore(g, c + 3 * L, g3)
+        for c in range(full, n_out, L):  # the last columns a vector at a time, the very last masked
+            m = n_out - c
+            if m >= L:
+                g0 = vload(g, c)
+                for q in range(a, b):
+                    dz = deltas[np.uint32(rows[q])]
+                    g0 = vfma(vsplat(dz, xs[q]), vload(dz, c), g0)
+                vstore(g, c, g0)
+            else:
+                g0 = vload_part(g, c, m)
+                for q in range(a, b):
+                    dz = deltas[np.uint32(rows[q])]
+                    g0 = vfma(vsplat(dz, xs[q]), vload_part(dz, c, m), g0)
+                vstore_part(g, c, g0, m)
+
+
 @njit(**KERNEL_OPTIONS)
 def _bias_part_gradient(db, deltas, dz_column, first, last, fresh):
     """db[k] += sum_B dz[B, dz_column + k] for the units k = first .. last - 1 of a layer's bias,
@@ -295,11 +392,12 @@ def _bias_part_gradient(db, deltas, dz_column, first, last, fresh):
 @njit(**KERNEL_OPTIONS)
 def _part_gradient(
     grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values, input_scale, seed,
-    first_sample, input_threshold, input_keep_scale, fresh,
+    first_sample, input_threshold, input_keep_scale, fresh, sparse,
 ):
     """Add the given rows' share to the gradient of one part's parameters (from 0 if ``fresh``:
     the rows are their batch's first): first layer z[B,H] = x[B,D] @ W[D,H] + b[H], for its
-    rows j: dW[j,:] += sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x
+    rows j (unless not ``sparse``: the chunk has added them by input, _part_gradient_by_input):
+    dW[j,:] += sum_B x[B,j] dz[B,:] over the nonzero (and, with input dropout, kept) x
     (dW is zero between steps: _part_update leaves it so); its share of db = sum_B dz; its
     share of every later layer's output units' dW^T rows and biases (_dense_part_gradient). The
     rows are the samples trained first_sample, first_sample + 1, ... (their dropout masks).
@@ -309,8 +407,9 @@ def _part_gradient(
     padded = _padded_gradient(grad, params, n_in)
     if padded.shape[0] > 0:
         dW = padded  # rows of 8L, the first n_out of them the gradient
-    _part_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale, seed, first_sample,
-                          input_threshold, input_keep_scale)
+    if sparse:
+        _part_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale, seed, first_sample,
+                              input_threshold, input_keep_scale)
     if db.shape[0] > 0:
         first, last = _part_range(n_out, part)
         _bias_part_gradient(db, deltas, _unit_offset(layer_sizes, FIRST_LAYER), first, last, fresh)
@@ -867,6 +966,9 @@ def _minibatch_sgd_chunk(
     grad_fresh = start <= stop  # True, typed bool: a literal True would compile _part_gradient twice
     n_batches = -(-(stop - start) // batch_size)
     sub_rows = sub_batch_rows(layer_sizes[1], params.itemsize)
+    # the first layer's weight gradient input by input (CSC_ROWS; inline: a helper would be one more
+    # cached function for a warm start on the interpreted kernel to load)
+    wide = layer_sizes[1] * params.itemsize > CSC_ROW_BYTES and input_threshold == 0
     for batch_index in range(n_batches + 1):  # + 1: a last pass that only takes the last step
         batch_start = start + batch_index * batch_size
         batch = order[min(batch_start, stop) : min(batch_start + batch_size, stop)]
@@ -888,12 +990,17 @@ def _minibatch_sgd_chunk(
             g1 = grad_hi
             # The loop indices go on as int64: inside the parallel region Numba makes them
             # uint64, and every helper they reach would be compiled a second time for that type.
+            by_rows = g1 - g0 < CSC_ROWS or not wide
             for part_index in prange(PARTS):
                 part = np.int64(part_index)
                 if g1 > g0:
+                    if not by_rows:
+                        _part_gradient_by_input(grad, deltas[g0:g1], spans[g0:g1], layer_sizes, w_offsets, b_offsets,
+                                                part, indices, values, scale)
                     _part_gradient(
                         grad, params, units[g0:g1], deltas[g0:g1], spans[g0:g1], layer_sizes, w_offsets, b_offsets,
                         part, indices, values, scale, seed, grad_first, input_threshold, input_keep_scale, grad_fresh,
+                        by_rows,
                     )
                 if step_now:
                     _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,

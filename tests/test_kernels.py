@@ -279,6 +279,44 @@ def test_per_sample_sparse_row_steps_at_every_register_block_width(rng, n_hidden
         np.testing.assert_allclose(b, expected_b, **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_hidden, n_rows", [(257, 16), (512, 40), (500, 140), (600, 130)])
+def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_hidden, n_rows, dtype):
+    """The mini-batch first layer's weight gradient of rows wider than CSC_ROW_BYTES, for
+    sub-batches of CSC_ROWS rows on, goes input by input (minibatch._part_gradient_by_input):
+    the same bits as the rows added one at a time (each entry sums over the rows in the same
+    order), and x^T dz. Widths with whole blocks of four vectors and then whole vectors and a
+    masked one (257, 500, 600) or neither (512); 140 rows of 500 units and 130 of 600 are
+    several of its groups of rows (CSC_BYTES)."""
+    from fastmlp.kernels import minibatch
+
+    assert n_rows >= minibatch.CSC_ROWS and n_hidden * np.dtype(dtype).itemsize > minibatch.CSC_ROW_BYTES
+    n_in = 30
+    X = rng.integers(0, 256, size=(n_rows, n_in)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    X[3] = 0  # no nonzero input
+    part_ptr, indices, values = kernels.sparse_rows(X, parts=kernels.PARTS)
+    spans = np.stack([part_ptr[:-1].reshape(n_rows, kernels.PARTS), part_ptr[1:].reshape(n_rows, kernels.PARTS)],
+                     axis=2)
+    deltas = random(rng, (n_rows, n_hidden + 7), dtype)  # the kernel's rows hold later layers' dz after H
+    scale = dtype(reference.PIXEL_SCALE)
+    start = random(rng, (n_in, n_hidden), dtype)
+    layout = (np.array([n_in, n_hidden], np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64))
+    ordered, by_rows = start.ravel().copy(), start.copy()
+    no_dropout = (np.int64(0), np.int64(0), np.uint64(0), dtype(1))
+    for part in range(kernels.PARTS):
+        minibatch._part_gradient_by_input(ordered, deltas, spans, *layout, np.int64(part), indices, values, scale)
+        for r in range(n_rows):
+            minibatch._part_sparse_gradient(by_rows, n_hidden, deltas[r : r + 1], spans[r : r + 1], part, indices,
+                                            values, scale, *no_dropout)
+    ordered = ordered.reshape(n_in, n_hidden)
+    np.testing.assert_array_equal(ordered, by_rows)
+    x = reference.as_input(X, np.float64)
+    expected = start + x.T @ deltas[:, :n_hidden].astype(np.float64)
+    # a sum of n_rows terms rounds by up to about n_rows ulps of its largest entries
+    np.testing.assert_allclose(ordered, expected, rtol=0, atol=n_rows * np.finfo(dtype).eps * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("n_in", [30, 7])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_split_at_parts_point_at_each_parts_nonzeros(rng, monkeypatch, n_in, threads):

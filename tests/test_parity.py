@@ -240,6 +240,18 @@ def test_first_layer_widths_at_the_vector_edges_match_the_reference(width, dtype
     assert_same_run(arch, params, X, targets, 7, synth.tolerance(dtype))
 
 
+# From minibatch.CSC_ROWS rows on, a first layer of rows wider than minibatch.CSC_ROW_BYTES adds
+# its weight gradient input by input (minibatch._csc_sparse_gradient); 300 units end in a masked
+# block.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_wide_first_layer_in_batches_of_32_matches_the_reference(dtype, synth):
+    from fastmlp.kernels import minibatch
+
+    assert 32 >= minibatch.CSC_ROWS and 300 * np.dtype(dtype).itemsize > minibatch.CSC_ROW_BYTES
+    arch, params, X, targets = problem([30, 300, 5], "relu", "softmax", "cross_entropy", True, dtype, "uint8")
+    assert_same_run(arch, params, X, targets, 32, synth.tolerance(dtype), WIDE_STEPS)
+
+
 @pytest.mark.parametrize("width", [17, 100, 129])
 def test_first_layer_widths_match_the_reference_with_input_dropout(width, synth):
     from fastmlp import optim
