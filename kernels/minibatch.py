@@ -68,7 +68,8 @@ fit in SUB_BYTES; a batch of up to S rows is one sub-batch), steps 1 and 2 in tu
 1. over PARTS blocks of the first layer's inputs (contiguous rows of W_0 [n_0, H]) and the
    parameters each part owns (its rows of W_0, its share of b_0 and of every later layer's
    output units): each part first adds the previous sub-batch's share to the gradient of its
-   parameters (_part_gradient: dW_0 rows over the sub-batch's nonzero inputs, the later layers'
+   parameters (_part_gradient: dW_0 rows over the sub-batch's nonzero inputs, input by input
+   for rows wider than CSC_ROW_BYTES: _part_gradient_by_input; the later layers'
    dW^T rows, the biases), then, in a batch's first sub-batch, takes the previous batch's step
    on them (_part_update), then computes the first layer's partial sums of this sub-batch over
    its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero inputs. A block of W_0
