@@ -6,10 +6,10 @@ as 0-d unicode arrays, never a pickle. The README's "Checkpoint format" section 
 entries; FORMAT_VERSION goes up whenever their meaning changes, and a reader refuses a file
 from a newer format rather than misread it.
 
-Entries of format 1 (``[P]``: the number of parameters; ``[S, P]``: the optimizer's state
+Entries of format 2 (``[P]``: the number of parameters; ``[S, P]``: the optimizer's state
 slots, ``optim.Optimizer.n_slots`` of them)::
 
-    format_version      int64 []        1
+    format_version      int64 []        2
     model               JSON            MLP constructor parameters (layers, activation, ...)
     params              float [P]       the weights the model holds
     training            JSON            the run's training options (MLP.fit_options_), or null
@@ -29,8 +29,9 @@ slots, ``optim.Optimizer.n_slots`` of them)::
     last_params, last_slots, last_counters   the last epoch's, when the model holds the best
                                         ones instead (run.last_snapshot is set)
 
-Files written by fastmlp 0.1.0 before checkpoints existed hold only ``config`` (the model
-JSON) and ``params``; they load as weights with a new run.
+Format 1 is format 2 without ``lr_step_epochs`` in ``training`` (its step schedule decayed every
+10 epochs, as a format-1 file loads). Files written by fastmlp 0.1.0 before checkpoints existed
+hold only ``config`` (the model JSON) and ``params``; they load as weights with a new run.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ import numpy as np
 from . import optim, trainer
 from ._atomic import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Training options added since format 1, with the value a format-1 run trained with.
+ADDED_IN_2 = {"lr_step_epochs": 10}
 # Wall-clock fields of the history stay out of the file, so that the same run always writes the
 # same bytes; a loaded history has None for them.
 TIMINGS = ("seconds", "samples_per_second")
@@ -178,7 +181,7 @@ def read(cls, path):
             )
         if version < 1:
             raise entries.fail("format_version", f"is {version}; formats start at 1")
-        return _read_v1(cls, entries)
+        return _read_v1(cls, entries, version)
 
 
 def _model(cls, entries, key):
@@ -212,7 +215,7 @@ def _read_weights_only(cls, entries):
     return model
 
 
-def _read_v1(cls, entries):
+def _read_v1(cls, entries, version=FORMAT_VERSION):
     model = _model(cls, entries, "model")
     model.params_ = _params(model, entries, "params")
     try:
@@ -226,6 +229,8 @@ def _read_v1(cls, entries):
     if training is not None:
         from .model import FIT_DEFAULTS, check_fit_options
 
+        if version == 1 and isinstance(training, dict) and not set(ADDED_IN_2) & set(training):
+            training = {**training, **ADDED_IN_2}
         if not isinstance(training, dict) or set(training) != set(FIT_DEFAULTS):
             raise entries.fail("training", f"does not hold the training options {sorted(FIT_DEFAULTS)}")
         try:

@@ -33,7 +33,7 @@ MODEL_OPTIONS = ("layers", "activation", "loss", "output", "init", "dtype", "see
 # Options of MLP.fit, by argparse dest (--no-shuffle is shuffle=False).
 OPTIMIZER_OPTIONS = ("optimizer", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
                      "decoupled_weight_decay", "dropout", "input_dropout")
-SCHEDULE_OPTIONS = ("lr_schedule", "lr_decay", "power_t", "warmup_epochs", "tol", "n_iter_no_change")
+SCHEDULE_OPTIONS = ("lr_schedule", "lr_decay", "lr_step_epochs", "power_t", "warmup_epochs", "tol", "n_iter_no_change")
 STOPPING_OPTIONS = ("validation_fraction", "early_stopping")
 TRAINING_OPTIONS = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHEDULE_OPTIONS + STOPPING_OPTIONS
 
@@ -75,6 +75,7 @@ def _add_schedule_options(parser):
     add = group.add_argument
     add("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
     add("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
+    add("--lr-step-epochs", type=options.integer(1), default=10, metavar="N", help="step: multiply the rate by the decay factor every N epochs (default 10)")
     add("--power-t", type=options.number(allow_zero=True), default=0.5, metavar="P", help="invscaling exponent: lr / (samples + 1)^P (default 0.5)")
     add("--warmup-epochs", type=options.integer(0), default=0, metavar="N", help="ramp the rate up linearly over the first N epochs (default 0)")
     add("--tol", type=options.number(allow_zero=True), default=1e-4, metavar="TOL", help="an epoch improves when the monitored loss drops by more than TOL (default 1e-4)")

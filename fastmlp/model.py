@@ -36,6 +36,7 @@ FIT_DEFAULTS = {
     "shuffle": True,
     "lr_schedule": "constant",
     "lr_decay": 0.5,
+    "lr_step_epochs": 10,
     "power_t": 0.5,
     "warmup_epochs": 0,
     "schedule_epochs": None,
@@ -96,6 +97,7 @@ def check_fit_options(options):
     if positive_float("lr_decay", o["lr_decay"]) > 1:
         raise ValueError(f"lr_decay must be in (0, 1]: a factor above 1 would grow the learning rate; got {o['lr_decay']!r}")
     o["lr_decay"] = float(o["lr_decay"])
+    o["lr_step_epochs"] = positive_int("lr_step_epochs", o["lr_step_epochs"])
     o["power_t"] = non_negative_float("power_t", o["power_t"])
     o["warmup_epochs"] = non_negative_int("warmup_epochs", o["warmup_epochs"])
     if o["schedule_epochs"] is not None:
@@ -270,6 +272,7 @@ class MLP:
         validation_fraction=None,
         lr_schedule="constant",
         lr_decay=0.5,
+        lr_step_epochs=10,
         power_t=0.5,
         warmup_epochs=0,
         schedule_epochs=None,
@@ -302,8 +305,8 @@ class MLP:
         gradient descent.
 
         Schedule (formulas in ``fastmlp.trainer`` and the README): ``lr_schedule`` constant,
-        exponential, step (``lr_decay``), cosine (over ``schedule_epochs``, default
-        ``epochs``: the run's horizon), invscaling (``power_t``) or adaptive
+        exponential (``lr_decay``), step (``lr_decay`` every ``lr_step_epochs``), cosine (over
+        ``schedule_epochs``, default ``epochs``: the run's horizon), invscaling (``power_t``) or adaptive
         (``n_iter_no_change``, ``tol``); ``warmup_epochs`` ramps the first epochs up linearly.
 
         Optimizer (``fastmlp.optim``): ``optimizer`` "sgd" (``momentum``, ``nesterov``) or
@@ -349,6 +352,7 @@ class MLP:
         validation_fraction=RUN,
         lr_schedule=RUN,
         lr_decay=RUN,
+        lr_step_epochs=RUN,
         power_t=RUN,
         warmup_epochs=RUN,
         schedule_epochs=RUN,
@@ -528,7 +532,8 @@ class MLP:
             backend.warmup(self.params_, data, y, batch, opt, state, sample_weight, inference=evaluate is not None)
         self.compile_seconds_ += backend.compile_seconds - compile_before
         schedule = trainer.Schedule(
-            lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"], power_t=options["power_t"],
+            lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"],
+            step_epochs=options["lr_step_epochs"], power_t=options["power_t"],
             warmup_epochs=options["warmup_epochs"], horizon=horizon,
         )
         stopping = trainer.Stopping(options["early_stopping"], options["tol"], options["n_iter_no_change"])

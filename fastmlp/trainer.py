@@ -18,7 +18,7 @@ Learning-rate schedules, for the 0-based epoch e of a run whose horizon is E epo
 
     constant      lr
     exponential   lr * decay^e
-    step          lr * decay^floor(e / 10)
+    step          lr * decay^floor(e / S)     S = step_epochs (lr_step_epochs; default 10)
     cosine        lr * (1 + cos(pi * e / E)) / 2
     invscaling    lr / (t + 1)^power_t        t = samples trained in the run before epoch e
     adaptive      lr / 5^k                    k = reductions so far (below)
@@ -109,6 +109,7 @@ class Schedule:
     lr: float
     name: str = "constant"
     decay: float = 0.5
+    step_epochs: int = 10
     power_t: float = 0.5
     warmup_epochs: int = 0
     horizon: int = 1
@@ -120,7 +121,7 @@ class Schedule:
         if self.name == "exponential":
             lr = lr * self.decay**epoch
         elif self.name == "step":
-            lr = lr * self.decay ** (epoch // 10)
+            lr = lr * self.decay ** (epoch // self.step_epochs)
         elif self.name == "cosine":
             lr = lr * 0.5 * (1 + math.cos(math.pi * epoch / self.horizon))
         elif self.name == "invscaling":

@@ -124,7 +124,7 @@ def test_the_file_holds_the_documented_entries_and_no_pickle(tmp_path, data):
     model.save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         files = set(archive.files)
-        assert int(archive["format_version"]) == FORMAT_VERSION == 1
+        assert int(archive["format_version"]) == FORMAT_VERSION == 2
         assert {"format_version", "model", "params", "training", "data", "run", "history", "shuffle_rng",
                 "optimizer_slots", "optimizer_counters", "best_params", "best_slots", "best_counters"} <= files
         assert archive["optimizer_slots"].shape == (2, model.params_.size)
@@ -198,6 +198,27 @@ def test_weights_only_files_of_fastmlp_0_1_load_with_a_new_run(tmp_path, data):
     assert loaded.epochs_trained_ == 0 and loaded.fit_options_ is None and loaded.optimizer_state_ is None
     loaded.partial_fit(X, y, progress=False)
     assert loaded.epochs_trained_ == 1
+
+
+def test_format_1_files_load_with_the_step_schedule_they_trained_with(tmp_path, data):
+    # Format 2 added lr_step_epochs to the training options; a format-1 file's step schedule
+    # decayed every 10 epochs, and it resumes so.
+    X, y = data
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=4, lr_schedule="step", schedule_epochs=30, progress=False)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    training = json.loads(str(entries["training"]))
+    del training["lr_step_epochs"]
+    rewrite(tmp_path / "v1.npz", entries, format_version=np.array(1), training=np.array(json.dumps(training)))
+    loaded = MLP.load(tmp_path / "v1.npz")
+    assert loaded.fit_options_ == model.fit_options_ and loaded.fit_options_["lr_step_epochs"] == 10
+    np.testing.assert_array_equal(loaded.params_, model.params_)
+    # a format-2 file without it is malformed, not old
+    rewrite(tmp_path / "v2.npz", entries, training=np.array(json.dumps(training)))
+    with pytest.raises(fastmlp.CheckpointError, match="does not hold the training options"):
+        MLP.load(tmp_path / "v2.npz")
 
 
 # --- errors ------------------------------------------------------------------------------------

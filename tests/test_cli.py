@@ -126,6 +126,8 @@ BAD_OPTION_VALUES = {
         ("--lr-decay", "0"),
         ("--lr-decay", "-0.5"),
         ("--lr-decay", "nan"),
+        ("--lr-step-epochs", "0"),
+        ("--lr-step-epochs", "1.5"),
         ("--lr-schedule", "linear"),
         ("--threads", "0"),
         ("--threads", "-2"),
@@ -221,6 +223,7 @@ BAD_OPTION_VALUES = {
         ("--input-dropout", "1"),
         ("--lr-schedule", "linear"),
         ("--lr-decay", "0"),
+        ("--lr-step-epochs", "-2"),
         ("--power-t", "inf"),
         ("--warmup-epochs", "-2"),
         ("--tol", "nan"),
@@ -245,6 +248,7 @@ BAD_OPTION_VALUES = {
         *OPTIMIZER_BAD_VALUES,
         ("--lr-schedule", "linear"),
         ("--lr-decay", "0"),
+        ("--lr-step-epochs", "0"),
         ("--power-t", "-1"),
         ("--warmup-epochs", "-1"),
         ("--tol", "nan"),
@@ -599,6 +603,14 @@ def test_resuming_with_a_larger_total_equals_the_longer_run(capsys, tiny_mnist, 
     assert result["history"]["seconds"][0] is None and result["history"]["seconds"][1] > 0
     assert result["samples_per_second"] == pytest.approx(600 / result["seconds"])
     assert (tmp_path / "resumed.npz").read_bytes() == (tmp_path / "long.npz").read_bytes()
+
+
+def test_the_step_schedule_decays_every_lr_step_epochs(capsys, tiny_mnist):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy",
+                           "--epochs", "3", "--lr", "0.4", "--lr-schedule", "step", "--lr-decay", "0.5",
+                           "--lr-step-epochs", "1", "--json")
+    assert status == 0, err
+    assert json.loads(out)["history"]["lr"] == pytest.approx([0.4, 0.2, 0.1])
 
 
 @pytest.fixture

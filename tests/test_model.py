@@ -116,6 +116,11 @@ def test_lr_schedules(rng, synth):
     assert h.lr == pytest.approx([0.2, 0.1, 0.05])
     h = model.fit(X, y, epochs=2, lr=0.2, lr_schedule="cosine", progress=False)
     assert h.lr == pytest.approx([0.2, 0.1])
+    h = model.fit(X, y, epochs=5, lr=0.2, lr_schedule="step", lr_decay=0.5, lr_step_epochs=2, progress=False)
+    assert h.lr == pytest.approx([0.2, 0.2, 0.1, 0.1, 0.05])
+    assert model.fit_options_["lr_step_epochs"] == 2
+    h = model.fit(X, y, epochs=2, lr=0.2, lr_schedule="step", progress=False)  # every 10 epochs by default
+    assert h.lr == pytest.approx([0.2, 0.2])
 
 
 def test_save_and_load_round_trip(tmp_path, rng, synth):
@@ -193,6 +198,8 @@ def test_an_update_that_overflows_a_weight_is_divergence(backend, batch_size):
     [
         ({"lr_decay": 1.5}, ValueError, "lr_decay must be in \\(0, 1\\]"),
         ({"lr_decay": 0.0}, ValueError, "lr_decay must be a positive"),
+        ({"lr_step_epochs": 0}, ValueError, "lr_step_epochs must be a positive"),
+        ({"lr_step_epochs": 2.5}, TypeError, "lr_step_epochs must be"),
         ({"progress": "yes"}, TypeError, "progress must be None"),
         ({"progress": 1}, TypeError, "progress must be None"),
     ],
