@@ -181,7 +181,7 @@ def read(cls, path):
             )
         if version < 1:
             raise entries.fail("format_version", f"is {version}; formats start at 1")
-        return _read_v1(cls, entries, version)
+        return _read_checkpoint(cls, entries, version)
 
 
 def _model(cls, entries, key):
@@ -215,7 +215,7 @@ def _read_weights_only(cls, entries):
     return model
 
 
-def _read_v1(cls, entries, version=FORMAT_VERSION):
+def _read_checkpoint(cls, entries, version):
     model = _model(cls, entries, "model")
     model.params_ = _params(model, entries, "params")
     try:
