@@ -241,8 +241,8 @@ def test_first_layer_widths_at_the_vector_edges_match_the_reference(width, dtype
 
 
 # From minibatch.CSC_ROWS rows on, a first layer of rows wider than minibatch.CSC_ROW_BYTES adds
-# its weight gradient input by input (minibatch._csc_sparse_gradient); 300 units end in a masked
-# block.
+# its weight gradient input by input (minibatch._part_gradient_by_input); 300 units end, after the
+# blocks of four vectors, in a whole vector and a masked one (float32 and float64 alike).
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_wide_first_layer_in_batches_of_32_matches_the_reference(dtype, synth):
     from fastmlp.kernels import minibatch
