@@ -313,8 +313,11 @@ def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offse
 def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale):
     """_part_sparse_gradient without input dropout, ordered by input: the rows' nonzero inputs
     of the part sorted by input (a counting sort, rows in order within an input), then each
-    input's dW row, four vectors at a time, accumulated in registers over the rows that light
-    it and stored once. Every entry sums over the rows in the same order as row by row."""
+    input's dW row accumulated in registers over the rows that light it and stored once. Two
+    neighbouring inputs that are both lit go together over the merged list of their rows
+    (_merge_inputs, _csc_pair): each load of a dz vector then serves both (about 85% of the
+    merged rows light each input of a pair on MNIST; the others add 0 * dz, which changes no
+    finite sum). Every entry sums over its rows in the same order as row by row."""
     n_in = dW.shape[0]
     j0, j1 = _part_range(n_in, part)
     width = j1 - j0
@@ -339,44 +342,138 @@ def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_
             rows[q] = r
             xs[q] = values[p] * input_scale
             fill[j] = q + 1
-    L = lanes(dW)
-    full = n_out - n_out % (4 * L)
-    for j in range(width):
+    merged = np.empty(n_rows, np.int64)
+    x0 = np.empty(n_rows, dW.dtype)
+    x1 = np.empty(n_rows, dW.dtype)
+    j = 0
+    while j < width:
         a = starts[j]
         b = starts[j + 1]
-        if a == b:
+        # dW rows as _row takes them (a call of it with these types: a second signature)
+        if j + 1 < width and a < b < starts[j + 2]:
+            m = _merge_inputs(merged, x0, x1, rows, xs, a, b, starts[j + 2], n_rows)
+            _csc_pair(dW[np.uint32(j0 + j)], dW[np.uint32(j0 + j + 1)], n_out, deltas, merged, x0, x1, m)
+            j += 2
             continue
-        g = dW[np.uint32(j0 + j)]  # as _row does (a call of it with these types: a second signature)
-        for c in range(0, full, 4 * L):
+        if a < b:
+            _csc_one(dW[np.uint32(j0 + j)], n_out, deltas, rows, xs, a, b)
+        j += 1
+
+
+@njit(**KERNEL_OPTIONS)
+def _merge_inputs(merged, x0, x1, rows, xs, a, b, c, n_rows):
+    """The rows of two inputs, rows[a:b] and rows[b:c] (each ascending), merged into
+    merged[:m] with each input's value in x0 and x1 (0 where the row does not light it); m."""
+    zero = x0.dtype.type(0)
+    p = a
+    q = b
+    m = 0
+    while p < b or q < c:
+        r0 = rows[p] if p < b else n_rows
+        r1 = rows[q] if q < c else n_rows
+        r = min(r0, r1)
+        merged[m] = r
+        if r0 == r:
+            x0[m] = xs[p]
+            p += 1
+        else:
+            x0[m] = zero
+        if r1 == r:
+            x1[m] = xs[q]
+            q += 1
+        else:
+            x1[m] = zero
+        m += 1
+    return m
+
+
+@njit(**KERNEL_OPTIONS)
+def _csc_one(g, n_out, deltas, rows, xs, a, b):
+    """g[:n_out] += sum_q xs[q] dz[rows[q]] over q = a .. b - 1: four vectors at a time in
+    registers, the last columns a vector at a time, the very last masked."""
+    L = lanes(g)
+    full = n_out - n_out % (4 * L)
+    for c in range(0, full, 4 * L):
+        g0 = vload(g, c)
+        g1 = vload(g, c + L)
+        g2 = vload(g, c + 2 * L)
+        g3 = vload(g, c + 3 * L)
+        for q in range(a, b):
+            dz = deltas[np.uint32(rows[q])]
+            x = vsplat(dz, xs[q])
+            g0 = vfma(x, vload(dz, c), g0)
+            g1 = vfma(x, vload(dz, c + L), g1)
+            g2 = vfma(x, vload(dz, c + 2 * L), g2)
+            g3 = vfma(x, vload(dz, c + 3 * L), g3)
+        vstore(g, c, g0)
+        vstore(g, c + L, g1)
+        vstore(g, c + 2 * L, g2)
+        vstore(g, c + 3 * L, g3)
+    for c in range(full, n_out, L):
+        m = n_out - c
+        if m >= L:
             g0 = vload(g, c)
-            g1 = vload(g, c + L)
-            g2 = vload(g, c + 2 * L)
-            g3 = vload(g, c + 3 * L)
             for q in range(a, b):
                 dz = deltas[np.uint32(rows[q])]
-                x = vsplat(dz, xs[q])
-                g0 = vfma(x, vload(dz, c), g0)
-                g1 = vfma(x, vload(dz, c + L), g1)
-                g2 = vfma(x, vload(dz, c + 2 * L), g2)
-                g3 = vfma(x, vload(dz, c + 3 * L), g3)
+                g0 = vfma(vsplat(dz, xs[q]), vload(dz, c), g0)
             vstore(g, c, g0)
-            vstore(g, c + L, g1)
-            vstore(g, c + 2 * L, g2)
-            vstore(g, c + 3 * L, g3)
-        for c in range(full, n_out, L):  # the last columns a vector at a time, the very last masked
-            m = n_out - c
-            if m >= L:
-                g0 = vload(g, c)
-                for q in range(a, b):
-                    dz = deltas[np.uint32(rows[q])]
-                    g0 = vfma(vsplat(dz, xs[q]), vload(dz, c), g0)
-                vstore(g, c, g0)
-            else:
-                g0 = vload_part(g, c, m)
-                for q in range(a, b):
-                    dz = deltas[np.uint32(rows[q])]
-                    g0 = vfma(vsplat(dz, xs[q]), vload_part(dz, c, m), g0)
-                vstore_part(g, c, g0, m)
+        else:
+            g0 = vload_part(g, c, m)
+            for q in range(a, b):
+                dz = deltas[np.uint32(rows[q])]
+                g0 = vfma(vsplat(dz, xs[q]), vload_part(dz, c, m), g0)
+            vstore_part(g, c, g0, m)
+
+
+@njit(**KERNEL_OPTIONS)
+def _csc_pair(g, h, n_out, deltas, merged, x0, x1, m):
+    """g[:n_out] += sum_q x0[q] dz[merged[q]] and h[:n_out] += sum_q x1[q] dz[merged[q]] over
+    q < m: two vectors of each at a time in registers (eight 32-byte accumulators with AVX2;
+    four vectors of each spilled and ran 0.7x), each dz vector loaded once for both. The input
+    by input loop alone (256 rows of MNIST, 500 units, AMD EPYC Zen 3): 1.12-1.17x."""
+    L = lanes(g)
+    full = n_out - n_out % (2 * L)
+    for c in range(0, full, 2 * L):
+        g0 = vload(g, c)
+        g1 = vload(g, c + L)
+        h0 = vload(h, c)
+        h1 = vload(h, c + L)
+        for q in range(m):
+            dz = deltas[np.uint32(merged[q])]
+            d0 = vload(dz, c)
+            d1 = vload(dz, c + L)
+            x = vsplat(dz, x0[q])
+            y = vsplat(dz, x1[q])
+            g0 = vfma(x, d0, g0)
+            g1 = vfma(x, d1, g1)
+            h0 = vfma(y, d0, h0)
+            h1 = vfma(y, d1, h1)
+        vstore(g, c, g0)
+        vstore(g, c + L, g1)
+        vstore(h, c, h0)
+        vstore(h, c + L, h1)
+    for c in range(full, n_out, L):
+        k = n_out - c
+        if k >= L:
+            g0 = vload(g, c)
+            h0 = vload(h, c)
+            for q in range(m):
+                dz = deltas[np.uint32(merged[q])]
+                d0 = vload(dz, c)
+                g0 = vfma(vsplat(dz, x0[q]), d0, g0)
+                h0 = vfma(vsplat(dz, x1[q]), d0, h0)
+            vstore(g, c, g0)
+            vstore(h, c, h0)
+        else:
+            g0 = vload_part(g, c, k)
+            h0 = vload_part(h, c, k)
+            for q in range(m):
+                dz = deltas[np.uint32(merged[q])]
+                d0 = vload_part(dz, c, k)
+                g0 = vfma(vsplat(dz, x0[q]), d0, g0)
+                h0 = vfma(vsplat(dz, x1[q]), d0, h0)
+            vstore_part(g, c, g0, k)
+            vstore_part(h, c, h0, k)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -287,7 +287,9 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     the same bits as the rows added one at a time (each entry sums over the rows in the same
     order), and x^T dz. Widths with whole blocks of four vectors and then whole vectors and a
     masked one (257, 500, 600) or neither (512); 140 rows of 500 units and 130 of 600 are
-    several of its groups of rows (CSC_BYTES)."""
+    several of its groups of rows (CSC_BYTES). Inputs are lit by overlapping sets of rows (so
+    neighbours go in pairs over their merged rows, _csc_pair), by none (input 5), or alone
+    between unlit ones (input 9: _csc_one)."""
     from fastmlp.kernels import minibatch
 
     assert n_rows >= minibatch.CSC_ROWS and n_hidden * np.dtype(dtype).itemsize > minibatch.CSC_ROW_BYTES
@@ -295,6 +297,7 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     X = rng.integers(0, 256, size=(n_rows, n_in)).astype(np.uint8)
     X[rng.random(X.shape) < 0.6] = 0
     X[3] = 0  # no nonzero input
+    X[:, [5, 8, 10]] = 0  # inputs lit by no row, and input 9 between two of them
     part_ptr, indices, values = kernels.sparse_rows(X, parts=kernels.PARTS)
     spans = np.stack([part_ptr[:-1].reshape(n_rows, kernels.PARTS), part_ptr[1:].reshape(n_rows, kernels.PARTS)],
                      axis=2)
