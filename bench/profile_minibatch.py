@@ -13,8 +13,9 @@ the kernel's helpers called from small compiled loops (one call from Python per 
 - dense forward / dense backward: the later layers' products, a block of four rows at a time
   (``_dense_block_forward``, ``_dense_block_backward``);
 - rest of step 2: ``_block_forward_backward`` less the two above (activations, loss, dz);
-- sparse gradient: the first layer's weight gradient over the nonzero pixels (as ``_part_gradient``
-  computes it);
+- sparse gradient: the first layer's weight gradient over the nonzero pixels, by the path the
+  kernel takes (input by input, ``_part_gradient_by_input``, for rows wider than CSC_ROW_BYTES;
+  else row by row, as ``_part_gradient`` adds it);
 - dense gradient: the later layers' weight gradients (``_dense_part_gradient``);
 - rest of the step: ``_part_gradient`` and ``_part_update`` less the two above (the parameter updates, biases);
 
@@ -92,9 +93,20 @@ def sparse_gradient(grad, params, deltas, spans, layer_sizes, w_offsets, b_offse
         dW = padded
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     for part in range(mb.PARTS):
-        mb._part_sparse_gradient(dW, n_out, deltas, spans, np.int64(part), indices, values, scale, zero, zero,
-                                 no_dropout, one)
+        if _by_input(layer_sizes, params, deltas):
+            mb._part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part), indices,
+                                       values, scale)
+        else:
+            mb._part_sparse_gradient(dW, n_out, deltas, spans, np.int64(part), indices, values, scale, zero, zero,
+                                     no_dropout, one)
     dW[:] = 0
+
+
+@njit
+def _by_input(layer_sizes, params, deltas):
+    """Whether the kernel adds this fit's first-layer weight gradient input by input (without
+    input dropout; the chunk's ``wide`` test)."""
+    return layer_sizes[1] * params.itemsize > mb.CSC_ROW_BYTES and deltas.shape[0] >= mb.CSC_ROWS
 
 
 @njit
@@ -112,9 +124,13 @@ def dense_gradient(grad, units, deltas, layer_sizes, w_offsets):
 def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets, b_offsets, kind, sc,
          indices, values, scale):
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
+    by_input = _by_input(layer_sizes, params, deltas)
     for part in range(mb.PARTS):
+        if by_input:
+            mb._part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part), indices,
+                                       values, scale)
         mb._part_gradient(grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part),
-                          indices, values, scale, zero, zero, no_dropout, one, True, True)
+                          indices, values, scale, zero, zero, no_dropout, one, True, not by_input)
         mb._part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
                         np.int64(part))
 
