@@ -150,6 +150,36 @@ def test_speedup_is_the_ratio_of_the_measured_rates(both_backends):
         )
 
 
+def test_the_implementations_of_a_configuration_take_their_repeats_in_turn(tiny_mnist, monkeypatch):
+    """All of a configuration's implementations are set up first, then each round measures the
+    GEMM rate and times one epoch of each in turn (a drifting machine slows them alike); every
+    row of the configuration reports the median of the rounds' GEMM rates."""
+    from fastmlp.bench import measure as measure_module
+
+    events = []
+    real_time_one, real_gemm = measure_module._Timing.time_one, measure_module.measure_gemm
+    rates = iter([30.0, 10.0, 20.0])
+
+    def time_one(timing):
+        events.append(timing.runner.name)
+        real_time_one(timing)
+
+    def gemm(**options):
+        events.append("gemm")
+        return dict(real_gemm(**options), gflops=next(rates))
+
+    monkeypatch.setattr(measure_module._Timing, "time_one", time_one)
+    monkeypatch.setattr(measure_module, "measure_gemm", gemm)
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--repeats", "3", "--batch-sizes", "32", "--backends",
+                            "numpy,numba", "--json")
+    assert status == 0
+    assert events == ["gemm", "numpy", "numba"] * 3
+    rows = measurements(json_lines(out))
+    assert [r["backend"] for r in rows] == ["numpy", "numba"]
+    assert [r["repeats"] for r in rows] == [3, 3]
+    assert [r["gemm_gflops"] for r in rows] == [20.0, 20.0]
+
+
 def test_gemm_and_gflops_are_positive_and_follow_the_formula(both_backends, tiny_mnist):
     import fastmlp
 

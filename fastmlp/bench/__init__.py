@@ -3,6 +3,8 @@
 Every measurement trains one network for one epoch over a slice of MNIST (``--samples``, the
 first N training images) from the same initial weights and in the same seeded sample order,
 ``--repeats`` times. A figure is the median over the repeats, with the min-max spread beside it.
+The implementations of one configuration take their repeats in turn (all set up first, then one
+epoch of each per round), so that a machine whose speed drifts slows them alike.
 Data loading, data preparation and JIT compilation happen before the clock starts (each
 implementation's ``warmup`` runs first). Test accuracy is measured on the 10,000 test images
 after the last repeat, so a fast row that learns nothing would show.
@@ -43,8 +45,8 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``samples_requested``, ``trimmed`` (samples < samples_requested, see --max-seconds),
   ``speedup_vs_numpy`` (samples_per_second / the numpy row's, same configuration; null
   without a numpy row), ``flops_per_sample``, ``gflops`` and ``gflops_spread`` (null for
-  batch size 1), ``gemm_gflops`` (the float32 GEMM rate re-measured just before this row,
-  median of 5) and ``gemm_fraction`` (gflops / that), ``nonzero_inputs_per_sample`` (counted
+  batch size 1), ``gemm_gflops`` (the float32 GEMM rate measured before each round of the
+  configuration's repeats, median of 5 each; the median of the rounds, the same for its rows) and ``gemm_fraction`` (gflops / that), ``nonzero_inputs_per_sample`` (counted
   on the data trained on), ``sparse_flops_per_sample`` (the FLOPs with zero inputs skipped:
   4 nnz H1 + 6 (W - W1)) and ``roofline_fraction`` (samples_per_second x that / the GEMM rate:
   the "% roof" column, every batch size), ``test_accuracy``,

@@ -1,8 +1,9 @@
-"""Timing one runner on one configuration into a ``Measurement``, and every row of a plan.
+"""Timing the runners of a configuration into ``Measurement`` rows, and every row of a plan.
 
 Every row trains from the same initial weights in the same seeded sample order; a short pilot
 run decides whether the row is timed on fewer samples (--max-seconds); preparation and
-warm-up (JIT compilation) happen before the clock starts.
+warm-up (JIT compilation) happen before the clock starts; the rows of a configuration take
+their timed epochs in turn (``measure_all``).
 """
 
 from __future__ import annotations
@@ -134,52 +135,63 @@ def sample_order(n, seed):
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).permutation(n).astype(np.int64)
 
 
-def measure(runner, init, train, test, plan, status=None):
-    """Time ``runner`` for ``plan.repeats`` epochs over ``train`` (trimmed per --max-seconds)."""
-    batch_size = runner.batch_size
-    requested = len(train)
-    runner.prepare(train)
-    n = requested
-    pilot = min(requested, max(PILOT_SAMPLES, 4 * batch_size))
-    if plan.max_seconds > 0 and pilot < requested:
+class _Timing:
+    """One runner on one configuration: set up (data prepared, pilot, warm-up) on creation, then
+    timed one epoch at a time (``time_one``), then turned into a ``Measurement``."""
+
+    def __init__(self, runner, init, train, plan, status=None):
+        self.runner = runner
+        self.init = init
+        self.train = train
+        self.seconds = []
+        batch_size = runner.batch_size
+        self.requested = len(train)
+        runner.prepare(train)
+        n = self.requested
+        pilot = min(self.requested, max(PILOT_SAMPLES, 4 * batch_size))
+        if plan.max_seconds > 0 and pilot < self.requested:
+            if status:
+                status.note("pilot")
+            order = sample_order(pilot, plan.seed)
+            runner.warmup(init, order)
+            seconds = _time_one(runner, init, order)
+            rate = pilot / max(seconds, 1e-9)
+            if self.requested / rate > plan.max_seconds:
+                n = max(pilot, int(rate * plan.max_seconds) // batch_size * batch_size)
+        if n < self.requested:
+            runner.prepare(train.head(n))
+        self.n = n
+        self.order = sample_order(n, plan.seed)
         if status:
-            status.note("pilot")
-        order = sample_order(pilot, plan.seed)
-        runner.warmup(init, order)
-        seconds = _time_one(runner, init, order)
-        rate = pilot / max(seconds, 1e-9)
-        if requested / rate > plan.max_seconds:
-            n = max(pilot, int(rate * plan.max_seconds) // batch_size * batch_size)
-    if n < requested:
-        runner.prepare(train.head(n))
-    order = sample_order(n, plan.seed)
-    runner.warmup(init, order)
-    seconds = []
-    for repeat in range(plan.repeats):
-        if status:
-            status.note(f"repeat {repeat + 1}/{plan.repeats}" + (f" on {n:,} samples" if n < requested else ""))
-        state = runner.start(init, order)
+            status.note("warm-up")
+        runner.warmup(init, self.order)
+        self.state = None
+
+    def time_one(self):
+        """Train one timed epoch from the initial weights."""
+        state = self.runner.start(self.init, self.order)
         tic = time.perf_counter()
-        state = runner.train(state, order)
-        seconds.append(time.perf_counter() - tic)
-    if status:
-        status.note("test accuracy")
-    return Measurement(
-        backend=runner.name,
-        peer=runner.peer,
-        implementation=runner.implementation,
-        layers=tuple(runner.arch.layers),
-        activation=runner.arch.activation,
-        batch_size=batch_size,
-        lr=runner.lr,
-        seconds=seconds,
-        samples=n,
-        samples_requested=requested,
-        test_accuracy=runner.accuracy(state, test),
-        compile_seconds=float(runner.compile_seconds),
-        threads=runner.threads,
-        nonzero_inputs=float(np.count_nonzero(train.pixels[:n])) / n,
-    )
+        self.state = self.runner.train(state, self.order)
+        self.seconds.append(time.perf_counter() - tic)
+
+    def measurement(self, test):
+        runner = self.runner
+        return Measurement(
+            backend=runner.name,
+            peer=runner.peer,
+            implementation=runner.implementation,
+            layers=tuple(runner.arch.layers),
+            activation=runner.arch.activation,
+            batch_size=runner.batch_size,
+            lr=runner.lr,
+            seconds=self.seconds,
+            samples=self.n,
+            samples_requested=self.requested,
+            test_accuracy=runner.accuracy(self.state, test),
+            compile_seconds=float(runner.compile_seconds),
+            threads=runner.threads,
+            nonzero_inputs=float(np.count_nonzero(self.train.pixels[: self.n])) / self.n,
+        )
 
 
 def _time_one(runner, init, order):
@@ -191,24 +203,43 @@ def _time_one(runner, init, order):
 
 def measure_all(plan, factories, train, test, status, report):
     """Every row of the plan, numpy first within each configuration (the others' speed-up needs
-    its rate); ``report(measurement)`` as each finishes."""
+    its rate); ``report(measurement)`` for each row of a configuration once all are done.
+
+    Within a configuration the implementations' repeats are interleaved: all of them are set up
+    (prepared, trimmed, warmed up), then each repeat times one epoch of every implementation in
+    turn, and the float32 GEMM rate is measured before each such round (the configuration's rate
+    is their median). On a shared machine whose speed drifts over minutes, timing one
+    implementation's repeats after another's compared each with the machine of its own minute:
+    a row's ratios moved by 1.3x between runs of the same code (2026-12-03, AMD EPYC Zen 3)."""
     measurements = []
     total = len(plan.layers) * len(plan.activations) * len(plan.batch_sizes) * len(factories)
     for layers, activation in itertools.product(plan.layers, plan.activations):
         arch = Architecture(layers, activation, "cross_entropy", dtype="float32")
         init = init_params(arch, "auto", plan.seed)
         for batch_size in plan.batch_sizes:
-            numpy_rate = None
+            timings = []
             for name, factory in factories:
-                status.row(f"[{len(measurements) + 1}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
-                row_gemm = measure_gemm(repeats=ROW_GEMM_REPEATS)
-                measurement = measure(factory(arch, batch_size), init, train, test, plan, status)
-                measurement.gemm_gflops = row_gemm["gflops"]
+                number = len(measurements) + len(timings) + 1
+                status.row(f"[{number}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
+                timings.append((name, number, _Timing(factory(arch, batch_size), init, train, plan, status)))
+                status.clear()
+            gemm_rates = []
+            for repeat in range(plan.repeats):
+                gemm_rates.append(measure_gemm(repeats=ROW_GEMM_REPEATS)["gflops"])
+                for name, number, timing in timings:
+                    status.row(f"[{number}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
+                    status.note(f"repeat {repeat + 1}/{plan.repeats}" + (f" on {timing.n:,} samples" if timing.n < timing.requested else ""))
+                    timing.time_one()
+                    status.clear()
+            row_gemm = statistics.median(gemm_rates)
+            numpy_rate = None
+            for name, number, timing in timings:
+                measurement = timing.measurement(test)
+                measurement.gemm_gflops = row_gemm
                 if name == "numpy":
                     numpy_rate = measurement.samples_per_second
                 if numpy_rate:
                     measurement.speedup_vs_numpy = measurement.samples_per_second / numpy_rate
                 measurements.append(measurement)
-                status.clear()
                 report(measurement)
     return measurements

@@ -88,10 +88,12 @@ def _gemm_range(measurements):
 def footer(measurements, skipped, plan):
     lines = [
         "",
-        "samples/s: median of the repeats (min - max across them); data loading, preparation and JIT compilation excluded.",
+        "samples/s: median of the repeats (min - max across them); data loading, preparation and JIT compilation excluded; "
+        "the implementations of a configuration take their repeats in turn, one epoch each per round.",
         f"GFLOP/s (mini-batch rows): FLOPs per sample = {FLOPS_FORMULA}; W = weights, W1 = first layer's, "
-        f"P = parameters, B = batch size. % GEMM = GFLOP/s / the float32 GEMM rate re-measured just before that row "
-        f"(median of {ROW_GEMM_REPEATS}; {_gemm_range(measurements)} GFLOP/s over this run).",
+        f"P = parameters, B = batch size. % GEMM = GFLOP/s / the float32 GEMM rate measured before each round of the "
+        f"configuration's repeats (median of {ROW_GEMM_REPEATS} each; the rounds' median; {_gemm_range(measurements)} GFLOP/s "
+        "over this run).",
         f"% roof (every row): the sparse roofline, samples/s x the FLOPs a sample needs with zero inputs skipped "
         f"({SPARSE_FLOPS_FORMULA}; H1 = first hidden size, nnz counted on the data) / the same GEMM rate.",
         "test acc: after one epoch (the last repeat) from the same initial weights; samples: timed per repeat.",
