@@ -79,11 +79,15 @@ def tiny_mnist(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="module")
 def small_gemm():
-    """A 128^3 GEMM instead of 1024x784x800: same code, a fraction of the time."""
-    saved = machine.GEMM_SHAPE
+    """A 128^3 GEMM instead of 1024x784x800, and no pause before each timed epoch: same code, a
+    fraction of the time."""
+    from fastmlp.bench import measure as measure_module
+
+    saved = machine.GEMM_SHAPE, measure_module.SETTLE_SECONDS
     machine.GEMM_SHAPE = (128, 128, 128)
+    measure_module.SETTLE_SECONDS = 0.0
     yield
-    machine.GEMM_SHAPE = saved
+    machine.GEMM_SHAPE, measure_module.SETTLE_SECONDS = saved
 
 
 def parse(*argv):
@@ -152,8 +156,8 @@ def test_speedup_is_the_ratio_of_the_measured_rates(both_backends):
 
 def test_the_implementations_of_a_configuration_take_their_repeats_in_turn(tiny_mnist, monkeypatch):
     """All of a configuration's implementations are set up first, then each round measures the
-    GEMM rate and times one epoch of each in turn (a drifting machine slows them alike); every
-    row of the configuration reports the median of the rounds' GEMM rates."""
+    GEMM rate and times one epoch of each in turn, each after a pause (a drifting machine slows
+    them alike); every row of the configuration reports the median of the rounds' GEMM rates."""
     from fastmlp.bench import measure as measure_module
 
     events = []
@@ -170,10 +174,11 @@ def test_the_implementations_of_a_configuration_take_their_repeats_in_turn(tiny_
 
     monkeypatch.setattr(measure_module._Timing, "time_one", time_one)
     monkeypatch.setattr(measure_module, "measure_gemm", gemm)
+    monkeypatch.setattr(measure_module, "_settle", lambda: events.append("pause"))
     status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--repeats", "3", "--batch-sizes", "32", "--backends",
                             "numpy,numba", "--json")
     assert status == 0
-    assert events == ["gemm", "numpy", "numba"] * 3
+    assert events == ["gemm", "pause", "numpy", "pause", "numba"] * 3
     rows = measurements(json_lines(out))
     assert [r["backend"] for r in rows] == ["numpy", "numba"]
     assert [r["repeats"] for r in rows] == [3, 3]

@@ -4,7 +4,8 @@ Every measurement trains one network for one epoch over a slice of MNIST (``--sa
 first N training images) from the same initial weights and in the same seeded sample order,
 ``--repeats`` times. A figure is the median over the repeats, with the min-max spread beside it.
 The implementations of one configuration take their repeats in turn (all set up first, then one
-epoch of each per round), so that a machine whose speed drifts slows them alike.
+epoch of each per round, each after a pause of ``measure.SETTLE_SECONDS`` for the thread pools of
+the one before to go idle), so that a machine whose speed drifts slows them alike.
 Data loading, data preparation and JIT compilation happen before the clock starts (each
 implementation's ``warmup`` runs first). Test accuracy is measured on the 10,000 test images
 after the last repeat, so a fast row that learns nothing would show.

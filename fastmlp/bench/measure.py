@@ -19,6 +19,9 @@ from ..network import Architecture, init_params
 from .machine import ROW_GEMM_REPEATS, measure_gemm
 
 PILOT_SAMPLES = 512  # at least this many samples (and 4 batches) in the pilot run
+# Seconds of rest before each timed epoch of a configuration's interleaved repeats, for the thread
+# pools of the implementation timed before it (OpenBLAS, OpenMP, XLA's) to stop spinning.
+SETTLE_SECONDS = 1.0
 FLOPS_FORMULA = "2*W forward + 2*W weight grads + 2*(W - W1) backprop (no input grad) + 2*P/B update"
 SPARSE_FLOPS_FORMULA = ("4*nnz*H1 (first layer forward and weight grads over the nonzero inputs, counted on the "
                         "data) + 6*(W - W1) (the dense rest: forward, weight grads, backprop)")
@@ -194,6 +197,10 @@ class _Timing:
         )
 
 
+def _settle():
+    time.sleep(SETTLE_SECONDS)
+
+
 def _time_one(runner, init, order):
     state = runner.start(init, order)
     tic = time.perf_counter()
@@ -208,7 +215,8 @@ def measure_all(plan, factories, train, test, status, report):
     Within a configuration the implementations' repeats are interleaved: all of them are set up
     (prepared, trimmed, warmed up), then each repeat times one epoch of every implementation in
     turn, and the float32 GEMM rate is measured before each such round (the configuration's rate
-    is their median). On a shared machine whose speed drifts over minutes, timing one
+    is their median); each timed epoch follows a pause of SETTLE_SECONDS. On a shared machine whose
+    speed drifts over minutes, timing one
     implementation's repeats after another's compared each with the machine of its own minute:
     a row's ratios moved by 1.3x between runs of the same code (2026-12-03, AMD EPYC Zen 3)."""
     measurements = []
@@ -229,6 +237,7 @@ def measure_all(plan, factories, train, test, status, report):
                 for name, number, timing in timings:
                     status.row(f"[{number}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
                     status.note(f"repeat {repeat + 1}/{plan.repeats}" + (f" on {timing.n:,} samples" if timing.n < timing.requested else ""))
+                    _settle()
                     timing.time_one()
                     status.clear()
             row_gemm = statistics.median(gemm_rates)
