@@ -120,7 +120,7 @@ from numba import njit, prange
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, PARTS, SAMPLES, STEPS
 from .optimizer import (
-    DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_clear, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
+    DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
 from .linear import FIRST_LAYER, _row, _sparse_forward_block4, fill_bias, layer_views, prefetch, prefetch_span, sparse_forward_block
@@ -567,7 +567,8 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
         # the part's rows are one contiguous run of params and of grad: one step over all of
         # them (per row, each call's setup and scalar tail cost Adam 4x the time per weight)
         rows = slice(w0 + first * n_out, w0 + last * n_out)
-        apply_step_clear(params[rows], grad[rows], slots, w0 + first * n_out, kind, sc, DECAY)
+        apply_step(params[rows], grad[rows], slots, w0 + first * n_out, kind, sc, DECAY)
+        grad[rows] = 0
     if b.shape[0] > 0:
         first, last = _part_range(n_out, part)
         apply_step(b[first:last], db[first:last], slots, b_offsets[0] + first, kind, sc, NO_DECAY)

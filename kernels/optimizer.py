@@ -148,38 +148,6 @@ def apply_step(w, g, slots, offset, kind, sc, decay):
 
 
 @njit(**KERNEL_OPTIONS)
-def apply_step_clear(w, g, slots, offset, kind, sc, decay):
-    """apply_step, and g = 0 as it goes: one pass over a gradient that must be zero for the next
-    batch instead of two (the mini-batch kernel's first layer)."""
-    n = w.shape[0]
-    lr = sc[LR]
-    zero = sc[LR] * _ZERO
-    cd = sc[COUPLED_DECAY] if decay else zero
-    dd = sc[DECOUPLED_DECAY] if decay else zero
-    if kind == PLAIN:
-        for i in range(n):
-            w[i] = plain_update(w[i], g[i], lr, cd, dd)
-            g[i] = 0
-    elif kind == MOMENTUM:
-        mu = sc[MU]
-        nest = sc[NESTEROV]
-        v = slots[0, offset : offset + n]
-        for i in range(n):
-            w[i], v[i] = momentum_update(w[i], g[i], v[i], lr, mu, nest, cd, dd)
-            g[i] = 0
-    else:
-        b1 = sc[BETA1]
-        b2 = sc[BETA2]
-        eps = sc[EPS]
-        rate = sc[ADAM_RATE]
-        m = slots[0, offset : offset + n]
-        s = slots[1, offset : offset + n]
-        for i in range(n):
-            w[i], m[i], s[i] = adam_update(w[i], g[i], m[i], s[i], b1, b2, eps, rate, cd, dd)
-            g[i] = 0
-
-
-@njit(**KERNEL_OPTIONS)
 def apply_step_rows(W, G, slots, offset, kind, sc, decay):
     """One step of the rows W [R, n] = params[offset : offset + R * n] from their batch-mean
     gradient G[:, :n] (G's rows may be longer: padded); slots[S, P] at the same offsets.
