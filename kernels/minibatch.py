@@ -505,12 +505,17 @@ def _csc_pair(g, h, n_out, deltas, merged, x0, x1, m):
 @njit(**KERNEL_OPTIONS)
 def _bias_part_gradient(db, deltas, dz_column, first, last, fresh):
     """db[k] += sum_B dz[B, dz_column + k] for the units k = first .. last - 1 of a layer's bias,
-    from 0 if ``fresh`` (the batch's first rows), over the rows in order."""
-    for k in range(first, last):
-        total = db.dtype.type(0) if fresh else db[k]
-        for r in range(deltas.shape[0]):
-            total += deltas[r, dz_column + k]
-        db[k] = total
+    from 0 if ``fresh`` (the batch's first rows), over the rows in order. Row by row, every unit
+    of a row at a time: each unit's sum takes the same steps in the same order as a loop down its
+    column, but reads the rows once, in order (a column at a time read each row's cache line once
+    per unit: at 500 units and batch 1024 the rows, 2.7 MB, left L2 between columns)."""
+    if fresh:
+        db[first:last] = 0
+    for r in range(deltas.shape[0]):
+        dz = deltas[r, dz_column + first:dz_column + last]
+        total = db[first:last]
+        for k in range(dz.shape[0]):
+            total[k] += dz[k]
 
 
 @njit(**KERNEL_OPTIONS)

@@ -320,6 +320,31 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     np.testing.assert_allclose(ordered, expected, rtol=0, atol=n_rows * np.finfo(dtype).eps * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fresh", [True, False])
+def test_the_bias_gradient_sums_each_unit_down_its_column_in_row_order(rng, dtype, fresh):
+    """minibatch._bias_part_gradient walks the rows in order, all the part's units of a row at
+    a time: each unit's sum takes the same steps as a loop down its column (the same bits),
+    from 0 for a batch's first rows (``fresh``) or onto what db holds; units outside the part
+    and columns outside the layer are left alone."""
+    from fastmlp.kernels import minibatch
+
+    n_rows, column, first, last = 37, 5, 3, 70
+    deltas = random(rng, (n_rows, 90), dtype) * dtype(1e3) ** rng.integers(-2, 3, size=(n_rows, 90))
+    start = random(rng, 80, dtype)
+    db = start.copy()
+    minibatch._bias_part_gradient(db, deltas, np.int64(column), np.int64(first), np.int64(last), fresh)
+    expected = start.copy()
+    for k in range(first, last):
+        total = dtype(0) if fresh else start[k]
+        for r in range(n_rows):
+            total = dtype(total + deltas[r, column + k])
+        expected[k] = total
+    np.testing.assert_array_equal(db, expected)
+    np.testing.assert_array_equal(db[:first], start[:first])
+    np.testing.assert_array_equal(db[last:], start[last:])
+
+
 @pytest.mark.parametrize("n_in", [30, 7])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_split_at_parts_point_at_each_parts_nonzeros(rng, monkeypatch, n_in, threads):
