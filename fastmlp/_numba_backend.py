@@ -60,6 +60,21 @@ class Prepared:
         return len(self.X)
 
 
+def _csr_ready(values_dtype):
+    """Whether the compiled conversion to CSR rows (``kernels.sparse_rows``) for inputs of
+    ``values_dtype`` is compiled in this process or stored in the cache (its second kernel, which
+    a first conversion compiles last)."""
+    from .kernels.linear import _gather_row_nonzeros as kernel
+
+    name = np.dtype(values_dtype).name
+    if any(str(signature[1].dtype) == name for signature in kernel.signatures):
+        return True
+    try:
+        return not cache_is_cold(kernel, argument_dtypes={"values": values_dtype})
+    except (OSError, AttributeError):  # a Numba without these cache attributes: compile as before
+        return True
+
+
 def _plain_kernel(optimizer, weighted):
     """Whether per-sample training runs the plain kernel (``sgd_persample_chunk``): plain SGD
     without sample weights; anything else runs the general one (``persample_chunk``)."""
@@ -94,6 +109,7 @@ class NumbaBackend:
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
         self._persample_compiling = None  # the second process compiling the plain per-sample kernel
+        self._background = None  # the second process of this backend's latest cold start (any plan)
         self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
 
     def __getstate__(self):
@@ -102,6 +118,7 @@ class NumbaBackend:
         state = self.__dict__.copy()
         state["_parallel_compiling"] = None
         state["_persample_compiling"] = None
+        state["_background"] = None
         state["_serial"] = {}  # decided again where it is loaded (another cache)
         return state
 
@@ -110,17 +127,34 @@ class NumbaBackend:
         if not isinstance(self.__dict__.get("_serial"), dict):  # pickled by an earlier version
             self._serial = {}
         self.__dict__.setdefault("_persample_compiling", None)  # pickled by an earlier version
+        self.__dict__.setdefault("_background", None)
 
-    def prepare(self, X):
+    def prepare(self, X, compiled=None):
+        """``X`` as the kernels read it (``Prepared``). ``compiled``: convert with the compiled
+        kernels (True) or NumPy (False); by default NumPy only while this backend's second
+        process will compile them (``_sparse_rows``)."""
         # on as many threads as mini-batch training may use (one with threads=1)
         threads = min(self.minibatch_threads.most, available_cores())
         # the rows' pointers split at the mini-batch kernel's parts, counted as the rows are
         # converted (a search of each row per part and batch cost 1.05-1.11x: BENCHMARKS.md,
         # session 20); every 4th is the plain CSR pointer
-        part_ptr, indices, values = kernels.sparse_rows(X, threads, parts=kernels.PARTS)
+        part_ptr, indices, values = self._sparse_rows(X, threads, kernels.PARTS, compiled)
         indptr = np.ascontiguousarray(part_ptr[::kernels.PARTS])
         scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
         return Prepared(X, indptr, indices, values, scale, part_ptr)
+
+    def _sparse_rows(self, X, threads=1, parts=1, compiled=None):
+        """``kernels.sparse_rows``: by NumPy while this backend's second process, still running,
+        will compile its kernels and neither this process nor the cache has them for X's dtype (a
+        cold start: ``_prewarm`` compiles them last, about 0.4 s of compile this process then
+        does not wait for before its own share; BENCHMARKS.md, session 30), else by the compiled
+        kernels (compiled here if need be, as on one core or with the second process switched
+        off). The two give the same arrays."""
+        if compiled is None:
+            # a second process still running (one that ended stored them, or never will)
+            background = self._background is not None and self._background.poll() is None
+            compiled = numba.config.DISABLE_JIT or not background or _csr_ready(X.dtype)
+        return kernels.sparse_rows(X, threads, parts=parts, compiled=compiled)
 
     def _labels_and_targets(self, targets):
         """The kernels' (labels int64 [N], targets dtype [N, K]) pair; the unused one is empty."""
@@ -145,22 +179,23 @@ class NumbaBackend:
         """Before training (and before ``prepare``): on a cold cache, have a second process compile
         part of what training will need (``_prewarm``: per-sample and mini-batch training)."""
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
+        self._background = None
         if batch_size == 1 and plain and self.threads == 1:
             # it compiles half of the helpers, then the kernel; this process the other half,
             # then trains on the interpreted kernel meanwhile
-            process = start_prewarm("per-sample", self.arch.dtype, input_dtype)
+            process = self._background = start_prewarm("per-sample", self.arch.dtype, input_dtype)
             if process is not None:
                 self._persample_compiling = process
         elif batch_size > 1:
             # it compiles half of the helpers, then the parallel kernel; this process the other
             # half, then trains on the interpreted kernel meanwhile
-            process = start_prewarm("mini-batch", self.arch.dtype, input_dtype)
+            process = self._background = start_prewarm("mini-batch", self.arch.dtype, input_dtype)
             if process is not None:
                 self._parallel_compiling = process
         elif not plain:
             # the general kernel: it compiles the helpers this process's compile of the kernel
             # reaches last, and this process finds them in the cache
-            start_prewarm("general", self.arch.dtype, input_dtype)
+            self._background = start_prewarm("general", self.arch.dtype, input_dtype)
 
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):
@@ -180,7 +215,7 @@ class NumbaBackend:
         """Compile (or load) the forward pass of ``logits`` on one row, timed as compile time."""
         tic = time.perf_counter()
         self._inference_ready = True
-        self.logits(params, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        self.logits(params, Prepared(data.X[:1], *self._sparse_rows(data.X[:1]), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,

@@ -22,6 +22,11 @@ place), so a second process can compile some of them meanwhile. ``start`` launch
   samples with only the helpers met last compiled (``kernels.sgd.LATE_HELPERS``), so that this
   process finds those in the cache when it gets there.
 
+Every plan ends with the compiled conversion of inputs to CSR rows (``csr_kernels``): until it is
+stored, both processes convert by NumPy (``NumbaBackend._sparse_rows``), so that neither compiles
+it before its share of the kernel's helpers (about 0.4 s each on an AMD EPYC Zen 4, where both
+used to compile it at once).
+
 It runs only where it can help: on a cold cache (no index of the kernel yet), with two cores
 available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks run
 with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``. The
@@ -115,7 +120,17 @@ def _tiny_run(dtype, values_dtype, threads):
 
     arch = Architecture((6, 4, 3), "sigmoid", "cross_entropy", dtype=dtype)
     backend = make_backend("numba", arch, threads)
-    return backend, init_params(arch, "xavier", seed=0), backend.prepare(np.ones((2, 6), values_dtype))
+    # converted by NumPy: the compiled conversion is compiled last (``csr_kernels``)
+    return backend, init_params(arch, "xavier", seed=0), backend.prepare(np.ones((2, 6), values_dtype), compiled=False)
+
+
+def csr_kernels(values_dtype):
+    """The compiled conversion of inputs of ``values_dtype`` to CSR rows (``kernels.sparse_rows``),
+    last in every plan: the fit's process converts by NumPy meanwhile (``NumbaBackend.
+    _sparse_rows``), and the runs after it find the kernels in the cache."""
+    from . import kernels
+
+    return lambda: kernels.sparse_rows(np.ones((2, 6), values_dtype), parts=kernels.PARTS)
 
 
 def _claim(claims, name):
@@ -166,7 +181,7 @@ def minibatch_kernel(dtype, values_dtype, claims=None):
         backend, params, data = _tiny_run(dtype, values_dtype, "auto")
         backend.warmup(params, data, np.zeros(2, np.int64), 2, inference=False)
 
-    return [lambda: compile_share(claims, dtype, values_dtype), kernel]
+    return [lambda: compile_share(claims, dtype, values_dtype), kernel, csr_kernels(values_dtype)]
 
 
 def per_sample_kernel(dtype, values_dtype, claims=None):
@@ -177,7 +192,7 @@ def per_sample_kernel(dtype, values_dtype, claims=None):
         backend, params, data = _tiny_run(dtype, values_dtype, 1)
         backend.warmup(params, data, np.zeros(2, np.int64), 1, inference=False)
 
-    return per_sample_helpers(dtype, values_dtype) + [kernel]
+    return per_sample_helpers(dtype, values_dtype) + [kernel, csr_kernels(values_dtype)]
 
 
 # Options whose runs take every branch of the general per-sample kernel between them: Numba types
@@ -206,35 +221,38 @@ def general_late_helpers(dtype, values_dtype, claims=None):
         x[0, :4] = x[1, 2:] = 1  # rows 0-1 idle at the last step: the lazy form catches them up
         for options in GENERAL_VARIANTS:
             backend, params, _ = _tiny_run(dtype, values_dtype, 1)
-            data = backend.prepare(x)
+            data = backend.prepare(x, compiled=False)
             chosen = optim.Optimizer(**options)
             backend.train_per_sample_on(kernel, params, data, np.zeros(len(data), np.int64), chosen,
                                         optim.State.fresh(chosen, params, 0), np.ones(len(data), params.dtype))
 
-    return [late]
+    return [late, csr_kernels(values_dtype)]
 
 
 PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel, "general": general_late_helpers}
 
 
-def cache_is_cold(kernel, dtype=None, values_dtype=None):
+def cache_is_cold(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None):
     """True when Numba's cache has nothing of ``kernel`` to load: no index, or one that Numba
     would not use (the sources changed since), or, given a training run's float ``dtype`` and
-    input ``values_dtype``, none compiled for those types (a float32 run does not warm a
-    float64 one). Where Numba's cache internals differ from the ones read here, a present index
-    counts as warm."""
+    input ``values_dtype`` (the kernel's arguments ``params`` and ``values``; or any arguments'
+    dtypes by name in ``argument_dtypes``), none compiled for those types (a float32 run does not
+    warm a float64 one). Where Numba's cache internals differ from the ones read here, a present
+    index counts as warm."""
     path = Path(kernel.stats.cache_path)
     name = kernel.py_func.__qualname__
     if not any(path.glob(f"*.{name}-*.nbi")):
         return True
+    if argument_dtypes is None and dtype is not None:
+        argument_dtypes = {"params": dtype, "values": values_dtype}
     try:
         # Numba's own reader: {} for an index of other sources; keys start with the signature
         index = kernel._cache._cache_file._load_index()
-        if dtype is None:
+        if argument_dtypes is None:
             return not index
         arguments = list(inspect.signature(kernel.py_func).parameters)
-        where = (arguments.index("params"), arguments.index("values"))
-        wanted = (np.dtype(dtype), np.dtype(values_dtype))
+        where = tuple(arguments.index(argument) for argument in argument_dtypes)
+        wanted = tuple(np.dtype(value) for value in argument_dtypes.values())
         return not any(tuple(np.dtype(str(key[0][i].dtype)) for i in where) == wanted for key in index)
     except Exception:  # noqa: BLE001 - internals of another Numba version: keep the old answer
         return False

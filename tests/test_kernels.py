@@ -393,6 +393,71 @@ def test_sparse_rows_in_blocks_of_rows_on_threads_are_the_same(rng, monkeypatch,
             assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_sparse_rows_by_numpy_are_the_compiled_ones(rng, monkeypatch, parts):
+    """``sparse_rows(..., compiled=False)`` (NumPy, what a cold start converts with) gives the
+    compiled conversion's arrays, dtypes included: for uint8, float32 and float64 inputs, blocks
+    of rows (NUMPY_CSR_ROWS 4: rows 0-3, 4-7, 8-10; one block all zeros), NaN (nonzero) and -0.0
+    (zero), no rows and no columns."""
+    from fastmlp.kernels import linear
+
+    monkeypatch.setattr(linear, "NUMPY_CSR_ROWS", 4)
+    X = rng.integers(0, 256, size=(11, 31)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.7] = 0
+    X[4:8] = 0
+    X[9] = 255
+    floats = (X * rng.normal(size=X.shape)).astype(np.float64)
+    floats[0, :3] = [np.nan, -0.0, np.inf]
+    for x in (X, floats.astype(np.float32), floats, X[:0], X[:, :0]):
+        want = linear.sparse_rows(x, parts=parts)
+        got = linear.sparse_rows(x, parts=parts, compiled=False)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+
+
+def test_a_cold_start_converts_by_numpy_while_the_second_process_compiles_the_conversion(rng, monkeypatch):
+    """NumbaBackend.prepare converts by NumPy only while its second process (a cold start) runs,
+    which will compile the conversion, and the conversion is neither compiled here nor cached for
+    the input's dtype; otherwise, or when told (``compiled``), by the compiled kernels; both give
+    the same arrays."""
+    from fastmlp import _numba_backend
+    from fastmlp.backends import make_backend
+    from fastmlp.network import Architecture
+
+    calls = []
+    original = kernels.sparse_rows
+
+    def spy(x, threads=1, parts=1, compiled=True):
+        calls.append(compiled)
+        return original(x, threads, parts, compiled)
+
+    monkeypatch.setattr(kernels, "sparse_rows", spy)
+    backend = make_backend("numba", Architecture((6, 4, 3), "sigmoid", "cross_entropy"), 1)
+    X = rng.integers(0, 3, size=(5, 6)).astype(np.uint8)
+    ready = {"yes": False}
+    monkeypatch.setattr(_numba_backend, "_csr_ready", lambda dtype: ready["yes"])
+    class Second:  # the second process, running until it has ended
+        ended = None
+
+        def poll(self):
+            return self.ended
+
+    alone = backend.prepare(X)  # no second process: compiled, as always
+    backend._background = Second()  # a second process, running, will compile the conversion
+    cold = backend.prepare(X)
+    told = backend.prepare(X, compiled=True)
+    ready["yes"] = True
+    stored = backend.prepare(X)
+    ready["yes"] = False
+    backend._background.ended = 1  # it ended without storing them: compiled here
+    failed = backend.prepare(X)
+    assert calls == [True, False, True, True, True]
+    for data in (cold, told, stored, failed):
+        for field in ("indptr", "indices", "values", "part_ptr"):
+            np.testing.assert_array_equal(getattr(data, field), getattr(alone, field))
+
+
 def test_sparse_rows_on_threads_raise_a_blocks_error(monkeypatch):
     from fastmlp.kernels import linear
 

@@ -241,6 +241,41 @@ def test_the_mini_batch_plan_stores_the_parallel_kernel_with_what_it_calls(backg
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+@pytest.mark.parametrize("plan", ["per-sample", "mini-batch", "general"])
+def test_every_plan_ends_with_the_conversion_to_csr_rows(monkeypatch, plan):
+    """Each plan's last step compiles ``kernels.sparse_rows`` (the fit's process converts by NumPy
+    until it is stored: NumbaBackend._sparse_rows) for the fit's input dtype, split at the parts."""
+    from fastmlp import _prewarm, kernels
+
+    calls = []
+    monkeypatch.setattr(kernels, "sparse_rows", lambda x, threads=1, parts=1, compiled=True: calls.append(
+        (x.dtype.name, parts, compiled)))
+    _prewarm.PLANS[plan]("float32", "float64", None)[-1]()
+    assert calls == [("float64", kernels.PARTS, True)]
+
+
+CSR_READY = r"""
+import json, sys
+from fastmlp import _numba_backend, _prewarm
+before = _numba_backend._csr_ready("float32")
+if sys.argv[1] == "compile":
+    _prewarm.csr_kernels("float32")()
+print(json.dumps([before, _numba_backend._csr_ready("float32"), _numba_backend._csr_ready("uint8")]))
+"""
+
+
+def csr_compiled_then_looked_up(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return [json.loads(run_python(["-c", CSR_READY, step], cache_dir, run)) for step in ("compile", "look")]
+
+
+@pytest.mark.background.with_args(csr_compiled_then_looked_up)
+def test_the_conversion_is_ready_once_compiled_here_or_stored_for_that_dtype(background):
+    compiled, looked_up = background(csr_compiled_then_looked_up)
+    assert compiled == [False, True, False]  # cold, then compiled in this process (float32 only)
+    assert looked_up == [True, True, False]  # a new process: in the cache (float32 only)
+
+
 def test_a_claim_is_won_once_and_compiles_anyway_without_its_directory(tmp_path):
     from fastmlp import _prewarm
 
