@@ -148,12 +148,13 @@ class NumbaBackend:
         will compile its kernels and neither this process nor the cache has them for X's dtype (a
         cold start: ``_prewarm`` compiles them last, about 0.4 s of compile this process then
         does not wait for before its own share; BENCHMARKS.md, session 30), else by the compiled
-        kernels (compiled here if need be, as on one core or with the second process switched
-        off). The two give the same arrays."""
+        kernels (compiled here if need be, as on one core, with the second process switched off,
+        or in ``compiling_ahead``: ``fastmlp warmup`` leaves them in the cache). The two give the
+        same arrays."""
         if compiled is None:
             # a second process still running (one that ended stored them, or never will)
             background = self._background is not None and self._background.poll() is None
-            compiled = numba.config.DISABLE_JIT or not background or _csr_ready(X.dtype)
+            compiled = numba.config.DISABLE_JIT or _compiling_ahead or not background or _csr_ready(X.dtype)
         return kernels.sparse_rows(X, threads, parts=parts, compiled=compiled)
 
     def _labels_and_targets(self, targets):

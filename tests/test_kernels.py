@@ -419,8 +419,8 @@ def test_sparse_rows_by_numpy_are_the_compiled_ones(rng, monkeypatch, parts):
 def test_a_cold_start_converts_by_numpy_while_the_second_process_compiles_the_conversion(rng, monkeypatch):
     """NumbaBackend.prepare converts by NumPy only while its second process (a cold start) runs,
     which will compile the conversion, and the conversion is neither compiled here nor cached for
-    the input's dtype; otherwise, or when told (``compiled``), by the compiled kernels; both give
-    the same arrays."""
+    the input's dtype; otherwise (also within ``compiling_ahead``: fastmlp warmup), or when told
+    (``compiled``), by the compiled kernels; both give the same arrays."""
     from fastmlp import _numba_backend
     from fastmlp.backends import make_backend
     from fastmlp.network import Architecture
@@ -450,10 +450,12 @@ def test_a_cold_start_converts_by_numpy_while_the_second_process_compiles_the_co
     ready["yes"] = True
     stored = backend.prepare(X)
     ready["yes"] = False
+    with _numba_backend.compiling_ahead():  # fastmlp warmup: compiled, to leave them in the cache
+        ahead = backend.prepare(X)
     backend._background.ended = 1  # it ended without storing them: compiled here
     failed = backend.prepare(X)
-    assert calls == [True, False, True, True, True]
-    for data in (cold, told, stored, failed):
+    assert calls == [True, False, True, True, True, True]
+    for data in (cold, told, stored, ahead, failed):
         for field in ("indptr", "indices", "values", "part_ptr"):
             np.testing.assert_array_equal(getattr(data, field), getattr(alone, field))
 
