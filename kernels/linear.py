@@ -48,7 +48,8 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     ``compiled=False``: the same arrays from NumPy alone (``_sparse_rows_numpy``), with nothing
     to compile: what a cold start converts with while a second process compiles the two kernels
     (``fastmlp._prewarm``); about twice the compiled conversion's time on two threads (60,000
-    MNIST images: 89 against 44 ms for uint8, 142 against 71 ms for float32; AMD EPYC Zen 4).
+    MNIST images, ``bench/experiments/csr_by_numpy.py``: 89-116 against 44-69 ms for uint8,
+    139-142 against 71 ms for float32; AMD EPYC Zen 4).
     """
     x = np.ascontiguousarray(x)
     n = x.shape[0]
