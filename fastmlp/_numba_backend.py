@@ -152,9 +152,10 @@ class NumbaBackend:
         or in ``compiling_ahead``: ``fastmlp warmup`` leaves them in the cache). The two give the
         same arrays."""
         if compiled is None:
-            # a second process still running (one that ended stored them, or never will)
+            # a second process still running (one that ended stored them, or never will; there
+            # is none under NUMBA_DISABLE_JIT)
             background = self._background is not None and self._background.poll() is None
-            compiled = numba.config.DISABLE_JIT or _compiling_ahead or not background or _csr_ready(X.dtype)
+            compiled = _compiling_ahead or not background or _csr_ready(X.dtype)
         return kernels.sparse_rows(X, threads, parts=parts, compiled=compiled)
 
     def _labels_and_targets(self, targets):
