@@ -47,9 +47,9 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
 
     ``compiled=False``: the same arrays from NumPy alone (``_sparse_rows_numpy``), with nothing
     to compile: what a cold start converts with while a second process compiles the two kernels
-    (``fastmlp._prewarm``); about twice the compiled conversion's time on two threads (60,000
-    MNIST images, ``bench/experiments/csr_by_numpy.py``: 89-116 against 44-69 ms for uint8,
-    139-142 against 71 ms for float32; AMD EPYC Zen 4).
+    (``fastmlp._prewarm``); 1.3-2.1x the compiled conversion's time (60,000 MNIST images,
+    ``bench/experiments/csr_by_numpy.py``: 99-116 against 64-78 ms for uint8, 139-148 against
+    71-72 ms for float32; AMD EPYC Zen 4, AVX-512).
     """
     x = np.ascontiguousarray(x)
     n = x.shape[0]
@@ -76,7 +76,9 @@ NUMPY_CSR_ROWS = 4096
 
 def _sparse_rows_numpy(x, parts):
     """``sparse_rows(x, parts=parts)`` by NumPy, a block of rows at a time: the nonzeros are
-    found in row-major order, so each row's columns come out ascending, as the kernels give them."""
+    found in row-major order, so each row's columns come out ascending, as the kernels give them.
+    Two passes, as the compiled conversion makes (count, then gather), each block's mask made in
+    both: keeping the first pass's positions would hold 8 bytes per nonzero (75 MB for MNIST)."""
     n, d = x.shape
     indptr = np.zeros(n * parts + 1, np.int64)
     counts = indptr[1:].reshape(n, parts)
