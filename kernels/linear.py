@@ -301,7 +301,7 @@ def prefetch_sample(indptr, indices, values, labels, targets, order, s, stop):
 @njit(**KERNEL_OPTIONS)
 def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
     """z[c : c + m] = b[c : c + m] (0 where b is empty) + x[D] @ W[D, c : c + m] over the nonzero
-    x, for m of at most eight 64-byte vectors (``vectors.py``): the m sums stay in registers over
+    x, for m of four to eight 64-byte vectors (``vectors.py``): the m sums stay in registers over
     all the inputs, one multiply-add per vector loaded (no load or store of z per input), each
     input's term added in order. Loads past m are masked off (with AVX-512 a masked load costs
     what a plain one does). The mini-batch kernel's first layer (b empty, 4L < H <= 8L) and
@@ -312,13 +312,17 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
     only (REGISTER_BLOCK 8): on AVX2 eight 64-byte accumulators are all sixteen ymm registers,
     and on an AMD EPYC Zen 3 the per-sample kernel ran 0.72x as fast as the loop before it and
     0.49x as fast as blocks of four (session 22; session 21's "AVX2" figures were AVX-512 code:
-    NUMBA_CPU_NAME alone keeps the host's features)."""
+    NUMBA_CPU_NAME alone keeps the host's features).
+
+    m >= 4 vectors (the callers' m > 4): the first four vectors are loaded whole, only the last
+    four masked. Eight masks do not fit AVX-512's seven usable mask registers, and LLVM rebuilt and
+    spilled them at every input; four stay in registers (the same loads, the same bits)."""
     L = lanes(z)
     if b.shape[0] > 0:
-        a0 = vload_part(b, c, m)
-        a1 = vload_part(b, c + L, m - L)
-        a2 = vload_part(b, c + 2 * L, m - 2 * L)
-        a3 = vload_part(b, c + 3 * L, m - 3 * L)
+        a0 = vload(b, c)
+        a1 = vload(b, c + L)
+        a2 = vload(b, c + 2 * L)
+        a3 = vload(b, c + 3 * L)
         a4 = vload_part(b, c + 4 * L, m - 4 * L)
         a5 = vload_part(b, c + 5 * L, m - 5 * L)
         a6 = vload_part(b, c + 6 * L, m - 6 * L)
@@ -335,18 +339,18 @@ def sparse_forward_block(z, W, b, indices, values, input_scale, c, m):
     for p in range(indices.shape[0]):
         x = vsplat(z, values[p] * input_scale)
         w = _row(W, indices[p])
-        a0 = vfma(x, vload_part(w, c, m), a0)
-        a1 = vfma(x, vload_part(w, c + L, m - L), a1)
-        a2 = vfma(x, vload_part(w, c + 2 * L, m - 2 * L), a2)
-        a3 = vfma(x, vload_part(w, c + 3 * L, m - 3 * L), a3)
+        a0 = vfma(x, vload(w, c), a0)
+        a1 = vfma(x, vload(w, c + L), a1)
+        a2 = vfma(x, vload(w, c + 2 * L), a2)
+        a3 = vfma(x, vload(w, c + 3 * L), a3)
         a4 = vfma(x, vload_part(w, c + 4 * L, m - 4 * L), a4)
         a5 = vfma(x, vload_part(w, c + 5 * L, m - 5 * L), a5)
         a6 = vfma(x, vload_part(w, c + 6 * L, m - 6 * L), a6)
         a7 = vfma(x, vload_part(w, c + 7 * L, m - 7 * L), a7)
-    vstore_part(z, c, a0, m)
-    vstore_part(z, c + L, a1, m - L)
-    vstore_part(z, c + 2 * L, a2, m - 2 * L)
-    vstore_part(z, c + 3 * L, a3, m - 3 * L)
+    vstore(z, c, a0)
+    vstore(z, c + L, a1)
+    vstore(z, c + 2 * L, a2)
+    vstore(z, c + 3 * L, a3)
     vstore_part(z, c + 4 * L, a4, m - 4 * L)
     vstore_part(z, c + 5 * L, a5, m - 5 * L)
     vstore_part(z, c + 6 * L, a6, m - 6 * L)
