@@ -16,6 +16,11 @@ nonzero "pixels" whose W rows are:
   (PARTS blocks of W's rows, as the kernel's step 1 runs them; the CSR rows themselves a cache
   miss, as an epoch meets them: the kernel prefetches them, this loop does not).
 
+"gradient": the kernel's first-layer weight gradient at 128 units the same way, row by row
+(``minibatch._sparse_gradient``: dz in registers, each row of dW read and written once per
+input); "pair gradient" two rows at a time over their union, dW's row read and written once for
+both; "fwd + grad": both products of a batch, the pair's with one merge per pair for the two.
+
 "pair": the same rows for two samples at once (sixteen vectors of sums in registers, each vector
 of W loaded once for both; AVX-512 only): on the synthetic rows both samples light every row;
 on MNIST, consecutive rows of the batch over the union of their pixels in the part (0 where a
@@ -40,6 +45,7 @@ import fastmlp
 from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.codes import PARTS
 from fastmlp.kernels.linear import _row, sparse_forward_block, sparse_rows
+from fastmlp.kernels.minibatch import _sparse_gradient
 from fastmlp.kernels.vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 ROUNDS = 7
@@ -216,6 +222,65 @@ def _masked_pairs(P, W, part_ptr, values, masks, batch, scale, n_parts):
                 vstore_part(y, k * L, b, n - k * L)
 
 
+@njit(**KERNEL_OPTIONS)
+def _gradient_rows(dW, dz, part_ptr, indices, values, batch, scale, n_parts):
+    """dW[j] += x[batch[r], j] dz[r] over each row's nonzeros, part by part, row by row: the
+    kernel's first-layer weight gradient at 128 units (``minibatch._sparse_gradient``)."""
+    for part in range(n_parts):
+        for r in range(batch.shape[0]):
+            lo = part_ptr[batch[r] * n_parts + part]
+            hi = part_ptr[batch[r] * n_parts + part + 1]
+            _sparse_gradient(dW, dz[r], indices[lo:hi], values[lo:hi], scale)
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_gradient(dW, da, db, rows, x0, x1, m, scale):
+    """dW[rows[q]] += x0[q] da, then += x1[q] db, over q < m: da and db in registers, each row of
+    dW read and written once for both samples (the same sums in the same order as row by row)."""
+    L = lanes(da)
+    n = da.shape[0]
+    a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
+    a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
+    a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
+    b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
+    b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
+    b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
+    for q in range(m):
+        x = vsplat(da, x0[q] * scale)
+        u = vsplat(da, x1[q] * scale)
+        g = _row(dW, rows[q])
+        vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
+        vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
+        vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
+        vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
+        vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
+        vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
+        vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
+        vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
+
+
+@njit(**KERNEL_OPTIONS)
+def _gradient_pairs(dW, dz, batch, scale, n_parts, m_rows, m_x0, m_x1, counts):
+    """_gradient_rows two rows at a time over the pairs' unions merged before (as a forward
+    pass that merged them would leave them)."""
+    for part in range(n_parts):
+        for i in range(batch.shape[0] // 2):
+            _pair_gradient(dW, dz[2 * i], dz[2 * i + 1], m_rows[part, i], m_x0[part, i], m_x1[part, i],
+                           counts[part, i], scale)
+
+
+@njit(**KERNEL_OPTIONS)
+def _merge_batch(m_rows, m_x0, m_x1, counts, part_ptr, indices, values, batch, n_parts, n_rows):
+    """Every pair's union, part by part, into m_rows[part, pair], m_x0, m_x1 and counts."""
+    for part in range(n_parts):
+        for i in range(batch.shape[0] // 2):
+            r = 2 * i
+            counts[part, i] = _merge(m_rows[part, i], m_x0[part, i], m_x1[part, i], indices, values,
+                                     part_ptr[batch[r] * n_parts + part], part_ptr[batch[r] * n_parts + part + 1],
+                                     part_ptr[batch[r + 1] * n_parts + part],
+                                     part_ptr[batch[r + 1] * n_parts + part + 1], n_rows)
+
+
 def _part_masks(X, n_parts):
     """[N, parts, words] uint64: bit j of word j // 64 set where the part's row j is nonzero."""
     bounds = [X.shape[1] * k // n_parts for k in range(n_parts + 1)]
@@ -293,6 +358,26 @@ def main():
         cases["pair, MNIST, bit-mask union"] = (
             lambda: [_masked_pairs(Q, W, part_ptr, padded, masks, b, scale, PARTS) for b in batches],
             nonzeros * vectors, union * vectors)
+        dW = np.zeros((784, H), np.float32)
+        dz = (rng.standard_normal((256, H)) * 1e-3).astype(np.float32)
+        one_merge = (np.zeros((PARTS, 128, width), indices.dtype), np.zeros((PARTS, 128, width), values.dtype),
+                     np.zeros((PARTS, 128, width), values.dtype), np.zeros((PARTS, 128), np.int64))
+        cases["gradient, MNIST, by part"] = (
+            lambda: [_gradient_rows(dW, dz, part_ptr, indices, values, b, scale, PARTS) for b in batches],
+            nonzeros * vectors, nonzeros * vectors)
+        cases["pair gradient, merged ahead"] = (
+            lambda: [_gradient_pairs(dW, dz, b, scale, PARTS, m_rows[n], m_x0[n], m_x1[n], counts[n])
+                     for n, b in enumerate(batches)],
+            nonzeros * vectors, union * vectors)
+        cases["fwd + grad, by part"] = (
+            lambda: [(_rows(P, W, part_ptr, indices, values, b, scale, PARTS),
+                      _gradient_rows(dW, dz, part_ptr, indices, values, b, scale, PARTS)) for b in batches],
+            2 * nonzeros * vectors, 2 * nonzeros * vectors)
+        cases["pair fwd + grad, one merge"] = (
+            lambda: [(_merge_batch(*one_merge, part_ptr, indices, values, b, PARTS, 784),
+                      _pairs(Q, W, part_ptr, indices, values, b, scale, PARTS, *one_merge, False),
+                      _gradient_pairs(dW, dz, b, scale, PARTS, *one_merge)) for b in batches],
+            2 * nonzeros * vectors, 2 * union * vectors)
         cases["pair, MNIST, merge included"] = (
             lambda: [_pairs(Q, W, part_ptr, indices, values, b, scale, PARTS, m_rows[0], m_x0[0], m_x1[0], counts[0],
                             True) for b in batches],
@@ -309,6 +394,11 @@ def main():
             Q[...] = 0
             check()
             assert np.array_equal(P, Q)
+        G = np.zeros((784, H), np.float32)
+        _gradient_rows(G, dz, part_ptr, indices, values, batches[0], scale, PARTS)
+        dW[...] = 0
+        _gradient_pairs(dW, dz, batches[0], scale, PARTS, m_rows[0], m_x0[0], m_x1[0], counts[0])
+        assert np.array_equal(G, dW)
 
     rates = {name: [] for name in cases}
     for _ in range(ROUNDS):
