@@ -247,6 +247,36 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", ["4 vectors", "4 vectors + 1", "5.5 vectors", "8 vectors - 1", "8 vectors"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_register_block_sums_its_columns_and_writes_nothing_past_them(rng, width, bias, dtype, synth):
+    """linear.sparse_forward_block for m of four to eight vectors, from column c = one vector in:
+    z[c : c + m] = b + x @ W over the nonzero x, and no entry of z outside it written (its first
+    four vectors are loaded and stored whole, the last four masked to m)."""
+    from fastmlp.kernels.linear import sparse_forward_block
+
+    L = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    m = {"4 vectors": 4 * L, "4 vectors + 1": 4 * L + 1, "5.5 vectors": 5 * L + L // 2, "8 vectors - 1": 8 * L - 1,
+         "8 vectors": 8 * L}[width]
+    c = L
+    n = c + 8 * L + L  # room for a whole block past c + m, and a vector after it
+    X = rng.integers(0, 256, size=(2, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    indptr, indices, values = kernels.sparse_rows(X)
+    W = random(rng, (30, n), dtype)
+    b = random(rng, n, dtype) if bias else np.empty(0, dtype)
+    scale = dtype(reference.PIXEL_SCALE)
+    for i in range(2):
+        x = reference.as_input(X[i : i + 1], dtype)[0]
+        z = np.full(n, np.nan, dtype)
+        sparse_forward_block(z, W, b, indices[indptr[i] : indptr[i + 1]], values[indptr[i] : indptr[i + 1]], scale,
+                             c, m)
+        expected = x @ W[:, c : c + m] + (b[c : c + m] if bias else 0)
+        np.testing.assert_allclose(z[c : c + m], expected, **synth.tolerance(dtype))
+        assert np.isnan(z[:c]).all() and np.isnan(z[c + m :]).all(), "wrote outside z[c : c + m]"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_hidden", [16, 64, 96, 100, 128, 192])
 @pytest.mark.parametrize("bias", [True, False])
 def test_per_sample_sparse_row_steps_at_every_register_block_width(rng, n_hidden, bias, dtype, synth):
