@@ -19,7 +19,8 @@ nonzero "pixels" whose W rows are:
 "gradient": the kernel's first-layer weight gradient at 128 units the same way, row by row
 (``minibatch._sparse_gradient``: dz in registers, each row of dW read and written once per
 input); "pair gradient" two rows at a time over their union, dW's row read and written once for
-both; "fwd + grad": both products of a batch, the pair's with one merge per pair for the two.
+both; "fwd + grad": both products of a batch, the pair's with one merge per pair for the two, or
+each from the bit masks.
 
 "pair": the same rows for two samples at once (sixteen vectors of sums in registers, each vector
 of W loaded once for both; AVX-512 only): on the synthetic rows both samples light every row;
@@ -281,6 +282,53 @@ def _merge_batch(m_rows, m_x0, m_x1, counts, part_ptr, indices, values, batch, n
                                      part_ptr[batch[r + 1] * n_parts + part + 1], n_rows)
 
 
+@njit(**KERNEL_OPTIONS)
+def _masked_pair_gradient(dW, dz, part_ptr, values, masks, batch, scale, n_parts):
+    """_gradient_pairs with each pair's union from the bit masks, as _masked_pairs finds it."""
+    L = lanes(dz)
+    n = dz.shape[1]
+    zero = values.dtype.type(0)
+    for part in range(n_parts):
+        first = dW.shape[0] * part // n_parts
+        for i in range(batch.shape[0] // 2):
+            da = dz[2 * i]
+            db = dz[2 * i + 1]
+            a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
+            a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
+            a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
+            b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
+            b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
+            b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
+            ma = masks[batch[2 * i], part]
+            mb = masks[batch[2 * i + 1], part]
+            ca = part_ptr[batch[2 * i] * n_parts + part]
+            cb = part_ptr[batch[2 * i + 1] * n_parts + part]
+            for k in range(ma.shape[0]):
+                wa = ma[k]
+                wb = mb[k]
+                bits = wa | wb
+                while bits != 0:
+                    t = trailing_zeros(bits)
+                    bits &= bits - np.uint64(1)
+                    ia = (wa >> t) & np.uint64(1)
+                    ib = (wb >> t) & np.uint64(1)
+                    va = values[ca]
+                    vb = values[cb]
+                    ca += np.int64(ia)
+                    cb += np.int64(ib)
+                    x = vsplat(da, (va if ia else zero) * scale)
+                    u = vsplat(da, (vb if ib else zero) * scale)
+                    g = _row(dW, first + 64 * k + np.int64(t))
+                    vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
+                    vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
+                    vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
+                    vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
+                    vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
+                    vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
+                    vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
+                    vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
+
+
 def _part_masks(X, n_parts):
     """[N, parts, words] uint64: bit j of word j // 64 set where the part's row j is nonzero."""
     bounds = [X.shape[1] * k // n_parts for k in range(n_parts + 1)]
@@ -378,6 +426,13 @@ def main():
                       _pairs(Q, W, part_ptr, indices, values, b, scale, PARTS, *one_merge, False),
                       _gradient_pairs(dW, dz, b, scale, PARTS, *one_merge)) for b in batches],
             2 * nonzeros * vectors, 2 * union * vectors)
+        cases["pair gradient, bit masks"] = (
+            lambda: [_masked_pair_gradient(dW, dz, part_ptr, padded, masks, b, scale, PARTS) for b in batches],
+            nonzeros * vectors, union * vectors)
+        cases["pair fwd + grad, bit masks"] = (
+            lambda: [(_masked_pairs(Q, W, part_ptr, padded, masks, b, scale, PARTS),
+                      _masked_pair_gradient(dW, dz, part_ptr, padded, masks, b, scale, PARTS)) for b in batches],
+            2 * nonzeros * vectors, 2 * union * vectors)
         cases["pair, MNIST, merge included"] = (
             lambda: [_pairs(Q, W, part_ptr, indices, values, b, scale, PARTS, m_rows[0], m_x0[0], m_x1[0], counts[0],
                             True) for b in batches],
@@ -398,6 +453,9 @@ def main():
         _gradient_rows(G, dz, part_ptr, indices, values, batches[0], scale, PARTS)
         dW[...] = 0
         _gradient_pairs(dW, dz, batches[0], scale, PARTS, m_rows[0], m_x0[0], m_x1[0], counts[0])
+        assert np.array_equal(G, dW)
+        dW[...] = 0
+        _masked_pair_gradient(dW, dz, part_ptr, padded, masks, batches[0], scale, PARTS)
         assert np.array_equal(G, dW)
 
     rates = {name: [] for name in cases}
