@@ -226,6 +226,22 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental):
+        # A call that fails its checks (hyperparameters, X, y, sample_weight, the validation
+        # split) leaves the estimator as it was, its fitted model included; once _train has
+        # begun changing the model, what it trained stays.
+        saved = dict(self.__dict__)
+        self._training = False
+        try:
+            return self._checked_fit(X, y, sample_weight, incremental)
+        except BaseException:
+            if not self.__dict__.get("_training", False):
+                self.__dict__.clear()
+                self.__dict__.update(saved)
+            raise
+        finally:
+            self.__dict__.pop("_training", None)
+
+    def _checked_fit(self, X, y, sample_weight, incremental):
         self._check_hyperparameters()
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         if first_pass:
@@ -330,6 +346,7 @@ class _BaseMLP(BaseEstimator):
         options = self._training_options(batch_size, mean_weight)
         if sw_train is not None:
             options["sample_weight"] = sw_train
+        self._training = True  # from here on the model changes
         model = self.model_
         if getattr(model, "optimizer_state_", None) is not None and (
             model.fit_options_["optimizer"] != options["optimizer"] or (model.fit_options_["momentum"] > 0) != (options["momentum"] > 0)

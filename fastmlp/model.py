@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import optim, reference, trainer
+from ._atomic import check_target
 from ._validation import (
     boolean,
     check_sample_weight,
@@ -197,8 +198,10 @@ class MLP:
         )
 
     def _check_seed(self):
-        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed must be a non-negative integer; got {self.seed!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
 
     def _build(self):
         """Check the hyperparameters and build the architecture and backend, and a new run
@@ -334,9 +337,10 @@ class MLP:
         options = check_fit_options(options)
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         comm = self._communicator(distributed, options)
-        self.initialize()
-        return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                           checkpoint_every, comm)
+        with self._unchanged_until_training():
+            self.initialize()
+            return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                               checkpoint_every, comm)
 
     def partial_fit(
         self,
@@ -392,10 +396,29 @@ class MLP:
         options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         comm = self._communicator(distributed, options)
-        if not hasattr(self, "params_"):
-            self.initialize()
-        return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                           checkpoint_every, comm)
+        with self._unchanged_until_training():
+            if not hasattr(self, "params_"):
+                self.initialize()
+            return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                               checkpoint_every, comm)
+
+    @contextlib.contextmanager
+    def _unchanged_until_training(self):
+        """A call that fails before its run changes (bad data, validation data or options found
+        by ``_train``'s checks, after ``fit`` has re-initialised) leaves the model as it was:
+        its weights, run and history. Once training has begun, what it trained stays (an
+        interrupted epoch keeps the epochs before it, as ``_train`` leaves them)."""
+        saved = dict(self.__dict__)
+        self._training = False
+        try:
+            yield
+        except BaseException:
+            if not self.__dict__.get("_training", False):
+                self.__dict__.clear()
+                self.__dict__.update(saved)
+            raise
+        finally:
+            self.__dict__.pop("_training", None)
 
     @staticmethod
     def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
@@ -414,9 +437,7 @@ class MLP:
             if checkpoint_path is None:
                 raise ValueError("checkpoint_every needs checkpoint_path, the file to write")
         if checkpoint_path is not None:
-            directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
-            if not os.path.isdir(directory):
-                raise ValueError(f"checkpoint_path {os.fspath(checkpoint_path)!r}: directory {directory!r} does not exist")
+            check_target(checkpoint_path, "checkpoint_path")
 
     def _communicator(self, distributed, options):
         """The MPI communicator of a distributed call, or None (with a warning when one was asked
@@ -512,6 +533,7 @@ class MLP:
         fingerprint = fingerprint.result()
 
         # From here on the run changes.
+        self._training = True
         options["schedule_epochs"] = horizon
         self.fit_options_ = options
         self.data_fingerprint_ = fingerprint
@@ -622,7 +644,10 @@ class MLP:
         return self._metrics(self.backend_.prepare(X), y)
 
     def score(self, X, y):
-        """Accuracy for classifiers; the coefficient of determination R^2 for regression."""
+        """Accuracy for classifiers; the coefficient of determination R^2 for regression: with
+        several outputs, of all of them pooled (1 - their summed squared residuals / their summed
+        variances), which weights each output by its variance; ``MLPRegressor.score``, as
+        scikit-learn's, averages the outputs' R^2 instead."""
         self._require_fitted()
         if self.arch_.is_classifier:
             return self.evaluate(X, y)["accuracy"]

@@ -310,6 +310,26 @@ def test_zero_sample_weights_drop_samples():
     np.testing.assert_allclose(weighted_calls.predict_proba(X), dropped_calls.predict_proba(X), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_a_refit_that_fails_its_checks_keeps_the_fitted_model(Estimator):
+    """As scikit-learn's: fit on bad input raises and leaves the fitted estimator usable."""
+    X, y = make_classification(60, 5, random_state=0)
+    model = Estimator(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    before = dict(vars(model))
+    predictions = model.predict(X)
+    for bad in ([X, y[:10]], [np.full_like(X, np.nan), y], [X[:, :, None], y]):
+        with pytest.raises(ValueError):
+            model.fit(*bad)
+        assert vars(model).keys() == before.keys() and all(vars(model)[k] is v for k, v in before.items())
+        np.testing.assert_array_equal(model.predict(X), predictions)
+    with pytest.raises(ValueError):
+        model.fit(X, y, sample_weight=-np.ones(len(y)))
+    np.testing.assert_array_equal(model.predict(X), predictions)
+
+
 def test_warm_start_keeps_the_optimizer_state():
     from fastmlp.optim import STEPS
 

@@ -135,6 +135,55 @@ def test_save_and_load_round_trip(tmp_path, rng, synth):
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+@pytest.mark.parametrize("mistake", ["X", "validation_data", "sample_weight"])
+def test_a_call_that_fails_its_checks_leaves_the_model_as_it_was(rng, synth, backend, call, mistake):
+    """fit re-initialises, but only once the data has passed its checks: a refused call keeps
+    the trained weights, the run and the history (an unfitted model stays unfitted)."""
+    X, y = synth.digits(rng, 120)
+    model = MLP([784, 8, 10], seed=0, backend=backend)
+    model.fit(X, y, epochs=2, batch_size=4, lr=0.2, momentum=0.5, progress=False)
+    before = dict(vars(model))
+    params, slots = model.params_.copy(), model.optimizer_state_.slots.copy()
+    arguments = dict(X=X, y=y, epochs=1, batch_size=4, progress=False)
+    arguments.update({"X": dict(X=X[:, :700]), "validation_data": dict(validation_data=(X, y[:10])),
+                      "sample_weight": dict(sample_weight=-np.ones(len(y)))}[mistake])
+    with pytest.raises(ValueError):
+        getattr(model, call)(**arguments)
+    assert vars(model).keys() == before.keys()
+    assert all(vars(model)[name] is value for name, value in before.items())
+    np.testing.assert_array_equal(model.params_, params)
+    np.testing.assert_array_equal(model.optimizer_state_.slots, slots)
+    assert model.epochs_trained_ == 2 and len(model.history_.loss) == 2
+
+    fresh = MLP([784, 8, 10], seed=0, backend=backend)
+    with pytest.raises(ValueError):
+        getattr(fresh, call)(**arguments)
+    assert not hasattr(fresh, "params_")
+
+
+def test_an_interrupted_fit_keeps_what_it_trained(rng, synth, monkeypatch):
+    """Past the checks the run is the new one: an epoch interrupted by Ctrl-C leaves the new
+    run's weights (what fit trained), not the old model's."""
+    from fastmlp import trainer
+
+    X, y = synth.digits(rng, 60)
+    model = MLP([784, 8, 10], seed=0, backend="numpy")
+    model.fit(X, y, epochs=2, progress=False)
+    old = model.params_.copy()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, progress=False)
+    assert model.epochs_trained_ == 0
+    np.testing.assert_array_equal(model.params_, MLP([784, 8, 10], seed=0, backend="numpy").initialize().params_)
+    assert not np.array_equal(model.params_, old)
+    assert "_training" not in vars(model)
+
+
 def test_load_does_not_reinitialise(tmp_path, rng, synth, monkeypatch):
     """A model saved with init='zeros' loads its own weights: no fresh draw, no SymmetryWarning."""
     X, y = synth.digits(rng, 100)

@@ -84,7 +84,7 @@ CASES = {
     "dtype unknown": ({"dtype": "float16"}, (X_OK, Y_OK), {}, ValueError, ["dtype", "float16"]),
     "backend unknown": ({"backend": "cuda"}, (X_OK, Y_OK), {}, ValueError, ["backend", "cuda"]),
     "threads zero": ({"threads": 0}, (X_OK, Y_OK), {}, ValueError, ["threads", "0"]),
-    "seed negative": ({"seed": -1}, (X_OK, Y_OK), {}, TypeError, ["seed", "-1"]),
+    "seed negative": ({"seed": -1}, (X_OK, Y_OK), {}, ValueError, ["seed", "-1"]),
     "seed float": ({"seed": 0.5}, (X_OK, Y_OK), {}, TypeError, ["seed", "0.5"]),
     "layers one entry": ({"layers": [784]}, (X_OK, Y_OK), {}, ValueError, ["layers", "784"]),
     "layers zero width": ({"layers": [784, 0, 10]}, (X_OK, Y_OK), {}, ValueError, ["layers[1]", "0"]),
