@@ -44,6 +44,7 @@ import numpy as np
 
 from . import optim, trainer
 from ._atomic import atomic_write
+from .network import DEFAULT_OUTPUT
 
 FORMAT_VERSION = 2
 # Training options added since format 1, with the value a format-1 run trained with.
@@ -58,16 +59,31 @@ class CheckpointError(ValueError):
     """A file that is not a fastmlp checkpoint, is newer than this fastmlp, or is damaged."""
 
 
+def _plain(value):
+    """NumPy scalars and arrays as the Python numbers and lists JSON writes (a hyperparameter
+    like ``threads=np.int64(2)`` is accepted everywhere else)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _json(value):
-    return np.array(json.dumps(value))
+    return np.array(json.dumps(value, default=_plain))
 
 
 def write(model, path):
-    """Write ``model`` (fitted or at least initialised) to ``path``, atomically."""
+    """Write ``model`` (fitted or at least initialised) to ``path``, atomically. The network is
+    the one trained (``arch_``), whatever its attributes were set to since."""
+    arch = model.arch_
     config = model.get_params()
-    config["layers"] = [int(size) for size in model.arch_.layers]
-    config["dtype"] = np.dtype(model.arch_.dtype).name
+    config["layers"] = [int(size) for size in arch.layers]
+    config["dtype"] = np.dtype(arch.dtype).name
     config["seed"] = int(config["seed"])
+    config["activation"], config["loss"], config["bias"] = arch.activation, arch.loss, bool(arch.bias)
+    if config["output"] is not None or arch.output != DEFAULT_OUTPUT[arch.loss]:
+        config["output"] = arch.output  # None stays None where it still means the loss's default
     run = model.run_
     run_record = run.scalars()
     run_record["best_snapshot"] = None if run.best is None else run.best.epoch

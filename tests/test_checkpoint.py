@@ -187,6 +187,35 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path, data, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
 
+def test_numpy_scalar_hyperparameters_are_saved_as_numbers(tmp_path, data):
+    """Every hyperparameter may be a NumPy scalar (threads=np.int64(1) trains); save writes it
+    as the number it is, and load gives it back."""
+    X, y = data
+    model = MLP([784, np.int64(8), 10], seed=np.int64(3), bias=np.bool_(True), threads=np.int64(1), backend="numpy")
+    model.fit(X, y, epochs=1, lr=np.float64(0.1), momentum=np.float32(0.5), progress=False)
+    model.save(tmp_path / "m.npz")
+    loaded = MLP.load(tmp_path / "m.npz")
+    assert loaded.get_params() == {**model.get_params(), "layers": [784, 8, 10]}
+    assert type(loaded.threads) is int and type(loaded.bias) is bool
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("change", [{"activation": "relu"}, {"bias": False}, {"loss": "mse"}, {"output": "sigmoid"}])
+def test_save_writes_the_network_that_was_trained(tmp_path, data, change):
+    """Attributes set after fit change the next fit, not the trained network: predict keeps
+    using arch_, and so does save (else the file would load as another network, or not at all)."""
+    X, y = data
+    model = MLP([784, 8, 10], seed=0, backend="numpy")
+    model.fit(X, y, epochs=1, progress=False)
+    expected = model.predict_proba(X)
+    for name, value in change.items():
+        setattr(model, name, value)
+    model.save(tmp_path / "m.npz")
+    loaded = MLP.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    assert loaded.arch_ == model.arch_
+
+
 def test_weights_only_files_of_fastmlp_0_1_load_with_a_new_run(tmp_path, data):
     X, y = data
     model = MLP([784, 8, 10], seed=2, backend="numpy")
