@@ -5,11 +5,37 @@ treatment from pooch): an interrupted run (crash, Ctrl-C, full disk) must never 
 half-written file that a later run trusts.
 """
 
+import errno
 import os
 import secrets
 from contextlib import contextmanager
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_target"]
+
+
+def target_problem(path):
+    """Why ``atomic_write`` could not write ``path`` as (errno, message): a directory, a directory
+    that does not exist or that this user may not write to; or None. Callers check this before
+    work whose result would be lost, so that the message names the user's path, not the
+    temporary file's."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return errno.EISDIR, f"{path!r} is a directory; give a file name"
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return errno.ENOTDIR, f"{directory!r} is a file, not a directory"
+    if not os.path.isdir(directory):
+        return errno.ENOENT, f"directory {directory!r} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return errno.EACCES, f"directory {directory!r} is not writable"
+    return None
+
+
+def check_target(path, name="path"):
+    """A ValueError naming ``name`` and ``path`` if ``atomic_write`` could not write there."""
+    problem = target_problem(path)
+    if problem is not None:
+        raise ValueError(f"{name} {os.fspath(path)!r}: {problem[1]}")
 
 
 @contextmanager
@@ -48,6 +74,9 @@ def atomic_write(path, mode="wb", *, encoding=None):
     # umask-derived permissions rather than 0600, so the renamed result looks like any
     # other file the user writes.
     exclusive_mode = mode.replace("w", "x")
+    problem = target_problem(path)
+    if problem is not None:  # else the OSError below would name the temporary file
+        raise OSError(problem[0], f"cannot write {path!r}: {problem[1]}")
     while True:
         temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
         try:
@@ -55,6 +84,8 @@ def atomic_write(path, mode="wb", *, encoding=None):
             break
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {path!r}: {error.strerror}") from error
 
     try:
         with file:
@@ -63,7 +94,10 @@ def atomic_write(path, mode="wb", *, encoding=None):
             # Without fsync a crash just after the rename can leave an empty file on
             # some filesystems (ext4 delayed allocation).
             os.fsync(file.fileno())
-        os.replace(temp_path, path)
+        try:
+            os.replace(temp_path, path)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {path!r}: {error.strerror}") from error
     except BaseException:
         try:
             os.remove(temp_path)

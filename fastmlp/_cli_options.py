@@ -14,6 +14,8 @@ import argparse
 import math
 import os
 
+from ._atomic import target_problem
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -174,15 +176,9 @@ def new_file(suffixes):
         path(text)
         if os.path.splitext(text)[1].lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"must end in {' or '.join(suffixes)} (the file type); got {text!r}")
-        if os.path.isdir(text):
-            raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
-        directory = os.path.dirname(os.path.abspath(text))
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise argparse.ArgumentTypeError(f"{directory!r} is a file, not a directory")
-        if not os.path.isdir(directory):
-            raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+        problem = target_problem(text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem[1])
         return text
 
     parse.__name__ = "file name"

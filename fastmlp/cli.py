@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
 from . import _cli_options as options
+from ._atomic import target_problem
 from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .data import DATASETS
@@ -211,12 +211,13 @@ def _check_combination(check):
 
 
 def _check_save_path(path):
-    """Refuse --save into a missing directory now, not after the training it would throw away."""
+    """Refuse --save to a path it could not write (a directory, a missing or read-only
+    directory) now, not after the training it would throw away."""
     if path is None:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--save {path}: directory {directory!r} does not exist")
+    problem = target_problem(path)
+    if problem is not None:
+        raise UsageError(f"--save {path}: {problem[1]}")
 
 
 def _model(args, backend):

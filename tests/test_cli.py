@@ -352,11 +352,15 @@ def test_every_option_that_takes_a_value_has_a_bad_value_case():
         assert takes_a_value - covered == set(), f"fastmlp {command}: no bad-value case for {sorted(takes_a_value - covered)}"
 
 
-def test_save_into_a_missing_directory_is_refused_before_training(capsys, tmp_path):
-    target = tmp_path / "missing" / "model.npz"
-    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--save", str(target))
+@pytest.mark.parametrize("where, words", [("missing/model.npz", "does not exist"), ("models", "is a directory"),
+                                          ("models/", "is a directory"), ("file/model.npz", "is a file")])
+def test_save_where_it_cannot_write_is_refused_before_training(capsys, tmp_path, where, words):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    target = os.path.join(tmp_path, where)
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--save", target)
     assert status == 2 and out == "" and err.count("\n") == 1
-    assert "--save" in err and "does not exist" in err
+    assert f"--save {target}" in err and words in err and ".tmp" not in err
 
 
 @pytest.mark.parametrize(

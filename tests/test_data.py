@@ -856,6 +856,23 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, exception):
     assert os.listdir(tmp_path) == ["plot.png"]
 
 
+@pytest.mark.parametrize("where, error, words", [
+    ("folder", IsADirectoryError, "is a directory"),
+    ("missing/x.npz", FileNotFoundError, "does not exist"),
+    ("file/x.npz", NotADirectoryError, "is a file, not a directory"),
+])
+def test_atomic_write_errors_name_the_target_not_the_temporary_file(tmp_path, where, error, words):
+    (tmp_path / "folder").mkdir()
+    write(tmp_path / "file", b"")
+    target = tmp_path / where
+    with pytest.raises(error) as raised:
+        with atomic_write(target) as file:
+            file.write(b"never written")
+    message = str(raised.value)
+    assert str(target) in message and words in message and ".tmp" not in message
+    assert sorted(os.listdir(tmp_path)) == ["file", "folder"] and os.listdir(tmp_path / "folder") == []
+
+
 def test_atomic_write_normal_permissions(tmp_path):
     reference = write(tmp_path / "reference", b"")
     with atomic_write(tmp_path / "atomic") as file:
