@@ -125,8 +125,8 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     ``"loguniform:LOW:HIGH"``) by sampling; from a grid alone, N distinct combinations.
 
     Returns a list of dicts, the base parameters (``SWEEP_DEFAULTS`` under them) updated by
-    the combination. Raises ValueError naming the unknown key, the empty grid, or every trial
-    whose values fail the checks.
+    the combination. Raises ValueError naming the unknown key, the empty grid, a parameter both
+    fixed in ``base_params`` and swept, or every trial whose values fail the checks.
     """
     base = {**SWEEP_DEFAULTS, **(base_params or {})}
     grid = dict(grid or {})
@@ -142,6 +142,11 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     both = set(grid) & set(distributions)
     if both:
         raise ValueError(f"{sorted(both)[0]!r} is both in the grid and in distributions; give it once")
+    fixed = set(base_params or {}) & (set(grid) | set(distributions))
+    if fixed:
+        name = sorted(fixed)[0]
+        raise ValueError(f"{name!r} is both fixed (base_params) and swept ({'grid' if name in grid else 'distributions'}); "
+                         f"give it once")
     distributions = {name: parse_distribution(spec) for name, spec in distributions.items()}
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < 1):
         raise ValueError(f"n_trials must be a positive integer or None (the whole grid); got {n_trials!r}")

@@ -147,6 +147,9 @@ def test_random_search_draws_from_the_grid_and_distributions_with_the_seed():
         ({"grid": {"lr": [0.1, 0.2]}, "n_trials": 3}, "more than the grid's 2 combinations"),
         ({"grid": {"lr": [0.1]}, "base_params": {"validation_fraction": None}}, "validation_fraction must be"),
         ({"grid": {"lr": [0.1]}, "executor": "threads"}, "executor must be one of"),
+        ({"grid": {"lr": [0.1]}, "base_params": {**BASE, "lr": 0.5}}, "'lr' is both fixed (base_params) and swept (grid)"),
+        ({"distributions": {"lr": "uniform:0.1:0.2"}, "n_trials": 1, "base_params": {**BASE, "lr": 0.5}},
+         "'lr' is both fixed (base_params) and swept (distributions)"),
         ({"grid": {"lr": [0.1]}, "executor": "processes", "scheduler": "tcp://127.0.0.1:8786"}, "needs executor='dask'"),
     ],
 )
