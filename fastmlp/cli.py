@@ -310,6 +310,12 @@ def _resumed_model(args, given):
     if model.run_.stopped is not None:
         raise UsageError(f"{where}: the checkpoint's run already stopped after epoch {done} ({model.run_.stopped}); "
                          f"there is nothing to resume")
+    options = model.fit_options_
+    watching = options["early_stopping"] is not None or options["lr_schedule"] == "adaptive"
+    if watching and model.history_.monitor == "val_loss" and options["validation_fraction"] is None:
+        raise UsageError(f"{where}: the checkpoint's run watched the loss on validation_data given to fit() in Python, "
+                         f"which a command line cannot give; resume it there: MLP.load(path).partial_fit(X, y, "
+                         f"validation_data=(X_val, y_val))")
     if args.epochs <= done:
         raise UsageError(f"{where}: the checkpoint has {done} epoch{'s' if done != 1 else ''} done and --epochs "
                          f"{args.epochs} is the total, so nothing is left to train; pass a larger --epochs")

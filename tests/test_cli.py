@@ -11,6 +11,7 @@ import numba
 import numpy as np
 import pytest
 
+from fastmlp import MLP
 from fastmlp.cli import main
 
 REQUIRED_KEYS = {
@@ -639,6 +640,11 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
     config = {**model.get_params(), "layers": [784, 16, 10]}
     np.savez(folder / "weights-only.npz", params=model.params_, config=np.array(json.dumps(config)))
     (folder / "garbage.npz").write_bytes(b"not a zip")
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, (40, 784), dtype=np.uint8), rng.integers(0, 10, 40)
+    api = MLP([784, 16, 10], backend="numpy")
+    api.fit(X, y, epochs=1, validation_data=(X[:10], y[:10]), early_stopping=3, progress=False)
+    api.save(folder / "api-validation.npz")
     return folder
 
 
@@ -661,6 +667,7 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("stopped", ["--epochs", "9"], 2, "already stopped after epoch 2 (early stopping: no improvement of loss"),
         ("weights-only", ["--epochs", "2"], 2, "holds weights but no run to resume"),
         ("garbage", ["--epochs", "2"], 1, "not a fastmlp checkpoint"),
+        ("api-validation", ["--epochs", "3"], 2, "watched the loss on validation_data given to fit() in Python"),
     ],
 )
 def test_resume_refuses_what_would_not_continue_the_run(capsys, tiny_mnist, checkpoints, file, argv, status, words):
