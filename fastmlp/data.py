@@ -664,9 +664,11 @@ def _read_csv_fast(path, n_features):
 
 def _open_csv(path):
     try:
-        # errors="replace": binary junk then fails as "not a number" with a line number
-        # instead of a UnicodeDecodeError that names no line.
-        return open(path, encoding="utf-8", errors="replace")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell, which
+        # would then look like a header and its row be dropped. errors="replace": binary junk then
+        # fails as "not a number" with a line number instead of a UnicodeDecodeError that names
+        # no line.
+        return open(path, encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
     except IsADirectoryError:
@@ -709,6 +711,10 @@ def _read_csv_strict(path, n_features):
                 raise DataFormatError(
                     f"{where}: label {values[0]} is negative; labels must be non-negative "
                     "integers (class indices)."
+                )
+            if values[0] > np.iinfo(np.int64).max:
+                raise DataFormatError(
+                    f"{where}: label {values[0]} is too large; labels are class indices."
                 )
             for column, value in enumerate(values[1:], start=2):
                 if not 0 <= value <= 255:

@@ -256,6 +256,18 @@ def test_read_csv_round_trip(tmp_path, header):
     np.testing.assert_array_equal(read_labels, labels)
 
 
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no-header"])
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, header):
+    """Excel's "CSV UTF-8" starts the file with U+FEFF: the first row must still be read (as the
+    header or as data), not taken for a header because its first cell is not a number."""
+    images, labels = small_csv_rows()
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + csv_text(images, labels, header=header).encode())
+    read_images, read_labels = read_csv(path, n_features=4)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
 def test_read_csv_default_784_columns(tmp_path):
     images = known_images(3).reshape(3, 784)
     labels = known_labels(3)
@@ -286,6 +298,7 @@ CORRUPT_CSV_CASES = {
     "pixel-not-integer": ("1,2,3,4.5,5\n", ["line 1", "column 4", "not an integer"]),
     "label-negative": ("\n\n-1,2,3,4,5\n", ["line 3", "label -1", "non-negative"]),
     "label-not-integer": ("1.5,2,3,4,5\n", ["line 1", "not an integer"]),
+    "label-huge": ("1,2,3,4,5\n99999999999999999999,2,3,4,5\n", ["line 2", "label 99999999999999999999", "too large"]),
     "huge-number": ("1,2,3,4," + "9" * 5000 + "\n", ["line 1", "column 5"]),
     "empty-file": ("", ["is empty"]),
     "blank-file": ("\n  \n\n", ["is empty"]),
