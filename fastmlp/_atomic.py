@@ -10,7 +10,7 @@ import os
 import secrets
 from contextlib import contextmanager
 
-__all__ = ["atomic_write", "check_target"]
+__all__ = ["atomic_write", "check_target", "target_problem"]
 
 
 def target_problem(path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -218,6 +219,8 @@ def _check_save_path(path):
     problem = target_problem(path)
     if problem is not None:
         raise UsageError(f"--save {path}: {problem[1]}")
+    if not path.lower().endswith(".npz"):  # a slip of the argument order would replace a data file
+        raise UsageError(f"--save {path}: must end in .npz (the file type of a fastmlp checkpoint)")
 
 
 def _model(args, backend):
@@ -332,6 +335,15 @@ def _resumed_model(args, given):
     return model
 
 
+def _check_test_set(model, X_test, y_test):
+    """The test set fits the network (its images' width, its labels' classes), checked before
+    training rather than at the evaluation after it."""
+    from ._validation import check_X, check_y
+
+    X = check_X(X_test, model.arch_, name="the test set's images")
+    check_y(y_test, model.arch_, len(X), name="the test set's labels")
+
+
 def _check_resumed_data(args, model, X_train, y_train):
     from ._validation import check_X, check_y
     from .model import data_fingerprint
@@ -379,6 +391,7 @@ def _train(args):
     comm = _communicator(args) if args.distributed else None
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
+    _check_test_set(model, X_test, y_test)  # now, not after the training it would throw away
     progress = False if (args.json or args.no_progress) else None
     log = (lambda *a: None) if (args.json or not lead) else print
     checkpoints = {"checkpoint_path": args.save, "checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {}
@@ -419,6 +432,8 @@ def _train(args):
         log(f"keeping the weights of epoch {history.best_epoch}, the best {history.monitor}")
     if not lead:
         return 0
+    if args.save:  # before the evaluation: a trained run is never lost to what comes after it
+        model.save(args.save)
     tic = time.perf_counter()
     test = model.evaluate(X_test, y_test)
     evaluate_seconds = time.perf_counter() - tic
@@ -459,7 +474,6 @@ def _train(args):
         "history": history.as_dict(),
     }
     if args.save:
-        model.save(args.save)
         result["saved"] = args.save
     if args.plot:
         from .plot import plot_history, save_figure
@@ -541,6 +555,10 @@ def _predict(args):
     from .model import MLP
     from .prediction import read_input, write_output
 
+    for name, path in (("INPUT", args.input), ("MODEL", args.model)):
+        if os.path.exists(path) and os.path.exists(args.output) and os.path.samefile(path, args.output):
+            raise UsageError(f"-o {args.output} is the {name} file itself; writing the predictions there would "
+                             f"replace it: give another file name")
     model = MLP.load(args.model)
     arch = model.arch_
     if args.proba and not arch.is_classifier:

@@ -353,8 +353,39 @@ def test_every_option_that_takes_a_value_has_a_bad_value_case():
         assert takes_a_value - covered == set(), f"fastmlp {command}: no bad-value case for {sorted(takes_a_value - covered)}"
 
 
+def test_a_test_set_the_network_cannot_score_is_refused_before_training(capsys, tiny_mnist, monkeypatch):
+    """A test label past the network's classes was found at the evaluation after training, and
+    the error (naming no test set) skipped --save: the trained run was lost."""
+    from fastmlp import trainer
+
+    labels = np.zeros(100, np.uint8)
+    labels[7] = 10
+    write_idx(tiny_mnist / "t10k-labels-idx1-ubyte.gz", labels, 2049)
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("trained before checking the test set"))
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--save", str(tiny_mnist / "model.npz"))
+    assert status == 1 and err.count("\n") == 1
+    assert "the test set's labels" in err and "10" in err
+    assert not (tiny_mnist / "model.npz").exists()
+
+
+def test_save_comes_before_the_evaluation(capsys, tiny_mnist, monkeypatch):
+    """Whatever fails after training, the trained run is already in --save's file."""
+    from fastmlp import MLP as Model
+
+    def failing(self, X, y):
+        raise MemoryError("no memory left for the evaluation")
+
+    monkeypatch.setattr(Model, "evaluate", failing)
+    with pytest.raises(MemoryError):
+        run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+            "--save", str(tiny_mnist / "model.npz"))
+    assert MLP.load(tiny_mnist / "model.npz").epochs_trained_ == 1
+
+
 @pytest.mark.parametrize("where, words", [("missing/model.npz", "does not exist"), ("models", "is a directory"),
-                                          ("models/", "is a directory"), ("file/model.npz", "is a file")])
+                                          ("models/", "is a directory"), ("file/model.npz", "is a file"),
+                                          ("train-labels-idx1-ubyte.gz", "must end in .npz")])
 def test_save_where_it_cannot_write_is_refused_before_training(capsys, tmp_path, where, words):
     (tmp_path / "models").mkdir()
     (tmp_path / "file").write_bytes(b"")

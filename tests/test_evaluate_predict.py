@@ -296,6 +296,25 @@ def test_predict_output_path_is_refused_before_anything_is_read(capsys, saved, t
     assert "--output" in err and words in err
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_predict_onto_its_own_input_is_refused(capsys, saved, tmp_path, suffix):
+    """-o naming INPUT (or MODEL) would replace the samples with their predictions."""
+    X = np.zeros((2, 784), np.uint8)
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        np.save(path, X)
+    else:
+        path.write_text("\n".join("0," + ",".join(["0"] * 784) for _ in X) + "\n")
+    before = path.read_bytes()
+    link = tmp_path / f"same{suffix}"
+    link.symlink_to(path)
+    for output in (path, link):
+        status, out, err = run(capsys, "predict", saved, path, "-o", output)
+        assert status == 2 and out == "" and one_line_error(err)
+        assert "is the INPUT file itself" in err
+    assert path.read_bytes() == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
 def test_predict_into_an_unwritable_directory_is_refused(capsys, saved, tmp_path):
     locked = tmp_path / "locked"
