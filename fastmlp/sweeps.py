@@ -115,6 +115,18 @@ def _check_names(where, names):
         raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep sets {', '.join(PARAMS)}")
 
 
+def _python(value):
+    """NumPy scalars and arrays in a sweep's parameters as the Python numbers and lists they
+    hold, so that its records print and go to JSON like the command line's."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_python(item) for item in value)
+    return value
+
+
 def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, seed=None):
     """The trials' parameters, each checked as ``MLP`` and ``fit`` would check them, before
     anything runs.
@@ -176,7 +188,7 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
                 combination.update({name: _draw(spec, rng) for name, spec in distributions.items()})
                 combinations.append(combination)
 
-    trials = [{**base, **combination} for combination in combinations]
+    trials = [{name: _python(value) for name, value in {**base, **combination}.items()} for combination in combinations]
     problems = []
     for number, params in enumerate(trials):
         try:

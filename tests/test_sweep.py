@@ -6,6 +6,7 @@ import csv
 import json
 import multiprocessing
 
+import numpy as np
 import pytest
 
 import fastmlp
@@ -132,6 +133,17 @@ def test_random_search_draws_from_the_grid_and_distributions_with_the_seed():
     drawn = sweeps.make_trials(BASE, GRID, n_trials=3)  # from a grid alone: distinct combinations
     combinations = {(t["lr"], t["batch_size"]) for t in drawn}
     assert len(combinations) == 3 and combinations <= {(lr, b) for lr in GRID["lr"] for b in GRID["batch_size"]}
+
+
+def test_numpy_values_become_the_python_numbers_json_writes():
+    """A grid of np.array([16, 32]) trained, but SweepResult.to_json then failed on np.int64."""
+    base = {**BASE, "layers": np.array([784, 16, 10]), "lr": np.float32(0.25)}
+    trials = sweeps.make_trials(base, {"batch_size": np.array([16, 32]), "momentum": [np.float64(0.5)]},
+                                {"weight_decay": "loguniform:1e-5:1e-3"}, n_trials=2)
+    assert json.loads(json.dumps(trials)) == trials
+    for trial in trials:
+        assert type(trial["batch_size"]) is int and type(trial["lr"]) is float and type(trial["weight_decay"]) is float
+        assert trial["layers"] == [784, 16, 10] and all(type(size) is int for size in trial["layers"])
 
 
 @pytest.mark.parametrize(
