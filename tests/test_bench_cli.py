@@ -24,6 +24,7 @@ from fastmlp.bench.plan import Plan, plan_from_args
 from fastmlp.bench.plot import write_plot
 from fastmlp.bench.report import HEADER
 from fastmlp.bench.runners import FastmlpRunner
+from fastmlp.cli import main
 
 MEASUREMENT_KEYS = {
     "backend",
@@ -462,6 +463,24 @@ def test_plot_writes_a_png(tiny_mnist, tmp_path):
     assert status == 0 and f"chart written to {chart}" in out
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["bench.png"]  # no temporary file left behind
+
+
+def test_plot_is_written_in_the_format_of_its_suffix(tmp_path):
+    pytest.importorskip("matplotlib")
+    row = Measurement("numpy", False, "numpy", (784, 16, 10), "sigmoid", 32, 0.1, [0.1, 0.2], 100, 100, 0.5, 0.0, 1)
+    write_plot(str(tmp_path / "bench.svg"), [row], {"gflops": 10.0}, Plan())
+    write_plot(str(tmp_path / "bench.pdf"), [row], {"gflops": 10.0}, Plan())
+    assert b"<svg" in (tmp_path / "bench.svg").read_bytes()[:500]
+    assert (tmp_path / "bench.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("name, words", [("folder.png", "is a directory"), ("chart.txt", "must end in"),
+                                         ("missing/x.png", "does not exist")])
+def test_a_plot_path_it_cannot_write_is_refused_before_any_work(capsys, tmp_path, name, words):
+    (tmp_path / "folder.png").mkdir()
+    status = main(["bench", "--data", str(tmp_path / "nowhere"), "--plot", str(tmp_path / name)])
+    _, err = capsys.readouterr()
+    assert status == 2 and words in err and err.count("\n") == 1
 
 
 def test_plot_failing_midway_leaves_the_old_file_alone(tmp_path, monkeypatch):

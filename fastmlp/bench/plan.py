@@ -11,10 +11,12 @@ import os
 from dataclasses import dataclass, field
 
 from .. import _cli_options as options
+from .._atomic import target_problem
 from .._cli_options import UsageError
 from ..backends import BACKENDS
 from ..network import ACTIVATIONS, Architecture
 from ..optim import Optimizer
+from ..plot import FIGURE_SUFFIXES
 from . import peers as peer_module
 
 DEFAULT_BATCH_SIZES = (1, 32, 128, 1024)
@@ -53,7 +55,7 @@ def add_options(parser):
     add("--seed", type=options.integer(0), metavar="N", help="initial weights and sample order (default 0)")
     add("--data", type=options.path, metavar="DIR", help="directory with the MNIST files (default: $FASTMLP_DATA, else the user cache)")
     add("--json", action="store_true", help="one JSON object per line (format below) instead of the table")
-    add("--plot", type=options.path, metavar="FILE.png", help="also draw a chart of samples/s (needs matplotlib: fastmlp[plot])")
+    add("--plot", type=options.new_file(FIGURE_SUFFIXES), metavar="FILE.png", help="also draw a chart of samples/s in the format of the suffix (.png, .pdf, .svg; needs matplotlib: fastmlp[plot])")
     add("--progress", action="store_true", default=None, help="progress on stderr even when it is not a terminal")
     add("--no-progress", dest="progress", action="store_false", help="no progress on stderr")
     options.add_optimizer_options(parser)  # fastmlp's backends only: the peers train with plain SGD
@@ -167,12 +169,16 @@ def plan_from_args(args) -> Plan:
 
 
 def check_plot_path(path):
-    """--plot into a missing directory is a usage error; without matplotlib, a clear one."""
+    """--plot where it cannot be written (a directory, a missing or read-only directory, another
+    suffix: also refused by its parser) is a usage error before anything runs; without
+    matplotlib, a clear one."""
     if not path:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--plot: directory {directory!r} does not exist")
+    problem = target_problem(path)
+    if problem is not None:
+        raise UsageError(f"--plot {path}: {problem[1]}")
+    if os.path.splitext(path)[1].lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"--plot {path}: must end in {' or '.join(FIGURE_SUFFIXES)} (the picture's file type)")
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -7,11 +7,12 @@ import itertools
 
 
 def write_plot(path, measurements, gemm, plan):
-    """A chart of samples/s per configuration, written atomically to ``path`` (PNG)."""
+    """A chart of samples/s per configuration, written atomically to ``path`` in the format of
+    its suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from .._atomic import atomic_write
+    from ..plot import save_figure
 
     networks = list(dict.fromkeys(m.layers for m in measurements))
     activations = list(dict.fromkeys(m.activation for m in measurements))
@@ -59,5 +60,4 @@ def write_plot(path, measurements, gemm, plan):
     if any(m.trimmed for m in measurements):
         title += "\nhatched: timed on fewer samples (--max-seconds)"
     fig.suptitle(title, fontsize="medium")
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, path)  # in the format of the suffix, atomically
