@@ -519,7 +519,7 @@ def _samples(model, model_path, X, source):
 
 
 def _evaluate(args):
-    from .data import load_dataset
+    from .data import load_test_set
     from .metrics import evaluation_report, format_report
     from .model import MLP
 
@@ -527,7 +527,7 @@ def _evaluate(args):
         require_matplotlib()
     model = MLP.load(args.model)
     name = args.dataset or "mnist"
-    _, _, X_test, y_test = load_dataset(name, args.data)
+    X_test, y_test = load_test_set(name, args.data)  # the training files need not be there
     source = f"the test set of {args.data}" if args.data else f"the {name} test set"
     X_test = _samples(model, args.model, X_test, source)
     try:

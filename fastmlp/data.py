@@ -36,6 +36,7 @@ __all__ = [
     "default_data_dir",
     "load_dataset",
     "load_mnist",
+    "load_test_set",
     "read_csv",
     "read_idx",
     "read_idx_images",
@@ -225,9 +226,9 @@ def _find_idx_files(directory):
     return found
 
 
-def _not_found_message(dataset, directory, source, missing, failure=None):
-    looked_for = ", ".join(IDX_FILES)
-    if len(missing) == len(IDX_FILES):
+def _not_found_message(dataset, directory, source, missing, failure=None, needed=IDX_FILES):
+    looked_for = ", ".join(needed)
+    if len(missing) == len(needed):
         what_is_missing = "none of them is there"
     else:
         what_is_missing = "missing: " + ", ".join(missing)
@@ -241,9 +242,10 @@ def _not_found_message(dataset, directory, source, missing, failure=None):
         message += " Downloading is switched off (download=False)."
     else:
         message += " Nothing is downloaded into a directory you chose."
+    csv = "mnist_train.csv and mnist_test.csv" if len(needed) == len(IDX_FILES) else "mnist_test.csv"
     message += (
-        f" To fix: place the four files in {directory} (mnist_train.csv and mnist_test.csv, "
-        f"label first then 784 pixels, work too), or point {_ways_to_point(dataset)} at a "
+        f" To fix: place the {'four files' if len(needed) == len(IDX_FILES) else 'test files'} in {directory} "
+        f"({csv}, label first then 784 pixels, work too), or point {_ways_to_point(dataset)} at a "
         "directory that holds them."
     )
     if failure:
@@ -294,6 +296,17 @@ def load_dataset(name, data_dir=None, *, download=True, progress=None):
     DataFormatError
         A file is corrupt, images aren't 28x28, or image and label counts disagree.
     """
+    return _load(name, data_dir, download, progress, test_only=False)
+
+
+def load_test_set(name="mnist", data_dir=None, *, download=True, progress=None):
+    """The test split of ``load_dataset(name, data_dir, ...)`` as ``(test_images, test_labels)``,
+    from the test files alone (``t10k-*`` or ``mnist_test.csv``): the training files need not be
+    there, and are not downloaded. Raises as ``load_dataset``."""
+    return _load(name, data_dir, download, progress, test_only=True)
+
+
+def _load(name, data_dir, download, progress, test_only):
     dataset = _dataset(name)
     if not isinstance(download, (bool, np.bool_)):
         raise TypeError(f"download must be True or False; got {download!r}")
@@ -307,24 +320,29 @@ def load_dataset(name, data_dir=None, *, download=True, progress=None):
             "the four files."
         )
 
+    needed = (TEST_IMAGES, TEST_LABELS) if test_only else IDX_FILES
     paths = _find_idx_files(directory)
-    missing = [file_name for file_name, path in paths.items() if path is None]
-    csv_paths = [directory / name for name in CSV_FILES]
-    if len(missing) == len(IDX_FILES) and all(path.is_file() for path in csv_paths):
-        train_images, train_labels = read_csv(csv_paths[0], n_features=N_PIXELS)
-        test_images, test_labels = read_csv(csv_paths[1], n_features=N_PIXELS)
-        return train_images, train_labels, test_images, test_labels
+    missing = [file_name for file_name in needed if paths[file_name] is None]
+    csv_paths = [directory / file_name for file_name in (CSV_FILES[1:] if test_only else CSV_FILES)]
+    if len(missing) == len(needed) and all(path.is_file() for path in csv_paths):
+        tables = [read_csv(path, n_features=N_PIXELS) for path in csv_paths]
+        return tables[0] if test_only else (*tables[0], *tables[1])
 
     if missing:
         if source != "cache" or not download:
-            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing))
+            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing, needed=needed))
         if progress is None:
             progress = shown_by_default()
         failure = _download(dataset, directory, missing, progress)
         if failure:
-            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing, failure))
+            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing, failure, needed=needed))
         paths = _find_idx_files(directory)
 
+    if test_only:
+        test_images = _read_mnist_images(paths[TEST_IMAGES])
+        test_labels = read_idx_labels(paths[TEST_LABELS])
+        _check_counts(paths[TEST_IMAGES], test_images, paths[TEST_LABELS], test_labels)
+        return test_images, test_labels
     train_images = _read_mnist_images(paths[TRAIN_IMAGES])
     train_labels = read_idx_labels(paths[TRAIN_LABELS])
     test_images = _read_mnist_images(paths[TEST_IMAGES])

@@ -379,6 +379,18 @@ def test_load_mnist_csv_layout(tmp_path, no_network):
     np.testing.assert_array_equal(test_labels, labels[:2])
 
 
+def test_the_test_set_alone_loads_from_its_own_files(tmp_path, no_network):
+    from fastmlp.data import load_test_set
+
+    images, labels = known_images(4).reshape(4, 784), known_labels(4)
+    (tmp_path / "mnist_test.csv").write_text(csv_text(images[:2], labels[:2], header=False))
+    test_images, test_labels = load_test_set("mnist", tmp_path)
+    np.testing.assert_array_equal(test_images, images[:2])
+    np.testing.assert_array_equal(test_labels, labels[:2])
+    with pytest.raises(DataNotFoundError, match="mnist_train.csv"):  # the whole dataset needs both
+        load_mnist(tmp_path)
+
+
 def test_load_mnist_loads_other_idx_datasets(tmp_path, no_network):
     # Fashion-MNIST ships under the same names; the loader only cares about the layout.
     arrays = write_mnist_dir(tmp_path / "fashion", n_train=7, n_test=2, gz=False)

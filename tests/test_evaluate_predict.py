@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,28 @@ def test_confusion_matrix_mistakes_are_named(y_true, y_pred, n_classes, words):
 
 
 # --- evaluate --------------------------------------------------------------------------------
+
+
+def test_evaluate_needs_the_test_files_only(capsys, saved, tiny_mnist_dir, test_set, tmp_path):
+    """A directory of the two t10k files (or mnist_test.csv) is enough: evaluate reads no
+    training file (and so would download none into the cache)."""
+    from fastmlp.data import load_test_set
+
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (only_test / name).write_bytes((Path(tiny_mnist_dir) / name).read_bytes())
+    expected = json.loads(run(capsys, "evaluate", saved, "--data", tiny_mnist_dir, "--json")[1])
+    status, out, err = run(capsys, "evaluate", saved, "--data", only_test, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["accuracy"] == expected["accuracy"] and report["n_samples"] == 100
+    X_test, y_test = load_test_set("mnist", only_test)
+    np.testing.assert_array_equal(X_test, test_set[0])
+    np.testing.assert_array_equal(y_test, test_set[1])
+    (only_test / "t10k-labels-idx1-ubyte.gz").unlink()
+    status, _, err = run(capsys, "evaluate", saved, "--data", only_test)
+    assert status == 1 and "missing: t10k-labels-idx1-ubyte" in err and "train-" not in err
 
 
 def test_evaluate_reports_what_the_model_computes(capsys, saved, tiny_mnist_dir, test_set):
