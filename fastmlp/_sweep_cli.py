@@ -158,7 +158,7 @@ def run(args, given):
     def report(record):
         if args.json:
             return
-        swept = ", ".join(f"{name}={sweeps._shown(record['params'][name])}" for name in (*grid, *distributions))
+        swept = ", ".join(f"{name}={sweeps._shown(record['params'][name], name)}" for name in (*grid, *distributions))
         if record["status"] == "ok":
             accuracy = record["val_accuracy"]
             score = f"val accuracy {accuracy:.4f}" if accuracy is not None else f"val loss {record['val_loss']:.4f}"

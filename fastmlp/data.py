@@ -191,6 +191,8 @@ def default_data_dir(dataset="mnist"):
 def _resolve_data_dir(dataset, data_dir):
     """Return (directory, source) where source is "argument", "environment" or "cache"."""
     if data_dir is not None:
+        if os.fspath(data_dir) == "":  # Path("") is the current directory: surely not meant
+            raise ValueError("data_dir is an empty string; give a directory, or None for the default")
         return Path(os.path.expanduser(os.fspath(data_dir))), "argument"
     # FASTMLP_DATA has always meant "the MNIST files are here"; the other datasets have no
     # variable of their own and live in their cache subdirectory.
@@ -334,8 +336,9 @@ def _load(name, data_dir, download, progress, test_only):
         if progress is None:
             progress = shown_by_default()
         failure = _download(dataset, directory, missing, progress)
-        if failure:
-            raise DataNotFoundError(_not_found_message(dataset, directory, source, missing, failure, needed=needed))
+        if failure:  # what is still missing: the files before the one that failed are there now
+            still = [file_name for file_name in needed if _find_idx_files(directory)[file_name] is None]
+            raise DataNotFoundError(_not_found_message(dataset, directory, source, still, failure, needed=needed))
         paths = _find_idx_files(directory)
 
     if test_only:

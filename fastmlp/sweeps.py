@@ -460,7 +460,11 @@ SCORE_COLUMNS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "trai
                  "train_seconds", "samples_per_second", "compile_seconds")
 
 
-def _shown(value):
+def _shown(value, name=None):
+    """A value as the table, the CSV and the progress lines show it (a parameter's by its
+    ``name``: batch_size None is full-batch training, shown "full")."""
+    if name == "batch_size" and value is None:
+        return "full"
     if isinstance(value, (list, tuple)):
         return "-".join(map(str, value))
     if isinstance(value, float):
@@ -508,9 +512,10 @@ class SweepResult:
     def to_csv(self):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns())
+        columns = self.columns()
+        writer.writerow(columns)
         for row in self.rows():
-            writer.writerow(_shown(value) for value in row)
+            writer.writerow(_shown(value, name) for name, value in zip(columns, row))
         return buffer.getvalue()
 
     def write_csv(self, path):
@@ -525,7 +530,7 @@ class SweepResult:
         header = ["rank", "trial", *self.swept, "val acc", "val loss", "test acc", "train s", "samples/s", "status"]
         lines = [header]
         for rank, record in enumerate(self.trials):
-            params = [_shown(record["params"].get(name)) for name in self.swept]
+            params = [_shown(record["params"].get(name), name) for name in self.swept]
             if record["status"] == "ok":
                 def number(name, spec):
                     value = record.get(name)

@@ -379,6 +379,33 @@ def test_load_mnist_csv_layout(tmp_path, no_network):
     np.testing.assert_array_equal(test_labels, labels[:2])
 
 
+def test_a_failed_download_names_what_is_still_missing(tmp_path, monkeypatch):
+    """The files fetched before the one no mirror served are there: the message lists the rest."""
+    from fastmlp import data
+
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def first_then_fail(dataset, directory, missing, progress):
+        directory.mkdir(parents=True, exist_ok=True)
+        write(directory / (missing[0] + ".gz"), b"fetched")
+        return f"no mirror could serve {missing[1]}.gz (checksum mismatch)"
+
+    monkeypatch.setattr(data, "_download", first_then_fail)
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist(progress=False)
+    message = str(error.value)
+    assert "none of them is there" not in message
+    assert "missing: train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte" in message
+
+
+def test_an_empty_data_dir_is_refused_not_the_current_directory(tmp_path, monkeypatch, no_network):
+    monkeypatch.chdir(tmp_path)
+    write_mnist_dir(tmp_path, n_train=2)
+    with pytest.raises(ValueError, match="data_dir is an empty string"):
+        load_mnist("")
+
+
 def test_the_test_set_alone_loads_from_its_own_files(tmp_path, no_network):
     from fastmlp.data import load_test_set
 

@@ -135,6 +135,16 @@ def test_random_search_draws_from_the_grid_and_distributions_with_the_seed():
     assert len(combinations) == 3 and combinations <= {(lr, b) for lr in GRID["lr"] for b in GRID["batch_size"]}
 
 
+def test_full_batch_is_shown_as_full():
+    records = [{"trial": n, "status": "failed", "error": "x", "params": {"batch_size": size, "lr": 0.1}}
+               for n, size in enumerate([None, 32])]
+    result = sweeps.SweepResult(records, swept=("batch_size",))
+    table = result.format_table().splitlines()
+    assert table[1].split()[2] == "full" and table[2].split()[2] == "32"
+    rows = list(csv.reader(result.to_csv().splitlines()))
+    assert rows[1][rows[0].index("batch_size")] == "full" and rows[1][rows[0].index("val_loss")] == ""
+
+
 def test_numpy_values_become_the_python_numbers_json_writes():
     """A grid of np.array([16, 32]) trained, but SweepResult.to_json then failed on np.int64."""
     base = {**BASE, "layers": np.array([784, 16, 10]), "lr": np.float32(0.25)}
