@@ -43,7 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int
-from .model import MLP
+from .model import MLP, unchanged_until_training
 
 try:
     from sklearn.utils.validation import validate_data
@@ -229,17 +229,8 @@ class _BaseMLP(BaseEstimator):
         # A call that fails its checks (hyperparameters, X, y, sample_weight, the validation
         # split) leaves the estimator as it was, its fitted model included; once _train has
         # begun changing the model, what it trained stays.
-        saved = dict(self.__dict__)
-        self._training = False
-        try:
+        with unchanged_until_training(self):
             return self._checked_fit(X, y, sample_weight, incremental)
-        except BaseException:
-            if not self.__dict__.get("_training", False):
-                self.__dict__.clear()
-                self.__dict__.update(saved)
-            raise
-        finally:
-            self.__dict__.pop("_training", None)
 
     def _checked_fit(self, X, y, sample_weight, incremental):
         self._check_hyperparameters()

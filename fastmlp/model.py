@@ -119,6 +119,25 @@ def _describe_optimizer(options):
     return f"optimizer='sgd' with momentum={options['momentum']:g}"
 
 
+@contextlib.contextmanager
+def unchanged_until_training(owner):
+    """Run a fit-like call on ``owner`` (an MLP or an estimator): if it raises before it sets
+    ``owner._training = True`` (where its checks end and the model starts to change), every
+    attribute goes back to what it was; after that, what the call did stays. Attributes are
+    replaced, never changed in place, before that point, so a shallow copy restores them."""
+    saved = dict(owner.__dict__)
+    owner._training = False
+    try:
+        yield
+    except BaseException:
+        if not owner.__dict__.get("_training", False):
+            owner.__dict__.clear()
+            owner.__dict__.update(saved)
+        raise
+    finally:
+        owner.__dict__.pop("_training", None)
+
+
 class MLP:
     """A multilayer perceptron trained by SGD (with momentum, Nesterov, weight decay, dropout) or Adam.
 
@@ -402,23 +421,12 @@ class MLP:
             return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
                                checkpoint_every, comm)
 
-    @contextlib.contextmanager
     def _unchanged_until_training(self):
         """A call that fails before its run changes (bad data, validation data or options found
         by ``_train``'s checks, after ``fit`` has re-initialised) leaves the model as it was:
         its weights, run and history. Once training has begun, what it trained stays (an
         interrupted epoch keeps the epochs before it, as ``_train`` leaves them)."""
-        saved = dict(self.__dict__)
-        self._training = False
-        try:
-            yield
-        except BaseException:
-            if not self.__dict__.get("_training", False):
-                self.__dict__.clear()
-                self.__dict__.update(saved)
-            raise
-        finally:
-            self.__dict__.pop("_training", None)
+        return unchanged_until_training(self)
 
     @staticmethod
     def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
