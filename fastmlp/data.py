@@ -583,6 +583,9 @@ def _parse_idx(stream, path, file_size, expected_magic):
         )
     if n_dims == 0:
         raise DataFormatError(f"{path}: IDX header declares 0 dimensions; need at least 1.")
+    if n_dims > 64:  # NumPy's limit; MNIST's files have 1 or 3
+        raise DataFormatError(f"{path}: IDX header declares {n_dims} dimensions; at most 64 can be read. "
+                              "The file is corrupt or not an IDX file.")
 
     header_size = 4 + 4 * n_dims
     dims_bytes = _read_at_most(stream, 4 * n_dims)
@@ -762,6 +765,8 @@ def _cell_value(cell, where, column):
             ) from None
     if _DECIMAL.fullmatch(cell):
         value = float(cell)
+        if not math.isfinite(value):
+            raise DataFormatError(f"{where}, column {column}: number {shown!r} is far out of range.")
         if value.is_integer():
             return int(value)
         raise DataFormatError(
