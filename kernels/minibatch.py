@@ -754,10 +754,14 @@ def _part_forward(
 BLOCK = 4
 
 # A batch's forward pass runs a sub-batch at a time: at least SUB_ROWS rows, more where PARTS x
-# rows x H partial sums fit in SUB_BYTES (narrow first layers); a multiple of BLOCK rows, so
-# that the blocks are the same. Batch 1024, Intel Xeon: 256 rows against 128 and 512 at 128
-# units, against 40 (the budget alone) at 800 units.
-SUB_ROWS = 256
+# rows x H partial sums fit in SUB_BYTES (256 rows at 128 float32 units, 64 at 500 and 800); a
+# multiple of BLOCK rows, so that the blocks are the same. Batch 1024, Intel Xeon (2026-12-01):
+# 256 rows against 128 and 512 at 128 units, against 40 at 800 units. AMD EPYC Zen 4
+# (2026-12-03, bench/ab_kernels.py, batch 1024): 64 rows against 256 at 784-500-150-10 1.08x,
+# 1.08x, 1.21x in three runs (128 rows: 1.12x); 784-800-10 1.02x and 1.02x, batch 128
+# 0.99x-1.05x; 40 rows lost at 800 units, batch 128 (0.92x, 0.96x). Float64 784-128-10 (128 rows
+# now) 1.00x, 784-300-10 (108) 1.00x.
+SUB_ROWS = 64
 SUB_BYTES = 1 << 19
 
 

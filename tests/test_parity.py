@@ -459,7 +459,7 @@ def test_padded_first_layer_rows_take_every_optimizers_step_as_the_reference(nam
     assert_optimizer_calls_match(arch, params, X, targets, optimizer, synth.tolerance(dtype), f"{name}, width {width}")
 
 
-# A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: 256 rows, more
+# A batch longer than the mini-batch kernel's sub-batch (minibatch.sub_batch_rows: 64 to 256 rows, more
 # for narrow first layers) runs its forward pass a sub-batch at a time and adds each sub-batch's
 # share of the gradient in the next one's step 1. The grid's batches are far too short to reach
 # that: batches of three sub-batches, the last shorter, two batches per call, with plain SGD and
