@@ -238,6 +238,10 @@ def _not_found_message(dataset, directory, source, missing, failure=None, needed
         f"{dataset.title} data not found: looked for {looked_for} (each plain or with .gz) "
         f"in {directory} (from {_SOURCE_DESCRIPTIONS[source]}); {what_is_missing}."
     )
+    folders = [path.name for name in missing for path in (directory / name, directory / (name + ".gz"))
+               if path.is_dir()]
+    if folders:
+        message += f" ({', '.join(folders)} {'is a directory' if len(folders) == 1 else 'are directories'}, not a file.)"
     if failure:
         message += f" Download failed: {failure}."
     elif source == "cache":
@@ -277,7 +281,8 @@ def load_dataset(name, data_dir=None, *, download=True, progress=None):
     data_dir : str or os.PathLike, optional
         Directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
         ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each plain or gzipped),
-        or ``mnist_train.csv`` and ``mnist_test.csv``. Defaults, for "mnist", to the
+        or ``mnist_train.csv`` and ``mnist_test.csv`` (read when the four IDX files are not all
+        there). Defaults, for "mnist", to the
         ``FASTMLP_DATA`` environment variable, then to ``default_data_dir(name)``.
     download : bool, default True
         Download missing files from the dataset's mirrors, checked against its official MD5
@@ -326,7 +331,7 @@ def _load(name, data_dir, download, progress, test_only):
     paths = _find_idx_files(directory)
     missing = [file_name for file_name in needed if paths[file_name] is None]
     csv_paths = [directory / file_name for file_name in (CSV_FILES[1:] if test_only else CSV_FILES)]
-    if len(missing) == len(needed) and all(path.is_file() for path in csv_paths):
+    if missing and all(path.is_file() for path in csv_paths):  # a full CSV set beats a partial IDX one
         tables = [read_csv(path, n_features=N_PIXELS) for path in csv_paths]
         return tables[0] if test_only else (*tables[0], *tables[1])
 
@@ -559,8 +564,9 @@ def _parse_idx(stream, path, file_size, expected_magic):
             f"got {len(magic_bytes)}. The file is empty or truncated; download it again."
         )
     magic = int.from_bytes(magic_bytes, "big")
+    gzipped_twice = " It looks gzip-compressed twice; decompress it once." if magic_bytes[:2] == b"\x1f\x8b" else ""
     if expected_magic is not None and magic != expected_magic:
-        hint = ""
+        hint = gzipped_twice
         if {magic, expected_magic} == {IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC}:
             hint = " Are the image and label files swapped?"
         raise DataFormatError(
@@ -568,9 +574,7 @@ def _parse_idx(stream, path, file_size, expected_magic):
             f"({_describe_magic(expected_magic)}), got {magic} ({_describe_magic(magic)}).{hint}"
         )
     if magic_bytes[:2] != b"\x00\x00":
-        hint = ""
-        if magic_bytes[:2] == b"\x1f\x8b":
-            hint = " It looks gzip-compressed twice; decompress it once."
+        hint = gzipped_twice
         raise DataFormatError(
             f"{path}: not an IDX file: the magic number 0x{magic:08X} must start with two "
             f"zero bytes.{hint}"

@@ -472,6 +472,34 @@ def test_partly_missing_files_are_named(tmp_path, no_network):
         load_mnist(tmp_path)
 
 
+def test_a_directory_named_like_a_data_file_is_called_a_directory(tmp_path, no_network):
+    write_mnist_dir(tmp_path)
+    os.remove(tmp_path / "train-images-idx3-ubyte.gz")
+    os.mkdir(tmp_path / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataNotFoundError, match=r"missing: train-images-idx3-ubyte\. "
+                                                r"\(train-images-idx3-ubyte\.gz is a directory, not a file\.\)"):
+        load_mnist(tmp_path)
+
+
+def test_a_twice_gzipped_file_is_named_so_by_load_mnist(tmp_path, no_network):
+    write_mnist_dir(tmp_path)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(DataFormatError, match="train-labels-idx1-ubyte.gz: wrong magic number.*gzip-compressed twice"):
+        load_mnist(tmp_path)
+
+
+def test_a_full_csv_set_is_read_beside_a_stray_idx_file(tmp_path, no_network):
+    images, labels = known_images(4).reshape(4, 784), known_labels(4)
+    (tmp_path / "mnist_train.csv").write_text(csv_text(images, labels))
+    (tmp_path / "mnist_test.csv").write_text(csv_text(images[:2], labels[:2]))
+    write_mnist_dir(tmp_path / "idx")
+    os.replace(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz", tmp_path / "t10k-labels-idx1-ubyte.gz")
+    train_images, train_labels, test_images, test_labels = load_mnist(tmp_path)
+    np.testing.assert_array_equal(train_images, images)
+    np.testing.assert_array_equal(test_labels, labels[:2])
+
+
 def test_missing_files_in_environment_dir(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "nope"))
     with pytest.raises(DataNotFoundError) as error:
