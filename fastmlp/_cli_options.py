@@ -161,6 +161,8 @@ def path(text):
 def existing_file(text):
     """The name of a file that exists (a checkpoint to resume, say)."""
     path(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file")
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text

@@ -212,6 +212,19 @@ def test_a_missing_model_file_is_a_usage_error(capsys, tmp_path, command):
     assert status == 2 and one_line_error(err) and "no such file" in err
 
 
+@pytest.mark.parametrize("command, argument", [("evaluate", "MODEL"), ("predict", "MODEL"), ("predict", "INPUT")])
+def test_a_directory_given_as_a_file_is_called_a_directory(capsys, tmp_path, saved, command, argument):
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 784), np.uint8))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    model = folder if argument == "MODEL" else saved
+    extra = [folder if argument == "INPUT" else samples, "-o", tmp_path / "p.npy"] if command == "predict" else []
+    status, out, err = run(capsys, command, model, *extra)
+    assert status == 2 and one_line_error(err) and f"{str(folder)!r} is a directory; expected a file" in err
+    assert not (tmp_path / "p.npy").exists()
+
+
 # --- predict ---------------------------------------------------------------------------------
 
 
