@@ -416,7 +416,7 @@ def _train(args):
     for i in new:
         accuracy = history.accuracy[i]
         validation = ""
-        if history.val_loss:
+        if history.val_loss and history.val_loss[i] is not None:  # None: an epoch trained without validation data
             validation = f", val loss {history.val_loss[i]:.4f}"
             if model.arch_.is_classifier:
                 validation += f", val accuracy {history.val_accuracy[i]:.4f}"

@@ -38,9 +38,9 @@ def _figure(**kwargs):
 
 
 def _curves(history):
-    """(epochs, loss, accuracy, val_loss, val_accuracy) lists from a History or its dict. A run
-    continued with validation data after epochs without it has validation values for the
-    last epochs only."""
+    """(epochs, loss, accuracy, val_loss, val_accuracy) lists from a History or its dict. The
+    validation values are None for epochs trained without validation data; histories of
+    checkpoints written before that rule may hold them for the last epochs only."""
     record = history if isinstance(history, dict) else getattr(history, "__dict__", None)
     if record is None or "epoch" not in record or "loss" not in record:
         raise TypeError(f"history must be a fastmlp.History (or its as_dict()); got {type(history).__name__}")
@@ -73,7 +73,11 @@ def plot_history(history, ax=None, *, accuracy=None):
         The figure drawn on (the new one, or the one ``ax`` belongs to).
     """
     epochs, loss, train_accuracy, val_loss, val_accuracy = _curves(history)
-    val_accuracy = [value for value in val_accuracy if value is not None]
+    # None: an epoch trained without validation data (a gap in the line), or a regressor's accuracy
+    val_loss = [np.nan if value is None else value for value in val_loss]
+    if all(value is None for value in val_accuracy):
+        val_accuracy = []
+    val_accuracy = [np.nan if value is None else value for value in val_accuracy]
     if accuracy is None:
         accuracy = bool(val_accuracy) or any(value != 0 for value in train_accuracy)
     twin = ax is not None and not isinstance(ax, (list, tuple, np.ndarray))

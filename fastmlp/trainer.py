@@ -63,6 +63,17 @@ class DivergenceError(FloatingPointError):
         self.lr = lr
 
 
+def _pad_validation(history, n_epochs):
+    """Keep ``val_loss`` and ``val_accuracy`` empty or one entry per epoch: a run that has been
+    validated gets None for the first ``n_epochs`` epochs that were not (a call without
+    validation data after one with it, or the reverse)."""
+    if not history.val_loss and n_epochs == len(history.epoch):
+        return  # never validated: the lists stay empty
+    missing = n_epochs - len(history.val_loss)
+    history.val_loss.extend([None] * missing)
+    history.val_accuracy.extend([None] * missing)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during fit: the model holds the weights of the last completed chunk."""
 
@@ -378,9 +389,12 @@ def train(
         monitored = history.loss[-1]
         if evaluate is not None:
             val_loss, val_accuracy = evaluate()
+            _pad_validation(history, len(history.epoch) - 1)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)
             monitored = val_loss
+        else:
+            _pad_validation(history, len(history.epoch))
         run.epochs_done += 1
         stop = run.observe(monitored, params, state, schedule, stopping, monitor)
         if stop is not None:

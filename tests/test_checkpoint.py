@@ -341,3 +341,30 @@ def test_slots_must_fit_the_saved_optimizer(tmp_path, saved):
     with pytest.raises(CheckpointError, match="'optimizer_slots' has shape \\(1, 6370\\); expected \\(2, 6370\\)"):
         MLP.load(target)
     assert optim.Optimizer(optimizer="adam").n_slots == 2
+
+
+@pytest.mark.parametrize("validated_first", [True, False], ids=["validated-then-not", "not-then-validated"])
+def test_validation_history_stays_one_entry_per_epoch(data, validated_first):
+    # partial_fit with validation data after a call without it, or the reverse: val_loss and
+    # val_accuracy hold None for the epochs that were not validated (they were a shorter list,
+    # which the CLI's epoch lines indexed past)
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    with_validation = {"validation_data": (X[:30], y[:30])}
+    model.fit(X, y, epochs=1, batch_size=8, progress=False, **(with_validation if validated_first else {}))
+    model.partial_fit(X, y, epochs=2, batch_size=8, progress=False, **({} if validated_first else with_validation))
+    history = model.history_
+    assert history.epoch == [1, 2, 3]
+    assert len(history.val_loss) == len(history.val_accuracy) == 3
+    validated = [value is not None for value in history.val_loss]
+    assert validated == ([True, False, False] if validated_first else [False, True, True])
+    assert [value is not None for value in history.val_accuracy] == validated
+    assert all(np.isfinite(value) for value in history.val_loss if value is not None)
+
+
+def test_a_run_without_validation_keeps_empty_validation_lists(data):
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=8, progress=False)
+    model.partial_fit(X, y, epochs=1, batch_size=8, progress=False)
+    assert model.history_.val_loss == [] and model.history_.val_accuracy == []

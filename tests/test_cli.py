@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastmlp import MLP
+from fastmlp import MLP, load_mnist
 from fastmlp.cli import main
 
 REQUIRED_KEYS = {
@@ -706,6 +706,23 @@ def test_resume_refuses_what_would_not_continue_the_run(capsys, tiny_mnist, chec
     assert got == status and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert words in err
+
+
+def test_resuming_a_run_validated_in_python_trains_saves_and_reports(capsys, tiny_mnist, tmp_path):
+    # fit(validation_data=...) in Python, resumed on the command line (which has no validation
+    # data): the new epochs have no validation values; it crashed after training (IndexError),
+    # before --save
+    X, y, X_test, y_test = load_mnist(tiny_mnist)
+    model = MLP([784, 8, 10], backend="numpy")
+    model.fit(X, y, epochs=1, schedule_epochs=3, batch_size=16, validation_data=(X_test, y_test), progress=False)
+    model.save(tmp_path / "validated.npz")
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "validated.npz"),
+                           "--save", str(tmp_path / "resumed.npz"))
+    assert status == 0, err
+    assert "epoch 3:" in out and "val loss" not in out.split("epoch 2:")[1]
+    resumed = MLP.load(tmp_path / "resumed.npz")
+    assert resumed.history_.epoch == [1, 2, 3]
+    assert resumed.history_.val_loss[0] is not None and resumed.history_.val_loss[1:] == [None, None]
 
 
 def test_resume_accepts_options_equal_to_the_checkpoints(capsys, tiny_mnist, checkpoints):

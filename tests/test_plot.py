@@ -47,6 +47,21 @@ def test_history_without_validation_has_training_curves_only(rng, synth):
     assert labels_of(loss_ax) == ["training loss"] and labels_of(accuracy_ax) == ["training accuracy"]
 
 
+def test_epochs_trained_without_validation_are_gaps_in_the_validation_lines(rng, synth):
+    X, y = synth.blobs(rng, 120, 6, 3)
+    model = fastmlp.MLP([6, 5, 3], backend="numpy", seed=0)
+    validation = {"validation_data": (X[90:], y[90:])}
+    model.fit(X[:90], y[:90], epochs=1, batch_size=8, lr=0.1, **validation)
+    model.partial_fit(X[:90], y[:90], epochs=1, batch_size=8, lr=0.1)
+    model.partial_fit(X[:90], y[:90], epochs=1, batch_size=8, lr=0.1, **validation)
+    loss_ax, accuracy_ax = plot_history(model.history_).axes
+    for ax, values in ((loss_ax, model.history_.val_loss), (accuracy_ax, model.history_.val_accuracy)):
+        line = ax.get_lines()[1]
+        assert list(line.get_xdata()) == [1, 2, 3]
+        y_data = np.asarray(line.get_ydata(), float)
+        assert np.isnan(y_data[1]) and y_data[[0, 2]].tolist() == [values[0], values[2]]
+
+
 def test_regression_history_has_no_accuracy(rng):
     X = rng.normal(size=(80, 2)).astype(np.float32)
     y = (X[:, 0] - X[:, 1]).astype(np.float32)
