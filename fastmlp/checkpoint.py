@@ -38,13 +38,23 @@ from __future__ import annotations
 
 import json
 import os
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
 from . import optim, trainer
 from ._atomic import atomic_write
 from .network import DEFAULT_OUTPUT
+
+# What reading a damaged archive can raise, from zipfile (a bad header: BadZipFile, or
+# NotImplementedError for an unknown version or compression method; RuntimeError for an
+# encrypted entry), zlib (a compressed entry: zlib.error) and NumPy's .npy header parser (a
+# damaged header: ValueError, SyntaxError or tokenize.TokenError; a huge claimed shape:
+# MemoryError).
+_DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
+            SyntaxError, tokenize.TokenError, MemoryError)
 
 FORMAT_VERSION = 2
 # Training options added since format 1, with the value a format-1 run trained with.
@@ -126,8 +136,8 @@ class _Reader:
             raise self.fail(key, "is missing (the file is incomplete or damaged)")
         try:
             value = self.archive[key]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-            raise self.fail(key, f"cannot be read (the file is damaged): {error}") from None
+        except _DAMAGED as error:
+            raise self.fail(key, f"cannot be read (the file is damaged): {type(error).__name__}: {error}") from None
         if dtype is not None and value.dtype != dtype:
             raise self.fail(key, f"has dtype {value.dtype}; expected {np.dtype(dtype).name}")
         if shape is not None and value.shape != shape:
@@ -167,7 +177,7 @@ def _open(path):
         raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {_describe_start(path)})")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except _DAMAGED as error:
         raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{path}: not a fastmlp checkpoint (a single .npy array, not an .npz archive)")
@@ -297,6 +307,6 @@ def _read_checkpoint(cls, entries, version):
     rng_state = entries.json("shuffle_rng")
     try:
         model._shuffle_rng.bit_generator.state = rng_state
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise entries.fail("shuffle_rng", f"is not a PCG64 generator state: {error}") from None
     return model

@@ -328,6 +328,50 @@ def test_a_damaged_entry_is_reported(tmp_path, saved):
         MLP.load(damaged)
 
 
+def _entry_start(path, name):
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    return info.header_offset + 30 + len(info.filename) + len(info.extra)  # where the entry's bytes begin
+
+
+def _flip(path, offset, out):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    out.write_bytes(bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        # a byte inside params.npy's header dict: NumPy's header parser raised tokenize.TokenError
+        (lambda p, out: _flip(p, _entry_start(p, "params.npy") + 30, out), "'params' cannot be read"),
+        # the "version needed to extract" of the first central-directory record: NotImplementedError
+        (lambda p, out: _flip(p, p.read_bytes().index(b"PK\x01\x02") + 6, out),
+         "not a NumPy .npz archive: zip file version"),
+        # a compressed archive (np.savez_compressed, which load accepts) with a byte of params damaged: zlib.error
+        (lambda p, out: np.savez_compressed(out, **dict(np.load(p))) or _flip(out, _entry_start(out, "params.npy") + 20, out),
+         "'params' cannot be read"),
+    ],
+    ids=["npy-header", "zip-version", "compressed"],
+)
+def test_damage_anywhere_is_a_checkpoint_error(tmp_path, saved, damage, words):
+    path, _ = saved
+    damaged = damage(path, tmp_path / "damaged.npz")
+    with pytest.raises(CheckpointError, match=words) as info:
+        MLP.load(damaged)
+    assert str(damaged) in str(info.value)
+
+
+def test_a_shuffle_state_out_of_range_is_a_checkpoint_error(tmp_path, saved):
+    path, entries = saved
+    state = json.loads(str(entries["shuffle_rng"]))
+    state["state"]["inc"] = -1  # OverflowError in bit_generator.state
+    bad = rewrite(tmp_path / "bad.npz", entries, shuffle_rng=np.array(json.dumps(state)))
+    with pytest.raises(CheckpointError, match="'shuffle_rng' is not a PCG64 generator state"):
+        MLP.load(bad)
+
+
 def test_a_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         MLP.load(tmp_path / "nothing.npz")
