@@ -319,10 +319,14 @@ def _resumed_model(args, given):
         raise UsageError(f"{where}: the checkpoint's run watched the loss on validation_data given to fit() in Python, "
                          f"which a command line cannot give; resume it there: MLP.load(path).partial_fit(X, y, "
                          f"validation_data=(X_val, y_val))")
+    horizon = model.fit_options_["schedule_epochs"]
+    if model.fit_options_["lr_schedule"] == "cosine" and horizon <= done:
+        raise UsageError(f"{where}: the checkpoint's cosine schedule has annealed over all {horizon} epoch"
+                         f"{'s' if horizon != 1 else ''} of its run (the --epochs it was started with), so the run is "
+                         f"complete and cannot be extended; train a new run instead (without --resume)")
     if args.epochs <= done:
         raise UsageError(f"{where}: the checkpoint has {done} epoch{'s' if done != 1 else ''} done and --epochs "
                          f"{args.epochs} is the total, so nothing is left to train; pass a larger --epochs")
-    horizon = model.fit_options_["schedule_epochs"]
     if model.fit_options_["lr_schedule"] == "cosine" and args.epochs != horizon:
         raise UsageError(f"{where}: --epochs {args.epochs} differs from the {horizon} epochs the checkpoint's cosine "
                          f"schedule anneals over (the --epochs of its run); resume with --epochs {horizon}")

@@ -660,6 +660,7 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         "constant": ["--epochs", "1", "--momentum", "0.5"],
         "cosine": ["--epochs", "3", "--momentum", "0.5", "--lr-schedule", "cosine", "--checkpoint-every", "1"],
         "stopped": ["--epochs", "3", "--momentum", "0.5", "--early-stopping", "1", "--tol", "100"],
+        "cosine-done": ["--epochs", "1", "--momentum", "0.5", "--lr-schedule", "cosine"],
     }
     for name, extra in runs.items():
         with pytest.MonkeyPatch.context() as patch:
@@ -695,6 +696,9 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("constant", [], 2, "nothing is left to train; pass a larger --epochs"),
         ("constant", ["--epochs", "2", "--limit", "200"], 1, "trained on other data (300 samples"),
         ("cosine", ["--epochs", "5"], 2, "--epochs 5 differs from the 3 epochs the checkpoint's cosine schedule anneals over"),
+        # a finished cosine run: one message, not "resume with --epochs 1" then "pass a larger --epochs"
+        ("cosine-done", ["--epochs", "3"], 2, "cosine schedule has annealed over all 1 epoch of its run (the --epochs it was started with), so the run is complete and cannot be extended"),
+        ("cosine-done", [], 2, "cosine schedule has annealed over all 1 epoch of its run (the --epochs it was started with), so the run is complete and cannot be extended"),
         ("stopped", ["--epochs", "9"], 2, "already stopped after epoch 2 (early stopping: no improvement of loss"),
         ("weights-only", ["--epochs", "2"], 2, "holds weights but no run to resume"),
         ("garbage", ["--epochs", "2"], 1, "not a fastmlp checkpoint"),
