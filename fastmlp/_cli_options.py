@@ -19,6 +19,7 @@ from ._atomic import target_problem
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 LIST_SEPARATOR = ","
 

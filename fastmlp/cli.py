@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import _cli_options as options
 from ._atomic import target_problem
-from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
+from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
@@ -689,8 +691,32 @@ def _warmup(args):
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time-out, ``kill``): handled as Ctrl-C is, so that a file being
+    written is removed rather than left half-written, and the checkpoints written so far stay."""
+
+
+_signalled = []  # SIGTERM received in this main(): training turns the interrupt into its own
+
+
+def _terminate(signum, frame):
+    _signalled.append(signum)
+    raise Terminated("stopped by SIGTERM")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    _signalled.clear()
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -724,8 +750,10 @@ def main(argv=None):
         print(f"fastmlp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
-        print(f"fastmlp: interrupted: {interrupt or 'stopped by Ctrl-C'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        cause = "SIGTERM" if _signalled else "Ctrl-C"
+        print(f"fastmlp: interrupted: {interrupt or 'stopped by ' + cause}"
+              + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
+        return EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)

@@ -3,9 +3,11 @@
 import gzip
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numba
 import numpy as np
@@ -594,6 +596,44 @@ def _interrupt_numpy_training_in_epoch(monkeypatch, epoch):
 
     monkeypatch.setattr(NumpyBackend, "train_chunk", train_chunk)
     return lambda: monkeypatch.setattr(NumpyBackend, "train_chunk", real)
+
+
+def test_sigterm_in_training_exits_143_and_keeps_the_checkpoints(capsys, tiny_mnist, tmp_path, monkeypatch):
+    # a batch system's time-out sends SIGTERM: handled as Ctrl-C, with the status a shell reports
+    from fastmlp.backends import NumpyBackend
+
+    real, calls = NumpyBackend.train_chunk, []
+
+    def train_chunk(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        return real(self, *args)
+
+    monkeypatch.setattr(NumpyBackend, "train_chunk", train_chunk)
+    before = signal.getsignal(signal.SIGTERM)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy",
+                           "--epochs", "3", "--save", str(tmp_path / "run.npz"), "--checkpoint-every", "1")
+    assert status == 143, err
+    assert "interrupted" in err and "SIGTERM" in err and "Traceback" not in err
+    assert MLP.load(tmp_path / "run.npz").epochs_trained_ == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_saving_leaves_no_file_behind(capsys, tiny_mnist, tmp_path, monkeypatch):
+    import fastmlp.checkpoint
+
+    def savez(f, **arrays):
+        f.write(b"PK" + b"\0" * 1000)  # part of the archive written
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(fastmlp.checkpoint.np, "savez", savez)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy",
+                           "--epochs", "1", "--save", str(tmp_path / "run.npz"))
+    assert status == 143, err
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith("-ubyte.gz")) == []
 
 
 RECIPE = ["--layers", "784,16,10", "--backend", "numpy", "--momentum", "0.9", "--dropout", "0.2", "--weight-decay", "1e-3",
