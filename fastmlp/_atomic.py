@@ -19,6 +19,8 @@ def target_problem(path):
     work whose result would be lost, so that the message names the user's path, not the
     temporary file's."""
     path = os.fspath(path)
+    if not path:
+        return errno.ENOENT, "the path is empty; give a file name"
     if os.path.isdir(path):
         return errno.EISDIR, f"{path!r} is a directory; give a file name"
     directory = os.path.dirname(os.path.abspath(path))

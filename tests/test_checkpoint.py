@@ -412,3 +412,17 @@ def test_a_run_without_validation_keeps_empty_validation_lists(data):
     model.fit(X, y, epochs=1, batch_size=8, progress=False)
     model.partial_fit(X, y, epochs=1, batch_size=8, progress=False)
     assert model.history_.val_loss == [] and model.history_.val_accuracy == []
+
+
+@pytest.mark.parametrize("path, words", [("", "the path is empty"), (".", "is a directory")], ids=["empty", "directory"])
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(data, monkeypatch, path, words):
+    X, y = data
+    from fastmlp.backends import NumpyBackend
+
+    def train_chunk(*args, **kwargs):
+        raise AssertionError("trained before the path was checked")
+
+    monkeypatch.setattr(NumpyBackend, "train_chunk", train_chunk)
+    model = MLP([784, 8, 10], backend="numpy")
+    with pytest.raises(ValueError, match=f"checkpoint_path '{path}': .*{words}"):
+        model.fit(X, y, epochs=1, checkpoint_path=path, progress=False)
