@@ -309,8 +309,9 @@ class _BaseMLP(BaseEstimator):
             return (X, targets, sample_weight), None
         if incremental and getattr(self, "_validation", None) is not None:
             return (X, targets, sample_weight), self._validation
-        # stratified for single-output classification, as scikit-learn
-        stratify = targets if self._is_classifier and targets.ndim == 1 else None
+        # stratified for classification with one output (binary, or one label column), as scikit-learn
+        # (n_outputs_ == 1; a multiclass split is not stratified: each class need not be in both parts)
+        stratify = targets if self._is_classifier and self.n_outputs_ == 1 else None
         arrays = [X, targets] + ([] if sample_weight is None else [sample_weight])
         parts = train_test_split(*arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify)
         train, val = parts[0::2], parts[1::2]

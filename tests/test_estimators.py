@@ -179,6 +179,23 @@ def test_stopping_epoch_count_matches_sklearn(params):
         assert ours.best_validation_score_ == max(ours.validation_scores_)
 
 
+@pytest.mark.parametrize("case", ["one-sample-class", "fewer-validation-rows-than-classes"])
+def test_early_stopping_splits_multiclass_data_as_sklearn_does(case):
+    # scikit-learn stratifies the validation split only for one output (binary); stratifying
+    # multiclass labels too refused data it accepts (train_test_split's errors)
+    if case == "one-sample-class":
+        X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
+        y[0] = 3
+    else:
+        X, y = make_classification(80, 8, n_informative=6, n_classes=10, n_clusters_per_class=1, random_state=0)
+    params = dict(hidden_layer_sizes=(8,), max_iter=3, early_stopping=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = neural_network.MLPClassifier(**params).fit(X, y)
+        ours = MLPClassifier(**params).fit(X, y)
+    assert len(ours.validation_scores_) == ours.n_iter_ == theirs.n_iter_
+
+
 def test_max_iter_warns_convergence():
     X, y = make_classification(60, 4, random_state=0)
     with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
