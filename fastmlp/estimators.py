@@ -45,6 +45,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int
 from .model import MLP, unchanged_until_training
 
+try:  # scikit-learn's error for a bad parameter: a ValueError and a TypeError (>= 1.2)
+    from sklearn.utils._param_validation import InvalidParameterError
+except ImportError:  # pragma: no cover
+
+    class InvalidParameterError(ValueError, TypeError):
+        pass
+
 try:
     from sklearn.utils.validation import validate_data
 except ImportError:  # scikit-learn < 1.6: the same check was a method of BaseEstimator
@@ -184,8 +191,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("momentum=1 never forgets a gradient, so the velocity never decays; fastmlp needs momentum < 1")
         boolean("nesterovs_momentum", self.nesterovs_momentum)
         boolean("early_stopping", self.early_stopping)
+        _unit_interval("validation_fraction", self.validation_fraction)  # checked always, as scikit-learn
         if self.early_stopping:
             open_fraction("validation_fraction", self.validation_fraction)
+        if not isinstance(self.verbose, (numbers.Integral, np.bool_)):
+            raise TypeError(f"verbose must be a bool or an integer; got {self.verbose!r}")
         _unit_interval("beta_1", self.beta_1)
         _unit_interval("beta_2", self.beta_2)
         positive_float("epsilon", self.epsilon)
@@ -233,7 +243,13 @@ class _BaseMLP(BaseEstimator):
             return self._checked_fit(X, y, sample_weight, incremental)
 
     def _checked_fit(self, X, y, sample_weight, incremental):
-        self._check_hyperparameters()
+        try:
+            self._check_hyperparameters()
+        except (TypeError, ValueError) as error:
+            if isinstance(error, InvalidParameterError):
+                raise
+            # scikit-learn's type: code that catches ValueError (or TypeError) for a bad parameter
+            raise InvalidParameterError(str(error)) from None
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         if first_pass:
             for name in ("model_", "_validation", "_last_params", "_stopped"):

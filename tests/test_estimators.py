@@ -21,6 +21,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
 
 from fastmlp import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -71,12 +72,22 @@ def test_missing_sklearn_names_the_extra():
     (dict(early_stopping=True, validation_fraction=0.0), "validation_fraction must be in (0, 1)"),
     (dict(dtype="float16"), "dtype must be None"),
     (dict(dtype="single precision"), "dtype must be None"),
+    # checked whether or not early_stopping is on, as scikit-learn
+    (dict(validation_fraction=1.5), "validation_fraction must be in [0, 1); got 1.5"),
+    (dict(validation_fraction=-3), "validation_fraction must be in [0, 1); got -3"),
+    (dict(verbose="x"), "verbose must be a bool or an integer; got 'x'"),
+    # wrong types are scikit-learn's InvalidParameterError, a ValueError as well as a TypeError
+    (dict(batch_size="x"), "batch_size"),
+    (dict(alpha="0.1"), "alpha"),
+    (dict(shuffle="yes"), "shuffle"),
 ])
 def test_bad_parameters_are_named_at_fit(params, message):
     X, y = make_classification(40, 4, random_state=0)
     model = MLPClassifier(**params)  # the constructor only stores them
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    pattern = message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    with pytest.raises(ValueError, match=pattern) as info:
         model.fit(X, y)
+    assert isinstance(info.value, InvalidParameterError) and isinstance(info.value, TypeError)
 
 
 def test_poisson_loss_is_refused():
