@@ -105,6 +105,42 @@ def _hidden_layer_sizes(value):
     return [int(size) for size in sizes]
 
 
+class _LayerArrays(list):
+    """``coefs_`` or ``intercepts_``: a list of views into the model's parameters, in which an
+    assigned item is copied into the view (scikit-learn's lists hold their own arrays, which a
+    user may replace, e.g. to start a ``warm_start`` fit from chosen weights)."""
+
+    def __init__(self, name, views):
+        super().__init__(views)
+        self._name = name
+
+    def _checked(self, i, value):
+        view = list.__getitem__(self, i)
+        array = np.asarray(value)
+        if array.shape != view.shape:
+            raise ValueError(f"{self._name}[{i}] has shape {view.shape}; got an array of shape {array.shape}")
+        if array.dtype.kind not in "biuf" or not np.isfinite(array).all():
+            raise ValueError(f"{self._name}[{i}] must hold finite numbers; got {array.dtype} with NaN, infinity or no numbers")
+        return view, array
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            indices, values = range(len(self))[index], list(value)
+            if len(values) != len(indices):
+                raise ValueError(f"{self._name}[{index.start}:{index.stop}] holds {len(indices)} layers; got {len(values)}")
+        else:
+            indices, values = [range(len(self))[index]], [value]
+        checked = [self._checked(i, v) for i, v in zip(indices, values)]  # all, before any is written
+        for view, array in checked:
+            view[...] = array
+
+    def assign(self, arrays):
+        arrays = list(arrays)
+        if len(arrays) != len(self):
+            raise ValueError(f"{self._name} holds one array per layer ({len(self)}); got {len(arrays)}")
+        self[:] = arrays
+
+
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the epoch loop, the attributes."""
 
@@ -458,13 +494,25 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self):
-        """Weight matrices [n_in, n_out] per layer: views into ``model_.params_``."""
-        return self.model_.weights_
+        """Weight matrices [n_in, n_out] per layer: views into ``model_.params_``. Writing into
+        them, assigning one (``coefs_[0] = W``) or the list (``coefs_ = [...]``) sets the
+        model's weights; the shapes must stay."""
+        return _LayerArrays("coefs_", self.model_.weights_)
+
+    @coefs_.setter
+    def coefs_(self, arrays):
+        check_is_fitted(self, "model_")
+        _LayerArrays("coefs_", self.model_.weights_).assign(arrays)
 
     @property
     def intercepts_(self):
-        """Bias vectors [n_out] per layer: views into ``model_.params_``."""
-        return self.model_.biases_
+        """Bias vectors [n_out] per layer: views into ``model_.params_`` (set as ``coefs_``)."""
+        return _LayerArrays("intercepts_", self.model_.biases_)
+
+    @intercepts_.setter
+    def intercepts_(self, arrays):
+        check_is_fitted(self, "model_")
+        _LayerArrays("intercepts_", self.model_.biases_).assign(arrays)
 
     def _outputs(self, X):
         """The output layer's activations [N, n_outputs] for validated X."""

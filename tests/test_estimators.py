@@ -16,7 +16,7 @@ sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed: 
 from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import make_classification, make_regression  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -451,3 +451,33 @@ def test_pickled_fitted_estimator_predicts_the_same(estimator):
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.predict(X), model.predict(X))
     restored.partial_fit(X, y)  # and trains on
+
+
+def test_coefs_and_intercepts_may_be_assigned_as_in_sklearn():
+    # scikit-learn's coefs_ / intercepts_ are lists a user may replace (item or whole list), e.g.
+    # to choose the starting weights of a warm_start fit; they were views rebuilt on every
+    # access, so an item assignment was silently lost
+    import copy
+
+    X, y = make_regression(50, 3, random_state=0)
+    model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    model.coefs_[0] = np.zeros((3, 4))
+    model.intercepts_[0] = np.zeros(4)
+    np.testing.assert_allclose(model.predict(X), model.intercepts_[1][0])  # relu of 0 everywhere
+    model.coefs_ = [np.ones((3, 4)), np.full((4, 1), 2.0)]
+    model.intercepts_ = [np.zeros(4), np.zeros(1)]
+    np.testing.assert_allclose(model.predict(X), 8 * np.maximum(X.sum(axis=1), 0), rtol=1e-6)
+    assert [W.tolist() for W in copy.deepcopy(model.coefs_)] == [W.tolist() for W in model.coefs_]
+    before = [W.copy() for W in model.coefs_]
+    for bad, words in [([np.zeros((3, 4)), np.zeros((4, 2))], r"coefs_\[1\] has shape \(4, 1\)"),
+                       ([np.zeros((3, 4))], "one array per layer"),
+                       ([np.zeros((3, 4)), np.full((4, 1), np.nan)], "finite")]:
+        with pytest.raises(ValueError, match=words):
+            model.coefs_ = bad
+        for W, old in zip(model.coefs_, before):  # nothing half-written
+            np.testing.assert_array_equal(W, old)
+    with pytest.raises(NotFittedError):
+        MLPRegressor().coefs_ = before
