@@ -300,9 +300,10 @@ class _BaseMLP(BaseEstimator):
             self._initialize(X, targets, random_state)
         elif self.early_stopping and incremental and self._stopped:
             warnings.warn(
-                f"early stopping ended this run after {len(self.validation_scores_)} partial_fit calls without an "
-                f"improvement of the validation score by tol={self.tol}; the model keeps its best weights and this "
-                f"call trains nothing. Call fit() to start a new run",
+                f"early stopping ended this run (its fit or first partial_fit call started it) after "
+                f"{len(self.validation_scores_)} epochs, more than {self.n_iter_no_change} in a row without an improvement of "
+                f"the validation score by tol={self.tol}; the model keeps its best weights and this call trains "
+                f"nothing. Call fit() to start a new run",
                 ConvergenceWarning,
             )
             return self

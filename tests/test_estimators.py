@@ -407,10 +407,22 @@ def test_partial_fit_with_early_stopping():
     assert model.score(X_val, t_val) == model.best_validation_score_  # the best weights
     model.partial_fit(X, y)  # the 3rd without improving by 0.2: stop
     held = model.model_.params_.copy()
-    with pytest.warns(ConvergenceWarning, match="early stopping ended this run"):
+    with pytest.warns(ConvergenceWarning, match="early stopping ended this run .* after 4 epochs, more than 2 in a row"):
         model.partial_fit(X, y)
     np.testing.assert_array_equal(model.model_.params_, held)
     assert len(model.validation_scores_) == 4
+
+
+def test_partial_fit_after_a_fit_early_stopping_ended_says_so():
+    # the warning counted the fit's epochs as "partial_fit calls"
+    X, y = make_classification(300, 6, random_state=0)
+    model = MLPClassifier(hidden_layer_sizes=(8,), early_stopping=True, n_iter_no_change=2, tol=0.5, random_state=0)
+    model.fit(X, y)
+    held = model.model_.params_.copy()
+    with pytest.warns(ConvergenceWarning, match=f"its fit or first partial_fit call started it\\) after "
+                                                f"{len(model.validation_scores_)} epochs"):
+        model.partial_fit(X, y)
+    np.testing.assert_array_equal(model.model_.params_, held)
 
 
 # --- drop-in: the places scikit-learn estimators go --------------------------------------------
