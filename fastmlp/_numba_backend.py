@@ -133,6 +133,9 @@ class NumbaBackend:
         """``X`` as the kernels read it (``Prepared``). ``compiled``: convert with the compiled
         kernels (True) or NumPy (False); by default NumPy only while this backend's second
         process will compile them (``_sparse_rows``)."""
+        # a new call's data: its targets too may be new, even in the same array (a buffer refilled
+        # between partial_fit calls), so the converted targets are made again
+        self._targets_for = (None, None)
         # on as many threads as mini-batch training may use (one with threads=1)
         threads = min(self.minibatch_threads.most, available_cores())
         # the rows' pointers split at the mini-batch kernel's parts, counted as the rows are

@@ -240,3 +240,26 @@ def test_bad_multilabel_targets_are_refused(y, match):
     model = MLP([6, 4, 3], loss="binary_cross_entropy", seed=0)
     with pytest.raises(ValueError, match=match):
         model.fit(data(rng), y)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3], ids=["binary", "multilabel"])
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_a_label_buffer_refilled_between_partial_fit_calls_trains_on_its_new_labels(n_outputs, batch_size):
+    # streaming partial_fit reuses one y array: the numba backend kept the first call's
+    # converted (float) targets, keyed by the array's identity, and trained on stale labels
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 20)).astype(np.float32)
+    first = rng.integers(0, 2, (60, n_outputs)).reshape(60, -1 if n_outputs > 1 else 1)
+    first = first if n_outputs > 1 else first[:, 0]
+    runs = []
+    for reuse in (True, False):
+        model = MLP([20, 8, n_outputs], loss="binary_cross_entropy", backend="numba", seed=0)
+        buffer = first.copy()
+        model.partial_fit(X, buffer, batch_size=batch_size, progress=False)
+        if reuse:
+            buffer[...] = 1 - first
+        else:
+            buffer = (1 - first).copy()
+        model.partial_fit(X, buffer, batch_size=batch_size, progress=False)
+        runs.append(model.params_.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
