@@ -90,10 +90,14 @@ def write(model, path):
     config = model.get_params()
     config["layers"] = [int(size) for size in arch.layers]
     config["dtype"] = np.dtype(arch.dtype).name
-    config["seed"] = int(config["seed"])
     config["activation"], config["loss"], config["bias"] = arch.activation, arch.loss, bool(arch.bias)
     if config["output"] is not None or arch.output != DEFAULT_OUTPUT[arch.loss]:
         config["output"] = arch.output  # None stays None where it still means the loss's default
+    try:  # what read() builds: an attribute set to a bad value since (threads=0) would not load back
+        type(model)(**config)._build()
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"cannot save {os.fspath(path)!r}: the model would not load back: {error}") from None
+    config["seed"] = int(config["seed"])
     run = model.run_
     run_record = run.scalars()
     run_record["best_snapshot"] = None if run.best is None else run.best.epoch

@@ -426,3 +426,21 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(dat
     model = MLP([784, 8, 10], backend="numpy")
     with pytest.raises(ValueError, match=f"checkpoint_path '{path}': .*{words}"):
         model.fit(X, y, epochs=1, checkpoint_path=path, progress=False)
+
+
+@pytest.mark.parametrize("attribute, value, words", [
+    ("threads", 0, "threads must be 'auto' or a positive integer"),
+    ("seed", -5, "seed"),
+    ("backend", "bogus", "backend"),
+    ("init", "bogus", "init"),
+])
+def test_save_refuses_settings_load_would_refuse(tmp_path, data, attribute, value, words):
+    # attributes set after training went into the file unchecked: save succeeded, load refused it
+    X, y = data
+    model = MLP([784, 8, 10], backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=8, progress=False)
+    setattr(model, attribute, value)
+    path = tmp_path / "m.npz"
+    with pytest.raises(ValueError, match=f"cannot save '{path}': the model would not load back: .*{words}"):
+        model.save(path)
+    assert not path.exists()
