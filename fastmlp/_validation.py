@@ -136,7 +136,9 @@ def check_X(X, arch: Architecture, name="X"):
         )
     if X.dtype == np.uint8:
         return np.ascontiguousarray(X)
-    X = np.ascontiguousarray(X, dtype=arch.dtype)
+    given = X
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: reported below
+        X = np.ascontiguousarray(X, dtype=arch.dtype)
     # A NaN or infinity makes the sum non-finite; so may an overflow, so then every entry is
     # checked: one pass, and no [N, D] mask, for data that is fine
     with np.errstate(over="ignore", invalid="ignore"):
@@ -145,6 +147,11 @@ def check_X(X, arch: Architecture, name="X"):
         finite = np.isfinite(X)
         if not finite.all():
             row = _first_bad_row(~finite)
+            if np.isfinite(given[row]).all():
+                raise ValueError(
+                    f"{name} holds a value beyond the range of {np.dtype(arch.dtype).name} (about "
+                    f"{float(np.finfo(arch.dtype).max):.3g}); first at row {row}: scale the data, or train in float64"
+                )
             raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
     return X
 
@@ -157,6 +164,8 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
     y = np.asarray(y)
     if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
         raise TypeError(f"{name} must hold numbers; got an array of dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real; got dtype {y.dtype}")
     if y.ndim == 0 or len(y) != n_samples:
         got = len(y) if y.ndim else "a scalar"
         raise ValueError(f"X and {name} have different lengths: X has {n_samples} samples, {name} has {got}")

@@ -267,11 +267,17 @@ class MLP:
 
     @property
     def weights_(self):
-        return [W for W, _ in self.arch_.layout().views(self.params_)]
+        return [W for W, _ in self._layer_views("weights_")]
 
     @property
     def biases_(self):
-        return [b for _, b in self.arch_.layout().views(self.params_)]
+        return [b for _, b in self._layer_views("biases_")]
+
+    def _layer_views(self, name):
+        if not hasattr(self, "params_"):
+            # an AttributeError (hasattr(model, "weights_") stays False), with the reason
+            raise AttributeError(f"{name}: this MLP is not trained yet: call fit(X, y) first")
+        return self.arch_.layout().views(self.params_)
 
     @property
     def epochs_trained_(self):

@@ -50,6 +50,13 @@ CASES = {
     "y NaN label": ({}, (X_OK, with_row(Y_OK, 9, np.nan)), {}, ValueError, ["y", "integer", "row 9"]),
     "y one-hot": ({}, (X_OK, np.eye(10)[Y_OK]), {}, ValueError, ["y", "1-D", "argmax"]),
     "y strings": ({}, (X_OK, np.array(["cat"] * 20)), {}, TypeError, ["y", "dtype"]),
+    # complex labels or targets: the imaginary part was dropped with only NumPy's ComplexWarning
+    "y complex": ({}, (X_OK, Y_OK + 7j), {}, TypeError, ["y", "real", "complex"]),
+    "regression y complex": (
+        {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, Y_REG + 1j), {}, TypeError, ["y", "real", "complex"]),
+    # a finite float64 value that float32 cannot hold was reported as "NaN or infinity"
+    "X beyond float32": ({}, (with_row(X_OK.astype(np.float64) / 255, 3, 1e40), Y_OK), {}, ValueError,
+                         ["X", "beyond the range of float32", "row 3", "float64"]),
     "regression y wrong width": (
         {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, rng.normal(size=(20, 3))), {}, ValueError, ["y", "[20, 1]"]),
     "regression y NaN": (
@@ -117,6 +124,14 @@ def test_there_are_at_least_forty_distinct_cases():
 def test_predict_before_fit_says_so():
     with pytest.raises(RuntimeError, match="not trained yet"):
         MLP([784, 16, 10], backend="numpy").predict(X_OK)
+
+
+def test_weights_before_fit_say_so():
+    model = MLP([784, 16, 10], backend="numpy")
+    for name in ("weights_", "biases_"):
+        with pytest.raises(AttributeError, match=f"{name}: this MLP is not trained yet"):  # was: no attribute 'arch_'
+            getattr(model, name)
+        assert not hasattr(model, name)
 
 
 def test_nothing_is_trained_when_validation_data_is_bad():
