@@ -419,6 +419,11 @@ class MLP:
         given = {name: value for name, value in locals().items() if name in FIT_DEFAULTS and value is not RUN}
         previous = getattr(self, "fit_options_", None)
         options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
+        if validation_data is not None and "validation_fraction" not in given and options["validation_fraction"] is not None:
+            raise ValueError(
+                f"this run holds out validation_fraction={options['validation_fraction']!r} of its data; pass "
+                f"validation_fraction=None with validation_data to validate on that instead"
+            )
         self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
         comm = self._communicator(distributed, options)
         with self._unchanged_until_training():

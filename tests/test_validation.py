@@ -189,3 +189,15 @@ def test_read_only_targets_train_on_the_kernels_compiled_for_writeable_ones(batc
                            if any(isinstance(t, numba.types.Array) and not t.mutable for sig in new for t in sig)}
         assert not read_only_types, (name, read_only_types)
         assert np.array_equal(trained[0], trained[1]), name
+
+
+def test_validation_data_after_a_run_with_a_validation_fraction_names_the_runs_fraction():
+    # the message said "pass validation_data or validation_fraction, not both" to a call that
+    # passed only validation_data (the fraction is the run's)
+    X, y = X_OK.astype(np.float32) / 255, Y_OK
+    model = MLP([784, 16, 10], backend="numpy")
+    model.fit(X, y, validation_fraction=0.2, progress=False)
+    with pytest.raises(ValueError, match=r"this run holds out validation_fraction=0.2 .* pass validation_fraction=None"):
+        model.partial_fit(X, y, validation_data=(X, y), progress=False)
+    model.partial_fit(X, y, validation_data=(X, y), validation_fraction=None, progress=False)
+    assert len(model.history_.val_loss) == 2
