@@ -634,6 +634,13 @@ def _compare(args):
             f"tolerance: max|dW| <= {t['weights_rtol']:g} * max|W|, train loss within {t['loss_rtol']:g} (relative), "
             f"test accuracy within {t['accuracy_atol']:g}: {'backends agree' if result['agree'] else 'BACKENDS DIFFER'}"
         )
+        if not result["agree"]:
+            print(
+                f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
+                f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"
+                + (" (Adam: 0.001-0.01)" if args.optimizer == "adam" else "")
+                + "; a difference that stays there is a fault to report)"
+            )
     return 0 if result["agree"] else EXIT_ERROR
 
 

@@ -35,6 +35,8 @@ def test_compare_exits_non_zero_when_backends_differ(capsys, rng, synth, monkeyp
     out = capsys.readouterr().out
     assert status == 1
     assert "BACKENDS DIFFER" in out and "max|dW|" in out
+    # and says what else than a fault parts the runs: Adam at the default rate 0.1 'differed'
+    assert "compare again at a smaller --lr than 0.1" in out
 
 
 def test_compare_backends_sees_a_real_difference(rng, synth):
