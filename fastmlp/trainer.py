@@ -64,9 +64,9 @@ class DivergenceError(FloatingPointError):
 
 
 def _pad_validation(history, n_epochs):
-    """Keep ``val_loss`` and ``val_accuracy`` empty or one entry per epoch: a run that has been
-    validated gets None for the first ``n_epochs`` epochs that were not (a call without
-    validation data after one with it, or the reverse)."""
+    """Pad ``val_loss`` and ``val_accuracy`` with None to ``n_epochs`` entries (epochs trained
+    without validation data), so that they stay one entry per epoch; a run never validated
+    keeps them empty."""
     if not history.val_loss and n_epochs == len(history.epoch):
         return  # never validated: the lists stay empty
     missing = n_epochs - len(history.val_loss)
