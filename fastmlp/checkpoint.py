@@ -85,9 +85,11 @@ def _json(value):
 
 def write(model, path):
     """Write ``model`` (fitted or at least initialised) to ``path``, atomically. The network is
-    the one trained (``arch_``), whatever its attributes were set to since."""
+    the one trained (``arch_``), with the run's seed and init, whatever its attributes were set
+    to since."""
     arch = model.arch_
     config = model.get_params()
+    config["seed"], config["init"] = model.run_seed, getattr(model, "_run_init", config["init"])
     config["layers"] = [int(size) for size in arch.layers]
     config["dtype"] = np.dtype(arch.dtype).name
     config["activation"], config["loss"], config["bias"] = arch.activation, arch.loss, bool(arch.bias)

@@ -229,6 +229,8 @@ class MLP:
         arch = self._architecture()
         resolve_init(self.init, arch.activation)
         self.arch_ = arch
+        # the run's own seed and init, as arch_ is its architecture: set after fit, they are the next fit's
+        self._run_seed, self._run_init = int(self.seed), self.init
         self._build_backend()
         self._shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
         self.run_ = trainer.RunState()
@@ -237,6 +239,12 @@ class MLP:
         self.fit_options_ = None
         self.data_fingerprint_ = None
         self.compile_seconds_ = 0.0
+
+    @property
+    def run_seed(self):
+        """The seed this run was built with (its weights, shuffles, dropout masks and validation
+        split): ``seed`` as it was at the last ``fit``; a ``seed`` set since is the next fit's."""
+        return getattr(self, "_run_seed", self.seed)
 
     def _build_backend(self):
         threads = thread_count(self.threads)
@@ -523,7 +531,7 @@ class MLP:
         evaluate = None
         if options["validation_fraction"] is not None:
             stratify = arch.is_classifier and not arch.is_multilabel
-            train_rows, val_rows = validation_split(y, options["validation_fraction"], self.seed, stratify)
+            train_rows, val_rows = validation_split(y, options["validation_fraction"], self.run_seed, stratify)
             X_val, y_val = X[val_rows], y[val_rows]
             X, y = X[train_rows], y[train_rows]
             if sample_weight is not None:  # mean 1 again over the rows that train
@@ -557,7 +565,7 @@ class MLP:
         self.fit_options_ = options
         self.data_fingerprint_ = fingerprint
         if state is None:
-            state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.seed)
+            state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.run_seed)
         batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         backend = self.backend_
         if comm is not None:

@@ -430,9 +430,7 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(dat
 
 @pytest.mark.parametrize("attribute, value, words", [
     ("threads", 0, "threads must be 'auto' or a positive integer"),
-    ("seed", -5, "seed"),
     ("backend", "bogus", "backend"),
-    ("init", "bogus", "init"),
 ])
 def test_save_refuses_settings_load_would_refuse(tmp_path, data, attribute, value, words):
     # attributes set after training went into the file unchecked: save succeeded, load refused it
@@ -444,3 +442,17 @@ def test_save_refuses_settings_load_would_refuse(tmp_path, data, attribute, valu
     with pytest.raises(ValueError, match=f"cannot save '{path}': the model would not load back: .*{words}"):
         model.save(path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("attribute, value", [("seed", -5), ("init", "bogus"), ("seed", 9), ("init", "he")])
+def test_save_records_the_runs_seed_and_init_not_the_next_fits(tmp_path, data, attribute, value):
+    """Set after training, seed and init are the next fit's (as layers are): the file records the
+    run's, so it loads back whatever they were set to."""
+    X, y = data
+    model = MLP([784, 8, 10], seed=3, backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=8, progress=False)
+    setattr(model, attribute, value)
+    model.save(tmp_path / "m.npz")
+    loaded = MLP.load(tmp_path / "m.npz")
+    assert (loaded.seed, loaded.init) == (3, "auto")
+    np.testing.assert_array_equal(loaded.params_, model.params_)

@@ -109,6 +109,34 @@ def test_partial_fit_continues_exactly_where_fit_stopped(rng, synth, backend):
     assert twice.epochs_trained_ == 2
 
 
+def test_a_seed_set_after_fit_is_the_next_fits_not_the_runs(rng, synth, tmp_path):
+    """Like the architecture (arch_), the run keeps the seed it was built with: partial_fit
+    holds out the same validation rows and save records that seed; the next fit takes the new one."""
+    X, y = synth.digits(rng, 160)
+    options = dict(batch_size=4, validation_fraction=0.25, early_stopping=5, progress=False)
+    kept = MLP([784, 8, 10], seed=0, backend="numpy")
+    kept.fit(X, y, epochs=1, **options)
+    kept.partial_fit(X, y, epochs=1, progress=False)
+    changed = MLP([784, 8, 10], seed=0, backend="numpy")
+    changed.fit(X, y, epochs=1, **options)
+    changed.seed, changed.init = 7, "he"
+    changed.partial_fit(X, y, epochs=1, progress=False)
+    np.testing.assert_array_equal(changed.params_, kept.params_)
+    assert changed.history_.val_loss == kept.history_.val_loss
+    assert changed.run_seed == 0
+    changed.save(tmp_path / "run.npz")
+    loaded = MLP.load(tmp_path / "run.npz")
+    assert (loaded.seed, loaded.init, loaded.run_seed) == (0, "auto", 0)
+    loaded.partial_fit(X, y, epochs=1, progress=False)
+    kept.partial_fit(X, y, epochs=1, progress=False)
+    np.testing.assert_array_equal(loaded.params_, kept.params_)
+    changed.fit(X, y, epochs=1, **options)
+    assert changed.run_seed == 7
+    fresh = MLP([784, 8, 10], seed=7, init="he", backend="numpy")
+    fresh.fit(X, y, epochs=1, **options)
+    np.testing.assert_array_equal(changed.params_, fresh.params_)
+
+
 def test_lr_schedules(rng, synth):
     X, y = synth.digits(rng, 100)
     model = MLP([784, 8, 10], backend="numpy")
