@@ -176,8 +176,9 @@ def build_parser():
     )
     warmup.add_argument("--dtype", action="append", type=options.item_list(options.choice(DTYPES), example="float32,float64"),
                         metavar="LIST", help="float32 (default), float64 or both; repeatable")
-    warmup.add_argument("--batch-size", action="append", type=options.item_list(options.integer(1), example="1,32"),
-                        metavar="LIST", help="1 for per-sample SGD, any larger size for mini-batch (default 1,32); repeatable")
+    warmup.add_argument("--batch-size", action="append", type=options.item_list(options.batch_size, example="1,32"),
+                        metavar="LIST", help="1 for per-sample SGD, any larger size (or full, as train takes it) for "
+                        "mini-batch (default 1,32); repeatable")
     warmup.add_argument("--inputs", action="append", type=options.item_list(options.choice(WARMUP_INPUTS), example="uint8,float"),
                         metavar="LIST", help="uint8 pixels (default) and/or float features; repeatable")
     warmup.add_argument("--distributed", action="store_true",
@@ -675,9 +676,11 @@ def _warmup(args):
                     tic = time.perf_counter()
                     model = MLP([16, 8, 4], dtype=dtype, seed=0)
                     with compiling_ahead():
-                        model.fit(kinds[kind], y, epochs=1, batch_size=min(batch_size, 64), progress=False, **recipe)
+                        model.fit(kinds[kind], y, epochs=1, batch_size=None if batch_size is None else min(batch_size, 64),
+                                  progress=False, **recipe)
                     model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
-                    what = (f"{dtype} {kind} inputs, " + ("per-sample SGD" if batch_size == 1 else "mini-batch")
+                    mode = {1: "per-sample SGD", None: "full-batch (the mini-batch kernels)"}.get(batch_size, "mini-batch")
+                    what = (f"{dtype} {kind} inputs, {mode}"
                             + (" with an optimizer" if recipe else ""))
                     done.append({"kernels": what, "seconds": time.perf_counter() - tic})
                     if not args.json:

@@ -805,12 +805,12 @@ def test_recipe_combinations_are_refused_before_the_data_is_read(capsys, tmp_pat
 def test_warmup_compiles_what_training_needs(capsys):
     from fastmlp import kernels
 
-    status, out, err = run(capsys, "warmup", "--dtype", "float64", "--batch-size", "1,8", "--inputs", "float", "--json")
+    status, out, err = run(capsys, "warmup", "--dtype", "float64", "--batch-size", "1,8,full", "--inputs", "float", "--json")
     assert status == 0, err
     warmed = json.loads(out)["warmed"]
-    assert [w["kernels"] for w in warmed] == [
+    assert [w["kernels"] for w in warmed] == [  # full, which train takes, as train runs it
         "float64 float inputs, per-sample SGD", "float64 float inputs, per-sample SGD with an optimizer",
-        "float64 float inputs, mini-batch",
+        "float64 float inputs, mini-batch", "float64 float inputs, full-batch (the mini-batch kernels)",
     ]
     if not numba.config.DISABLE_JIT:  # the dispatchers hold the float64 versions now
         for kernel in (kernels.sgd_persample_chunk, kernels.persample_chunk, kernels.minibatch_sgd_chunk):
