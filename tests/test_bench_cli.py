@@ -388,6 +388,19 @@ def test_missing_peers_are_skipped_with_the_reason(tiny_mnist, no_peer_libraries
     assert status == 0 and "skipped torch: not installed" in out
 
 
+def test_a_peer_that_cannot_train_on_the_slice_is_skipped_and_notes_name_only_the_peers_that_ran(tiny_mnist):
+    # scikit-learn's warm-started classifier needs every class in the slice: it crashed the run
+    # with a broadcast error (losing the rows measured), and the notes described torch and jax
+    pytest.importorskip("sklearn.neural_network")
+    few = ["--layers", "784,16,10", "--activations", "sigmoid", "--samples", "5", "--repeats", "1", "--batch-sizes", "1"]
+    status, out = run_bench("--data", str(tiny_mnist), *few, "--backends", "numpy", "--peers", "sklearn")
+    assert status == 0
+    assert "skipped sklearn: the first 5 training images hold only classes [" in out and "pass a larger --samples" in out
+    status, out = run_bench("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--peers", "sklearn")
+    assert status == 0 and "peers: sklearn MLPClassifier" in out
+    assert "torch" not in out and "jax" not in out
+
+
 @pytest.mark.parametrize("peer", ["torch", "jax", "sklearn"])
 def test_peer_trains_the_same_network_to_the_same_accuracy(tiny_mnist, peer):
     pytest.importorskip({"sklearn": "sklearn.neural_network"}.get(peer, peer))

@@ -25,7 +25,7 @@ def run(args) -> int:
     info = machine_info()  # before the peers load their own BLAS and thread pools
     peer_threads = plan.peer_threads or usable_cores()
     skipped = {}
-    factories = runner_factories(plan, skipped, peer_threads)
+    factories = runner_factories(plan, skipped, peer_threads, train.labels)
     if not factories:
         raise RuntimeError("nothing to measure: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     status.row("measuring the float32 GEMM rate")
@@ -41,9 +41,15 @@ def run(args) -> int:
             emit(json.dumps(skipped_record(name, reason)))
     else:
         notes = []
-        if any(name in peer_module.PEERS for name, _ in factories):
+        running = {name for name, _ in factories if name in peer_module.PEERS}
+        threading = []
+        if "torch" in running:
             source = "--peer-threads" if plan.peer_threads else "this machine's usable cores"
-            notes.append(f"peers: torch runs with torch.set_num_threads({peer_threads}) ({source}); jax uses XLA's own CPU thread pool")
+            threading.append(f"torch runs with torch.set_num_threads({peer_threads}) ({source})")
+        if "jax" in running:
+            threading.append("jax uses XLA's own CPU thread pool")
+        if threading:
+            notes.append("peers: " + "; ".join(threading))
         for line in preamble(plan, info, gemm, len(train), len(test), notes) + ["", HEADER]:
             emit(line)
 

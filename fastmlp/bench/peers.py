@@ -66,6 +66,16 @@ def available(names):
     return usable, skipped
 
 
+def data_problem(name, labels, n_classes):
+    """Why peer ``name`` cannot train on these training ``labels`` (a reason to skip it), or None."""
+    present = np.unique(labels)
+    if name == "sklearn" and len(present) < n_classes:
+        return (f"the first {len(labels):,} training images hold only classes {present.tolist()}, and scikit-learn's "
+                f"warm-started MLPClassifier needs all {n_classes} (it refuses a fit whose classes differ); pass a "
+                f"larger --samples")
+    return None
+
+
 def make_runner(name, arch, lr, batch_size, threads, seed=0):
     if name == "torch":
         return TorchRunner(arch, lr, batch_size, threads)

@@ -104,13 +104,18 @@ def footer(measurements, skipped, plan):
             f"sample pilot run) to take over --max-seconds {plan.max_seconds:g}. samples/s is a per-sample rate and stays "
             "comparable; test accuracy is after those N samples."
         )
-    if any(m.peer for m in measurements):
-        lines.append(
-            "peers: torch and jax start from fastmlp's initial weights and visit samples in the same order; "
-            "sklearn MLPClassifier(solver='sgd', momentum=0, alpha=0, max_iter=1, shuffle=True) starts from the same "
-            "weights (warm_start) but shuffles with its own generator. Each peer's data is the same images / 255 in float32."
-        )
-        for name in dict.fromkeys(m.backend for m in measurements if m.peer):
+    ran = list(dict.fromkeys(m.backend for m in measurements if m.peer))
+    if ran:
+        notes = []
+        in_order = [name for name in ran if name != "sklearn"]
+        if in_order:
+            notes.append(f"{' and '.join(in_order)} start{'s' if len(in_order) == 1 else ''} from fastmlp's initial "
+                         f"weights and visit{'s' if len(in_order) == 1 else ''} samples in the same order")
+        if "sklearn" in ran:
+            notes.append("sklearn MLPClassifier(solver='sgd', momentum=0, alpha=0, max_iter=1, shuffle=True) starts from "
+                         "the same weights (warm_start) but shuffles with its own generator")
+        lines.append(f"peers: {'; '.join(notes)}. Each peer's data is the same images / 255 in float32.")
+        for name in ran:
             implementation = next(m.implementation for m in measurements if m.backend == name)
             lines.append(f"  {name}: {implementation}")
     for name, reason in skipped.items():

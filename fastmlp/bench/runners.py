@@ -65,11 +65,11 @@ class FastmlpRunner:
         return float((z.argmax(axis=1) == test.labels).mean())
 
 
-def runner_factories(plan, skipped, peer_threads):
+def runner_factories(plan, skipped, peer_threads, train_labels):
     """[(name, factory(arch, batch_size))] in run order: numpy, numba, then the peers.
 
-    An implementation that cannot run is left out and its reason put in ``skipped``, except a
-    backend named by --backends, which is an error.
+    An implementation that cannot run (or, a peer, cannot train on ``train_labels``) is left out
+    and its reason put in ``skipped``, except a backend named by --backends, which is an error.
     """
     factories = []
     for name in plan.backends:
@@ -85,5 +85,9 @@ def runner_factories(plan, skipped, peer_threads):
     available, unavailable = peer_module.available(plan.peers)
     skipped.update(unavailable)
     for name in available:
+        reason = peer_module.data_problem(name, train_labels, plan.layers[0][-1])
+        if reason is not None:
+            skipped[name] = reason
+            continue
         factories.append((name, lambda arch, bs, name=name: peer_module.make_runner(name, arch, plan.lr, bs, peer_threads, plan.seed)))
     return factories
