@@ -541,6 +541,16 @@ def test_console_script_and_python_m_run(tiny_mnist, tmp_path):
     assert version.returncode == 0 and version.stdout.startswith("fastmlp ")
 
 
+def test_the_commands_run_under_python_OO(tmp_path):
+    # -OO strips docstrings, and the bench parser's help was cut from its module's: every
+    # command died with an AttributeError traceback
+    for argv in (["--version"], ["bench", "--help"], ["train", "--help"]):
+        result = subprocess.run([sys.executable, "-OO", "-m", "fastmlp", *argv], capture_output=True, text=True,
+                                cwd=tmp_path, env=_cli_env(), timeout=120)
+        assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
+        assert result.stdout.strip(), argv
+
+
 @pytest.mark.mnist
 def test_default_mnist_run_reaches_95_percent(mnist, capsys):
     status, out, err = run(capsys, "train", "--data", os.environ["FASTMLP_DATA"], "--json")

@@ -96,5 +96,7 @@ def add_parser(subparsers):
 
 
 def _json_help():
+    if not __doc__:  # python -OO strips docstrings: the help goes without this part
+        return None
     start = __doc__.index("JSON output")
     return __doc__[start : __doc__.index("The package, one job per module")].strip()
