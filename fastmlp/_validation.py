@@ -185,7 +185,8 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
     if y.ndim != 1:
         raise ValueError(
             f"{name} must be a 1-D array of class labels, shape [{n_samples}]; got shape {y.shape}"
-            + (" (one-hot targets? pass y.argmax(axis=1))" if y.ndim == 2 else "")
+            + (" (a column of labels? pass y.ravel())" if y.ndim == 2 and y.shape[1] == 1
+               else " (one-hot targets? pass y.argmax(axis=1))" if y.ndim == 2 else "")
         )
     if not np.issubdtype(y.dtype, np.integer):
         if y.dtype == np.bool_:

@@ -61,6 +61,10 @@ CASES = {
         {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, rng.normal(size=(20, 3))), {}, ValueError, ["y", "[20, 1]"]),
     "regression y NaN": (
         {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, with_row(Y_REG, 5, np.nan)), {}, ValueError, ["y", "NaN", "row 5"]),
+    # a column of 0/1 labels: the one-hot hint (argmax) would have made every label 0
+    "bce labels as a column": (
+        {"layers": [2, 3, 1], "loss": "binary_cross_entropy"}, (X_REG, (np.arange(20) % 2)[:, None]), {}, ValueError,
+        ["y", "1-D", "y.ravel()"]),
     "bce label 2": (
         {"layers": [2, 3, 1], "loss": "binary_cross_entropy"}, (X_REG, np.arange(20) % 3), {}, ValueError, ["labels", "[0, 1]", "row 2"]),
     # hyperparameters
