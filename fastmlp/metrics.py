@@ -24,7 +24,7 @@ def _labels(name, values):
     values = np.asarray(values)
     if values.ndim != 1:
         raise ValueError(f"{name} must be a 1-d array of class labels; got shape {values.shape}")
-    if len(values) and not np.issubdtype(values.dtype, np.integer):
+    if len(values) and not np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_:
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.mod(values, 1) == 0):
             raise TypeError(f"{name} must hold integer class labels; got dtype {values.dtype}")
     values = values.astype(np.int64)
@@ -77,6 +77,12 @@ def evaluation_report(model, X, y):
     ``support``, and ``confusion_matrix`` (rows: true class); a regression model adds ``r2``
     (the coefficient of determination, ``MLP.score``).
     """
+    if model.arch_.is_multilabel:
+        raise ValueError(
+            f"evaluation_report is for single-label classifiers and regression models; this one has "
+            f"{model.arch_.layers[-1]} sigmoid outputs (multilabel): use model.evaluate(X, y), and per label "
+            f"confusion_matrix(y[:, k], model.predict(X)[:, k], 2)"
+        )
     metrics = model.evaluate(X, y)
     report = {"task": "classification" if model.arch_.is_classifier else "regression",
               "n_samples": int(len(X)), "loss": metrics["loss"]}

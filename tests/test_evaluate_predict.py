@@ -50,6 +50,21 @@ def test_confusion_matrix_counts_true_rows_against_predicted_columns():
     assert support.tolist() == [2, 1, 3, 0]
     assert np.isnan(precision[3]) and np.isnan(recall[3])  # 0/0: class 3 neither occurs nor is predicted
     assert confusion_matrix([1, 0], [1, 1]).shape == (2, 2)
+    # boolean labels, as MLP.score takes them for a binary model (they were refused)
+    assert confusion_matrix(np.array([True, False, True]), np.array([1, 0, 0])).tolist() == [[1, 0], [1, 1]]
+
+
+def test_the_evaluation_report_of_a_multilabel_model_says_what_to_use(rng):
+    # it crashed in confusion_matrix with "y_true must be a 1-d array" though evaluate took the label sets
+    from fastmlp import MLP
+    from fastmlp.metrics import evaluation_report
+
+    X, Y = rng.normal(size=(40, 5)), (rng.random((40, 3)) > 0.5).astype(int)
+    model = MLP([5, 4, 3], loss="binary_cross_entropy", backend="numpy")
+    model.fit(X, Y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"single-label classifiers and regression models; this one has 3 sigmoid "
+                                         r"outputs \(multilabel\): use model.evaluate"):
+        evaluation_report(model, X, Y)
 
 
 @pytest.mark.parametrize("y_true, y_pred, n_classes, words", [
