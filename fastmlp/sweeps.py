@@ -263,12 +263,14 @@ def _run_trial(number, params, source):
         record.update(status="failed", error=_describe_error(error))
         return record
     train_seconds = float(sum(history.seconds))
+    # with early stopping the model holds its best epoch's weights (tested above): score those
+    kept = history.best_epoch - 1 if fit_params.get("early_stopping") is not None and history.best_epoch else -1
     record.update(
-        val_accuracy=history.val_accuracy[-1] if history.val_accuracy else None,
-        val_loss=history.val_loss[-1],
+        val_accuracy=history.val_accuracy[kept] if history.val_accuracy else None,
+        val_loss=history.val_loss[kept],
         test_accuracy=test["accuracy"],
         test_loss=test["loss"],
-        train_loss=history.loss[-1],
+        train_loss=history.loss[kept],
         epochs_trained=model.epochs_trained_,
         stop_reason=history.stop_reason,
         train_seconds=train_seconds,

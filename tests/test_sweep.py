@@ -71,6 +71,25 @@ def test_trials_equal_direct_fits_and_are_ranked(executor, tiny_mnist_dir):
     assert set(loads.values()) == {1}
 
 
+def test_with_early_stopping_a_trial_is_scored_by_the_weights_it_keeps(tiny_mnist_dir):
+    # the record took the last epoch's scores while the model (and its test score) was the best
+    # epoch's: trials were ranked by weights they did not keep
+    base = {"layers": [784, 16, 10], "epochs": 30, "seed": 3, "early_stopping": 2, "batch_size": 4}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = fastmlp.sweep(base, grid={"lr": [5.0]}, executor=pool, data=tiny_mnist_dir)
+    record = result.trials[0]
+    assert record["status"] == "ok", record["error"]
+    X, y, X_test, y_test = fastmlp.load_dataset("mnist", tiny_mnist_dir)
+    model_params, fit_params = sweeps.split_params(record["params"])
+    model = fastmlp.MLP(**model_params)
+    history = model.fit(X, y, progress=False, **fit_params)
+    best = history.best_epoch - 1
+    assert history.best_epoch < history.stopped_epoch < 30  # it stopped, after a worse epoch
+    assert (record["val_loss"], record["val_accuracy"], record["train_loss"]) == (
+        history.val_loss[best], history.val_accuracy[best], history.loss[best])
+    assert record["test_accuracy"] == model.evaluate(X_test, y_test)["accuracy"]
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(process_pool, tiny_mnist_dir):
     grid = {"lr": [0.01, 1e6], "layers": [[784, 16, 10], [100, 16, 10]]}
     result = fastmlp.sweep({"activation": "identity", "init": "normal"}, grid=grid, executor=process_pool, data=tiny_mnist_dir)
