@@ -16,7 +16,8 @@ single-threaded worker process per core) or the cluster at a scheduler address w
 ``fastmlp[dask]`` is installed, else a ``ProcessPoolExecutor``; any ``Executor`` (or a
 ``distributed.Client``) may be passed instead. Tasks are the module-level ``_run_trial``, so
 workers import the kernels themselves (from Numba's on-disk cache) and nothing compiled is
-pickled; each worker process loads the dataset once, on its first trial (``_DATASETS``).
+pickled; each worker process loads the dataset once, on its first trial, and again only when its
+files change (``_DATASETS``).
 """
 
 from __future__ import annotations
@@ -223,15 +224,30 @@ def check_trial(params):
 
 # --- in the workers ------------------------------------------------------------------------
 
-# The datasets this worker process has loaded, by DataSource: a worker reads its data on its
-# first trial and keeps it for the next ones.
+# The datasets this worker process has loaded, by DataSource and the state of its files: a
+# worker reads its data on its first trial and keeps it for the next ones, until the files change
+# (a long-lived cluster serves sweep after sweep).
 _DATASETS = {}
+
+
+def _files_stamp(source):
+    """(name, size, mtime_ns) of each file in the directory ``source`` reads: a change in any
+    of them (rewritten, downloaded, removed) means loading again."""
+    from .data import _dataset as dataset_named, _resolve_data_dir
+
+    try:
+        directory, _ = _resolve_data_dir(dataset_named(source.dataset), source.directory)
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        return tuple((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in entries if entry.is_file())
+    except (OSError, ValueError):
+        return None  # loading says what is wrong
 
 
 def _dataset(source):
     """``(X_train, y_train, X_test, y_test)`` of ``source`` and whether it was already loaded."""
-    if source in _DATASETS:
-        return _DATASETS[source], True
+    key = (source, _files_stamp(source))
+    if key in _DATASETS:
+        return _DATASETS[key], True
     from .data import load_dataset
 
     X_train, y_train, X_test, y_test = load_dataset(source.dataset, source.directory)
@@ -239,8 +255,11 @@ def _dataset(source):
         if source.limit > len(y_train):
             raise ValueError(f"limit {source.limit} is more than the {len(y_train):,} training samples")
         X_train, y_train = X_train[: source.limit], y_train[: source.limit]
-    _DATASETS[source] = (X_train, y_train, X_test, y_test)
-    return _DATASETS[source], False
+    for stale in [cached for cached in _DATASETS if cached[0] == source]:
+        del _DATASETS[stale]
+    key = (source, _files_stamp(source))  # as loaded (a first load may have downloaded them)
+    _DATASETS[key] = (X_train, y_train, X_test, y_test)
+    return _DATASETS[key], False
 
 
 def _single_threaded_worker():

@@ -90,6 +90,26 @@ def test_with_early_stopping_a_trial_is_scored_by_the_weights_it_keeps(tiny_mnis
     assert record["test_accuracy"] == model.evaluate(X_test, y_test)["accuracy"]
 
 
+def test_a_worker_loads_the_data_again_when_its_files_change(tiny_mnist_dir):
+    # a long-lived worker (a cluster serving sweep after sweep) kept training on the old arrays
+    import gzip
+    import os
+
+    base = {"layers": [784, 8, 10], "epochs": 1, "seed": 3, "batch_size": 8}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # this process's cache
+        first = fastmlp.sweep(base, grid={"lr": [0.1]}, executor=pool, data=tiny_mnist_dir).trials[0]
+        again = fastmlp.sweep(base, grid={"lr": [0.1]}, executor=pool, data=tiny_mnist_dir).trials[0]
+        labels = tiny_mnist_dir / "train-labels-idx1-ubyte.gz"
+        raw = bytearray(gzip.decompress(labels.read_bytes()))
+        raw[8:] = bytes((value + 1) % 10 for value in raw[8:])  # every training label changes
+        labels.write_bytes(gzip.compress(bytes(raw)))
+        os.utime(labels, ns=(0, 0))  # a changed size or time, whichever the filesystem shows
+        changed = fastmlp.sweep(base, grid={"lr": [0.1]}, executor=pool, data=tiny_mnist_dir).trials[0]
+    assert again["data_cached"] and again["val_loss"] == first["val_loss"]
+    assert not changed["data_cached"]
+    assert changed["val_loss"] == direct_fit(changed["params"], tiny_mnist_dir)["val_loss"] != first["val_loss"]
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(process_pool, tiny_mnist_dir):
     grid = {"lr": [0.01, 1e6], "layers": [[784, 16, 10], [100, 16, 10]]}
     result = fastmlp.sweep({"activation": "identity", "init": "normal"}, grid=grid, executor=process_pool, data=tiny_mnist_dir)
