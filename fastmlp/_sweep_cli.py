@@ -13,7 +13,7 @@ import sys
 
 from . import _cli_options as options
 from . import sweeps
-from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, UsageError
+from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 from .backends import BACKENDS
 from .cli import (
     _add_model_options,
@@ -114,7 +114,7 @@ def add_parser(commands):
         help="dask (default when fastmlp[dask] is installed) or processes")
     add("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
         help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786) instead of a local one")
-    add("--workers", type=options.integer(1), default=None, metavar="N", help="local workers (default: one per core)")
+    add("--workers", type=options.integer(1), default=None, metavar="N", help="local workers (default: one per core this process may use)")
     output = group.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object with every trial on stdout, nothing else")
     output.add_argument("--csv", type=options.new_file((".csv",)), metavar="FILE", help="also write the ranking to FILE (.csv)")
@@ -174,18 +174,21 @@ def run(args, given):
               f"validation_fraction of the training data", file=sys.stderr, flush=True)
     result = sweeps.run_trials(trials, source, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
                                swept=(*grid, *distributions), on_result=report)
-    if args.csv:
-        result.write_csv(args.csv)
+    # the ranking is shown first: a --csv that cannot be written must not take it along
     if args.json:
-        print(result.to_json())
+        print(result.to_json(), flush=True)
     else:
         print(f"{len(trials)} trials on {result.executor}, best first (validation: {result.validation}):")
-        print(result.format_table())
-        if args.csv:
+        print(result.format_table(), flush=True)
+    if args.csv:
+        result.write_csv(args.csv)
+        if not args.json:
             print(f"ranking written to {args.csv}")
     finished = sum(record["status"] == "ok" for record in result.trials)
     if result.interrupted:
-        print(f"fastmlp: interrupted: {finished} of {len(trials)} trials finished, the others were cancelled",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        from .cli import _signalled
+
+        print(f"fastmlp: interrupted{' by SIGTERM' if _signalled else ''}: {finished} of {len(trials)} trials finished, "
+              f"the others were cancelled", file=sys.stderr)
+        return EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
     return 0 if finished else EXIT_ERROR

@@ -128,6 +128,17 @@ def _python(value):
     return value
 
 
+def _distinct(values):
+    """``values`` without repeats, in order: equal values of the same type (after ``_python``;
+    True and 1 stay apart), so that a grid's product and draws hold no trial twice."""
+    kept = []
+    for value in values:
+        plain = _python(value)
+        if not any(type(plain) is type(seen) and plain == seen for seen in kept):
+            kept.append(plain)
+    return kept
+
+
 def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, seed=None):
     """The trials' parameters, each checked as ``MLP`` and ``fit`` would check them, before
     anything runs.
@@ -152,6 +163,7 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     for name, values in grid.items():
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
             raise ValueError(f"grid[{name!r}] must be a non-empty list of values; got {values!r}")
+    grid = {name: _distinct(values) for name, values in grid.items()}  # a repeated value is one trial, as on the CLI
     both = set(grid) & set(distributions)
     if both:
         raise ValueError(f"{sorted(both)[0]!r} is both in the grid and in distributions; give it once")
@@ -339,7 +351,7 @@ def _dask_executor(workers, scheduler):
         with client:
             yield client.get_executor(pure=False), f"dask scheduler {scheduler} ({len(client.nthreads())} workers)"
         return
-    count = workers or os.cpu_count() or 1
+    count = workers or usable_cpus()
     cluster = distributed.LocalCluster(
         n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
         env={"NUMBA_NUM_THREADS": "1"},
@@ -348,13 +360,21 @@ def _dask_executor(workers, scheduler):
         yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity: taskset, a batch job's share of a node),
+    which the default number of workers follows."""
+    from .kernels._threads import available_cores
+
+    return max(1, available_cores())
+
+
 @contextmanager
 def _process_executor(workers):
     """A ProcessPoolExecutor of ``workers`` fresh (spawned, single-threaded) processes, whose
     workers are stopped when it closes (on Ctrl-C, the trials still running)."""
     import multiprocessing
 
-    count = workers or os.cpu_count() or 1
+    count = workers or usable_cpus()
     pool = concurrent.futures.ProcessPoolExecutor(
         count, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker
     )
@@ -436,6 +456,7 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     """Run ``make_trials``' trials on ``source`` (a ``DataSource``): see ``sweep``."""
     records = {}
     interrupted = False
+    cause = "Ctrl-C"
     with _executor(executor, workers, scheduler) as (pool, description):
         futures = {pool.submit(_run_trial, number, params, source): number for number, params in enumerate(trials)}
         try:
@@ -443,15 +464,17 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
                 records[futures[future]] = _outcome(future, futures[future], trials)
                 if on_result is not None:
                     on_result(records[futures[future]])
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
             interrupted = True
+            if str(interrupt).startswith("stopped by "):
+                cause = str(interrupt)[len("stopped by "):]
             for future, number in futures.items():
                 if future.done() and not future.cancelled() and number not in records:
                     records[number] = _outcome(future, number, trials)
                 else:
                     future.cancel()
     for number, params in enumerate(trials):
-        records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": "cancelled by Ctrl-C"})
+        records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": f"cancelled by {cause}"})
     return SweepResult(trials=sorted(records.values(), key=_rank), swept=tuple(swept), executor=description,
                        source=source.describe(), interrupted=interrupted)
 
@@ -535,8 +558,9 @@ class SweepResult:
         writer = csv.writer(buffer, lineterminator="\n")
         columns = self.columns()
         writer.writerow(columns)
-        for row in self.rows():
-            writer.writerow(_shown(value, name) for name, value in zip(columns, row))
+        for row in self.rows():  # numbers in full (repr): a drawn rate can be run again exactly
+            writer.writerow(repr(value) if isinstance(value, float) else _shown(value, name)
+                            for name, value in zip(columns, row))
         return buffer.getvalue()
 
     def write_csv(self, path):

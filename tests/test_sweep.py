@@ -256,7 +256,9 @@ def test_cli_json_and_csv(capsys, tiny_mnist_dir, tmp_path):
     assert status == 0, err
     rows = list(csv.DictReader(table.open()))
     assert [int(row["trial"]) for row in rows] == [t["trial"] for t in trials]
-    assert [float(row["val_loss"]) for row in rows] == pytest.approx([t["val_loss"] for t in trials], rel=1e-5)
+    # in full: a drawn rate (or any score) reads back as the number it was
+    assert [float(row["val_loss"]) for row in rows] == [t["val_loss"] for t in trials]
+    assert [float(row["lr"]) for row in rows] == [t["params"]["lr"] for t in trials]
     assert rows[0]["rank"] == "1" and rows[0]["status"] == "ok" and {"lr", "batch_size", "samples_per_second"} <= rows[0].keys()
     assert "rank" in out and f"ranking written to {table}" in out and err.count("\n") == 5  # a header, then a line per trial
 
@@ -273,6 +275,65 @@ def test_cli_interrupted_prints_what_finished_and_exits_130(capsys, monkeypatch,
     assert status == 130
     assert "cancelled" in out and "0.5000" in out
     assert err.splitlines()[-1] == "fastmlp: interrupted: 1 of 2 trials finished, the others were cancelled"
+
+
+def test_cli_sigterm_exits_143_and_says_so(capsys, monkeypatch, tmp_path):
+    # SIGTERM was reported as Ctrl-C: exit status 130, trials "cancelled by Ctrl-C"
+    from fastmlp import cli
+
+    real_run_trials = sweeps.run_trials
+
+    def terminated_after_the_first_result(trials, source, **kwargs):
+        return real_run_trials(trials, source, executor=TwoThenStuck(), swept=kwargs["swept"],
+                               on_result=lambda record: cli._terminate(15, None))
+
+    monkeypatch.setattr(sweeps, "_run_trial", lambda number, params, source: {
+        "trial": number, "params": params, "status": "ok", "error": None, "val_accuracy": 0.5, "val_loss": 1.0,
+        "test_accuracy": 0.5, "train_seconds": 1.0, "samples_per_second": 100.0})
+    monkeypatch.setattr(sweeps, "run_trials", terminated_after_the_first_result)
+    status, out, err = run(capsys, "sweep", "--data", str(tmp_path), "--grid", "lr=0.1,0.2,0.3", "--executor", "processes")
+    assert status == 143
+    assert "cancelled by SIGTERM" in out and "Ctrl-C" not in out
+    assert err.splitlines()[-1] == "fastmlp: interrupted by SIGTERM: 2 of 3 trials finished, the others were cancelled"
+
+
+def test_cli_shows_the_ranking_when_the_csv_cannot_be_written(capsys, monkeypatch, tmp_path):
+    (tmp_path / "out").mkdir()
+
+    def finished(trials, source, **kwargs):
+        (tmp_path / "out").rmdir()  # gone by the end of the sweep
+        records = [{"trial": 0, "params": trials[0], "status": "ok", "error": None, "val_accuracy": 0.5, "val_loss": 1.0,
+                    "test_accuracy": 0.5, "train_seconds": 1.0, "samples_per_second": 100.0}]
+        return sweeps.SweepResult(trials=records, swept=kwargs["swept"], executor="test")
+
+    monkeypatch.setattr(sweeps, "run_trials", finished)
+    status, out, err = run(capsys, "sweep", "--data", str(tmp_path), "--grid", "lr=0.1", "--executor", "processes",
+                           "--csv", str(tmp_path / "out" / "sweep.csv"))
+    assert status == 1
+    assert "rank" in out and "0.5000" in out  # the table came first
+    assert "sweep.csv" in err.splitlines()[-1]
+
+
+def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
+    # os.cpu_count() counted the whole machine: under taskset (or a batch job's share of a
+    # node) a sweep started a worker per core it could not use
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert sweeps.usable_cpus() == 1
+    with sweeps._process_executor(None) as (pool, description):
+        assert description == "1 worker processes"
+
+
+def test_repeated_grid_values_are_one_trial_as_on_the_command_line():
+    trials = sweeps.make_trials(BASE, {"lr": [0.1, 0.1, np.float64(0.2)], "batch_size": [16, 16]})
+    assert [(t["lr"], t["batch_size"]) for t in trials] == [(0.1, 16), (0.2, 16)]
+    drawn = sweeps.make_trials(BASE, {"lr": [0.1, 0.1, 0.2], "batch_size": [16, 16]}, n_trials=2, seed=1)
+    assert sorted(t["lr"] for t in drawn) == [0.1, 0.2]  # N distinct combinations
+    with pytest.raises(ValueError, match="more than the grid's 2 combinations"):
+        sweeps.make_trials(BASE, {"lr": [0.1, 0.1, 0.2], "batch_size": [16, 16]}, n_trials=3)
 
 
 @pytest.mark.parametrize(
