@@ -388,7 +388,7 @@ def _process_executor(workers):
 
 
 @contextmanager
-def _executor(executor, workers, scheduler):
+def _executor(executor, workers, scheduler, source=None):
     if executor is None:
         executor = "dask" if _dask_installed() else "processes"
     if scheduler is not None and executor != "dask":
@@ -401,6 +401,12 @@ def _executor(executor, workers, scheduler):
                 raise ValueError("workers sizes a local cluster; the cluster at scheduler has its own workers")
             if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
                 raise ValueError(f"workers must be a positive integer; got {workers!r}")
+        if executor == "dask":
+            _require_distributed()
+        if scheduler is None and source is not None:
+            # local workers read the files this process sees: a missing directory or too large a
+            # limit is one error here, before any worker starts (not the same failure per trial)
+            _dataset(source)
         make = _dask_executor(workers, scheduler) if executor == "dask" else _process_executor(workers)
         with make as (pool, description):
             yield pool, description
@@ -457,7 +463,7 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     records = {}
     interrupted = False
     cause = "Ctrl-C"
-    with _executor(executor, workers, scheduler) as (pool, description):
+    with _executor(executor, workers, scheduler, source) as (pool, description):
         futures = {pool.submit(_run_trial, number, params, source): number for number, params in enumerate(trials)}
         try:
             for future in concurrent.futures.as_completed(futures):

@@ -314,6 +314,18 @@ def test_cli_shows_the_ranking_when_the_csv_cannot_be_written(capsys, monkeypatc
     assert "sweep.csv" in err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("extra, words", [([], "MNIST data not found"), (["--limit", "1000"], "limit 1000 is more than the 300")])
+def test_cli_data_that_cannot_load_is_one_error_before_any_worker_starts(capsys, monkeypatch, tiny_mnist_dir, tmp_path,
+                                                                          extra, words):
+    # every trial failed with the same error, repeated in full, after a pool had started
+    started = []
+    monkeypatch.setattr(sweeps, "_process_executor", lambda workers: started.append(workers))
+    data = tmp_path if not extra else tiny_mnist_dir
+    status, out, err = run(capsys, "sweep", "--data", str(data), "--grid", "lr=0.1,0.2", "--executor", "processes", *extra)
+    assert status == 1 and out == "" and not started
+    assert err.count("\n") == 2 and words in err.splitlines()[-1]  # the header, then the one error
+
+
 def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     # os.cpu_count() counted the whole machine: under taskset (or a batch job's share of a
     # node) a sweep started a worker per core it could not use
