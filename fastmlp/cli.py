@@ -367,22 +367,50 @@ def _check_resumed_data(args, model, X_train, y_train):
         )
 
 
-def _communicator(args):
-    """The MPI communicator of ``--distributed``, or None (with a note on stderr) to train in
-    this process as usual: without mpi4py, or on a single rank."""
-    from .distributed import PER_SAMPLE_IS_SEQUENTIAL, communicator
+def _check_distributable(args):
+    from .distributed import PER_SAMPLE_IS_SEQUENTIAL
 
     if args.batch_size == 1:
         raise UsageError(f"--distributed needs --batch-size 2 or more (default 1): {PER_SAMPLE_IS_SEQUENTIAL}")
     if args.backend != "numba":
         raise UsageError(f"--distributed runs on --backend numba only; got --backend {args.backend}")
+
+
+def _communicator(args):
+    """The MPI communicator of ``--distributed``, or None (with a note on stderr) to train in
+    this process as usual: without mpi4py, or on a single rank."""
+    from .distributed import communicator
+
     comm, note = communicator(True)
     if note is not None:
         print(f"fastmlp: note: {note}", file=sys.stderr)
     return comm
 
 
+# The communicator of a distributed run of more than one rank that an interrupt ended: main
+# stops every rank through it, since a rank blocked in a collective runs no signal handler.
+_interrupted_ranks = []
+
+
 def _train(args):
+    if not args.distributed:
+        return _train_ranks(args, None)
+    if not args.resume:  # a resumed run's batch size and backend come from its checkpoint
+        _check_distributable(args)
+    comm = _communicator(args)
+    if comm is None:
+        return _train_ranks(args, None)
+    from .distributed import agreeing
+
+    try:
+        with agreeing(comm):  # a rank that fails before training (its data, its checkpoint) tells the others
+            return _train_ranks(args, comm)
+    except KeyboardInterrupt:
+        _interrupted_ranks.append(comm)
+        raise
+
+
+def _train_ranks(args, comm):
     given = getattr(args, "given", set())
     if args.checkpoint_every is not None and args.save is None:
         raise UsageError("--checkpoint-every needs --save FILE, the file to write")
@@ -395,7 +423,8 @@ def _train(args):
         model = _model(args, args.backend)
         _check_combination(model.initialize)  # before spending time on data
         _check_fit_options(args, TRAINING_OPTIONS)
-    comm = _communicator(args) if args.distributed else None
+    if args.distributed:
+        _check_distributable(args)
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
     _check_test_set(model, X_test, y_test)  # now, not after the training it would throw away
@@ -719,6 +748,7 @@ def main(argv=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     _signalled.clear()
+    _interrupted_ranks.clear()
     try:
         return _main(argv)
     finally:
@@ -763,7 +793,11 @@ def _main(argv):
         cause = "SIGTERM" if _signalled else "Ctrl-C"
         print(f"fastmlp: interrupted: {interrupt or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
-        return EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
+        status = EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
+        if _interrupted_ranks:  # the other ranks may be blocked in a collective this rank has left: stop them all
+            sys.stderr.flush()
+            _interrupted_ranks.pop().Abort(status)
+        return status
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)

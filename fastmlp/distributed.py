@@ -27,6 +27,7 @@ mpi4py (with an MPI library: the ``mpich`` wheel) is imported when a distributed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import zlib
@@ -87,17 +88,61 @@ def _crc(array):
     return zlib.crc32(np.ascontiguousarray(array))
 
 
+# The training calls of this process that have not met the other ranks yet (in check_same_run):
+# an exception in one of them is told to the other ranks there (``agreeing``).
+_UNMET = []
+_FAILED = "failed before training"
+
+
+class RanksFailed(ValueError):
+    """Raised on every rank, alike, when the ranks' training calls differ or one of them failed
+    before training: no rank waits for the others."""
+
+
+@contextlib.contextmanager
+def agreeing(comm):
+    """Run one rank's part of a distributed call (a ``fit``; the command line's set-up and
+    fit) so that the ranks cannot hang: an exception raised on this rank before the ranks met
+    in ``check_same_run`` is sent to them there (in the same collective), so every other rank
+    raises ``RanksFailed`` naming it while this one raises its own. Nested uses meet once."""
+    if comm is None:
+        yield
+        return
+    call = {"met": False}
+    _UNMET.append(call)
+    try:
+        yield
+    except Exception as error:
+        if not call["met"]:
+            try:
+                check_same_run(comm, **{_FAILED: f"{type(error).__name__}: {' '.join(str(error).split())}"})
+            except RanksFailed:
+                pass  # this rank raises its own error
+        raise
+    finally:
+        _UNMET.remove(call)
+
+
 def check_same_run(comm, **call):
     """Raise on every rank when the ranks were not given the same training call (data,
-    options, weights, optimizer state): they would otherwise wait for each other forever, or
-    silently train different models. ``call``: JSON-able values; arrays are compared by CRC."""
-    mine = {name: _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
+    options, weights, optimizer state) or one failed before it: they would otherwise wait for
+    each other forever, or silently train different models. ``call``: JSON-able values; arrays
+    are compared by CRC."""
+    for unmet in _UNMET:
+        unmet["met"] = True
+    mine = {name: [_crc(item) for item in value] if isinstance(value, list) and value and isinstance(value[0], np.ndarray)
+            else _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
     mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
     everyone = comm.allgather(mine)
+    failed = [(rank, theirs[_FAILED]) for rank, theirs in enumerate(everyone) if _FAILED in theirs]
+    if failed:
+        rank, error = failed[0]
+        more = f" (and {len(failed) - 1} other rank{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+        raise RanksFailed(f"distributed training: rank {rank}{more} failed before training, so no rank trains: {error}")
     for rank, theirs in enumerate(everyone):
         differing = sorted(name for name in mine if theirs.get(name) != everyone[0].get(name))
         if differing:
-            raise ValueError(
+            raise RanksFailed(
                 f"distributed training: rank {rank} differs from rank 0 in {', '.join(differing)}; every rank must "
                 f"make the same training call (same data, options, seed or checkpoint)"
             )

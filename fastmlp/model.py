@@ -119,6 +119,15 @@ def _describe_optimizer(options):
     return f"optimizer='sgd' with momentum={options['momentum']:g}"
 
 
+def _agreeing(comm):
+    """``distributed.agreeing(comm)``, importing it (and MPI) only for distributed calls."""
+    if comm is None:
+        return contextlib.nullcontext()
+    from .distributed import agreeing
+
+    return agreeing(comm)
+
+
 @contextlib.contextmanager
 def unchanged_until_training(owner):
     """Run a fit-like call on ``owner`` (an MLP or an estimator): if it raises before it sets
@@ -367,13 +376,15 @@ class MLP:
         or None (default): this process alone.
         """
         options = {name: value for name, value in locals().items() if name in FIT_DEFAULTS}
-        options = check_fit_options(options)
-        self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
-        comm = self._communicator(distributed, options)
-        with self._unchanged_until_training():
-            self.initialize()
-            return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                               checkpoint_every, comm)
+        comm, note = self._communicator(distributed)
+        with _agreeing(comm):  # a rank that fails before training tells the others, which would wait
+            options = check_fit_options(options)
+            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+            self._check_distributable(distributed, options, note)
+            with self._unchanged_until_training():
+                self.initialize()
+                return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                                   checkpoint_every, comm)
 
     def partial_fit(
         self,
@@ -425,20 +436,22 @@ class MLP:
         on distributed or in one process, whichever it trained in so far.
         """
         given = {name: value for name, value in locals().items() if name in FIT_DEFAULTS and value is not RUN}
-        previous = getattr(self, "fit_options_", None)
-        options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
-        if validation_data is not None and "validation_fraction" not in given and options["validation_fraction"] is not None:
-            raise ValueError(
-                f"this run holds out validation_fraction={options['validation_fraction']!r} of its data; pass "
-                f"validation_fraction=None with validation_data to validate on that instead"
-            )
-        self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
-        comm = self._communicator(distributed, options)
-        with self._unchanged_until_training():
-            if not hasattr(self, "params_"):
-                self.initialize()
-            return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                               checkpoint_every, comm)
+        comm, note = self._communicator(distributed)
+        with _agreeing(comm):  # as in fit
+            previous = getattr(self, "fit_options_", None)
+            options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
+            if validation_data is not None and "validation_fraction" not in given and options["validation_fraction"] is not None:
+                raise ValueError(
+                    f"this run holds out validation_fraction={options['validation_fraction']!r} of its data; pass "
+                    f"validation_fraction=None with validation_data to validate on that instead"
+                )
+            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+            self._check_distributable(distributed, options, note)
+            with self._unchanged_until_training():
+                if not hasattr(self, "params_"):
+                    self.initialize()
+                return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
+                                   checkpoint_every, comm)
 
     def _unchanged_until_training(self):
         """A call that fails before its run changes (bad data, validation data or options found
@@ -466,21 +479,28 @@ class MLP:
         if checkpoint_path is not None:
             check_target(checkpoint_path, "checkpoint_path")
 
-    def _communicator(self, distributed, options):
-        """The MPI communicator of a distributed call, or None (with a warning when one was asked
-        for but there is no MPI or a single rank); a ValueError for what cannot be distributed."""
+    def _communicator(self, distributed):
+        """``(comm, note)``: the MPI communicator of a distributed call, or None, and why not
+        when one was asked for (no MPI, a single rank), for ``_check_distributable`` to warn."""
         if distributed is None or distributed is False:
-            return None
+            return None, None
+        from . import distributed as data_parallel
+
+        return data_parallel.communicator(distributed)
+
+    def _check_distributable(self, distributed, options, note):
+        """A ValueError for a distributed call that cannot be distributed; else the ``note``
+        of one that trains in this process after all, as a DistributedWarning."""
+        if distributed is None or distributed is False:
+            return
         from . import distributed as data_parallel
 
         if self.backend != "numba":
             raise ValueError(f"distributed training runs on backend='numba' only; got backend={self.backend!r}")
         if options["batch_size"] == 1:
             raise ValueError(f"distributed training needs batch_size >= 2 (or None): {data_parallel.PER_SAMPLE_IS_SEQUENTIAL}")
-        comm, note = data_parallel.communicator(distributed)
         if note is not None:
             warnings.warn(note, data_parallel.DistributedWarning, stacklevel=3)
-        return comm
 
     def _train(self, X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
                checkpoint_every, comm=None):
@@ -554,7 +574,8 @@ class MLP:
             check_same_run(comm, data=fingerprint.result(), options=options, epochs=epochs, run=run.scalars(),
                            shuffle=self._shuffle_rng.bit_generator.state, params=self.params_,
                            slots=None if state is None else state.slots,
-                           counters=None if state is None else state.counters, sample_weight=sample_weight)
+                           counters=None if state is None else state.counters, sample_weight=sample_weight,
+                           validation_data=None if validation_data is None else [X_val, y_val])
 
         data = self.backend_.prepare(X)
         fingerprint = fingerprint.result()

@@ -92,6 +92,15 @@ try:
 except fastmlp.DivergenceError as error:  # raised on every rank, or the run would hang
     results["diverged"] = np.array([error.epoch, error.sample, error.row])
     results["diverged_params"] = model.params_
+# rank 1 alone fails before training (its checkpoint directory is missing there), then rank 1
+# alone validates on other data: every rank stops with an error at the start, none hangs
+for number, kwargs in enumerate([{"checkpoint_path": "missing-here/run.npz" if comm.rank == 1 else "run.npz"},
+                                 {"validation_data": (arrays["X"][:20 + comm.rank], arrays["y"][:20 + comm.rank])}]):
+    try:
+        fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], batch_size=32, progress=False, distributed=True,
+                                             **kwargs)
+    except ValueError as error:
+        results[f"refused{number}"] = np.array(comm.gather(f"{type(error).__name__}: {error}", root=0))
 if comm.rank == 0:
     np.savez("result.npz", ranks=comm.size, **results)
 """ % (EPOCHS, EPOCHS)
@@ -125,6 +134,15 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     np.testing.assert_array_equal(result["diverged"], [error.epoch, error.sample, error.row])
     np.testing.assert_allclose(result["diverged_params"], single.params_, rtol=WEIGHTS_RTOL["float32"])
 
+    # a rank that failed before training was waited for by the others for ever; ranks that
+    # validate on different data trained different runs
+    rank0, rank1 = result["refused0"]
+    assert rank0.startswith("RanksFailed: distributed training: rank 1 failed before training, so no rank trains: "
+                            "ValueError: checkpoint_path 'missing-here/run.npz'")
+    assert rank1.startswith("ValueError: checkpoint_path 'missing-here/run.npz'")
+    assert all(message.startswith("RanksFailed: distributed training: rank 1 differs from rank 0 in validation_data")
+               for message in result["refused1"])
+
 
 def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp_path, capsys):
     work = tmp_path / "work"
@@ -154,6 +172,51 @@ def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp
     resumed = fastmlp.MLP.load(work / "resumed.npz")
     np.testing.assert_array_equal(resumed.params_, two.params_)
     np.testing.assert_array_equal(resumed.optimizer_state_.slots, two.optimizer_state_.slots)
+
+
+def test_cli_a_rank_without_its_data_stops_every_rank(tiny_mnist_dir, tmp_path):
+    # rank 1 said "MNIST data not found" and exited; rank 0 waited for it for ever
+    command = mpiexec()
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    train = [sys.executable, "-m", "fastmlp", "train", "--distributed", "--layers", "784,8,10", "--batch-size", "20",
+             "--no-progress"]
+    done = subprocess.run([command, "-n", "1", *train, "--data", str(tiny_mnist_dir), ":", "-n", "1", *train, "--data",
+                           str(tmp_path / "not-on-this-node")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert done.returncode == 1
+    assert ("fastmlp: error: distributed training: rank 1 failed before training, so no rank trains: "
+            "DataNotFoundError: MNIST data not found") in done.stderr
+
+
+def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnist_dir, tmp_path):
+    # a rank that had left the training loop stranded the other in a collective, where no
+    # signal handler runs: the job hung after a batch system's SIGTERM
+    import signal
+    import time
+
+    command = mpiexec()
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    job = subprocess.Popen([command, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--distributed", "--data",
+                            str(tiny_mnist_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
+                            "--no-progress", "--save", "run.npz", "--checkpoint-every", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "run.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        assert (tmp_path / "run.npz").exists(), job.communicate(timeout=60)
+        time.sleep(0.5)
+        os.kill(job.pid, signal.SIGTERM)  # mpiexec passes it on to the ranks, as Slurm's time-out does
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 143, err
+    assert "stopped by SIGTERM" in err or "(SIGTERM)" in err
+    assert fastmlp.MLP.load(tmp_path / "run.npz").epochs_trained_ >= 1
 
 
 def test_without_mpi4py_a_note_then_training_as_usual(rng, monkeypatch, tiny_mnist_dir, capsys):
