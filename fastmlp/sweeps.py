@@ -23,6 +23,7 @@ files change (``_DATASETS``).
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import csv
 import io
 import itertools
@@ -458,31 +459,56 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
                       on_result=on_result)
 
 
+# How often a trial whose worker process was lost (ProcessPoolExecutor's BrokenProcessPool,
+# which fails every trial not finished) is run again in a new pool before it is recorded failed.
+LOST_WORKER_RETRIES = 2
+
+
 def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, swept=(), on_result=None):
     """Run ``make_trials``' trials on ``source`` (a ``DataSource``): see ``sweep``."""
     records = {}
     interrupted = False
     cause = "Ctrl-C"
-    with _executor(executor, workers, scheduler, source) as (pool, description):
-        futures = {pool.submit(_run_trial, number, params, source): number for number, params in enumerate(trials)}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                records[futures[future]] = _outcome(future, futures[future], trials)
-                if on_result is not None:
-                    on_result(records[futures[future]])
-        except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
-            interrupted = True
-            if str(interrupt).startswith("stopped by "):
-                cause = str(interrupt)[len("stopped by "):]
-            for future, number in futures.items():
-                if future.done() and not future.cancelled() and number not in records:
+    kind = ("dask" if _dask_installed() else "processes") if executor is None else executor
+    # a pool of our own is started again when a worker is lost (a pool given to us cannot be;
+    # Dask reschedules the tasks of a lost worker itself)
+    restartable = isinstance(kind, str) and kind == "processes"
+    pending, lost = list(range(len(trials))), dict.fromkeys(range(len(trials)), 0)
+    description = ""
+    while pending and not interrupted:
+        broken = []
+        with _executor(executor, workers, scheduler, source) as (pool, description):
+            futures = {pool.submit(_run_trial, number, trials[number], source): number for number in pending}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    number = futures[future]
+                    if restartable and lost[number] < LOST_WORKER_RETRIES and _lost_worker(future):
+                        lost[number] += 1
+                        broken.append(number)
+                        continue
                     records[number] = _outcome(future, number, trials)
-                else:
-                    future.cancel()
+                    if on_result is not None:
+                        on_result(records[number])
+            except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
+                interrupted = True
+                if str(interrupt).startswith("stopped by "):
+                    cause = str(interrupt)[len("stopped by "):]
+                for future, number in futures.items():
+                    if future.done() and not future.cancelled() and number not in records and not _lost_worker(future):
+                        records[number] = _outcome(future, number, trials)
+                    else:
+                        future.cancel()
+        pending = sorted(broken)
     for number, params in enumerate(trials):
         records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": f"cancelled by {cause}"})
     return SweepResult(trials=sorted(records.values(), key=_rank), swept=tuple(swept), executor=description,
                        source=source.describe(), interrupted=interrupted)
+
+
+def _lost_worker(future):
+    """Whether ``future`` failed because its pool lost a worker process (it, or another trial's)."""
+    return (future.done() and not future.cancelled()
+            and isinstance(future.exception(), BrokenProcessPool))
 
 
 def _outcome(future, number, trials):

@@ -122,6 +122,26 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(process_pool, tiny_mn
     assert [record["trial"] for record in result.trials[1:]] == [1, 2, 3]
 
 
+def test_a_lost_worker_process_costs_no_trial(tiny_mnist_dir):
+    # ProcessPoolExecutor breaks when a worker dies: every trial not finished was recorded
+    # "failed: BrokenProcessPool", including those that had not started
+    import os
+    import signal
+
+    killed = []
+
+    def kill_the_first_worker(record):
+        if not killed:
+            killed.append(int(record["worker"].rsplit(":", 1)[1]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.02, 0.03, 0.04, 0.05]}, executor="processes", workers=2,
+                           data=tiny_mnist_dir, on_result=kill_the_first_worker)
+    assert killed and [record["status"] for record in result.trials] == ["ok"] * 5, [r["error"] for r in result.trials]
+    record = result.trials[-1]
+    assert {name: record[name] for name in SCORES} == direct_fit(record["params"], tiny_mnist_dir)
+
+
 def test_ranking_order():
     ok = lambda n, accuracy, loss: {"trial": n, "status": "ok", "val_accuracy": accuracy, "val_loss": loss}  # noqa: E731
     records = [
