@@ -474,7 +474,6 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     # Dask reschedules the tasks of a lost worker itself)
     restartable = isinstance(kind, str) and kind == "processes"
     pending, lost = list(range(len(trials))), dict.fromkeys(range(len(trials)), 0)
-    description = ""
     while pending and not interrupted:
         broken = []
         with _executor(executor, workers, scheduler, source) as (pool, description):
