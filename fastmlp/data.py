@@ -448,7 +448,7 @@ def _retrieve(url, known_hash, directory, file_name, progress):
     finally:
         logger.setLevel(level)
         if progress:
-            bar.close()
+            bar.finish(os.path.join(directory, file_name))
 
 
 class _DownloadBar:
@@ -475,12 +475,27 @@ class _DownloadBar:
     def update(self, n_bytes):
         self._bar.update(n_bytes)
 
+    # pooch counts a whole chunk per chunk received, then ends with reset(), update(total) and
+    # close(), which fill the bar to the size the server announced. Without one (no
+    # Content-Length) that showed "0.00B": the bar stays open, and ``finish`` shows the size of
+    # the file written.
+
     def reset(self):
-        self._bar.reset()
+        if self._bar.total:
+            self._bar.reset()
 
     def close(self):
-        if self._bar is not None:
+        if self._bar is not None and self._bar.total:
             self._bar.close()
+
+    def finish(self, path):
+        """Close the bar, showing ``path``'s size where the server did not announce one."""
+        if self._bar is None or self._bar.disable:
+            return
+        if not self._bar.total and os.path.isfile(path):
+            self._bar.n = os.path.getsize(path)
+            self._bar.refresh()
+        self._bar.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -620,6 +620,7 @@ class MirrorServer:
         self.files = {name + ".gz": gzip.compress(idx_bytes(array)) for name, array in self.arrays.items()}
         self.responses = {}
         self.requests = []
+        self.send_length = True  # False: no Content-Length header, as some servers send
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -630,7 +631,10 @@ class MirrorServer:
                     self.send_error(response)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(response)))
+                if server.send_length:
+                    self.send_header("Content-Length", str(len(response)))
+                else:
+                    self.send_header("Connection", "close")  # the end of the body is the end of the connection
                 self.end_headers()
                 self.wfile.write(response[: len(response) // 2] if isinstance(response, Truncated) else response)
 
@@ -814,13 +818,26 @@ def test_download_progress_is_a_tqdm_bar_per_file(cache_dir, server, capsys):
         assert f"\r{name}.gz: 100%|" in err, err
     assert err.count("\n") == 4 and err.endswith("B/s]\n")  # one finished bar left per file
 
+    # Without a Content-Length, each bar counts the bytes received (it ended at "0.00B")
+    for name in os.listdir(cache_dir):
+        os.remove(cache_dir / name)
+    server.send_length = False
+    load_mnist(progress=True)
+    err = capsys.readouterr().err
+    lines = err.rstrip("\n").split("\n")  # (splitlines would split at the bars' carriage returns)
+    assert len(lines) == 4, err  # one finished bar per file
+    for name, line in zip(FILE_NAMES, lines):
+        size = len(server.files[name + ".gz"])
+        assert re.search(rf"\r{name}.gz: {size}(\.0)?B \[[^\r]*$", line), (size, line)  # the bar ends at the file's size
+    server.send_length = True
+
     # Silent when asked, and by default when stderr is not a terminal.
     for progress in (False, None):
         for name in os.listdir(cache_dir):
             os.remove(cache_dir / name)
         load_mnist(progress=progress)
         assert capsys.readouterr().err == ""
-    assert len(server.requests) == 12
+    assert len(server.requests) == 16
 
 
 # --------------------------------------------------------------------------------------
