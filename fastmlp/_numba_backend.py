@@ -246,7 +246,8 @@ class NumbaBackend:
     def _train_per_sample(self, params, data, labels, target_rows, weights, order, lr, optimizer, state,
                           kernel=None):
         if kernel is not None or not _plain_kernel(optimizer, weights.size > 0):
-            # the general kernel: any optimizer, and sample weights (the plain one has neither)
+            # the general kernel: any optimizer, and sample weights (the plain one has neither); one thread
+            self.per_sample_threads_used = 1
             (kernels.persample_chunk if kernel is None else kernel)(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
@@ -263,6 +264,7 @@ class NumbaBackend:
             labels, target_rows, order, 0, len(order),
         )
         compiling = self._persample_compiling
+        self.per_sample_threads_used = self.threads
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
         elif not _compiling_ahead and compiling is not None and compiling.poll() is None:

@@ -491,7 +491,8 @@ def _train_ranks(args, comm):
         "resumed_after_epoch": done_before if args.resume else None,
         "batch_size": args.batch_size if args.batch_size is not None else len(X_train),
         "backend": model.backend,
-        "threads": 1 if comm is not None else model.backend_.threads,
+        # per-sample: the plain SGD kernel's threads, 1 for the general kernel (any other recipe)
+        "threads": 1 if comm is not None else getattr(model.backend_, "per_sample_threads_used", model.backend_.threads),
         "ranks": 1 if comm is None else comm.Get_size(),
         "dtype": model.dtype,
         "layers": list(model.arch_.layers),

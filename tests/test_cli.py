@@ -568,6 +568,13 @@ def test_json_reports_the_threads_actually_used(capsys, tiny_mnist):
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--threads", "4", "--json")
     assert status == 0, err
     assert json.loads(out)["threads"] == 1
+    # 64 units take two threads with plain SGD; any other recipe runs the general kernel, on one
+    # (it reported the two asked for)
+    for recipe, used in (([], 2), (["--momentum", "0.9"], 1), (["--dropout", "0.1"], 1)):
+        status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,64,10", "--threads", "2",
+                               "--json", *recipe)
+        assert status == 0, err
+        assert json.loads(out)["threads"] == used, recipe
 
 
 def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
