@@ -322,7 +322,13 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
         n_correct += chunk_correct
         done += chunk_done
         if on_chunk is not None:
-            on_chunk(chunk_done, loss_sum / max(done, 1))
+            try:
+                on_chunk(chunk_done, loss_sum / max(done, 1))
+            except KeyboardInterrupt:  # in the progress bar's update: the chunk is trained
+                raise TrainingInterrupted(
+                    f"training interrupted in epoch {epoch} after {done} samples; "
+                    f"the model holds the weights from after sample {done} of that epoch"
+                ) from None
     return loss_sum, n_correct, seconds
 
 
@@ -379,6 +385,18 @@ def train(
                 backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
                 on_chunk=on_chunk, optimizer=optimizer, state=state, sample_weight=sample_weight,
             )
+        validation = None
+        if evaluate is not None:
+            try:
+                validation = evaluate()
+            except KeyboardInterrupt:
+                # nothing of the epoch is recorded yet: the run stays at the epochs before it,
+                # as after an interrupt inside a chunk, with the weights as they are
+                raise TrainingInterrupted(
+                    f"training interrupted while validating epoch {epoch + 1}: its training ran to the end, but "
+                    f"the run counts only the {epoch} epoch{'s' if epoch != 1 else ''} before it; the model holds "
+                    f"the weights from the end of that training"
+                ) from None
         history.epoch.append(epoch + 1)
         history.lr.append(rate)
         history.loss.append(loss_sum / n_samples)
@@ -387,8 +405,8 @@ def train(
         history.samples.append(n_samples)
         history.samples_per_second.append(n_samples / seconds if seconds > 0 else float("inf"))
         monitored = history.loss[-1]
-        if evaluate is not None:
-            val_loss, val_accuracy = evaluate()
+        if validation is not None:
+            val_loss, val_accuracy = validation
             _pad_validation(history, len(history.epoch) - 1)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)

@@ -54,6 +54,29 @@ def test_ctrl_c_keeps_the_last_completed_chunk(rng, synth, backend, monkeypatch)
     np.testing.assert_array_equal(model.params_, after_chunk[-1])
 
 
+def test_ctrl_c_while_validating_leaves_a_run_that_agrees_with_its_history(rng, synth, monkeypatch):
+    # the epoch went into the history before its validation, the count after it: a Ctrl-C in
+    # between left history_.epoch [1, 2] with one epoch counted, then [1, 2, 2] after partial_fit
+    X, y = synth.digits(rng, 300)
+    model = MLP([784, 8, 10], seed=0, backend="numpy")
+    real = model._metrics
+    calls = []
+
+    def interrupted_on_the_second_validation(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(model, "_metrics", interrupted_on_the_second_validation)
+    with pytest.raises(TrainingInterrupted, match="while validating epoch 2: .* counts only the 1 epoch before it"):
+        model.fit(X, y, epochs=3, batch_size=10, validation_fraction=0.2, progress=False)
+    assert model.epochs_trained_ == 1 and model.history_.epoch == [1] and len(model.history_.val_loss) == 1
+    model.partial_fit(X, y, epochs=1, progress=False)
+    assert model.epochs_trained_ == 2 and model.history_.epoch == [1, 2] and len(model.history_.val_loss) == 2
+    assert None not in model.history_.val_loss
+
+
 def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
     from fastmlp import cli
 
