@@ -792,7 +792,7 @@ def _main(argv):
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
         cause = "SIGTERM" if _signalled else "Ctrl-C"
-        print(f"fastmlp: interrupted: {interrupt or 'stopped by ' + cause}"
+        print(f"fastmlp: interrupted: {str(interrupt) or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         status = EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
         if _interrupted_ranks:  # the other ranks may be blocked in a collective this rank has left: stop them all

@@ -115,6 +115,8 @@ class compile_notice:
         if timer is not None:
             timer.cancel()
         if self.shown:
-            self.stream.write(f"compiled in {self._time() - self._started:.1f} s\n")
+            seconds = self._time() - self._started
+            self.stream.write(f"compiled in {seconds:.1f} s\n" if exc[0] is None else
+                              f"compiling stopped after {seconds:.1f} s ({exc[0].__name__})\n")
             self.stream.flush()
         return False

@@ -866,3 +866,23 @@ def test_compile_notice_shows_only_while_compiling():
     with compile_notice("anything", enabled=False, stream=silent, after=0.0):
         time.sleep(0.05)
     assert quick.getvalue() == "" and silent.getvalue() == ""
+    # an interrupted compile did not compile: it said "compiled in N s" all the same
+    stopped = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        with compile_notice("anything", enabled=True, stream=stopped, after=0.01):
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+    assert stopped.getvalue().splitlines()[1].startswith("compiling stopped after ")
+    assert "compiled in" not in stopped.getvalue()
+
+
+def test_ctrl_c_outside_training_is_one_line_that_says_so(capsys, monkeypatch):
+    # a KeyboardInterrupt without a message (outside a training chunk) printed "interrupted: "
+    from fastmlp import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_train", interrupted)
+    assert cli.main(["train"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "fastmlp: interrupted: stopped by Ctrl-C\n"
