@@ -802,4 +802,6 @@ def _main(argv):
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        # an error that a SIGTERM caused (where its exception could not come through) is still
+        # the SIGTERM's end for a batch system
+        return EXIT_TERMINATED if _signalled else EXIT_ERROR

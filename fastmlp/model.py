@@ -26,7 +26,7 @@ from ._validation import (
 )
 from .backends import make_backend
 from .network import Architecture, init_params, resolve_init
-from .progress import compile_notice
+from .progress import compile_notice, signals_not_lost
 
 # The training options of fit and partial_fit, with fit's defaults (the README lists them). A run
 # records the values it trains with in ``fit_options_``; partial_fit keeps them unless told
@@ -598,7 +598,7 @@ class MLP:
         mode = "per-sample" if batch == 1 else "mini-batch"
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
                 f"on {'uint8' if X.dtype == np.uint8 else 'float'} inputs")
-        with compile_notice(what, enabled=progress if self.backend == "numba" else False):
+        with compile_notice(what, enabled=progress if self.backend == "numba" else False), signals_not_lost():
             backend.warmup(self.params_, data, y, batch, opt, state, sample_weight, inference=evaluate is not None)
         self.compile_seconds_ += backend.compile_seconds - compile_before
         schedule = trainer.Schedule(

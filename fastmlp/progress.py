@@ -9,7 +9,9 @@ so piped or logged runs carry no carriage-return noise.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 
 
 def _tqdm():
@@ -81,7 +83,6 @@ class compile_notice:
     ``enabled`` as ``progress_bar``'s."""
 
     def __init__(self, what, *, enabled=None, stream=None, after=0.5):
-        import threading
         import time
 
         self._time = time.perf_counter
@@ -120,3 +121,55 @@ class compile_notice:
                               f"compiling stopped after {seconds:.1f} s ({exc[0].__name__})\n")
             self.stream.flush()
         return False
+
+
+@contextlib.contextmanager
+def signals_not_lost():
+    """Around a compile: SIGINT and SIGTERM act as usual (KeyboardInterrupt, or what their
+    handlers do), but one that arrives while LLVM generates code is handled inside its ctypes
+    callback, which prints and drops the exception: the compile then went on (the signal lost:
+    a batch system's time-out ignored) or failed with Numba's "no compiled object yet". A
+    signal received here is delivered again when the compile ends, or in place of its error."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def deliver(number, frame):
+        handler = previous[number]
+        if callable(handler):
+            handler(number, frame)  # Python's KeyboardInterrupt, the CLI's Terminated, ...
+        elif handler == signal.SIG_DFL:
+            signal.signal(number, signal.SIG_DFL)
+            signal.raise_signal(number)  # the default action: the process ends
+
+    def record(number, frame):
+        received.append(number)
+        deliver(number, frame)
+
+    for number in previous:
+        if previous[number] is not None:
+            signal.signal(number, record)
+    try:
+        try:
+            yield
+        except Exception as error:
+            if not received:
+                raise
+            failure = error
+        else:
+            failure = None
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    if received:  # the handler's exception did not come through: deliver it again
+        try:
+            deliver(received[0], None)
+        except BaseException as interrupt:
+            raise interrupt from failure
+        if failure is not None:
+            raise failure

@@ -77,6 +77,36 @@ def test_ctrl_c_while_validating_leaves_a_run_that_agrees_with_its_history(rng, 
     assert None not in model.history_.val_loss
 
 
+def test_a_signal_dropped_during_a_compile_is_delivered_after_it():
+    # a Ctrl-C or SIGTERM handled inside LLVM's ctypes callback is printed and dropped there:
+    # the compile went on (the signal lost) or failed with "no compiled object yet"
+    import signal
+
+    from fastmlp.progress import signals_not_lost
+
+    def dropped_by_ctypes():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        with signals_not_lost():
+            dropped_by_ctypes()  # the compile then finishes
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with signals_not_lost():
+            dropped_by_ctypes()
+            raise RuntimeError("no compiled object yet for <Library 'persample_chunk'>")
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    with pytest.raises(KeyboardInterrupt):
+        with signals_not_lost():
+            signal.raise_signal(signal.SIGINT)  # handled in Python: through at once, as usual
+            raise AssertionError("not reached")
+    with signals_not_lost():
+        pass  # no signal: nothing happens
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
     from fastmlp import cli
 
