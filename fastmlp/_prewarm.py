@@ -332,8 +332,8 @@ def start(plan, dtype, values_dtype):
             return None
         claims = new_claims_directory() if plan == "mini-batch" else None
         process = subprocess.Popen(
-            [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name]
-            + ([] if claims is None else ["--claims", claims]),
+            [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name,
+             "--parent", str(os.getpid())] + ([] if claims is None else ["--claims", claims]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
     except (OSError, ValueError, AttributeError):  # no process, or a Numba without these cache attributes
@@ -370,10 +370,30 @@ def main(argv=None):
     parser.add_argument("dtype", choices=["float32", "float64"])
     parser.add_argument("values_dtype", choices=["uint8", "float32", "float64"])
     parser.add_argument("--claims", help="a directory where the fit's process and this one claim helpers (mini-batch)")
+    parser.add_argument("--parent", type=int, help="the fit's process: this one ends when it does")
     args = parser.parse_args(argv)
+    _exit_with_parent(args.parent)
     for call in PLANS[args.plan](args.dtype, args.values_dtype, args.claims):
         call()
     return 0
+
+
+def _exit_with_parent(parent):
+    """End this process when the fit's process ``parent`` ends (Linux: the kernel's parent-death
+    signal; a thread watching could not run while LLVM holds the GIL): its atexit stop does not
+    run when a signal (SIGTERM, SIGKILL) ends it, and nobody needs this compile then. A claims
+    directory left behind is removed by the next cold fit (``remove_stale_claims``)."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # ended before the signal was asked for
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -417,7 +417,7 @@ started = []
 
 class Started:  # stands in for the process: records what would have run, and has finished
     def __init__(self, args, **kwargs):
-        started.append(args[-3:])
+        started.append(args[3:6])
 
     def poll(self):
         return 0
@@ -523,6 +523,38 @@ def test_a_process_still_compiling_at_exit_is_stopped(python_process):
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)  # gone: stopped (and reaped) when its parent exited
         assert not os.path.exists(claims)  # and the directory where the two claimed helpers
+
+
+def test_a_process_whose_fit_was_killed_ends_soon_after_it(python_process):
+    # SIGTERM or SIGKILL skip the fit's atexit stop: the second process compiled on for half a
+    # minute
+    import time
+
+    from fastmlp.kernels._threads import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("starts only with two cores available")
+    code = ("import os, signal, sys\n"
+            "from fastmlp import _prewarm\n"
+            "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
+            "print(process.pid, process.fastmlp_claims, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")  # no atexit
+    with tempfile.TemporaryDirectory() as cache_dir:
+        status, out, err = python_process(["-c", code], dict(NUMBA_CACHE_DIR=cache_dir))
+        assert status == -9, err
+        pid = out.split()[0]
+
+        def running():
+            try:
+                with open(f"/proc/{pid}/status") as status_file:
+                    return "\tZ" not in status_file.read()  # a zombie has ended
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 15
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not running()  # (its claims directory goes with the next cold fit: the next test)
 
 
 def test_claims_directories_of_ended_processes_are_removed(tmp_path):
