@@ -150,6 +150,8 @@ class ThreadChooser:
         each training the chunk's samples start .. start + n - 1 (whole batches, except at the
         chunk's end) on ``count`` threads; a call that does fewer than n stops the chunk (a
         non-finite loss). Returns the samples done."""
+        if self.adaptive and batch_size > PROBE_SAMPLES and 2 * batch_size > n_samples:
+            return self._run_whole(n_samples, batch_size, call)
         start = 0
         if self._probe_due(n_samples, batch_size):
             # the first chunk measures one thread first, then probes all threads; so does a
@@ -180,6 +182,43 @@ class ThreadChooser:
         n_done, seconds = self._timed(call, count, start, n_samples - start)
         self._record(count, n_done, seconds)
         return start + n_done
+
+    def _run_whole(self, n_samples, batch_size, call):
+        """A chunk of one batch too large to split into probes (batch sizes over 4096 make a
+        chunk each, full batch one an epoch): every chunk runs on one count, and the counts are
+        compared across chunks, as probes compare them within one: one thread first, then all;
+        then all threads only when clearly faster, looked at again after 1, 4, 16 ... chunks,
+        at once when they slow down, and not while no core is spare."""
+        count, probing = self.current, False
+        spare = self._spare_core()  # looked at every chunk: over the last one
+        if len(self.rate) < 2:
+            count = 1 if 1 not in self.rate else self.most
+            if count == self.most and spare is False:
+                count = self.current = 1  # busy: all threads would be held up; look again next chunk
+            probing = count != self.current or len(self.rate) == 0
+        elif self.since_probe + 1 >= self.probe_every:
+            other = self.other(self.current)
+            if other != self.most or spare is True:
+                count, probing = other, True
+                self.since_probe = 0
+        else:
+            self.since_probe += 1
+        n_done, seconds = self._timed(call, count, 0, n_samples)
+        if n_done == n_samples == batch_size and seconds > 0:  # a whole batch: a speed to compare
+            known = self.rate.get(count)
+            per_sample = seconds / n_samples
+            if count == self.current == self.most and known is not None and per_sample > SLOWDOWN * known:
+                self.since_probe, self.probe_every = 0, 1  # slowed down: look at one thread next chunk
+            self.rate[count] = per_sample
+            if len(self.rate) == 2:
+                chosen = self.most if self.rate[self.most] * MARGIN < self.rate[1] else 1
+                if chosen != self.current:
+                    self.current = chosen
+                    self.switches += 1
+                    self.probe_every = 1
+                elif probing:
+                    self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
+        return n_done
 
     def _probe_due(self, n_samples, batch_size):
         if not self.adaptive or 2 * self._probe_size(batch_size) > n_samples:

@@ -252,6 +252,25 @@ def test_idle_seconds_and_cpus_from_proc_stat(tmp_path):
     assert _count_cpus(str(stat)) == 2
 
 
+@pytest.mark.parametrize("batch_size", [8192, 60000])  # a chunk per batch; full batch: a chunk per epoch
+def test_chunks_of_one_large_batch_are_compared_across_chunks(batch_size):
+    # such a chunk cannot hold two probes: "auto" ran every one on two threads, about twice as
+    # slow as one on a machine with a core busy
+    quiet = chooser()
+    runs = [run_chunk(quiet, batch_size, batch_size, QUIET) for _ in range(60)]
+    assert runs[0] == [(1, batch_size)] and runs[1] == [(2, batch_size)]  # one thread first, then all
+    assert all(len(calls) == 1 for calls in runs)  # never split
+    assert sum(calls[0][0] == 1 for calls in runs) <= 4 and quiet.current == 2 and quiet.probe_every > 4
+    busy = chooser()
+    runs = [run_chunk(busy, batch_size, batch_size, BUSY) for _ in range(30)]
+    assert busy.current == 1 and sum(calls[0][0] == 2 for calls in runs) <= 1  # at most one chunk on two
+    for _ in range(40):  # the machine gets busy: one slow chunk, then one thread
+        run_chunk(quiet, batch_size, batch_size, QUIET)
+    slowed = [run_chunk(quiet, batch_size, batch_size, BUSY) for _ in range(10)]
+    assert [calls[0][0] for calls in slowed[:3]] == [2, 1, 1] and quiet.current == 1
+    assert all(calls[0][0] == 1 for calls in slowed[1:])  # no core spare: no look at two threads
+
+
 def test_small_calls_and_single_threads_are_never_split():
     assert run_chunk(chooser(), 2, 200, QUIET) == [(2, 2)]  # the warm-up's two samples
     assert run_chunk(chooser(), 3 * PROBE_SAMPLES // 2, 32, QUIET) == [(2, 3 * PROBE_SAMPLES // 2)]
