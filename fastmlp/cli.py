@@ -387,9 +387,10 @@ def _communicator(args):
     return comm
 
 
-# The communicator of a distributed run of more than one rank that an interrupt ended: main
-# stops every rank through it, since a rank blocked in a collective runs no signal handler.
-_interrupted_ranks = []
+# The communicator of a distributed run of more than one rank that an interrupt or an error
+# ended on this rank after the ranks met: main stops every rank through it, since the others
+# may be blocked in a collective (where no signal handler runs either).
+_ranks_to_stop = []
 
 
 def _train(args):
@@ -402,11 +403,20 @@ def _train(args):
         return _train_ranks(args, None)
     from .distributed import agreeing
 
+    from .distributed import RanksFailed
+
+    meeting = {"met": False}
     try:
-        with agreeing(comm):  # a rank that fails before training (its data, its checkpoint) tells the others
+        with agreeing(comm) as meeting:  # a rank that fails before training (its data, its checkpoint) tells the others
             return _train_ranks(args, comm)
     except KeyboardInterrupt:
-        _interrupted_ranks.append(comm)
+        _ranks_to_stop.append(comm)
+        raise
+    except RanksFailed:
+        raise  # raised on every rank alike
+    except Exception:
+        if meeting["met"]:  # an error of this rank's alone (a checkpoint it could not write, ...)
+            _ranks_to_stop.append(comm)
         raise
 
 
@@ -749,7 +759,7 @@ def main(argv=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     _signalled.clear()
-    _interrupted_ranks.clear()
+    _ranks_to_stop.clear()
     try:
         return _main(argv)
     finally:
@@ -795,13 +805,17 @@ def _main(argv):
         print(f"fastmlp: interrupted: {str(interrupt) or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         status = EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
-        if _interrupted_ranks:  # the other ranks may be blocked in a collective this rank has left: stop them all
+        if _ranks_to_stop:  # the other ranks may be blocked in a collective this rank has left: stop them all
             sys.stderr.flush()
-            _interrupted_ranks.pop().Abort(status)
+            _ranks_to_stop.pop().Abort(status)
         return status
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still
         # the SIGTERM's end for a batch system
-        return EXIT_TERMINATED if _signalled else EXIT_ERROR
+        status = EXIT_TERMINATED if _signalled else EXIT_ERROR
+        if _ranks_to_stop:  # the other ranks may wait for this one in a collective: stop them all
+            sys.stderr.flush()
+            _ranks_to_stop.pop().Abort(status)
+        return status

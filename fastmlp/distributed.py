@@ -104,14 +104,16 @@ def agreeing(comm):
     """Run one rank's part of a distributed call (a ``fit``; the command line's set-up and
     fit) so that the ranks cannot hang: an exception raised on this rank before the ranks met
     in ``check_same_run`` is sent to them there (in the same collective), so every other rank
-    raises ``RanksFailed`` naming it while this one raises its own. Nested uses meet once."""
+    raises ``RanksFailed`` naming it while this one raises its own. Nested uses meet once.
+    Yields a dict whose "met" says, once the block has ended, whether the ranks met (so that an
+    exception after that may have left the others in a collective: see the command line's use)."""
     if comm is None:
-        yield
+        yield {"met": False}
         return
     call = {"met": False}
     _UNMET.append(call)
     try:
-        yield
+        yield call
     except Exception as error:
         if not call["met"]:
             try:

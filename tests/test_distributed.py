@@ -219,6 +219,35 @@ def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnis
     assert fastmlp.MLP.load(tmp_path / "run.npz").epochs_trained_ >= 1
 
 
+def test_cli_a_rank_that_fails_during_training_stops_every_rank(tiny_mnist_dir, tmp_path):
+    # rank 0 could not write a checkpoint (its directory gone) and exited; rank 1 waited in the
+    # next collective for ever
+    import signal
+    import time
+
+    command = mpiexec()
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    job = subprocess.Popen([command, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--distributed", "--data",
+                            str(tiny_mnist_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
+                            "--no-progress", "--save", str(runs / "run.npz"), "--checkpoint-every", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (runs / "run.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        shutil.rmtree(runs)  # the next checkpoint cannot be written
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 1, err
+    assert "fastmlp: error: " in err and "runs" in err
+
+
 def test_without_mpi4py_a_note_then_training_as_usual(rng, monkeypatch, tiny_mnist_dir, capsys):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
     X, y = data(rng)
