@@ -81,8 +81,21 @@ def test_a_signal_dropped_during_a_compile_is_delivered_after_it():
     # a Ctrl-C or SIGTERM handled inside LLVM's ctypes callback is printed and dropped there:
     # the compile went on (the signal lost) or failed with "no compiled object yet"
     import signal
+    import threading
 
     from fastmlp.progress import signals_not_lost
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are the main thread's")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a pytest-xdist worker ignores SIGINT)
+    try:
+        _signals_round_trip(signals_not_lost)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _signals_round_trip(signals_not_lost):
+    import signal
 
     def dropped_by_ctypes():
         try:
@@ -105,6 +118,11 @@ def test_a_signal_dropped_during_a_compile_is_delivered_after_it():
     with signals_not_lost():
         pass  # no signal: nothing happens
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    # a signal ignored before stays ignored: nothing to deliver
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with signals_not_lost():
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
