@@ -189,9 +189,10 @@ def test_cli_a_rank_without_its_data_stops_every_rank(tiny_mnist_dir, tmp_path):
             "DataNotFoundError: MNIST data not found") in done.stderr
 
 
-def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnist_dir, tmp_path):
-    # a rank that had left the training loop stranded the other in a collective, where no
-    # signal handler runs: the job hung after a batch system's SIGTERM
+def long_run_until_checkpointed(data_dir, cwd, checkpoint, then):
+    """``mpiexec -n 2 fastmlp train --distributed`` of (practically) endless epochs writing
+    ``checkpoint`` every epoch; once the file is there, ``then(job)``; returns (status, stderr)
+    of the job, which must end within a minute (else it is killed and the test fails)."""
     import signal
     import time
 
@@ -199,22 +200,35 @@ def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnis
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)
     job = subprocess.Popen([command, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--distributed", "--data",
-                            str(tiny_mnist_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
-                            "--no-progress", "--save", "run.npz", "--checkpoint-every", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                            str(data_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
+                            "--no-progress", "--save", str(checkpoint), "--checkpoint-every", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (tmp_path / "run.npz").exists() and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.1)
-        assert (tmp_path / "run.npz").exists(), job.communicate(timeout=60)
-        time.sleep(0.5)
-        os.kill(job.pid, signal.SIGTERM)  # mpiexec passes it on to the ranks, as Slurm's time-out does
-        out, err = job.communicate(timeout=60)
+        while not checkpoint.exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        assert checkpoint.exists(), job.communicate(timeout=60)
+        then(job)
+        _, err = job.communicate(timeout=60)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 143, err
+    return job.returncode, err
+
+
+def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnist_dir, tmp_path):
+    # a rank that had left the training loop stranded the other in a collective, where no
+    # signal handler runs: the job hung after a batch system's SIGTERM
+    import signal
+    import time
+
+    def sigterm(job):
+        time.sleep(0.5)
+        os.kill(job.pid, signal.SIGTERM)  # mpiexec passes it on to the ranks, as Slurm's time-out does
+
+    status, err = long_run_until_checkpointed(tiny_mnist_dir, tmp_path, tmp_path / "run.npz", sigterm)
+    assert status == 143, err
     assert "stopped by SIGTERM" in err or "(SIGTERM)" in err
     assert fastmlp.MLP.load(tmp_path / "run.npz").epochs_trained_ >= 1
 
@@ -222,29 +236,11 @@ def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnis
 def test_cli_a_rank_that_fails_during_training_stops_every_rank(tiny_mnist_dir, tmp_path):
     # rank 0 could not write a checkpoint (its directory gone) and exited; rank 1 waited in the
     # next collective for ever
-    import signal
-    import time
-
-    command = mpiexec()
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
     runs = tmp_path / "runs"
     runs.mkdir()
-    job = subprocess.Popen([command, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--distributed", "--data",
-                            str(tiny_mnist_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
-                            "--no-progress", "--save", str(runs / "run.npz"), "--checkpoint-every", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
-                           start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (runs / "run.npz").exists() and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.05)
-        shutil.rmtree(runs)  # the next checkpoint cannot be written
-        out, err = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 1, err
+    status, err = long_run_until_checkpointed(tiny_mnist_dir, tmp_path, runs / "run.npz",
+                                              lambda job: shutil.rmtree(runs))  # the next checkpoint cannot be written
+    assert status == 1, err
     assert "fastmlp: error: " in err and "runs" in err
 
 
