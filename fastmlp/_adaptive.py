@@ -166,16 +166,7 @@ class ThreadChooser:
                 start, stopped = self._probe(count, start, n_samples, batch_size, call)
                 if stopped:
                     return start
-            # all threads must be clearly faster: wrongly chosen on a busy machine they run many
-            # times slower, while one thread chosen over threads less than MARGIN faster loses
-            # less than 5%
-            chosen = self.most if self.rate[self.most] * MARGIN < self.rate[1] else 1
-            if chosen != self.current:
-                self.current = chosen
-                self.switches += 1
-                self.probe_every = 1  # check again soon
-            else:
-                self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
+            self._choose(probed=True)
             if start == n_samples:  # a probe of all threads may take the whole chunk
                 return start
         count = self.current
@@ -211,14 +202,21 @@ class ThreadChooser:
                 self.since_probe, self.probe_every = 0, 1  # slowed down: look at one thread next chunk
             self.rate[count] = per_sample
             if len(self.rate) == 2:
-                chosen = self.most if self.rate[self.most] * MARGIN < self.rate[1] else 1
-                if chosen != self.current:
-                    self.current = chosen
-                    self.switches += 1
-                    self.probe_every = 1
-                elif probing:
-                    self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
+                self._choose(probed=probing)
         return n_done
+
+    def _choose(self, probed):
+        """The count for the next calls, from both counts' latest speeds: all threads must be
+        clearly faster (wrongly chosen on a busy machine they run many times slower, while one
+        thread chosen over threads less than MARGIN faster loses less than 5%). A switch is
+        checked again soon; a probe that confirms the choice looks again later."""
+        chosen = self.most if self.rate[self.most] * MARGIN < self.rate[1] else 1
+        if chosen != self.current:
+            self.current = chosen
+            self.switches += 1
+            self.probe_every = 1
+        elif probed:
+            self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
 
     def _probe_due(self, n_samples, batch_size):
         if not self.adaptive or 2 * self._probe_size(batch_size) > n_samples:

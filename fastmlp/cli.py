@@ -401,9 +401,7 @@ def _train(args):
     comm = _communicator(args)
     if comm is None:
         return _train_ranks(args, None)
-    from .distributed import agreeing
-
-    from .distributed import RanksFailed
+    from .distributed import RanksFailed, agreeing
 
     meeting = {"met": False}
     try:
@@ -418,6 +416,15 @@ def _train(args):
         if meeting["met"]:  # an error of this rank's alone (a checkpoint it could not write, ...)
             _ranks_to_stop.append(comm)
         raise
+
+
+def _stop_other_ranks(status):
+    """``status``, after stopping every rank of a distributed run this rank has left (the others
+    may be blocked in a collective): MPI_Abort ends them all with it."""
+    if _ranks_to_stop:
+        sys.stderr.flush()
+        _ranks_to_stop.pop().Abort(status)
+    return status
 
 
 def _train_ranks(args, comm):
@@ -804,18 +811,10 @@ def _main(argv):
         cause = "SIGTERM" if _signalled else "Ctrl-C"
         print(f"fastmlp: interrupted: {str(interrupt) or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
-        status = EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED
-        if _ranks_to_stop:  # the other ranks may be blocked in a collective this rank has left: stop them all
-            sys.stderr.flush()
-            _ranks_to_stop.pop().Abort(status)
-        return status
+        return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still
         # the SIGTERM's end for a batch system
-        status = EXIT_TERMINATED if _signalled else EXIT_ERROR
-        if _ranks_to_stop:  # the other ranks may wait for this one in a collective: stop them all
-            sys.stderr.flush()
-            _ranks_to_stop.pop().Abort(status)
-        return status
+        return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_ERROR)

@@ -132,8 +132,7 @@ def check_same_run(comm, **call):
     are compared by CRC."""
     for unmet in _UNMET:
         unmet["met"] = True
-    mine = {name: [_crc(item) for item in value] if isinstance(value, list) and value and isinstance(value[0], np.ndarray)
-            else _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
+    mine = {name: _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
     mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
     everyone = comm.allgather(mine)
     failed = [(rank, theirs[_FAILED]) for rank, theirs in enumerate(everyone) if _FAILED in theirs]

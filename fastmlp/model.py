@@ -569,13 +569,13 @@ class MLP:
                 return metrics["loss"], metrics["accuracy"]
 
         if comm is not None:
-            from .distributed import DistributedBackend, check_same_run, is_lead
+            from .distributed import DistributedBackend, _crc, check_same_run, is_lead
 
             check_same_run(comm, data=fingerprint.result(), options=options, epochs=epochs, run=run.scalars(),
                            shuffle=self._shuffle_rng.bit_generator.state, params=self.params_,
                            slots=None if state is None else state.slots,
                            counters=None if state is None else state.counters, sample_weight=sample_weight,
-                           validation_data=None if validation_data is None else [X_val, y_val])
+                           validation_data=None if validation_data is None else [_crc(X_val), _crc(y_val)])
 
         data = self.backend_.prepare(X)
         fingerprint = fingerprint.result()

@@ -472,7 +472,7 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     kind = ("dask" if _dask_installed() else "processes") if executor is None else executor
     # a pool of our own is started again when a worker is lost (a pool given to us cannot be;
     # Dask reschedules the tasks of a lost worker itself)
-    restartable = isinstance(kind, str) and kind == "processes"
+    restartable = kind == "processes"
     pending, lost = list(range(len(trials))), dict.fromkeys(range(len(trials)), 0)
     while pending and not interrupted:
         broken = []
