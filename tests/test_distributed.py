@@ -236,10 +236,11 @@ def test_cli_sigterm_ends_every_rank_with_143_and_keeps_the_checkpoint(tiny_mnis
 def test_cli_a_rank_that_fails_during_training_stops_every_rank(tiny_mnist_dir, tmp_path):
     # rank 0 could not write a checkpoint (its directory gone) and exited; rank 1 waited in the
     # next collective for ever
+    # (the directory is moved away in one step: removing it raced with the checkpoint being written into it)
     runs = tmp_path / "runs"
     runs.mkdir()
     status, err = long_run_until_checkpointed(tiny_mnist_dir, tmp_path, runs / "run.npz",
-                                              lambda job: shutil.rmtree(runs))  # the next checkpoint cannot be written
+                                              lambda job: runs.rename(tmp_path / "gone"))  # the next cannot be written
     assert status == 1, err
     assert "fastmlp: error: " in err and "runs" in err
 
