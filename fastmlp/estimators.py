@@ -42,8 +42,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
-from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int
-from .model import MLP, unchanged_until_training
+from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
+from .backends import BACKENDS
+from .model import MLP, unchanged_until_training, writable_arrays
 
 try:  # scikit-learn's error for a bad parameter: a ValueError and a TypeError (>= 1.2)
     from sklearn.utils._param_validation import InvalidParameterError
@@ -240,6 +241,14 @@ class _BaseMLP(BaseEstimator):
         positive_int("max_fun", self.max_fun)
         if self.dtype is not None and _dtype_name(self.dtype) not in DTYPES:
             raise ValueError(f"dtype must be None (follow X, as scikit-learn), 'float32' or 'float64'; got {self.dtype!r}")
+        try:
+            check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(f"random_state must be an int in [0, 2**32 - 1], a numpy.random.RandomState or None; "
+                             f"got {self.random_state!r}") from None
+        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {self.backend!r}")
+        thread_count(self.threads)
 
     def _input_dtype(self):
         """The dtypes validate_data may leave X in: the model's once it exists, else ``dtype``
@@ -525,9 +534,7 @@ class _BaseMLP(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        model = self.__dict__.get("model_")
-        if model is not None and hasattr(model, "params_") and not model.params_.flags.writeable:
-            model.params_ = np.array(model.params_)  # joblib's read-only memory map: the model trains in place
+        writable_arrays(self.__dict__)  # joblib's read-only memory maps: the model trains in place
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -565,6 +572,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_input(self, X, y, incremental, reset):
         """(X, targets): targets are label indices into classes_ (multiclass and binary) or
         the 0/1 indicator matrix (multilabel)."""
+        if hasattr(y, "toarray") and hasattr(y, "nnz"):  # scipy.sparse
+            raise ValueError("y as a sparse matrix is not supported: pass y.toarray() (a dense multilabel indicator "
+                             "matrix; predict then returns a dense one)")
         X, y = validate_data(self, X, y, multi_output=True, dtype=self._input_dtype(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -580,6 +590,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_ = labels
             self._target_kind = "multilabel" if kind == "multilabel-indicator" else ("multiclass" if len(labels) > 2 else "binary")
         elif self._target_kind == "multilabel" or kind == "multilabel-indicator":
+            if self._target_kind != "multilabel":
+                raise ValueError(f"The object was not fitted with multilabel input: its classes_ are {self.classes_} "
+                                 f"and y is a multilabel indicator matrix of shape {y.shape}; fit() anew (without "
+                                 f"warm_start) to train a multilabel model")
             if kind != "multilabel-indicator" or y.shape[1] != len(self.classes_):
                 raise ValueError(f"y must be a multilabel indicator matrix with {len(self.classes_)} columns, as before; got {kind} targets of shape {y.shape}")
         else:

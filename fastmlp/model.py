@@ -128,6 +128,34 @@ def _agreeing(comm):
     return agreeing(comm)
 
 
+def writable_arrays(value, _seen=None):
+    """``value`` with every read-only NumPy array in it replaced by a writable copy, through the
+    attributes of fastmlp's objects and the items of lists, tuples and dicts (in place where
+    they are mutable). ``joblib.load(mmap_mode="r")`` gives read-only memory maps, and a model
+    trains in place: its weights, optimizer state, its backend's counters, the run's snapshots."""
+    if isinstance(value, np.ndarray):
+        return value if value.flags.writeable else np.array(value)
+    seen = set() if _seen is None else _seen
+    if id(value) in seen:
+        return value
+    seen.add(id(value))
+    if isinstance(value, list):
+        value[:] = [writable_arrays(item, seen) for item in value]
+    elif isinstance(value, dict):
+        for key in value:
+            value[key] = writable_arrays(value[key], seen)
+    elif isinstance(value, tuple):
+        items = [writable_arrays(item, seen) for item in value]
+        if any(new is not old for new, old in zip(items, value)):
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    elif type(value).__module__.startswith("fastmlp") and hasattr(value, "__dict__"):
+        for name, item in vars(value).items():
+            new = writable_arrays(item, seen)
+            if new is not item:
+                object.__setattr__(value, name, new)  # frozen dataclasses too
+    return value
+
+
 @contextlib.contextmanager
 def unchanged_until_training(owner):
     """Run a fit-like call on ``owner`` (an MLP or an estimator): if it raises before it sets
@@ -452,6 +480,10 @@ class MLP:
                     self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
                                    checkpoint_every, comm)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        writable_arrays(self)  # joblib.load(mmap_mode="r") gives read-only arrays: the model trains in place
 
     def _unchanged_until_training(self):
         """A call that fails before its run changes (bad data, validation data or options found

@@ -3,6 +3,7 @@
 scikit-learn (parameters, attributes, losses, stopping), compared with scikit-learn itself."""
 
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,11 +81,19 @@ def test_missing_sklearn_names_the_extra():
     (dict(batch_size="x"), "batch_size"),
     (dict(alpha="0.1"), "alpha"),
     (dict(shuffle="yes"), "shuffle"),
+    # random_state's own message named no parameter; fastmlp's backend and threads were MLP's errors
+    (dict(random_state=-1), "random_state must be an int in [0, 2**32 - 1], a numpy.random.RandomState or None; got -1"),
+    (dict(random_state=2**40), "random_state must be"),
+    (dict(random_state=1.5), "random_state must be"),
+    (dict(random_state="abc"), "random_state must be"),
+    (dict(backend="cuda"), "backend must be one of 'numba', 'numpy'; got 'cuda'"),
+    (dict(threads=0), "threads must be 'auto' or a positive integer; got 0"),
+    (dict(threads="many"), "threads must be 'auto' or a positive integer; got 'many'"),
 ])
 def test_bad_parameters_are_named_at_fit(params, message):
     X, y = make_classification(40, 4, random_state=0)
     model = MLPClassifier(**params)  # the constructor only stores them
-    pattern = message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    pattern = re.escape(message)
     with pytest.raises(ValueError, match=pattern) as info:
         model.fit(X, y)
     assert isinstance(info.value, InvalidParameterError) and isinstance(info.value, TypeError)
@@ -261,6 +270,32 @@ def test_multilabel_indicator_targets():
     assert proba.shape == (200, 3)
     np.testing.assert_array_equal(model.predict(X), (proba > 0.5).astype(int))
     assert model.score(X, Y) > 0.7  # subset accuracy, as scikit-learn
+
+
+@pytest.mark.parametrize("how", ["partial_fit", "warm fit"])
+def test_multilabel_targets_for_a_model_of_class_labels_are_refused_before_training(how):
+    # a 3-column indicator y for a 3-class model got through the estimator's checks: the model
+    # then refused it with advice to take y.argmax(axis=1) (which would make it multiclass), and
+    # the failed call had already reset n_iter_
+    X, y = make_classification(90, 5, n_informative=3, n_classes=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, warm_start=how == "warm fit").fit(X, y)
+    before = (model.n_iter_, model.t_, list(model.loss_curve_), model.model_.params_.copy())
+    with pytest.raises(ValueError, match="not fitted with multilabel input.*fit\\(\\) anew"):
+        (model.partial_fit if how == "partial_fit" else model.fit)(X, np.eye(3, dtype=int)[y])
+    assert (model.n_iter_, model.t_, model.loss_curve_) == before[:3]
+    np.testing.assert_array_equal(model.model_.params_, before[3])
+
+
+def test_sparse_targets_are_refused_with_the_remedy():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = make_classification(60, 5, random_state=0)
+    Y = np.stack([y, 1 - y], axis=1)
+    for call in (lambda: MLPClassifier(max_iter=1).fit(X, sparse.csr_matrix(Y)),
+                 lambda: MLPClassifier(max_iter=1).partial_fit(X, sparse.csr_matrix(Y))):
+        with pytest.raises(ValueError, match="sparse matrix is not supported: pass y.toarray"):
+            call()
 
 
 def test_dataframe_input_records_feature_names():
@@ -463,6 +498,28 @@ def test_pickled_fitted_estimator_predicts_the_same(estimator):
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.predict(X), model.predict(X))
     restored.partial_fit(X, y)  # and trains on
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_an_estimator_memory_mapped_by_joblib_trains_on(tmp_path, early_stopping):
+    # joblib.load(mmap_mode="r") gives read-only arrays: the weights were made writable, but not
+    # the optimizer state, the backend's counters or early stopping's best weights, so a warm fit
+    # or partial_fit failed with "assignment destination is read-only"
+    joblib = pytest.importorskip("joblib")
+    X, y = make_classification(200, 10, n_informative=5, n_classes=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0, early_stopping=early_stopping,
+                               solver="sgd", momentum=0.9).fit(X, y)
+        joblib.dump(fitted, tmp_path / "model.joblib")
+        expected = pickle.loads(pickle.dumps(fitted)).partial_fit(X, y)
+        loaded = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+        np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+        loaded.partial_fit(X, y)
+        np.testing.assert_array_equal(loaded.model_.params_, expected.model_.params_)
+        warm = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+        warm.set_params(warm_start=True).fit(X, y)
+    assert warm.n_iter_ > 0
 
 
 def test_coefs_and_intercepts_may_be_assigned_as_in_sklearn():

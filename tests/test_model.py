@@ -402,3 +402,21 @@ def test_the_inference_kernel_compiles_when_first_needed_and_counts_as_compile_t
     watched = MLP([20, 8, 3], seed=0)
     watched.fit(X, y, epochs=1, batch_size=4, validation_fraction=0.25, progress=False)
     assert watched.backend_._inference_ready is True
+
+
+def test_a_model_memory_mapped_by_joblib_trains_on(tmp_path):
+    # joblib.load(mmap_mode="r") gives read-only arrays (weights, optimizer state, the backend's
+    # counters, early stopping's snapshots): partial_fit must go on as from a pickled copy
+    import pickle
+
+    joblib = pytest.importorskip("joblib")
+    rng = np.random.default_rng(0)
+    X, y = rng.random((120, 6)).astype(np.float32), rng.integers(0, 3, 120)
+    model = MLP([6, 5, 3], seed=0)
+    model.fit(X, y, epochs=3, batch_size=8, momentum=0.9, validation_fraction=0.2, early_stopping=1, lr=2.0)
+    joblib.dump(model, tmp_path / "model.joblib")
+    expected = pickle.loads(pickle.dumps(model))
+    expected.partial_fit(X, y, epochs=2)
+    loaded = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+    loaded.partial_fit(X, y, epochs=2)
+    np.testing.assert_array_equal(loaded.params_, expected.params_)
