@@ -388,6 +388,45 @@ def _process_executor(workers):
             process.terminate()
 
 
+def _unguarded_main_call():
+    """``"FILE:LINE"`` where the main script's top-level code calls the running sweep outside
+    ``if __name__ == "__main__":``, else None. Spawned workers (ours and a LocalCluster's) run
+    the main script again as ``__mp_main__``, as multiprocessing does unless the main module is
+    a package's ``__main__`` (``python -m fastmlp``), so such a call would sweep again in each."""
+    import ast
+    import sys
+    import tokenize
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if not path or (spec_name is not None and (spec_name == "__main__" or spec_name.endswith(".__main__"))):
+        return None  # interactive, python -c, Jupyter, a package's __main__: nothing is run again
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    try:
+        with tokenize.open(path) as file:
+            tree = ast.parse(file.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+
+    def is_main_test(test):
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+            return False
+        sides = [test.left, test.comparators[0]]
+        return (any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+                and any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and is_main_test(node.test) and node.body[0].lineno <= line <= node.body[-1].end_lineno:
+            return None
+    return f"{path}:{line}"
+
+
 @contextmanager
 def _executor(executor, workers, scheduler, source=None):
     if executor is None:
@@ -404,6 +443,14 @@ def _executor(executor, workers, scheduler, source=None):
                 raise ValueError(f"workers must be a positive integer; got {workers!r}")
         if executor == "dask":
             _require_distributed()
+        if scheduler is None:
+            unguarded = _unguarded_main_call()
+            if unguarded is not None:
+                raise RuntimeError(
+                    f"fastmlp.sweep is called by the top-level code of {unguarded}, outside `if __name__ == "
+                    f"\"__main__\":`: the sweep's worker processes import that script again, and each would start "
+                    f"the sweep anew. Put the call under that `if` (README, \"Sweeps\")"
+                )
         if scheduler is None and source is not None:
             # local workers read the files this process sees: a missing directory or too large a
             # limit is one error here, before any worker starts (not the same failure per trial)

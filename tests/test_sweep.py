@@ -425,3 +425,25 @@ def test_the_dask_executor_without_dask_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(ImportError, match=r'pip install "fastmlp\[dask\]"'):
         fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", data=tmp_path)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_the_main_guard_is_told_to_add_it(tiny_mnist_dir, tmp_path, guarded):
+    # spawned workers import the main script again: an unguarded call failed every trial with
+    # BrokenProcessPool after multiprocessing's RuntimeError in each worker (and the retries)
+    import subprocess
+    import sys
+
+    call = (f"fastmlp.sweep({{'layers': [784, 8, 10], 'epochs': 1}}, grid={{'lr': [0.05, 0.1]}}, "
+            f"data={str(tiny_mnist_dir)!r}, executor='processes', workers=2)")
+    body = f"if __name__ == '__main__':\n    print({call}.format_table())\n" if guarded else f"print({call}.format_table())\n"
+    script = tmp_path / "sweep_script.py"
+    script.write_text("import fastmlp\n" + body)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    if guarded:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count(" ok") == 2
+    else:
+        assert done.returncode == 1
+        assert f'{script}:2, outside `if __name__ == "__main__":`' in done.stderr
+        assert "BrokenProcessPool" not in done.stdout + done.stderr and "bootstrapping" not in done.stderr
