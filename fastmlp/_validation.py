@@ -243,7 +243,12 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"sample_weight must be finite and >= 0; got {float(w[row])!r} at row {row}")
-    total = w.sum()
-    if total <= 0:
+    largest = w.max()
+    if largest <= 0:
         raise ValueError("sample_weight is 0 for every sample: nothing would be trained")
+    total = w.sum()
+    if not (np.isfinite(total) and np.isfinite(n_samples / total)):
+        # weights near the float64 limits (1e308 each: the sum overflows; 1e-320: n / sum does)
+        w = w / largest
+        total = w.sum()
     return np.ascontiguousarray(w * (n_samples / total), dtype=dtype)

@@ -71,6 +71,7 @@ def step_scalars(out, hyper, t):
 _ONE = np.float32(1)
 _ZERO = np.float32(0)
 _TINY = np.float32(1e-30)
+_NEGLIGIBLE = np.float32(2.0**-27)
 
 
 def _python_mul_add(a, b, c):
@@ -104,11 +105,17 @@ def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
     gi = mul_add(cd, wi, gi)
     mi = mul_add(b1, mi, (_ONE - b1) * gi)
     si = mul_add(b2, si, (_ONE - b2) * (gi * gi))
-    # Moments below 1e-30 are flushed to 0: a parameter whose gradient stays 0 (a pixel that
-    # is never lit) has m decay by b1 per step into subnormals, which x86 computes ~100x
-    # slower; the weight moves by rate * 1e-30 / eps at most, far below any tolerance.
-    mi = mi if abs(mi) >= _TINY else mi - mi
-    si = si if si >= _TINY else si - si
+    # Moments too small to matter are flushed to 0: a parameter whose gradient stays 0 (a pixel
+    # that is never lit) has m and s decay by b1 and b2 per step into subnormals, which x86
+    # computes ~100x slower. Too small: |m| below 1e-30 and below eps * 2^-27, s below 1e-30
+    # and below (eps * 2^-27)^2, so that the step m / (sqrt(s) + eps) moves the weight by at
+    # most rate * 2^-27 less, and sqrt(s) + eps is eps to float32 rounding. (A flush of s below
+    # 1e-30 alone took sqrt(s) out of the denominator where it was not small beside a tiny eps:
+    # eps=1e-20 and gradients of 1e-16 stepped ~400x as far as the reference.) With an eps below
+    # about 1e-11, float32 moments may go subnormal: slower, not wrong.
+    floor = eps * _NEGLIGIBLE
+    mi = mi if abs(mi) >= _TINY or abs(mi) >= floor else mi - mi
+    si = si if si >= _TINY or si >= floor * floor else si - si
     return mul_add(-dd, wi, wi - rate * mi / (np.sqrt(si) + eps)), mi, si
 
 

@@ -490,3 +490,18 @@ def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
                                    SUB_BATCH_STEPS)
     assert not np.array_equal(compiled[-1][2], params)
     assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, "adamw, dropout")
+
+
+@pytest.mark.parametrize("scale, eps", [(1e-14, 1e-20), (1e-16, 1e-30), (1.0, 1e-8)])
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_adam_with_a_tiny_eps_steps_as_the_reference(scale, eps, batch_size):
+    # The kernels flushed Adam's second moment below 1e-30 to 0, taking sqrt(s) out of the
+    # denominator where it was not small beside a tiny eps: with features of 1e-14 and eps=1e-20
+    # the first layer's weights reached ~1e3 where the reference's stay below 1
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 8)) * scale, rng.integers(0, 3, 64)
+    models = {}
+    for backend in ("numpy", "numba"):
+        models[backend] = MLP([8, 5, 3], activation="tanh", dtype="float64", seed=0, backend=backend)
+        models[backend].fit(X, y, epochs=3, batch_size=batch_size, lr=1e-3, optimizer="adam", eps=eps, progress=False)
+    np.testing.assert_allclose(models["numba"].params_, models["numpy"].params_, rtol=1e-9, atol=1e-12)

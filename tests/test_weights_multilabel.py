@@ -129,6 +129,11 @@ def test_weights_are_scale_free_and_ones_change_nothing():
         assert not np.allclose(fit(w, batch), fit(None, batch), atol=1e-4)  # the weights act
     # weights of one are the unweighted run: bitwise in the mini-batch kernel (the same kernel)
     np.testing.assert_array_equal(fit(np.ones(N), 8), fit(None, 8))
+    # at the float64 limits too: weights of 1e308 summed to inf (every weight became 0 and
+    # nothing trained), weights of 1e-320 made n / sum inf (a DivergenceError)
+    for extreme in (1e308, 1e-320):
+        np.testing.assert_array_equal(fit(np.full(N, extreme), 8), fit(None, 8))
+    np.testing.assert_array_equal(fit(w * 1e300, 8), fit(w, 8))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
