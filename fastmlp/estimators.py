@@ -507,7 +507,7 @@ class _BaseMLP(BaseEstimator):
         """Weight matrices [n_in, n_out] per layer: views into ``model_.params_``. Writing into
         them, assigning one (``coefs_[0] = W``) or the list (``coefs_ = [...]``) sets the
         model's weights; the shapes must stay."""
-        return _LayerArrays("coefs_", self.model_.weights_)
+        return _LayerArrays("coefs_", self._fitted_model("coefs_").weights_)
 
     @coefs_.setter
     def coefs_(self, arrays):
@@ -517,7 +517,14 @@ class _BaseMLP(BaseEstimator):
     @property
     def intercepts_(self):
         """Bias vectors [n_out] per layer: views into ``model_.params_`` (set as ``coefs_``)."""
-        return _LayerArrays("intercepts_", self.model_.biases_)
+        return _LayerArrays("intercepts_", self._fitted_model("intercepts_").biases_)
+
+    def _fitted_model(self, attribute):
+        """``model_``; before fit, the AttributeError scikit-learn's estimators give (naming ``attribute``)."""
+        model = self.__dict__.get("model_")
+        if model is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+        return model
 
     @intercepts_.setter
     def intercepts_(self, arrays):

@@ -349,6 +349,10 @@ def test_coefs_are_views_of_the_model():
     model.intercepts_[0][...] = 0
     model.intercepts_[1][...] = 1.5  # hidden relu units all 0: the output is the last bias
     np.testing.assert_array_equal(model.predict(X), 1.5)
+    # before fit, the error names the attribute asked for (it named model_), as scikit-learn's does
+    for name in ("coefs_", "intercepts_"):
+        with pytest.raises(AttributeError, match=f"'MLPRegressor' object has no attribute '{name}'"):
+            getattr(MLPRegressor(), name)
 
 
 # --- beyond scikit-learn -----------------------------------------------------------------------
