@@ -8,6 +8,7 @@ half-written file that a later run trusts.
 import errno
 import os
 import secrets
+import socket
 from contextlib import contextmanager
 
 __all__ = ["atomic_write", "check_target", "target_problem"]
@@ -38,6 +39,36 @@ def check_target(path, name="path"):
     problem = target_problem(path)
     if problem is not None:
         raise ValueError(f"{name} {os.fspath(path)!r}: {problem[1]}")
+
+
+_HOST = socket.gethostname()
+
+
+def _remove_stale_temporaries(directory, name):
+    """Remove the temporary files of earlier writes of ``name`` whose process, on this host, is
+    gone: killed mid-write (SIGKILL, the OOM killer, MPI_Abort of the rank writing a checkpoint),
+    it could not remove its own. Others' (a live process, another host, an unknown name) stay."""
+    if os.name != "posix":
+        return
+    prefix = f".{name}."
+    try:
+        entries = [entry for entry in os.listdir(directory) if entry.startswith(prefix) and entry.endswith(".tmp")]
+    except OSError:
+        return
+    for entry in entries:
+        _, _, owner = entry[len(prefix):-len(".tmp")].partition(".")
+        pid, _, host = owner.partition("@")
+        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(directory, entry))
+            except OSError:
+                pass
+        except OSError:  # alive (another user's), or unknowable
+            pass
 
 
 @contextmanager
@@ -79,8 +110,10 @@ def atomic_write(path, mode="wb", *, encoding=None):
     problem = target_problem(path)
     if problem is not None:  # else the OSError below would name the temporary file
         raise OSError(problem[0], f"cannot write {path!r}: {problem[1]}")
+    _remove_stale_temporaries(directory, name)
     while True:
-        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        # the writer's PID and host in the name, for _remove_stale_temporaries
+        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.{os.getpid()}@{_HOST}.tmp")
         try:
             file = open(temp_path, exclusive_mode, encoding=encoding)
             break

@@ -972,6 +972,36 @@ def test_atomic_write_errors_name_the_target_not_the_temporary_file(tmp_path, wh
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"] and os.listdir(tmp_path / "folder") == []
 
 
+def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    # a process killed mid-write (SIGKILL, MPI_Abort of the rank writing a checkpoint) left its
+    # hidden temporary file next to the target for ever
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    target = tmp_path / "run.npz"
+    code = ("import os, sys; from fastmlp._atomic import atomic_write\n"
+            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'half'); f.flush(); print('writing', flush=True); "
+            "os.kill(os.getpid(), 9)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    assert writer.wait(timeout=60) == -signal.SIGKILL
+    stale = leftovers(tmp_path)
+    assert len(stale) == 1 and not target.exists()
+    host = socket.gethostname()
+    kept = [f".run.npz.0badc0de.{os.getpid()}@{host}.tmp",  # a live writer (this process)
+            f".run.npz.0badc0de.{writer.pid}@another-host.tmp",  # another host's, on a shared filesystem
+            ".run.npz.0badc0de.tmp",  # a name it does not know
+            f".other.npz.0badc0de.{writer.pid}@{host}.tmp"]  # another target's
+    for name in kept:
+        (tmp_path / name).write_bytes(b"")
+    with atomic_write(target) as file:
+        file.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(leftovers(tmp_path)) == sorted(kept)
+
+
 def test_atomic_write_normal_permissions(tmp_path):
     reference = write(tmp_path / "reference", b"")
     with atomic_write(tmp_path / "atomic") as file:
