@@ -246,8 +246,10 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     largest = w.max()
     if largest <= 0:
         raise ValueError("sample_weight is 0 for every sample: nothing would be trained")
-    total = w.sum()
-    if not (np.isfinite(total) and np.isfinite(n_samples / total)):
+    with np.errstate(over="ignore"):
+        total = w.sum()
+        inverse = n_samples / total
+    if not (np.isfinite(total) and np.isfinite(inverse)):
         # weights near the float64 limits (1e308 each: the sum overflows; 1e-320: n / sum does)
         w = w / largest
         total = w.sum()
