@@ -100,23 +100,29 @@ def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
 
 
 @njit(**KERNEL_OPTIONS)
-def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd):
-    """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t))."""
+def adam_update(wi, gi, mi, si, b1, b2, eps, rate, cd, dd, m_floor, s_floor):
+    """(w, m, s) after an Adam step (rate = lr * sqrt(1 - b2^t) / (1 - b1^t)); moments below
+    ``moment_floors(eps)`` are flushed to 0."""
     gi = mul_add(cd, wi, gi)
     mi = mul_add(b1, mi, (_ONE - b1) * gi)
     si = mul_add(b2, si, (_ONE - b2) * (gi * gi))
-    # Moments too small to matter are flushed to 0: a parameter whose gradient stays 0 (a pixel
-    # that is never lit) has m and s decay by b1 and b2 per step into subnormals, which x86
-    # computes ~100x slower. Too small: |m| below 1e-30 and below eps * 2^-27, s below 1e-30
-    # and below (eps * 2^-27)^2, so that the step m / (sqrt(s) + eps) moves the weight by at
-    # most rate * 2^-27 less, and sqrt(s) + eps is eps to float32 rounding. (A flush of s below
-    # 1e-30 alone took sqrt(s) out of the denominator where it was not small beside a tiny eps:
-    # eps=1e-20 and gradients of 1e-16 stepped ~400x as far as the reference.) With an eps below
-    # about 1e-11, float32 moments may go subnormal: slower, not wrong.
-    floor = eps * _NEGLIGIBLE
-    mi = mi if abs(mi) >= _TINY or abs(mi) >= floor else mi - mi
-    si = si if si >= _TINY or si >= floor * floor else si - si
+    mi = mi if abs(mi) >= m_floor else mi - mi
+    si = si if si >= s_floor else si - si
     return mul_add(-dd, wi, wi - rate * mi / (np.sqrt(si) + eps)), mi, si
+
+
+@njit(**KERNEL_OPTIONS)
+def moment_floors(eps):
+    """(m_floor, s_floor): Adam's moments below them are flushed to 0. A parameter whose
+    gradient stays 0 (a pixel that is never lit) has m and s decay by b1 and b2 per step into
+    subnormals, which x86 computes ~100x slower. The floors: |m| below 1e-30 and below
+    eps * 2^-27, s below 1e-30 and below (eps * 2^-27)^2, so that the step m / (sqrt(s) + eps)
+    moves the weight by at most rate * 2^-27 less, and sqrt(s) + eps is eps to float32
+    rounding. (A flush of s below 1e-30 alone took sqrt(s) out of the denominator where it was
+    not small beside a tiny eps: eps=1e-20 and gradients of 1e-16 stepped ~400x as far as the
+    reference.) With an eps below about 1e-11, float32 moments may go subnormal: slower, not wrong."""
+    floor = eps * _NEGLIGIBLE
+    return min(_TINY, floor), min(_TINY, floor * floor)
 
 
 # ``decay`` arguments of apply_step: numpy booleans, so that Numba types them as one boolean
@@ -148,10 +154,11 @@ def apply_step(w, g, slots, offset, kind, sc, decay):
         b2 = sc[BETA2]
         eps = sc[EPS]
         rate = sc[ADAM_RATE]
+        m_floor, s_floor = moment_floors(eps)
         m = slots[0, offset : offset + n]
         s = slots[1, offset : offset + n]
         for i in range(n):
-            w[i], m[i], s[i] = adam_update(w[i], g[i], m[i], s[i], b1, b2, eps, rate, cd, dd)
+            w[i], m[i], s[i] = adam_update(w[i], g[i], m[i], s[i], b1, b2, eps, rate, cd, dd, m_floor, s_floor)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -183,12 +190,13 @@ def apply_step_rows(W, G, slots, offset, kind, sc, decay):
         b2 = sc[BETA2]
         eps = sc[EPS]
         rate = sc[ADAM_RATE]
+        m_floor, s_floor = moment_floors(eps)
         M = slots[0, offset : offset + W.size].reshape(W.shape)
         S = slots[1, offset : offset + W.size].reshape(W.shape)
         for j in range(W.shape[0]):
             for i in range(n):
                 W[j, i], M[j, i], S[j, i] = adam_update(
-                    W[j, i], G[j, i], M[j, i], S[j, i], b1, b2, eps, rate, cd, dd)
+                    W[j, i], G[j, i], M[j, i], S[j, i], b1, b2, eps, rate, cd, dd, m_floor, s_floor)
 
 
 def kept(seed, sample, unit, threshold):
