@@ -105,6 +105,12 @@ def label_sets(targets, dtype):
     return t[:, None] if t.ndim == 1 else t
 
 
+def regression_targets(targets, z):
+    """Regression targets as t[B,K] in z's dtype: [B] (one output) becomes [B,1]; a shape that
+    is not z's is an error (it would broadcast to [B,B] or [B,K] and give wrong losses)."""
+    return np.reshape(targets, z.shape).astype(z.dtype, copy=False)
+
+
 def loss_forward(z, out, targets, loss_code):
     """Per-sample losses [B]. ``targets``: int labels [B] for classifiers, floats [B,K] for mse regression."""
     if loss_code == SOFTMAX_CROSS_ENTROPY:
@@ -114,7 +120,7 @@ def loss_forward(z, out, targets, loss_code):
     if loss_code == SIGMOID_BCE:
         t = label_sets(targets, z.dtype)
         return (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
-    return 0.5 * ((z - targets) ** 2).sum(axis=1)
+    return 0.5 * ((z - regression_targets(targets, z)) ** 2).sum(axis=1)
 
 
 def loss_backward(out, targets, loss_code):
@@ -128,7 +134,7 @@ def loss_backward(out, targets, loss_code):
         return out * (g - (out * g).sum(axis=1, keepdims=True))
     if loss_code == SIGMOID_BCE:
         return out - label_sets(targets, out.dtype)
-    return out - targets
+    return out - regression_targets(targets, out)
 
 
 def count_correct(out, targets, loss_code):

@@ -181,3 +181,16 @@ def test_pixels_are_scaled_by_one_over_255():
     x = np.array([[0, 51, 255]], dtype=np.uint8)
     np.testing.assert_allclose(reference.as_input(x, np.float64), [[0, 0.2, 1.0]])
     assert reference.as_input(x, np.float32).dtype == np.float32
+
+
+def test_regression_targets_of_one_output_may_be_1d_and_others_are_refused(rng):
+    # [B] targets of a one-output regression broadcast against z[B,1] to [B,B]: wrong losses, no error
+    z = rng.normal(size=(5, 1)).astype(np.float32)
+    t = rng.normal(size=5)  # float64 targets: the arithmetic stays in z's float32
+    losses = reference.loss_forward(z, z, t, reference.IDENTITY_MSE)
+    assert losses.shape == (5,) and losses.dtype == np.float32
+    np.testing.assert_allclose(losses, 0.5 * (z[:, 0] - t) ** 2, rtol=1e-6)
+    dz = reference.loss_backward(z, t, reference.IDENTITY_MSE)
+    assert dz.shape == (5, 1) and dz.dtype == np.float32
+    with pytest.raises(ValueError):
+        reference.loss_forward(rng.normal(size=(5, 3)), None, t, reference.IDENTITY_MSE)
