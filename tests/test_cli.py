@@ -577,6 +577,31 @@ def test_json_reports_the_threads_actually_used(capsys, tiny_mnist):
         assert json.loads(out)["threads"] == used, recipe
 
 
+def test_on_off_flags_reach_the_run(capsys, tiny_mnist):
+    # --no-shuffle and --decoupled-weight-decay had no test: the CLI could drop either unnoticed.
+    # The run equals the API's with the same options (the CLI's defaults: seed 0, lr 0.1).
+    path = tiny_mnist / "run.npz"
+    status, out, err = run(
+        capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy", "--batch-size", "8",
+        "--epochs", "2", "--momentum", "0.5", "--nesterov", "--weight-decay", "0.01", "--decoupled-weight-decay",
+        "--no-shuffle", "--no-bias", "--save", str(path), "--json",
+    )
+    assert status == 0, err
+    options = json.loads(out)["fit_options"]
+    assert options["shuffle"] is False and options["decoupled_weight_decay"] is True and options["nesterov"] is True
+    saved = MLP.load(path)
+    assert saved.bias is False
+    X, y, _, _ = load_mnist(tiny_mnist, download=False)
+    by_api = MLP([784, 8, 10], bias=False, backend="numpy", seed=0)
+    by_api.fit(X, y, epochs=2, batch_size=8, momentum=0.5, nesterov=True, weight_decay=0.01,
+               decoupled_weight_decay=True, shuffle=False, progress=False)
+    np.testing.assert_array_equal(saved.params_, by_api.params_)
+    shuffled = MLP([784, 8, 10], bias=False, backend="numpy", seed=0)
+    shuffled.fit(X, y, epochs=2, batch_size=8, momentum=0.5, nesterov=True, weight_decay=0.01,
+                 decoupled_weight_decay=True, progress=False)
+    assert not np.array_equal(saved.params_, shuffled.params_)
+
+
 def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
     status, out, err = run(
         capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy", "--batch-size", "8",

@@ -505,3 +505,18 @@ def test_adam_with_a_tiny_eps_steps_as_the_reference(scale, eps, batch_size):
         models[backend] = MLP([8, 5, 3], activation="tanh", dtype="float64", seed=0, backend=backend)
         models[backend].fit(X, y, epochs=3, batch_size=batch_size, lr=1e-3, optimizer="adam", eps=eps, progress=False)
     np.testing.assert_allclose(models["numba"].params_, models["numpy"].params_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_samples, batch_size", [(103, 10), (103, 64), (4099, 128)])
+def test_an_epoch_whose_last_batch_is_short_trains_as_the_reference(n_samples, batch_size):
+    # The grid above hands the kernels whole batches only: a mini-batch kernel that skipped an
+    # epoch's short last batch (103 = 10 x 10 + 3) passed it. Two epochs of fit, shuffled, as a
+    # user runs them; 4099 samples cross a chunk boundary too.
+    rng = np.random.default_rng(1)
+    X, y = rng.random((n_samples, 12)), rng.integers(0, 4, n_samples)
+    models = {}
+    for backend in ("numpy", "numba"):
+        models[backend] = MLP([12, 9, 4], dtype="float64", seed=0, backend=backend)
+        models[backend].fit(X, y, epochs=2, batch_size=batch_size, lr=0.3, momentum=0.5, progress=False)
+    assert models["numba"].history_.samples == [n_samples, n_samples]
+    np.testing.assert_allclose(models["numba"].params_, models["numpy"].params_, rtol=1e-9, atol=1e-12)

@@ -133,6 +133,28 @@ def test_fit_trains_with_the_optimizer_and_its_state(rng, synth, options):
     assert np.abs(plain.params_ - model.params_).max() > 1e-6
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_each_epoch_trains_on_a_fresh_permutation_drawn_from_the_seed(rng, synth, seed):
+    """fit(shuffle=True) equals the backend driven by hand on the documented stream: one
+    permutation per epoch from default_rng(SeedSequence(seed, spawn_key=(1,))); a shuffle that
+    ignored the seed, or repeated one order every epoch, would differ."""
+    X, y = synth.digits(rng, 90)
+    model = MLP([784, 8, 10], seed=seed, backend="numpy", dtype="float64")
+    model.fit(X, y, epochs=3, batch_size=7, lr=0.1, progress=False)
+
+    arch = Architecture((784, 8, 10), dtype=np.float64)
+    params = init_params(arch, "auto", seed)
+    opt = optim.Optimizer()
+    state = optim.State.fresh(opt, params, seed)
+    backend = make_backend("numpy", arch)
+    stream = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    orders = [stream.permutation(90).astype(np.int64) for _ in range(3)]
+    assert not np.array_equal(orders[0], orders[1])
+    for order in orders:
+        backend.train_chunk(params, X, y, order, 0.1, 7, opt, state)
+    np.testing.assert_array_equal(model.params_, params)
+
+
 def test_fit_starts_a_fresh_optimizer_state_and_partial_fit_keeps_it(rng, synth):
     X, y = synth.digits(rng, 60)
     kwargs = dict(batch_size=5, lr=0.05, momentum=0.9, dropout=0.2, progress=False)

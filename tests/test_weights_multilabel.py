@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastmlp import MLP
+from fastmlp._validation import validation_split
 from fastmlp.optim import Optimizer, State
 from fastmlp.backends import make_backend
 from fastmlp.network import Architecture, init_params
@@ -190,9 +191,16 @@ def test_validation_fraction_splits_the_weights_too():
     X, y = data(rng), labels(rng, "multiclass", 4)
     w = np.ones(N)
     w[::2] = 0  # every other sample: the training rows keep some weight whichever are held out
+    w[1::4] = rng.random(len(w[1::4])) * 3  # and unequal weights on the others
     model = MLP([6, 8, 4], seed=0, backend="numpy", dtype="float64")
     history = model.fit(X, y, w, epochs=2, validation_fraction=0.25)
     assert len(history.val_loss) == 2 and np.isfinite(history.loss).all()
+    # the training rows' weights are normalised again (to mean 1 over them): the run is the one
+    # on the training rows alone (to rounding: normalised twice, the weights' last bits differ)
+    train, val = validation_split(y, 0.25, seed=0, stratify=True)
+    by_hand = MLP([6, 8, 4], seed=0, backend="numpy", dtype="float64")
+    by_hand.fit(X[train], y[train], w[train], epochs=2)
+    np.testing.assert_allclose(model.params_, by_hand.params_, rtol=1e-12, atol=1e-14)
 
 
 # --- multilabel ------------------------------------------------------------------------------
