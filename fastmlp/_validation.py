@@ -156,9 +156,9 @@ def check_X(X, arch: Architecture, name="X"):
     return X
 
 
-def check_y(y, arch: Architecture, n_samples, name="y"):
+def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
     """Labels as int64 [N] in [0, n_classes) for classifiers; int64 [N, K] of 0/1 for multilabel
-    (K sigmoid units); floats [N, K] for regression."""
+    (K sigmoid units); floats [N, K] for regression. ``x_name``: the inputs they go with."""
     if y is None:
         raise TypeError(f"{name} must be an array of {n_samples} targets; got None")
     y = np.asarray(y)
@@ -168,7 +168,7 @@ def check_y(y, arch: Architecture, n_samples, name="y"):
         raise TypeError(f"{name} must be real; got dtype {y.dtype}")
     if y.ndim == 0 or len(y) != n_samples:
         got = len(y) if y.ndim else "a scalar"
-        raise ValueError(f"X and {name} have different lengths: X has {n_samples} samples, {name} has {got}")
+        raise ValueError(f"{x_name} and {name} have different lengths: {x_name} has {n_samples} samples, {name} has {got}")
     if not arch.is_classifier:
         n_out = arch.layers[-1]
         if y.ndim == 1 and n_out == 1:

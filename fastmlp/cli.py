@@ -348,7 +348,7 @@ def _check_test_set(model, X_test, y_test):
     from ._validation import check_X, check_y
 
     X = check_X(X_test, model.arch_, name="the test set's images")
-    check_y(y_test, model.arch_, len(X), name="the test set's labels")
+    check_y(y_test, model.arch_, len(X), name="the test set's labels", x_name="the test set's images")
 
 
 def _check_resumed_data(args, model, X_train, y_train):

@@ -592,7 +592,7 @@ class MLP:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
-            y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]")
+            y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]", x_name="validation_data[0]")
         if monitor == "val_loss":
             val_data = self.backend_.prepare(X_val)
 

@@ -387,12 +387,13 @@ def test_a_refit_that_fails_its_checks_keeps_the_fitted_model(Estimator):
         model.fit(X, y)
     before = dict(vars(model))
     predictions = model.predict(X)
-    for bad in ([X, y[:10]], [np.full_like(X, np.nan), y], [X[:, :, None], y]):
-        with pytest.raises(ValueError):
+    for bad, words in (([X, y[:10]], "inconsistent numbers of samples"), ([np.full_like(X, np.nan), y], "contains NaN"),
+                       ([X[:, :, None], y], "dim 3")):
+        with pytest.raises(ValueError, match=words):
             model.fit(*bad)
         assert vars(model).keys() == before.keys() and all(vars(model)[k] is v for k, v in before.items())
         np.testing.assert_array_equal(model.predict(X), predictions)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sample_weight must be non-negative"):
         model.fit(X, y, sample_weight=-np.ones(len(y)))
     np.testing.assert_array_equal(model.predict(X), predictions)
 

@@ -1,5 +1,6 @@
 """The public API: MLP fit/predict/evaluate/score, the trainer's semantics, the seeds' setups."""
 
+import re
 import warnings
 
 import numpy as np
@@ -176,7 +177,10 @@ def test_a_call_that_fails_its_checks_leaves_the_model_as_it_was(rng, synth, bac
     arguments = dict(X=X, y=y, epochs=1, batch_size=4, progress=False)
     arguments.update({"X": dict(X=X[:, :700]), "validation_data": dict(validation_data=(X, y[:10])),
                       "sample_weight": dict(sample_weight=-np.ones(len(y)))}[mistake])
-    with pytest.raises(ValueError):
+    words = {"X": "X has 700 features per sample but layers[0] is 784",
+             "validation_data": "validation_data[0] and validation_data[1] have different lengths: validation_data[0] has 120",
+             "sample_weight": "sample_weight must be finite and >= 0; got -1.0 at row 0"}[mistake]
+    with pytest.raises(ValueError, match=re.escape(words)):
         getattr(model, call)(**arguments)
     assert vars(model).keys() == before.keys()
     assert all(vars(model)[name] is value for name, value in before.items())
@@ -185,7 +189,7 @@ def test_a_call_that_fails_its_checks_leaves_the_model_as_it_was(rng, synth, bac
     assert model.epochs_trained_ == 2 and len(model.history_.loss) == 2
 
     fresh = MLP([784, 8, 10], seed=0, backend=backend)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(words)):
         getattr(fresh, call)(**arguments)
     assert not hasattr(fresh, "params_")
 

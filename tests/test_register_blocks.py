@@ -9,8 +9,10 @@ layers of a multiple of four vectors; the mini-batch kernel's gradient), and wit
 dtype's tolerance where the four-vector build runs a loop instead of a masked block of eight
 (65-127 float32 units, 33-63 float64: other sums, other rounding)."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 import numba
@@ -69,6 +71,7 @@ def other_width_trains(run, width):
     SciPy unimportable and every kernel compiled in that process (no second process, and a Numba
     cache of its own): (register block width, whether scipy stayed blocked, folder of weights)."""
     folder = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, folder, True)  # two tests read it: removed when the test process ends
     with tempfile.TemporaryDirectory() as cache_dir:
         status, out, err = run(["-c", TRAIN, json.dumps(CASES), folder],
                                dict(NUMBA_CACHE_DIR=cache_dir, FASTMLP_REGISTER_BLOCK=str(width),

@@ -142,7 +142,7 @@ def test_nothing_is_trained_when_validation_data_is_bad():
     model = MLP([784, 16, 10], backend="numpy")
     model.fit(X_OK, Y_OK, progress=False)
     before = model.params_.copy()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"validation_data\[1\] labels must be in \[0, 9\].*got 99 at row 0"):
         model.partial_fit(X_OK, Y_OK, validation_data=(X_OK, with_row(Y_OK, 0, 99)), progress=False)
     np.testing.assert_array_equal(model.params_, before)
 
