@@ -850,9 +850,15 @@ IDX_READERS = [read_idx, read_idx_images, read_idx_labels]
 def check_idx_readers(path):
     for reader in IDX_READERS:
         try:
-            reader(path)
+            array = reader(path)
         except DataFormatError as error:
             assert str(path) in str(error)
+        else:  # accepted: then an array of what the reader promises
+            assert isinstance(array, np.ndarray) and array.ndim >= 1
+            if reader is read_idx_images:
+                assert array.ndim == 2 and array.dtype == np.uint8
+            elif reader is read_idx_labels:
+                assert array.ndim == 1 and array.dtype == np.int64
 
 
 @FUZZ
