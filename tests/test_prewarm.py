@@ -309,9 +309,8 @@ def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_
     (claims / "_part_update").touch()  # claimed by the other process, not stored yet
     other = Other(str(claims))
     threading.Timer(0.3, lambda: (claims / "_part_update.done").touch()).start()
-    tic = time.monotonic()
     _prewarm.share(other)
-    assert time.monotonic() - tic >= 0.25
+    assert (claims / "_part_update.done").exists()  # it waited for the claimed kernel (not for a time)
     assert shares == [(str(claims), "float32", "uint8")]
     _prewarm.share(other)  # once per claims directory
     assert len(shares) == 1
@@ -323,7 +322,8 @@ def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_
     threading.Timer(0.3, lambda: setattr(other, "ended", 1)).start()
     tic = time.monotonic()
     _prewarm.share(other)
-    assert 0.25 <= time.monotonic() - tic < _prewarm.SHARE_WAIT_SECONDS / 2
+    assert other.ended == 1  # it waited until the other process ended
+    assert time.monotonic() - tic < _prewarm.SHARE_WAIT_SECONDS / 2  # and no longer (a generous bound)
     assert len(shares) == 2
 
 
