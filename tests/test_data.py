@@ -990,7 +990,9 @@ def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
     code = ("import os, sys; from fastmlp._atomic import atomic_write\n"
             "with atomic_write(sys.argv[1]) as f:\n    f.write(b'half'); f.flush(); print('writing', flush=True); "
             "os.kill(os.getpid(), 9)")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    # (cwd: not the source tree, whose fastmlp/ has no kernels/ beside it: the installed package is the one to import)
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
     assert writer.stdout.readline() == "writing\n"
     assert writer.wait(timeout=60) == -signal.SIGKILL
     stale = leftovers(tmp_path)
