@@ -52,9 +52,14 @@ class NumpyBackend:
         return reference.predict_logits(self.arch, params, data)
 
 
-def make_backend(name, arch: Architecture, threads="auto"):
+def check_backend(name):
+    """A ValueError unless ``name`` is one of ``BACKENDS``."""
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
+
+
+def make_backend(name, arch: Architecture, threads="auto"):
+    check_backend(name)
     if name == "numpy":
         return NumpyBackend(arch, threads)
     from ._numba_backend import NumbaBackend  # imported lazily: numba's import costs ~0.5 s

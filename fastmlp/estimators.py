@@ -43,7 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
-from .backends import BACKENDS
+from .backends import check_backend
 from .model import MLP, unchanged_until_training, writable_arrays
 
 try:  # scikit-learn's error for a bad parameter: a ValueError and a TypeError (>= 1.2)
@@ -246,8 +246,7 @@ class _BaseMLP(BaseEstimator):
         except ValueError:
             raise ValueError(f"random_state must be an int in [0, 2**32 - 1], a numpy.random.RandomState or None; "
                              f"got {self.random_state!r}") from None
-        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {self.backend!r}")
+        check_backend(self.backend)
         thread_count(self.threads)
 
     def _input_dtype(self):

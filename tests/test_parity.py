@@ -492,6 +492,15 @@ def test_batches_longer_than_a_sub_batch_match_the_reference(dtype, synth):
     assert_calls_match([c[:3] for c in compiled], [c[:3] for c in expected], arch.dtype, tol, "adamw, dropout")
 
 
+def fit_on_both(layers, X, y, activation="sigmoid", **options):
+    """{"numpy": model, "numba": model}: the same float64 fit (seed 0) on each backend."""
+    models = {}
+    for backend in ("numpy", "numba"):
+        models[backend] = MLP(layers, activation=activation, dtype="float64", seed=0, backend=backend)
+        models[backend].fit(X, y, progress=False, **options)
+    return models
+
+
 @pytest.mark.parametrize("scale, eps", [(1e-14, 1e-20), (1e-16, 1e-30), (1.0, 1e-8)])
 @pytest.mark.parametrize("batch_size", [1, 16])
 def test_adam_with_a_tiny_eps_steps_as_the_reference(scale, eps, batch_size):
@@ -500,10 +509,8 @@ def test_adam_with_a_tiny_eps_steps_as_the_reference(scale, eps, batch_size):
     # the first layer's weights reached ~1e3 where the reference's stay below 1
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 8)) * scale, rng.integers(0, 3, 64)
-    models = {}
-    for backend in ("numpy", "numba"):
-        models[backend] = MLP([8, 5, 3], activation="tanh", dtype="float64", seed=0, backend=backend)
-        models[backend].fit(X, y, epochs=3, batch_size=batch_size, lr=1e-3, optimizer="adam", eps=eps, progress=False)
+    models = fit_on_both([8, 5, 3], X, y, activation="tanh", epochs=3, batch_size=batch_size, lr=1e-3,
+                         optimizer="adam", eps=eps)
     np.testing.assert_allclose(models["numba"].params_, models["numpy"].params_, rtol=1e-9, atol=1e-12)
 
 
@@ -514,9 +521,6 @@ def test_an_epoch_whose_last_batch_is_short_trains_as_the_reference(n_samples, b
     # user runs them; 4099 samples cross a chunk boundary too.
     rng = np.random.default_rng(1)
     X, y = rng.random((n_samples, 12)), rng.integers(0, 4, n_samples)
-    models = {}
-    for backend in ("numpy", "numba"):
-        models[backend] = MLP([12, 9, 4], dtype="float64", seed=0, backend=backend)
-        models[backend].fit(X, y, epochs=2, batch_size=batch_size, lr=0.3, momentum=0.5, progress=False)
+    models = fit_on_both([12, 9, 4], X, y, epochs=2, batch_size=batch_size, lr=0.3, momentum=0.5)
     assert models["numba"].history_.samples == [n_samples, n_samples]
     np.testing.assert_allclose(models["numba"].params_, models["numpy"].params_, rtol=1e-9, atol=1e-12)
