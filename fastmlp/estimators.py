@@ -434,12 +434,13 @@ class _BaseMLP(BaseEstimator):
             except KeyboardInterrupt:  # the model keeps the weights of its last completed chunk
                 warnings.warn("Training interrupted by user.")
                 interrupted = True
-            penalty_after = _squared_norm(model.weights_)
-            done = model.history_.loss[done_before:]
-            for epoch, data_loss in enumerate(done, 1):
-                # the weights of epochs inside a call are not kept: their norm is interpolated
-                penalty = penalty_before + (penalty_after - penalty_before) * epoch / len(done)
-                stopped = self._book_epoch(data_loss, penalty_scale * penalty, n_samples, validation)
+            except BaseException:
+                # e.g. a DivergenceError in a later epoch of a many-epoch call: the epochs the
+                # model completed before it are booked (n_iter_, t_, loss_curve_ match its weights)
+                self._book_epochs(model.history_.loss[done_before:], penalty_before, penalty_scale, n_samples, validation)
+                raise
+            stopped = self._book_epochs(model.history_.loss[done_before:], penalty_before, penalty_scale, n_samples,
+                                        validation)
             if incremental:
                 break
             if self.n_iter_ == self.max_iter and not stopped:
@@ -453,6 +454,17 @@ class _BaseMLP(BaseEstimator):
             if incremental:
                 self._last_params = model.params_.copy()
             model.params_[...] = self._best_params
+
+    def _book_epochs(self, done, penalty_before, penalty_scale, n_samples, validation):
+        """_book_epoch for each data loss in ``done`` (the epochs of one MLP.partial_fit call);
+        True when the run must stop."""
+        penalty_after = _squared_norm(self.model_.weights_)
+        stopped = False
+        for epoch, data_loss in enumerate(done, 1):
+            # the weights of epochs inside a call are not kept: their norm is interpolated
+            penalty = penalty_before + (penalty_after - penalty_before) * epoch / len(done)
+            stopped = self._book_epoch(data_loss, penalty_scale * penalty, n_samples, validation)
+        return stopped
 
     def _book_epoch(self, data_loss, penalty, n_samples, validation):
         """scikit-learn's bookkeeping after an epoch (loss, score, patience, adaptive rate);

@@ -398,6 +398,25 @@ def test_a_refit_that_fails_its_checks_keeps_the_fitted_model(Estimator):
     np.testing.assert_array_equal(model.predict(X), predictions)
 
 
+def test_a_fit_that_diverges_books_the_epochs_it_trained():
+    """A fit trains its epochs in one model call when nothing is checked between them; one
+    that diverges in a later epoch keeps those epochs' weights, and n_iter_, t_ and
+    loss_curve_ count them (they stayed at 0 and [])."""
+    from fastmlp import DivergenceError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((100, 4))
+    y = X @ rng.random(4) * 10
+    model = MLPRegressor(hidden_layer_sizes=(8,), activation="identity", solver="sgd", momentum=0,
+                         learning_rate_init=0.3, max_iter=30, n_iter_no_change=1000, random_state=0)
+    with pytest.raises(DivergenceError) as diverged:
+        model.fit(X, y)
+    trained = diverged.value.epoch - 1
+    assert trained >= 2
+    assert model.n_iter_ == trained and model.t_ == trained * len(X)
+    assert len(model.loss_curve_) == len(model.model_.history_.loss) == trained
+
+
 def test_warm_start_keeps_the_optimizer_state():
     from fastmlp.optim import STEPS
 
