@@ -364,8 +364,8 @@ class _BaseMLP(BaseEstimator):
 
     def _split(self, X, targets, sample_weight, random_state, incremental):
         """(train, validation) parts, each (X, targets, sample_weight); validation None without
-        early stopping. partial_fit holds out part of its first call's data and scores every
-        later call on that same validation set."""
+        early stopping. partial_fit holds out part of its first call's data (the first after a
+        fit too) and scores every later call on that same validation set."""
         if not self.early_stopping:
             return (X, targets, sample_weight), None
         if incremental and getattr(self, "_validation", None) is not None:
@@ -382,7 +382,11 @@ class _BaseMLP(BaseEstimator):
             train, val = train + [None], val + [None]
         validation = tuple(val)
         if incremental:
+            # the run's validation set from here on; a run that fit() began was scored on the
+            # fit's (not kept): the best score and the patience start afresh on this one
             self._validation = validation
+            self.best_validation_score_ = -np.inf
+            self._no_improvement_count = 0
         return tuple(train), validation
 
     def _train(self, X, targets, sample_weight, random_state, incremental):

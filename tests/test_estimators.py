@@ -484,6 +484,26 @@ def test_partial_fit_after_a_fit_early_stopping_ended_says_so():
     np.testing.assert_array_equal(model.model_.params_, held)
 
 
+def test_partial_fit_after_a_fit_that_did_not_stop_scores_on_a_set_of_its_own():
+    """fit keeps no validation set, so the first partial_fit after it holds out its own: the
+    best score and the patience start afresh there (the fit's best score, on other samples,
+    was kept as the mark, and calls on harder data counted as epochs without improvement)."""
+    X, y = make_classification(300, 6, class_sep=3, random_state=0)
+    model = MLPClassifier(hidden_layer_sizes=(8,), early_stopping=True, n_iter_no_change=50, max_iter=30,
+                          learning_rate_init=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert model.best_validation_score_ > 0.9
+    noisy = np.random.default_rng(0).permutation(y)  # labels a model cannot learn
+    model.partial_fit(X, noisy)
+    assert model.validation_scores_[-1] < 0.8
+    assert model.best_validation_score_ == model.validation_scores_[-1] and model._no_improvement_count == 0
+    assert len(model._validation[0]) == 30
+    model.partial_fit(X, noisy)
+    assert model.best_validation_score_ == max(model.validation_scores_[-2:])
+
+
 # --- drop-in: the places scikit-learn estimators go --------------------------------------------
 
 
