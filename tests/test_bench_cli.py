@@ -252,13 +252,18 @@ def test_slow_rows_are_timed_on_a_smaller_slice_and_say_so(tiny_mnist):
     assert f"{PILOT_SAMPLES}*" in out and "* timed on the first N samples only" in out
 
 
-def test_progress_goes_to_stderr_only_when_asked(tiny_mnist, capsys):
+def test_progress_goes_to_stderr_only_when_asked(tiny_mnist, capsys, monkeypatch):
     args = ("--data", str(tiny_mnist), *SMALL, "--batch-sizes", "32", "--backends", "numpy", "--json")
     run(parse(*args, "--progress"))
     out, err = capsys.readouterr()
     assert "[1/1] numpy bs=32 784-16-10 sigmoid" in err
     json_lines(out)  # stdout stays pure JSON
     run(parse(*args))  # stderr is not a terminal under pytest
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # as on a terminal
+    run(parse(*args))
+    assert "[1/1] numpy bs=32" in capsys.readouterr().err
+    run(parse(*args, "--no-progress"))
     assert capsys.readouterr().err == ""
 
 

@@ -3,11 +3,13 @@
 import gzip
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -600,6 +602,106 @@ def test_on_off_flags_reach_the_run(capsys, tiny_mnist):
     shuffled.fit(X, y, epochs=2, batch_size=8, momentum=0.5, nesterov=True, weight_decay=0.01,
                  decoupled_weight_decay=True, progress=False)
     assert not np.array_equal(saved.params_, shuffled.params_)
+
+
+# Every on/off flag of every command, and the test that shows it reaching what it switches:
+# a flag added without one fails test_every_on_off_flag_has_a_test (the value options have
+# BAD_OPTION_VALUES; three train flags once reached nothing, unnoticed).
+ON_OFF_FLAG_TESTS = {
+    **{("train", flag): "test_cli.py::test_on_off_flags_reach_the_run"
+       for flag in ("--nesterov", "--decoupled-weight-decay", "--no-shuffle", "--no-bias")},
+    **{(command, flag): "test_cli.py::test_recipe_flags_reach_compare_sweep_and_bench"
+       for command, flags in (("compare", ("--nesterov", "--decoupled-weight-decay", "--no-shuffle", "--no-bias")),
+                              ("sweep", ("--nesterov", "--decoupled-weight-decay", "--no-shuffle", "--no-bias")),
+                              ("bench", ("--nesterov", "--decoupled-weight-decay")))
+       for flag in flags},
+    ("train", "--json"): "test_cli.py::test_on_off_flags_reach_the_run",
+    ("train", "--no-progress"): "test_cli.py::test_no_progress_silences_the_progress_bar",
+    ("train", "--distributed"): "test_distributed.py::test_cli_on_two_ranks_prints_and_writes_once_and_resumes",
+    ("compare", "--json"): "test_compare.py::test_compare_json_reports_each_epoch_and_agrees",
+    ("evaluate", "--json"): "test_evaluate_predict.py::test_evaluate_reports_what_the_model_computes",
+    ("predict", "--proba"): "test_evaluate_predict.py::test_predict_labels_and_probabilities_from_npy",
+    ("warmup", "--json"): "test_cli.py::test_warmup_compiles_what_training_needs",
+    ("warmup", "--distributed"): "test_cli.py::test_warmup_compiles_the_distributed_kernels_too",
+    ("sweep", "--json"): "test_sweep.py::test_cli_json_and_csv",
+    ("bench", "--json"): "test_bench_cli.py::test_optimizer_options_time_both_backends_with_that_optimizer",
+    ("bench", "--quick"): "test_bench_cli.py::test_quick_selects_a_small_subset_and_explicit_options_win",
+    ("bench", "--progress"): "test_bench_cli.py::test_progress_goes_to_stderr_only_when_asked",
+    ("bench", "--no-progress"): "test_bench_cli.py::test_progress_goes_to_stderr_only_when_asked",
+}
+
+
+def test_every_on_off_flag_has_a_test():
+    from fastmlp.cli import build_parser
+
+    (commands,) = [action for action in build_parser()._actions if action.choices and action.dest == "command"]
+    flags = {(command, action.option_strings[-1]) for command, parser in commands.choices.items()
+             for action in parser._actions if action.option_strings and action.nargs == 0}
+    flags = {(command, flag) for command, flag in flags if flag != "--help"}
+    assert flags - ON_OFF_FLAG_TESTS.keys() == set(), "on/off flags without a test in ON_OFF_FLAG_TESTS"
+    assert ON_OFF_FLAG_TESTS.keys() - flags == set(), "ON_OFF_FLAG_TESTS names flags the CLI no longer has"
+    for where in set(ON_OFF_FLAG_TESTS.values()):
+        module, name = where.split("::")
+        source = (Path(__file__).parent / module).read_text()
+        assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{where} does not exist"
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep", "bench"])
+def test_recipe_flags_reach_compare_sweep_and_bench(capsys, tiny_mnist, monkeypatch, command):
+    """What each command hands on to its training has the flags' settings, and not without them."""
+    from fastmlp import compare, sweeps
+    from fastmlp.bench import plan as bench_plan
+
+    flags = {"--nesterov": ("nesterov", True), "--decoupled-weight-decay": ("decoupled_weight_decay", True),
+             "--no-shuffle": ("shuffle", False), "--no-bias": ("bias", False)}
+    if command == "bench":
+        flags = {flag: flags[flag] for flag in ("--nesterov", "--decoupled-weight-decay")}
+    recipe = ["--momentum", "0.5", "--weight-decay", "0.01"]
+
+    def handed_on(*argv):
+        """The settings one run of ``fastmlp COMMAND RECIPE ARGV`` trains with."""
+        if command == "bench":
+            options = bench_plan.plan_from_args(_bench_args(*recipe, *argv)).optimizer.as_dict()
+            return options
+        seen = {}
+        if command == "compare":
+            def fake(make, *args, fit_kwargs, **kwargs):
+                seen.update(fit_kwargs, bias=make("numpy").bias)
+                return {"agree": True, "epochs": []}
+            monkeypatch.setattr(compare, "compare_backends", fake)
+            argv = ("--json", *argv)
+        else:
+            def fake(trials, source, **kwargs):
+                seen.update(trials[0])
+                return sweeps.SweepResult(trials=[], swept=kwargs["swept"], executor="test")
+            monkeypatch.setattr(sweeps, "run_trials", fake)
+            argv = ("--grid", "lr=0.1", *argv)
+        main([command, "--data", str(tiny_mnist), *recipe, *argv])  # (a sweep of no records: status 1)
+        assert seen, capsys.readouterr().err
+        return seen
+
+    plain = handed_on()
+    for flag, (name, value) in flags.items():
+        assert plain[name] is (not value), (command, name)
+        assert handed_on(flag)[name] is value, (command, flag)
+
+
+def test_no_progress_silences_the_progress_bar(capsys, tiny_mnist, monkeypatch):
+    argv = ["train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy", "--epochs", "2"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # as on a terminal
+    status, out, err = run(capsys, *argv)
+    assert status == 0 and "epoch 2/2" in err, err
+    status, out, err = run(capsys, *argv, "--no-progress")
+    assert status == 0 and err == "" and "test accuracy" in out
+
+
+def _bench_args(*argv):
+    from fastmlp._cli_options import Parser
+    from fastmlp.bench import add_parser
+
+    parser = Parser(prog="fastmlp")
+    add_parser(parser.add_subparsers(dest="command", parser_class=Parser))
+    return parser.parse_args(["bench", *argv])
 
 
 def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
