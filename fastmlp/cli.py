@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -403,7 +404,7 @@ def _train(args):
         return _train_ranks(args, None)
     from .distributed import RanksFailed, agreeing
 
-    meeting = {"met": False}
+    meeting = {"met": False, "agreed": False}
     try:
         with agreeing(comm) as meeting:  # a rank that fails before training (its data, its checkpoint) tells the others
             return _train_ranks(args, comm)
@@ -413,7 +414,9 @@ def _train(args):
     except RanksFailed:
         raise  # raised on every rank alike
     except Exception:
-        if meeting["met"]:  # an error of this rank's alone (a checkpoint it could not write, ...)
+        # after the ranks agreed to train, an error of this rank's alone (no memory, ...): the
+        # others may wait for it in a collective (an error before that was told to every rank)
+        if meeting["agreed"]:
             _ranks_to_stop.append(comm)
         raise
 
@@ -769,6 +772,11 @@ def main(argv=None):
     _ranks_to_stop.clear()
     try:
         return _main(argv)
+    except BaseException:
+        if _ranks_to_stop:  # an error _main does not report (MemoryError, ...): as _stop_other_ranks
+            traceback.print_exc()
+            _stop_other_ranks(EXIT_ERROR)
+        raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -105,12 +105,14 @@ def agreeing(comm):
     fit) so that the ranks cannot hang: an exception raised on this rank before the ranks met
     in ``check_same_run`` is sent to them there (in the same collective), so every other rank
     raises ``RanksFailed`` naming it while this one raises its own. Nested uses meet once.
-    Yields a dict whose "met" says, once the block has ended, whether the ranks met (so that an
-    exception after that may have left the others in a collective: see the command line's use)."""
+    Yields a dict whose "met" says, once the block has ended, whether the ranks met, and
+    "agreed" whether they met to train (so that an exception after that may have left the others
+    in a collective: see the command line's use); a meeting that told the ranks of a failure
+    before training is "met" but not "agreed": every rank raised."""
     if comm is None:
-        yield {"met": False}
+        yield {"met": False, "agreed": False}
         return
-    call = {"met": False}
+    call = {"met": False, "agreed": False}
     _UNMET.append(call)
     try:
         yield call
@@ -130,7 +132,8 @@ def check_same_run(comm, **call):
     options, weights, optimizer state) or one failed before it: they would otherwise wait for
     each other forever, or silently train different models. ``call``: JSON-able values; arrays
     are compared by CRC."""
-    for unmet in _UNMET:
+    meeting = list(_UNMET)
+    for unmet in meeting:
         unmet["met"] = True
     mine = {name: _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
     mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
@@ -147,6 +150,23 @@ def check_same_run(comm, **call):
                 f"distributed training: rank {rank} differs from rank 0 in {', '.join(differing)}; every rank must "
                 f"make the same training call (same data, options, seed or checkpoint)"
             )
+    for call_ in meeting:
+        call_["agreed"] = True
+
+
+def lead_step(comm, step):
+    """Run ``step()`` on rank 0 alone (writing a checkpoint) and tell every rank how it went: if
+    it raised, every rank raises RanksFailed (rank 0's from its error), so that none waits for
+    the others in the next collective. Every rank must call this at the same point."""
+    error = None
+    if is_lead(comm):
+        try:
+            step()
+        except Exception as raised:  # noqa: BLE001 - told to every rank, then raised here too
+            error = raised
+    message = comm.bcast(None if error is None else f"{type(error).__name__}: {' '.join(str(error).split())}", root=0)
+    if message is not None:
+        raise RanksFailed(f"distributed training: rank 0 failed during training, so every rank stops: {message}") from error
 
 
 def warm_up_kernels(X, y, dtype):

@@ -601,9 +601,10 @@ class MLP:
                 return metrics["loss"], metrics["accuracy"]
 
         if comm is not None:
-            from .distributed import DistributedBackend, _crc, check_same_run, is_lead
+            from .distributed import DistributedBackend, _crc, check_same_run, is_lead, lead_step
 
             check_same_run(comm, data=fingerprint.result(), options=options, epochs=epochs, run=run.scalars(),
+                           network=[list(arch.layers), self.activation, self.loss, self.output, self.bias, arch.dtype],
                            shuffle=self._shuffle_rng.bit_generator.state, params=self.params_,
                            slots=None if state is None else state.slots,
                            counters=None if state is None else state.counters, sample_weight=sample_weight,
@@ -621,11 +622,13 @@ class MLP:
             state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.run_seed)
         batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         backend = self.backend_
+        checkpoints = checkpoint_path is not None
         if comm is not None:
             backend = DistributedBackend(self.backend_, comm)
-            if not is_lead(comm):  # rank 0 alone draws progress and writes files
+            # rank 0 alone draws progress and writes files, when and as often as its call asks
+            checkpoints, checkpoint_every = comm.bcast((checkpoints, checkpoint_every), root=0)
+            if not is_lead(comm):
                 progress = False
-                checkpoint_path = None
         compile_before = backend.compile_seconds
         mode = "per-sample" if batch == 1 else "mini-batch"
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
@@ -639,13 +642,20 @@ class MLP:
             warmup_epochs=options["warmup_epochs"], horizon=horizon,
         )
         stopping = trainer.Stopping(options["early_stopping"], options["tol"], options["n_iter_no_change"])
+
+        def checkpoint():
+            if comm is None:
+                self.save(checkpoint_path)
+            else:  # every rank hears whether rank 0's write failed: no rank waits for it
+                lead_step(comm, lambda: self.save(checkpoint_path))
+
         on_epoch = None
-        if checkpoint_path is not None:
+        if checkpoints:
             every = checkpoint_every or 1
 
             def on_epoch():
                 if run.epochs_done % every == 0:
-                    self.save(checkpoint_path)
+                    checkpoint()
 
         history = trainer.train(
             backend,
@@ -666,8 +676,8 @@ class MLP:
             on_epoch=on_epoch,
             sample_weight=sample_weight,
         )
-        if checkpoint_path is not None:
-            self.save(checkpoint_path)
+        if checkpoints:
+            checkpoint()
         return history
 
     # --- inference ---------------------------------------------------------------------------

@@ -93,14 +93,38 @@ except fastmlp.DivergenceError as error:  # raised on every rank, or the run wou
     results["diverged"] = np.array([error.epoch, error.sample, error.row])
     results["diverged_params"] = model.params_
 # rank 1 alone fails before training (its checkpoint directory is missing there), then rank 1
-# alone validates on other data: every rank stops with an error at the start, none hangs
-for number, kwargs in enumerate([{"checkpoint_path": "missing-here/run.npz" if comm.rank == 1 else "run.npz"},
-                                 {"validation_data": (arrays["X"][:20 + comm.rank], arrays["y"][:20 + comm.rank])}]):
+# alone validates on other data, then builds its network with another activation (the same
+# weights: the ranks' gradients were mixed, silently): every rank stops with an error at the
+# start, none hangs
+for number, (network, kwargs) in enumerate([
+        ({}, {"checkpoint_path": "missing-here/run.npz" if comm.rank == 1 else "run.npz"}),
+        ({}, {"validation_data": (arrays["X"][:20 + comm.rank], arrays["y"][:20 + comm.rank])}),
+        ({"activation": "sigmoid" if comm.rank == 1 else "tanh"}, {})]):
     try:
-        fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], batch_size=32, progress=False, distributed=True,
-                                             **kwargs)
+        fastmlp.MLP([40, 12, 4], seed=5, **network).fit(arrays["X"], arrays["y"], batch_size=32, progress=False,
+                                                        distributed=True, **kwargs)
     except ValueError as error:
         results[f"refused{number}"] = np.array(comm.gather(f"{type(error).__name__}: {error}", root=0))
+# rank 0 cannot write its second checkpoint (disk full) after the ranks began (rank 1 passes no
+# path: rank 0's call decides): every rank raises, none waits in the next collective for ever
+saves = []
+saving = fastmlp.MLP.save
+
+
+def full_disk(self, path):
+    saves.append(path)
+    if len(saves) == 2:
+        raise OSError(28, "No space left on device")
+    saving(self, path)
+
+
+fastmlp.MLP.save = full_disk
+try:
+    fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], epochs=5, batch_size=32, progress=False,
+                                         distributed=True, checkpoint_path="run.npz" if comm.rank == 0 else None)
+except ValueError as error:
+    results["disk_full"] = np.array(comm.gather(f"{type(error).__name__}: {error} ({len(saves)} saves)", root=0))
+fastmlp.MLP.save = saving
 if comm.rank == 0:
     np.savez("result.npz", ranks=comm.size, **results)
 """ % (EPOCHS, EPOCHS)
@@ -142,6 +166,12 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     assert rank1.startswith("ValueError: checkpoint_path 'missing-here/run.npz'")
     assert all(message.startswith("RanksFailed: distributed training: rank 1 differs from rank 0 in validation_data")
                for message in result["refused1"])
+    assert all(message.startswith("RanksFailed: distributed training: rank 1 differs from rank 0 in network")
+               for message in result["refused2"])
+    # a write that failed on rank 0 during training: every rank stops with its error (the job hung)
+    assert [message.startswith("RanksFailed: distributed training: rank 0 failed during training, so every rank stops: "
+                               "OSError: [Errno 28] No space left on device") for message in result["disk_full"]] == [True] * 2
+    assert result["disk_full"][0].endswith("(2 saves)") and result["disk_full"][1].endswith("(0 saves)")
 
 
 def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp_path, capsys):
@@ -187,6 +217,8 @@ def test_cli_a_rank_without_its_data_stops_every_rank(tiny_mnist_dir, tmp_path):
     assert done.returncode == 1
     assert ("fastmlp: error: distributed training: rank 1 failed before training, so no rank trains: "
             "DataNotFoundError: MNIST data not found") in done.stderr
+    # every rank raised: none is stopped by MPI_Abort (rank 1 aborted the job, racing rank 0's message)
+    assert "Abort" not in done.stderr, done.stderr
 
 
 def long_run_until_checkpointed(data_dir, cwd, checkpoint, then):
