@@ -50,7 +50,7 @@ def grid_item(actions):
             raise argparse.ArgumentTypeError(f"unknown parameter {name!r} in {text!r}; sweep one of {', '.join(sweepable)}")
         action = actions[INVERTED.get(name, name)]
         parse_value = _boolean if action.nargs == 0 else action.type
-        if values.split(":")[0].strip() in sweeps.DISTRIBUTIONS:
+        if ":" in values and values.split(":")[0].strip() in sweeps.DISTRIBUTIONS:  # (init=uniform is a value)
             if getattr(parse_value, "__name__", "") != "number":
                 raise argparse.ArgumentTypeError(f"{name} takes a list of values, not a distribution; got {text!r}")
             try:

@@ -73,6 +73,8 @@ def data_source(data="mnist", limit=None):
         raise ValueError(f"limit must be a positive integer or None; got {limit!r}")
     limit = None if limit is None else int(limit)
     if isinstance(data, DataSource):
+        if limit is not None and limit != data.limit:  # it was dropped: the trials trained on all of it
+            raise ValueError(f"limit={limit} with a DataSource of limit={data.limit}: give the limit in the DataSource")
         return data
     if isinstance(data, str) and data in DATASETS:
         return DataSource(dataset=data, limit=limit)
@@ -507,7 +509,9 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
 
 
 # How often a trial whose worker process was lost (ProcessPoolExecutor's BrokenProcessPool,
-# which fails every trial not finished) is run again in a new pool before it is recorded failed.
+# which fails every trial not finished, whichever killed the worker) is run again in a new pool;
+# after that, each runs once more alone, in a pool of its own, and is recorded failed only if it
+# loses that pool's worker too: a trial that kills its worker (out of memory) costs no other trial.
 LOST_WORKER_RETRIES = 2
 
 
@@ -521,29 +525,36 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     # Dask reschedules the tasks of a lost worker itself)
     restartable = kind == "processes"
     pending, lost = list(range(len(trials))), dict.fromkeys(range(len(trials)), 0)
+    description = None
     while pending and not interrupted:
         broken = []
-        with _executor(executor, workers, scheduler, source) as (pool, description):
-            futures = {pool.submit(_run_trial, number, trials[number], source): number for number in pending}
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    number = futures[future]
-                    if restartable and lost[number] < LOST_WORKER_RETRIES and _lost_worker(future):
-                        lost[number] += 1
-                        broken.append(number)
-                        continue
-                    records[number] = _outcome(future, number, trials)
-                    if on_result is not None:
-                        on_result(records[number])
-            except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
-                interrupted = True
-                if str(interrupt).startswith("stopped by "):
-                    cause = str(interrupt)[len("stopped by "):]
-                for future, number in futures.items():
-                    if future.done() and not future.cancelled() and number not in records and not _lost_worker(future):
+        # each suspect alone once the retries in a shared pool are spent
+        alone = restartable and max(lost[number] for number in pending) >= LOST_WORKER_RETRIES
+        for group in ([number] for number in pending) if alone else [pending]:
+            if interrupted:
+                break
+            with _executor(executor, 1 if alone else workers, scheduler, source) as (pool, shown):
+                description = description or shown
+                futures = {pool.submit(_run_trial, number, trials[number], source): number for number in group}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        number = futures[future]
+                        if restartable and not alone and _lost_worker(future):
+                            lost[number] += 1
+                            broken.append(number)
+                            continue
                         records[number] = _outcome(future, number, trials)
-                    else:
-                        future.cancel()
+                        if on_result is not None:
+                            on_result(records[number])
+                except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
+                    interrupted = True
+                    if str(interrupt).startswith("stopped by "):
+                        cause = str(interrupt)[len("stopped by "):]
+                    for future, number in futures.items():
+                        if future.done() and not future.cancelled() and number not in records and not _lost_worker(future):
+                            records[number] = _outcome(future, number, trials)
+                        else:
+                            future.cancel()
         pending = sorted(broken)
     for number, params in enumerate(trials):
         records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": f"cancelled by {cause}"})
@@ -558,9 +569,13 @@ def _lost_worker(future):
 
 
 def _outcome(future, number, trials):
-    """The record of a finished future; a task that died with its worker is a failed trial."""
+    """The record of a finished future; a task that died with its worker is a failed trial, one
+    whose worker alone was interrupted (SIGINT to it: TrainingInterrupted) a cancelled one."""
     try:
         return future.result()
+    except KeyboardInterrupt as error:
+        return {"trial": number, "params": trials[number], "status": "cancelled",
+                "error": f"interrupted in its worker ({_describe_error(error)})"}
     except Exception as error:
         return {"trial": number, "params": trials[number], "status": "failed", "error": _describe_error(error)}
 

@@ -142,6 +142,66 @@ def test_a_lost_worker_process_costs_no_trial(tiny_mnist_dir):
     assert {name: record[name] for name in SCORES} == direct_fit(record["params"], tiny_mnist_dir)
 
 
+WORKERS_THAT_DIE = """
+import os
+import signal
+
+from fastmlp import sweeps
+
+
+def initialize():
+    \"\"\"Trials at lr 0.999 kill their worker, as the out-of-memory killer would a trial too large.\"\"\"
+    sweeps._single_threaded_worker()
+    run = sweeps._run_trial
+
+    def run_or_die(number, params, source):
+        if params["lr"] == 0.999:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run(number, params, source)
+
+    sweeps._run_trial = run_or_die
+"""
+
+
+def test_a_trial_that_kills_its_worker_every_time_costs_no_other_trial(tiny_mnist_dir, monkeypatch, tmp_path):
+    # each lost pool counted against every trial not finished: after the retries every trial,
+    # started or not, was recorded "failed: BrokenProcessPool"
+    (tmp_path / "workers_that_die.py").write_text(WORKERS_THAT_DIE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the spawned workers
+    import workers_that_die
+
+    monkeypatch.setattr(sweeps, "_single_threaded_worker", workers_that_die.initialize)
+    result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.999, 0.02, 0.03]}, executor="processes", workers=2,
+                           data=tiny_mnist_dir)
+    by_rate = {record["params"]["lr"]: record for record in result.trials}
+    assert by_rate[0.999]["status"] == "failed" and "BrokenProcessPool" in by_rate[0.999]["error"]
+    assert [by_rate[lr]["status"] for lr in (0.01, 0.02, 0.03)] == ["ok"] * 3, [r["error"] for r in result.trials]
+
+
+class OneInterrupted(concurrent.futures.Executor):
+    """Runs the trials in this process, but trial 1's worker was interrupted (SIGINT to it alone)."""
+
+    def submit(self, fn, number, *args):
+        future = concurrent.futures.Future()
+        if number == 1:
+            future.set_exception(fastmlp.TrainingInterrupted("stopped by Ctrl-C"))
+        else:
+            future.set_result(fn(number, *args))
+        return future
+
+
+def test_a_trial_interrupted_in_its_worker_costs_only_that_trial(tiny_mnist_dir):
+    # its TrainingInterrupted (a KeyboardInterrupt) came out of run_trials: the finished trials were lost
+    try:
+        result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.02, 0.03]}, executor=OneInterrupted(), data=tiny_mnist_dir)
+    except KeyboardInterrupt as interrupt:
+        pytest.fail(f"the sweep was lost: {interrupt!r}")
+    statuses = {record["trial"]: record["status"] for record in result.trials}
+    assert statuses == {0: "ok", 1: "cancelled", 2: "ok"} and not result.interrupted
+    assert "interrupted in its worker" in result.trials[-1]["error"]
+
+
 def test_ranking_order():
     ok = lambda n, accuracy, loss: {"trial": n, "status": "ok", "val_accuracy": accuracy, "val_loss": loss}  # noqa: E731
     records = [
@@ -234,12 +294,15 @@ def test_numpy_values_become_the_python_numbers_json_writes():
         ({"distributions": {"lr": "uniform:0.1:0.2"}, "n_trials": 1, "base_params": {**BASE, "lr": 0.5}},
          "'lr' is both fixed (base_params) and swept (distributions)"),
         ({"grid": {"lr": [0.1]}, "executor": "processes", "scheduler": "tcp://127.0.0.1:8786"}, "needs executor='dask'"),
+        # (the limit was dropped: every trial trained on all the data)
+        ({"grid": {"lr": [0.1]}, "data": sweeps.DataSource(directory="/nowhere"), "limit": 100},
+         "give the limit in the DataSource"),
     ],
 )
 def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
     # tmp_path holds no data: a sweep that started would fail its trials rather than raise
     with pytest.raises(ValueError) as error:
-        fastmlp.sweep(kwargs.pop("base_params", BASE), data=tmp_path, **kwargs)
+        fastmlp.sweep(kwargs.pop("base_params", BASE), **{"data": tmp_path, **kwargs})
     assert words in str(error.value)
 
 
@@ -407,10 +470,11 @@ def test_cli_grid_values_are_parsed_by_their_options():
 
     args = build_parser().parse_args([
         "sweep", "--grid", "layers=784-64-10,784-128-10", "--grid", "batch_size=full,32", "--grid", "shuffle=false,true",
-        "--grid", "lr=loguniform:1e-3:1e-1", "--grid", "nesterov=yes",
+        "--grid", "lr=loguniform:1e-3:1e-1", "--grid", "nesterov=yes", "--grid", "init=uniform",
     ])
+    # (init=uniform was taken for a distribution and refused)
     assert args.grid == [("layers", ((784, 64, 10), (784, 128, 10))), ("batch_size", (None, 32)), ("shuffle", (False, True)),
-                         ("lr", "loguniform:1e-3:1e-1"), ("nesterov", (True,))]
+                         ("lr", "loguniform:1e-3:1e-1"), ("nesterov", (True,)), ("init", ("uniform",))]
     assert args.threads == 1 and args.validation_fraction == 0.1
 
 
