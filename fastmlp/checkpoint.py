@@ -243,8 +243,52 @@ def _params(model, entries, key):
 def _read_weights_only(cls, entries):
     model = _model(cls, entries, "config")
     model.params_ = _params(model, entries, "params")
-    model._check_params()
+    try:
+        model._check_params()
+    except ValueError as error:  # (a plain ValueError that named no file)
+        raise entries.fail("params", str(error)) from None
     return model
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_consistent(entries, model):
+    """Entries that each load but contradict one another (a run's epochs against its history,
+    a run without options that has trained): refused rather than trained on from."""
+    run, history, training = model.run_, model.history_, model.fit_options_
+    for name in ("epochs_done", "lr_reductions", "best_epoch", "epochs_without_improvement",
+                 "epochs_at_rate_without_improvement"):
+        if not _count(getattr(run, name)):
+            raise entries.fail("run", f"has {name}={getattr(run, name)!r} (a count: an integer >= 0)")
+    if run.best_epoch > run.epochs_done:
+        raise entries.fail("run", f"has best_epoch={run.best_epoch} after epochs_done={run.epochs_done}")
+    if training is None and run.epochs_done:
+        raise entries.fail("training", f"is null, but the run has trained {run.epochs_done} epochs")
+    epochs = run.epochs_done
+    if history.epoch != list(range(1, epochs + 1)):
+        raise entries.fail("history", f"numbers epochs {history.epoch!r:.80} but the run has done {epochs}")
+    for name in ("lr", "loss", "accuracy", "samples", "val_loss", "val_accuracy"):
+        values = getattr(history, name)
+        lengths = (0, epochs) if name.startswith("val_") or name == "accuracy" else (epochs,)
+        if not isinstance(values, list) or len(values) not in lengths or not all(
+                value is None or _number(value) for value in values):
+            raise entries.fail("history", f"has {name}={values!r:.80}: not a list of {epochs} numbers")
+    state = model.optimizer_state_
+    for where, counters in [("optimizer_counters", None if state is None else state.counters)] + [
+            (f"{name}_counters", snapshot.state.counters) for name, snapshot in (("best", run.best), ("last", run.last))
+            if snapshot is not None]:
+        if counters is not None and (counters < 0).any():
+            raise entries.fail(where, f"holds negative counts {counters.tolist()}")
+    data = model.data_fingerprint_
+    if data is not None and not (isinstance(data, dict) and {"n_samples", "crc32"} <= set(data)
+                                 <= {"n_samples", "crc32", "sample_weight_crc32"} and all(map(_count, data.values()))):
+        raise entries.fail("data", f"is not a record of training data: {data!r:.80}")
 
 
 def _read_checkpoint(cls, entries, version):
@@ -309,6 +353,8 @@ def _read_checkpoint(cls, entries, version):
         model.history_ = trainer.History.from_dict(record)
     except (TypeError, ValueError, AttributeError) as error:
         raise entries.fail("history", f"is not a training history: {error}") from None
+
+    _check_consistent(entries, model)
 
     rng_state = entries.json("shuffle_rng")
     try:

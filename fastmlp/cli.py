@@ -360,6 +360,11 @@ def _check_resumed_data(args, model, X_train, y_train):
     y = check_y(y_train, model.arch_, len(X))
     fingerprint = data_fingerprint(X, y)
     saved = model.data_fingerprint_
+    if saved is not None and "sample_weight_crc32" in saved:  # it went on unweighted, silently
+        raise ValueError(
+            f"--resume {args.resume}: the checkpoint's run trained with sample weights, which the command line "
+            f"cannot give; go on in Python: MLP.load(...).partial_fit(X, y, sample_weight=...)"
+        )
     if saved is not None and fingerprint != saved:
         raise ValueError(
             f"--resume {args.resume}: the checkpoint's run trained on other data ({saved['n_samples']:,} samples, "

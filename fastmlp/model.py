@@ -59,10 +59,14 @@ FIT_DEFAULTS = {
 OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
 
 
-def data_fingerprint(X, y):
+def data_fingerprint(X, y, sample_weight=None):
     """What a checkpoint records of the data a run trained on (``data`` in checkpoint.py): the
-    number of samples and the crc32 of X's bytes, then y's."""
-    return {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+    number of samples and the crc32 of X's bytes, then y's; with sample weights also the crc32
+    of theirs (as checked: ``sample_weight_crc32``), so that a resume without them is refused."""
+    fingerprint = {"n_samples": int(len(X)), "crc32": zlib.crc32(y, zlib.crc32(X))}
+    if sample_weight is not None:
+        fingerprint["sample_weight_crc32"] = zlib.crc32(np.ascontiguousarray(sample_weight))
+    return fingerprint
 
 
 def _in_background(function, *args):
@@ -579,7 +583,7 @@ class MLP:
             batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
             self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)
         # the checkpoint's record of the data, computed while the data is converted below
-        fingerprint = _in_background(data_fingerprint, X, y)
+        fingerprint = _in_background(data_fingerprint, X, y, sample_weight)
         evaluate = None
         if options["validation_fraction"] is not None:
             stratify = arch.is_classifier and not arch.is_multilabel

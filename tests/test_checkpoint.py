@@ -315,6 +315,47 @@ def test_bad_files_are_refused_with_an_error_naming_the_problem(tmp_path, saved,
     assert isinstance(info.value, ValueError)
 
 
+def _changed(entries, name, **changes):
+    return np.array(json.dumps({**json.loads(str(entries[name])), **changes}))
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda e: {"run": _changed(e, "run", epochs_done=-3)}, "'run' has epochs_done=-3 \\(a count"),
+        (lambda e: {"run": _changed(e, "run", epochs_done=7)}, "'history' numbers epochs \\[1\\] but the run has done 7"),
+        (lambda e: {"run": _changed(e, "run", best_epoch=5)}, "'run' has best_epoch=5 after epochs_done=1"),
+        (lambda e: {"history": _changed(e, "history", loss="abc")}, "'history' has loss='abc'"),
+        (lambda e: {"history": _changed(e, "history", lr=[0.1, 0.1])}, "'history' has lr=\\[0.1, 0.1\\]"),
+        (lambda e: {"data": np.array(json.dumps("foo"))}, "'data' is not a record of training data"),
+        (lambda e: {"data": np.array(json.dumps({}))}, "'data' is not a record of training data"),
+        (lambda e: {"optimizer_counters": e["optimizer_counters"] - 100}, "'optimizer_counters' holds negative counts"),
+        (lambda e: {"training": np.array(json.dumps(None)), "optimizer_slots": None, "optimizer_counters": None},
+         "'training' is null, but the run has trained 1 epochs"),
+    ],
+    ids=["negative-epochs", "epochs-not-history", "best-after-end", "history-loss-text", "history-lr-long", "data-text",
+         "data-empty", "negative-counters", "no-options-but-trained"],
+)
+def test_entries_that_contradict_each_other_are_refused(tmp_path, saved, change, words):
+    # each loaded; partial_fit then numbered epochs from -2, failed after training an epoch, or
+    # went on with a fresh optimizer and default options
+    path, entries = saved
+    target = rewrite(tmp_path / "bad.npz", entries, **change(entries))
+    with pytest.raises(CheckpointError, match=words) as info:
+        MLP.load(target)
+    assert str(target) in str(info.value)
+
+
+def test_weights_only_files_with_bad_weights_name_the_file(tmp_path, saved):
+    # a plain ValueError that named no file
+    _, entries = saved
+    target = tmp_path / "old.npz"
+    np.savez(target, config=entries["model"], params=np.full_like(entries["params"], np.nan))
+    with pytest.raises(CheckpointError, match="'params' params_ contains NaN") as info:
+        MLP.load(target)
+    assert str(target) in str(info.value)
+
+
 def test_a_damaged_entry_is_reported(tmp_path, saved):
     path, _ = saved
     raw = bytearray(path.read_bytes())

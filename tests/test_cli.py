@@ -861,6 +861,9 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
     api = MLP([784, 16, 10], backend="numpy")
     api.fit(X, y, epochs=1, validation_data=(X[:10], y[:10]), early_stopping=3, progress=False)
     api.save(folder / "api-validation.npz")
+    weighted = MLP([784, 16, 10], backend="numpy")
+    weighted.fit(X, y, epochs=1, sample_weight=np.linspace(1, 2, len(X)), progress=False)
+    weighted.save(folder / "api-weighted.npz")
     return folder
 
 
@@ -887,6 +890,8 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("weights-only", ["--epochs", "2"], 2, "holds weights but no run to resume"),
         ("garbage", ["--epochs", "2"], 1, "not a fastmlp checkpoint"),
         ("api-validation", ["--epochs", "3"], 2, "watched the loss on validation_data given to fit() in Python"),
+        # (it went on without them, silently)
+        ("api-weighted", ["--epochs", "3"], 1, "the checkpoint's run trained with sample weights, which the command line cannot give"),
     ],
 )
 def test_resume_refuses_what_would_not_continue_the_run(capsys, tiny_mnist, checkpoints, file, argv, status, words):
