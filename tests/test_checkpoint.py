@@ -75,6 +75,35 @@ def test_a_run_stopped_after_any_epoch_resumes_bit_for_bit(tmp_path, data, backe
         assert_same_run(resumed, whole)
 
 
+# Runs split while early stopping or the adaptive rate is counting: the best epoch before the
+# split and none after it, patience part-way used (the runs above all end by max epochs, so a
+# best snapshot or a patience count that did not survive the file passed them).
+COUNTING_CASES = [
+    pytest.param(dict(batch_size=4, lr=0.5, momentum=0.9, validation_fraction=0.3, early_stopping=50),
+                 lambda history: history.best_epoch <= 3, id="best-epoch-before-the-split"),
+    pytest.param(dict(batch_size=8, lr=0.1, early_stopping=3, tol=10.0),
+                 lambda history: history.stop_reason.startswith("early stopping"), id="early-stopping-part-way"),
+    pytest.param(dict(batch_size=8, lr=0.1, lr_schedule="adaptive", n_iter_no_change=2, tol=10.0),
+                 lambda history: len(set(history.lr)) > 1, id="adaptive-part-way"),
+]
+
+
+@pytest.mark.parametrize("fit_kwargs, counted", COUNTING_CASES)
+def test_a_run_split_while_it_counts_resumes_bit_for_bit(tmp_path, fit_kwargs, counted):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(120, 10)).astype(np.float32), rng.integers(0, 3, 120)  # noise: nothing improves for long
+    whole = MLP([10, 16, 3], backend="numpy", seed=0)
+    whole.fit(X, y, epochs=6, progress=False, **fit_kwargs)
+    assert counted(whole.history_)
+    for stop_after in range(1, whole.epochs_trained_):
+        first = MLP([10, 16, 3], backend="numpy", seed=0)
+        first.fit(X, y, epochs=stop_after, schedule_epochs=6, progress=False, **fit_kwargs)
+        first.save(tmp_path / "part.npz")
+        resumed = MLP.load(tmp_path / "part.npz")
+        resumed.partial_fit(X, y, epochs=6 - stop_after, progress=False)
+        assert_same_run(resumed, whole)
+
+
 def test_a_checkpoint_written_during_fit_resumes_an_interrupted_run(tmp_path, data):
     """checkpoint_every writes the file at epoch ends; Ctrl-C in epoch 3 leaves the epoch-2 file."""
     X, y = data
