@@ -2,6 +2,7 @@
 process trains, from the API and from the command line; only rank 0 prints and writes; the
 cases that cannot or need not be distributed."""
 
+import inspect
 import json
 import os
 import shutil
@@ -68,11 +69,21 @@ def run_two_ranks(argv, cwd):
                           env=env, timeout=600)
 
 
+def far_target():
+    """A regression whose row 16 is far out of range (1e20: a float32 loss overflows)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 10)), rng.normal(size=(64, 1))
+    y[16, 0] = 1e20
+    return X, y
+
+
 RANKS_SCRIPT = """
 import json, sys
 import numpy as np
 import fastmlp
 from mpi4py import MPI
+
+FAR_TARGET
 
 comm = MPI.COMM_WORLD
 cases = json.loads(sys.argv[1])
@@ -85,6 +96,7 @@ for number, (dtype, options) in enumerate(cases):
     if comm.rank == 0:
         results[f"params{number}"] = model.params_
         results[f"loss{number}"] = np.array(history.loss)
+        results[f"accuracy{number}"] = np.array(history.accuracy)
         results[f"same_on_both_ranks{number}"] = np.array(all(np.array_equal(everyone[0], p) for p in everyone))
 model = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
 try:
@@ -92,6 +104,14 @@ try:
 except fastmlp.DivergenceError as error:  # raised on every rank, or the run would hang
     results["diverged"] = np.array([error.epoch, error.sample, error.row])
     results["diverged_params"] = model.params_
+# the loss overflows first in rank 1's share of a batch (row 16 of the first batch of 32): every
+# rank stops at that sample, as one process does
+X_far, y_far = far_target()
+try:
+    fastmlp.MLP([10, 1], activation="identity", loss="mse", dtype="float32", seed=1).fit(
+        X_far, y_far, epochs=1, batch_size=32, shuffle=False, progress=False, distributed=True)
+except fastmlp.DivergenceError as error:
+    results["diverged_on_rank_1"] = np.array(comm.gather([error.epoch, error.sample, error.row], root=0))
 # rank 1 alone fails before training (its checkpoint directory is missing there), then rank 1
 # alone validates on other data, then builds its network with another activation (the same
 # weights: the ranks' gradients were mixed, silently): every rank stops with an error at the
@@ -136,6 +156,7 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     np.savez(tmp_path / "data.npz", X=X, y=y)
     assert command
     script = textwrap.dedent(RANKS_SCRIPT).replace("DIVERGING_LR", repr(DIVERGING_LR))
+    script = script.replace("FAR_TARGET", inspect.getsource(far_target))
     (tmp_path / "ranks.py").write_text(script)
     done = run_two_ranks(["ranks.py", json.dumps(CASES)], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -149,6 +170,7 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
         scale = np.abs(single.params_).max()
         assert np.abs(params - single.params_).max() <= WEIGHTS_RTOL[dtype] * scale, (dtype, options)
         np.testing.assert_allclose(result[f"loss{number}"], history.loss, rtol=WEIGHTS_RTOL[dtype])
+        np.testing.assert_allclose(result[f"accuracy{number}"], history.accuracy, atol=0.011)  # 2 of its 180 rows
 
     # a diverging run stops at the same sample on both ranks as in one process, weights rolled back alike
     single = fastmlp.MLP([40, 12, 4], activation="identity", dtype="float32", seed=5)
@@ -157,6 +179,12 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     error = diverged.value
     np.testing.assert_array_equal(result["diverged"], [error.epoch, error.sample, error.row])
     np.testing.assert_allclose(result["diverged_params"], single.params_, rtol=WEIGHTS_RTOL["float32"])
+    with pytest.raises(fastmlp.DivergenceError) as diverged:
+        fastmlp.MLP([10, 1], activation="identity", loss="mse", dtype="float32", seed=1).fit(
+            *far_target(), epochs=1, batch_size=32, shuffle=False, progress=False)
+    error = diverged.value
+    assert error.row == 16
+    np.testing.assert_array_equal(result["diverged_on_rank_1"], [[error.epoch, error.sample, error.row]] * 2)
 
     # a rank that failed before training was waited for by the others for ever; ranks that
     # validate on different data trained different runs
