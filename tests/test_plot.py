@@ -204,3 +204,44 @@ def test_train_plot_without_matplotlib_fails_before_training(capsys, tiny_mnist_
     assert status == 1 and out == "" and err.count("\n") == 1
     assert "fastmlp[plot]" in err
     assert not (tmp_path / "c.png").exists()
+
+
+# --- what the pictures show (a plot-audit's mutants of plot.py passed every test above) ---------
+
+
+def test_validation_values_of_an_older_history_are_drawn_at_its_last_epochs():
+    # a history whose validation list is shorter (validation came later): at the epochs it ends on
+    history = {"epoch": [1, 2, 3], "loss": [3, 2, 1], "accuracy": [0.1, 0.2, 0.3], "val_loss": [2.5], "val_accuracy": [0.25]}
+    loss_ax, accuracy_ax = plot_history(history).axes
+    assert list(loss_ax.get_lines()[1].get_xdata()) == [3]
+    assert list(accuracy_ax.get_lines()[1].get_xdata()) == [3]
+    assert list(loss_ax.get_xticks()) == [1, 2, 3]  # whole epochs
+
+
+def test_confusion_matrix_rows_are_the_classes_and_counts_are_legible():
+    ax = plot_confusion_matrix(np.array([[9, 1], [1, 9]]), classes=["a", "b"]).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [t.get_color() for t in ax.texts] == ["white", "black", "black", "white"]  # on dark cells, white
+    assert len(plot_confusion_matrix(np.eye(20, dtype=int)).axes[0].texts) == 400  # counts written up to 20 classes
+
+
+def test_regression_evaluation_draws_the_target_against_the_first_output():
+    report = {"task": "regression", "n_samples": 3, "loss": 0.1, "r2": 0.9}
+    outputs = np.array([[10.0, -1.0], [20.0, -2.0], [30.0, -3.0]])
+    ax = plot_evaluation(report, targets=np.array([1.0, 2.0, 3.0]), outputs=outputs).axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), [[1, 10], [2, 20], [3, 30]])
+
+
+def test_evaluation_bars_are_labelled_with_the_classes():
+    report = {"task": "classification", "n_samples": 10, "loss": 0.5, "accuracy": 0.7, "classes": [0, 1],
+              "precision": [0.8, 0.5], "recall": [1.0, 0.0], "support": [7, 3], "confusion_matrix": [[7, 0], [3, 0]]}
+    assert [t.get_text() for t in plot_evaluation(report).axes[1].get_xticklabels()] == ["0", "1"]
+
+
+def test_save_figure_takes_an_upper_case_suffix(tmp_path):
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.subplots().plot([1, 2])
+    save_figure(figure, tmp_path / "a.PNG")
+    assert (tmp_path / "a.PNG").read_bytes()[:8] == PNG_MAGIC

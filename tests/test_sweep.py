@@ -513,3 +513,112 @@ def test_a_script_without_the_main_guard_is_told_to_add_it(tiny_mnist_dir, tmp_p
         assert done.returncode == 1
         assert f'{script}:2, outside `if __name__ == "__main__":`' in done.stderr
         assert "BrokenProcessPool" not in done.stdout + done.stderr and "bootstrapping" not in done.stderr
+
+
+# --- the records and the trials as asked for (a sweep-audit's mutants passed every test above) --
+
+
+def test_random_search_draws_with_the_base_seed_by_default():
+    grid = {"lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]}
+    assert sweeps.make_trials(BASE, grid, n_trials=3) == sweeps.make_trials(BASE, grid, n_trials=3, seed=BASE["seed"])
+    assert sweeps.make_trials(BASE, grid, n_trials=3) != sweeps.make_trials({**BASE, "seed": 0}, grid, n_trials=3)
+
+
+def test_loguniform_draws_are_uniform_in_the_logarithm():
+    trials = sweeps.make_trials(BASE, distributions={"lr": "loguniform:1e-4:1e0"}, n_trials=400, seed=0)
+    assert 0.4 < sum(t["lr"] < 1e-2 for t in trials) / len(trials) < 0.6  # half the decades (linear draws: 1%)
+
+
+@pytest.mark.parametrize("spec", ["uniform:1:1", "loguniform:1e-3:1e-1:5", "uniform:0.1"])
+def test_distributions_without_a_range_are_refused(spec):
+    with pytest.raises(ValueError):
+        sweeps.parse_distribution(spec)
+
+
+def test_small_parts_of_the_api():
+    assert sweeps.SweepResult([{"trial": 0, "params": {"lr": 0.1}, "status": "failed", "error": "x"}],
+                              swept=("lr",)).best is None  # no trial finished
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        sweeps.make_trials({**BASE, "epochs": 0}, {"lr": [0.1]})
+
+
+def test_a_relative_data_directory_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # workers need not share the cwd
+    assert sweeps.data_source("some/dir").directory == str(tmp_path / "some" / "dir")
+
+
+def test_cli_parses_words_for_false_and_checks_the_scheduler_port():
+    from fastmlp._cli_options import UsageError
+    from fastmlp.cli import build_parser
+
+    assert build_parser().parse_args(["sweep", "--grid", "shuffle=no,yes"]).grid == [("shuffle", (False, True))]
+    with pytest.raises(UsageError, match="must be a scheduler address like tcp://HOST:8786"):
+        build_parser().parse_args(["sweep", "--grid", "lr=0.1", "--scheduler", "tcp://host:port"])
+
+
+def _captured_sweep(monkeypatch, status="ok"):
+    seen = {}
+
+    def fake(trials, source, **kwargs):
+        seen.update(trials=trials, **kwargs)
+        records = [{"trial": n, "params": p, "status": status, "error": None if status == "ok" else "E: x",
+                    "val_accuracy": 0.5, "val_loss": 1.0, "test_accuracy": 0.5, "train_seconds": 1.0,
+                    "samples_per_second": 1.0} for n, p in enumerate(trials)]
+        return sweeps.SweepResult(records, swept=kwargs["swept"], executor="test")
+
+    monkeypatch.setattr(sweeps, "run_trials", fake)
+    return seen
+
+
+def test_cli_distributions_are_swept_columns_drawn_with_the_seed(monkeypatch, capsys, tmp_path):
+    seen = _captured_sweep(monkeypatch)
+    status = main(["sweep", "--data", str(tmp_path), "--grid", "lr=loguniform:1e-3:1e-1", "--trials", "3", "--seed", "5"])
+    assert status == 0 and seen["swept"] == ("lr",)
+    expected = sweeps.make_trials({"seed": 5}, distributions={"lr": "loguniform:1e-3:1e-1"}, n_trials=3)
+    assert [t["lr"] for t in seen["trials"]] == [t["lr"] for t in expected]
+    _captured_sweep(monkeypatch, status="failed")
+    assert main(["sweep", "--data", str(tmp_path), "--grid", "lr=0.1,0.2"]) == 1  # no trial finished
+    capsys.readouterr()
+
+
+def test_a_worker_keeps_one_dataset_and_checks_the_limit(tiny_mnist_dir):
+    import gzip
+    import os
+
+    source = sweeps.data_source(tiny_mnist_dir, 300)
+    sweeps._DATASETS.clear()
+    sweeps._dataset(source)
+    labels = tiny_mnist_dir / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())))
+    os.utime(labels, ns=(0, 0))
+    sweeps._dataset(source)  # the files changed: loaded again, the stale copy dropped
+    assert len(sweeps._DATASETS) == 1
+    with pytest.raises(ValueError, match="limit 301 is more than the 300"):
+        sweeps._dataset(sweeps.data_source(tiny_mnist_dir, 301))
+
+
+def test_a_record_holds_what_its_run_did(tiny_mnist_dir, monkeypatch):
+    made, histories = [], []
+    real_init, real_fit = fastmlp.MLP.__init__, fastmlp.MLP.fit
+
+    def init(self, *args, **kwargs):
+        made.append(kwargs)
+        real_init(self, *args, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        histories.append(real_fit(self, *args, **kwargs))
+        return histories[-1]
+
+    monkeypatch.setattr(fastmlp.MLP, "__init__", init)
+    monkeypatch.setattr(fastmlp.MLP, "fit", fit)
+    base = {"layers": [784, 8, 10], "epochs": 3, "seed": 3, "batch_size": 8}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        record = fastmlp.sweep(base, grid={"lr": [0.1]}, executor=pool, data=tiny_mnist_dir).trials[0]
+    assert made[-1].get("threads") == 1  # a worker per core, a thread each
+    assert record["epochs_trained"] == 3 and record["train_seconds"] == sum(histories[-1].seconds)
+    # 270 training samples an epoch (300 less a 0.1 validation split), 3 epochs
+    assert record["samples_per_second"] * record["train_seconds"] == pytest.approx(3 * 270)
+    stopping = {"layers": [784, 16, 10], "epochs": 30, "seed": 3, "early_stopping": 2, "batch_size": 4}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        record = fastmlp.sweep(stopping, grid={"lr": [5.0]}, executor=pool, data=tiny_mnist_dir).trials[0]
+    assert record["status"] == "ok" and record["stop_reason"].startswith("early stopping") and record["epochs_trained"] < 30
