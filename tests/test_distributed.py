@@ -119,7 +119,10 @@ except fastmlp.DivergenceError as error:
 for number, (network, kwargs) in enumerate([
         ({}, {"checkpoint_path": "missing-here/run.npz" if comm.rank == 1 else "run.npz"}),
         ({}, {"validation_data": (arrays["X"][:20 + comm.rank], arrays["y"][:20 + comm.rank])}),
-        ({"activation": "sigmoid" if comm.rank == 1 else "tanh"}, {})]):
+        ({"activation": "sigmoid" if comm.rank == 1 else "tanh"}, {}),
+        ({"init": "uniform" if comm.rank == 1 else "auto"}, {}),
+        ({}, {"epochs": 1 + comm.rank}),
+        ({}, {"sample_weight": np.ones(len(arrays["y"])) if comm.rank == 1 else None})]):
     try:
         fastmlp.MLP([40, 12, 4], seed=5, **network).fit(arrays["X"], arrays["y"], batch_size=32, progress=False,
                                                         distributed=True, **kwargs)
@@ -194,8 +197,9 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     assert rank1.startswith("ValueError: checkpoint_path 'missing-here/run.npz'")
     assert all(message.startswith("RanksFailed: distributed training: rank 1 differs from rank 0 in validation_data")
                for message in result["refused1"])
-    assert all(message.startswith("RanksFailed: distributed training: rank 1 differs from rank 0 in network")
-               for message in result["refused2"])
+    for number, words in ((2, "network"), (3, "params"), (4, "epochs"), (5, "data, sample_weight")):
+        assert all(message.startswith(f"RanksFailed: distributed training: rank 1 differs from rank 0 in {words}")
+                   for message in result[f"refused{number}"]), result[f"refused{number}"]
     # a write that failed on rank 0 during training: every rank stops with its error (the job hung)
     assert [message.startswith("RanksFailed: distributed training: rank 0 failed during training, so every rank stops: "
                                "OSError: [Errno 28] No space left on device") for message in result["disk_full"]] == [True] * 2
