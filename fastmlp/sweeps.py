@@ -132,13 +132,21 @@ def _python(value):
 
 
 def _distinct(values):
-    """``values`` without repeats, in order: equal values of the same type (after ``_python``;
-    True and 1 stay apart), so that a grid's product and draws hold no trial twice."""
-    kept = []
+    """``values`` without repeats, in order: equal values (after ``_python``; 1 and 1.0 are one,
+    the first kept; True and 1 stay apart), so that a grid's product and draws hold no trial twice."""
+    kept, seen, unhashable = [], set(), []
     for value in values:
         plain = _python(value)
-        if not any(type(plain) is type(seen) and plain == seen for seen in kept):
-            kept.append(plain)
+        key = (isinstance(plain, bool), plain)
+        try:
+            if key in seen:
+                continue
+            seen.add(key)
+        except TypeError:  # a list (layers): compared one by one, as few grids hold many
+            if any(plain == other for other in unhashable):
+                continue
+            unhashable.append(plain)
+        kept.append(plain)
     return kept
 
 
@@ -192,7 +200,17 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
         if not distributions:
             if n_trials > total:
                 raise ValueError(f"n_trials {n_trials} is more than the grid's {total} combinations; leave n_trials out to run them all")
-            for index in rng.choice(total, size=n_trials, replace=False):
+            if total < 2**62:
+                indices = rng.choice(total, size=n_trials, replace=False)
+            else:  # past what rng.choice takes (an OverflowError): distinct draws of each position
+                drawn = {}
+                while len(drawn) < n_trials:
+                    index = 0
+                    for size in sizes:
+                        index = index * size + int(rng.integers(size))
+                    drawn.setdefault(index, None)
+                indices = list(drawn)
+            for index in indices:
                 combination = {}
                 for name, size in zip(reversed(names), reversed(sizes)):  # mixed radix, last name fastest
                     index, position = divmod(int(index), size)

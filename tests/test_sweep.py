@@ -431,6 +431,19 @@ def test_repeated_grid_values_are_one_trial_as_on_the_command_line():
     assert sorted(t["lr"] for t in drawn) == [0.1, 0.2]  # N distinct combinations
     with pytest.raises(ValueError, match="more than the grid's 2 combinations"):
         sweeps.make_trials(BASE, {"lr": [0.1, 0.1, 0.2], "batch_size": [16, 16]}, n_trials=3)
+    assert [t["lr"] for t in sweeps.make_trials(BASE, {"lr": [1, 1.0]})] == [1]  # (it ran twice)
+    assert sweeps._distinct([True, 1]) == [True, 1]
+
+
+def test_a_grid_too_large_to_count_is_drawn_from():
+    # rng.choice took the number of combinations: OverflowError past 2**63
+    grid = {name: list(np.linspace(0.01, 0.5, 100)) for name in ("lr", "momentum", "weight_decay", "dropout",
+                                                                 "input_dropout", "power_t", "tol")}
+    grid["seed"] = list(range(10**6))
+    grid["epochs"] = list(range(1, 10**6))
+    trials = sweeps.make_trials({"layers": [784, 16, 10]}, grid, n_trials=5, seed=0)
+    assert len({tuple(t[name] for name in grid) for t in trials}) == 5
+    assert trials == sweeps.make_trials({"layers": [784, 16, 10]}, grid, n_trials=5, seed=0)
 
 
 @pytest.mark.parametrize(
