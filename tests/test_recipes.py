@@ -427,6 +427,35 @@ def test_a_stopped_run_goes_on_from_its_best_weights_with_fresh_patience(rng, sy
     assert model.history_.best_epoch == 3 and model.history_.stop_reason.startswith("early stopping")
 
 
+@pytest.mark.parametrize("through_file", [False, True])
+def test_a_stopped_run_waits_its_whole_patience_again_when_nothing_improves(rng, synth, tmp_path, through_file):
+    # The counts of the stop are not carried on: a stopped run continued (as it is, or saved and
+    # loaded) that never improves again trains `patience` more epochs, not one.
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 4, 10], backend="numpy")
+    trained_epochs(model, X, y, [1.0, 2.0, 3.0, 4.0], epochs=4, batch_size=4, early_stopping=3, tol=0.0)
+    assert model.history_.stopped_epoch == 4 and model.run_.epochs_without_improvement == 3
+    if through_file:
+        model.save(tmp_path / "stopped.npz")
+        model = MLP.load(tmp_path / "stopped.npz")
+    scripted(model, [5.0, 6.0, 7.0, 8.0])
+    model.partial_fit(X, y, epochs=4, validation_data=(X[:10], y[:10]), progress=False)
+    assert model.history_.epoch == [1, 2, 3, 4, 5, 6, 7] and model.history_.stopped_epoch == 7
+    assert model.history_.best_epoch == 1
+
+
+def test_a_stopped_adaptive_run_waits_n_iter_no_change_again_before_dividing_the_rate(rng, synth):
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 4, 10], backend="numpy")
+    trained_epochs(model, X, y, [1.0, 2.0, 3.0, 4.0], epochs=4, batch_size=4, lr_schedule="adaptive",
+                   n_iter_no_change=2, early_stopping=3, tol=0.0)
+    assert model.history_.stopped_epoch == 4 and model.run_.lr_reductions == 1
+    assert model.run_.epochs_at_rate_without_improvement == 1
+    scripted(model, [5.0])
+    model.partial_fit(X, y, epochs=1, validation_data=(X[:10], y[:10]), progress=False)
+    assert model.run_.lr_reductions == 1  # one epoch without improvement: not yet n_iter_no_change
+
+
 def test_adaptive_divides_the_rate_by_5_and_stops_below_1e_6(rng, synth):
     X, y = synth.digits(rng, 40)
     model = MLP([784, 4, 10], backend="numpy")
