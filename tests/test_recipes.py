@@ -383,6 +383,22 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_epoch(rng, sy
     assert model.run_.stopped == history.stop_reason
 
 
+def test_the_checkpoint_written_at_the_stop_holds_the_best_weights(rng, synth, tmp_path):
+    # The stopping epoch's own checkpoint (on_epoch) is written after the best weights are taken:
+    # a run killed before the final write leaves a file that continues as the stopped run would.
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 4, 10], backend="numpy")
+    saved = []
+    model.save = lambda path: saved.append((model.run_.epochs_done, model.run_.stopped, model.params_.copy()))
+    after = trained_epochs(model, X, y, [1.0, 0.9, 0.95, 0.91], epochs=6, batch_size=4, early_stopping=2, tol=0.0,
+                           checkpoint_path=tmp_path / "run.npz", checkpoint_every=1)
+    assert model.history_.stopped_epoch == 4 and [epoch for epoch, _, _ in saved] == [1, 2, 3, 4, 4]
+    for epoch, stopped, params in saved[3:]:
+        assert stopped is not None
+        np.testing.assert_array_equal(params, after[2][0])
+    assert not np.array_equal(saved[2][2], after[2][0])  # epoch 3's checkpoint: its own weights
+
+
 def test_an_improvement_must_beat_tol_but_the_best_epoch_is_the_lowest_loss(rng, synth):
     X, y = synth.digits(rng, 40)
     model = MLP([784, 4, 10], backend="numpy")
