@@ -1,6 +1,7 @@
 """Checkpoints: the file format, its errors, and exact resumption of a run stopped after any epoch."""
 
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -83,6 +84,9 @@ COUNTING_CASES = [
                  lambda history: history.best_epoch <= 3, id="best-epoch-before-the-split"),
     pytest.param(dict(batch_size=8, lr=0.1, early_stopping=3, tol=10.0),
                  lambda history: history.stop_reason.startswith("early stopping"), id="early-stopping-part-way"),
+    pytest.param(dict(batch_size=4, lr=0.1, momentum=0.9, validation_fraction=0.3, early_stopping=3),
+                 lambda history: history.stop_reason.startswith("early stopping") and history.best_epoch == 1,
+                 id="momentum-stops-on-the-best-state-from-the-file"),
     pytest.param(dict(batch_size=8, lr=0.1, lr_schedule="adaptive", n_iter_no_change=2, tol=10.0),
                  lambda history: len(set(history.lr)) > 1, id="adaptive-part-way"),
 ]
@@ -101,6 +105,28 @@ def test_a_run_split_while_it_counts_resumes_bit_for_bit(tmp_path, fit_kwargs, c
         first.save(tmp_path / "part.npz")
         resumed = MLP.load(tmp_path / "part.npz")
         resumed.partial_fit(X, y, epochs=6 - stop_after, progress=False)
+        assert_same_run(resumed, whole)
+
+
+@pytest.mark.parametrize("fit_kwargs, counted", COUNTING_CASES)
+def test_every_checkpoint_written_during_fit_resumes_bit_for_bit(tmp_path, fit_kwargs, counted):
+    # The files a fit writes at its epoch ends hold the last epoch's weights and optimizer state
+    # while the best epoch's are a separate snapshot (not, as after a fit, the other way round).
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(120, 10)).astype(np.float32), rng.integers(0, 3, 120)
+    whole = MLP([10, 16, 3], backend="numpy", seed=0)
+    real_save = whole.save
+
+    def save_and_keep(path):
+        real_save(path)
+        shutil.copy(path, tmp_path / f"epoch{whole.epochs_trained_}.npz")
+
+    whole.save = save_and_keep
+    whole.fit(X, y, epochs=6, progress=False, checkpoint_path=tmp_path / "run.npz", **fit_kwargs)
+    assert counted(whole.history_)
+    for epoch in range(1, whole.epochs_trained_):
+        resumed = MLP.load(tmp_path / f"epoch{epoch}.npz")
+        resumed.partial_fit(X, y, epochs=6 - epoch, progress=False)
         assert_same_run(resumed, whole)
 
 
