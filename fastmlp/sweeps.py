@@ -22,6 +22,7 @@ files change (``_DATASETS``).
 
 from __future__ import annotations
 
+import collections.abc
 import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import csv
@@ -160,9 +161,15 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     ``"loguniform:LOW:HIGH"``) by sampling; from a grid alone, N distinct combinations.
 
     Returns a list of dicts, the base parameters (``SWEEP_DEFAULTS`` under them) updated by
-    the combination. Raises ValueError naming the unknown key, the empty grid, a parameter both
+    the combination. Raises TypeError when base_params, grid or distributions is not a dict,
+    ValueError naming the unknown key, the empty grid, a parameter both
     fixed in ``base_params`` and swept, or every trial whose values fail the checks.
     """
+    for name, value, holds in (("base_params", base_params, "value"), ("grid", grid, "list of values"),
+                               ("distributions", distributions, "'uniform:LOW:HIGH' or 'loguniform:LOW:HIGH'")):
+        if value is not None and not isinstance(value, collections.abc.Mapping):
+            raise TypeError(f"{name} must be a dict of parameter name -> {holds}, like {{'lr': ...}}; "
+                            f"got {type(value).__name__} {value!r:.60}")
     base = {**SWEEP_DEFAULTS, **(base_params or {})}
     grid = dict(grid or {})
     distributions = dict(distributions or {})

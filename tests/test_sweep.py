@@ -306,6 +306,24 @@ def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
     assert words in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        # a list of pairs was taken as a dict; a list of dicts (scikit-learn's union of grids) failed
+        # with "dictionary update sequence element #0 has length 1; 2 is required"
+        ({"grid": [{"lr": [0.1, 0.2]}]}, "grid must be a dict of parameter name -> list of values"),
+        ({"grid": [("lr", [0.1, 0.2])]}, "grid must be a dict"),
+        ({"grid": "lr=0.1,0.2"}, "got str 'lr=0.1,0.2'"),
+        ({"grid": {"lr": [0.1]}, "base_params": [("layers", [784, 16, 10])]}, "base_params must be a dict"),
+        ({"distributions": ["lr=uniform:0.1:0.2"], "n_trials": 1}, "distributions must be a dict"),
+    ],
+)
+def test_a_sweep_given_something_other_than_dicts_says_which(tmp_path, kwargs, words):
+    with pytest.raises(TypeError) as error:
+        fastmlp.sweep(kwargs.pop("base_params", BASE), **{"data": tmp_path, **kwargs})
+    assert words in str(error.value)
+
+
 def test_an_unreachable_scheduler_is_an_error_not_a_hang(monkeypatch, tmp_path):
     pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 'fastmlp[dask]'")
     monkeypatch.setattr(sweeps, "SCHEDULER_TIMEOUT", "2s")
