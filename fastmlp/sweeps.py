@@ -519,7 +519,8 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
     limit : int, optional
         Train on the first ``limit`` training samples only.
     on_result : callable, optional
-        Called with each trial's record as it finishes (in the calling process).
+        Called with each trial's record as it finishes (in the calling process); trials found
+        finished while a Ctrl-C is handled are in the result but not passed to it.
 
     Returns a ``SweepResult``. Ctrl-C (KeyboardInterrupt, also from ``on_result``) cancels the
     trials not started and returns those that finished, with ``interrupted`` set; the trials
@@ -534,9 +535,10 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
 
 
 # How often a trial whose worker process was lost (ProcessPoolExecutor's BrokenProcessPool,
-# which fails every trial not finished, whichever killed the worker) is run again in a new pool;
-# after that, each runs once more alone, in a pool of its own, and is recorded failed only if it
-# loses that pool's worker too: a trial that kills its worker (out of memory) costs no other trial.
+# which fails every trial not finished, whichever killed the worker) is run again in a new shared
+# pool; after that, each runs once more alone, in a pool of its own, and is recorded failed only if
+# it loses that pool's worker too: a trial that kills its worker every time (out of memory) runs
+# LOST_WORKER_RETRIES + 2 times and costs no other trial.
 LOST_WORKER_RETRIES = 2
 
 
@@ -554,7 +556,7 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
     while pending and not interrupted:
         broken = []
         # each suspect alone once the retries in a shared pool are spent
-        alone = restartable and max(lost[number] for number in pending) >= LOST_WORKER_RETRIES
+        alone = restartable and max(lost[number] for number in pending) > LOST_WORKER_RETRIES
         for group in ([number] for number in pending) if alone else [pending]:
             if interrupted:
                 break

@@ -156,6 +156,8 @@ def initialize():
 
     def run_or_die(number, params, source):
         if params["lr"] == 0.999:
+            with open(os.environ["ATTEMPTS_FILE"], "a") as attempts:
+                attempts.write("x")
             os.kill(os.getpid(), signal.SIGKILL)
         return run(number, params, source)
 
@@ -172,10 +174,13 @@ def test_a_trial_that_kills_its_worker_every_time_costs_no_other_trial(tiny_mnis
     import workers_that_die
 
     monkeypatch.setattr(sweeps, "_single_threaded_worker", workers_that_die.initialize)
+    monkeypatch.setenv("ATTEMPTS_FILE", str(tmp_path / "attempts"))
     result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.999, 0.02, 0.03]}, executor="processes", workers=2,
                            data=tiny_mnist_dir)
     by_rate = {record["params"]["lr"]: record for record in result.trials}
     assert by_rate[0.999]["status"] == "failed" and "BrokenProcessPool" in by_rate[0.999]["error"]
+    # the first run, LOST_WORKER_RETRIES (2) more in a shared pool, one alone (README, "Failures")
+    assert sweeps.LOST_WORKER_RETRIES == 2 and len((tmp_path / "attempts").read_text()) == 4
     assert [by_rate[lr]["status"] for lr in (0.01, 0.02, 0.03)] == ["ok"] * 3, [r["error"] for r in result.trials]
 
 
