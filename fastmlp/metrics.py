@@ -75,7 +75,7 @@ def evaluation_report(model, X, y):
     per-sample loss the model trains on: cross-entropy, MSE, ...). A classifier adds
     ``accuracy``, ``classes`` (0..K-1), per-class ``precision``, ``recall`` (None for 0/0) and
     ``support``, and ``confusion_matrix`` (rows: true class); a regression model adds ``r2``
-    (the coefficient of determination, ``MLP.score``).
+    (the coefficient of determination, ``MLP.score``; None for 0/0, targets that do not vary).
     """
     if model.arch_.is_multilabel:
         raise ValueError(
@@ -87,7 +87,8 @@ def evaluation_report(model, X, y):
     report = {"task": "classification" if model.arch_.is_classifier else "regression",
               "n_samples": int(len(X)), "loss": metrics["loss"]}
     if not model.arch_.is_classifier:
-        report["r2"] = model.score(X, y)
+        r2 = float(model.score(X, y))
+        report["r2"] = None if math.isnan(r2) else r2  # 0/0: every target the same (JSON has no NaN)
         return report
     n_classes = model.arch_.n_classes
     matrix = confusion_matrix(y, model.predict(X), n_classes)
@@ -107,7 +108,8 @@ def format_report(report, loss_name="loss"):
     """The text of an ``evaluation_report``: the summary line, a per-class table and the
     confusion matrix (rows: true class, columns: predicted class)."""
     if report["task"] == "regression":
-        return f"{loss_name} {report['loss']:.6g}, R^2 {report['r2']:.4f} on {report['n_samples']:,} samples"
+        r2 = "- (undefined: the targets do not vary)" if report["r2"] is None else f"{report['r2']:.4f}"
+        return f"{loss_name} {report['loss']:.6g}, R^2 {r2} on {report['n_samples']:,} samples"
     shown = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
     lines = [f"accuracy {report['accuracy']:.4f}, {loss_name} {report['loss']:.4f} on {report['n_samples']:,} samples", ""]
     lines.append(f"{'class':>5}  {'precision':>9}  {'recall':>6}  {'support':>7}")

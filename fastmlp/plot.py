@@ -171,7 +171,7 @@ def plot_evaluation(report, *, targets=None, outputs=None):
         ax.set_xlabel("target")
         ax.set_ylabel("model output")
         ax.legend(fontsize="small")
-        ax.set_title(f"{report['n_samples']:,} samples: loss {report['loss']:.4g}, R² {report['r2']:.4f}", fontsize="medium")
+        ax.set_title(f"{report['n_samples']:,} samples: loss {report['loss']:.4g}, R² {'-' if report['r2'] is None else format(report['r2'], '.4f')}", fontsize="medium")
         return fig
     n_classes = len(report["classes"])
     side = min(3.0 + 0.45 * n_classes, 12.0)

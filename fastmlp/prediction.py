@@ -11,6 +11,7 @@ atomically.
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def read_input(path, n_features):
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # (a damaged .npz: a zip)
         raise DataFormatError(f"{path}: not a NumPy .npy array file ({' '.join(str(error).split())})") from None
     if not isinstance(array, np.ndarray):
         array.close()

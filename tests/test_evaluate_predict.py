@@ -309,6 +309,28 @@ def test_predict_with_a_regression_and_a_binary_model(capsys, tmp_path, rng, syn
     assert not (tmp_path / "q.npy").exists()
 
 
+def test_evaluate_json_has_no_nan_when_the_targets_do_not_vary(capsys, tiny_mnist_dir, tmp_path, synth):
+    # R^2 is 0/0 there: "r2": NaN is not JSON (jq, JSON.parse refuse it)
+    X_train, y_train, X_test, _ = fastmlp.load_mnist(tiny_mnist_dir)
+    model = fastmlp.MLP([784, 6, 1], activation="tanh", loss="mse", backend="numpy", seed=1)
+    model.fit(X_train, y_train.astype(np.float32), epochs=1, batch_size=8, lr=0.01)
+    model.save(tmp_path / "regression.npz")
+    constant = tmp_path / "constant"
+    constant.mkdir()
+    synth.write_idx(constant / "t10k-images-idx3-ubyte", X_test.reshape(-1, 28, 28), 2051)
+    synth.write_idx(constant / "t10k-labels-idx1-ubyte", np.full(len(X_test), 3, np.uint8), 2049)
+    status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", constant, "--json")
+    assert status == 0, err
+
+    def refuse(token):
+        raise AssertionError(f"{token} in the JSON")
+
+    report = json.loads(out, parse_constant=refuse)
+    assert report["r2"] is None and np.isfinite(report["loss"])
+    status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", constant)
+    assert status == 0 and "R^2 - (undefined: the targets do not vary)" in out, err
+
+
 @pytest.mark.parametrize("make_input, words", [
     (lambda d: np.save(d / "x.npy", np.zeros((3, 100), np.uint8)), "100 features per sample"),
     (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20), np.uint8)), "400 features per sample"),
@@ -319,6 +341,8 @@ def test_predict_with_a_regression_and_a_binary_model(capsys, tmp_path, rng, syn
     (lambda d: (d / "x.npy").write_text("1,2,3\n"), "not a NumPy .npy array"),
     (lambda d: np.savez(open(d / "x.npy", "wb"), a=np.zeros(3)), "an .npz archive"),
     (lambda d: np.savez(d / "x.npz", a=np.zeros(3)), "an .npz archive"),
+    # a cut-short .npz under an .npy name (np.load: zipfile.BadZipFile, a traceback)
+    (lambda d: (d / "x.npy").write_bytes(b"PK\x03\x04" + b"\x00" * 40), "not a NumPy .npy array"),
     (lambda d: (d / "x.csv").write_text("5," + ",".join(["0"] * 100) + "\n"), "101 columns, expected 785"),
     (lambda d: (d / "x.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x03abc"), "shape (3,)"),
     (lambda d: (d / "x.idx").write_bytes(b"not an idx file at all"), "x.idx"),
