@@ -20,6 +20,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (| head), as for a C program
 
 LIST_SEPARATOR = ","
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import _cli_options as options
 from ._atomic import target_problem
-from ._cli_options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError
+from ._cli_options import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError
 from .backends import BACKENDS
 from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
@@ -776,7 +777,13 @@ def main(argv=None):
     _signalled.clear()
     _ranks_to_stop.clear()
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
+        return status
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        return EXIT_BROKEN_PIPE
     except BaseException:
         if _ranks_to_stop:  # an error _main does not report (MemoryError, ...): as _stop_other_ranks
             traceback.print_exc()
@@ -785,6 +792,24 @@ def main(argv=None):
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_gone():
+    """Whether stdout's reader has gone (``fastmlp evaluate m.npz | head -1``: the pipe's write
+    end reports an error when polled); if so, stdout now writes to the null device, so that
+    Python's own flush at exit stays quiet too."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor, or no poll (Windows)
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return gone
 
 
 def _main(argv):
@@ -825,6 +850,8 @@ def _main(argv):
         print(f"fastmlp: interrupted: {str(interrupt) or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
+    except BrokenPipeError:  # stdout's reader gone, quietly (main)
+        raise
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"fastmlp: error: {message}", file=sys.stderr)

@@ -553,6 +553,26 @@ def test_the_commands_run_under_python_OO(tmp_path):
         assert result.stdout.strip(), argv
 
 
+@pytest.mark.parametrize("command", ["version", "evaluate"])
+def test_output_to_a_reader_that_has_gone_ends_quietly_with_141(tiny_mnist, tmp_path, command):
+    # `fastmlp evaluate m.npz | head -1`: "fastmlp: error: [Errno 32] Broken pipe", exit 1
+    argv = ["--version"]
+    if command == "evaluate":
+        X, y, _, _ = load_mnist(tiny_mnist)
+        model = MLP([784, 8, 10], backend="numpy", seed=0)
+        model.fit(X, y, epochs=1, progress=False)
+        model.save(tmp_path / "m.npz")
+        argv = ["evaluate", str(tmp_path / "m.npz"), "--data", str(tiny_mnist)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run([sys.executable, "-m", "fastmlp", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path, env=_cli_env(), timeout=300)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == "", (result.returncode, result.stderr)
+
+
 @pytest.mark.mnist
 def test_default_mnist_run_reaches_95_percent(mnist, capsys):
     status, out, err = run(capsys, "train", "--data", os.environ["FASTMLP_DATA"], "--json")
