@@ -308,8 +308,9 @@ def load_dataset(name, data_dir=None, *, download=True, progress=None):
 
 def load_test_set(name="mnist", data_dir=None, *, download=True, progress=None):
     """The test split of ``load_dataset(name, data_dir, ...)`` as ``(test_images, test_labels)``,
-    from the test files alone (``t10k-*`` or ``mnist_test.csv``): the training files need not be
-    there, and are not downloaded. Raises as ``load_dataset``."""
+    from the test files alone (``t10k-*`` or ``mnist_test.csv``, the one ``load_dataset`` would
+    take): the training files need not be there, and are not downloaded. Raises as
+    ``load_dataset``."""
     return _load(name, data_dir, download, progress, test_only=True)
 
 
@@ -331,7 +332,11 @@ def _load(name, data_dir, download, progress, test_only):
     paths = _find_idx_files(directory)
     missing = [file_name for file_name in needed if paths[file_name] is None]
     csv_paths = [directory / file_name for file_name in (CSV_FILES[1:] if test_only else CSV_FILES)]
-    if missing and all(path.is_file() for path in csv_paths):  # a full CSV set beats a partial IDX one
+    # a full CSV set beats a partial IDX one; the test set alone is taken from where a full load
+    # (train) takes it, then from the CSV test file if its IDX files are missing
+    csv_as_train_takes_it = any(paths[file_name] is None for file_name in IDX_FILES) and all(
+        (directory / file_name).is_file() for file_name in CSV_FILES)
+    if csv_as_train_takes_it or (missing and all(path.is_file() for path in csv_paths)):
         tables = [read_csv(path, n_features=N_PIXELS) for path in csv_paths]
         return tables[0] if test_only else (*tables[0], *tables[1])
 
@@ -346,6 +351,16 @@ def _load(name, data_dir, download, progress, test_only):
             raise DataNotFoundError(_not_found_message(dataset, directory, source, still, failure, needed=needed))
         paths = _find_idx_files(directory)
 
+    try:
+        return _read_split(paths, test_only)
+    except DataFormatError as error:
+        if source != "cache":
+            raise
+        raise DataFormatError(f"{error} It is in fastmlp's download cache ({directory}): delete it, and the next "
+                              f"load downloads it again.") from None
+
+
+def _read_split(paths, test_only):
     if test_only:
         test_images = _read_mnist_images(paths[TEST_IMAGES])
         test_labels = read_idx_labels(paths[TEST_LABELS])

@@ -500,6 +500,24 @@ def test_a_full_csv_set_is_read_beside_a_stray_idx_file(tmp_path, no_network):
     np.testing.assert_array_equal(test_labels, labels[:2])
 
 
+def test_the_test_set_alone_comes_from_where_a_full_load_takes_it(tmp_path, no_network):
+    # both CSV files and the two t10k IDX files: train (load_dataset) scored the CSV test set,
+    # evaluate (load_test_set) the IDX one
+    images, labels = known_images(4).reshape(4, 784), known_labels(4)
+    (tmp_path / "mnist_train.csv").write_text(csv_text(images, labels))
+    (tmp_path / "mnist_test.csv").write_text(csv_text(images[:2], labels[:2]))
+    expected = write_mnist_dir(tmp_path / "idx")
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        os.replace(tmp_path / "idx" / name, tmp_path / name)
+    *_, test_images, test_labels = load_mnist(tmp_path)
+    alone_images, alone_labels = data.load_test_set("mnist", tmp_path)
+    np.testing.assert_array_equal(alone_images, test_images)
+    np.testing.assert_array_equal(alone_labels, test_labels)
+    np.testing.assert_array_equal(alone_labels, labels[:2])
+    (tmp_path / "mnist_train.csv").unlink()  # no full CSV set: the complete t10k pair
+    np.testing.assert_array_equal(data.load_test_set("mnist", tmp_path)[1], expected[data.TEST_LABELS])
+
+
 def test_missing_files_in_environment_dir(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "nope"))
     with pytest.raises(DataNotFoundError) as error:
@@ -703,6 +721,18 @@ def test_named_dataset_downloads_into_its_own_subdirectory(cache_dir, server, mo
     assert not cache_dir.exists()  # MNIST's directory untouched
     assert_matches(load_dataset(name, download=False), server.arrays)
     assert len(server.requests) == 8  # 404 from /one/, then /two/, for each file; nothing on the second load
+
+
+def test_a_damaged_file_in_the_cache_says_that_deleting_it_downloads_it_again(cache_dir, server):
+    server.serve(0)
+    load_mnist(progress=False)
+    path = cache_dir / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-10])  # cut short, as by a full disk
+    with pytest.raises(DataFormatError, match="corrupt or truncated") as error:
+        load_mnist(progress=False)
+    assert "download cache" in str(error.value) and "delete it, and the next load downloads it again" in str(error.value)
+    path.unlink()
+    assert_matches(load_mnist(progress=False), server.arrays)  # as it says
 
 
 def test_download_only_missing_files(cache_dir, server):
