@@ -672,26 +672,39 @@ def _is_number(cell):
     return _DECIMAL.fullmatch(cell) is not None
 
 
-def read_csv(path, *, n_features=784):
+def read_csv(path, *, n_features=784, labels=True):
     """Read a CSV file of ``label, pixel_1, ..., pixel_n`` rows.
 
-    The first row is taken as a header when its first cell is not a number. Returns
-    ``(images uint8 [N, n_features], labels int64 [N])``.
+    The first row is taken as a header when its first cell is not a number and its other cells
+    are not all pixel values (0..255): a row like ``?,0,0,...`` is data, and its label an error.
+    Returns ``(images uint8 [N, n_features], labels int64 [N])``; with ``labels=False`` the
+    first column is not read at all (any text, as for samples to predict) and the labels are None.
     """
     is_integer = isinstance(n_features, (int, np.integer)) and not isinstance(n_features, bool)
     if not is_integer or n_features < 1:
         raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
     n_features = int(n_features)
 
-    table = _read_csv_fast(path, n_features)
+    table = _read_csv_fast(path, n_features, labels)
     if table is not None:
+        if not labels:
+            return np.ascontiguousarray(table, dtype=np.uint8), None
         return np.ascontiguousarray(table[:, 1:], dtype=np.uint8), table[:, 0].copy()
     # The fast reader only says "something is wrong"; the strict reader finds the line
     # (or accepts what the fast one couldn't, such as "5.0").
-    return _read_csv_strict(path, n_features)
+    return _read_csv_strict(path, n_features, labels)
 
 
-def _read_csv_fast(path, n_features):
+_PIXEL = re.compile(r"\s*\+?0*(?:[0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])(?:\.0*)?\s*")
+
+
+def _is_header(cells):
+    """Whether a first row's ``cells`` are a header: a label cell that is not a number, and
+    other cells that are not all pixel values (MNIST's CSV: ``label,1x1,1x2,...``)."""
+    return not _is_number(cells[0].strip()) and not all(_PIXEL.fullmatch(cell) for cell in cells[1:])
+
+
+def _read_csv_fast(path, n_features, labels=True):
     """np.loadtxt over the data rows; None when anything looks off."""
     with _open_csv(path) as file:
         first_line = ""
@@ -700,7 +713,9 @@ def _read_csv_fast(path, n_features):
             if not first_line:
                 return None  # empty: let the strict reader word the error
         first_cells = first_line.split(",")
-        if _is_number(first_cells[0].strip()):
+        if not _is_header(first_cells):
+            if labels and not _is_number(first_cells[0].strip()):
+                return None  # a data row with a label that is not a number: the strict reader says where
             file.seek(0)
         elif len(first_cells) != n_features + 1:
             return None  # a header of the wrong width
@@ -708,14 +723,15 @@ def _read_csv_fast(path, n_features):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = np.loadtxt(
-                    file, delimiter=",", dtype=np.int64, comments=None, ndmin=2
+                    file, delimiter=",", dtype=np.int64, comments=None, ndmin=2,
+                    usecols=None if labels else range(1, n_features + 1),
                 )
         except (ValueError, OverflowError):
             return None
-    if table.shape[0] == 0 or table.shape[1] != n_features + 1:
+    if table.shape[0] == 0 or table.shape[1] != n_features + labels:
         return None
-    pixels = table[:, 1:]
-    if table[:, 0].min() < 0 or pixels.min() < 0 or pixels.max() > 255:
+    pixels = table[:, 1:] if labels else table
+    if (labels and table[:, 0].min() < 0) or pixels.min() < 0 or pixels.max() > 255:
         return None
     return table
 
@@ -733,7 +749,7 @@ def _open_csv(path):
         raise DataNotFoundError(f"{path} is a directory; expected a CSV file.") from None
 
 
-def _read_csv_strict(path, n_features):
+def _read_csv_strict(path, n_features, read_labels=True):
     n_columns = n_features + 1
     layout = f"a label and {n_features} pixel values"
     labels = []
@@ -747,7 +763,7 @@ def _read_csv_strict(path, n_features):
             where = f"{path}, line {line_number}"
             if not seen_first_line:
                 seen_first_line = True
-                if not _is_number(cells[0]):
+                if _is_header(cells):
                     if len(cells) != n_columns:
                         raise DataFormatError(
                             f"{where}: header has {len(cells)} columns, expected {n_columns} "
@@ -764,6 +780,8 @@ def _read_csv_strict(path, n_features):
                     f"{where}: ragged row: {len(cells)} columns, but the rows before it have "
                     f"{n_columns} ({layout})."
                 )
+            if not read_labels:
+                cells[0] = "0"  # not read
             values = [_cell_value(cell, where, column) for column, cell in enumerate(cells, 1)]
             if values[0] < 0:
                 raise DataFormatError(
@@ -784,8 +802,8 @@ def _read_csv_strict(path, n_features):
     if not labels:
         what = "has a header but no data rows" if seen_first_line else "is empty"
         raise DataFormatError(f"{path}: file {what}; expected rows of {layout}.")
-    images = np.frombuffer(bytearray().join(pixel_rows), dtype=np.uint8)
-    return images.reshape(len(labels), n_features), np.array(labels, dtype=np.int64)
+    images = np.frombuffer(bytearray().join(pixel_rows), dtype=np.uint8).reshape(len(labels), n_features)
+    return (images, np.array(labels, dtype=np.int64)) if read_labels else (images, None)
 
 
 def _cell_value(cell, where, column):

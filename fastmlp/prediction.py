@@ -28,7 +28,7 @@ def read_input(path, n_features):
     after its label). The array is not checked against a model here: ``check_X`` does that."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix == ".csv":
-        return read_csv(path, n_features=n_features)[0]
+        return read_csv(path, n_features=n_features, labels=False)[0]
     if suffix == ".npz":
         raise DataFormatError(f"{path}: an .npz archive; the samples must be one array in an .npy file (np.save), CSV or IDX")
     if suffix != ".npy":

@@ -321,6 +321,24 @@ def test_corrupt_csv_raises_data_format_error_with_line(tmp_path, case):
         assert word in message
 
 
+def test_a_first_row_of_pixels_is_data_even_when_its_label_is_not_a_number(tmp_path):
+    images, labels = known_images(3).reshape(3, 784), known_labels(3)
+    text = csv_text(images, labels, header=False).replace(f"{labels[0]},", "?,", 1)
+    (tmp_path / "a.csv").write_text(text)
+    with pytest.raises(DataFormatError, match=r"a.csv, line 1, column 1"):  # it was taken for a header
+        read_csv(tmp_path / "a.csv")
+    pixels, none = read_csv(tmp_path / "a.csv", labels=False)
+    np.testing.assert_array_equal(pixels, images)
+    assert none is None
+    # a header of numbered columns is still a header: its numbers are not all pixel values
+    numbered = ",".join(["label", *map(str, range(784))]) + "\n" + csv_text(images, labels, header=False)
+    (tmp_path / "b.csv").write_text(numbered)
+    for reader in (read_csv, data._read_csv_strict):
+        got_images, got_labels = reader(tmp_path / "b.csv", n_features=784)
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
 def test_read_csv_binary_junk(tmp_path):
     path = write(tmp_path / "junk.csv", bytes(range(256)) * 3)
     with pytest.raises(DataFormatError, match="junk.csv"):

@@ -284,6 +284,18 @@ def test_predict_from_mnist_csv_ignores_its_labels(capsys, saved, test_set, tmp_
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), fastmlp.MLP.load(saved).predict(X_test))
 
 
+@pytest.mark.parametrize("label", ["-1", "", "?", "0.5"])
+def test_predict_from_csv_with_placeholder_labels(capsys, saved, test_set, tmp_path, label):
+    # the labels it ignores stopped it ("label -1 is negative"), and a first row with a label
+    # that is not a number was taken for a header and dropped: predictions one row short
+    X_test, _ = test_set
+    lines = [",".join([label, *map(str, row)]) for row in X_test]
+    (tmp_path / "samples.csv").write_text("\n".join(lines) + "\n")
+    status, _, err = run(capsys, "predict", saved, tmp_path / "samples.csv", "-o", tmp_path / "p.npy")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), fastmlp.MLP.load(saved).predict(X_test))
+
+
 def test_predict_with_a_regression_and_a_binary_model(capsys, tmp_path, rng, synth):
     X, y = synth.blobs(rng, 60, 5, 2)
     binary = fastmlp.MLP([5, 3, 1], loss="binary_cross_entropy", backend="numpy")
