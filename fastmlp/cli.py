@@ -780,10 +780,11 @@ def main(argv=None):
         status = _main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
         return status
-    except BrokenPipeError:
-        if not _stdout_gone():
-            raise
-        return EXIT_BROKEN_PIPE
+    except BrokenPipeError as error:
+        if _stdout_gone():
+            return _stop_other_ranks(EXIT_BROKEN_PIPE)
+        print(f"fastmlp: error: {error}", file=sys.stderr)  # another pipe's: reported as _main reports errors
+        return _stop_other_ranks(EXIT_ERROR)
     except BaseException:
         if _ranks_to_stop:  # an error _main does not report (MemoryError, ...): as _stop_other_ranks
             traceback.print_exc()

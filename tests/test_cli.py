@@ -573,6 +573,17 @@ def test_output_to_a_reader_that_has_gone_ends_quietly_with_141(tiny_mnist, tmp_
     assert result.returncode == 141 and result.stderr == "", (result.returncode, result.stderr)
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_a_one_line_error(capsys, monkeypatch):
+    from fastmlp import cli
+
+    def other_pipe(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_main", other_pipe)
+    assert main(["--version"]) == 1
+    assert capsys.readouterr().err == "fastmlp: error: [Errno 32] Broken pipe\n"
+
+
 @pytest.mark.mnist
 def test_default_mnist_run_reaches_95_percent(mnist, capsys):
     status, out, err = run(capsys, "train", "--data", os.environ["FASTMLP_DATA"], "--json")
