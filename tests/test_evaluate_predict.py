@@ -341,6 +341,11 @@ def test_evaluate_json_has_no_nan_when_the_targets_do_not_vary(capsys, tiny_mnis
     assert report["r2"] is None and np.isfinite(report["loss"])
     status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", constant)
     assert status == 0 and "R^2 - (undefined: the targets do not vary)" in out, err
+    if importlib.util.find_spec("matplotlib"):  # the chart's title (it formatted None with .4f)
+        status, out, err = run(capsys, "evaluate", tmp_path / "regression.npz", "--data", constant, "--plot",
+                               tmp_path / "r.svg")
+        assert status == 0, err
+        assert "R² -" in (tmp_path / "r.svg").read_text()
 
 
 @pytest.mark.parametrize("make_input, words", [
