@@ -331,12 +331,12 @@ def _load(name, data_dir, download, progress, test_only):
     needed = (TEST_IMAGES, TEST_LABELS) if test_only else IDX_FILES
     paths = _find_idx_files(directory)
     missing = [file_name for file_name in needed if paths[file_name] is None]
-    csv_paths = [directory / file_name for file_name in (CSV_FILES[1:] if test_only else CSV_FILES)]
-    # a full CSV set beats a partial IDX one; the test set alone is taken from where a full load
-    # (train) takes it, then from the CSV test file if its IDX files are missing
-    csv_as_train_takes_it = any(paths[file_name] is None for file_name in IDX_FILES) and all(
-        (directory / file_name).is_file() for file_name in CSV_FILES)
-    if csv_as_train_takes_it or (missing and all(path.is_file() for path in csv_paths)):
+    # a full CSV set beats a partial IDX one, for the test set alone too (evaluate reads what train
+    # reads); the CSV test file alone stands in for missing t10k files
+    csv_set = any(paths[name] is None for name in IDX_FILES) and all((directory / name).is_file() for name in CSV_FILES)
+    csv_test = test_only and missing and (directory / CSV_FILES[1]).is_file()
+    if csv_set or csv_test:
+        csv_paths = [directory / file_name for file_name in (CSV_FILES[1:] if test_only else CSV_FILES)]
         tables = [read_csv(path, n_features=N_PIXELS) for path in csv_paths]
         return tables[0] if test_only else (*tables[0], *tables[1])
 
