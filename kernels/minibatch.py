@@ -120,7 +120,7 @@ from numba import njit, prange
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, PARTS, SAMPLES, STEPS
 from .optimizer import (
-    DECAY, NO_DECAY, N_STEP_SCALARS, apply_step, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
+    DECAY, NO_DECAY, N_STEP_SCALARS, apply_step_rows, drop_threshold_of, kept, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
 from .linear import FIRST_LAYER, _row, _sparse_forward_block4, fill_bias, layer_views, prefetch, prefetch_span, sparse_forward_block
@@ -559,34 +559,35 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
     of b and of every later layer's output units, on the copies W^T in weights_t and slots_t)
     from the gradient _part_gradient summed; the first layer's dW is left zero."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
-    _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = W.shape
     padded = _padded_gradient(grad, params, n_in)
     first, last = _part_range(n_in, part)
     w0 = w_offsets[0]
+    # one call for the part's rows of each layer (a call per row: 2% of an Adam epoch at 100
+    # units; per row, each call's setup and scalar tail cost Adam 4x the time per weight), and
+    # apply_step_rows alone: a second rule for 1-D runs was one more function to compile
     if padded.shape[0] > 0:
-        # one call for the part's rows (a call per row: 2% of an Adam epoch at 100 units)
         apply_step_rows(W[first:last], padded[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
         padded[first:last] = 0
     else:
-        # the part's rows are one contiguous run of params and of grad: one step over all of
-        # them (per row, each call's setup and scalar tail cost Adam 4x the time per weight)
-        rows = slice(w0 + first * n_out, w0 + last * n_out)
-        apply_step(params[rows], grad[rows], slots, w0 + first * n_out, kind, sc, DECAY)
-        grad[rows] = 0
+        apply_step_rows(W[first:last], dW[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
+        grad[w0 + first * n_out : w0 + last * n_out] = 0
     if b.shape[0] > 0:
         first, last = _part_range(n_out, part)
-        apply_step(b[first:last], db[first:last], slots, b_offsets[0] + first, kind, sc, NO_DECAY)
+        apply_step_rows(b[first:last].reshape((1, last - first)), db[first:last].reshape((1, last - first)), slots,
+                        b_offsets[0] + first, kind, sc, NO_DECAY)
     for l in range(1, layer_sizes.shape[0] - 1):
         Wt = _transposed_view(weights_t, layer_sizes, w_offsets, l)
         dWt = _transposed_view(grad, layer_sizes, w_offsets, l)
         first, last = _part_range(layer_sizes[l + 1], part)
-        for k in range(first, last):
-            apply_step(Wt[k], dWt[k], slots_t, w_offsets[l] + k * layer_sizes[l], kind, sc, DECAY)
+        apply_step_rows(Wt[first:last], dWt[first:last], slots_t, w_offsets[l] + first * layer_sizes[l], kind, sc,
+                        DECAY)
         _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         if b.shape[0] > 0:
             _, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, l)
-            apply_step(b[first:last], db[first:last], slots, b_offsets[l] + first, kind, sc, NO_DECAY)
+            apply_step_rows(b[first:last].reshape((1, last - first)), db[first:last].reshape((1, last - first)),
+                            slots, b_offsets[l] + first, kind, sc, NO_DECAY)
 
 
 @njit(**KERNEL_OPTIONS)
