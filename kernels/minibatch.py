@@ -1230,10 +1230,48 @@ def _named(function, name):
 minibatch_sgd_chunk = njit(**PARALLEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk"))
 minibatch_sgd_chunk_serial = njit(**KERNEL_OPTIONS)(_named(_minibatch_sgd_chunk, "minibatch_sgd_chunk_serial"))
 
-# The chunk's helpers, in the order a chunk first calls them: what a compile of the kernel spends
-# most of its time on (``fastmlp._prewarm`` shares them out between two processes).
-CHUNK_HELPERS = ("_begin_chunk", "_part_forward", "_block_forward_backward", "_part_gradient", "_part_update",
-                 "_end_chunk")
+# The chunk's compiled helpers, in the order a chunk first calls them: what a compile of the kernel
+# spends most of its time on (``fastmlp._prewarm`` shares them out between two processes).
+CHUNK_HELPERS = ("_part_forward", "_block_forward_backward", "_part_gradient", "_part_update")
+
+
+# The chunk's helpers that only zero, copy and compare, in NumPy for the interpreted kernel: the
+# same bits with nothing to compile first (on a cold start they were 1.6 s of the fit's share of
+# the compile, AMD EPYC Zen 2). The compiled kernels keep their compiled versions.
+
+
+def _python_begin_chunk(grad, weights_t, slots_t, params, slots, layer_sizes, w_offsets, b_offsets):
+    """``_begin_chunk``: the first layer's dW (and its padded rows after the parameters) = 0,
+    weights_t and slots_t = the later layers' W^T and slots^T."""
+    w0, n_in, n_out = int(w_offsets[0]), int(layer_sizes[0]), int(layer_sizes[1])
+    grad[w0 : w0 + n_in * n_out] = 0
+    grad[params.shape[0] :] = 0  # _padded_gradient's rows, where minibatch_scratch made room for them
+    for l in range(1, layer_sizes.shape[0] - 1):
+        block, shape = _python_block(layer_sizes, w_offsets, l)
+        weights_t[block].reshape(shape[::-1])[:] = params[block].reshape(shape).T
+        for slot in range(slots.shape[0]):
+            slots_t[slot, block].reshape(shape[::-1])[:] = slots[slot, block].reshape(shape).T
+
+
+def _python_end_chunk(params, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets):
+    """``_end_chunk``: the later layers' W and slots = the transposed copies trained."""
+    for l in range(1, layer_sizes.shape[0] - 1):
+        block, shape = _python_block(layer_sizes, w_offsets, l)
+        params[block].reshape(shape)[:] = weights_t[block].reshape(shape[::-1]).T
+        for slot in range(slots.shape[0]):
+            slots[slot, block].reshape(shape)[:] = slots_t[slot, block].reshape(shape[::-1]).T
+
+
+def _python_block(layer_sizes, w_offsets, layer):
+    """(the slice of params that holds W_l, W_l's shape (n_in, n_out))."""
+    n_in, n_out, w = int(layer_sizes[layer]), int(layer_sizes[layer + 1]), int(w_offsets[layer])
+    return slice(w, w + n_in * n_out), (n_in, n_out)
+
+
+def _python_first_nonfinite(losses):
+    """``_first_nonfinite``: the index of the first NaN or infinite loss, or -1."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.shape[0] > 0 else -1
 
 
 def _no_prefetch(part_ptr, indices, values, labels, targets, row):
@@ -1248,11 +1286,14 @@ def _no_prefetch_pointers(part_ptr, row):
 def interpreted(**replaced):
     """The kernel run by the Python interpreter: ``_minibatch_sgd_chunk`` itself, its loops in
     Python (``prange`` is ``range``, no prefetching) and its helpers the compiled ones, which the
-    interpreter calls with the types the compiled kernels pass them (tests/test_prewarm.py). It
+    interpreter calls with the types the compiled kernels pass them (tests/test_prewarm.py), but
+    for those that only zero, copy or compare (``_python_begin_chunk`` and the rest, in NumPy). It
     compiles nothing of its own, and its steps and results are the compiled kernels' (bitwise:
     tests/test_adaptive.py). ``replaced`` replaces helpers by name (``fastmlp._prewarm``)."""
     names = dict(_minibatch_sgd_chunk.__globals__, prange=range, _prefetch_sample=_no_prefetch,
-                 _prefetch_pointers=_no_prefetch_pointers)
+                 _prefetch_pointers=_no_prefetch_pointers, _begin_chunk=_python_begin_chunk,
+                 _end_chunk=_python_end_chunk, _first_nonfinite=_python_first_nonfinite,
+                 sub_batch_rows=getattr(sub_batch_rows, "py_func", sub_batch_rows))
     unknown = set(replaced) - set(names)
     if unknown:
         raise ValueError(f"the mini-batch kernel calls no {', '.join(sorted(unknown))}")

@@ -193,7 +193,7 @@ def two_shares_of_one_claims_directory(run):
         # the first share and a fit, with no second process (MINIBATCH_HELPER_TYPES, above)
         first = json.loads(run_python(["-c", MINIBATCH_HELPER_TYPES, claims], cache_dir, run,
                                       FASTMLP_BACKGROUND_COMPILE="0"))
-        for name in ("_part_update", "_end_chunk"):  # as if the other process were still on these two
+        for name in ("_part_gradient", "_part_update"):  # as if the other process were still on these two
             os.remove(os.path.join(claims, name + ".done"))
             os.remove(os.path.join(claims, name))
         second = json.loads(run_python(["-c", SHARED_CLAIMS, claims], cache_dir, run))
@@ -214,7 +214,7 @@ def test_each_helper_is_compiled_by_the_first_process_to_claim_it(background):
     first, second, left, _ = background(two_shares_of_one_claims_directory)
     assert first["share"] == {name: 1 for name in CHUNK_HELPERS}
     # the second share compiles only what nobody had claimed
-    assert second == {name: int(name in ("_part_update", "_end_chunk")) for name in CHUNK_HELPERS}
+    assert second == {name: int(name in ("_part_gradient", "_part_update")) for name in CHUNK_HELPERS}
     assert left == sorted([*CHUNK_HELPERS, *(name + ".done" for name in CHUNK_HELPERS)])
 
 
