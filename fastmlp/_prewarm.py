@@ -12,8 +12,9 @@ place), so a second process can compile some of them meanwhile. ``start`` launch
   the helper where they meet, what the other process has stored; the other process then compiles
   the kernel itself (the one training moves to once it is stored);
 - mini-batch training: both processes run a chunk of two samples on the interpreted kernel and
-  claim its helpers in a directory they share, each compiling the next one nobody has claimed
-  (``compile_share``); this process then waits for the other's (``share``) and trains on the
+  claim its large helpers in a directory they share, each compiling the next one nobody has
+  claimed (``compile_share``; the other process first compiles the chunk's small helpers, which
+  this one then loads: ``chunk_scalars``); this process then waits for the other's (``share``) and trains on the
   interpreted kernel, which needs nothing else compiled, while the other process goes on to
   compile the parallel kernel (the one training moves to once it is stored);
 - per-sample training with an optimizer, dropout or sample weights (the general kernel, far too
@@ -112,6 +113,19 @@ def compile_share(claims, dtype, values_dtype):
     backend.train_chunk_on(minibatch.interpreted(**replaced), params, data, np.zeros(2, np.int64), 2)
 
 
+def chunk_scalars(dtype, values_dtype):
+    """The mini-batch chunk's small compiled helpers (the step's scalars, the batch's loss sum), in
+    the second process before its share of the large ones (``compile_share``): a two-sample chunk
+    on the interpreted kernel with the large helpers left out, which calls them with a training
+    run's types. The fit's process meets them after its first large helper, and then loads them
+    from the cache (about 0.35 s less on its path, AMD EPYC Zen 2)."""
+    from .kernels import minibatch
+
+    left_out = {name: (lambda *args: None) for name in minibatch.CHUNK_HELPERS}
+    backend, params, data = _tiny_run(dtype, values_dtype, 1)
+    backend.train_chunk_on(minibatch.interpreted(**left_out), params, data, np.zeros(2, np.int64), 2)
+
+
 def _tiny_run(dtype, values_dtype, threads):
     """(backend, params, data) of a 6-4-3 network on two rows of six ones: a training run's
     types (float ``dtype``, inputs of ``values_dtype``) on the smallest arrays."""
@@ -174,14 +188,16 @@ def share(process):
 
 
 def minibatch_kernel(dtype, values_dtype, claims=None):
-    """The mini-batch helpers (a share of them with ``claims``: ``compile_share``), then the
+    """The chunk's small helpers (``chunk_scalars``), the large ones (a share of them with
+    ``claims``: ``compile_share``), then the
     parallel mini-batch kernel itself, called as the backend calls it (the fit's process trains
     on the interpreted kernel meanwhile: ``NumbaBackend``)."""
     def kernel():
         backend, params, data = _tiny_run(dtype, values_dtype, "auto")
         backend.warmup(params, data, np.zeros(2, np.int64), 2, inference=False)
 
-    return [lambda: compile_share(claims, dtype, values_dtype), kernel, csr_kernels(values_dtype)]
+    return [lambda: chunk_scalars(dtype, values_dtype), lambda: compile_share(claims, dtype, values_dtype), kernel,
+            csr_kernels(values_dtype)]
 
 
 def per_sample_kernel(dtype, values_dtype, claims=None):

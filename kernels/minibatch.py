@@ -155,7 +155,7 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
         grad,
         np.zeros_like(params),
         np.zeros((n_slots, params.shape[0]), params.dtype),
-        np.zeros((PARTS, min(rows, sub_batch_rows(n_first, params.dtype.itemsize)), n_first), params.dtype),
+        np.zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)), n_first), params.dtype),
         np.zeros((rows, PARTS, 2), np.int64),
         np.zeros((rows, n_units + n_out), params.dtype),
         np.zeros((rows if dropout else 0, n_units), params.dtype),
@@ -772,6 +772,11 @@ def sub_batch_rows(n_first, itemsize):
     return max(SUB_ROWS // BLOCK, SUB_BYTES // (PARTS * n_first * itemsize * BLOCK)) * BLOCK
 
 
+# the same in Python (integers only), for minibatch_scratch and the interpreted kernel: nothing to
+# compile before a cold start's first step
+_python_sub_batch_rows = getattr(sub_batch_rows, "py_func", sub_batch_rows)
+
+
 # _dense_block_forward takes two units per pass over a full block's rows from this many inputs
 # on (see there).
 PAIRED_INPUTS = 256
@@ -1293,7 +1298,7 @@ def interpreted(**replaced):
     names = dict(_minibatch_sgd_chunk.__globals__, prange=range, _prefetch_sample=_no_prefetch,
                  _prefetch_pointers=_no_prefetch_pointers, _begin_chunk=_python_begin_chunk,
                  _end_chunk=_python_end_chunk, _first_nonfinite=_python_first_nonfinite,
-                 sub_batch_rows=getattr(sub_batch_rows, "py_func", sub_batch_rows))
+                 sub_batch_rows=_python_sub_batch_rows)
     unknown = set(replaced) - set(names)
     if unknown:
         raise ValueError(f"the mini-batch kernel calls no {', '.join(sorted(unknown))}")

@@ -241,6 +241,27 @@ def test_the_mini_batch_plan_stores_the_parallel_kernel_with_what_it_calls(backg
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+CHUNK_SCALARS = r"""
+import json
+from fastmlp import _prewarm
+from fastmlp.kernels import minibatch, optimizer
+_prewarm.PLANS["mini-batch"]("float32", "uint8", None)[0]()
+print(json.dumps({f.py_func.__name__: len(f.signatures) for f in (optimizer.step_scalars, *(
+    getattr(minibatch, name) for name in ("_batch_totals", *minibatch.CHUNK_HELPERS)))}))
+"""
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="nothing is compiled under NUMBA_DISABLE_JIT=1")
+def test_the_mini_batch_plan_first_compiles_the_chunks_small_helpers_alone(python_process):
+    # The second process's first step: the step's scalars and the batch's loss sum (which the fit
+    # then loads from the cache), none of the large helpers the two processes claim after it
+    with tempfile.TemporaryDirectory() as cache_dir:
+        counts = json.loads(run_python(["-c", CHUNK_SCALARS], cache_dir, python_process))
+    from fastmlp.kernels.minibatch import CHUNK_HELPERS
+
+    assert counts == {"step_scalars": 1, "_batch_totals": 1, **{name: 0 for name in CHUNK_HELPERS}}
+
+
 @pytest.mark.parametrize("plan", ["per-sample", "mini-batch", "general"])
 def test_every_plan_ends_with_the_conversion_to_csr_rows(monkeypatch, plan):
     """Each plan's last step compiles ``kernels.sparse_rows`` (the fit's process converts by NumPy
