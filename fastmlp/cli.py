@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import select
 import signal
@@ -544,7 +545,7 @@ def _train_ranks(args, comm):
         save_figure(plot_history(history, accuracy=model.arch_.is_classifier), args.plot)
         result["plot"] = args.plot
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
     else:
         accuracy = f"test accuracy {test['accuracy']:.4f}, " if model.arch_.is_classifier else ""
         print(
@@ -581,6 +582,22 @@ def _samples(model, model_path, X, source):
         raise type(error)(f"{source}: {error}") from None
 
 
+def strict_json(value):
+    """JSON text of ``value`` for ``--json``, with every non-finite number as null (a diverged
+    model's loss of inf, an R^2 of -inf): strict JSON has no NaN or Infinity, and jq or a
+    browser's JSON.parse refuse the tokens Python's json module writes for them."""
+    def finite(item):
+        if isinstance(item, float) and not math.isfinite(item):  # NumPy's float64 is a float too
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)
+
+
 def _evaluate(args):
     from .data import load_test_set
     from .metrics import evaluation_report, format_report
@@ -605,7 +622,7 @@ def _evaluate(args):
         save_figure(plot_evaluation(report, targets=y_test, outputs=outputs), args.plot)
         result["plot"] = args.plot
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
         return 0
     print(f"{args.model}: {_describe(model)}, {model.epochs_trained_} epoch{'s' if model.epochs_trained_ != 1 else ''} trained")
     print(format_report(report, loss_name=f"{model.loss} loss"))
@@ -672,7 +689,7 @@ def _compare(args):
         fit_options=fit_kwargs,
     )
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
     else:
         print(
             f"numba vs numpy, {'-'.join(map(str, args.layers))} {args.activation} {args.loss} {args.dtype}, "
@@ -753,7 +770,7 @@ def _warmup(args):
                 if not args.json:
                     print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
     if args.json:
-        print(json.dumps({"warmed": done}))
+        print(strict_json({"warmed": done}))
     return 0
 
 

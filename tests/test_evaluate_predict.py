@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +320,28 @@ def test_predict_with_a_regression_and_a_binary_model(capsys, tmp_path, rng, syn
     status, out, err = run(capsys, "predict", tmp_path / "regression.npz", tmp_path / "x.npy", "-o", tmp_path / "q.npy", "--proba")
     assert status == 2 and one_line_error(err) and "--proba" in err and "regression" in err
     assert not (tmp_path / "q.npy").exists()
+
+
+def test_evaluate_json_has_no_infinity_for_a_diverged_model(capsys, tiny_mnist_dir, tmp_path):
+    # Weights that overflow the squared error: loss inf and R^2 -inf, which json.dumps wrote as
+    # Infinity (not JSON); null instead, and the text report says inf
+    X_train, y_train, _, _ = fastmlp.load_mnist(tiny_mnist_dir)
+    model = fastmlp.MLP([784, 6, 1], activation="identity", loss="mse", backend="numpy", seed=1)
+    model.fit(X_train[:8], y_train[:8].astype(np.float32), epochs=1, batch_size=8, lr=0.01)
+    model.params_[:] = 1e30
+    model.save(tmp_path / "diverged.npz")
+    with np.errstate(over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        status, out, err = run(capsys, "evaluate", tmp_path / "diverged.npz", "--data", tiny_mnist_dir, "--json")
+        assert status == 0, err
+
+        def refuse(token):
+            raise AssertionError(f"{token} in the JSON")
+
+        report = json.loads(out, parse_constant=refuse)
+        assert report["loss"] is None and report["r2"] is None and report["n_samples"] > 0
+        status, out, err = run(capsys, "evaluate", tmp_path / "diverged.npz", "--data", tiny_mnist_dir)
+    assert status == 0 and "inf" in out, err
 
 
 def test_evaluate_json_has_no_nan_when_the_targets_do_not_vary(capsys, tiny_mnist_dir, tmp_path, synth):
