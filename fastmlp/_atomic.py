@@ -78,7 +78,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
     Yields a file object for a temporary file in the same directory as ``path`` (so that
     ``os.replace`` is a rename on one filesystem, which is atomic). When the ``with`` block
     finishes normally the file is flushed, synced and renamed to ``path``, replacing any
-    existing file. On any exception, including ``KeyboardInterrupt``, the temporary file
+    existing file, and the directory synced (the rename survives a crash). On any exception, including ``KeyboardInterrupt``, the temporary file
     is removed and ``path`` is left untouched.
 
     Parameters
@@ -139,3 +139,23 @@ def atomic_write(path, mode="wb", *, encoding=None):
         except FileNotFoundError:
             pass
         raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory):
+    """Make a rename in ``directory`` durable (POSIX: fsync the directory; until then a crash
+    could bring back the old file). Where a filesystem or system cannot, nothing is lost but
+    that guarantee: the new file is in place either way."""
+    if os.name != "posix":
+        return
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+

@@ -998,6 +998,35 @@ def test_atomic_write_creates_and_replaces(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_atomic_write_syncs_the_whole_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    # Without the first sync a crash just after the rename can leave an empty file (ext4's
+    # delayed allocation); without the second, the old one
+    import fastmlp._atomic as atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        real_fsync(descriptor)
+        path = os.readlink(f"/proc/self/fd/{descriptor}") if os.path.exists("/proc/self/fd") else "?"
+        events.append(("fsync", os.path.basename(path), os.fstat(descriptor).st_size))
+
+    def replace(source, target):
+        events.append(("replace", os.path.basename(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    target = tmp_path / "model.npz"
+    with atomic_write(target) as file:
+        file.write(b"x" * 100_000)
+    assert [event[0] for event in events] == ["fsync", "replace", "fsync"]
+    assert events[0][2] == 100_000 and events[0][1].endswith(".tmp")  # the whole temporary file
+    if os.path.exists("/proc/self/fd"):
+        assert events[2][1] == tmp_path.name  # then the directory that holds the new name
+    assert target.read_bytes() == b"x" * 100_000
+
+
 @pytest.mark.parametrize("exception", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_atomic_write_failure_keeps_old_file(tmp_path, exception):
     target = write(tmp_path / "plot.png", b"old")
