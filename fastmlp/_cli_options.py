@@ -1,5 +1,6 @@
-"""What the ``fastmlp`` commands share about options: exit codes, one-line usage errors, and
-argparse ``type=`` parsers that turn down a malformed or out-of-range value at parse time.
+"""What the ``fastmlp`` commands share about options: exit codes, one-line usage errors,
+argparse ``type=`` parsers that turn down a malformed or out-of-range value at parse time, and
+the strict JSON every ``--json`` prints.
 
 ``fastmlp.cli`` and ``fastmlp.bench`` both import this module and neither imports the other's
 option code. A parser here raises ``argparse.ArgumentTypeError`` with a message that starts
@@ -11,6 +12,7 @@ option and ends with exit status ``EXIT_USAGE`` before any data is loaded.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 
@@ -223,3 +225,19 @@ def add_optimizer_options(parser):
     add("--decoupled-weight-decay", action="store_true", help="decay the weights apart from the gradient (AdamW, SGDW)")
     add("--dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of hidden units in [0, 1) (default 0)")
     add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")
+
+
+def strict_json(value):
+    """JSON text of ``value`` for ``--json``, with every non-finite number as null (a diverged
+    model's loss of inf, an R^2 of -inf): strict JSON has no NaN or Infinity, and jq or a
+    browser's JSON.parse refuse the tokens Python's json module writes for them."""
+    def finite(item):
+        if isinstance(item, float) and not math.isfinite(item):  # NumPy's float64 is a float too
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)

@@ -12,8 +12,6 @@ A user mistake ends as one line on stderr and a non-zero exit status, never a tr
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import select
 import signal
@@ -26,7 +24,9 @@ import numpy as np
 
 from . import _cli_options as options
 from ._atomic import target_problem
-from ._cli_options import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError
+from ._cli_options import (
+    EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError, strict_json,
+)
 from .backends import BACKENDS
 from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
@@ -580,22 +580,6 @@ def _samples(model, model_path, X, source):
         return check_X(X, model.arch_)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{source}: {error}") from None
-
-
-def strict_json(value):
-    """JSON text of ``value`` for ``--json``, with every non-finite number as null (a diverged
-    model's loss of inf, an R^2 of -inf): strict JSON has no NaN or Infinity, and jq or a
-    browser's JSON.parse refuse the tokens Python's json module writes for them."""
-    def finite(item):
-        if isinstance(item, float) and not math.isfinite(item):  # NumPy's float64 is a float too
-            return None
-        if isinstance(item, dict):
-            return {key: finite(entry) for key, entry in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [finite(entry) for entry in item]
-        return item
-
-    return json.dumps(finite(value), allow_nan=False)
 
 
 def _evaluate(args):

@@ -1054,3 +1054,17 @@ def test_ctrl_c_outside_training_is_one_line_that_says_so(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_train", interrupted)
     assert cli.main(["train"]) == cli.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "fastmlp: interrupted: stopped by Ctrl-C\n"
+
+
+def test_strict_json_writes_every_non_finite_number_as_null():
+    # what every --json prints (train, compare, evaluate, warmup, bench's records): strict JSON
+    from fastmlp._cli_options import strict_json
+
+    value = {"loss": float("inf"), "r2": np.float64(-np.inf), "rows": [1.5, float("nan"), (2, np.float64(3.0))],
+             "nested": {"x": np.float64(np.nan), "ok": 0.25, "name": "nan"}, "n": 3}
+
+    def refuse(token):
+        raise AssertionError(f"{token} in the JSON")
+
+    assert json.loads(strict_json(value), parse_constant=refuse) == {
+        "loss": None, "r2": None, "rows": [1.5, None, [2, 3.0]], "nested": {"x": None, "ok": 0.25, "name": "nan"}, "n": 3}

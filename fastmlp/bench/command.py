@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from .. import _cli_options as options
 from . import peers as peer_module
 from .dataset import load_splits
 from .machine import machine_info, measure_gemm, usable_cores
@@ -36,9 +35,9 @@ def run(args) -> int:
         print(line, flush=True)
 
     if emit_json:
-        emit(json.dumps(machine_record(info, gemm, plan, len(train))))
+        emit(options.strict_json(machine_record(info, gemm, plan, len(train))))
         for name, reason in skipped.items():
-            emit(json.dumps(skipped_record(name, reason)))
+            emit(options.strict_json(skipped_record(name, reason)))
     else:
         notes = []
         running = {name for name, _ in factories if name in peer_module.PEERS}
@@ -57,7 +56,7 @@ def run(args) -> int:
 
     def report(measurement):
         if emit_json:
-            emit(json.dumps(measurement.as_json()))
+            emit(options.strict_json(measurement.as_json()))
             return
         group = (measurement.layers, measurement.activation)
         if last_group and last_group[-1] != group:
