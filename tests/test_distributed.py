@@ -62,11 +62,16 @@ def mpiexec():
     return command
 
 
+# The longest of these runs took 11.5 s in CI (AMD EPYC Zen 2, 2026-12-04): a rank that hangs (a
+# collective one rank never reaches) fails its test after RANKS_TIMEOUT instead of holding CI for 10 minutes
+RANKS_TIMEOUT = 180
+
+
 def run_two_ranks(argv, cwd):
     env = dict(os.environ, NUMBA_NUM_THREADS="1")  # one thread per rank: the two share the cores
     env.pop("PYTHONPATH", None)
     return subprocess.run([mpiexec(), "-n", "2", sys.executable, *argv], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+                          env=env, timeout=RANKS_TIMEOUT)
 
 
 def far_target():
