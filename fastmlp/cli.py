@@ -709,6 +709,9 @@ def _merged_lists(lists, default):
     return tuple(dict.fromkeys(item for values in lists for item in values)) if lists else default
 
 
+TWO_THREAD_LAYERS = (16, 32, 4)  # a network the two-thread per-sample kernel splits (16 hidden units per thread)
+
+
 def _warmup(args):
     """Train a tiny network once per kernel set, which compiles it or loads it from the cache
     (mini-batch: the parallel kernel, which a cold first fit leaves to a second process)."""
@@ -717,6 +720,9 @@ def _warmup(args):
     from ._numba_backend import compiling_ahead
     from .model import MLP
 
+    from .kernels import usable_threads
+
+    two_threads = usable_threads(2, TWO_THREAD_LAYERS) == 2
     dtypes = _merged_lists(args.dtype, ("float32",))
     batch_sizes = _merged_lists(args.batch_size, (1, 32))
     inputs = _merged_lists(args.inputs, ("uint8",))
@@ -727,18 +733,20 @@ def _warmup(args):
     for dtype in dtypes:
         for kind in inputs:
             for batch_size in batch_sizes:
-                # per-sample SGD has two kernels: plain SGD, and the one of every other recipe
-                recipes = [{}, {"momentum": 0.9}] if batch_size == 1 else [{}]
-                for recipe in recipes:
+                # per-sample SGD has three kernels: plain SGD, plain SGD on two threads (`--threads
+                # 2`, where this machine has two cores), and the one of every other recipe
+                recipes = [({}, 1)] if batch_size != 1 else [({}, 1)] + [({}, 2)] * two_threads + [({"momentum": 0.9}, 1)]
+                for recipe, threads in recipes:
                     tic = time.perf_counter()
-                    model = MLP([16, 8, 4], dtype=dtype, seed=0)
+                    model = MLP(list(TWO_THREAD_LAYERS) if threads == 2 else [16, 8, 4], dtype=dtype, seed=0,
+                                threads="auto" if threads == 1 else threads)
                     with compiling_ahead():
                         model.fit(kinds[kind], y, epochs=1, batch_size=None if batch_size is None else min(batch_size, 64),
                                   progress=False, **recipe)
                     model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
                     mode = {1: "per-sample SGD", None: "full-batch (the mini-batch kernels)"}.get(batch_size, "mini-batch")
-                    what = (f"{dtype} {kind} inputs, {mode}"
-                            + (" with an optimizer" if recipe else ""))
+                    what = (f"{dtype} {kind} inputs, {mode}" + (" with an optimizer" if recipe else "")
+                            + (" on two threads" if threads == 2 else ""))
                     done.append({"kernels": what, "seconds": time.perf_counter() - tic})
                     if not args.json:
                         print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)

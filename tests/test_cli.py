@@ -988,13 +988,22 @@ def test_warmup_compiles_what_training_needs(capsys):
     status, out, err = run(capsys, "warmup", "--dtype", "float64", "--batch-size", "1,8,full", "--inputs", "float", "--json")
     assert status == 0, err
     warmed = json.loads(out)["warmed"]
+    # `train --threads 2` runs per-sample SGD on the two-thread kernel where there are two cores
+    two_threads = kernels.usable_threads(2, (16, 32, 4)) == 2
     assert [w["kernels"] for w in warmed] == [  # full, which train takes, as train runs it
-        "float64 float inputs, per-sample SGD", "float64 float inputs, per-sample SGD with an optimizer",
+        "float64 float inputs, per-sample SGD",
+        *["float64 float inputs, per-sample SGD on two threads"] * two_threads,
+        "float64 float inputs, per-sample SGD with an optimizer",
         "float64 float inputs, mini-batch", "float64 float inputs, full-batch (the mini-batch kernels)",
     ]
     if not numba.config.DISABLE_JIT:  # the dispatchers hold the float64 versions now
-        for kernel in (kernels.sgd_persample_chunk, kernels.persample_chunk, kernels.minibatch_sgd_chunk):
+        from fastmlp.kernels import sgd
+
+        warmed_kernels = [kernels.sgd_persample_chunk, kernels.persample_chunk, kernels.minibatch_sgd_chunk]
+        for kernel in warmed_kernels:
             assert any(signature[0].dtype == numba.float64 for signature in kernel.signatures), kernel
+        if two_threads:  # its arguments: a thread's stats (always float64), then its block of W1
+            assert any(signature[1].dtype == numba.float64 for signature in sgd._split_hidden_worker.signatures)
 
 
 def test_warmup_compiles_the_distributed_kernels_too(capsys):
