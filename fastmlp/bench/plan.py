@@ -1,8 +1,11 @@
 """What a ``fastmlp bench`` run measures: its command-line options and the ``Plan`` they give.
 
 Each value is checked as it is parsed (``fastmlp._cli_options``); ``plan_from_args`` adds the
-checks that need several options at once. Both end in a ``UsageError`` that names the option,
-before any data is loaded.
+checks that need several options at once. Both end in a ``UsageError`` that names the option
+(exit status 2), before any data is loaded. The checks that need the data (``--samples`` or a
+batch size beyond the training samples, ``--layers`` that do not fit its inputs and classes:
+``dataset.load_splits``) come after it is loaded, as a ValueError that names the option (exit
+status 1, as ``train``'s data-dependent mistakes).
 """
 
 from __future__ import annotations
