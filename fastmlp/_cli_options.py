@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import re
 
 from ._atomic import target_problem
 
@@ -32,7 +33,13 @@ class UsageError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and a non-zero exit), not a usage block."""
+    """argparse, but a usage error is one line (and a non-zero exit), not a usage block, and a
+    value that starts with a negative number (``--batch-sizes -1,32``, ``--layers -784,10``) is a
+    value that its option's parser turns down by name, not a flag ("expected one argument")."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d[\d.,eE+-]*$")
 
     def error(self, message):
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")

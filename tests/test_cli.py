@@ -1019,6 +1019,18 @@ def test_warmup_compiles_the_distributed_kernels_too(capsys):
             assert any(signature[0].dtype == numba.float32 for signature in kernel.signatures), kernel
 
 
+@pytest.mark.parametrize("command, option, value", [
+    ("warmup", "--batch-size", "-1,32"), ("bench", "--batch-sizes", "-1,32"), ("bench", "--layers", "-784,10"),
+    ("train", "--layers", "-784,128,10"), ("train", "--lr", "-1e-3"),
+])
+def test_a_negative_value_as_its_own_argument_is_turned_down_by_its_option(capsys, tmp_path, command, option, value):
+    # argparse took "-1,32" for an option flag: "expected one argument", not what is wrong with it
+    data = [] if command == "warmup" else [f"--data={tmp_path}"]
+    status, out, err = run(capsys, command, *data, option, value)
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert option in err and "expected one argument" not in err and ("must be" in err or "every size" in err), err
+
+
 def test_compile_notice_shows_only_while_compiling():
     import io
     import time
