@@ -152,7 +152,8 @@ def run(args, given):
     if args.scheduler is not None and args.workers is not None:
         raise UsageError("--workers sizes a local cluster; the cluster at --scheduler has its own workers")
     base = _base_params(args, given, set(grid) | set(distributions))
-    trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed))
+    trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed),
+                                option_names=False)
     source = sweeps.data_source(args.data if args.data is not None else (args.dataset or "mnist"), args.limit)
 
     def report(record):

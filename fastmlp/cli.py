@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import signal
 import sys
@@ -208,13 +209,28 @@ def _given_options(argv, command="train"):
     return set(vars(parser.parse_args(argv))) - {"command", "version"}
 
 
-def _check_combination(check):
+def _check_combination(check, option_names=True):
     """Run the model's own checks of the options taken together (each value alone already
-    passed its parser); a failure there is still a command-line mistake."""
+    passed its parser); a failure there is still a command-line mistake, said in the options'
+    names (``nesterov=True`` is ``--nesterov``, ``momentum=0`` is ``--momentum 0``) unless not
+    ``option_names`` (a sweep's trials, whose grid speaks the API's names)."""
     try:
         return check()
     except (ValueError, TypeError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_in_option_names(str(error)) if option_names else str(error)) from None
+
+
+def _in_option_names(message):
+    """``message`` with the API's ``name=value`` of a training option as the command line writes it."""
+    names = set(TRAINING_OPTIONS + MODEL_OPTIONS) - {"no_shuffle", "no_bias"}
+
+    def option(match):
+        name, value = match.group(1), match.group(2).strip("'\"")
+        if name not in names:
+            return match.group(0)
+        return _option(name) if value == "True" else f"{_option(name)} {value}"
+
+    return re.sub(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s;,)]+)", option, message)
 
 
 def _check_save_path(path):

@@ -970,8 +970,8 @@ def test_resume_may_change_the_backend_and_threads(capsys, tiny_mnist, checkpoin
     "argv, words",
     [
         (["--checkpoint-every", "2"], "--checkpoint-every needs --save FILE"),
-        (["--nesterov"], "nesterov=True needs a momentum"),
-        (["--optimizer", "adam", "--momentum", "0.9"], "momentum applies to optimizer='sgd'"),
+        (["--nesterov"], "--nesterov needs a momentum"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "momentum applies to --optimizer sgd"),
         (["--optimizer", "adam", "--nesterov", "--momentum", "0.5"], "Nesterov"),
         (["--lr-decay", "2"], "lr_decay must be in (0, 1]"),
     ],
@@ -1029,6 +1029,15 @@ def test_a_negative_value_as_its_own_argument_is_turned_down_by_its_option(capsy
     status, out, err = run(capsys, command, *data, option, value)
     assert status == 2 and out == "" and err.count("\n") == 1, err
     assert option in err and "expected one argument" not in err and ("must be" in err or "every size" in err), err
+
+
+def test_a_combination_of_options_is_turned_down_in_the_options_names(capsys, tmp_path):
+    # the model's check says nesterov=True and momentum=0: on the command line, --nesterov and --momentum 0
+    status, out, err = run(capsys, "train", f"--data={tmp_path}", "--nesterov")
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert "--nesterov needs a momentum" in err and "--momentum 0" in err and "=" not in err.split("error: ")[1], err
+    status, out, err = run(capsys, "train", f"--data={tmp_path}", "--optimizer", "adam", "--nesterov")
+    assert status == 2 and "--optimizer sgd" in err and "optimizer=" not in err, err
 
 
 def test_compile_notice_shows_only_while_compiling():
