@@ -248,3 +248,17 @@ def strict_json(value):
         return item
 
     return json.dumps(finite(value), allow_nan=False)
+
+
+def in_option_names(message, names):
+    """``message`` (an API error) with each ``name=value`` whose name is in ``names`` (argparse
+    dests) as the command line writes it: ``nesterov=True`` as ``--nesterov``, ``momentum=0`` as
+    ``--momentum 0``, ``optimizer='sgd'`` as ``--optimizer sgd``."""
+    def option(match):
+        name, value = match.group(1), match.group(2).strip("'\"")
+        if name not in names:
+            return match.group(0)
+        flag = "--" + name.replace("_", "-")
+        return flag if value == "True" else f"{flag} {value}"
+
+    return re.sub(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s;,)]+)", option, message)

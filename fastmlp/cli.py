@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import select
 import signal
 import sys
@@ -217,20 +216,8 @@ def _check_combination(check, option_names=True):
     try:
         return check()
     except (ValueError, TypeError) as error:
-        raise UsageError(_in_option_names(str(error)) if option_names else str(error)) from None
-
-
-def _in_option_names(message):
-    """``message`` with the API's ``name=value`` of a training option as the command line writes it."""
-    names = set(TRAINING_OPTIONS + MODEL_OPTIONS) - {"no_shuffle", "no_bias"}
-
-    def option(match):
-        name, value = match.group(1), match.group(2).strip("'\"")
-        if name not in names:
-            return match.group(0)
-        return _option(name) if value == "True" else f"{_option(name)} {value}"
-
-    return re.sub(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s;,)]+)", option, message)
+        raise UsageError(options.in_option_names(str(error), TRAINING_OPTIONS + MODEL_OPTIONS) if option_names
+                         else str(error)) from None
 
 
 def _check_save_path(path):

@@ -1040,6 +1040,14 @@ def test_a_combination_of_options_is_turned_down_in_the_options_names(capsys, tm
     assert status == 2 and "--optimizer sgd" in err and "optimizer=" not in err, err
 
 
+def test_bench_says_which_option_a_mistake_comes_from(capsys, tmp_path):
+    # --quick's batch size 128 is not one the user gave; an optimizer mistake in the options' names
+    status, out, err = run(capsys, "bench", f"--data={tmp_path}", "--quick", "--samples", "50")
+    assert status == 2 and "--quick's batch size 128 is larger than --samples 50" in err, err
+    status, out, err = run(capsys, "bench", f"--data={tmp_path}", "--nesterov")
+    assert status == 2 and "--nesterov needs a momentum" in err and "nesterov=" not in err, err
+
+
 def test_compile_notice_shows_only_while_compiling():
     import io
     import time

@@ -150,7 +150,7 @@ def plan_from_args(args) -> Plan:
     try:
         changes["optimizer"] = Optimizer(**{name: getattr(args, name) for name in Optimizer.__dataclass_fields__})
     except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(options.in_option_names(str(error), tuple(Optimizer.__dataclass_fields__))) from None
     plan = Plan(**{**base.__dict__, **changes})
     if plan.peers and not plan.optimizer.is_plain:
         default = Optimizer().as_dict()
@@ -167,7 +167,11 @@ def plan_from_args(args) -> Plan:
         except ValueError as error:
             raise UsageError(f"--layers {','.join(map(str, sizes))}: {error}") from None
     if plan.samples is not None and max(plan.batch_sizes) > plan.samples:
-        raise UsageError(f"--batch-sizes {max(plan.batch_sizes)} is larger than --samples {plan.samples}")
+        quick = getattr(args, "quick", False)  # the values --quick chose, where the user gave none
+        sizes = (f"--quick's batch size {max(plan.batch_sizes)}" if quick and not args.batch_sizes
+                 else f"--batch-sizes {max(plan.batch_sizes)}")
+        samples = f"--quick's {plan.samples} samples" if quick and args.samples is None else f"--samples {plan.samples}"
+        raise UsageError(f"{sizes} is larger than {samples}")
     return plan
 
 
