@@ -253,7 +253,8 @@ def strict_json(value):
 def in_option_names(message, names):
     """``message`` (an API error) with each ``name=value`` whose name is in ``names`` (argparse
     dests) as the command line writes it: ``nesterov=True`` as ``--nesterov``, ``momentum=0`` as
-    ``--momentum 0``, ``optimizer='sgd'`` as ``--optimizer sgd``."""
+    ``--momentum 0``, ``optimizer='sgd'`` as ``--optimizer sgd``; and such a name that starts the
+    message as its option."""
     def option(match):
         name, value = match.group(1), match.group(2).strip("'\"")
         if name not in names:
@@ -261,4 +262,9 @@ def in_option_names(message, names):
         flag = "--" + name.replace("_", "-")
         return flag if value == "True" else f"{flag} {value}"
 
-    return re.sub(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s;,)]+)", option, message)
+    message = re.sub(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s;,)]+)", option, message)
+    # and a message that starts with one ("lr_decay must be in (0, 1]")
+    first = re.match(r"([a-z][a-z0-9_]*) ", message)
+    if first and first.group(1) in names:
+        message = "--" + first.group(1).replace("_", "-") + message[len(first.group(1)):]
+    return message

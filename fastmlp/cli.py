@@ -690,6 +690,10 @@ def _compare(args):
                 f"{r['epoch']:>5}  {a['train_loss']:>16.6f} {b['train_loss']:>10.6f}  {acc(a):>14} {acc(b):>7}  "
                 f"{r['max_abs_weight_diff']:>9.2e} {r['max_abs_weight']:>8.3f}  {'yes' if r['within_tolerance'] else 'NO'}"
             )
+        stopped = result["epochs"][-1].get("stopped")
+        if stopped:
+            print(f"stopped after epoch {result['epochs'][-1]['epoch']}: "
+                  + "; ".join(f"{name}: {reason or 'still running'}" for name, reason in stopped.items()))
         t = result["tolerance"]
         print(
             f"tolerance: max|dW| <= {t['weights_rtol']:g} * max|W|, train loss within {t['loss_rtol']:g} (relative), "

@@ -27,8 +27,10 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     included).
 
     Returns a dict: ``epochs`` (one record per epoch with both backends' train loss and
-    accuracy, test loss and accuracy, and ``max_abs_weight_diff`` / ``max_abs_weight``),
-    ``tolerance`` and ``agree`` (every epoch within the tolerance).
+    accuracy, test loss and accuracy, and ``max_abs_weight_diff`` / ``max_abs_weight``; the
+    last one with ``stopped``, each backend's reason or None, where a run stopped before
+    ``epochs``: early stopping, the adaptive rate's floor), ``tolerance`` and ``agree`` (every
+    epoch within the tolerance, and the runs stopped together).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     records = []
@@ -51,8 +53,16 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
         record["max_abs_weight_diff"] = float(np.max(np.abs(compiled.astype(np.float64) - numpy_)))
         record["max_abs_weight"] = float(np.max(np.abs(numpy_)))
         record["within_tolerance"] = within(record, tolerance)
+        # a run that stopped (early stopping, the adaptive rate's floor) ends here, as ``fit`` ends
+        # it; the two must stop together
+        stopped = [model.run_.stopped for model in models.values()]
+        if stopped[0] != stopped[1]:
+            record["within_tolerance"] = False
         agree &= record["within_tolerance"]
         records.append(record)
+        if stopped[0] is not None or stopped[1] is not None:
+            record["stopped"] = dict(zip(models, stopped))
+            break
     return {"epochs": records, "tolerance": tolerance, "agree": bool(agree)}
 
 

@@ -973,7 +973,7 @@ def test_resume_may_change_the_backend_and_threads(capsys, tiny_mnist, checkpoin
         (["--nesterov"], "--nesterov needs a momentum"),
         (["--optimizer", "adam", "--momentum", "0.9"], "momentum applies to --optimizer sgd"),
         (["--optimizer", "adam", "--nesterov", "--momentum", "0.5"], "Nesterov"),
-        (["--lr-decay", "2"], "lr_decay must be in (0, 1]"),
+        (["--lr-decay", "2"], "--lr-decay must be in (0, 1]"),
     ],
 )
 def test_recipe_combinations_are_refused_before_the_data_is_read(capsys, tmp_path, argv, words):
@@ -1038,6 +1038,8 @@ def test_a_combination_of_options_is_turned_down_in_the_options_names(capsys, tm
     assert "--nesterov needs a momentum" in err and "--momentum 0" in err and "=" not in err.split("error: ")[1], err
     status, out, err = run(capsys, "train", f"--data={tmp_path}", "--optimizer", "adam", "--nesterov")
     assert status == 2 and "--optimizer sgd" in err and "optimizer=" not in err, err
+    status, out, err = run(capsys, "compare", f"--data={tmp_path}", "--lr-schedule", "step", "--lr-decay", "2")
+    assert status == 2 and "--lr-decay must be" in err, err
 
 
 def test_bench_says_which_option_a_mistake_comes_from(capsys, tmp_path):

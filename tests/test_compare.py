@@ -96,3 +96,20 @@ def test_compare_backends_passes_the_options_to_both_models(rng, synth):
     for model in models.values():
         assert model.fit_options_["momentum"] == 0.9 and model.history_.lr == [0.1, 0.05]
         assert model.optimizer_state_.slots.shape[0] == 1
+
+
+def test_compare_ends_where_the_runs_stop_as_fit_ends_them(rng, synth):
+    # the adaptive rate's floor stops a run: compare went on to train epochs fit never trains
+    X, y = synth.digits(rng, 200)
+
+    def make(backend):
+        return MLP([784, 8, 10], seed=0, backend=backend, dtype="float64")
+
+    options = {"batch_size": None, "lr_schedule": "adaptive", "n_iter_no_change": 1, "tol": 10.0}
+    result = compare_backends(make, X, y, X, y, epochs=30, fit_kwargs=options, tolerance=TOLERANCES["float64"])
+    fitted = make("numpy")
+    fitted.fit(X, y, epochs=30, progress=False, **options)
+    assert fitted.run_.stopped and fitted.epochs_trained_ < 30
+    assert len(result["epochs"]) == fitted.epochs_trained_ and result["agree"] is True
+    assert result["epochs"][-1]["stopped"] == {"numba": fitted.run_.stopped, "numpy": fitted.run_.stopped}
+    assert all("stopped" not in record for record in result["epochs"][:-1])
