@@ -725,9 +725,8 @@ def _warmup(args):
     import numpy as np
 
     from ._numba_backend import compiling_ahead
-    from .model import MLP
-
     from .kernels import usable_threads
+    from .model import MLP
 
     two_threads = usable_threads(2, TWO_THREAD_LAYERS) == 2
     dtypes = _merged_lists(args.dtype, ("float32",))
@@ -742,7 +741,9 @@ def _warmup(args):
             for batch_size in batch_sizes:
                 # per-sample SGD has three kernels: plain SGD, plain SGD on two threads (`--threads
                 # 2`, where this machine has two cores), and the one of every other recipe
-                recipes = [({}, 1)] if batch_size != 1 else [({}, 1)] + [({}, 2)] * two_threads + [({"momentum": 0.9}, 1)]
+                recipes = [({}, 1)]  # (fit options, threads)
+                if batch_size == 1:
+                    recipes += [({}, 2)] * two_threads + [({"momentum": 0.9}, 1)]
                 for recipe, threads in recipes:
                     tic = time.perf_counter()
                     model = MLP(list(TWO_THREAD_LAYERS) if threads == 2 else [16, 8, 4], dtype=dtype, seed=0,
