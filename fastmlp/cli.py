@@ -241,6 +241,12 @@ def _model(args, backend):
             f"sample), but these datasets have one label per sample: use --loss cross_entropy, or --layers ending "
             f"in 1 for binary labels"
         )
+    if args.loss == "mse" and args.output in (None, "identity") and args.layers[-1] > 1:
+        raise UsageError(
+            f"--loss mse with {'an' if args.output else 'the default'} identity output is regression on "
+            f"{args.layers[-1]} targets per sample, but these datasets have one class label per sample: add "
+            f"--output softmax (or sigmoid) to train a classifier on the squared error"
+        )
     return MLP(
         layers=args.layers,
         activation=args.activation,

@@ -404,12 +404,16 @@ def test_save_where_it_cannot_write_is_refused_before_training(capsys, tmp_path,
     [
         (["train", "--layers", "784,10", "--loss", "binary_cross_entropy"], "--loss cross_entropy"),
         (["train", "--output", "sigmoid"], "cannot be trained with loss"),
+        # mse's default output is identity: regression on 10 targets, where the data has one label
+        (["train", "--loss", "mse"], "--output softmax (or sigmoid)"),
+        (["train", "--loss", "mse", "--output", "identity"], "regression on 10 targets"),
+        (["compare", "--loss", "mse", "--layers", "784,8,10"], "one class label per sample"),
         (["train", "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),
     ],
 )
 def test_user_mistakes_are_one_line_on_stderr(capsys, tiny_mnist, argv, words):
-    status, out, err = run(capsys, *argv, *(["--data", str(tiny_mnist)] if argv[0] == "train" else []))
+    status, out, err = run(capsys, *argv, *(["--data", str(tiny_mnist)] if argv[0] in ("train", "compare") else []))
     assert status == 2
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
