@@ -29,7 +29,6 @@ import pytest
 
 from fastmlp import trainer
 from fastmlp.backends import make_backend
-from fastmlp.compare import TOLERANCES
 from fastmlp.network import Architecture, init_params
 
 pytestmark = pytest.mark.slow  # every test trains full MNIST epochs, NumPy per-sample takes ~13 s each
@@ -39,9 +38,10 @@ LR = 0.1
 ROUNDS = 5
 NUMPY_PER_SAMPLE_ROUNDS = 3  # ~13 s an epoch
 # threads=2 adds the two threads' partial sums in a fixed order, so it is not bitwise equal to one
-# thread; after one MNIST epoch we measured max|dW| = 4.7e-4 * max|W|. The bound is the one
-# `fastmlp compare` uses for float32 runs (numba vs numpy measured 1.7e-3 there).
-TWO_THREAD_WEIGHTS_RTOL = TOLERANCES["float32"]["weights_rtol"]
+# thread; after one MNIST epoch we measured max|dW| = 4.7e-4 * max|W| (numba vs numpy in float32:
+# 1.7e-3 there). `fastmlp compare` no longer bounds two float32 runs side by side (it measures each
+# against a float64 run, fastmlp/compare.py); this bound is the one it had.
+TWO_THREAD_WEIGHTS_RTOL = 1e-2
 TWO_THREAD_TARGET = 1.4  # the first-run issue's target for per-sample threads=2, on every machine kind
 
 

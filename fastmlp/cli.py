@@ -138,7 +138,7 @@ def build_parser():
     _add_model_options(compare)
     _add_optimizer_options(compare)
     _add_schedule_options(compare)
-    compare.add_argument("--weights-rtol", type=options.number(), default=None, metavar="R", help="allowed max|W_numba - W_numpy| / max|W| (default per dtype)")
+    compare.add_argument("--weights-rtol", type=options.number(), default=None, metavar="R", help="allowed max|W_numba - W_numpy| / max|W| (float32: from the float64 reference; default per dtype)")
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
 
     evaluate = commands.add_parser(
@@ -684,35 +684,59 @@ def _compare(args):
     if args.json:
         print(strict_json(result))
     else:
+        _print_comparison(args, result, len(X_train))
+    return 0 if result["agree"] else EXIT_ERROR
+
+
+def _print_comparison(args, result, n_train):
+    from .compare import REFERENCE
+
+    reference = bool(result["epochs"]) and REFERENCE in result["epochs"][0]
+    runs = ("numba", "numpy", REFERENCE) if reference else ("numba", "numpy")
+    print(
+        f"numba vs numpy{f' (float32; and the NumPy reference in {REFERENCE})' if reference else ''}, "
+        f"{'-'.join(map(str, args.layers))} {args.activation} {args.loss} {args.dtype}, batch {result['batch_size']}, "
+        f"lr {args.lr}, optimizer {args.optimizer}, seed {args.seed}, {n_train} samples"
+    )
+    names = [f"{'train loss ' + runs[0]:>16}", *(f"{name:>10}" for name in runs[1:])]
+    accuracies = [f"{'test acc ' + runs[0]:>14}", *(f"{name:>7}" for name in runs[1:])]
+    distances = (f"{'max|W-W64| numba':>16} {'numpy':>9}" if reference else f"{'max|dW|':>9}")
+    print(f"{'epoch':>5}  {' '.join(names)}  {' '.join(accuracies)}  {distances} {'max|W|':>8}  ok")
+    for r in result["epochs"]:
+        acc = lambda m: "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"  # noqa: E731
+        losses = [f"{r[runs[0]]['train_loss']:>16.6f}", *(f"{r[name]['train_loss']:>10.6f}" for name in runs[1:])]
+        accs = [f"{acc(r[runs[0]]):>14}", *(f"{acc(r[name]):>7}" for name in runs[1:])]
+        if reference:
+            apart = r[f"max_abs_weight_diff_from_{REFERENCE}"]
+            distance = f"{apart['numba']:>16.2e} {apart['numpy']:>9.2e}"
+        else:
+            distance = f"{r['max_abs_weight_diff']:>9.2e}"
+        print(f"{r['epoch']:>5}  {' '.join(losses)}  {' '.join(accs)}  {distance} {r['max_abs_weight']:>8.3f}  "
+              f"{'yes' if r['within_tolerance'] else 'NO'}")
+    stopped = result["epochs"][-1].get("stopped") if result["epochs"] else None
+    if stopped:
+        print(f"stopped after epoch {result['epochs'][-1]['epoch']}: "
+              + "; ".join(f"{name}: {reason or 'still running'}" for name, reason in stopped.items()))
+    t = result["tolerance"]
+    verdict = "backends agree" if result["agree"] else "BACKENDS DIFFER"
+    if reference:
         print(
-            f"numba vs numpy, {'-'.join(map(str, args.layers))} {args.activation} {args.loss} {args.dtype}, "
-            f"batch {result['batch_size']}, lr {args.lr}, optimizer {args.optimizer}, seed {args.seed}, {len(X_train)} samples"
+            f"tolerance: numba's distance from the {REFERENCE} run (max|W-W64|, train loss, test accuracy) within "
+            f"{t['rounding_factor']:g}x the float32 NumPy run's, or within {t['weights_rtol']:g} * max|W|, "
+            f"{t['loss_rtol']:g} (relative), {t['accuracy_atol']:g}: {verdict}"
         )
-        print(f"{'epoch':>5}  {'train loss numba':>16} {'numpy':>10}  {'test acc numba':>14} {'numpy':>7}  {'max|dW|':>9} {'max|W|':>8}  ok")
-        for r in result["epochs"]:
-            a, b = r["numba"], r["numpy"]
-            acc = lambda m: "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"  # noqa: E731
-            print(
-                f"{r['epoch']:>5}  {a['train_loss']:>16.6f} {b['train_loss']:>10.6f}  {acc(a):>14} {acc(b):>7}  "
-                f"{r['max_abs_weight_diff']:>9.2e} {r['max_abs_weight']:>8.3f}  {'yes' if r['within_tolerance'] else 'NO'}"
-            )
-        stopped = result["epochs"][-1].get("stopped")
-        if stopped:
-            print(f"stopped after epoch {result['epochs'][-1]['epoch']}: "
-                  + "; ".join(f"{name}: {reason or 'still running'}" for name, reason in stopped.items()))
-        t = result["tolerance"]
+    else:
         print(
             f"tolerance: max|dW| <= {t['weights_rtol']:g} * max|W|, train loss within {t['loss_rtol']:g} (relative), "
-            f"test accuracy within {t['accuracy_atol']:g}: {'backends agree' if result['agree'] else 'BACKENDS DIFFER'}"
+            f"test accuracy within {t['accuracy_atol']:g}: {verdict}"
         )
-        if not result["agree"]:
-            print(
-                f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
-                f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"
-                + (" (Adam: 0.001-0.01)" if args.optimizer == "adam" else "")
-                + "; a difference that stays there is a fault to report)"
-            )
-    return 0 if result["agree"] else EXIT_ERROR
+    if not result["agree"]:
+        print(
+            f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
+            f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"
+            + (" (Adam: 0.001-0.01)" if args.optimizer == "adam" else "")
+            + "; a difference that stays there is a fault to report)"
+        )
 
 
 WARMUP_INPUTS = ("uint8", "float")

@@ -9,34 +9,54 @@ from __future__ import annotations
 
 import numpy as np
 
-# Agreement bounds after whole epochs, per dtype. Rounding differences of one ulp per step
-# (6e-8 in float32, 1e-16 in float64) compound over tens of thousands of SGD steps through a
-# nonlinear map. Measured on MNIST 784-128-10 sigmoid, one epoch, seed 0 (BENCHMARKS.md):
-# float32 per-sample max|dW| = 1.7e-3 of max|W| (train losses equal to 5e-6, test accuracy
-# 0.9615 vs 0.9617); float64 per-sample 1.3e-12 of max|W|; float64 batch 32, 2 epochs, 2e-15.
-# The bounds sit several times above those measurements.
+# Agreement bounds after whole epochs, per dtype. float64: the two backends' runs side by side;
+# rounding differences of one ulp per step (1e-16) stay near it (measured on MNIST 784-128-10
+# sigmoid: per-sample, one epoch, max|dW| 1.3e-12 of max|W|; batch 32, 2 epochs, 2e-15).
+#
+# float32: not the two runs side by side. Where one ulp (6e-8) decides which side of a ReLU's
+# kink a unit lands, or whether an Adam moment is flushed, a float32 run parts from the exact
+# result by far more than rounding, and two float32 runs part from each other as much: Adam at
+# its default rate on 16,000 MNIST images, relu, batch 32, two epochs: max|dW| 2.6e-2 of max|W|
+# between the two backends in float32, 2.6e-2 between the NumPy reference in float32 and in
+# float64, 1e-13 between the backends in float64. A fixed bound on the float32 runs either calls
+# that a fault or misses one (a gradient 0.3% off over 1,000 images moves the weights by ~1e-3,
+# rounding by ~1e-6). So both float32 runs are measured against a third, the NumPy reference in
+# float64 from the same initial weights: the compiled run must be as close to it as the float32
+# reference is (``rounding_factor`` times its distance), or within the floors (weights_rtol,
+# loss_rtol, accuracy_atol). Across 1,000-16,000 images, batch 1 and 32, SGD, momentum, Adam
+# and dropout, sigmoid and relu (2026-12-04, AMD EPYC Zen 2), the compiled run's distance was
+# 0.66-1.26 times the reference's wherever training was stable.
 TOLERANCES = {
-    "float32": {"weights_rtol": 1e-2, "loss_rtol": 1e-3, "accuracy_atol": 2e-3},
+    "float32": {"weights_rtol": 1e-4, "loss_rtol": 1e-4, "accuracy_atol": 2e-3, "rounding_factor": 4.0},
     "float64": {"weights_rtol": 1e-8, "loss_rtol": 1e-8, "accuracy_atol": 1e-4},
 }
+REFERENCE = "float64"  # the dtype of the third run, where the compared ones are float32
 
 
 def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, tolerance):
     """Train ``make_model("numba")`` and ``make_model("numpy")`` epoch by epoch, one run of
     ``epochs`` epochs each (``fit_kwargs``: MLP.fit's training options, optimizer and schedule
-    included).
+    included); float32 models also against a third run, the NumPy one in float64 from the
+    same initial weights (see TOLERANCES).
 
-    Returns a dict: ``epochs`` (one record per epoch with both backends' train loss and
-    accuracy, test loss and accuracy, and ``max_abs_weight_diff`` / ``max_abs_weight``; the
-    last one with ``stopped``, each backend's reason or None, where a run stopped before
-    ``epochs``: early stopping, the adaptive rate's floor), ``tolerance`` and ``agree`` (every
-    epoch within the tolerance, and the runs stopped together).
+    Returns a dict: ``epochs`` (one record per epoch with each run's train loss and accuracy,
+    test loss and accuracy, ``max_abs_weight_diff`` between the backends and ``max_abs_weight``;
+    for float32 also ``float64``, the reference's, and ``max_abs_weight_diff_from_float64`` of
+    each backend; the last record with ``stopped``, each backend's reason or None, where a run
+    stopped before ``epochs``: early stopping, the adaptive rate's floor), ``tolerance`` and
+    ``agree`` (every epoch within the tolerance, and the runs stopped together).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
+    for model in models.values():
+        model.initialize()
+    if np.dtype(models["numpy"].arch_.dtype) != np.dtype(REFERENCE):
+        reference = make_model("numpy")
+        reference.dtype = REFERENCE
+        reference.initialize()
+        reference.params_ = models["numpy"].params_.astype(REFERENCE)  # the float32 runs' start, exactly
+        models[REFERENCE] = reference
     records = []
     agree = True
-    for name, model in models.items():
-        model.initialize()
     for epoch in range(1, epochs + 1):
         record = {"epoch": epoch}
         for name, model in models.items():
@@ -49,28 +69,58 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
                 "test_accuracy": test["accuracy"],
                 "seconds": history.seconds[-1],
             }
-        compiled, numpy_ = models["numba"].params_, models["numpy"].params_
-        record["max_abs_weight_diff"] = float(np.max(np.abs(compiled.astype(np.float64) - numpy_)))
-        record["max_abs_weight"] = float(np.max(np.abs(numpy_)))
-        record["within_tolerance"] = within(record, tolerance)
+        params = {name: model.params_.astype(np.float64) for name, model in models.items()}
+        record["max_abs_weight_diff"] = _distance(params["numba"], params["numpy"])
+        record["max_abs_weight"] = float(np.max(np.abs(params[REFERENCE if REFERENCE in models else "numpy"])))
+        if REFERENCE in models:
+            record[f"max_abs_weight_diff_from_{REFERENCE}"] = {
+                name: _distance(params[name], params[REFERENCE]) for name in ("numba", "numpy")}
         # a run that stopped (early stopping, the adaptive rate's floor) ends here, as ``fit`` ends
-        # it; the two must stop together
-        stopped = [model.run_.stopped for model in models.values()]
-        if stopped[0] != stopped[1]:
-            record["within_tolerance"] = False
+        # it; the compiled run must stop where the reference does
+        stopped = {name: model.run_.stopped for name, model in models.items()}
+        record["within_tolerance"] = within(record, tolerance) and _stopped_together(stopped)
         agree &= record["within_tolerance"]
         records.append(record)
-        if stopped[0] is not None or stopped[1] is not None:
-            record["stopped"] = dict(zip(models, stopped))
+        if stopped["numba"] is not None or stopped["numpy"] is not None:
+            record["stopped"] = {name: stopped[name] for name in ("numba", "numpy")}
             break
     return {"epochs": records, "tolerance": tolerance, "agree": bool(agree)}
 
 
+def _distance(a, b):
+    return float(np.max(np.abs(a - b)))
+
+
+def _stopped_together(stopped):
+    """The compiled run stopped where the NumPy run did; with a float64 reference, where that
+    did, or apart from it no more than the float32 reference run is."""
+    if REFERENCE not in stopped:
+        return stopped["numba"] == stopped["numpy"]
+    return stopped["numba"] == stopped[REFERENCE] or stopped["numpy"] != stopped[REFERENCE]
+
+
 def within(record, tolerance):
-    a, b = record["numba"], record["numpy"]
-    weights_ok = record["max_abs_weight_diff"] <= tolerance["weights_rtol"] * record["max_abs_weight"]
-    loss_ok = abs(a["train_loss"] - b["train_loss"]) <= tolerance["loss_rtol"] * abs(b["train_loss"])
-    accuracy_ok = True
-    if a["test_accuracy"] is not None:
-        accuracy_ok = abs(a["test_accuracy"] - b["test_accuracy"]) <= tolerance["accuracy_atol"]
-    return bool(weights_ok and loss_ok and accuracy_ok)
+    """The epoch's record within ``tolerance``: the backends side by side (float64), or each
+    one's distance from the float64 reference (float32): the compiled run's within the floor, or
+    within ``rounding_factor`` times the float32 NumPy run's."""
+    if REFERENCE not in record:
+        a, b = record["numba"], record["numpy"]
+        weights_ok = record["max_abs_weight_diff"] <= tolerance["weights_rtol"] * record["max_abs_weight"]
+        loss_ok = abs(a["train_loss"] - b["train_loss"]) <= tolerance["loss_rtol"] * abs(b["train_loss"])
+        accuracy_ok = True
+        if a["test_accuracy"] is not None:
+            accuracy_ok = abs(a["test_accuracy"] - b["test_accuracy"]) <= tolerance["accuracy_atol"]
+        return bool(weights_ok and loss_ok and accuracy_ok)
+    factor = tolerance["rounding_factor"]
+    ref = record[REFERENCE]
+
+    def close(distance, floor):
+        return distance("numba") <= max(floor, factor * distance("numpy"))
+
+    weights = record[f"max_abs_weight_diff_from_{REFERENCE}"]
+    ok = close(weights.get, tolerance["weights_rtol"] * record["max_abs_weight"])
+    ok &= close(lambda name: abs(record[name]["train_loss"] - ref["train_loss"]),
+                tolerance["loss_rtol"] * abs(ref["train_loss"]))
+    if ref["test_accuracy"] is not None:
+        ok &= close(lambda name: abs(record[name]["test_accuracy"] - ref["test_accuracy"]), tolerance["accuracy_atol"])
+    return bool(ok)
