@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -660,8 +661,10 @@ def _predict(args):
 def _compare(args):
     from .compare import TOLERANCES, compare_backends
 
-    for backend in ("numba", "numpy"):
-        _check_combination(_model(args, backend).initialize)
+    with warnings.catch_warnings():  # compare_backends says them (init="zeros": SymmetryWarning), once
+        warnings.simplefilter("ignore")
+        for backend in ("numba", "numpy"):
+            _check_combination(_model(args, backend).initialize)
     compared = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHEDULE_OPTIONS
     _check_fit_options(args, compared)
     tolerance = dict(TOLERANCES[args.dtype])

@@ -7,6 +7,8 @@ weights and visit the samples in the same order: any difference is floating-poin
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 # Agreement bounds after whole epochs, per dtype. float64: the two backends' runs side by side;
@@ -47,14 +49,18 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     ``agree`` (every epoch within the tolerance, and the runs stopped together).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
-    for model in models.values():
-        model.initialize()
-    if np.dtype(models["numpy"].arch_.dtype) != np.dtype(REFERENCE):
-        reference = make_model("numpy")
-        reference.dtype = REFERENCE
-        reference.initialize()
-        reference.params_ = models["numpy"].params_.astype(REFERENCE)  # the float32 runs' start, exactly
-        models[REFERENCE] = reference
+    with warnings.catch_warnings(record=True) as caught:  # each run's (init="zeros": SymmetryWarning)
+        warnings.simplefilter("always")
+        for model in models.values():
+            model.initialize()
+        if np.dtype(models["numpy"].arch_.dtype) != np.dtype(REFERENCE):
+            reference = make_model("numpy")
+            reference.dtype = REFERENCE
+            reference.initialize()
+            reference.params_ = models["numpy"].params_.astype(REFERENCE)  # the float32 runs' start, exactly
+            models[REFERENCE] = reference
+    for message in {(w.category, str(w.message)): w for w in caught}.values():  # said once, not per run
+        warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
     records = []
     agree = True
     for epoch in range(1, epochs + 1):
@@ -64,7 +70,7 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
             test = model.evaluate(X_test, y_test)
             record[name] = {
                 "train_loss": history.loss[-1],
-                "train_accuracy": history.accuracy[-1],
+                "train_accuracy": history.accuracy[-1] if model.arch_.is_classifier else None,
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
                 "seconds": history.seconds[-1],

@@ -181,3 +181,31 @@ def test_compare_ends_where_the_runs_stop_as_fit_ends_them(rng, synth):
     assert len(result["epochs"]) == fitted.epochs_trained_ and result["agree"] is True
     assert result["epochs"][-1]["stopped"] == {"numba": fitted.run_.stopped, "numpy": fitted.run_.stopped}
     assert all("stopped" not in record for record in result["epochs"][:-1])
+
+
+def test_compare_says_a_warning_once_and_has_no_accuracy_for_regression(capsys, rng, synth, monkeypatch):
+    import warnings
+
+    import fastmlp.cli as cli
+    from fastmlp import SymmetryWarning
+
+    X, y = synth.digits(rng, 120)
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:80], y[:80], X[80:], y[80:]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status = main(["compare", "--layers", "784,8,10", "--init", "zeros", "--json"])
+    assert status == 0
+    # three runs (numba, numpy, the float64 reference) and a check of the options: one warning
+    assert [w.category for w in caught] == [SymmetryWarning]
+
+    targets = rng.normal(size=(120, 2))
+
+    def make(backend):
+        return MLP([784, 4, 2], loss="mse", seed=0, backend=backend)
+
+    result = compare_backends(make, X[:80], targets[:80], X[80:], targets[80:], epochs=1,
+                              fit_kwargs={"batch_size": 8, "lr": 0.01}, tolerance=TOLERANCES["float32"])
+    record = result["epochs"][0]
+    assert result["agree"] is True
+    for run in ("numba", "numpy", "float64"):  # as test_accuracy: none for regression (was 0.0)
+        assert record[run]["train_accuracy"] is None and record[run]["test_accuracy"] is None
