@@ -92,7 +92,8 @@ def _dtype_name(dtype):
 
 
 def _squared_norm(matrices):
-    return sum(float(np.dot(W.ravel(), W.ravel())) for W in matrices)
+    # in float64: a diverging float32 fit's squares overflow float32 (a RuntimeWarning, inf)
+    return sum(float(np.dot(w, w)) for w in (W.ravel().astype(np.float64) for W in matrices))
 
 
 def _hidden_layer_sizes(value):

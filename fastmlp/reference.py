@@ -108,7 +108,13 @@ def label_sets(targets, dtype):
 def regression_targets(targets, z):
     """Regression targets as t[B,K] in z's dtype: [B] (one output) becomes [B,1]; a shape that
     is not z's is an error (it would broadcast to [B,B] or [B,K] and give wrong losses)."""
-    return np.reshape(targets, z.shape).astype(z.dtype, copy=False)
+    t = np.asarray(targets)
+    if z.ndim == 2 and z.shape[1] == 1 and t.shape == z.shape[:1]:
+        t = t[:, None]
+    if t.shape != z.shape:  # np.reshape would take [K, B] (a transpose's shape) and scramble it
+        raise ValueError(f"regression targets must have shape {list(z.shape)}"
+                         + (f" or [{z.shape[0]}]" if z.shape[1] == 1 else "") + f"; got {list(t.shape)}")
+    return t.astype(z.dtype, copy=False)
 
 
 def loss_forward(z, out, targets, loss_code):

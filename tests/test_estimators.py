@@ -594,3 +594,13 @@ def test_coefs_and_intercepts_may_be_assigned_as_in_sklearn():
             np.testing.assert_array_equal(W, old)
     with pytest.raises(NotFittedError):
         MLPRegressor().coefs_ = before
+
+
+def test_the_penalty_of_large_float32_weights_is_summed_without_overflow():
+    # a diverging float32 fit: squares past float32's 3.4e38 warned of overflow and made the
+    # penalty (and with it loss_) inf
+    from fastmlp.estimators import _squared_norm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _squared_norm([np.full((3, 3), 1e20, np.float32), np.ones(2, np.float32)]) == pytest.approx(9e40 + 2)

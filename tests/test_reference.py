@@ -193,5 +193,12 @@ def test_regression_targets_of_one_output_may_be_1d_and_others_are_refused(rng):
     dz = reference.loss_backward(z, t, reference.IDENTITY_MSE)
     assert dz.shape == (5, 1) and dz.dtype == np.float32
     # [3] targets for three outputs of three samples would broadcast to [3,3] without a word
-    with pytest.raises(ValueError, match="cannot reshape array of size 3 into shape \\(3, ?3\\)"):
+    with pytest.raises(ValueError, match=r"regression targets must have shape \[3, 3\]; got \[3\]"):
         reference.loss_forward(rng.normal(size=(3, 3)), None, t[:3], reference.IDENTITY_MSE)
+    # [K, B] targets (a transpose's shape, as the notebooks' reshape(-1, N) made) reshaped to [B, K]
+    # without a word: every target in the wrong place
+    z = rng.normal(size=(4, 2))
+    with pytest.raises(ValueError, match=r"must have shape \[4, 2\]; got \[2, 4\]"):
+        reference.loss_forward(z, z, rng.normal(size=(2, 4)), reference.IDENTITY_MSE)
+    with pytest.raises(ValueError, match=r"must have shape \[4, 2\]; got \[2, 4\]"):
+        reference.loss_backward(z, rng.normal(size=(2, 4)), reference.IDENTITY_MSE)
