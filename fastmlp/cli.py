@@ -865,6 +865,7 @@ def _stdout_gone():
 
 def _main(argv):
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.version:
@@ -898,7 +899,10 @@ def _main(argv):
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
         cause = "SIGTERM" if _signalled else "Ctrl-C"
-        print(f"fastmlp: interrupted: {str(interrupt) or 'stopped by ' + cause}"
+        # the trainer's account ("the model holds the weights of ...") is about a model the user
+        # has only in train (and sweep says its own); compare, bench and warmup keep none
+        detail = str(interrupt) if getattr(args, "command", None) in ("train", "sweep", None) else ""
+        print(f"fastmlp: interrupted: {detail or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
     except BrokenPipeError:  # stdout's reader gone, quietly (main)

@@ -1124,6 +1124,24 @@ def test_ctrl_c_outside_training_is_one_line_that_says_so(capsys, monkeypatch):
     assert capsys.readouterr().err == "fastmlp: interrupted: stopped by Ctrl-C\n"
 
 
+@pytest.mark.parametrize("command", ["compare", "bench", "warmup"])
+def test_ctrl_c_in_a_command_that_keeps_no_model_says_nothing_of_one(capsys, monkeypatch, command):
+    # Ctrl-C inside a training chunk of compare, bench or warmup printed the trainer's account for
+    # fit's caller, "... the model holds the weights of the last completed chunk": there is none
+    import fastmlp.bench as bench
+    from fastmlp import cli
+    from fastmlp.trainer import TrainingInterrupted
+
+    def interrupted(*args):
+        raise TrainingInterrupted("training interrupted in epoch 1: the model holds the weights of the last chunk")
+
+    monkeypatch.setattr(cli, "_compare", interrupted)
+    monkeypatch.setattr(cli, "_warmup", interrupted)
+    monkeypatch.setattr(bench, "run", interrupted)
+    assert cli.main([command]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "fastmlp: interrupted: stopped by Ctrl-C\n"
+
+
 def test_strict_json_writes_every_non_finite_number_as_null():
     # what every --json prints (train, compare, evaluate, warmup, bench's records): strict JSON
     from fastmlp._cli_options import strict_json
