@@ -92,8 +92,10 @@ def _dtype_name(dtype):
 
 
 def _squared_norm(matrices):
-    # in float64: a diverging float32 fit's squares overflow float32 (a RuntimeWarning, inf)
-    return sum(float(np.dot(w, w)) for w in (W.ravel().astype(np.float64) for W in matrices))
+    # in float64: a diverging float32 fit's squares overflowed float32 (inf, with a RuntimeWarning);
+    # beyond float64's range the penalty is inf, said by the loss, not by a warning about a dot product
+    with np.errstate(over="ignore"):
+        return sum(float(np.dot(w, w)) for w in (W.ravel().astype(np.float64) for W in matrices))
 
 
 def _hidden_layer_sizes(value):

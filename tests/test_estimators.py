@@ -604,3 +604,4 @@ def test_the_penalty_of_large_float32_weights_is_summed_without_overflow():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _squared_norm([np.full((3, 3), 1e20, np.float32), np.ones(2, np.float32)]) == pytest.approx(9e40 + 2)
+        assert _squared_norm([np.full(2, 1e200)]) == np.inf  # past float64: inf, without a warning
