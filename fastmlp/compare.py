@@ -25,11 +25,14 @@ import numpy as np
 # rounding by ~1e-6). So both float32 runs are measured against a third, the NumPy reference in
 # float64 from the same initial weights: the compiled run must be as close to it as the float32
 # reference is (``rounding_factor`` times its distance), or within the floors (weights_rtol,
-# loss_rtol, accuracy_atol). Across 1,000-16,000 images, batch 1 and 32, SGD, momentum, Adam
-# and dropout, sigmoid and relu (2026-12-04, AMD EPYC Zen 2), the compiled run's distance was
-# 0.66-1.26 times the reference's wherever training was stable.
+# loss_rtol, accuracy_atol). Across 1,000-16,000 images, batch 1 and 32, SGD, momentum, Adam and
+# dropout, sigmoid and relu (2026-12-04, AMD EPYC Zen 2; BENCHMARKS.md), the compiled run's
+# distance was 0.5-2.9 times the reference's wherever training was stable, and 6.5x and 1,600x
+# where one float32 run crossed a kink the other did not; this rule flagged 6 of the 180 epochs
+# (5 of them per-sample relu at an effective rate of 0.1, where training is unstable and runs
+# part), the old bound of the two float32 runs side by side 31 (on the weights alone).
 TOLERANCES = {
-    "float32": {"weights_rtol": 1e-4, "loss_rtol": 1e-4, "accuracy_atol": 2e-3, "rounding_factor": 4.0},
+    "float32": {"weights_rtol": 1e-4, "loss_rtol": 1e-4, "accuracy_atol": 2e-3, "rounding_factor": 10.0},
     "float64": {"weights_rtol": 1e-8, "loss_rtol": 1e-8, "accuracy_atol": 1e-4},
 }
 REFERENCE = "float64"  # the dtype of the third run, where the compared ones are float32

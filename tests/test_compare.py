@@ -84,7 +84,7 @@ def test_float32_runs_are_judged_by_their_distance_from_a_float64_run():
     assert not within(record(4e-3, 2e-6), floor)  # the float32 reference stays near float64; numba does not
     # float32 itself parts from float64 (a ReLU unit on the other side of its kink): both runs do
     assert within(record(5e-2, 3e-2, loss=(0.51, 0.49), accuracy=(0.905, 0.894)), floor)
-    assert not within(record(2e-1, 3e-2), floor)
+    assert not within(record(4e-1, 3e-2), floor)  # 13x
     assert not within(record(1e-6, 1e-6, loss=(0.5001, 0.5)), floor)
     assert not within(record(1e-6, 1e-6, accuracy=(0.903, 0.9)), floor)
     assert within(record(1e-6, 1e-6, accuracy=(0.903, 0.899)), floor)
