@@ -309,6 +309,10 @@ class _BaseMLP(BaseEstimator):
         random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X, targets, random_state)
+        elif (self.validation_scores_ is not None) != bool(self.early_stopping):
+            # early_stopping switched since the run began (set_params, then partial_fit or a
+            # warm-start fit): its bookkeeping was the other kind (an AttributeError, after an epoch)
+            self._start_bookkeeping()
         elif self.early_stopping and incremental and self._stopped:
             warnings.warn(
                 f"early stopping ended this run (its fit or first partial_fit call started it) after "
@@ -340,10 +344,17 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
-        self._no_improvement_count = 0
         self._learning_rate = float(self.learning_rate_init)
+        self._start_bookkeeping()
+
+    def _start_bookkeeping(self):
+        """The run's record of improvement, of the kind ``early_stopping`` asks for: validation
+        scores, or the training loss (a run whose setting changed since it began starts afresh
+        on the other kind, with fresh patience)."""
+        self._no_improvement_count = 0
         self._stopped = False
         self._best_params = None
+        self.__dict__.pop("_validation", None)
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
@@ -383,6 +394,14 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
         if sample_weight is None:
             train, val = train + [None], val + [None]
+        else:
+            for part, weights in (("training", train[2]), ("validation", val[2])):
+                if not weights.sum() > 0:  # (training: a division by zero; validation: no score, after an epoch)
+                    raise ValueError(
+                        f"sample_weight is zero on every sample of the {part} part of the early-stopping split "
+                        f"(validation_fraction={self.validation_fraction}): give weight to more samples, or change "
+                        f"random_state or validation_fraction"
+                    )
         validation = tuple(val)
         if incremental:
             # the run's validation set from here on; a run that fit() began was scored on the

@@ -605,3 +605,43 @@ def test_the_penalty_of_large_float32_weights_is_summed_without_overflow():
         warnings.simplefilter("error")
         assert _squared_norm([np.full((3, 3), 1e20, np.float32), np.ones(2, np.float32)]) == pytest.approx(9e40 + 2)
         assert _squared_norm([np.full(2, 1e200)]) == np.inf  # past float64: inf, without a warning
+
+
+def test_early_stopping_switched_between_calls_of_one_run_starts_that_bookkeeping():
+    # set_params(early_stopping=...) between a fit and the call continuing its run (partial_fit,
+    # a warm-start fit) failed with an AttributeError or TypeError after training an epoch
+    X, y = make_classification(100, 4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y)
+    model.set_params(early_stopping=True)
+    for calls in (1, 2):
+        model.partial_fit(X, y)
+        assert len(model.validation_scores_) == calls and model.best_validation_score_ == max(model.validation_scores_)
+        assert model.best_loss_ is None and model.n_iter_ == 1 and len(model.loss_curve_) == 5 + calls
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0, warm_start=True,
+                              early_stopping=True).fit(X, y)
+        model.set_params(early_stopping=False)
+        model.fit(X, y)
+    assert model.validation_scores_ is None and model.best_validation_score_ is None
+    assert len(model.loss_curve_) == 10 and model.best_loss_ == min(model.loss_curve_[5:])
+
+
+def test_sample_weight_zero_on_a_part_of_the_early_stopping_split_is_refused_before_training():
+    # one weighted sample: whichever part of the split lacks it has no weight (the training part
+    # was a ZeroDivisionError, the validation part an error after the first epoch)
+    X, y = make_classification(40, 4, random_state=0)
+    weights = np.zeros(40)
+    weights[0] = 1.0
+    parts = set()
+    for seed in range(12):
+        model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=seed, early_stopping=True,
+                              validation_fraction=0.5)
+        with pytest.raises(ValueError, match=r"sample_weight is zero on every sample of the (\w+) part") as refused:
+            model.fit(X, y, sample_weight=weights)
+        parts.add(re.search(r"of the (\w+) part", str(refused.value)).group(1))
+        assert not hasattr(model, "model_") and not hasattr(model, "n_iter_")
+    assert parts == {"training", "validation"}
