@@ -291,11 +291,11 @@ def _option(dest):
     return "--" + dest.replace("_", "-")
 
 
-def _shown(value):
+def _shown(value, dest=None):
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
     if value is None:
-        return "none"
+        return "full" if dest == "batch_size" else "none"  # as --batch-size takes it
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -321,7 +321,7 @@ def _resumed_model(args, given):
             if isinstance(mine, bool):
                 raise UsageError(f"{where}: {_option(dest)} differs from the checkpoint's run, which was trained without it; "
                                  f"a resumed run keeps its options (leave {_option(dest)} out)")
-            raise UsageError(f"{where}: {_option(dest)} {_shown(mine)} differs from the checkpoint's {_shown(theirs)}; "
+            raise UsageError(f"{where}: {_option(dest)} {_shown(mine, dest)} differs from the checkpoint's {_shown(theirs, dest)}; "
                              f"a resumed run keeps its options (leave {_option(dest)} out)")
     done = model.epochs_trained_
     if "epochs" not in given:
@@ -458,7 +458,9 @@ def _train_ranks(args, comm):
         model = _resumed_model(args, given)
     else:
         model = _model(args, args.backend)
-        _check_combination(model.initialize)  # before spending time on data
+        with warnings.catch_warnings():  # fit says them (init="zeros": SymmetryWarning), once
+            warnings.simplefilter("ignore")
+            _check_combination(model.initialize)  # before spending time on data
         _check_fit_options(args, TRAINING_OPTIONS)
     if args.distributed:
         _check_distributable(args)

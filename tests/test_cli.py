@@ -910,7 +910,7 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("constant", ["--momentum", "0.9"], 2, "--momentum 0.9 differs from the checkpoint's 0.5"),
         ("constant", ["--optimizer", "adam"], 2, "--optimizer adam differs from the checkpoint's sgd"),
         ("constant", ["--lr-schedule", "cosine"], 2, "--lr-schedule cosine differs from the checkpoint's constant"),
-        ("constant", ["--batch-size", "full"], 2, "--batch-size none differs from the checkpoint's 1"),
+        ("constant", ["--batch-size", "full"], 2, "--batch-size full differs from the checkpoint's 1"),  # (was "none")
         ("constant", ["--seed", "3"], 2, "--seed 3 differs"),
         ("constant", ["--no-bias"], 2, "--no-bias differs from the checkpoint's run, which was trained without it"),
         ("constant", ["--validation-fraction", "0.1"], 2, "--validation-fraction 0.1 differs from the checkpoint's none"),
@@ -1154,3 +1154,17 @@ def test_strict_json_writes_every_non_finite_number_as_null():
 
     assert json.loads(strict_json(value), parse_constant=refuse) == {
         "loss": None, "r2": None, "rows": [1.5, None, [2, 3.0]], "nested": {"x": None, "ok": 0.25, "name": "nan"}, "n": 3}
+
+
+def test_train_says_the_symmetry_warning_once(capsys, tiny_mnist):
+    # the options' check before loading the data initialised the model too: the warning twice
+    import warnings
+
+    from fastmlp import SymmetryWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, _, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--init", "zeros",
+                             "--backend", "numpy", "--no-progress")
+    assert status == 0, err
+    assert [w.category for w in caught] == [SymmetryWarning]
