@@ -911,6 +911,8 @@ def _main(argv):
         raise
     except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
+        if getattr(args, "command", None) in ("train", "compare"):  # a fit's error once the data is in
+            message = options.in_option_names(message, TRAINING_OPTIONS + MODEL_OPTIONS)
         print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still
         # the SIGTERM's end for a batch system

@@ -1168,3 +1168,11 @@ def test_train_says_the_symmetry_warning_once(capsys, tiny_mnist):
                              "--backend", "numpy", "--no-progress")
     assert status == 0, err
     assert [w.category for w in caught] == [SymmetryWarning]
+
+
+def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
+    # found once the data is in, by fit: it said the API's "validation_fraction=0.9"
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "5", "--validation-fraction", "0.9",
+                           "--backend", "numpy", "--no-progress")
+    assert status == 1 and err.count("\n") == 1
+    assert "fastmlp: error: --validation-fraction 0.9 of 5 samples holds out 5" in err
