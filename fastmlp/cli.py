@@ -284,6 +284,10 @@ def _data(args):
         if args.limit > len(y_train):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
+    batch_size = None if getattr(args, "resume", None) else getattr(args, "batch_size", None)
+    if batch_size is not None and batch_size > len(y_train):  # (fit would train full batch, quietly)
+        raise ValueError(f"--batch-size {batch_size} is more than the {len(y_train):,} training samples; "
+                         f"--batch-size full trains on all of them as one batch")
     return X_train, y_train, X_test, y_test
 
 

@@ -441,6 +441,19 @@ def test_limit_beyond_the_data_is_an_error(capsys, tiny_mnist):
     assert "--limit 301 is more than the 300 training samples" in err
 
 
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_a_batch_beyond_the_data_is_an_error(capsys, tiny_mnist, command):
+    # it trained full batch, and train --json reported "batch_size": 5000
+    status, out, err = run(capsys, command, "--data", str(tiny_mnist), "--limit", "200", "--batch-size", "201",
+                           "--backend", "numpy") if command == "train" else run(
+        capsys, command, "--data", str(tiny_mnist), "--limit", "200", "--batch-size", "201")
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "--batch-size 201 is more than the 200 training samples; --batch-size full trains on all" in err
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "200", "--batch-size", "200",
+                           "--backend", "numpy", "--json")
+    assert status == 0 and json.loads(out)["batch_size"] == 200, err
+
+
 def test_layers_that_do_not_fit_the_data(capsys, tiny_mnist):
     status, _, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "100,8,10", "--backend", "numpy")
     assert status == 1 and "layers[0] is 100" in err and err.count("\n") == 1
