@@ -221,6 +221,28 @@ def _check_combination(check, option_names=True):
                          else str(error)) from None
 
 
+def _check_options_take_effect(args, given):
+    """An option given that the others leave without effect is a mistake (exit 2), as --momentum
+    with Adam is: the run would quietly train as if it were not there."""
+    schedule = args.lr_schedule
+    for dest in ("beta1", "beta2", "eps"):
+        if dest in given and args.optimizer != "adam":
+            raise UsageError(f"{_option(dest)} applies to --optimizer adam (SGD's is --momentum); got --optimizer {args.optimizer}")
+    needs = {"power_t": ("invscaling",), "lr_decay": ("exponential", "step"), "lr_step_epochs": ("step",)}
+    for dest, schedules in needs.items():
+        if dest in given and schedule not in schedules:
+            raise UsageError(f"{_option(dest)} applies to --lr-schedule {' and '.join(schedules)}; got --lr-schedule {schedule}")
+    if "n_iter_no_change" in given and schedule != "adaptive":
+        raise UsageError(f"--n-iter-no-change is the adaptive schedule's patience (early stopping's is --early-stopping N); "
+                         f"got --lr-schedule {schedule}")
+    if "tol" in given and schedule != "adaptive" and getattr(args, "early_stopping", None) is None:
+        raise UsageError(f"--tol applies to --lr-schedule adaptive and to --early-stopping; got --lr-schedule {schedule} "
+                         f"without --early-stopping")
+    if "decoupled_weight_decay" in given and not args.weight_decay > 0:
+        raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
+    # (--warmup-epochs as long as --epochs is not one of them: a run resumed to more epochs goes on past it)
+
+
 def _check_save_path(path):
     """Refuse --save to a path it could not write (a directory, a missing or read-only
     directory) now, not after the training it would throw away."""
@@ -466,6 +488,7 @@ def _train_ranks(args, comm):
             warnings.simplefilter("ignore")
             _check_combination(model.initialize)  # before spending time on data
         _check_fit_options(args, TRAINING_OPTIONS)
+        _check_options_take_effect(args, given)
     if args.distributed:
         _check_distributable(args)
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
@@ -664,7 +687,7 @@ def _predict(args):
     return 0
 
 
-def _compare(args):
+def _compare(args, given=frozenset()):
     from .compare import TOLERANCES, compare_backends
 
     with warnings.catch_warnings():  # compare_backends says them (init="zeros": SymmetryWarning), once
@@ -673,6 +696,7 @@ def _compare(args):
             _check_combination(_model(args, backend).initialize)
     compared = ("batch_size", "lr", "no_shuffle") + OPTIMIZER_OPTIONS + SCHEDULE_OPTIONS
     _check_fit_options(args, compared)
+    _check_options_take_effect(args, given)
     tolerance = dict(TOLERANCES[args.dtype])
     if args.weights_rtol is not None:
         tolerance["weights_rtol"] = args.weights_rtol
@@ -883,7 +907,7 @@ def _main(argv):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         if args.command == "compare":
-            return _compare(args)
+            return _compare(args, _given_options(argv, "compare"))
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "predict":

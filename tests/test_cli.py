@@ -1189,3 +1189,36 @@ def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
                            "--backend", "numpy", "--no-progress")
     assert status == 1 and err.count("\n") == 1
     assert "fastmlp: error: --validation-fraction 0.9 of 5 samples holds out 5" in err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--beta1", "0.5"], "--beta1 applies to --optimizer adam (SGD's is --momentum); got --optimizer sgd"),
+        (["--eps", "0.1"], "--eps applies to --optimizer adam"),
+        (["--power-t", "0.9"], "--power-t applies to --lr-schedule invscaling; got --lr-schedule constant"),
+        (["--lr-decay", "0.1", "--lr-schedule", "cosine"], "--lr-decay applies to --lr-schedule exponential and step; got"),
+        (["--lr-step-epochs", "1", "--lr-schedule", "exponential"], "--lr-step-epochs applies to --lr-schedule step; got"),
+        (["--n-iter-no-change", "1"], "--n-iter-no-change is the adaptive schedule's patience"),
+        (["--tol", "5"], "--tol applies to --lr-schedule adaptive and to --early-stopping"),
+        (["--decoupled-weight-decay"], "--decoupled-weight-decay needs a --weight-decay above 0"),
+    ],
+)
+def test_an_option_the_others_leave_without_effect_is_refused_before_the_data(capsys, tmp_path, command, argv, words):
+    # each trained exactly as without it (bitwise), exit 0, as if the user had not asked
+    status, out, err = run(capsys, command, "--data", str(tmp_path), *argv)  # no data there: refused first
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert words in err
+
+
+@pytest.mark.parametrize("argv", [["--optimizer", "adam", "--beta1", "0.5", "--eps", "1e-6"],
+                                  ["--lr-schedule", "invscaling", "--power-t", "0.3"],
+                                  ["--lr-schedule", "step", "--lr-decay", "0.3", "--lr-step-epochs", "2"],
+                                  ["--lr-schedule", "adaptive", "--n-iter-no-change", "2", "--tol", "0.1"],
+                                  ["--early-stopping", "2", "--tol", "0.1"],
+                                  ["--weight-decay", "1e-4", "--decoupled-weight-decay"]])
+def test_options_that_take_effect_together_pass(capsys, tiny_mnist, argv):
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "2", "--limit", "100", "--no-progress", *argv)
+    assert status == 0, err
