@@ -331,6 +331,10 @@ def test_bad_values_are_refused_while_parsing(option, value):
         (["--layers", "784,16,1"], "--layers 784,16,1: a softmax output needs at least 2 units"),
         (["--samples", "300"], "--batch-sizes 1024 is larger than --samples 300"),
         (["--batch-sizes", "64", "--samples", "32"], "--batch-sizes 64 is larger than --samples 32"),
+        # options plain SGD trains without (it benched plain SGD and said so, exit 0)
+        (["--beta1", "0.5"], r"--beta1 applies to --optimizer adam \(SGD's is --momentum\); got --optimizer sgd"),
+        (["--momentum", "0.9", "--eps", "1e-3"], "--eps applies to --optimizer adam"),
+        (["--decoupled-weight-decay"], "--decoupled-weight-decay needs a --weight-decay above 0"),
     ],
 )
 def test_options_that_do_not_fit_together_are_usage_errors(argv, message):
