@@ -245,8 +245,14 @@ def activation_row_forward(a, activation):
         for k in range(a.shape[0]):
             a[k] = fast_tanh(a[k])
     elif activation == RELU:
+        # max(a, 0) as a product: a select that keeps the loaded value where it is kept becomes a
+        # masked store of the zeros, which AMD's Zen 2 runs about 6x slower (0.50 against 0.08 ns
+        # an element, 2026-12-04). NaN stays NaN; -inf is clamped first, so that it gives 0 too.
+        one = a.dtype.type(1.0)
+        lowest = a.dtype.type(-3.4028234663852886e38)  # float32's lowest: below it, v * 0 is 0 all the same
         for k in range(a.shape[0]):
-            a[k] = _where(a[k] < zero, zero, a[k])  # NaN stays NaN
+            v = a[k]
+            a[k] = _where(v < lowest, lowest, v) * _where(v > zero, one, zero)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -261,8 +267,8 @@ def activation_row_backward(d, a, activation):
         for k in range(d.shape[0]):
             d[k] *= one - a[k] * a[k]
     elif activation == RELU:
-        for k in range(d.shape[0]):
-            d[k] = _where(a[k] > zero, d[k], zero)
+        for k in range(d.shape[0]):  # d * (a > 0), the reference's: a product, not a masked store
+            d[k] *= _where(a[k] > zero, one, zero)
 
 
 # ---------------------------------------------------------------------------------------------
