@@ -61,7 +61,7 @@ def _add_model_options(parser):
     add("--output", type=options.choice(OUTPUTS), default=None, help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
     add("--init", type=options.choice(INITS), default="auto", help=f"{', '.join(INITS)} (default auto)")
     add("--batch-size", type=options.batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
-    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1; with --resume, the run's planned total)")
+    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1; for train --resume, the run's planned total)")
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling, dropout and the validation split (default 0)")
     add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it trains) or N threads for every mode")
@@ -232,12 +232,13 @@ def _check_options_take_effect(args, given):
     for dest, schedules in needs.items():
         if dest in given and schedule not in schedules:
             raise UsageError(f"{_option(dest)} applies to --lr-schedule {' and '.join(schedules)}; got --lr-schedule {schedule}")
+    stopping = hasattr(args, "early_stopping")  # (compare has no validation split, so no early stopping)
     if "n_iter_no_change" in given and schedule != "adaptive":
-        raise UsageError(f"--n-iter-no-change is the adaptive schedule's patience (early stopping's is --early-stopping N); "
-                         f"got --lr-schedule {schedule}")
+        raise UsageError("--n-iter-no-change is the adaptive schedule's patience"
+                         + (" (early stopping's is --early-stopping N)" if stopping else "") + f"; got --lr-schedule {schedule}")
     if "tol" in given and schedule != "adaptive" and getattr(args, "early_stopping", None) is None:
-        raise UsageError(f"--tol applies to --lr-schedule adaptive and to --early-stopping; got --lr-schedule {schedule} "
-                         f"without --early-stopping")
+        raise UsageError(f"--tol applies to --lr-schedule adaptive{' and to --early-stopping' if stopping else ''}; "
+                         f"got --lr-schedule {schedule}{' without --early-stopping' if stopping else ''}")
     if "decoupled_weight_decay" in given and not args.weight_decay > 0:
         raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
     # (--warmup-epochs as long as --epochs is not one of them: a run resumed to more epochs goes on past it)
@@ -768,6 +769,7 @@ def _print_comparison(args, result, n_train):
             f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
             f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"
             + (" (Adam: 0.001-0.01)" if args.optimizer == "adam" else "")
+            + (", or with --dtype float64" if reference else "")
             + "; a difference that stays there is a fault to report)"
         )
 

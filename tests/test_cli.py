@@ -1201,7 +1201,7 @@ def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
         (["--lr-decay", "0.1", "--lr-schedule", "cosine"], "--lr-decay applies to --lr-schedule exponential and step; got"),
         (["--lr-step-epochs", "1", "--lr-schedule", "exponential"], "--lr-step-epochs applies to --lr-schedule step; got"),
         (["--n-iter-no-change", "1"], "--n-iter-no-change is the adaptive schedule's patience"),
-        (["--tol", "5"], "--tol applies to --lr-schedule adaptive and to --early-stopping"),
+        (["--tol", "5"], "--tol applies to --lr-schedule adaptive"),
         (["--decoupled-weight-decay"], "--decoupled-weight-decay needs a --weight-decay above 0"),
     ],
 )
@@ -1210,6 +1210,8 @@ def test_an_option_the_others_leave_without_effect_is_refused_before_the_data(ca
     status, out, err = run(capsys, command, "--data", str(tmp_path), *argv)  # no data there: refused first
     assert status == 2 and out == "" and err.count("\n") == 1
     assert words in err
+    # compare has no --early-stopping to point to
+    assert ("--early-stopping" in err) == (command == "train" and argv[0] in ("--tol", "--n-iter-no-change"))
 
 
 @pytest.mark.parametrize("argv", [["--optimizer", "adam", "--beta1", "0.5", "--eps", "1e-6"],

@@ -65,7 +65,7 @@ def test_compare_exits_non_zero_when_backends_differ(capsys, rng, synth, monkeyp
     assert status == 1
     assert "BACKENDS DIFFER" in out and "max|W-W64|" in out
     # and says what else than a fault parts the runs: Adam at the default rate 0.1 'differed'
-    assert "compare again at a smaller --lr than 0.1" in out
+    assert "compare again at a smaller --lr than 0.1, or with --dtype float64" in out
     _faulty_numba(monkeypatch, 1.0)
     assert main(["compare", "--layers", "784,16,10"]) == 0, capsys.readouterr().out
 
