@@ -904,10 +904,16 @@ def _dense_block_backward(deltas, rows, first, middle, end, Wt):
                     a1 = vfma(vsplat(d0, d1[middle + k]), w, a1)
                     a2 = vfma(vsplat(d0, d2[middle + k]), w, a2)
                     a3 = vfma(vsplat(d0, d3[middle + k]), w, a3)
-            vstore_part(d0, first + c, a0, m)
-            vstore_part(d1, first + c, a1, m)
-            vstore_part(d2, first + c, a2, m)
-            vstore_part(d3, first + c, a3, m)
+            if m >= L:  # plain stores too (masked ones are microcoded on AMD Zen 2)
+                vstore(d0, first + c, a0)
+                vstore(d1, first + c, a1)
+                vstore(d2, first + c, a2)
+                vstore(d3, first + c, a3)
+            else:
+                vstore_part(d0, first + c, a0, m)
+                vstore_part(d1, first + c, a1, m)
+                vstore_part(d2, first + c, a2, m)
+                vstore_part(d3, first + c, a3, m)
             c += L
         return
     for r in range(r0, r1):
