@@ -12,7 +12,8 @@ per sample of the whole batch's sums, three rounds:
 - two samples: two samples' blocks of four at once (eight independent chains);
 - by input: the batch's nonzeros sorted by pixel (a counting sort), each pixel's row of W in
   registers, added to the rows of sums that pixel lights (read, add, store); pixels two at a time
-  over the merged list of their images ("pairs"); the sort and the merge timed separately;
+  over the merged list of their images ("pairs", the kernel's ``_merge_inputs``); the sort and
+  the merge timed separately;
 - sharing rows: two samples over the union of their pixels, each vector of W loaded once for both
   (0 where a sample's pixel is dark: the same sums).
 
@@ -29,6 +30,7 @@ from numba import njit
 from fastmlp.data import load_mnist
 from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.linear import _row, _sparse_forward_block4, sparse_rows
+from fastmlp.kernels.minibatch import _merge_inputs
 from fastmlp.kernels.vectors import lanes, vfma, vload, vsplat, vstore
 
 
@@ -139,31 +141,6 @@ def csc_build(starts, rows, xs, indptr, indices, values, scale, batch, j0, j1):
 
 
 @njit(**KERNEL_OPTIONS)
-def merge(merged, x0, x1, rows, xs, a, b, c, n_rows):
-    zero = x0.dtype.type(0)
-    p = a
-    q = b
-    m = 0
-    while p < b or q < c:
-        r0 = rows[p] if p < b else n_rows
-        r1 = rows[q] if q < c else n_rows
-        r = min(r0, r1)
-        merged[m] = r
-        if r0 == r:
-            x0[m] = xs[p]
-            p += 1
-        else:
-            x0[m] = zero
-        if r1 == r:
-            x1[m] = xs[q]
-            q += 1
-        else:
-            x1[m] = zero
-        m += 1
-    return m
-
-
-@njit(**KERNEL_OPTIONS)
 def pairs_build(pstart, prow, px0, px1, starts, rows, xs, width, n_rows):
     n_pairs = (width + 1) // 2
     m = 0
@@ -173,7 +150,7 @@ def pairs_build(pstart, prow, px0, px1, starts, rows, xs, width, n_rows):
         a = starts[j]
         b = starts[j + 1]
         c = starts[j + 2] if j + 1 < width else b
-        m += merge(prow[m:], px0[m:], px1[m:], rows, xs, a, b, c, n_rows)
+        m += _merge_inputs(prow[m:], px0[m:], px1[m:], rows, xs, a, b, c, n_rows)
         pstart[k + 1] = m
 
 
