@@ -209,3 +209,26 @@ def test_compare_says_a_warning_once_and_has_no_accuracy_for_regression(capsys, 
     assert result["agree"] is True
     for run in ("numba", "numpy", "float64"):  # as test_accuracy: none for regression (was 0.0)
         assert record[run]["train_accuracy"] is None and record[run]["test_accuracy"] is None
+
+
+def test_runs_must_stop_together_as_near_as_float32_allows(rng, synth):
+    from fastmlp.compare import _stopped_together
+
+    floor = "adaptive: the rate would fall below 1e-06"
+    assert _stopped_together({"numba": floor, "numpy": floor}) and not _stopped_together({"numba": None, "numpy": floor})
+    # float32: the compiled run stops where the float64 run does, or apart from it only where the
+    # float32 NumPy run is apart from it too
+    assert _stopped_together({"numba": floor, "numpy": None, "float64": floor})
+    assert _stopped_together({"numba": floor, "numpy": floor, "float64": None})
+    assert not _stopped_together({"numba": floor, "numpy": None, "float64": None})
+    assert not _stopped_together({"numba": None, "numpy": floor, "float64": floor})
+
+    X, y = synth.digits(rng, 200)
+
+    def make(backend):
+        return MLP([784, 8, 10], seed=0, backend=backend)
+
+    options = {"batch_size": None, "lr_schedule": "adaptive", "n_iter_no_change": 1, "tol": 10.0}
+    result = compare_backends(make, X, y, X, y, epochs=30, fit_kwargs=options, tolerance=TOLERANCES["float32"])
+    assert result["agree"] is True and len(result["epochs"]) < 30
+    assert result["epochs"][-1]["stopped"]["numba"] == result["epochs"][-1]["stopped"]["numpy"] is not None
