@@ -234,6 +234,17 @@ def add_optimizer_options(parser):
     add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")
 
 
+def check_optimizer_options_take_effect(optimizer, given, weight_decay):
+    """UsageError for an optimizer option (``add_optimizer_options``' dests in ``given``) that
+    the others leave without effect, as --momentum with Adam is: the run would train as if it
+    were not there (train, compare, bench)."""
+    for dest in ("beta1", "beta2", "eps"):
+        if dest in given and optimizer != "adam":
+            raise UsageError(f"--{dest} applies to --optimizer adam (SGD's is --momentum); got --optimizer {optimizer}")
+    if "decoupled_weight_decay" in given and not weight_decay > 0:
+        raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
+
+
 def strict_json(value):
     """JSON text of ``value`` for ``--json``, with every non-finite number as null (a diverged
     model's loss of inf, an R^2 of -inf): strict JSON has no NaN or Infinity, and jq or a

@@ -224,10 +224,8 @@ def _check_combination(check, option_names=True):
 def _check_options_take_effect(args, given):
     """An option given that the others leave without effect is a mistake (exit 2), as --momentum
     with Adam is: the run would quietly train as if it were not there."""
+    options.check_optimizer_options_take_effect(args.optimizer, given, args.weight_decay)
     schedule = args.lr_schedule
-    for dest in ("beta1", "beta2", "eps"):
-        if dest in given and args.optimizer != "adam":
-            raise UsageError(f"{_option(dest)} applies to --optimizer adam (SGD's is --momentum); got --optimizer {args.optimizer}")
     needs = {"power_t": ("invscaling",), "lr_decay": ("exponential", "step"), "lr_step_epochs": ("step",)}
     for dest, schedules in needs.items():
         if dest in given and schedule not in schedules:
@@ -239,8 +237,6 @@ def _check_options_take_effect(args, given):
     if "tol" in given and schedule != "adaptive" and getattr(args, "early_stopping", None) is None:
         raise UsageError(f"--tol applies to --lr-schedule adaptive{' and to --early-stopping' if stopping else ''}; "
                          f"got --lr-schedule {schedule}{' without --early-stopping' if stopping else ''}")
-    if "decoupled_weight_decay" in given and not args.weight_decay > 0:
-        raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
     # (--warmup-epochs as long as --epochs is not one of them: a run resumed to more epochs goes on past it)
 
 

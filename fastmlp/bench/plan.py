@@ -152,11 +152,8 @@ def plan_from_args(args) -> Plan:
     except (TypeError, ValueError) as error:
         raise UsageError(options.in_option_names(str(error), tuple(Optimizer.__dataclass_fields__))) from None
     chosen, default = changes["optimizer"], Optimizer()
-    for name in ("beta1", "beta2", "eps"):  # (train and compare refuse them the same way)
-        if chosen.optimizer != "adam" and getattr(chosen, name) != getattr(default, name):
-            raise UsageError(f"--{name} applies to --optimizer adam (SGD's is --momentum); got --optimizer {chosen.optimizer}")
-    if chosen.decoupled_weight_decay and not chosen.weight_decay > 0:
-        raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
+    given = {name for name in Optimizer.__dataclass_fields__ if getattr(chosen, name) != getattr(default, name)}
+    options.check_optimizer_options_take_effect(chosen.optimizer, given, chosen.weight_decay)
     plan = Plan(**{**base.__dict__, **changes})
     if plan.peers and not plan.optimizer.is_plain:
         default = Optimizer().as_dict()
