@@ -111,6 +111,10 @@ class NumbaBackend:
         self._persample_compiling = None  # the second process compiling the plain per-sample kernel
         self._background = None  # the second process of this backend's latest cold start (any plan)
         self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
+        # the most threads training took at once so far (per-sample: its loop's; mini-batch:
+        # the kernel's, which "auto" chooses chunk by chunk); reset by ``start_run``
+        self.threads_used = 1
+        self._minibatch_threads_counted = False
 
     def __getstate__(self):
         # a model is pickled (or deep-copied) whole; the second compiling process is this
@@ -128,6 +132,8 @@ class NumbaBackend:
             self._serial = {}
         self.__dict__.setdefault("_persample_compiling", None)  # pickled by an earlier version
         self.__dict__.setdefault("_background", None)
+        self.__dict__.setdefault("threads_used", self.__dict__.get("per_sample_threads_used", 1))
+        self.__dict__.setdefault("_minibatch_threads_counted", False)
 
     def prepare(self, X, compiled=None):
         """``X`` as the kernels read it (``Prepared``). ``compiled``: convert with the compiled
@@ -185,6 +191,7 @@ class NumbaBackend:
         part of what training will need (``_prewarm``: per-sample and mini-batch training)."""
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         self._background = None
+        self.threads_used, self._minibatch_threads_counted = 1, False  # a new fit counts its own
         if batch_size == 1 and plain and self.threads == 1:
             # it compiles half of the helpers, then the kernel; this process the other half,
             # then trains on the interpreted kernel meanwhile
@@ -210,8 +217,10 @@ class NumbaBackend:
         tic = time.perf_counter()
         scratch = params.copy()
         order = np.arange(min(2, len(data)), dtype=np.int64)
+        counted = self.threads_used, self._minibatch_threads_counted  # two samples: not training's threads
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
                          None if state is None else state.copy(), sample_weight)
+        self.threads_used, self._minibatch_threads_counted = counted
         self.compile_seconds += time.perf_counter() - tic
         if inference and not self._inference_ready:
             self._warm_inference(scratch, data)
@@ -247,7 +256,7 @@ class NumbaBackend:
                           kernel=None):
         if kernel is not None or not _plain_kernel(optimizer, weights.size > 0):
             # the general kernel: any optimizer, and sample weights (the plain one has neither); one thread
-            self.per_sample_threads_used = 1
+            self.threads_used = 1
             (kernels.persample_chunk if kernel is None else kernel)(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
@@ -264,7 +273,7 @@ class NumbaBackend:
             labels, target_rows, order, 0, len(order),
         )
         compiling = self._persample_compiling
-        self.per_sample_threads_used = self.threads
+        self.threads_used = self.threads
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
         elif not _compiling_ahead and compiling is not None and compiling.poll() is None:
@@ -305,6 +314,8 @@ class NumbaBackend:
             # Split in whole batches and on any thread count, the chunk trains exactly as in
             # one call on all threads (the kernel's results depend on neither).
             numba.set_num_threads(count)
+            used = self.threads_used if self._minibatch_threads_counted else 0
+            self.threads_used, self._minibatch_threads_counted = max(used, count), True
             kernel(
                 params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,

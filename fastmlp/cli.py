@@ -538,6 +538,7 @@ def _train_ranks(args, comm):
     evaluate_seconds = time.perf_counter() - tic
     seconds = float(sum(history.seconds[i] for i in new))
     samples = sum(history.samples[i] for i in new)
+    n_fit = int(history.samples[-1])  # the rows that trained: the data less any validation split
     result = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -552,10 +553,11 @@ def _train_ranks(args, comm):
         "stopped_epoch": history.stopped_epoch,
         "resumed_from": args.resume,
         "resumed_after_epoch": done_before if args.resume else None,
-        "batch_size": args.batch_size if args.batch_size is not None else len(X_train),
+        "batch_size": args.batch_size if args.batch_size is not None else n_fit,
         "backend": model.backend,
-        # per-sample: the plain SGD kernel's threads, 1 for the general kernel (any other recipe)
-        "threads": 1 if comm is not None else getattr(model.backend_, "per_sample_threads_used", model.backend_.threads),
+        # the most threads training took at once: per-sample, the plain SGD kernel's (1 for the
+        # general kernel, any other recipe); mini-batch, the kernel's ("auto" picks per chunk)
+        "threads": 1 if comm is not None else getattr(model.backend_, "threads_used", model.backend_.threads),
         "ranks": 1 if comm is None else comm.Get_size(),
         "dtype": model.dtype,
         "layers": list(model.arch_.layers),
@@ -565,7 +567,8 @@ def _train_ranks(args, comm):
         "lr": args.lr,
         "seed": model.seed,
         "fit_options": model.fit_options_,
-        "n_train": int(len(X_train)),
+        "n_train": n_fit,
+        "n_validation": int(len(X_train)) - n_fit,
         "n_test": int(len(X_test)),
         "seconds": seconds,
         "compile_seconds": float(model.compile_seconds_),

@@ -627,6 +627,33 @@ def test_json_reports_the_threads_actually_used(capsys, tiny_mnist):
         assert json.loads(out)["threads"] == used, recipe
 
 
+def test_json_reports_the_minibatch_kernels_threads(capsys, tiny_mnist, monkeypatch):
+    """Mini-batch training runs on --threads N (at most NUMBA_NUM_THREADS) for any width; --json
+    said what the per-sample loop would use (one thread for 16 hidden units, and for "auto")."""
+    import numba
+
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # no interpreted first chunk on one thread
+    for threads in ("1", "2"):
+        status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10",
+                               "--batch-size", "32", "--threads", threads, "--json")
+        assert status == 0, err
+        assert json.loads(out)["threads"] == min(int(threads), numba.config.NUMBA_NUM_THREADS)
+
+
+def test_json_counts_the_rows_that_trained(capsys, tiny_mnist):
+    """--validation-fraction holds rows out of training: n_train and a full batch's batch_size
+    count what trained (they said 300, the rows loaded), n_validation what was held out."""
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--batch-size", "full",
+                           "--validation-fraction", "0.2", "--backend", "numpy", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["n_train"], result["n_validation"], result["batch_size"]) == (240, 60, 240)
+    assert result["history"]["samples"] == [240]
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--backend", "numpy", "--json")
+    result = json.loads(out)
+    assert (result["n_train"], result["n_validation"], result["batch_size"]) == (300, 0, 1)
+
+
 def test_on_off_flags_reach_the_run(capsys, tiny_mnist):
     # --no-shuffle and --decoupled-weight-decay had no test: the CLI could drop either unnoticed.
     # The run equals the API's with the same options (the CLI's defaults: seed 0, lr 0.1).
