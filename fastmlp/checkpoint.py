@@ -9,7 +9,7 @@ from a newer format rather than misread it.
 Entries of format 2 (``[P]``: the number of parameters; ``[S, P]``: the optimizer's state
 slots, ``optim.Optimizer.n_slots`` of them)::
 
-    format_version      int64 []        2
+    format_version      int64 []        2 (3: see below)
     model               JSON            MLP constructor parameters (layers, activation, ...)
     params              float [P]       the weights the model holds
     training            JSON            the run's training options (MLP.fit_options_), or null
@@ -29,6 +29,11 @@ slots, ``optim.Optimizer.n_slots`` of them)::
     last_params, last_slots, last_counters   the last epoch's, when the model holds the best
                                         ones instead (run.last_snapshot is set)
 
+Format 3 is format 2 with ``run.interrupted``, {"epoch": e, "samples": n}: the weights are n
+samples into epoch e = epochs_done + 1, which the run does not count (a training call
+interrupted, or stopped by divergence, mid-epoch). A file is written in format 3 only then, so
+that every other file stays readable by the fastmlp versions that read format 2.
+
 Format 1 is format 2 without ``lr_step_epochs`` in ``training`` (its step schedule decayed every
 10 epochs, as a format-1 file loads). Files written by fastmlp 0.1.0 before checkpoints existed
 hold only ``config`` (the model JSON) and ``params``; they load as weights with a new run.
@@ -37,8 +42,10 @@ hold only ``config`` (the model JSON) and ``params``; they load as weights with 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tokenize
+import warnings
 import zipfile
 import zlib
 
@@ -56,7 +63,7 @@ from .network import DEFAULT_OUTPUT
 _DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
             SyntaxError, tokenize.TokenError, MemoryError)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Training options added since format 1, with the value a format-1 run trained with.
 ADDED_IN_2 = {"lr_step_epochs": 10}
 # Wall-clock fields of the history stay out of the file, so that the same run always writes the
@@ -67,6 +74,10 @@ MODEL_KEYS = ("layers", "activation", "loss", "output", "bias", "init", "dtype",
 
 class CheckpointError(ValueError):
     """A file that is not a fastmlp checkpoint, is newer than this fastmlp, or is damaged."""
+
+
+class InterruptedRunWarning(UserWarning):
+    """A model saved part-way into an epoch (its training interrupted): it does not resume exactly."""
 
 
 def _plain(value):
@@ -104,8 +115,17 @@ def write(model, path):
     run_record = run.scalars()
     run_record["best_snapshot"] = None if run.best is None else run.best.epoch
     run_record["last_snapshot"] = None if run.last is None else run.last.epoch
+    if run.interrupted is not None:
+        run_record["interrupted"] = run.interrupted
+        warnings.warn(
+            f"saving {os.fspath(path)!r} {run.interrupted['samples']} samples into epoch {run.interrupted['epoch']}, "
+            f"which the run does not count (its training was interrupted there): the file holds those weights, and "
+            f"training on from it starts epoch {run.interrupted['epoch']} anew from them, not as the uninterrupted "
+            f"run would; the checkpoints fit(checkpoint_path=...) writes after each epoch resume exactly",
+            InterruptedRunWarning, stacklevel=3,
+        )
     arrays = {
-        "format_version": np.array(FORMAT_VERSION, np.int64),
+        "format_version": np.array(FORMAT_VERSION if run.interrupted is not None else 2, np.int64),
         "model": _json(config),
         "params": model.params_,
         "training": _json(model.fit_options_),
@@ -279,12 +299,26 @@ def _check_consistent(entries, model):
         if not isinstance(values, list) or len(values) not in lengths or not all(
                 value is None or _number(value) for value in values):
             raise entries.fail("history", f"has {name}={values!r:.80}: not a list of {epochs} numbers")
+    if math.isnan(run.best_loss):
+        raise entries.fail("run", "has best_loss=NaN (the lowest monitored loss so far; inf before the first epoch)")
+    for name in ("best", "last"):
+        snapshot = getattr(run, name)
+        if snapshot is not None and not 1 <= snapshot.epoch <= run.epochs_done:
+            raise entries.fail("run", f"has {name}_snapshot={snapshot.epoch}: not one of the epochs 1..{run.epochs_done}")
+        if snapshot is not None and not np.isfinite(snapshot.params).all():
+            raise entries.fail(f"{name}_params", "holds NaN or infinity (weights the run would go back to)")
+    adam = training is not None and training["optimizer"] == "adam"
     state = model.optimizer_state_
-    for where, counters in [("optimizer_counters", None if state is None else state.counters)] + [
-            (f"{name}_counters", snapshot.state.counters) for name, snapshot in (("best", run.best), ("last", run.last))
-            if snapshot is not None]:
-        if counters is not None and (counters < 0).any():
-            raise entries.fail(where, f"holds negative counts {counters.tolist()}")
+    for prefix, held in [("optimizer", state)] + [
+            (name, snapshot.state) for name, snapshot in (("best", run.best), ("last", run.last)) if snapshot is not None]:
+        if held is None:
+            continue
+        if (held.counters < 0).any():
+            raise entries.fail(f"{prefix}_counters", f"holds negative counts {held.counters.tolist()}")
+        if not np.isfinite(held.slots).all():
+            raise entries.fail(f"{prefix}_slots", "holds NaN or infinity")
+        if adam and (held.slots[1] < 0).any():
+            raise entries.fail(f"{prefix}_slots", "holds a negative second moment (Adam's mean of squared gradients)")
     data = model.data_fingerprint_
     if data is not None and not (isinstance(data, dict) and {"n_samples", "crc32"} <= set(data)
                                  <= {"n_samples", "crc32", "sample_weight_crc32"} and all(map(_count, data.values()))):
@@ -327,8 +361,17 @@ def _read_checkpoint(cls, entries, version):
 
     record = entries.json("run")
     run = trainer.RunState()
-    if not isinstance(record, dict) or set(record) != set(run.SCALARS) | {"best_snapshot", "last_snapshot"}:
+    keys = set(run.SCALARS) | {"best_snapshot", "last_snapshot"}
+    if not isinstance(record, dict) or set(record) - {"interrupted"} != keys or (
+            "interrupted" in record and version < 3):
         raise entries.fail("run", f"does not hold the run's position {sorted(run.SCALARS)}")
+    if "interrupted" in record:
+        mark = record["interrupted"]
+        if not (isinstance(mark, dict) and set(mark) == {"epoch", "samples"} and _count(mark["epoch"])
+                and _count(mark["samples"]) and mark["samples"] > 0 and mark["epoch"] == record["epochs_done"] + 1):
+            raise entries.fail("run", f"has interrupted={mark!r:.80} (expected {{'epoch': epochs_done + 1, "
+                                      f"'samples': a count > 0}})")
+        run.interrupted = mark
     for name in run.SCALARS:
         value = record[name]
         expected = {"best_loss": (int, float), "stopped": (str, type(None))}.get(name, int)

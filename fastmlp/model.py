@@ -761,7 +761,9 @@ class MLP:
 
     def save(self, path):
         """Write the model and its run to ``path`` (.npz, atomically): everything ``load`` and
-        ``partial_fit`` need to go on exactly where it stands (``fastmlp.checkpoint``)."""
+        ``partial_fit`` need to go on exactly where it stands (``fastmlp.checkpoint``). A model
+        whose training was interrupted part-way into an epoch is saved with a mark of it and an
+        ``InterruptedRunWarning``: training on from it starts that epoch anew from its weights."""
         from . import checkpoint
 
         self._require_fitted()

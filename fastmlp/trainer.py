@@ -61,6 +61,7 @@ class DivergenceError(FloatingPointError):
         self.sample = sample
         self.row = row
         self.lr = lr
+        self.samples_done = 0  # samples of the epoch the kept weights have trained on
 
 
 def _pad_validation(history, n_epochs):
@@ -75,7 +76,10 @@ def _pad_validation(history, n_epochs):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during fit: the model holds the weights of the last completed chunk."""
+    """Ctrl-C during fit: the model holds the weights of the last completed chunk.
+    ``samples_done``: how many samples of the interrupted epoch those weights have trained on."""
+
+    samples_done = 0
 
 
 @dataclass
@@ -183,6 +187,10 @@ class RunState:
     stopped: str | None = None
     best: Snapshot | None = None
     last: Snapshot | None = None
+    # {"epoch": e, "samples": n} while the weights are n samples into epoch e, which the run
+    # does not count (a training call interrupted, or stopped by divergence, mid-epoch); None
+    # at an epoch's end. Training on goes on from those weights, not as the run would have.
+    interrupted: dict | None = None
 
     SCALARS = ("epochs_done", "lr_reductions", "best_loss", "best_epoch", "epochs_without_improvement",
                "epochs_at_rate_without_improvement", "stopped")
@@ -251,7 +259,7 @@ def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
 
 def _diverged(what, epoch, sample, order, lr, start):
     """The DivergenceError for ``what`` went wrong in the chunk that began at ``start``."""
-    return DivergenceError(
+    error = DivergenceError(
         f"training diverged: {what} with lr={lr:g}; the model keeps the weights from before sample "
         f"{start} of that epoch. Try a smaller learning rate",
         epoch=epoch,
@@ -259,6 +267,17 @@ def _diverged(what, epoch, sample, order, lr, start):
         row=int(order[sample]),
         lr=lr,
     )
+    error.samples_done = start
+    return error
+
+
+def _interrupted(epoch, done):
+    error = TrainingInterrupted(
+        f"training interrupted in epoch {epoch} after {done} samples; "
+        f"the model holds the weights from after sample {done} of that epoch"
+    )
+    error.samples_done = done
+    return error
 
 
 def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None,
@@ -298,10 +317,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
             )
         except KeyboardInterrupt:
             roll_back()
-            raise TrainingInterrupted(
-                f"training interrupted in epoch {epoch} after {done} samples; "
-                f"the model holds the weights from after sample {done} of that epoch"
-            ) from None
+            raise _interrupted(epoch, done) from None
         seconds += time.perf_counter() - tic
         if nonfinite_at >= 0:
             roll_back()
@@ -325,10 +341,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
             try:
                 on_chunk(chunk_done, loss_sum / max(done, 1))
             except KeyboardInterrupt:  # in the progress bar's update: the chunk is trained
-                raise TrainingInterrupted(
-                    f"training interrupted in epoch {epoch} after {done} samples; "
-                    f"the model holds the weights from after sample {done} of that epoch"
-                ) from None
+                raise _interrupted(epoch, done) from None
     return loss_sum, n_correct, seconds
 
 
@@ -372,6 +385,7 @@ def train(
     while run.epochs_done < last_epoch:
         epoch = run.epochs_done
         rate = schedule.rate(epoch, int(state.counters[optim.SAMPLES]), run.lr_reductions)
+        drawn_from = None if shuffle_rng is None else shuffle_rng.bit_generator.state
         order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
         order = order.astype(np.int64, copy=False)
         with progress_bar(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress,
@@ -381,10 +395,20 @@ def train(
                 bar.set_postfix(loss=mean_loss, refresh=False)
                 bar.update(n_done)
 
-            loss_sum, n_correct, seconds = train_epoch(
-                backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
-                on_chunk=on_chunk, optimizer=optimizer, state=state, sample_weight=sample_weight,
-            )
+            try:
+                loss_sum, n_correct, seconds = train_epoch(
+                    backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
+                    on_chunk=on_chunk, optimizer=optimizer, state=state, sample_weight=sample_weight,
+                )
+            except (TrainingInterrupted, DivergenceError) as error:
+                if error.samples_done == 0:
+                    # nothing of the epoch trained: the run stands at its end as if the epoch never
+                    # began, its permutation not drawn either (so it goes on exactly)
+                    if shuffle_rng is not None:
+                        shuffle_rng.bit_generator.state = drawn_from
+                else:
+                    run.interrupted = {"epoch": epoch + 1, "samples": int(error.samples_done)}
+                raise
         validation = None
         if evaluate is not None:
             try:
@@ -392,11 +416,15 @@ def train(
             except KeyboardInterrupt:
                 # nothing of the epoch is recorded yet: the run stays at the epochs before it,
                 # as after an interrupt inside a chunk, with the weights as they are
-                raise TrainingInterrupted(
+                run.interrupted = {"epoch": epoch + 1, "samples": n_samples}
+                error = TrainingInterrupted(
                     f"training interrupted while validating epoch {epoch + 1}: its training ran to the end, but "
                     f"the run counts only the {epoch} epoch{'s' if epoch != 1 else ''} before it; the model holds "
                     f"the weights from the end of that training"
-                ) from None
+                )
+                error.samples_done = n_samples
+                raise error from None
+        run.interrupted = None
         history.epoch.append(epoch + 1)
         history.lr.append(rate)
         history.loss.append(loss_sum / n_samples)

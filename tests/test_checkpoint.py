@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import MLP, CheckpointError, optim
+from fastmlp import MLP, CheckpointError, optim, trainer
 from fastmlp.checkpoint import FORMAT_VERSION
 
 EPOCHS = 3
@@ -156,6 +156,75 @@ def test_a_checkpoint_written_during_fit_resumes_an_interrupted_run(tmp_path, da
     assert_same_run(resumed, whole)
 
 
+def _interrupt_after(model, n_chunks, exception=KeyboardInterrupt):
+    """Make ``model``'s backend raise ``exception`` in its (n_chunks + 1)-th training chunk."""
+    real = model.backend_.train_chunk
+    calls = []
+
+    def train_chunk(params, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n_chunks + 1:
+            raise exception
+        return real(params, *args, **kwargs)
+
+    model.backend_.train_chunk = train_chunk
+
+
+def test_a_model_interrupted_mid_epoch_is_saved_marked_and_warned(tmp_path, data, monkeypatch):
+    """Ctrl-C in epoch 2, then save(): the file said epochs_done 1 with weights (and the optimizer's
+    sample count) from mid-epoch 2, loaded as a clean epoch-1 checkpoint and resumed into neither
+    run. Now it is marked (format 3), save warns, and an epoch's end clears the mark."""
+    X, y = data
+    chunks = trainer.chunk_bounds
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=40))  # 3 an epoch
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, epochs=1, batch_size=4, momentum=0.9, lr=0.05, schedule_epochs=3, progress=False)
+    _interrupt_after(model, 1)
+    with pytest.raises(fastmlp.TrainingInterrupted):
+        model.partial_fit(X, y, epochs=1, progress=False)
+    assert model.epochs_trained_ == 1 and model.run_.interrupted == {"epoch": 2, "samples": 40}
+    with pytest.warns(fastmlp.InterruptedRunWarning, match="40 samples into epoch 2"):
+        model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        assert int(archive["format_version"]) == 3
+        assert json.loads(str(archive["run"]))["interrupted"] == {"epoch": 2, "samples": 40}
+    loaded = MLP.load(tmp_path / "m.npz")
+    assert loaded.run_.interrupted == {"epoch": 2, "samples": 40}
+    np.testing.assert_array_equal(loaded.params_, model.params_)
+    loaded.partial_fit(X, y, epochs=1, progress=False)  # epoch 2 anew, from those weights
+    assert loaded.epochs_trained_ == 2 and loaded.run_.interrupted is None
+    loaded.save(tmp_path / "m.npz")  # no warning (the suite turns warnings into errors)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        assert int(archive["format_version"]) == 2 and "interrupted" not in json.loads(str(archive["run"]))
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, "divergence"])
+def test_a_call_stopped_before_its_first_chunk_trained_goes_on_exactly(data, exception):
+    """Nothing of the epoch trained: the run stands at the epoch's end as if it never began. Its
+    shuffle generator had drawn the epoch's permutation all the same, so the run went on with the
+    next epoch's order."""
+    X, y = data
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, progress=False)
+    whole = MLP([784, 8, 10], seed=2, backend="numpy")
+    whole.fit(X, y, epochs=2, **kwargs)
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, epochs=1, **kwargs)
+    if exception == "divergence":
+        real = model.backend_.train_chunk
+        model.backend_.train_chunk = lambda params, *args, **kw: real(params, *args, **kw)[:3] + (0,)
+        expected = fastmlp.DivergenceError
+    else:
+        _interrupt_after(model, 0)
+        expected = fastmlp.TrainingInterrupted
+    with pytest.raises(expected):
+        model.partial_fit(X, y, epochs=1, progress=False)
+    assert model.run_.interrupted is None
+    del model.backend_.train_chunk  # the backend's own method again
+    model.partial_fit(X, y, epochs=1, progress=False)
+    np.testing.assert_array_equal(model.params_, whole.params_)
+    assert model.history_.loss == whole.history_.loss
+
+
 def test_checkpoint_every_writes_after_every_n_epochs_and_at_the_end(tmp_path, data, monkeypatch):
     X, y = data
     model = MLP([784, 8, 10], backend="numpy")
@@ -179,7 +248,8 @@ def test_the_file_holds_the_documented_entries_and_no_pickle(tmp_path, data):
     model.save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         files = set(archive.files)
-        assert int(archive["format_version"]) == FORMAT_VERSION == 2
+        # format 3 only marks a run interrupted mid-epoch; every other file stays format 2
+        assert int(archive["format_version"]) == 2 and FORMAT_VERSION == 3
         assert {"format_version", "model", "params", "training", "data", "run", "history", "shuffle_rng",
                 "optimizer_slots", "optimizer_counters", "best_params", "best_slots", "best_counters"} <= files
         assert archive["optimizer_slots"].shape == (2, model.params_.size)
@@ -387,9 +457,15 @@ def _changed(entries, name, **changes):
         (lambda e: {"optimizer_counters": e["optimizer_counters"] - 100}, "'optimizer_counters' holds negative counts"),
         (lambda e: {"training": np.array(json.dumps(None)), "optimizer_slots": None, "optimizer_counters": None},
          "'training' is null, but the run has trained 1 epochs"),
+        (lambda e: {"run": _changed(e, "run", interrupted={"epoch": 5, "samples": 3}), "format_version": np.array(3)},
+         "'run' has interrupted=\\{'epoch': 5, 'samples': 3\\} \\(expected \\{'epoch': epochs_done \\+ 1"),
+        (lambda e: {"run": _changed(e, "run", interrupted={"epoch": 2, "samples": 3})}, "'run' does not hold"),
+        (lambda e: {"run": _changed(e, "run", best_loss=float("nan"))}, "'run' has best_loss=NaN"),
+        (lambda e: {"optimizer_slots": np.full_like(e["optimizer_slots"], np.nan)}, "'optimizer_slots' holds NaN"),
     ],
     ids=["negative-epochs", "epochs-not-history", "best-after-end", "history-loss-text", "history-lr-long", "data-text",
-         "data-empty", "negative-counters", "no-options-but-trained"],
+         "data-empty", "negative-counters", "no-options-but-trained", "interrupted-elsewhere", "interrupted-in-format-2",
+         "best-loss-nan", "slots-nan"],
 )
 def test_entries_that_contradict_each_other_are_refused(tmp_path, saved, change, words):
     # each loaded; partial_fit then numbered epochs from -2, failed after training an epoch, or
@@ -399,6 +475,26 @@ def test_entries_that_contradict_each_other_are_refused(tmp_path, saved, change,
     with pytest.raises(CheckpointError, match=words) as info:
         MLP.load(target)
     assert str(target) in str(info.value)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda e: {"run": _changed(e, "run", best_snapshot=99)}, "'run' has best_snapshot=99: not one of the epochs 1..2"),
+    (lambda e: {"best_params": np.full_like(e["best_params"], np.nan)}, "'best_params' holds NaN"),
+    (lambda e: {"best_slots": e["best_slots"] * np.array([[1.0], [-1.0]], e["best_slots"].dtype) - 1},
+     "'best_slots' holds a negative second moment"),
+], ids=["snapshot-after-end", "best-params-nan", "adam-negative-moment"])
+def test_snapshots_that_could_not_be_gone_back_to_are_refused(tmp_path, data, change, words):
+    """They loaded; early stopping then took the NaN weights as the model's, with no error."""
+    X, y = data
+    model = MLP([784, 8, 10], seed=3, backend="numpy")
+    model.fit(X, y, epochs=2, batch_size=4, optimizer="adam", lr=0.01, validation_fraction=0.25, early_stopping=4,
+              progress=False)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    target = rewrite(tmp_path / "bad.npz", entries, **change(entries))
+    with pytest.raises(CheckpointError, match=words):
+        MLP.load(target)
 
 
 def test_weights_only_files_with_bad_weights_name_the_file(tmp_path, saved):
