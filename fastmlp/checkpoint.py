@@ -111,6 +111,7 @@ def write(model, path):
     except (ValueError, TypeError) as error:
         raise ValueError(f"cannot save {os.fspath(path)!r}: the model would not load back: {error}") from None
     config["seed"] = int(config["seed"])
+    _check_saveable(model, path)
     run = model.run_
     run_record = run.scalars()
     run_record["best_snapshot"] = None if run.best is None else run.best.epoch
@@ -145,6 +146,34 @@ def write(model, path):
             arrays[f"{name}_counters"] = snapshot.state.counters
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def _check_saveable(model, path):
+    """What ``read`` would refuse in the arrays (weights set from elsewhere, a state replaced):
+    refused before the write, which would replace a good file at ``path``."""
+    try:
+        model._check_params(in_place=False)
+    except ValueError as error:
+        raise ValueError(f"cannot save {os.fspath(path)!r}: {error}") from None
+    run, state = model.run_, model.optimizer_state_
+    n_params, dtype = model.params_.size, model.params_.dtype
+    n_slots = None if model.fit_options_ is None else optim.Optimizer(
+        **{name: model.fit_options_[name] for name in optim.Optimizer.__dataclass_fields__}).n_slots
+    for where, held in [("optimizer_state_", state)] + [
+            (f"run_.{name}", getattr(run, name) and getattr(run, name).state) for name in ("best", "last")]:
+        if held is None:
+            continue
+        slots, counters = held.slots, held.counters
+        if not (isinstance(slots, np.ndarray) and slots.dtype == dtype and slots.shape == (n_slots, n_params)
+                and isinstance(counters, np.ndarray) and counters.dtype == np.int64 and counters.shape == (3,)):
+            raise ValueError(
+                f"cannot save {os.fspath(path)!r}: {where} holds slots {getattr(slots, 'dtype', type(slots).__name__)} "
+                f"{getattr(slots, 'shape', '')} and counters {getattr(counters, 'dtype', type(counters).__name__)} "
+                f"{getattr(counters, 'shape', '')}; the model's optimizer needs slots {np.dtype(dtype).name} "
+                f"{(n_slots, n_params)} and counters int64 (3,)"
+            )
+        if not np.isfinite(slots).all():
+            raise ValueError(f"cannot save {os.fspath(path)!r}: {where} holds NaN or infinity")
 
 
 class _Reader:

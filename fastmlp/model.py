@@ -298,8 +298,9 @@ class MLP:
         self.params_ = init_params(self.arch_, self.init, self.seed)
         return self
 
-    def _check_params(self):
-        """``params_`` as the kernels need it, or a ValueError before any kernel sees it."""
+    def _check_params(self, in_place=True):
+        """``params_`` as the kernels need it, or a ValueError before any kernel sees it
+        (``in_place=False``: as a file holds it, contiguous and writeable or not)."""
         params = self.params_
         layout = self.arch_.layout()
         expected = f"a C-contiguous 1-D {np.dtype(self.arch_.dtype).name} array of {layout.n_params} parameters"
@@ -309,7 +310,7 @@ class MLP:
             raise ValueError(f"params_ must be {expected}; got dtype {params.dtype}")
         if params.ndim != 1 or params.size != layout.n_params:
             raise ValueError(f"params_ must be {expected} for layers {list(self.arch_.layers)}; got shape {params.shape}")
-        if not params.flags.c_contiguous or not params.flags.writeable:
+        if in_place and (not params.flags.c_contiguous or not params.flags.writeable):
             raise ValueError(f"params_ must be {expected}, writeable; use np.ascontiguousarray(params_)")
         if not np.isfinite(params).all():
             raise ValueError(f"params_ contains NaN or infinity (first at index {int(np.flatnonzero(~np.isfinite(params))[0])})")

@@ -497,6 +497,34 @@ def test_snapshots_that_could_not_be_gone_back_to_are_refused(tmp_path, data, ch
         MLP.load(target)
 
 
+@pytest.mark.parametrize("spoil, words", [
+    (lambda m: setattr(m, "params_", m.params_.astype(np.float64)), "params_ must be .* float32 .* got dtype float64"),
+    (lambda m: setattr(m, "params_", m.params_[:-1].copy()), "params_ must be .* got shape \\(6369,\\)"),
+    (lambda m: m.params_.__setitem__(0, np.nan), "params_ contains NaN or infinity"),
+    (lambda m: setattr(m.optimizer_state_, "slots", m.optimizer_state_.slots.astype(np.float64)),
+     "optimizer_state_ holds slots float64 \\(1, 6370\\)"),
+    (lambda m: m.optimizer_state_.slots.__setitem__((0, 0), np.inf), "optimizer_state_ holds NaN or infinity"),
+], ids=["params-dtype", "params-short", "params-nan", "slots-dtype", "slots-inf"])
+def test_save_refuses_what_load_would_refuse_and_keeps_the_file(saved, spoil, words):
+    """save checked the settings would load back, not the arrays: it replaced a good file with
+    one that load refused."""
+    path, _ = saved
+    before = path.read_bytes()
+    model = MLP.load(path)
+    spoil(model)
+    with pytest.raises(ValueError, match=f"cannot save '{path}': {words}"):
+        model.save(path)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_read_only_model_saves(tmp_path, saved):
+    path, _ = saved
+    model = MLP.load(path)
+    model.params_.flags.writeable = False  # as joblib's mmap_mode="r" gives it
+    model.save(tmp_path / "again.npz")
+    np.testing.assert_array_equal(MLP.load(tmp_path / "again.npz").params_, model.params_)
+
+
 def test_weights_only_files_with_bad_weights_name_the_file(tmp_path, saved):
     # a plain ValueError that named no file
     _, entries = saved
