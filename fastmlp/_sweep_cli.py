@@ -152,8 +152,10 @@ def run(args, given):
     if args.scheduler is not None and args.workers is not None:
         raise UsageError("--workers sizes a local cluster; the cluster at --scheduler has its own workers")
     base = _base_params(args, given, set(grid) | set(distributions))
-    trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed),
-                                option_names=False)
+    names = {value: key for key, value in INVERTED.items()}
+    set_here = {names.get(dest, dest) for dest in given} | set(grid) | set(distributions)
+    trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed,
+                                                           given=set_here), option_names=False)
     source = sweeps.data_source(args.data if args.data is not None else (args.dataset or "mnist"), args.limit)
 
     def report(record):

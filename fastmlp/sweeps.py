@@ -33,6 +33,7 @@ import math
 import numbers
 import os
 import socket
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -120,6 +121,47 @@ def _check_names(where, names):
         raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep sets {', '.join(PARAMS)}")
 
 
+# Parameters that only take effect with a setting of another: (that setting, its values).
+_TAKES_EFFECT_WITH = {
+    "beta1": ("optimizer", ("adam",)), "beta2": ("optimizer", ("adam",)), "eps": ("optimizer", ("adam",)),
+    "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
+    "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
+}
+
+
+def _without_effect(params, given):
+    """{name: why} for the parameters in ``given`` that the trial's others leave without effect,
+    as ``fastmlp train`` refuses them: the trial would train as if they were not set."""
+    setting = {**FIT_DEFAULTS, **params}
+    found = {}
+    for name in (name for name in PARAMS if name in given):  # (in a fixed order)
+        if name in _TAKES_EFFECT_WITH:
+            other, values = _TAKES_EFFECT_WITH[name]
+            if setting[other] not in values:
+                found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
+        elif name == "decoupled_weight_decay" and setting[name] and not setting["weight_decay"] > 0:
+            found[name] = "it needs a weight_decay above 0"
+        elif name == "tol" and setting["lr_schedule"] != "adaptive" and setting["early_stopping"] is None:
+            found[name] = (f"it applies to lr_schedule='adaptive' and to early_stopping; got "
+                           f"lr_schedule={setting['lr_schedule']!r} without early_stopping")
+    return found
+
+
+def _check_takes_effect(trials, given):
+    """A parameter set (fixed or swept) that no trial uses is a mistake, as in ``fastmlp train``;
+    one that only some trials leave without effect makes those trials repeat one another: a
+    warning, for the sweep still means something."""
+    unused = {}
+    for params in trials:
+        for name, why in _without_effect(params, given).items():
+            unused.setdefault(name, []).append(why)
+    for name, whys in unused.items():
+        if len(whys) == len(trials):
+            raise ValueError(f"{name} has no effect in any trial: {whys[0]}")
+        warnings.warn(f"{name} has no effect in {len(whys)} of {len(trials)} trials ({whys[0]}): those trials "
+                      f"repeat one another", UserWarning, stacklevel=3)
+
+
 def _python(value):
     """NumPy scalars and arrays in a sweep's parameters as the Python numbers and lists they
     hold, so that its records print and go to JSON like the command line's."""
@@ -151,7 +193,7 @@ def _distinct(values):
     return kept
 
 
-def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, seed=None):
+def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, seed=None, *, given=None):
     """The trials' parameters, each checked as ``MLP`` and ``fit`` would check them, before
     anything runs.
 
@@ -163,7 +205,11 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     Returns a list of dicts, the base parameters (``SWEEP_DEFAULTS`` under them) updated by
     the combination. Raises TypeError when base_params, grid or distributions is not a dict,
     ValueError naming the unknown key, the empty grid, a parameter both
-    fixed in ``base_params`` and swept, or every trial whose values fail the checks.
+    fixed in ``base_params`` and swept, ``validation_fraction`` swept (the trials would be
+    scored on different data), a parameter the others leave without effect in every trial
+    (``beta1`` with SGD, ``power_t`` with another schedule; only in some: a warning), or every
+    trial whose values fail the checks. ``given``: the parameters the caller set, for that
+    last check (default: those of ``base_params`` and the swept ones).
     """
     for name, value, holds in (("base_params", base_params, "value"), ("grid", grid, "list of values"),
                                ("distributions", distributions, "'uniform:LOW:HIGH' or 'loguniform:LOW:HIGH'")):
@@ -190,6 +236,9 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
         name = sorted(fixed)[0]
         raise ValueError(f"{name!r} is both fixed (base_params) and swept ({'grid' if name in grid else 'distributions'}); "
                          f"give it once")
+    if "validation_fraction" in grid or "validation_fraction" in distributions:
+        raise ValueError("validation_fraction cannot be swept: trials are ranked by their score on the validation split, "
+                         "so every trial must be scored on the same one; fix it in base_params")
     distributions = {name: parse_distribution(spec) for name, spec in distributions.items()}
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < 1):
         raise ValueError(f"n_trials must be a positive integer or None (the whole grid); got {n_trials!r}")
@@ -240,6 +289,7 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ValueError(f"{len(problems)} of {len(trials)} trials would fail before training: " + "; ".join(problems[:5]) + more)
+    _check_takes_effect(trials, set(base_params or {}) | set(grid) | set(distributions) if given is None else set(given))
     return trials
 
 

@@ -302,6 +302,16 @@ def test_numpy_values_become_the_python_numbers_json_writes():
         # (the limit was dropped: every trial trained on all the data)
         ({"grid": {"lr": [0.1]}, "data": sweeps.DataSource(directory="/nowhere"), "limit": 100},
          "give the limit in the DataSource"),
+        # options without effect ran identical trials, ranked as if they differed (train refuses them)
+        ({"grid": {"lr": [0.1, 0.2]}, "base_params": {**BASE, "beta1": 0.5}},
+         "beta1 has no effect in any trial: it applies to optimizer='adam'; got optimizer='sgd'"),
+        ({"grid": {"power_t": [0.1, 0.9]}}, "power_t has no effect in any trial: it applies to lr_schedule='invscaling'"),
+        ({"grid": {"tol": [0.1, 0.01]}}, "tol has no effect in any trial: it applies to lr_schedule='adaptive' and"),
+        ({"grid": {"lr": [0.1]}, "base_params": {**BASE, "decoupled_weight_decay": True}},
+         "decoupled_weight_decay has no effect in any trial: it needs a weight_decay above 0"),
+        # a trial scored on one validation sample ranked first
+        ({"grid": {"validation_fraction": [0.0005, 0.1]}}, "validation_fraction cannot be swept"),
+        ({"distributions": {"validation_fraction": "uniform:0.1:0.2"}, "n_trials": 2}, "validation_fraction cannot be swept"),
     ],
 )
 def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
@@ -309,6 +319,14 @@ def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
     with pytest.raises(ValueError) as error:
         fastmlp.sweep(kwargs.pop("base_params", BASE), **{"data": tmp_path, **kwargs})
     assert words in str(error.value)
+
+
+def test_an_option_some_trials_leave_without_effect_is_a_warning():
+    with pytest.warns(UserWarning, match="beta1 has no effect in 2 of 4 trials"):
+        trials = sweeps.make_trials(BASE, {"optimizer": ["sgd", "adam"], "beta1": [0.5, 0.9]})
+    assert len(trials) == 4
+    trials = sweeps.make_trials(BASE, {"optimizer": ["adam"], "beta1": [0.5, 0.9]})  # no warning: errors here
+    assert [t["beta1"] for t in trials] == [0.5, 0.9]
 
 
 @pytest.mark.parametrize(
@@ -464,9 +482,10 @@ def test_a_grid_too_large_to_count_is_drawn_from():
                                                                  "input_dropout", "power_t", "tol")}
     grid["seed"] = list(range(10**6))
     grid["epochs"] = list(range(1, 10**6))
-    trials = sweeps.make_trials({"layers": [784, 16, 10]}, grid, n_trials=5, seed=0)
+    base = {"layers": [784, 16, 10], "lr_schedule": "invscaling", "early_stopping": 3}  # so power_t, tol take effect
+    trials = sweeps.make_trials(base, grid, n_trials=5, seed=0)
     assert len({tuple(t[name] for name in grid) for t in trials}) == 5
-    assert trials == sweeps.make_trials({"layers": [784, 16, 10]}, grid, n_trials=5, seed=0)
+    assert trials == sweeps.make_trials(base, grid, n_trials=5, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -492,6 +511,9 @@ def test_a_grid_too_large_to_count_is_drawn_from():
         (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--executor", "processes"], "does not go with --executor processes"),
         (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"], "its own workers"),
         (["--grid", "lr=0.1", "--json", "--csv", "x.csv"], "not allowed with argument"),
+        (["--beta1", "0.5", "--grid", "lr=0.1,0.2"], "beta1 has no effect in any trial"),
+        (["--grid", "power_t=0.1,0.9"], "power_t has no effect in any trial"),
+        (["--grid", "validation_fraction=0.1,0.2"], "validation_fraction cannot be swept"),
     ],
 )
 def test_cli_mistakes_are_one_line_usage_errors_before_the_data_is_read(capsys, tmp_path, argv, words):
