@@ -9,7 +9,9 @@ global figure is left open. ``save_figure`` writes one atomically.
 
 from __future__ import annotations
 
+import numbers
 import os
+import reprlib
 
 import numpy as np
 
@@ -47,8 +49,39 @@ def _curves(history):
     epochs = list(record["epoch"])
     if not epochs:
         raise ValueError("history has no epochs: train the model first")
-    return (epochs, list(record["loss"]), list(record.get("accuracy") or []),
-            list(record.get("val_loss") or []), list(record.get("val_accuracy") or []))
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    curves = [list(record.get(key) or []) for key in keys]
+    # A dict (train --json's, or one edited by hand) may not fit its epochs: say which list, not
+    # matplotlib's "x and y must have same first dimension". Accuracy may be missing; validation
+    # values may cover the last epochs only.
+    for key, values in zip(keys, curves):
+        fits = len(values) <= len(epochs) if key.startswith("val_") else len(values) == len(epochs)
+        if not fits and not (key == "accuracy" and not values):
+            name = f"history[{key!r}]" if isinstance(history, dict) else f"history.{key}"
+            raise ValueError(f"{name} has {len(values)} values for {len(epochs)} epochs")
+    return (epochs, *curves)
+
+
+def _axes_pair(ax):
+    """``ax`` as (loss Axes, accuracy Axes) if it is a pair of Axes, None if it is one Axes; an
+    error naming what it is otherwise (ValueError: Axes, but not two; TypeError: not Axes)."""
+    require_matplotlib()
+    from matplotlib.axes import Axes
+
+    if isinstance(ax, Axes):
+        return None
+    # an array of Axes as fig.subplots returns it: of any shape, but two of them
+    items = list(np.ravel(ax)) if isinstance(ax, np.ndarray) else list(ax) if isinstance(ax, (list, tuple)) else None
+    expected = "ax must be one matplotlib Axes or a pair (loss, accuracy) of them"
+    if items is None:
+        raise TypeError(f"{expected}; got {type(ax).__name__} {reprlib.repr(ax)}")
+    container = "an array" if isinstance(ax, np.ndarray) else f"a {type(ax).__name__}"
+    if not all(isinstance(item, Axes) for item in items):
+        raise TypeError(f"{expected}; got {container} of {', '.join(sorted({type(item).__name__ for item in items}))}")
+    if len(items) != 2:
+        shape = f" of shape {ax.shape}" if isinstance(ax, np.ndarray) else ""
+        raise ValueError(f"{expected}; got {container} of {len(items)} Axes{shape}")
+    return tuple(items)
 
 
 def plot_history(history, ax=None, *, accuracy=None):
@@ -80,17 +113,18 @@ def plot_history(history, ax=None, *, accuracy=None):
     val_accuracy = [np.nan if value is None else value for value in val_accuracy]
     if accuracy is None:
         accuracy = bool(val_accuracy) or any(value != 0 for value in train_accuracy)
-    twin = ax is not None and not isinstance(ax, (list, tuple, np.ndarray))
+    elif accuracy and not (train_accuracy or val_accuracy):
+        raise ValueError("accuracy=True, but the history has no accuracy values: there is nothing to draw")
+    pair = None if ax is None else _axes_pair(ax)
+    twin = ax is not None and pair is None
     if ax is None:
         fig = _figure(figsize=(9.0 if accuracy else 4.8, 3.6))
         axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
         loss_ax, accuracy_ax = axes[0], (axes[1] if accuracy else None)
     elif twin:
         loss_ax, accuracy_ax = ax, (ax.twinx() if accuracy else None)
-    else:
-        if len(ax) != 2:
-            raise ValueError(f"ax must be one Axes or a pair (loss, accuracy); got {len(ax)} axes")
-        loss_ax, accuracy_ax = ax
+    else:  # without accuracy the second Axes stays as it was (an empty legend would warn)
+        loss_ax, accuracy_ax = pair[0], (pair[1] if accuracy else None)
     style = {"marker": "o", "markersize": 3}
     lines = loss_ax.plot(epochs, loss, color="C0", label="training loss", **style)
     if val_loss:
@@ -100,8 +134,9 @@ def plot_history(history, ax=None, *, accuracy=None):
         # On a shared panel accuracy is dashed, in colours of its own; on its own panel it
         # takes the loss panel's colours (training C0, validation C1).
         shared = {"linestyle": "--"} if twin else {}
-        lines += accuracy_ax.plot(epochs, train_accuracy, color="C2" if twin else "C0", label="training accuracy",
-                                  **style, **shared)
+        if train_accuracy:
+            lines += accuracy_ax.plot(epochs, train_accuracy, color="C2" if twin else "C0", label="training accuracy",
+                                      **style, **shared)
         if val_accuracy:
             lines += accuracy_ax.plot(epochs[-len(val_accuracy):], val_accuracy, color="C3" if twin else "C1",
                                       label="validation accuracy", **style, **shared)
@@ -120,18 +155,40 @@ def plot_history(history, ax=None, *, accuracy=None):
     return loss_ax.figure
 
 
+def _counts(matrix):
+    """``matrix`` as a square int64 array of counts, or a ValueError naming what is wrong. Whole
+    numbers stored as floats (counts read back with ``np.loadtxt``) are counts too."""
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"matrix must be a square [K, K] array of counts; got shape {matrix.shape}")
+    if matrix.dtype == object:  # a list mixing numbers with None or strings
+        for (row, column), value in np.ndenumerate(matrix):
+            if not isinstance(value, numbers.Real):
+                raise ValueError(f"matrix must hold counts (whole numbers >= 0); got {value!r} "
+                                 f"at row {row}, column {column}")
+        matrix = matrix.astype(np.float64)
+    if matrix.dtype.kind not in "iuf":
+        raise ValueError(f"matrix must hold counts (whole numbers >= 0); got dtype {matrix.dtype}")
+    # shares (a normalised matrix), negative numbers, NaN and inf would be drawn as if they were counts
+    bad = ~np.isfinite(matrix) | (matrix < 0) | (matrix != np.round(matrix)) if matrix.dtype.kind == "f" else matrix < 0
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(f"matrix must hold counts (whole numbers >= 0); got {matrix[row, column]} "
+                         f"at row {row}, column {column}")
+    return matrix.astype(np.int64)
+
+
 def plot_confusion_matrix(matrix, ax=None, *, classes=None):
     """The confusion matrix as an image: row i, column j counts the samples of true class i
     predicted as class j.
 
     Cells are coloured by their share of the row (the recall of the true class, on the
     diagonal), so a class's mistakes stand out whatever its size; counts are written in the
-    cells up to 20 classes. ``matrix`` is ``fastmlp.confusion_matrix``'s ``[K, K]`` counts;
-    ``classes`` the K tick labels (default 0..K-1). Returns the figure drawn on.
+    cells up to 20 classes. ``matrix`` is ``fastmlp.confusion_matrix``'s ``[K, K]`` counts
+    (whole numbers >= 0); ``classes`` the K tick labels (default 0..K-1). Returns the figure
+    drawn on.
     """
-    matrix = np.asarray(matrix)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ValueError(f"matrix must be a square [K, K] array of counts; got shape {matrix.shape}")
+    matrix = _counts(matrix)
     n_classes = len(matrix)
     classes = list(range(n_classes)) if classes is None else list(classes)
     if len(classes) != n_classes:

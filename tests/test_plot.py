@@ -95,6 +95,58 @@ def test_history_mistakes_are_named():
         plot_history([0.5, 0.4])
 
 
+def test_ax_that_is_neither_one_axes_nor_a_pair_is_named(classifier_history):
+    # fig.subplots(2, 2) passed the old len(ax) == 2 check, then failed with
+    # "'numpy.ndarray' object has no attribute 'plot'"
+    from matplotlib.figure import Figure
+
+    with pytest.raises(ValueError, match=r"one matplotlib Axes or a pair \(loss, accuracy\).*4 Axes of shape \(2, 2\)"):
+        plot_history(classifier_history, Figure().subplots(2, 2))
+    with pytest.raises(TypeError, match=r"one matplotlib Axes or a pair.*got str 'x'"):
+        plot_history(classifier_history, "x")
+    with pytest.raises(TypeError, match=r"a pair.*got a list of int"):
+        plot_history(classifier_history, [1, 2])
+    fig = Figure()
+    column = fig.subplots(1, 2, squeeze=False)  # two Axes in a [1, 2] array are a pair too
+    assert plot_history(classifier_history, column) is fig
+    assert labels_of(column[0, 1]) == ["training accuracy", "validation accuracy"]
+
+
+@pytest.mark.parametrize("key, values, words", [
+    ("loss", [1.0], "history['loss'] has 1 values for 2 epochs"),
+    ("accuracy", [0.5, 0.6, 0.7], "history['accuracy'] has 3 values for 2 epochs"),
+    ("val_loss", [1.0, 0.9, 0.8], "history['val_loss'] has 3 values for 2 epochs"),
+])
+def test_history_dict_lists_that_do_not_fit_its_epochs_are_named(key, values, words):
+    history = {"epoch": [1, 2], "loss": [1.0, 0.5], key: values}
+    with pytest.raises(ValueError) as raised:
+        plot_history(history)
+    assert str(raised.value) == words
+
+
+def test_accuracy_asked_of_a_history_without_it_says_there_is_nothing_to_draw():
+    with pytest.raises(ValueError, match="no accuracy values: there is nothing to draw"):
+        plot_history({"epoch": [1, 2], "loss": [1.0, 0.5]}, accuracy=True)
+    # validation accuracy alone is drawn, without a training accuracy line
+    history = {"epoch": [1, 2], "loss": [1.0, 0.5], "val_accuracy": [0.4, 0.6]}
+    assert labels_of(plot_history(history, accuracy=True).axes[1]) == ["validation accuracy"]
+
+
+def test_regression_history_on_a_pair_leaves_the_second_axes_alone(rng):
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    X = rng.normal(size=(40, 2)).astype(np.float32)
+    history = fastmlp.MLP([2, 3, 1], loss="mse", backend="numpy").fit(X, X[:, 0], epochs=2, batch_size=4)
+    pair = Figure().subplots(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        plot_history(history, pair)
+    assert labels_of(pair[0]) == ["training loss"]
+    assert pair[1].get_lines() == [] and pair[1].get_legend() is None and pair[1].get_xlabel() == ""
+
+
 def test_a_loaded_model_history_plots(classifier_history, tmp_path, rng, synth):
     X, y = synth.blobs(rng, 40, 4, 2)
     model = fastmlp.MLP([4, 3, 2], backend="numpy")
@@ -115,6 +167,26 @@ def test_confusion_matrix_image_shows_the_counts():
         plot_confusion_matrix(np.ones((2, 3)))
     with pytest.raises(ValueError, match="3 labels"):
         plot_confusion_matrix(matrix, classes=["a"])
+
+
+@pytest.mark.parametrize("matrix, words", [
+    ([[-1, 2], [0, 2]], "got -1 at row 0, column 0"),
+    ([[1.0, 2.0], [np.nan, 2.0]], "got nan at row 1, column 0"),
+    ([[1.0, np.inf], [0.0, 2.0]], "got inf at row 0, column 1"),
+    ([[0.75, 0.25], [0.0, 1.0]], "got 0.75 at row 0, column 0"),  # shares, not counts
+    ([[1, None], [0, 2]], "got None at row 0, column 1"),
+    ([["a", "b"], ["c", "d"]], "got dtype <U1"),
+])
+def test_confusion_matrix_refuses_what_is_not_counts(matrix, words):
+    # these were drawn as if they were counts (-1, nan) or failed inside numpy (strings)
+    with pytest.raises(ValueError) as raised:
+        plot_confusion_matrix(matrix)
+    assert str(raised.value).startswith("matrix must hold counts (whole numbers >= 0)") and words in str(raised.value)
+
+
+def test_confusion_matrix_counts_stored_as_floats_are_written_as_counts():
+    ax = plot_confusion_matrix(np.array([[5.0, 1.0], [0.0, 3.0]])).axes[0]  # as np.loadtxt reads them back
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "0", "3"]
 
 
 def test_evaluation_picture_has_matrix_and_per_class_bars():
