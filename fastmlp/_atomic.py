@@ -19,7 +19,7 @@ def target_problem(path):
     that does not exist or that this user may not write to; or None. Callers check this before
     work whose result would be lost, so that the message names the user's path, not the
     temporary file's."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     if not path:
         return errno.ENOENT, "the path is empty; give a file name"
     if os.path.isdir(path):
@@ -38,7 +38,7 @@ def check_target(path, name="path"):
     """A ValueError naming ``name`` and ``path`` if ``atomic_write`` could not write there."""
     problem = target_problem(path)
     if problem is not None:
-        raise ValueError(f"{name} {os.fspath(path)!r}: {problem[1]}")
+        raise ValueError(f"{name} {os.fsdecode(path)!r}: {problem[1]}")
 
 
 _HOST = socket.gethostname()
@@ -83,7 +83,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, bytes or os.PathLike
         Final location. Its directory must already exist.
     mode : {"wb", "w", "w+b", "w+"}
         Binary or text write mode.
@@ -101,7 +101,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
     if not binary and encoding is None:
         encoding = "utf-8"
 
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # bytes too, as open() takes them
     directory, name = os.path.split(os.path.abspath(path))
     # "x" (exclusive create) instead of tempfile.mkstemp: the file gets the normal
     # umask-derived permissions rather than 0600, so the renamed result looks like any

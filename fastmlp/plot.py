@@ -251,8 +251,8 @@ def plot_evaluation(report, *, targets=None, outputs=None):
 
 def save_figure(fig, path):
     """Write ``fig`` to ``path`` atomically, in the format its suffix names (FIGURE_SUFFIXES)."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    suffix = os.path.splitext(os.fsdecode(path))[1].lower()
     if suffix not in FIGURE_SUFFIXES:
-        raise ValueError(f"path must end in {', '.join(FIGURE_SUFFIXES)} (the picture's file type); got {os.fspath(path)!r}")
+        raise ValueError(f"path must end in {', '.join(FIGURE_SUFFIXES)} (the picture's file type); got {os.fsdecode(path)!r}")
     with atomic_write(path, "wb") as file:
         fig.savefig(file, format=suffix[1:], dpi=110)

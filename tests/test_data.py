@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastmlp import data
-from fastmlp._atomic import atomic_write
+from fastmlp._atomic import atomic_write, check_target
 from fastmlp.data import (
     CLASS_NAMES,
     DATASETS,
@@ -1099,6 +1099,25 @@ def test_atomic_write_rejects_non_write_modes(tmp_path, mode):
     with pytest.raises(ValueError, match="write mode"):
         with atomic_write(tmp_path / "x", mode):
             pass
+
+
+def test_atomic_write_takes_a_bytes_path_as_open_does(tmp_path, rng, synth):
+    # MLP.load(b"m.npz") worked while MLP.save(b"m.npz") failed inside the stale-temporary
+    # cleanup (a bytes directory listing compared with a str prefix)
+    import fastmlp
+
+    X, y = synth.blobs(rng, 20, 3, 2)
+    model = fastmlp.MLP([3, 2, 2], backend="numpy", seed=0)
+    model.fit(X, y, epochs=1, batch_size=4)
+    target = os.fsencode(tmp_path / "m.npz")
+    model.save(target)
+    model.save(target)  # over the first, with the cleanup's listing of the directory
+    np.testing.assert_array_equal(fastmlp.MLP.load(target).params_, model.params_)
+    with atomic_write(os.fsencode(tmp_path / "notes.txt"), "w") as file:
+        file.write("bytes")
+    assert (tmp_path / "notes.txt").read_text() == "bytes" and leftovers(tmp_path) == []
+    with pytest.raises(ValueError, match=r"path '.*missing/m.npz': directory .* does not exist"):
+        check_target(os.fsencode(tmp_path / "missing" / "m.npz"))  # named as text, not b'...'
 
 
 # --------------------------------------------------------------------------------------

@@ -317,3 +317,12 @@ def test_save_figure_takes_an_upper_case_suffix(tmp_path):
     figure.subplots().plot([1, 2])
     save_figure(figure, tmp_path / "a.PNG")
     assert (tmp_path / "a.PNG").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_figure_takes_a_bytes_path(tmp_path):
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.subplots().plot([1, 2])
+    save_figure(figure, os.fsencode(tmp_path / "b.png"))  # its suffix was b".png", not a picture's type
+    assert (tmp_path / "b.png").read_bytes()[:8] == PNG_MAGIC
