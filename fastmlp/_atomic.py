@@ -18,19 +18,23 @@ def target_problem(path):
     """Why ``atomic_write`` could not write ``path`` as (errno, message): a directory, a directory
     that does not exist or that this user may not write to; or None. Callers check this before
     work whose result would be lost, so that the message names the user's path, not the
-    temporary file's."""
+    temporary file's. A symbolic link is written through, so its target's directory counts."""
     path = os.fsdecode(path)
     if not path:
         return errno.ENOENT, "the path is empty; give a file name"
-    if os.path.isdir(path):
+    if os.path.isdir(path):  # a link to a directory too
         return errno.EISDIR, f"{path!r} is a directory; give a file name"
-    directory = os.path.dirname(os.path.abspath(path))
+    final = os.path.realpath(path)
+    if os.path.islink(final):  # realpath gives up on a loop of links
+        return errno.ELOOP, f"{path!r} is a loop of symbolic links"
+    directory = os.path.dirname(final)
+    link = f" ({path!r} links to {final!r})" if os.path.islink(path) else ""
     if os.path.exists(directory) and not os.path.isdir(directory):
-        return errno.ENOTDIR, f"{directory!r} is a file, not a directory"
+        return errno.ENOTDIR, f"{directory!r} is a file, not a directory{link}"
     if not os.path.isdir(directory):
-        return errno.ENOENT, f"directory {directory!r} does not exist"
+        return errno.ENOENT, f"directory {directory!r} does not exist{link}"
     if not os.access(directory, os.W_OK | os.X_OK):
-        return errno.EACCES, f"directory {directory!r} is not writable"
+        return errno.EACCES, f"directory {directory!r} is not writable{link}"
     return None
 
 
@@ -75,16 +79,18 @@ def _remove_stale_temporaries(directory, name):
 def atomic_write(path, mode="wb", *, encoding=None):
     """Open a temporary file next to ``path``; on success move it into place.
 
-    Yields a file object for a temporary file in the same directory as ``path`` (so that
-    ``os.replace`` is a rename on one filesystem, which is atomic). When the ``with`` block
-    finishes normally the file is flushed, synced and renamed to ``path``, replacing any
-    existing file, and the directory synced (the rename survives a crash). On any exception, including ``KeyboardInterrupt``, the temporary file
-    is removed and ``path`` is left untouched.
+    Yields a file object for a temporary file in the same directory as ``path`` (as the file
+    it points to, if ``path`` is a symbolic link), so that ``os.replace`` is a rename on one
+    filesystem, which is atomic. When the ``with`` block finishes normally the file is flushed,
+    synced and renamed to ``path``, replacing any existing file, and the directory synced (the
+    rename survives a crash). On any exception, including ``KeyboardInterrupt``, the temporary
+    file is removed and ``path`` is left untouched.
 
     Parameters
     ----------
     path : str, bytes or os.PathLike
-        Final location. Its directory must already exist.
+        Final location. Its directory must already exist. A symbolic link stays, and the file
+        it points to is replaced.
     mode : {"wb", "w", "w+b", "w+"}
         Binary or text write mode.
     encoding : str, optional
@@ -102,14 +108,17 @@ def atomic_write(path, mode="wb", *, encoding=None):
         encoding = "utf-8"
 
     path = os.fsdecode(path)  # bytes too, as open() takes them
-    directory, name = os.path.split(os.path.abspath(path))
+    problem = target_problem(path)
+    if problem is not None:  # else the OSError below would name the temporary file
+        raise OSError(problem[0], f"cannot write {path!r}: {problem[1]}")
+    # Through a symbolic link (latest.npz -> runs/run5.npz) the file it points to is replaced
+    # and the link stays: renaming onto the link itself would turn it into a regular file and
+    # leave its target stale. A dangling link's target is created.
+    directory, name = os.path.split(os.path.realpath(path))
     # "x" (exclusive create) instead of tempfile.mkstemp: the file gets the normal
     # umask-derived permissions rather than 0600, so the renamed result looks like any
     # other file the user writes.
     exclusive_mode = mode.replace("w", "x")
-    problem = target_problem(path)
-    if problem is not None:  # else the OSError below would name the temporary file
-        raise OSError(problem[0], f"cannot write {path!r}: {problem[1]}")
     _remove_stale_temporaries(directory, name)
     while True:
         # the writer's PID and host in the name, for _remove_stale_temporaries
@@ -130,7 +139,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
             # some filesystems (ext4 delayed allocation).
             os.fsync(file.fileno())
         try:
-            os.replace(temp_path, path)
+            os.replace(temp_path, os.path.join(directory, name))
         except OSError as error:
             raise OSError(error.errno, f"cannot write {path!r}: {error.strerror}") from error
     except BaseException:

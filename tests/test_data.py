@@ -1120,6 +1120,55 @@ def test_atomic_write_takes_a_bytes_path_as_open_does(tmp_path, rng, synth):
         check_target(os.fsencode(tmp_path / "missing" / "m.npz"))  # named as text, not b'...'
 
 
+def test_atomic_write_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    # latest.npz -> runs/run5.npz: renaming onto the link made it a regular file and left
+    # runs/run5.npz with the old model
+    (tmp_path / "runs").mkdir()
+    target = write(tmp_path / "runs" / "run5.npz", b"old")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(os.path.join("runs", "run5.npz"))
+    with atomic_write(link) as file:
+        file.write(b"new")
+        # the temporary file is beside the target, so that the rename stays on its filesystem
+        assert leftovers(tmp_path / "runs") != [] and leftovers(tmp_path) == []
+    assert link.is_symlink() and os.readlink(link) == os.path.join("runs", "run5.npz")
+    assert target.read_bytes() == b"new"
+    assert leftovers(tmp_path / "runs") == []
+
+
+def test_atomic_write_through_a_dangling_symlink_creates_its_target(tmp_path):
+    (tmp_path / "runs").mkdir()
+    link = tmp_path / "latest.npz"
+    link.symlink_to(tmp_path / "runs" / "run6.npz")
+    with atomic_write(link) as file:
+        file.write(b"first")
+    assert link.is_symlink() and (tmp_path / "runs" / "run6.npz").read_bytes() == b"first"
+
+    # a target whose directory is missing is refused, naming the link and where it points
+    (tmp_path / "gone.npz").symlink_to(tmp_path / "nowhere" / "run.npz")
+    with pytest.raises(FileNotFoundError) as raised:
+        with atomic_write(tmp_path / "gone.npz") as file:
+            file.write(b"never written")
+    message = str(raised.value)
+    assert "gone.npz" in message and "nowhere" in message and "does not exist" in message
+    assert (tmp_path / "gone.npz").is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_atomic_write_refuses_a_symlink_to_a_directory_or_a_loop(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "to-folder").symlink_to(tmp_path / "folder")
+    with pytest.raises(IsADirectoryError, match="to-folder' is a directory"):
+        with atomic_write(tmp_path / "to-folder"):
+            pass
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError, match="loop of symbolic links"):
+        with atomic_write(tmp_path / "a"):
+            pass
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    assert os.listdir(tmp_path / "folder") == [] and leftovers(tmp_path) == []
+
+
 # --------------------------------------------------------------------------------------
 # The real MNIST, when available
 
