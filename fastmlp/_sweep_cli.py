@@ -98,6 +98,9 @@ def add_parser(commands):
     )
     _add_model_options(sweep)
     sweep.set_defaults(threads=1)
+    for action in sweep._actions:  # train's help says its own default
+        if action.dest == "threads":
+            action.help = "threads of each trial: 1 (default; the workers already use every core), N, or auto"
     sweep.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
     _add_optimizer_options(sweep)
     _add_schedule_options(sweep)

@@ -14,7 +14,7 @@ slots, ``optim.Optimizer.n_slots`` of them)::
     params              float [P]       the weights the model holds
     training            JSON            the run's training options (MLP.fit_options_), or null
     data                JSON            n_samples and crc32 of the data last trained on, or null
-    run                 JSON            trainer.RunState: epochs_done, lr_reductions, best_loss,
+    run                 JSON            trainer.RunState: epochs_done, lr_reductions, best_loss (null: none yet),
                                         best_epoch, epochs_without_improvement,
                                         epochs_at_rate_without_improvement, stopped,
                                         best_snapshot, last_snapshot (epochs or null)
@@ -114,6 +114,8 @@ def write(model, path):
     _check_saveable(model, path)
     run = model.run_
     run_record = run.scalars()
+    if run_record["best_loss"] == math.inf:  # none yet: strict JSON has no Infinity (other readers refuse it)
+        run_record["best_loss"] = None
     run_record["best_snapshot"] = None if run.best is None else run.best.epoch
     run_record["last_snapshot"] = None if run.last is None else run.last.epoch
     if run.interrupted is not None:
@@ -403,10 +405,12 @@ def _read_checkpoint(cls, entries, version):
         run.interrupted = mark
     for name in run.SCALARS:
         value = record[name]
-        expected = {"best_loss": (int, float), "stopped": (str, type(None))}.get(name, int)
+        expected = {"best_loss": (int, float, type(None)), "stopped": (str, type(None))}.get(name, int)
         if isinstance(value, bool) or not isinstance(value, expected):
             raise entries.fail("run", f"has {name}={value!r}")
-        setattr(run, name, float(value) if name == "best_loss" else value)
+        if name == "best_loss":  # null: none yet (inf, which strict JSON has no word for)
+            value = math.inf if value is None else float(value)
+        setattr(run, name, value)
     for name in ("best", "last"):
         epoch = record[f"{name}_snapshot"]
         if epoch is None:
@@ -417,8 +421,8 @@ def _read_checkpoint(cls, entries, version):
         setattr(run, name, trainer.Snapshot(epoch, np.ascontiguousarray(snapshot_params), state(name)))
     model.run_ = run
 
+    record = entries.json("history")  # (its own CheckpointError for a missing or damaged entry)
     try:
-        record = entries.json("history")
         if not isinstance(record, dict) or set(TIMINGS) & set(record):
             raise ValueError(f"expected a JSON object without {TIMINGS}")
         record.update({name: [None] * len(record.get("epoch", [])) for name in TIMINGS})

@@ -26,6 +26,7 @@ import collections.abc
 import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import csv
+import difflib
 import io
 import itertools
 import json
@@ -80,6 +81,12 @@ def data_source(data="mnist", limit=None):
         return data
     if isinstance(data, str) and data in DATASETS:
         return DataSource(dataset=data, limit=limit)
+    close = difflib.get_close_matches(data.lower(), DATASETS, n=1) if isinstance(data, str) else []
+    if close and not os.path.exists(data):
+        # a misspelt dataset name, which would be looked for as a directory (workers on a cluster
+        # may have one this process does not see: only a near miss of a name is refused)
+        raise ValueError(f"data={data!r} is no dataset ({', '.join(DATASETS)}; did you mean {close[0]!r}?) "
+                         f"and no directory here")
     if isinstance(data, (str, os.PathLike)) and str(data).strip():
         return DataSource(directory=os.path.abspath(data), limit=limit)  # workers need not share our cwd
     raise TypeError(
@@ -509,7 +516,11 @@ def _executor(executor, workers, scheduler, source=None):
     if executor is None:
         executor = "dask" if _dask_installed() else "processes"
     if scheduler is not None and executor != "dask":
-        raise ValueError(f"scheduler is a Dask scheduler address; it needs executor='dask', not {executor!r}")
+        shown = repr(executor) if isinstance(executor, str) else f"a {type(executor).__name__}"
+        raise ValueError(f"scheduler is a Dask scheduler address; it needs executor='dask', not {shown}")
+    if workers is not None and not isinstance(executor, str):
+        raise ValueError(f"workers sizes a pool the sweep starts (executor 'dask' or 'processes'); the "
+                         f"{type(executor).__name__} passed has its own workers")
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))} or an Executor; got {executor!r}")
@@ -570,7 +581,9 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
         Train on the first ``limit`` training samples only.
     on_result : callable, optional
         Called with each trial's record as it finishes (in the calling process); trials found
-        finished while a Ctrl-C is handled are in the result but not passed to it.
+        finished while a Ctrl-C is handled are in the result but not passed to it. If it raises
+        (other than KeyboardInterrupt), a warning says so, it is not called again, and the
+        sweep goes on: a bug in a logging callback costs no trial.
 
     Returns a ``SweepResult``. Ctrl-C (KeyboardInterrupt, also from ``on_result``) cancels the
     trials not started and returns those that finished, with ``interrupted`` set; the trials
@@ -622,7 +635,13 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
                             continue
                         records[number] = _outcome(future, number, trials)
                         if on_result is not None:
-                            on_result(records[number])
+                            try:
+                                on_result(records[number])
+                            except Exception as error:  # (KeyboardInterrupt is Ctrl-C: below)
+                                on_result = None
+                                warnings.warn(f"on_result raised {type(error).__name__}: {error} (trial {number}); "
+                                              f"it is not called again, and the sweep goes on", UserWarning,
+                                              stacklevel=3)
                 except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
                     interrupted = True
                     if str(interrupt).startswith("stopped by "):

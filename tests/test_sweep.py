@@ -249,6 +249,21 @@ def test_ctrl_c_cancels_what_is_left_and_keeps_what_finished(tiny_mnist_dir):
     assert (-first["val_accuracy"], first["val_loss"]) <= (-second["val_accuracy"], second["val_loss"])
 
 
+def test_a_failing_on_result_costs_no_trial(tiny_mnist_dir):
+    """An exception from the callback ended the sweep with it: every finished trial was lost."""
+    seen = []
+
+    def on_result(record):
+        seen.append(record["trial"])
+        raise OSError("disk full")
+
+    with pytest.warns(UserWarning, match="on_result raised OSError: disk full \\(trial 0\\); it is not called again"):
+        result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.02, 0.03]}, executor=concurrent.futures.ThreadPoolExecutor(1),
+                               data=tiny_mnist_dir, on_result=on_result)
+    assert seen == [0] and not result.interrupted
+    assert sorted(record["trial"] for record in result.trials if record["status"] == "ok") == [0, 1, 2]
+
+
 def test_random_search_draws_from_the_grid_and_distributions_with_the_seed():
     grid, distributions = {"batch_size": [1, 32]}, {"lr": "loguniform:1e-3:1e-1", "momentum": "uniform:0:0.5"}
     trials = sweeps.make_trials(BASE, grid, distributions, n_trials=8)
@@ -311,6 +326,14 @@ def test_numpy_values_become_the_python_numbers_json_writes():
          "decoupled_weight_decay has no effect in any trial: it needs a weight_decay above 0"),
         # a trial scored on one validation sample ranked first
         ({"grid": {"validation_fraction": [0.0005, 0.1]}}, "validation_fraction cannot be swept"),
+        # ignored without a word (scheduler was refused)
+        ({"grid": {"lr": [0.1]}, "executor": concurrent.futures.ThreadPoolExecutor(1), "workers": 7},
+         "workers sizes a pool the sweep starts (executor 'dask' or 'processes'); the ThreadPoolExecutor passed"),
+        ({"grid": {"lr": [0.1]}, "executor": concurrent.futures.ThreadPoolExecutor(1), "scheduler": "tcp://h:1"},
+         "it needs executor='dask', not a ThreadPoolExecutor"),
+        # looked for as the directory ./fashion_mnist, and the error never named the datasets
+        ({"grid": {"lr": [0.1]}, "data": "fashion_mnist"}, "data='fashion_mnist' is no dataset (mnist, fashion-mnist, "
+                                                           "kmnist; did you mean 'fashion-mnist'?)"),
         ({"distributions": {"validation_fraction": "uniform:0.1:0.2"}, "n_trials": 2}, "validation_fraction cannot be swept"),
     ],
 )
@@ -521,6 +544,14 @@ def test_cli_mistakes_are_one_line_usage_errors_before_the_data_is_read(capsys, 
     assert status == 2, err
     assert out == "" and err.count("\n") == 1 and err.startswith("fastmlp: error: ")
     assert words in err
+
+
+def test_cli_help_says_the_sweeps_own_threads_default(capsys):
+    # (it said train's: "auto (default: ...)", while a sweep's trials run on one thread)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--threads N|auto threads of each trial: 1 (default" in text and "auto (default" not in text
 
 
 def test_cli_grid_values_are_parsed_by_their_options():
