@@ -417,15 +417,104 @@ def _check_distributable(args):
         raise UsageError(f"--distributed runs on --backend numba only; got --backend {args.backend}")
 
 
-def _communicator(args):
+def _communicator():
     """The MPI communicator of ``--distributed``, or None (with a note on stderr) to train in
-    this process as usual: without mpi4py, or on a single rank."""
-    from .distributed import communicator
+    this process as usual: without mpi4py, or on a single rank. Once per ``main``; a rank of
+    several keeps the SIGTERM watchdog (``_MPIWatchdog``) for the collectives after."""
+    if not _world:
+        from .distributed import communicator
 
-    comm, note = communicator(True)
-    if note is not None:
-        print(f"fastmlp: note: {note}", file=sys.stderr)
-    return comm
+        handler = None
+        if _watchdog is not None:
+            _watchdog.start()
+            # MPI_Init waits for every rank while it holds the GIL, so neither a Python handler
+            # nor the watchdog runs: SIGTERM's own action meanwhile (nothing is being written)
+            handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            comm, note = communicator(True)
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
+        if comm is None and _watchdog is not None:
+            _watchdog.stop()
+        _world[:] = [comm, note]
+    return _world[0]
+
+
+# [communicator, note] of this main() call's --distributed run, once looked up: the note (why
+# it trains in one process) is said when training starts, not before a usage error
+_world = []
+
+
+def _is_distributed_train(argv):
+    """Whether ``argv`` is ``train --distributed`` (or an abbreviation argparse takes), before
+    parsing: its ranks meet MPI first, so that a rank's own usage error reaches the others."""
+    words = [word for word in argv if not word.startswith("-")]
+    return bool(words) and words[0] == "train" and any(
+        len(word) > 4 and word.startswith("--di") and "--distributed".startswith(word) for word in argv)
+
+
+def _parse_with_the_ranks(parser, argv):
+    """``parser.parse_args(argv)`` on a rank of ``train --distributed``: a usage error that this
+    rank alone meets (a --resume file or --plot directory missing on its node) is told to the
+    other ranks at their meeting, where they raise ``RanksFailed``, instead of leaving them
+    waiting for this one in MPI for ever."""
+    comm = _communicator()
+    if comm is None:
+        return parser.parse_args(argv)
+    from .distributed import agreeing
+
+    with agreeing(comm):
+        return parser.parse_args(argv)
+
+
+class _MPIWatchdog:
+    """SIGTERM for a rank that waits inside MPI (MPI_Init, or a collective another rank never
+    joins), where no Python signal handler runs: if the main thread has not taken up a SIGTERM
+    within ``grace`` seconds, this thread says so and ends the process with 143 (mpiexec then
+    ends the other ranks), rather than leave the job running until a SIGKILL. It hears signals
+    through ``signal.set_wakeup_fd``, which the interpreter writes as a signal arrives."""
+
+    grace = 10.0
+
+    def __init__(self):
+        self._read = self._write = self._previous = self._thread = None
+        self._stopping = threading.Event()
+
+    def start(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="fastmlp-sigterm-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        received = 0
+        while not self._stopping.is_set():
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            received += data.count(signal.SIGTERM)
+            if received > len(_signalled) and not self._stopping.wait(self.grace) and received > len(_signalled):
+                os.write(2, b"fastmlp: interrupted: stopped by SIGTERM (this rank was waiting inside MPI, "
+                            b"where it could not stop by itself)\n")
+                os._exit(EXIT_TERMINATED)
+
+    def stop(self):
+        if self._thread is None:
+            return
+        self._stopping.set()
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._write)  # the thread's read returns
+        self._thread.join()
+        os.close(self._read)
+        self._thread = None
+
+
+_watchdog = None  # main()'s, while it handles SIGTERM in the main thread
 
 
 # The communicator of a distributed run of more than one rank that an interrupt or an error
@@ -437,16 +526,19 @@ _ranks_to_stop = []
 def _train(args):
     if not args.distributed:
         return _train_ranks(args, None)
-    if not args.resume:  # a resumed run's batch size and backend come from its checkpoint
-        _check_distributable(args)
-    comm = _communicator(args)
+    comm = _communicator()
     if comm is None:
+        if not args.resume:  # a resumed run's batch size and backend come from its checkpoint
+            _check_distributable(args)
+        print(f"fastmlp: note: {_world[1]}", file=sys.stderr)
         return _train_ranks(args, None)
     from .distributed import RanksFailed, agreeing
 
     meeting = {"met": False, "agreed": False}
     try:
         with agreeing(comm) as meeting:  # a rank that fails before training (its data, its checkpoint) tells the others
+            if not args.resume:
+                _check_distributable(args)
             return _train_ranks(args, comm)
     except KeyboardInterrupt:
         _ranks_to_stop.append(comm)
@@ -852,11 +944,14 @@ def _terminate(signum, frame):
 
 
 def main(argv=None):
+    global _watchdog
     argv = sys.argv[1:] if argv is None else list(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     _signalled.clear()
     _ranks_to_stop.clear()
+    _world.clear()
+    _watchdog = _MPIWatchdog() if in_main_thread else None
     try:
         status = _main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
@@ -872,6 +967,9 @@ def main(argv=None):
             _stop_other_ranks(EXIT_ERROR)
         raise
     finally:
+        if _watchdog is not None:
+            _watchdog.stop()
+            _watchdog = None
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
@@ -898,7 +996,7 @@ def _main(argv):
     parser = build_parser()
     args = None
     try:
-        args = parser.parse_args(argv)
+        args = _parse_with_the_ranks(parser, argv) if _is_distributed_train(argv) else parser.parse_args(argv)
         if args.version:
             from . import __version__
 

@@ -615,6 +615,16 @@ class MLP:
                            counters=None if state is None else state.counters, sample_weight=sample_weight,
                            validation_data=None if validation_data is None else [_crc(X_val), _crc(y_val)])
 
+        if comm is not None and evaluate is not None:
+            # Rank 0's validation scores on every rank: each rank's own could differ in the last
+            # bits on nodes of another CPU kind (compiled for each host), and then early stopping
+            # or the adaptive rate could decide differently on two ranks, one waiting for the
+            # other for ever.
+            own_scores = evaluate
+
+            def evaluate():
+                return comm.bcast(own_scores() if is_lead(comm) else None, root=0)
+
         data = self.backend_.prepare(X)
         fingerprint = fingerprint.result()
 

@@ -117,6 +117,17 @@ try:
         X_far, y_far, epochs=1, batch_size=32, shuffle=False, progress=False, distributed=True)
 except fastmlp.DivergenceError as error:
     results["diverged_on_rank_1"] = np.array(comm.gather([error.epoch, error.sample, error.row], root=0))
+# rank 1 scores its validation split otherwise (as a node of another CPU kind can, in the last
+# bits; here far worse): early stopping decides on rank 0's scores on every rank (rank 1 stopped
+# after epoch 2 and rank 0 waited for it in the next collective for ever)
+own_metrics = fastmlp.MLP._metrics
+if comm.rank == 1:
+    fastmlp.MLP._metrics = lambda self, data, y: {**own_metrics(self, data, y), "loss": 1e3 + len(self.history_.epoch)}
+history = fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], epochs=4, batch_size=32, lr=0.1,
+                                               validation_fraction=0.2, early_stopping=1, progress=False,
+                                               distributed=True)
+fastmlp.MLP._metrics = own_metrics
+results["stopped"] = np.array(comm.gather([history.stopped_epoch] + history.val_loss, root=0))
 # rank 1 alone fails before training (its checkpoint directory is missing there), then rank 1
 # alone validates on other data, then builds its network with another activation (the same
 # weights: the ranks' gradients were mixed, silently): every rank stops with an error at the
@@ -194,6 +205,10 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     assert error.row == 16
     np.testing.assert_array_equal(result["diverged_on_rank_1"], [[error.epoch, error.sample, error.row]] * 2)
 
+    # both ranks stopped where rank 0's own validation scores say (past epoch 2, where rank 1's would)
+    stopped = result["stopped"]
+    assert stopped[0].tolist() == stopped[1].tolist() and stopped[0][0] > 2, stopped
+
     # a rank that failed before training was waited for by the others for ever; ranks that
     # validate on different data trained different runs
     rank0, rank1 = result["refused0"]
@@ -256,6 +271,69 @@ def test_cli_a_rank_without_its_data_stops_every_rank(tiny_mnist_dir, tmp_path):
             "DataNotFoundError: MNIST data not found") in done.stderr
     # every rank raised: none is stopped by MPI_Abort (rank 1 aborted the job, racing rank 0's message)
     assert "Abort" not in done.stderr, done.stderr
+
+
+def test_cli_a_rank_whose_arguments_fail_stops_every_rank(tiny_mnist_dir, tmp_path):
+    """A usage error of one rank's alone (its --resume file or --plot directory missing on its
+    node): that rank exited before MPI started, and the other waited in MPI_Init for ever."""
+    command = mpiexec()
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    train = [sys.executable, "-m", "fastmlp", "train", "--distributed", "--data", str(tiny_mnist_dir), "--layers",
+             "784,8,10", "--batch-size", "20", "--no-progress"]
+    subprocess.run([command, "-n", "2", *train, "--save", "run.npz"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=RANKS_TIMEOUT)
+    elsewhere = tmp_path / "node1"
+    elsewhere.mkdir()
+    done = subprocess.run([command, "-n", "1", "-wdir", str(tmp_path), *train, "--resume", "run.npz", "--epochs", "2",
+                           ":", "-n", "1", "-wdir", str(elsewhere), *train, "--resume", "run.npz", "--epochs", "2"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    assert "fastmlp: error: fastmlp train: argument --resume: no such file: 'run.npz'" in done.stderr
+    assert ("fastmlp: error: distributed training: rank 1 failed before training, so no rank trains: UsageError: "
+            "fastmlp train: argument --resume: no such file") in done.stderr
+
+
+def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
+    """A rank in a collective that another rank never joins runs no Python signal handler: it
+    took no notice of a SIGTERM (a batch system's time-out), and the job ran until SIGKILL. The
+    command line's watchdog ends it after a grace period, and mpiexec the others with it."""
+    import signal
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys, time
+        from mpi4py import MPI
+        from fastmlp import cli
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() == 1:
+            time.sleep(120)  # never joins the barrier
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, cli._terminate)
+        cli._MPIWatchdog.grace = 1.0
+        cli._MPIWatchdog().start()
+        open("rank0.pid", "w").write(str(os.getpid()))
+        comm.Barrier()
+    """))
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    job = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, str(script)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "rank0.pid").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # in the barrier
+        os.kill(int((tmp_path / "rank0.pid").read_text()), signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = job.communicate(timeout=60)
+        assert time.monotonic() - sent < 30
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 143, err
+    assert "stopped by SIGTERM (this rank was waiting inside MPI" in err
 
 
 def long_run_until_checkpointed(data_dir, cwd, checkpoint, then):
