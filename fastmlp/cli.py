@@ -33,7 +33,7 @@ from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
 from .plot import FIGURE_SUFFIXES, require_matplotlib
 from .prediction import OUTPUT_SUFFIXES
-from .trainer import SCHEDULES
+from .trainer import SCHEDULES, DivergenceError
 
 # Options that describe the network: a resumed run takes them from its checkpoint.
 MODEL_OPTIONS = ("layers", "activation", "loss", "output", "init", "dtype", "seed", "no_bias")
@@ -411,8 +411,14 @@ def _check_resumed_data(args, model, X_train, y_train):
 def _check_distributable(args):
     from .distributed import PER_SAMPLE_IS_SEQUENTIAL
 
+    if args.batch_size == 1 and args.resume:  # (its batch size is the checkpoint's)
+        raise UsageError(f"--distributed: the run of --resume {args.resume} trains per-sample (batch size 1), which "
+                         f"cannot be distributed: {PER_SAMPLE_IS_SEQUENTIAL}")
     if args.batch_size == 1:
         raise UsageError(f"--distributed needs --batch-size 2 or more (default 1): {PER_SAMPLE_IS_SEQUENTIAL}")
+    if "threads" in getattr(args, "given", ()):
+        raise UsageError("--threads does not go with --distributed: each rank trains on one thread (start one rank "
+                         "per core, with NUMBA_NUM_THREADS=1)")
     if args.backend != "numba":
         raise UsageError(f"--distributed runs on --backend numba only; got --backend {args.backend}")
 
@@ -525,6 +531,12 @@ _ranks_to_stop = []
 
 def _train(args):
     if not args.distributed:
+        from .distributed import launched_as
+
+        launched = launched_as()
+        if launched is not None:
+            print(f"fastmlp: note: started as one of {launched[0]} MPI processes ({launched[2]}) without "
+                  f"--distributed: each of them trains the whole run alone", file=sys.stderr)
         return _train_ranks(args, None)
     comm = _communicator()
     if comm is None:
@@ -545,6 +557,10 @@ def _train(args):
         raise
     except RanksFailed:
         raise  # raised on every rank alike
+    except DivergenceError as error:  # raised on every rank alike, at the same sample: rank 0 says it
+        if comm.Get_rank() != 0:
+            error._said_by_rank_0 = True
+        raise
     except Exception:
         # after the ranks agreed to train, an error of this rank's alone (no memory, ...): the
         # others may wait for it in a collective (an error before that was told to every rank)
@@ -974,6 +990,12 @@ def main(argv=None):
             signal.signal(signal.SIGTERM, previous)
 
 
+def _said_by_rank_0(error):
+    from .distributed import said_by_rank_0  # (no mpi4py import)
+
+    return said_by_rank_0(error)
+
+
 def _stdout_gone():
     """Whether stdout's reader has gone (``fastmlp evaluate m.npz | head -1``: the pipe's write
     end reports an error when polled); if so, stdout now writes to the null device, so that
@@ -1024,7 +1046,8 @@ def _main(argv):
         args.given = _given_options(argv)
         return _train(args)
     except UsageError as error:
-        print(f"fastmlp: error: {error}", file=sys.stderr)
+        if not _said_by_rank_0(error):  # (the ranks of train --distributed, each with the same error)
+            print(f"fastmlp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
         cause = "SIGTERM" if _signalled else "Ctrl-C"
@@ -1040,7 +1063,8 @@ def _main(argv):
         message = " ".join(str(error).split()) or type(error).__name__
         if getattr(args, "command", None) in ("train", "compare"):  # a fit's error once the data is in
             message = options.in_option_names(message, TRAINING_OPTIONS + MODEL_OPTIONS)
-        print(f"fastmlp: error: {message}", file=sys.stderr)
+        if not _said_by_rank_0(error):
+            print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still
         # the SIGTERM's end for a batch system
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_ERROR)

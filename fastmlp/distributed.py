@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import zlib
 
@@ -48,6 +49,25 @@ class DistributedWarning(UserWarning):
     """``distributed=True`` that trains in one process after all (no MPI, or a single rank)."""
 
 
+# What MPI launchers tell each process they start: (the size variable, the rank variable).
+# MPICH's Hydra (and Slurm's srun --mpi=pmi2) set PMI_*, Open MPI's mpirun OMPI_COMM_WORLD_*.
+LAUNCHER_VARIABLES = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
+
+
+def launched_as(environ=None):
+    """``(size, rank, variable)`` when an MPI launcher started this process as one of ``size``
+    > 1 processes (its environment says so, mpi4py or not), else None."""
+    environ = os.environ if environ is None else environ
+    for size_name, rank_name in LAUNCHER_VARIABLES:
+        try:
+            size, rank = int(environ.get(size_name, "")), int(environ.get(rank_name, "0"))
+        except ValueError:
+            continue
+        if size > 1:
+            return size, rank, size_name
+    return None
+
+
 def communicator(distributed):
     """``(comm, note)`` for the ``distributed`` argument of ``MLP.fit``: the mpi4py communicator
     to train over, or None to train in this process as usual, and why not when it was asked
@@ -61,6 +81,14 @@ def communicator(distributed):
         try:
             from mpi4py import MPI
         except (ImportError, RuntimeError) as error:  # mpi4py absent, or no MPI library for it
+            launched = launched_as()
+            if launched is not None:  # each of the N would train alone (or the others wait for this one)
+                size, rank, variable = launched
+                raise RuntimeError(
+                    f"distributed training needs mpi4py and an MPI library ({error}; {EXTRA}), and this process "
+                    f"(rank {rank}) was started as one of {size} MPI processes ({variable}={size}): it does not train "
+                    f"alone as if it were the only one"
+                ) from None
             return None, (f"distributed training needs mpi4py and an MPI library ({error}; {EXTRA}): "
                           f"training in this one process as usual")
         comm = MPI.COMM_WORLD
@@ -96,7 +124,17 @@ _FAILED = "failed before training"
 
 class RanksFailed(ValueError):
     """Raised on every rank, alike, when the ranks' training calls differ or one of them failed
-    before training: no rank waits for the others."""
+    before training: no rank waits for the others. ``failed``: [(rank, its error)] of the ranks
+    that failed before training; ``size``: the ranks."""
+
+    failed = ()
+    size = 0
+
+
+def said_by_rank_0(error):
+    """Whether ``error``, raised on this rank, was raised alike on every rank (the same error
+    before training, a divergence), so that rank 0's account of it is enough."""
+    return bool(getattr(error, "_said_by_rank_0", False))
 
 
 @contextlib.contextmanager
@@ -118,10 +156,13 @@ def agreeing(comm):
         yield call
     except Exception as error:
         if not call["met"]:
+            mine = f"{type(error).__name__}: {' '.join(str(error).split())}"
             try:
-                check_same_run(comm, **{_FAILED: f"{type(error).__name__}: {' '.join(str(error).split())}"})
-            except RanksFailed:
-                pass  # this rank raises its own error
+                check_same_run(comm, **{_FAILED: mine})
+            except RanksFailed as told:  # this rank raises its own error
+                alike = len(told.failed) == told.size and all(theirs == mine for _, theirs in told.failed)
+                if alike and comm.Get_rank() != 0:
+                    error._said_by_rank_0 = True
         raise
     finally:
         _UNMET.remove(call)
@@ -142,7 +183,9 @@ def check_same_run(comm, **call):
     if failed:
         rank, error = failed[0]
         more = f" (and {len(failed) - 1} other rank{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
-        raise RanksFailed(f"distributed training: rank {rank}{more} failed before training, so no rank trains: {error}")
+        told = RanksFailed(f"distributed training: rank {rank}{more} failed before training, so no rank trains: {error}")
+        told.failed, told.size = failed, len(everyone)
+        raise told
     for rank, theirs in enumerate(everyone):
         differing = sorted(name for name in mine if theirs.get(name) != everyone[0].get(name))
         if differing:

@@ -409,6 +409,50 @@ def test_without_mpi4py_a_note_then_training_as_usual(rng, monkeypatch, tiny_mni
     assert json.loads(out)["ranks"] == 1
 
 
+def test_under_a_launcher_without_mpi4py_a_rank_does_not_train_alone(monkeypatch, tiny_mnist_dir, capsys):
+    """mpiexec -n 2 on nodes without mpi4py: each rank trained the whole run alone, printed its
+    results and wrote the same --save file (or, with mpi4py on the other node, left it waiting)."""
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", "1")
+    argv = ["train", "--data", str(tiny_mnist_dir), "--layers", "784,8,10", "--batch-size", "50", "--json"]
+    status = main([*argv, "--distributed"])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == ""
+    assert "needs mpi4py and an MPI library" in err and "(rank 1) was started as one of 2 MPI processes (PMI_SIZE=2)" in err
+    with pytest.raises(RuntimeError, match="started as one of 2 MPI processes"):
+        fastmlp.MLP([784, 8, 10]).fit(np.zeros((4, 784)), np.arange(4), batch_size=2, distributed=True)
+    # without --distributed: each trains alone, as asked, with a note that says so
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status == 0 and json.loads(out)["ranks"] == 1
+    assert "fastmlp: note: started as one of 2 MPI processes (PMI_SIZE) without --distributed" in err
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, None), ({"PMI_SIZE": "1", "PMI_RANK": "0"}, None), ({"PMI_SIZE": "4", "PMI_RANK": "3"}, (4, 3, "PMI_SIZE")),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"}, (2, 0, "OMPI_COMM_WORLD_SIZE")),
+    ({"PMI_SIZE": "two"}, None),
+])
+def test_launched_as_reads_the_launchers_variables(environ, expected):
+    from fastmlp.distributed import launched_as
+
+    assert launched_as(environ) == expected
+
+
+def test_cli_errors_every_rank_meets_alike_are_said_once(tiny_mnist_dir, tmp_path):
+    """Said once per rank (64 times on 64 ranks), sometimes two on a line; a divergence, raised
+    on every rank alike, ended through MPI_Abort with MPICH's noise."""
+    train = ["-m", "fastmlp", "train", "--distributed", "--data", str(tiny_mnist_dir), "--layers", "784,8,10",
+             "--batch-size", "20", "--no-progress"]
+    done = run_two_ranks([*train, "--save", str(tmp_path / "missing" / "m.npz")], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("fastmlp: error:") == 1 and "--save" in done.stderr, done.stderr
+    done = run_two_ranks([*train, "--activation", "identity", "--lr", "1e10", "--epochs", "3"], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("fastmlp: error: training diverged") == 1 and "Abort" not in done.stderr, done.stderr
+
+
 def test_a_single_rank_is_a_note_then_training_as_usual(rng):
     pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
     X, y = data(rng)
@@ -443,6 +487,8 @@ def test_what_cannot_be_distributed_is_refused_before_training(rng, model, optio
     [
         (["--distributed"], "--distributed needs --batch-size 2 or more (default 1): per-sample SGD"),
         (["--distributed", "--batch-size", "8", "--backend", "numpy"], "--backend numba only; got --backend numpy"),
+        # (each rank trains on one thread: it was accepted and ignored)
+        (["--distributed", "--batch-size", "8", "--threads", "2"], "--threads does not go with --distributed"),
     ],
 )
 def test_cli_refuses_what_cannot_be_distributed(capsys, tmp_path, argv, words):
@@ -450,6 +496,18 @@ def test_cli_refuses_what_cannot_be_distributed(capsys, tmp_path, argv, words):
     out, err = capsys.readouterr()
     assert status == 2 and out == ""
     assert words in err and err.count("\n") == 1
+
+
+def test_cli_resuming_a_per_sample_run_distributed_names_the_checkpoint(capsys, tiny_mnist_dir, tmp_path):
+    # it said "--distributed needs --batch-size 2 or more (default 1)" to a user who gave none
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
+    assert main(["train", "--data", str(tiny_mnist_dir), "--layers", "784,8,10", "--no-progress",
+                 "--save", str(tmp_path / "ps.npz")]) == 0
+    capsys.readouterr()
+    status = main(["train", "--data", str(tiny_mnist_dir), "--distributed", "--resume", str(tmp_path / "ps.npz"),
+                   "--epochs", "2"])
+    err = capsys.readouterr().err
+    assert status == 2 and "trains per-sample (batch size 1), which cannot be distributed" in err
 
 
 def test_import_fastmlp_does_not_import_mpi4py():
