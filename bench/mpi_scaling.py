@@ -2,8 +2,8 @@
 
     FASTMLP_DATA=../shared/data/mnist python bench/mpi_scaling.py [--epochs 3] [--json FILE]
 
-One MNIST epoch of 784-128-10 (sigmoid, softmax + cross-entropy, float32, lr 0.1) at batch
-128 and 1024, trained four ways, each in fresh processes:
+MNIST epochs (--epochs, default 3) of 784-128-10 (sigmoid, softmax + cross-entropy, float32, lr 0.1) at batch
+128 and 1024, trained three ways, each in fresh processes:
 
     1 process, 1 thread     MLP.fit                    NUMBA_NUM_THREADS=1
     1 process, 2 threads    MLP.fit(threads=2)         NUMBA_NUM_THREADS=2

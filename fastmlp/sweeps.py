@@ -34,6 +34,7 @@ import math
 import numbers
 import os
 import socket
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -426,13 +427,7 @@ def _dask_executor(workers, scheduler):
     away with it, which also stops any task still running."""
     distributed = _require_distributed()
     if scheduler is not None:
-        try:
-            client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, TimeoutError) as error:
-            raise ConnectionError(
-                f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
-                f"check the address and that the scheduler runs"
-            ) from None
+        client = _connect(distributed, scheduler)
         with client:
             yield client.get_executor(pure=False), f"dask scheduler {scheduler} ({len(client.nthreads())} workers)"
         return
@@ -443,6 +438,39 @@ def _dask_executor(workers, scheduler):
     )
     with cluster, distributed.Client(cluster) as client:
         yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
+
+
+def _connect(distributed, scheduler):
+    """A Client of the scheduler at ``scheduler``, or a ConnectionError within about
+    SCHEDULER_TIMEOUT: Client's own timeout covers a closed port, not a server that accepts and
+    never answers (it waited for ever), and a server that answers another protocol (a web
+    server, the dashboard's port) ended in Dask's MemoryError for a frame of exabytes."""
+    from dask.utils import parse_timedelta
+
+    outcome = {}
+
+    def connect():
+        try:
+            outcome["client"] = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - any failure is the address's, said below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=connect, name="fastmlp-dask-connect", daemon=True)
+    thread.start()
+    thread.join(parse_timedelta(SCHEDULER_TIMEOUT) + 5)
+    error = outcome.get("error")
+    if thread.is_alive() or (error is not None and not isinstance(error, (OSError, TimeoutError))):
+        raise ConnectionError(
+            f"the server at {scheduler} does not answer as a Dask scheduler "
+            f"({'no answer within ' + SCHEDULER_TIMEOUT if thread.is_alive() else _describe_error(error)}); check the "
+            f"address (the scheduler's port, 8786 by default, not the dashboard's 8787)"
+        ) from None
+    if error is not None:
+        raise ConnectionError(
+            f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
+            f"check the address and that the scheduler runs"
+        ) from None
+    return outcome["client"]
 
 
 def usable_cpus():

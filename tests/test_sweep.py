@@ -377,6 +377,44 @@ def test_an_unreachable_scheduler_is_an_error_not_a_hang(monkeypatch, tmp_path):
         fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", scheduler="tcp://127.0.0.1:9", data=tmp_path)
 
 
+@pytest.mark.parametrize("answer", ["http", "silent"])
+def test_a_server_that_is_no_scheduler_is_an_error_not_a_hang(monkeypatch, tmp_path, answer):
+    """A port that answers another protocol (a web server, the dashboard's) ended in a 59-line
+    traceback, Dask's MemoryError for a frame of exabytes; one that accepts and never answers
+    waited for ever."""
+    import socket
+    import threading
+
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 'fastmlp[dask]'")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if answer == "http":
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(sweeps, "SCHEDULER_TIMEOUT", "2s")
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with pytest.raises(ConnectionError, match=f"the server at {address} does not answer as a Dask scheduler"):
+            fastmlp.sweep(BASE, grid={"lr": [0.1]}, executor="dask", scheduler=address, data=tmp_path)
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+
+
 # --- the command line ----------------------------------------------------------------------
 
 def run(capsys, *argv):
