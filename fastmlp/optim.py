@@ -33,6 +33,7 @@ import numpy as np
 
 OPTIMIZERS = ("sgd", "adam")
 
+from .kernels import codes
 from .kernels.codes import (  # noqa: F401 - the slots are defined once, with the kernels
     ADAM,
     BETA1,
@@ -93,6 +94,13 @@ class Optimizer:
         self.weight_decay = _number("weight_decay", self.weight_decay, 0.0, math.inf)
         self.dropout = _number("dropout", self.dropout, 0.0, 1.0)
         self.input_dropout = _number("input_dropout", self.input_dropout, 0.0, 1.0)
+        for name in ("dropout", "input_dropout"):
+            rate = getattr(self, name)
+            if 0 < rate and codes.drop_threshold(rate) == 0:
+                # the masks draw rates in steps of 2**-KEEP_BITS: this one would drop no unit, yet the
+                # reference would still scale the kept ones by 1 / (1 - rate), the kernels not at all
+                raise ValueError(f"{name}={rate!r} is below the smallest rate the dropout masks draw "
+                                 f"(2**-{codes.KEEP_BITS + 1} = {2.0 ** -(codes.KEEP_BITS + 1):.3g}); use 0 for none")
         if self.optimizer == "adam" and self.nesterov:
             raise ValueError("nesterov applies to optimizer='sgd' with momentum; Adam has no Nesterov form here")
         if self.nesterov and self.momentum == 0:

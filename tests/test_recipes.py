@@ -215,6 +215,10 @@ def test_switching_the_optimizer_state_mid_run_is_refused(rng, synth, first, the
         ({"optimizer": "adam", "nesterov": True, "momentum": 0.5}, ValueError, "Nesterov"),
         ({"optimizer": "rmsprop"}, ValueError, "optimizer must be one of"),
         ({"dropout": 1.0}, ValueError, "dropout must be in"),
+        # the masks drop no unit at such a rate: the kernels trained without dropout, the
+        # reference scaled every unit by 1 / (1 - rate) (float64 runs parted past compare's 1e-8)
+        ({"dropout": 2.9e-8}, ValueError, "dropout=2.9e-08 is below the smallest rate the dropout masks draw"),
+        ({"input_dropout": 1e-12}, ValueError, "input_dropout=1e-12 is below the smallest rate"),
         ({"power_t": -1}, ValueError, "power_t must be a finite number >= 0"),
         ({"warmup_epochs": -1}, ValueError, "warmup_epochs must be a non-negative integer"),
         ({"warmup_epochs": 1.5}, TypeError, "warmup_epochs"),
