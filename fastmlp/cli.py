@@ -991,9 +991,10 @@ def main(argv=None):
 
 
 def _said_by_rank_0(error):
-    from .distributed import said_by_rank_0  # (no mpi4py import)
-
-    return said_by_rank_0(error)
+    """Whether ``error`` was raised alike on every rank of a distributed run (the same error before
+    training, marked by ``distributed.agreeing``; a divergence, by ``_train``), so that rank 0's
+    account of it is enough and this rank says nothing."""
+    return bool(getattr(error, "_said_by_rank_0", False))
 
 
 def _stdout_gone():

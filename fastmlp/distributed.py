@@ -131,12 +131,6 @@ class RanksFailed(ValueError):
     size = 0
 
 
-def said_by_rank_0(error):
-    """Whether ``error``, raised on this rank, was raised alike on every rank (the same error
-    before training, a divergence), so that rank 0's account of it is enough."""
-    return bool(getattr(error, "_said_by_rank_0", False))
-
-
 @contextlib.contextmanager
 def agreeing(comm):
     """Run one rank's part of a distributed call (a ``fit``; the command line's set-up and
@@ -162,7 +156,7 @@ def agreeing(comm):
             except RanksFailed as told:  # this rank raises its own error
                 alike = len(told.failed) == told.size and all(theirs == mine for _, theirs in told.failed)
                 if alike and comm.Get_rank() != 0:
-                    error._said_by_rank_0 = True
+                    error._said_by_rank_0 = True  # every rank raised it: rank 0's account is enough (cli)
         raise
     finally:
         _UNMET.remove(call)

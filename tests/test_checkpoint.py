@@ -240,12 +240,19 @@ def test_checkpoint_every_writes_after_every_n_epochs_and_at_the_end(tmp_path, d
 # --- the file ----------------------------------------------------------------------------------
 
 
-def test_the_file_holds_the_documented_entries_and_no_pickle(tmp_path, data):
+def _saved_adam_run_with_early_stopping(tmp_path, data):
+    """(model, path): two epochs of Adam with early stopping (every kind of entry: slots, a best
+    snapshot), saved to ``path``."""
     X, y = data
     model = MLP([784, 8, 10], seed=3, backend="numpy")
     model.fit(X, y, epochs=2, batch_size=4, optimizer="adam", lr=0.01, validation_fraction=0.25, early_stopping=4,
               progress=False)
     model.save(tmp_path / "m.npz")
+    return model, tmp_path / "m.npz"
+
+
+def test_the_file_holds_the_documented_entries_and_no_pickle(tmp_path, data):
+    model, _ = _saved_adam_run_with_early_stopping(tmp_path, data)
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         files = set(archive.files)
         # format 3 only marks a run interrupted mid-epoch; every other file stays format 2
@@ -496,12 +503,8 @@ def test_entries_that_contradict_each_other_are_refused(tmp_path, saved, change,
 ], ids=["snapshot-after-end", "best-params-nan", "adam-negative-moment"])
 def test_snapshots_that_could_not_be_gone_back_to_are_refused(tmp_path, data, change, words):
     """They loaded; early stopping then took the NaN weights as the model's, with no error."""
-    X, y = data
-    model = MLP([784, 8, 10], seed=3, backend="numpy")
-    model.fit(X, y, epochs=2, batch_size=4, optimizer="adam", lr=0.01, validation_fraction=0.25, early_stopping=4,
-              progress=False)
-    model.save(tmp_path / "m.npz")
-    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+    _, path = _saved_adam_run_with_early_stopping(tmp_path, data)
+    with np.load(path, allow_pickle=False) as archive:
         entries = {name: archive[name] for name in archive.files}
     target = rewrite(tmp_path / "bad.npz", entries, **change(entries))
     with pytest.raises(CheckpointError, match=words):
