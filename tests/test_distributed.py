@@ -303,7 +303,7 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
 
     script = tmp_path / "stuck.py"
     script.write_text(textwrap.dedent("""
-        import os, signal, sys, time
+        import os, signal, sys, threading, time
         from mpi4py import MPI
         from fastmlp import cli
         comm = MPI.COMM_WORLD
@@ -313,7 +313,12 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
         signal.signal(signal.SIGTERM, cli._terminate)
         cli._MPIWatchdog.grace = 1.0
         cli._MPIWatchdog().start()
-        open("rank0.pid", "w").write(str(os.getpid()))
+
+        def tell():  # the pid, once the main thread waits in the barrier (a SIGTERM before it is Python's)
+            time.sleep(1.0)
+            open("rank0.pid", "w").write(str(os.getpid()))
+
+        threading.Thread(target=tell, daemon=True).start()
         comm.Barrier()
     """))
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
@@ -324,7 +329,7 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
         deadline = time.monotonic() + 60
         while not (tmp_path / "rank0.pid").exists() and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)  # in the barrier
+        time.sleep(0.1)  # (the file written)
         os.kill(int((tmp_path / "rank0.pid").read_text()), signal.SIGTERM)
         sent = time.monotonic()
         _, err = job.communicate(timeout=60)
