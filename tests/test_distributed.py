@@ -337,7 +337,8 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 143, err
+    # rank 0 ends with 143; mpiexec reports it, or the SIGKILL it then sends rank 1 (9), whichever it sees first
+    assert job.returncode in (143, 9), err
     assert "stopped by SIGTERM (this rank was waiting inside MPI" in err
 
 
