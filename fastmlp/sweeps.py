@@ -442,35 +442,52 @@ def _dask_executor(workers, scheduler):
 
 def _connect(distributed, scheduler):
     """A Client of the scheduler at ``scheduler``, or a ConnectionError within about
-    SCHEDULER_TIMEOUT: Client's own timeout covers a closed port, not a server that accepts and
-    never answers (it waited for ever), and a server that answers another protocol (a web
-    server, the dashboard's port) ended in Dask's MemoryError for a frame of exabytes."""
-    from dask.utils import parse_timedelta
+    SCHEDULER_TIMEOUT. The address is first probed with a Dask handshake of its own, under a
+    deadline: Client's timeout covers a closed port, not a server that accepts and never answers
+    (it waited for ever), and a server of another protocol (a web server, the dashboard's port)
+    ended in Dask's MemoryError for a frame of exabytes. The probe runs its own event loop in a
+    thread that ends with it (a Jupyter kernel's running loop is not touched)."""
+    import asyncio
 
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect
+
+    seconds = parse_timedelta(SCHEDULER_TIMEOUT)
     outcome = {}
 
-    def connect():
+    async def probe():
+        comm = await asyncio.wait_for(connect(scheduler, timeout=seconds), seconds + 1)
+        await comm.close()
+
+    def run():
         try:
-            outcome["client"] = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+            asyncio.run(probe())
         except Exception as error:  # noqa: BLE001 - any failure is the address's, said below
             outcome["error"] = error
 
-    thread = threading.Thread(target=connect, name="fastmlp-dask-connect", daemon=True)
+    thread = threading.Thread(target=run, name="fastmlp-dask-probe", daemon=True)
     thread.start()
-    thread.join(parse_timedelta(SCHEDULER_TIMEOUT) + 5)
+    thread.join(seconds + 5)
     error = outcome.get("error")
-    if thread.is_alive() or (error is not None and not isinstance(error, (OSError, TimeoutError))):
-        raise ConnectionError(
-            f"the server at {scheduler} does not answer as a Dask scheduler "
-            f"({'no answer within ' + SCHEDULER_TIMEOUT if thread.is_alive() else _describe_error(error)}); check the "
-            f"address (the scheduler's port, 8786 by default, not the dashboard's 8787)"
-        ) from None
-    if error is not None:
+    if isinstance(error, (OSError, TimeoutError)) and not isinstance(error, asyncio.TimeoutError):
         raise ConnectionError(
             f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
             f"check the address and that the scheduler runs"
         ) from None
-    return outcome["client"]
+    if thread.is_alive() or error is not None:
+        said = "no answer within " + SCHEDULER_TIMEOUT if thread.is_alive() or isinstance(
+            error, asyncio.TimeoutError) else _describe_error(error)
+        raise ConnectionError(
+            f"the server at {scheduler} does not answer as a Dask scheduler ({said}); check the address (the "
+            f"scheduler's port, 8786 by default, not the dashboard's 8787)"
+        ) from None
+    try:
+        return distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+    except (OSError, TimeoutError) as error:
+        raise ConnectionError(
+            f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
+            f"check the address and that the scheduler runs"
+        ) from None
 
 
 def usable_cpus():
