@@ -234,12 +234,22 @@ def add_optimizer_options(parser):
     add("--input-dropout", type=fraction, default=0.0, metavar="RATE", help="dropout of inputs in [0, 1) (default 0)")
 
 
+# Training options that only take effect with a setting of another: name -> (that setting, its
+# values). The command line refuses them otherwise (train, compare, bench), and so does a sweep
+# (``sweeps``), in the API's names, which these are.
+TAKES_EFFECT_WITH = {
+    "beta1": ("optimizer", ("adam",)), "beta2": ("optimizer", ("adam",)), "eps": ("optimizer", ("adam",)),
+    "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
+    "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
+}
+
+
 def check_optimizer_options_take_effect(optimizer, given, weight_decay):
     """UsageError for an optimizer option (``add_optimizer_options``' dests in ``given``) that
     the others leave without effect, as --momentum with Adam is: the run would train as if it
     were not there (train, compare, bench)."""
-    for dest in ("beta1", "beta2", "eps"):
-        if dest in given and optimizer != "adam":
+    for dest, (other, values) in TAKES_EFFECT_WITH.items():
+        if other == "optimizer" and dest in given and optimizer not in values:
             raise UsageError(f"--{dest} applies to --optimizer adam (SGD's is --momentum); got --optimizer {optimizer}")
     if "decoupled_weight_decay" in given and not weight_decay > 0:
         raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")

@@ -226,9 +226,8 @@ def _check_options_take_effect(args, given):
     with Adam is: the run would quietly train as if it were not there."""
     options.check_optimizer_options_take_effect(args.optimizer, given, args.weight_decay)
     schedule = args.lr_schedule
-    needs = {"power_t": ("invscaling",), "lr_decay": ("exponential", "step"), "lr_step_epochs": ("step",)}
-    for dest, schedules in needs.items():
-        if dest in given and schedule not in schedules:
+    for dest, (other, schedules) in options.TAKES_EFFECT_WITH.items():
+        if other == "lr_schedule" and dest != "n_iter_no_change" and dest in given and schedule not in schedules:
             raise UsageError(f"{_option(dest)} applies to --lr-schedule {' and '.join(schedules)}; got --lr-schedule {schedule}")
     stopping = hasattr(args, "early_stopping")  # (compare has no validation split, so no early stopping)
     if "n_iter_no_change" in given and schedule != "adaptive":

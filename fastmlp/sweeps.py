@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._cli_options import TAKES_EFFECT_WITH
 from .model import FIT_DEFAULTS, MLP, check_fit_options
 
 MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
@@ -129,22 +130,14 @@ def _check_names(where, names):
         raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep sets {', '.join(PARAMS)}")
 
 
-# Parameters that only take effect with a setting of another: (that setting, its values).
-_TAKES_EFFECT_WITH = {
-    "beta1": ("optimizer", ("adam",)), "beta2": ("optimizer", ("adam",)), "eps": ("optimizer", ("adam",)),
-    "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
-    "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
-}
-
-
 def _without_effect(params, given):
     """{name: why} for the parameters in ``given`` that the trial's others leave without effect,
     as ``fastmlp train`` refuses them: the trial would train as if they were not set."""
     setting = {**FIT_DEFAULTS, **params}
     found = {}
     for name in (name for name in PARAMS if name in given):  # (in a fixed order)
-        if name in _TAKES_EFFECT_WITH:
-            other, values = _TAKES_EFFECT_WITH[name]
+        if name in TAKES_EFFECT_WITH:
+            other, values = TAKES_EFFECT_WITH[name]
             if setting[other] not in values:
                 found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
         elif name == "decoupled_weight_decay" and setting[name] and not setting["weight_decay"] > 0:
@@ -470,10 +463,7 @@ def _connect(distributed, scheduler):
     thread.join(seconds + 5)
     error = outcome.get("error")
     if isinstance(error, (OSError, TimeoutError)) and not isinstance(error, asyncio.TimeoutError):
-        raise ConnectionError(
-            f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
-            f"check the address and that the scheduler runs"
-        ) from None
+        raise _unreachable(scheduler, error) from None
     if thread.is_alive() or error is not None:
         said = "no answer within " + SCHEDULER_TIMEOUT if thread.is_alive() or isinstance(
             error, asyncio.TimeoutError) else _describe_error(error)
@@ -484,10 +474,12 @@ def _connect(distributed, scheduler):
     try:
         return distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
     except (OSError, TimeoutError) as error:
-        raise ConnectionError(
-            f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} ({_describe_error(error)}); "
-            f"check the address and that the scheduler runs"
-        ) from None
+        raise _unreachable(scheduler, error) from None
+
+
+def _unreachable(scheduler, error):
+    return ConnectionError(f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} "
+                           f"({_describe_error(error)}); check the address and that the scheduler runs")
 
 
 def usable_cpus():
