@@ -109,7 +109,7 @@ def write(model, path):
     try:  # what read() builds: an attribute set to a bad value since (threads=0) would not load back
         type(model)(**config)._build()
     except (ValueError, TypeError) as error:
-        raise ValueError(f"cannot save {os.fspath(path)!r}: the model would not load back: {error}") from None
+        raise ValueError(f"cannot save {os.fsdecode(path)!r}: the model would not load back: {error}") from None
     config["seed"] = int(config["seed"])
     _check_saveable(model, path)
     run = model.run_
@@ -121,7 +121,7 @@ def write(model, path):
     if run.interrupted is not None:
         run_record["interrupted"] = run.interrupted
         warnings.warn(
-            f"saving {os.fspath(path)!r} {run.interrupted['samples']} samples into epoch {run.interrupted['epoch']}, "
+            f"saving {os.fsdecode(path)!r} {run.interrupted['samples']} samples into epoch {run.interrupted['epoch']}, "
             f"which the run does not count (its training was interrupted there): the file holds those weights, and "
             f"training on from it starts epoch {run.interrupted['epoch']} anew from them, not as the uninterrupted "
             f"run would; the checkpoints fit(checkpoint_path=...) writes after each epoch resume exactly",
@@ -156,7 +156,7 @@ def _check_saveable(model, path):
     try:
         model._check_params(in_place=False)
     except ValueError as error:
-        raise ValueError(f"cannot save {os.fspath(path)!r}: {error}") from None
+        raise ValueError(f"cannot save {os.fsdecode(path)!r}: {error}") from None
     run, state = model.run_, model.optimizer_state_
     n_params, dtype = model.params_.size, model.params_.dtype
     n_slots = None if model.fit_options_ is None else optim.Optimizer(
@@ -169,13 +169,13 @@ def _check_saveable(model, path):
         if not (isinstance(slots, np.ndarray) and slots.dtype == dtype and slots.shape == (n_slots, n_params)
                 and isinstance(counters, np.ndarray) and counters.dtype == np.int64 and counters.shape == (3,)):
             raise ValueError(
-                f"cannot save {os.fspath(path)!r}: {where} holds slots {getattr(slots, 'dtype', type(slots).__name__)} "
+                f"cannot save {os.fsdecode(path)!r}: {where} holds slots {getattr(slots, 'dtype', type(slots).__name__)} "
                 f"{getattr(slots, 'shape', '')} and counters {getattr(counters, 'dtype', type(counters).__name__)} "
                 f"{getattr(counters, 'shape', '')}; the model's optimizer needs slots {np.dtype(dtype).name} "
                 f"{(n_slots, n_params)} and counters int64 (3,)"
             )
         if not np.isfinite(slots).all():
-            raise ValueError(f"cannot save {os.fspath(path)!r}: {where} holds NaN or infinity")
+            raise ValueError(f"cannot save {os.fsdecode(path)!r}: {where} holds NaN or infinity")
 
 
 class _Reader:
@@ -243,7 +243,7 @@ def _open(path):
 
 def read(cls, path):
     """The model ``write`` wrote to ``path`` (``cls`` is ``MLP``); nothing is re-initialised."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # (bytes paths named as text in errors)
     with _open(path) as archive:
         entries = _Reader(path, archive)
         if "format_version" not in archive.files:

@@ -1,6 +1,7 @@
 """Checkpoints: the file format, its errors, and exact resumption of a run stopped after any epoch."""
 
 import json
+import os
 import shutil
 import zipfile
 
@@ -456,6 +457,19 @@ def test_bad_files_are_refused_with_an_error_naming_the_problem(tmp_path, saved,
         MLP.load(target)
     assert str(info.value).count(str(target)) == 1
     assert isinstance(info.value, ValueError)
+
+
+def test_errors_name_a_bytes_path_as_text(tmp_path, saved):
+    path, entries = saved
+    bad = rewrite(tmp_path / "bad.npz", entries, format_version=np.array(0))
+    with pytest.raises(CheckpointError, match="'format_version' is 0") as info:
+        MLP.load(os.fsencode(bad))
+    assert str(bad) in str(info.value) and "b'" not in str(info.value)  # (was "b'/tmp/.../bad.npz': ...")
+    model = MLP.load(path)
+    model.params_[0] = np.nan
+    with pytest.raises(ValueError, match="cannot save") as info:
+        model.save(os.fsencode(tmp_path / "nan.npz"))
+    assert str(tmp_path / "nan.npz") in str(info.value) and "b'" not in str(info.value)
 
 
 def _changed(entries, name, **changes):
