@@ -257,11 +257,32 @@ def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
     return [(start, min(start + per_chunk, n_samples)) for start in range(0, n_samples, per_chunk)]
 
 
-def _diverged(what, epoch, sample, order, lr, start):
+def _advice(optimizer, lr):
+    """What to try after a divergence with ``optimizer`` (None: plain SGD) at rate ``lr``."""
+    if optimizer is not None and optimizer.weight_decay:
+        # the decay's own step, w <- (1 - lr * decay) w, grows the weights past this product
+        # (with momentum mu, the stability limit of its two-term recurrence: 2(1 + mu), or
+        # 2(1 + mu)/(1 + 2mu) for Nesterov's); Adam's coupled decay is normalised with the
+        # gradient and has no such limit
+        if optimizer.decoupled_weight_decay:
+            limit = 2.0
+        elif optimizer.optimizer == "sgd":
+            mu = optimizer.momentum
+            limit = 2.0 * (1.0 + mu) / (1.0 + 2.0 * mu if optimizer.nesterov else 1.0)
+        else:
+            limit = math.inf
+        if lr * optimizer.weight_decay > limit:
+            return (f"The weight decay alone makes the weights grow: lr x weight_decay = "
+                    f"{lr * optimizer.weight_decay:g} is above {limit:g}, where the decay step stops "
+                    f"shrinking them. Try a smaller weight decay or learning rate")
+    return "Try a smaller learning rate"
+
+
+def _diverged(what, epoch, sample, order, lr, start, optimizer=None):
     """The DivergenceError for ``what`` went wrong in the chunk that began at ``start``."""
     error = DivergenceError(
         f"training diverged: {what} with lr={lr:g}; the model keeps the weights from before sample "
-        f"{start} of that epoch. Try a smaller learning rate",
+        f"{start} of that epoch. {_advice(optimizer, lr)}",
         epoch=epoch,
         sample=sample,
         row=int(order[sample]),
@@ -324,7 +345,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
             sample = start + nonfinite_at
             raise _diverged(
                 f"the loss became non-finite in epoch {epoch} at sample {sample} (data row {int(order[sample])})",
-                epoch, sample, order, lr, start,
+                epoch, sample, order, lr, start, optimizer,
             )
         if not np.isfinite(params).all():
             # Every loss was finite, but an update overflowed a weight (typically the last one
@@ -332,7 +353,7 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
             roll_back()
             raise _diverged(
                 f"a weight became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
-                epoch, stop - 1, order, lr, start,
+                epoch, stop - 1, order, lr, start, optimizer,
             )
         loss_sum += chunk_loss
         n_correct += chunk_correct

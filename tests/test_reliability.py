@@ -31,6 +31,34 @@ def test_divergence_stops_with_a_clear_error_and_finite_weights(rng, backend, ba
     assert np.isfinite(model.params_).all()  # the weights from before the divergence
 
 
+@pytest.mark.parametrize(
+    "recipe, limit",
+    [
+        ({}, 2.0),
+        ({"momentum": 0.9}, 3.8),
+        ({"momentum": 0.9, "nesterov": True}, 3.8 / 2.8),
+        ({"momentum": 0.9, "decoupled_weight_decay": True}, 2.0),
+    ],
+    ids=["sgd", "momentum", "nesterov", "decoupled"],
+)
+@pytest.mark.parametrize("backend, batch_size", [("numpy", 8), ("numba", 1)])
+def test_a_divergence_of_the_weight_decay_names_it(rng, backend, batch_size, recipe, limit):
+    # the advice said "a smaller learning rate" even when the decay step alone grew the weights
+    X = rng.normal(size=(2000, 4)).astype(np.float32)
+    y = (X @ rng.normal(size=(4, 1))).astype(np.float32)
+    lr = 0.01
+    for factor, diverges in ((0.9, False), (1.05, True)):
+        model = MLP([4, 8, 1], activation="tanh", loss="mse", seed=0, backend=backend)
+        run = lambda: model.fit(X, y, epochs=3, batch_size=batch_size, lr=lr,  # noqa: E731
+                                weight_decay=factor * limit / lr, progress=False, **recipe)
+        if not diverges:
+            run()  # just inside the limit the decay step shrinks the weights
+            continue
+        with pytest.raises(DivergenceError, match="The weight decay alone makes the weights grow: "
+                                                  "lr x weight_decay = [0-9.]+ is above [0-9.]+"):
+            run()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_keeps_the_last_completed_chunk(rng, synth, backend, monkeypatch):
     X, y = synth.digits(rng, 20000)
