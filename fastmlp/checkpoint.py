@@ -321,6 +321,9 @@ def _check_consistent(entries, model):
         raise entries.fail("run", f"has best_epoch={run.best_epoch} after epochs_done={run.epochs_done}")
     if training is None and run.epochs_done:
         raise entries.fail("training", f"is null, but the run has trained {run.epochs_done} epochs")
+    if training is not None and run.epochs_done and training["schedule_epochs"] is None:
+        # (a training call sets it: the run's horizon, which its schedule and a resume go by)
+        raise entries.fail("training", f"has schedule_epochs=null, but the run has trained {run.epochs_done} epochs")
     epochs = run.epochs_done
     if history.epoch != list(range(1, epochs + 1)):
         raise entries.fail("history", f"numbers epochs {history.epoch!r:.80} but the run has done {epochs}")

@@ -482,6 +482,9 @@ def _changed(entries, name, **changes):
         (lambda e: {"run": _changed(e, "run", epochs_done=-3)}, "'run' has epochs_done=-3 \\(a count"),
         (lambda e: {"run": _changed(e, "run", epochs_done=7)}, "'history' numbers epochs \\[1\\] but the run has done 7"),
         (lambda e: {"run": _changed(e, "run", best_epoch=5)}, "'run' has best_epoch=5 after epochs_done=1"),
+        # (train --resume then failed with "'>' not supported between instances of 'int' and 'NoneType'")
+        (lambda e: {"training": _changed(e, "training", schedule_epochs=None)},
+         "'training' has schedule_epochs=null, but the run has trained 1 epochs"),
         (lambda e: {"history": _changed(e, "history", loss="abc")}, "'history' has loss='abc'"),
         (lambda e: {"history": _changed(e, "history", lr=[0.1, 0.1])}, "'history' has lr=\\[0.1, 0.1\\]"),
         (lambda e: {"data": np.array(json.dumps("foo"))}, "'data' is not a record of training data"),
@@ -495,7 +498,7 @@ def _changed(entries, name, **changes):
         (lambda e: {"run": _changed(e, "run", best_loss=float("nan"))}, "'run' has best_loss=NaN"),
         (lambda e: {"optimizer_slots": np.full_like(e["optimizer_slots"], np.nan)}, "'optimizer_slots' holds NaN"),
     ],
-    ids=["negative-epochs", "epochs-not-history", "best-after-end", "history-loss-text", "history-lr-long", "data-text",
+    ids=["negative-epochs", "epochs-not-history", "best-after-end", "no-horizon", "history-loss-text", "history-lr-long", "data-text",
          "data-empty", "negative-counters", "no-options-but-trained", "interrupted-elsewhere", "interrupted-in-format-2",
          "best-loss-nan", "slots-nan"],
 )
