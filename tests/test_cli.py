@@ -1013,6 +1013,30 @@ def test_resume_may_change_the_backend_and_threads(capsys, tiny_mnist, checkpoin
 @pytest.mark.parametrize(
     "argv, words",
     [
+        (["--epochs", "3", "--checkpoint-every", "3"], "--checkpoint-every 3 writes no checkpoint in a run of 3 epochs"),
+        (["--checkpoint-every", "2"], "--checkpoint-every 2 writes no checkpoint in a run of 1 epoch "),
+        (["--resume", "plain.npz", "--epochs", "2", "--checkpoint-every", "2"],
+         "--checkpoint-every 2 writes no checkpoint in a run of epochs 2..2"),
+        (["--resume", "plain.npz", "--epochs", "3", "--checkpoint-every", "3"],
+         "--checkpoint-every 3 writes no checkpoint in a run of epochs 2..3"),
+        (["--resume", "plain.npz", "--epochs", "4", "--checkpoint-every", "3"], None),  # after epoch 3
+        (["--resume", "plain.npz", "--epochs", "3", "--checkpoint-every", "2"], None),  # written after epoch 2
+        (["--epochs", "3", "--checkpoint-every", "2"], None),
+    ],
+)
+def test_checkpoint_every_that_writes_nothing_is_refused(capsys, tiny_mnist, checkpoints, tmp_path, argv, words):
+    # (was silent: the only file written was --save's at the end)
+    argv = [str(checkpoints / arg) if arg.endswith(".npz") else arg for arg in argv]
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), *argv, "--save", str(tmp_path / "run.npz"))
+    if words is None:
+        assert status == 0, err
+    else:
+        assert status == 2 and out == "" and err.count("\n") == 1 and words in err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
         (["--checkpoint-every", "2"], "--checkpoint-every needs --save FILE"),
         (["--nesterov"], "--nesterov needs a momentum"),
         (["--optimizer", "adam", "--momentum", "0.9"], "momentum applies to --optimizer sgd"),
