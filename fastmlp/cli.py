@@ -646,8 +646,12 @@ def _train_ranks(args, comm):
         )
     if history.stop_reason != "max epochs":
         log(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
-    if args.early_stopping is not None and history.best_epoch != history.stopped_epoch:
-        log(f"keeping the weights of epoch {history.best_epoch}, the best {history.monitor}")
+    # early stopping leaves the model with the best epoch's weights (a resumed run's option too)
+    kept = history.stopped_epoch
+    if model.fit_options_["early_stopping"] is not None and history.best_epoch in history.epoch:
+        kept = history.best_epoch
+    if kept != history.stopped_epoch:
+        log(f"keeping the weights of epoch {kept}, the best {history.monitor}")
     if not lead:
         return 0
     if args.save:  # before the evaluation: a trained run is never lost to what comes after it
@@ -658,13 +662,15 @@ def _train_ranks(args, comm):
     seconds = float(sum(history.seconds[i] for i in new))
     samples = sum(history.samples[i] for i in new)
     n_fit = int(history.samples[-1])  # the rows that trained: the data less any validation split
+    at = history.epoch.index(kept)
     result = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
-        "train_loss": history.loss[-1],
-        "train_accuracy": history.accuracy[-1] if model.arch_.is_classifier else None,
-        "val_loss": history.val_loss[-1] if history.val_loss else None,
-        "val_accuracy": history.val_accuracy[-1] if history.val_accuracy else None,
+        # the epoch whose weights the model keeps (and --save wrote): the last, or the best one
+        "train_loss": history.loss[at],
+        "train_accuracy": history.accuracy[at] if model.arch_.is_classifier else None,
+        "val_loss": history.val_loss[at] if history.val_loss else None,
+        "val_accuracy": history.val_accuracy[at] if history.val_accuracy else None,
         "epochs": args.epochs,
         "epochs_trained": model.epochs_trained_,
         "stop_reason": history.stop_reason,

@@ -800,6 +800,26 @@ def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
     assert result["samples_per_second"] == pytest.approx(240 * 3 / result["seconds"])
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["run", "resumed"])
+def test_the_report_scores_the_epoch_whose_weights_early_stopping_kept(capsys, tiny_mnist, tmp_path, resumed):
+    # train_loss and val_loss were the last epoch's while the model (and test_*) had the best one's
+    base = ["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy", "--batch-size", "8",
+            "--lr", "50", "--validation-fraction", "0.2", "--early-stopping", "2", "--tol", "0"]  # (too high: it rises)
+    if resumed:
+        status, _, err = run(capsys, *base, "--epochs", "1", "--save", str(tmp_path / "one.npz"))
+        assert status == 0, err
+        base = ["train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "one.npz")]
+    status, out, err = run(capsys, *base, "--epochs", "6", "--json")
+    assert status == 0, err
+    result, history = json.loads(out), json.loads(out)["history"]
+    assert result["best_epoch"] < result["stopped_epoch"] < 6
+    best = history["epoch"].index(result["best_epoch"])
+    assert result["val_loss"] == history["val_loss"][best] != history["val_loss"][-1]
+    assert result["train_loss"] == history["loss"][best] and result["val_accuracy"] == history["val_accuracy"][best]
+    status, out, err = run(capsys, *base, "--epochs", "6")
+    assert f"keeping the weights of epoch {result['best_epoch']}, the best val_loss" in out
+
+
 def _interrupt_numpy_training_in_epoch(monkeypatch, epoch):
     """Ctrl-C in the given epoch of a per-sample run on tiny_mnist (one chunk per epoch)."""
     from fastmlp.backends import NumpyBackend
