@@ -985,6 +985,7 @@ def main(argv=None):
     _ranks_to_stop.clear()
     _world.clear()
     _watchdog = _MPIWatchdog() if in_main_thread else None
+    format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         status = _main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
@@ -1000,11 +1001,20 @@ def main(argv=None):
             _stop_other_ranks(EXIT_ERROR)
         raise
     finally:
+        warnings.formatwarning = format_warning
         if _watchdog is not None:
             _watchdog.stop()
             _watchdog = None
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    """A warning as one line, as the command's errors are: fastmlp's own by their message (it
+    names what to change), another library's with its category and where it was raised."""
+    if category.__module__.split(".")[0] == "fastmlp":
+        return f"fastmlp: warning: {message}\n"
+    return f"fastmlp: warning: {category.__name__}: {message} ({filename}:{lineno})\n"
 
 
 def _said_by_rank_0(error):

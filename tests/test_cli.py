@@ -1254,6 +1254,21 @@ def test_train_says_the_symmetry_warning_once(capsys, tiny_mnist):
     assert [w.category for w in caught] == [SymmetryWarning]
 
 
+def test_warnings_are_one_line_as_errors_are(tiny_mnist):
+    # they were Python's two lines: "/path/fastmlp/model.py:418: SymmetryWarning: ...\n  self.initialize()"
+    from fastmlp.cli import _format_warning
+
+    done = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--data", str(tiny_mnist), "--layers", "784,8,10",
+                           "--init", "zeros", "--backend", "numpy", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("fastmlp: warning: init='zeros': every hidden unit receives the same gradient")
+    assert done.stderr.count("\n") == 1
+    # another library's keeps its category and where it came from
+    line = _format_warning(RuntimeWarning("overflow"), RuntimeWarning, "/x/numpy/core.py", 7)
+    assert line == "fastmlp: warning: RuntimeWarning: overflow (/x/numpy/core.py:7)\n"
+
+
 def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
     # found once the data is in, by fit: it said the API's "validation_fraction=0.9"
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "5", "--validation-fraction", "0.9",
