@@ -620,19 +620,12 @@ def _train_ranks(args, comm):
         f"backend={model.backend} batch_size={args.batch_size or 'full'} lr={args.lr} optimizer={args.optimizer}"
         + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
-    if args.resume:
-        _check_resumed_data(args, model, X_train, y_train)
-        done_before = model.epochs_trained_
-        log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
-        history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
-                                    progress=progress, distributed=comm, **checkpoints)
-    else:
-        log(f"training {description} on {len(X_train)} samples: epochs={args.epochs} dtype={args.dtype} seed={args.seed}")
-        history = model.fit(X_train, y_train, epochs=args.epochs, progress=progress, **_fit_options(args, TRAINING_OPTIONS),
-                            distributed=comm, **checkpoints)
-    new = range(len(history.epoch) - (model.epochs_trained_ - done_before), len(history.epoch))
-    for i in new:
-        accuracy = history.accuracy[i]
+    if args.checkpoint_every:
+        args.checkpointed = None  # the epoch of the run the --save file holds (for an interrupt's message)
+
+    def on_epoch(history):
+        # each epoch's line as it ends, flushed: a log file or an interrupted run keeps them
+        i = len(history.epoch) - 1
         validation = ""
         if history.val_loss and history.val_loss[i] is not None:  # None: an epoch trained without validation data
             validation = f", val loss {history.val_loss[i]:.4f}"
@@ -640,10 +633,25 @@ def _train_ranks(args, comm):
                 validation += f", val accuracy {history.val_accuracy[i]:.4f}"
         log(
             f"epoch {history.epoch[i]}: lr {history.lr[i]:.3g}, train loss {history.loss[i]:.4f}"
-            + (f", train accuracy {accuracy:.4f}" if model.arch_.is_classifier else "")
+            + (f", train accuracy {history.accuracy[i]:.4f}" if model.arch_.is_classifier else "")
             + validation
             + f", {history.samples_per_second[i]:,.0f} samples/s"
         )
+        sys.stdout.flush()
+        if args.checkpoint_every and history.epoch[i] % args.checkpoint_every == 0:
+            args.checkpointed = history.epoch[i]
+
+    if args.resume:
+        _check_resumed_data(args, model, X_train, y_train)
+        done_before = model.epochs_trained_
+        log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
+        history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
+                                    progress=progress, on_epoch=on_epoch, distributed=comm, **checkpoints)
+    else:
+        log(f"training {description} on {len(X_train)} samples: epochs={args.epochs} dtype={args.dtype} seed={args.seed}")
+        history = model.fit(X_train, y_train, epochs=args.epochs, progress=progress, **_fit_options(args, TRAINING_OPTIONS),
+                            on_epoch=on_epoch, distributed=comm, **checkpoints)
+    new = range(len(history.epoch) - (model.epochs_trained_ - done_before), len(history.epoch))
     if history.stop_reason != "max epochs":
         log(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
     # early stopping leaves the model with the best epoch's weights (a resumed run's option too)
@@ -1009,6 +1017,16 @@ def main(argv=None):
             signal.signal(signal.SIGTERM, previous)
 
 
+def _what_train_kept(args):
+    """After an interrupted ``train``: the file that holds its run, if it wrote one."""
+    epoch = getattr(args, "checkpointed", None)
+    if epoch is not None:
+        return f"; {args.save} holds the run after epoch {epoch} (go on with --resume {args.save})"
+    if getattr(args, "checkpoint_every", None) is not None:
+        return f"; no checkpoint was written to {args.save} yet"
+    return ""
+
+
 def _format_warning(message, category, filename, lineno, line=None):
     """A warning as one line, as the command's errors are: fastmlp's own by their message (it
     names what to change), another library's with its category and where it was raised."""
@@ -1080,8 +1098,12 @@ def _main(argv):
     except KeyboardInterrupt as interrupt:
         cause = "SIGTERM" if _signalled else "Ctrl-C"
         # the trainer's account ("the model holds the weights of ...") is about a model the user
-        # has only in train (and sweep says its own); compare, bench and warmup keep none
-        detail = str(interrupt) if getattr(args, "command", None) in ("train", "sweep", None) else ""
+        # has in Python, not here: train says what it saved instead (sweep says its own account;
+        # compare, bench and warmup keep nothing)
+        command = getattr(args, "command", None)
+        detail = str(interrupt) if command in ("sweep", None) else ""
+        if command == "train":
+            detail = (getattr(interrupt, "where", None) or f"stopped by {cause}") + _what_train_kept(args)
         print(f"fastmlp: interrupted: {detail or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)

@@ -370,6 +370,7 @@ class MLP:
         progress=None,
         checkpoint_path=None,
         checkpoint_every=None,
+        on_epoch=None,
         distributed=False,
     ):
         """Start a new run from a fresh initialisation. Returns the History (also ``history_``).
@@ -400,6 +401,10 @@ class MLP:
         ``checkpoint_path``: write the model there (``save``) after every ``checkpoint_every``
         epochs of the run (default 1) and when the call ends, atomically.
 
+        ``on_epoch``: called as ``on_epoch(history)`` after each epoch, once its entry is in the
+        history and early stopping has judged it (and after its checkpoint): to print or log a
+        run as it goes. An exception it raises ends the call there, the epochs before it trained.
+
         ``distributed``: True (``MPI.COMM_WORLD``) or an mpi4py communicator trains data-parallel
         over the processes of ``mpiexec`` (``fastmlp.distributed``; the numba backend, batches of
         2 or more): each computes the gradient of its share of every global batch of
@@ -412,12 +417,12 @@ class MLP:
         comm, note = self._communicator(distributed)
         with _agreeing(comm):  # a rank that fails before training tells the others, which would wait
             options = check_fit_options(options)
-            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
             with self._unchanged_until_training():
                 self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                                   checkpoint_every, comm)
+                                   checkpoint_every, on_epoch, comm)
 
     def partial_fit(
         self,
@@ -453,6 +458,7 @@ class MLP:
         progress=None,
         checkpoint_path=None,
         checkpoint_every=None,
+        on_epoch=None,
         distributed=False,
     ):
         """Continue the run for ``epochs`` more epochs (initialising first if there are no
@@ -478,13 +484,13 @@ class MLP:
                     f"this run holds out validation_fraction={options['validation_fraction']!r} of its data; pass "
                     f"validation_fraction=None with validation_data to validate on that instead"
                 )
-            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options)
+            self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
             with self._unchanged_until_training():
                 if not hasattr(self, "params_"):
                     self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-                                   checkpoint_every, comm)
+                                   checkpoint_every, on_epoch, comm)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -498,7 +504,7 @@ class MLP:
         return unchanged_until_training(self)
 
     @staticmethod
-    def _check_call(epochs, progress, checkpoint_path, checkpoint_every, validation_data, options):
+    def _check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options):
         """What can be checked before the model changes (fit re-initialises next)."""
         epochs = positive_int("epochs", epochs)
         if validation_data is not None and options["validation_fraction"] is not None:
@@ -509,6 +515,8 @@ class MLP:
                              f"{epochs} would go past the end: pass schedule_epochs >= {epochs}")
         if progress is not None and not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
+        if on_epoch is not None and not callable(on_epoch):
+            raise TypeError(f"on_epoch must be a function of the History, or None; got {on_epoch!r:.80}")
         if checkpoint_every is not None:
             positive_int("checkpoint_every", checkpoint_every)
             if checkpoint_path is None:
@@ -540,7 +548,7 @@ class MLP:
             warnings.warn(note, data_parallel.DistributedWarning, stacklevel=3)
 
     def _train(self, X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
-               checkpoint_every, comm=None):
+               checkpoint_every, on_epoch=None, comm=None):
         """Everything is checked before anything changes; then train ``epochs`` epochs of the run
         (over the ranks of ``comm``, an MPI communicator, when given)."""
         self._check_params()
@@ -664,13 +672,14 @@ class MLP:
             else:  # every rank hears whether rank 0's write failed: no rank waits for it
                 lead_step(comm, lambda: self.save(checkpoint_path))
 
-        on_epoch = None
-        if checkpoints:
-            every = checkpoint_every or 1
+        every = checkpoint_every or 1
+        listener = on_epoch
 
-            def on_epoch():
-                if run.epochs_done % every == 0:
-                    checkpoint()
+        def on_epoch():
+            if checkpoints and run.epochs_done % every == 0:
+                checkpoint()
+            if listener is not None:
+                listener(self.history_)
 
         history = trainer.train(
             backend,

@@ -77,9 +77,11 @@ def _pad_validation(history, n_epochs):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during fit: the model holds the weights of the last completed chunk.
-    ``samples_done``: how many samples of the interrupted epoch those weights have trained on."""
+    ``samples_done``: how many samples of the interrupted epoch those weights have trained on;
+    ``where``: the message's first part, where training stopped (without the model's account)."""
 
     samples_done = 0
+    where = "training interrupted"
 
 
 @dataclass
@@ -293,11 +295,9 @@ def _diverged(what, epoch, sample, order, lr, start, optimizer=None):
 
 
 def _interrupted(epoch, done):
-    error = TrainingInterrupted(
-        f"training interrupted in epoch {epoch} after {done} samples; "
-        f"the model holds the weights from after sample {done} of that epoch"
-    )
-    error.samples_done = done
+    where = f"training interrupted in epoch {epoch} after {done} samples"
+    error = TrainingInterrupted(f"{where}; the model holds the weights from after sample {done} of that epoch")
+    error.samples_done, error.where = done, where
     return error
 
 
@@ -443,7 +443,7 @@ def train(
                     f"the run counts only the {epoch} epoch{'s' if epoch != 1 else ''} before it; the model holds "
                     f"the weights from the end of that training"
                 )
-                error.samples_done = n_samples
+                error.samples_done, error.where = n_samples, f"training interrupted while validating epoch {epoch + 1}"
                 raise error from None
         run.interrupted = None
         history.epoch.append(epoch + 1)

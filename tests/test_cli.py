@@ -888,6 +888,10 @@ def test_a_run_killed_in_epoch_2_resumes_from_its_checkpoint_to_the_same_file(ca
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), *RECIPE, "--epochs", "3", "--save", str(checkpoint),
                            "--checkpoint-every", "1")
     assert status == 130 and "interrupted in epoch 2" in err
+    # what the user has is the file, not a model in memory; and epoch 1's line was printed as it
+    # ended (the lines came after fit returned: an interrupted run printed none)
+    assert err.rstrip("\n").endswith(f"; {checkpoint} holds the run after epoch 1 (go on with --resume {checkpoint})")
+    assert "model holds" not in err and "epoch 1: lr" in out and "epoch 2: lr" not in out
     restore()
     assert fastmlp_load(checkpoint).epochs_trained_ == 1
 

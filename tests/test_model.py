@@ -283,6 +283,7 @@ def test_an_update_that_overflows_a_weight_is_divergence(backend, batch_size):
         ({"lr_step_epochs": 2.5}, TypeError, "lr_step_epochs must be"),
         ({"progress": "yes"}, TypeError, "progress must be None"),
         ({"progress": 1}, TypeError, "progress must be None"),
+        ({"on_epoch": "print"}, TypeError, "on_epoch must be a function of the History"),
     ],
 )
 def test_out_of_range_fit_options_are_refused(rng, synth, kwargs, error, words):
@@ -291,6 +292,32 @@ def test_out_of_range_fit_options_are_refused(rng, synth, kwargs, error, words):
         model = MLP([784, 4, 10], backend="numpy")
         with pytest.raises(error, match=words):
             getattr(model, method)(X, y, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_on_epoch_sees_each_epoch_as_it_ends_after_its_checkpoint(rng, synth, tmp_path, backend):
+    X, y = synth.digits(rng, 200)
+    model = MLP([784, 8, 10], seed=0, backend=backend)
+    seen = []
+
+    def on_epoch(history):
+        saved = MLP.load(tmp_path / "run.npz")
+        seen.append((list(history.epoch), history.loss[-1], saved.epochs_trained_, model.epochs_trained_))
+
+    history = model.fit(X, y, epochs=3, batch_size=8, progress=False, checkpoint_path=tmp_path / "run.npz",
+                        on_epoch=on_epoch)
+    assert seen == [([1], history.loss[0], 1, 1), ([1, 2], history.loss[1], 2, 2), ([1, 2, 3], history.loss[2], 3, 3)]
+    model.partial_fit(X, y, epochs=1, progress=False, on_epoch=lambda h: seen.append(h.epoch[-1]))
+    assert seen[-1] == 4
+
+    def stop_after_2(history):
+        if history.epoch[-1] == 2:
+            raise RuntimeError("enough")
+
+    fresh = MLP([784, 8, 10], seed=0, backend=backend)
+    with pytest.raises(RuntimeError, match="enough"):
+        fresh.fit(X, y, epochs=3, batch_size=8, progress=False, on_epoch=stop_after_2)
+    assert fresh.epochs_trained_ == 2 and fresh.history_.epoch == [1, 2]  # the epochs before it stay trained
 
 
 # --- the notebooks' mistakes, at the API level ------------------------------------------------
