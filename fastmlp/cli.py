@@ -987,6 +987,12 @@ def _terminate(signum, frame):
 def main(argv=None):
     global _watchdog
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stderr is None:  # started with stderr closed (2>&-): errors must not go to stdout instead
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None:  # started with stdout closed (>&-): a whole run would print into nothing
+        print("fastmlp: error: stdout is closed (>&-): fastmlp prints its results there; send them to a "
+              "file or to /dev/null instead", file=sys.stderr)
+        return EXIT_ERROR
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     _signalled.clear()

@@ -1273,6 +1273,18 @@ def test_warnings_are_one_line_as_errors_are(tiny_mnist):
     assert line == "fastmlp: warning: RuntimeWarning: overflow (/x/numpy/core.py:7)\n"
 
 
+def test_closed_stdout_or_stderr_is_said_at_once_and_errors_never_go_to_stdout(tmp_path):
+    # stdout closed: the whole run trained into nothing, then a traceback from its flush; stderr
+    # closed: "fastmlp: error: ..." went into stdout (and into a --json reader)
+    command = f"{sys.executable} -m fastmlp train --data {tmp_path / 'missing'}"
+    closed_stdout = subprocess.run(["bash", "-c", f"exec >&-; {command}"], capture_output=True, text=True, timeout=120)
+    assert closed_stdout.returncode == 1
+    assert closed_stdout.stderr == ("fastmlp: error: stdout is closed (>&-): fastmlp prints its results there; "
+                                    "send them to a file or to /dev/null instead\n")
+    closed_stderr = subprocess.run(["bash", "-c", f"exec 2>&-; {command}"], capture_output=True, text=True, timeout=120)
+    assert closed_stderr.returncode == 1 and closed_stderr.stdout == ""
+
+
 def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
     # found once the data is in, by fit: it said the API's "validation_fraction=0.9"
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "5", "--validation-fraction", "0.9",
