@@ -292,12 +292,18 @@ def _check_fit_options(args, dests):
     _check_combination(lambda: check_fit_options({**FIT_DEFAULTS, **_fit_options(args, dests)}))
 
 
+def _download_progress(args):
+    """The downloader's bars (and pooch's "Downloading ..." lines): off with --json or
+    --no-progress, as training's are; else on a terminal only."""
+    return False if (getattr(args, "json", False) or getattr(args, "no_progress", False)) else None
+
+
 def _data(args):
     """The data of --data or --dataset (default MNIST) as (train, test); called after every option
     has been checked, so mistakes fail fast."""
     from .data import load_dataset
 
-    X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data)
+    X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data, progress=_download_progress(args))
     if args.limit is not None:
         if args.limit > len(y_train):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
@@ -763,7 +769,7 @@ def _evaluate(args):
         require_matplotlib()
     model = MLP.load(args.model)
     name = args.dataset or "mnist"
-    X_test, y_test = load_test_set(name, args.data)  # the training files need not be there
+    X_test, y_test = load_test_set(name, args.data, progress=_download_progress(args))  # the training files need not be there
     source = f"the test set of {args.data}" if args.data else f"the {name} test set"
     X_test = _samples(model, args.model, X_test, source)
     try:

@@ -1285,6 +1285,29 @@ def test_closed_stdout_or_stderr_is_said_at_once_and_errors_never_go_to_stdout(t
     assert closed_stderr.returncode == 1 and closed_stderr.stdout == ""
 
 
+@pytest.mark.parametrize("flag, progress", [([], None), (["--no-progress"], False), (["--json"], False)])
+def test_no_progress_and_json_silence_the_downloader_too(capsys, monkeypatch, tmp_path, flag, progress):
+    # its bars and pooch's "Downloading data from ..." lines were drawn on a terminal even so
+    from fastmlp import data
+
+    asked = []
+
+    def loader(*args, **kwargs):
+        asked.append(kwargs.get("progress", "not passed"))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(data, "load_dataset", loader)
+    monkeypatch.setattr(data, "load_test_set", loader)
+    assert main(["train", *flag]) == 1
+    if "--no-progress" not in flag:  # evaluate has no --no-progress
+        model = MLP([784, 4, 10], backend="numpy")
+        model.fit(np.zeros((4, 784), np.uint8), np.arange(4), progress=False)
+        model.save(tmp_path / "m.npz")
+        assert main(["evaluate", str(tmp_path / "m.npz"), *flag]) == 1
+    assert asked and all(value is progress for value in asked)
+    capsys.readouterr()
+
+
 def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
     # found once the data is in, by fit: it said the API's "validation_fraction=0.9"
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "5", "--validation-fraction", "0.9",
