@@ -1,7 +1,7 @@
 """Write a file so that readers see either the old content or the complete new content.
 
-Saved models and benchmark plots go through ``atomic_write`` (downloads get the same
-treatment from pooch): an interrupted run (crash, Ctrl-C, full disk) must never leave a
+Saved models, benchmark plots and downloaded data files go through ``atomic_write``: an
+interrupted run (crash, Ctrl-C, full disk) must never leave a
 half-written file that a later run trusts.
 """
 

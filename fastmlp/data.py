@@ -401,10 +401,15 @@ def _check_counts(images_path, images, labels_path, labels):
 
 def _download(dataset, directory, missing, progress):
     """Download the missing files as .gz; return None on success, else what failed."""
+    from ._atomic import target_problem
+
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         return f"could not create {directory} ({error})"
+    problem = target_problem(os.path.join(directory, missing[0] + ".gz"))
+    if problem is not None:  # this machine's fault, not the mirrors': none is asked
+        return f"cannot write into {directory} ({problem[1]})"
     for name in missing:
         gz_name = name + ".gz"
         errors = []
@@ -414,8 +419,7 @@ def _download(dataset, directory, missing, progress):
                 _retrieve(url, dataset.registry[gz_name], directory, gz_name, progress)
                 break
             # requests' errors (no connection, an HTTP error status, a connection closed
-            # early) are OSErrors; pooch raises ValueError when the MD5 differs, after
-            # deleting the download.
+            # early) are OSErrors; a download whose MD5 differs is a ValueError.
             except OSError as error:
                 errors.append(f"{url}: {_network_failure(error)}")
             except ValueError as error:
@@ -443,27 +447,37 @@ def _network_failure(error):
 
 
 def _retrieve(url, known_hash, directory, file_name, progress):
-    """Download ``url`` into ``directory / file_name`` through ``pooch.retrieve``.
+    """Download ``url`` into ``directory / file_name`` with pooch's HTTP downloader.
 
-    pooch streams into a temporary file in ``directory``, checks ``known_hash`` and only then
-    renames it to ``file_name``; on any failure, Ctrl-C included, it deletes the temporary
-    file, so nothing half-downloaded ever carries the real name.
+    It streams into ``atomic_write``'s temporary file beside the target, whose MD5 is checked
+    against ``known_hash`` ("md5:<hex>") before the rename: nothing half-downloaded or wrong
+    ever carries the real name, a failure (Ctrl-C included) removes the temporary file, and
+    one a killed process left is removed by a later write there. The file gets the
+    permissions the umask gives any other (pooch's own temporary files kept 0600).
     """
+    import hashlib
+
     import pooch
+
+    from ._atomic import atomic_write
 
     bar = _DownloadBar(file_name) if progress else False
     downloader = pooch.HTTPDownloader(progressbar=bar, timeout=DOWNLOAD_TIMEOUT_SECONDS,
                                       chunk_size=_CHUNK_BYTES)
-    logger = pooch.get_logger()
-    level = logger.level
-    if not progress:
-        logger.setLevel("WARNING")  # its "Downloading data from ... to file ..." line
+    path = os.path.join(directory, file_name)
     try:
-        pooch.retrieve(url, known_hash, fname=file_name, path=directory, downloader=downloader)
+        with atomic_write(path, "w+b") as file:
+            downloader(url, file, None)
+            file.seek(0)
+            digest = hashlib.md5()
+            for block in iter(lambda: file.read(_CHUNK_BYTES), b""):
+                digest.update(block)
+            expected = known_hash.split(":", 1)[1]
+            if digest.hexdigest() != expected.lower():
+                raise ValueError(f"the download's MD5 is {digest.hexdigest()}, the file's is {known_hash}")
     finally:
-        logger.setLevel(level)
         if progress:
-            bar.finish(os.path.join(directory, file_name))
+            bar.finish(path)
 
 
 class _DownloadBar:

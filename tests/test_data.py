@@ -14,6 +14,7 @@ import re
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import threading
 
@@ -827,8 +828,7 @@ def test_interrupted_download_leaves_nothing(cache_dir, server, monkeypatch):
     server.serve(0)
 
     def interrupted(self, url, output_file, pooch_instance, check_only=False):
-        with open(output_file, "wb") as file:
-            file.write(b"partial bytes before Ctrl-C")
+        output_file.write(b"partial bytes before Ctrl-C")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", interrupted)
@@ -837,6 +837,38 @@ def test_interrupted_download_leaves_nothing(cache_dir, server, monkeypatch):
         load_mnist(progress=False)
     assert os.listdir(cache_dir) == []
     assert pooch.get_logger().level == level  # quieted for the download only
+
+
+def test_downloaded_files_get_the_umasks_permissions_and_a_killed_downloads_leftover_goes(cache_dir, server):
+    # pooch's temporary files are 0600 and kept that mode when renamed: a cache filled by root (a
+    # container's build) or shared on a cluster was unreadable to everyone else; and a download
+    # killed (SIGKILL, the OOM killer) left its temporary file in the cache for good
+    server.serve(0)
+    cache_dir.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = cache_dir / f".t10k-images-idx3-ubyte.gz.0badc0de.{dead.pid}@{socket.gethostname()}.tmp"
+    stale.write_bytes(b"half a download")
+    old = os.umask(0o022)
+    try:
+        load_mnist(progress=False)
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE((cache_dir / name).stat().st_mode) for name in os.listdir(cache_dir)} == {
+        name + ".gz": 0o644 for name in FILE_NAMES}
+
+
+def test_a_cache_it_cannot_write_to_is_said_so_and_no_mirror_is_asked(cache_dir, server, monkeypatch):
+    # it said "no mirror could serve ... (<mirror>: [Errno 30] Read-only file system: '<cache>/tmpz16e57k8'; ...)"
+    from fastmlp import _atomic
+
+    server.serve(0)
+    cache_dir.mkdir(parents=True)
+    monkeypatch.setattr(_atomic, "target_problem", lambda path: (30, f"directory {str(cache_dir)!r} is not writable"))
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist(progress=False)
+    assert f"Download failed: cannot write into {cache_dir} (directory {str(cache_dir)!r} is not writable)" in str(error.value)
+    assert server.requests == [] and "no mirror" not in str(error.value)
 
 
 def test_no_download_when_disabled(cache_dir, server):
