@@ -293,8 +293,8 @@ def _check_fit_options(args, dests):
 
 
 def _download_progress(args):
-    """The downloader's bars (and pooch's "Downloading ..." lines): off with --json or
-    --no-progress, as training's are; else on a terminal only."""
+    """The downloader's bars: off with --json or --no-progress, as training's are; else on a
+    terminal only."""
     return False if (getattr(args, "json", False) or getattr(args, "no_progress", False)) else None
 
 

@@ -203,7 +203,7 @@ def _resolve_data_dir(dataset, data_dir):
 
 
 _SOURCE_DESCRIPTIONS = {
-    "argument": "the data_dir argument",
+    "argument": "the data_dir argument, or --data on the command line",
     "environment": "the FASTMLP_DATA environment variable",
     "cache": "the default cache directory",
 }

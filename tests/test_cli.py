@@ -800,6 +800,16 @@ def test_recipe_options_reach_the_run_and_the_report(capsys, tiny_mnist):
     assert result["samples_per_second"] == pytest.approx(240 * 3 / result["seconds"])
 
 
+def test_the_readme_names_every_field_of_train_json(capsys, tiny_mnist, tmp_path):
+    # ten fields were printed that the README's list left out
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--save", str(tmp_path / "m.npz"), "--json")
+    assert status == 0, err
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    described = readme[readme.index("`fastmlp train --json` prints"):][:3000]
+    assert [field for field in json.loads(out) if f"`{field}`" not in described] == []
+
+
 @pytest.mark.parametrize("resumed", [False, True], ids=["run", "resumed"])
 def test_the_report_scores_the_epoch_whose_weights_early_stopping_kept(capsys, tiny_mnist, tmp_path, resumed):
     # train_loss and val_loss were the last epoch's while the model (and test_*) had the best one's
