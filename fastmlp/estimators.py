@@ -657,6 +657,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """One epoch over (X, y). The first call needs ``classes`` (all labels, as scikit-learn)
         unless y is a multilabel indicator matrix. With ``early_stopping`` the first call
         holds out ``validation_fraction`` of its data as the validation set of the run."""
+        before = {name: self.__dict__[name] for name in ("classes_", "_target_kind") if name in self.__dict__}
         if not hasattr(self, "model_"):
             if type_of_target(y) == "multilabel-indicator":
                 classes = None
@@ -668,7 +669,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._target_kind = "multiclass" if len(classes) > 2 else "binary"
         elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
             raise ValueError(f"`classes={classes}` is not the same as on last call to partial_fit, was: {self.classes_}")
-        return self._fit(X, y, sample_weight, incremental=True)
+        try:
+            return self._fit(X, y, sample_weight, incremental=True)
+        except BaseException:
+            if not hasattr(self, "model_"):  # a refused first call: not fitted, as before it (check_is_fitted)
+                for name in ("classes_", "_target_kind"):
+                    self.__dict__.pop(name, None)
+                self.__dict__.update(before)
+            raise
 
     def _predict_targets(self, X):
         """Predictions in the encoded form of the targets (label indices or indicators)."""

@@ -451,6 +451,24 @@ def test_partial_fit_needs_classes_first_and_equals_epochs():
         model.partial_fit(X, np.where(y == 1, 5, 0))
 
 
+@pytest.mark.parametrize("make, classes", [(lambda: MLPClassifier(alpha=-1.0), [0, 1, 2]),
+                                           (lambda: MLPClassifier(), [0, 1])])  # y has a 2 not in classes
+def test_a_refused_first_partial_fit_leaves_the_classifier_unfitted(make, classes):
+    # classes_ stayed behind: sklearn's check_is_fitted took the estimator for a fitted one
+    from sklearn.utils.validation import check_is_fitted
+
+    X = np.random.default_rng(0).random((20, 3))
+    y = np.arange(20) % 3
+    estimator = make()
+    with pytest.raises(ValueError):
+        estimator.partial_fit(X, y, classes=classes)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(estimator)
+    assert not hasattr(estimator, "classes_")
+    estimator.set_params(alpha=1e-4).partial_fit(X, y, classes=[0, 1, 2])  # and a good call goes on as a first one
+    assert list(estimator.classes_) == [0, 1, 2]
+
+
 def test_partial_fit_with_early_stopping():
     """The first call holds out the validation set; each call scores it; the model holds the
     best weights and trains on from the last; after n_iter_no_change + 1 calls without
