@@ -54,6 +54,8 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     x = np.ascontiguousarray(x)
     n = x.shape[0]
     parts = int(parts)
+    if parts < 1 or x.ndim != 2:  # (a plain wrapper, unlike the kernels: parts=0 wrote past indptr)
+        raise ValueError(f"sparse_rows needs a 2-D x and parts >= 1; got x of shape {x.shape}, parts={parts}")
     if not compiled:
         return _sparse_rows_numpy(x, parts)
     blocks = max(1, min(int(threads), n, x.size // PARALLEL_CSR_ENTRIES))

@@ -445,6 +445,15 @@ def test_sparse_rows_in_blocks_of_rows_on_threads_are_the_same(rng, monkeypatch,
             assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_sparse_rows_refuses_parts_below_one_and_x_not_2d(compiled):
+    # parts=0 wrote past the end of indptr: the heap was corrupted and the process aborted
+    x = np.ones((3, 4), np.uint8)
+    for bad in ({"x": x, "parts": 0}, {"x": x, "parts": -2}, {"x": x[0], "parts": 1}):
+        with pytest.raises(ValueError, match="sparse_rows needs a 2-D x and parts >= 1"):
+            kernels.sparse_rows(bad["x"], parts=bad["parts"], compiled=compiled)
+
+
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_sparse_rows_by_numpy_are_the_compiled_ones(rng, monkeypatch, parts):
     """``sparse_rows(..., compiled=False)`` (NumPy, what a cold start converts with) gives the
