@@ -1115,7 +1115,10 @@ def _main(argv):
         command = getattr(args, "command", None)
         detail = str(interrupt) if command in ("sweep", None) else ""
         if command == "train":
-            detail = (getattr(interrupt, "where", None) or f"stopped by {cause}") + _what_train_kept(args)
+            # (where training stopped, without "the model holds ..."; a message's first clause for
+            # a TrainingInterrupted made elsewhere)
+            where = getattr(interrupt, "where", None) or str(interrupt).split(";")[0]
+            detail = (where or f"stopped by {cause}") + _what_train_kept(args)
         print(f"fastmlp: interrupted: {detail or 'stopped by ' + cause}"
               + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)

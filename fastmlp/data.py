@@ -3,8 +3,8 @@ CSV layout).
 
 Everything here is about files: where they live, how they are checked, and how they become
 ``uint8 [N, 784]`` images and ``int64 [N]`` labels. Converting to float for training is the
-trainer's job. Downloading, caching and checksum verification are pooch's (``pooch.retrieve``:
-streamed into a temporary file next to the target, MD5-checked, then renamed into place).
+trainer's job. A download streams through pooch's HTTP downloader into ``atomic_write``'s
+temporary file next to the target, is MD5-checked, then renamed into place.
 
 Any corrupt file raises ``DataFormatError`` naming the file; any missing file raises
 ``DataNotFoundError`` saying where we looked and how to provide the data. Headers are checked

@@ -81,7 +81,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     ``where``: the message's first part, where training stopped (without the model's account)."""
 
     samples_done = 0
-    where = "training interrupted"
+    where = None
 
 
 @dataclass

@@ -490,10 +490,10 @@ def cache(tmp_path, monkeypatch):
     """The user cache in tmp_path, FASTMLP_DATA unset, and no downloading."""
     import pooch
 
-    def refuse(url, *args, **kwargs):
+    def refuse(self, url, *args, **kwargs):
         raise OSError(f"the test refused to download {url}")
 
-    monkeypatch.setattr(pooch, "retrieve", refuse)
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", refuse)  # what fastmlp.data downloads with
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("FASTMLP_DATA", raising=False)
@@ -1297,7 +1297,7 @@ def test_closed_stdout_or_stderr_is_said_at_once_and_errors_never_go_to_stdout(t
 
 @pytest.mark.parametrize("flag, progress", [([], None), (["--no-progress"], False), (["--json"], False)])
 def test_no_progress_and_json_silence_the_downloader_too(capsys, monkeypatch, tmp_path, flag, progress):
-    # its bars and pooch's "Downloading data from ..." lines were drawn on a terminal even so
+    # its bars (and then pooch's "Downloading data from ..." lines) were drawn on a terminal even so
     from fastmlp import data
 
     asked = []

@@ -98,10 +98,10 @@ def leftovers(directory):
 
 @pytest.fixture
 def no_network(monkeypatch):
-    def refuse(url, *args, **kwargs):
+    def refuse(self, url, *args, **kwargs):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(pooch, "retrieve", refuse)
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", refuse)  # what fastmlp.data downloads with
 
 
 # --------------------------------------------------------------------------------------
@@ -832,11 +832,9 @@ def test_interrupted_download_leaves_nothing(cache_dir, server, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", interrupted)
-    level = pooch.get_logger().level
     with pytest.raises(KeyboardInterrupt):
         load_mnist(progress=False)
     assert os.listdir(cache_dir) == []
-    assert pooch.get_logger().level == level  # quieted for the download only
 
 
 def test_downloaded_files_get_the_umasks_permissions_and_a_killed_downloads_leftover_goes(cache_dir, server):
