@@ -30,6 +30,28 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(autouse=True)
+def no_download_beyond_this_machine(monkeypatch):
+    """Nothing at test time may download: an HTTP request (what the downloader sends, through
+    requests) to a host other than this machine fails the test. The tests' own mirrors listen on
+    127.0.0.1."""
+    try:
+        import requests
+    except ImportError:
+        return
+    from urllib.parse import urlsplit
+
+    send = requests.Session.send
+
+    def local_only(self, request, **kwargs):
+        host = urlsplit(request.url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"a test tried to download {request.url}: tests must not reach the network")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", local_only)
+
+
 def mnist_dir():
     """FASTMLP_DATA if it holds MNIST; None otherwise."""
     path = os.environ.get("FASTMLP_DATA")
