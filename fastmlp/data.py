@@ -242,6 +242,10 @@ def _not_found_message(dataset, directory, source, missing, failure=None, needed
                if path.is_dir()]
     if folders:
         message += f" ({', '.join(folders)} {'is a directory' if len(folders) == 1 else 'are directories'}, not a file.)"
+    csv_there = [name for name in CSV_FILES if (directory / name).is_file()]
+    if csv_there and len(needed) == len(IDX_FILES) and len(csv_there) < len(CSV_FILES):
+        csv_missing = [name for name in CSV_FILES if name not in csv_there]
+        message += f" ({csv_there[0]} is there, but not {csv_missing[0]}: the CSV layout needs both.)"
     if failure:
         message += f" Download failed: {failure}."
     elif source == "cache":

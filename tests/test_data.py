@@ -427,6 +427,13 @@ def test_an_empty_data_dir_is_refused_not_the_current_directory(tmp_path, monkey
         load_mnist("")
 
 
+def test_half_a_csv_set_says_which_file_is_missing(tmp_path, no_network):
+    # it said only "none of them is there", naming the four IDX files
+    (tmp_path / "mnist_train.csv").write_text(csv_text(known_images(3), known_labels(3)))
+    with pytest.raises(DataNotFoundError, match="mnist_train.csv is there, but not mnist_test.csv: the CSV layout needs both"):
+        load_mnist(tmp_path)
+
+
 def test_the_test_set_alone_loads_from_its_own_files(tmp_path, no_network):
     from fastmlp.data import load_test_set
 
