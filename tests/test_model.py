@@ -366,9 +366,54 @@ def test_logistic_loss_is_refused_for_regression_targets(rng):
 # --- the five setups of the original notebooks ---------------------------------------------
 
 
+def first_step_follows_the_loss_gradient(rng, X, y, batch_size, lr, **network):
+    """One step of a setup, in float64 on this test's backend, from fresh weights over the first
+    ``batch_size`` samples (None: a full batch of 8), moves every bias and a sample of the
+    weights (of inputs the batch lights) by -lr times the central-difference gradient of the
+    batch's mean loss, the loss computed by the reference's forward pass alone. The setups
+    below score 100% on their synthetic data even with the notebooks' wrong gradients (the
+    softmax Jacobian's diagonal alone under MSE, a bias gradient taken from another layer),
+    so each also checks its own first step."""
+    from fastmlp import reference
+
+    rows = 8 if batch_size is None else batch_size
+    X = np.asarray(X[:rows], np.float64) / (255.0 if X.dtype == np.uint8 else 1.0)
+    y = y[:rows]
+    model = MLP(dtype="float64", seed=0, **network).initialize()
+    start = model.params_.copy()
+    model.partial_fit(X, y, epochs=1, batch_size=batch_size, lr=lr, shuffle=False, progress=False)
+    moved = model.params_ - start
+
+    arch = model.arch_
+    layout = arch.layout()
+    targets = y if arch.is_classifier else np.asarray(y, np.float64).reshape(rows, -1)
+
+    def mean_loss(params):
+        _, z = reference.forward(arch, params, X)
+        return reference.loss_forward(z, reference.output_forward(z, arch.loss_code), targets, arch.loss_code).mean()
+
+    biases = [i for layer, b0 in enumerate(layout.b_offsets) if b0 >= 0
+              for i in range(int(b0), int(b0) + int(layout.sizes[layer + 1]))]
+    lit = np.flatnonzero(X.any(axis=0))
+    n_hidden = layout.sizes[1]
+    first = [layout.w_offsets[0] + int(i) * n_hidden + int(j)
+             for i, j in zip(rng.choice(lit, 100), rng.integers(0, n_hidden, 100))]
+    rest = [int(i) for i in rng.integers(layout.w_offsets[1], start.size, 100)] if len(layout.w_offsets) > 1 else []
+    checked = sorted(set(biases + first + rest))
+    expected = np.empty(len(checked))
+    for k, i in enumerate(checked):
+        up, down = start.copy(), start.copy()
+        up[i] += 1e-6
+        down[i] -= 1e-6
+        expected[k] = -lr * (mean_loss(up) - mean_loss(down)) / 2e-6
+    np.testing.assert_allclose(moved[checked], expected, rtol=1e-4, atol=1e-7 * np.abs(expected).max())
+
+
 def test_setup_784_20_10_sigmoid_softmax_mse_per_sample(rng, synth, backend):
     X, y = synth.digits(rng, 1500)
-    model = MLP([784, 20, 10], activation="sigmoid", loss="mse", output="softmax", seed=0, backend=backend)
+    network = dict(layers=[784, 20, 10], activation="sigmoid", loss="mse", output="softmax", backend=backend)
+    first_step_follows_the_loss_gradient(rng, X, y, 1, 0.5, **network)
+    model = MLP(seed=0, **network)
     history = model.fit(X[:1000], y[:1000], epochs=3, batch_size=1, lr=0.5, progress=False)
     assert history.loss[-1] < history.loss[0]
     assert model.score(X[1000:], y[1000:]) > 0.9
@@ -376,6 +421,7 @@ def test_setup_784_20_10_sigmoid_softmax_mse_per_sample(rng, synth, backend):
 
 def test_setup_784_10_10_relu_full_batch(rng, synth, backend):
     X, y = synth.digits(rng, 1500)
+    first_step_follows_the_loss_gradient(rng, X, y, None, 0.5, layers=[784, 10, 10], activation="relu", backend=backend)
     model = MLP([784, 10, 10], activation="relu", seed=0, backend=backend)
     history = model.fit(X[:1000], y[:1000], epochs=60, batch_size=None, lr=0.5, progress=False)
     assert history.loss[-1] < 0.5 * history.loss[0]
@@ -384,6 +430,8 @@ def test_setup_784_10_10_relu_full_batch(rng, synth, backend):
 
 def test_setup_784_128_10_sigmoid_without_biases(rng, synth, backend):
     X, y = synth.digits(rng, 1500)
+    first_step_follows_the_loss_gradient(rng, X, y, 1, 0.1, layers=[784, 128, 10], activation="sigmoid", bias=False,
+                                         backend=backend)
     model = MLP([784, 128, 10], activation="sigmoid", bias=False, seed=0, backend=backend)
     model.fit(X[:1000], y[:1000], epochs=2, batch_size=1, lr=0.1, progress=False)
     assert all(b is None for b in model.biases_)
@@ -393,6 +441,8 @@ def test_setup_784_128_10_sigmoid_without_biases(rng, synth, backend):
 def test_setup_2_3_1_regression(rng, backend):
     X = rng.uniform(-1, 1, size=(800, 2))
     y = np.sin(np.pi * X[:, 0]) + 0.5 * X[:, 1]
+    first_step_follows_the_loss_gradient(rng, X, y, 1, 0.1, layers=[2, 3, 1], activation="tanh", loss="mse",
+                                         backend=backend)
     model = MLP([2, 3, 1], activation="tanh", loss="mse", seed=0, backend=backend, dtype="float64")
     history = model.fit(X[:600], y[:600], epochs=200, batch_size=8, lr=0.1, progress=False)
     mse = float(((model.predict(X[600:])[:, 0] - y[600:]) ** 2).mean())
@@ -403,6 +453,7 @@ def test_setup_2_3_1_regression(rng, backend):
 
 def test_setup_784_128_10_relu_mini_batch(rng, synth, backend):
     X, y = synth.digits(rng, 1500)
+    first_step_follows_the_loss_gradient(rng, X, y, 32, 0.1, layers=[784, 128, 10], activation="relu", backend=backend)
     model = MLP([784, 128, 10], activation="relu", seed=0, backend=backend)
     model.fit(X[:1000], y[:1000], epochs=3, batch_size=32, lr=0.1, progress=False)
     assert model.score(X[1000:], y[1000:]) > 0.9
