@@ -22,6 +22,8 @@ EPOCHS = 5
 
 
 def main():
+    if len(sys.argv) < 5 or sys.argv[1] in ("-h", "--help"):
+        raise SystemExit(__doc__)
     seed, lr, momentum, schedule = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     extra = ast.literal_eval(sys.argv[5]) if len(sys.argv) > 5 else {}
     X, y, X_test, y_test = load_mnist(download=False)
