@@ -16,8 +16,10 @@ import gzip
 import math
 import os
 import re
+import socket
 import struct
 import sys
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -53,7 +55,8 @@ CSV_FILES = ("mnist_train.csv", "mnist_test.csv")
 IMAGE_ROWS = IMAGE_COLS = 28
 N_PIXELS = IMAGE_ROWS * IMAGE_COLS
 
-DOWNLOAD_TIMEOUT_SECONDS = 30
+DOWNLOAD_TIMEOUT_SECONDS = 30  # a server silent this long fails (requests' connect and read timeouts)
+DOWNLOAD_DEADLINE_SECONDS = 600  # a file not downloaded in this time fails (a server sending a trickle)
 
 
 @dataclass(frozen=True)
@@ -466,12 +469,45 @@ def _retrieve(url, known_hash, directory, file_name, progress):
     from ._atomic import atomic_write
 
     bar = _DownloadBar(file_name) if progress else False
-    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=DOWNLOAD_TIMEOUT_SECONDS,
-                                      chunk_size=_CHUNK_BYTES)
+    # The read timeout starts again with every byte, so a server that sends one every few
+    # seconds would hold the download for ever: past the deadline the response's socket is shut
+    # down, which ends the read waiting in this thread at once (closing the response from
+    # another thread does not wake it).
+    responses, expired = [], threading.Event()
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=DOWNLOAD_TIMEOUT_SECONDS, chunk_size=_CHUNK_BYTES,
+                                      hooks={"response": lambda response, *args, **kwargs: responses.append(response)})
+
+    def expire():
+        expired.set()
+        for response in responses:
+            # the socket under urllib3's response, under http.client's, under its buffered file
+            # (no public way to it; where a version hides it, the closed response ends the read at
+            # the server's next byte at best)
+            sock = response.raw
+            for name in ("_fp", "fp", "raw", "_sock"):
+                sock = getattr(sock, name, None)
+            if isinstance(sock, socket.socket):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            response.close()
+
+    deadline = threading.Timer(DOWNLOAD_DEADLINE_SECONDS, expire)
+    deadline.daemon = True
+    too_slow = f"the download took more than {DOWNLOAD_DEADLINE_SECONDS:g} s (the server sends too slowly)"
     path = os.path.join(directory, file_name)
     try:
         with atomic_write(path, "w+b") as file:
-            downloader(url, file, None)
+            deadline.start()
+            try:
+                downloader(url, file, None)
+            except Exception:
+                if expired.is_set():  # whatever the closed response raised
+                    raise TimeoutError(too_slow) from None
+                raise
+            if expired.is_set():  # (a closed response may also just end early)
+                raise TimeoutError(too_slow)
             file.seek(0)
             digest = hashlib.md5()
             for block in iter(lambda: file.read(_CHUNK_BYTES), b""):
@@ -480,6 +516,7 @@ def _retrieve(url, known_hash, directory, file_name, progress):
             if digest.hexdigest() != expected.lower():
                 raise ValueError(f"the download's MD5 is {digest.hexdigest()}, the file's is {known_hash}")
     finally:
+        deadline.cancel()
         if progress:
             bar.finish(path)
 

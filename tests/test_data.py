@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pooch
@@ -648,6 +649,10 @@ class Truncated(bytes):
     """A response that announces its full length but closes the connection halfway."""
 
 
+class Trickle(bytes):
+    """A response that announces its full length, then sends a byte every 0.2 s."""
+
+
 class MirrorServer:
     """Serves two mirrors, /one/ and /two/, on 127.0.0.1. Each path answers what ``responses``
     says (bytes, ``Truncated`` bytes, or an HTTP error status) and 404 otherwise; ``requests``
@@ -680,6 +685,15 @@ class MirrorServer:
                 else:
                     self.send_header("Connection", "close")  # the end of the body is the end of the connection
                 self.end_headers()
+                if isinstance(response, Trickle):
+                    try:
+                        for i in range(len(response)):
+                            self.wfile.write(response[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:  # the client gave up
+                        pass
+                    return
                 self.wfile.write(response[: len(response) // 2] if isinstance(response, Truncated) else response)
 
             def log_message(self, *args):
@@ -824,6 +838,19 @@ def test_http_errors_and_cut_connections_leave_nothing(cache_dir, server):
     assert "503" in message and "/one/train-images-idx3-ubyte.gz" in message
     assert "/two/train-images-idx3-ubyte.gz: Connection broken" in message
     assert len(server.requests) == 2
+    assert os.listdir(cache_dir) == []
+
+
+def test_a_server_that_sends_a_trickle_fails_at_the_deadline(cache_dir, server, monkeypatch):
+    # one byte every few seconds never trips the read timeout: the download hung for ever
+    server.use_for(monkeypatch, mirrors=server.mirrors[:1])
+    server.serve(0)
+    server.responses["/one/train-images-idx3-ubyte.gz"] = Trickle(server.files["train-images-idx3-ubyte.gz"])
+    monkeypatch.setattr(data, "DOWNLOAD_DEADLINE_SECONDS", 1)
+    tic = time.perf_counter()
+    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz: the download took more than 1 s"):
+        load_mnist(progress=False)
+    assert time.perf_counter() - tic < 10
     assert os.listdir(cache_dir) == []
 
 
