@@ -1274,7 +1274,7 @@ def test_warnings_are_one_line_as_errors_are(tiny_mnist):
 
     done = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--data", str(tiny_mnist), "--layers", "784,8,10",
                            "--init", "zeros", "--backend", "numpy", "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=tiny_mnist, env=_cli_env())
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("fastmlp: warning: init='zeros': every hidden unit receives the same gradient")
     assert done.stderr.count("\n") == 1
@@ -1287,11 +1287,14 @@ def test_closed_stdout_or_stderr_is_said_at_once_and_errors_never_go_to_stdout(t
     # stdout closed: the whole run trained into nothing, then a traceback from its flush; stderr
     # closed: "fastmlp: error: ..." went into stdout (and into a --json reader)
     command = f"{sys.executable} -m fastmlp train --data {tmp_path / 'missing'}"
-    closed_stdout = subprocess.run(["bash", "-c", f"exec >&-; {command}"], capture_output=True, text=True, timeout=120)
+    # (cwd: not the source tree, whose fastmlp/ has no kernels/ beside it: the installed package is the one to import)
+    closed_stdout = subprocess.run(["bash", "-c", f"exec >&-; {command}"], capture_output=True, text=True, timeout=120,
+                                   cwd=tmp_path, env=_cli_env())
     assert closed_stdout.returncode == 1
     assert closed_stdout.stderr == ("fastmlp: error: stdout is closed (>&-): fastmlp prints its results there; "
                                     "send them to a file or to /dev/null instead\n")
-    closed_stderr = subprocess.run(["bash", "-c", f"exec 2>&-; {command}"], capture_output=True, text=True, timeout=120)
+    closed_stderr = subprocess.run(["bash", "-c", f"exec 2>&-; {command}"], capture_output=True, text=True, timeout=120,
+                                   cwd=tmp_path, env=_cli_env())
     assert closed_stderr.returncode == 1 and closed_stderr.stdout == ""
 
 
