@@ -657,26 +657,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """One epoch over (X, y). The first call needs ``classes`` (all labels, as scikit-learn)
         unless y is a multilabel indicator matrix. With ``early_stopping`` the first call
         holds out ``validation_fraction`` of its data as the validation set of the run."""
-        before = {name: self.__dict__[name] for name in ("classes_", "_target_kind") if name in self.__dict__}
-        if not hasattr(self, "model_"):
-            if type_of_target(y) == "multilabel-indicator":
-                classes = None
-            elif classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-            else:
-                classes = unique_labels(classes)
-                self.classes_ = classes
-                self._target_kind = "multiclass" if len(classes) > 2 else "binary"
-        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
-            raise ValueError(f"`classes={classes}` is not the same as on last call to partial_fit, was: {self.classes_}")
-        try:
-            return self._fit(X, y, sample_weight, incremental=True)
-        except BaseException:
-            if not hasattr(self, "model_"):  # a refused first call: not fitted, as before it (check_is_fitted)
-                for name in ("classes_", "_target_kind"):
-                    self.__dict__.pop(name, None)
-                self.__dict__.update(before)
-            raise
+        # as _fit, with classes_ set inside: a refused first call leaves the estimator unfitted
+        with unchanged_until_training(self):
+            if not hasattr(self, "model_"):
+                if type_of_target(y) == "multilabel-indicator":
+                    classes = None
+                elif classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+                else:
+                    classes = unique_labels(classes)
+                    self.classes_ = classes
+                    self._target_kind = "multiclass" if len(classes) > 2 else "binary"
+            elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+                raise ValueError(f"`classes={classes}` is not the same as on last call to partial_fit, was: {self.classes_}")
+            return self._checked_fit(X, y, sample_weight, incremental=True)
 
     def _predict_targets(self, X):
         """Predictions in the encoded form of the targets (label indices or indicators)."""
