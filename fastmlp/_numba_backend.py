@@ -209,6 +209,16 @@ class NumbaBackend:
             # reaches last, and this process finds them in the cache
             self._background = start_prewarm("general", self.arch.dtype, input_dtype)
 
+    def compiling_for_later(self):
+        """The second process of this backend's cold start, if it is still compiling the kernel
+        that training here ran without (the plain per-sample one, or the parallel mini-batch
+        one), else None. It is stopped when this process ends (``_prewarm``): a run shorter than
+        its compile leaves the cache without that kernel, and the next run starts cold again."""
+        for process in (self._persample_compiling, self._parallel_compiling):
+            if process is not None and process.poll() is None:
+                return process
+        return None
+
     def warmup(self, params, data, targets, batch_size, optimizer=None, state=None, sample_weight=None,
                inference=True):
         """Compile (or load from the on-disk cache) what training will call, on two samples, and with

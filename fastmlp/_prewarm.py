@@ -32,7 +32,9 @@ It runs only where it can help: on a cold cache (no index of the kernel yet), wi
 available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks run
 with 1), compiled (not under NUMBA_DISABLE_JIT), and unless ``FASTMLP_BACKGROUND_COMPILE=0``. The
 other process changes nothing but the cache; if it is slow, killed or fails, this process
-compiles whatever it has not stored, as it would alone.
+compiles whatever it has not stored, as it would alone. It is stopped when this process ends, so
+a run shorter than its compile leaves the kernel out of the cache: ``fastmlp train`` waits for it
+at its end (``cli._store_for_the_next_run``; ``NumbaBackend.compiling_for_later``).
 
 ``tests/test_prewarm.py`` checks that the calls here have exactly the types the kernels' own
 calls have (every helper is then a cache hit for the kernel), so that an edit of the kernels'

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastmlp import MLP, load_mnist
+from fastmlp import MLP, cli, load_mnist
 from fastmlp.cli import main
 
 REQUIRED_KEYS = {
@@ -1319,6 +1319,40 @@ def test_no_progress_and_json_silence_the_downloader_too(capsys, monkeypatch, tm
         assert main(["evaluate", str(tmp_path / "m.npz"), *flag]) == 1
     assert asked and all(value is progress for value in asked)
     capsys.readouterr()
+
+
+class _Compiling:
+    """A second process still compiling, as ``NumbaBackend.compiling_for_later`` returns it."""
+
+    def __init__(self, raises=None):
+        self.raises, self.waited = raises, []
+
+    def wait(self, timeout=None):
+        self.waited.append(timeout)
+        if self.raises is not None:
+            raise self.raises
+
+
+@pytest.mark.parametrize("argv, raises", [([], None), (["--json"], None), ([], KeyboardInterrupt)],
+                         ids=["text", "json", "ctrl-c"])
+def test_a_cold_train_waits_at_its_end_for_the_kernel_of_the_next_runs(capsys, tiny_mnist, monkeypatch, argv, raises):
+    # stopped when the run ended, the second process left the cache without the kernel: every
+    # later run started cold again (the end-to-end check: test_prewarm.py)
+    from fastmlp import _numba_backend
+
+    compiling = _Compiling(raises)
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "compiling_for_later", lambda self: compiling)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--no-progress", *argv)
+    assert status == 0, err  # Ctrl-C skips the wait: the run's results are out already
+    assert compiling.waited == [cli.STORE_WAIT_SECONDS]
+    said = "storing the compiled kernel in the cache for the next runs (once; Ctrl-C skips this)"
+    assert (said in out) == ("--json" not in argv)
+    if "--json" in argv:
+        json.loads(out)
+    assert ("stored in" in out) == (not argv and raises is None)
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "compiling_for_later", lambda self: None)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--no-progress")
+    assert status == 0 and "storing" not in out  # a warm run does not wait
 
 
 def test_a_data_dependent_mistake_names_the_option(capsys, tiny_mnist):
