@@ -293,8 +293,8 @@ def _check_fit_options(args, dests):
     _check_combination(lambda: check_fit_options({**FIT_DEFAULTS, **_fit_options(args, dests)}))
 
 
-def _download_progress(args):
-    """The downloader's bars: off with --json or --no-progress, as training's are; else on a
+def _progress(args):
+    """The bars (training's and the downloader's): off with --json or --no-progress; else on a
     terminal only."""
     return False if (getattr(args, "json", False) or getattr(args, "no_progress", False)) else None
 
@@ -304,7 +304,7 @@ def _data(args):
     has been checked, so mistakes fail fast."""
     from .data import load_dataset
 
-    X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data, progress=_download_progress(args))
+    X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data, progress=_progress(args))
     if args.limit is not None:
         if args.limit > len(y_train):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
@@ -617,7 +617,7 @@ def _train_ranks(args, comm):
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
     _check_test_set(model, X_test, y_test)  # now, not after the training it would throw away
-    progress = False if (args.json or args.no_progress) else None
+    progress = _progress(args)
     log = (lambda *a: None) if (args.json or not lead) else print
     checkpoints = {"checkpoint_path": args.save, "checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {}
 
@@ -797,7 +797,7 @@ def _evaluate(args):
         require_matplotlib()
     model = MLP.load(args.model)
     name = args.dataset or "mnist"
-    X_test, y_test = load_test_set(name, args.data, progress=_download_progress(args))  # the training files need not be there
+    X_test, y_test = load_test_set(name, args.data, progress=_progress(args))  # the training files need not be there
     source = f"the test set of {args.data}" if args.data else f"the {name} test set"
     X_test = _samples(model, args.model, X_test, source)
     try:
