@@ -9,10 +9,12 @@ first mini-batch step; with ``--momentum`` F > 0 per-sample training runs the ge
 kernel) has been trained, and how much of that was the import. The first child
 runs with an empty Numba cache (cold: everything is compiled), the following ones reuse what it
 stored (warm: kernels load from disk). A cold run of one sample exits before its second process
-(``fastmlp._prewarm``) has stored the kernel itself, so those warm runs load the kernel's helpers
-one by one and train on the interpreted kernel; "stored_warm" runs come after that second
-process's plan has been run to its end, as after a first run long enough: what a second run
-loads then. "numba_floor_seconds" is what any warm Numba program
+(``fastmlp._prewarm``) has stored the kernel itself; that process then finishes the kernel in the
+background, and each child's next one starts once it has ended ("finishing_seconds": how long
+after its child's exit), so the warm runs load the kernel stored (fastmlp before 2026-12-05
+stopped that process at exit: a base revision that old has warm runs that load the kernel's
+helpers one by one and train on the interpreted kernel). "stored_warm" runs come after that
+second process's plan has been run to its end in this script. "numba_floor_seconds" is what any warm Numba program
 pays before its first call: a child that imports NumPy and Numba and loads one cached function
 (Numba also imports SciPy there when it is installed).
 
@@ -30,6 +32,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+
+from fastmlp import _prewarm
 
 CHILD = r"""
 import time
@@ -79,9 +84,17 @@ def run_child(cache_dir, threads, batch_size, momentum=0.0, source=None, script=
     code = "import json\n" + CHILD.replace("THREADS", repr(threads)).replace("BATCH", str(batch_size)).replace(
         "MOMENTUM", repr(momentum))
     command = [sys.executable, script] if script else [sys.executable, "-c", code]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir(),
-                          check=True)
-    return json.loads(done.stdout)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tempfile.gettempdir())
+    out, err = child.communicate()
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command, out, err)
+    timings = json.loads(out)
+    tic = time.perf_counter()
+    if not _prewarm.wait_for_finishing(child.pid, timeout=900):
+        raise RuntimeError(f"the second process of child {child.pid} still compiles after 900 s")
+    timings["finishing_seconds"] = time.perf_counter() - tic
+    return timings
 
 
 def store_the_rest(cache_dir, args, source=None):

@@ -212,8 +212,8 @@ class NumbaBackend:
     def compiling_for_later(self):
         """The second process of this backend's cold start, if it is still compiling the kernel
         that training here ran without (the plain per-sample one, or the parallel mini-batch
-        one), else None. It is stopped when this process ends (``_prewarm``): a run shorter than
-        its compile leaves the cache without that kernel, and the next run starts cold again."""
+        one), else None. Told to finish it when this process exits normally (``_prewarm``), it
+        goes on in the background; a run started meanwhile finds the cache cold still."""
         for process in (self._persample_compiling, self._parallel_compiling):
             if process is not None and process.poll() is None:
                 return process

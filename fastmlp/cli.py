@@ -746,7 +746,9 @@ def _store_for_the_next_run(model, quiet):
     """At the end of a cold run: wait for the second process still compiling the kernel that
     training ran without (its results are out by then). Stopped at exit, it would leave the cache
     without the kernel, and every later run would start cold and train on the slow path again
-    (31k against 243k samples/s per-sample, AMD EPYC Zen 2). Ctrl-C skips the wait."""
+    (31k against 243k samples/s per-sample, AMD EPYC Zen 2); told to finish in the background at
+    exit (``_prewarm``), a run started next would still find the cache cold and compile it again.
+    Ctrl-C skips the wait (and stops the process: the terminal signals both)."""
     compiling = getattr(model.backend_, "compiling_for_later", lambda: None)()
     if compiling is None:
         return
@@ -756,7 +758,7 @@ def _store_for_the_next_run(model, quiet):
     try:
         compiling.wait(timeout=STORE_WAIT_SECONDS)
     except subprocess.TimeoutExpired:
-        return  # (stopped at exit, as before)
+        return  # (told to finish in the background at exit)
     except KeyboardInterrupt:
         if _signalled:  # SIGTERM: the batch system's end, not a skip
             raise
