@@ -699,6 +699,7 @@ class MLP:
             history=self.history_,
             on_epoch=on_epoch,
             sample_weight=sample_weight,
+            classifies=self.arch_.is_classifier,
         )
         if checkpoints:
             checkpoint()

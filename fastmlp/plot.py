@@ -98,7 +98,7 @@ def plot_history(history, ax=None, *, accuracy=None):
         second.
     accuracy : bool, optional
         Whether to draw accuracy. By default it is drawn unless the history is a regression's
-        (its training accuracy is 0 every epoch and it has no validation accuracy).
+        (its accuracy is None every epoch; 0 in histories of fastmlp before 2026-12-05).
 
     Returns
     -------
@@ -111,8 +111,11 @@ def plot_history(history, ax=None, *, accuracy=None):
     if all(value is None for value in val_accuracy):
         val_accuracy = []
     val_accuracy = [np.nan if value is None else value for value in val_accuracy]
+    if all(value is None for value in train_accuracy):
+        train_accuracy = []
+    train_accuracy = [np.nan if value is None else value for value in train_accuracy]
     if accuracy is None:
-        accuracy = bool(val_accuracy) or any(value != 0 for value in train_accuracy)
+        accuracy = bool(val_accuracy) or any(value != 0 and not np.isnan(value) for value in train_accuracy)
     elif accuracy and not (train_accuracy or val_accuracy):
         raise ValueError("accuracy=True, but the history has no accuracy values: there is nothing to draw")
     pair = None if ax is None else _axes_pair(ax)

@@ -385,9 +385,11 @@ def train(
     history=None,
     on_epoch=None,
     sample_weight=None,
+    classifies=True,
 ):
     """Train up to ``epochs`` more epochs of the run ``run``, in place on ``params``, ``state``
-    and ``run``; return the History (``history``, appended to).
+    and ``run``; return the History (``history``, appended to). A regression's (``classifies``
+    false) training accuracy is recorded as None, as its validation accuracy is.
 
     ``data``/``targets`` are already validated and prepared for ``backend``; ``evaluate`` is an
     optional callable returning (val_loss, val_accuracy) after each epoch, and its loss is then
@@ -449,7 +451,7 @@ def train(
         history.epoch.append(epoch + 1)
         history.lr.append(rate)
         history.loss.append(loss_sum / n_samples)
-        history.accuracy.append(n_correct / n_samples)
+        history.accuracy.append(n_correct / n_samples if classifies else None)
         history.seconds.append(seconds)
         history.samples.append(n_samples)
         history.samples_per_second.append(n_samples / seconds if seconds > 0 else float("inf"))

@@ -67,7 +67,13 @@ def test_regression_history_has_no_accuracy(rng):
     y = (X[:, 0] - X[:, 1]).astype(np.float32)
     model = fastmlp.MLP([2, 4, 1], activation="tanh", loss="mse", backend="numpy")
     history = model.fit(X[:60], y[:60], epochs=3, batch_size=4, lr=0.05, validation_data=(X[60:], y[60:]))
+    assert history.accuracy == [None] * 3 and history.val_accuracy == [None] * 3
     (loss_ax,) = plot_history(history).axes
+    assert labels_of(loss_ax) == ["training loss", "validation loss"]
+    with pytest.raises(ValueError, match="no accuracy values"):
+        plot_history(history, accuracy=True)  # (it drew a line of zeros)
+    older = dict(history.as_dict(), accuracy=[0.0] * 3)  # a regression's history before 2026-12-05
+    (loss_ax,) = plot_history(older).axes
     assert labels_of(loss_ax) == ["training loss", "validation loss"]
 
 
