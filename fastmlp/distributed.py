@@ -206,6 +206,25 @@ def lead_step(comm, step):
         raise RanksFailed(f"distributed training: rank 0 failed during training, so every rank stops: {message}") from error
 
 
+def each_rank_step(comm, step):
+    """Run ``step()`` on every rank (a fit's ``on_epoch``) and tell every rank how it went on each:
+    if it raised on some, every rank raises (those its own error, the others RanksFailed naming
+    the first that raised), so that none waits for the others in the next collective. Every rank
+    must call this at the same point."""
+    error = None
+    try:
+        step()
+    except Exception as raised:  # noqa: BLE001 - told to every rank, then raised here
+        error = raised
+    told = comm.allgather(None if error is None else f"{type(error).__name__}: {' '.join(str(error).split())}")
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(told) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise RanksFailed(f"distributed training: rank {rank} failed during training, so every rank stops: {message}")
+
+
 def warm_up_kernels(X, y, dtype):
     """Compile (or load from the cache) the kernels ``train --distributed`` calls, for ``dtype``
     and X's kind of input, in this process alone (``fastmlp warmup --distributed``): a tiny

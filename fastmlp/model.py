@@ -403,7 +403,8 @@ class MLP:
 
         ``on_epoch``: called as ``on_epoch(history)`` after each epoch, once its entry is in the
         history and early stopping has judged it (and after its checkpoint): to print or log a
-        run as it goes. An exception it raises ends the call there, the epochs before it trained.
+        run as it goes. An exception it raises ends the call there, the epochs before it trained
+        (distributed: on every rank, the others with ``RanksFailed`` naming the rank it raised on).
 
         ``distributed``: True (``MPI.COMM_WORLD``) or an mpi4py communicator trains data-parallel
         over the processes of ``mpiexec`` (``fastmlp.distributed``; the numba backend, batches of
@@ -614,7 +615,7 @@ class MLP:
                 return metrics["loss"], metrics["accuracy"]
 
         if comm is not None:
-            from .distributed import DistributedBackend, _crc, check_same_run, is_lead, lead_step
+            from .distributed import DistributedBackend, _crc, check_same_run, each_rank_step, is_lead, lead_step
 
             check_same_run(comm, data=fingerprint.result(), options=options, epochs=epochs, run=run.scalars(),
                            network=[list(arch.layers), self.activation, self.loss, self.output, self.bias, arch.dtype],
@@ -678,8 +679,10 @@ class MLP:
         def on_epoch():
             if checkpoints and run.epochs_done % every == 0:
                 checkpoint()
-            if listener is not None:
+            if listener is not None and comm is None:
                 listener(self.history_)
+            elif listener is not None:  # raised on one rank alone, it left the others waiting for it
+                each_rank_step(comm, lambda: listener(self.history_))
 
         history = trainer.train(
             backend,

@@ -164,6 +164,20 @@ try:
 except ValueError as error:
     results["disk_full"] = np.array(comm.gather(f"{type(error).__name__}: {error} ({len(saves)} saves)", root=0))
 fastmlp.MLP.save = saving
+# rank 1's on_epoch raises after epoch 2 (its log's disk is full, say): every rank stops there
+# (rank 0 went on to epoch 3 and waited for rank 1 in its first collective for ever)
+
+
+def listener(history):
+    if comm.rank == 1 and len(history.epoch) == 2:
+        raise RuntimeError("the log is full")
+
+
+try:
+    fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], epochs=4, batch_size=32, progress=False,
+                                         distributed=True, on_epoch=listener)
+except Exception as error:
+    results["listener"] = np.array(comm.gather(f"{type(error).__name__}: {error}", root=0))
 if comm.rank == 0:
     np.savez("result.npz", ranks=comm.size, **results)
 """ % (EPOCHS, EPOCHS)
@@ -224,6 +238,10 @@ def test_two_ranks_train_what_one_process_trains(rng, tmp_path):
     assert [message.startswith("RanksFailed: distributed training: rank 0 failed during training, so every rank stops: "
                                "OSError: [Errno 28] No space left on device") for message in result["disk_full"]] == [True] * 2
     assert result["disk_full"][0].endswith("(2 saves)") and result["disk_full"][1].endswith("(0 saves)")
+    # an on_epoch that raised on one rank: every rank stops (the others waited for it)
+    assert result["listener"].tolist() == [
+        "RanksFailed: distributed training: rank 1 failed during training, so every rank stops: RuntimeError: the log is full",
+        "RuntimeError: the log is full"]
 
 
 def test_cli_on_two_ranks_prints_and_writes_once_and_resumes(tiny_mnist_dir, tmp_path, capsys):
