@@ -679,10 +679,11 @@ class MLP:
         def on_epoch():
             if checkpoints and run.epochs_done % every == 0:
                 checkpoint()
-            if listener is not None and comm is None:
-                listener(self.history_)
-            elif listener is not None:  # raised on one rank alone, it left the others waiting for it
-                each_rank_step(comm, lambda: listener(self.history_))
+            if comm is None:
+                if listener is not None:
+                    listener(self.history_)
+            else:  # on every rank, given or not: raised on one rank alone, it left the others waiting for it
+                each_rank_step(comm, lambda: listener is None or listener(self.history_))
 
         history = trainer.train(
             backend,

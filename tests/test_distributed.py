@@ -173,9 +173,9 @@ def listener(history):
         raise RuntimeError("the log is full")
 
 
-try:
+try:  # (rank 0 passes none: that rank is told all the same)
     fastmlp.MLP([40, 12, 4], seed=5).fit(arrays["X"], arrays["y"], epochs=4, batch_size=32, progress=False,
-                                         distributed=True, on_epoch=listener)
+                                         distributed=True, on_epoch=listener if comm.rank == 1 else None)
 except Exception as error:
     results["listener"] = np.array(comm.gather(f"{type(error).__name__}: {error}", root=0))
 if comm.rank == 0:
