@@ -8,6 +8,7 @@ the kernels); float data goes the same way with scale 1.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,27 @@ from .reference import PIXEL_SCALE
 INFERENCE_BLOCK = 4096
 _PLAIN = optim.Optimizer()
 _compiling_ahead = False  # within compiling_ahead()
+_openmp_inherited = False  # forked from a process whose OpenMP threads had started (_after_fork)
+
+
+def _after_fork():
+    """In a child forked (multiprocessing's default start on Linux before Python 3.14) from a
+    process that had started Numba's OpenMP threading layer (a mini-batch fit: the parallel
+    kernel): the layer cannot be used again here (GNU OpenMP's threads are not in the child;
+    Numba ends the process, "Terminating: fork() called from a process already using GNU OpenMP",
+    and a multiprocessing Pool waited for its workers for ever). Mini-batch training then runs on
+    the serial twin (the same bits). TBB and workqueue layers survive a fork."""
+    global _openmp_inherited
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:
+        return
+    if getattr(parallel, "_is_initialized", False) and getattr(parallel, "_threading_layer", None) == "omp":
+        _openmp_inherited = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextlib.contextmanager
@@ -32,8 +54,8 @@ def compiling_ahead():
     """Within it, training compiles (or loads) its kernel itself (mini-batch: the parallel one)
     and never trains on the serial twin or an interpreted kernel. For ``fastmlp warmup``: on a
     cold cache a first fit trains on an interpreted kernel while a second process compiles the
-    kernel, and stops that process when it exits (``_prewarm``), so a warm-up that only fitted
-    would leave the kernel later fits train on to be compiled by the next run."""
+    kernel (``_prewarm``), so a warm-up that only fitted could end before the kernel later fits
+    train on is stored."""
     global _compiling_ahead
     previous, _compiling_ahead = _compiling_ahead, True
     try:
@@ -342,6 +364,8 @@ class NumbaBackend:
             compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
             if kernel is not None:
                 n_done = call(1, 0, len(order), kernel)
+            elif _openmp_inherited:  # the parallel kernel would end this process (_after_fork)
+                n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
             elif not _compiling_ahead and compiling:
                 # A cold start: the interpreted kernel, bitwise the same, on one thread, while
                 # the second process compiles the parallel kernel (first, this process's share

@@ -153,6 +153,43 @@ def _signals_round_trip(signals_not_lost):
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+FORKED_POOL = r"""
+import json, multiprocessing, numpy as np, numba, fastmlp
+rng = np.random.default_rng(0)
+X, y = rng.integers(0, 256, size=(300, 30), dtype=np.uint8), rng.integers(0, 4, 300)
+
+
+def fit(threads):
+    model = fastmlp.MLP([30, 8, 4], seed=1, threads=threads)
+    history = model.fit(X, y, epochs=2, batch_size=8, progress=False)
+    return history.loss, model.backend_.threads_used, model.params_.tobytes().hex()
+
+
+fit("auto")  # the parallel kernel has started Numba's threads in this process
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    forked = pool.map_async(fit, [2]).get(timeout=300)[0]
+print(json.dumps({"layer": numba.threading_layer(), "forked": forked, "here": fit(1)}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_process_forked_after_a_mini_batch_fit_trains_too(tmp_path):
+    # multiprocessing forks on Linux (before Python 3.14): under GNU OpenMP, Numba's threading
+    # layer here, the parallel kernel ended the forked worker ("Terminating: fork() called from a
+    # process already using GNU OpenMP") and the Pool waited for it for ever
+    env = dict(os.environ, FASTMLP_BACKGROUND_COMPILE="0")
+    done = subprocess.run([sys.executable, "-c", FORKED_POOL], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    result = json.loads(done.stdout)
+    (loss, threads_used, weights), (loss_here, _, weights_here) = result["forked"], result["here"]
+    assert loss == loss_here and weights == weights_here  # the same bits as on one thread here
+    if result["layer"] == "omp":
+        assert threads_used == 1  # the serial twin: OpenMP cannot start again in a forked child
+
+
 def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
     from fastmlp import cli
 
