@@ -3,6 +3,7 @@ test runs fresh Python processes on an empty Numba cache of its own."""
 
 import json
 import os
+import signal
 import tempfile
 import time
 
@@ -540,16 +541,18 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
 
     if available_cores() < 2:
         pytest.skip("starts only with two cores available")
-    code = ("import os\nfrom fastmlp import _prewarm\n"
-            "process = _prewarm.start('mini-batch', 'float32', 'uint8')\n"
-            "print(os.getpid(), process.pid, process.fastmlp_claims)\n")  # exits at once, long before it is done
+    code = ("import json, os\nfrom fastmlp import _prewarm\n"
+            "plain = _prewarm.start('per-sample', 'float32', 'uint8')\n"
+            "batches = _prewarm.start('mini-batch', 'float64', 'float64')\n"
+            "print(json.dumps([os.getpid(), plain.pid, batches.pid, batches.fastmlp_claims]))\n")  # exits at once
     ask = ("import json, numpy as np\nfrom fastmlp import _prewarm, kernels\n"
-           "print(json.dumps(_prewarm.cache_is_cold(kernels.minibatch_sgd_chunk, np.float32, np.uint8)))")
+           "print(json.dumps(_prewarm.cache_is_cold(kernels.sgd_persample_chunk, np.float32, np.uint8)))")
     with tempfile.TemporaryDirectory() as cache_dir:
-        fit_pid, pid, claims = run_python(["-c", code], cache_dir, python_process).split()
-        assert _prewarm.finishing_after(int(fit_pid)) == [int(pid)]  # still compiling, its fit ended
+        fit_pid, plain, batches, claims = json.loads(run_python(["-c", code], cache_dir, python_process))
+        assert sorted(_prewarm.finishing_after(fit_pid)) == sorted([plain, batches])  # still compiling, the fit gone
         assert not os.path.exists(claims)  # the directory where the two claimed helpers is removed
-        assert _prewarm.wait_for_finishing(int(fit_pid), timeout=600)
+        os.kill(batches, signal.SIGKILL)  # (its parallel kernel takes far longer: not waited for here)
+        assert _prewarm.wait_for_finishing(fit_pid, timeout=600)
         assert json.loads(run_python(["-c", ask], cache_dir, python_process)) is False  # the kernel is stored
 
 
