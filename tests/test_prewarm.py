@@ -37,6 +37,14 @@ print(json.dumps([sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_
 """
 
 
+def needs_two_cores():
+    """A skip where this process has fewer than two cores: the second process starts only with two."""
+    from fastmlp.kernels._threads import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("starts only with two cores available")
+
+
 def run_python(args, cache_dir, run, **env):
     """stdout of ``python args`` on the Numba cache ``cache_dir``, through ``run`` (a background
     job's, or the ``python_process`` fixture: conftest)."""
@@ -471,10 +479,7 @@ def start_twice_on_and_off(run):
 
 @pytest.mark.background.with_args(start_twice_on_and_off)
 def test_it_starts_on_a_cold_cache_only_and_can_be_switched_off(background):
-    from fastmlp.kernels._threads import available_cores
-
-    if available_cores() < 2:
-        pytest.skip("starts only with two cores available")
+    needs_two_cores()
     on, off = background(start_twice_on_and_off)
     assert on["first"] == "Started" and on["second"] is None
     # the call above, and the fit's own (the cache was still cold when it began)
@@ -521,10 +526,7 @@ print(json.dumps({"same": again is first, "other": other is not first, "started"
 
 
 def test_a_second_fit_while_it_compiles_starts_no_second_process(python_process):
-    from fastmlp.kernels._threads import available_cores
-
-    if available_cores() < 2:
-        pytest.skip("starts only with two cores available")
+    needs_two_cores()
     with tempfile.TemporaryDirectory() as cache_dir:
         result = json.loads(run_python(["-c", START_WHILE_RUNNING], cache_dir, python_process))
     # every mini-batch fit on a cold cache asks for it; one process per dtype and input type
@@ -537,10 +539,7 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
     # without the kernel, and every later run (a script, each time) started cold and trained on
     # the interpreted kernel again (31k against 249k samples/s, AMD EPYC Zen 2)
     from fastmlp import _prewarm
-    from fastmlp.kernels._threads import available_cores
-
-    if available_cores() < 2:
-        pytest.skip("starts only with two cores available")
+    needs_two_cores()
     code = ("import json, os\nfrom fastmlp import _prewarm\n"
             "plain = _prewarm.start('per-sample', 'float32', 'uint8')\n"
             "batches = _prewarm.start('mini-batch', 'float64', 'float64')\n"
@@ -561,10 +560,7 @@ def test_a_process_started_by_a_fit_in_a_thread_outlives_the_thread(python_proce
     # thread (a pool's, say) had its second process stopped when the thread ended, its process
     # still running
     from fastmlp import _prewarm
-    from fastmlp.kernels._threads import available_cores
-
-    if available_cores() < 2:
-        pytest.skip("starts only with two cores available")
+    needs_two_cores()
     code = ("import json, os, threading, time\nfrom fastmlp import _prewarm\n"
             "started = []\n"
             "def fit():\n"
@@ -601,10 +597,7 @@ def test_a_process_whose_fit_was_killed_ends_soon_after_it(python_process):
     # minute
     import time
 
-    from fastmlp.kernels._threads import available_cores
-
-    if available_cores() < 2:
-        pytest.skip("starts only with two cores available")
+    needs_two_cores()
     code = ("import os, signal, sys\n"
             "from fastmlp import _prewarm\n"
             "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
