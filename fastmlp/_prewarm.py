@@ -333,13 +333,11 @@ def start(plan, dtype, values_dtype):
     docstring); returns the process or None."""
     import numba
 
-    from . import kernels
     from .kernels._threads import available_cores
 
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    kernel = {"per-sample": kernels.sgd_persample_chunk, "mini-batch": kernels.minibatch_sgd_chunk,
-              "general": kernels.persample_chunk}[plan]
+    kernel = _kernel_of(plan)
     if getattr(sys, "frozen", False) or not sys.executable:
         return None  # a frozen application's executable is not a Python to run "-m" with
     if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
@@ -377,6 +375,14 @@ def start(plan, dtype, values_dtype):
     return process
 
 
+def _kernel_of(plan):
+    """The kernel whose cold start ``plan`` helps."""
+    from . import kernels
+
+    return {"per-sample": kernels.sgd_persample_chunk, "mini-batch": kernels.minibatch_sgd_chunk,
+            "general": kernels.persample_chunk}[plan]
+
+
 FINISH_AFTER_EXIT = ("per-sample", "mini-batch")  # the plans whose kernel training here ran without
 
 
@@ -385,11 +391,11 @@ def _stop_started():
     per-sample one, or the parallel mini-batch one) is told to finish it (``_exit_with_parent``):
     stopped, it would leave the cache without that kernel, and every later run would start cold
     and train on the slow interpreted kernel again, however often it ran (31k against 249k
-    samples/s per-sample, AMD EPYC Zen 2). Any other is stopped: once this process has compiled
-    its kernel, the kernel's cache entry holds the helpers too, so their own entries no longer
-    matter."""
+    samples/s per-sample, AMD EPYC Zen 2). Any other is stopped, as is one whose kernel is stored by
+    now (compiled here: ``fastmlp warmup``): once this process has compiled its kernel, the
+    kernel's cache entry holds the helpers too, so their own entries no longer matter."""
     for process in _STARTED:
-        if process.poll() is None and not (process.fastmlp_plan[0] in FINISH_AFTER_EXIT and _tell_to_finish(process)):
+        if process.poll() is None and not (_still_needed(process) and _tell_to_finish(process)):
             process.terminate()
             try:
                 process.wait(timeout=5)
@@ -399,6 +405,17 @@ def _stop_started():
         _close_told(process)
         if getattr(process, "fastmlp_claims", None):
             shutil.rmtree(process.fastmlp_claims, ignore_errors=True)
+
+
+def _still_needed(process):
+    """Whether ``process``'s plan is one to finish and its kernel is still missing from the cache."""
+    plan, dtype, values_dtype = process.fastmlp_plan
+    if plan not in FINISH_AFTER_EXIT:
+        return False
+    try:
+        return cache_is_cold(_kernel_of(plan), dtype, values_dtype)
+    except (OSError, AttributeError):  # a Numba without these cache attributes
+        return True
 
 
 def _tell_to_finish(process):

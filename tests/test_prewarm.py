@@ -653,3 +653,43 @@ def test_a_new_claims_directory_is_named_after_its_process(tmp_path, monkeypatch
     made = _prewarm.new_claims_directory()
     assert os.path.dirname(made) == str(tmp_path)
     assert os.path.basename(made).startswith(f"{_prewarm.CLAIMS_PREFIX}{os.getpid()}-")
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, stored):
+    # `fastmlp warmup` compiles the kernels itself: a second process still compiling one of them
+    # at its exit would compile it again after the warm-up had ended
+    from fastmlp import _prewarm
+
+    class Compiling:  # stands in for a second process still running
+        fastmlp_claims = None
+
+        def __init__(self, plan):
+            self.fastmlp_plan = (plan, "float32", "uint8")
+            self.listen, self.fastmlp_told = os.pipe()
+            self.terminated = False
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            self.terminated = True
+
+        def wait(self, timeout=None):
+            return 0
+
+    processes = [Compiling(plan) for plan in ("per-sample", "mini-batch", "general")]
+    monkeypatch.setattr(_prewarm, "_STARTED", processes)
+    monkeypatch.setattr(_prewarm, "cache_is_cold", lambda *args, **kwargs: not stored)
+    _prewarm._stop_started()
+    told = []
+    for process in processes:
+        os.set_blocking(process.listen, False)
+        try:
+            told.append(os.read(process.listen, 1))
+        except BlockingIOError:
+            told.append(b"")
+        os.close(process.listen)
+    assert [process.terminated for process in processes] == [stored, stored, True]
+    assert told == ([b"", b"", b""] if stored else [b"f", b"f", b""])
+    assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
