@@ -73,6 +73,15 @@ CASES = {
                                                    ("fallback", "real", "real")),
     "momentum 0.99 (fallback: ill-conditioned)": (dict(momentum=0.99, weight_decay=0.01), 0.005, ("fallback",) * 3),
     "momentum 0.01 (fallback: renormalised too often)": (dict(momentum=0.01), 0.1, ("fallback",) * 3),
+    # the fallback's decoupled decay, and its rows without velocity (plain SGD, where lr * decay
+    # nears 1): an idle row that skipped its decay there passed every other case (audit 21)
+    "momentum 0.99, decoupled decay (fallback)": (dict(momentum=0.99, weight_decay=0.05, decoupled_weight_decay=True),
+                                                  0.005, ("fallback",) * 3),
+    "nesterov 0.99, decoupled decay (fallback)": (dict(momentum=0.99, nesterov=True, weight_decay=0.05,
+                                                       decoupled_weight_decay=True), 0.005, ("fallback",) * 3),
+    "plain + heavy decay (fallback, then real)": (dict(weight_decay=1.9), 0.5, ("fallback", "fallback", "real")),
+    "plain + heavy decoupled decay (fallback, then real)": (dict(weight_decay=0.95, decoupled_weight_decay=True), 1.0,
+                                                            ("fallback", "fallback", "real")),
 }
 
 
