@@ -16,7 +16,6 @@ EPOCHS = 3
 
 # One line per case: (backend, MLP keywords, fit keywords). A run of EPOCHS epochs stopped after
 # each epoch, saved, loaded and resumed must end bit for bit where the uninterrupted run ends.
-# The numba backend trains plain SGD for now; add its optimizer cases here when the kernels do.
 RESUME_CASES = [
     pytest.param("numpy", {}, dict(batch_size=4, lr=0.05, momentum=0.9, dropout=0.2, weight_decay=1e-3,
                                    lr_schedule="cosine"), id="numpy-momentum-dropout-decay-cosine"),

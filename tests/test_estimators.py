@@ -199,6 +199,46 @@ def test_stopping_epoch_count_matches_sklearn(params):
         assert ours.best_validation_score_ == max(ours.validation_scores_)
 
 
+def test_early_stopping_ends_with_the_best_scoring_weights():
+    # scikit-learn's semantics: the model keeps the weights of its best validation score, those a
+    # run cut at that epoch ends with (a fit that kept its last weights passed every other test
+    # here: a classifier's few validation rows tie its scores; audit 21)
+    X, y = make_regression(300, 6, noise=20.0, random_state=0)
+    params = dict(hidden_layer_sizes=(16,), early_stopping=True, n_iter_no_change=3, tol=0.0, max_iter=200,
+                  learning_rate_init=0.05, random_state=0)
+    stopped = MLPRegressor(**params).fit(X, y)
+    best = int(np.argmax(stopped.validation_scores_)) + 1
+    assert best < stopped.n_iter_ < 200  # stopped early, its best epoch before its last
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cut = MLPRegressor(**dict(params, max_iter=best)).fit(X, y)
+    for mine, shorter in zip(stopped.coefs_ + stopped.intercepts_, cut.coefs_ + cut.intercepts_):
+        np.testing.assert_array_equal(mine, shorter)
+
+
+def test_invscaling_trains_each_epoch_at_sklearns_rate(monkeypatch):
+    # learning_rate_init / (t_ + 1) ** power_t, t_ the samples trained before the epoch (an
+    # exponent off by one sample from the second epoch on passed every other test: audit 21)
+    import fastmlp
+
+    rates = []
+    partial_fit = fastmlp.MLP.partial_fit
+
+    def spy(self, *args, lr=None, **kwargs):
+        rates.append(lr)
+        return partial_fit(self, *args, lr=lr, **kwargs)
+
+    monkeypatch.setattr(fastmlp.MLP, "partial_fit", spy)
+    X, y = make_classification(120, 5, random_state=0)
+    params = dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1, power_t=0.5, max_iter=3,
+                  hidden_layer_sizes=(4,), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(**params).fit(X, y)
+    assert model.t_ == 360
+    assert rates == pytest.approx([0.1 / (t + 1) ** 0.5 for t in (0, 120, 240)], rel=1e-12)
+
+
 @pytest.mark.parametrize("case", ["one-sample-class", "fewer-validation-rows-than-classes"])
 def test_early_stopping_splits_multiclass_data_as_sklearn_does(case):
     # scikit-learn stratifies the validation split only for one output (binary); stratifying

@@ -414,6 +414,17 @@ def test_an_improvement_must_beat_tol_but_the_best_epoch_is_the_lowest_loss(rng,
     np.testing.assert_array_equal(model.params_, after[4][0])
 
 
+def test_a_loss_equal_to_the_best_leaves_the_earlier_epoch_the_best(rng, synth):
+    # the first of equal losses stays the best (scikit-learn keeps the first of equal scores);
+    # a later epoch taking it passed every other test (audit 21)
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 4, 10], backend="numpy")
+    after = trained_epochs(model, X, y, [1.0, 0.5, 0.5, 0.7], epochs=4, batch_size=8, early_stopping=2, tol=0.0)
+    assert model.history_.stopped_epoch == 4 and model.history_.best_epoch == 2
+    np.testing.assert_array_equal(model.params_, after[2][0])
+    assert not np.array_equal(after[2][0], after[3][0])
+
+
 def test_run_that_reaches_its_epochs_keeps_the_best_weights_and_goes_on_from_the_last(rng, synth):
     X, y = synth.digits(rng, 40)
     losses = [1.0, 0.5, 0.7, 0.8, 0.6, 0.9]
@@ -486,6 +497,18 @@ def test_adaptive_divides_the_rate_by_5_and_stops_below_1e_6(rng, synth):
     assert history.lr == pytest.approx([2e-5, 2e-5, 2e-5, 4e-6, 4e-6, 4e-6], rel=1e-12)
     assert history.stop_reason == "adaptive learning rate fell below 1e-6" and history.stopped_epoch == 6
     assert model.run_.lr_reductions == 1
+
+
+def test_adaptive_counts_an_improvement_smaller_than_tol_as_none(rng, synth):
+    # losses that fall by less than tol each epoch: the rate is divided all the same (a counter
+    # reset by any fall passed every test in this file, audit 21)
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 4, 10], backend="numpy")
+    losses = [1.0, 0.999, 0.998, 0.5, 0.499, 0.498]
+    trained_epochs(model, X, y, losses, epochs=6, lr=2e-5, lr_schedule="adaptive", n_iter_no_change=2, tol=0.01)
+    history = model.history_
+    assert history.lr == pytest.approx([2e-5, 2e-5, 2e-5, 4e-6, 4e-6, 4e-6], rel=1e-12)
+    assert history.stop_reason == "adaptive learning rate fell below 1e-6" and history.stopped_epoch == 6
 
 
 def test_adaptive_without_validation_watches_the_training_loss(rng, synth):
