@@ -370,7 +370,9 @@ def start(plan, dtype, values_dtype):
     process.fastmlp_plan = key
     process.fastmlp_claims = claims
     process.fastmlp_told = told
-    _STARTED[:] = [running for running in _STARTED if running.poll() is None]
+    for ended in [other for other in _STARTED if other.poll() is not None]:
+        _close_told(ended)
+        _STARTED.remove(ended)
     _STARTED.append(process)
     return process
 

@@ -693,3 +693,40 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
     assert [process.terminated for process in processes] == [stored, stored, True]
     assert told == ([b"", b"", b""] if stored else [b"f", b"f", b""])
     assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
+
+
+def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch):
+    # each started process has a pipe for its "finish" (_stop_started): one per ended process
+    # stayed open for the life of the fit's process
+    import subprocess
+    import types
+
+    from fastmlp import _prewarm
+    from fastmlp.kernels import _threads
+
+    class Process:  # stands in for a second process
+        def __init__(self, *args, **kwargs):
+            self.returncode = None
+
+        def poll(self):
+            return self.returncode
+
+    ended = Process()
+    ended.returncode, ended.fastmlp_plan = 0, ("mini-batch", "float32", "uint8")
+    listen, ended.fastmlp_told = os.pipe()
+    told = ended.fastmlp_told
+    monkeypatch.setattr(_prewarm, "_STARTED", [ended])
+    monkeypatch.setattr(subprocess, "Popen", Process)
+    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: types.SimpleNamespace(signatures=[]))
+    monkeypatch.setattr(_prewarm, "cache_is_cold", lambda *args, **kwargs: True)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    monkeypatch.delenv(_prewarm.ENV_SWITCH, raising=False)
+    started = _prewarm.start("per-sample", "float32", "uint8")
+    try:
+        assert _prewarm._STARTED == [started] and ended.fastmlp_told is None
+        with pytest.raises(OSError):
+            os.fstat(told)  # closed
+    finally:
+        os.close(listen)
+        _prewarm._close_told(started)
