@@ -153,6 +153,26 @@ def _signals_round_trip(signals_not_lost):
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+def test_fits_in_several_threads_at_once_give_the_bits_of_each_alone(rng, synth):
+    # Dask workers and thread pools train several models in one process: the per-sample
+    # trainer's threads and the mini-batch kernel's OpenMP ones must not mix runs
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = synth.digits(rng, 600)
+    cases = [(1, 2), (1, 1), (32, "auto"), (32, 2), (128, "auto"), (1, 2)]
+
+    def fit(case):
+        batch_size, threads = case
+        model = MLP([784, 32, 10], seed=batch_size, threads=threads)
+        model.fit(X, y, epochs=2, batch_size=batch_size, lr=0.05, progress=False)
+        return model.params_.tobytes()
+
+    alone = [fit(case) for case in cases]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(fit, cases * 2))
+    assert together == alone * 2
+
+
 FORKED_POOL = r"""
 import json, multiprocessing, numpy as np, numba, fastmlp
 rng = np.random.default_rng(0)
