@@ -35,7 +35,9 @@ other process changes nothing but the cache; if it is slow, killed or fails, thi
 compiles whatever it has not stored, as it would alone. When this process exits normally, a
 second process still compiling the kernel that training ran without is told to finish it, at a
 lower priority (a run shorter than its compile would otherwise leave the cache cold for every run
-after it); when a signal ends this process, it ends too (``_stop_started``, ``_exit_with_parent``).
+after it); when a signal ends this process, or Ctrl-C (an uncaught KeyboardInterrupt, or the
+command line's interrupted run: ``stop_at_exit``), it ends too (``_stop_started``,
+``_exit_with_parent``).
 ``fastmlp train`` waits for it at its end instead (``cli._store_for_the_next_run``;
 ``NumbaBackend.compiling_for_later``), so that a run started next finds the kernel stored.
 
@@ -386,6 +388,14 @@ def _kernel_of(plan):
 
 
 FINISH_AFTER_EXIT = ("per-sample", "mini-batch")  # the plans whose kernel training here ran without
+_stopping_at_exit = []  # non-empty once the command line was interrupted (stop_at_exit)
+
+
+def stop_at_exit():
+    """Stop the second processes at exit rather than have them finish: the command line calls it
+    when Ctrl-C or SIGTERM ended its run (it exits normally then, with 130 or 143), as a signal
+    that ends a process outright does."""
+    _stopping_at_exit.append(True)
 
 
 def _stop_started():
@@ -396,8 +406,11 @@ def _stop_started():
     samples/s per-sample, AMD EPYC Zen 2). Any other is stopped, as is one whose kernel is stored by
     now (compiled here: ``fastmlp warmup``): once this process has compiled its kernel, the
     kernel's cache entry holds the helpers too, so their own entries no longer matter."""
+    # an uncaught Ctrl-C ends a script through its exit handlers (sys.last_value: the exception
+    # the interpreter printed): an interrupted run, as one a signal ended
+    interrupted = _stopping_at_exit or isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for process in _STARTED:
-        if process.poll() is None and not (_still_needed(process) and _tell_to_finish(process)):
+        if process.poll() is None and (interrupted or not (_still_needed(process) and _tell_to_finish(process))):
             process.terminate()
             try:
                 process.wait(timeout=5)
@@ -485,6 +498,19 @@ def _is_zombie(pid):
 
 
 atexit.register(_stop_started)
+
+
+def _forget_started():
+    """In a child forked from a fit's process: the second processes are the parent's (the child's
+    exit would otherwise remove their claims directories, which the parent still uses)."""
+    for process in _STARTED:
+        _close_told(process)  # (this child's copy)
+    _STARTED.clear()
+    _SHARED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_started)
 
 
 def main(argv=None):

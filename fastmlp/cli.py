@@ -1138,6 +1138,9 @@ def _main(argv):
             print(f"fastmlp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as interrupt:
+        from ._prewarm import stop_at_exit
+
+        stop_at_exit()  # a cold run's second process ends with this one, as after a signal's end
         cause = "SIGTERM" if _signalled else "Ctrl-C"
         # the trainer's account ("the model holds the weights of ...") is about a model the user
         # has in Python, not here: train says what it saved instead (sweep says its own account;

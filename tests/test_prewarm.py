@@ -1,6 +1,7 @@
 """fastmlp/_prewarm.py: the second process that compiles a kernel's helpers on a cold cache. Each
 test runs fresh Python processes on an empty Numba cache of its own."""
 
+import contextlib
 import json
 import os
 import signal
@@ -655,11 +656,23 @@ def test_a_new_claims_directory_is_named_after_its_process(tmp_path, monkeypatch
     assert os.path.basename(made).startswith(f"{_prewarm.CLAIMS_PREFIX}{os.getpid()}-")
 
 
-@pytest.mark.parametrize("stored", [False, True])
-def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, stored):
+@pytest.mark.parametrize("stored, interrupted", [(False, None), (True, None), (False, "cli"), (False, "uncaught")])
+def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, stored, interrupted):
     # `fastmlp warmup` compiles the kernels itself: a second process still compiling one of them
-    # at its exit would compile it again after the warm-up had ended
+    # at its exit would compile it again after the warm-up had ended. An interrupted run (the
+    # command line's Ctrl-C or SIGTERM, which it ends normally, or a script's uncaught Ctrl-C)
+    # stops them, as a signal that ends the process does (they went on compiling for 25 s)
+    import sys
+
     from fastmlp import _prewarm
+
+    monkeypatch.setattr(_prewarm, "_stopping_at_exit", [])
+    if interrupted == "cli":
+        _prewarm.stop_at_exit()
+    elif interrupted == "uncaught":
+        monkeypatch.setattr(sys, "last_value", KeyboardInterrupt(), raising=False)
+    else:
+        monkeypatch.delattr(sys, "last_value", raising=False)
 
     class Compiling:  # stands in for a second process still running
         fastmlp_claims = None
@@ -690,8 +703,9 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
         except BlockingIOError:
             told.append(b"")
         os.close(process.listen)
-    assert [process.terminated for process in processes] == [stored, stored, True]
-    assert told == ([b"", b"", b""] if stored else [b"f", b"f", b""])
+    stopped = stored or interrupted is not None
+    assert [process.terminated for process in processes] == [stopped, stopped, True]
+    assert told == ([b"", b"", b""] if stopped else [b"f", b"f", b""])
     assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
 
 
@@ -730,3 +744,27 @@ def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch):
     finally:
         os.close(listen)
         _prewarm._close_told(started)
+
+
+FORK_AFTER_A_COLD_FIT = r"""
+import json, os, sys
+from fastmlp import _prewarm
+process = _prewarm.start("mini-batch", "float32", "uint8")
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # its exit handlers run
+os.waitpid(child, 0)
+print(json.dumps({"claims": os.path.isdir(process.fastmlp_claims), "running": process.poll() is None,
+                  "pid": process.pid}))
+"""
+
+
+def test_a_child_forked_from_a_cold_fit_leaves_its_second_process_alone(python_process):
+    # the child's exit handler took the parent's second processes for its own: it removed their
+    # claims directory while the parent's fit still claimed helpers in it
+    needs_two_cores()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        result = json.loads(run_python(["-c", FORK_AFTER_A_COLD_FIT], cache_dir, python_process))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(result["pid"], signal.SIGKILL)  # (told to finish at the parent's exit: not waited for)
+    assert result["claims"] and result["running"]

@@ -211,15 +211,19 @@ def test_a_process_forked_after_a_mini_batch_fit_trains_too(tmp_path):
 
 
 def test_cli_reports_ctrl_c_in_one_line(capsys, monkeypatch, tmp_path):
-    from fastmlp import cli
+    from fastmlp import _prewarm, cli
 
     def interrupted(args):
         raise TrainingInterrupted("training interrupted in epoch 1 after 8192 samples; the model holds ...")
 
     monkeypatch.setattr(cli, "_train", interrupted)
+    monkeypatch.setattr(_prewarm, "_stopping_at_exit", [])
     assert cli.main(["train"]) == cli.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted in epoch 1" in err
+    # the run ends normally: its cold start's second process must end with it, not finish
+    # (test_prewarm), as after a signal that ends a process outright
+    assert _prewarm._stopping_at_exit
 
 
 # --- reproducibility ------------------------------------------------------------------------
