@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,24 @@ def _after_fork():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+_WORKQUEUE_LOCK = threading.Lock()
+
+
+def _one_caller_at_a_time(kernel):
+    """A lock for a call of ``kernel`` if it is the parallel mini-batch kernel and Numba's
+    threading layer is workqueue (the one left where neither OpenMP nor TBB is installed, or
+    chosen by NUMBA_THREADING_LAYER): two threads inside it at once end the process ("Concurrent
+    access has been detected"; fits in a thread pool, a sweep's ThreadPoolExecutor). OpenMP and
+    TBB take calls from several threads at once. Call after numba.set_num_threads, which starts
+    the layer."""
+    if kernel is kernels.minibatch_sgd_chunk:
+        try:
+            if numba.threading_layer() == "workqueue":
+                return _WORKQUEUE_LOCK
+        except ValueError:  # no layer started (NUMBA_DISABLE_JIT)
+            pass
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -348,12 +367,13 @@ class NumbaBackend:
             numba.set_num_threads(count)
             used = self.threads_used if self._minibatch_threads_counted else 0
             self.threads_used, self._minibatch_threads_counted = max(used, count), True
-            kernel(
-                params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
-                self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
-                part_ptr, data.indices, data.values, data.input_scale,
-                labels, target_rows, weights, order, start, start + n_samples, batch_size,
-            )
+            with _one_caller_at_a_time(kernel):
+                kernel(
+                    params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
+                    self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,
+                    part_ptr, data.indices, data.values, data.input_scale,
+                    labels, target_rows, weights, order, start, start + n_samples, batch_size,
+                )
             totals["correct"] += int(stats[1])
             if stats[3] >= 0:
                 totals["nonfinite_at"] = start + int(stats[3])

@@ -173,6 +173,41 @@ def test_fits_in_several_threads_at_once_give_the_bits_of_each_alone(rng, synth)
     assert together == alone * 2
 
 
+FITS_IN_THREADS = r"""
+import json, numba, numpy as np, fastmlp
+from concurrent.futures import ThreadPoolExecutor
+rng = np.random.default_rng(0)
+X, y = rng.integers(0, 256, size=(400, 30), dtype=np.uint8), rng.integers(0, 4, 400)
+
+
+def fit(case):
+    batch_size, threads = case
+    model = fastmlp.MLP([30, 8, 4], seed=batch_size, threads=threads)
+    model.fit(X, y, epochs=3, batch_size=batch_size, progress=False)
+    return model.params_.tobytes().hex()
+
+
+cases = [(8, 1), (16, 2), (32, "auto"), (1, 1)] * 2
+alone = [fit(case) for case in cases]
+with ThreadPoolExecutor(4) as pool:
+    together = list(pool.map(fit, cases))
+print(json.dumps({"layer": numba.threading_layer(), "same": together == alone}))
+"""
+
+
+def test_mini_batch_fits_in_threads_at_once_under_the_workqueue_layer(tmp_path):
+    # where neither OpenMP nor TBB is installed Numba runs the parallel kernel on its workqueue
+    # layer, which ended the whole process when two threads called it at once ("Concurrent
+    # access has been detected", SIGABRT: audit 22)
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", FASTMLP_BACKGROUND_COMPILE="0")
+    done = subprocess.run([sys.executable, "-c", FITS_IN_THREADS], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    assert json.loads(done.stdout) == {"layer": "workqueue", "same": True}
+
+
 FORKED_POOL = r"""
 import json, multiprocessing, numpy as np, numba, fastmlp
 rng = np.random.default_rng(0)
