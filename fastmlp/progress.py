@@ -162,6 +162,33 @@ def _listen_for_compiles(started):
     return listening
 
 
+def _callback_codes():
+    """The code of llvmlite's ctypes callbacks (its object cache's) that Numba's compiles run:
+    an exception raised inside one is printed ("Exception ignored on calling ctypes callback
+    function", a traceback) and dropped."""
+    try:
+        from llvmlite.binding.executionengine import ExecutionEngine
+    except ImportError:
+        return set()
+    names = ("_raw_object_cache_notify", "_raw_object_cache_getbuffer")
+    return {getattr(ExecutionEngine, name).__code__ for name in names if hasattr(ExecutionEngine, name)}
+
+
+CALLBACK_CODES = None  # (filled at the first signal: _in_a_callback)
+
+
+def _in_a_callback(frame):
+    """Whether ``frame``, or a frame it was called from, runs one of CALLBACK_CODES."""
+    global CALLBACK_CODES
+    if CALLBACK_CODES is None:
+        CALLBACK_CODES = _callback_codes()
+    while frame is not None:
+        if frame.f_code in CALLBACK_CODES:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def signals_not_lost():
     """Around a compile: SIGINT and SIGTERM act as usual (KeyboardInterrupt, or what their
@@ -187,7 +214,8 @@ def signals_not_lost():
 
     def record(number, frame):
         received.append(number)
-        deliver(number, frame)
+        if not _in_a_callback(frame):  # there the exception would be printed and dropped: deliver it after
+            deliver(number, frame)
 
     for number in previous:
         if previous[number] is not None:
