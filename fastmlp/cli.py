@@ -12,6 +12,7 @@ A user mistake ends as one line on stderr and a non-zero exit status, never a tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import signal
@@ -1036,6 +1037,7 @@ def main(argv=None):
     _world.clear()
     _watchdog = _MPIWatchdog() if in_main_thread else None
     format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
+    escaped = _escaping_what_cannot_be_encoded()
     try:
         status = _main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
@@ -1052,11 +1054,30 @@ def main(argv=None):
         raise
     finally:
         warnings.formatwarning = format_warning
+        for stream, errors in escaped:
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors=errors)
         if _watchdog is not None:
             _watchdog.stop()
             _watchdog = None
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _escaping_what_cannot_be_encoded():
+    """Have stdout and stderr write a character their encoding lacks as an escape (a non-ASCII
+    path under PYTHONIOENCODING=ascii): a command that had done its work (a model saved) ended
+    with "'ascii' codec can't encode character" and status 1. Returns what to put back."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        if errors == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # not a text stream of its own (io.UnsupportedOperation)
+                continue
+            changed.append((stream, errors))
+    return changed
 
 
 def _what_train_kept(args):

@@ -546,6 +546,21 @@ def _cli_env():
     return env
 
 
+def test_an_output_encoding_without_a_paths_characters_escapes_them(tiny_mnist, tmp_path):
+    # PYTHONIOENCODING=ascii and a non-ASCII --save path: the model was saved, then the line
+    # naming it ended the command with "'ascii' codec can't encode" and status 1 (audit 22)
+    env = dict(_cli_env(), PYTHONIOENCODING="ascii")
+    path = tmp_path / "mod\u00e8le \u6a21\u578b.npz"
+    done = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--data", str(tiny_mnist), "--layers", "784,8,10",
+                           "--backend", "numpy", "--no-progress", "--save", str(path)],
+                          capture_output=True, text=True, encoding="ascii", cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert path.exists() and "mod\\xe8le \\u6a21\\u578b.npz" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "fastmlp", "evaluate", str(path), "--data", str(tiny_mnist)],
+                          capture_output=True, text=True, encoding="ascii", cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0 and "accuracy" in done.stdout, done.stderr
+
+
 def test_console_script_and_python_m_run(tiny_mnist, tmp_path):
     module = subprocess.run(
         [sys.executable, "-m", "fastmlp", "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy", "--json"],
