@@ -24,6 +24,11 @@ def target_problem(path):
         return errno.ENOENT, "the path is empty; give a file name"
     if os.path.isdir(path):  # a link to a directory too
         return errno.EISDIR, f"{path!r} is a directory; give a file name"
+    if not os.path.isabs(path):
+        try:
+            os.getcwd()
+        except FileNotFoundError:  # (realpath's own error named no path)
+            return errno.ENOENT, f"{path!r} is relative to the current directory, which no longer exists; give a full path"
     final = os.path.realpath(path)
     if os.path.islink(final):  # realpath gives up on a loop of links
         return errno.ELOOP, f"{path!r} is a loop of symbolic links"

@@ -471,6 +471,20 @@ def test_errors_name_a_bytes_path_as_text(tmp_path, saved):
     assert str(tmp_path / "nan.npz") in str(info.value) and "b'" not in str(info.value)
 
 
+def test_a_relative_path_in_a_removed_directory_is_named(tmp_path, saved, monkeypatch):
+    # the process's current directory removed under it: save raised a bare FileNotFoundError
+    # (from realpath), and train --save said "[Errno 2] No such file or directory" (audit 22)
+    path, _ = saved
+    model = MLP.load(path)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(OSError, match="'model.npz' is relative to the current directory, which no longer exists"):
+        model.save("model.npz")
+    model.save(tmp_path / "model.npz")  # a full path still saves
+
+
 def _changed(entries, name, **changes):
     return np.array(json.dumps({**json.loads(str(entries[name])), **changes}))
 
