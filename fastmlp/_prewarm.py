@@ -404,8 +404,9 @@ def _stop_started():
     stopped, it would leave the cache without that kernel, and every later run would start cold
     and train on the slow interpreted kernel again, however often it ran (31k against 249k
     samples/s per-sample, AMD EPYC Zen 2). Any other is stopped, as is one whose kernel is stored by
-    now (compiled here: ``fastmlp warmup``): once this process has compiled its kernel, the
-    kernel's cache entry holds the helpers too, so their own entries no longer matter."""
+    now (compiled here: ``fastmlp warmup``), and every one after an interrupted run: once this
+    process has compiled its kernel, the kernel's cache entry holds the helpers too, so their own
+    entries no longer matter."""
     # an uncaught Ctrl-C ends a script through its exit handlers (sys.last_value: the exception
     # the interpreter printed): an interrupted run, as one a signal ended
     interrupted = _stopping_at_exit or isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
@@ -454,9 +455,9 @@ def _close_told(process):
 
 
 def finishing_after(pid):
-    """The process ids of the second processes that fit process ``pid`` told to finish at its exit
-    and that are still running (Linux; elsewhere none are found): for tools that time cold starts
-    or remove a cache once a run has ended (``bench/startup.py``, the tests)."""
+    """The process ids of the second processes fit process ``pid`` started that are still running
+    (after its exit: those it told to finish; Linux, elsewhere none are found): for tools that
+    time cold starts or remove a cache once a run has ended (``bench/startup.py``, the tests)."""
     found = []
     try:
         entries = os.listdir("/proc")
