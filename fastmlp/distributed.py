@@ -150,7 +150,7 @@ def agreeing(comm):
         yield call
     except Exception as error:
         if not call["met"]:
-            mine = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            mine = _one_line(error)
             try:
                 check_same_run(comm, **{_FAILED: mine})
             except RanksFailed as told:  # this rank raises its own error
@@ -191,6 +191,11 @@ def check_same_run(comm, **call):
         call_["agreed"] = True
 
 
+def _one_line(error):
+    """``error`` as the other ranks are told it: its type and message on one line."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def lead_step(comm, step):
     """Run ``step()`` on rank 0 alone (writing a checkpoint) and tell every rank how it went: if
     it raised, every rank raises RanksFailed (rank 0's from its error), so that none waits for
@@ -201,7 +206,7 @@ def lead_step(comm, step):
             step()
         except Exception as raised:  # noqa: BLE001 - told to every rank, then raised here too
             error = raised
-    message = comm.bcast(None if error is None else f"{type(error).__name__}: {' '.join(str(error).split())}", root=0)
+    message = comm.bcast(None if error is None else _one_line(error), root=0)
     if message is not None:
         raise RanksFailed(f"distributed training: rank 0 failed during training, so every rank stops: {message}") from error
 
@@ -216,7 +221,7 @@ def each_rank_step(comm, step):
         step()
     except Exception as raised:  # noqa: BLE001 - told to every rank, then raised here
         error = raised
-    told = comm.allgather(None if error is None else f"{type(error).__name__}: {' '.join(str(error).split())}")
+    told = comm.allgather(None if error is None else _one_line(error))
     if error is not None:
         raise error
     failed = [(rank, message) for rank, message in enumerate(told) if message is not None]
