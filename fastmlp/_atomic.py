@@ -9,6 +9,7 @@ import errno
 import os
 import secrets
 import socket
+import tempfile
 from contextlib import contextmanager
 
 __all__ = ["atomic_write", "check_target", "target_problem"]
@@ -40,6 +41,10 @@ def target_problem(path):
         return errno.ENOENT, f"directory {directory!r} does not exist{link}"
     if not os.access(directory, os.W_OK | os.X_OK):
         return errno.EACCES, f"directory {directory!r} is not writable{link}"
+    try:  # root passes os.access where nothing can be written (/proc, /sys): try (an unnamed file)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        return errno.EACCES, f"directory {directory!r} is not writable ({error.strerror or error}){link}"
     return None
 
 

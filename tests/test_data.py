@@ -1119,6 +1119,19 @@ def test_atomic_write_errors_name_the_target_not_the_temporary_file(tmp_path, wh
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"] and os.listdir(tmp_path / "folder") == []
 
 
+def test_a_directory_nothing_can_be_written_to_is_said_before_the_work(tmp_path, monkeypatch):
+    # root passes os.access for /proc and /sys: train --save /proc/m.npz trained to the end, then
+    # failed naming the temporary file; the check now tries an unnamed file there
+    import fastmlp._atomic as atomic
+
+    monkeypatch.setattr(atomic.os, "access", lambda *args, **kwargs: True)  # as root sees any directory
+    (tmp_path / "ok").mkdir()
+    assert atomic.target_problem(tmp_path / "ok" / "m.npz") is None and os.listdir(tmp_path / "ok") == []
+    if os.path.isdir("/proc/self"):
+        _, message = atomic.target_problem("/proc/m.npz")
+        assert "directory '/proc' is not writable" in message
+
+
 def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
     # a process killed mid-write (SIGKILL, MPI_Abort of the rank writing a checkpoint) left its
     # hidden temporary file next to the target for ever
