@@ -619,7 +619,8 @@ def _train_ranks(args, comm):
     X_train, y_train, X_test, y_test = _data(args)
     _check_test_set(model, X_test, y_test)  # now, not after the training it would throw away
     progress = _progress(args)
-    log = (lambda *a: None) if (args.json or not lead) else print
+    say = _printing_while_read([path for path in (args.save, args.plot) if path])
+    log = (lambda *a: None) if (args.json or not lead) else say
     checkpoints = {"checkpoint_path": args.save, "checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {}
 
     done_before = 0
@@ -645,7 +646,6 @@ def _train_ranks(args, comm):
             + validation
             + f", {history.samples_per_second[i]:,.0f} samples/s"
         )
-        sys.stdout.flush()
         if args.checkpoint_every and history.epoch[i] % args.checkpoint_every == 0:
             args.checkpointed = history.epoch[i]
 
@@ -725,25 +725,45 @@ def _train_ranks(args, comm):
         save_figure(plot_history(history, accuracy=model.arch_.is_classifier), args.plot)
         result["plot"] = args.plot
     if args.json:
-        print(strict_json(result))
+        say(strict_json(result))
     else:
         accuracy = f"test accuracy {test['accuracy']:.4f}, " if model.arch_.is_classifier else ""
-        print(
+        say(
             f"{accuracy}test loss {test['loss']:.4f}; trained in {seconds:.2f} s "
             f"({result['samples_per_second']:,.0f} samples/s), JIT compile {model.compile_seconds_:.2f} s"
         )
         if args.save:
-            print(f"saved model to {args.save}")
+            say(f"saved model to {args.save}")
         if args.plot:
-            print(f"learning curves written to {args.plot}")
-    _store_for_the_next_run(model, quiet=args.json)
+            say(f"learning curves written to {args.plot}")
+    _store_for_the_next_run(model, quiet=args.json, say=say)
     return 0
+
+
+def _printing_while_read(files):
+    """``print`` for a run asked to write ``files`` (``train --save m.npz | head -1``): when
+    stdout's reader goes away, the run goes on to write them, saying so once on stderr, and prints
+    nothing more (status 0: the files are its work). With no file to write it ends as any command
+    does, with status 141 (``main``). Each line is flushed: a log file or an interrupted run keeps
+    the lines printed so far."""
+
+    def say(*args, **kwargs):
+        try:
+            print(*args, **kwargs)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            if not files or not _stdout_gone():
+                raise
+            print(f"fastmlp: note: the reader of stdout went away; training goes on to write "
+                  f"{' and '.join(files)}, printing nothing more", file=sys.stderr)
+
+    return say
 
 
 STORE_WAIT_SECONDS = 300  # the longest train waits at its end for the second process's kernel
 
 
-def _store_for_the_next_run(model, quiet):
+def _store_for_the_next_run(model, quiet, say=print):
     """At the end of a cold run: wait for the second process still compiling the kernel that
     training ran without (its results are out by then). Stopped at exit, it would leave the cache
     without the kernel, and every later run would start cold and train on the slow path again
@@ -754,7 +774,7 @@ def _store_for_the_next_run(model, quiet):
     if compiling is None:
         return
     if not quiet:
-        print("storing the compiled kernel in the cache for the next runs (once; Ctrl-C skips this) ...", flush=True)
+        say("storing the compiled kernel in the cache for the next runs (once; Ctrl-C skips this) ...")
     tic = time.perf_counter()
     try:
         compiling.wait(timeout=STORE_WAIT_SECONDS)
@@ -765,7 +785,7 @@ def _store_for_the_next_run(model, quiet):
             raise
         return
     if not quiet:
-        print(f"stored in {time.perf_counter() - tic:.1f} s")
+        say(f"stored in {time.perf_counter() - tic:.1f} s")
 
 
 def _describe(model):

@@ -605,6 +605,28 @@ def test_output_to_a_reader_that_has_gone_ends_quietly_with_141(tiny_mnist, tmp_
     assert result.returncode == 141 and result.stderr == "", (result.returncode, result.stderr)
 
 
+@pytest.mark.parametrize("files", [["--save", "m.npz"], ["--save", "m.npz", "--json"], []])
+def test_train_whose_reader_has_gone_still_writes_its_files(tiny_mnist, tmp_path, files):
+    # `fastmlp train --save m.npz | head -1` stopped at the next line with 141 and never wrote
+    # m.npz: the whole training lost (audit 22). A run with a file to write goes on, says so once
+    # and ends with 0; one without stops as any command does
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    argv = ["train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy", "--epochs", "2", *files]
+    try:
+        result = subprocess.run([sys.executable, "-m", "fastmlp", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path, env=_cli_env(), timeout=300)
+    finally:
+        os.close(write_end)
+    if not files:
+        assert result.returncode == 141 and result.stderr == "", (result.returncode, result.stderr)
+        return
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("fastmlp: note: the reader of stdout went away; training goes on to write m.npz, "
+                             "printing nothing more\n")
+    assert MLP.load(tmp_path / "m.npz").epochs_trained_ == 2
+
+
 def test_a_broken_pipe_that_is_not_stdout_is_a_one_line_error(capsys, monkeypatch):
     from fastmlp import cli
 
