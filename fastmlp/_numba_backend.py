@@ -254,7 +254,8 @@ class NumbaBackend:
         """The second process of this backend's cold start, if it is still compiling the kernel
         that training here ran without (the plain per-sample one, or the parallel mini-batch
         one), else None. Told to finish it when this process exits normally (``_prewarm``), it
-        goes on in the background; a run started meanwhile finds the cache cold still."""
+        goes on in the background; a run started meanwhile trains on the interpreted kernel until it
+        is stored (it takes that process for its own: ``_prewarm.compiling_elsewhere``)."""
         for process in (self._persample_compiling, self._parallel_compiling):
             if process is not None and process.poll() is None:
                 return process

@@ -35,7 +35,8 @@ other process changes nothing but the cache; if it is slow, killed or fails, thi
 compiles whatever it has not stored, as it would alone. When this process exits normally, a
 second process still compiling the kernel that training ran without is told to finish it, at a
 lower priority (a run shorter than its compile would otherwise leave the cache cold for every run
-after it); when a signal ends this process, or Ctrl-C (an uncaught KeyboardInterrupt, or the
+after it; a fit that starts meanwhile on the same cache takes that process for its own rather
+than start another compile of the same kernel: ``compiling_elsewhere``); when a signal ends this process, or Ctrl-C (an uncaught KeyboardInterrupt, or the
 command line's interrupted run: ``stop_at_exit``), it ends too (``_stop_started``,
 ``_exit_with_parent``).
 ``fastmlp train`` waits for it at its end instead (``cli._store_for_the_next_run``;
@@ -352,6 +353,9 @@ def start(plan, dtype, values_dtype):
     try:
         if not cache_is_cold(kernel, dtype, values_dtype):
             return None
+        elsewhere = compiling_elsewhere(plan, dtype, values_dtype)
+        if elsewhere is not None:
+            return elsewhere  # an earlier script's, finishing after its exit, or a run's beside this one
         claims = new_claims_directory() if plan == "mini-batch" else None
         command = [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name,
                    "--parent", str(os.getpid())] + ([] if claims is None else ["--claims", claims])
@@ -377,6 +381,99 @@ def start(plan, dtype, values_dtype):
         _STARTED.remove(ended)
     _STARTED.append(process)
     return process
+
+
+MARK_PREFIX = "fastmlp-compiling-"  # + plan-dtype-values_dtype-pid, in the kernel's cache directory
+
+
+def _marks_folder(plan):
+    """Where the marks of ``plan`` go: its kernel's cache directory, so that only processes that
+    share that cache see each other's."""
+    return Path(_kernel_of(plan).stats.cache_path)
+
+
+def _mark_compiling(plan, dtype, values_dtype):
+    """In the second process: an empty file in its kernel's cache directory that says this process
+    compiles ``plan`` for these types (``compiling_elsewhere``); its path, or None where it
+    cannot be written (the process then goes on unseen, as before)."""
+    try:
+        folder = _marks_folder(plan)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{MARK_PREFIX}{plan}-{dtype}-{values_dtype}-{os.getpid()}"
+        path.touch()
+    except (OSError, AttributeError):
+        return None
+    return path
+
+
+def _unmark(path):
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def compiling_elsewhere(plan, dtype, values_dtype):
+    """A second process of another fit's process compiling ``plan`` for these types into this
+    process's cache (``_mark_compiling``): one an earlier script told to finish at its exit, or a
+    fit's running beside this one. A fit adopts it (``start``) rather than start a second
+    compile of the same kernel beside it (the two would share the second core, and the kernel
+    would be stored later). Marks of processes that have ended (killed, so without removing
+    theirs) are removed. Returns an ``_Elsewhere``, or None."""
+    try:
+        folder = _marks_folder(plan)
+        prefix = f"{MARK_PREFIX}{plan}-{np.dtype(dtype).name}-{np.dtype(values_dtype).name}-"
+        marks = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix)]
+    except (OSError, AttributeError):
+        return None
+    mine = {getattr(process, "pid", None) for process in _STARTED}
+    for entry in marks:
+        pid = entry.name[len(prefix):]
+        if not pid.isdigit() or int(pid) in mine:
+            continue
+        if _compiler_running(int(pid)):
+            return _Elsewhere(int(pid), Path(entry.path), (plan, np.dtype(dtype).name, np.dtype(values_dtype).name))
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+    return None
+
+
+def _compiler_running(pid):
+    """Whether ``pid`` is a running ``fastmlp._prewarm`` process (where /proc shows it: Linux;
+    elsewhere, whether the process exists)."""
+    if not os.path.isdir("/proc/self"):
+        return _process_exists(pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            arguments = file.read().split(b"\0")
+    except OSError:
+        return False  # gone
+    return b"fastmlp._prewarm" in arguments and not _is_zombie(pid)
+
+
+class _Elsewhere:
+    """Another fit's second process (``compiling_elsewhere``), in the place of one this process
+    would start: ``poll`` is None while it compiles (its mark there and the process running), then
+    0; ``wait`` waits for that. It is not this process's to stop or tell anything at exit."""
+
+    fastmlp_claims = None  # its claims are its own fit's: this process compiles its share itself
+    fastmlp_told = None
+
+    def __init__(self, pid, mark, key):
+        self.pid, self.fastmlp_mark, self.fastmlp_plan = pid, mark, key
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None and not (self.fastmlp_mark.exists() and _compiler_running(self.pid)):
+            self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fastmlp._prewarm (process {self.pid})", timeout)
+            time.sleep(0.1)
+        return self.returncode
 
 
 def _kernel_of(plan):
@@ -523,13 +620,17 @@ def main(argv=None):
     parser.add_argument("--parent", type=int, help="the fit's process: this one ends when it does, unless told to finish")
     parser.add_argument("--told", type=int, help="a pipe on which the fit's process says 'finish' at its normal exit")
     args = parser.parse_args(argv)
-    _exit_with_parent(args.parent, args.told)
-    for call in PLANS[args.plan](args.dtype, args.values_dtype, args.claims):
-        call()
+    mark = _mark_compiling(args.plan, args.dtype, args.values_dtype)
+    _exit_with_parent(args.parent, args.told, mark)
+    try:
+        for call in PLANS[args.plan](args.dtype, args.values_dtype, args.claims):
+            call()
+    finally:
+        _unmark(mark)
     return 0
 
 
-def _exit_with_parent(parent, told=None):
+def _exit_with_parent(parent, told=None, mark=None):
     """End this process when the fit's process ``parent`` ends, unless it said "finish" on the
     pipe ``told`` first (its normal exit: ``_stop_started``); then finish, at a lower priority.
     Linux: the kernel's parent-death signal (a thread watching could not run while LLVM holds the
@@ -537,7 +638,8 @@ def _exit_with_parent(parent, told=None):
     (SIGTERM, SIGKILL) ends the fit's process its exit handler does not run: nobody asked for this
     compile then. The signal also comes when the thread that started this process ends (a fit in
     a thread) while its process goes on: this one goes on too. A claims directory left behind is
-    removed by the next cold fit (``remove_stale_claims``)."""
+    removed by the next cold fit (``remove_stale_claims``), and a ``mark`` left by a process
+    ended by a signal by the next fit that finds it (``compiling_elsewhere``)."""
     if parent is None or not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -551,6 +653,7 @@ def _exit_with_parent(parent, told=None):
         except OSError:  # nothing said: the pipe's other end is open elsewhere
             said = b""
         if said != b"f":
+            _unmark(mark)
             os._exit(0)
         with contextlib.suppress(OSError):
             os.nice(10)  # compiling for the next run: whatever runs now comes first

@@ -768,7 +768,8 @@ def _store_for_the_next_run(model, quiet, say=print):
     training ran without (its results are out by then). Stopped at exit, it would leave the cache
     without the kernel, and every later run would start cold and train on the slow path again
     (31k against 243k samples/s per-sample, AMD EPYC Zen 2); told to finish in the background at
-    exit (``_prewarm``), a run started next would still find the cache cold and compile it again.
+    exit (``_prewarm``), a run started next would still find the cache cold and train on the
+    interpreted kernel until it is stored.
     Ctrl-C skips the wait (and stops the process: the terminal signals both)."""
     compiling = getattr(model.backend_, "compiling_for_later", lambda: None)()
     if compiling is None:

@@ -7,6 +7,7 @@ import os
 import signal
 import tempfile
 import time
+import sys
 
 import numba
 import pytest
@@ -535,6 +536,20 @@ def test_a_second_fit_while_it_compiles_starts_no_second_process(python_process)
                       "started": [["mini-batch", "float32", "uint8"], ["mini-batch", "float64", "uint8"]]}
 
 
+ADOPTING = """
+import json, subprocess
+from fastmlp import _prewarm
+started = []
+def popen(command, **kwargs):  # a second process of its own: noted, not started
+    started.append(command[3:6])
+    raise OSError("not started here")
+subprocess.Popen = popen
+found = [_prewarm.start('per-sample', 'float32', 'uint8'), _prewarm.start('mini-batch', 'float64', 'float64')]
+print(json.dumps({"pids": [getattr(process, "pid", None) for process in found],
+                  "polls": [getattr(process, "poll", lambda: "none")() for process in found], "started": started}))
+"""
+
+
 def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_process):
     # it was stopped when the fit's process ended: a run shorter than its compile left the cache
     # without the kernel, and every later run (a script, each time) started cold and trained on
@@ -551,6 +566,10 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
         fit_pid, plain, batches, claims = json.loads(run_python(["-c", code], cache_dir, python_process))
         assert sorted(_prewarm.finishing_after(fit_pid)) == sorted([plain, batches])  # still compiling, the fit gone
         assert not os.path.exists(claims)  # the directory where the two claimed helpers is removed
+        # a script started meanwhile takes them for its own: it started a second compile of the
+        # same kernel beside each (back-to-back scripts on a fresh install)
+        again = json.loads(run_python(["-c", ADOPTING], cache_dir, python_process))
+        assert again["pids"] == [plain, batches] and again["polls"] == [None, None] and again["started"] == []
         os.kill(batches, signal.SIGKILL)  # (its parallel kernel takes far longer: not waited for here)
         assert _prewarm.wait_for_finishing(fit_pid, timeout=600)
         assert json.loads(run_python(["-c", ask], cache_dir, python_process)) is False  # the kernel is stored
@@ -620,6 +639,69 @@ def test_a_process_whose_fit_was_killed_ends_soon_after_it(python_process):
         while running() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not running()  # (its claims directory goes with the next cold fit: the next test)
+        # and the mark saying it compiles went with it (a later fit would have waited on nothing)
+        assert not [name for _, _, names in os.walk(cache_dir) for name in names if name.startswith("fastmlp-compiling-")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a process's command line is read from /proc")
+def test_a_fit_takes_a_running_compile_of_its_kernel_for_its_own_and_forgets_ended_ones(tmp_path, monkeypatch):
+    import subprocess
+
+    from fastmlp import _prewarm
+
+    monkeypatch.setattr(_prewarm, "_marks_folder", lambda plan: tmp_path)
+    mark = "fastmlp-compiling-per-sample-float32-uint8-{}".format
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # not a compile
+    compiling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fastmlp._prewarm"])
+    try:
+        deadline = time.monotonic() + 30
+        while not _prewarm._compiler_running(compiling.pid):  # (a command line just exec'd reads empty at first)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for pid in (ended.pid, other.pid):
+            (tmp_path / mark(pid)).touch()
+        assert _prewarm.compiling_elsewhere("per-sample", "float32", "uint8") is None
+        assert not list(tmp_path.iterdir())  # the marks of processes that compile nothing are removed
+        (tmp_path / mark(compiling.pid)).touch()
+        assert _prewarm.compiling_elsewhere("per-sample", "float64", "uint8") is None  # another dtype's kernel
+        assert _prewarm.compiling_elsewhere("mini-batch", "float32", "uint8") is None
+        found = _prewarm.compiling_elsewhere("per-sample", "float32", "uint8")
+        assert found.pid == compiling.pid and found.poll() is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            found.wait(timeout=0.3)
+        (tmp_path / mark(compiling.pid)).unlink()  # its compile done: the mark goes at its end
+        assert found.poll() == 0 and found.wait(timeout=0) == 0
+        (tmp_path / mark(compiling.pid)).touch()
+        again = _prewarm.compiling_elsewhere("per-sample", "float32", "uint8")
+        compiling.kill()
+        compiling.wait()
+        assert again.poll() == 0  # killed: over as well (the fit compiles what it needs itself)
+    finally:
+        for process in (other, compiling):
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_second_process_marks_what_it_compiles_until_it_ends(tmp_path, monkeypatch, fails):
+    from fastmlp import _prewarm
+
+    folder = tmp_path / "cache" / "kernels"
+    monkeypatch.setattr(_prewarm, "_marks_folder", lambda plan: folder)
+    seen = []
+
+    def call():
+        seen.append(sorted(path.name for path in folder.iterdir()))
+        if fails:
+            raise MemoryError
+
+    monkeypatch.setitem(_prewarm.PLANS, "mini-batch", lambda dtype, values_dtype, claims: [call])
+    with pytest.raises(MemoryError) if fails else contextlib.nullcontext():
+        assert _prewarm.main(["mini-batch", "float64", "float32"]) == 0
+    assert seen == [[f"fastmlp-compiling-mini-batch-float64-float32-{os.getpid()}"]]
+    assert not list(folder.iterdir())
 
 
 def test_claims_directories_of_ended_processes_are_removed(tmp_path):
