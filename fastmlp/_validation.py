@@ -104,6 +104,43 @@ def _first_bad_row(mask):
     return int(rows[0])
 
 
+def _numbers(values, name, expected):
+    """``values`` as a NumPy array of numbers (or bools, or strings: refused later with their own
+    messages). Numbers held as Python objects (``dtype=object``; a pandas frame of nullable
+    columns) become float64, as scikit-learn's ``check_array`` makes them; a scipy.sparse matrix,
+    a generator or anything else NumPy cannot see as an array is refused naming what it is."""
+    if hasattr(values, "toarray") and hasattr(values, "nnz"):
+        raise TypeError(f"{name} is a scipy.sparse {type(values).__name__}; fastmlp takes dense arrays: pass "
+                        f"{name}.toarray()")
+    array = np.asarray(values)
+    if array.dtype == object:
+        if array.ndim == 0:
+            raise TypeError(f"{name} must be {expected}; got {type(values).__name__}")
+        flat = array.reshape(-1)
+        try:
+            converted = array.astype(np.float64)
+        except (TypeError, ValueError, OverflowError):
+            converted = None
+        if converted is None or not {type(value) for value in flat}.isdisjoint((str, bytes)):  # "1.5" is no number
+            for i, value in enumerate(flat):
+                if isinstance(value, (str, bytes)) or not _is_number(value):
+                    raise TypeError(f"{name} must hold numbers; got {value!r} ({type(value).__name__}) at row "
+                                    f"{np.unravel_index(i, array.shape)[0]}")
+            raise TypeError(f"{name} must hold numbers that fit a float64")
+        return converted
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
+    return array
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def check_X(X, arch: Architecture, name="X"):
     """Return X as C-contiguous uint8 [N, D] (scaled later, in the kernels) or arch.dtype [N, D].
 
@@ -111,9 +148,7 @@ def check_X(X, arch: Architecture, name="X"):
     """
     if X is None:
         raise TypeError(f"{name} must be an array of shape [n_samples, {arch.layers[0]}]; got None")
-    X = np.asarray(X)
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-        raise TypeError(f"{name} must hold numbers; got an array of dtype {X.dtype}")
+    X = _numbers(X, name, f"an array of shape [n_samples, {arch.layers[0]}]")
     if X.dtype == np.bool_ or (np.issubdtype(X.dtype, np.integer) and X.dtype != np.uint8):
         raise TypeError(
             f"{name} must be uint8 pixels (scaled by 1/255) or floats; got dtype {X.dtype}. "
@@ -122,7 +157,7 @@ def check_X(X, arch: Architecture, name="X"):
     if np.issubdtype(X.dtype, np.complexfloating):
         raise TypeError(f"{name} must be real; got dtype {X.dtype}")
     if X.ndim == 3:
-        X = X.reshape(len(X), -1)
+        X = X.reshape(X.shape[0], X.shape[1] * X.shape[2])  # (-1 cannot be worked out for no images)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must have shape [n_samples, {arch.layers[0]}] or [n_samples, height, width]; got shape {X.shape}"
@@ -161,9 +196,7 @@ def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
     (K sigmoid units); floats [N, K] for regression. ``x_name``: the inputs they go with."""
     if y is None:
         raise TypeError(f"{name} must be an array of {n_samples} targets; got None")
-    y = np.asarray(y)
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
-        raise TypeError(f"{name} must hold numbers; got an array of dtype {y.dtype}")
+    y = _numbers(y, name, f"an array of {n_samples} targets")
     if np.issubdtype(y.dtype, np.complexfloating):
         raise TypeError(f"{name} must be real; got dtype {y.dtype}")
     if y.ndim == 0 or len(y) != n_samples:
@@ -175,10 +208,18 @@ def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != n_out:
             raise ValueError(f"{name} must have shape [{n_samples}, {n_out}] for regression; got shape {y.shape}")
-        y = np.ascontiguousarray(y, dtype=arch.dtype)
+        given = y
+        with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: reported below
+            y = np.ascontiguousarray(y, dtype=arch.dtype)
         finite = np.isfinite(y)
         if not finite.all():
-            raise ValueError(f"{name} contains NaN or infinity; first at row {_first_bad_row(~finite)}")
+            row = _first_bad_row(~finite)
+            if np.isfinite(given[row]).all():
+                raise ValueError(
+                    f"{name} holds a value beyond the range of {np.dtype(arch.dtype).name} (about "
+                    f"{float(np.finfo(arch.dtype).max):.3g}); first at row {row}: scale the targets, or train in float64"
+                )
+            raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
         return y
     if arch.is_multilabel:
         return _check_label_sets(y, arch, n_samples, name)

@@ -51,7 +51,8 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     ``bench/experiments/csr_by_numpy.py``: 99-116 against 64-78 ms for uint8, 139-148 against
     71-72 ms for float32; AMD EPYC Zen 4, AVX-512).
     """
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # (the compiled kernels take native byte order only)
     n = x.shape[0]
     parts = int(parts)
     if parts < 1 or x.ndim != 2:  # (a plain wrapper, unlike the kernels: parts=0 wrote past indptr)

@@ -454,6 +454,17 @@ def test_sparse_rows_refuses_parts_below_one_and_x_not_2d(compiled):
             kernels.sparse_rows(bad["x"], parts=bad["parts"], compiled=compiled)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_sparse_rows_of_big_endian_x_are_those_of_native_x(rng, compiled, dtype):
+    # the compiled conversion raised a Numba TypingError ("Unsupported array dtype: >f8"); NumPy's
+    # returned big-endian values (audit 23)
+    x = rng.normal(size=(5, 9)) * (rng.random((5, 9)) < 0.5)
+    native = kernels.sparse_rows(x.astype(dtype[1:]), parts=2, compiled=compiled)
+    for got, want in zip(kernels.sparse_rows(x.astype(dtype), parts=2, compiled=compiled), native):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_sparse_rows_by_numpy_are_the_compiled_ones(rng, monkeypatch, parts):
     """``sparse_rows(..., compiled=False)`` (NumPy, what a cold start converts with) gives the

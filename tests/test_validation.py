@@ -18,6 +18,14 @@ def with_row(array, row, value):
     return array
 
 
+class SparseStandIn:  # what scipy.sparse matrices have that makes them one (scipy is no test dependency)
+    nnz = 3
+    shape = (20, 784)
+
+    def toarray(self):
+        return X_OK
+
+
 def bad_x(row, value):
     X = X_OK.astype(np.float32) / 255
     X[row, 3] = value
@@ -67,6 +75,18 @@ CASES = {
         ["y", "1-D", "y.ravel()"]),
     "bce label 2": (
         {"layers": [2, 3, 1], "loss": "binary_cross_entropy"}, (X_REG, np.arange(20) % 3), {}, ValueError, ["labels", "[0, 1]", "row 2"]),
+    # numpy's reshape error ("cannot reshape array of size 0 into shape (0,newaxis)") for no images
+    "X images, none": ({}, (X_OK[:0].reshape(0, 28, 28), Y_OK[:0]), {}, ValueError, ["X", "empty"]),
+    # "X must hold numbers; got an array of dtype object", of what the user never passed
+    "X sparse": ({}, (SparseStandIn(), Y_OK), {}, TypeError, ["X", "scipy.sparse", "X.toarray()"]),
+    "X generator": ({}, ((row for row in X_OK), Y_OK), {}, TypeError, ["X", "generator", "[n_samples, 784]"]),
+    "X objects, one a word": ({}, (with_row(X_OK.astype(object), 4, "a"), Y_OK), {}, TypeError, ["X", "'a'", "row 4"]),
+    "X objects, one a numeral": ({}, (with_row(X_OK.astype(object), 6, "1.5"), Y_OK), {}, TypeError,
+                                 ["X", "'1.5'", "row 6"]),
+    # a finite target float32 cannot hold was reported as "NaN or infinity"
+    "regression y beyond float32": (
+        {"layers": [2, 3, 1], "loss": "mse"}, (X_REG, with_row(Y_REG, 5, 1e40)), {}, ValueError,
+        ["y", "beyond the range of float32", "row 5", "float64"]),
     # hyperparameters
     "lr zero": ({}, (X_OK, Y_OK), {"lr": 0}, ValueError, ["lr", "0"]),
     "lr negative": ({}, (X_OK, Y_OK), {"lr": -0.1}, ValueError, ["lr", "-0.1"]),
@@ -205,3 +225,21 @@ def test_validation_data_after_a_run_with_a_validation_fraction_names_the_runs_f
         model.partial_fit(X, y, validation_data=(X, y), progress=False)
     model.partial_fit(X, y, validation_data=(X, y), validation_fraction=None, progress=False)
     assert len(model.history_.val_loss) == 2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_numbers_held_as_objects_train_as_float64_numbers(backend):
+    # a pandas frame of nullable columns (read_csv(dtype_backend="numpy_nullable"), convert_dtypes())
+    # is an object array to NumPy: refused as "must hold numbers", though scikit-learn takes it
+    X = X_OK.astype(np.float64) / 255
+    plain, held = (MLP([784, 16, 10], backend=backend, seed=3) for _ in range(2))
+    plain.fit(X, Y_OK, epochs=2, batch_size=4, progress=False)
+    held.fit(X.astype(object), Y_OK.astype(object), epochs=2, batch_size=4, progress=False)
+    np.testing.assert_array_equal(held.params_, plain.params_)
+    np.testing.assert_array_equal(held.predict(X.astype(object)), plain.predict(X))
+
+
+def test_a_scipy_sparse_matrix_is_refused_naming_toarray():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match=r"X is a scipy.sparse csr_matrix; .* X.toarray\(\)"):
+        MLP([784, 16, 10]).fit(sparse.csr_matrix(X_OK), Y_OK, progress=False)
