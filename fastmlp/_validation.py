@@ -171,24 +171,29 @@ def check_X(X, arch: Architecture, name="X"):
         )
     if X.dtype == np.uint8:
         return np.ascontiguousarray(X)
-    given = X
+    return _finite_floats(X, arch.dtype, name, "data")
+
+
+def _finite_floats(given, dtype, name, what):
+    """``given`` as C-contiguous ``dtype``, refused naming the first row that holds a NaN or an
+    infinity, or a finite value beyond ``dtype``'s range (which the cast makes infinite)."""
     with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: reported below
-        X = np.ascontiguousarray(X, dtype=arch.dtype)
+        converted = np.ascontiguousarray(given, dtype=dtype)
     # A NaN or infinity makes the sum non-finite; so may an overflow, so then every entry is
     # checked: one pass, and no [N, D] mask, for data that is fine
     with np.errstate(over="ignore", invalid="ignore"):
-        total = X.sum()
+        total = converted.sum()
     if not np.isfinite(total):
-        finite = np.isfinite(X)
+        finite = np.isfinite(converted)
         if not finite.all():
             row = _first_bad_row(~finite)
             if np.isfinite(given[row]).all():
                 raise ValueError(
-                    f"{name} holds a value beyond the range of {np.dtype(arch.dtype).name} (about "
-                    f"{float(np.finfo(arch.dtype).max):.3g}); first at row {row}: scale the data, or train in float64"
+                    f"{name} holds a value beyond the range of {np.dtype(dtype).name} (about "
+                    f"{float(np.finfo(dtype).max):.3g}); first at row {row}: scale the {what}, or train in float64"
                 )
             raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
-    return X
+    return converted
 
 
 def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
@@ -208,19 +213,7 @@ def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != n_out:
             raise ValueError(f"{name} must have shape [{n_samples}, {n_out}] for regression; got shape {y.shape}")
-        given = y
-        with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: reported below
-            y = np.ascontiguousarray(y, dtype=arch.dtype)
-        finite = np.isfinite(y)
-        if not finite.all():
-            row = _first_bad_row(~finite)
-            if np.isfinite(given[row]).all():
-                raise ValueError(
-                    f"{name} holds a value beyond the range of {np.dtype(arch.dtype).name} (about "
-                    f"{float(np.finfo(arch.dtype).max):.3g}); first at row {row}: scale the targets, or train in float64"
-                )
-            raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
-        return y
+        return _finite_floats(y, arch.dtype, name, "targets")
     if arch.is_multilabel:
         return _check_label_sets(y, arch, n_samples, name)
     if y.ndim != 1:
