@@ -112,7 +112,10 @@ def _numbers(values, name, expected):
     if hasattr(values, "toarray") and hasattr(values, "nnz"):
         raise TypeError(f"{name} is a scipy.sparse {type(values).__name__}; fastmlp takes dense arrays: pass "
                         f"{name}.toarray()")
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # rows of different lengths ("inhomogeneous shape")
+        raise ValueError(f"{name} must be {expected}; NumPy cannot make an array of it: {error}") from None
     if array.dtype == object:
         if array.ndim == 0:
             raise TypeError(f"{name} must be {expected}; got {type(values).__name__}")

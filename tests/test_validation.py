@@ -80,6 +80,7 @@ CASES = {
     # "X must hold numbers; got an array of dtype object", of what the user never passed
     "X sparse": ({}, (SparseStandIn(), Y_OK), {}, TypeError, ["X", "scipy.sparse", "X.toarray()"]),
     "X generator": ({}, ((row for row in X_OK), Y_OK), {}, TypeError, ["X", "generator", "[n_samples, 784]"]),
+    "X ragged rows": ({}, ([[0.5] * 784] * 19 + [[0.5] * 783], Y_OK), {}, ValueError, ["X", "[n_samples, 784]", "inhomogeneous"]),
     "X objects, one a word": ({}, (with_row(X_OK.astype(object), 4, "a"), Y_OK), {}, TypeError, ["X", "'a'", "row 4"]),
     "X objects, one a numeral": ({}, (with_row(X_OK.astype(object), 6, "1.5"), Y_OK), {}, TypeError,
                                  ["X", "'1.5'", "row 6"]),
