@@ -53,6 +53,7 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -140,10 +141,24 @@ class ThreadChooser:
     def other(self, count):
         return 1 if count == self.most else self.most
 
-    def _timed(self, call, count, start, n_samples):
+    waited = 0.0  # seconds the calls spent waiting to start (``waiting``), left out of their timing
+
+    @contextlib.contextmanager
+    def waiting(self):
+        """Within it, a call waits for something other than its work (the lock that lets one fit
+        at a time into the parallel kernel under Numba's workqueue layer): that time is left out
+        of the call's timing, so that a fit waiting for another's chunk does not take its thread
+        count for a slow one."""
         tic = self.clock()
+        try:
+            yield
+        finally:
+            self.waited += self.clock() - tic
+
+    def _timed(self, call, count, start, n_samples):
+        waited, tic = self.waited, self.clock()
         n_done = call(count, start, n_samples)
-        return n_done, self.clock() - tic
+        return n_done, self.clock() - tic - (self.waited - waited)
 
     def run(self, n_samples, batch_size, call):
         """Train ``n_samples`` (one chunk) by calls ``call(count, start, n)`` -> samples done,

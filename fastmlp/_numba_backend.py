@@ -373,7 +373,9 @@ class NumbaBackend:
             numba.set_num_threads(count)
             used = self.threads_used if self._minibatch_threads_counted else 0
             self.threads_used, self._minibatch_threads_counted = max(used, count), True
-            with _one_caller_at_a_time(kernel):
+            with contextlib.ExitStack() as held:
+                with self.minibatch_threads.waiting():  # (another fit's call under workqueue)
+                    held.enter_context(_one_caller_at_a_time(kernel))
                 kernel(
                     params, stats, *self._minibatch[2], self.layer_sizes, self.w_offsets, self.b_offsets,
                     self.arch.activation_code, self.arch.loss_code, hyper, state.slots, state.counters,

@@ -609,3 +609,43 @@ def test_a_pickled_model_holds_its_weights_not_the_kernels_scratch(batch_size):
     model.partial_fit(X, y, epochs=1)
     np.testing.assert_array_equal(copied.params_, model.params_)
     np.testing.assert_array_equal(twin.params_, model.params_)
+
+
+def test_the_time_a_call_waits_to_start_is_left_out_of_its_timing():
+    # fits in threads at once under Numba's workqueue layer take turns in the parallel kernel: a
+    # call's wait for the other fit's counted as its own time, and the chooser took its thread
+    # count for a slow one
+    c = chooser()
+
+    def call(count, start, n):
+        with c.waiting():  # the other fit's call
+            c.clock.advance(5.0, 0, 0)
+        c.clock.advance(n * QUIET[count], count, 0)
+        return n
+
+    assert c._timed(call, 2, 0, 512) == (512, pytest.approx(512 * QUIET[2]))
+    assert c._timed(call, 1, 512, 256) == (256, pytest.approx(256 * QUIET[1]))
+    calls = run_chunk(c, 8192, 32, QUIET)  # and a chunk without waits is timed as before
+    assert c.current == 2 and calls[-1][0] == 2
+
+
+def test_a_mini_batch_fit_counts_its_wait_for_the_kernels_lock_as_waiting(monkeypatch):
+    import contextlib
+    import time
+
+    from fastmlp import _numba_backend
+
+    @contextlib.contextmanager
+    def taken_by_another_fit(kernel):  # each call waits 0.2 s for the other fit's call to end
+        time.sleep(0.2)
+        yield
+
+    monkeypatch.setattr(_numba_backend, "_one_caller_at_a_time", taken_by_another_fit)
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, size=(64, 12)).astype(np.uint8), rng.integers(0, 3, size=64)
+    model = MLP([12, 8, 3], seed=1)
+    history = model.fit(X, y, epochs=1, batch_size=8, progress=False)
+    chooser = model.backend_.minibatch_threads
+    assert chooser.waited >= 0.4 - 1e-3  # the warm-up's call and at least one of training's
+    assert history.seconds[0] >= 0.2  # (the epoch's wall time holds its waits; the chooser's
+    # timing leaves them out: the test above)
