@@ -585,12 +585,12 @@ def _stop_other_ranks(status):
     return status
 
 
-def _check_checkpoints_written(args, done):
-    """--checkpoint-every N that writes no file before the run's end (where --save writes it
+def _check_checkpoints_written(args):
+    """--checkpoint-every N that writes no file before a new run's end (where --save writes it
     anyway) is refused, as other options without effect are."""
     every = args.checkpoint_every
-    if every is not None and (done // every + 1) * every >= args.epochs:
-        run = f"epochs {done + 1}..{args.epochs}" if done else f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
+    if every is not None and every >= args.epochs:
+        run = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
         raise UsageError(f"--checkpoint-every {every} writes no checkpoint in a run of {run} (it writes after "
                          f"every {every} epochs of the run; --save writes the file at the end anyway): pass a "
                          f"smaller N or leave it out")
@@ -612,7 +612,8 @@ def _train_ranks(args, comm):
             _check_combination(model.initialize)  # before spending time on data
         _check_fit_options(args, TRAINING_OPTIONS)
         _check_options_take_effect(args, given)
-    _check_checkpoints_written(args, model.epochs_trained_ if args.resume else 0)
+    if not args.resume:  # (a resumed run, the same line again after a time-out, may have none left to write)
+        _check_checkpoints_written(args)
     if args.distributed:
         _check_distributable(args)
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files

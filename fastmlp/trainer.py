@@ -471,12 +471,14 @@ def train(
             run.stopped = reason = stop
             if stopping.patience is not None:
                 run.take_best(params, state)
+        elif run.epochs_done == last_epoch and stopping.patience is not None:
+            # the call's end: the best weights too before the checkpoint (a run killed after it
+            # kept the last epoch's weights, in a file no resume could finish)
+            run.take_best(params, state)
         if on_epoch is not None:
             on_epoch()
         if stop is not None:
             break
-    if reason == MAX_EPOCHS and stopping.patience is not None:
-        run.take_best(params, state)
     history.best_epoch = run.best_epoch or None
     history.stopped_epoch = run.epochs_done
     history.stop_reason = reason

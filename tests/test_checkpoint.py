@@ -130,6 +130,29 @@ def test_every_checkpoint_written_during_fit_resumes_bit_for_bit(tmp_path, fit_k
         assert_same_run(resumed, whole)
 
 
+@pytest.mark.parametrize("fit_kwargs, counted", COUNTING_CASES[:1])  # (a run that reaches its epochs)
+def test_the_checkpoint_of_a_runs_last_epoch_holds_the_weights_it_ends_with(tmp_path, fit_kwargs, counted):
+    # with early stopping on, a run that reached its epochs wrote its last epoch's weights, then
+    # took the best ones and wrote again: killed between the two writes, the file kept the worse
+    # weights, and no resume could finish the run (audit 24)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(120, 10)).astype(np.float32), rng.integers(0, 3, 120)
+    whole = MLP([10, 16, 3], backend="numpy", seed=0)
+    real_save, written = whole.save, []
+
+    def save_and_keep(path):
+        real_save(path)
+        written.append(tmp_path / f"write{len(written)}.npz")
+        shutil.copy(path, written[-1])
+
+    whole.save = save_and_keep
+    whole.fit(X, y, epochs=6, progress=False, checkpoint_path=tmp_path / "run.npz", **fit_kwargs)
+    assert counted(whole.history_) and whole.history_.best_epoch < whole.epochs_trained_
+    first_of_the_end = MLP.load(written[whole.epochs_trained_ - 1])  # the epoch's own, before fit's last write
+    assert first_of_the_end.epochs_trained_ == whole.epochs_trained_
+    np.testing.assert_array_equal(first_of_the_end.params_, whole.params_)
+
+
 def test_a_checkpoint_written_during_fit_resumes_an_interrupted_run(tmp_path, data):
     """checkpoint_every writes the file at epoch ends; Ctrl-C in epoch 3 leaves the epoch-2 file."""
     X, y = data

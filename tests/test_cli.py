@@ -1086,10 +1086,10 @@ def test_resume_may_change_the_backend_and_threads(capsys, tiny_mnist, checkpoin
     [
         (["--epochs", "3", "--checkpoint-every", "3"], "--checkpoint-every 3 writes no checkpoint in a run of 3 epochs"),
         (["--checkpoint-every", "2"], "--checkpoint-every 2 writes no checkpoint in a run of 1 epoch "),
-        (["--resume", "plain.npz", "--epochs", "2", "--checkpoint-every", "2"],
-         "--checkpoint-every 2 writes no checkpoint in a run of epochs 2..2"),
-        (["--resume", "plain.npz", "--epochs", "3", "--checkpoint-every", "3"],
-         "--checkpoint-every 3 writes no checkpoint in a run of epochs 2..3"),
+        # a resumed run is the same line again after a time-out, whose last checkpoint may be the
+        # last before the end: it was refused, and a requeued job failed for good (audit 24)
+        (["--resume", "plain.npz", "--epochs", "2", "--checkpoint-every", "1"], None),
+        (["--resume", "plain.npz", "--epochs", "3", "--checkpoint-every", "3"], None),
         (["--resume", "plain.npz", "--epochs", "4", "--checkpoint-every", "3"], None),  # after epoch 3
         (["--resume", "plain.npz", "--epochs", "3", "--checkpoint-every", "2"], None),  # written after epoch 2
         (["--epochs", "3", "--checkpoint-every", "2"], None),

@@ -352,7 +352,13 @@ def trained_epochs(model, X, y, losses, **kwargs):
     after = {}
 
     def record():
-        after[model.epochs_trained_] = (model.params_.copy(), model.optimizer_state_.copy())
+        # (a run's last epoch has its best weights taken before its checkpoint: the epoch's own
+        # are then the snapshot it goes on from)
+        last = model.run_.last
+        if last is not None and last.epoch == model.epochs_trained_:
+            after[model.epochs_trained_] = (last.params.copy(), last.state.copy())
+        else:
+            after[model.epochs_trained_] = (model.params_.copy(), model.optimizer_state_.copy())
 
     real_train = trainer.train
 
