@@ -9,6 +9,7 @@ import errno
 import os
 import secrets
 import socket
+import stat
 import tempfile
 from contextlib import contextmanager
 
@@ -35,6 +36,15 @@ def target_problem(path):
         return errno.ELOOP, f"{path!r} is a loop of symbolic links"
     directory = os.path.dirname(final)
     link = f" ({path!r} links to {final!r})" if os.path.islink(path) else ""
+    try:
+        kind = os.stat(final).st_mode
+    except OSError:
+        kind = None  # (none there yet)
+    if kind is not None and not stat.S_ISREG(kind):
+        # the write renames a new file onto it: /dev/null (as root) would become a model file
+        what = ("a character device" if stat.S_ISCHR(kind) else "a block device" if stat.S_ISBLK(kind)
+                else "a named pipe" if stat.S_ISFIFO(kind) else "a socket" if stat.S_ISSOCK(kind) else "not a file")
+        return errno.EINVAL, f"{path!r} is {what}, not a regular file; give a file name{link}"
     if os.path.exists(directory) and not os.path.isdir(directory):
         return errno.ENOTDIR, f"{directory!r} is a file, not a directory{link}"
     if not os.path.isdir(directory):
@@ -64,7 +74,7 @@ def _remove_stale_temporaries(directory, name):
     it could not remove its own. Others' (a live process, another host, an unknown name) stay."""
     if os.name != "posix":
         return
-    prefix = f".{name}."
+    prefix = f".{_short(name)}."
     try:
         entries = [entry for entry in os.listdir(directory) if entry.startswith(prefix) and entry.endswith(".tmp")]
     except OSError:
@@ -83,6 +93,18 @@ def _remove_stale_temporaries(directory, name):
                 pass
         except OSError:  # alive (another user's), or unknowable
             pass
+
+
+NAME_MAX = 255  # bytes in a file name, on the filesystems in use (ext4, XFS, btrfs, tmpfs, NFS)
+
+
+def _short(name):
+    """``name`` cut to leave room in a temporary's name (``.{name}.{8 hex}.{pid}@{host}.tmp``, the
+    pid counted at its most, 10 digits) under NAME_MAX: a file name near the limit could be
+    created, but not its temporary (the whole run trained, then its save failed)."""
+    room = NAME_MAX - len(os.fsencode(f"..{'0' * 8}.{'0' * 10}@{_HOST}.tmp"))
+    encoded = os.fsencode(name)
+    return name if len(encoded) <= room else os.fsdecode(encoded[:max(room, 1)])
 
 
 @contextmanager
@@ -132,7 +154,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
     _remove_stale_temporaries(directory, name)
     while True:
         # the writer's PID and host in the name, for _remove_stale_temporaries
-        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.{os.getpid()}@{_HOST}.tmp")
+        temp_path = os.path.join(directory, f".{_short(name)}.{secrets.token_hex(4)}.{os.getpid()}@{_HOST}.tmp")
         try:
             file = open(temp_path, exclusive_mode, encoding=encoding)
             break
@@ -142,12 +164,19 @@ def atomic_write(path, mode="wb", *, encoding=None):
             raise OSError(error.errno, f"cannot write {path!r}: {error.strerror}") from error
 
     try:
-        with file:
-            yield file
-            file.flush()
-            # Without fsync a crash just after the rename can leave an empty file on
-            # some filesystems (ext4 delayed allocation).
-            os.fsync(file.fileno())
+        try:
+            _keep_mode(file, os.path.join(directory, name))
+            with file:
+                yield file
+                file.flush()
+                # Without fsync a crash just after the rename can leave an empty file on
+                # some filesystems (ext4 delayed allocation).
+                os.fsync(file.fileno())
+        except OSError as error:
+            # a write's own error (a full disk, a quota, an I/O error) names no file: the user's path
+            if error.errno is None or error.filename is not None or path in str(error):
+                raise
+            raise OSError(error.errno, f"cannot write {path!r}: {error.strerror or error}") from error
         try:
             os.replace(temp_path, os.path.join(directory, name))
         except OSError as error:
@@ -159,6 +188,16 @@ def atomic_write(path, mode="wb", *, encoding=None):
             pass
         raise
     _sync_directory(directory)
+
+
+def _keep_mode(file, target):
+    """Give the temporary ``file`` the permissions of the ``target`` it replaces (a model kept
+    private with chmod 600 became readable by all at its next save); a new file has the
+    umask's."""
+    try:
+        os.fchmod(file.fileno(), stat.S_IMODE(os.stat(target).st_mode))
+    except (OSError, AttributeError):  # no target yet, or no fchmod (Windows)
+        pass
 
 
 def _sync_directory(directory):

@@ -1171,6 +1171,71 @@ def test_atomic_write_normal_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode) == stat.S_IMODE(reference.stat().st_mode)
 
 
+def test_atomic_write_keeps_the_permissions_of_the_file_it_replaces(tmp_path):
+    # a model kept private (chmod 600) became readable by all at its next save (audit 24)
+    target = write(tmp_path / "m.npz", b"old")
+    os.chmod(target, 0o600)
+    with atomic_write(target) as file:
+        file.write(b"new")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_atomic_write_refuses_a_target_that_is_not_a_regular_file(tmp_path):
+    # the write renamed a new file onto whatever was there: as root, MLP.save("/dev/null") made
+    # /dev/null a model file; a named pipe stands in for a device here (audit 24)
+    from fastmlp._atomic import target_problem
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    (tmp_path / "link.npz").symlink_to(pipe)
+    for target in (pipe, tmp_path / "link.npz"):
+        assert "is a named pipe, not a regular file" in target_problem(target)[1]
+        with pytest.raises(OSError, match="is a named pipe, not a regular file"):
+            with atomic_write(target) as file:
+                file.write(b"model")
+        assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    if os.path.exists("/dev/null"):
+        assert "is a character device" in target_problem("/dev/null")[1]
+
+
+def test_atomic_write_saves_a_name_as_long_as_the_filesystem_allows(tmp_path):
+    # the temporary's name is the target's and 23-50 bytes more: a 240-byte name passed every
+    # check, the run trained, and its save failed "File name too long" (audit 24)
+    from fastmlp import _atomic
+
+    try:
+        limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if limit != _atomic.NAME_MAX:
+        pytest.skip(f"this filesystem's names hold {limit} bytes")
+    long_name = "m" * (limit - 4) + ".npz"
+    target = tmp_path / long_name
+    with atomic_write(target) as file:
+        file.write(b"whole")
+    assert target.read_bytes() == b"whole" and os.listdir(tmp_path) == [long_name]
+
+
+def test_atomic_write_names_the_target_when_a_write_fails(tmp_path, monkeypatch):
+    # "No space left on device" named no file (the write's own error, not open's or rename's)
+    import errno
+
+    from fastmlp import _atomic
+
+    target = write(tmp_path / "m.npz", b"old")
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_atomic.os, "fsync", full)
+    with pytest.raises(OSError, match=r"cannot write '.*m\.npz': No space left on device") as raised:
+        with atomic_write(target) as file:
+            file.write(b"new")
+    assert raised.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.npz"]
+
+
 @pytest.mark.parametrize("mode", ["a", "r", "rb", "ab"])
 def test_atomic_write_rejects_non_write_modes(tmp_path, mode):
     with pytest.raises(ValueError, match="write mode"):
