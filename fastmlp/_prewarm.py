@@ -364,8 +364,11 @@ def start(plan, dtype, values_dtype):
             listen, told = os.pipe()
             command, passed = command + ["--told", str(listen)], (listen,)
         try:
+            # a session of its own: Jupyter's interrupt signals the kernel's whole process group
+            # (the compile was lost to every interrupted cell); an interrupted run stops it at its
+            # exit (_stop_started), a killed one by the parent-death signal (_exit_with_parent)
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, pass_fds=passed)
+                                       stderr=subprocess.DEVNULL, pass_fds=passed, start_new_session=os.name == "posix")
         finally:
             for fd in passed:
                 os.close(fd)
@@ -505,8 +508,10 @@ def _stop_started():
     process has compiled its kernel, the kernel's cache entry holds the helpers too, so their own
     entries no longer matter."""
     # an uncaught Ctrl-C ends a script through its exit handlers (sys.last_value: the exception
-    # the interpreter printed): an interrupted run, as one a signal ended
-    interrupted = _stopping_at_exit or isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    # the interpreter printed): an interrupted run, as one a signal ended; not in IPython, where
+    # it is the exception of some earlier cell, and the session went on after it
+    interrupted = _stopping_at_exit or (isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+                                        and not _in_ipython())
     for process in _STARTED:
         if process.poll() is None and (interrupted or not (_still_needed(process) and _tell_to_finish(process))):
             process.terminate()
@@ -518,6 +523,14 @@ def _stop_started():
         _close_told(process)
         if getattr(process, "fastmlp_claims", None):
             shutil.rmtree(process.fastmlp_claims, ignore_errors=True)
+
+
+def _in_ipython():
+    ipython = sys.modules.get("IPython")
+    try:
+        return ipython is not None and ipython.get_ipython() is not None
+    except Exception:  # noqa: BLE001 - an IPython being torn down at exit
+        return False
 
 
 def _still_needed(process):

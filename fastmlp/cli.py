@@ -771,7 +771,8 @@ def _store_for_the_next_run(model, quiet, say=print):
     (31k against 243k samples/s per-sample, AMD EPYC Zen 2); told to finish in the background at
     exit (``_prewarm``), a run started next would still find the cache cold and train on the
     interpreted kernel until it is stored.
-    Ctrl-C skips the wait (and stops the process: the terminal signals both)."""
+    Ctrl-C skips the wait and stops the process (at exit: it runs in a session of its own, which
+    the terminal's Ctrl-C does not reach)."""
     compiling = getattr(model.backend_, "compiling_for_later", lambda: None)()
     if compiling is None:
         return
@@ -785,6 +786,9 @@ def _store_for_the_next_run(model, quiet, say=print):
     except KeyboardInterrupt:
         if _signalled:  # SIGTERM: the batch system's end, not a skip
             raise
+        from ._prewarm import stop_at_exit
+
+        stop_at_exit()
         return
     if not quiet:
         say(f"stored in {time.perf_counter() - tic:.1f} s")

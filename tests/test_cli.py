@@ -1377,10 +1377,15 @@ def test_a_cold_train_waits_at_its_end_for_the_kernel_of_the_next_runs(capsys, t
     # later run started cold again (the end-to-end check: test_prewarm.py)
     from fastmlp import _numba_backend
 
+    from fastmlp import _prewarm
+
     compiling = _Compiling(raises)
     monkeypatch.setattr(_numba_backend.NumbaBackend, "compiling_for_later", lambda self: compiling)
+    monkeypatch.setattr(_prewarm, "_stopping_at_exit", [])
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--no-progress", *argv)
     assert status == 0, err  # Ctrl-C skips the wait: the run's results are out already
+    # and stops the process at exit (in a session of its own, the terminal's Ctrl-C misses it)
+    assert _prewarm._stopping_at_exit == ([True] if raises else [])
     assert compiling.waited == [cli.STORE_WAIT_SECONDS]
     said = "storing the compiled kernel in the cache for the next runs (once; Ctrl-C skips this)"
     assert (said in out) == ("--json" not in argv)

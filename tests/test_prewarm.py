@@ -738,7 +738,8 @@ def test_a_new_claims_directory_is_named_after_its_process(tmp_path, monkeypatch
     assert os.path.basename(made).startswith(f"{_prewarm.CLAIMS_PREFIX}{os.getpid()}-")
 
 
-@pytest.mark.parametrize("stored, interrupted", [(False, None), (True, None), (False, "cli"), (False, "uncaught")])
+@pytest.mark.parametrize("stored, interrupted", [(False, None), (True, None), (False, "cli"), (False, "uncaught"),
+                                                 (False, "an earlier cell")])
 def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, stored, interrupted):
     # `fastmlp warmup` compiles the kernels itself: a second process still compiling one of them
     # at its exit would compile it again after the warm-up had ended. An interrupted run (the
@@ -753,6 +754,13 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
         _prewarm.stop_at_exit()
     elif interrupted == "uncaught":
         monkeypatch.setattr(sys, "last_value", KeyboardInterrupt(), raising=False)
+    elif interrupted == "an earlier cell":
+        # IPython keeps the last cell's exception in sys.last_value: a session that went on after
+        # an interrupted cell, and then ended normally, stopped the compile (audit 25)
+        import types
+
+        monkeypatch.setattr(sys, "last_value", KeyboardInterrupt(), raising=False)
+        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: object()))
     else:
         monkeypatch.delattr(sys, "last_value", raising=False)
 
@@ -785,7 +793,7 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
         except BlockingIOError:
             told.append(b"")
         os.close(process.listen)
-    stopped = stored or interrupted is not None
+    stopped = stored or interrupted in ("cli", "uncaught")
     assert [process.terminated for process in processes] == [stopped, stopped, True]
     assert told == ([b"", b"", b""] if stopped else [b"f", b"f", b""])
     assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
@@ -850,3 +858,41 @@ def test_a_child_forked_from_a_cold_fit_leaves_its_second_process_alone(python_p
         with contextlib.suppress(ProcessLookupError):
             os.kill(result["pid"], signal.SIGKILL)  # (told to finish at the parent's exit: not waited for)
     assert result["claims"] and result["running"]
+
+
+def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
+    # Jupyter's interrupt signals the kernel's whole process group: the second process died with
+    # every interrupted cell, and the kernel compiled it all again (audit 25). In a session of its
+    # own it goes on while the fit's process goes on; an uncaught Ctrl-C (a script's end, the
+    # terminal's Ctrl-C) still stops it at that process's exit
+    import subprocess
+
+    needs_two_cores()
+    code = ("import time\nfrom fastmlp import _prewarm\n"
+            "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
+            "print(process.pid, flush=True)\n"
+            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass\n"  # a cell interrupted
+            "time.sleep(1)\nprint(process.poll(), flush=True)\n"
+            "time.sleep(120)\n")  # interrupted again, uncaught: the script ends
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environment["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    script = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=environment, cwd=tempfile.gettempdir(), start_new_session=True)
+    try:
+        child = int(script.stdout.readline())
+        time.sleep(1)
+        os.killpg(script.pid, signal.SIGINT)
+        assert script.stdout.readline() == "None\n"  # still compiling after the interrupt
+        os.killpg(script.pid, signal.SIGINT)
+        assert script.wait(timeout=60) != 0
+        from fastmlp import _prewarm
+
+        deadline = time.monotonic() + 15
+        while _prewarm._compiler_running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _prewarm._compiler_running(child)  # stopped at the interrupted script's exit
+    finally:
+        script.kill()
+        script.wait()
+        with contextlib.suppress(ProcessLookupError, NameError):
+            os.kill(child, signal.SIGKILL)
