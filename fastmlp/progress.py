@@ -190,6 +190,42 @@ def _in_a_callback(frame):
 
 
 @contextlib.contextmanager
+def signals_held():
+    """Within it, SIGINT and SIGTERM wait, and are delivered as it ends (KeyboardInterrupt, or
+    what their handlers do): for a few lines that must run whole (an epoch's record in the
+    history and the run, which an interrupt between them left one epoch apart)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number, handler in previous.items():
+        if handler is not None:
+            signal.signal(number, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    if received:
+        _deliver(previous[received[0]], received[0])
+
+
+def _deliver(handler, number, frame=None):
+    """Do what ``handler`` (a signal's handler before fastmlp's) does with signal ``number``."""
+    import signal
+
+    if callable(handler):
+        handler(number, frame)  # Python's KeyboardInterrupt, the CLI's Terminated, ...
+    elif handler == signal.SIG_DFL:
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)  # the default action: the process ends
+
+
+@contextlib.contextmanager
 def signals_not_lost():
     """Around a compile: SIGINT and SIGTERM act as usual (KeyboardInterrupt, or what their
     handlers do), but one that arrives while LLVM generates code is handled inside its ctypes
@@ -205,12 +241,7 @@ def signals_not_lost():
     previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def deliver(number, frame):
-        handler = previous[number]
-        if callable(handler):
-            handler(number, frame)  # Python's KeyboardInterrupt, the CLI's Terminated, ...
-        elif handler == signal.SIG_DFL:
-            signal.signal(number, signal.SIG_DFL)
-            signal.raise_signal(number)  # the default action: the process ends
+        _deliver(previous[number], number, frame)
 
     def record(number, frame):
         received.append(number)

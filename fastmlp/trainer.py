@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import optim
-from .progress import progress_bar
+from .progress import progress_bar, signals_held
 
 SCHEDULES = ("constant", "exponential", "step", "cosine", "invscaling", "adaptive")
 CHUNK_SAMPLES = 8192
@@ -301,6 +301,18 @@ def _interrupted(epoch, done):
     return error
 
 
+def _interrupted_after_training(epoch, n_samples, where):
+    """The TrainingInterrupted of an interrupt after epoch ``epoch`` + 1 trained all its
+    ``n_samples`` but before the run recorded it (``where``: "while validating", ...)."""
+    where = f"training interrupted {where} epoch {epoch + 1}"
+    error = TrainingInterrupted(
+        f"{where}: its training ran to the end, but the run counts only the {epoch} epoch{'s' if epoch != 1 else ''} "
+        f"before it; the model holds the weights from the end of that training"
+    )
+    error.samples_done, error.where = n_samples, where
+    return error
+
+
 def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=1, on_chunk=None,
                 optimizer=None, state=None, sample_weight=None):
     """One pass over the sample positions ``order``, in chunks of whole batches, in place on
@@ -320,49 +332,59 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
     state_snapshot = None if state is None else state.copy()
     loss_sum, n_correct, done = 0.0, 0, 0
     seconds = 0.0
+    counted = True  # every chunk trained so far is in ``done``
 
     def roll_back():
         params[...] = snapshot
         if state is not None:
             state.restore(state_snapshot)
 
-    for start, stop in chunk_bounds(len(order), batch_size):
-        snapshot[...] = params
-        if state is not None:
-            state_snapshot.restore(state)
-        tic = time.perf_counter()
-        try:
-            # optimizer and state go positionally: wrappers of train_chunk pass *args through
-            chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
-                params, data, targets, order[start:stop], lr, batch_size, optimizer, state, **weighted
-            )
-        except KeyboardInterrupt:
-            roll_back()
-            raise _interrupted(epoch, done) from None
-        seconds += time.perf_counter() - tic
-        if nonfinite_at >= 0:
-            roll_back()
-            sample = start + nonfinite_at
-            raise _diverged(
-                f"the loss became non-finite in epoch {epoch} at sample {sample} (data row {int(order[sample])})",
-                epoch, sample, order, lr, start, optimizer,
-            )
-        if not np.isfinite(params).all():
-            # Every loss was finite, but an update overflowed a weight (typically the last one
-            # of the chunk, whose result no loss has seen yet).
-            roll_back()
-            raise _diverged(
-                f"a weight became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
-                epoch, stop - 1, order, lr, start, optimizer,
-            )
-        loss_sum += chunk_loss
-        n_correct += chunk_correct
-        done += chunk_done
-        if on_chunk is not None:
+    try:
+        for start, stop in chunk_bounds(len(order), batch_size):
+            snapshot[...] = params
+            if state is not None:
+                state_snapshot.restore(state)
+            tic = time.perf_counter()
             try:
-                on_chunk(chunk_done, loss_sum / max(done, 1))
-            except KeyboardInterrupt:  # in the progress bar's update: the chunk is trained
+                # optimizer and state go positionally: wrappers of train_chunk pass *args through
+                chunk_loss, chunk_correct, chunk_done, nonfinite_at = backend.train_chunk(
+                    params, data, targets, order[start:stop], lr, batch_size, optimizer, state, **weighted
+                )
+                counted = False  # (no signal is taken between a call's end and here)
+            except KeyboardInterrupt:
+                roll_back()
                 raise _interrupted(epoch, done) from None
+            seconds += time.perf_counter() - tic
+            if nonfinite_at >= 0:
+                roll_back()
+                sample = start + nonfinite_at
+                raise _diverged(
+                    f"the loss became non-finite in epoch {epoch} at sample {sample} (data row {int(order[sample])})",
+                    epoch, sample, order, lr, start, optimizer,
+                )
+            if not np.isfinite(params).all():
+                # Every loss was finite, but an update overflowed a weight (typically the last one
+                # of the chunk, whose result no loss has seen yet).
+                roll_back()
+                raise _diverged(
+                    f"a weight became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
+                    epoch, stop - 1, order, lr, start, optimizer,
+                )
+            loss_sum += chunk_loss
+            n_correct += chunk_correct
+            done += chunk_done
+            counted = True
+            if on_chunk is not None:
+                try:
+                    on_chunk(chunk_done, loss_sum / max(done, 1))
+                except KeyboardInterrupt:  # in the progress bar's update: the chunk is trained
+                    raise _interrupted(epoch, done) from None
+    except KeyboardInterrupt as interrupt:  # outside a chunk's call (a snapshot's copy, a check)
+        if isinstance(interrupt, TrainingInterrupted):
+            raise
+        if not counted:  # a chunk trained but not counted yet: undone, so that the weights stand after ``done``
+            roll_back()
+        raise _interrupted(epoch, done) from None
     return loss_sum, n_correct, seconds
 
 
@@ -407,31 +429,42 @@ def train(
     reason = MAX_EPOCHS
     while run.epochs_done < last_epoch:
         epoch = run.epochs_done
-        rate = schedule.rate(epoch, int(state.counters[optim.SAMPLES]), run.lr_reductions)
-        drawn_from = None if shuffle_rng is None else shuffle_rng.bit_generator.state
-        order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
-        order = order.astype(np.int64, copy=False)
-        with progress_bar(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress,
-                          unit="sample", unit_scale=True) as bar:
+        drawn_from, trained = None, None
+        try:
+            rate = schedule.rate(epoch, int(state.counters[optim.SAMPLES]), run.lr_reductions)
+            drawn_from = None if shuffle_rng is None else shuffle_rng.bit_generator.state
+            order = shuffle_rng.permutation(n_samples) if shuffle_rng is not None else np.arange(n_samples)
+            order = order.astype(np.int64, copy=False)
+            with progress_bar(n_samples, f"epoch {epoch + 1}/{last_epoch}", enabled=progress,
+                              unit="sample", unit_scale=True) as bar:
 
-            def on_chunk(n_done, mean_loss):
-                bar.set_postfix(loss=mean_loss, refresh=False)
-                bar.update(n_done)
+                def on_chunk(n_done, mean_loss):
+                    bar.set_postfix(loss=mean_loss, refresh=False)
+                    bar.update(n_done)
 
-            try:
-                loss_sum, n_correct, seconds = train_epoch(
+                trained = train_epoch(
                     backend, params, data, targets, order, rate, batch_size, epoch=epoch + 1,
                     on_chunk=on_chunk, optimizer=optimizer, state=state, sample_weight=sample_weight,
                 )
-            except (TrainingInterrupted, DivergenceError) as error:
-                if error.samples_done == 0:
-                    # nothing of the epoch trained: the run stands at its end as if the epoch never
-                    # began, its permutation not drawn either (so it goes on exactly)
-                    if shuffle_rng is not None:
-                        shuffle_rng.bit_generator.state = drawn_from
-                else:
-                    run.interrupted = {"epoch": epoch + 1, "samples": int(error.samples_done)}
-                raise
+        except (TrainingInterrupted, DivergenceError) as error:
+            if error.samples_done == 0:
+                # nothing of the epoch trained: the run stands at its end as if the epoch never
+                # began, its permutation not drawn either (so it goes on exactly)
+                if shuffle_rng is not None and drawn_from is not None:
+                    shuffle_rng.bit_generator.state = drawn_from
+            else:
+                run.interrupted = {"epoch": epoch + 1, "samples": int(error.samples_done)}
+            raise
+        except KeyboardInterrupt:
+            # outside the chunks (the permutation, the bar's start or end): before the epoch
+            # trained, as if it never began; after, as an interrupt while validating
+            if trained is None:
+                if shuffle_rng is not None and drawn_from is not None:
+                    shuffle_rng.bit_generator.state = drawn_from
+                raise _interrupted(epoch + 1, 0) from None
+            run.interrupted = {"epoch": epoch + 1, "samples": n_samples}
+            raise _interrupted_after_training(epoch, n_samples, "at the end of") from None
+        loss_sum, n_correct, seconds = trained
         validation = None
         if evaluate is not None:
             try:
@@ -440,43 +473,45 @@ def train(
                 # nothing of the epoch is recorded yet: the run stays at the epochs before it,
                 # as after an interrupt inside a chunk, with the weights as they are
                 run.interrupted = {"epoch": epoch + 1, "samples": n_samples}
-                error = TrainingInterrupted(
-                    f"training interrupted while validating epoch {epoch + 1}: its training ran to the end, but "
-                    f"the run counts only the {epoch} epoch{'s' if epoch != 1 else ''} before it; the model holds "
-                    f"the weights from the end of that training"
-                )
-                error.samples_done, error.where = n_samples, f"training interrupted while validating epoch {epoch + 1}"
-                raise error from None
-        run.interrupted = None
-        history.epoch.append(epoch + 1)
-        history.lr.append(rate)
-        history.loss.append(loss_sum / n_samples)
-        history.accuracy.append(n_correct / n_samples if classifies else None)
-        history.seconds.append(seconds)
-        history.samples.append(n_samples)
-        history.samples_per_second.append(n_samples / seconds if seconds > 0 else float("inf"))
-        monitored = history.loss[-1]
-        if validation is not None:
-            val_loss, val_accuracy = validation
-            _pad_validation(history, len(history.epoch) - 1)
-            history.val_loss.append(val_loss)
-            history.val_accuracy.append(val_accuracy)
-            monitored = val_loss
-        else:
-            _pad_validation(history, len(history.epoch))
-        run.epochs_done += 1
-        stop = run.observe(monitored, params, state, schedule, stopping, monitor)
-        if stop is not None:
-            # the end of the run: take the best weights before a checkpoint records it
-            run.stopped = reason = stop
-            if stopping.patience is not None:
-                run.take_best(params, state)
-        elif run.epochs_done == last_epoch and stopping.patience is not None:
-            # the call's end: the best weights too before the checkpoint (a run killed after it
-            # kept the last epoch's weights, in a file no resume could finish)
-            run.take_best(params, state)
-        if on_epoch is not None:
-            on_epoch()
+                raise _interrupted_after_training(epoch, n_samples, "while validating") from None
+        try:
+            # the epoch's record, whole: an interrupt between its lines left the history an epoch
+            # ahead of the run, in a file no load would take
+            with signals_held():
+                run.interrupted = None
+                history.epoch.append(epoch + 1)
+                history.lr.append(rate)
+                history.loss.append(loss_sum / n_samples)
+                history.accuracy.append(n_correct / n_samples if classifies else None)
+                history.seconds.append(seconds)
+                history.samples.append(n_samples)
+                history.samples_per_second.append(n_samples / seconds if seconds > 0 else float("inf"))
+                monitored = history.loss[-1]
+                if validation is not None:
+                    val_loss, val_accuracy = validation
+                    _pad_validation(history, len(history.epoch) - 1)
+                    history.val_loss.append(val_loss)
+                    history.val_accuracy.append(val_accuracy)
+                    monitored = val_loss
+                else:
+                    _pad_validation(history, len(history.epoch))
+                run.epochs_done += 1
+                stop = run.observe(monitored, params, state, schedule, stopping, monitor)
+                if stop is not None:
+                    # the end of the run: take the best weights before a checkpoint records it
+                    run.stopped = reason = stop
+                    if stopping.patience is not None:
+                        run.take_best(params, state)
+                elif run.epochs_done == last_epoch and stopping.patience is not None:
+                    # the call's end: the best weights too before the checkpoint (a run killed after it
+                    # kept the last epoch's weights, in a file no resume could finish)
+                    run.take_best(params, state)
+            if on_epoch is not None:
+                on_epoch()
+        except KeyboardInterrupt as interrupt:  # the epoch is recorded: the run stands at its end
+            if isinstance(interrupt, TrainingInterrupted):
+                raise
+            raise _interrupted(epoch + 2, 0) from None
         if stop is not None:
             break
     history.best_epoch = run.best_epoch or None

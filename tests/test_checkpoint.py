@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -219,6 +222,85 @@ def test_a_model_interrupted_mid_epoch_is_saved_marked_and_warned(tmp_path, data
     loaded.save(tmp_path / "m.npz")  # no warning (the suite turns warnings into errors)
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         assert int(archive["format_version"]) == 2 and "interrupted" not in json.loads(str(archive["run"]))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals sent to this thread (POSIX)")
+@pytest.mark.parametrize("where", ["progress_bar", "_pad_validation", "on_epoch"])
+def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(data, monkeypatch, where):
+    # a SIGINT outside the chunks (the permutation drawn, the bar started; the epoch's record;
+    # a checkpoint): a raw KeyboardInterrupt with the permutation drawn, so the run went on
+    # with another order, or the history an epoch ahead of the run, saved to a file no load
+    # took (audit 25). The signal comes as the terminal's would, in the middle of that code
+    X, y = data
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, validation_fraction=0.2, progress=False)
+    whole = MLP([784, 8, 10], seed=2, backend="numpy")
+    whole.fit(X, y, epochs=4, **kwargs)
+
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    calls, listener = [], None
+
+    def ctrl_c_at_the_third_call(real):
+        def call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+            return real(*args, **kwargs) if real is not None else None
+        return call
+
+    if where == "on_epoch":
+        listener = ctrl_c_at_the_third_call(None)
+    else:
+        monkeypatch.setattr(trainer, where, ctrl_c_at_the_third_call(getattr(trainer, where)))
+    raised = None
+    try:
+        model.fit(X, y, epochs=4, on_epoch=listener, **kwargs)
+    except KeyboardInterrupt as interrupt:  # (a raw one, let through, would end the test session)
+        raised = interrupt
+    monkeypatch.undo()
+    assert isinstance(raised, fastmlp.TrainingInterrupted), repr(raised)
+    history = model.history_
+    assert len(history.epoch) == len(history.loss) == len(history.val_loss) == model.epochs_trained_ == 2 + (where != "progress_bar")
+    assert model.run_.interrupted is None  # at an epoch's end: nothing of the next trained
+    model.partial_fit(X, y, epochs=4 - model.epochs_trained_, progress=False)
+    assert_same_run(model, whole)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals sent to this thread (POSIX)")
+def test_ctrl_c_just_after_a_chunk_is_the_same_as_ctrl_c_in_it(data, monkeypatch):
+    # a SIGINT after a chunk's call returned, before the chunk was counted (its timing, its
+    # weights' check): a raw KeyboardInterrupt, the weights a chunk ahead of samples_done
+    import types
+
+    X, y = data
+    chunks = trainer.chunk_bounds
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=40))  # 3 an epoch
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, progress=False)
+    models = {}
+    for how in ("in the chunk", "after it"):
+        model = models[how] = MLP([784, 8, 10], seed=2, backend="numpy")
+        model.fit(X, y, epochs=1, **kwargs)
+        if how == "in the chunk":
+            _interrupt_after(model, 1)
+        else:
+            clock = []
+
+            def perf_counter():  # the second chunk's timing, after its call
+                clock.append(1)
+                if len(clock) == 4:
+                    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                return time.perf_counter()
+
+            monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=perf_counter))
+        raised = None
+        try:
+            model.partial_fit(X, y, epochs=1, progress=False)
+        except KeyboardInterrupt as interrupt:
+            raised = interrupt
+        monkeypatch.setattr(trainer, "time", time)
+        assert isinstance(raised, fastmlp.TrainingInterrupted), repr(raised)
+        assert model.run_.interrupted == {"epoch": 2, "samples": 40}
+    np.testing.assert_array_equal(models["after it"].params_, models["in the chunk"].params_)
+    np.testing.assert_array_equal(models["after it"].optimizer_state_.slots, models["in the chunk"].optimizer_state_.slots)
 
 
 @pytest.mark.parametrize("exception", [KeyboardInterrupt, "divergence"])
