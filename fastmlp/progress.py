@@ -1,38 +1,53 @@
 """Progress bars through tqdm: a text bar on a terminal, a widget in Jupyter, nothing otherwise.
 
-``tqdm.auto`` draws the notebook widget inside a Jupyter kernel (when ipywidgets is installed)
-and the text bar everywhere else. Whether a bar is drawn at all is decided here, once, for the
-trainer and the downloader alike: ``enabled=True`` always, ``False`` never, and ``None`` (the
-default) only where someone is watching (stderr is a terminal, or the widget is available),
-so piped or logged runs carry no carriage-return noise.
+Inside a Jupyter kernel the bar is tqdm's notebook widget when ipywidgets is installed, and
+tqdm's text bar otherwise (which Jupyter draws in place: ``tqdm.auto`` would warn "IProgress not
+found" there and draw nothing); elsewhere the text bar. Whether a bar is drawn at all is decided
+here, once, for the trainer, the compile notice and the downloader alike: ``enabled=True``
+always, ``False`` never, and ``None`` (the default) only where someone is watching (stderr is a
+terminal, or a Jupyter kernel's), so piped or logged runs carry no carriage-return noise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import threading
 
 
-def _tqdm():
-    # Imported on first use: tqdm.auto brings asyncio along, a twentieth of a second that
-    # ``import fastmlp`` need not pay.
-    from tqdm.auto import tqdm
+def _in_jupyter():
+    """Whether this process is a Jupyter kernel (IPython's kernel app, as tqdm.autonotebook tells)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:  # noqa: BLE001 - another IPython's internals: no kernel, as far as anyone can tell
+        return False
 
+
+def _tqdm():
+    # Imported on first use: tqdm's import costs a warm start time that ``import fastmlp`` need
+    # not pay.
+    if _in_jupyter() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
     return tqdm
 
 
 def shown_by_default(stream=None):
     """True when a bar on ``stream`` (default stderr) would be seen: a terminal, or Jupyter."""
-    # tqdm.auto's class derives from the notebook bar only when it chose the Jupyter widget.
-    if any(cls.__module__ == "tqdm.notebook" for cls in _tqdm().__mro__):
+    if _in_jupyter():
         return True
     stream = sys.stderr if stream is None else stream
     return stream is not None and hasattr(stream, "isatty") and stream.isatty()
 
 
 def progress_bar(total, description, *, enabled=None, stream=None, **options):
-    """A ``tqdm.auto`` bar over ``total`` units labelled ``description``, drawn on ``stream``
+    """A tqdm bar (``_tqdm``) over ``total`` units labelled ``description``, drawn on ``stream``
     (default stderr) when ``enabled`` (None: ``shown_by_default``); ``options`` go to tqdm
     (``unit``, ``unit_scale``, ...). A disabled bar writes nothing and costs nothing.
 
@@ -90,8 +105,8 @@ class compile_notice:
         self._time = time.perf_counter
         self.stream = sys.stderr if stream is None else stream
         self.what = what
-        if enabled is None:
-            enabled = self.stream is not None and hasattr(self.stream, "isatty") and self.stream.isatty()
+        if enabled is None:  # (a Jupyter kernel too: a cold first cell sat silent for its compile)
+            enabled = shown_by_default(self.stream)
         self.enabled = bool(enabled)
         self.shown = False
         self._due = False  # ``after`` seconds have passed

@@ -50,16 +50,27 @@ def test_a_bar_turned_off_does_not_import_tqdm(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
-def test_shown_by_default_in_jupyter(monkeypatch):
-    # Inside a Jupyter kernel tqdm.auto's class derives from tqdm.notebook's widget bar, and
-    # stderr there is no terminal: the widget is still seen, so the default is to draw it.
+@pytest.mark.parametrize("widgets", [True, False])
+def test_in_a_jupyter_kernel_the_bar_and_the_compile_notice_are_shown(monkeypatch, widgets):
+    # In a Jupyter kernel stderr is no terminal, but the bar is seen: the widget where ipywidgets
+    # is installed; without it tqdm.auto warned "IProgress not found" and drew nothing, so the
+    # text bar (which Jupyter draws in place). The compile notice looked for a terminal only: a
+    # cold first cell sat silent through its compile (audit 25)
+    import types
+
     from fastmlp import progress
 
-    widget_bar = type("tqdm_notebook", (), {"__module__": "tqdm.notebook"})
-    auto_bar = type("tqdm", (widget_bar,), {"__module__": "tqdm.auto"})
-    assert not progress.shown_by_default(io.StringIO())
-    monkeypatch.setattr(progress, "_tqdm", lambda: auto_bar)
+    assert not progress.shown_by_default(io.StringIO()) and progress._tqdm().__module__ == "tqdm.std"
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    real_find_spec = progress.importlib.util.find_spec
+    monkeypatch.setattr(progress.importlib.util, "find_spec",
+                        lambda name, *a: (real_find_spec("json") if widgets else None) if name == "ipywidgets"
+                        else real_find_spec(name, *a))
     assert progress.shown_by_default(io.StringIO())
+    assert progress.compile_notice("784-8-10", stream=io.StringIO()).enabled
+    if not widgets or real_find_spec("ipywidgets") is not None:  # (tqdm.notebook imports it)
+        assert progress._tqdm().__module__ == ("tqdm.notebook" if widgets else "tqdm.std")
 
 
 @pytest.fixture
