@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -244,6 +245,25 @@ class MLP:
         self.seed = seed
         self.backend = backend
         self.threads = threads
+
+    def __repr__(self):
+        """``MLP(layers=[784, 128, 10], activation='relu')`` (the arguments that differ from the
+        defaults, as scikit-learn shows an estimator), and how many epochs it has trained."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        given = []
+        for name in ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads"):
+            value = getattr(self, name, None)
+            if name == "layers":
+                with contextlib.suppress(TypeError, ValueError):
+                    value = [int(size) for size in value]
+                shown = value != [784, 128, 10]
+            else:
+                shown = not (isinstance(value, type(defaults[name].default)) and value == defaults[name].default)
+            if shown:
+                given.append(f"{name}={value!r}")
+        trained = getattr(self, "epochs_trained_", None)
+        state = "" if trained is None else f" ({trained} epoch{'s' if trained != 1 else ''} trained)"
+        return f"{type(self).__name__}({', '.join(given)}){state}"
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -657,8 +677,18 @@ class MLP:
         mode = "per-sample" if batch == 1 else "mini-batch"
         what = (f"{'-'.join(map(str, arch.layers))} {np.dtype(arch.dtype).name} {mode} training "
                 f"on {'uint8' if X.dtype == np.uint8 else 'float'} inputs")
-        with compile_notice(what, enabled=progress if self.backend == "numba" else False), signals_not_lost():
-            backend.warmup(self.params_, data, y, batch, opt, state, sample_weight, inference=evaluate is not None)
+        try:
+            with compile_notice(what, enabled=progress if self.backend == "numba" else False), signals_not_lost():
+                backend.warmup(self.params_, data, y, batch, opt, state, sample_weight, inference=evaluate is not None)
+        except KeyboardInterrupt as interrupt:
+            # a KeyboardInterrupt from deep in Numba and LLVM: what the trainer says of an
+            # interrupt before a call's first chunk, with the frames that say nothing cut
+            if isinstance(interrupt, trainer.TrainingInterrupted):
+                raise
+            where = f"training interrupted before epoch {run.epochs_done + 1} began, while the kernels loaded or compiled"
+            error = trainer.TrainingInterrupted(f"{where}; nothing of this call trained")
+            error.samples_done, error.where = 0, where
+            raise error from None
         self.compile_seconds_ += backend.compile_seconds - compile_before
         schedule = trainer.Schedule(
             lr=options["lr"], name=options["lr_schedule"], decay=options["lr_decay"],

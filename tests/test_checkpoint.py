@@ -303,6 +303,32 @@ def test_ctrl_c_just_after_a_chunk_is_the_same_as_ctrl_c_in_it(data, monkeypatch
     np.testing.assert_array_equal(models["after it"].optimizer_state_.slots, models["in the chunk"].optimizer_state_.slots)
 
 
+def test_ctrl_c_while_the_kernels_compile_is_a_training_interrupted(data):
+    # a raw KeyboardInterrupt under 21-33 frames of Numba and llvmlite (audit 25)
+    X, y = data
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, progress=False)
+    whole = MLP([784, 8, 10], seed=2, backend="numpy")
+    whole.fit(X, y, epochs=2, **kwargs)
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, epochs=1, **kwargs)
+
+    def compiling(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    model.backend_.warmup = compiling
+    raised = None
+    try:
+        model.partial_fit(X, y, epochs=1, progress=False)
+    except KeyboardInterrupt as interrupt:
+        raised = interrupt
+    assert isinstance(raised, fastmlp.TrainingInterrupted), repr(raised)
+    assert raised.where == "training interrupted before epoch 2 began, while the kernels loaded or compiled"
+    assert raised.__suppress_context__ and raised.samples_done == 0
+    del model.backend_.warmup
+    model.partial_fit(X, y, epochs=1, progress=False)
+    assert_same_run(model, whole)
+
+
 @pytest.mark.parametrize("exception", [KeyboardInterrupt, "divergence"])
 def test_a_call_stopped_before_its_first_chunk_trained_goes_on_exactly(data, exception):
     """Nothing of the epoch trained: the run stands at the epoch's end as if it never began. Its

@@ -502,3 +502,15 @@ def test_a_model_memory_mapped_by_joblib_trains_on(tmp_path):
     loaded = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
     loaded.partial_fit(X, y, epochs=2)
     np.testing.assert_array_equal(loaded.params_, expected.params_)
+
+
+def test_a_model_shows_the_arguments_it_was_made_with_and_what_it_trained():
+    # a notebook showed <fastmlp.model.MLP at 0x7f90dd226e50> (audit 25)
+    assert repr(MLP()) == "MLP()"
+    assert repr(MLP([784, 64, 10], activation="relu", seed=3)) == "MLP(layers=[784, 64, 10], activation='relu', seed=3)"
+    assert repr(MLP((2, 3, 1), loss="mse", dtype="float64", bias=False)) == \
+        "MLP(layers=[2, 3, 1], loss='mse', bias=False, dtype='float64')"
+    model = MLP([12, 8, 3], backend="numpy")
+    X = np.random.default_rng(0).random((20, 12))
+    model.fit(X, np.arange(20) % 3, epochs=2, progress=False)
+    assert repr(model) == "MLP(layers=[12, 8, 3], backend='numpy') (2 epochs trained)"
