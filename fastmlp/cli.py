@@ -630,8 +630,8 @@ def _train_ranks(args, comm):
         f"backend={model.backend} batch_size={args.batch_size or 'full'} lr={args.lr} optimizer={args.optimizer}"
         + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
-    if args.checkpoint_every:
-        args.checkpointed = None  # the epoch of the run the --save file holds (for an interrupt's message)
+    args.save_found = _identity(args.save)  # what --save was before (an interrupt's account: _what_train_kept)
+    args.training = True  # (from here on an error's account says what --save holds)
 
     def on_epoch(history):
         # each epoch's line as it ends, flushed: a log file or an interrupted run keeps them
@@ -647,8 +647,6 @@ def _train_ranks(args, comm):
             + validation
             + f", {history.samples_per_second[i]:,.0f} samples/s"
         )
-        if args.checkpoint_every and history.epoch[i] % args.checkpoint_every == 0:
-            args.checkpointed = history.epoch[i]
 
     if args.resume:
         _check_resumed_data(args, model, X_train, y_train)
@@ -1107,13 +1105,46 @@ def _escaping_what_cannot_be_encoded():
 
 
 def _what_train_kept(args):
-    """After an interrupted ``train``: the file that holds its run, if it wrote one."""
-    epoch = getattr(args, "checkpointed", None)
-    if epoch is not None:
-        return f"; {args.save} holds the run after epoch {epoch} (go on with --resume {args.save})"
+    """After an interrupted or failed ``train``: the file that holds its run, as the file itself
+    says (a checkpoint this run wrote, or the one it resumed), if any. Read from the file, not
+    from the epochs' listener: an interrupt inside a checkpoint's last step (the directory's
+    sync, after the rename) left the listener one epoch behind the file."""
+    save = getattr(args, "save", None)
+    if not save or not hasattr(args, "save_found"):
+        return ""
+    now = _identity(save)
+    resumed = now is not None and now == args.save_found and getattr(args, "resume", None) \
+        and _identity(args.resume) == now
+    if now is not None and (now != args.save_found or resumed):
+        epochs = _epochs_in(save)
+        if epochs is not None:
+            return f"; {save} holds the run after epoch {epochs} (go on with --resume {save})"
     if getattr(args, "checkpoint_every", None) is not None:
-        return f"; no checkpoint was written to {args.save} yet"
+        return f"; no checkpoint was written to {save} yet"
     return ""
+
+
+def _identity(path):
+    """(device, inode, modification time) of the file at ``path``, or None: a rename onto it
+    (every write: ``_atomic``) changes it."""
+    try:
+        found = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return found.st_dev, found.st_ino, found.st_mtime_ns
+
+
+def _epochs_in(path):
+    """The epochs done of the run in the checkpoint at ``path``, or None (unreadable)."""
+    import json
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return int(json.loads(str(archive["run"]))["epochs_done"])
+    except Exception:  # noqa: BLE001 - an account, not a check: a file it cannot read is not named
+        return None
 
 
 def _format_warning(message, category, filename, lineno, line=None):
@@ -1208,6 +1239,9 @@ def _main(argv):
         message = " ".join(str(error).split()) or type(error).__name__
         if getattr(args, "command", None) in ("train", "compare"):  # a fit's error once the data is in
             message = options.in_option_names(message, TRAINING_OPTIONS + MODEL_OPTIONS)
+        if getattr(args, "command", None) == "train" and getattr(args, "training", False) and _what_train_kept(args):
+            # (a checkpoint that could not be written stops the run: say what the file holds)
+            message += "; training stopped" + _what_train_kept(args)
         if not _said_by_rank_0(error):
             print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still

@@ -1438,3 +1438,42 @@ def test_options_that_take_effect_together_pass(capsys, tiny_mnist, argv):
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
                            "--epochs", "2", "--limit", "100", "--no-progress", *argv)
     assert status == 0, err
+
+
+@pytest.mark.parametrize("fails", ["interrupt after the rename", "write error"])
+def test_a_checkpoint_that_fails_or_is_interrupted_says_what_the_file_holds(capsys, tiny_mnist, tmp_path, monkeypatch,
+                                                                          fails):
+    # Ctrl-C or SIGTERM in the checkpoint's last step (the directory's sync, after the rename)
+    # said the file held the epoch before the one it held; a checkpoint that could not be
+    # written stopped the run saying nothing of what the file held (audit 24)
+    from fastmlp import _atomic
+
+    path = tmp_path / "run.npz"
+    calls = []
+    real_sync = _atomic._sync_directory
+    real_replace = _atomic.os.replace
+
+    def sync(directory):  # the second checkpoint's
+        calls.append(1)
+        if len(calls) == 2 and fails.startswith("interrupt"):
+            raise KeyboardInterrupt
+        real_sync(directory)
+
+    def replace(source, target):
+        if len(calls) == 2 and fails == "write error":
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(_atomic, "_sync_directory", sync)
+    monkeypatch.setattr(_atomic.os, "replace", replace)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "4", "--checkpoint-every", "1", "--save", str(path), "--no-progress")
+    monkeypatch.undo()
+    # the interrupted second write is in place; the third, failed, is not
+    held = 2
+    assert MLP.load(path).epochs_trained_ == held
+    assert f"; {path} holds the run after epoch {held} (go on with --resume {path})" in err, err
+    if fails.startswith("interrupt"):
+        assert status == 130 and "training interrupted in epoch 3 after 0 samples" in err
+    else:
+        assert status == 1 and "No space left on device; training stopped;" in err

@@ -332,8 +332,9 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
         cli._MPIWatchdog.grace = 1.0
         cli._MPIWatchdog().start()
 
-        def tell():  # the pid, once the main thread waits in the barrier (a SIGTERM before it is Python's)
-            time.sleep(1.0)
+        def tell():  # the pid, once the main thread waits in the barrier (a SIGTERM before it is Python's,
+            # and then MPI_Finalize at exit waits for rank 1: the job timed out once, under load, at 1 s)
+            time.sleep(3.0)
             open("rank0.pid", "w").write(str(os.getpid()))
 
         threading.Thread(target=tell, daemon=True).start()
