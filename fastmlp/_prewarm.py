@@ -673,9 +673,9 @@ def _exit_with_parent(parent, told=None, mark=None):
 
     if told is not None:
         os.set_blocking(told, False)
-        signal.signal(signal.SIGUSR2, parent_ended)
+    signal.signal(signal.SIGUSR2, parent_ended)
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR2 if told is not None else signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR2)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # ended before the signal was asked for

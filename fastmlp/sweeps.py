@@ -353,9 +353,17 @@ def _dataset(source):
     return _DATASETS[key], False
 
 
-def _single_threaded_worker():
-    """Initializer of the process pools this module starts: set before numba is imported."""
+def _single_threaded_worker(parent=None):
+    """Initializer of the process pools this module starts: one thread (set before numba is
+    imported), and, on Linux, an end with the sweep's process ``parent``: a sweep killed
+    (SIGKILL, the OOM killer, a batch system after its grace period) left its workers waiting
+    for work for ever, holding their copy of the data and the sweep's stdout (``| tee`` never
+    ended)."""
     os.environ["NUMBA_NUM_THREADS"] = "1"
+    if parent is not None:
+        from ._prewarm import _exit_with_parent
+
+        _exit_with_parent(parent)
 
 
 def _run_trial(number, params, source):
@@ -498,7 +506,8 @@ def _process_executor(workers):
 
     count = workers or usable_cpus()
     pool = concurrent.futures.ProcessPoolExecutor(
-        count, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker
+        count, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker,
+        initargs=(os.getpid(),),
     )
     try:
         yield pool, f"{count} worker processes"

@@ -5,6 +5,7 @@ import concurrent.futures
 import csv
 import json
 import multiprocessing
+import sys
 
 import numpy as np
 import pytest
@@ -149,9 +150,9 @@ import signal
 from fastmlp import sweeps
 
 
-def initialize():
+def initialize(*args):
     \"\"\"Trials at lr 0.999 kill their worker, as the out-of-memory killer would a trial too large.\"\"\"
-    sweeps._single_threaded_worker()
+    sweeps._single_threaded_worker(*args)
     run = sweeps._run_trial
 
     def run_or_die(number, params, source):
@@ -182,6 +183,51 @@ def test_a_trial_that_kills_its_worker_every_time_costs_no_other_trial(tiny_mnis
     # the first run, LOST_WORKER_RETRIES (2) more in a shared pool, one alone (README, "Failures")
     assert sweeps.LOST_WORKER_RETRIES == 2 and len((tmp_path / "attempts").read_text()) == 4
     assert [by_rate[lr]["status"] for lr in (0.01, 0.02, 0.03)] == ["ok"] * 3, [r["error"] for r in result.trials]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_workers_of_a_killed_sweep_end_with_it(tmp_path):
+    # a sweep killed (SIGKILL, the OOM killer) left its pool's workers waiting for work for ever,
+    # holding the sweep's stdout: `fastmlp sweep ... | tee log` never ended (audit 24)
+    import os
+    import signal
+    import subprocess
+    import time
+
+    code = ("import time\nfrom fastmlp import sweeps\n"
+            "with sweeps._process_executor(2) as (pool, _):\n"
+            "    futures = [pool.submit(time.sleep, 120) for _ in range(2)]\n"
+            "    time.sleep(1)\n"
+            "    print(*[process.pid for process in pool._processes.values()], flush=True)\n"
+            "    time.sleep(120)\n")
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    sweep = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment,
+                             cwd=tmp_path)
+    workers = []
+    try:
+        workers = [int(pid) for pid in sweep.stdout.readline().split()]
+        assert len(workers) == 2
+        sweep.kill()
+        sweep.wait()
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in workers)
+    finally:
+        sweep.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class OneInterrupted(concurrent.futures.Executor):
