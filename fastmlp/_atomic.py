@@ -68,6 +68,21 @@ def check_target(path, name="path"):
 _HOST = socket.gethostname()
 
 
+def _pid_namespace():
+    """This process's PID namespace (Linux: the inode of /proc/self/ns/pid), or "" where unknown:
+    a process id names a process only within one namespace."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except (OSError, AttributeError):
+        return ""
+
+
+def _owner():
+    """The writer in a temporary's name: ``pid`` or ``pid-namespace``."""
+    namespace = _pid_namespace()
+    return f"{os.getpid()}-{namespace}" if namespace else str(os.getpid())
+
+
 def _remove_stale_temporaries(directory, name):
     """Remove the temporary files of earlier writes of ``name`` whose process, on this host, is
     gone: killed mid-write (SIGKILL, the OOM killer, MPI_Abort of the rank writing a checkpoint),
@@ -82,8 +97,11 @@ def _remove_stale_temporaries(directory, name):
     for entry in entries:
         _, _, owner = entry[len(prefix):-len(".tmp")].partition(".")
         pid, _, host = owner.partition("@")
+        pid, _, namespace = pid.partition("-")
         if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
             continue
+        if namespace and namespace != _pid_namespace():
+            continue  # another PID namespace's (a container on this host): its pid means nothing here
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -99,10 +117,10 @@ NAME_MAX = 255  # bytes in a file name, on the filesystems in use (ext4, XFS, bt
 
 
 def _short(name):
-    """``name`` cut to leave room in a temporary's name (``.{name}.{8 hex}.{pid}@{host}.tmp``, the
-    pid counted at its most, 10 digits) under NAME_MAX: a file name near the limit could be
+    """``name`` cut to leave room in a temporary's name (``.{name}.{8 hex}.{pid}-{namespace}@{host}
+    .tmp``, the pid and namespace counted at their most, 10 and 20 digits) under NAME_MAX: a file name near the limit could be
     created, but not its temporary (the whole run trained, then its save failed)."""
-    room = NAME_MAX - len(os.fsencode(f"..{'0' * 8}.{'0' * 10}@{_HOST}.tmp"))
+    room = NAME_MAX - len(os.fsencode(f"..{'0' * 8}.{'0' * 10}-{'0' * 20}@{_HOST}.tmp"))
     encoded = os.fsencode(name)
     return name if len(encoded) <= room else os.fsdecode(encoded[:max(room, 1)])
 
@@ -154,7 +172,7 @@ def atomic_write(path, mode="wb", *, encoding=None):
     _remove_stale_temporaries(directory, name)
     while True:
         # the writer's PID and host in the name, for _remove_stale_temporaries
-        temp_path = os.path.join(directory, f".{_short(name)}.{secrets.token_hex(4)}.{os.getpid()}@{_HOST}.tmp")
+        temp_path = os.path.join(directory, f".{_short(name)}.{secrets.token_hex(4)}.{_owner()}@{_HOST}.tmp")
         try:
             file = open(temp_path, exclusive_mode, encoding=encoding)
             break

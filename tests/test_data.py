@@ -1151,11 +1151,18 @@ def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
     assert writer.wait(timeout=60) == -signal.SIGKILL
     stale = leftovers(tmp_path)
     assert len(stale) == 1 and not target.exists()
+    from fastmlp._atomic import _pid_namespace
+
+    if _pid_namespace():  # the writer's name says its PID namespace, in which alone its pid means a process
+        assert f".{writer.pid}-{_pid_namespace()}@" in stale[0], stale
     host = socket.gethostname()
     kept = [f".run.npz.0badc0de.{os.getpid()}@{host}.tmp",  # a live writer (this process)
             f".run.npz.0badc0de.{writer.pid}@another-host.tmp",  # another host's, on a shared filesystem
             ".run.npz.0badc0de.tmp",  # a name it does not know
-            f".other.npz.0badc0de.{writer.pid}@{host}.tmp"]  # another target's
+            f".other.npz.0badc0de.{writer.pid}-1@{host}.tmp",  # another target's
+            # another PID namespace's (a container sharing the host's name): a live writer's
+            # temporary was taken for a dead one's and removed, and its save failed (audit 24)
+            f".run.npz.0badc0de.{writer.pid}-1@{host}.tmp"]
     for name in kept:
         (tmp_path / name).write_bytes(b"")
     with atomic_write(target) as file:
