@@ -157,6 +157,17 @@ class NumbaBackend:
         self.threads_used = 1
         self._minibatch_threads_counted = False
 
+    SCRATCH_KEPT_BYTES = 16 << 20  # the most mini-batch scratch kept between training calls
+
+    def call_ended(self):
+        """At the end of a training call: let go of the mini-batch kernel's scratch if it is large
+        (it grows with the batch: 75 MB after a full-batch fit on MNIST, held by the model for as
+        long as it lived); a small one is kept for the next call (``partial_fit`` batch by batch)."""
+        if self._minibatch is not None:
+            held = sum(array.nbytes for array in self._minibatch[2])
+            if held > self.SCRATCH_KEPT_BYTES:
+                self._minibatch = None
+
     def __getstate__(self):
         # a model is pickled (or deep-copied) whole; the second compiling process is this
         # process's, not the copy's (and a process handle does not pickle)

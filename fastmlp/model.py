@@ -715,26 +715,29 @@ class MLP:
             else:  # on every rank, given or not: raised on one rank alone, it left the others waiting for it
                 each_rank_step(comm, lambda: listener is None or listener(self.history_))
 
-        history = trainer.train(
-            backend,
-            self.params_,
-            data,
-            y,
-            epochs=epochs,
-            batch_size=batch,
-            schedule=schedule,
-            optimizer=opt,
-            state=state,
-            run=run,
-            stopping=stopping,
-            shuffle_rng=self._shuffle_rng if options["shuffle"] else None,
-            evaluate=evaluate,
-            progress=progress,
-            history=self.history_,
-            on_epoch=on_epoch,
-            sample_weight=sample_weight,
-            classifies=self.arch_.is_classifier,
-        )
+        try:
+            history = trainer.train(
+                backend,
+                self.params_,
+                data,
+                y,
+                epochs=epochs,
+                batch_size=batch,
+                schedule=schedule,
+                optimizer=opt,
+                state=state,
+                run=run,
+                stopping=stopping,
+                shuffle_rng=self._shuffle_rng if options["shuffle"] else None,
+                evaluate=evaluate,
+                progress=progress,
+                history=self.history_,
+                on_epoch=on_epoch,
+                sample_weight=sample_weight,
+                classifies=self.arch_.is_classifier,
+            )
+        finally:
+            getattr(self.backend_, "call_ended", lambda: None)()
         if checkpoints:
             checkpoint()
         return history

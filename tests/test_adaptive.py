@@ -649,3 +649,20 @@ def test_a_mini_batch_fit_counts_its_wait_for_the_kernels_lock_as_waiting(monkey
     assert chooser.waited >= 0.4 - 1e-3  # the warm-up's call and at least one of training's
     assert history.seconds[0] >= 0.2  # (the epoch's wall time holds its waits; the chooser's
     # timing leaves them out: the test above)
+
+
+def test_a_large_mini_batch_scratch_is_let_go_at_the_end_of_a_call_and_a_small_one_kept(monkeypatch):
+    # a full-batch fit's scratch (75 MB on MNIST) stayed with the model for as long as it lived
+    from fastmlp import _numba_backend
+
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "SCRATCH_KEPT_BYTES", 200_000)
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, size=(2000, 12)).astype(np.uint8), rng.integers(0, 3, size=2000)
+    model = MLP([12, 64, 3], seed=1)
+    model.fit(X, y, epochs=1, batch_size=None, progress=False)
+    assert model.backend_._minibatch is None
+    model.fit(X, y, epochs=1, batch_size=16, progress=False)
+    kept = model.backend_._minibatch
+    assert kept is not None and sum(array.nbytes for array in kept[2]) <= 200_000
+    model.partial_fit(X[:64], y[:64], epochs=1, progress=False)
+    assert model.backend_._minibatch is kept  # reused, not made again
