@@ -381,6 +381,8 @@ def start(plan, dtype, values_dtype):
     process.fastmlp_told = told
     for ended in [other for other in _STARTED if other.poll() is not None]:
         _close_told(ended)
+        if getattr(ended, "fastmlp_claims", None):  # (not left for this process's exit: a kernel lives long)
+            shutil.rmtree(ended.fastmlp_claims, ignore_errors=True)
         _STARTED.remove(ended)
     _STARTED.append(process)
     return process

@@ -799,9 +799,10 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
     assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
 
 
-def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch):
+def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch, tmp_path):
     # each started process has a pipe for its "finish" (_stop_started): one per ended process
-    # stayed open for the life of the fit's process
+    # stayed open for the life of the fit's process; so did its claims directory (a Jupyter
+    # kernel's cold fits piled them up in /tmp: audit 25)
     import subprocess
     import types
 
@@ -819,6 +820,8 @@ def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch):
     ended.returncode, ended.fastmlp_plan = 0, ("mini-batch", "float32", "uint8")
     listen, ended.fastmlp_told = os.pipe()
     told = ended.fastmlp_told
+    ended.fastmlp_claims = str(tmp_path / "claims")
+    os.mkdir(ended.fastmlp_claims)
     monkeypatch.setattr(_prewarm, "_STARTED", [ended])
     monkeypatch.setattr(subprocess, "Popen", Process)
     monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: types.SimpleNamespace(signatures=[]))
@@ -829,6 +832,7 @@ def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch):
     started = _prewarm.start("per-sample", "float32", "uint8")
     try:
         assert _prewarm._STARTED == [started] and ended.fastmlp_told is None
+        assert not os.path.exists(ended.fastmlp_claims)
         with pytest.raises(OSError):
             os.fstat(told)  # closed
     finally:
