@@ -118,8 +118,9 @@ NAME_MAX = 255  # bytes in a file name, on the filesystems in use (ext4, XFS, bt
 
 def _short(name):
     """``name`` cut to leave room in a temporary's name (``.{name}.{8 hex}.{pid}-{namespace}@{host}
-    .tmp``, the pid and namespace counted at their most, 10 and 20 digits) under NAME_MAX: a file name near the limit could be
-    created, but not its temporary (the whole run trained, then its save failed)."""
+    .tmp``, the pid and namespace counted at their most, 10 and 20 digits) under NAME_MAX: a file
+    name near the limit could be created, but not its temporary (the whole run trained, then its
+    save failed)."""
     room = NAME_MAX - len(os.fsencode(f"..{'0' * 8}.{'0' * 10}-{'0' * 20}@{_HOST}.tmp"))
     encoded = os.fsencode(name)
     return name if len(encoded) <= room else os.fsdecode(encoded[:max(room, 1)])

@@ -36,9 +36,9 @@ compiles whatever it has not stored, as it would alone. When this process exits 
 second process still compiling the kernel that training ran without is told to finish it, at a
 lower priority (a run shorter than its compile would otherwise leave the cache cold for every run
 after it; a fit that starts meanwhile on the same cache takes that process for its own rather
-than start another compile of the same kernel: ``compiling_elsewhere``); when a signal ends this process, or Ctrl-C (an uncaught KeyboardInterrupt, or the
-command line's interrupted run: ``stop_at_exit``), it ends too (``_stop_started``,
-``_exit_with_parent``).
+than start another compile of the same kernel: ``compiling_elsewhere``); when a signal ends this
+process, or Ctrl-C (an uncaught KeyboardInterrupt, or the command line's interrupted run:
+``stop_at_exit``), it ends too (``_stop_started``, ``_exit_with_parent``).
 ``fastmlp train`` waits for it at its end instead (``cli._store_for_the_next_run``;
 ``NumbaBackend.compiling_for_later``), so that a run started next finds the kernel stored.
 
@@ -654,7 +654,9 @@ def _exit_with_parent(parent, told=None, mark=None):
     compile then. The signal also comes when the thread that started this process ends (a fit in
     a thread) while its process goes on: this one goes on too. A claims directory left behind is
     removed by the next cold fit (``remove_stale_claims``), and a ``mark`` left by a process
-    ended by a signal by the next fit that finds it (``compiling_elsewhere``)."""
+    ended by a signal by the next fit that finds it (``compiling_elsewhere``). Without ``told``
+    (a sweep's pool workers: ``sweeps._single_threaded_worker``) this process ends with its
+    parent's process all the same."""
     if parent is None or not sys.platform.startswith("linux"):
         return
     import ctypes
