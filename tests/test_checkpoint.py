@@ -224,9 +224,19 @@ def test_a_model_interrupted_mid_epoch_is_saved_marked_and_warned(tmp_path, data
         assert int(archive["format_version"]) == 2 and "interrupted" not in json.loads(str(archive["run"]))
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT as Python's own Ctrl-C: a suite started in the background (`.ci/run ... &`) inherits
+    it ignored, and then the signals these tests send did nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals sent to this thread (POSIX)")
 @pytest.mark.parametrize("where", ["progress_bar", "_pad_validation", "on_epoch"])
-def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(data, monkeypatch, where):
+def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(data, monkeypatch, where,
+                                                                            python_ctrl_c):
     # a SIGINT outside the chunks (the permutation drawn, the bar started; the epoch's record;
     # a checkpoint): a raw KeyboardInterrupt with the permutation drawn, so the run went on
     # with another order, or the history an epoch ahead of the run, saved to a file no load
@@ -266,7 +276,7 @@ def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(da
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals sent to this thread (POSIX)")
-def test_ctrl_c_just_after_a_chunk_is_the_same_as_ctrl_c_in_it(data, monkeypatch):
+def test_ctrl_c_just_after_a_chunk_is_the_same_as_ctrl_c_in_it(data, monkeypatch, python_ctrl_c):
     # a SIGINT after a chunk's call returned, before the chunk was counted (its timing, its
     # weights' check): a raw KeyboardInterrupt, the weights a chunk ahead of samples_done
     import types

@@ -872,7 +872,8 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
     import subprocess
 
     needs_two_cores()
-    code = ("import time\nfrom fastmlp import _prewarm\n"
+    code = ("import signal, time\nfrom fastmlp import _prewarm\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # (started in the background: ignored)
             "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
             "print(process.pid, flush=True)\n"
             "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass\n"  # a cell interrupted
