@@ -313,14 +313,20 @@ def test_ctrl_c_just_after_a_chunk_is_the_same_as_ctrl_c_in_it(data, monkeypatch
     np.testing.assert_array_equal(models["after it"].optimizer_state_.slots, models["in the chunk"].optimizer_state_.slots)
 
 
-def test_ctrl_c_while_the_kernels_compile_is_a_training_interrupted(data):
-    # a raw KeyboardInterrupt under 21-33 frames of Numba and llvmlite (audit 25)
-    X, y = data
+def _two_epochs_and_one(X, y):
+    """(a run of two epochs, the same run after its first), momentum at batch 4."""
     kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, progress=False)
     whole = MLP([784, 8, 10], seed=2, backend="numpy")
     whole.fit(X, y, epochs=2, **kwargs)
     model = MLP([784, 8, 10], seed=2, backend="numpy")
     model.fit(X, y, epochs=1, **kwargs)
+    return whole, model
+
+
+def test_ctrl_c_while_the_kernels_compile_is_a_training_interrupted(data):
+    # a raw KeyboardInterrupt under 21-33 frames of Numba and llvmlite (audit 25)
+    X, y = data
+    whole, model = _two_epochs_and_one(X, y)
 
     def compiling(*args, **kwargs):
         raise KeyboardInterrupt
@@ -345,11 +351,7 @@ def test_a_call_stopped_before_its_first_chunk_trained_goes_on_exactly(data, exc
     shuffle generator had drawn the epoch's permutation all the same, so the run went on with the
     next epoch's order."""
     X, y = data
-    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, progress=False)
-    whole = MLP([784, 8, 10], seed=2, backend="numpy")
-    whole.fit(X, y, epochs=2, **kwargs)
-    model = MLP([784, 8, 10], seed=2, backend="numpy")
-    model.fit(X, y, epochs=1, **kwargs)
+    whole, model = _two_epochs_and_one(X, y)
     if exception == "divergence":
         real = model.backend_.train_chunk
         model.backend_.train_chunk = lambda params, *args, **kw: real(params, *args, **kw)[:3] + (0,)
