@@ -371,8 +371,11 @@ def _resumed_model(args, given):
                          f"{'s' if horizon != 1 else ''} of its run (the --epochs it was started with), so the run is "
                          f"complete and cannot be extended; train a new run instead (without --resume)")
     if args.epochs <= done:
+        # (the same line again after a time-out that came once the run's last checkpoint was written)
+        whole = f": the file holds the whole run (fastmlp evaluate {args.resume})" if args.epochs == done else ""
         raise UsageError(f"{where}: the checkpoint has {done} epoch{'s' if done != 1 else ''} done and --epochs "
-                         f"{args.epochs} is the total, so nothing is left to train; pass a larger --epochs")
+                         f"{args.epochs} is the total, so nothing is left to train{whole}; pass a larger --epochs "
+                         f"to train on")
     if model.fit_options_["lr_schedule"] == "cosine" and args.epochs != horizon:
         raise UsageError(f"{where}: --epochs {args.epochs} differs from the {horizon} epochs the checkpoint's cosine "
                          f"schedule anneals over (the --epochs of its run); resume with --epochs {horizon}")

@@ -1025,8 +1025,10 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("constant", ["--seed", "3"], 2, "--seed 3 differs"),
         ("constant", ["--no-bias"], 2, "--no-bias differs from the checkpoint's run, which was trained without it"),
         ("constant", ["--validation-fraction", "0.1"], 2, "--validation-fraction 0.1 differs from the checkpoint's none"),
-        ("constant", ["--epochs", "1"], 2, "has 1 epoch done and --epochs 1 is the total, so nothing is left to train"),
-        ("constant", [], 2, "nothing is left to train; pass a larger --epochs"),
+        # (a requeued job's line after the run's last checkpoint: the file is the finished run)
+        ("constant", ["--epochs", "1"], 2, "has 1 epoch done and --epochs 1 is the total, so nothing is left to train: "
+                                           "the file holds the whole run (fastmlp evaluate "),
+        ("constant", [], 2, "; pass a larger --epochs to train on"),
         ("constant", ["--epochs", "2", "--limit", "200"], 1, "trained on other data (300 samples"),
         ("cosine", ["--epochs", "5"], 2, "--epochs 5 differs from the 3 epochs the checkpoint's cosine schedule anneals over"),
         # a finished cosine run: one message, not "resume with --epochs 1" then "pass a larger --epochs"
