@@ -569,7 +569,9 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
         # a script started meanwhile takes them for its own: it started a second compile of the
         # same kernel beside each (back-to-back scripts on a fresh install)
         again = json.loads(run_python(["-c", ADOPTING], cache_dir, python_process))
-        assert again["pids"] == [plain, batches] and again["polls"] == [None, None] and again["started"] == []
+        assert again["started"] == [] and again["pids"][1] == batches and again["polls"][1] is None
+        # (the per-sample kernel is stored 1-2 s after the fit's exit: by now, under load, maybe)
+        assert (again["pids"][0], again["polls"][0]) in ((plain, None), (plain, 0), (None, "none"))
         os.kill(batches, signal.SIGKILL)  # (its parallel kernel takes far longer: not waited for here)
         assert _prewarm.wait_for_finishing(fit_pid, timeout=600)
         assert json.loads(run_python(["-c", ask], cache_dir, python_process)) is False  # the kernel is stored
