@@ -447,12 +447,17 @@ def _compiler_running(pid):
     elsewhere, whether the process exists)."""
     if not os.path.isdir("/proc/self"):
         return _process_exists(pid)
+    arguments = _command_line(pid)  # (None: gone)
+    return arguments is not None and b"fastmlp._prewarm" in arguments and not _is_zombie(pid)
+
+
+def _command_line(pid):
+    """Process ``pid``'s arguments as /proc shows them (Linux), or None."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as file:
-            arguments = file.read().split(b"\0")
+            return file.read().split(b"\0")
     except OSError:
-        return False  # gone
-    return b"fastmlp._prewarm" in arguments and not _is_zombie(pid)
+        return None
 
 
 class _Elsewhere:
@@ -528,11 +533,9 @@ def _stop_started():
 
 
 def _in_ipython():
-    ipython = sys.modules.get("IPython")
-    try:
-        return ipython is not None and ipython.get_ipython() is not None
-    except Exception:  # noqa: BLE001 - an IPython being torn down at exit
-        return False
+    from .progress import ipython_shell
+
+    return ipython_shell() is not None
 
 
 def _still_needed(process):
@@ -576,12 +579,8 @@ def finishing_after(pid):
     except OSError:
         return found
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as file:
-                arguments = file.read().split(b"\0")
-        except OSError:
+        arguments = _command_line(entry) if entry.isdigit() else None
+        if arguments is None:
             continue
         if b"fastmlp._prewarm" in arguments and b"--parent" in arguments:
             if arguments[arguments.index(b"--parent") + 1] == str(pid).encode():

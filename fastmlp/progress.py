@@ -16,13 +16,19 @@ import sys
 import threading
 
 
+def ipython_shell():
+    """The running IPython shell (terminal IPython or a Jupyter kernel), or None."""
+    ipython = sys.modules.get("IPython")
+    try:
+        return None if ipython is None else ipython.get_ipython()
+    except Exception:  # noqa: BLE001 - another IPython's internals, or one being torn down at exit
+        return None
+
+
 def _in_jupyter():
     """Whether this process is a Jupyter kernel (IPython's kernel app, as tqdm.autonotebook tells)."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
+    shell = ipython_shell()
     try:
-        shell = ipython.get_ipython()
         return shell is not None and "IPKernelApp" in shell.config
     except Exception:  # noqa: BLE001 - another IPython's internals: no kernel, as far as anyone can tell
         return False
