@@ -568,6 +568,12 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
         assert not os.path.exists(claims)  # the directory where the two claimed helpers is removed
         # a script started meanwhile takes them for its own: it started a second compile of the
         # same kernel beside each (back-to-back scripts on a fresh install)
+        # (the script that exited at once may end before its second processes have started up
+        # and marked their compile: a real fit's have run as long as it did)
+        deadline = time.monotonic() + 120
+        mark = f"fastmlp-compiling-mini-batch-float64-float64-{batches}"
+        while not any(mark in names for _, _, names in os.walk(cache_dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         again = json.loads(run_python(["-c", ADOPTING], cache_dir, python_process))
         assert again["started"] == [] and again["pids"][1] == batches and again["polls"][1] is None
         # (the per-sample kernel is stored 1-2 s after the fit's exit: by now, under load, maybe)
