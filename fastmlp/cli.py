@@ -354,29 +354,31 @@ def _resumed_model(args, given):
             raise UsageError(f"{where}: {_option(dest)} {_shown(mine, dest)} differs from the checkpoint's {_shown(theirs, dest)}; "
                              f"a resumed run keeps its options (leave {_option(dest)} out)")
     done = model.epochs_trained_
+    horizon = model.fit_options_["schedule_epochs"]
     if "epochs" not in given:
-        args.epochs = max(model.fit_options_["schedule_epochs"], done)
-    if model.run_.stopped is not None:
+        args.epochs = max(horizon, done)
+    # the run is over (a requeued job's line again, after a time-out that came once the last
+    # checkpoint was written): nothing trains, and the run's end is reported as it would have been
+    args.complete = args.epochs == done or (model.run_.stopped is not None and done <= args.epochs <= max(horizon, done))
+    if model.run_.stopped is not None and not args.complete:
         raise UsageError(f"{where}: the checkpoint's run already stopped after epoch {done} ({model.run_.stopped}); "
                          f"there is nothing to resume")
+    if args.complete:
+        args.epochs = done
     options = model.fit_options_
     watching = options["early_stopping"] is not None or options["lr_schedule"] == "adaptive"
-    if watching and model.history_.monitor == "val_loss" and options["validation_fraction"] is None:
+    if watching and model.history_.monitor == "val_loss" and options["validation_fraction"] is None and not args.complete:
         raise UsageError(f"{where}: the checkpoint's run watched the loss on validation_data given to fit() in Python, "
                          f"which a command line cannot give; resume it there: MLP.load(path).partial_fit(X, y, "
                          f"validation_data=(X_val, y_val))")
-    horizon = model.fit_options_["schedule_epochs"]
-    if model.fit_options_["lr_schedule"] == "cosine" and horizon <= done:
+    if model.fit_options_["lr_schedule"] == "cosine" and horizon <= done and not args.complete:
         raise UsageError(f"{where}: the checkpoint's cosine schedule has annealed over all {horizon} epoch"
                          f"{'s' if horizon != 1 else ''} of its run (the --epochs it was started with), so the run is "
                          f"complete and cannot be extended; train a new run instead (without --resume)")
-    if args.epochs <= done:
-        # (the same line again after a time-out that came once the run's last checkpoint was written)
-        whole = f": the file holds the whole run (fastmlp evaluate {args.resume})" if args.epochs == done else ""
+    if args.epochs < done:
         raise UsageError(f"{where}: the checkpoint has {done} epoch{'s' if done != 1 else ''} done and --epochs "
-                         f"{args.epochs} is the total, so nothing is left to train{whole}; pass a larger --epochs "
-                         f"to train on")
-    if model.fit_options_["lr_schedule"] == "cosine" and args.epochs != horizon:
+                         f"{args.epochs} is the total, so nothing is left to train; pass a larger --epochs to train on")
+    if model.fit_options_["lr_schedule"] == "cosine" and args.epochs != horizon and not args.complete:
         raise UsageError(f"{where}: --epochs {args.epochs} differs from the {horizon} epochs the checkpoint's cosine "
                          f"schedule anneals over (the --epochs of its run); resume with --epochs {horizon}")
     for dest in ("backend", "threads"):
@@ -654,9 +656,19 @@ def _train_ranks(args, comm):
     if args.resume:
         _check_resumed_data(args, model, X_train, y_train)
         done_before = model.epochs_trained_
-        log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
-        history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
-                                    progress=progress, on_epoch=on_epoch, distributed=comm, **checkpoints)
+        if args.complete:
+            if lead:
+                print(f"fastmlp: note: {args.resume} holds the whole run ({done_before} epoch"
+                      f"{'s' if done_before != 1 else ''}{', stopped early' if model.run_.stopped else ''}): "
+                      f"nothing is left to train", file=sys.stderr)
+            history = model.history_
+            # a checkpoint written at the last epoch, before the run's end was recorded
+            history.stopped_epoch, history.best_epoch = done_before, model.run_.best_epoch or None
+            history.stop_reason = model.run_.stopped or "max epochs"
+        else:
+            log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
+            history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,
+                                        progress=progress, on_epoch=on_epoch, distributed=comm, **checkpoints)
     else:
         log(f"training {description} on {len(X_train)} samples: epochs={args.epochs} dtype={args.dtype} seed={args.seed}")
         history = model.fit(X_train, y_train, epochs=args.epochs, progress=progress, **_fit_options(args, TRAINING_OPTIONS),
@@ -730,10 +742,13 @@ def _train_ranks(args, comm):
         say(strict_json(result))
     else:
         accuracy = f"test accuracy {test['accuracy']:.4f}, " if model.arch_.is_classifier else ""
-        say(
-            f"{accuracy}test loss {test['loss']:.4f}; trained in {seconds:.2f} s "
-            f"({result['samples_per_second']:,.0f} samples/s), JIT compile {model.compile_seconds_:.2f} s"
-        )
+        if samples:
+            say(
+                f"{accuracy}test loss {test['loss']:.4f}; trained in {seconds:.2f} s "
+                f"({result['samples_per_second']:,.0f} samples/s), JIT compile {model.compile_seconds_:.2f} s"
+            )
+        else:
+            say(f"{accuracy}test loss {test['loss']:.4f}; nothing trained in this run")
         if args.save:
             say(f"saved model to {args.save}")
         if args.plot:

@@ -1025,16 +1025,12 @@ def checkpoints(capsys, tiny_mnist, tmp_path_factory):
         ("constant", ["--seed", "3"], 2, "--seed 3 differs"),
         ("constant", ["--no-bias"], 2, "--no-bias differs from the checkpoint's run, which was trained without it"),
         ("constant", ["--validation-fraction", "0.1"], 2, "--validation-fraction 0.1 differs from the checkpoint's none"),
-        # (a requeued job's line after the run's last checkpoint: the file is the finished run)
-        ("constant", ["--epochs", "1"], 2, "has 1 epoch done and --epochs 1 is the total, so nothing is left to train: "
-                                           "the file holds the whole run (fastmlp evaluate "),
-        ("constant", [], 2, "; pass a larger --epochs to train on"),
         ("constant", ["--epochs", "2", "--limit", "200"], 1, "trained on other data (300 samples"),
         ("cosine", ["--epochs", "5"], 2, "--epochs 5 differs from the 3 epochs the checkpoint's cosine schedule anneals over"),
         # a finished cosine run: one message, not "resume with --epochs 1" then "pass a larger --epochs"
         ("cosine-done", ["--epochs", "3"], 2, "cosine schedule has annealed over all 1 epoch of its run (the --epochs it was started with), so the run is complete and cannot be extended"),
-        ("cosine-done", [], 2, "cosine schedule has annealed over all 1 epoch of its run (the --epochs it was started with), so the run is complete and cannot be extended"),
         ("stopped", ["--epochs", "9"], 2, "already stopped after epoch 2 (early stopping: no improvement of loss"),
+        ("stopped", ["--epochs", "1"], 2, "already stopped after epoch 2 (early stopping: no improvement of loss"),
         ("weights-only", ["--epochs", "2"], 2, "holds weights but no run to resume"),
         ("garbage", ["--epochs", "2"], 1, "not a fastmlp checkpoint"),
         ("api-validation", ["--epochs", "3"], 2, "watched the loss on validation_data given to fit() in Python"),
@@ -1047,6 +1043,48 @@ def test_resume_refuses_what_would_not_continue_the_run(capsys, tiny_mnist, chec
     assert got == status and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert words in err
+
+
+@pytest.mark.parametrize("file, argv", [("constant", ["--epochs", "1"]), ("constant", []), ("cosine-done", []),
+                                        ("stopped", []), ("stopped", ["--epochs", "3"]), ("validated", [])])
+def test_resuming_a_finished_run_trains_nothing_and_reports_it(capsys, tiny_mnist, checkpoints, tmp_path, file, argv):
+    # a requeued batch job's line again, after a time-out that came once the run's last checkpoint
+    # was written: the job is done (it was status 2, "nothing is left to train", a job failed for good)
+    if file == "validated":  # (its validation data came from Python: a run to go on with is refused)
+        X, y, X_test, y_test = load_mnist(tiny_mnist)
+        model = MLP([784, 8, 10], backend="numpy")
+        model.fit(X, y, epochs=1, validation_data=(X_test, y_test), early_stopping=3, progress=False)
+        model.save(tmp_path / f"{file}.npz")
+    source = (tmp_path if file == "validated" else checkpoints) / f"{file}.npz"
+    finished = MLP.load(source)
+    (tmp_path / "run.npz").write_bytes(source.read_bytes())
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "run.npz"), *argv,
+                           "--save", str(tmp_path / "run.npz"), "--json")
+    assert status == 0, err
+    assert err == f"fastmlp: note: {tmp_path / 'run.npz'} holds the whole run ({finished.epochs_trained_} epoch" + (
+        "s" if finished.epochs_trained_ != 1 else "") + (", stopped early" if file == "stopped" else "") + \
+        "): nothing is left to train\n"
+    result = json.loads(out)
+    assert result["epochs_trained"] == result["resumed_after_epoch"] == result["epochs"] == finished.epochs_trained_
+    assert result["seconds"] == 0 and result["samples_per_second"] is None
+    assert result["stop_reason"] == finished.history_.stop_reason and result["test_accuracy"] > 0
+    kept = MLP.load(tmp_path / "run.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(kept.params_, finished.params_))
+    assert kept.history_.epoch == finished.history_.epoch
+
+
+def test_resuming_a_run_killed_after_its_last_checkpoint_records_its_end(capsys, tiny_mnist, checkpoints, tmp_path):
+    # the last epoch's checkpoint is written before the run's end is recorded (stopped_epoch,
+    # stop_reason): a run killed between the two is finished by the requeued line, and says so
+    model = MLP.load(checkpoints / "constant.npz")
+    model.history_.stopped_epoch = model.history_.stop_reason = model.history_.best_epoch = None
+    model.save(tmp_path / "run.npz")
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "run.npz"),
+                           "--save", str(tmp_path / "run.npz"))
+    assert status == 0 and "nothing is left to train" in err
+    assert out.startswith("test accuracy ") and "nothing trained in this run\nsaved model to " in out
+    finished = MLP.load(tmp_path / "run.npz").history_
+    assert (finished.stopped_epoch, finished.stop_reason, finished.best_epoch) == (1, "max epochs", 1)
 
 
 def test_resuming_a_run_validated_in_python_trains_saves_and_reports(capsys, tiny_mnist, tmp_path):
