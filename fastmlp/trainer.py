@@ -108,6 +108,20 @@ class History:
     stopped_epoch: int | None = None
     stop_reason: str | None = None
 
+    def __repr__(self):
+        # a summary: the lists in full (every value to 17 digits) are as_dict()'s, or the fields'
+        n = len(self.epoch)
+        if n == 0:
+            return "History(no epochs)"
+        parts = [f"epochs {self.epoch[0]}-{self.epoch[-1]}" if n > 1 else f"epoch {self.epoch[0]}"]
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            values = [value for value in getattr(self, name) if value is not None]
+            if values:
+                parts.append(f"{name} {values[0]:.4g}" + (f" -> {values[-1]:.4g}" if len(values) > 1 else ""))
+        parts += [f"{name}={getattr(self, name)!r}" for name in ("monitor", "best_epoch", "stopped_epoch", "stop_reason")
+                  if getattr(self, name) is not None]
+        return f"History({', '.join(parts)})"
+
     def as_dict(self):
         return {name: list(value) if isinstance(value, list) else value for name, value in self.__dict__.items()}
 

@@ -514,3 +514,20 @@ def test_a_model_shows_the_arguments_it_was_made_with_and_what_it_trained():
     X = np.random.default_rng(0).random((20, 12))
     model.fit(X, np.arange(20) % 3, epochs=2, progress=False)
     assert repr(model) == "MLP(layers=[12, 8, 3], backend='numpy') (2 epochs trained)"
+
+
+def test_a_history_shows_a_summary_of_its_run():
+    # it showed every list in full, each value to 17 digits: 9 lists of 100 numbers after 100 epochs
+    model = MLP([12, 8, 3], backend="numpy")
+    X = np.random.default_rng(0).random((40, 12))
+    history = model.fit(X, np.arange(40) % 3, epochs=100, validation_fraction=0.25, early_stopping=100, progress=False)
+    h = history
+    assert repr(h) == (f"History(epochs 1-100, loss {h.loss[0]:.4g} -> {h.loss[-1]:.4g}, accuracy {h.accuracy[0]:.4g} -> "
+                       f"{h.accuracy[-1]:.4g}, val_loss {h.val_loss[0]:.4g} -> {h.val_loss[-1]:.4g}, val_accuracy "
+                       f"{h.val_accuracy[0]:.4g} -> {h.val_accuracy[-1]:.4g}, monitor='val_loss', best_epoch="
+                       f"{h.best_epoch}, stopped_epoch=100, stop_reason='max epochs')")
+    assert len(repr(h)) < 250
+    regression = MLP([12, 1], loss="mse", backend="numpy").fit(X, X[:, 0], epochs=1, progress=False)
+    assert repr(regression) == f"History(epoch 1, loss {regression.loss[0]:.4g}, monitor='loss', best_epoch=1, " \
+                               f"stopped_epoch=1, stop_reason='max epochs')"
+    assert repr(type(h)()) == "History(no epochs)"
