@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
-from ._validation import boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
+from ._validation import _numbers, boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
 from .backends import check_backend
 from .model import MLP, unchanged_until_training, writable_arrays
 
@@ -783,6 +783,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=self._input_dtype(), reset=reset)
+        y = _numbers(y, "y", f"an array of {len(X)} targets")  # (strings: "1.5" became 1.5 silently)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         targets = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)

@@ -703,3 +703,13 @@ def test_sample_weight_zero_on_a_part_of_the_early_stopping_split_is_refused_bef
         parts.add(re.search(r"of the (\w+) part", str(refused.value)).group(1))
         assert not hasattr(model, "model_") and not hasattr(model, "n_iter_")
     assert parts == {"training", "validation"}
+
+
+@pytest.mark.parametrize("y", [np.array(["1.5", "2.5"] * 20), np.array([b"1", b"2"] * 20)], ids=["str", "bytes"])
+def test_a_regressor_refuses_targets_written_as_strings(y):
+    # "1.5" became 1.5 silently (the targets' cast to X's dtype), where MLP and X refuse strings;
+    # scikit-learn's own regressor fails on them too (a NumPy ufunc error)
+    X = np.random.default_rng(0).random((40, 3))
+    with pytest.raises(TypeError, match=rf"^y must hold numbers; got an array of dtype {re.escape(str(y.dtype))}$"):
+        MLPRegressor(max_iter=1).fit(X, y)
+    assert MLPRegressor(max_iter=1).fit(X, y.astype(object).astype(np.float64)).n_iter_ == 1
