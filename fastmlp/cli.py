@@ -63,7 +63,8 @@ def _add_model_options(parser):
     add("--output", type=options.choice(OUTPUTS), default=None, help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
     add("--init", type=options.choice(INITS), default="auto", help=f"{', '.join(INITS)} (default auto)")
     add("--batch-size", type=options.batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
-    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1; for train --resume, the run's planned total)")
+    add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1"
+        + ("; with --resume, the run's planned total)" if parser.prog.endswith(" train") else ")"))
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling, dropout and the validation split (default 0)")
     add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it trains) or N threads for every mode")

@@ -185,7 +185,7 @@ class MLP:
 
     Parameters
     ----------
-    layers : sequence of int
+    layers : sequence of int, default (784, 128, 10)
         Layer sizes from input to output, e.g. ``[784, 128, 10]``.
     activation : {"sigmoid", "tanh", "relu", "identity"}
         The hidden layers' activation.
@@ -214,7 +214,9 @@ class MLP:
         compiled per-sample loop on n threads (networks with one hidden layer; plain SGD) and
         mini-batch training on min(n, NUMBA_NUM_THREADS). The mini-batch results do not depend
         on the thread count (bitwise); per-sample threads=2 agrees with 1 to rounding (see
-        README). ``backend_.threads`` is the per-sample count actually used.
+        README). ``backend_.threads`` is the most threads the network allows;
+        ``backend_.threads_used`` the most a training call really ran on (per-sample, one for
+        any recipe but plain SGD), which ``fastmlp train --json`` reports.
 
     Learned state: ``params_`` (flat vector), ``weights_`` / ``biases_`` (views into it),
     ``optimizer_state_`` (``optim.State``), ``history_``, ``epochs_trained_``, ``run_``

@@ -8,6 +8,7 @@ linear      sparse input rows, dense layer forward/backward
 sgd         the fused per-sample trainer (one thread or several)
 minibatch   the fused mini-batch / full-batch trainer (all Numba threads, deterministic)
 gradient    a batch's gradient without its step, and the step from a gradient (data-parallel)
+optimizer   the update rules (SGD, momentum, Nesterov, Adam, weight decay) and dropout masks
 vectors     64-byte vectors in registers (loads, masked loads and stores, multiply-add) for
             register-blocked loops, since Numba leaves LLVM's SLP vectoriser off
 _threads    the small runtime of the threaded per-sample trainer (atomics, spin barrier)
