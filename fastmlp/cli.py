@@ -267,7 +267,7 @@ def _model(args, backend):
         raise UsageError(
             f"--loss mse with {'an' if args.output else 'the default'} identity output is regression on "
             f"{args.layers[-1]} targets per sample, but these datasets have one class label per sample: add "
-            f"--output softmax (or sigmoid) to train a classifier on the squared error"
+            f"--output softmax to train a classifier on the squared error"
         )
     return MLP(
         layers=args.layers,

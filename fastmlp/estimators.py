@@ -304,8 +304,11 @@ class _BaseMLP(BaseEstimator):
         X, targets = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
-            if (sample_weight < 0).any() or not sample_weight.sum() > 0:
-                raise ValueError("sample_weight must be non-negative with a positive sum")
+            if (sample_weight < 0).any():  # (MLP.fit's words: the value and its row)
+                row = int(np.argmax(sample_weight < 0))
+                raise ValueError(f"sample_weight must be non-negative; got {float(sample_weight[row])!r} at row {row}")
+            if not sample_weight.sum() > 0:
+                raise ValueError("sample_weight is 0 for every sample: nothing would be trained")
         random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X, targets, random_state)

@@ -501,6 +501,12 @@ class MLP:
         comm, note = self._communicator(distributed)
         with _agreeing(comm):  # as in fit
             previous = getattr(self, "fit_options_", None)
+            if previous is not None and given.get("optimizer", previous["optimizer"]) != previous["optimizer"]:
+                # (before the options' own checks: the run's momentum=0.9 beside optimizer='adam' read
+                # "momentum applies to optimizer='sgd'", of an option the caller did not pass)
+                check_fit_options({**FIT_DEFAULTS, **given})  # what the caller passed, checked on its own first
+                raise ValueError(f"partial_fit continues a run trained with {_describe_optimizer(previous)}, whose "
+                                 f"optimizer state does not fit optimizer={given['optimizer']!r}; start a new run with fit()")
             options = check_fit_options({**(previous or FIT_DEFAULTS), **given})
             if validation_data is not None and "validation_fraction" not in given and options["validation_fraction"] is not None:
                 raise ValueError(

@@ -510,7 +510,7 @@ def _process_executor(workers):
         initargs=(os.getpid(),),
     )
     try:
-        yield pool, f"{count} worker processes"
+        yield pool, f"{count} worker process{'es' if count != 1 else ''}"
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         # shutdown does not stop tasks already running; after Ctrl-C nobody wants them

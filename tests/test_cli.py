@@ -405,7 +405,8 @@ def test_save_where_it_cannot_write_is_refused_before_training(capsys, tmp_path,
         (["train", "--layers", "784,10", "--loss", "binary_cross_entropy"], "--loss cross_entropy"),
         (["train", "--output", "sigmoid"], "cannot be trained with loss"),
         # mse's default output is identity: regression on 10 targets, where the data has one label
-        (["train", "--loss", "mse"], "--output softmax (or sigmoid)"),
+        # (its advice once read "--output softmax (or sigmoid)", and sigmoid + mse is refused)
+        (["train", "--loss", "mse"], "add --output softmax to train a classifier on the squared error"),
         (["train", "--loss", "mse", "--output", "identity"], "regression on 10 targets"),
         (["compare", "--loss", "mse", "--layers", "784,8,10"], "one class label per sample"),
         (["train", "--bogus"], "--bogus"),

@@ -433,8 +433,14 @@ def test_a_refit_that_fails_its_checks_keeps_the_fitted_model(Estimator):
             model.fit(*bad)
         assert vars(model).keys() == before.keys() and all(vars(model)[k] is v for k, v in before.items())
         np.testing.assert_array_equal(model.predict(X), predictions)
-    with pytest.raises(ValueError, match="sample_weight must be non-negative"):
-        model.fit(X, y, sample_weight=-np.ones(len(y)))
+    weights = np.ones(len(y))
+    weights[3] = -0.5  # (the message named neither the value nor its row, as MLP.fit's does: audit 27)
+    with pytest.raises(ValueError, match=r"^sample_weight must be non-negative; got -0.5 at row 3$"):
+        model.fit(X, y, sample_weight=weights)
+    # (scikit-learn's _check_sample_weight refuses it first where it does: 1.9 does)
+    with pytest.raises(ValueError, match=r"^(sample_weight is 0 for every sample: nothing would be trained|"
+                                         r"Sample weights must contain at least one non-zero number\.)$"):
+        model.fit(X, y, sample_weight=np.zeros(len(y)))
     np.testing.assert_array_equal(model.predict(X), predictions)
 
 

@@ -191,6 +191,10 @@ def test_partial_fit_keeps_the_runs_options_unless_told(rng, synth):
     "first, then, words",
     [
         (dict(momentum=0.9), dict(optimizer="adam", momentum=0.0), "optimizer='sgd' with momentum=0.9.*optimizer='adam'"),
+        # (the run's momentum beside the new optimizer read "momentum applies to optimizer='sgd'":
+        # an option the caller never passed; audit 27)
+        (dict(momentum=0.9), dict(optimizer="adam"), "^partial_fit continues a run trained with optimizer='sgd' with "
+                                                     "momentum=0.9, whose optimizer state does not fit optimizer='adam'"),
         (dict(), dict(momentum=0.9), "momentum=0, whose optimizer state does not fit .*momentum=0.9"),
         (dict(optimizer="adam"), dict(optimizer="sgd"), "optimizer='adam'.*start a new run with fit"),
     ],

@@ -474,7 +474,7 @@ def test_cli_json_and_csv(capsys, tiny_mnist_dir, tmp_path):
     assert status == 0, err
     assert out.count("\n") == 1 and err == ""
     result = json.loads(out)
-    assert result["swept"] == ["lr", "batch_size"] and result["executor"] == "1 worker processes"
+    assert result["swept"] == ["lr", "batch_size"] and result["executor"] == "1 worker process"
     trials = result["trials"]
     assert [t["status"] for t in trials] == ["ok"] * 4
     ranking = [(-t["val_accuracy"], t["val_loss"]) for t in trials]
@@ -567,7 +567,7 @@ def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert sweeps.usable_cpus() == 1
     with sweeps._process_executor(None) as (pool, description):
-        assert description == "1 worker processes"
+        assert description == "1 worker process"
 
 
 def test_repeated_grid_values_are_one_trial_as_on_the_command_line():
