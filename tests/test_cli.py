@@ -848,6 +848,23 @@ def test_the_readme_names_every_field_of_train_json(capsys, tiny_mnist, tmp_path
     assert [field for field in json.loads(out) if f"`{field}`" not in described] == []
 
 
+def test_the_readme_names_every_option_of_every_command():
+    # twelve of fastmlp bench's options, predict's --output and --version were in --help only (audit 27)
+    import argparse
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [
+        f"{name} {option}"
+        for name, command in [("fastmlp", parser), *commands.items()]
+        for action in command._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help" and not re.search(re.escape(option) + r"(?![\w-])", readme)
+    ]
+    assert len(commands) >= 7 and missing == []
+
+
 @pytest.mark.parametrize("resumed", [False, True], ids=["run", "resumed"])
 def test_the_report_scores_the_epoch_whose_weights_early_stopping_kept(capsys, tiny_mnist, tmp_path, resumed):
     # train_loss and val_loss were the last epoch's while the model (and test_*) had the best one's
