@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
-_STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next start
+_STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next fit's start()
 _SHARED = set()  # the claims directories whose share this process has compiled
 SHARE_WAIT_SECONDS = 60.0  # the longest the fit waits for a helper the second process claimed
 
@@ -338,6 +338,7 @@ def start(plan, dtype, values_dtype):
 
     from .kernels._threads import available_cores
 
+    _forget_ended()  # (each fit asks: a warm cache's fits return below, before any process starts)
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     kernel = _kernel_of(plan)
@@ -379,13 +380,19 @@ def start(plan, dtype, values_dtype):
     process.fastmlp_plan = key
     process.fastmlp_claims = claims
     process.fastmlp_told = told
-    for ended in [other for other in _STARTED if other.poll() is not None]:
-        _close_told(ended)
-        if getattr(ended, "fastmlp_claims", None):  # (not left for this process's exit: a kernel lives long)
-            shutil.rmtree(ended.fastmlp_claims, ignore_errors=True)
-        _STARTED.remove(ended)
     _STARTED.append(process)
     return process
+
+
+def _forget_ended():
+    """Reap the second processes that have ended (a zombie each, until then), close their pipes
+    and remove their claims directories: not left for this process's exit, since a kernel (or a
+    notebook) lives long."""
+    for ended in [other for other in _STARTED if other.poll() is not None]:
+        _close_told(ended)
+        if getattr(ended, "fastmlp_claims", None):
+            shutil.rmtree(ended.fastmlp_claims, ignore_errors=True)
+        _STARTED.remove(ended)
 
 
 MARK_PREFIX = "fastmlp-compiling-"  # + plan-dtype-values_dtype-pid, in the kernel's cache directory
