@@ -467,7 +467,10 @@ _world = []
 
 def _is_distributed_train(argv):
     """Whether ``argv`` is ``train --distributed`` (or an abbreviation argparse takes), before
-    parsing: its ranks meet MPI first, so that a rank's own usage error reaches the others."""
+    parsing: its ranks meet MPI first, so that a rank's own usage error reaches the others. Not
+    with --help (-h), which every rank prints at once, MPI unstarted (it took 0.5 s)."""
+    if "-h" in argv or any(len(word) > 3 and "--help".startswith(word) for word in argv):
+        return False
     words = [word for word in argv if not word.startswith("-")]
     return bool(words) and words[0] == "train" and any(
         len(word) > 4 and word.startswith("--di") and "--distributed".startswith(word) for word in argv)

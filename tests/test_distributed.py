@@ -539,3 +539,13 @@ def test_import_fastmlp_does_not_import_mpi4py():
     code = "import sys, fastmlp; print('mpi4py' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--he"])
+def test_train_distributed_help_prints_without_starting_mpi(flag):
+    # every rank prints the help at once: starting MPI for it took 0.5 s (and a rank's MPI set-up)
+    script = (f"import sys\nfrom fastmlp.cli import main\ntry:\n    main(['train', '--distributed', '{flag}'])\n"
+              "except SystemExit as end:\n    assert end.code == 0, end.code\nprint('mpi4py' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: fastmlp train") and done.stdout.rstrip().endswith("\nFalse")
