@@ -64,6 +64,12 @@ _DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedErr
             SyntaxError, tokenize.TokenError, MemoryError)
 
 FORMAT_VERSION = 3
+# The most an entry may declare (checked from its .npy header before its data is read): a JSON
+# entry's text (a long run's history is well under 1 MB), and any array (784-4096-4096-10 in
+# float64, with Adam's two slots and two snapshots, is about 1.3 GB)
+MAX_JSON_BYTES = 64 << 20
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+MAX_ENTRY_BYTES = 16 << 30
 # Training options added since format 1, with the value a format-1 run trained with.
 ADDED_IN_2 = {"lr_step_epochs": 10}
 # Wall-clock fields of the history stay out of the file, so that the same run always writes the
@@ -188,27 +194,49 @@ class _Reader:
     def fail(self, key, problem):
         return CheckpointError(f"{self.path}: checkpoint entry {key!r} {problem}")
 
-    def array(self, key, dtype=None, shape=None):
+    def header(self, key):
+        """The dtype and shape entry ``key`` declares, read from its .npy header alone: a damaged
+        or hostile file (a 1 MB zip member that inflates to gigabytes) is refused before its data
+        is read."""
         if key not in self.archive.files:
             raise self.fail(key, "is missing (the file is incomplete or damaged)")
+        members = [info for info in self.archive.zip.infolist() if info.filename == key + ".npy"]
+        if len(members) != 1:  # (the last copy would win, unseen)
+            raise self.fail(key, f"is in the archive {len(members)} times (the file is damaged)")
+        try:
+            with self.archive.zip.open(members[0]) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _HEADER_READERS:  # (3.0: structured dtypes with unicode names only)
+                    raise ValueError(f".npy format {version[0]}.{version[1]}, which fastmlp does not write")
+                shape, _, dtype = _HEADER_READERS[version](member)
+        except _DAMAGED as error:
+            raise self.fail(key, f"cannot be read (the file is damaged): {type(error).__name__}: {error}") from None
+        return dtype, shape
+
+    def array(self, key, dtype=None, shape=None, max_bytes=MAX_ENTRY_BYTES):
+        declared_dtype, declared_shape = self.header(key)
+        if dtype is not None and declared_dtype != dtype:
+            raise self.fail(key, f"has dtype {declared_dtype}; expected {np.dtype(dtype).name}")
+        if shape is not None and declared_shape != shape:
+            raise self.fail(key, f"has shape {declared_shape}; expected {shape}")
+        size = declared_dtype.itemsize * math.prod(declared_shape)
+        if size > max_bytes:
+            raise self.fail(key, f"declares {size:,} bytes ({declared_dtype} {declared_shape}), over the "
+                                 f"{max_bytes:,} an entry of a fastmlp checkpoint can hold here")
         try:
             value = self.archive[key]
         except _DAMAGED as error:
             raise self.fail(key, f"cannot be read (the file is damaged): {type(error).__name__}: {error}") from None
-        if dtype is not None and value.dtype != dtype:
-            raise self.fail(key, f"has dtype {value.dtype}; expected {np.dtype(dtype).name}")
-        if shape is not None and value.shape != shape:
-            raise self.fail(key, f"has shape {value.shape}; expected {shape}")
         return value
 
     def json(self, key):
-        value = self.array(key)
+        value = self.array(key, max_bytes=MAX_JSON_BYTES)
         if value.shape != () or value.dtype.kind != "U":
             raise self.fail(key, f"is not JSON text (dtype {value.dtype}, shape {value.shape})")
         try:
             return json.loads(str(value))
-        except json.JSONDecodeError as error:
-            raise self.fail(key, f"is not valid JSON: {error}") from None
+        except (ValueError, RecursionError) as error:  # (JSONDecodeError, an integer of 4,300+ digits, nesting)
+            raise self.fail(key, f"is not valid JSON: {type(error).__name__}: {str(error):.200}") from None
 
 
 def _describe_start(path):
@@ -282,13 +310,13 @@ def _model(cls, entries, key):
 def _params(model, entries, key):
     n_params = model.arch_.layout().n_params
     dtype = np.dtype(model.arch_.dtype)
-    params = entries.array(key)
-    if params.shape != (n_params,):
-        raise entries.fail(key, f"holds {params.size} parameters (shape {params.shape}) but the layers "
+    declared_dtype, shape = entries.header(key)  # (checked before its data is read)
+    if shape != (n_params,):
+        raise entries.fail(key, f"holds {math.prod(shape)} parameters (shape {shape}) but the layers "
                                 f"{list(model.arch_.layers)} need {n_params}")
-    if params.dtype != dtype:
-        raise entries.fail(key, f"has dtype {params.dtype}; the model is {dtype.name}")
-    return np.ascontiguousarray(params)
+    if declared_dtype != dtype:
+        raise entries.fail(key, f"has dtype {declared_dtype}; the model is {dtype.name}")
+    return np.ascontiguousarray(entries.array(key))
 
 
 def _read_weights_only(cls, entries):
@@ -325,7 +353,7 @@ def _check_consistent(entries, model):
         # (a training call sets it: the run's horizon, which its schedule and a resume go by)
         raise entries.fail("training", f"has schedule_epochs=null, but the run has trained {run.epochs_done} epochs")
     epochs = run.epochs_done
-    if history.epoch != list(range(1, epochs + 1)):
+    if len(history.epoch) != epochs or history.epoch != list(range(1, epochs + 1)):  # (the length first: 10**12)
         raise entries.fail("history", f"numbers epochs {history.epoch!r:.80} but the run has done {epochs}")
     for name in ("lr", "loss", "accuracy", "samples", "val_loss", "val_accuracy"):
         values = getattr(history, name)

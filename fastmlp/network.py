@@ -52,6 +52,10 @@ LOSS_NAMES = ("cross_entropy", "mse", "binary_cross_entropy")
 
 INITS = ("auto", "zeros", "uniform", "normal", "xavier", "he")
 DTYPES = {"float32": np.float32, "float64": np.float64}
+# Bounds that only a damaged file or a slip of the keyboard reaches: the kernels index a layer's
+# units and inputs in int32 (CSR indices) and the parameters in int64
+MAX_LAYER_SIZE = 2**31 - 1
+MAX_WEIGHTS = 2**40
 
 
 class SymmetryWarning(UserWarning):
@@ -90,6 +94,11 @@ class Architecture:
                 raise TypeError(f"layers[{position}] must be an integer; got {size!r}")
             if size < 1:
                 raise ValueError(f"layers[{position}] must be >= 1; got {size}")
+            if size > MAX_LAYER_SIZE:
+                raise ValueError(f"layers[{position}] must be at most {MAX_LAYER_SIZE:,} units; got {size:,}")
+        weights = sum(int(a) * int(b) for a, b in zip(layers, layers[1:]))  # (Python integers: int64 wrapped round)
+        if weights > MAX_WEIGHTS:
+            raise ValueError(f"layers {[int(s) for s in layers]} would have {weights:,} weights; at most {MAX_WEIGHTS:,}")
         object.__setattr__(self, "layers", tuple(int(s) for s in layers))
         _choice("activation", self.activation, tuple(ACTIVATIONS))
         _choice("loss", self.loss, LOSS_NAMES)

@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
 import time
+import warnings
 import zipfile
 
 import numpy as np
@@ -863,3 +865,66 @@ def test_save_records_the_runs_seed_and_init_not_the_next_fits(tmp_path, data, a
     loaded = MLP.load(tmp_path / "m.npz")
     assert (loaded.seed, loaded.init) == (3, "auto")
     np.testing.assert_array_equal(loaded.params_, model.params_)
+
+
+def _with_entry(path, entries, out, name, declared, data=b"", times=1):
+    """``entries`` written to ``out`` with entry ``name`` replaced by an .npy header declaring
+    ``declared`` (descr, shape) followed by ``data`` alone, ``times`` times: a hostile or damaged file."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": declared[0], "fortran_order": False, "shape": declared[1]})
+    np.savez(out, **{key: value for key, value in entries.items() if key != name})
+    with zipfile.ZipFile(out, "a") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+        for _ in range(times):
+            archive.writestr(name + ".npy", header.getvalue() + data)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, declared, times, words",
+    [
+        # a 1 MB member inflating to 1 GB (a zip bomb) was read in full before its shape was
+        # checked: 1 GB of memory and 5 s for the params, 2 GB and 7 s for the model's JSON (audit 29)
+        ("params", ("<f4", (2**28,)), 1, "'params' holds 268435456 parameters (shape (268435456,)) but the layers"),
+        ("model", ("<U268435456", ()), 1, "'model' declares 1,073,741,824 bytes (<U268435456 ()), over the 67,108,864"),
+        ("optimizer_slots", ("<f4", (1, 2**28)), 1, "'optimizer_slots' has shape (1, 268435456); expected (1, 6370)"),
+        # the last copy of a name was read, unseen
+        ("params", ("<f4", (6370,)), 2, "'params' is in the archive 2 times (the file is damaged)"),
+    ],
+    ids=["params-bomb", "json-bomb", "slots-bomb", "twice"],
+)
+def test_an_entry_is_checked_from_its_header_before_its_data_is_read(tmp_path, saved, name, declared, times, words):
+    # the data after the header is missing: reading it would say "cannot be read (damaged)"
+    path, entries = saved
+    hostile = _with_entry(path, entries, tmp_path / "hostile.npz", name, declared, times=times)
+    with pytest.raises(CheckpointError, match=re.escape(words)) as info:
+        MLP.load(hostile)
+    assert str(hostile) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "entry, change, words",
+    [
+        # a list of 10**12 epochs was built to compare the history with (a bare MemoryError)
+        ("run", lambda record: {**record, "epochs_done": 10**12}, "'history' numbers epochs [1] but the run has done 1000000000000"),
+        # int64 sizes wrapped round (or overflowed: a bare OverflowError naming no file)
+        ("model", lambda record: {**record, "layers": [784, 10**20, 10]}, "'model' describes an MLP this fastmlp cannot build: "
+                                                                          "layers[1] must be at most 2,147,483,647 units"),
+        ("model", lambda record: {**record, "layers": [784, 2**30, 2**30, 10]}, "would have 1,152,922,357,157,855,232 weights"),
+        # a bare ValueError (Python's limit on integer digits) and RecursionError
+        ("run", lambda record: json.dumps(record).replace('"lr_reductions": 0', '"lr_reductions": 1' + "0" * 5000),
+         "'run' is not valid JSON: ValueError: Exceeds the limit"),
+        ("model", lambda record: "[" * 100_000 + "]" * 100_000, "'model' is not valid JSON: RecursionError"),
+    ],
+    ids=["epochs-1e12", "layer-1e20", "weights-2^60", "digits", "nesting"],
+)
+def test_numbers_no_fastmlp_could_hold_are_checkpoint_errors(tmp_path, saved, entry, change, words):
+    path, entries = saved
+    changed = change(json.loads(str(entries[entry])))
+    text = changed if isinstance(changed, str) else json.dumps(changed)
+    hostile = rewrite(tmp_path / "hostile.npz", entries, **{entry: np.array(text)})
+    with pytest.raises(CheckpointError, match=re.escape(words)) as info:
+        MLP.load(hostile)
+    assert str(hostile) in str(info.value)
