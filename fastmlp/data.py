@@ -9,7 +9,8 @@ temporary file next to the target, is MD5-checked, then renamed into place.
 Any corrupt file raises ``DataFormatError`` naming the file; any missing file raises
 ``DataNotFoundError`` saying where we looked and how to provide the data. Headers are checked
 against the real data length before anything is allocated, so a corrupt header can't trigger
-a huge allocation.
+a huge allocation: a plain file's length is its size; a gzipped file's, the size its trailer
+records when that agrees with the header, else counted by decompressing (keeping nothing) first.
 """
 
 import gzip
@@ -615,11 +616,15 @@ def _read_idx(path, expected_magic=None):
         # decompressed and plain files are sometimes gzipped.
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
+        size = os.fstat(raw.fileno()).st_size
         if not is_gzip:
-            return _parse_idx(raw, path, os.fstat(raw.fileno()).st_size, expected_magic)
+            return _parse_idx(raw, path, size, expected_magic)
+        raw.seek(max(size - 4, 0))  # ISIZE: the decompressed size mod 2**32 (of a single-member file)
+        trailer = int.from_bytes(raw.read(4), "little") if size >= 18 else None
+        raw.seek(0)
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _parse_idx(stream, path, None, expected_magic)
+                return _parse_idx(stream, path, None, expected_magic, trailer)
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
             raise DataFormatError(
                 f"{path}: corrupt or truncated gzip stream ({error}). Download the file again."
@@ -640,8 +645,33 @@ def _read_at_most(stream, limit):
     return bytearray().join(chunks)
 
 
-def _parse_idx(stream, path, file_size, expected_magic):
-    """Parse an open IDX stream; ``file_size`` is None for gzip (size unknown up front)."""
+def _read_into(stream, n_bytes):
+    """``n_bytes`` of ``stream`` in one buffer, filled chunk by chunk (no joined copy), and how
+    many bytes the stream held: ``n_bytes`` + 1 when it holds more."""
+    buffer = bytearray(n_bytes)
+    view, filled = memoryview(buffer), 0
+    while filled < n_bytes:
+        got = stream.readinto(view[filled : filled + _CHUNK_BYTES])
+        if not got:
+            break
+        filled += got
+    return buffer, filled + (len(stream.read(1)) if filled == n_bytes else 0)
+
+
+def _count_bytes(stream, limit):
+    """How many bytes ``stream`` holds, up to ``limit``, keeping none of them."""
+    total = 0
+    while total < limit:
+        chunk = stream.read(min(_CHUNK_BYTES, limit - total))
+        if not chunk:
+            break
+        total += len(chunk)
+    return total
+
+
+def _parse_idx(stream, path, file_size, expected_magic, gzip_trailer=None):
+    """Parse an open IDX stream; ``file_size`` is None for gzip (size unknown up front), whose
+    ``gzip_trailer`` is the size the file's trailer records (mod 2**32)."""
     magic_bytes = _read_at_most(stream, 4)
     if len(magic_bytes) < 4:
         raise DataFormatError(
@@ -690,14 +720,25 @@ def _parse_idx(stream, path, file_size, expected_magic):
     n_data_bytes = math.prod(shape) * dtype.itemsize
     shape_text = " x ".join(map(str, shape))
 
-    if file_size is not None:
-        n_available = file_size - header_size
-        if n_available == n_data_bytes:
-            buffer = bytearray(n_data_bytes)
-            n_available = stream.readinto(buffer)
-    else:
-        buffer = _read_at_most(stream, n_data_bytes + 1)
-        n_available = len(buffer)
+    try:
+        if file_size is not None:
+            n_available = file_size - header_size
+            if n_available == n_data_bytes:
+                buffer = bytearray(n_data_bytes)
+                n_available = stream.readinto(buffer)
+        elif gzip_trailer == (header_size + n_data_bytes) % 2**32:  # (the header agrees with the trailer)
+            buffer, n_available = _read_into(stream, n_data_bytes)
+        else:
+            # a header the trailer does not confirm (a lie, a damaged file or one of several gzip
+            # members): counted first, keeping nothing, so that a 1 MB file inflating to gigabytes
+            # costs time and not memory; read only if the count is right
+            n_available = _count_bytes(stream, n_data_bytes + 1)
+            if n_available == n_data_bytes:
+                stream.seek(header_size)
+                buffer, n_available = _read_into(stream, n_data_bytes)
+    except MemoryError:
+        raise DataFormatError(f"{path}: the header declares {shape_text} {_IDX_TYPES[type_code][0]} values "
+                              f"({n_data_bytes:,} bytes), more memory than this machine gives") from None
     if n_available < n_data_bytes:
         raise DataFormatError(
             f"{path}: truncated data: the header declares {shape_text} {_IDX_TYPES[type_code][0]} "

@@ -229,6 +229,37 @@ def test_corrupt_gzip_raises_data_format_error(tmp_path, damage):
         read_idx(path)
 
 
+@pytest.mark.parametrize("trailer", ["kept", "lying"])
+def test_a_gzipped_idx_file_that_inflates_past_its_header_costs_no_memory(tmp_path, trailer):
+    # a 70 kB .gz of a header declaring 2**31 images and 64 MB of zeros was read to its end, and
+    # held twice (its chunks joined): a 1 MB file cost 2 GB before "truncated data" (audit 29)
+    import tracemalloc
+
+    content = b"\x00\x00\x08\x03" + struct.pack(">III", 2**31, 28, 28) + bytes(64 << 20)
+    packed = bytearray(gzip.compress(content, compresslevel=1))
+    if trailer == "lying":  # the size the trailer records made to agree with the header
+        packed[-4:] = ((16 + 2**31 * 784) % 2**32).to_bytes(4, "little")
+    path = write(tmp_path / "bomb.gz", bytes(packed))
+    tracemalloc.start()
+    try:
+        # (lying: the buffer of the declared 1.7 TB cannot be had, or it fills as the data comes)
+        with pytest.raises(DataFormatError, match=r"bomb.gz: (truncated data|the header declares 2147483648 x 28 x 28)"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if trailer == "kept":
+        assert peak < (16 << 20)
+
+
+def test_a_gzipped_idx_file_of_several_members_is_read(tmp_path):
+    # (concatenated gzip members: the trailer records the last member's size alone)
+    images = known_images(7)
+    content = idx_bytes(images)
+    path = write(tmp_path / "members.gz", gzip.compress(content[:100]) + gzip.compress(content[100:]))
+    np.testing.assert_array_equal(read_idx(path), images)
+
+
 def test_missing_file_raises_data_not_found(tmp_path):
     with pytest.raises(DataNotFoundError, match="nothing-here"):
         read_idx(tmp_path / "nothing-here")
