@@ -1257,8 +1257,10 @@ def _main(argv):
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
     except BrokenPipeError:  # stdout's reader gone, quietly (main)
         raise
-    except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ArithmeticError, RuntimeError, ImportError, MemoryError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, MemoryError):  # (a traceback: data or a model too large for this machine)
+            message = "not enough memory" + (f": {message}" if message != "MemoryError" else "")
         if getattr(args, "command", None) in ("train", "compare"):  # a fit's error once the data is in
             message = options.in_option_names(message, TRAINING_OPTIONS + MODEL_OPTIONS)
         if getattr(args, "command", None) == "train" and getattr(args, "training", False) and _what_train_kept(args):

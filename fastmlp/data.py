@@ -809,12 +809,21 @@ def _read_csv_fast(path, n_features, labels=True):
             if not first_line:
                 return None  # empty: let the strict reader word the error
         first_cells = first_line.split(",")
+        start = 0
         if not _is_header(first_cells):
             if labels and not _is_number(first_cells[0].strip()):
                 return None  # a data row with a label that is not a number: the strict reader says where
             file.seek(0)
         elif len(first_cells) != n_features + 1:
             return None  # a header of the wrong width
+        else:
+            start = file.tell()
+        if not labels:
+            # (loadtxt reads the columns after the first alone, and would not see a row with more:
+            # a ragged row, or an index column written before the label shifting every pixel)
+            if any(line.count(",") != n_features for line in file if line.strip()):
+                return None
+            file.seek(start)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -10,6 +10,7 @@ atomically.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 
@@ -34,15 +35,47 @@ def read_input(path, n_features):
     if suffix != ".npy":
         return read_idx(path)
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
+    if not head.startswith((b"\x93NUMPY", b"PK")):  # (a zip: np.load's own words, below)  # (np.load took it for a pickle and advised loading it unsafely)
+        raise DataFormatError(f"{path}: not a NumPy .npy array file (it does not start with NumPy's magic bytes "
+                              f"\\x93NUMPY); save the samples with np.save")
+    try:
+        # memory-mapped (copy-on-write: writable, so the kernels take it as any array): a file
+        # larger than memory is predicted in batches, and a header declaring more rows than the
+        # file holds is refused before anything is read (it was read whole: a 39 kB file declaring
+        # 10**12 rows ended in a MemoryError traceback; audit 29)
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # (a damaged .npz: a zip)
+        declared = _declared(path)
+        if declared is not None and declared[0].hasobject:
+            raise DataFormatError(f"{path}: holds Python objects (dtype {declared[0]}), which fastmlp never "
+                                  f"unpickles; save the samples as numbers (X.astype(np.float32))") from None
+        if declared is not None and "mmap length is greater than file size" in str(error):
+            raise DataFormatError(f"{path}: its header declares {declared[0]} values of shape {declared[1]} "
+                                  f"({declared[0].itemsize * math.prod(declared[1]):,} bytes), more than the file "
+                                  f"holds: it is truncated or damaged") from None
         raise DataFormatError(f"{path}: not a NumPy .npy array file ({' '.join(str(error).split())})") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise DataFormatError(f"{path}: an .npz archive, not a single .npy array; save the samples with np.save")
     return array
+
+
+def _declared(path):
+    """(dtype, shape) an .npy file's header declares, or None when it has no readable header."""
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+            shape, _, dtype = read(file)
+    except (ValueError, OSError, EOFError, KeyError):
+        return None
+    return dtype, shape
 
 
 def write_output(path, values, columns):

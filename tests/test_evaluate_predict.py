@@ -377,7 +377,7 @@ def test_evaluate_json_has_no_nan_when_the_targets_do_not_vary(capsys, tiny_mnis
     (lambda d: np.save(d / "x.npy", np.zeros(784, np.uint8)), "shape (784,)"),
     (lambda d: np.save(d / "x.npy", np.zeros((3, 784), np.int64)), "must be uint8 pixels"),
     (lambda d: np.save(d / "x.npy", np.full((3, 784), np.nan)), "NaN"),
-    (lambda d: np.save(d / "x.npy", np.array([{"a": 1}]), allow_pickle=True), "not a NumPy .npy array"),
+    (lambda d: np.save(d / "x.npy", np.array([{"a": 1}]), allow_pickle=True), "holds Python objects (dtype object)"),
     (lambda d: (d / "x.npy").write_text("1,2,3\n"), "not a NumPy .npy array"),
     (lambda d: np.savez(open(d / "x.npy", "wb"), a=np.zeros(3)), "an .npz archive"),
     (lambda d: np.savez(d / "x.npz", a=np.zeros(3)), "an .npz archive"),
@@ -492,3 +492,60 @@ def test_predict_with_a_multilabel_model_writes_label_sets(capsys, tmp_path, rng
     assert run(capsys, "predict", tmp_path / "multilabel.npz", tmp_path / "x.npy", "-o", tmp_path / "l.csv")[0] == 0
     assert (tmp_path / "l.csv").read_text().splitlines()[0] == "label0,label1,label2"
     np.testing.assert_array_equal(np.loadtxt(tmp_path / "l.csv", skiprows=1, delimiter=",", dtype=np.int64), model.predict(X))
+
+
+def _npy_declaring(path, shape, data):
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    path.write_bytes(header.getvalue() + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        # read whole: a 39 kB file declaring 10**12 rows ended in a MemoryError traceback (audit 29)
+        (lambda p: _npy_declaring(p / "x.npy", (10**12, 784), bytes(784 * 50)),
+         "x.npy: its header declares uint8 values of shape (1000000000000, 784) (784,000,000,000,000 bytes), "
+         "more than the file holds"),
+        (lambda p: np.save(p / "x.npy", np.array([1, "a"], dtype=object), allow_pickle=True) or p / "x.npy",
+         "x.npy: holds Python objects (dtype object), which fastmlp never unpickles"),
+        # NumPy took it for a pickle, and its message advised loading it unsafely
+        (lambda p: (p / "x.npy").write_bytes(b"hello") and p / "x.npy", "x.npy: not a NumPy .npy array file (it does not"),
+        # an index column before the label: every sample shifted by one pixel, predicted with status 0
+        (lambda p: (p / "x.csv").write_text("".join(f"{i},3," + ",".join(["7"] * 784) + "\n" for i in range(4))) and p / "x.csv",
+         "x.csv, line 1: wrong column count: 786 columns, expected 785"),
+    ],
+    ids=["npy-declares-more", "npy-objects", "npy-not-npy", "csv-index-column"],
+)
+def test_predict_refuses_damaged_or_hostile_inputs_in_one_line(capsys, saved, tmp_path, make, words):
+    status, out, err = run(capsys, "predict", saved, make(tmp_path), "-o", tmp_path / "p.npy")
+    assert status == 1 and out == "" and one_line_error(err), err
+    assert words in err and not (tmp_path / "p.npy").exists()
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(capsys, saved, tmp_path, monkeypatch):
+    # (MemoryError was not among the errors the command line words: a traceback)
+    from fastmlp import prediction
+
+    def too_large(path, n_features):
+        raise MemoryError("Unable to allocate 713. TiB for an array with shape (1000000000000, 784)")
+
+    monkeypatch.setattr(prediction, "read_input", too_large)
+    np.save(tmp_path / "x.npy", np.zeros((2, 784), np.uint8))
+    status, _, err = run(capsys, "predict", saved, tmp_path / "x.npy", "-o", tmp_path / "p.npy")
+    assert status == 1 and one_line_error(err), err
+    assert err == "fastmlp: error: not enough memory: Unable to allocate 713. TiB for an array with shape (1000000000000, 784)\n"
+
+
+def test_predict_reads_an_npy_file_memory_mapped(capsys, saved, test_set, tmp_path):
+    # (a file larger than memory is predicted in batches; the map is copy-on-write, so writable)
+    from fastmlp.prediction import read_input
+
+    X_test, _ = test_set
+    np.save(tmp_path / "x.npy", X_test)
+    mapped = read_input(tmp_path / "x.npy", 784)
+    assert isinstance(mapped, np.memmap) and mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, X_test)
