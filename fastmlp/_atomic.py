@@ -45,6 +45,10 @@ def target_problem(path):
         what = ("a character device" if stat.S_ISCHR(kind) else "a block device" if stat.S_ISBLK(kind)
                 else "a named pipe" if stat.S_ISFIFO(kind) else "a socket" if stat.S_ISSOCK(kind) else "not a file")
         return errno.EINVAL, f"{path!r} is {what}, not a regular file; give a file name{link}"
+    if kind is not None and not os.access(final, os.W_OK):
+        # the rename needs only the directory's permission: a file its owner write-protected was
+        # replaced without a word, where `echo x > file` is refused (root may write it, as there)
+        return errno.EACCES, f"{path!r} is write-protected; make it writable (chmod u+w) or give another name{link}"
     if os.path.exists(directory) and not os.path.isdir(directory):
         return errno.ENOTDIR, f"{directory!r} is a file, not a directory{link}"
     if not os.path.isdir(directory):

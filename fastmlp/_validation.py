@@ -242,7 +242,8 @@ def check_y(y, arch: Architecture, n_samples, name="y", x_name="X"):
         row = int(np.flatnonzero(outside)[0])
         value = y[row].item()
         raise ValueError(
-            f"{name} labels must be in [0, {n_classes - 1}] to match layers[-1] = {arch.layers[-1]} "
+            f"{name if 'labels' in name else name + ' labels'} must be in [0, {n_classes - 1}] to match "
+            f"layers[-1] = {arch.layers[-1]} "
             f"with loss {arch.loss!r}; got {value!r} at row {row}"
         )
     return np.ascontiguousarray(y, dtype=np.int64)

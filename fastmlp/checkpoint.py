@@ -361,6 +361,15 @@ def _check_consistent(entries, model):
         if not isinstance(values, list) or len(values) not in lengths or not all(
                 value is None or _number(value) for value in values):
             raise entries.fail("history", f"has {name}={values!r:.80}: not a list of {epochs} numbers")
+    # (garbage here loaded and resumed: a monitor of {"x": 1} changed what train --resume decided)
+    if history.monitor not in (None, "loss", "val_loss"):
+        raise entries.fail("history", f"has monitor={history.monitor!r}: not 'loss', 'val_loss' or null")
+    for name in ("best_epoch", "stopped_epoch"):
+        value = getattr(history, name)
+        if value is not None and not (_count(value) and 1 <= value <= epochs):
+            raise entries.fail("history", f"has {name}={value!r}: not one of the epochs 1..{epochs} or null")
+    if history.stop_reason is not None and not isinstance(history.stop_reason, str):
+        raise entries.fail("history", f"has stop_reason={history.stop_reason!r}: not text or null")
     if math.isnan(run.best_loss):
         raise entries.fail("run", "has best_loss=NaN (the lowest monitored loss so far; inf before the first epoch)")
     for name in ("best", "last"):

@@ -391,13 +391,16 @@ def _resumed_model(args, given):
     return model
 
 
-def _check_test_set(model, X_test, y_test):
-    """The test set fits the network (its images' width, its labels' classes), checked before
-    training rather than at the evaluation after it."""
+def _check_data(args, model, X_train, y_train, X_test, y_test):
+    """The data fit the network (images' width, labels' classes), the test set checked before
+    training rather than at the evaluation after it; an error names where the data came from
+    (the training labels' was "y labels must be in [0, 9] ...: got 200 at row 17")."""
     from ._validation import check_X, check_y
 
-    X = check_X(X_test, model.arch_, name="the test set's images")
-    check_y(y_test, model.arch_, len(X), name="the test set's labels", x_name="the test set's images")
+    source = f"--data {args.data}" if args.data else f"the {args.dataset or 'mnist'} dataset"
+    for part, X, y in (("training", X_train, y_train), ("test", X_test, y_test)):
+        X = check_X(X, model.arch_, name=f"the {part} images of {source}")
+        check_y(y, model.arch_, len(X), name=f"the {part} labels of {source}", x_name=f"the {part} images of {source}")
 
 
 def _check_resumed_data(args, model, X_train, y_train):
@@ -627,7 +630,7 @@ def _train_ranks(args, comm):
         _check_distributable(args)
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
-    _check_test_set(model, X_test, y_test)  # now, not after the training it would throw away
+    _check_data(args, model, X_train, y_train, X_test, y_test)  # now, not after the training it would throw away
     progress = _progress(args)
     say = _printing_while_read([path for path in (args.save, args.plot) if path])
     log = (lambda *a: None) if (args.json or not lead) else say

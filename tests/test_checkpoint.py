@@ -917,8 +917,14 @@ def test_an_entry_is_checked_from_its_header_before_its_data_is_read(tmp_path, s
         ("run", lambda record: json.dumps(record).replace('"lr_reductions": 0', '"lr_reductions": 1' + "0" * 5000),
          "'run' is not valid JSON: ValueError: Exceeds the limit"),
         ("model", lambda record: "[" * 100_000 + "]" * 100_000, "'model' is not valid JSON: RecursionError"),
+        # (loaded and resumed: a monitor of {"x": 1} changed what train --resume decided)
+        ("history", lambda record: {**record, "monitor": {"x": 1}}, "'history' has monitor={'x': 1}: not 'loss'"),
+        ("history", lambda record: {**record, "best_epoch": "x"}, "'history' has best_epoch='x': not one of the epochs 1..1"),
+        ("history", lambda record: {**record, "stopped_epoch": 5}, "'history' has stopped_epoch=5: not one of the epochs"),
+        ("history", lambda record: {**record, "stop_reason": 5}, "'history' has stop_reason=5: not text or null"),
     ],
-    ids=["epochs-1e12", "layer-1e20", "weights-2^60", "digits", "nesting"],
+    ids=["epochs-1e12", "layer-1e20", "weights-2^60", "digits", "nesting", "monitor", "best-epoch", "stopped-epoch",
+         "stop-reason"],
 )
 def test_numbers_no_fastmlp_could_hold_are_checkpoint_errors(tmp_path, saved, entry, change, words):
     path, entries = saved

@@ -369,8 +369,20 @@ def test_a_test_set_the_network_cannot_score_is_refused_before_training(capsys, 
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
                            "--save", str(tiny_mnist / "model.npz"))
     assert status == 1 and err.count("\n") == 1
-    assert "the test set's labels" in err and "10" in err
-    assert not (tiny_mnist / "model.npz").exists()
+    # (the labels once named "the test set's labels labels")
+    assert f"fastmlp: error: the test labels of --data {tiny_mnist} must be in [0, 9] to match layers[-1] = 10" in err
+    assert "got 10 at row 7" in err and not (tiny_mnist / "model.npz").exists()
+
+
+def test_training_labels_the_network_cannot_learn_are_refused_naming_their_data(capsys, tiny_mnist):
+    # "y labels must be in [0, 9] ...; got 200 at row 17": neither the file nor the directory (audit 29)
+    labels = np.zeros(300, np.uint8)
+    labels[17] = 200
+    write_idx(tiny_mnist / "train-labels-idx1-ubyte.gz", labels, 2049)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy")
+    assert status == 1 and err.count("\n") == 1 and out == ""
+    assert err.startswith(f"fastmlp: error: the training labels of --data {tiny_mnist} must be in [0, 9]")
+    assert "got 200 at row 17" in err
 
 
 def test_save_comes_before_the_evaluation(capsys, tiny_mnist, monkeypatch):
@@ -381,9 +393,9 @@ def test_save_comes_before_the_evaluation(capsys, tiny_mnist, monkeypatch):
         raise MemoryError("no memory left for the evaluation")
 
     monkeypatch.setattr(Model, "evaluate", failing)
-    with pytest.raises(MemoryError):
-        run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
-            "--save", str(tiny_mnist / "model.npz"))
+    status, _, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                         "--save", str(tiny_mnist / "model.npz"))
+    assert status == 1 and err.startswith("fastmlp: error: not enough memory: no memory left for the evaluation")
     assert MLP.load(tiny_mnist / "model.npz").epochs_trained_ == 1
 
 

@@ -1237,6 +1237,25 @@ def test_atomic_write_refuses_a_target_that_is_not_a_regular_file(tmp_path):
         assert "is a character device" in target_problem("/dev/null")[1]
 
 
+def test_atomic_write_refuses_a_file_write_protected_from_this_user(tmp_path, monkeypatch):
+    # the rename needs only the directory: a user's chmod 444 file was replaced without a word, where
+    # `echo x > file` is refused (audit 29); root may write any file, so os.access says it here
+    from fastmlp import _atomic
+
+    target = tmp_path / "model.npz"
+    target.write_bytes(b"precious")
+    target.chmod(0o444)
+    real_access = os.access
+    monkeypatch.setattr(_atomic.os, "access",
+                        lambda path, mode: os.fspath(path) != str(target) and real_access(path, mode))
+    assert _atomic.target_problem(target)[1] == \
+        f"{str(target)!r} is write-protected; make it writable (chmod u+w) or give another name"
+    with pytest.raises(OSError, match="is write-protected"):
+        with atomic_write(target) as file:
+            file.write(b"model")
+    assert target.read_bytes() == b"precious"
+
+
 def test_atomic_write_saves_a_name_as_long_as_the_filesystem_allows(tmp_path):
     # the temporary's name is the target's and 23-50 bytes more: a 240-byte name passed every
     # check, the run trained, and its save failed "File name too long" (audit 24)
