@@ -800,14 +800,55 @@ def _is_header(cells):
     return not _is_number(cells[0].strip()) and not all(_PIXEL.fullmatch(cell) for cell in cells[1:])
 
 
+def _line_limit(n_columns):
+    """The longest CSV line read: 64 characters a column (no row of pixels comes near), 64 KB at least."""
+    return max(64 * n_columns, 1 << 16)
+
+
+def _lines(file, limit):
+    """The lines of ``file``, each read with at most ``limit`` characters: a longer one is None
+    (and the rest of it skipped), so that a 100 MB line costs no more than a short one (it cost
+    2 GB, split and parsed, before it was refused as the wrong width)."""
+    while True:
+        line = file.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith("\n"):
+            while line and not line.endswith("\n"):
+                line = file.readline(_CHUNK_BYTES)
+            yield None
+        else:
+            yield line
+
+
+def _widths_fit(path, n_separators, limit):
+    """Whether every non-blank line of ``path`` is at most ``limit`` bytes and the commas come to
+    ``n_separators`` a line, by one pass over the bytes in chunks (a line with more commas than
+    that is made up only by one with fewer, which loadtxt then refuses)."""
+    commas = lines = 0
+    with open(path, "rb") as raw:
+        tail = b""  # the line the last chunk ended inside
+        for chunk in iter(lambda: raw.read(_CHUNK_BYTES), b""):
+            commas += chunk.count(b",")
+            pieces = (tail + chunk).split(b"\n")
+            tail = pieces.pop()
+            if len(tail) > limit or (pieces and max(map(len, pieces)) > limit):
+                return False
+            # (a line of spaces alone is no data row either: the count then fails, and the
+            # strict reader takes the file)
+            lines += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
+    return commas == (lines + (tail.strip() != b"")) * n_separators
+
+
 def _read_csv_fast(path, n_features, labels=True):
     """np.loadtxt over the data rows; None when anything looks off."""
+    limit = _line_limit(n_features + 1)
     with _open_csv(path) as file:
         first_line = ""
         while not first_line.strip():
-            first_line = file.readline()
-            if not first_line:
-                return None  # empty: let the strict reader word the error
+            first_line = file.readline(limit + 1)
+            if not first_line or len(first_line) > limit:
+                return None  # empty, or a line too long: let the strict reader word the error
         first_cells = first_line.split(",")
         start = 0
         if not _is_header(first_cells):
@@ -818,12 +859,12 @@ def _read_csv_fast(path, n_features, labels=True):
             return None  # a header of the wrong width
         else:
             start = file.tell()
-        if not labels:
-            # (loadtxt reads the columns after the first alone, and would not see a row with more:
-            # a ragged row, or an index column written before the label shifting every pixel)
-            if any(line.count(",") != n_features for line in file if line.strip()):
-                return None
-            file.seek(start)
+        # every row's width first (loadtxt reads whole lines; with labels=False it reads the
+        # columns after the first alone, and would not see a row with more: a ragged row, or an
+        # index column written before the label shifting every pixel)
+        if not _widths_fit(path, n_features, limit):
+            return None
+        file.seek(start)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -860,8 +901,12 @@ def _read_csv_strict(path, n_features, read_labels=True):
     labels = []
     pixel_rows = []
     seen_first_line = False
+    limit = _line_limit(n_columns)
     with _open_csv(path) as file:
-        for line_number, line in enumerate(file, start=1):
+        for line_number, line in enumerate(_lines(file, limit), start=1):
+            if line is None:
+                raise DataFormatError(f"{path}, line {line_number}: more than {limit:,} characters; a row of "
+                                      f"{layout} is far shorter.")
             cells = [cell.strip() for cell in line.strip().split(",")]
             if cells == [""]:
                 continue

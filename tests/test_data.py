@@ -260,6 +260,28 @@ def test_a_gzipped_idx_file_of_several_members_is_read(tmp_path):
     np.testing.assert_array_equal(read_idx(path), images)
 
 
+@pytest.mark.parametrize("labels", [True, False], ids=["labels", "no-labels"])
+@pytest.mark.parametrize("where", ["first", "later"])
+def test_a_csv_line_far_too_long_is_refused_unread(tmp_path, labels, where):
+    # a 100 MB line cost 2 GB (split into cells, parsed by loadtxt) before it was refused as the
+    # wrong width (audit 29); 20 MB here, with the memory it may take bounded
+    import tracemalloc
+
+    row = "3," + ",".join(["7"] * 784) + "\n"
+    long = "5," + "0," * 10_000_000 + "0\n"
+    path = tmp_path / "long.csv"
+    path.write_text(long + row if where == "first" else row * 3 + long)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError, match=rf"long.csv, line {1 if where == 'first' else 4}: more than 65,536 "
+                                                  r"characters; a row of a label and 784 pixel values is far shorter"):
+            data.read_csv(path, labels=labels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (8 << 20)
+
+
 def test_missing_file_raises_data_not_found(tmp_path):
     with pytest.raises(DataNotFoundError, match="nothing-here"):
         read_idx(tmp_path / "nothing-here")
