@@ -205,10 +205,7 @@ class _Reader:
             raise self.fail(key, f"is in the archive {len(members)} times (the file is damaged)")
         try:
             with self.archive.zip.open(members[0]) as member:
-                version = np.lib.format.read_magic(member)
-                if version not in _HEADER_READERS:  # (3.0: structured dtypes with unicode names only)
-                    raise ValueError(f".npy format {version[0]}.{version[1]}, which fastmlp does not write")
-                shape, _, dtype = _HEADER_READERS[version](member)
+                dtype, shape = npy_header(member)
         except _DAMAGED as error:
             raise self.fail(key, f"cannot be read (the file is damaged): {type(error).__name__}: {error}") from None
         return dtype, shape
@@ -237,6 +234,16 @@ class _Reader:
             return json.loads(str(value))
         except (ValueError, RecursionError) as error:  # (JSONDecodeError, an integer of 4,300+ digits, nesting)
             raise self.fail(key, f"is not valid JSON: {type(error).__name__}: {str(error):.200}") from None
+
+
+def npy_header(file):
+    """(dtype, shape) that the .npy file open in ``file`` declares, read from its header alone
+    (ValueError for a header NumPy's readers refuse)."""
+    version = np.lib.format.read_magic(file)
+    if version not in _HEADER_READERS:  # (3.0: structured dtypes with unicode field names only)
+        raise ValueError(f".npy format {version[0]}.{version[1]}, which fastmlp does not write")
+    shape, _, dtype = _HEADER_READERS[version](file)
+    return dtype, shape
 
 
 def _describe_start(path):

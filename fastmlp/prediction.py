@@ -68,14 +68,13 @@ def read_input(path, n_features):
 
 def _declared(path):
     """(dtype, shape) an .npy file's header declares, or None when it has no readable header."""
+    from .checkpoint import npy_header
+
     try:
         with open(path, "rb") as file:
-            version = np.lib.format.read_magic(file)
-            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
-            shape, _, dtype = read(file)
-    except (ValueError, OSError, EOFError, KeyError):
+            return npy_header(file)
+    except (ValueError, OSError, EOFError):
         return None
-    return dtype, shape
 
 
 def write_output(path, values, columns):
