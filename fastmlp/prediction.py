@@ -68,12 +68,12 @@ def read_input(path, n_features):
 
 def _declared(path):
     """(dtype, shape) an .npy file's header declares, or None when it has no readable header."""
-    from .checkpoint import npy_header
+    from .checkpoint import _DAMAGED, npy_header
 
     try:
         with open(path, "rb") as file:
             return npy_header(file)
-    except (ValueError, OSError, EOFError):
+    except _DAMAGED:  # (a damaged header: tokenize's and the parser's errors too)
         return None
 
 
