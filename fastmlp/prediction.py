@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_write
+from .checkpoint import _DAMAGED
 from .data import DataFormatError, DataNotFoundError, read_csv, read_idx
 
 OUTPUT_SUFFIXES = (".npy", ".csv")
@@ -50,7 +51,7 @@ def read_input(path, n_features):
         array = np.load(path, mmap_mode="c", allow_pickle=False)
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # (a damaged .npz: a zip)
+    except (*_DAMAGED, zipfile.BadZipFile) as error:  # (a damaged .npz: a zip; a header NumPy's tokenizer refuses)
         declared = _declared(path)
         if declared is not None and declared[0].hasobject:
             raise DataFormatError(f"{path}: holds Python objects (dtype {declared[0]}), which fastmlp never "
@@ -68,7 +69,7 @@ def read_input(path, n_features):
 
 def _declared(path):
     """(dtype, shape) an .npy file's header declares, or None when it has no readable header."""
-    from .checkpoint import _DAMAGED, npy_header
+    from .checkpoint import npy_header
 
     try:
         with open(path, "rb") as file:

@@ -494,6 +494,14 @@ def test_predict_with_a_multilabel_model_writes_label_sets(capsys, tmp_path, rng
     np.testing.assert_array_equal(np.loadtxt(tmp_path / "l.csv", skiprows=1, delimiter=",", dtype=np.int64), model.predict(X))
 
 
+def _flipped(path, offset):
+    np.save(path, np.zeros((3, 784), np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def _npy_declaring(path, shape, data):
     import io
 
@@ -517,8 +525,10 @@ def _npy_declaring(path, shape, data):
         # an index column before the label: every sample shifted by one pixel, predicted with status 0
         (lambda p: (p / "x.csv").write_text("".join(f"{i},3," + ",".join(["7"] * 784) + "\n" for i in range(4))) and p / "x.csv",
          "x.csv, line 1: wrong column count: 786 columns, expected 785"),
+        # a flipped byte in the header's length field: NumPy's tokenizer raised TokenError, a traceback
+        (lambda p: _flipped(p / "x.npy", 10), "x.npy: not a NumPy .npy array file"),
     ],
-    ids=["npy-declares-more", "npy-objects", "npy-not-npy", "csv-index-column"],
+    ids=["npy-declares-more", "npy-objects", "npy-not-npy", "csv-index-column", "npy-header-untokenizable"],
 )
 def test_predict_refuses_damaged_or_hostile_inputs_in_one_line(capsys, saved, tmp_path, make, words):
     status, out, err = run(capsys, "predict", saved, make(tmp_path), "-o", tmp_path / "p.npy")
