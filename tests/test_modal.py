@@ -106,3 +106,16 @@ def test_modal_coordinates_match_the_reference(name, dtype, synth):
     np.testing.assert_allclose(got, want, **tol)
     np.testing.assert_allclose(got_state.slots, want_state.slots, **tol)
     np.testing.assert_array_equal(got_state.counters, want_state.counters)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_call_over_many_periods_is_renormalised(dtype, synth):
+    # the calls above span one period and 37 steps: with the renormalisation dropped they still
+    # passed, where a float32 call of four periods overflows its coordinates (audit 28, mutation M3)
+    optimizer = optim.Optimizer(momentum=0.5, weight_decay=0.01)
+    period, _ = modal_path(optimizer, 0.05)
+    assert 0 < period < 100  # (so that the call below renormalises about 25 times)
+    n_samples = 25 * period + 1
+    got, _ = train("numba", optimizer, 0.05, n_samples, n_samples, dtype)
+    want, _ = train("numpy", optimizer, 0.05, n_samples, n_samples, dtype)
+    np.testing.assert_allclose(got, want, **dict(synth.tolerance(dtype), atol=1e-5))

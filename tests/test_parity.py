@@ -319,6 +319,44 @@ def test_two_threads_over_several_chunks_match_one_thread_and_the_reference(dtyp
     np.testing.assert_array_equal(again[2], two[2])  # deterministic, not Hogwild
 
 
+@pytest.mark.parametrize("hidden", [40, 100])
+def test_two_threads_split_uneven_hidden_layers_whole(hidden, rng):
+    # the test above splits 64 units 32 + 32; with the split rounded down to whole blocks of 16, the
+    # last hidden % 16 units were never trained and every test still passed (audit 28, mutation M2:
+    # 0.14-0.16 between the thread counts)
+    arch = Architecture([30, hidden, 4], "tanh", "cross_entropy", dtype=np.float64)
+    threaded = two_threads_or_skip(arch)
+    X = rng.integers(0, 256, size=(400, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    y = rng.integers(0, 4, 400).astype(np.int64)
+    params = init_params(arch, "xavier", seed=0)
+    order = np.arange(400, dtype=np.int64)
+    two = one_epoch(threaded, params, X, y, order)
+    one = one_epoch(make_backend("numba", arch, threads=1), params, X, y, order)
+    np.testing.assert_allclose(two[2], one[2], **THREADED_TOLERANCES[np.float64])
+    np.testing.assert_allclose(two[0], one[0], **THREADED_TOLERANCES[np.float64])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mini_batch_parts_of_eight_lit_inputs_and_more_match_the_reference(dtype, rng, synth):
+    # the parity grid's 12 and 30 inputs never gave a part 8 nonzero inputs, so the sparse
+    # forward's eight-inputs-per-pass loop ran in no kernel test: a wrong row there passed all of
+    # them (audit 28, mutation M1); 16 units: not a register block's width
+    arch = Architecture([40, 16, 4], "tanh", "cross_entropy", dtype=dtype)
+    X = rng.integers(1, 256, size=(64, 40)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.1] = 0  # parts of 10 inputs, mostly all lit
+    y = rng.integers(0, 4, 64).astype(np.int64)
+    params = init_params(arch, "xavier", seed=0)
+    order = np.arange(64, dtype=np.int64)
+    trained = {}
+    for name in ("numpy", "numba"):
+        backend = make_backend(name, arch)
+        trained[name] = params.copy()
+        backend.train_chunk(trained[name], backend.prepare(X), y, order, 0.1, 8)
+    np.testing.assert_allclose(trained["numba"], trained["numpy"], **synth.tolerance(np.dtype(dtype).name))
+    assert not np.array_equal(trained["numba"], params)
+
+
 # As plain Python (NUMBA_DISABLE_JIT=1) the kernels' scalar maths warns on the overflow it reports.
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_divergence_is_reported_at_the_same_sample(synth):
