@@ -542,10 +542,11 @@ def test_import_fastmlp_does_not_import_mpi4py():
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h", "--he"])
-def test_train_distributed_help_prints_without_starting_mpi(flag):
+def test_train_distributed_help_prints_without_starting_mpi(flag, tmp_path):
     # every rank prints the help at once: starting MPI for it took 0.5 s (and a rank's MPI set-up)
     script = (f"import sys\nfrom fastmlp.cli import main\ntry:\n    main(['train', '--distributed', '{flag}'])\n"
               "except SystemExit as end:\n    assert end.code == 0, end.code\nprint('mpi4py' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # (cwd: not the source tree, whose fastmlp/ has no kernels/ until installed)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: fastmlp train") and done.stdout.rstrip().endswith("\nFalse")
