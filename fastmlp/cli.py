@@ -668,10 +668,10 @@ def _train_ranks(args, comm):
                 print(f"fastmlp: note: {args.resume} holds the whole run ({done_before} epoch"
                       f"{'s' if done_before != 1 else ''}{', stopped early' if model.run_.stopped else ''}): "
                       f"nothing is left to train", file=sys.stderr)
+            from .trainer import record_end
+
             history = model.history_
-            # a checkpoint written at the last epoch, before the run's end was recorded
-            history.stopped_epoch, history.best_epoch = done_before, model.run_.best_epoch or None
-            history.stop_reason = model.run_.stopped or "max epochs"
+            record_end(history, model.run_)  # (a checkpoint written at the last epoch comes before the record)
         else:
             log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")
             history = model.partial_fit(X_train, y_train, epochs=args.epochs - done_before, schedule_epochs=args.epochs,

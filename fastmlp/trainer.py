@@ -440,7 +440,6 @@ def train(
     n_samples = len(targets)
     run.continue_from(params, state)
     last_epoch = run.epochs_done + epochs
-    reason = MAX_EPOCHS
     while run.epochs_done < last_epoch:
         epoch = run.epochs_done
         drawn_from, trained = None, None
@@ -513,7 +512,7 @@ def train(
                 stop = run.observe(monitored, params, state, schedule, stopping, monitor)
                 if stop is not None:
                     # the end of the run: take the best weights before a checkpoint records it
-                    run.stopped = reason = stop
+                    run.stopped = stop
                     if stopping.patience is not None:
                         run.take_best(params, state)
                 elif run.epochs_done == last_epoch and stopping.patience is not None:
@@ -528,7 +527,13 @@ def train(
             raise _interrupted(epoch + 2, 0) from None
         if stop is not None:
             break
+    record_end(history, run)
+    return history
+
+
+def record_end(history, run):
+    """The run's end in its history: its best epoch, its last, and why it stopped (the stop that
+    ended it, else its epochs ran out). A checkpoint written at the last epoch comes before this."""
     history.best_epoch = run.best_epoch or None
     history.stopped_epoch = run.epochs_done
-    history.stop_reason = reason
-    return history
+    history.stop_reason = run.stopped or MAX_EPOCHS
