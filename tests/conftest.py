@@ -158,10 +158,9 @@ class BackgroundJobs:
         return self._futures[job, args].result()
 
     def run(self, args, env=None, timeout=600):
-        """``python args`` in a fresh process (PYTHONPATH dropped, ``env`` added, cwd the system
+        """``python args`` in a fresh process (this environment with ``env`` added, cwd the system
         temporary directory): (returncode, stdout, stderr)."""
-        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        environment.update(env or {})
+        environment = {**os.environ, **(env or {})}
         with self._lock:
             if self._closed:
                 raise RuntimeError("the test session has ended")

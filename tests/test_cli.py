@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -554,9 +555,28 @@ def test_dataset_that_cannot_be_downloaded_says_which_and_where(capsys, cache, c
 
 
 def _cli_env():
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    return env
+    return dict(os.environ)
+
+
+def test_child_processes_import_the_fastmlp_under_test(tmp_path, monkeypatch, python_process):
+    """A test's subprocess imports the fastmlp the test imports, PYTHONPATH kept: they dropped it,
+    and a checkout tested through PYTHONPATH (not installed) ran its subprocess tests against
+    whichever fastmlp was installed."""
+    import fastmlp.kernels
+
+    copy = tmp_path / "checkout"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(fastmlp.__file__).parent, copy / "fastmlp", ignore=ignore)
+    if not (copy / "fastmlp" / "kernels").exists():  # an editable install maps kernels/ there
+        shutil.copytree(Path(fastmlp.kernels.__file__).parent, copy / "fastmlp" / "kernels", ignore=ignore)
+    monkeypatch.setenv("PYTHONPATH", str(copy))
+    code = "import fastmlp, fastmlp.kernels; print(fastmlp.__file__); print(fastmlp.kernels.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_cli_env(),
+                          timeout=120)
+    status, out, err = python_process(["-c", code])
+    for printed in (done.stdout, out):
+        paths = [Path(line) for line in printed.split()]
+        assert len(paths) == 2 and all(path.is_relative_to(copy) for path in paths), (printed, done.stderr, err)
 
 
 def test_an_output_encoding_without_a_paths_characters_escapes_them(tiny_mnist, tmp_path):

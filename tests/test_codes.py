@@ -2,7 +2,6 @@
 which fastmlp.network and the kernels share."""
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +102,7 @@ def test_numpy_backend_does_not_import_numba(tmp_path):
         "model.fit(np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1]), epochs=1, progress=False)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -69,7 +69,6 @@ RANKS_TIMEOUT = 180
 
 def run_two_ranks(argv, cwd):
     env = dict(os.environ, NUMBA_NUM_THREADS="1")  # one thread per rank: the two share the cores
-    env.pop("PYTHONPATH", None)
     return subprocess.run([mpiexec(), "-n", "2", sys.executable, *argv], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=RANKS_TIMEOUT)
 
@@ -278,7 +277,6 @@ def test_cli_a_rank_without_its_data_stops_every_rank(tiny_mnist_dir, tmp_path):
     # rank 1 said "MNIST data not found" and exited; rank 0 waited for it for ever
     command = mpiexec()
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
     train = [sys.executable, "-m", "fastmlp", "train", "--distributed", "--layers", "784,8,10", "--batch-size", "20",
              "--no-progress"]
     done = subprocess.run([command, "-n", "1", *train, "--data", str(tiny_mnist_dir), ":", "-n", "1", *train, "--data",
@@ -296,7 +294,6 @@ def test_cli_a_rank_whose_arguments_fail_stops_every_rank(tiny_mnist_dir, tmp_pa
     node): that rank exited before MPI started, and the other waited in MPI_Init for ever."""
     command = mpiexec()
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
     train = [sys.executable, "-m", "fastmlp", "train", "--distributed", "--data", str(tiny_mnist_dir), "--layers",
              "784,8,10", "--batch-size", "20", "--no-progress"]
     subprocess.run([command, "-n", "2", *train, "--save", "run.npz"], cwd=tmp_path, env=env, check=True,
@@ -341,7 +338,6 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
         comm.Barrier()
     """))
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
     job = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, str(script)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True)
     try:
@@ -370,7 +366,6 @@ def long_run_until_checkpointed(data_dir, cwd, checkpoint, then):
 
     command = mpiexec()
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
     job = subprocess.Popen([command, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--distributed", "--data",
                             str(data_dir), "--layers", "784,32,10", "--batch-size", "4", "--epochs", "100000",
                             "--no-progress", "--save", str(checkpoint), "--checkpoint-every", "1"],

@@ -65,7 +65,6 @@ def run_notebook(source, executed, folder):
     its output goes to a file in ``folder`` (a pipe would stay open as long as the kernel lives)."""
     log = folder / "runner.log"
     environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(folder / "jupyter-runtime")}
-    environment.pop("PYTHONPATH", None)
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, "-c", RUNNER, str(source), str(executed), str(CELL_SECONDS)],
                                    env=environment, cwd=folder, stdin=subprocess.DEVNULL, stdout=output,

@@ -893,8 +893,7 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
             "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass\n"  # a cell interrupted
             "time.sleep(1)\nprint(process.poll(), flush=True)\n"
             "time.sleep(120)\n")  # interrupted again, uncaught: the script ends
-    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    environment["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     script = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=environment, cwd=tempfile.gettempdir(), start_new_session=True)
     try:

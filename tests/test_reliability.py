@@ -317,8 +317,7 @@ def test_same_seed_gives_byte_identical_weight_files_across_numba_thread_counts(
     files = []
     for numba_threads in ("1", "2", "2"):
         path = tmp_path / f"model-{numba_threads}-{len(files)}.npz"
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["NUMBA_NUM_THREADS"] = numba_threads
+        env = dict(os.environ, NUMBA_NUM_THREADS=numba_threads)
         done = subprocess.run(
             [sys.executable, "-c", TRAIN_AND_SAVE, str(batch_size), str(threads), str(path)],
             env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,

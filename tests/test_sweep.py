@@ -5,6 +5,7 @@ import concurrent.futures
 import csv
 import json
 import multiprocessing
+import os
 import sys
 
 import numpy as np
@@ -171,7 +172,7 @@ def test_a_trial_that_kills_its_worker_every_time_costs_no_other_trial(tiny_mnis
     # started or not, was recorded "failed: BrokenProcessPool"
     (tmp_path / "workers_that_die.py").write_text(WORKERS_THAT_DIE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the spawned workers
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     import workers_that_die
 
     monkeypatch.setattr(sweeps, "_single_threaded_worker", workers_that_die.initialize)
@@ -200,8 +201,7 @@ def test_the_workers_of_a_killed_sweep_end_with_it(tmp_path):
             "    time.sleep(1)\n"
             "    print(*[process.pid for process in pool._processes.values()], flush=True)\n"
             "    time.sleep(120)\n")
-    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    sweep = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment,
+    sweep = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              cwd=tmp_path)
     workers = []
     try:
