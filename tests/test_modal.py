@@ -82,6 +82,14 @@ CASES = {
     "plain + heavy decay (fallback, then real)": (dict(weight_decay=1.9), 0.5, ("fallback", "fallback", "real")),
     "plain + heavy decoupled decay (fallback, then real)": (dict(weight_decay=0.95, decoupled_weight_decay=True), 1.0,
                                                             ("fallback", "fallback", "real")),
+    # exact edges, reached by no case above (audit 28): a map exactly defective ((a1 - mu)^2 =
+    # 4 mu lr decay in binary fractions: a double eigenvalue 0.5, the eigenvectors' matrix P
+    # singular), and an eigenvalue exactly 0 (lr x decay = 1), whose coordinates cannot be scaled
+    "exactly defective map (fallback: P singular, then real)": (dict(momentum=0.25, weight_decay=1.0), 0.25,
+                                                                ("fallback", "real", "real")),
+    "plain, lr x decay = 1 (fallback: an eigenvalue 0)": (dict(weight_decay=2.0), 0.5, ("fallback", "fallback", "real")),
+    "momentum, decoupled lr x decay = 1 (fallback: an eigenvalue 0)": (
+        dict(momentum=0.5, weight_decay=1.0, decoupled_weight_decay=True), 1.0, ("fallback", "fallback", "real")),
 }
 
 
