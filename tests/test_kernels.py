@@ -243,7 +243,9 @@ def test_linear_forward_and_backward(rng, batch, n_in, bias, dtype, synth):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pixels", ["uint8", "float"])
-def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, bias, synth):
+    """The CSR forward and backward, with a bias and without one (b and db empty)."""
     X = rng.integers(0, 256, size=(10, 30)).astype(np.uint8)
     X[rng.random(X.shape) < 0.8] = 0
     X[4] = 0
@@ -254,18 +256,19 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, synth):
     indptr, indices, values = kernels.sparse_rows(X)
     assert indptr[-1] == np.count_nonzero(X) and indptr[5] == indptr[4]
     W = random(rng, (30, 8), dtype)
-    b = random(rng, 8, dtype)
+    b = random(rng, 8, dtype) if bias else np.empty(0, dtype)
     rows = np.array([4, 0, 9, 4], np.int64)
-    out = np.empty((4, 8), dtype)
+    out = np.full((4, 8), np.nan, dtype)
     kernels.sparse_linear_forward(out, rows, indptr, indices, values, scale, W, b, ACTIVATIONS["identity"])
     x = reference.as_input(X[rows], dtype)
     tol = synth.tolerance(dtype)
-    np.testing.assert_allclose(out, x @ W + b, **tol)
+    np.testing.assert_allclose(out, x @ W + (b if bias else 0), **tol)
     dz = random(rng, (4, 8), dtype)
-    dW, db = np.empty_like(W), np.empty(8, dtype)
+    dW, db = np.full_like(W, np.nan), np.full(len(b), np.nan, dtype)
     kernels.sparse_linear_backward(dW, db, dz, rows, indptr, indices, values, scale)
     np.testing.assert_allclose(dW, x.T @ dz, **tol)
-    np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
+    if bias:
+        np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
