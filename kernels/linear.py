@@ -53,6 +53,11 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     """
     x = np.asarray(x)
     x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # (the compiled kernels take native byte order only)
+    if x.flags.writeable:
+        # a read-only view whatever x is: Numba types read-only arrays (memory maps, joblib's,
+        # pandas') apart from writeable ones, and compiled both kernels again for them (0.66 s)
+        x = x.view()
+        x.flags.writeable = False
     n = x.shape[0]
     parts = int(parts)
     if parts < 1 or x.ndim != 2:  # (a plain wrapper, unlike the kernels: parts=0 wrote past indptr)

@@ -535,6 +535,23 @@ def test_a_cold_start_converts_by_numpy_while_the_second_process_compiles_the_co
             np.testing.assert_array_equal(getattr(data, field), getattr(alone, field))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_sparse_rows_compile_once_for_writeable_and_read_only_inputs(rng, dtype):
+    # a read-only X (a memory map, joblib's, pandas') compiled both conversion kernels a second
+    # time, 0.66 s, and fastmlp warmup had not stored that copy
+    from fastmlp.kernels import linear
+
+    X = rng.integers(0, 3, size=(20, 9)).astype(dtype)
+    written = kernels.sparse_rows(X, parts=2)
+    compiled = {kernel: set(kernel.signatures) for kernel in (linear._count_row_nonzeros, linear._gather_row_nonzeros)}
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    for got, want in zip(kernels.sparse_rows(read_only, parts=2), written):
+        np.testing.assert_array_equal(got, want)
+    assert {kernel: set(kernel.signatures) for kernel in compiled} == compiled
+    assert X.flags.writeable  # the caller's array as it was
+
+
 def test_sparse_rows_on_threads_raise_a_blocks_error(monkeypatch):
     from fastmlp.kernels import linear
 
