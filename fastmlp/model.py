@@ -162,19 +162,25 @@ def writable_arrays(value, _seen=None):
 
 
 @contextlib.contextmanager
-def unchanged_until_training(owner):
+def unchanged_until_training(owner, undo_untrained=False):
     """Run a fit-like call on ``owner`` (an MLP or an estimator): if it raises before it sets
     ``owner._training = True`` (where its checks end and the model starts to change), every
-    attribute goes back to what it was; after that, what the call did stays. Attributes are
-    replaced, never changed in place, before that point, so a shallow copy restores them."""
+    attribute goes back to what it was; after that, what the call did stays, unless the call
+    continued a run (``undo_untrained``: partial_fit) and trained nothing of it (a divergence or
+    Ctrl-C in its first chunk: the error's ``trained_nothing``, the trainer having put the run,
+    weights and optimizer state back), whose options then stay the run's. A new run (fit) that
+    trained nothing stands at its start. Attributes are replaced, never changed in place,
+    before that point, so a shallow copy restores them."""
     saved = dict(owner.__dict__)
     owner._training = False
     try:
         yield
-    except BaseException:
-        if not owner.__dict__.get("_training", False):
+    except BaseException as error:
+        if not owner.__dict__.get("_training", False) or (undo_untrained and getattr(error, "trained_nothing", False)):
             owner.__dict__.clear()
             owner.__dict__.update(saved)
+        if hasattr(error, "trained_nothing"):
+            error.trained_nothing = False  # this call's: an estimator's fit around it may have trained before it
         raise
     finally:
         owner.__dict__.pop("_training", None)
@@ -515,7 +521,8 @@ class MLP:
                 )
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
-            with self._unchanged_until_training():
+            # (a run that has trained before: a first call, or one after initialize(), starts the run)
+            with self._unchanged_until_training(undo_untrained=getattr(self, "fit_options_", None) is not None):
                 if not hasattr(self, "params_"):
                     self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
@@ -525,12 +532,12 @@ class MLP:
         self.__dict__.update(state)
         writable_arrays(self)  # joblib.load(mmap_mode="r") gives read-only arrays: the model trains in place
 
-    def _unchanged_until_training(self):
+    def _unchanged_until_training(self, undo_untrained=False):
         """A call that fails before its run changes (bad data, validation data or options found
         by ``_train``'s checks, after ``fit`` has re-initialised) leaves the model as it was:
         its weights, run and history. Once training has begun, what it trained stays (an
         interrupted epoch keeps the epochs before it, as ``_train`` leaves them)."""
-        return unchanged_until_training(self)
+        return unchanged_until_training(self, undo_untrained)
 
     @staticmethod
     def _check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options):

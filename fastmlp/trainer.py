@@ -215,7 +215,11 @@ class RunState:
         return {name: getattr(self, name) for name in self.SCALARS}
 
     def continue_from(self, params, state):
-        """Put the run's trajectory back into ``params``/``state`` before training on."""
+        """Put the run's trajectory back into ``params``/``state`` before training on. Returns
+        what ``undo`` needs to put the run, ``params`` and ``state`` back as they were (a call
+        that trains nothing changes nothing): the weights are copied only when the trajectory
+        replaces them (early stopping's best weights, which the model holds between calls)."""
+        record = (self.scalars(), self.last, self.interrupted, None)
         if self.stopped is not None:
             # A stopped run has no longer trajectory to go back to: it goes on from the weights
             # the model holds (the best ones, with early stopping), with fresh patience.
@@ -224,9 +228,20 @@ class RunState:
             self.epochs_without_improvement = 0
             self.epochs_at_rate_without_improvement = 0
         elif self.last is not None:
+            record = record[:3] + ((params.copy(), state.copy()),)
             params[...] = self.last.params
             state.restore(self.last.state)
             self.last = None
+        return record
+
+    def undo(self, record, params, state):
+        """Back to before ``continue_from`` returned ``record``."""
+        scalars, self.last, self.interrupted, held = record
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        if held is not None:
+            params[...] = held[0]
+            state.restore(held[1])
 
     def observe(self, loss, params, state, schedule: Schedule, stopping: Stopping, monitor):
         """Book the monitored ``loss`` of the epoch just done; return why the run must stop, or None."""
@@ -436,9 +451,18 @@ def train(
     """
     history = History() if history is None else history
     monitor = "val_loss" if evaluate is not None else "loss"
-    history.monitor = monitor
+    monitored_before, history.monitor = history.monitor, monitor
     n_samples = len(targets)
-    run.continue_from(params, state)
+    before = run.continue_from(params, state)
+    first_epoch = run.epochs_done
+
+    def untrained(error):
+        # nothing of the call trained: the run as it was before it (early stopping's best
+        # weights, a stopped run's patience), and the model's options (``trained_nothing``)
+        run.undo(before, params, state)
+        history.monitor = monitored_before
+        error.trained_nothing = True
+
     last_epoch = run.epochs_done + epochs
     while run.epochs_done < last_epoch:
         epoch = run.epochs_done
@@ -465,8 +489,12 @@ def train(
                 # began, its permutation not drawn either (so it goes on exactly)
                 if shuffle_rng is not None and drawn_from is not None:
                     shuffle_rng.bit_generator.state = drawn_from
+                if epoch == first_epoch:
+                    untrained(error)
+                    raise
             else:
                 run.interrupted = {"epoch": epoch + 1, "samples": int(error.samples_done)}
+            _cut_short(error, history, run, params, state, stopping)
             raise
         except KeyboardInterrupt:
             # outside the chunks (the permutation, the bar's start or end): before the epoch
@@ -474,9 +502,16 @@ def train(
             if trained is None:
                 if shuffle_rng is not None and drawn_from is not None:
                     shuffle_rng.bit_generator.state = drawn_from
-                raise _interrupted(epoch + 1, 0) from None
+                error = _interrupted(epoch + 1, 0)
+                if epoch == first_epoch:
+                    untrained(error)
+                else:
+                    _cut_short(error, history, run, params, state, stopping)
+                raise error from None
             run.interrupted = {"epoch": epoch + 1, "samples": n_samples}
-            raise _interrupted_after_training(epoch, n_samples, "at the end of") from None
+            error = _interrupted_after_training(epoch, n_samples, "at the end of")
+            _cut_short(error, history, run, params, state, stopping)
+            raise error from None
         loss_sum, n_correct, seconds = trained
         validation = None
         if evaluate is not None:
@@ -486,7 +521,9 @@ def train(
                 # nothing of the epoch is recorded yet: the run stays at the epochs before it,
                 # as after an interrupt inside a chunk, with the weights as they are
                 run.interrupted = {"epoch": epoch + 1, "samples": n_samples}
-                raise _interrupted_after_training(epoch, n_samples, "while validating") from None
+                error = _interrupted_after_training(epoch, n_samples, "while validating")
+                _cut_short(error, history, run, params, state, stopping)
+                raise error from None
         try:
             # the epoch's record, whole: an interrupt between its lines left the history an epoch
             # ahead of the run, in a file no load would take
@@ -524,11 +561,41 @@ def train(
         except KeyboardInterrupt as interrupt:  # the epoch is recorded: the run stands at its end
             if isinstance(interrupt, TrainingInterrupted):
                 raise
-            raise _interrupted(epoch + 2, 0) from None
+            if stop is None and run.epochs_done < last_epoch:
+                error = _interrupted(epoch + 2, 0)
+                _cut_short(error, history, run, params, state, stopping)
+                raise error from None
+            # after the call's last epoch (or the run's stop): its training is done, and so is
+            # the record of its end; the interrupt still ends the call (on_epoch, a checkpoint)
+            record_end(history, run)
+            where = f"training interrupted after epoch {epoch + 1}, the call's last, was recorded"
+            error = TrainingInterrupted(f"{where}; the model holds the weights the call ended with")
+            error.samples_done, error.where = 0, where
+            raise error from None
         if stop is not None:
             break
     record_end(history, run)
     return history
+
+
+def _cut_short(error, history, run, params, state, stopping):
+    """A call that trained part of its epochs and ended by ``error``: the history's end says the
+    run has not ended (its best epoch so far, no stop), and with early stopping a divergence,
+    like any end of a call, leaves the best epoch's weights in the model, the trajectory kept
+    to go on from (``run.last``); an interrupt leaves the weights it stopped at."""
+    best = run.best
+    if (isinstance(error, DivergenceError) and stopping.patience is not None and best is not None
+            and best.epoch == run.best_epoch and (best.epoch != run.epochs_done or run.interrupted is not None)):
+        # (take_best's swap, also where the best epoch is the last one done and the weights are
+        # part-way into the next)
+        run.last = Snapshot(run.epochs_done, params.copy(), state.copy())
+        params[...] = best.params
+        state.restore(best.state)
+        error.args = (f"{error.args[0]}. Early stopping: the model holds the best epoch's weights (epoch "
+                      f"{best.epoch}); partial_fit goes on from the weights before the divergence",)
+    history.best_epoch = run.best_epoch or None
+    history.stopped_epoch = None
+    history.stop_reason = None
 
 
 def record_end(history, run):

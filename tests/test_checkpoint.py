@@ -934,3 +934,143 @@ def test_numbers_no_fastmlp_could_hold_are_checkpoint_errors(tmp_path, saved, en
     with pytest.raises(CheckpointError, match=re.escape(words)) as info:
         MLP.load(hostile)
     assert str(hostile) in str(info.value)
+
+
+# --- how a training call that fails ends (audit 31) ---------------------------------------------
+
+
+def _diverge_at(monkeypatch, call):
+    """Make the NumPy backend report a non-finite loss at the first sample of its ``call``-th
+    training chunk from now (after training it, which the trainer then rolls back); returns
+    the weights each chunk started from."""
+    from fastmlp.backends import NumpyBackend
+
+    real = NumpyBackend.train_chunk
+    starts = []
+
+    def train_chunk(self, params, *args, **kwargs):
+        starts.append(params.copy())
+        loss, correct, done, bad = real(self, params, *args, **kwargs)
+        return (loss, correct, done, 0) if len(starts) == call else (loss, correct, done, bad)
+
+    monkeypatch.setattr(NumpyBackend, "train_chunk", train_chunk)
+    return starts
+
+
+def _model_record(model):
+    """Everything of a model a training call may change, copied."""
+    import copy
+
+    return dict(params=model.params_.copy(), state=None if model.optimizer_state_ is None else model.optimizer_state_.copy(),
+                run=copy.deepcopy(model.run_), history=copy.deepcopy(model.history_),
+                options=copy.deepcopy(model.fit_options_), fingerprint=model.data_fingerprint_,
+                shuffle=model._shuffle_rng.bit_generator.state)
+
+
+def _assert_same_record(got, want):
+    np.testing.assert_array_equal(got["params"], want["params"])
+    np.testing.assert_array_equal(got["state"].slots, want["state"].slots)
+    np.testing.assert_array_equal(got["state"].counters, want["state"].counters)
+    assert got["run"].scalars() == want["run"].scalars() and got["run"].interrupted == want["run"].interrupted
+    for name in ("best", "last"):
+        mine, theirs = getattr(got["run"], name), getattr(want["run"], name)
+        assert (mine is None) == (theirs is None), name
+        if mine is not None:
+            assert mine.epoch == theirs.epoch
+            np.testing.assert_array_equal(mine.params, theirs.params)
+    assert vars(got["history"]) == vars(want["history"])
+    assert got["options"] == want["options"] and got["fingerprint"] == want["fingerprint"]
+    assert got["shuffle"] == want["shuffle"]
+
+
+@pytest.mark.parametrize("how", ["diverges", "is interrupted"])
+@pytest.mark.parametrize("run", ["early stopping holds the best weights", "stopped by early stopping", "plain"])
+def test_a_partial_fit_that_trains_nothing_changes_nothing(data, monkeypatch, how, run, python_ctrl_c):
+    # a partial_fit(lr=50) that diverged in its first chunk left lr=50 in fit_options_ (the next
+    # partial_fit without lr, save and --resume took it), the previous call's stop_reason in the
+    # history, and early stopping's best weights replaced by the trajectory's (audit 31)
+    X, y = data
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.2, validation_fraction=0.2, progress=False)
+    if run != "plain":
+        kwargs.update(early_stopping=1 if run == "stopped by early stopping" else 10)
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    model.fit(X, y, epochs=4, **kwargs)
+    if run == "early stopping holds the best weights":
+        assert model.run_.last is not None and model.run_.stopped is None  # (the case this is)
+    elif run == "stopped by early stopping":
+        assert model.run_.stopped is not None
+    before = _model_record(model)
+    if how == "diverges":
+        _diverge_at(monkeypatch, 1)
+        expected = fastmlp.DivergenceError
+    else:
+        _interrupt_after(model, 0)
+        expected = fastmlp.TrainingInterrupted
+    with pytest.raises(expected) as raised:
+        model.partial_fit(X, y, epochs=3, lr=50.0, batch_size=8, progress=False)
+    assert not getattr(raised.value, "trained_nothing", False)  # (told to the model, not beyond it)
+    _assert_same_record(_model_record(model), before)
+    assert model.fit_options_["lr"] == 0.2 and model.fit_options_["batch_size"] == 4
+
+
+@pytest.mark.parametrize("call", ["fit", "a first partial_fit"])
+def test_a_new_run_that_trains_nothing_stands_at_its_start(data, monkeypatch, call):
+    """Unlike a partial_fit that continues a run: the new run's weights and options stay, as
+    the error says ("the model keeps the weights from before sample 0")."""
+    X, y = data
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    if call == "fit":
+        model.fit(X, y, epochs=1, progress=False)  # (a run before it, which fit replaces)
+    _diverge_at(monkeypatch, 1)
+    with pytest.raises(fastmlp.DivergenceError, match="keeps the weights from before sample 0 of that epoch"):
+        getattr(model, "fit" if call == "fit" else "partial_fit")(X, y, epochs=2, lr=50.0, progress=False)
+    np.testing.assert_array_equal(model.params_, MLP([784, 8, 10], seed=2, backend="numpy").initialize().params_)
+    assert model.epochs_trained_ == 0 and model.fit_options_["lr"] == 50.0
+
+
+@pytest.mark.parametrize("where", ["a later chunk of its epoch", "the first chunk of its epoch"])
+def test_a_divergence_with_early_stopping_leaves_the_best_epochs_weights(data, monkeypatch, where):
+    # the model kept the weights from before the diverging chunk, and history_ had no best epoch,
+    # where early stopping puts the best epoch's weights back at the end of every call (audit 31)
+    X, y = data
+    chunks = trainer.chunk_bounds
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=40))  # 3 an epoch
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.2, validation_fraction=0.2, early_stopping=10, progress=False)
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    starts = _diverge_at(monkeypatch, 3 * 3 + (2 if where == "a later chunk of its epoch" else 1))
+    with pytest.raises(fastmlp.DivergenceError) as raised:
+        model.fit(X, y, epochs=6, **kwargs)
+    monkeypatch.undo()
+    assert model.epochs_trained_ == 3
+    best = int(np.argmin(model.history_.val_loss)) + 1
+    assert best < 3  # (the case this is: the weights held at the divergence are not the best)
+    assert f"the model holds the best epoch's weights (epoch {best})" in str(raised.value)
+    history = model.history_
+    assert (history.best_epoch, history.stopped_epoch, history.stop_reason) == (best, None, None)
+    reference = MLP([784, 8, 10], seed=2, backend="numpy")
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=40))
+    reference.fit(X, y, epochs=best, **kwargs)
+    np.testing.assert_array_equal(model.params_, reference.params_)
+    np.testing.assert_array_equal(model.optimizer_state_.slots, reference.optimizer_state_.slots)
+    # the trajectory is kept to go on from: the weights the diverging chunk started from
+    np.testing.assert_array_equal(model.run_.last.params, starts[-1])
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals sent to this thread (POSIX)")
+def test_ctrl_c_after_the_calls_last_epoch_says_so_and_records_the_end(data, python_ctrl_c):
+    # it said "training interrupted in epoch 3 after 0 samples" of a 2-epoch run, and the history
+    # recorded no end (audit 31)
+    X, y = data
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+
+    def on_epoch(history):
+        if len(history.epoch) == 2:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    with pytest.raises(fastmlp.TrainingInterrupted, match="after epoch 2, the call's last, was recorded"):
+        model.fit(X, y, epochs=2, batch_size=4, on_epoch=on_epoch, progress=False)
+    history = model.history_
+    assert model.epochs_trained_ == 2 and (history.stopped_epoch, history.stop_reason) == (2, "max epochs")
+    whole = MLP([784, 8, 10], seed=2, backend="numpy")
+    whole.fit(X, y, epochs=2, batch_size=4, progress=False)
+    assert_same_run(model, whole)
