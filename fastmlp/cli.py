@@ -1091,6 +1091,15 @@ def main(argv=None):
         status = _main(argv)
         sys.stdout.flush()  # here, not at exit: a reader gone (| head) is seen below
         return status
+    except KeyboardInterrupt:
+        # past _main's own handling (its work done, or while it handled a first Ctrl-C: an
+        # impatient second one): a traceback, and status 1 for a SIGTERM, where the README
+        # promises one line and 130 or 143
+        from ._prewarm import stop_at_exit
+
+        stop_at_exit()
+        print(f"fastmlp: interrupted: stopped by {'SIGTERM' if _signalled else 'Ctrl-C'}", file=sys.stderr)
+        return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
     except BrokenPipeError as error:
         if _stdout_gone():
             return _stop_other_ranks(EXIT_BROKEN_PIPE)

@@ -957,6 +957,44 @@ def test_sigterm_in_training_exits_143_and_keeps_the_checkpoints(capsys, tiny_mn
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_after_the_work_is_done_is_one_line_and_its_status(capsys, tiny_mnist, tmp_path, monkeypatch,
+                                                                    signum, status):
+    # a Ctrl-C (an impatient second one) or SIGTERM as train ended, in main's last flush: a
+    # traceback, and status 1 for the SIGTERM (audit 31)
+    class Stdout:
+        def __init__(self, real):
+            self.real = real
+
+        def flush(self):
+            self.real.flush()
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler interrupts this
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a suite started with & ignores it)
+    try:
+        real = cli._main
+
+        def main_then_flushed(argv):
+            result = real(argv)
+            monkeypatch.setattr(sys, "stdout", Stdout(sys.stdout))
+            return result
+
+        monkeypatch.setattr(cli, "_main", main_then_flushed)
+        done, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy",
+                             "--epochs", "1", "--save", str(tmp_path / "run.npz"))
+    except KeyboardInterrupt as escaped:  # (let through, it would end the test session)
+        pytest.fail(f"the signal's exception escaped main: {escaped!r}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done == status and "Traceback" not in err
+    assert err.splitlines()[-1] == f"fastmlp: interrupted: stopped by {'SIGTERM' if status == 143 else 'Ctrl-C'}"
+    assert MLP.load(tmp_path / "run.npz").epochs_trained_ == 1
+
+
 def test_sigterm_while_saving_leaves_no_file_behind(capsys, tiny_mnist, tmp_path, monkeypatch):
     import fastmlp.checkpoint
 
