@@ -5,6 +5,9 @@ Kernels take their options from here, so a change of policy (flags, caching) is 
 
 import hashlib
 import os
+import stat
+import tempfile
+import warnings
 
 from numba.core import caching
 
@@ -80,6 +83,52 @@ class _KernelsLocatorMixin:
         return super().from_function(py_func, py_file)
 
 
+_fallback_said = []
+
+
+def _fallback_cache_class(base):
+    """The last place to cache the kernels: ``fastmlp-numba-cache-UID`` in the temporary folder,
+    where neither the kernels' ``__pycache__`` (a site-packages the user cannot write) nor the
+    user's cache folder (no HOME, a read-only one) can be written: there every kernel failed
+    to compile ("cannot cache function ...: no locator available"), even for NumPy training.
+    The folder must be this user's own and writable by no one else (its files are loaded as
+    code); else there is no fallback. ``NUMBA_CACHE_DIR`` chooses the place instead."""
+
+    class KernelsTemporaryCacheLocator(_KernelsLocatorMixin, base):
+        def __init__(self, py_func, py_file):
+            super().__init__(py_func, py_file)
+            self._cache_path = os.path.join(_fallback_cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != _KERNELS_DIR:
+                return None  # (every cached function of the process comes here: no folder made for them)
+            folder = _fallback_cache_dir()
+            try:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                status = os.lstat(folder)
+            except OSError:
+                return None
+            if not stat.S_ISDIR(status.st_mode) or status.st_mode & 0o022 or (
+                    hasattr(os, "getuid") and status.st_uid != os.getuid()):
+                return None  # another user's, or writable by others: never loaded
+            self = super().from_function(py_func, py_file)
+            if self is not None and not _fallback_said:
+                _fallback_said.append(True)
+                warnings.warn(f"fastmlp: no writable cache for the compiled kernels next to them or in the user's "
+                              f"cache folder: caching them in {folder} (set NUMBA_CACHE_DIR to choose a place)",
+                              RuntimeWarning, stacklevel=2)
+            return self
+
+    KernelsTemporaryCacheLocator.__module__ = __name__
+    return KernelsTemporaryCacheLocator
+
+
+def _fallback_cache_dir():
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return os.path.join(tempfile.gettempdir(), f"fastmlp-numba-cache-{user}")
+
+
 def _numba_cache_class(name):
     # public names since Numba 0.61, underscored before
     return getattr(caching, name, None) or getattr(caching, "_" + name)
@@ -92,6 +141,6 @@ try:
             type("Kernels" + name, (_KernelsLocatorMixin, _numba_cache_class(name)),
                  {"__module__": __name__})
             for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
-        ]
+        ] + [_fallback_cache_class(_numba_cache_class("UserWideCacheLocator"))]
 except AttributeError:  # a Numba without these classes: per-file stamps, as Numba does
     pass

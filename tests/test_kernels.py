@@ -1,5 +1,7 @@
 """Each compiled kernel against its NumPy reference, on random data and on edge cases."""
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -693,3 +695,66 @@ def test_a_float32_optimizer_step_is_computed_in_float32():
     (signature,) = step.signatures
     ir = step.inspect_llvm(signature)
     assert "fpext" not in ir and " double " not in ir
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels' last cache place (kernels/_config.py): with neither their __pycache__ nor the
+# user's cache folder writable (a site-packages installed by root, no HOME), every kernel failed
+# to compile, "cannot cache function 'sigmoid': no locator available", even NumPy training
+# from the command line (audit 30). As root every place is writable, so the child below keeps
+# only the fallback in Numba's list of cache places.
+
+FALLBACK_ONLY = (
+    "import sys, warnings\n"
+    "import numpy as np\n"
+    "from numba.core import caching\n"
+    "from fastmlp.kernels import _config\n"
+    "registry = getattr(caching, 'CacheImpl', None) or caching._CacheImpl\n"
+    "registry._locator_classes[:] = [c for c in registry._locator_classes if c.__name__ == 'KernelsTemporaryCacheLocator']\n"
+    "warnings.simplefilter('always')\n"
+    "from fastmlp.kernels import activation\n"
+    "out = np.zeros(4, np.float32)\n"
+    "activation.activation_row_forward(out, 1)\n"
+    "print(activation.activation_row_forward.stats.cache_hits.most_common(1))\n"
+)
+
+
+def test_kernels_cache_in_the_temporary_folder_when_nowhere_else_is_writable(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", FALLBACK_ONLY], env=env, capture_output=True, text=True, cwd=tmp_path,
+                           timeout=300) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+    folder = tmp_path / f"fastmlp-numba-cache-{os.getuid()}"
+    assert runs[0].stderr.count("caching them in " + str(folder)) == 1, runs[0].stderr  # said once
+    assert any(folder.rglob("*.nbi")) and (folder.stat().st_mode & 0o777) == 0o700
+    assert runs[0].stdout.strip() == "[]" and "1)]" in runs[1].stdout  # compiled, then loaded from there
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+@pytest.mark.parametrize("folder", ["writable by others", "a symbolic link"])
+def test_the_kernels_fallback_cache_is_never_one_others_could_write(tmp_path, monkeypatch, folder):
+    import tempfile
+
+    from fastmlp.kernels import _config, activation
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    place = tmp_path / f"fastmlp-numba-cache-{os.getuid()}"
+    if folder == "writable by others":
+        place.mkdir()
+        place.chmod(0o777)
+    else:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        place.symlink_to(tmp_path / "elsewhere")
+    locator = next(c for c in _config._registry if c.__name__ == "KernelsTemporaryCacheLocator")
+    function = activation.activation_row_forward.py_func
+    assert locator.from_function(function, function.__code__.co_filename) is None
+    place.unlink() if place.is_symlink() else place.rmdir()
+    with pytest.warns(RuntimeWarning, match="caching them in"):
+        monkeypatch.setattr(_config, "_fallback_said", [])
+        found = locator.from_function(function, function.__code__.co_filename)
+    assert found is not None and found.get_cache_path().startswith(str(place))
