@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -455,6 +456,7 @@ def train(
     n_samples = len(targets)
     before = run.continue_from(params, state)
     first_epoch = run.epochs_done
+    said_non_finite = []  # the epoch of the call's first non-finite validation loss, which a warning names
 
     def untrained(error):
         # nothing of the call trained: the run as it was before it (early stopping's best
@@ -524,6 +526,15 @@ def train(
                 error = _interrupted_after_training(epoch, n_samples, "while validating")
                 _cut_short(error, history, run, params, state, stopping)
                 raise error from None
+            if not math.isfinite(validation[0]) and not said_non_finite:
+                said_non_finite.append(epoch + 1)  # (once a call)
+                # finite weights whose outputs overflow on the validation data (its values far
+                # out of the training data's range): no divergence of training, but early stopping
+                # and the adaptive schedule count the epoch as no improvement, and said nothing
+                warnings.warn(f"the validation loss is {validation[0]} in epoch {epoch + 1}: the model's outputs "
+                              f"overflow on the validation data (far out of the training data's range?); early "
+                              f"stopping and the adaptive schedule count such epochs as no improvement",
+                              RuntimeWarning, stacklevel=2)
         try:
             # the epoch's record, whole: an interrupt between its lines left the history an epoch
             # ahead of the run, in a file no load would take

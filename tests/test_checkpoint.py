@@ -1,6 +1,7 @@
 """Checkpoints: the file format, its errors, and exact resumption of a run stopped after any epoch."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -1074,3 +1075,17 @@ def test_ctrl_c_after_the_calls_last_epoch_says_so_and_records_the_end(data, pyt
     whole = MLP([784, 8, 10], seed=2, backend="numpy")
     whole.fit(X, y, epochs=2, batch_size=4, progress=False)
     assert_same_run(model, whole)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # (NumPy's, of the overflow itself)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_non_finite_validation_loss_is_said(rng, backend):
+    # finite validation inputs whose outputs overflow: val_loss NaN, and early stopping stopped
+    # for "no improvement" with nothing else said (audit 31)
+    X = rng.random((50, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 50)
+    model = MLP([20, 8, 3], activation="relu", seed=0, backend=backend)
+    with pytest.warns(RuntimeWarning, match="the validation loss is nan in epoch 1: the model's outputs overflow"):
+        history = model.fit(X, y, epochs=2, validation_data=(X * np.float32(3e38), y), early_stopping=2,
+                            progress=False)
+    assert all(math.isnan(value) for value in history.val_loss)
