@@ -486,6 +486,8 @@ INTERPRETED_CASES = {
 def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case, monkeypatch):
     # No second process: on a cold cache (as after any edit of the kernels) the fits below would
     # start one, and the compiled runs would then train on the interpreted kernel too
+    import fastmlp.kernels as fastmlp_kernels
+
     monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
     spec = INTERPRETED_CASES[case]
     loss = spec.get("loss", "cross_entropy")
@@ -495,6 +497,8 @@ def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case, monkey
     options = dict(dict(lr=0.05), **spec.get("fit", {}))
     results = {}
     kernels = ("interpreted", "serial", "parallel") if spec.get("serial") else ("interpreted", "parallel")
+    forms = {"interpreted": "minibatch_sgd_chunk_interpreted", "serial": "minibatch_sgd_chunk_serial",
+             "parallel": "minibatch_sgd_chunk"}
     for name in kernels:
         model = MLP(layers, activation=spec.get("activation", "sigmoid"), loss=loss, dtype=spec.get("dtype", "float32"),
                     seed=2, threads=1)
@@ -503,9 +507,18 @@ def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case, monkey
         backend = model.backend_
         if name == "interpreted":
             backend._parallel_compiling = Compiling(10**9)  # a cold start that never ends
-        elif name == "serial":
-            backend._serial = {np.dtype(X.dtype).name: True}  # one thread, no parallel kernel anywhere
-        history = model.partial_fit(X, y, weights, epochs=2, batch_size=batch_size)
+        # the serial twin, or not even on one thread with no parallel kernel in the cache: run
+        # alone on a cold cache, the "parallel" runs took the twin and compared it with itself
+        backend._serial = {np.dtype(X.dtype).name: name == "serial"}
+        calls = {form: 0 for form in forms.values()}
+        with pytest.MonkeyPatch.context() as counting:
+            for form in forms.values():
+                def counted(*args, _form=form, _kernel=getattr(fastmlp_kernels, form)):
+                    calls[_form] += 1
+                    return _kernel(*args)
+                counting.setattr(fastmlp_kernels, form, counted)
+            history = model.partial_fit(X, y, weights, epochs=2, batch_size=batch_size)
+        assert calls[forms[name]] > 0 and sum(calls.values()) == calls[forms[name]], (name, calls)
         results[name] = (model.params_.copy(), model.optimizer_state_.slots.copy(), history.loss[-2:])
     for name in kernels[1:]:
         np.testing.assert_array_equal(results["interpreted"][0], results[name][0])
