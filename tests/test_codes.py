@@ -64,6 +64,8 @@ def test_kernels_read_each_loss_code_as_its_name_says(pair, dtype):
     z = np.linspace(-2, 3, 3 * K).reshape(3, K).astype(dtype)
     labels = np.array([0, 1, 0], np.int64)
     targets = np.zeros((3, K), dtype)
+    if K == 1:
+        targets[:, 0] = labels  # (a binary label, read either way)
     p, losses, correct = np.empty_like(z), np.empty(3, dtype), np.empty(3, np.int64)
     kernels.loss_forward(losses, correct, p, z, labels, targets, network.LOSSES[pair])
     expected = {
@@ -72,6 +74,17 @@ def test_kernels_read_each_loss_code_as_its_name_says(pair, dtype):
         "identity": z,
     }[output]
     np.testing.assert_allclose(p, expected, rtol=1e-5)
+    # and the loss by its name: the output alone leaves softmax + cross-entropy and softmax + MSE
+    # apart by nothing (with their codes swapped, the check above passed: audit 32)
+    one_hot = np.eye(K, dtype=np.float64)[labels] if K > 1 else targets.astype(np.float64)
+    want = {
+        ("softmax", "cross_entropy"): lambda: -np.log((expected * one_hot).sum(axis=1)),
+        ("softmax", "mse"): lambda: 0.5 * ((expected - one_hot) ** 2).sum(axis=1),
+        ("sigmoid", "binary_cross_entropy"): lambda: -(one_hot * np.log(expected)
+                                                       + (1 - one_hot) * np.log(1 - expected)).sum(axis=1),
+        ("identity", "mse"): lambda: 0.5 * (z.astype(np.float64) ** 2).sum(axis=1),
+    }[pair]()
+    np.testing.assert_allclose(losses, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bias", [True, False])
