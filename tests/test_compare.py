@@ -90,6 +90,8 @@ def test_float32_runs_are_judged_by_their_distance_from_a_float64_run():
     assert within(record(1e-6, 1e-6, accuracy=(0.903, 0.899)), floor)
 
 
+@pytest.mark.mnist
+@pytest.mark.slow
 def test_float32_adam_relu_that_parts_from_float64_is_no_fault(mnist):
     # Adam at its default rate, relu, batch 32: after two epochs a hidden unit of each float32 run
     # lies 2e-2 of max|W| from the float64 run's (the backends in float64: 1e-13 apart). The bound

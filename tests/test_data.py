@@ -1394,6 +1394,7 @@ def test_atomic_write_refuses_a_symlink_to_a_directory_or_a_loop(tmp_path):
 # The real MNIST, when available
 
 
+@pytest.mark.mnist
 def test_real_mnist():
     directory = os.environ.get("FASTMLP_DATA")
     if not directory or not any(os.path.exists(os.path.join(directory, name + suffix))

@@ -497,16 +497,18 @@ def test_partial_fit_needs_classes_first_and_equals_epochs():
         model.partial_fit(X, np.where(y == 1, 5, 0))
 
 
-@pytest.mark.parametrize("make, classes", [(lambda: MLPClassifier(alpha=-1.0), [0, 1, 2]),
-                                           (lambda: MLPClassifier(), [0, 1])])  # y has a 2 not in classes
-def test_a_refused_first_partial_fit_leaves_the_classifier_unfitted(make, classes):
+@pytest.mark.parametrize("make, classes, words", [
+    (lambda: MLPClassifier(alpha=-1.0), [0, 1, 2], "alpha must be a finite number >= 0; got -1.0"),
+    (lambda: MLPClassifier(), [0, 1], "`y` has classes not in `self.classes_`"),  # y has a 2 not in classes
+])
+def test_a_refused_first_partial_fit_leaves_the_classifier_unfitted(make, classes, words):
     # classes_ stayed behind: sklearn's check_is_fitted took the estimator for a fitted one
     from sklearn.utils.validation import check_is_fitted
 
     X = np.random.default_rng(0).random((20, 3))
     y = np.arange(20) % 3
     estimator = make()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(words)):
         estimator.partial_fit(X, y, classes=classes)
     with pytest.raises(NotFittedError):
         check_is_fitted(estimator)

@@ -6,6 +6,7 @@ import csv
 import json
 import multiprocessing
 import os
+import re
 import sys
 
 import numpy as np
@@ -700,9 +701,14 @@ def test_loguniform_draws_are_uniform_in_the_logarithm():
     assert 0.4 < sum(t["lr"] < 1e-2 for t in trials) / len(trials) < 0.6  # half the decades (linear draws: 1%)
 
 
-@pytest.mark.parametrize("spec", ["uniform:1:1", "loguniform:1e-3:1e-1:5", "uniform:0.1"])
-def test_distributions_without_a_range_are_refused(spec):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("spec, words", [
+    ("uniform:1:1", "the bounds of 'uniform:1:1' must be finite with LOW < HIGH"),
+    ("loguniform:1e-3:1e-1:5", "a distribution is uniform or loguniform:LOW:HIGH, like loguniform:1e-3:1e-1; got "
+                               "'loguniform:1e-3:1e-1:5'"),
+    ("uniform:0.1", "a distribution is uniform or loguniform:LOW:HIGH, like loguniform:1e-3:1e-1; got 'uniform:0.1'"),
+])
+def test_distributions_without_a_range_are_refused(spec, words):
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}$"):
         sweeps.parse_distribution(spec)
 
 
