@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from fastmlp import MLP
 from fastmlp.cli import main
