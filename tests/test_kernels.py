@@ -537,6 +537,7 @@ def test_a_cold_start_converts_by_numpy_while_the_second_process_compiles_the_co
             np.testing.assert_array_equal(getattr(data, field), getattr(alone, field))
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiled signatures (nothing compiles under NUMBA_DISABLE_JIT=1)")
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_sparse_rows_compile_once_for_writeable_and_read_only_inputs(rng, dtype):
     # a read-only X (a memory map, joblib's, pandas') compiled both conversion kernels a second
@@ -719,6 +720,10 @@ FALLBACK_ONLY = (
 )
 
 
+NO_CACHE_WITHOUT_JIT = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="nothing is cached under NUMBA_DISABLE_JIT=1")
+
+
+@NO_CACHE_WITHOUT_JIT
 def test_kernels_cache_in_the_temporary_folder_when_nowhere_else_is_writable(tmp_path):
     import subprocess
     import sys
@@ -735,6 +740,7 @@ def test_kernels_cache_in_the_temporary_folder_when_nowhere_else_is_writable(tmp
     assert runs[0].stdout.strip() == "[]" and "1)]" in runs[1].stdout  # compiled, then loaded from there
 
 
+@NO_CACHE_WITHOUT_JIT
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
 @pytest.mark.parametrize("folder", ["writable by others", "a symbolic link"])
 def test_the_kernels_fallback_cache_is_never_one_others_could_write(tmp_path, monkeypatch, folder):
