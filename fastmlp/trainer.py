@@ -272,15 +272,18 @@ class RunState:
             self.lr_reductions += 1
         return None
 
-    def take_best(self, params, state):
+    def take_best(self, params, state, part_way=False):
         """End of a training call with early stopping: the model takes the best epoch's weights
-        and optimizer state; the last epoch's are kept in ``last`` to go on from."""
+        and optimizer state; the last epoch's are kept in ``last`` to go on from (``part_way``:
+        the weights are part-way into the epoch after the last one done, so they are not the
+        best even where the best epoch is that last one). Returns whether the weights changed."""
         best = self.best
-        if best is None or best.epoch != self.best_epoch or best.epoch == self.epochs_done:
-            return
+        if best is None or best.epoch != self.best_epoch or (best.epoch == self.epochs_done and not part_way):
+            return False
         self.last = Snapshot(self.epochs_done, params.copy(), state.copy())
         params[...] = best.params
         state.restore(best.state)
+        return True
 
 
 def chunk_bounds(n_samples, batch_size, chunk_samples=CHUNK_SAMPLES):
@@ -456,7 +459,7 @@ def train(
     n_samples = len(targets)
     before = run.continue_from(params, state)
     first_epoch = run.epochs_done
-    said_non_finite = []  # the epoch of the call's first non-finite validation loss, which a warning names
+    said_non_finite = False  # a call's first non-finite validation loss has a warning
 
     def untrained(error):
         # nothing of the call trained: the run as it was before it (early stopping's best
@@ -527,7 +530,7 @@ def train(
                 _cut_short(error, history, run, params, state, stopping)
                 raise error from None
             if not math.isfinite(validation[0]) and not said_non_finite:
-                said_non_finite.append(epoch + 1)  # (once a call)
+                said_non_finite = True
                 # finite weights whose outputs overflow on the validation data (its values far
                 # out of the training data's range): no divergence of training, but early stopping
                 # and the adaptive schedule count the epoch as no improvement, and said nothing
@@ -594,16 +597,10 @@ def _cut_short(error, history, run, params, state, stopping):
     run has not ended (its best epoch so far, no stop), and with early stopping a divergence,
     like any end of a call, leaves the best epoch's weights in the model, the trajectory kept
     to go on from (``run.last``); an interrupt leaves the weights it stopped at."""
-    best = run.best
-    if (isinstance(error, DivergenceError) and stopping.patience is not None and best is not None
-            and best.epoch == run.best_epoch and (best.epoch != run.epochs_done or run.interrupted is not None)):
-        # (take_best's swap, also where the best epoch is the last one done and the weights are
-        # part-way into the next)
-        run.last = Snapshot(run.epochs_done, params.copy(), state.copy())
-        params[...] = best.params
-        state.restore(best.state)
+    if (isinstance(error, DivergenceError) and stopping.patience is not None
+            and run.take_best(params, state, part_way=run.interrupted is not None)):
         error.args = (f"{error.args[0]}. Early stopping: the model holds the best epoch's weights (epoch "
-                      f"{best.epoch}); partial_fit goes on from the weights before the divergence",)
+                      f"{run.best.epoch}); partial_fit goes on from the weights before the divergence",)
     history.best_epoch = run.best_epoch or None
     history.stopped_epoch = None
     history.stop_reason = None

@@ -1089,3 +1089,22 @@ def test_a_non_finite_validation_loss_is_said(rng, backend):
         history = model.fit(X, y, epochs=2, validation_data=(X * np.float32(3e38), y), early_stopping=2,
                             progress=False)
     assert all(math.isnan(value) for value in history.val_loss)
+
+
+def test_a_divergence_part_way_after_the_best_epoch_leaves_that_epochs_weights(data, monkeypatch):
+    # the best epoch the last one done, the weights part-way into the next when it diverged: they
+    # are not the best epoch's, though take_best alone would have taken them for it
+    X, y = data
+    chunks = trainer.chunk_bounds
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=40))  # 3 an epoch
+    kwargs = dict(batch_size=4, momentum=0.9, lr=0.05, validation_fraction=0.2, early_stopping=10, progress=False)
+    model = MLP([784, 8, 10], seed=2, backend="numpy")
+    starts = _diverge_at(monkeypatch, 3 * 3 + 2)
+    with pytest.raises(fastmlp.DivergenceError, match=r"the best epoch's weights \(epoch 3\)"):
+        model.fit(X, y, epochs=6, **kwargs)
+    monkeypatch.undo()
+    assert model.history_.best_epoch == 3 and model.run_.interrupted == {"epoch": 4, "samples": 40}
+    reference = MLP([784, 8, 10], seed=2, backend="numpy")
+    reference.fit(X, y, epochs=3, **kwargs)
+    np.testing.assert_array_equal(model.params_, reference.params_)
+    np.testing.assert_array_equal(model.run_.last.params, starts[-1])
