@@ -436,14 +436,29 @@ def test_a_peer_prepared_again_on_fewer_samples_trains_on_them(tiny_mnist, peer)
     X, y, _, _ = load_mnist(str(tiny_mnist))
     arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
     init = init_params(arch, "auto", 0)
-    runner = {"torch": lambda: peers.TorchRunner(arch, 0.1, 32, 1), "jax": lambda: peers.JaxRunner(arch, 0.1, 32),
-              "sklearn": lambda: peers.SklearnRunner(arch, 0.1, 32, seed=0)}[peer]()
-    for n in (300, 200):
+    def new_runner():
+        return {"torch": lambda: peers.TorchRunner(arch, 0.1, 32, 1), "jax": lambda: peers.JaxRunner(arch, 0.1, 32),
+                "sklearn": lambda: peers.SklearnRunner(arch, 0.1, 32, seed=0)}[peer]()
+
+    def weights(state):  # the trained weights, as NumPy arrays
+        if peer == "torch":
+            return [p.detach().numpy().copy() for p in state[0].parameters()]
+        if peer == "jax":
+            return [np.asarray(a) for layer in state for a in layer]
+        return [*state.coefs_, *state.intercepts_]
+
+    def run(runner, n):
         order = sample_order(n, 0)
         runner.prepare(Split(X[:n], y[:n]))
         runner.warmup(init, order)
-        state = runner.train(runner.start(init, order), order)
-    assert 0 <= runner.accuracy(state, Split(X[:300], y[:300])) <= 1
+        return weights(runner.train(runner.start(init, order), order))
+
+    runner = new_runner()
+    on_all, again = run(runner, 300), run(runner, 200)
+    fresh = run(new_runner(), 200)  # a runner that only ever saw the 200
+    for got, want, other in zip(again, fresh, on_all):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not all(np.allclose(got, other) for got, other in zip(again, on_all))
 
 
 def test_sklearn_peer_starts_from_fastmlp_weights(tiny_mnist):

@@ -1330,6 +1330,11 @@ def test_compile_notice_shows_only_while_compiling():
         while not stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def until_due(notice, seconds=30):  # past `after`: the notice's timer has fired
+        deadline = time.monotonic() + seconds
+        while not notice._due and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def compiling():  # what Numba sends around a compile (a cache miss), never around a cache load
         return event.trigger_event("numba:compile", data={})
 
@@ -1347,8 +1352,9 @@ def test_compile_notice_shows_only_while_compiling():
     # a slow cache load: past `after` with nothing compiled (it took 0.45-0.9 s on a Zen 2, and
     # the notice, on a timer alone, said it was compiling)
     loading = io.StringIO()
-    with compile_notice("anything", enabled=True, stream=loading, after=0.01):
-        time.sleep(0.2)
+    with compile_notice("anything", enabled=True, stream=loading, after=0.01) as notice:
+        until_due(notice)
+    assert notice._due  # (its timer has fired: the silence below is not a timer that fired late)
     silent = io.StringIO()
     with compile_notice("anything", enabled=False, stream=silent, after=0.0):
         with compiling():
@@ -1356,8 +1362,9 @@ def test_compile_notice_shows_only_while_compiling():
     assert quick.getvalue() == "" and loading.getvalue() == "" and silent.getvalue() == ""
     # a compile that starts late in a long block shows it then
     late = io.StringIO()
-    with compile_notice("anything", enabled=True, stream=late, after=0.01):
-        time.sleep(0.1)
+    with compile_notice("anything", enabled=True, stream=late, after=0.01) as notice:
+        until_due(notice)
+        assert late.getvalue() == ""
         with compiling():
             until_shown(late)
     assert late.getvalue().startswith("compiling the numba kernels")

@@ -900,10 +900,10 @@ def test_a_server_that_sends_a_trickle_fails_at_the_deadline(cache_dir, server, 
     server.serve(0)
     server.responses["/one/train-images-idx3-ubyte.gz"] = Trickle(server.files["train-images-idx3-ubyte.gz"])
     monkeypatch.setattr(data, "DOWNLOAD_DEADLINE_SECONDS", 1)
-    tic = time.perf_counter()
+    # (the message is the deadline's alone: a download the deadline did not cut would have ended,
+    # long after, with the file whole and no error)
     with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz: the download took more than 1 s"):
         load_mnist(progress=False)
-    assert time.perf_counter() - tic < 10
     assert os.listdir(cache_dir) == []
 
 
@@ -1039,6 +1039,15 @@ def test_random_bytes_idx(tmp_path, content, gz):
 )
 def test_random_bytes_after_plausible_header(tmp_path, content, prefix):
     check_idx_readers(write(tmp_path / "fuzz", prefix + content))
+
+
+@FUZZ
+@given(labels=st.binary(max_size=64), gz=st.booleans())
+def test_well_formed_label_files_of_random_bytes(tmp_path, labels, gz):
+    # the label reader's accepted branch: the random bytes above (practically) never form one
+    path = write(tmp_path / "labels", b"\x00\x00\x08\x01" + len(labels).to_bytes(4, "big") + labels, gz=gz)
+    check_idx_readers(path)
+    np.testing.assert_array_equal(read_idx_labels(path), np.frombuffer(labels, np.uint8))
 
 
 @FUZZ

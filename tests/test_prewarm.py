@@ -318,44 +318,54 @@ def test_a_claim_is_won_once_and_compiles_anyway_without_its_directory(tmp_path)
 
 
 def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_ended(tmp_path, monkeypatch):
-    import threading
-
     from fastmlp import _prewarm
 
     shares = []
     monkeypatch.setattr(_prewarm, "compile_share", lambda *args: shares.append(args))
     monkeypatch.setattr(_prewarm, "_SHARED", set())
 
-    class Other:  # the second process, still compiling
+    class Other:  # the second process, still compiling; ``then(polls)`` runs at each of the fit's polls
         fastmlp_plan = ("mini-batch", "float32", "uint8")
 
-        def __init__(self, claims):
+        def __init__(self, claims, then):
             self.fastmlp_claims = claims
             self.ended = None
+            self.polls = 0
+            self.then = then
 
         def poll(self):
+            self.polls += 1
+            self.then(self.polls)
             return self.ended
 
+    def store_at(poll):  # the claimed kernel stored at the fit's third poll
+        if poll == 3:
+            (claims / "_part_update.done").touch()
+
+    # (events, not times: a fit that ignored the other process's state would poll until
+    # SHARE_WAIT_SECONDS, thousands of polls, and fail the counts below)
     claims = tmp_path / "claims"
     claims.mkdir()
     (claims / "_part_update").touch()  # claimed by the other process, not stored yet
-    other = Other(str(claims))
-    threading.Timer(0.3, lambda: (claims / "_part_update.done").touch()).start()
+    other = Other(str(claims), store_at)
     _prewarm.share(other)
     assert (claims / "_part_update.done").exists()  # it waited for the claimed kernel (not for a time)
+    assert other.polls == 3  # and no longer
     assert shares == [(str(claims), "float32", "uint8")]
     _prewarm.share(other)  # once per claims directory
-    assert len(shares) == 1
+    assert len(shares) == 1 and other.polls == 3
 
     ended = tmp_path / "ended"
     ended.mkdir()
     (ended / "_part_gradient").touch()  # claimed, and never stored: the other process ended
-    other = Other(str(ended))
-    threading.Timer(0.3, lambda: setattr(other, "ended", 1)).start()
-    tic = time.monotonic()
+
+    def end_at(poll):
+        if poll == 3:
+            other.ended = 1
+
+    other = Other(str(ended), end_at)
     _prewarm.share(other)
-    assert other.ended == 1  # it waited until the other process ended
-    assert time.monotonic() - tic < _prewarm.SHARE_WAIT_SECONDS / 2  # and no longer (a generous bound)
+    assert other.polls == 3  # it waited until the other process ended, and no longer
     assert len(shares) == 2
 
 
@@ -589,18 +599,35 @@ def test_a_process_started_by_a_fit_in_a_thread_outlives_the_thread(python_proce
     # still running
     from fastmlp import _prewarm
     needs_two_cores()
-    code = ("import json, os, threading, time\nfrom fastmlp import _prewarm\n"
+    # The thread ends once the process has asked for the signal (it catches SIGUSR2: the prctl is
+    # _exit_with_parent's next statement; the 0.5 s is for that statement alone), early in its
+    # compile; the fit's process then waits for it. A process the signal ended exits 0 as well
+    # (it was not told to finish), so what tells is the kernel it stores in the cache at its end.
+    code = ("import json, os, signal, threading, time\nfrom fastmlp import _prewarm\n"
             "started = []\n"
+            "def asked_for_the_signal(pid):\n"
+            "    try:\n"
+            "        with open(f'/proc/{pid}/status') as status:\n"
+            "            caught = next(int(line.split()[1], 16) for line in status if line.startswith('SigCgt:'))\n"
+            "    except OSError:\n"
+            "        return True  # (ended)\n"
+            "    return caught >> (signal.SIGUSR2 - 1) & 1\n"
             "def fit():\n"
             "    started.append(_prewarm.start('per-sample', 'float64', 'uint8'))\n"
-            "    time.sleep(3)\n"  # (the process has asked for the signal by now)
+            "    deadline = time.monotonic() + 120\n"
+            "    while not asked_for_the_signal(started[0].pid) and time.monotonic() < deadline:\n"
+            "        time.sleep(0.01)\n"
+            "    time.sleep(0.5)\n"
             "thread = threading.Thread(target=fit)\n"
-            "thread.start()\nthread.join()\ntime.sleep(1)\n"  # the signal has come by now
-            "print(json.dumps([os.getpid(), started[0].poll()]))\n")
+            "thread.start()\nthread.join()\n"
+            "print(json.dumps([os.getpid(), started[0].wait(timeout=600)]))\n")
+    ask = ("import json, numpy as np\nfrom fastmlp import _prewarm, kernels\n"
+           "print(json.dumps(_prewarm.cache_is_cold(kernels.sgd_persample_chunk, np.float64, np.uint8)))")
     with tempfile.TemporaryDirectory() as cache_dir:
         fit_pid, status = json.loads(run_python(["-c", code], cache_dir, python_process))
         assert _prewarm.wait_for_finishing(fit_pid, timeout=600)
-    assert status in (None, 0)  # running, or done: not ended by the signal (-15 or -12)
+        assert status == 0
+        assert json.loads(run_python(["-c", ask], cache_dir, python_process)) is False  # it compiled to the end
 
 
 def test_a_cold_train_leaves_the_kernel_its_run_trained_without_in_the_cache(python_process, tiny_mnist_dir):
