@@ -916,8 +916,8 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
     code = ("import signal, time\nfrom fastmlp import _prewarm\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # (started in the background: ignored)
             "process = _prewarm.start('mini-batch', 'float64', 'float64')\n"
-            "print(process.pid, flush=True)\n"
-            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass\n"  # a cell interrupted
+            "try:\n    print(process.pid, flush=True)\n    time.sleep(120)\n"  # (the pid once inside the try)
+            "except KeyboardInterrupt:\n    pass\n"  # a cell interrupted
             "time.sleep(1)\nprint(process.poll(), flush=True)\n"
             "time.sleep(120)\n")  # interrupted again, uncaught: the script ends
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -925,7 +925,6 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
                               text=True, env=environment, cwd=tempfile.gettempdir(), start_new_session=True)
     try:
         child = int(script.stdout.readline())
-        time.sleep(1)
         os.killpg(script.pid, signal.SIGINT)
         assert script.stdout.readline() == "None\n"  # still compiling after the interrupt
         os.killpg(script.pid, signal.SIGINT)
