@@ -408,7 +408,24 @@ def _check_counts(images_path, images, labels_path, labels):
 
 
 def _download(dataset, directory, missing, progress):
-    """Download the missing files as .gz; return None on success, else what failed."""
+    """Download the missing files as .gz; return None on success, else what failed. The folders
+    it had to make (the dataset's, and the cache's above it on a first load) are removed again
+    when it fails (or is interrupted) before a file is in them."""
+    made = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # deepest first
+    failure = "interrupted"
+    try:
+        failure = _download_files(dataset, directory, missing, progress)
+        return failure
+    finally:
+        if failure:
+            for folder in made:
+                try:
+                    folder.rmdir()  # (only where empty: a file downloaded before the failure stays)
+                except OSError:
+                    break
+
+
+def _download_files(dataset, directory, missing, progress):
     from ._atomic import target_problem
 
     try:

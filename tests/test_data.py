@@ -857,7 +857,7 @@ def test_corrupted_download_is_rejected_and_not_kept(cache_dir, server, monkeypa
     assert "checksum mismatch" in message and expected in message
     assert hashlib.md5(corrupted).hexdigest() in message
     assert "/one/train-images-idx3-ubyte.gz" in message
-    assert os.listdir(cache_dir) == []
+    assert not cache_dir.exists() and not cache_dir.parent.parent.exists()  # (the folders it made are gone)
     # Nothing was kept that a later load could take for the real file.
     with pytest.raises(DataNotFoundError, match="download=False"):
         load_mnist(download=False)
@@ -879,7 +879,7 @@ def test_all_mirrors_fail(cache_dir, server, monkeypatch):
     assert "fetched by hand from http://127.0.0.1" in message
     # Stops after the first file no mirror serves; leaves nothing behind.
     assert server.requests == ["/two/train-images-idx3-ubyte.gz"]
-    assert os.listdir(cache_dir) == []
+    assert not cache_dir.exists() and not cache_dir.parent.parent.exists()  # (the folders it made are gone)
 
 
 def test_http_errors_and_cut_connections_leave_nothing(cache_dir, server):
@@ -891,7 +891,7 @@ def test_http_errors_and_cut_connections_leave_nothing(cache_dir, server):
     assert "503" in message and "/one/train-images-idx3-ubyte.gz" in message
     assert "/two/train-images-idx3-ubyte.gz: Connection broken" in message
     assert len(server.requests) == 2
-    assert os.listdir(cache_dir) == []
+    assert not cache_dir.exists() and not cache_dir.parent.parent.exists()  # (the folders it made are gone)
 
 
 def test_a_server_that_sends_a_trickle_fails_at_the_deadline(cache_dir, server, monkeypatch):
@@ -904,7 +904,26 @@ def test_a_server_that_sends_a_trickle_fails_at_the_deadline(cache_dir, server, 
     # long after, with the file whole and no error)
     with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz: the download took more than 1 s"):
         load_mnist(progress=False)
-    assert os.listdir(cache_dir) == []
+    assert not cache_dir.exists() and not cache_dir.parent.parent.exists()  # (the folders it made are gone)
+
+
+def test_a_failed_download_removes_only_the_folders_it_made_and_left_empty(cache_dir, server):
+    # a first load that failed left an empty $XDG_CACHE_HOME/fastmlp/mnist behind (audit 30)
+    server.serve(0)
+    server.responses["/one/train-labels-idx1-ubyte.gz"] = 503  # the second file fails on both mirrors
+    with pytest.raises(DataNotFoundError, match="no mirror could serve train-labels-idx1-ubyte.gz"):
+        load_mnist(progress=False)
+    assert os.listdir(cache_dir) == ["train-images-idx3-ubyte.gz"]  # what came before the failure stays
+    server.serve(0, 503)
+    for name in os.listdir(cache_dir):
+        os.remove(cache_dir / name)
+    with pytest.raises(DataNotFoundError):
+        load_mnist(progress=False)
+    assert cache_dir.is_dir()  # a folder it did not make stays, empty
+    os.rmdir(cache_dir)
+    with pytest.raises(DataNotFoundError):
+        load_mnist(progress=False)
+    assert not cache_dir.exists() and cache_dir.parent.is_dir()  # (the cache above it was there)
 
 
 def test_other_os_errors_are_worded_as_they_are():
@@ -921,7 +940,7 @@ def test_interrupted_download_leaves_nothing(cache_dir, server, monkeypatch):
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_mnist(progress=False)
-    assert os.listdir(cache_dir) == []
+    assert not cache_dir.exists() and not cache_dir.parent.parent.exists()  # (the folders it made are gone)
 
 
 def test_downloaded_files_get_the_umasks_permissions_and_a_killed_downloads_leftover_goes(cache_dir, server):
