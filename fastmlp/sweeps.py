@@ -29,7 +29,6 @@ import csv
 import difflib
 import io
 import itertools
-import json
 import math
 import numbers
 import os
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cli_options import TAKES_EFFECT_WITH
+from ._cli_options import TAKES_EFFECT_WITH, strict_json
 from .model import FIT_DEFAULTS, MLP, check_fit_options
 
 MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
@@ -786,7 +785,9 @@ class SweepResult:
                 "interrupted": self.interrupted, "trials": self.trials}
 
     def to_json(self):
-        return json.dumps(self.as_dict())
+        """``as_dict()`` as strict JSON, as every ``--json``: a score that is not finite (a test
+        loss of inf) is null."""
+        return strict_json(self.as_dict())
 
     def to_csv(self):
         buffer = io.StringIO()

@@ -4,6 +4,7 @@ failures recorded, ranking, random search, Ctrl-C, bad input, the command line."
 import concurrent.futures
 import csv
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -340,6 +341,22 @@ def test_numpy_values_become_the_python_numbers_json_writes():
     for trial in trials:
         assert type(trial["batch_size"]) is int and type(trial["lr"]) is float and type(trial["weight_decay"]) is float
         assert trial["layers"] == [784, 16, 10] and all(type(size) is int for size in trial["layers"])
+
+
+def test_the_json_of_a_result_is_strict_json():
+    # `fastmlp sweep --json` wrote Python's NaN and Infinity tokens (jq and JSON.parse refuse them),
+    # where every other --json writes null
+    record = {"trial": 0, "params": {"lr": 0.1}, "status": "ok", "error": None, "val_accuracy": 0.5,
+              "val_loss": math.nan, "test_loss": math.inf, "train_loss": -math.inf}
+    result = sweeps.SweepResult(trials=[record], swept=("lr",))
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    written = json.loads(result.to_json(), parse_constant=refuse)
+    assert {name: written["trials"][0][name] for name in ("val_accuracy", "val_loss", "test_loss", "train_loss")} == {
+        "val_accuracy": 0.5, "val_loss": None, "test_loss": None, "train_loss": None}
+    assert math.isnan(record["val_loss"])  # (the result itself keeps the numbers)
 
 
 @pytest.mark.parametrize(
