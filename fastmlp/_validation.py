@@ -112,6 +112,12 @@ def _numbers(values, name, expected):
     if hasattr(values, "toarray") and hasattr(values, "nnz"):
         raise TypeError(f"{name} is a scipy.sparse {type(values).__name__}; fastmlp takes dense arrays: pass "
                         f"{name}.toarray()")
+    if isinstance(values, np.ma.MaskedArray) and np.ma.getmaskarray(values).any():
+        # (np.asarray drops the mask: the masked entries trained, as numbers)
+        first = np.argwhere(np.ma.getmaskarray(values))[0]
+        where = f", first at row {int(first[0])}" if len(first) else ""
+        raise ValueError(f"{name} is a masked array with masked entries{where}; fill them ({name}.filled(value)) or "
+                         f"drop those rows")
     try:
         array = np.asarray(values)
     except ValueError as error:  # rows of different lengths ("inhomogeneous shape")
@@ -120,21 +126,47 @@ def _numbers(values, name, expected):
         if array.ndim == 0:
             raise TypeError(f"{name} must be {expected}; got {type(values).__name__}")
         flat = array.reshape(-1)
+        # ("1.5" is no number; set(map(type, ...)) takes 0.73x a comprehension's time: about 1 s at MNIST's size)
+        types = set(map(type, flat))
+        # Integers and bools held as objects (a frame of nullable Int64 and UInt8 columns) are
+        # integers and bools, as the same numbers in an int64 or bool array: X's check then asks
+        # whether they are pixels or features. As float64 they were taken for features, and a
+        # model trained on the same pixels as uint8 (scaled by 1/255) saw them 255x too large.
+        if types and all(issubclass(kind, (bool, np.bool_)) for kind in types):
+            return array.astype(np.bool_)
+        if types and all(issubclass(kind, (int, np.integer)) for kind in types):
+            try:
+                return array.astype(np.int64)
+            except OverflowError:  # (beyond int64: as floats below, where they fit a float64)
+                pass
         try:
             converted = array.astype(np.float64)
         except (TypeError, ValueError, OverflowError):
             converted = None
-        # ("1.5" is no number; set(map(type, ...)) takes 0.73x a comprehension's time: about 1 s at MNIST's size)
-        if converted is None or not set(map(type, flat)).isdisjoint((str, bytes)):
+        if converted is None or not types.isdisjoint((str, bytes)):
             for i, value in enumerate(flat):
+                row = np.unravel_index(i, array.shape)[0]
                 if isinstance(value, (str, bytes)) or not _is_number(value):
-                    raise TypeError(f"{name} must hold numbers; got {value!r} ({type(value).__name__}) at row "
-                                    f"{np.unravel_index(i, array.shape)[0]}")
+                    if isinstance(value, int) and _is_too_large(value):
+                        raise TypeError(f"{name} holds an integer too large for a float64 (about {len(str(abs(value)))} "
+                                        f"digits) at row {row}")
+                    raise TypeError(f"{name} must hold numbers; got {value!r:.80} ({type(value).__name__}) at row {row}")
             raise TypeError(f"{name} must hold numbers that fit a float64")
         return converted
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    if array.dtype.kind in "mM" or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        # (NumPy counts timedelta64 among the integers)
         raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
     return array
+
+
+def _is_too_large(value):
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        pass
+    return False
 
 
 def _is_number(value):
@@ -192,9 +224,10 @@ def _finite_floats(given, dtype, name, what):
         if not finite.all():
             row = _first_bad_row(~finite)
             if np.isfinite(given[row]).all():
+                advice = f"scale the {what}" + (", or train in float64" if np.dtype(dtype) != np.float64 else "")
                 raise ValueError(
                     f"{name} holds a value beyond the range of {np.dtype(dtype).name} (about "
-                    f"{float(np.finfo(dtype).max):.3g}); first at row {row}: scale the {what}, or train in float64"
+                    f"{float(np.finfo(dtype).max):.3g}); first at row {row}: {advice}"
                 )
             raise ValueError(f"{name} contains NaN or infinity; first at row {row}")
     return converted
@@ -271,9 +304,8 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     scales its sample's step relative to the others and the learning rate keeps its meaning)."""
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight)
-    if w.dtype == object or not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_) \
-            or np.issubdtype(w.dtype, np.complexfloating):
+    w = _numbers(sample_weight, "sample_weight", f"an array of {n_samples} weights")  # (objects as X's and y's)
+    if np.issubdtype(w.dtype, np.complexfloating):
         raise TypeError(f"sample_weight must hold real numbers; got an array of dtype {w.dtype}")
     if w.ndim != 1 or len(w) != n_samples:
         raise ValueError(f"sample_weight must have shape [{n_samples}], one weight per sample; got shape {w.shape}")

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
-from ._validation import _numbers, boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
+from ._validation import _finite_floats, _numbers, boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
 from .backends import check_backend
 from .model import MLP, unchanged_until_training, writable_arrays
 
@@ -789,7 +789,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y = _numbers(y, "y", f"an array of {len(X)} targets")  # (strings: "1.5" became 1.5 silently)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        targets = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)
+        # (a cast first made a target beyond float32's range "NaN or infinity", after NumPy's warning)
+        targets = _finite_floats(y.reshape(len(y), -1), X.dtype, "y", "targets")
         if not reset and targets.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {targets.shape[1]} outputs per sample but the model was trained with {self.n_outputs_}")
         return X, targets

@@ -148,7 +148,7 @@ def count_correct(out, targets, loss_code):
     if loss_code == IDENTITY_MSE:
         return 0
     if loss_code == SIGMOID_BCE:
-        return int(((out >= 0.5) == (label_sets(targets, out.dtype) == 1)).all(axis=1).sum())
+        return int(((out > 0.5) == (label_sets(targets, out.dtype) == 1)).all(axis=1).sum())
     return int((out.argmax(axis=1) == targets).sum())
 
 

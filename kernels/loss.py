@@ -13,7 +13,8 @@ dtype as the parameters) for codes 2 (values 0 or 1) and 3. The array a code doe
 empty (``np.empty(0, np.int64)``, ``np.empty((0, K), dtype)``); it is never read.
 
 A sample is correct when argmax(p) == y (codes 0, 1; first maximum on ties, like np.argmax) or
-(p >= 0.5) == t for every unit (code 2: the whole label set right); code 3 counts nothing.
+(p > 0.5) == t for every unit (code 2: the whole label set right; exactly 0.5 is 0, as scikit-learn's
+threshold); code 3 counts nothing.
 
 Sample weights: ``sample_weights`` [N] (the parameters' dtype; empty: every weight 1)
 multiplies sample ``row``'s loss and its dz (``weigh_row``) before the batch mean.
@@ -88,7 +89,7 @@ def loss_row_forward(p, z, labels, targets, row, loss):
             total += max(x, np.float32(0.0)) - x * t[k] + np.log1p(fast_exp(-abs(x)))
         correct = 1
         for k in range(z.shape[0]):
-            predicted = np.float32(1.0) if p[k] >= half else np.float32(0.0)
+            predicted = np.float32(1.0) if p[k] > half else np.float32(0.0)
             if predicted != t[k]:
                 correct = 0
         return total, correct

@@ -722,3 +722,18 @@ def test_a_regressor_refuses_targets_written_as_strings(y):
         MLPRegressor(max_iter=1).fit(X, y)
     with pytest.warns(ConvergenceWarning):  # (one iteration: the numbers are taken)
         assert MLPRegressor(max_iter=1).fit(X, y.astype(object).astype(np.float64)).n_iter_ == 1
+
+
+def test_a_regression_target_beyond_float32_is_named_so():
+    # y was cast to float32 first: NumPy's overflow warning, then "y contains NaN or infinity" of a
+    # y that held neither (audit 33)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 5)).astype(np.float32)
+    y = X[:, 0].astype(np.float64)
+    y[3] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match=r"^y holds a value beyond the range of float32 .* first at row 3: "
+                                             r"scale the targets, or train in float64$"):
+            MLPRegressor(max_iter=2, random_state=0).fit(X, y)
+    assert MLPRegressor(max_iter=2, random_state=0, dtype="float64").fit(X, y).n_iter_ == 2

@@ -531,3 +531,77 @@ def test_a_history_shows_a_summary_of_its_run():
     assert repr(regression) == f"History(epoch 1, loss {regression.loss[0]:.4g}, monitor='loss', best_epoch=1, " \
                                f"stopped_epoch=1, stop_reason='max epochs')"
     assert repr(type(h)()) == "History(no epochs)"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_probability_of_exactly_one_half_is_class_0_everywhere(dtype):
+    """MLP.predict said 1 at p = 0.5 (a bias-free network on a blank image), MLPClassifier and
+    scikit-learn 0 (audit 33); argmax takes the first of equal probabilities, so a tie goes to
+    the lower class there as well. The accuracy counts (NumPy's and the kernels') go by the same."""
+    from fastmlp import kernels, network, reference
+
+    X = np.random.default_rng(0).random((40, 5))
+    y = (X[:, 0] > 0.5).astype(np.int64)
+    binary = MLP([5, 4, 1], loss="binary_cross_entropy", activation="relu", bias=False, seed=0, dtype=dtype)
+    binary.fit(X, y, epochs=1, progress=False)
+    blank = np.zeros((2, 5))
+    assert binary.predict_proba(blank).ravel().tolist() == [0.5, 0.5]
+    assert binary.predict(blank).tolist() == [0, 0]
+    assert binary.evaluate(blank, [0, 0])["accuracy"] == 1.0 and binary.evaluate(blank, [1, 1])["accuracy"] == 0.0
+    multilabel = MLP([5, 4, 3], loss="binary_cross_entropy", activation="relu", bias=False, seed=0, dtype=dtype)
+    multilabel.fit(X, np.stack([y, 1 - y, y], axis=1), epochs=1, progress=False)
+    assert multilabel.predict(blank).tolist() == [[0, 0, 0], [0, 0, 0]]
+    softmax = MLP([5, 4, 2], activation="relu", bias=False, seed=0, dtype=dtype)
+    softmax.fit(X, y, epochs=1, progress=False)
+    assert softmax.predict(blank).tolist() == [0, 0]
+    # the counts alone, at p = 0.5 exactly
+    z = np.zeros((2, 2), dtype)
+    targets = np.array([[0, 0], [1, 0]], dtype)
+    out = reference.output_forward(z, network.SIGMOID_BCE)
+    assert reference.count_correct(out, targets, network.SIGMOID_BCE) == 1
+    p, losses, correct = np.empty_like(z), np.empty(2, dtype), np.empty(2, np.int64)
+    kernels.loss_forward(losses, correct, p, z, np.zeros(2, np.int64), targets, network.SIGMOID_BCE)
+    assert correct.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_predictions_convert_the_inputs_a_chunk_at_a_time_to_the_same_bits(backend, monkeypatch):
+    """predict and evaluate converted all of X to sparse rows at once (3-6x a dense X's memory
+    more: audit 33); now PREDICT_ROWS rows at a time, a multiple of the inference blocks, so the
+    outputs are the bits of one conversion of the whole."""
+    from fastmlp import model as model_module
+
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 256, size=(9000, 30)).astype(np.uint8)
+    X[:, ::3] = 0
+    y = rng.integers(0, 4, size=9000)
+    model = MLP([30, 8, 4], backend=backend, seed=2)
+    model.fit(X[:500], y[:500], epochs=1, progress=False)
+    whole = model.decision_function(X), model.predict_proba(X), model.predict(X), model.evaluate(X, y)
+    prepared = []
+    convert = model.backend_.prepare
+    monkeypatch.setattr(model.backend_, "prepare", lambda X, *a, **k: prepared.append(len(X)) or convert(X, *a, **k))
+    monkeypatch.setattr(model_module, "PREDICT_ROWS", 4096)  # (as it is: the test stands if it grows)
+    chunked = model.decision_function(X), model.predict_proba(X), model.predict(X), model.evaluate(X, y)
+    assert prepared == [4096, 4096, 808] * 4
+    for got, want in zip(chunked[:3], whole[:3]):
+        np.testing.assert_array_equal(got, want)
+    assert chunked[3] == whole[3]
+
+
+def test_weights_only_on_the_held_out_samples_are_refused_naming_the_split():
+    # "sample_weight is 0 for every sample", of weights that were not (audit 33)
+    from fastmlp._validation import validation_split
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 10)), rng.integers(0, 3, size=200)
+    model = MLP([10, 4, 3], seed=0)
+    model.fit(X, y, epochs=1, progress=False)
+    before = model.params_.copy()
+    _, held_out = validation_split(y, 0.5, model.run_seed, True)
+    weights = np.zeros(200)
+    weights[held_out[:3]] = 1.0
+    with pytest.raises(ValueError, match=r"^sample_weight is 0 on every sample that trains: its nonzero weights are all "
+                                         r"on the samples validation_fraction=0\.5 holds out; give weight"):
+        model.fit(X, y, sample_weight=weights, validation_fraction=0.5, progress=False)
+    np.testing.assert_array_equal(model.params_, before)

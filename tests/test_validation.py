@@ -240,6 +240,70 @@ def test_numbers_held_as_objects_train_as_float64_numbers(backend):
     np.testing.assert_array_equal(held.predict(X.astype(object)), plain.predict(X))
 
 
+def test_integers_held_as_objects_are_integers():
+    """A frame of nullable Int64 and UInt8 pixel columns is an object array of ints to NumPy: it
+    was taken as float64 features, 0..255, and a model trained on the same pixels as uint8 (scaled
+    by 1/255) gave other predictions, silently (audit 33). As X it is now refused as int64 X is
+    (pixels or features?); as labels and weights, ints are what they are."""
+    pd = pytest.importorskip("pandas")
+    model = MLP([784, 16, 10], seed=3)
+    model.fit(X_OK, Y_OK, epochs=1, progress=False)
+    frame = pd.DataFrame({f"p{i}": pd.array(X_OK[:, i], dtype="UInt8" if i % 2 else "Int64") for i in range(784)})
+    assert np.asarray(frame).dtype == object  # (mixed nullable columns)
+    for held in (frame, X_OK.astype(object), X_OK.astype(np.int64).astype(object)):
+        for call in (model.predict, model.predict_proba, lambda X: model.score(X, Y_OK),
+                     lambda X: MLP([784, 16, 10]).fit(X, Y_OK, progress=False),
+                     lambda X: MLP([784, 16, 10]).fit(X_OK, Y_OK, validation_data=(X, Y_OK), progress=False)):
+            with pytest.raises(TypeError, match=r"uint8 pixels \(scaled by 1/255\) or floats; got dtype int64\. "
+                                                r"Use (X|validation_data\[0\])\.astype\(np\.uint8\) for 0\.\.255 pixels"):
+                call(held)
+    bools = np.zeros((2, 784), bool).astype(object)
+    with pytest.raises(TypeError, match="got dtype bool"):  # (as a bool array is)
+        model.predict(bools)
+    # labels and weights held as objects: the same numbers
+    weights = np.arange(1, 21)
+    plain, held = (MLP([784, 16, 10], seed=3) for _ in range(2))
+    plain.fit(X_OK, Y_OK, epochs=1, sample_weight=weights, progress=False)
+    held.fit(X_OK, Y_OK.astype(object), epochs=1, sample_weight=weights.astype(object), progress=False)
+    np.testing.assert_array_equal(held.params_, plain.params_)
+
+
+@pytest.mark.parametrize("values, words", [
+    (np.full((20, 784), np.timedelta64(1, "s")), "X must hold numbers; got an array of dtype timedelta64[s]"),
+    (with_row(np.full((20, 784), 1, object), 2, 10**400), "X holds an integer too large for a float64 (about 401 digits) at row 2"),
+])
+def test_what_is_no_number_is_named_so(values, words):
+    # a timedelta was told to use astype(np.uint8) for pixels (NumPy counts it among the
+    # integers); an int of 401 digits was called "not a number" and printed whole (audit 33)
+    with pytest.raises(TypeError) as error:
+        MLP([784, 16, 10]).fit(values, Y_OK, progress=False)
+    assert str(error.value) == words
+
+
+def test_masked_entries_are_refused_not_trained_as_numbers():
+    # np.asarray drops a masked array's mask: a masked sentinel (-9999) trained as a pixel, and a
+    # masked label as a label (audit 33)
+    X = np.ma.masked_equal(with_row(X_OK.astype(np.float64) / 255, 3, -9999.0), -9999.0)
+    y = np.ma.masked_array(Y_OK, mask=np.arange(20) == 5)
+    with pytest.raises(ValueError, match=r"^X is a masked array with masked entries, first at row 3; fill them"):
+        MLP([784, 16, 10]).fit(X, Y_OK, progress=False)
+    with pytest.raises(ValueError, match=r"^y is a masked array with masked entries, first at row 5"):
+        MLP([784, 16, 10]).fit(X_OK, y, progress=False)
+    with pytest.raises(ValueError, match=r"^sample_weight is a masked array with masked entries, first at row 0"):
+        MLP([784, 16, 10]).fit(X_OK, Y_OK, sample_weight=np.ma.masked_array(np.ones(20), mask=np.arange(20) == 0),
+                               progress=False)
+    model = MLP([784, 16, 10], seed=0)
+    model.fit(np.ma.masked_array(X_OK), np.ma.masked_array(Y_OK), epochs=1, progress=False)  # nothing masked: fine
+    with pytest.raises(ValueError, match="masked entries, first at row 3"):
+        model.predict(X)
+
+
+def test_a_value_beyond_float64_is_not_told_to_train_in_float64():
+    big = with_row(np.full((20, 784), 0.5, np.longdouble), 3, np.longdouble(10) ** 400)
+    with pytest.raises(ValueError, match=r"beyond the range of float64 .* first at row 3: scale the data$"):
+        MLP([784, 16, 10], dtype="float64").fit(big, Y_OK, progress=False)
+
+
 def test_a_scipy_sparse_matrix_is_refused_naming_toarray():
     sparse = pytest.importorskip("scipy.sparse")
     with pytest.raises(TypeError, match=r"X is a scipy.sparse csr_matrix; .* X.toarray\(\)"):
