@@ -411,10 +411,15 @@ def _download(dataset, directory, missing, progress):
     """Download the missing files as .gz; return None on success, else what failed. The folders
     it had to make (the dataset's, and the cache's above it on a first load) are removed again
     when it fails (or is interrupted) before a file is in them."""
+    from ._atomic import _remove_stale_temporaries
+
     made = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # deepest first
     failure = "interrupted"
     try:
         failure = _download_files(dataset, directory, missing, progress)
+        if failure is None:  # a killed download's temporary file of a name this one did not write goes too
+            for gz_name in dataset.registry:
+                _remove_stale_temporaries(directory, gz_name)
         return failure
     finally:
         if failure:
@@ -515,6 +520,9 @@ def _retrieve(url, known_hash, directory, file_name, progress):
     deadline.daemon = True
     too_slow = f"the download took more than {DOWNLOAD_DEADLINE_SECONDS:g} s (the server sends too slowly)"
     path = os.path.join(directory, file_name)
+    # (another process's first download into this cache, interrupted, removes the folders it made
+    # while they are empty: this one's may be gone since _download made it, pooch's import ago)
+    os.makedirs(directory, exist_ok=True)
     try:
         with atomic_write(path, "w+b") as file:
             deadline.start()

@@ -962,6 +962,39 @@ def test_downloaded_files_get_the_umasks_permissions_and_a_killed_downloads_left
         name + ".gz": 0o644 for name in FILE_NAMES}
 
 
+def test_a_download_beside_another_leaves_no_killed_downloads_leftover(cache_dir, server):
+    # one of two first loads killed while the other downloaded the same file: the survivor had
+    # written that file already, so no later download of it came to remove the leftover (audit 34)
+    server.serve(0)
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "train-images-idx3-ubyte.gz").write_bytes(server.files["train-images-idx3-ubyte.gz"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = cache_dir / f".train-images-idx3-ubyte.gz.0badc0de.{dead.pid}@{socket.gethostname()}.tmp"
+    stale.write_bytes(b"half a download")
+    alive = cache_dir / f".train-images-idx3-ubyte.gz.0badc0de.{os.getppid()}@{socket.gethostname()}.tmp"
+    alive.write_bytes(b"another process's download, going on")
+    load_mnist(progress=False)
+    assert sorted(os.listdir(cache_dir)) == sorted([alive.name] + [name + ".gz" for name in FILE_NAMES])
+    assert "/one/train-images-idx3-ubyte.gz" not in server.requests
+
+
+def test_a_download_whose_folder_another_one_removed_makes_it_again(cache_dir, server, monkeypatch):
+    # two first loads: the one interrupted removes the (empty) folders it made, after the other
+    # found them made and before it opened its file there: that one then failed, blaming the
+    # mirrors ("no mirror could serve ...: directory ... does not exist"; audit 34)
+    server.serve(0)
+    retrieve = data._retrieve
+
+    def after_the_other_removed_it(url, known_hash, directory, file_name, progress):
+        if os.path.isdir(directory) and not os.listdir(directory):
+            os.rmdir(directory)
+        return retrieve(url, known_hash, directory, file_name, progress)
+
+    monkeypatch.setattr(data, "_retrieve", after_the_other_removed_it)
+    assert_matches(load_mnist(progress=False), server.arrays)
+
+
 def test_a_cache_it_cannot_write_to_is_said_so_and_no_mirror_is_asked(cache_dir, server, monkeypatch):
     # it said "no mirror could serve ... (<mirror>: [Errno 30] Read-only file system: '<cache>/tmpz16e57k8'; ...)"
     from fastmlp import _atomic
