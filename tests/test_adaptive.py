@@ -679,3 +679,26 @@ def test_a_large_mini_batch_scratch_is_let_go_at_the_end_of_a_call_and_a_small_o
     assert kept is not None and sum(array.nbytes for array in kept[2]) <= 200_000
     model.partial_fit(X[:64], y[:64], epochs=1, progress=False)
     assert model.backend_._minibatch is kept  # reused, not made again
+
+
+def test_chunks_too_small_to_probe_run_on_one_thread_while_no_core_is_spare():
+    """A training set of fewer than 2 x PROBE_SAMPLES samples makes every epoch a chunk too
+    small to probe: it ran on all threads beside a busy process, 153 times slower than on one
+    (audit 34). Quiet, it runs on all threads as before; busy, on one; and the count comes back
+    when the load ends."""
+    c = chooser()
+    c.clock.advance(0.2, CPUS, QUIET["others"])  # the fit's set-up
+    epoch = 2 * PROBE_SAMPLES - 32
+    assert [run_chunk(c, epoch, 32, QUIET) for _ in range(3)] == [[(2, epoch)]] * 3
+    busy = [run_chunk(c, epoch, 32, BUSY) for _ in range(20)]
+    # (the first busy epoch's look covers the quiet one before it: one epoch on two threads)
+    assert busy[0] == [(2, epoch)] and busy[1:] == [[(1, epoch)]] * 19
+    quiet = [run_chunk(c, epoch, 32, QUIET) for _ in range(6)]
+    # (a look needs IDLE_WINDOW, 30 ms: up to three epochs of 11 ms on one thread, then all threads)
+    ones = quiet.index([(2, epoch)])
+    assert 1 <= ones <= 3 and quiet == [[(1, epoch)]] * ones + [[(2, epoch)]] * (6 - ones)
+    assert c.current == 2  # (the choice itself: the small chunks only ran on one thread)
+    # a fit busy from its set-up runs its first small epoch on one thread
+    b = chooser()
+    b.clock.advance(0.2, CPUS, BUSY["others"])
+    assert run_chunk(b, epoch, 32, BUSY) == [(1, epoch)]
