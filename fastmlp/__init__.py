@@ -10,7 +10,7 @@
 ``fastmlp[sklearn]``); scikit-learn is imported only when one of them is first used.
 """
 
-from .checkpoint import CheckpointError, InterruptedRunWarning
+from .checkpoint import CheckpointError, CheckpointReplacedError, InterruptedRunWarning
 from .data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, read_csv, read_idx
 from .metrics import confusion_matrix
 from .model import MLP
@@ -34,6 +34,7 @@ __all__ = [
     "sweep",
     "SweepResult",
     "CheckpointError",
+    "CheckpointReplacedError",
     "InterruptedRunWarning",
     "DataFormatError",
     "DataNotFoundError",

@@ -72,6 +72,16 @@ def check_target(path, name="path"):
 _HOST = socket.gethostname()
 
 
+def file_identity(path):
+    """(device, inode, modification time in ns) of the file at ``path``, or None: every write
+    (a rename onto it, ``atomic_write``) changes it."""
+    try:
+        found = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return found.st_dev, found.st_ino, found.st_mtime_ns
+
+
 def _pid_namespace():
     """This process's PID namespace (Linux: the inode of /proc/self/ns/pid), or "" where unknown:
     a process id names a process only within one namespace."""

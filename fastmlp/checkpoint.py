@@ -82,6 +82,17 @@ class CheckpointError(ValueError):
     """A file that is not a fastmlp checkpoint, is newer than this fastmlp, or is damaged."""
 
 
+class CheckpointReplacedError(RuntimeError):
+    """The file a run checkpoints to was written by someone else since the run last wrote it
+    (two runs given the same path): the run stops rather than replace the other's file."""
+
+
+def replaced_message(path, epoch):
+    return (f"{os.fsdecode(path)} was replaced by another process since this run "
+            f"{'wrote it after epoch ' + str(epoch) if epoch is not None else 'began'}: two runs write the same "
+            f"file; give each its own. This run's weights were not written there")
+
+
 class InterruptedRunWarning(UserWarning):
     """A model saved part-way into an epoch (its training interrupted): it does not resume exactly."""
 

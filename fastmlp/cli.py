@@ -643,6 +643,7 @@ def _train_ranks(args, comm):
         + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
     args.save_found = _identity(args.save)  # what --save was before (an interrupt's account: _what_train_kept)
+    args.model = model  # (what its writes to --save left: _written_by_this_run)
     args.training = True  # (from here on an error's account says what --save holds)
 
     def on_epoch(history):
@@ -692,7 +693,13 @@ def _train_ranks(args, comm):
     if not lead:
         return 0
     if args.save:  # before the evaluation: a trained run is never lost to what comes after it
-        model.save(args.save)
+        written = _written_by_this_run(args)
+        expected, epoch = written if written is not None else (args.save_found, None)
+        if _identity(args.save) != expected:  # another run's file now (two runs given one --save)
+            from .checkpoint import CheckpointReplacedError, replaced_message
+
+            raise CheckpointReplacedError(replaced_message(args.save, epoch))
+        model._save_recorded(args.save)
     tic = time.perf_counter()
     test = model.evaluate(X_test, y_test)
     evaluate_seconds = time.perf_counter() - tic
@@ -1147,25 +1154,35 @@ def _what_train_kept(args):
     if not save or not hasattr(args, "save_found"):
         return ""
     now = _identity(save)
+    written = _written_by_this_run(args)
+    if written is not None and now != written[0]:  # (not this run's: no --resume of it advised)
+        return f"; {save} was replaced by another process since this run wrote it after epoch {written[1]}"
     resumed = now is not None and now == args.save_found and getattr(args, "resume", None) \
         and _identity(args.resume) == now
-    if now is not None and (now != args.save_found or resumed):
+    if now is not None and (written is not None or resumed):
         epochs = _epochs_in(save)
         if epochs is not None:
             return f"; {save} holds the run after epoch {epochs} (go on with --resume {save})"
+    if now != args.save_found:  # written since this run began, and not by it
+        return f"; {save} was replaced by another process since this run began"
     if getattr(args, "checkpoint_every", None) is not None:
         return f"; no checkpoint was written to {save} yet"
     return ""
 
 
 def _identity(path):
-    """(device, inode, modification time) of the file at ``path``, or None: a rename onto it
-    (every write: ``_atomic``) changes it."""
-    try:
-        found = os.stat(path)
-    except (OSError, TypeError, ValueError):
+    from ._atomic import file_identity
+
+    return file_identity(path)
+
+
+def _written_by_this_run(args):
+    """(identity, epoch) the file at --save had after this run's last write to it (a checkpoint
+    of fit's, or the final save), or None when the run wrote none."""
+    written = getattr(getattr(args, "model", None), "_checkpoint_written", None)
+    if written is None or written[0] != os.fspath(args.save):
         return None
-    return found.st_dev, found.st_ino, found.st_mtime_ns
+    return written[1], written[2]
 
 
 def _epochs_in(path):
@@ -1275,7 +1292,9 @@ def _main(argv):
             message = "not enough memory" + (f": {message}" if message != "MemoryError" else "")
         if getattr(args, "command", None) in ("train", "compare"):  # a fit's error once the data is in
             message = options.in_option_names(message, TRAINING_OPTIONS + MODEL_OPTIONS)
-        if getattr(args, "command", None) == "train" and getattr(args, "training", False) and _what_train_kept(args):
+        replaced = type(error).__name__ == "CheckpointReplacedError"  # (its message says what the file is)
+        if getattr(args, "command", None) == "train" and getattr(args, "training", False) and not replaced \
+                and _what_train_kept(args):
             # (a checkpoint that could not be written stops the run: say what the file holds)
             message += "; training stopped" + _what_train_kept(args)
         if not _said_by_rank_0(error):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import optim, reference, trainer
-from ._atomic import check_target
+from ._atomic import check_target, file_identity
 from ._validation import (
     boolean,
     check_sample_weight,
@@ -723,11 +724,23 @@ class MLP:
         )
         stopping = trainer.Stopping(options["early_stopping"], options["tol"], options["n_iter_no_change"])
 
+        # what the file was when this call began, then what this run's last write left: a file
+        # another process wrote since (two runs given one path) stops the run, rather than be
+        # replaced by it (the file went back and forth between the two runs, silently)
+        written = {"identity": file_identity(checkpoint_path) if checkpoints else None, "epoch": None}
+
+        def write_checkpoint():
+            if file_identity(checkpoint_path) != written["identity"]:
+                from .checkpoint import CheckpointReplacedError, replaced_message
+
+                raise CheckpointReplacedError(replaced_message(checkpoint_path, written["epoch"]))
+            self._save_recorded(checkpoint_path, written)
+
         def checkpoint():
             if comm is None:
-                self.save(checkpoint_path)
+                write_checkpoint()
             else:  # every rank hears whether rank 0's write failed: no rank waits for it
-                lead_step(comm, lambda: self.save(checkpoint_path))
+                lead_step(comm, write_checkpoint)
 
         every = checkpoint_every or 1
         listener = on_epoch
@@ -855,6 +868,22 @@ class MLP:
             name: getattr(self, name)
             for name in ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
         }
+
+    def _save_recorded(self, path, written=None):
+        """``save(path)``, recording what the file is after it in ``written`` (identity, epoch) and
+        in ``_checkpoint_written`` (the command line's account of what a stopped run left): also
+        when the write is interrupted after its rename (the directory's sync), as the file is
+        this run's then."""
+        before = file_identity(path)
+        try:
+            self.save(path)
+        finally:
+            after = file_identity(path)
+            if after != before:
+                epoch = self.run_.epochs_done
+                if written is not None:
+                    written.update(identity=after, epoch=epoch)
+                self._checkpoint_written = (os.fspath(path), after, epoch)
 
     def save(self, path):
         """Write the model and its run to ``path`` (.npz, atomically): everything ``load`` and

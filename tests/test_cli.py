@@ -1612,3 +1612,59 @@ def test_a_checkpoint_that_fails_or_is_interrupted_says_what_the_file_holds(caps
         assert status == 130 and "training interrupted in epoch 3 after 0 samples" in err
     else:
         assert status == 1 and "No space left on device; training stopped;" in err
+
+
+@pytest.mark.parametrize("checkpoints", [True, False])
+def test_a_save_file_another_run_replaced_is_not_replaced_again(capsys, tiny_mnist, tmp_path, monkeypatch, checkpoints):
+    """Two trains given one --save: neither noticed the other, the file went back and forth
+    between their runs, both said "saved model to", and an interrupted one advised --resume of
+    the other's file (audit 34). The run that finds the file replaced stops, and says so."""
+    from fastmlp import model as model_module
+
+    path = tmp_path / "same.npz"
+    other = MLP([784, 8, 10], seed=5)
+    other.initialize()
+    fit = model_module.MLP.fit
+
+    def fit_beside_another(self, *args, on_epoch=None, **kwargs):
+        def then(history):
+            if len(history.epoch) == 2:
+                other.save(path)  # another process's run, between this one's epochs 2 and 3
+            if on_epoch is not None:
+                on_epoch(history)
+        return fit(self, *args, on_epoch=then, **kwargs)
+
+    monkeypatch.setattr(model_module.MLP, "fit", fit_beside_another)
+    every = ["--checkpoint-every", "1"] if checkpoints else []
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "4", "--save", str(path), "--no-progress", *every)
+    assert status == 1 and "saved model to" not in out
+    since = "wrote it after epoch 2" if checkpoints else "began"  # (a checkpoint comes before on_epoch)
+    assert (f"fastmlp: error: {path} was replaced by another process since this run {since}: two runs write the "
+            f"same file; give each its own. This run's weights were not written there\n") in err, err
+    assert "--resume" not in err
+    np.testing.assert_array_equal(MLP.load(path).params_, other.params_)  # the other run's file, as it left it
+
+
+def test_an_interrupted_run_does_not_advise_resuming_a_file_another_run_wrote(capsys, tiny_mnist, tmp_path, monkeypatch):
+    from fastmlp import model as model_module
+
+    path = tmp_path / "same.npz"
+    other = MLP([784, 8, 10], seed=5)
+    other.initialize()
+    fit = model_module.MLP.fit
+
+    def fit_beside_another(self, *args, on_epoch=None, **kwargs):
+        def then(history):
+            on_epoch(history)
+            if len(history.epoch) == 2:
+                other.save(path)
+                raise KeyboardInterrupt
+        return fit(self, *args, on_epoch=then, **kwargs)
+
+    monkeypatch.setattr(model_module.MLP, "fit", fit_beside_another)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "4", "--save", str(path), "--checkpoint-every", "1", "--no-progress")
+    assert status == 130
+    assert f"; {path} was replaced by another process since this run wrote it after epoch 2" in err, err
+    assert "--resume" not in err

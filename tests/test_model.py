@@ -605,3 +605,28 @@ def test_weights_only_on_the_held_out_samples_are_refused_naming_the_split():
                                          r"on the samples validation_fraction=0\.5 holds out; give weight"):
         model.fit(X, y, sample_weight=weights, validation_fraction=0.5, progress=False)
     np.testing.assert_array_equal(model.params_, before)
+
+
+def test_a_checkpoint_file_another_run_wrote_stops_the_run(tmp_path):
+    """Two runs given one checkpoint_path wrote it in turn, each replacing the other's run
+    (audit 34): the run that finds the file written by another since its last write stops."""
+    rng = np.random.default_rng(1)
+    X, y = rng.random((64, 6)), rng.integers(0, 3, size=64)
+    path = tmp_path / "run.npz"
+    other = MLP([6, 4, 3], seed=9)
+    other.fit(X, y, epochs=1, progress=False)
+
+    def another_run_writes(history):
+        if len(history.epoch) == 2:
+            other.save(path)
+
+    model = MLP([6, 4, 3], seed=0)
+    with pytest.raises(fastmlp.CheckpointReplacedError,
+                       match=rf"^{re.escape(str(path))} was replaced by another process since this run wrote it after "
+                             r"epoch 2: two runs write the same file; give each its own"):
+        model.fit(X, y, epochs=4, checkpoint_path=path, on_epoch=another_run_writes, progress=False)
+    assert model.epochs_trained_ == 3  # (it stopped at epoch 3's checkpoint; the weights are its)
+    np.testing.assert_array_equal(MLP.load(path).params_, other.params_)
+    # a file there before the call is this run's to replace; one written during it is not
+    model.fit(X, y, epochs=2, checkpoint_path=path, progress=False)
+    assert MLP.load(path).epochs_trained_ == 2
