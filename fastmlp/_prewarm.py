@@ -61,6 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import _HOST
+
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
 _STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next fit's start()
 _SHARED = set()  # the claims directories whose share this process has compiled
@@ -395,7 +397,7 @@ def _forget_ended():
         _STARTED.remove(ended)
 
 
-MARK_PREFIX = "fastmlp-compiling-"  # + plan-dtype-values_dtype-pid, in the kernel's cache directory
+MARK_PREFIX = "fastmlp-compiling-"  # + plan-dtype-values_dtype-pid@host, in the kernel's cache directory
 
 
 def _marks_folder(plan):
@@ -411,7 +413,7 @@ def _mark_compiling(plan, dtype, values_dtype):
     try:
         folder = _marks_folder(plan)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{MARK_PREFIX}{plan}-{dtype}-{values_dtype}-{os.getpid()}"
+        path = folder / f"{MARK_PREFIX}{plan}-{dtype}-{values_dtype}-{os.getpid()}@{_HOST}"
         path.touch()
     except (OSError, AttributeError):
         return None
@@ -438,24 +440,35 @@ def compiling_elsewhere(plan, dtype, values_dtype):
     except (OSError, AttributeError):
         return None
     mine = {getattr(process, "pid", None) for process in _STARTED}
+    key = (plan, np.dtype(dtype).name, np.dtype(values_dtype).name)
     for entry in marks:
-        pid = entry.name[len(prefix):]
+        pid, _, host = entry.name[len(prefix):].partition("@")
         if not pid.isdigit() or int(pid) in mine:
             continue
-        if _compiler_running(int(pid)):
-            return _Elsewhere(int(pid), Path(entry.path), (plan, np.dtype(dtype).name, np.dtype(values_dtype).name))
+        if host and host != _HOST:
+            continue  # another machine's, on a shared cache: its pid means nothing here (and it is not ours to remove)
+        if _compiler_running(int(pid), key):
+            return _Elsewhere(int(pid), Path(entry.path), key)
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
     return None
 
 
-def _compiler_running(pid):
+def _compiler_running(pid, key=None):
     """Whether ``pid`` is a running ``fastmlp._prewarm`` process (where /proc shows it: Linux;
-    elsewhere, whether the process exists)."""
+    elsewhere, whether the process exists), compiling ``key`` (plan, dtype, values_dtype) when
+    given: a mark left by a killed second process names a pid that may come back as another
+    plan's (pids wrap at 32768), which a cold fit took for its own compile and waited on (94
+    samples/s; audit 34)."""
     if not os.path.isdir("/proc/self"):
         return _process_exists(pid)
     arguments = _command_line(pid)  # (None: gone)
-    return arguments is not None and b"fastmlp._prewarm" in arguments and not _is_zombie(pid)
+    if arguments is None or b"fastmlp._prewarm" not in arguments or _is_zombie(pid):
+        return False
+    if key is None:
+        return True
+    at = arguments.index(b"fastmlp._prewarm") + 1
+    return arguments[at : at + 3] == [part.encode() for part in key]
 
 
 def _command_line(pid):
@@ -480,7 +493,7 @@ class _Elsewhere:
         self.returncode = None
 
     def poll(self):
-        if self.returncode is None and not (self.fastmlp_mark.exists() and _compiler_running(self.pid)):
+        if self.returncode is None and not (self.fastmlp_mark.exists() and _compiler_running(self.pid, self.fastmlp_plan)):
             self.returncode = 0
         return self.returncode
 

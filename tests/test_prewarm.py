@@ -4,6 +4,7 @@ test runs fresh Python processes on an empty Numba cache of its own."""
 import contextlib
 import json
 import os
+import socket
 import signal
 import tempfile
 import time
@@ -689,16 +690,26 @@ def test_a_fit_takes_a_running_compile_of_its_kernel_for_its_own_and_forgets_end
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # not a compile
-    compiling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fastmlp._prewarm"])
+    compiling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fastmlp._prewarm",
+                                  "per-sample", "float32", "uint8"])
+    # a second process of another plan: the pid of a killed one's mark, come back (pids wrap)
+    another = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fastmlp._prewarm",
+                                "mini-batch", "float32", "uint8"])
     try:
         deadline = time.monotonic() + 30
         while not _prewarm._compiler_running(compiling.pid):  # (a command line just exec'd reads empty at first)
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        for pid in (ended.pid, other.pid):
+        while not _prewarm._compiler_running(another.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for pid in (ended.pid, other.pid, another.pid):
             (tmp_path / mark(pid)).touch()
+        elsewhere = tmp_path / (mark(compiling.pid) + "@another-host")  # a shared cache's: not ours to judge
+        elsewhere.touch()
         assert _prewarm.compiling_elsewhere("per-sample", "float32", "uint8") is None
-        assert not list(tmp_path.iterdir())  # the marks of processes that compile nothing are removed
+        assert list(tmp_path.iterdir()) == [elsewhere]  # the marks of processes that compile nothing else go
+        elsewhere.unlink()
         (tmp_path / mark(compiling.pid)).touch()
         assert _prewarm.compiling_elsewhere("per-sample", "float64", "uint8") is None  # another dtype's kernel
         assert _prewarm.compiling_elsewhere("mini-batch", "float32", "uint8") is None
@@ -714,7 +725,7 @@ def test_a_fit_takes_a_running_compile_of_its_kernel_for_its_own_and_forgets_end
         compiling.wait()
         assert again.poll() == 0  # killed: over as well (the fit compiles what it needs itself)
     finally:
-        for process in (other, compiling):
+        for process in (other, compiling, another):
             process.kill()
             process.wait()
 
@@ -735,7 +746,7 @@ def test_the_second_process_marks_what_it_compiles_until_it_ends(tmp_path, monke
     monkeypatch.setitem(_prewarm.PLANS, "mini-batch", lambda dtype, values_dtype, claims: [call])
     with pytest.raises(MemoryError) if fails else contextlib.nullcontext():
         assert _prewarm.main(["mini-batch", "float64", "float32"]) == 0
-    assert seen == [[f"fastmlp-compiling-mini-batch-float64-float32-{os.getpid()}"]]
+    assert seen == [[f"fastmlp-compiling-mini-batch-float64-float32-{os.getpid()}@{socket.gethostname()}"]]
     assert not list(folder.iterdir())
 
 
