@@ -432,8 +432,10 @@ def _dask_executor(workers, scheduler):
             yield client.get_executor(pure=False), f"dask scheduler {scheduler} ({len(client.nthreads())} workers)"
         return
     count = workers or usable_cpus()
+    # (the scheduler's HTTP server on a free local port: with None it still took 8787, and a second
+    # sweep at once printed Dask's three-line "Port 8787 is already in use" warning; audit 34)
     cluster = distributed.LocalCluster(
-        n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=count, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
         env={"NUMBA_NUM_THREADS": "1"},
     )
     with cluster, distributed.Client(cluster) as client:

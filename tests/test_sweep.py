@@ -816,3 +816,23 @@ def test_a_record_holds_what_its_run_did(tiny_mnist_dir, monkeypatch):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         record = fastmlp.sweep(stopping, grid={"lr": [5.0]}, executor=pool, data=tiny_mnist_dir).trials[0]
     assert record["status"] == "ok" and record["stop_reason"].startswith("early stopping") and record["epochs_trained"] < 30
+
+
+def test_a_sweep_beside_another_cluster_warns_of_no_port():
+    """Two sweeps at once: the second printed Dask's three-line "Port 8787 is already in use"
+    warning (the scheduler's HTTP server took 8787 even without a dashboard: audit 34)."""
+    pytest.importorskip("distributed")
+    import socket
+    import warnings
+
+    with socket.socket() as taken:
+        try:
+            taken.bind(("", 8787))
+        except OSError:
+            pytest.skip("port 8787 is in use here already")
+        taken.listen()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with sweeps._dask_executor(1, None) as (pool, _):
+                assert pool.submit(sum, [1, 2]).result() == 3
+    assert not [str(w.message) for w in caught if "already in use" in str(w.message)]
