@@ -582,9 +582,10 @@ def test_a_process_still_compiling_when_its_fit_ends_finishes_the_kernel(python_
         # (the script that exited at once may end before its second processes have started up
         # and marked their compile: a real fit's have run as long as it did)
         deadline = time.monotonic() + 120
-        mark = f"fastmlp-compiling-mini-batch-float64-float64-{batches}"
+        mark = f"fastmlp-compiling-mini-batch-float64-float64-{batches}@{socket.gethostname()}"
         while not any(mark in names for _, _, names in os.walk(cache_dir)) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert any(mark in names for _, _, names in os.walk(cache_dir)), "the second process never marked its compile"
         again = json.loads(run_python(["-c", ADOPTING], cache_dir, python_process))
         assert again["started"] == [] and again["pids"][1] == batches and again["polls"][1] is None
         # (the per-sample kernel is stored 1-2 s after the fit's exit: by now, under load, maybe)
