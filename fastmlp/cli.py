@@ -643,7 +643,7 @@ def _train_ranks(args, comm):
         + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
     args.save_found = _identity(args.save)  # what --save was before (an interrupt's account: _what_train_kept)
-    args.model = model  # (what its writes to --save left: _written_by_this_run)
+    args.model, args.writes_save = model, lead  # (what its writes to --save left: _written_by_this_run)
     args.training = True  # (from here on an error's account says what --save holds)
 
     def on_epoch(history):
@@ -1154,16 +1154,17 @@ def _what_train_kept(args):
     if not save or not hasattr(args, "save_found"):
         return ""
     now = _identity(save)
-    written = _written_by_this_run(args)
+    writer = getattr(args, "writes_save", True)  # (the other ranks of a distributed run: rank 0 writes)
+    written = _written_by_this_run(args) if writer else None
     if written is not None and now != written[0]:  # (not this run's: no --resume of it advised)
         return f"; {save} was replaced by another process since this run wrote it after epoch {written[1]}"
     resumed = now is not None and now == args.save_found and getattr(args, "resume", None) \
         and _identity(args.resume) == now
-    if now is not None and (written is not None or resumed):
+    if now is not None and (written is not None or resumed or (not writer and now != args.save_found)):
         epochs = _epochs_in(save)
         if epochs is not None:
             return f"; {save} holds the run after epoch {epochs} (go on with --resume {save})"
-    if now != args.save_found:  # written since this run began, and not by it
+    if writer and now != args.save_found:  # written since this run began, and not by it
         return f"; {save} was replaced by another process since this run began"
     if getattr(args, "checkpoint_every", None) is not None:
         return f"; no checkpoint was written to {save} yet"

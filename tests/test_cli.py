@@ -1668,3 +1668,18 @@ def test_an_interrupted_run_does_not_advise_resuming_a_file_another_run_wrote(ca
     assert status == 130
     assert f"; {path} was replaced by another process since this run wrote it after epoch 2" in err, err
     assert "--resume" not in err
+
+
+def test_the_other_ranks_take_the_file_rank_0_wrote_for_the_runs(tmp_path):
+    # rank 0 alone writes --save: the other ranks' account of an interrupted distributed run said
+    # "replaced by another process" of the file their own run's rank 0 had written
+    import argparse
+
+    path = tmp_path / "run.npz"
+    model = MLP([4, 3, 2], seed=0)
+    model.fit(np.random.default_rng(0).random((20, 4)), np.arange(20) % 2, epochs=2, progress=False)
+    model.save(path)
+    other_rank = argparse.Namespace(save=str(path), save_found=None, model=MLP([4, 3, 2]), writes_save=False)
+    assert cli._what_train_kept(other_rank) == f"; {path} holds the run after epoch 2 (go on with --resume {path})"
+    writer = argparse.Namespace(save=str(path), save_found=None, model=MLP([4, 3, 2]), writes_save=True)
+    assert cli._what_train_kept(writer) == f"; {path} was replaced by another process since this run began"
