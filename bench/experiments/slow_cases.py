@@ -4,6 +4,7 @@
     python bench/experiments/slow_cases.py smallbatch [LAYERS]   batches of 1-128, 20,000 MNIST rows
     python bench/experiments/slow_cases.py narrow [FILTER]        narrow nets and rows, numba vs numpy
     python bench/experiments/slow_cases.py memory CASE [BS] [OPT] one fit's peak memory (a process each)
+    python bench/experiments/slow_cases.py predict uint8|float32  predict's peak memory on a 32,000-row memmap
 
 ``memory`` CASEs: ``wide`` (784-4096-4096-10 on 3,000 MNIST rows), ``tiny-1e6`` (1,000,000 x 4
 float32 rows, 4-8-2), ``mnist-uint8|float32|float64``. Rates are samples / the trainer's backend
@@ -107,6 +108,29 @@ def memory(case, batch="128", optimizer="sgd"):
           f"data + weights + optimizer state {need:.1f} MB ({(peak - before) / need:.2f}x)", flush=True)
 
 
+def predict(dtype="float32"):
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "x.npy")
+        rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(32000, 784))
+        rng = np.random.default_rng(0)
+        for start in range(0, 32000, 4000):  # dense: every input nonzero
+            rows[start : start + 4000] = (rng.integers(1, 255, size=(4000, 784)) if dtype == "uint8"
+                                          else rng.random((4000, 784), dtype=np.float32) + 0.01)
+        rows.flush()
+        del rows
+        model = fastmlp.MLP([784, 32, 10], seed=0, dtype="float32")
+        model.fit(np.ones((20, 784), dtype), np.arange(20) % 10, batch_size=10, progress=False)
+        X = np.load(path, mmap_mode="r")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        model.predict(X)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+        print(f"predict on a {os.path.getsize(path) / 2**20:.0f} MB {dtype} memmap: the peak grew by {grown:.0f} MB",
+              flush=True)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:] or ["smallbatch"]
-    {"smallbatch": smallbatch, "narrow": narrow, "memory": memory}[command](*arguments)
+    {"smallbatch": smallbatch, "narrow": narrow, "memory": memory, "predict": predict}[command](*arguments)
