@@ -2,7 +2,8 @@
 in the same batches, in float64, the two agree to rounding once PyTorch is given fastmlp's
 conventions, which the README lists: the momentum velocity holds the rate across a schedule's
 changes, Adam's eps goes in before the bias corrections, weight decay never reaches biases, the
-multilabel loss and mean squared error are summed over the outputs (MSE halved). PyTorch is a
+multilabel loss and mean squared error are summed over the outputs (MSE halved), a warm-up and
+the cosine multiply epoch by epoch (ChainedScheduler). PyTorch is a
 benchmark peer, not a test dependency: .ci/run's peers pass runs this file in an environment
 with fastmlp[peers]; elsewhere it skips."""
 
@@ -64,8 +65,16 @@ def torch_run(kind, start, options, conventions=True):
     else:
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=options.get("momentum", 0.0),
                                     nesterov=options.get("nesterov", False))
-    cosine = options.get("lr_schedule") == "cosine"
+    cosine, warmup = options.get("lr_schedule") == "cosine", options.get("warmup_epochs", 0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS) if cosine else None
+    if warmup:
+        lr_scheduler = torch.optim.lr_scheduler
+        ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+        if conventions:  # the two factors multiplied epoch by epoch
+            schedule = lr_scheduler.ChainedScheduler([ramp, schedule], optimizer=optimizer)
+        else:  # the common recipe: a warm-up to lr, then the cosine over the epochs left
+            rest = lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS - warmup)
+            schedule = lr_scheduler.SequentialLR(optimizer, [ramp, rest], milestones=[warmup])
     step = 0
     for _ in range(EPOCHS):
         for first in range(0, N, B):
@@ -106,6 +115,7 @@ CASES = {
     "nesterov, coupled decay": ("multiclass", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     "adam": ("multiclass", {"optimizer": "adam", "lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-3}),
     "adamw": ("multiclass", {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.05, "decoupled_weight_decay": True}),
+    "warm-up, cosine": ("multiclass", {"lr": 0.1, "lr_schedule": "cosine", "warmup_epochs": 2}),
     "multilabel": ("multilabel", {"lr": 0.1}),
     "regression": ("regression", {"lr": 0.02}),
 }
