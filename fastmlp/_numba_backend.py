@@ -93,8 +93,8 @@ class Prepared:
     values: np.ndarray  # [nnz], X's dtype
     input_scale: float
     # int64 [N * PARTS + 1]: the rows' pointers split where the mini-batch kernel's parts' inputs
-    # begin (``kernels.sparse_rows(X, parts=PARTS)``), which mini-batch training reads; None in
-    # the one-row inputs that only predict
+    # begin (``kernels.sparse_rows(X, parts=PARTS)``), which mini-batch training reads; None where
+    # nothing will (``prepare(X, batches=False)``: per-sample training, predictions)
     part_ptr: np.ndarray | None = None
 
     def __len__(self):
@@ -192,10 +192,12 @@ class NumbaBackend:
         self.__dict__.setdefault("threads_used", self.__dict__.get("per_sample_threads_used", 1))
         self.__dict__.setdefault("_minibatch_threads_counted", False)
 
-    def prepare(self, X, compiled=None):
+    def prepare(self, X, compiled=None, batches=True):
         """``X`` as the kernels read it (``Prepared``). ``compiled``: convert with the compiled
         kernels (True) or NumPy (False); by default NumPy only while this backend's second
-        process will compile them (``_sparse_rows``)."""
+        process will compile them (``_sparse_rows``). ``batches``: whether mini-batch training
+        will read it (the part pointers, 4 x 8 bytes a row: twice a million 4-feature float32
+        rows' own size, audit 36); per-sample training and predictions read the plain ones."""
         # a new call's data: its targets too may be new, even in the same array (a buffer refilled
         # between partial_fit calls), so the converted targets are made again
         self._targets_for = (None, None)
@@ -204,9 +206,12 @@ class NumbaBackend:
         # the rows' pointers split at the mini-batch kernel's parts, counted as the rows are
         # converted (a search of each row per part and batch cost 1.05-1.11x: BENCHMARKS.md,
         # session 20); every 4th is the plain CSR pointer
+        scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
+        if not batches:
+            indptr, indices, values = self._sparse_rows(X, threads, 1, compiled)
+            return Prepared(X, indptr, indices, values, scale)
         part_ptr, indices, values = self._sparse_rows(X, threads, kernels.PARTS, compiled)
         indptr = np.ascontiguousarray(part_ptr[::kernels.PARTS])
-        scale = PIXEL_SCALE if X.dtype == np.uint8 else 1.0
         return Prepared(X, indptr, indices, values, scale, part_ptr)
 
     def _sparse_rows(self, X, threads=1, parts=1, compiled=None):

@@ -33,7 +33,7 @@ class NumpyBackend:
         self.threads = 1
         self.compile_seconds = 0.0
 
-    def prepare(self, X):
+    def prepare(self, X, batches=True):
         return X
 
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):

@@ -655,7 +655,7 @@ class MLP:
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
             y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]", x_name="validation_data[0]")
         if monitor == "val_loss":
-            val_data = self.backend_.prepare(X_val)
+            val_data = self.backend_.prepare(X_val, batches=False)
 
             def evaluate():
                 metrics = self._metrics(val_data, y_val)
@@ -681,7 +681,10 @@ class MLP:
             def evaluate():
                 return comm.bcast(own_scores() if is_lead(comm) else None, root=0)
 
-        data = self.backend_.prepare(X)
+        batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
+        # (per-sample training reads the rows' plain pointers alone; distributed training always
+        # runs the mini-batch kernel)
+        data = self.backend_.prepare(X, batches=batch > 1 or comm is not None)
         fingerprint = fingerprint.result()
 
         # From here on the run changes.
@@ -691,7 +694,6 @@ class MLP:
         self.data_fingerprint_ = fingerprint
         if state is None:
             state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.run_seed)
-        batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
         backend = self.backend_
         checkpoints = checkpoint_path is not None
         if comm is not None:
@@ -797,10 +799,11 @@ class MLP:
     def _logits_in_chunks(self, X):
         """The logits of checked ``X``, converted ``PREDICT_ROWS`` rows at a time."""
         if len(X) <= PREDICT_ROWS:
-            return self._logits(self.backend_.prepare(X))
+            return self._logits(self.backend_.prepare(X, batches=False))
         z = np.empty((len(X), self.arch_.layers[-1]), self.arch_.dtype)
         for start in range(0, len(X), PREDICT_ROWS):
-            z[start : start + PREDICT_ROWS] = self._logits(self.backend_.prepare(X[start : start + PREDICT_ROWS]))
+            rows = X[start : start + PREDICT_ROWS]
+            z[start : start + PREDICT_ROWS] = self._logits(self.backend_.prepare(rows, batches=False))
         return z
 
     def _logits(self, data):
