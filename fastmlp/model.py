@@ -658,7 +658,10 @@ class MLP:
             val_data = self.backend_.prepare(X_val, batches=False)
 
             def evaluate():
-                metrics = self._metrics(val_data, y_val)
+                # (an overflow is said once a call, by the trainer's own warning: NumPy's "overflow
+                # encountered in square" came every epoch beside it)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    metrics = self._metrics(val_data, y_val)
                 return metrics["loss"], metrics["accuracy"]
 
         if comm is not None:

@@ -126,7 +126,10 @@ def _draw(distribution, rng):
 def _check_names(where, names):
     unknown = [name for name in names if name not in PARAMS]
     if unknown:
-        raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep sets {', '.join(PARAMS)}")
+        # (validation_fraction is fixed in base_params, never swept: not offered to the grid)
+        offered = [name for name in PARAMS if where == "base_params" or name != "validation_fraction"]
+        verb = "sets" if where == "base_params" else "sweeps"
+        raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep {verb} {', '.join(offered)}")
 
 
 def _without_effect(params, given):

@@ -836,3 +836,12 @@ def test_a_sweep_beside_another_cluster_warns_of_no_port():
             with sweeps._dask_executor(1, None) as (pool, _):
                 assert pool.submit(sum, [1, 2]).result() == 3
     assert not [str(w.message) for w in caught if "already in use" in str(w.message)]
+
+
+def test_an_unknown_name_in_the_grid_is_told_what_can_be_swept():
+    # the list offered validation_fraction, which a sweep refuses to sweep (audit 37)
+    with pytest.raises(ValueError, match=r"^grid: unknown parameter 'learning_rate'; a sweep sweeps layers,") as error:
+        sweeps.make_trials(BASE, {"learning_rate": [0.1]})
+    assert "validation_fraction" not in str(error.value) and ", lr," in str(error.value)
+    with pytest.raises(ValueError, match=r"^base_params: unknown parameter 'learning_rate'; a sweep sets .*validation"):
+        sweeps.make_trials({**BASE, "learning_rate": 0.1}, {"lr": [0.1]})
