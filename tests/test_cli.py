@@ -1614,27 +1614,39 @@ def test_a_checkpoint_that_fails_or_is_interrupted_says_what_the_file_holds(caps
         assert status == 1 and "No space left on device; training stopped;" in err
 
 
-@pytest.mark.parametrize("checkpoints", [True, False])
-def test_a_save_file_another_run_replaced_is_not_replaced_again(capsys, tiny_mnist, tmp_path, monkeypatch, checkpoints):
-    """Two trains given one --save: neither noticed the other, the file went back and forth
-    between their runs, both said "saved model to", and an interrupted one advised --resume of
-    the other's file (audit 34). The run that finds the file replaced stops, and says so."""
+def another_run_writes(monkeypatch, path, after_epoch=2, then=None):
+    """Make train's fit find ``path`` written by another run after its epoch ``after_epoch``
+    (before or, with ``then``, after the command's own epoch listener, and then ``then()``);
+    returns that other run's model."""
     from fastmlp import model as model_module
 
-    path = tmp_path / "same.npz"
     other = MLP([784, 8, 10], seed=5)
     other.initialize()
     fit = model_module.MLP.fit
 
     def fit_beside_another(self, *args, on_epoch=None, **kwargs):
-        def then(history):
-            if len(history.epoch) == 2:
-                other.save(path)  # another process's run, between this one's epochs 2 and 3
-            if on_epoch is not None:
+        def listener(history):
+            if then is not None and on_epoch is not None:
                 on_epoch(history)
-        return fit(self, *args, on_epoch=then, **kwargs)
+            if len(history.epoch) == after_epoch:
+                other.save(path)  # another process's run, between this one's epochs
+                if then is not None:
+                    then()
+            if then is None and on_epoch is not None:
+                on_epoch(history)
+        return fit(self, *args, on_epoch=listener, **kwargs)
 
     monkeypatch.setattr(model_module.MLP, "fit", fit_beside_another)
+    return other
+
+
+@pytest.mark.parametrize("checkpoints", [True, False])
+def test_a_save_file_another_run_replaced_is_not_replaced_again(capsys, tiny_mnist, tmp_path, monkeypatch, checkpoints):
+    """Two trains given one --save: neither noticed the other, the file went back and forth
+    between their runs, both said "saved model to", and an interrupted one advised --resume of
+    the other's file (audit 34). The run that finds the file replaced stops, and says so."""
+    path = tmp_path / "same.npz"
+    other = another_run_writes(monkeypatch, path)
     every = ["--checkpoint-every", "1"] if checkpoints else []
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
                            "--epochs", "4", "--save", str(path), "--no-progress", *every)
@@ -1647,22 +1659,12 @@ def test_a_save_file_another_run_replaced_is_not_replaced_again(capsys, tiny_mni
 
 
 def test_an_interrupted_run_does_not_advise_resuming_a_file_another_run_wrote(capsys, tiny_mnist, tmp_path, monkeypatch):
-    from fastmlp import model as model_module
-
     path = tmp_path / "same.npz"
-    other = MLP([784, 8, 10], seed=5)
-    other.initialize()
-    fit = model_module.MLP.fit
 
-    def fit_beside_another(self, *args, on_epoch=None, **kwargs):
-        def then(history):
-            on_epoch(history)
-            if len(history.epoch) == 2:
-                other.save(path)
-                raise KeyboardInterrupt
-        return fit(self, *args, on_epoch=then, **kwargs)
+    def interrupted():
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_module.MLP, "fit", fit_beside_another)
+    another_run_writes(monkeypatch, path, then=interrupted)
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
                            "--epochs", "4", "--save", str(path), "--checkpoint-every", "1", "--no-progress")
     assert status == 130
