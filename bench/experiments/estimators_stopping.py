@@ -5,6 +5,7 @@ penalty in ``loss_curve_`` can move ``n_iter_no_change``'s stopping epoch or the
 
     python bench/experiments/estimators_stopping.py stopping   144 settings: where n_iter_ differs
     python bench/experiments/estimators_stopping.py adaptive   12 'adaptive' runs: where the weights part
+    python bench/experiments/estimators_stopping.py alpha0     alpha=0: how long loss_curve_ agrees to rounding
 """
 
 import collections
@@ -93,5 +94,21 @@ def adaptive():
     print(f"{parted} of 12 end with other weights")
 
 
+def alpha0():
+    """With no penalty, loss_curve_ and the weights agree with scikit-learn's to rounding, which
+    grows over a long run: where the curves part, and by how much."""
+    for kind, solver, seed in itertools.product(("regression", "multiclass"), ("adam", "sgd"), (0, 1, 2)):
+        params = dict(solver=solver, batch_size=4, learning_rate_init=0.01, alpha=0.0, tol=1e-4, n_iter_no_change=10,
+                      max_iter=300, **({"momentum": 0.9} if solver == "sgd" else {}))
+        theirs, ours = pair(kind, 40, params, seed)
+        epochs = min(len(theirs.loss_curve_), len(ours.loss_curve_))
+        apart = np.abs(np.subtract(ours.loss_curve_[:epochs], theirs.loss_curve_[:epochs])) / np.abs(theirs.loss_curve_[:epochs])
+        parted = np.flatnonzero(apart > 1e-12)
+        flat = [np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_]) for model in (theirs, ours)]
+        print(f"{kind:10s} {solver} seed {seed}: n_iter_ {theirs.n_iter_} and {ours.n_iter_}; loss_curve_ apart by at "
+              f"most {apart[:30].max():.1e} in 30 epochs, {apart.max():.1e} in all, beyond 1e-12 from epoch "
+              f"{parted[0] + 1 if len(parted) else '-'}; final weights {float(np.max(np.abs(flat[1] - flat[0])) / np.max(np.abs(flat[0]))):.1e}")
+
+
 if __name__ == "__main__":
-    {"stopping": stopping, "adaptive": adaptive}[sys.argv[1] if len(sys.argv) > 1 else "stopping"]()
+    {"stopping": stopping, "adaptive": adaptive, "alpha0": alpha0}[sys.argv[1] if len(sys.argv) > 1 else "stopping"]()
