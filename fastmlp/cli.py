@@ -699,7 +699,10 @@ def _train_ranks(args, comm):
             from .checkpoint import CheckpointReplacedError, replaced_message
 
             raise CheckpointReplacedError(replaced_message(args.save, epoch))
-        model._save_recorded(args.save)
+        # with --checkpoint-every the fit wrote the model as it stands when its call ended (the
+        # same bytes): a second write of it only cost the time (a large model's hundreds of MB)
+        if not (args.checkpoint_every and written is not None and written[1] == model.run_.epochs_done):
+            model._save_recorded(args.save)
     tic = time.perf_counter()
     test = model.evaluate(X_test, y_test)
     evaluate_seconds = time.perf_counter() - tic

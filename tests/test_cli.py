@@ -1685,3 +1685,21 @@ def test_the_other_ranks_take_the_file_rank_0_wrote_for_the_runs(tmp_path):
     assert cli._what_train_kept(other_rank) == f"; {path} holds the run after epoch 2 (go on with --resume {path})"
     writer = argparse.Namespace(save=str(path), save_found=None, model=MLP([4, 3, 2]), writes_save=True)
     assert cli._what_train_kept(writer) == f"; {path} was replaced by another process since this run began"
+
+
+def test_a_checkpointed_train_writes_the_last_state_once(capsys, tiny_mnist, tmp_path, monkeypatch):
+    # the fit's call-end checkpoint and then train's own --save wrote the same bytes twice
+    path = tmp_path / "run.npz"
+    writes = []
+    save = MLP.save
+    monkeypatch.setattr(MLP, "save", lambda self, target: writes.append(self.run_.epochs_done) or save(self, target))
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "2", "--checkpoint-every", "1", "--save", str(path), "--no-progress")
+    assert status == 0, err
+    assert writes == [1, 2, 2]  # each epoch's checkpoint, then the call's end (which records it), and no more
+    assert f"saved model to {path}" in out
+    monkeypatch.undo()
+    assert MLP.load(path).epochs_trained_ == 2 and MLP.load(path).history_.stop_reason == "max epochs"
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "2", "--save", str(tmp_path / "plain.npz"), "--no-progress")
+    assert status == 0 and MLP.load(tmp_path / "plain.npz").epochs_trained_ == 2  # without checkpoints: saved once
