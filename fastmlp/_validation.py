@@ -147,7 +147,7 @@ def _numbers(values, name, expected):
             for i, value in enumerate(flat):
                 row = np.unravel_index(i, array.shape)[0]
                 if isinstance(value, (str, bytes)) or not _is_number(value):
-                    if isinstance(value, int) and _is_too_large(value):
+                    if isinstance(value, int):  # (an int fails float() only by overflowing it)
                         raise TypeError(f"{name} holds an integer too large for a float64 (about {len(str(abs(value)))} "
                                         f"digits) at row {row}")
                     raise TypeError(f"{name} must hold numbers; got {value!r:.80} ({type(value).__name__}) at row {row}")
@@ -157,16 +157,6 @@ def _numbers(values, name, expected):
         # (NumPy counts timedelta64 among the integers)
         raise TypeError(f"{name} must hold numbers; got an array of dtype {array.dtype}")
     return array
-
-
-def _is_too_large(value):
-    try:
-        float(value)
-    except OverflowError:
-        return True
-    except (TypeError, ValueError):
-        pass
-    return False
 
 
 def _is_number(value):

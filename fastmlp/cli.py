@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from . import _cli_options as options
-from ._atomic import target_problem
+from ._atomic import file_identity as _identity, target_problem
 from ._cli_options import (
     EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError, strict_json,
 )
@@ -1172,12 +1172,6 @@ def _what_train_kept(args):
     if getattr(args, "checkpoint_every", None) is not None:
         return f"; no checkpoint was written to {save} yet"
     return ""
-
-
-def _identity(path):
-    from ._atomic import file_identity
-
-    return file_identity(path)
 
 
 def _written_by_this_run(args):
