@@ -122,8 +122,9 @@ def dense_gradient(grad, units, deltas, layer_sizes, w_offsets):
 
 @njit
 def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_sizes, w_offsets, b_offsets, kind, sc,
-         indices, values, scale):
+         indices, values, scale, marks, steps):
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
+    steps[0] += 1  # a new stamp for the marks of the sparse plain step (small batches)
     by_input = _by_input(layer_sizes, params, deltas)
     for part in range(mb.PARTS):
         if by_input:
@@ -132,7 +133,7 @@ def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_si
         mb._part_gradient(grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part),
                           indices, values, scale, zero, zero, no_dropout, one, True, not by_input)
         mb._part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
-                        np.int64(part))
+                        np.int64(part), spans, indices, marks, steps[0])
 
 
 def main():
@@ -175,6 +176,7 @@ def main():
     scale = params.dtype.type(data.input_scale)
     mb._begin_chunk(grad, weights_t, slots_t, params, slots, ls, wo, bo)
     act, loss = arch.activation_code, arch.loss_code
+    marks, steps = np.zeros(layers[0], np.int64), np.zeros(1, np.int64)
 
     pieces = {
         "sparse forward": lambda: sparse_forward(partials, spans, params, ls, wo, bo, batch, data.part_ptr, data.indices,
@@ -185,7 +187,7 @@ def main():
         "dense forward": lambda: dense_products(units, deltas, weights_t, ls, wo, bo, params, B, False),
         "dense backward": lambda: dense_products(units, deltas, weights_t, ls, wo, bo, params, B, True),
         "step (gradients, updates)": lambda: step(params, grad, weights_t, slots, slots_t, units, deltas, spans, ls, wo,
-                                                  bo, kind, sc, data.indices, data.values, scale),
+                                                  bo, kind, sc, data.indices, data.values, scale, marks, steps),
         "sparse gradient": lambda: sparse_gradient(grad, params, deltas, spans, ls, wo, bo, data.indices, data.values,
                                                    scale),
         "dense gradient": lambda: dense_gradient(grad, units, deltas, ls, wo),

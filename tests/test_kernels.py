@@ -764,3 +764,59 @@ def test_the_kernels_fallback_cache_is_never_one_others_could_write(tmp_path, mo
         monkeypatch.setattr(_config, "_fallback_said", [])
         found = locator.from_function(function, function.__code__.co_filename)
     assert found is not None and found.get_cache_path().startswith(str(place))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out", [128, 100])
+def test_sparse_plain_step_is_the_dense_step_on_the_rows_a_small_batch_touched(rng, dtype, n_out):
+    """A plain SGD step of a batch of a few sparse rows updates only the first-layer rows of
+    their nonzero inputs (minibatch._sparse_plain_step, part by part): the same bits as the step
+    over every row (apply_step_rows, which a zero gradient row leaves as it is), and the gradient
+    left zero. The batch holds one row twice (its rows' weights stepped once)."""
+    from fastmlp.kernels import codes, minibatch, optimizer
+
+    n_in = 60
+    X = rng.integers(0, 256, size=(3, n_in)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.85] = 0
+    part_ptr, indices, _ = kernels.sparse_rows(X, parts=kernels.PARTS)
+    batch = np.array([0, 2, 0])
+    spans = np.empty((len(batch), kernels.PARTS, 2), np.int64)
+    for r, i in enumerate(batch):
+        for part in range(kernels.PARTS):
+            spans[r, part] = part_ptr[i * kernels.PARTS + part : i * kernels.PARTS + part + 2]
+    W = random(rng, (n_in, n_out), dtype)
+    G = np.zeros((n_in, n_out), dtype)
+    touched = np.flatnonzero(X[batch].any(axis=0))
+    G[touched] = random(rng, (len(touched), n_out), dtype)
+    G[touched[0], :3] = 0  # zeros within a touched row
+    hyper = np.zeros(codes.N_HYPER)
+    hyper[codes.LR] = 0.37
+    sc = np.empty(optimizer.N_STEP_SCALARS, dtype)
+    optimizer.step_scalars(sc, hyper, 1)
+    slots = np.empty((0, W.size), dtype)
+    expected = W.copy()
+    optimizer.apply_step_rows(expected, G.copy(), slots, 0, optimizer.PLAIN, sc, optimizer.DECAY)
+    marks = np.zeros(n_in, np.int64)
+    for part in range(kernels.PARTS):
+        first, last = minibatch._part_range(n_in, np.int64(part))
+        assert minibatch._sparse_plain_step(W, G, optimizer.PLAIN, sc, spans, np.int64(part), last - first, indices,
+                                            marks, np.int64(1))
+    assert W.tobytes() == expected.tobytes()
+    assert not G.any()
+    assert set(np.flatnonzero(marks)) == set(touched)
+    # never for other steps, nor for batches with more nonzero inputs than twice a part's rows
+    for kind, slot, value in [(optimizer.MOMENTUM, codes.MOMENTUM, 0.9),
+                              (optimizer.PLAIN, codes.WEIGHT_DECAY, 1e-4)]:
+        other = hyper.copy()
+        other[slot] = value
+        for decoupled in (0, 1):
+            other[codes.DECOUPLED] = decoupled
+            optimizer.step_scalars(sc, other, 1)
+            assert not minibatch._sparse_plain_step(W, G, kind, sc, spans, np.int64(1), np.int64(n_in),
+                                                    indices, marks, np.int64(2))
+    optimizer.step_scalars(sc, hyper, 1)
+    visits = int((spans[:, 1, 1] - spans[:, 1, 0]).sum())
+    assert visits > 0
+    assert not minibatch._sparse_plain_step(W, G, optimizer.PLAIN, sc, spans, np.int64(1),
+                                            np.int64(visits // minibatch.SPARSE_STEP_VISITS), indices, marks,
+                                            np.int64(2))
