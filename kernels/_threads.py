@@ -194,21 +194,26 @@ def run_workers(work, threads, abort):
             raise
 
     helpers = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(1, threads)]
-    started = []
+    starting = []  # helpers whose start() was called: one may run though its start() was cut short
     try:
-        for helper in helpers:
-            helper.start()
-            started.append(helper)
-    except RuntimeError:
-        abort[0] = 1
-        for helper in started:
-            helper.join()
-        return False
-    try:
+        try:
+            for helper in helpers:
+                starting.append(helper)
+                helper.start()
+        except RuntimeError:  # the system refused a thread
+            abort[0] = 1
+            return False
         guarded(0)
+    except BaseException:
+        # Ctrl-C (or the command line's SIGTERM) inside a start(), which waits for its thread to
+        # run, or before work(0): the helpers would wait for thread 0 for ever, each spinning on
+        # a core (audit 38)
+        abort[0] = 1
+        raise
     finally:
-        for helper in helpers:
-            helper.join()
+        for helper in starting:
+            if helper.is_alive():
+                helper.join()
     if abort[0]:
         raise WorkerFailed("a worker thread failed (traceback above)")
     return True

@@ -163,3 +163,38 @@ def test_cache_aligned_copies_start_on_a_line_of_their_own():
         assert copy.ctypes.data % _threads.LINE == 0
         np.testing.assert_array_equal(copy, source)
         assert copy.flags.c_contiguous and not np.shares_memory(copy, source)
+
+
+@pytest.mark.parametrize("interrupted", ["start", "after start"])
+def test_an_interrupt_while_starting_the_helpers_releases_them(monkeypatch, interrupted):
+    """Ctrl-C inside Thread.start() (which waits for the new thread to run) or right after it,
+    before the calling thread's own work: the helper already running must be released, not left
+    waiting (and spinning) for ever (audit 38: 7 such threads after 150 interrupted fits)."""
+    abort = _threads.abort_flag()
+    start = threading.Thread.start
+    helpers = []
+
+    def interrupted_start(self):
+        helpers.append(self)
+        if interrupted == "start":
+            self._started.wait = lambda *args: (_ for _ in ()).throw(KeyboardInterrupt)  # as an interrupt in wait()
+        start(self)
+        if interrupted == "after start":
+            raise KeyboardInterrupt
+
+    waited = threading.Event()
+
+    def work(thread):
+        assert thread == 1
+        waited.set()
+        while not abort[0]:  # as wait_posted does, for thread 0's posts
+            pass
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        _threads.run_workers(work, 2, abort)
+    monkeypatch.undo()
+    assert abort[0] == 1
+    assert waited.wait(30)  # the helper ran (its start() done, or not: then join() would refuse it)
+    helpers[0].join(30)
+    assert not helpers[0].is_alive()
