@@ -88,7 +88,8 @@ class CheckpointReplacedError(RuntimeError):
 
 
 def replaced_message(path, epoch):
-    return (f"{os.fsdecode(path)} was replaced by another process since this run "
+    return (f"{os.fsdecode(path)} was replaced by another writer (another process, or another model in this one) "
+            f"since this run "
             f"{'wrote it after epoch ' + str(epoch) if epoch is not None else 'began'}: two runs write the same "
             f"file; give each its own. This run's weights were not written there")
 

@@ -590,6 +590,7 @@ class _BaseMLP(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.pop("_training", None)  # a copy made during a training call is not training
         writable_arrays(self.__dict__)  # joblib's read-only memory maps: the model trains in place
 
     def __sklearn_tags__(self):

@@ -66,6 +66,17 @@ OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
 PREDICT_ROWS = 4096
 
 
+def _predictions(arch, out):
+    """``predict``'s answer from the output layer's activations ``out`` of network ``arch``."""
+    if not arch.is_classifier:
+        return out
+    if arch.is_multilabel:
+        return (out > 0.5).astype(np.int64)
+    if arch.n_classes == 2 and out.shape[1] == 1:
+        return (out[:, 0] > 0.5).astype(np.int64)
+    return out.argmax(axis=1)
+
+
 def data_fingerprint(X, y, sample_weight=None):
     """What a checkpoint records of the data a run trained on (``data`` in checkpoint.py): the
     number of samples and the crc32 of X's bytes, then y's; with sample weights also the crc32
@@ -176,7 +187,14 @@ def unchanged_until_training(owner, undo_untrained=False):
     Ctrl-C in its first chunk: the error's ``trained_nothing``, the trainer having put the run,
     weights and optimizer state back), whose options then stay the run's. A new run (fit) that
     trained nothing stands at its start. Attributes are replaced, never changed in place,
-    before that point, so a shallow copy restores them."""
+    before that point, so a shallow copy restores them.
+
+    A call made while another is running on the same owner (from its ``on_epoch``, or another
+    thread) is refused: it replaced the run under the running call, which went on training arrays
+    the model no longer held and returned a history that was not the model's (audit 38)."""
+    if "_training" in owner.__dict__:
+        raise RuntimeError(f"a fit or partial_fit of this {type(owner).__name__} is already running (this call came "
+                           "from its on_epoch, or from another thread); train it again once that call has returned")
     saved = dict(owner.__dict__)
     owner._training = False
     try:
@@ -332,18 +350,20 @@ class MLP:
         self.params_ = init_params(self.arch_, self.init, self.seed)
         return self
 
-    def _check_params(self, in_place=True):
-        """``params_`` as the kernels need it, or a ValueError before any kernel sees it
-        (``in_place=False``: as a file holds it, contiguous and writeable or not)."""
-        params = self.params_
-        layout = self.arch_.layout()
-        expected = f"a C-contiguous 1-D {np.dtype(self.arch_.dtype).name} array of {layout.n_params} parameters"
+    def _check_params(self, in_place=True, params=None, arch=None):
+        """``params_`` (or ``params``, for ``arch``) as the kernels need it, or a ValueError
+        before any kernel sees it (``in_place=False``: as a file holds it, contiguous and
+        writeable or not)."""
+        params = self.params_ if params is None else params
+        arch = self.arch_ if arch is None else arch
+        layout = arch.layout()
+        expected = f"a C-contiguous 1-D {np.dtype(arch.dtype).name} array of {layout.n_params} parameters"
         if not isinstance(params, np.ndarray):
             raise ValueError(f"params_ must be {expected}; got {type(params).__name__}")
-        if params.dtype != self.arch_.dtype:
+        if params.dtype != arch.dtype:
             raise ValueError(f"params_ must be {expected}; got dtype {params.dtype}")
         if params.ndim != 1 or params.size != layout.n_params:
-            raise ValueError(f"params_ must be {expected} for layers {list(self.arch_.layers)}; got shape {params.shape}")
+            raise ValueError(f"params_ must be {expected} for layers {list(arch.layers)}; got shape {params.shape}")
         if in_place and (not params.flags.c_contiguous or not params.flags.writeable):
             raise ValueError(f"params_ must be {expected}, writeable; use np.ascontiguousarray(params_)")
         if not np.isfinite(params).all():
@@ -536,6 +556,7 @@ class MLP:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.pop("_training", None)  # a copy made during a training call is not training
         writable_arrays(self)  # joblib.load(mmap_mode="r") gives read-only arrays: the model trains in place
 
     def _unchanged_until_training(self, undo_untrained=False):
@@ -735,7 +756,9 @@ class MLP:
         written = {"identity": file_identity(checkpoint_path) if checkpoints else None, "epoch": None}
 
         def write_checkpoint():
-            if file_identity(checkpoint_path) != written["identity"]:
+            found = file_identity(checkpoint_path)
+            # (or this model's own save there: on_epoch may save it)
+            if found != written["identity"] and found != self.__dict__.get("_saved_identity"):
                 from .checkpoint import CheckpointReplacedError, replaced_message
 
                 raise CheckpointReplacedError(replaced_message(checkpoint_path, written["epoch"]))
@@ -792,78 +815,94 @@ class MLP:
         if not hasattr(self, "params_"):
             raise RuntimeError("this MLP is not trained yet: call fit(X, y) first")
 
+    def _network(self):
+        """(arch, backend, params) of the trained network for inference, each read once and
+        checked against the others: a fit in another thread that builds another network
+        replaces them one at a time, and the kernels, given a mix (inputs checked against the
+        old network, the new one's weights), read past the arrays' ends: the process crashed
+        (audit 38). The weights themselves may still be changing under such a fit."""
+        self._require_fitted()
+        backend, params = self.backend_, self.params_
+        arch = backend.arch
+        try:
+            self._check_params(params=params, arch=arch)
+        except ValueError:
+            if backend is not self.backend_ or params is not self.params_ or "_training" in self.__dict__:
+                raise RuntimeError("this model's network was replaced while it was being used (a fit of it in "
+                                   "another thread); predict with a model no fit is changing") from None
+            raise
+        return arch, backend, params
+
     def decision_function(self, X):
         """The output layer's pre-activation z[N, K] (logits)."""
-        self._require_fitted()
-        self._check_params()
-        X = check_X(X, self.arch_)
-        return self._logits_in_chunks(X)
+        return self._decide(X)[1]
 
-    def _logits_in_chunks(self, X):
+    def _decide(self, X, y=None):
+        """(arch, the logits of X, checked y or None) from one reading of the network (_network)."""
+        network = self._network()
+        arch = network[0]
+        X = check_X(X, arch)
+        y = None if y is None else check_y(y, arch, len(X))
+        return arch, self._logits_in_chunks(X, network), y
+
+    def _logits_in_chunks(self, X, network):
         """The logits of checked ``X``, converted ``PREDICT_ROWS`` rows at a time."""
+        arch, backend, params = network
         if len(X) <= PREDICT_ROWS:
-            return self._logits(self.backend_.prepare(X, batches=False))
-        z = np.empty((len(X), self.arch_.layers[-1]), self.arch_.dtype)
+            return self._logits(backend.prepare(X, batches=False), backend, params)
+        z = np.empty((len(X), arch.layers[-1]), arch.dtype)
         for start in range(0, len(X), PREDICT_ROWS):
             rows = X[start : start + PREDICT_ROWS]
-            z[start : start + PREDICT_ROWS] = self._logits(self.backend_.prepare(rows, batches=False))
+            z[start : start + PREDICT_ROWS] = self._logits(backend.prepare(rows, batches=False), backend, params)
         return z
 
-    def _logits(self, data):
+    def _logits(self, data, backend=None, params=None):
         """The backend's logits, with a first compile of its forward pass added to ``compile_seconds_``."""
-        before = self.backend_.compile_seconds
-        z = self.backend_.logits(self.params_, data)
-        self.compile_seconds_ += self.backend_.compile_seconds - before
+        backend = self.backend_ if backend is None else backend
+        before = backend.compile_seconds
+        z = backend.logits(self.params_ if params is None else params, data)
+        self.compile_seconds_ += backend.compile_seconds - before
         return z
 
     def predict_proba(self, X):
         """Class probabilities [N, K] (softmax), P(class 1) [N, 1] (sigmoid) or outputs (regression)."""
-        return reference.output_forward(self.decision_function(X), self.arch_.loss_code)
+        arch, z, _ = self._decide(X)
+        return reference.output_forward(z, arch.loss_code)
 
     def predict(self, X):
         """Class labels [N] for classifiers, 0/1 label sets [N, K] for multilabel (sigmoid
         units: 1 where a unit's probability is above 0.5); outputs [N, K] for regression. A tie
         goes to the lower class, as scikit-learn's: exactly 0.5 is 0 (a bias-free network on a
         blank image), and argmax takes the first of equal probabilities."""
-        out = self.predict_proba(X)
-        if not self.arch_.is_classifier:
-            return out
-        if self.arch_.is_multilabel:
-            return (out > 0.5).astype(np.int64)
-        if self.arch_.n_classes == 2 and out.shape[1] == 1:
-            return (out[:, 0] > 0.5).astype(np.int64)
-        return out.argmax(axis=1)
+        arch, z, _ = self._decide(X)
+        return _predictions(arch, reference.output_forward(z, arch.loss_code))
 
-    def _metrics(self, data, y, z=None):
+    def _metrics(self, data, y, z=None, arch=None):
         """Loss and accuracy on prepared ``data`` (or on its logits ``z``, given)."""
+        arch = self.arch_ if arch is None else arch
         if z is None:
             z = self._logits(data)
-        out = reference.output_forward(z, self.arch_.loss_code)
-        losses = reference.loss_forward(z, out, y, self.arch_.loss_code)
+        out = reference.output_forward(z, arch.loss_code)
+        losses = reference.loss_forward(z, out, y, arch.loss_code)
         accuracy = None
-        if self.arch_.is_classifier:
-            accuracy = reference.count_correct(out, y, self.arch_.loss_code) / len(y)
+        if arch.is_classifier:
+            accuracy = reference.count_correct(out, y, arch.loss_code) / len(y)
         return {"loss": float(losses.mean(dtype=np.float64)), "accuracy": accuracy}
 
     def evaluate(self, X, y):
         """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)}."""
-        self._require_fitted()
-        self._check_params()
-        X = check_X(X, self.arch_)
-        y = check_y(y, self.arch_, len(X))
-        return self._metrics(None, y, z=self._logits_in_chunks(X))
+        arch, z, y = self._decide(X, y)
+        return self._metrics(None, y, z=z, arch=arch)
 
     def score(self, X, y):
         """Accuracy for classifiers; the coefficient of determination R^2 for regression: with
         several outputs, of all of them pooled (1 - their summed squared residuals / their summed
         variances), which weights each output by its variance; ``MLPRegressor.score``, as
         scikit-learn's, averages the outputs' R^2 instead."""
-        self._require_fitted()
-        if self.arch_.is_classifier:
-            return self.evaluate(X, y)["accuracy"]
-        X = check_X(X, self.arch_)
-        y = check_y(y, self.arch_, len(X))
-        residual = ((self.predict(X) - y) ** 2).sum(dtype=np.float64)
+        arch, z, y = self._decide(X, y)
+        if arch.is_classifier:
+            return self._metrics(None, y, z=z, arch=arch)["accuracy"]
+        residual = ((reference.output_forward(z, arch.loss_code) - y) ** 2).sum(dtype=np.float64)
         total = ((y - y.mean(axis=0)) ** 2).sum(dtype=np.float64)
         return float(1 - residual / total) if total > 0 else float("nan")
 
@@ -899,7 +938,10 @@ class MLP:
         from . import checkpoint
 
         self._require_fitted()
-        checkpoint.write(self, path)
+        try:
+            checkpoint.write(self, path)
+        finally:  # what this model wrote last, which its checkpoints there may replace (_train)
+            self._saved_identity = file_identity(path)
 
     @classmethod
     def load(cls, path):

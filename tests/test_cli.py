@@ -1652,7 +1652,8 @@ def test_a_save_file_another_run_replaced_is_not_replaced_again(capsys, tiny_mni
                            "--epochs", "4", "--save", str(path), "--no-progress", *every)
     assert status == 1 and "saved model to" not in out
     since = "wrote it after epoch 2" if checkpoints else "began"  # (a checkpoint comes before on_epoch)
-    assert (f"fastmlp: error: {path} was replaced by another process since this run {since}: two runs write the "
+    assert (f"fastmlp: error: {path} was replaced by another writer (another process, or another model in this one) "
+            f"since this run {since}: two runs write the "
             f"same file; give each its own. This run's weights were not written there\n") in err, err
     assert "--resume" not in err
     np.testing.assert_array_equal(MLP.load(path).params_, other.params_)  # the other run's file, as it left it

@@ -794,3 +794,21 @@ def test_with_alpha_the_loss_curve_and_its_decisions_are_sklearns(kind, params):
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-3)
     for mine, sklearns in zip(ours.coefs_, theirs.coefs_):
         np.testing.assert_allclose(mine, sklearns, rtol=1e-9, atol=1e-12)
+
+
+def test_a_copy_made_during_a_training_call_may_train():
+    # a training call refuses a second one on the same estimator (its "_training" mark); a copy
+    # made during it (deepcopy, pickle) is another estimator
+    import copy
+    import pickle
+
+    X, y = np.random.default_rng(0).random((40, 4)), np.arange(40) % 2
+    estimator = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    estimator.__dict__["_training"] = True  # as during its fit
+    for duplicate in (copy.deepcopy(estimator), pickle.loads(pickle.dumps(estimator))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            duplicate.fit(X, y)
+        assert duplicate.n_iter_ == 2
+    with pytest.raises(RuntimeError, match="already running"):
+        estimator.fit(X, y)

@@ -622,7 +622,8 @@ def test_a_checkpoint_file_another_run_wrote_stops_the_run(tmp_path):
 
     model = MLP([6, 4, 3], seed=0)
     with pytest.raises(fastmlp.CheckpointReplacedError,
-                       match=rf"^{re.escape(str(path))} was replaced by another process since this run wrote it after "
+                       match=rf"^{re.escape(str(path))} was replaced by another writer \(another process, or another "
+                             r"model in this one\) since this run wrote it after "
                              r"epoch 2: two runs write the same file; give each its own"):
         model.fit(X, y, epochs=4, checkpoint_path=path, on_epoch=another_run_writes, progress=False)
     assert model.epochs_trained_ == 3  # (it stopped at epoch 3's checkpoint; the weights are its)
@@ -630,6 +631,43 @@ def test_a_checkpoint_file_another_run_wrote_stops_the_run(tmp_path):
     # a file there before the call is this run's to replace; one written during it is not
     model.fit(X, y, epochs=2, checkpoint_path=path, progress=False)
     assert MLP.load(path).epochs_trained_ == 2
+
+
+def test_the_runs_own_save_to_its_checkpoint_path_is_not_another_writer(tmp_path):
+    # on_epoch saving the model to its own checkpoint_path stopped the run with "replaced by another
+    # process" (audit 38)
+    rng = np.random.default_rng(1)
+    X, y = rng.random((64, 6)), rng.integers(0, 3, size=64)
+    path = tmp_path / "run.npz"
+    model = MLP([6, 4, 3], seed=0)
+    model.fit(X, y, epochs=3, checkpoint_path=path, on_epoch=lambda history: model.save(path), progress=False)
+    assert model.epochs_trained_ == 3 and MLP.load(path).epochs_trained_ == 3
+
+
+@pytest.mark.parametrize("again", ["fit", "partial_fit"])
+def test_a_training_call_of_the_model_from_its_own_on_epoch_is_refused(rng, synth, again):
+    """fit (or partial_fit) of the model from its own on_epoch replaced the run under the running
+    call: it returned a 3-epoch history while the model held the inner 1-epoch run (partial_fit:
+    the call trained 2 of its 3 epochs), silently (audit 38). Refused, the call ends there, as with
+    any error of on_epoch; a copy of the model may train."""
+    import copy
+
+    X, y = synth.blobs(rng, 60, 5, 3)
+    model = MLP([5, 4, 3], seed=0)
+    copies = []
+
+    def train_again(history):
+        copies.append(copy.deepcopy(model))
+        copies[-1].fit(X, y, epochs=2, progress=False)  # not this model: it trains
+        getattr(model, again)(X, y, epochs=1, progress=False)
+
+    with pytest.raises(RuntimeError, match=r"^a fit or partial_fit of this MLP is already running \(this call came "
+                                           r"from its on_epoch, or from another thread\)"):
+        model.fit(X, y, epochs=3, on_epoch=train_again, progress=False)
+    assert model.history_.epoch == [1] and model.epochs_trained_ == 1
+    assert copies[0].history_.epoch == [1, 2]
+    model.fit(X, y, epochs=2, progress=False)  # once the call has returned
+    assert model.history_.epoch == [1, 2]
 
 
 @pytest.mark.parametrize("batch_size", [1, 16])
@@ -663,3 +701,58 @@ def test_only_mini_batch_training_gets_the_rows_part_pointers(batch_size, monkey
     np.testing.assert_array_equal(again.params_, model.params_)
     np.testing.assert_array_equal(again.predict_proba(X), predicted)
     assert again.history_.val_loss == model.history_.val_loss
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "evaluate", "score"])
+def test_inference_reads_the_network_once_while_a_fit_in_another_thread_replaces_it(rng, synth, method):
+    """A fit in another thread that builds another network replaces arch_, backend_ and params_ one
+    at a time. Inference reads them once (the network it checked X against is the one it runs):
+    it read backend_ and params_ again after checking X, and with another network's (other layers)
+    the kernels read past the arrays' ends and the process crashed (audit 38). Here the swap comes
+    in the middle of the call (as the inputs are converted), to a network of the same shapes, so
+    that the old code gives the other network's answers rather than a crash."""
+    X, y = synth.blobs(rng, 300, 12, 3)
+    model, other = MLP([12, 8, 3], seed=0), MLP([12, 8, 3], seed=1)
+    model.fit(X, y, epochs=2, batch_size=4, progress=False)
+    other.fit(X, (y + 1) % 3, epochs=2, batch_size=4, progress=False)  # other answers
+    args = (X, y) if method in ("evaluate", "score") else (X,)
+    expected = getattr(model, method)(*args)
+    prepare = model.backend_.prepare
+
+    def swapped_in_the_middle(*prepare_args, **kwargs):
+        model.arch_, model.backend_, model.params_ = other.arch_, other.backend_, other.params_
+        return prepare(*prepare_args, **kwargs)
+
+    model.backend_.prepare = swapped_in_the_middle
+    got = getattr(model, method)(*args)
+    assert not np.array_equal(getattr(other, method)(*args), expected)
+    if isinstance(expected, dict):
+        assert got == expected
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_inference_refuses_a_network_caught_half_replaced(rng, synth):
+    # backend_ read before a fit elsewhere replaced it, params_ after: a RuntimeError that says so
+    X, y = synth.blobs(rng, 100, 12, 3)
+    model, wider = MLP([12, 8, 3], seed=0), MLP([12, 9, 3], seed=0)
+    model.fit(X, y, epochs=1, progress=False)
+    wider.fit(X, y, epochs=1, progress=False)
+
+    class HalfReplaced(MLP):
+        reads = 0
+
+        @property
+        def backend_(self):
+            HalfReplaced.reads += 1
+            return wider.backend_ if HalfReplaced.reads == 1 else self.__dict__["backend_"]
+
+        @backend_.setter
+        def backend_(self, value):
+            self.__dict__["backend_"] = value
+
+    half = HalfReplaced([12, 8, 3], seed=0)
+    half.__dict__.update({name: value for name, value in model.__dict__.items()})
+    with pytest.raises(RuntimeError, match="network was replaced while it was being used"):
+        half.predict(X)
+    np.testing.assert_array_equal(half.predict(X), model.predict(X))  # the next call reads it whole
