@@ -827,7 +827,9 @@ class MLP:
         try:
             self._check_params(params=params, arch=arch)
         except ValueError:
-            if backend is not self.backend_ or params is not self.params_ or "_training" in self.__dict__:
+            replaced = not (isinstance(params, np.ndarray) and params.dtype == arch.dtype
+                            and params.size == arch.layout().n_params)
+            if replaced and (backend is not self.backend_ or params is not self.params_ or "_training" in self.__dict__):
                 raise RuntimeError("this model's network was replaced while it was being used (a fit of it in "
                                    "another thread); predict with a model no fit is changing") from None
             raise

@@ -772,7 +772,7 @@ def test_sparse_plain_step_is_the_dense_step_on_the_rows_a_small_batch_touched(r
     """A plain SGD step of a batch of a few sparse rows updates only the first-layer rows of
     their nonzero inputs (minibatch._sparse_plain_step, part by part): the same bits as the step
     over every row (apply_step_rows, which a zero gradient row leaves as it is), and the gradient
-    left zero. The batch holds one row twice (its rows' weights stepped once)."""
+    left zero (padded rows too). The batch holds one row twice (its rows' weights stepped once)."""
     from fastmlp.kernels import codes, minibatch, optimizer
 
     n_in = 60
@@ -785,9 +785,10 @@ def test_sparse_plain_step_is_the_dense_step_on_the_rows_a_small_batch_touched(r
         for part in range(kernels.PARTS):
             spans[r, part] = part_ptr[i * kernels.PARTS + part : i * kernels.PARTS + part + 2]
     W = random(rng, (n_in, n_out), dtype)
-    G = np.zeros((n_in, n_out), dtype)
+    padded = n_out == 100  # rows of the gradient longer than W's (_padded_gradient), their tails zeroed too
+    G = np.zeros((n_in, n_out + 28 * padded), dtype)
     touched = np.flatnonzero(X[batch].any(axis=0))
-    G[touched] = random(rng, (len(touched), n_out), dtype)
+    G[touched] = random(rng, (len(touched), G.shape[1]), dtype)
     G[touched[0], :3] = 0  # zeros within a touched row
     hyper = np.zeros(codes.N_HYPER)
     hyper[codes.LR] = 0.37

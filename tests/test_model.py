@@ -756,3 +756,21 @@ def test_inference_refuses_a_network_caught_half_replaced(rng, synth):
     with pytest.raises(RuntimeError, match="network was replaced while it was being used"):
         half.predict(X)
     np.testing.assert_array_equal(half.predict(X), model.predict(X))  # the next call reads it whole
+
+
+def test_inference_during_a_training_call_names_the_weights_own_fault(rng, synth):
+    # from on_epoch (a training call running): weights of the right shape that the checks refuse
+    # are that, not "a network replaced"
+    X, y = synth.blobs(rng, 60, 5, 3)
+    model = MLP([5, 4, 3], seed=0)
+    model.fit(X, y, epochs=1, progress=False)
+    raised = []
+
+    def predict_with_nan_weights(history):
+        model.params_[0] = np.nan
+        with pytest.raises(ValueError, match="params_ contains NaN or infinity") as error:
+            model.predict(X)
+        raised.append(error)
+
+    model.partial_fit(X, y, epochs=1, on_epoch=predict_with_nan_weights, progress=False)
+    assert len(raised) == 1
