@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import socket
+import shutil
 import signal
 import tempfile
 import time
@@ -952,3 +953,95 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
         script.wait()
         with contextlib.suppress(ProcessLookupError, NameError):
             os.kill(child, signal.SIGKILL)
+
+
+def _cold_start_without_a_process(monkeypatch, tmp_path, popen):
+    """start() as on a cold cache with two cores, its marks in tmp_path and ``popen`` for Popen."""
+    import subprocess
+    import types
+
+    from fastmlp import _prewarm
+    from fastmlp.kernels import _threads
+
+    monkeypatch.setattr(_prewarm, "_STARTED", [])
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: types.SimpleNamespace(signatures=[]))
+    monkeypatch.setattr(_prewarm, "_marks_folder", lambda plan: tmp_path)
+    monkeypatch.setattr(_prewarm, "cache_is_cold", lambda *args, **kwargs: True)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    monkeypatch.delenv(_prewarm.ENV_SWITCH, raising=False)
+
+
+def test_a_fit_marks_its_second_process_as_soon_as_it_has_started_it(monkeypatch, tmp_path):
+    """The second process marked itself only after its start-up (a second or so): two fits started
+    together on one cold cache each found no mark and each compiled the kernels in two processes
+    of their own (audit 34: 33 cache files stored twice). The fit marks it right away, and holds a
+    lock from its look for marks to that mark."""
+    from fastmlp import _prewarm
+
+    class Process:  # stands in for the second process, which has not run yet
+        pid = 4242424
+
+        def __init__(self, *args, **kwargs):
+            self.returncode = None
+            assert list(tmp_path.iterdir()) == [tmp_path / "fastmlp-starting-mini-batch-float32-uint8"]  # the lock
+
+        def poll(self):
+            return self.returncode
+
+    _cold_start_without_a_process(monkeypatch, tmp_path, Process)
+    started = _prewarm.start("mini-batch", "float32", "uint8")
+    try:
+        assert isinstance(started, Process)
+        assert sorted(path.name for path in tmp_path.iterdir() if not path.is_dir()) == [
+            f"fastmlp-compiling-mini-batch-float32-uint8-4242424@{socket.gethostname()}"]
+    finally:
+        _prewarm._close_told(started)
+        if started.fastmlp_claims:
+            shutil.rmtree(started.fastmlp_claims, ignore_errors=True)
+
+
+def test_a_fit_that_starts_while_another_starts_takes_the_others_compile(monkeypatch, tmp_path):
+    # another fit holds the lock (it has looked for marks and starts its second process); this one
+    # waits, then finds that process's mark, starts none of its own and claims helpers with them
+    import subprocess
+    import threading
+
+    from fastmlp import _prewarm
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a second compile of the same kernel was started")
+
+    claims = str(tmp_path / "claims-of-the-other-fit")
+    compiling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fastmlp._prewarm",
+                                  "per-sample", "float32", "uint8", "--claims", claims])
+    _cold_start_without_a_process(monkeypatch, tmp_path, no_process)
+    lock = tmp_path / "fastmlp-starting-per-sample-float32-uint8"
+    lock.touch()
+    found = []
+    try:
+        deadline = time.monotonic() + 30
+        while not _prewarm._compiler_running(compiling.pid):  # (a command line just exec'd reads empty at first)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        waiting = threading.Thread(target=lambda: found.append(_prewarm.start("per-sample", "float32", "uint8")))
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive()  # waits for the lock
+        (tmp_path / f"fastmlp-compiling-per-sample-float32-uint8-{compiling.pid}@{socket.gethostname()}").touch()
+        lock.unlink()
+        waiting.join(30)
+        assert found[0].pid == compiling.pid and found[0].poll() is None
+        assert found[0].fastmlp_claims == claims  # this fit joins the other's share of the helpers
+        assert not lock.exists()
+        # a lock left by a process killed while it held it is taken after START_LOCK_SECONDS
+        lock.touch()
+        old = time.time() - _prewarm.START_LOCK_SECONDS - 1
+        os.utime(lock, (old, old))
+        assert _prewarm._lock_start("per-sample", "float32", "uint8") == lock
+        _prewarm._unlock_start(lock)
+        assert not lock.exists()
+    finally:
+        compiling.kill()
+        compiling.wait()
