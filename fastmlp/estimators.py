@@ -109,6 +109,15 @@ def _hidden_layer_sizes(value):
     return [int(size) for size in sizes]
 
 
+def _dense_only(X):
+    """A TypeError for a scipy.sparse X (scikit-learn's words, then where a Pipeline's sparse
+    output comes from: a user of one cannot call toarray() between its steps)."""
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError("Sparse data was passed for X, but dense data is required: pass X.toarray(); in a Pipeline, "
+                        "have the step before give dense output, e.g. OneHotEncoder(sparse_output=False) or "
+                        "ColumnTransformer(..., sparse_threshold=0)")
+
+
 class _LayerArrays(list):
     """``coefs_`` or ``intercepts_``: a list of views into the model's parameters, in which an
     assigned item is copied into the view (scikit-learn's lists hold their own arrays, which a
@@ -391,7 +400,9 @@ class _BaseMLP(BaseEstimator):
         # (n_outputs_ == 1; a multiclass split is not stratified: each class need not be in both parts)
         stratify = targets if self._is_classifier and self.n_outputs_ == 1 else None
         arrays = [X, targets] + ([] if sample_weight is None else [sample_weight])
-        parts = train_test_split(*arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify)
+        # (a NumPy float: train_test_split's own check refused np.float32(0.2) in its words, audit 40)
+        parts = train_test_split(*arrays, random_state=random_state, test_size=float(self.validation_fraction),
+                                 stratify=stratify)
         train, val = parts[0::2], parts[1::2]
         if len(val[0]) < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
@@ -586,6 +597,7 @@ class _BaseMLP(BaseEstimator):
 
     def _validated(self, X):
         check_is_fitted(self, "model_")
+        _dense_only(X)
         return validate_data(self, X, reset=False, dtype=self._input_dtype())
 
     def __setstate__(self, state):
@@ -632,6 +644,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if hasattr(y, "toarray") and hasattr(y, "nnz"):  # scipy.sparse
             raise ValueError("y as a sparse matrix is not supported: pass y.toarray() (a dense multilabel indicator "
                              "matrix; predict then returns a dense one)")
+        _dense_only(X)
         X, y = validate_data(self, X, y, multi_output=True, dtype=self._input_dtype(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -795,6 +808,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return targets.shape[1]
 
     def _validate_input(self, X, y, incremental, reset):
+        _dense_only(X)
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=self._input_dtype(), reset=reset)
         y = _numbers(y, "y", f"an array of {len(X)} targets")  # (strings: "1.5" became 1.5 silently)
         if y.ndim == 2 and y.shape[1] == 1:

@@ -338,6 +338,35 @@ def test_sparse_targets_are_refused_with_the_remedy():
             call()
 
 
+def test_sparse_X_is_refused_with_the_remedy_a_pipeline_user_can_take():
+    # scikit-learn's message said only "Use '.toarray()'", which a Pipeline's user cannot call
+    # between its steps (OneHotEncoder's output is sparse by default: audit 40)
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = make_classification(60, 5, random_state=0)
+    fitted = MLPClassifier(hidden_layer_sizes=(3,), max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted.fit(X, y)
+    for call in (lambda: MLPClassifier(max_iter=1).fit(sparse.csr_matrix(X), y),
+                 lambda: MLPRegressor(max_iter=1).partial_fit(sparse.csr_matrix(X), y.astype(float)),
+                 lambda: fitted.predict(sparse.csr_matrix(X))):
+        with pytest.raises(TypeError, match=r"^Sparse data was passed for X, but dense data is required: pass "
+                                            r"X.toarray\(\); in a Pipeline, .*OneHotEncoder\(sparse_output=False\)"):
+            call()
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_a_numpy_float_validation_fraction_is_a_fraction(Estimator):
+    # np.float32(0.2) was refused by train_test_split's own check, in its words (test_size)
+    X, y = make_classification(80, 4, random_state=0)
+    estimator = Estimator(hidden_layer_sizes=(3,), max_iter=2, early_stopping=True,
+                          validation_fraction=np.float32(0.2), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(X, y)
+    assert len(estimator.validation_scores_) == 2
+
+
 def test_dataframe_input_records_feature_names():
     pd = pytest.importorskip("pandas")
     X, y = make_regression(80, 3, random_state=0)
