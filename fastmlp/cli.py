@@ -563,11 +563,12 @@ def _train(args):
             _check_distributable(args)
         print(f"fastmlp: note: {_world[1]}", file=sys.stderr)
         return _train_ranks(args, None)
-    from .distributed import RanksFailed, agreeing
+    from .distributed import RanksFailed, agreeing, caller_stops_ranks
 
     meeting = {"met": False, "agreed": False}
     try:
-        with agreeing(comm) as meeting:  # a rank that fails before training (its data, its checkpoint) tells the others
+        # (an error of this rank alone after the ranks met: main stops them all, _stop_other_ranks)
+        with caller_stops_ranks(comm), agreeing(comm) as meeting:  # a rank that fails before training (its data, its checkpoint) tells the others
             if not args.resume:
                 _check_distributable(args)
             return _train_ranks(args, comm)
@@ -664,6 +665,12 @@ def _train_ranks(args, comm):
     if args.resume:
         _check_resumed_data(args, model, X_train, y_train)
         done_before = model.epochs_trained_
+        if comm is not None:
+            # every rank takes the same branch: one whose checkpoint held the whole run took the one
+            # below alone and exited, the others waiting for it in partial_fit's meeting for ever
+            from .distributed import check_same_run
+
+            check_same_run(comm, resumed_run=model.run_.scalars(), nothing_left_to_train=bool(args.complete))
         if args.complete:
             if lead:
                 print(f"fastmlp: note: {args.resume} holds the whole run ({done_before} epoch"

@@ -131,6 +131,54 @@ class RanksFailed(ValueError):
     size = 0
 
 
+# The communicators whose caller stops every rank itself when an error of this rank ends its
+# training call after the ranks met (the command line: ``cli._stop_other_ranks``, with its
+# exit status and account of the run); ``ending_the_job`` leaves those to it.
+_CALLER_STOPS = []
+
+
+@contextlib.contextmanager
+def caller_stops_ranks(comm):
+    """Within it, ``ending_the_job`` raises errors as they are: the caller ends the job."""
+    _CALLER_STOPS.append(comm)
+    try:
+        yield
+    finally:
+        _CALLER_STOPS.remove(comm)
+
+
+@contextlib.contextmanager
+def ending_the_job(comm, meeting):
+    """Around a distributed training call (``meeting``: its ``agreeing``'s), once the ranks have met
+    to train (``meeting["agreed"]``): an exception raised on
+    this rank alone (out of memory, a Ctrl-C that reached the ranks at different moments, a
+    failed write) would leave the other ranks waiting for it in a collective, each spinning on a
+    core, for ever (audit 39: a script's fit under mpiexec hung that way). The rank prints it and
+    MPI_Abort ends every rank (status 130 for an interrupt, else 1), as ``python -m mpi4py``
+    does for an uncaught exception. What every rank raises alike (RanksFailed, a divergence at
+    the same sample, an error of on_epoch or of rank 0's checkpoint, which every rank was told)
+    is raised as it is."""
+    from .trainer import DivergenceError
+
+    try:
+        yield
+    except (RanksFailed, DivergenceError):
+        raise
+    except BaseException as error:
+        if (not meeting["agreed"] or getattr(error, "_told_every_rank", False) or _CALLER_STOPS
+                or comm.Get_size() < 2):
+            raise  # (before the ranks met, ``agreeing`` tells the others)
+        import sys
+        import traceback
+
+        interrupted = isinstance(error, KeyboardInterrupt)
+        traceback.print_exc()
+        print(f"fastmlp: rank {comm.Get_rank()} of {comm.Get_size()}: {_one_line(error)}; the other ranks wait for "
+              f"this one in the training call, so MPI_Abort ends every rank", file=sys.stderr, flush=True)
+        comm.Abort(130 if interrupted else 1)
+        raise
+
+
 @contextlib.contextmanager
 def agreeing(comm):
     """Run one rank's part of a distributed call (a ``fit``; the command line's set-up and
@@ -223,6 +271,7 @@ def each_rank_step(comm, step):
         error = raised
     told = comm.allgather(None if error is None else _one_line(error))
     if error is not None:
+        error._told_every_rank = True  # (the others raise RanksFailed: ending_the_job lets it go)
         raise error
     failed = [(rank, message) for rank, message in enumerate(told) if message is not None]
     if failed:

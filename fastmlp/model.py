@@ -150,6 +150,15 @@ def _agreeing(comm):
     return agreeing(comm)
 
 
+def _ending_the_job(comm, meeting):
+    """``distributed.ending_the_job(comm, meeting)`` for distributed calls."""
+    if comm is None:
+        return contextlib.nullcontext()
+    from .distributed import ending_the_job
+
+    return ending_the_job(comm, meeting)
+
+
 def writable_arrays(value, _seen=None):
     """``value`` with every read-only NumPy array in it replaced by a writable copy, through the
     attributes of fastmlp's objects and the items of lists, tuples and dicts (in place where
@@ -470,11 +479,11 @@ class MLP:
         """
         options = {name: value for name, value in locals().items() if name in FIT_DEFAULTS}
         comm, note = self._communicator(distributed)
-        with _agreeing(comm):  # a rank that fails before training tells the others, which would wait
+        with _agreeing(comm) as meeting:  # a rank that fails before training tells the others, which would wait
             options = check_fit_options(options)
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
-            with self._unchanged_until_training():
+            with self._unchanged_until_training(), _ending_the_job(comm, meeting):  # (one rank's error after it)
                 self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
                                    checkpoint_every, on_epoch, comm)
@@ -531,7 +540,7 @@ class MLP:
         """
         given = {name: value for name, value in locals().items() if name in FIT_DEFAULTS and value is not RUN}
         comm, note = self._communicator(distributed)
-        with _agreeing(comm):  # as in fit
+        with _agreeing(comm) as meeting:  # as in fit
             previous = getattr(self, "fit_options_", None)
             if previous is not None and given.get("optimizer", previous["optimizer"]) != previous["optimizer"]:
                 # (before the options' own checks: the run's momentum=0.9 beside optimizer='adam' read
@@ -548,7 +557,8 @@ class MLP:
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
             # (a run that has trained before: a first call, or one after initialize(), starts the run)
-            with self._unchanged_until_training(undo_untrained=getattr(self, "fit_options_", None) is not None):
+            with self._unchanged_until_training(undo_untrained=getattr(self, "fit_options_", None) is not None), \
+                    _ending_the_job(comm, meeting):
                 if not hasattr(self, "params_"):
                     self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,

@@ -550,3 +550,64 @@ def test_train_distributed_help_prints_without_starting_mpi(flag, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: fastmlp train") and done.stdout.rstrip().endswith("\nFalse")
+
+
+ALONE_FAILING_SCRIPT = """
+import sys
+import numpy as np
+import fastmlp
+from fastmlp import distributed
+from mpi4py import MPI
+
+rng = np.random.default_rng(0)
+X, y = rng.random((400, 12)), rng.integers(0, 3, size=400)
+calls = []
+train_chunk = distributed.DistributedBackend.train_chunk
+
+
+def failing(self, *args, **kwargs):
+    calls.append(1)
+    if MPI.COMM_WORLD.rank == 1 and len(calls) == 3:  # rank 1 alone, in the middle of training
+        raise {error}
+    return train_chunk(self, *args, **kwargs)
+
+
+distributed.DistributedBackend.train_chunk = failing
+fastmlp.MLP([12, 8, 3], seed=0).fit(X, y, epochs=4, batch_size=8, progress=False, distributed=True)
+print("trained", MPI.COMM_WORLD.rank, flush=True)
+"""
+
+
+@pytest.mark.parametrize("error, status, said", [("MemoryError('injected')", 1, "MemoryError: injected"),
+                                                 ("KeyboardInterrupt()", 130, "TrainingInterrupted: training interrupted")])
+def test_an_error_of_one_rank_alone_during_a_fit_ends_every_rank(tmp_path, error, status, said):
+    """A script's fit (the README's pattern: ``mpiexec -n 2 python train.py``) on which one rank
+    alone raised during training (out of memory; a Ctrl-C reaching the ranks at different
+    moments): that rank printed its traceback and the other waited for it in a collective,
+    spinning on a core, for ever (audit 39). The rank says what happened and MPI_Abort ends the
+    job, with 130 for an interrupt."""
+    script = tmp_path / "train.py"
+    script.write_text(ALONE_FAILING_SCRIPT.format(error=error))
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=RANKS_TIMEOUT)
+    assert done.returncode == status, done.stderr
+    assert "trained" not in done.stdout
+    assert f"fastmlp: rank 1 of 2: {said}" in done.stderr, done.stderr
+    assert "MPI_Abort ends every rank" in done.stderr
+
+
+def test_cli_resuming_ranks_whose_checkpoints_hold_runs_of_different_lengths_stops_every_rank(tiny_mnist_dir, tmp_path):
+    # the rank whose checkpoint held the whole run said nothing and exited 0; the other waited in
+    # partial_fit's meeting for ever (a node-local checkpoint left by an earlier job: audit 39)
+    train = [sys.executable, "-m", "fastmlp", "train", "--data", str(tiny_mnist_dir), "--layers", "784,8,10",
+             "--batch-size", "20", "--no-progress"]
+    for epochs, name in ((1, "short.npz"), (2, "whole.npz")):
+        assert main([*train[3:], "--epochs", str(epochs), "--save", str(tmp_path / name)]) == 0
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    resume = [*train, "--distributed", "--epochs", "2", "--resume"]
+    done = subprocess.run([mpiexec(), "-n", "1", *resume, "short.npz", ":", "-n", "1", *resume, "whole.npz"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=RANKS_TIMEOUT)
+    assert done.returncode == 1, done.stderr
+    assert ("distributed training: rank 1 differs from rank 0 in nothing_left_to_train, resumed_run; every rank must "
+            "make the same training call") in done.stderr, done.stderr
