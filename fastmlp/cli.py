@@ -575,8 +575,12 @@ def _train(args):
     except KeyboardInterrupt:
         _ranks_to_stop.append(comm)
         raise
-    except RanksFailed:
-        raise  # raised on every rank alike
+    except RanksFailed as error:
+        # raised on every rank that did not fail itself, and rank 0 says its own error or this one:
+        # the others' copies were noise (and glued onto one line at times: audit 39)
+        if comm.Get_rank() != 0:
+            error._said_by_rank_0 = True
+        raise
     except DivergenceError as error:  # raised on every rank alike, at the same sample: rank 0 says it
         if comm.Get_rank() != 0:
             error._said_by_rank_0 = True

@@ -476,6 +476,14 @@ def test_cli_errors_every_rank_meets_alike_are_said_once(tiny_mnist_dir, tmp_pat
     done = run_two_ranks([*train, "--activation", "identity", "--lr", "1e10", "--epochs", "3"], tmp_path)
     assert done.returncode == 1
     assert done.stderr.count("fastmlp: error: training diverged") == 1 and "Abort" not in done.stderr, done.stderr
+    # ranks given different options: every rank raised RanksFailed, and every rank said it
+    command = [mpiexec(), "-n", "1", sys.executable, *train, "--lr", "0.1", ":", "-n", "1", sys.executable, *train,
+               "--lr", "0.2"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=RANKS_TIMEOUT,
+                          env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+    assert done.returncode == 1
+    assert done.stderr.count("fastmlp: error: distributed training: rank 1 differs from rank 0 in options") == 1, \
+        done.stderr
 
 
 def test_a_single_rank_is_a_note_then_training_as_usual(rng):
