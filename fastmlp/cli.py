@@ -580,6 +580,9 @@ def _train(args):
         # the others' copies were noise (and glued onto one line at times: audit 39)
         if comm.Get_rank() != 0:
             error._said_by_rank_0 = True
+        # other ranks' usage errors (their --resume file missing on their node): every rank ends
+        # with 2, the usage status (the ranks' 2 and 1 made mpiexec's status 3: audit 39)
+        error._usage = bool(error.failed) and all(told.startswith("UsageError:") for _, told in error.failed)
         raise
     except DivergenceError as error:  # raised on every rank alike, at the same sample: rank 0 says it
         if comm.Get_rank() != 0:
@@ -1310,4 +1313,5 @@ def _main(argv):
             print(f"fastmlp: error: {message}", file=sys.stderr)
         # an error that a SIGTERM caused (where its exception could not come through) is still
         # the SIGTERM's end for a batch system
-        return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_ERROR)
+        return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_USAGE if getattr(error, "_usage", False)
+                                 else EXIT_ERROR)
