@@ -675,23 +675,32 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
                 break
             with _executor(executor, 1 if alone else workers, scheduler, source) as (pool, shown):
                 description = description or shown
+                # the futures not yet read; one read is let go at once (Dask: its result leaves
+                # the cluster, which recomputed a lost worker's finished trials while the sweep
+                # held them all to its end: audit 39); those done together in trial order
                 futures = {pool.submit(_run_trial, number, trials[number], source): number for number in group}
                 try:
-                    for future in concurrent.futures.as_completed(futures):
-                        number = futures[future]
-                        if restartable and not alone and _lost_worker(future):
-                            lost[number] += 1
-                            broken.append(number)
-                            continue
-                        records[number] = _outcome(future, number, trials)
-                        if on_result is not None:
-                            try:
-                                on_result(records[number])
-                            except Exception as error:  # (KeyboardInterrupt is Ctrl-C: below)
-                                on_result = None
-                                warnings.warn(f"on_result raised {type(error).__name__}: {error} (trial {number}); "
-                                              f"it is not called again, and the sweep goes on", UserWarning,
-                                              stacklevel=3)
+                    while futures:
+                        ready = sorted(concurrent.futures.wait(
+                            futures, return_when=concurrent.futures.FIRST_COMPLETED).done, key=futures.get)
+                        while ready:
+                            future = ready.pop(0)
+                            number = futures[future]
+                            if restartable and not alone and _lost_worker(future):
+                                lost[number] += 1
+                                broken.append(number)
+                                del futures[future]
+                                continue
+                            records[number] = _outcome(future, number, trials)
+                            del futures[future]  # (after its record: a Ctrl-C between the two loses nothing)
+                            if on_result is not None:
+                                try:
+                                    on_result(records[number])
+                                except Exception as error:  # (KeyboardInterrupt is Ctrl-C: below)
+                                    on_result = None
+                                    warnings.warn(f"on_result raised {type(error).__name__}: {error} (trial {number}); "
+                                                  f"it is not called again, and the sweep goes on", UserWarning,
+                                                  stacklevel=3)
                 except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
                     interrupted = True
                     if str(interrupt).startswith("stopped by "):

@@ -845,3 +845,31 @@ def test_an_unknown_name_in_the_grid_is_told_what_can_be_swept():
     assert "validation_fraction" not in str(error.value) and ", lr," in str(error.value)
     with pytest.raises(ValueError, match=r"^base_params: unknown parameter 'learning_rate'; a sweep sets .*validation"):
         sweeps.make_trials({**BASE, "learning_rate": 0.1}, {"lr": [0.1]})
+
+
+def test_a_trials_future_is_let_go_once_its_record_is_read(tiny_mnist_dir):
+    """The sweep held every trial's future to its end: on Dask each result stayed on the cluster,
+    which recomputed a lost worker's finished trials (audit 39). A future read is let go: by the
+    next trial's record, no reference to the one before is left."""
+    import gc
+    import weakref
+
+    submitted = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            future = super().submit(*args, **kwargs)
+            submitted.append(weakref.ref(future))
+            return future
+
+    alive_at_each_record = []
+
+    def on_result(record):
+        gc.collect()
+        alive_at_each_record.append(sum(ref() is not None for ref in submitted))
+
+    with Recording(1) as pool:
+        result = fastmlp.sweep(BASE, grid={"lr": [0.05, 0.1, 0.2]}, executor=pool, data=tiny_mnist_dir,
+                               on_result=on_result)
+    assert [record["status"] for record in result.trials] == ["ok"] * 3
+    assert alive_at_each_record == [3, 2, 1]  # the one being read, and those not yet read
