@@ -420,6 +420,11 @@ def _marks_folder(plan):
     return Path(_kernel_of(plan).stats.cache_path)
 
 
+def _plan_name(plan, dtype, values_dtype):
+    """"plan-dtype-values_dtype", as the marks and the start lock name a compile."""
+    return f"{plan}-{np.dtype(dtype).name}-{np.dtype(values_dtype).name}"
+
+
 def _mark_compiling(plan, dtype, values_dtype, pid=None):
     """An empty file in the kernel's cache directory that says the second process ``pid`` (this
     one by default) compiles ``plan`` for these types (``compiling_elsewhere``), made by the fit's
@@ -429,7 +434,7 @@ def _mark_compiling(plan, dtype, values_dtype, pid=None):
         folder = _marks_folder(plan)
         folder.mkdir(parents=True, exist_ok=True)
         pid = os.getpid() if pid is None else pid
-        path = folder / f"{MARK_PREFIX}{plan}-{np.dtype(dtype).name}-{np.dtype(values_dtype).name}-{pid}@{_HOST}"
+        path = folder / f"{MARK_PREFIX}{_plan_name(plan, dtype, values_dtype)}-{pid}@{_HOST}"
         path.touch()
     except (OSError, AttributeError):
         return None
@@ -451,7 +456,7 @@ def _lock_start(plan, dtype, values_dtype):
         folder.mkdir(parents=True, exist_ok=True)
     except (OSError, AttributeError):
         return None
-    path = folder / f"{START_LOCK_PREFIX}{plan}-{np.dtype(dtype).name}-{np.dtype(values_dtype).name}"
+    path = folder / f"{START_LOCK_PREFIX}{_plan_name(plan, dtype, values_dtype)}"
     deadline = time.monotonic() + START_LOCK_SECONDS
     while True:
         try:
@@ -494,7 +499,7 @@ def compiling_elsewhere(plan, dtype, values_dtype):
     theirs) are removed. Returns an ``_Elsewhere``, or None."""
     try:
         folder = _marks_folder(plan)
-        prefix = f"{MARK_PREFIX}{plan}-{np.dtype(dtype).name}-{np.dtype(values_dtype).name}-"
+        prefix = f"{MARK_PREFIX}{_plan_name(plan, dtype, values_dtype)}-"
         marks = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix)]
     except (OSError, AttributeError):
         return None
