@@ -29,9 +29,11 @@ import csv
 import difflib
 import io
 import itertools
+import logging
 import math
 import numbers
 import os
+import signal
 import socket
 import threading
 import warnings
@@ -441,8 +443,30 @@ def _dask_executor(workers, scheduler):
         n_workers=count, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
         env={"NUMBA_NUM_THREADS": "1"},
     )
-    with cluster, distributed.Client(cluster) as client:
-        yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    try:
+        with cluster, distributed.Client(cluster) as client:
+            client.run(_ignore_sigint)
+            try:
+                yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
+            finally:
+                # the close stops the workers; one in compiled code (a trial cancelled by Ctrl-C)
+                # is killed after 4 s, with a warning that says nothing to the sweep's user
+                nanny.setLevel(logging.ERROR)
+    finally:
+        nanny.setLevel(level)
+
+
+def _ignore_sigint():
+    """Run by each worker process of the sweep's own LocalCluster, in its main thread (its event
+    loop's): a terminal's Ctrl-C reaches the whole foreground process group, and it stopped the
+    workers with two screenfuls of Dask's tracebacks before the sweep's own line (audit 39). The
+    sweep stops them itself when it closes its cluster; the warning each worker logged for the
+    trial it was running when the sweep cancelled it ("Async instruction for <Task cancelled ...")
+    is not said either: the sweep's table says it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 def _connect(distributed, scheduler):
@@ -691,7 +715,8 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
                                 broken.append(number)
                                 del futures[future]
                                 continue
-                            records[number] = _outcome(future, number, trials)
+                            records[number] = (_worker_lost_each_time(future, number, trials, lost[number] + 1)
+                                               if alone and _lost_worker(future) else _outcome(future, number, trials))
                             del futures[future]  # (after its record: a Ctrl-C between the two loses nothing)
                             if on_result is not None:
                                 try:
@@ -721,6 +746,14 @@ def _lost_worker(future):
     """Whether ``future`` failed because its pool lost a worker process (it, or another trial's)."""
     return (future.done() and not future.cancelled()
             and isinstance(future.exception(), BrokenProcessPool))
+
+
+def _worker_lost_each_time(future, number, trials, runs):
+    """The record of a trial whose worker process died in each of its ``runs``: said as such (it
+    read as a bare ``BrokenProcessPool``, as if once; audit 39)."""
+    return {"trial": number, "params": trials[number], "status": "failed",
+            "error": f"its worker process died each of the {runs} times the trial ran, the last alone in a pool of its "
+                     f"own (killed: out of memory? a crash in compiled code?): {_describe_error(future.exception())}"}
 
 
 def _outcome(future, number, trials):

@@ -1,6 +1,7 @@
 """Sweeps (fastmlp.sweep, fastmlp sweep): trials equal direct fits, on processes and on Dask;
 failures recorded, ranking, random search, Ctrl-C, bad input, the command line."""
 
+import contextlib
 import concurrent.futures
 import csv
 import json
@@ -183,6 +184,7 @@ def test_a_trial_that_kills_its_worker_every_time_costs_no_other_trial(tiny_mnis
                            data=tiny_mnist_dir)
     by_rate = {record["params"]["lr"]: record for record in result.trials}
     assert by_rate[0.999]["status"] == "failed" and "BrokenProcessPool" in by_rate[0.999]["error"]
+    assert "died each of the 4 times the trial ran" in by_rate[0.999]["error"]
     # the first run, LOST_WORKER_RETRIES (2) more in a shared pool, one alone (README, "Failures")
     assert sweeps.LOST_WORKER_RETRIES == 2 and len((tmp_path / "attempts").read_text()) == 4
     assert [by_rate[lr]["status"] for lr in (0.01, 0.02, 0.03)] == ["ok"] * 3, [r["error"] for r in result.trials]
@@ -836,6 +838,45 @@ def test_a_sweep_beside_another_cluster_warns_of_no_port():
             with sweeps._dask_executor(1, None) as (pool, _):
                 assert pool.submit(sum, [1, 2]).result() == 3
     assert not [str(w.message) for w in caught if "already in use" in str(w.message)]
+
+
+DASK_CTRL_C = """
+import sys, time
+from fastmlp import sweeps
+
+with sweeps._dask_executor(2, None) as (pool, _):
+    futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+    try:
+        time.sleep(1)
+        print("running", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:  # as run_trials: the unfinished trials are cancelled, the cluster closed
+        for future in futures:
+            future.cancel()
+print("stopped", flush=True)
+"""
+
+
+def test_ctrl_c_of_a_sweep_on_its_own_dask_cluster_says_nothing_of_dask(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) stopped the LocalCluster's worker
+    processes too, with ~70 lines of Dask's tracebacks and warnings before the sweep's own line
+    (audit 39 #6)."""
+    pytest.importorskip("distributed")
+    import os
+    import signal
+    import subprocess
+
+    sweep = subprocess.Popen([sys.executable, "-c", DASK_CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        assert sweep.stdout.readline() == "running\n"
+        os.killpg(sweep.pid, signal.SIGINT)
+        out, err = sweep.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert out == "stopped\n" and sweep.returncode == 0
+    assert "Traceback" not in err and "WARNING" not in err, err
 
 
 def test_an_unknown_name_in_the_grid_is_told_what_can_be_swept():
