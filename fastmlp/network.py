@@ -15,6 +15,7 @@ zero pixels.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -112,9 +113,11 @@ class Architecture:
         dtype = self.dtype
         if isinstance(dtype, str):
             dtype = DTYPES.get(dtype)
-        elif dtype in (np.float32, np.float64) or np.dtype(dtype) in (np.float32, np.float64):
-            dtype = np.dtype(dtype).type
-        else:
+        elif isinstance(dtype, (type, np.dtype)):  # np.float32, np.dtype("float64")
+            with contextlib.suppress(TypeError):
+                dtype = np.dtype(dtype).type
+            dtype = dtype if dtype in (np.float32, np.float64) else None
+        else:  # (None is NumPy's float64, 5 or [1] NumPy's own errors, which name no dtype: audit 42)
             dtype = None
         if dtype is None:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")

@@ -126,6 +126,9 @@ CASES = {
     "bce with 10 outputs, one label each": ({"loss": "binary_cross_entropy", "layers": [784, 16, 10]}, (X_OK, Y_OK), {}, ValueError, ["binary_cross_entropy", "indicator matrix", "loss='cross_entropy'", "10"]),
     "softmax one unit": ({"layers": [784, 16, 1]}, (X_OK, Y_OK), {}, ValueError, ["softmax", "2 units"]),
     "bias not bool": ({"bias": "no"}, (X_OK, Y_OK), {}, TypeError, ["bias", "'no'"]),
+    # None was NumPy's float64 (trained, saved and shown as dtype=None), 5 NumPy's own error (audit 42)
+    "dtype None": ({"dtype": None}, (X_OK, Y_OK), {}, ValueError, ["dtype must be 'float32' or 'float64'", "None"]),
+    "dtype 5": ({"dtype": 5}, (X_OK, Y_OK), {}, ValueError, ["dtype must be", "got 5"]),
 }
 
 
