@@ -267,20 +267,24 @@ def cache_is_cold(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None
     dtypes by name in ``argument_dtypes``), none compiled for those types (a float32 run does not
     warm a float64 one). Where Numba's cache internals differ from the ones read here, a present
     index counts as warm."""
+    if argument_dtypes is None and dtype is not None:
+        argument_dtypes = {"params": dtype, "values": values_dtype}
+    if argument_dtypes is not None:  # (outside the try below: a name of ours that is wrong is an error, not "warm")
+        arguments = list(inspect.signature(kernel.py_func).parameters)
+        unknown = [argument for argument in argument_dtypes if argument not in arguments]
+        if unknown:
+            raise ValueError(f"{kernel.py_func.__qualname__} has no argument {', '.join(map(repr, unknown))}")
+        where = tuple(arguments.index(argument) for argument in argument_dtypes)
+        wanted = tuple(np.dtype(value) for value in argument_dtypes.values())
     path = Path(kernel.stats.cache_path)
     name = kernel.py_func.__qualname__
     if not any(path.glob(f"*.{name}-*.nbi")):
         return True
-    if argument_dtypes is None and dtype is not None:
-        argument_dtypes = {"params": dtype, "values": values_dtype}
     try:
         # Numba's own reader: {} for an index of other sources; keys start with the signature
         index = kernel._cache._cache_file._load_index()
         if argument_dtypes is None:
             return not index
-        arguments = list(inspect.signature(kernel.py_func).parameters)
-        where = tuple(arguments.index(argument) for argument in argument_dtypes)
-        wanted = tuple(np.dtype(value) for value in argument_dtypes.values())
         return not any(tuple(np.dtype(str(key[0][i].dtype)) for i in where) == wanted for key in index)
     except Exception:  # noqa: BLE001 - internals of another Numba version: keep the old answer
         return False

@@ -453,6 +453,17 @@ def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
     assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
 
 
+def test_an_argument_name_the_kernel_lacks_is_an_error_not_a_warm_cache():
+    # the lookup of the names sat inside the try that keeps the old answer ("warm") where Numba's
+    # cache internals differ: a renamed argument would have read warm for ever (audit 42)
+    import numpy as np
+
+    from fastmlp import _prewarm, kernels
+
+    with pytest.raises(ValueError, match=r"sgd_persample_chunk has no argument 'parms'"):
+        _prewarm.cache_is_cold(kernels.sgd_persample_chunk, argument_dtypes={"parms": np.float64})
+
+
 START_TWICE = r"""
 import json, subprocess, numpy as np, fastmlp
 from fastmlp import _prewarm, kernels
