@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._cli_options import TAKES_EFFECT_WITH, strict_json
-from .model import FIT_DEFAULTS, MLP, check_fit_options
+from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
 
-MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
 FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
 PARAMS = MODEL_PARAMS + FIT_PARAMS
 # A trial runs on one thread (workers are one per core) and is scored on a validation split.
@@ -323,6 +322,7 @@ def check_trial(params):
 # worker reads its data on its first trial and keeps it for the next ones, until the files change
 # (a long-lived cluster serves sweep after sweep).
 _DATASETS = {}
+_DATASETS_LOCK = threading.Lock()  # trials in threads of one process (a ThreadPoolExecutor) load once too
 
 
 def _files_stamp(source):
@@ -340,6 +340,11 @@ def _files_stamp(source):
 
 def _dataset(source):
     """``(X_train, y_train, X_test, y_test)`` of ``source`` and whether it was already loaded."""
+    with _DATASETS_LOCK:
+        return _dataset_unlocked(source)
+
+
+def _dataset_unlocked(source):
     key = (source, _files_stamp(source))
     if key in _DATASETS:
         return _DATASETS[key], True

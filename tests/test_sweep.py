@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -791,6 +792,25 @@ def test_a_worker_keeps_one_dataset_and_checks_the_limit(tiny_mnist_dir):
     assert len(sweeps._DATASETS) == 1
     with pytest.raises(ValueError, match="limit 301 is more than the 300"):
         sweeps._dataset(sweeps.data_source(tiny_mnist_dir, 301))
+
+
+def test_trials_in_threads_of_one_process_load_the_data_once(tiny_mnist_dir, monkeypatch):
+    # with no lock, four trials on a ThreadPoolExecutor(4) loaded the data four times (audit 42)
+    from fastmlp import data
+
+    loads, real_load = [], data.load_dataset
+
+    def slow_load(*args, **kwargs):
+        loads.append(1)
+        time.sleep(0.2)  # (all four threads arrive while the first loads)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(data, "load_dataset", slow_load)
+    sweeps._DATASETS.clear()
+    source = sweeps.data_source(tiny_mnist_dir, 300)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: sweeps._dataset(source)[1], range(4)))
+    assert len(loads) == 1 and sorted(loaded) == [False, True, True, True]
 
 
 def test_a_record_holds_what_its_run_did(tiny_mnist_dir, monkeypatch):
