@@ -1,6 +1,8 @@
 """The compiled backend: hands prepared arrays to the Numba kernels in ``fastmlp.kernels``.
 
-Same contract as ``backends.NumpyBackend``. The dataset is prepared once per ``fit``: images
+Same contract as ``backends.NumpyBackend`` (``prepare`` also takes ``compiled``, and the
+members the model and CLI read where a backend has them: ``threads_used``, ``call_ended``,
+``compiling_for_later``). The dataset is prepared once per ``fit``: images
 stay uint8 and are turned into CSR rows (zero pixels skipped exactly, scaled by 1/255 inside
 the kernels); float data goes the same way with scale 1.
 """
@@ -20,11 +22,11 @@ from . import kernels, optim
 from ._adaptive import ThreadChooser
 from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
+from .backends import INFERENCE_BLOCK
 from .kernels._threads import available_cores
 from .network import SIGMOID_BCE, Architecture
 from .reference import PIXEL_SCALE
 
-INFERENCE_BLOCK = 4096
 _PLAIN = optim.Optimizer()
 _compiling_ahead = False  # within compiling_ahead()
 _openmp_inherited = False  # forked from a process whose OpenMP threads had started (_after_fork)
@@ -146,14 +148,14 @@ class NumbaBackend:
         self._inference_ready = False  # the forward pass of logits compiled (or loaded) yet
         self._stats = np.zeros(3, np.float64)
         self._targets_for = (None, None)
-        self._minibatch = None  # (largest batch, scratch arrays) of the mini-batch kernel
+        self._minibatch = None  # (largest batch, its kind, scratch arrays) of the mini-batch kernel
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
         self._persample_compiling = None  # the second process compiling the plain per-sample kernel
         self._background = None  # the second process of this backend's latest cold start (any plan)
         self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
         # the most threads training took at once so far (per-sample: its loop's; mini-batch:
-        # the kernel's, which "auto" chooses chunk by chunk); reset by ``start_run``
+        # the kernel's, which "auto" chooses chunk by chunk); reset by ``start_compiling`` (a new fit)
         self.threads_used = 1
         self._minibatch_threads_counted = False
 
@@ -192,7 +194,7 @@ class NumbaBackend:
         self.__dict__.setdefault("threads_used", self.__dict__.get("per_sample_threads_used", 1))
         self.__dict__.setdefault("_minibatch_threads_counted", False)
 
-    def prepare(self, X, compiled=None, batches=True):
+    def prepare(self, X, *, batches=True, compiled=None):
         """``X`` as the kernels read it (``Prepared``). ``compiled``: convert with the compiled
         kernels (True) or NumPy (False); by default NumPy only while this backend's second
         process will compile them (``_sparse_rows``). ``batches``: whether mini-batch training

@@ -2,7 +2,9 @@
 
 A backend is built for one ``Architecture`` and offers:
 
-- ``prepare(X)``: the dataset in the form its kernels read (once per dataset);
+- ``prepare(X, *, batches=True)``: the dataset in the form its kernels read (once per dataset;
+  ``batches``: whether mini-batch training will read it, or only per-sample training and
+  predictions);
 - ``train_chunk(params, data, targets, order, lr, batch_size, optimizer=None, state=None,
   sample_weight=None)``: training over the sample positions in ``order`` in place on
   ``params`` (and ``state``, an ``optim.State``: slots and counters), returning ``(loss_sum,
@@ -21,6 +23,9 @@ from . import reference
 from .network import Architecture
 
 BACKENDS = ("numba", "numpy")
+# The rows the compiled backend's inference takes at a time (its sums' order, and so their bits,
+# follow it); the model's predictions convert X a multiple of it at a time (model.PREDICT_ROWS)
+INFERENCE_BLOCK = 4096
 
 
 class NumpyBackend:
@@ -33,7 +38,7 @@ class NumpyBackend:
         self.threads = 1
         self.compile_seconds = 0.0
 
-    def prepare(self, X, batches=True):
+    def prepare(self, X, *, batches=True):
         return X
 
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):

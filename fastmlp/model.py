@@ -26,7 +26,7 @@ from ._validation import (
     thread_count,
     validation_split,
 )
-from .backends import make_backend
+from .backends import INFERENCE_BLOCK, make_backend
 from .network import Architecture, init_params, resolve_init
 from .progress import compile_notice, signals_not_lost
 
@@ -59,11 +59,14 @@ FIT_DEFAULTS = {
     "input_dropout": 0.0,
 }
 OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
+# MLP's constructor arguments, in its order: what repr shows, get_params returns, a sweep sets
+# (checkpoint.MODEL_KEYS, which cannot import this module, is the same: tests/test_model.py)
+MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
 # predict, predict_proba, decision_function, evaluate and score convert X to the kernels' sparse
 # rows this many at a time, the backends' inference block (4,096 rows), so that the logits are
 # the bits of one call on the whole: a dense X took 3-6x its own memory more at once (a float32
 # memory map of 96 MB: 290 MB; audit 33)
-PREDICT_ROWS = 4096
+PREDICT_ROWS = INFERENCE_BLOCK
 
 
 def _predictions(arch, out):
@@ -292,12 +295,12 @@ class MLP:
         defaults, as scikit-learn shows an estimator), and how many epochs it has trained."""
         defaults = inspect.signature(type(self).__init__).parameters
         given = []
-        for name in ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads"):
+        for name in MODEL_PARAMS:
             value = getattr(self, name, None)
             if name == "layers":
                 with contextlib.suppress(TypeError, ValueError):
                     value = [int(size) for size in value]
-                shown = value != [784, 128, 10]
+                shown = value != list(defaults["layers"].default)
             else:
                 shown = not (isinstance(value, type(defaults[name].default)) and value == defaults[name].default)
             if shown:
@@ -921,10 +924,7 @@ class MLP:
     # --- persistence -------------------------------------------------------------------------
 
     def get_params(self):
-        return {
-            name: getattr(self, name)
-            for name in ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
-        }
+        return {name: getattr(self, name) for name in MODEL_PARAMS}
 
     def _save_recorded(self, path, written=None):
         """``save(path)``, recording what the file is after it in ``written`` (identity, epoch) and

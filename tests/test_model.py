@@ -774,3 +774,22 @@ def test_inference_during_a_training_call_names_the_weights_own_fault(rng, synth
 
     model.partial_fit(X, y, epochs=1, on_epoch=predict_with_nan_weights, progress=False)
     assert len(raised) == 1
+
+
+def test_the_lists_of_parameters_follow_the_signatures():
+    # the constructor's names were written five times over (repr, get_params, checkpoint, sweeps)
+    # and fit's defaults twice (FIT_DEFAULTS, the signature): a name added in one place would not
+    # be saved, swept or shown (audit 42)
+    import inspect
+
+    from fastmlp import checkpoint, model, sweeps
+
+    constructor = [name for name in inspect.signature(MLP.__init__).parameters if name != "self"]
+    assert list(model.MODEL_PARAMS) == list(checkpoint.MODEL_KEYS) == list(sweeps.MODEL_PARAMS) == constructor
+    assert list(MLP().get_params()) == constructor
+    fit = inspect.signature(MLP.fit).parameters
+    assert {name: fit[name].default for name in model.FIT_DEFAULTS} == model.FIT_DEFAULTS
+    kept = [name for name, parameter in inspect.signature(MLP.partial_fit).parameters.items()
+            if parameter.default is model.RUN]
+    assert sorted(kept) == sorted(model.FIT_DEFAULTS)
+    assert repr(MLP(layers=(784, 128, 10))) == repr(MLP()) and "layers" in repr(MLP(layers=[784, 64, 10]))
