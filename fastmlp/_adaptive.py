@@ -133,7 +133,7 @@ class ThreadChooser:
         self.rate = {}  # thread count -> seconds per sample, latest measurement
         self.probe_every = 1
         self.since_probe = 0
-        self.switches = 0  # how often the choice changed (tests, reports)
+        self.switches = 0  # how often the choice changed (read by tests)
         if self.adaptive:
             self._spare_core()  # the first look: the fit's set-up is timed from here
 

@@ -13,7 +13,8 @@ slots, ``optim.Optimizer.n_slots`` of them)::
     model               JSON            MLP constructor parameters (layers, activation, ...)
     params              float [P]       the weights the model holds
     training            JSON            the run's training options (MLP.fit_options_), or null
-    data                JSON            n_samples and crc32 of the data last trained on, or null
+    data                JSON            n_samples and crc32 of the data last trained on (and
+                                        sample_weight_crc32 of its weights, if weighted), or null
     run                 JSON            trainer.RunState: epochs_done, lr_reductions, best_loss (null: none yet),
                                         best_epoch, epochs_without_improvement,
                                         epochs_at_rate_without_improvement, stopped,

@@ -132,7 +132,8 @@ DATASETS = {
         ),
     )
 }
-# CLASS_NAMES["fashion-mnist"][label] -> "Ankle boot" and so on, for plots and reports.
+# CLASS_NAMES["fashion-mnist"][label] -> "Ankle boot" and so on, for users' plots and reports
+# (``fastmlp.plot.plot_confusion_matrix``'s ``classes=``; the README's example).
 CLASS_NAMES = {name: dataset.class_names for name, dataset in DATASETS.items()}
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]

@@ -315,7 +315,7 @@ class DistributedBackend:
         self._stats = np.zeros(3, np.float64)
         self._totals = np.zeros(3, np.float64)
 
-    def prepare(self, X, batches=True):
+    def prepare(self, X, *, batches=True):
         return self.local.prepare(X)  # (every batch size trains on the mini-batch kernel here)
 
     def logits(self, params, data):
