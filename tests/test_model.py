@@ -683,8 +683,8 @@ def test_only_mini_batch_training_gets_the_rows_part_pointers(batch_size, monkey
     made = []
     prepare = _numba_backend.NumbaBackend.prepare
 
-    def recording(self, X, compiled=None, batches=True):
-        data = prepare(self, X, compiled, batches)
+    def recording(self, X, *, batches=True, compiled=None):
+        data = prepare(self, X, batches=batches, compiled=compiled)
         made.append((len(X), data.part_ptr is not None))
         return data
 
@@ -695,7 +695,7 @@ def test_only_mini_batch_training_gets_the_rows_part_pointers(batch_size, monkey
     assert made == [(60, False), (240, batch_size > 1), (300, False)]  # validation, training, prediction
     # and the same bits as with the pointers everywhere
     monkeypatch.setattr(_numba_backend.NumbaBackend, "prepare",
-                        lambda self, X, compiled=None, batches=True: prepare(self, X, compiled, True))
+                        lambda self, X, *, batches=True, compiled=None: prepare(self, X, batches=True, compiled=compiled))
     again = MLP([12, 8, 3], seed=0, threads=1)
     again.fit(X, y, epochs=2, batch_size=batch_size, validation_fraction=0.2, progress=False)
     np.testing.assert_array_equal(again.params_, model.params_)
