@@ -600,8 +600,9 @@ def _stop_other_ranks(status):
     """``status``, after stopping every rank of a distributed run this rank has left (the others
     may be blocked in a collective): MPI_Abort ends them all with it."""
     if _ranks_to_stop:
-        sys.stderr.flush()
-        _ranks_to_stop.pop().Abort(status)
+        from .distributed import abort
+
+        abort(_ranks_to_stop.pop(), status)
     return status
 
 

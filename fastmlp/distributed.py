@@ -175,8 +175,26 @@ def ending_the_job(comm, meeting):
         traceback.print_exc()
         print(f"fastmlp: rank {comm.Get_rank()} of {comm.Get_size()}: {_one_line(error)}; the other ranks wait for "
               f"this one in the training call, so MPI_Abort ends every rank", file=sys.stderr, flush=True)
-        comm.Abort(130 if interrupted else 1)
+        abort(comm, 130 if interrupted else 1)
         raise
+
+
+# Seconds a rank waits between writing why it stops the job and MPI_Abort: mpiexec (MPICH's
+# Hydra) forwards the ranks' output from pipes, and the job's end dropped what it had not read yet
+# (a loaded machine: of a traceback and its one-line account, only the traceback's first line)
+ABORT_GRACE_SECONDS = 0.5
+
+
+def abort(comm, status):
+    """MPI_Abort of every rank with ``status``, once this rank's output had time to reach mpiexec."""
+    import sys
+    import time
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    time.sleep(ABORT_GRACE_SECONDS)
+    comm.Abort(status)
 
 
 @contextlib.contextmanager
