@@ -326,9 +326,10 @@ def remove_stale_claims(folder):
 
 
 def _process_exists(pid):
-    """Whether process ``pid`` exists (on other systems than POSIX: assumed to)."""
+    """Whether process ``pid`` exists: ``os.kill(pid, 0)`` on POSIX; on Windows, where that would
+    end it, its exit code through the Win32 API (``_windows_process_exists``)."""
     if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate it on Windows
+        return _windows_process_exists(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -336,6 +337,43 @@ def _process_exists(pid):
     except OSError:  # someone else's process
         return True
     return True
+
+
+ERROR_INVALID_PARAMETER = 87  # OpenProcess of a pid that names no process
+STILL_ACTIVE = 259  # GetExitCodeProcess of a process that has not ended
+
+
+def _windows_process_exists(pid, kernel32=None, last_error=None):
+    """Whether process ``pid`` exists on Windows: OpenProcess, then GetExitCodeProcess (a handle
+    to an ended process can still be open elsewhere). Assumed to where that cannot be told (access
+    denied: someone else's; no ctypes). Taken for alive always, a mark left by a killed second
+    process was adopted by every later cold fit, which then trained on the interpreted kernel
+    and compiled nothing (audit 41). ``kernel32``, ``last_error``: stand-ins for tests (this runs
+    on Linux only in tests)."""
+    try:
+        import ctypes
+
+        if kernel32 is None:
+            from ctypes import wintypes
+
+            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+            kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+            kernel32.OpenProcess.restype = wintypes.HANDLE
+            kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+            kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+            last_error = ctypes.get_last_error
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return last_error() != ERROR_INVALID_PARAMETER
+        try:
+            code = ctypes.c_ulong()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    except Exception:  # noqa: BLE001 - no Win32 API to ask (another system, no ctypes): as before
+        return True
 
 
 def start(plan, dtype, values_dtype):
@@ -389,8 +427,8 @@ def start(plan, dtype, values_dtype):
         # its mark, made here: the process makes it only after its start-up (a second or so), and
         # a fit started meanwhile on the same cache compiled the same kernels in two processes of
         # its own (audit 34: 33 cache files stored twice, 46.7 s for the pair against 39.4 s alone)
-        if isinstance(getattr(process, "pid", None), int):
-            _mark_compiling(plan, dtype, values_dtype, process.pid)
+        mark = _mark_compiling(plan, dtype, values_dtype, process.pid) if isinstance(
+            getattr(process, "pid", None), int) else None
     except (OSError, ValueError, AttributeError):  # no process, or a Numba without these cache attributes
         if told is not None:
             os.close(told)
@@ -398,6 +436,7 @@ def start(plan, dtype, values_dtype):
     finally:
         _unlock_start(lock)
     process.fastmlp_plan = key
+    process.fastmlp_mark = mark  # (removed here if this process stops it: ``_stop_started``)
     process.fastmlp_claims = claims
     process.fastmlp_told = told
     _STARTED.append(process)
@@ -626,6 +665,9 @@ def _stop_started():
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            # its mark, which it could not remove (SIGTERM's default action; TerminateProcess on
+            # Windows, where no pipe tells it to finish): made here, under its pid
+            _unmark(getattr(process, "fastmlp_mark", None))
         _close_told(process)
         if getattr(process, "fastmlp_claims", None):
             shutil.rmtree(process.fastmlp_claims, ignore_errors=True)
@@ -755,10 +797,11 @@ def _exit_with_parent(parent, told=None, mark=None):
     ended by a signal by the next fit that finds it (``compiling_elsewhere``). Without ``told``
     (a sweep's pool workers: ``sweeps._single_threaded_worker``) this process ends with its
     parent's process all the same."""
-    if parent is None or not sys.platform.startswith("linux"):
-        return
     import ctypes
     import signal
+
+    if parent is None or not sys.platform.startswith("linux") or not hasattr(signal, "SIGUSR2"):
+        return
 
     def parent_ended(*_):
         if os.getppid() == parent:

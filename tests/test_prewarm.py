@@ -799,7 +799,8 @@ def test_a_new_claims_directory_is_named_after_its_process(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("stored, interrupted", [(False, None), (True, None), (False, "cli"), (False, "uncaught"),
                                                  (False, "an earlier cell")])
-def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, stored, interrupted):
+def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(monkeypatch, tmp_path, stored,
+                                                                               interrupted):
     # `fastmlp warmup` compiles the kernels itself: a second process still compiling one of them
     # at its exit would compile it again after the warm-up had ended. An interrupted run (the
     # command line's Ctrl-C or SIGTERM, which it ends normally, or a script's uncaught Ctrl-C)
@@ -830,6 +831,8 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
             self.fastmlp_plan = (plan, "float32", "uint8")
             self.listen, self.fastmlp_told = os.pipe()
             self.terminated = False
+            self.fastmlp_mark = tmp_path / f"fastmlp-compiling-{plan}-float32-uint8-4242@host"
+            self.fastmlp_mark.touch()
 
         def poll(self):
             return None
@@ -856,6 +859,39 @@ def test_at_exit_a_process_is_told_to_finish_only_while_its_kernel_is_missing(mo
     assert [process.terminated for process in processes] == [stopped, stopped, True]
     assert told == ([b"", b"", b""] if stopped else [b"f", b"f", b""])
     assert all(process.fastmlp_told is None for process in processes)  # its end of the pipe closed
+    # a stopped process's mark, which it cannot remove, is removed (left, on Windows, where no pipe
+    # tells a process to finish, every later cold fit adopted the dead compile: audit 41)
+    assert [process.fastmlp_mark.exists() for process in processes] == [not stopped, not stopped, False]
+
+
+class FakeKernel32:
+    """The three Win32 calls ``_windows_process_exists`` makes, for a process table of pid -> exit
+    code (259: still active) and the last error OpenProcess leaves for other pids."""
+
+    def __init__(self, table, error):
+        self.table, self.error, self.closed = table, error, []
+
+    def OpenProcess(self, access, inherit, pid):
+        assert access == 0x1000 and inherit is False
+        return 1000 + pid if pid in self.table else 0
+
+    def GetExitCodeProcess(self, handle, code):
+        code._obj.value = self.table[handle - 1000]
+        return 1
+
+    def CloseHandle(self, handle):
+        self.closed.append(handle)
+
+
+@pytest.mark.parametrize("pid, error, alive", [(7, 87, True), (8, 87, False), (9, 87, False), (9, 5, True)])
+def test_a_process_on_windows_is_alive_while_its_exit_code_says_so(pid, error, alive):
+    # os.kill(pid, 0) would end it there, and every pid was taken for alive (audit 41). Pid 7 runs,
+    # 8 has ended (a handle still open elsewhere), 9 is no process (87) or someone else's (5)
+    from fastmlp import _prewarm
+
+    kernel32 = FakeKernel32({7: 259, 8: 0}, error)
+    assert _prewarm._windows_process_exists(pid, kernel32, lambda: kernel32.error) is alive
+    assert kernel32.closed == ([1000 + pid] if pid in kernel32.table else [])
 
 
 @pytest.mark.parametrize("cache", ["cold", "warm"])
