@@ -507,6 +507,8 @@ class _MPIWatchdog:
         self._stopping = threading.Event()
 
     def start(self):
+        if not hasattr(os, "set_blocking"):
+            return  # (Windows before Python 3.12, where no process gets a SIGTERM anyway: audit 41)
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
