@@ -109,15 +109,19 @@ def _fallback_cache_class(base):
                 status = os.lstat(folder)
             except OSError:
                 return None
-            if not stat.S_ISDIR(status.st_mode) or status.st_mode & 0o022 or (
+            # (on Windows st_mode says nothing of who may write: every folder reads 0o777 there)
+            if not stat.S_ISDIR(status.st_mode) or (os.name == "posix" and status.st_mode & 0o022) or (
                     hasattr(os, "getuid") and status.st_uid != os.getuid()):
                 return None  # another user's, or writable by others: never loaded
             self = super().from_function(py_func, py_file)
             if self is not None and not _fallback_said:
                 _fallback_said.append(True)
-                warnings.warn(f"fastmlp: no writable cache for the compiled kernels next to them or in the user's "
-                              f"cache folder: caching them in {folder} (set NUMBA_CACHE_DIR to choose a place)",
-                              RuntimeWarning, stacklevel=2)
+                chosen = os.environ.get("NUMBA_CACHE_DIR")
+                where = (f"NUMBA_CACHE_DIR ({chosen}) cannot be written" if chosen else
+                         "no writable cache for the compiled kernels next to them or in the user's cache folder")
+                warnings.warn(f"fastmlp: {where}: caching them in {folder}"
+                              + ("" if chosen else " (set NUMBA_CACHE_DIR to choose a place)"), RuntimeWarning,
+                              stacklevel=2)
             return self
 
     KernelsTemporaryCacheLocator.__module__ = __name__

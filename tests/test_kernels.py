@@ -766,6 +766,32 @@ def test_the_kernels_fallback_cache_is_never_one_others_could_write(tmp_path, mo
     assert found is not None and found.get_cache_path().startswith(str(place))
 
 
+@NO_CACHE_WITHOUT_JIT
+@pytest.mark.parametrize("chosen", [None, "/read-only/cache"])
+def test_the_fallback_warning_names_a_numba_cache_dir_that_cannot_be_written(tmp_path, monkeypatch, chosen):
+    # it told a user whose NUMBA_CACHE_DIR could not be written to set NUMBA_CACHE_DIR (audit 41)
+    import tempfile
+
+    from fastmlp.kernels import _config, activation
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    if chosen is None:
+        monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("NUMBA_CACHE_DIR", chosen)
+    monkeypatch.setattr(_config, "_fallback_said", [])
+    locator = next(c for c in _config._registry if c.__name__ == "KernelsTemporaryCacheLocator")
+    function = activation.activation_row_forward.py_func
+    with pytest.warns(RuntimeWarning) as caught:
+        locator.from_function(function, function.__code__.co_filename)
+    said = str(caught[0].message)
+    assert "caching them in " + str(tmp_path) in said
+    if chosen is None:
+        assert "no writable cache" in said and "(set NUMBA_CACHE_DIR to choose a place)" in said
+    else:
+        assert "NUMBA_CACHE_DIR (/read-only/cache) cannot be written" in said and "set NUMBA_CACHE_DIR" not in said
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_out", [128, 100])
 def test_sparse_plain_step_is_the_dense_step_on_the_rows_a_small_batch_touched(rng, dtype, n_out):
