@@ -619,3 +619,18 @@ def test_cli_resuming_ranks_whose_checkpoints_hold_runs_of_different_lengths_sto
     assert done.returncode == 1, done.stderr
     assert ("distributed training: rank 1 differs from rank 0 in nothing_left_to_train, resumed_run; every rank must "
             "make the same training call") in done.stderr, done.stderr
+
+
+def test_the_sigterm_watchdog_stays_off_where_pipes_cannot_be_made_non_blocking(monkeypatch):
+    # Windows before Python 3.12 has no os.set_blocking: train --distributed crashed at its start
+    # with an AttributeError (audit 41); no process gets a SIGTERM there anyway
+    import threading
+
+    from fastmlp import cli
+
+    monkeypatch.delattr(os, "set_blocking")
+    before = threading.active_count()
+    watchdog = cli._MPIWatchdog()
+    watchdog.start()
+    assert watchdog._thread is None and watchdog._write is None and threading.active_count() == before
+    watchdog.stop()
