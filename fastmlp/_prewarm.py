@@ -785,6 +785,25 @@ def main(argv=None):
     return 0
 
 
+PARENT_POLL_SECONDS = 1.0
+
+
+def _watch_parent(parent, interval=PARENT_POLL_SECONDS):
+    """Where there is no parent-death signal (macOS, Windows): a daemon thread that ends this
+    process once its parent ``parent`` is gone (reparented on POSIX; on Windows, where a child
+    keeps its parent's pid, that process no longer running), looking every ``interval`` seconds.
+    A killed sweep's workers otherwise waited for work for ever there (audit 41)."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent or not _process_exists(parent):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="fastmlp-parent-watch", daemon=True).start()
+
+
 def _exit_with_parent(parent, told=None, mark=None):
     """End this process when the fit's process ``parent`` ends, unless it said "finish" on the
     pipe ``told`` first (its normal exit: ``_stop_started``); then finish, at a lower priority.
@@ -796,10 +815,12 @@ def _exit_with_parent(parent, told=None, mark=None):
     removed by the next cold fit (``remove_stale_claims``), and a ``mark`` left by a process
     ended by a signal by the next fit that finds it (``compiling_elsewhere``). Without ``told``
     (a sweep's pool workers: ``sweeps._single_threaded_worker``) this process ends with its
-    parent's process all the same."""
+    parent's process all the same, also elsewhere than on Linux (``_watch_parent``)."""
     import ctypes
     import signal
 
+    if parent is not None and told is None and not sys.platform.startswith("linux"):
+        _watch_parent(parent)  # (a sweep's worker: no parent-death signal there)
     if parent is None or not sys.platform.startswith("linux") or not hasattr(signal, "SIGUSR2"):
         return
 

@@ -1092,3 +1092,51 @@ def test_a_fit_that_starts_while_another_starts_takes_the_others_compile(monkeyp
     finally:
         compiling.kill()
         compiling.wait()
+
+
+WATCHED_CHILD = """
+import subprocess, sys, time
+code = ("import sys, time\\nfrom fastmlp import _prewarm\\n"
+        "_prewarm._watch_parent(int(sys.argv[1]), interval=0.05)\\ntime.sleep(60)\\n")
+child = subprocess.Popen([sys.executable, "-c", code, str(__import__("os").getpid())])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_watched_child_ends_soon_after_its_parent_is_killed():
+    # where there is no parent-death signal (macOS, Windows), a killed sweep's workers waited for
+    # work for ever (audit 41): a thread watches the parent instead. Here: the parent killed, the
+    # child (reparented) ends within seconds
+    import subprocess
+
+    from fastmlp._prewarm import _is_zombie
+
+    parent = subprocess.Popen([sys.executable, "-c", WATCHED_CHILD], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(0.5)
+        assert not _is_zombie(child)  # (running while its parent is)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while not _is_zombie(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _is_zombie(child)
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("platform, told, watched", [("darwin", None, [4242]), ("win32", None, [4242]),
+                                                     ("darwin", 7, [])])
+def test_a_sweep_worker_watches_its_parent_where_there_is_no_parent_death_signal(monkeypatch, platform, told,
+                                                                                 watched):
+    from fastmlp import _prewarm
+
+    seen = []
+    monkeypatch.setattr(_prewarm, "_watch_parent", seen.append)
+    monkeypatch.setattr(sys, "platform", platform)  # (Linux's parent-death signal: the sweep tests)
+    _prewarm._exit_with_parent(4242, told=told)
+    assert seen == watched
