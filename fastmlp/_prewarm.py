@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import _HOST
+from ._atomic import _HOST, _process_exists, _windows_process_exists  # noqa: F401 (tests)
 
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
 _STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next fit's start()
@@ -323,57 +323,6 @@ def remove_stale_claims(folder):
         except OSError:
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _process_exists(pid):
-    """Whether process ``pid`` exists: ``os.kill(pid, 0)`` on POSIX; on Windows, where that would
-    end it, its exit code through the Win32 API (``_windows_process_exists``)."""
-    if os.name != "posix":
-        return _windows_process_exists(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process
-        return True
-    return True
-
-
-ERROR_INVALID_PARAMETER = 87  # OpenProcess of a pid that names no process
-STILL_ACTIVE = 259  # GetExitCodeProcess of a process that has not ended
-
-
-def _windows_process_exists(pid, kernel32=None, last_error=None):
-    """Whether process ``pid`` exists on Windows: OpenProcess, then GetExitCodeProcess (a handle
-    to an ended process can still be open elsewhere). Assumed to where that cannot be told (access
-    denied: someone else's; no ctypes). Taken for alive always, a mark left by a killed second
-    process was adopted by every later cold fit, which then trained on the interpreted kernel
-    and compiled nothing (audit 41). ``kernel32``, ``last_error``: stand-ins for tests (this runs
-    on Linux only in tests)."""
-    try:
-        import ctypes
-
-        if kernel32 is None:
-            from ctypes import wintypes
-
-            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-            kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
-            kernel32.OpenProcess.restype = wintypes.HANDLE
-            kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
-            kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
-            last_error = ctypes.get_last_error
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return last_error() != ERROR_INVALID_PARAMETER
-        try:
-            code = ctypes.c_ulong()
-            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-                return True
-            return code.value == STILL_ACTIVE
-        finally:
-            kernel32.CloseHandle(handle)
-    except Exception:  # noqa: BLE001 - no Win32 API to ask (another system, no ctypes): as before
-        return True
 
 
 def start(plan, dtype, values_dtype):

@@ -1470,3 +1470,24 @@ def test_real_mnist():
     assert train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert np.bincount(train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_a_killed_writers_leftover_goes_on_windows_too(tmp_path, monkeypatch):
+    # removed on POSIX only, with os.kill(pid, 0) (which would end the process on Windows): there
+    # every killed download's and checkpoint's temporary stayed (audit 41). Windows is simulated:
+    # os.name, and the Win32 question answered by a table
+    from fastmlp import _atomic
+
+    host = socket.gethostname()
+    dead = tmp_path / f".m.npz.0badc0de.4000001@{host}.tmp"
+    alive = tmp_path / f".m.npz.0badc0de.4000002@{host}.tmp"
+    for leftover in (dead, alive):
+        leftover.write_bytes(b"half a checkpoint")
+    monkeypatch.setattr(_atomic, "_windows_process_exists", lambda pid: pid == 4000002)
+    monkeypatch.setattr(_atomic, "_pid_namespace", lambda: "")
+    monkeypatch.setattr(os, "name", "nt")
+    try:
+        _atomic._remove_stale_temporaries(str(tmp_path), "m.npz")
+    finally:
+        monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == [alive.name]
