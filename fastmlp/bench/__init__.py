@@ -26,8 +26,12 @@ do, per sample::
 
 i.e. ~4*W for 784-H-10; activations, softmax and biases' sums are not counted. It sits beside
 the float32 GEMM rate (np.matmul 1024x784 @ 784x800) measured in the same run: once at the
-start (median of 15) and again just before each row (median of 5), because on a shared machine
-the rate moves with the load and "% GEMM" should compare like with like.
+start (median of 15) and again just before each round of a configuration's repeats (median of 5),
+on all BLAS threads and on one: the machine's rate is the larger of the all-threads rate and the
+usable cores times the one-thread rate (``machine.gemm_capacity``), so that a core another
+process takes does not lower it and flatter "% GEMM" and "% roof" (audit 43). Other processes'
+CPU use over each configuration's rounds is measured too (``machine.OthersBusy``), and rows
+measured while it exceeded a quarter of a core are marked "!" (``report.BUSY_CORES``).
 
 JSON output (``--json``): one object per line, each with a ``record`` key.
 
@@ -46,12 +50,18 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``samples_requested``, ``trimmed`` (samples < samples_requested, see --max-seconds),
   ``speedup_vs_numpy`` (samples_per_second / the numpy row's, same configuration; null
   without a numpy row), ``flops_per_sample``, ``gflops`` and ``gflops_spread`` (null for
-  batch size 1), ``gemm_gflops`` (the float32 GEMM rate measured before each round of the
-  configuration's repeats, median of 5 each; the median of the rounds, the same for its rows) and ``gemm_fraction`` (gflops / that), ``nonzero_inputs_per_sample`` (counted
+  batch size 1), ``gemm_gflops`` (this machine's float32 GEMM rate around the configuration's
+  repeats, as above; the same for its rows), ``gemm_gflops_all_threads`` and
+  ``gemm_gflops_one_thread`` (its two parts, medians of the rounds; one thread: null without
+  threadpoolctl), ``others_busy_cores`` (other processes' CPU use over the configuration's rounds,
+  in cores; null where the machine's idle time cannot be read) and ``gemm_fraction`` (gflops / the
+  GEMM rate), ``nonzero_inputs_per_sample`` (counted
   on the data trained on), ``sparse_flops_per_sample`` (the FLOPs with zero inputs skipped:
   4 nnz H1 + 6 (W - W1)) and ``roofline_fraction`` (samples_per_second x that / the GEMM rate:
   the "% roof" column, every batch size), ``test_accuracy``,
-  ``compile_seconds`` (JIT/warm-up time, not in the timing), ``threads``.
+  ``compile_seconds`` (JIT/warm-up time, not in the timing), ``threads`` (numba: the most threads
+  the timed epochs took, which threads="auto" chooses; the NumPy reference and scikit-learn: NumPy's
+  BLAS threads; torch: its set_num_threads; JAX: null, XLA's own pool).
 
 The package, one job per module:
 

@@ -15,8 +15,17 @@ GEMM_REPEATS = 15  # at the start of the run
 ROW_GEMM_REPEATS = 5  # again just before each row, so "% GEMM" compares like with like on a busy machine
 
 
-def measure_gemm(shape=None, repeats=GEMM_REPEATS, seed=0):
-    """float32 np.matmul rate: {"shape", "gflops" (median), "gflops_spread" [min, max], "repeats"}."""
+def measure_gemm(shape=None, repeats=GEMM_REPEATS, seed=0, threads=None):
+    """float32 np.matmul rate: {"shape", "gflops" (median), "gflops_spread" [min, max], "repeats"};
+    with ``threads``, on that many of NumPy's BLAS threads (threadpoolctl), or None where they
+    cannot be limited (threadpoolctl not installed)."""
+    if threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return None
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return measure_gemm(shape, repeats, seed)
     m, k, n = GEMM_SHAPE if shape is None else shape
     rng = np.random.default_rng(seed)
     a = rng.random((m, k), dtype=np.float32)
@@ -32,6 +41,45 @@ def measure_gemm(shape=None, repeats=GEMM_REPEATS, seed=0):
     flops = 2.0 * m * k * n
     rates = sorted(flops / max(s, 1e-12) / 1e9 for s in seconds)
     return {"shape": [m, k, n], "gflops": statistics.median(rates), "gflops_spread": [rates[0], rates[-1]], "repeats": repeats}
+
+
+def gemm_capacity(all_threads, one_thread, cores):
+    """The machine's float32 GEMM rate that "% roof" divides by: the rate on all of NumPy's BLAS
+    threads, or ``cores`` times the one-thread rate where that is more. With a core taken by
+    another process the all-threads rate fell below the one-thread rate (80 against 105 GFLOP/s,
+    205 quiet), while numba's threads="auto" went on at one thread's speed: "% roof" rose on a
+    busy machine, 32-44% against 13-22% of the quiet rate (audit 43). Where many cores share the
+    memory bandwidth, cores x one thread is more than the all-threads rate: the larger figure
+    keeps the column from flattering fastmlp there too."""
+    if one_thread is None:
+        return all_threads
+    return max(all_threads, cores * one_thread)
+
+
+class OthersBusy:
+    """Other processes' use of the machine's CPUs from creation to ``cores()``, in cores (time-
+    averaged): the machine's busy CPU time (``/proc/stat``, or psutil's where it is installed)
+    less this process's own (its every thread: numba's, BLAS's, torch's, XLA's). None where the
+    machine's idle time cannot be read."""
+
+    def __init__(self):
+        from .._adaptive import _CPUS
+
+        self.cpus = _CPUS
+        self.start = self._look()
+
+    @staticmethod
+    def _look():
+        from .._adaptive import idle_seconds
+
+        return time.perf_counter(), idle_seconds(), time.process_time()
+
+    def cores(self):
+        (t0, idle0, own0), (t1, idle1, own1) = self.start, self._look()
+        if idle0 is None or idle1 is None or t1 <= t0:
+            return None
+        busy = self.cpus * (t1 - t0) - (idle1 - idle0)
+        return max(0.0, (busy - (own1 - own0)) / (t1 - t0))
 
 
 def machine_info():

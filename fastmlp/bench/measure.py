@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..network import Architecture, init_params
-from .machine import ROW_GEMM_REPEATS, measure_gemm
+from .machine import ROW_GEMM_REPEATS, OthersBusy, gemm_capacity, measure_gemm, usable_cores
 
 PILOT_SAMPLES = 512  # at least this many samples (and 4 batches) in the pilot run
 # Seconds of rest before each timed epoch of a configuration's interleaved repeats, for the thread
@@ -60,7 +60,10 @@ class Measurement:
     compile_seconds: float
     threads: int | None
     speedup_vs_numpy: float | None = None
-    gemm_gflops: float | None = None
+    gemm_gflops: float | None = None  # the machine's GEMM rate (``machine.gemm_capacity``) around these repeats
+    gemm_all_threads: float | None = None  # its two parts: the median rate on all BLAS threads,
+    gemm_one_thread: float | None = None  # and on one (None: threadpoolctl not installed)
+    others_busy_cores: float | None = None  # other processes' CPU use while the configuration ran
     nonzero_inputs: float | None = None  # mean nonzero inputs per sample of the data trained on
     rates: list = field(init=False)
 
@@ -123,6 +126,9 @@ class Measurement:
             "gflops": gflops,
             "gflops_spread": None if gflops is None else [self.flops_per_sample * r / 1e9 for r in (self.rates[0], self.rates[-1])],
             "gemm_gflops": self.gemm_gflops,
+            "gemm_gflops_all_threads": self.gemm_all_threads,
+            "gemm_gflops_one_thread": self.gemm_one_thread,
+            "others_busy_cores": self.others_busy_cores,
             "gemm_fraction": None if gflops is None or not self.gemm_gflops else gflops / self.gemm_gflops,
             "nonzero_inputs_per_sample": self.nonzero_inputs,
             "sparse_flops_per_sample": self.sparse_flops_per_sample,
@@ -192,7 +198,7 @@ class _Timing:
             samples_requested=self.requested,
             test_accuracy=runner.accuracy(self.state, test),
             compile_seconds=float(runner.compile_seconds),
-            threads=runner.threads,
+            threads=getattr(runner, "threads_used", runner.threads),
             nonzero_inputs=float(np.count_nonzero(self.train.pixels[: self.n])) / self.n,
         )
 
@@ -214,8 +220,9 @@ def measure_all(plan, factories, train, test, status, report):
 
     Within a configuration the implementations' repeats are interleaved: all of them are set up
     (prepared, trimmed, warmed up), then each repeat times one epoch of every implementation in
-    turn, and the float32 GEMM rate is measured before each such round (the configuration's rate
-    is their median); each timed epoch follows a pause of SETTLE_SECONDS. On a shared machine whose
+    turn, and the float32 GEMM rate is measured before each such round on all BLAS threads and on
+    one (the configuration's rate: ``machine.gemm_capacity`` of their medians), and other
+    processes' use of the CPUs is measured over the rounds (``machine.OthersBusy``); each timed epoch follows a pause of SETTLE_SECONDS. On a shared machine whose
     speed drifts over minutes, timing one
     implementation's repeats after another's compared each with the machine of its own minute:
     a row's ratios moved by 1.3x between runs of the same code (2026-12-03, AMD EPYC Zen 3)."""
@@ -231,20 +238,29 @@ def measure_all(plan, factories, train, test, status, report):
                 status.row(f"[{number}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
                 timings.append((name, number, _Timing(factory(arch, batch_size), init, train, plan, status)))
                 status.clear()
-            gemm_rates = []
+            gemm_rates, one_thread_rates = [], []
+            others = OthersBusy()
             for repeat in range(plan.repeats):
                 gemm_rates.append(measure_gemm(repeats=ROW_GEMM_REPEATS)["gflops"])
+                one = measure_gemm(repeats=ROW_GEMM_REPEATS, threads=1)
+                if one is not None:
+                    one_thread_rates.append(one["gflops"])
                 for name, number, timing in timings:
                     status.row(f"[{number}/{total}] {name} bs={batch_size} {'-'.join(map(str, layers))} {activation}")
                     status.note(f"repeat {repeat + 1}/{plan.repeats}" + (f" on {timing.n:,} samples" if timing.n < timing.requested else ""))
                     _settle()
                     timing.time_one()
                     status.clear()
-            row_gemm = statistics.median(gemm_rates)
+            others_cores = others.cores()
+            all_threads = statistics.median(gemm_rates)
+            one_thread = statistics.median(one_thread_rates) if one_thread_rates else None
+            row_gemm = gemm_capacity(all_threads, one_thread, usable_cores())
             numpy_rate = None
             for name, number, timing in timings:
                 measurement = timing.measurement(test)
                 measurement.gemm_gflops = row_gemm
+                measurement.gemm_all_threads, measurement.gemm_one_thread = all_threads, one_thread
+                measurement.others_busy_cores = others_cores
                 if name == "numpy":
                     numpy_rate = measurement.samples_per_second
                 if numpy_rate:

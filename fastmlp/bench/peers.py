@@ -269,11 +269,14 @@ class SklearnRunner:
         self.lr = lr
         self.batch_size = batch_size
         self.seed = seed
-        self.threads = 1
+        from .machine import blas_threads
+
+        self.threads = blas_threads()  # (its matmuls run on NumPy's BLAS threads: audit 43)
         self.compile_seconds = 0.0
         self.implementation = (
             f"scikit-learn {sklearn.__version__} MLPClassifier(solver='sgd', momentum=0, alpha=0, "
-            "batch_size=bs, max_iter=1, shuffle=True), one fit() per repeat (includes its input check)"
+            f"batch_size=bs, max_iter=1, shuffle=True), one fit() per repeat (includes its input check), "
+            f"{self.threads or 'default'} BLAS threads"
         )
 
     def prepare(self, train):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .machine import ROW_GEMM_REPEATS
+from .machine import ROW_GEMM_REPEATS, usable_cores
 from .measure import FLOPS_FORMULA, PILOT_SAMPLES, SPARSE_FLOPS_FORMULA, Measurement
 from .plan import describe_optimizer
 
@@ -38,6 +38,26 @@ class Status:
             self.shown = False
 
 
+# Other processes' CPU use (cores, time-averaged over a configuration's rounds) above which its
+# rows are marked "!" as measured on a busy machine: peers on fixed thread counts (torch, the
+# NumPy reference, scikit-learn's BLAS) slow down far more than numba's threads="auto" then, so
+# its ratios flattered numba there (torch 2.5-11x slower on two threads than on one; audit 43)
+BUSY_CORES = 0.25
+
+
+FIXED_THREADS = {"numpy": "the NumPy reference (BLAS)", "torch": "torch", "sklearn": "scikit-learn (BLAS)"}
+
+
+def _listed(names):
+    """"A, b and c", capitalised, for a sentence's start."""
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text[0].upper() + text[1:]
+
+
+def _busy(m):
+    return m.others_busy_cores is not None and m.others_busy_cores > BUSY_CORES
+
+
 def _rate(value):
     return f"{value:,.0f}"
 
@@ -58,7 +78,7 @@ def format_row(m: Measurement):
     gemm = "-" if gflops is None or not m.gemm_gflops else f"{100 * gflops / m.gemm_gflops:.0f}%"
     roof = "-" if m.roofline_fraction is None else f"{100 * m.roofline_fraction:.1f}%"
     spread = f"({_short_rate(m.rates[0])} - {_short_rate(m.rates[-1])})"
-    samples = f"{m.samples:,}" + ("*" if m.trimmed else "")
+    samples = f"{m.samples:,}" + ("*" if m.trimmed else "") + ("!" if _busy(m) else "")
     return (
         f"{'-'.join(map(str, m.layers)):<12} {m.activation:<8} {m.batch_size:>5}  {m.backend:<8} "
         f"{_rate(m.samples_per_second):>11} {spread:<17} {speedup:>8} {'-' if gflops is None else f'{gflops:.2f}':>8} "
@@ -80,8 +100,8 @@ def preamble(plan, info, gemm, n_train, n_test, runners_note):
     return lines
 
 
-def _gemm_range(measurements):
-    rates = [m.gemm_gflops for m in measurements if m.gemm_gflops]
+def _gemm_range(measurements, field="gemm_gflops"):
+    rates = [getattr(m, field) for m in measurements if getattr(m, field)]
     return f"{min(rates):.0f}-{max(rates):.0f}" if rates else "-"
 
 
@@ -91,13 +111,31 @@ def footer(measurements, skipped, plan):
         "samples/s: median of the repeats (min - max across them); data loading, preparation and JIT compilation excluded; "
         "the implementations of a configuration take their repeats in turn, one epoch each per round.",
         f"GFLOP/s (mini-batch rows): FLOPs per sample = {FLOPS_FORMULA}; W = weights, W1 = first layer's, "
-        f"P = parameters, B = batch size. % GEMM = GFLOP/s / the float32 GEMM rate measured before each round of the "
-        f"configuration's repeats (median of {ROW_GEMM_REPEATS} each; the rounds' median; {_gemm_range(measurements)} GFLOP/s "
-        "over this run).",
+        f"P = parameters, B = batch size. % GEMM = GFLOP/s / this machine's float32 GEMM rate: measured before each round "
+        f"of the configuration's repeats on all BLAS threads and on one (median of {ROW_GEMM_REPEATS} each; the rounds' "
+        f"medians), the larger of the all-threads rate and {usable_cores()} (usable cores) x the one-thread rate, so "
+        f"that a core taken by another process does not lower it ({_gemm_range(measurements)} GFLOP/s over this run; "
+        f"all threads {_gemm_range(measurements, 'gemm_all_threads')}, one thread "
+        f"{_gemm_range(measurements, 'gemm_one_thread')}).",
         f"% roof (every row): the sparse roofline, samples/s x the FLOPs a sample needs with zero inputs skipped "
         f"({SPARSE_FLOPS_FORMULA}; H1 = first hidden size, nnz counted on the data) / the same GEMM rate.",
         "test acc: after one epoch (the last repeat) from the same initial weights; samples: timed per repeat.",
     ]
+    busy = [m.others_busy_cores for m in measurements if _busy(m)]
+    if busy:
+        ran = dict.fromkeys(m.backend for m in measurements)
+        fixed = [FIXED_THREADS[name] for name in ran if name in FIXED_THREADS]
+        lines.append(
+            f"! measured while other processes kept {min(busy):.2f}-{max(busy):.2f} cores of this machine busy: not a quiet "
+            "machine" + (f". {_listed(fixed)} on a fixed number of threads slow{'s' if len(fixed) == 1 else ''} down far "
+                         "more then than numba's threads='auto', which falls back to one thread: "
+                         f"{'its rows' if len(fixed) == 1 else 'their rows'}, and numba's lead, are not what a quiet "
+                         "machine gives." if fixed else ".")
+        )
+    seen = [m.others_busy_cores for m in measurements if m.others_busy_cores is not None]
+    if seen:
+        lines.append(f"other processes' CPU use during the rows: {min(seen):.2f}-{max(seen):.2f} cores (of "
+                     f"{usable_cores()}), measured as the machine's busy time less this process's own.")
     if any(m.trimmed for m in measurements):
         lines.append(
             f"* timed on the first N samples only: a repeat over all of them was estimated (from a {PILOT_SAMPLES}+ "
@@ -116,8 +154,14 @@ def footer(measurements, skipped, plan):
                          "the same weights (warm_start) but shuffles with its own generator")
         lines.append(f"peers: {'; '.join(notes)}. Each peer's data is the same images / 255 in float32.")
         for name in ran:
-            implementation = next(m.implementation for m in measurements if m.backend == name)
-            lines.append(f"  {name}: {implementation}")
+            # (per batch size where it differs: JAX's batches per call do)
+            by_batch = {}
+            for m in measurements:
+                if m.backend == name:
+                    by_batch.setdefault(m.implementation, []).append(m.batch_size)
+            for implementation, sizes in by_batch.items():
+                at = "" if len(by_batch) == 1 else f" (batch {', '.join(map(str, dict.fromkeys(sizes)))})"
+                lines.append(f"  {name}{at}: {implementation}")
     for name, reason in skipped.items():
         lines.append(f"skipped {name}: {reason}")
     return lines

@@ -40,6 +40,13 @@ class FastmlpRunner:
     def compile_seconds(self):
         return self.backend.compile_seconds
 
+    @property
+    def threads_used(self):
+        """The most threads the timed training took (numba's ``threads="auto"`` chooses), else
+        the threads it was given."""
+        used = getattr(self.backend, "threads_used", None)
+        return self.threads if used is None else used
+
     def prepare(self, train):
         self.train_split = train
         self.data = self.backend.prepare(train.pixels)
