@@ -23,8 +23,3 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def throughput():
-    """{(group, backend): samples per second} measured so far in this run, by whichever test
-    measured it first (see test_throughput's docstring)."""
-    return {}
