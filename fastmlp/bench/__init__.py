@@ -46,7 +46,8 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``backend`` (numpy, numba, torch, jax, sklearn), ``peer`` (bool), ``implementation`` (what
   exactly ran), ``batch_size``, ``layers`` [784, H, 10], ``activation``, ``dtype``, ``lr``,
   ``samples_per_second`` (median), ``samples_per_second_spread`` [min, max],
-  ``seconds_per_repeat`` (median), ``repeats``, ``samples`` (timed per repeat),
+  ``seconds_per_repeat`` (median), ``seconds_each_repeat`` (in round order: round i of a
+  configuration's rows ran one after another, so their ratios pair up), ``repeats``, ``samples`` (timed per repeat),
   ``samples_requested``, ``trimmed`` (samples < samples_requested, see --max-seconds),
   ``speedup_vs_numpy`` (samples_per_second / the numpy row's, same configuration; null
   without a numpy row), ``flops_per_sample``, ``gflops`` and ``gflops_spread`` (null for

@@ -117,6 +117,7 @@ class Measurement:
             "samples_per_second": self.samples_per_second,
             "samples_per_second_spread": [self.rates[0], self.rates[-1]],
             "seconds_per_repeat": statistics.median(self.seconds),
+            "seconds_each_repeat": list(self.seconds),  # (round by round: the rows of a configuration alternate)
             "repeats": len(self.seconds),
             "samples": self.samples,
             "samples_requested": self.samples_requested,

@@ -3,6 +3,7 @@ progress line on stderr. The formats are documented in the package docstring."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 from .machine import ROW_GEMM_REPEATS, usable_cores
@@ -105,6 +106,25 @@ def _gemm_range(measurements, field="gemm_gflops"):
     return f"{min(rates):.0f}-{max(rates):.0f}" if rates else "-"
 
 
+def lead_over_peers(measurements):
+    """{(layers, activation, batch size): (fastest peer, [numba's rate / its rate, round by
+    round])}: the implementations of a configuration take their repeats in turn, so round i of
+    each ran on the same minute's machine; a ratio of medians hid how far the rounds spread
+    (audit 43: a published 1.34x whose repeats' ranges met)."""
+    leads = {}
+    for m in measurements:
+        if m.backend != "numba":
+            continue
+        key = (tuple(m.layers), m.activation, m.batch_size)
+        peers = [p for p in measurements if p.peer and (tuple(p.layers), p.activation, p.batch_size) == key]
+        if not peers:
+            continue
+        fastest = max(peers, key=lambda p: p.samples_per_second)
+        ratios = [(m.samples / a) / (fastest.samples / b) for a, b in zip(m.seconds, fastest.seconds)]
+        leads[key] = (fastest.backend, ratios)
+    return leads
+
+
 def footer(measurements, skipped, plan):
     lines = [
         "",
@@ -132,6 +152,11 @@ def footer(measurements, skipped, plan):
                          f"{'its rows' if len(fixed) == 1 else 'their rows'}, and numba's lead, are not what a quiet "
                          "machine gives." if fixed else ".")
         )
+    leads = lead_over_peers(measurements)
+    if leads:
+        lines.append("numba / the fastest peer, round by round (min - max; the median of the rounds): " + "; ".join(
+            f"{'-'.join(map(str, layers))} {activation} bs {batch}: {name} {min(r):.2f}-{max(r):.2f}x "
+            f"({statistics.median(r):.2f}x)" for (layers, activation, batch), (name, r) in leads.items()))
     seen = [m.others_busy_cores for m in measurements if m.others_busy_cores is not None]
     if seen:
         lines.append(f"other processes' CPU use during the rows: {min(seen):.2f}-{max(seen):.2f} cores (of "
