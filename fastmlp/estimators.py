@@ -313,9 +313,9 @@ class _BaseMLP(BaseEstimator):
         X, targets = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
-            if (sample_weight < 0).any():  # (MLP.fit's words: the value and its row)
+            if (sample_weight < 0).any():  # (MLP.fit's words, _validation.check_sample_weight's: the value and its row)
                 row = int(np.argmax(sample_weight < 0))
-                raise ValueError(f"sample_weight must be non-negative; got {float(sample_weight[row])!r} at row {row}")
+                raise ValueError(f"sample_weight must be finite and >= 0; got {float(sample_weight[row])!r} at row {row}")
             if not sample_weight.sum() > 0:
                 raise ValueError("sample_weight is 0 for every sample: nothing would be trained")
         random_state = check_random_state(self.random_state)

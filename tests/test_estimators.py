@@ -464,7 +464,7 @@ def test_a_refit_that_fails_its_checks_keeps_the_fitted_model(Estimator):
         np.testing.assert_array_equal(model.predict(X), predictions)
     weights = np.ones(len(y))
     weights[3] = -0.5  # (the message named neither the value nor its row, as MLP.fit's does: audit 27)
-    with pytest.raises(ValueError, match=r"^sample_weight must be non-negative; got -0.5 at row 3$"):
+    with pytest.raises(ValueError, match=r"^sample_weight must be finite and >= 0; got -0.5 at row 3$"):  # (as MLP.fit)
         model.fit(X, y, sample_weight=weights)
     # (scikit-learn's _check_sample_weight refuses it first where it does: 1.9 does)
     with pytest.raises(ValueError, match=r"^(sample_weight is 0 for every sample: nothing would be trained|"
