@@ -1104,7 +1104,7 @@ time.sleep(60)
 """
 
 
-def test_a_watched_child_ends_soon_after_its_parent_is_killed():
+def test_a_watched_child_ends_soon_after_its_parent_is_killed(tmp_path):
     # where there is no parent-death signal (macOS, Windows), a killed sweep's workers waited for
     # work for ever (audit 41): a thread watches the parent instead. Here: the parent killed, the
     # child (reparented) ends within seconds
@@ -1112,7 +1112,8 @@ def test_a_watched_child_ends_soon_after_its_parent_is_killed():
 
     from fastmlp._prewarm import _is_zombie
 
-    parent = subprocess.Popen([sys.executable, "-c", WATCHED_CHILD], stdout=subprocess.PIPE, text=True)
+    # (cwd: not a checkout's root, whose fastmlp/ without its kernels would shadow the installed one)
+    parent = subprocess.Popen([sys.executable, "-c", WATCHED_CHILD], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     child = int(parent.stdout.readline())
     try:
         time.sleep(0.5)
