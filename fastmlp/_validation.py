@@ -71,6 +71,13 @@ def boolean(name, value):
     return bool(value)
 
 
+def progress_flag(value):
+    """``progress=`` of fit, partial_fit and the loaders: None (a bar on terminals only), True or False."""
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {value!r}")
+    return value
+
+
 def validation_split(y, fraction, seed, stratify):
     """(train_rows, validation_rows), each sorted int64: ceil(fraction * n) rows held out,
     drawn with ``seed``; with ``stratify`` (classifiers) each class contributes in proportion

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastmlp._validation import boolean, progress_flag
 from fastmlp.progress import progress_bar, shown_by_default
 
 __all__ = [
@@ -325,10 +326,8 @@ def load_test_set(name="mnist", data_dir=None, *, download=True, progress=None):
 
 def _load(name, data_dir, download, progress, test_only):
     dataset = _dataset(name)
-    if not isinstance(download, (bool, np.bool_)):
-        raise TypeError(f"download must be True or False; got {download!r}")
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
+    boolean("download", download)
+    progress_flag(progress)
     directory, source = _resolve_data_dir(dataset, data_dir)
     if directory.exists() and not directory.is_dir():
         raise DataNotFoundError(

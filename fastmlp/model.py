@@ -23,6 +23,7 @@ from ._validation import (
     open_fraction,
     positive_float,
     positive_int,
+    progress_flag,
     thread_count,
     validation_split,
 )
@@ -322,10 +323,7 @@ class MLP:
         )
 
     def _check_seed(self):
-        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)):
-            raise TypeError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        non_negative_int("seed", self.seed)
 
     def _build(self):
         """Check the hyperparameters and build the architecture and backend, and a new run
@@ -589,8 +587,7 @@ class MLP:
         if options["lr_schedule"] == "cosine" and horizon is not None and epochs > horizon:
             raise ValueError(f"lr_schedule='cosine' anneals over the run's {horizon} epochs (schedule_epochs); "
                              f"{epochs} would go past the end: pass schedule_epochs >= {epochs}")
-        if progress is not None and not isinstance(progress, (bool, np.bool_)):
-            raise TypeError(f"progress must be None (a bar on terminals only), True or False; got {progress!r}")
+        progress_flag(progress)
         if on_epoch is not None and not callable(on_epoch):
             raise TypeError(f"on_epoch must be a function of the History, or None; got {on_epoch!r:.80}")
         if checkpoint_every is not None:
