@@ -45,6 +45,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from ._validation import _finite_floats, _numbers, boolean, non_negative_float, open_fraction, positive_float, positive_int, thread_count
 from .backends import check_backend
 from .model import MLP, unchanged_until_training, writable_arrays
+from .network import DTYPES
 
 try:  # scikit-learn's error for a bad parameter: a ValueError and a TypeError (>= 1.2)
     from sklearn.utils._param_validation import InvalidParameterError
@@ -64,7 +65,6 @@ except ImportError:  # scikit-learn < 1.6: the same check was a method of BaseEs
 # scikit-learn's activation names -> fastmlp's
 SKLEARN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-DTYPES = {"float32": np.float32, "float64": np.float64}
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_LR = 1e-6
 
