@@ -129,7 +129,7 @@ def _process_exists(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # someone else's process
+    except (OSError, OverflowError):  # someone else's process; a number no pid can be (a name not ours)
         return True
     return True
 

@@ -272,8 +272,8 @@ def cache_is_cold(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None
     if argument_dtypes is not None:  # (outside the try below: a name of ours that is wrong is an error, not "warm")
         arguments = list(inspect.signature(kernel.py_func).parameters)
         unknown = [argument for argument in argument_dtypes if argument not in arguments]
-        if unknown:
-            raise ValueError(f"{kernel.py_func.__qualname__} has no argument {', '.join(map(repr, unknown))}")
+        if unknown:  # (TypeError, as Python's own for a keyword a function lacks: start() lets it through)
+            raise TypeError(f"{kernel.py_func.__qualname__} has no argument {', '.join(map(repr, unknown))}")
         where = tuple(arguments.index(argument) for argument in argument_dtypes)
         wanted = tuple(np.dtype(value) for value in argument_dtypes.values())
     path = Path(kernel.stats.cache_path)
@@ -635,7 +635,7 @@ def _still_needed(process):
         return False
     try:
         return cache_is_cold(_kernel_of(plan), dtype, values_dtype)
-    except (OSError, AttributeError):  # a Numba without these cache attributes
+    except Exception:  # noqa: BLE001 - at exit: no traceback; a Numba without these cache attributes, or our own slip
         return True
 
 
@@ -739,15 +739,24 @@ PARENT_POLL_SECONDS = 1.0
 
 def _watch_parent(parent, interval=PARENT_POLL_SECONDS):
     """Where there is no parent-death signal (macOS, Windows): a daemon thread that ends this
-    process once its parent ``parent`` is gone (reparented on POSIX; on Windows, where a child
-    keeps its parent's pid, that process no longer running), looking every ``interval`` seconds.
-    A killed sweep's workers otherwise waited for work for ever there (audit 41)."""
+    process (a sweep's pool worker) once the sweep's process ``parent`` is gone, looking every
+    ``interval`` seconds: on POSIX once this process is reparented; on Windows, where a child
+    keeps its parent's pid (and a venv's launcher may stand between them: audit 44), once
+    ``parent`` no longer runs. A killed sweep's workers otherwise waited for work for ever there
+    (audit 41). Not for the compile's second process, which another path ends or lets finish."""
     import threading
+
+    if os.name == "nt":
+        def gone():
+            return not _process_exists(parent)
+    else:
+        def gone():
+            return os.getppid() != parent
 
     def watch():
         while True:
             time.sleep(interval)
-            if os.getppid() != parent or not _process_exists(parent):
+            if gone():
                 os._exit(0)
 
     threading.Thread(target=watch, name="fastmlp-parent-watch", daemon=True).start()
@@ -764,12 +773,11 @@ def _exit_with_parent(parent, told=None, mark=None):
     removed by the next cold fit (``remove_stale_claims``), and a ``mark`` left by a process
     ended by a signal by the next fit that finds it (``compiling_elsewhere``). Without ``told``
     (a sweep's pool workers: ``sweeps._single_threaded_worker``) this process ends with its
-    parent's process all the same, also elsewhere than on Linux (``_watch_parent``)."""
+    parent's process all the same (elsewhere than on Linux a sweep's workers watch their parent:
+    ``_watch_parent``)."""
     import ctypes
     import signal
 
-    if parent is not None and told is None and not sys.platform.startswith("linux"):
-        _watch_parent(parent)  # (a sweep's worker: no parent-death signal there)
     if parent is None or not sys.platform.startswith("linux") or not hasattr(signal, "SIGUSR2"):
         return
 

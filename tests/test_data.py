@@ -1491,3 +1491,14 @@ def test_a_killed_writers_leftover_goes_on_windows_too(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == [alive.name]
+
+
+def test_a_leftover_named_with_a_pid_no_process_can_have_is_left_and_the_write_goes_on(tmp_path):
+    # os.kill(2**70, 0) raised OverflowError, and every save into that folder with it (audit 44)
+    from fastmlp import _atomic
+
+    host = socket.gethostname()
+    odd = tmp_path / f".m.npz.0badc0de.{2 ** 70}@{host}.tmp"
+    odd.write_bytes(b"not ours")
+    _atomic._remove_stale_temporaries(str(tmp_path), "m.npz")
+    assert odd.exists() and _atomic._process_exists(2 ** 70)
