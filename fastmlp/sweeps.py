@@ -35,6 +35,7 @@ import numbers
 import os
 import signal
 import socket
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -370,9 +371,12 @@ def _single_threaded_worker(parent=None):
     ended)."""
     os.environ["NUMBA_NUM_THREADS"] = "1"
     if parent is not None:
-        from ._prewarm import _exit_with_parent
+        from ._prewarm import _exit_with_parent, _watch_parent
 
-        _exit_with_parent(parent)
+        if sys.platform.startswith("linux"):
+            _exit_with_parent(parent)
+        else:  # (no parent-death signal: a thread watches; audit 41)
+            _watch_parent(parent)
 
 
 def _run_trial(number, params, source):
@@ -448,24 +452,43 @@ def _dask_executor(workers, scheduler):
         n_workers=count, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
         env={"NUMBA_NUM_THREADS": "1"},
     )
-    nanny = logging.getLogger("distributed.nanny")
-    level = nanny.level
+    nanny, quiet = logging.getLogger("distributed.nanny"), _BelowErrors()
     try:
         with cluster, distributed.Client(cluster) as client:
-            client.run(_ignore_sigint)
+            # each worker, and one the nanny starts again after a trial killed it (audit 44)
+            plugin = _quiet_worker_plugin(distributed)()
+            register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+            register(plugin, name="fastmlp-quiet-worker")
             try:
                 yield client.get_executor(pure=False), f"dask LocalCluster ({count} single-threaded workers)"
             finally:
                 # the close stops the workers; one in compiled code (a trial cancelled by Ctrl-C)
-                # is killed after 4 s, with a warning that says nothing to the sweep's user
-                nanny.setLevel(logging.ERROR)
+                # is killed after 4 s, with a warning that says nothing to the sweep's user (a
+                # filter of this close's own: another sweep's in this process keeps its level)
+                nanny.addFilter(quiet)
     finally:
-        nanny.setLevel(level)
+        nanny.removeFilter(quiet)
+
+
+class _BelowErrors(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.ERROR
+
+
+def _quiet_worker_plugin(distributed):
+    """The WorkerPlugin class (made here: ``distributed`` is imported only when a sweep uses Dask)
+    whose setup, on each worker of the sweep's own cluster, is ``_ignore_sigint``."""
+
+    class QuietWorker(distributed.WorkerPlugin):
+        def setup(self, worker):
+            _ignore_sigint()
+
+    return QuietWorker
 
 
 def _ignore_sigint():
-    """Run by each worker process of the sweep's own LocalCluster, in its main thread (its event
-    loop's): a terminal's Ctrl-C reaches the whole foreground process group, and it stopped the
+    """Run by each worker process of the sweep's own LocalCluster (the plugin's setup, also in a
+    worker started again), in its main thread (its event loop's): a terminal's Ctrl-C reaches the whole foreground process group, and it stopped the
     workers with two screenfuls of Dask's tracebacks before the sweep's own line (audit 39). The
     sweep stops them itself when it closes its cluster; the warning each worker logged for the
     trial it was running when the sweep cancelled it ("Async instruction for <Task cancelled ...")
@@ -753,12 +776,14 @@ def _lost_worker(future):
             and isinstance(future.exception(), BrokenProcessPool))
 
 
-def _worker_lost_each_time(future, number, trials, runs):
-    """The record of a trial whose worker process died in each of its ``runs``: said as such (it
-    read as a bare ``BrokenProcessPool``, as if once; audit 39)."""
+def _worker_lost_each_time(future, number, trials, pools):
+    """The record of a trial whose worker process died while it ran alone in a pool of its own,
+    the last of the ``pools`` it was given to that broke (it read as a bare ``BrokenProcessPool``,
+    as if once: audit 39; in the shared pools it may have been waiting, not running: audit 44)."""
     return {"trial": number, "params": trials[number], "status": "failed",
-            "error": f"its worker process died each of the {runs} times the trial ran, the last alone in a pool of its "
-                     f"own (killed: out of memory? a crash in compiled code?): {_describe_error(future.exception())}"}
+            "error": f"its worker process died while it ran alone in a pool of its own, the last of {pools} pools that "
+                     f"broke under it (killed: out of memory? a crash in compiled code?): "
+                     f"{_describe_error(future.exception())}"}
 
 
 def _outcome(future, number, trials):
