@@ -589,9 +589,13 @@ def test_rows_measured_on_a_busy_machine_are_marked_and_said_so():
     quiet, busy = row("numpy", 32, 0.05), row("numpy", 128, 0.9)
     assert format_row(quiet).endswith(" 100") and format_row(busy).endswith(" 100!")
     said = "\n".join(footer([quiet, busy], {}, Plan()))
-    assert "! measured while other processes kept 0.90-0.90 cores of this machine busy: not a quiet machine. The NumPy " \
-           "reference (BLAS) on a fixed number of threads slows down far more" in said and "torch" not in said
-    assert "other processes' CPU use during the rows: 0.05-0.90 cores" in said
+    assert "! measured while other processes kept 0.90-0.90 of this process's cores busy: not a quiet machine. The " \
+           "NumPy reference (BLAS) on a fixed number of threads slows down far more then than numba's threads='auto'" in \
+           said and "torch" not in said
+    # numba on fixed threads slows as well: its lead is not said to be flattered then (audit 44)
+    said = "\n".join(footer([quiet, busy], {}, Plan(threads=2)))
+    assert "slows down far more then (numba's too, on threads=2): its rows are not what a quiet machine gives" in said
+    assert "other processes' CPU use during the rows: 0.05-0.90 of this process's" in said
     assert "! measured" not in "\n".join(footer([quiet], {}, Plan()))
     # a peer's implementation per batch size where it differs (JAX's batches per call did not)
     jax = [row("jax", 32, 0.0, "lax.scan over 256 batches per call"), row("jax", 1024, 0.0, "lax.scan over 8 batches")]
@@ -610,10 +614,15 @@ def test_other_processes_cpu_use_is_the_machines_busy_time_less_this_ones(monkey
                                                                process_time=lambda: clock["own"]))
     monkeypatch.setattr(_adaptive, "idle_seconds", lambda: clock["idle"])
     monkeypatch.setattr(_adaptive, "_CPUS", 2)
-    others = machine.OthersBusy()
+    others = machine.OthersBusy(usable=2)
     # 4 s on 2 CPUs: 8 CPU-seconds, 1.5 idle, 4 this process's own: 2.5 others', 0.625 cores
     clock.update(t=14.0, idle=101.5, own=9.0)
     assert others.cores() == pytest.approx(0.625)
+    # under taskset -c 0 (one usable CPU of 2) the other CPU's use is not on ours: 1.99 "of 1" (audit 44)
+    clock.update(t=10.0, idle=100.0, own=5.0)
+    pinned = machine.OthersBusy(usable=1)
+    clock.update(t=14.0, idle=100.04, own=9.0)  # the other CPU fully busy, ours all this process's
+    assert pinned.cores() == pytest.approx(0.0, abs=1e-9)
     monkeypatch.setattr(_adaptive, "idle_seconds", lambda: None)
     assert machine.OthersBusy().cores() is None
     assert machine.gemm_capacity(80.0, 105.0, 2) == 210.0 and machine.gemm_capacity(205.0, 100.0, 2) == 205.0
@@ -635,3 +644,20 @@ def test_numbas_lead_over_the_fastest_peer_is_said_round_by_round():
     assert "numba / the fastest peer, round by round (min - max; the median of the rounds): 784-16-10 sigmoid bs 128: " \
            "jax 0.50-1.25x (0.75x)" in "\n".join(footer(rows, {}, Plan()))
     assert lead_over_peers([row("numba", [1.0]), row("numpy", [2.0])]) == {}
+
+
+@pytest.mark.parametrize("pools, measured", [([{"user_api": "blas", "num_threads": 1}], True),
+                                             ([{"user_api": "blas", "num_threads": 2}], False), ([], False)])
+def test_a_one_thread_gemm_rate_only_where_the_blas_obeys_the_limit(monkeypatch, pools, measured):
+    # Apple's Accelerate ignores threadpoolctl: its "one-thread" rate was all threads', and the
+    # machine's rate (cores x that) twice too high (audit 44)
+    import contextlib
+    import types
+
+    from fastmlp.bench import machine
+
+    fake = types.SimpleNamespace(threadpool_limits=lambda **kwargs: contextlib.nullcontext(),
+                                 threadpool_info=lambda: pools)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", fake)
+    rate = machine.measure_gemm(shape=(8, 8, 8), repeats=1, threads=1)
+    assert (rate is not None) == measured

@@ -21,10 +21,13 @@ def measure_gemm(shape=None, repeats=GEMM_REPEATS, seed=0, threads=None):
     cannot be limited (threadpoolctl not installed)."""
     if threads is not None:
         try:
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_info, threadpool_limits
         except ImportError:
             return None
         with threadpool_limits(limits=threads, user_api="blas"):
+            pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+            if not pools or any(pool.get("num_threads") != threads for pool in pools):
+                return None  # a BLAS threadpoolctl cannot limit (Apple's Accelerate): no such rate (audit 44)
             return measure_gemm(shape, repeats, seed)
     m, k, n = GEMM_SHAPE if shape is None else shape
     rng = np.random.default_rng(seed)
@@ -57,15 +60,17 @@ def gemm_capacity(all_threads, one_thread, cores):
 
 
 class OthersBusy:
-    """Other processes' use of the machine's CPUs from creation to ``cores()``, in cores (time-
-    averaged): the machine's busy CPU time (``/proc/stat``, or psutil's where it is installed)
-    less this process's own (its every thread: numba's, BLAS's, torch's, XLA's). None where the
-    machine's idle time cannot be read."""
+    """Other processes' use of the CPUs this process may run on, from creation to ``cores()``, in
+    cores (time-averaged; at least: the machine's busy CPU time (``/proc/stat``, or psutil's where
+    it is installed) less this process's own (its every thread: numba's, BLAS's, torch's, XLA's),
+    less all of the CPUs outside its affinity, ``taskset``'s). None where the machine's idle time
+    cannot be read."""
 
-    def __init__(self):
+    def __init__(self, usable=None):
         from .._adaptive import _CPUS
 
         self.cpus = _CPUS
+        self.outside = max(0, _CPUS - (usable_cores() if usable is None else usable))
         self.start = self._look()
 
     @staticmethod
@@ -79,7 +84,7 @@ class OthersBusy:
         if idle0 is None or idle1 is None or t1 <= t0:
             return None
         busy = self.cpus * (t1 - t0) - (idle1 - idle0)
-        return max(0.0, (busy - (own1 - own0)) / (t1 - t0))
+        return max(0.0, (busy - (own1 - own0)) / (t1 - t0) - self.outside)
 
 
 def machine_info():

@@ -145,12 +145,15 @@ def footer(measurements, skipped, plan):
     if busy:
         ran = dict.fromkeys(m.backend for m in measurements)
         fixed = [FIXED_THREADS[name] for name in ran if name in FIXED_THREADS]
+        auto = plan.threads == "auto"
+        numba = ("than numba's threads='auto', which falls back to one thread" if auto else
+                 f"(numba's too, on threads={plan.threads})")
         lines.append(
-            f"! measured while other processes kept {min(busy):.2f}-{max(busy):.2f} cores of this machine busy: not a quiet "
-            "machine" + (f". {_listed(fixed)} on a fixed number of threads slow{'s' if len(fixed) == 1 else ''} down far "
-                         "more then than numba's threads='auto', which falls back to one thread: "
-                         f"{'its rows' if len(fixed) == 1 else 'their rows'}, and numba's lead, are not what a quiet "
-                         "machine gives." if fixed else ".")
+            f"! measured while other processes kept {min(busy):.2f}-{max(busy):.2f} of this process's cores busy: not a "
+            "quiet machine" + (f". {_listed(fixed)} on a fixed number of threads slow{'s' if len(fixed) == 1 else ''} "
+                               f"down far more then {numba}: {'its rows' if len(fixed) == 1 else 'their rows'}"
+                               f"{', and numba' + chr(39) + 's lead,' if auto else ''} are not what a quiet machine "
+                               "gives." if fixed else ".")
         )
     leads = lead_over_peers(measurements)
     if leads:
@@ -159,8 +162,9 @@ def footer(measurements, skipped, plan):
             f"({statistics.median(r):.2f}x)" for (layers, activation, batch), (name, r) in leads.items()))
     seen = [m.others_busy_cores for m in measurements if m.others_busy_cores is not None]
     if seen:
-        lines.append(f"other processes' CPU use during the rows: {min(seen):.2f}-{max(seen):.2f} cores (of "
-                     f"{usable_cores()}), measured as the machine's busy time less this process's own.")
+        lines.append(f"other processes' CPU use during the rows: {min(seen):.2f}-{max(seen):.2f} of this process's "
+                     f"{usable_cores()} cores (at least: the machine's busy time less this process's own and less "
+                     "every CPU outside its affinity).")
     if any(m.trimmed for m in measurements):
         lines.append(
             f"* timed on the first N samples only: a repeat over all of them was estimated (from a {PILOT_SAMPLES}+ "
