@@ -145,16 +145,17 @@ def footer(measurements, skipped, plan):
     if busy:
         ran = dict.fromkeys(m.backend for m in measurements)
         fixed = [FIXED_THREADS[name] for name in ran if name in FIXED_THREADS]
-        auto = plan.threads == "auto"
-        numba = ("than numba's threads='auto', which falls back to one thread" if auto else
-                 f"(numba's too, on threads={plan.threads})")
-        lines.append(
-            f"! measured while other processes kept {min(busy):.2f}-{max(busy):.2f} of this process's cores busy: not a "
-            "quiet machine" + (f". {_listed(fixed)} on a fixed number of threads slow{'s' if len(fixed) == 1 else ''} "
-                               f"down far more then {numba}: {'its rows' if len(fixed) == 1 else 'their rows'}"
-                               f"{', and numba' + chr(39) + 's lead,' if auto else ''} are not what a quiet machine "
-                               "gives." if fixed else ".")
-        )
+        said = f"! measured while other processes kept {min(busy):.2f}-{max(busy):.2f} of this process's cores busy: " \
+               "not a quiet machine"
+        if fixed:
+            auto = plan.threads == "auto"
+            numba = ("than numba's threads='auto', which falls back to one thread" if auto else
+                     f"(numba's too, on threads={plan.threads})")
+            rows = "its rows" if len(fixed) == 1 else "their rows"
+            lead = ", and numba's lead," if auto else ""
+            said += (f". {_listed(fixed)} on a fixed number of threads slow{'s' if len(fixed) == 1 else ''} down far "
+                     f"more then {numba}: {rows}{lead} are not what a quiet machine gives")
+        lines.append(said + ".")
     leads = lead_over_peers(measurements)
     if leads:
         lines.append("numba / the fastest peer, round by round (min - max; the median of the rounds): " + "; ".join(
