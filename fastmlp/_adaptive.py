@@ -105,10 +105,19 @@ def idle_seconds(path="/proc/stat"):
         return _psutil_idle_seconds()
 
 
+_PSUTIL = []  # [psutil module or None], once looked for: the chooser asks at every chunk, and a
+# failed import searches sys.path again each time
+
+
 def _psutil_idle_seconds():
-    try:
-        import psutil
-    except ImportError:
+    if not _PSUTIL:
+        try:
+            import psutil
+        except ImportError:
+            psutil = None
+        _PSUTIL.append(psutil)
+    psutil = _PSUTIL[0]
+    if psutil is None:
         return None
     try:
         times = psutil.cpu_times()

@@ -243,9 +243,11 @@ def test_idle_seconds_and_cpus_from_proc_stat(tmp_path, monkeypatch):
     import sys
     import types
 
+    from fastmlp import _adaptive
     from fastmlp._adaptive import _TICKS, _count_cpus, idle_seconds
 
     monkeypatch.setitem(sys.modules, "psutil", None)  # (not installed)
+    monkeypatch.setattr(_adaptive, "_PSUTIL", [])  # (looked for once: afresh here)
     stat = tmp_path / "stat"
     stat.write_text("cpu  598 56 21 4736 76 0 55 164 0 0\ncpu0 2953350 285830 106531 2404493 4923 0 2521 8449 0 0\n")
     assert idle_seconds(str(stat)) == (4736 + 76) / _TICKS
@@ -255,6 +257,8 @@ def test_idle_seconds_and_cpus_from_proc_stat(tmp_path, monkeypatch):
     # no /proc/stat (macOS, Windows): psutil's where it is installed (audit 41), even so /proc's first
     times = types.SimpleNamespace(idle=12.5, user=3.0)  # (no iowait: macOS, Windows)
     monkeypatch.setitem(sys.modules, "psutil", types.SimpleNamespace(cpu_times=lambda: times))
+    assert idle_seconds(str(tmp_path / "missing")) is None  # (looked for once, not at every chunk)
+    monkeypatch.setattr(_adaptive, "_PSUTIL", [])
     assert idle_seconds(str(tmp_path / "missing")) == 12.5
     times.iowait = 0.25
     assert idle_seconds(str(tmp_path / "missing")) == 12.75
