@@ -31,6 +31,9 @@ import pytest
 
 from fastmlp import trainer
 from fastmlp.backends import make_backend
+# seconds between a NumPy epoch and the numba epoch timed after it: OpenBLAS's threads spin for a
+# while after their work, on the cores numba's threads need (fastmlp bench pauses the same)
+from fastmlp.bench.measure import SETTLE_SECONDS
 from fastmlp.network import Architecture, init_params
 
 pytestmark = pytest.mark.slow  # every test trains full MNIST epochs, NumPy per-sample takes ~13 s each
@@ -46,9 +49,6 @@ NUMPY_PER_SAMPLE_ROUNDS = 3  # ~13 s an epoch
 TWO_THREAD_WEIGHTS_RTOL = 1e-2
 TWO_THREAD_TARGET = 1.4  # the first-run issue's target for per-sample threads=2, on every machine kind
 SPEEDUP_TARGETS = {1: 30.0, 32: 3.0, 128: 1.8, 1024: 1.2}  # numba over the NumPy reference, by batch size
-# Seconds between a NumPy epoch and the numba epoch timed after it: OpenBLAS's threads spin for a
-# while after their work, on the cores numba's threads need (as fastmlp.bench.measure.SETTLE_SECONDS)
-SETTLE_SECONDS = 1.0
 
 
 @dataclass
