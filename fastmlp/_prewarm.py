@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import _HOST, _process_exists, _windows_process_exists  # noqa: F401 (tests)
+from ._atomic import _HOST, _process_exists
 
 ENV_SWITCH = "FASTMLP_BACKGROUND_COMPILE"
 _STARTED = []  # the processes started, kept (not collected while they run) and reaped by the next fit's start()

@@ -887,10 +887,10 @@ class FakeKernel32:
 def test_a_process_on_windows_is_alive_while_its_exit_code_says_so(pid, error, alive):
     # os.kill(pid, 0) would end it there, and every pid was taken for alive (audit 41). Pid 7 runs,
     # 8 has ended (a handle still open elsewhere), 9 is no process (87) or someone else's (5)
-    from fastmlp import _prewarm
+    from fastmlp import _atomic
 
     kernel32 = FakeKernel32({7: 259, 8: 0}, error)
-    assert _prewarm._windows_process_exists(pid, kernel32, lambda: kernel32.error) is alive
+    assert _atomic._windows_process_exists(pid, kernel32, lambda: kernel32.error) is alive
     assert kernel32.closed == ([1000 + pid] if pid in kernel32.table else [])
 
 
