@@ -133,6 +133,13 @@ except (AttributeError, ValueError, OSError):  # not a POSIX system
 _CPUS = _count_cpus()  # the CPUs /proc/stat's first line sums over
 
 
+def others_cores(cpus, wall, idle, own):
+    """Other processes' use of ``cpus`` CPUs over ``wall`` seconds, in cores (time-averaged): the
+    machine's busy time (``cpus * wall`` less ``idle``, its idle seconds then) less ``own``, this
+    process's CPU seconds then (``fastmlp.bench`` says it beside its rows too)."""
+    return max(0.0, cpus * wall - idle - own) / wall
+
+
 class ThreadChooser:
     """Chooses between 1 and ``most`` threads for the calls of each chunk (``run``); with
     ``fixed``, runs every chunk on ``most``."""
@@ -309,7 +316,7 @@ class ThreadChooser:
         wall = now - then
         if wall < IDLE_WINDOW:
             return None
-        others = max(0.0, self.cpus * wall - (idle - idle_then) - (own - own_then)) / wall
+        others = others_cores(self.cpus, wall, idle - idle_then, own - own_then)
         spare = self.cpus - others - 1 >= SPARE_CORE
         self._idle_mark = (now, idle, own)
         _VERDICTS[self.clock] = (now, spare)

@@ -80,11 +80,12 @@ class OthersBusy:
         return time.perf_counter(), idle_seconds(), time.process_time()
 
     def cores(self):
+        from .._adaptive import others_cores
+
         (t0, idle0, own0), (t1, idle1, own1) = self.start, self._look()
         if idle0 is None or idle1 is None or t1 <= t0:
             return None
-        busy = self.cpus * (t1 - t0) - (idle1 - idle0)
-        return max(0.0, (busy - (own1 - own0)) / (t1 - t0) - self.outside)
+        return max(0.0, others_cores(self.cpus, t1 - t0, idle1 - idle0, own1 - own0) - self.outside)
 
 
 def machine_info():
