@@ -37,6 +37,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -391,7 +392,9 @@ def _run_trial(number, params, source):
         history = model.fit(X_train, y_train, progress=False, **fit_params)
         test = model.evaluate(X_test, y_test)
     except Exception as error:  # recorded: one bad trial must not end the sweep
-        record.update(status="failed", error=_describe_error(error))
+        # with where it was raised: a fault in fastmlp itself (an IndexError deep in a fit)
+        # must not reach its user as one line (audit 42 A5)
+        record.update(status="failed", error=_describe_error(error), traceback=_traceback_of(error))
         return record
     train_seconds = float(sum(history.seconds))
     # with early stopping the model holds its best epoch's weights (tested above): score those
@@ -413,6 +416,11 @@ def _run_trial(number, params, source):
 
 def _describe_error(error):
     return f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+
+
+def _traceback_of(error):
+    """``error``'s traceback as Python prints it (a failed trial's ``traceback``)."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
 # --- running them --------------------------------------------------------------------------
@@ -795,7 +803,8 @@ def _outcome(future, number, trials):
         return {"trial": number, "params": trials[number], "status": "cancelled",
                 "error": f"interrupted in its worker ({_describe_error(error)})"}
     except Exception as error:
-        return {"trial": number, "params": trials[number], "status": "failed", "error": _describe_error(error)}
+        return {"trial": number, "params": trials[number], "status": "failed", "error": _describe_error(error),
+                "traceback": _traceback_of(error)}
 
 
 def _rank(record):
@@ -830,8 +839,9 @@ def _shown(value, name=None):
 @dataclass
 class SweepResult:
     """The trials' records, best first (see ``_rank``): each has ``trial`` (its number),
-    ``params`` (all its parameters), ``status`` ("ok", "failed" or "cancelled"), ``error``,
-    and for finished trials the scores ``SCORE_COLUMNS``, ``worker`` and ``data_cached``
+    ``params`` (all its parameters), ``status`` ("ok", "failed" or "cancelled"), ``error``
+    (one line), for a trial that raised its ``traceback`` (as Python prints it: where in
+    fastmlp or the data it failed), and for finished trials the scores ``SCORE_COLUMNS``, ``worker`` and ``data_cached``
     (whether its worker had the data loaded already)."""
 
     trials: list

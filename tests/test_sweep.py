@@ -126,6 +126,27 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(process_pool, tiny_mn
         assert by_trial[number]["status"] == "failed" and "784 features" in by_trial[number]["error"]
     assert [record["status"] for record in result.trials] == ["ok", "failed", "failed", "failed"]
     assert [record["trial"] for record in result.trials[1:]] == [1, 2, 3]
+    assert "traceback" not in by_trial[0] and "DivergenceError" in by_trial[2]["traceback"]
+
+
+def test_a_fault_inside_a_trial_keeps_its_traceback(monkeypatch, tiny_mnist_dir):
+    """A bug in fastmlp (an IndexError deep in a fit) was recorded as one line, "IndexError:
+    index 3 is out of bounds", with nowhere to look (audit 42 A5): the record and --json hold
+    where it was raised."""
+    def fit_with_a_fault(self, *args, **kwargs):
+        return _a_fault_deep_inside()
+
+    monkeypatch.setattr(fastmlp.sweeps.MLP, "fit", fit_with_a_fault)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # this process: the patched fit
+        result = fastmlp.sweep({"epochs": 1}, grid={"lr": [0.1]}, executor=pool, data=tiny_mnist_dir)
+    record = result.trials[0]
+    assert record["status"] == "failed" and record["error"] == "IndexError: index 3 is out of bounds"
+    assert "in _a_fault_deep_inside" in record["traceback"] and "fit_with_a_fault" in record["traceback"]
+    assert json.loads(result.to_json())["trials"][0]["traceback"] == record["traceback"]
+
+
+def _a_fault_deep_inside():
+    raise IndexError("index 3 is out of bounds")
 
 
 def test_a_lost_worker_process_costs_no_trial(tiny_mnist_dir):
