@@ -150,6 +150,7 @@ class ThreadChooser:
     cpus = _CPUS
     _idle_mark = None
     _slowed = False  # all threads just ran SLOWDOWN times slower: probe both counts afresh
+    samples_on = None  # thread count -> samples trained on it by this chooser's calls (read by ``fastmlp bench``)
 
     def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, own=time.process_time, cpus=_CPUS,
                  fixed=False):
@@ -165,6 +166,7 @@ class ThreadChooser:
         self.probe_every = 1
         self.since_probe = 0
         self.switches = 0  # how often the choice changed (read by tests)
+        self.samples_on = {}
         if self.adaptive:
             self._spare_core()  # the first look: the fit's set-up is timed from here
 
@@ -192,7 +194,11 @@ class ThreadChooser:
     def _timed(self, call, count, start, n_samples):
         waited, tic = self.waited, self.clock()
         n_done = call(count, start, n_samples)
-        return n_done, self.clock() - tic - (self.waited - waited)
+        seconds = self.clock() - tic - (self.waited - waited)
+        if self.samples_on is None:  # a chooser pickled before it counted
+            self.samples_on = {}
+        self.samples_on[count] = self.samples_on.get(count, 0) + n_done
+        return n_done, seconds
 
     def run(self, n_samples, batch_size, call):
         """Train ``n_samples`` (one chunk) by calls ``call(count, start, n)`` -> samples done,

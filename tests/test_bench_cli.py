@@ -48,6 +48,8 @@ MEASUREMENT_KEYS = {
     "test_accuracy",
     "peer",
     "implementation",
+    "threads",
+    "all_threads_share_each_repeat",
 }
 MACHINE_KEYS = {"cpu", "cores", "usable_cores", "numpy", "gemm", "gemm_gflops", "settings", "flops_per_sample_formula"}
 SMALL = ["--layers", "784,16,10", "--activations", "sigmoid", "--samples", "300", "--repeats", "2"]
@@ -644,6 +646,48 @@ def test_numbas_lead_over_the_fastest_peer_is_said_round_by_round():
     assert "numba / the fastest peer, round by round (min - max; the median of the rounds): 784-16-10 sigmoid bs 128: " \
            "jax 0.50-1.25x (0.75x)" in "\n".join(footer(rows, {}, Plan()))
     assert lead_over_peers([row("numba", [1.0]), row("numpy", [2.0])]) == {}
+
+
+def test_the_share_of_each_repeat_numba_ran_on_all_threads_is_said(both_backends):
+    """A cell ran at one thread's speed in all three rounds of a run and on two threads a run
+    later (session 49): whether threads="auto" had chosen one thread was nowhere to be seen."""
+    import numba
+
+    rows = {(r["backend"], r["batch_size"]): r for r in measurements(both_backends)}
+    assert [rows[key]["all_threads_share_each_repeat"] for key in (("numpy", 1), ("numpy", 32), ("numba", 1))] == [None] * 3
+    shares = rows["numba", 32]["all_threads_share_each_repeat"]
+    if numba.config.NUMBA_NUM_THREADS == 1:  # one thread only: nothing chosen
+        assert shares is None
+    else:
+        assert len(shares) == 2 and all(0 <= share <= 1 for share in shares)
+    from fastmlp.bench.report import footer
+
+    row = Measurement("numba", False, "numba", (784, 16, 10), "sigmoid", 128, 0.1, [1.0, 1.0, 1.0], 100, 100, 0.5,
+                      0.0, 2, all_threads_share=[1.0, 0.25, None])
+    assert "on all threads (the rest on one: busy, or all threads not faster): 784-16-10 sigmoid bs 128: 100%, 25%, -" \
+        in "\n".join(footer([row], {}, Plan()))
+
+
+def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist):
+    from fastmlp.bench.measure import _Timing
+    from fastmlp.network import Architecture, init_params
+
+    arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
+    runner = FastmlpRunner("numba", arch, 0.1, 32, "auto")
+    chooser = runner.backend.minibatch_threads
+    chooser.most, counts = 2, iter([2, 1, 2])  # (an adaptive chooser on any machine)
+
+    def run(n_samples, batch_size, call):  # each chunk on the next count, as a probe might choose
+        return chooser._timed(call, next(counts), 0, n_samples)[0]
+
+    chooser.run = run
+    from fastmlp.data import load_mnist
+
+    split = Split(*load_mnist(tiny_mnist)[:2])
+    timing = _Timing(runner, init_params(arch, "auto", 0), split.head(256), Plan(max_seconds=0))
+    timing.time_one()
+    timing.time_one()
+    assert timing.all_threads_share == [0.0, 1.0]  # (the warm-up's call on two threads not counted)
 
 
 @pytest.mark.parametrize("pools, measured", [([{"user_api": "blas", "num_threads": 1}], True),

@@ -65,6 +65,9 @@ class Measurement:
     gemm_one_thread: float | None = None  # and on one (None: threadpoolctl not installed)
     others_busy_cores: float | None = None  # other processes' CPU use while the configuration ran
     nonzero_inputs: float | None = None  # mean nonzero inputs per sample of the data trained on
+    # numba's threads="auto" in mini-batch rows: per repeat, the share of its samples trained on
+    # all threads (the rest on one: a busy machine, or all threads not faster); None elsewhere
+    all_threads_share: list | None = None
     rates: list = field(init=False)
 
     def __post_init__(self):
@@ -137,6 +140,7 @@ class Measurement:
             "test_accuracy": self.test_accuracy,
             "compile_seconds": self.compile_seconds,
             "threads": self.threads,
+            "all_threads_share_each_repeat": self.all_threads_share,
         }
 
 
@@ -154,6 +158,7 @@ class _Timing:
         self.init = init
         self.train = train
         self.seconds = []
+        self.all_threads_share = []
         batch_size = runner.batch_size
         self.requested = len(train)
         runner.prepare(train)
@@ -180,9 +185,22 @@ class _Timing:
     def time_one(self):
         """Train one timed epoch from the initial weights."""
         state = self.runner.start(self.init, self.order)
+        chooser = self._chooser()
+        before = dict(chooser.samples_on) if chooser is not None else None
         tic = time.perf_counter()
         self.state = self.runner.train(state, self.order)
         self.seconds.append(time.perf_counter() - tic)
+        if chooser is not None:
+            on = {count: n - before.get(count, 0) for count, n in chooser.samples_on.items()}
+            total = sum(on.values())
+            self.all_threads_share.append(on.get(chooser.most, 0) / total if total else None)
+
+    def _chooser(self):
+        """numba's thread chooser of a mini-batch row on threads="auto", else None."""
+        chooser = getattr(getattr(self.runner, "backend", None), "minibatch_threads", None)
+        if chooser is None or not chooser.adaptive or self.runner.batch_size == 1:
+            return None
+        return chooser
 
     def measurement(self, test):
         runner = self.runner
@@ -201,6 +219,7 @@ class _Timing:
             compile_seconds=float(runner.compile_seconds),
             threads=getattr(runner, "threads_used", runner.threads),
             nonzero_inputs=float(np.count_nonzero(self.train.pixels[: self.n])) / self.n,
+            all_threads_share=self.all_threads_share or None,
         )
 
 

@@ -161,6 +161,13 @@ def footer(measurements, skipped, plan):
         lines.append("numba / the fastest peer, round by round (min - max; the median of the rounds): " + "; ".join(
             f"{'-'.join(map(str, layers))} {activation} bs {batch}: {name} {min(r):.2f}-{max(r):.2f}x "
             f"({statistics.median(r):.2f}x)" for (layers, activation, batch), (name, r) in leads.items()))
+    shares = [m for m in measurements if m.all_threads_share]
+    if shares:
+        lines.append("numba threads='auto', the share of each repeat's samples it trained on all threads (the rest on "
+                     "one: busy, or all threads not faster): " + "; ".join(
+                         f"{'-'.join(map(str, m.layers))} {m.activation} bs {m.batch_size}: "
+                         + ", ".join("-" if share is None else f"{share:.0%}" for share in m.all_threads_share)
+                         for m in shares))
     seen = [m.others_busy_cores for m in measurements if m.others_busy_cores is not None]
     if seen:
         lines.append(f"other processes' CPU use during the rows: {min(seen):.2f}-{max(seen):.2f} of this process's "
