@@ -118,6 +118,7 @@ def choice(allowed):
         return text
 
     parse.__name__ = "choice"
+    parse.allowed = allowed  # (read by the tests of --help)
     return parse
 
 
@@ -222,7 +223,7 @@ def add_optimizer_options(parser):
     group = parser.add_argument_group("optimizer")
     add = group.add_argument
     fraction = interval(0, 1)
-    add("--optimizer", type=choice(OPTIMIZERS), default="sgd", help=f"{', '.join(OPTIMIZERS)} (default sgd)")
+    add("--optimizer", type=choice(OPTIMIZERS), default="sgd", metavar="|".join(OPTIMIZERS), help=f"{', '.join(OPTIMIZERS)} (default sgd)")
     add("--momentum", type=fraction, default=0.0, metavar="MU", help="SGD momentum in [0, 1) (default 0)")
     add("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
     add("--beta1", type=fraction, default=0.9, metavar="B1", help="Adam's first-moment decay in [0, 1) (default 0.9)")

@@ -101,7 +101,7 @@ def add_parser(commands):
     for action in sweep._actions:  # train's help says its own default
         if action.dest == "threads":
             action.help = "threads of each trial: 1 (default; the workers already use every core), N, or auto"
-    sweep.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
+    sweep.add_argument("--backend", type=options.choice(BACKENDS), default="numba", metavar="|".join(BACKENDS), help="numba (compiled, default) or numpy (reference)")
     _add_optimizer_options(sweep)
     _add_schedule_options(sweep)
     _add_stopping_options(sweep, validation_fraction=sweeps.SWEEP_DEFAULTS["validation_fraction"])
@@ -113,7 +113,7 @@ def add_parser(commands):
              "lr=loguniform:1e-3:1e-1); repeatable, the trials are their combinations")
     add("--trials", type=options.integer(1), default=None, metavar="N",
         help="random search: N combinations drawn with --seed instead of the whole grid")
-    add("--executor", type=options.choice(sweeps.EXECUTORS), default=None,
+    add("--executor", type=options.choice(sweeps.EXECUTORS), default=None, metavar="|".join(sweeps.EXECUTORS),
         help="dask (default when fastmlp[dask] is installed) or processes")
     add("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
         help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786) instead of a local one")

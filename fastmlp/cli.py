@@ -58,20 +58,23 @@ def _add_model_options(parser):
     source.add_argument("--dataset", type=options.choice(DATASETS), default=None, metavar="NAME",
                         help=f"{', '.join(DATASETS)} (default mnist: $FASTMLP_DATA, else the user cache); downloaded once into the cache")
     add("--layers", type=options.layer_sizes, default=(784, 128, 10), metavar="SIZES", help="layer sizes, default 784,128,10")
-    add("--activation", type=options.choice(ACTIVATIONS), default="sigmoid", help=f"hidden activation: {', '.join(ACTIVATIONS)} (default sigmoid)")
-    add("--loss", type=options.choice(LOSS_NAMES), default="cross_entropy", help=f"{', '.join(LOSS_NAMES)} (default cross_entropy)")
-    add("--output", type=options.choice(OUTPUTS), default=None, help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
-    add("--init", type=options.choice(INITS), default="auto", help=f"{', '.join(INITS)} (default auto)")
+    add("--activation", type=options.choice(ACTIVATIONS), default="sigmoid", metavar="|".join(ACTIVATIONS), help=f"hidden activation: {', '.join(ACTIVATIONS)} (default sigmoid)")
+    add("--loss", type=options.choice(LOSS_NAMES), default="cross_entropy", metavar="|".join(LOSS_NAMES), help=f"{', '.join(LOSS_NAMES)} (default cross_entropy)")
+    add("--output", type=options.choice(OUTPUTS), default=None, metavar="|".join(OUTPUTS), help=f"output layer ({', '.join(OUTPUTS)}); default follows the loss")
+    add("--init", type=options.choice(INITS), default="auto", metavar="|".join(INITS), help=f"{', '.join(INITS)} (default auto)")
     add("--batch-size", type=options.batch_size, default=1, metavar="N", help="1 = per-sample SGD (default), 'full' = full-batch gradient descent")
     add("--epochs", type=options.integer(1), default=1, metavar="N", help="passes over the training set in all (default 1"
         + ("; with --resume, the run's planned total)" if parser.prog.endswith(" train") else ")"))
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
-    add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling, dropout and the validation split (default 0)")
-    add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it trains) or N threads for every mode")
-    add("--dtype", type=options.choice(DTYPES), default="float32", help="float32 (default) or float64")
+    add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling"
+        + (", dropout and the validation split" if parser.prog.endswith(" train") else " and dropout") + " (default 0)")
+    add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it "
+        "trains) or N: mini-batch on up to N, per-sample on up to N where it can (plain SGD, one hidden layer, 16+ hidden "
+        "units per thread, a free core each), else on one")
+    add("--dtype", type=options.choice(DTYPES), default="float32", metavar="|".join(DTYPES), help="float32 (default) or float64")
     add("--no-bias", action="store_true", help="layers without biases")
     add("--no-shuffle", action="store_true", help="visit samples in file order every epoch")
-    add("--limit", type=options.integer(1), default=None, metavar="N", help="train on the first N training samples only")
+    add("--limit", type=options.integer(1), default=None, metavar="N", help="train on the first N training samples only (default all)")
 
 
 def _add_optimizer_options(parser):
@@ -83,7 +86,7 @@ def _add_schedule_options(parser):
     """The learning-rate schedule: shared by train and compare."""
     group = parser.add_argument_group("learning-rate schedule")
     add = group.add_argument
-    add("--lr-schedule", type=options.choice(SCHEDULES), default="constant", help=f"{', '.join(SCHEDULES)} (default constant)")
+    add("--lr-schedule", type=options.choice(SCHEDULES), default="constant", metavar="|".join(SCHEDULES), help=f"{', '.join(SCHEDULES)} (default constant)")
     add("--lr-decay", type=options.number(), default=0.5, metavar="FACTOR", help="decay factor for exponential and step schedules (default 0.5)")
     add("--lr-step-epochs", type=options.integer(1), default=10, metavar="N", help="step: multiply the rate by the decay factor every N epochs (default 10)")
     add("--power-t", type=options.number(allow_zero=True), default=0.5, metavar="P", help="invscaling exponent: lr / (samples + 1)^P (default 0.5)")
@@ -95,11 +98,11 @@ def _add_schedule_options(parser):
 def _add_stopping_options(parser, validation_fraction=None):
     """Validation split and early stopping: shared by train and sweep."""
     stopping = parser.add_argument_group("validation and early stopping")
-    shown = "" if validation_fraction is None else f" (default {validation_fraction:g})"
+    shown = " (default: none, no validation)" if validation_fraction is None else f" (default {validation_fraction:g})"
     stopping.add_argument("--validation-fraction", type=options.interval(0, 1, low_open=True), default=validation_fraction,
                           metavar="F", help=f"hold out this fraction of the training data (seeded, stratified) and watch its loss{shown}")
     stopping.add_argument("--early-stopping", type=options.integer(1), default=None, metavar="N",
-                          help="stop after N epochs without improvement and keep the best weights")
+                          help="stop after N epochs without improvement and keep the best weights (default: off)")
 
 
 def build_parser():
@@ -114,7 +117,7 @@ def build_parser():
         "layout (--data), and evaluate it on the test set.",
     )
     _add_model_options(train)
-    train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", help="numba (compiled, default) or numpy (reference)")
+    train.add_argument("--backend", type=options.choice(BACKENDS), default="numba", metavar="|".join(BACKENDS), help="numba (compiled, default) or numpy (reference)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the processes of 'mpiexec -n N fastmlp train ...': each computes the gradient "
                        "of its share of every --batch-size batch (numba backend, batches of 2 or more; needs fastmlp[mpi])")
@@ -124,7 +127,7 @@ def build_parser():
     files = train.add_argument_group("checkpoints")
     files.add_argument("--save", type=options.path, metavar="FILE", help="write the trained model and its run to FILE (.npz)")
     files.add_argument("--checkpoint-every", type=options.integer(1), default=None, metavar="N",
-                       help="also write --save FILE after every N epochs")
+                       help="also write --save FILE after every N epochs (default: only at the end)")
     files.add_argument("--resume", type=options.existing_file, metavar="FILE",
                        help="go on with the run saved in FILE up to --epochs in all")
     train.add_argument("--plot", type=options.new_file(FIGURE_SUFFIXES), metavar="FILE.png",
@@ -182,12 +185,12 @@ def build_parser():
         "for types, not shapes.",
     )
     warmup.add_argument("--dtype", action="append", type=options.item_list(options.choice(DTYPES), example="float32,float64"),
-                        metavar="LIST", help="float32 (default), float64 or both; repeatable")
+                        metavar="LIST", help="float32 (default) and/or float64, a comma list (float32,float64); repeatable")
     warmup.add_argument("--batch-size", action="append", type=options.item_list(options.batch_size, example="1,32"),
                         metavar="LIST", help="1 for per-sample SGD, any larger size (or full, as train takes it) for "
-                        "mini-batch (default 1,32); repeatable")
+                        "mini-batch, a comma list (default 1,32); repeatable")
     warmup.add_argument("--inputs", action="append", type=options.item_list(options.choice(WARMUP_INPUTS), example="uint8,float"),
-                        metavar="LIST", help="uint8 pixels (default) and/or float features; repeatable")
+                        metavar="LIST", help="uint8 pixels (default) and/or float features, a comma list (uint8,float); repeatable")
     warmup.add_argument("--distributed", action="store_true",
                         help="also the kernels of train --distributed (MPI data-parallel SGD; needs fastmlp[mpi]), "
                         "for each --dtype and --inputs kind")
@@ -783,12 +786,35 @@ def _train_ranks(args, comm):
             )
         else:
             say(f"{accuracy}test loss {test['loss']:.4f}; nothing trained in this run")
+        fewer = _fewer_threads_said(args, result["threads"]) if samples and comm is None else None
+        if fewer:
+            say(fewer)
         if args.save:
             say(f"saved model to {args.save}")
         if args.plot:
             say(f"learning curves written to {args.plot}")
     _store_for_the_next_run(model, quiet=args.json, say=say)
     return 0
+
+
+def _fewer_threads_said(args, used):
+    """A line saying that training took fewer threads than ``--threads N`` asked for, or None
+    (``--threads 2 --momentum 0.9`` trained on one thread, and only --json told: audit 46)."""
+    asked = args.threads
+    if asked == "auto" or used >= asked or args.backend != "numba":  # (NumPy's threads are its BLAS's)
+        return None
+    if args.batch_size == 1:
+        why = ("per-sample SGD takes more than one thread only for plain SGD on one hidden layer of 16+ units per "
+               "thread, each with a free core")
+    else:
+        why = f"at most NUMBA_NUM_THREADS ({numba_threads()}) and the cores this process may use"
+    return f"trained on {used} thread{'s' if used > 1 else ''} of --threads {asked}: {why}"
+
+
+def numba_threads():
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def _printing_while_read(files):

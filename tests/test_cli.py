@@ -358,6 +358,24 @@ def test_every_option_that_takes_a_value_has_a_bad_value_case():
         assert takes_a_value - covered == set(), f"fastmlp {command}: no bad-value case for {sorted(takes_a_value - covered)}"
 
 
+def test_every_option_says_in_help_what_it_takes():
+    """--help showed "--activation ACTIVATION" for a choice of four names, and "--dtype LIST ...
+    float64 or both" where "both" is refused and a comma list was meant (audit 46)."""
+    from fastmlp.cli import build_parser
+
+    (commands,) = [action for action in build_parser()._actions if action.choices and action.dest == "command"]
+    for command, parser in commands.choices.items():
+        for action in parser._actions:
+            name = f"fastmlp {command} {action.option_strings[-1] if action.option_strings else action.dest}"
+            allowed = getattr(action.type, "allowed", None)
+            if allowed is not None:  # a choice: its names, or a word of its own (--dataset NAME)
+                assert action.metavar is not None, name
+                if "|" in action.metavar:
+                    assert action.metavar.split("|") == list(allowed), name
+            if action.metavar == "LIST":
+                assert "comma" in action.help, name
+
+
 def test_a_test_set_the_network_cannot_score_is_refused_before_training(capsys, tiny_mnist, monkeypatch):
     """A test label past the network's classes was found at the evaluation after training, and
     the error (naming no test set) skipped --save: the trained run was lost."""
@@ -695,6 +713,23 @@ def test_json_reports_the_threads_actually_used(capsys, tiny_mnist):
                                "--json", *recipe)
         assert status == 0, err
         assert json.loads(out)["threads"] == used, recipe
+
+
+def test_fewer_threads_than_asked_are_said(capsys, tiny_mnist):
+    """--threads 2 --momentum 0.9 trained on one thread, and only --json told (audit 46)."""
+    from fastmlp.kernels import usable_threads
+
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,64,10", "--threads", "2",
+                           "--momentum", "0.9", "--no-progress")
+    assert status == 0, err
+    assert "trained on 1 thread of --threads 2: per-sample SGD takes more than one thread only for plain SGD" in out
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,64,10", "--threads", "2",
+                           "--no-progress")
+    assert status == 0, err
+    assert ("trained on" in out) == (usable_threads(2, (784, 64, 10)) < 2)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--backend", "numpy", "--threads", "2",
+                           "--no-progress")
+    assert status == 0 and "trained on" not in out, err
 
 
 def test_json_reports_the_minibatch_kernels_threads(capsys, tiny_mnist, monkeypatch):

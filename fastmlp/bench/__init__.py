@@ -44,7 +44,7 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``backend``, ``reason`` (a peer that is not installed; numba when it cannot load).
 - ``"record": "measurement"``, one per (layers, activation, batch size, implementation):
   ``backend`` (numpy, numba, torch, jax, sklearn), ``peer`` (bool), ``implementation`` (what
-  exactly ran), ``batch_size``, ``layers`` [784, H, 10], ``activation``, ``dtype``, ``lr``,
+  exactly ran), ``batch_size``, ``layers`` (the sizes, [784, H, 10] or deeper), ``activation``, ``dtype``, ``lr``,
   ``samples_per_second`` (median), ``samples_per_second_spread`` [min, max],
   ``seconds_per_repeat`` (median), ``seconds_each_repeat`` (in round order: round i of a
   configuration's rows ran one after another, so their ratios pair up), ``repeats``, ``samples`` (timed per repeat),
@@ -95,7 +95,7 @@ def add_parser(subparsers):
         "bench",
         help="measure training throughput of the backends (and other libraries)",
         description=(
-            "Train 784-H-10 networks on MNIST for one epoch per repeat with each backend and report\n"
+            "Train MLPs (784-H-10 or deeper, --layers) on MNIST for one epoch per repeat with each backend and report\n"
             "samples per second (median and min-max over repeats), the speed-up over NumPy,\n"
             "mini-batch GFLOP/s beside this machine's float32 GEMM rate, and test accuracy.\n"
             "The default matrix (bs 1,32,128,1024 x H 20,128,800 x sigmoid,relu x numpy,numba)\n"
@@ -112,4 +112,5 @@ def _json_help():
     if not __doc__:  # python -OO strips docstrings: the help goes without this part
         return None
     start = __doc__.index("JSON output")
-    return __doc__[start : __doc__.index("The package, one job per module")].strip()
+    # (the docstring's reST literals as plain text: a terminal shows ``record`` as typed)
+    return __doc__[start : __doc__.index("The package, one job per module")].strip().replace("``", "")

@@ -46,7 +46,7 @@ def add_options(parser):
     add("--batch-sizes", action="append", type=options.item_list(positive, example="1,32,128"), metavar="LIST", help="comma list, repeatable (default 1,32,128,1024)")
     add("--layers", action="append", type=options.layer_sizes, metavar="SIZES", help="one network per option, e.g. 784,128,10; repeatable (default 784,20,10 784,128,10 784,800,10)")
     add("--activations", action="append", type=options.item_list(options.choice(ACTIVATIONS), example="sigmoid,relu"), metavar="LIST", help=f"hidden activations, comma list (default sigmoid,relu; any of {', '.join(ACTIVATIONS)})")
-    add("--backends", action="append", type=options.item_list(options.choice(BACKENDS), example="numpy,numba"), metavar="LIST", help="numpy, numba (default both; numba is skipped with a note if it cannot load)")
+    add("--backends", action="append", type=options.item_list(options.choice(BACKENDS), example="numpy,numba"), metavar="LIST", help="numpy and/or numba, a comma list (default numpy,numba; numba is skipped with a note if it cannot load)")
     add("--peers", nargs="?", const=peer_module.PEERS, type=_peer_list, metavar="LIST", help=f"also time other libraries: all (the default of a bare --peers) or a comma list of {', '.join(peer_module.PEERS)}; needs fastmlp[peers]")
     add("--quick", action="store_true", help="a small subset that runs well under a minute: bs 1 and 128, 784-128-10 sigmoid, 10,000 samples, 3 repeats (explicit options win)")
     add("--samples", type=positive, metavar="N", help="train on the first N training samples (default all 60,000)")
