@@ -230,27 +230,29 @@ class MLP:
     ----------
     layers : sequence of int, default (784, 128, 10)
         Layer sizes from input to output, e.g. ``[784, 128, 10]``.
-    activation : {"sigmoid", "tanh", "relu", "identity"}
+    activation : {"sigmoid", "tanh", "relu", "identity"}, default "sigmoid"
         The hidden layers' activation.
-    loss : {"cross_entropy", "mse", "binary_cross_entropy"}
+    loss : {"cross_entropy", "mse", "binary_cross_entropy"}, default "cross_entropy"
         With ``output`` it fixes the output layer: cross_entropy -> softmax, binary_cross_entropy
         -> sigmoid units (one: binary labels 0/1; K > 1: multilabel, y a 0/1 indicator matrix
         [N, K]), mse -> identity (regression) unless ``output="softmax"``.
-    output : {"softmax", "sigmoid", "identity"} or None
-        Only needed for softmax + mse (mean squared error through the full softmax Jacobian).
-    bias : bool
+    output : {"softmax", "sigmoid", "identity"} or None, default None
+        None: the one the loss implies. Only needed for softmax + mse (mean squared error
+        through the full softmax Jacobian).
+    bias : bool, default True
         Whether layers have biases.
-    init : {"auto", "xavier", "he", "uniform", "normal", "zeros"}
+    init : {"auto", "xavier", "he", "uniform", "normal", "zeros"}, default "auto"
         Weight initialisation (see ``fastmlp.network.init_params``); biases start at 0.
-    dtype : {"float32", "float64"}
-    seed : int
+    dtype : {"float32", "float64"}, default "float32"
+        The weights' and the arithmetic's floating-point type (float32 is about twice as fast).
+    seed : int, default 0
         Seeds the initial weights, the per-epoch shuffling, dropout and the validation split:
         same seed, same run.
-    backend : {"numba", "numpy"}
+    backend : {"numba", "numpy"}, default "numba"
         The compiled core or the NumPy reference. Both share this trainer, so from the same
         seed they differ only in floating-point rounding.
-    threads : "auto" or int
-        "auto" (default): per-sample SGD on one thread; mini-batch and full-batch training on
+    threads : "auto" or int, default "auto"
+        "auto": per-sample SGD on one thread; mini-batch and full-batch training on
         one or all Numba threads (``NUMBA_NUM_THREADS``), whichever measures faster, checked
         again as training goes (``fastmlp._adaptive``), so a machine where another process
         keeps a core busy does not make two threads wait for each other. A number n: the
@@ -261,10 +263,29 @@ class MLP:
         ``backend_.threads_used`` the most a training call really ran on (per-sample, one for
         any recipe but plain SGD), which ``fastmlp train --json`` reports.
 
-    Learned state: ``params_`` (flat vector), ``weights_`` / ``biases_`` (views into it),
-    ``optimizer_state_`` (``optim.State``), ``history_``, ``epochs_trained_``, ``run_``
-    (``trainer.RunState``: the schedule's and early stopping's position), ``fit_options_``
-    (the run's training options), ``compile_seconds_``.
+    Attributes
+    ----------
+    params_ : ndarray
+        Every weight and bias in one flat vector (``dtype``), the layout ``arch_`` describes.
+    weights_, biases_ : list of ndarray
+        Each layer's weights [n_in, n_out] and biases [n_out]: views into ``params_``.
+    arch_ : fastmlp.network.Architecture
+        The network as trained: sizes, activation, loss and output codes, dtype.
+    backend_ : object
+        The backend that trains it (``backend_.threads``, ``backend_.threads_used`` above).
+    optimizer_state_ : fastmlp.optim.State
+        Momentum or Adam slots and the step and sample counts.
+    history_ : fastmlp.History
+        The run's per-epoch records, over all its fit and partial_fit calls.
+    epochs_trained_ : int
+        Epochs trained so far in the run.
+    run_ : fastmlp.trainer.RunState
+        The schedule's and early stopping's position (what an exact resume needs).
+    fit_options_ : dict
+        The run's training options (what ``partial_fit`` continues with).
+    compile_seconds_ : float
+        Seconds the run spent compiling kernels or loading them from the cache (its training
+        times leave them out).
     """
 
     def __init__(
@@ -381,10 +402,12 @@ class MLP:
 
     @property
     def weights_(self):
+        """Each layer's weights [n_in, n_out]: views into ``params_`` (writing into them trains it)."""
         return [W for W, _ in self._layer_views("weights_")]
 
     @property
     def biases_(self):
+        """Each layer's biases [n_out]: views into ``params_`` (None for each layer when ``bias=False``)."""
         return [b for _, b in self._layer_views("biases_")]
 
     def _layer_views(self, name):
@@ -439,6 +462,16 @@ class MLP:
     ):
         """Start a new run from a fresh initialisation. Returns the History (also ``history_``).
 
+        ``X``: [N, n_inputs] (images also [N, h, w]): uint8 pixels, read as pixel / 255, or
+        floats, used as they are (float32 trains fastest; other numbers are refused with what to
+        pass). ``y``: integer labels in [0, n_classes) for softmax outputs; 0/1 labels [N] for
+        one sigmoid unit or a 0/1 indicator matrix [N, K] for K (multilabel); floats [N] or
+        [N, K] for regression (identity output).
+
+        ``epochs`` passes over the data (default 1), each in a fresh order drawn with the seed
+        unless ``shuffle=False``, at learning rate ``lr`` (default 0.1, as the schedule shapes
+        it). ``progress``: a tqdm bar per epoch; None (default) draws it on terminals only.
+
         ``sample_weight`` (one non-negative number per sample, or None) multiplies each
         sample's loss and gradient; the weights are first scaled to mean 1 over the samples
         that train, so only their ratios matter and ``lr`` keeps its meaning. The training
@@ -477,6 +510,13 @@ class MLP:
         the same call; only rank 0 draws progress and writes checkpoints. Without mpi4py, or on
         a single rank, a ``DistributedWarning`` says so and training runs here as usual. False
         or None (default): this process alone.
+
+        Raises ``ValueError`` or ``TypeError`` naming a bad option or input before anything
+        trains (the model is left as it was); ``fastmlp.DivergenceError`` when the loss or a
+        weight becomes non-finite; ``fastmlp.TrainingInterrupted`` on Ctrl-C (the epochs done
+        are kept); ``fastmlp.CheckpointReplacedError`` when another process wrote
+        ``checkpoint_path`` meanwhile; ``RuntimeError`` for a fit of this model while another of
+        its fits runs.
         """
         options = {name: value for name, value in locals().items() if name in FIT_DEFAULTS}
         comm, note = self._communicator(distributed)
@@ -527,8 +567,12 @@ class MLP:
         distributed=False,
     ):
         """Continue the run for ``epochs`` more epochs (initialising first if there are no
-        weights). Options left out keep the run's values (``fit_options_``; fit's defaults for
-        a new run); the schedule goes on where it was (epoch count, samples trained, adaptive
+        weights); ``X``, ``y`` and ``sample_weight`` as in ``fit``. The training options left out
+        keep the run's values (``fit_options_``; fit's defaults for a new run), while
+        ``validation_data``, ``progress``, ``checkpoint_path``, ``checkpoint_every``, ``on_epoch``
+        and ``distributed`` are this call's alone (a call without ``checkpoint_path`` writes no
+        checkpoint, one without ``validation_data`` validates on nothing but a held-out
+        ``validation_fraction``). The schedule goes on where it was (epoch count, samples trained, adaptive
         rate) and so do the optimizer state and early stopping: ``fit(epochs=a, schedule_epochs=a + b)``
         then ``partial_fit(epochs=b)`` trains exactly as ``fit(epochs=a + b)`` (``schedule_epochs``
         only matters to the cosine schedule).
@@ -846,7 +890,7 @@ class MLP:
         return arch, backend, params
 
     def decision_function(self, X):
-        """The output layer's pre-activation z[N, K] (logits)."""
+        """The output layer's pre-activation z[N, K] (logits) for ``X`` (as ``fit`` takes it)."""
         return self._decide(X)[1]
 
     def _decide(self, X, y=None):
@@ -877,12 +921,13 @@ class MLP:
         return z
 
     def predict_proba(self, X):
-        """Class probabilities [N, K] (softmax), P(class 1) [N, 1] (sigmoid) or outputs (regression)."""
+        """For ``X`` (as ``fit`` takes it): class probabilities [N, K] (softmax), each sigmoid unit's
+        P(1) [N, K] (one unit: P(class 1) [N, 1]; K: multilabel), or the outputs (regression)."""
         arch, z, _ = self._decide(X)
         return reference.output_forward(z, arch.loss_code)
 
     def predict(self, X):
-        """Class labels [N] for classifiers, 0/1 label sets [N, K] for multilabel (sigmoid
+        """For ``X`` (as ``fit`` takes it): class labels [N] for classifiers, 0/1 label sets [N, K] for multilabel (sigmoid
         units: 1 where a unit's probability is above 0.5); outputs [N, K] for regression. A tie
         goes to the lower class, as scikit-learn's: exactly 0.5 is 0 (a bias-free network on a
         blank image), and argmax takes the first of equal probabilities."""
@@ -902,7 +947,8 @@ class MLP:
         return {"loss": float(losses.mean(dtype=np.float64)), "accuracy": accuracy}
 
     def evaluate(self, X, y):
-        """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)}."""
+        """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)} on ``X``
+        and ``y`` (as ``fit`` takes them)."""
         arch, z, y = self._decide(X, y)
         return self._metrics(None, y, z=z, arch=arch)
 
@@ -921,6 +967,7 @@ class MLP:
     # --- persistence -------------------------------------------------------------------------
 
     def get_params(self):
+        """The constructor's arguments as set (``MODEL_PARAMS``), as scikit-learn's estimators give them."""
         return {name: getattr(self, name) for name in MODEL_PARAMS}
 
     def _save_recorded(self, path, written=None):
@@ -943,7 +990,9 @@ class MLP:
         """Write the model and its run to ``path`` (.npz, atomically): everything ``load`` and
         ``partial_fit`` need to go on exactly where it stands (``fastmlp.checkpoint``). A model
         whose training was interrupted part-way into an epoch is saved with a mark of it and an
-        ``InterruptedRunWarning``: training on from it starts that epoch anew from its weights."""
+        ``InterruptedRunWarning``: training on from it starts that epoch anew from its weights.
+        Raises ``RuntimeError`` for a model not trained yet, ``OSError`` for a path it cannot write
+        (nothing is left half-written)."""
         from . import checkpoint
 
         self._require_fitted()
@@ -955,7 +1004,9 @@ class MLP:
     @classmethod
     def load(cls, path):
         """The model ``save`` wrote, with its weights, optimizer state, shuffle generator,
-        schedule position and history as saved: nothing is re-initialised."""
+        schedule position and history as saved: nothing is re-initialised. Raises ``OSError``
+        for a file it cannot read and ``fastmlp.CheckpointError`` naming what is wrong with one
+        it can (not a fastmlp checkpoint, damaged, or of a newer format)."""
         from . import checkpoint
 
         return checkpoint.read(cls, path)

@@ -1,8 +1,14 @@
 """Hyperparameter sweeps (``fastmlp.sweep``): many whole trainings at once, on Dask or on local processes.
 
-    >>> result = fastmlp.sweep({"layers": [784, 64, 10], "epochs": 2},
-    ...                        grid={"lr": [0.05, 0.1], "batch_size": [32, 128]}, data="mnist")
-    >>> result.best["params"], result.best["val_accuracy"]
+In a script (worker processes import it again, so the sweep goes under the main guard)::
+
+    import fastmlp
+
+    if __name__ == "__main__":
+        result = fastmlp.sweep({"layers": [784, 64, 10], "epochs": 2},
+                               grid={"lr": [0.05, 0.1], "batch_size": [32, 128]}, data="mnist")
+        print(result.format_table())
+        print(result.best["params"], result.best["val_accuracy"])
 
 A trial is one ``MLP(**model_params).fit(X, y, **fit_params)`` from the trial's parameters (the
 base parameters updated by one combination of the grid), scored on a validation split of the
@@ -689,16 +695,39 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
         workers read it themselves, once each; on a cluster it must be readable there.
     limit : int, optional
         Train on the first ``limit`` training samples only.
+    workers : int, optional
+        The local cluster's or process pool's worker processes (default one per core this
+        process may use); not with ``scheduler`` or an executor passed in.
+    scheduler : str, optional
+        The address of a running Dask scheduler (``tcp://HOST:8786``) to run the trials on.
+    seed : int, optional
+        Seeds the draws of random search (default ``base_params``' seed, else 0).
     on_result : callable, optional
         Called with each trial's record as it finishes (in the calling process); trials found
         finished while a Ctrl-C is handled are in the result but not passed to it. If it raises
         (other than KeyboardInterrupt), a warning says so, it is not called again, and the
         sweep goes on: a bug in a logging callback costs no trial.
 
-    Returns a ``SweepResult``. Ctrl-C (KeyboardInterrupt, also from ``on_result``) cancels the
-    trials not started and returns those that finished, with ``interrupted`` set; the trials
-    still running are stopped with the pool or cluster the sweep started (on an executor passed
-    in, they run to their end unseen).
+    Returns
+    -------
+    SweepResult
+        The trials' records, best first. Ctrl-C (KeyboardInterrupt, also from ``on_result``)
+        cancels the trials not started and returns those that finished, with ``interrupted``
+        set; the trials still running are stopped with the pool or cluster the sweep started
+        (on an executor passed in, they run to their end unseen).
+
+    Raises
+    ------
+    ValueError, TypeError
+        A parameter, grid or distribution that no trial could train with, named, before any
+        worker starts.
+    ConnectionError
+        ``scheduler`` cannot be reached.
+    RuntimeError
+        Called by a script's top-level code outside ``if __name__ == "__main__":`` where
+        worker processes import that script again (start methods "spawn" and "forkserver").
+    ImportError
+        ``executor="dask"`` without ``fastmlp[dask]``.
     """
     source = data_source(data, limit)
     trials = make_trials(base_params, grid, distributions, n_trials, seed)
@@ -838,11 +867,17 @@ def _shown(value, name=None):
 
 @dataclass
 class SweepResult:
-    """The trials' records, best first (see ``_rank``): each has ``trial`` (its number),
-    ``params`` (all its parameters), ``status`` ("ok", "failed" or "cancelled"), ``error``
-    (one line), for a trial that raised its ``traceback`` (as Python prints it: where in
-    fastmlp or the data it failed), and for finished trials the scores ``SCORE_COLUMNS``, ``worker`` and ``data_cached``
-    (whether its worker had the data loaded already)."""
+    """A sweep's outcome.
+
+    ``trials``: the trials' records, best first (finished trials by validation accuracy, then
+    validation loss; then the failed ones, then the cancelled ones, each in trial order). Each
+    has ``trial`` (its number), ``params`` (all its parameters), ``status`` ("ok", "failed" or
+    "cancelled"), ``error`` (one line), for a trial that raised its ``traceback`` (as Python
+    prints it: where in fastmlp or the data it failed), and for finished trials the scores
+    ``SCORE_COLUMNS``, ``worker`` and ``data_cached`` (whether its worker had the data loaded
+    already). ``swept``: the names of the swept parameters (the table's columns);
+    ``executor`` and ``source``: what ran the trials and on which data; ``interrupted``:
+    whether Ctrl-C ended the sweep early; ``validation``: what the trials were scored on."""
 
     trials: list
     swept: tuple = ()
@@ -857,6 +892,7 @@ class SweepResult:
         return self.trials[0] if self.trials and self.trials[0]["status"] == "ok" else None
 
     def columns(self):
+        """The CSV's column names: rank, trial, status, the swept parameters, the scores, error."""
         return ("rank", "trial", "status", *self.swept, *SCORE_COLUMNS, "error")
 
     def rows(self):
@@ -868,6 +904,8 @@ class SweepResult:
         ]
 
     def as_dict(self):
+        """The result as plain values (``to_json``'s): executor, data, validation, swept,
+        interrupted and the trials' records."""
         return {"executor": self.executor, "data": self.source, "validation": self.validation, "swept": list(self.swept),
                 "interrupted": self.interrupted, "trials": self.trials}
 
@@ -877,6 +915,7 @@ class SweepResult:
         return strict_json(self.as_dict())
 
     def to_csv(self):
+        """The ranking as CSV text, one row per trial in ``columns()`` order (numbers in full)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         columns = self.columns()

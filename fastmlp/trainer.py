@@ -54,7 +54,13 @@ ADAPTIVE_STOP = "adaptive learning rate fell below 1e-6"
 
 
 class DivergenceError(FloatingPointError):
-    """The training loss became NaN or infinite. The model keeps the weights from before it."""
+    """The training loss, or a weight, became NaN or infinite. The model keeps the weights from
+    before the chunk of samples where it happened, or with early stopping the best epoch's (the
+    message says which).
+
+    Attributes: ``epoch`` (from 1) and ``sample`` (its position in that epoch's order) where it
+    was seen, ``row`` (that sample's row of the training data), ``lr`` (the rate then) and
+    ``samples_done`` (the samples of the epoch the kept weights trained on)."""
 
     def __init__(self, message, *, epoch, sample, row, lr):
         super().__init__(message)
@@ -89,10 +95,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 class History:
     """Per-epoch records of a run (lists indexed by epoch) and how its last training call ended.
 
+    The lists hold one entry per epoch of the model's run so far, over all its ``fit`` and
+    ``partial_fit`` calls (``epoch`` its number, from 1): ``lr`` the epoch's learning rate as its
+    schedule gave it; ``loss`` and ``accuracy`` the mean training loss and accuracy over the
+    epoch's samples as they trained (``accuracy`` None for regression); ``val_loss`` and
+    ``val_accuracy`` on the validation data after the epoch (empty while no epoch had any, None for
+    an epoch without; ``val_accuracy`` None for regression); ``seconds`` the epoch's training time
+    (validation not included), ``samples`` the samples it trained and ``samples_per_second``.
+
     ``monitor`` is the loss early stopping and the adaptive schedule watch ("val_loss" or
     "loss"); ``best_epoch`` the 1-based epoch with the lowest monitored loss; ``stopped_epoch``
     the last epoch trained; ``stop_reason`` why training ended ("max epochs", "early stopping:
-    ...", "adaptive learning rate fell below 1e-06").
+    ...", "adaptive learning rate fell below 1e-6": ``ADAPTIVE_STOP``).
     """
 
     epoch: list = field(default_factory=list)
@@ -124,10 +138,12 @@ class History:
         return f"History({', '.join(parts)})"
 
     def as_dict(self):
+        """Every field as plain lists and values (what ``--json`` and checkpoints store)."""
         return {name: list(value) if isinstance(value, list) else value for name, value in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, record):
+        """The History of an ``as_dict()`` record; ValueError for a field it does not know."""
         unknown = set(record) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown history fields {sorted(unknown)}")
