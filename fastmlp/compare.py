@@ -42,14 +42,17 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     """Train ``make_model("numba")`` and ``make_model("numpy")`` epoch by epoch, one run of
     ``epochs`` epochs each (``fit_kwargs``: MLP.fit's training options, optimizer and schedule
     included); float32 models also against a third run, the NumPy one in float64 from the
-    same initial weights (see TOLERANCES).
+    same initial weights (see TOLERANCES). ``make_model(backend)`` returns a new, untrained
+    ``MLP`` on that backend (the same network and seed each time); ``X``, ``y`` train it and
+    ``X_test``, ``y_test`` score it after each epoch (as ``MLP.fit`` and ``MLP.evaluate`` take
+    them); ``tolerance`` is one of ``TOLERANCES``' dicts (the models' dtype's).
 
-    Returns a dict: ``epochs`` (one record per epoch with each run's train loss and accuracy,
+    Returns a dict: ``epochs`` (one record per epoch, numbered ``epoch`` from 1, with each run's train loss and accuracy,
     test loss and accuracy, ``max_abs_weight_diff`` between the backends and ``max_abs_weight``;
     for float32 also ``float64``, the reference's, and ``max_abs_weight_diff_from_float64`` of
     each backend; the last record with ``stopped``, each backend's reason or None, where a run
-    stopped before ``epochs``: early stopping, the adaptive rate's floor), ``tolerance`` and
-    ``agree`` (every epoch within the tolerance, and the runs stopped together).
+    stopped before ``epochs``: early stopping, the adaptive rate's floor; ``within_tolerance``,
+    whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     with warnings.catch_warnings(record=True) as caught:  # each run's (init="zeros": SymmetryWarning)

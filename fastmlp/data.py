@@ -599,9 +599,11 @@ class _DownloadBar:
 
 
 def read_idx(path):
-    """Read any IDX file (plain or gzipped) into an array shaped as its header says.
+    """Read any IDX file at ``path`` (plain or gzipped) into an array shaped as its header says.
 
-    Multi-byte types (short, int, float, double) are converted to native byte order.
+    Multi-byte types (short, int, float, double) are converted to native byte order. Raises
+    ``fastmlp.DataFormatError`` naming what is wrong with a file that is not IDX (or is cut
+    short), ``OSError`` for one it cannot read.
     """
     return _read_idx(path)
 
@@ -794,12 +796,15 @@ def _is_number(cell):
 
 
 def read_csv(path, *, n_features=784, labels=True):
-    """Read a CSV file of ``label, pixel_1, ..., pixel_n`` rows.
+    """Read the plain-text CSV file at ``path`` of ``label, pixel_1, ..., pixel_n`` rows.
 
     The first row is taken as a header when its first cell is not a number and its other cells
     are not all pixel values (0..255): a row like ``?,0,0,...`` is data, and its label an error.
     Returns ``(images uint8 [N, n_features], labels int64 [N])``; with ``labels=False`` the
     first column is not read at all (any text, as for samples to predict) and the labels are None.
+    Raises ``fastmlp.DataFormatError`` naming the line and what is wrong (a row of another
+    length, a value that is not a whole number in 0..255, a label that is not one), ``OSError``
+    for a file it cannot read.
     """
     is_integer = isinstance(n_features, (int, np.integer)) and not isinstance(n_features, bool)
     if not is_integer or n_features < 1:
@@ -908,6 +913,10 @@ def _read_csv_fast(path, n_features, labels=True):
 
 
 def _open_csv(path):
+    with _open_data_file(path) as raw:
+        if raw.read(2) == b"\x1f\x8b":  # (read as text it was "line 1: wrong column count: 1 columns")
+            raise DataFormatError(f"{path} is gzip-compressed; CSV files are read as plain text: decompress it "
+                                  f"first (gunzip -k {os.path.basename(path)})")
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell, which
         # would then look like a header and its row be dropped. errors="replace": binary junk then

@@ -188,8 +188,8 @@ def plot_confusion_matrix(matrix, ax=None, *, classes=None):
     Cells are coloured by their share of the row (the recall of the true class, on the
     diagonal), so a class's mistakes stand out whatever its size; counts are written in the
     cells up to 20 classes. ``matrix`` is ``fastmlp.confusion_matrix``'s ``[K, K]`` counts
-    (whole numbers >= 0); ``classes`` the K tick labels (default 0..K-1). Returns the figure
-    drawn on.
+    (whole numbers >= 0); ``ax`` the matplotlib Axes to draw on (default a new figure's);
+    ``classes`` the K tick labels (default 0..K-1). Returns the figure drawn on.
     """
     matrix = _counts(matrix)
     n_classes = len(matrix)

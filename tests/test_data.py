@@ -400,6 +400,13 @@ def test_read_csv_binary_junk(tmp_path):
         read_csv(path)
 
 
+def test_a_gzipped_csv_is_refused_as_such(tmp_path):
+    """Read as text it was "line 1: wrong column count: 1 columns" (audit 46)."""
+    path = write(tmp_path / "train.csv", gzip.compress(b"5,0,0,255\n"))
+    with pytest.raises(DataFormatError, match=r"train.csv is gzip-compressed; .*gunzip -k train.csv"):
+        read_csv(path, n_features=3)
+
+
 @pytest.mark.parametrize("n_features", [0, -3, 2.5, True, "784"])
 def test_read_csv_rejects_bad_n_features(tmp_path, n_features):
     with pytest.raises(ValueError, match="n_features must be a positive integer"):
