@@ -22,9 +22,9 @@ pass over X besides the training.
   which is ``fastmlp``'s ``weight_decay``; 'invscaling' trains epoch e at
   learning_rate_init / (t_ + 1)^power_t with t_ the samples seen before it.
 
-Where the behaviour differs from scikit-learn's it is on purpose and listed in the README
-("scikit-learn drop-in"): float32 end to end, ``partial_fit`` with early stopping, and a
-``warm_start`` that keeps the optimizer's state.
+Where the behaviour differs from scikit-learn's it is on purpose, said in the entries of the
+classes' docstrings and listed in the README ("scikit-learn drop-in"): float32 end to end,
+``partial_fit`` with early stopping, and a ``warm_start`` that keeps the optimizer's state.
 """
 
 from __future__ import annotations
@@ -288,7 +288,27 @@ class _BaseMLP(BaseEstimator):
 
     def fit(self, X, y, sample_weight=None):
         """Train up to ``max_iter`` epochs from fresh weights (or, with ``warm_start``, from the
-        previous fit's weights and optimizer state). Returns self."""
+        previous fit's weights and optimizer state).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data: dense (a sparse matrix is a TypeError); uint8 is taken as the
+            numbers it holds, not scaled by 1/255. With dtype=None its dtype picks the model's.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets: class labels or a 0/1 multilabel indicator matrix (classifier), real
+            values (regressor).
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights >= 0 (a negative one is refused, unlike scikit-learn): each
+            sample's loss and gradient are scaled by its weight over the mean weight. None: all 1.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental):
@@ -612,16 +632,187 @@ class _BaseMLP(BaseEstimator):
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """scikit-learn's ``MLPClassifier`` (same parameters, defaults and attributes) on
-    fastmlp's compiled core.
+    """Multi-layer perceptron classifier, scikit-learn's ``MLPClassifier`` on fastmlp's core.
 
-    Multiclass targets train a softmax output with cross-entropy; binary targets one logistic
-    unit; multilabel indicator targets [N, K] K logistic units, each with binary
-    cross-entropy. Labels may be any values (``classes_``). fastmlp's own parameters:
-    ``backend`` ('numba' or 'numpy'), ``dtype`` (None: float32 X trains in float32 and
-    everything else in float64, as scikit-learn; 'float32' or 'float64' to force one) and
-    ``threads``. The parameter mapping and every difference from scikit-learn are in the
-    README ("scikit-learn drop-in").
+    The same parameters, defaults and fitted attributes as
+    ``sklearn.neural_network.MLPClassifier``, plus fastmlp's ``backend``, ``dtype`` and
+    ``threads``; a ``fastmlp.MLP`` (``model_``) trains by scikit-learn's per-epoch rules.
+    Multiclass targets train a softmax output with cross-entropy, binary targets one logistic
+    unit, multilabel indicator targets [n_samples, K] K logistic units with binary
+    cross-entropy. Labels may be any values (``classes_``).
+
+    Differences from scikit-learn are stated in the entries below; besides them: X must be
+    dense (sparse X is a TypeError) and uint8 X is taken as the numbers it holds (not
+    scaled by 1/255 as ``fastmlp.MLP`` reads pixels); a negative sample_weight is refused;
+    training that diverges raises ``fastmlp.DivergenceError``. A bad parameter value is
+    refused at fit with scikit-learn's InvalidParameterError (a ValueError and a TypeError).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        The ith element is the number of neurons of the ith hidden layer; () for none. The
+        network is built by the first fit: a later warm-start fit or ``partial_fit`` keeps it.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation of the hidden layers ('logistic' is fastmlp's 'sigmoid'). The output
+        layer's follows from the targets (``out_activation_``).
+
+    solver : {'sgd', 'adam'}, default='adam'
+        Stochastic gradient descent or Adam, with scikit-learn's update rules. 'lbfgs' is
+        not available: refused at fit with a ValueError (unlike scikit-learn).
+
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights (not the biases): a coupled decay of
+        alpha / batch_size per step (scikit-learn divides by each batch's size, so its short
+        last batch decays more); ``loss_`` adds n_batches * 0.5 * alpha * ||W||^2 / n_samples.
+
+    batch_size : int or 'auto', default='auto'
+        Size of the minibatches; 'auto' is min(200, n_samples). A larger value is clipped
+        to the number of training samples, with a warning.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Rate schedule, for solver='sgd' only. 'invscaling': each epoch trains at
+        learning_rate_init / (t_ + 1) ** power_t. 'adaptive': the rate is divided by 5 after
+        more than n_iter_no_change epochs without improvement; the run stops once it is <= 1e-6.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate; the rate throughout with 'constant' and with 'adam'. A
+        warm-start fit starts at it again ('adaptive' reductions are not carried over).
+
+    power_t : float, default=0.5
+        The exponent of the 'invscaling' schedule. Only used with solver='sgd'.
+
+    max_iter : int, default=200
+        The maximum number of epochs (passes over the data) of a fit; reaching it without
+        stopping warns with a ConvergenceWarning. ``partial_fit`` trains one epoch per call.
+
+    shuffle : bool, default=True
+        Whether to shuffle the samples in each epoch.
+
+    random_state : int, RandomState instance or None, default=None
+        One seed drawn from it seeds the initial weights (Glorot uniform, as scikit-learn) and
+        the shuffling; the early-stopping split is drawn from it too. None: a new seed per fit.
+
+    tol : float, default=1e-4
+        An epoch improves when the loss falls below ``best_loss_ - tol`` (with
+        early_stopping: the validation score rises above ``best_validation_score_ + tol``).
+
+    verbose : bool or int, default=False
+        Whether to print scikit-learn's progress lines (loss, validation score) per epoch.
+
+    warm_start : bool, default=False
+        Whether fit continues from the previous fit's weights. Unlike scikit-learn it also keeps
+        the optimizer's state (Adam's moments, the SGD velocity) and starts with fresh patience.
+
+    momentum : float, default=0.9
+        Momentum of the SGD updates, in [0, 1): momentum=1 is refused (scikit-learn accepts
+        it). Only used with solver='sgd'.
+
+    nesterovs_momentum : bool, default=True
+        Whether to use Nesterov's momentum. Only used with solver='sgd' and momentum > 0.
+
+    early_stopping : bool, default=False
+        Whether to hold out ``validation_fraction`` of the data (stratified for binary targets
+        only, as scikit-learn's code does), stop when its accuracy stops improving and end with
+        the best-scoring weights. Unlike scikit-learn's, ``partial_fit`` supports it (its first
+        call holds out the validation set).
+
+    validation_fraction : float, default=0.1
+        The fraction of the training data held out with early_stopping, in (0, 1); checked
+        to be in [0, 1) even without early_stopping.
+
+    beta_1 : float, default=0.9
+        Exponential decay rate of Adam's first moment estimates, in [0, 1). Only used with
+        solver='adam'.
+
+    beta_2 : float, default=0.999
+        Exponential decay rate of Adam's second moment estimates, in [0, 1). Only used with
+        solver='adam'.
+
+    epsilon : float, default=1e-8
+        Adam's value for numerical stability. Only used with solver='adam'.
+
+    n_iter_no_change : int or np.inf, default=10
+        The run stops (or an 'adaptive' rate falls) after more than this many epochs in a row
+        without improvement by ``tol``; np.inf never stops early.
+
+    max_fun : int, default=15000
+        Accepted for compatibility and unused: it bounds L-BFGS, which fastmlp does not have.
+
+    backend : {'numba', 'numpy'}, default='numba'
+        fastmlp only: the ``fastmlp.MLP`` backend, compiled numba kernels or plain NumPy.
+
+    dtype : {None, 'float32', 'float64'}, default=None
+        fastmlp only: the precision of the network, end to end. None: float32 X trains in
+        float32, any other X in float64 (as scikit-learn). Later X is cast to the model's dtype,
+        and predictions are in it (scikit-learn returns the dtype of the X it predicts).
+
+    threads : 'auto' or int, default='auto'
+        fastmlp only: the training threads, as ``fastmlp.MLP``'s ('auto': mini-batch training on
+        one or all numba threads, whichever measured faster).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (sorted); np.arange(K) for multilabel indicator targets.
+
+    loss_ : float
+        The loss of the last epoch: the mean log-loss of its batches plus the L2 penalty (see
+        ``alpha``). Unlike scikit-learn's, the log-loss is not clipped to [eps, 1 - eps]
+        first, so the two differ where predictions saturate.
+
+    best_loss_ : float or None
+        The lowest ``loss_`` of the run; None with early_stopping (see
+        ``best_validation_score_``).
+
+    loss_curve_ : list of float
+        ``loss_`` of every epoch of the run (a warm-start fit or ``partial_fit`` appends).
+
+    validation_scores_ : list of float or None
+        The accuracy on the held-out set after each epoch (weighted by sample_weight); None
+        without early_stopping.
+
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``, whose weights the model holds; None without
+        early_stopping.
+
+    t_ : int
+        The number of training samples seen in the run (held-out ones excluded); the
+        'invscaling' schedule's time step.
+
+    coefs_ : list of ndarray, of length n_layers_ - 1
+        The weight matrices [n_in, n_out] of the layers, in the model's dtype: views into
+        ``model_.params_`` (writing into them, or assigning an item or the list, sets the model's).
+
+    intercepts_ : list of ndarray, of length n_layers_ - 1
+        The bias vectors [n_out] of the layers: views into ``model_.params_``, as ``coefs_``.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit; set only when X has string feature names.
+
+    n_iter_ : int
+        The number of epochs the last call to fit trained (1 after ``partial_fit``).
+
+    n_layers_ : int
+        Number of layers, the input and output layers included.
+
+    n_outputs_ : int
+        Number of output units: 1 for binary targets, n_classes for multiclass, K for multilabel.
+
+    out_activation_ : str
+        The output layer's activation: 'softmax' (multiclass) or 'logistic' (binary, multilabel).
+
+    model_ : fastmlp.MLP
+        fastmlp only: the network that trains and predicts (also ``history_``,
+        ``optimizer_state_``, ``save()``).
+
+    See Also
+    --------
+    MLPRegressor : The regressor on the same core.
+    fastmlp.MLP : The network underneath, with fastmlp's own options.
     """
 
     _is_classifier = True
@@ -680,9 +871,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return X, np.searchsorted(self.classes_, y).astype(np.int64)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y). The first call needs ``classes`` (all labels, as scikit-learn)
-        unless y is a multilabel indicator matrix. With ``early_stopping`` the first call
-        holds out ``validation_fraction`` of its data as the validation set of the run."""
+        """Train one epoch over (X, y), from the current weights.
+
+        With ``early_stopping`` (refused by scikit-learn's) the first call holds out
+        ``validation_fraction`` of its data as the validation set of the run, later calls train
+        on all theirs; once the run has stopped, calls train nothing and warn.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data, as in ``fit`` (dense; uint8 not scaled by 1/255).
+
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+            Class labels, all in ``classes``, or a 0/1 multilabel indicator matrix.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights >= 0, as in ``fit``.
+
+        classes : array-like of shape (n_classes,), default=None
+            All the labels of the run: needed on the first call (unless y is a multilabel
+            indicator matrix); later calls may omit it or pass the same labels.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
         # as _fit, with classes_ set inside: a refused first call leaves the estimator unfitted
         with unchanged_until_training(self):
             if not hasattr(self, "model_"):
@@ -711,27 +925,65 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(targets, predicted, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Class labels [N] (an indicator matrix [N, K] for multilabel targets)."""
+        """Predict the class labels of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data: dense (a sparse matrix is a TypeError), cast to the model's dtype;
+            uint8 is taken as the numbers it holds, not scaled by 1/255.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Labels from ``classes_``; for multilabel targets the 0/1 int64 indicator matrix
+            (1 where a label's probability is above 0.5).
+        """
         predicted = self._predict_targets(self._validated(X))
         if self._target_kind == "multilabel":
             return predicted
         return self.classes_[np.minimum(predicted, len(self.classes_) - 1)]
 
     def predict_proba(self, X):
-        """Probabilities [N, n_classes] in the order of classes_ ([N, K] per-label
-        probabilities for multilabel targets)."""
+        """Probability estimates for X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data: dense (a sparse matrix is a TypeError), cast to the model's dtype;
+            uint8 is taken as the numbers it holds, not scaled by 1/255.
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+            Probability of each class, in the order of ``classes_`` (for multilabel targets,
+            each label's own probability), in the model's dtype.
+        """
         out = self._outputs(self._validated(X))
         if self._target_kind == "binary":
             return np.hstack([1 - out, out])
         return out
 
     def predict_log_proba(self, X):
-        """log(predict_proba(X))."""
+        """Logarithm of the probability estimates: log(predict_proba(X)).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data: dense (a sparse matrix is a TypeError), cast to the model's dtype;
+            uint8 is taken as the numbers it holds, not scaled by 1/255.
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+            The natural logarithm of ``predict_proba(X)`` (-inf where a probability is 0).
+        """
         probabilities = self.predict_proba(X)
         return np.log(probabilities, out=probabilities)
 
     @property
     def out_activation_(self):
+        """The output layer's activation: 'softmax' (multiclass) or 'logistic'."""
         check_is_fitted(self, "model_")
         return "softmax" if self._softmax else "logistic"
 
@@ -742,12 +994,184 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """scikit-learn's ``MLPRegressor`` (same parameters, defaults and attributes) on
-    fastmlp's compiled core: identity outputs and the squared error, one output or several.
+    """Multi-layer perceptron regressor, scikit-learn's ``MLPRegressor`` on fastmlp's core.
 
-    ``loss`` is 'squared_error' ('poisson' is not built). fastmlp's own parameters:
-    ``backend``, ``dtype`` (None: as scikit-learn, float32 X trains in float32, everything
-    else in float64) and ``threads``. See the README ("scikit-learn drop-in").
+    The same parameters, defaults and fitted attributes as
+    ``sklearn.neural_network.MLPRegressor``, plus fastmlp's ``backend``, ``dtype`` and
+    ``threads``; a ``fastmlp.MLP`` (``model_``) trains by scikit-learn's per-epoch rules.
+    Identity outputs and the squared error, one output or several.
+
+    Differences from scikit-learn are stated in the entries below; besides them: X must be
+    dense (sparse X is a TypeError) and uint8 X is taken as the numbers it holds (not
+    scaled by 1/255 as ``fastmlp.MLP`` reads pixels); a negative sample_weight is refused;
+    training that diverges raises ``fastmlp.DivergenceError``. A bad parameter value is
+    refused at fit with scikit-learn's InvalidParameterError (a ValueError and a TypeError).
+
+    Parameters
+    ----------
+    loss : {'squared_error'}, default='squared_error'
+        The loss to minimise. 'poisson' is not available: refused at fit with a ValueError
+        (unlike scikit-learn).
+
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        The ith element is the number of neurons of the ith hidden layer; () for none. The
+        network is built by the first fit: a later warm-start fit or ``partial_fit`` keeps it.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation of the hidden layers ('logistic' is fastmlp's 'sigmoid'); the output
+        layer is the identity (``out_activation_``).
+
+    solver : {'sgd', 'adam'}, default='adam'
+        Stochastic gradient descent or Adam, with scikit-learn's update rules. 'lbfgs' is
+        not available: refused at fit with a ValueError (unlike scikit-learn).
+
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights (not the biases): a coupled decay of
+        alpha / batch_size per step (scikit-learn divides by each batch's size, so its short
+        last batch decays more); ``loss_`` adds n_batches * 0.5 * alpha * ||W||^2 / n_samples.
+
+    batch_size : int or 'auto', default='auto'
+        Size of the minibatches; 'auto' is min(200, n_samples). A larger value is clipped
+        to the number of training samples, with a warning.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Rate schedule, for solver='sgd' only. 'invscaling': each epoch trains at
+        learning_rate_init / (t_ + 1) ** power_t. 'adaptive': the rate is divided by 5 after
+        more than n_iter_no_change epochs without improvement; the run stops once it is <= 1e-6.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate; the rate throughout with 'constant' and with 'adam'. A
+        warm-start fit starts at it again ('adaptive' reductions are not carried over).
+
+    power_t : float, default=0.5
+        The exponent of the 'invscaling' schedule. Only used with solver='sgd'.
+
+    max_iter : int, default=200
+        The maximum number of epochs (passes over the data) of a fit; reaching it without
+        stopping warns with a ConvergenceWarning. ``partial_fit`` trains one epoch per call.
+
+    shuffle : bool, default=True
+        Whether to shuffle the samples in each epoch.
+
+    random_state : int, RandomState instance or None, default=None
+        One seed drawn from it seeds the initial weights (Glorot uniform, as scikit-learn) and
+        the shuffling; the early-stopping split is drawn from it too. None: a new seed per fit.
+
+    tol : float, default=1e-4
+        An epoch improves when the loss falls below ``best_loss_ - tol`` (with
+        early_stopping: the validation score rises above ``best_validation_score_ + tol``).
+
+    verbose : bool or int, default=False
+        Whether to print scikit-learn's progress lines (loss, validation score) per epoch.
+
+    warm_start : bool, default=False
+        Whether fit continues from the previous fit's weights. Unlike scikit-learn it also keeps
+        the optimizer's state (Adam's moments, the SGD velocity) and starts with fresh patience.
+
+    momentum : float, default=0.9
+        Momentum of the SGD updates, in [0, 1): momentum=1 is refused (scikit-learn accepts
+        it). Only used with solver='sgd'.
+
+    nesterovs_momentum : bool, default=True
+        Whether to use Nesterov's momentum. Only used with solver='sgd' and momentum > 0.
+
+    early_stopping : bool, default=False
+        Whether to hold out ``validation_fraction`` of the data, stop when its R^2 stops
+        improving and end with the best-scoring weights. Unlike scikit-learn's, ``partial_fit``
+        supports it (its first call holds out the validation set).
+
+    validation_fraction : float, default=0.1
+        The fraction of the training data held out with early_stopping, in (0, 1); checked
+        to be in [0, 1) even without early_stopping.
+
+    beta_1 : float, default=0.9
+        Exponential decay rate of Adam's first moment estimates, in [0, 1). Only used with
+        solver='adam'.
+
+    beta_2 : float, default=0.999
+        Exponential decay rate of Adam's second moment estimates, in [0, 1). Only used with
+        solver='adam'.
+
+    epsilon : float, default=1e-8
+        Adam's value for numerical stability. Only used with solver='adam'.
+
+    n_iter_no_change : int or np.inf, default=10
+        The run stops (or an 'adaptive' rate falls) after more than this many epochs in a row
+        without improvement by ``tol``; np.inf never stops early.
+
+    max_fun : int, default=15000
+        Accepted for compatibility and unused: it bounds L-BFGS, which fastmlp does not have.
+
+    backend : {'numba', 'numpy'}, default='numba'
+        fastmlp only: the ``fastmlp.MLP`` backend, compiled numba kernels or plain NumPy.
+
+    dtype : {None, 'float32', 'float64'}, default=None
+        fastmlp only: the precision of the network, end to end. None: float32 X trains in
+        float32, any other X in float64 (as scikit-learn). Later X is cast to the model's dtype,
+        and predictions are in it (scikit-learn returns the dtype of the X it predicts).
+
+    threads : 'auto' or int, default='auto'
+        fastmlp only: the training threads, as ``fastmlp.MLP``'s ('auto': mini-batch training on
+        one or all numba threads, whichever measured faster).
+
+    Attributes
+    ----------
+    loss_ : float
+        The loss of the last epoch: the mean over its batches of half the squared error,
+        averaged over samples and outputs, plus the L2 penalty (see ``alpha``).
+
+    best_loss_ : float or None
+        The lowest ``loss_`` of the run; None with early_stopping (see
+        ``best_validation_score_``).
+
+    loss_curve_ : list of float
+        ``loss_`` of every epoch of the run (a warm-start fit or ``partial_fit`` appends).
+
+    validation_scores_ : list of float or None
+        The R^2 on the held-out set after each epoch (weighted by sample_weight); None
+        without early_stopping.
+
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``, whose weights the model holds; None without
+        early_stopping.
+
+    t_ : int
+        The number of training samples seen in the run (held-out ones excluded); the
+        'invscaling' schedule's time step.
+
+    coefs_ : list of ndarray, of length n_layers_ - 1
+        The weight matrices [n_in, n_out] of the layers, in the model's dtype: views into
+        ``model_.params_`` (writing into them, or assigning an item or the list, sets the model's).
+
+    intercepts_ : list of ndarray, of length n_layers_ - 1
+        The bias vectors [n_out] of the layers: views into ``model_.params_``, as ``coefs_``.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit; set only when X has string feature names.
+
+    n_iter_ : int
+        The number of epochs the last call to fit trained (1 after ``partial_fit``).
+
+    n_layers_ : int
+        Number of layers, the input and output layers included.
+
+    n_outputs_ : int
+        Number of output units: the number of targets.
+
+    out_activation_ : str
+        The output layer's activation: 'identity'.
+
+    model_ : fastmlp.MLP
+        fastmlp only: the network that trains and predicts (also ``history_``,
+        ``optimizer_state_``, ``save()``).
+
+    See Also
+    --------
+    MLPClassifier : The classifier on the same core.
+    fastmlp.MLP : The network underneath, with fastmlp's own options.
     """
 
     _is_classifier = False
@@ -830,17 +1254,50 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(targets, predicted, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y). With ``early_stopping`` the first call holds out
-        ``validation_fraction`` of its data as the validation set of the run."""
+        """Train one epoch over (X, y), from the current weights.
+
+        With ``early_stopping`` (refused by scikit-learn's) the first call holds out
+        ``validation_fraction`` of its data as the validation set of the run, later calls train
+        on all theirs; once the run has stopped, calls train nothing and warn.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data, as in ``fit`` (dense; uint8 not scaled by 1/255).
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values, as many outputs as in the first call.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights >= 0, as in ``fit``.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X):
-        """Predicted values [N] (one output) or [N, n_outputs]."""
+        """Predict the targets of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data: dense (a sparse matrix is a TypeError), cast to the model's dtype;
+            uint8 is taken as the numbers it holds, not scaled by 1/255.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted values, [n_samples] for a single output, in the model's dtype.
+        """
         out = self._outputs(self._validated(X))
         return out.ravel() if out.shape[1] == 1 else out
 
     @property
     def out_activation_(self):
+        """The output layer's activation: 'identity'."""
         check_is_fitted(self, "model_")
         return "identity"
 
