@@ -389,21 +389,31 @@ def test_same_predictions_on_mnist_after_20000_samples(mnist):
 
 # --- optimizers, weight decay, dropout, schedules ----------------------------------------------
 
+# Each update rule with each kind of weight decay (none, coupled, decoupled), and Nesterov's with
+# and without (audit 45: Adam with coupled decay, SGDW and Nesterov without decay were missing).
 OPTIMIZERS = {
     "sgd": {},
     "sgd-decay": {"weight_decay": 0.05},
+    "sgd-decoupled": {"weight_decay": 0.08, "decoupled_weight_decay": True},
     "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9, "nesterov": True},
     "nesterov-decay": {"momentum": 0.8, "nesterov": True, "weight_decay": 0.03},
+    "nesterov-decoupled": {"momentum": 0.7, "nesterov": True, "weight_decay": 0.1, "decoupled_weight_decay": True},
     "momentum-decoupled": {"momentum": 0.5, "weight_decay": 0.1, "decoupled_weight_decay": True},
     "adam": {"optimizer": "adam"},
+    "adam-decay": {"optimizer": "adam", "beta1": 0.85, "weight_decay": 0.05},
     "adamw": {"optimizer": "adam", "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.1, "decoupled_weight_decay": True},
 }
-DROPOUTS = {"no-dropout": {}, "dropout": {"dropout": 0.3}, "input+dropout": {"input_dropout": 0.2, "dropout": 0.3}}
+DROPOUTS = {"no-dropout": {}, "dropout": {"dropout": 0.3}, "input": {"input_dropout": 0.25},
+            "input+dropout": {"input_dropout": 0.2, "dropout": 0.3}}
 # The rate changes between calls as a schedule changes it between epochs: lazily updated rows
-# must be brought up to date at the end of each call, under the rate of that call.
-SCHEDULES = {"constant": lambda call: 1.0, "decaying": lambda call: 0.7**call}
+# must be brought up to date at the end of each call, under the rate of that call. A falling
+# rate (exponential, step, cosine, invscaling and adaptive schedules) and a rising one (a
+# linear warm-up); the named schedules' rates through MLP.fit: test_named_schedules_match_...
+SCHEDULES = {"constant": lambda call: 1.0, "decaying": lambda call: 0.7**call,
+             "warming-up": lambda call: (call + 1) / 4}
 
-# The full cross with the grid (64,512 cases) is far too many for CI: every pair of factor
+# The full cross with the grid (202,752 cases) is far too many for CI: every pair of factor
 # values occurs (pairwise), plus a seeded sample.
 OPTIMIZER_FACTORS = GRID_FACTORS + [list(OPTIMIZERS), list(DROPOUTS), list(SCHEDULES)]
 OPTIMIZER_CASES = sampled(OPTIMIZER_FACTORS, 30 if numba.config.DISABLE_JIT else 200, seed=9)
@@ -479,6 +489,35 @@ def test_optimizers_match_the_reference(case, synth):
     if schedule == "constant":
         # with a constant rate, grouping the steps into calls changes nothing in the reference
         np.testing.assert_array_equal(expected[-1][2], reference[-1][2])
+
+
+NAMED_SCHEDULES = {
+    "exponential": {"lr_schedule": "exponential", "lr_decay": 0.6},
+    "step": {"lr_schedule": "step", "lr_decay": 0.5, "lr_step_epochs": 2},
+    "cosine+warm-up": {"lr_schedule": "cosine", "warmup_epochs": 2},
+    "invscaling": {"lr_schedule": "invscaling", "power_t": 0.3},
+    # a tol no epoch beats: the rate is divided after every epoch without improvement
+    "adaptive": {"lr_schedule": "adaptive", "n_iter_no_change": 1, "tol": 10.0},
+}
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("schedule", list(NAMED_SCHEDULES))
+def test_named_schedules_match_the_reference(schedule, batch_size, synth, rng):
+    """Each named schedule through MLP.fit, five epochs of momentum with weight decay and dropout:
+    the same rates in both backends, and the compiled run's losses and weights the reference's
+    (the grid above feeds the kernels schedule-shaped rates directly; audit 45)."""
+    X, y = synth.blobs(rng, 96, 12, 4, dtype=np.float64)
+    runs = {}
+    for backend in ("numpy", "numba"):
+        model = MLP([12, 9, 4], activation="tanh", dtype="float64", seed=3, backend=backend, threads=1)
+        runs[backend] = model, model.fit(X, y, epochs=5, batch_size=batch_size, lr=0.05, momentum=0.8, weight_decay=1e-3,
+                                         dropout=0.2, progress=False, **NAMED_SCHEDULES[schedule])
+    (reference, expected), (compiled, got) = runs["numpy"], runs["numba"]
+    assert got.lr == expected.lr and len(set(got.lr)) >= 3  # the schedule moved the rate
+    tol = synth.tolerance(np.float64)
+    np.testing.assert_allclose(got.loss, expected.loss, rtol=tol["rtol"], atol=tol["atol"])
+    np.testing.assert_allclose(compiled.params_, reference.params_, rtol=tol["rtol"], atol=tol["atol"])
 
 
 # The grid's layers are too narrow for the mini-batch kernel's padded first-layer gradient rows
