@@ -13,6 +13,7 @@ import numpy as np
 
 from . import optim, reference, trainer
 from ._atomic import check_target, file_identity
+from ._cli_options import TAKES_EFFECT_WITH
 from ._validation import (
     boolean,
     check_sample_weight,
@@ -137,6 +138,34 @@ def check_fit_options(options):
     o["n_iter_no_change"] = positive_int("n_iter_no_change", o["n_iter_no_change"])
     o.update(optim.Optimizer(**{name: o[name] for name in OPTIMIZER_OPTIONS}).as_dict())
     return o
+
+
+def options_without_effect(setting, given):
+    """{name: why} for the training options named in ``given`` that ``setting`` (all of them)
+    leaves without effect, as ``fastmlp train`` refuses them: beta1 with SGD, power_t without
+    invscaling, a decoupled decay of 0, ... (``fit`` warns of them; a sweep refuses one that no
+    trial uses)."""
+    found = {}
+    for name in (name for name in FIT_DEFAULTS if name in given):  # (in a fixed order)
+        if name in TAKES_EFFECT_WITH:
+            other, values = TAKES_EFFECT_WITH[name]
+            if setting[other] not in values:
+                found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
+        elif name == "decoupled_weight_decay" and setting[name] and not setting["weight_decay"] > 0:
+            found[name] = "it needs a weight_decay above 0"
+        elif name == "tol" and setting["lr_schedule"] != "adaptive" and setting["early_stopping"] is None:
+            found[name] = (f"it applies to lr_schedule='adaptive' and to early_stopping; got "
+                           f"lr_schedule={setting['lr_schedule']!r} without early_stopping")
+    return found
+
+
+def _warn_without_effect(options, passed):
+    """A UserWarning for each option in ``passed`` set away from its default that the others
+    leave without effect: ``fit(beta1=0.5)`` with SGD trained as if it were not there, and only
+    the command line said so (audit 45)."""
+    changed = [name for name in passed if options[name] != FIT_DEFAULTS[name]]
+    for name, why in options_without_effect(options, changed).items():
+        warnings.warn(f"{name}={options[name]!r} has no effect: {why}", UserWarning, stacklevel=3)
 
 
 def _describe_optimizer(options):
@@ -524,6 +553,7 @@ class MLP:
             options = check_fit_options(options)
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
+            _warn_without_effect(options, FIT_DEFAULTS)
             with self._unchanged_until_training(), _ending_the_job(comm, meeting):  # (one rank's error after it)
                 self.initialize()
                 return self._train(X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
@@ -601,6 +631,7 @@ class MLP:
                 )
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
+            _warn_without_effect(options, given)
             # (a run that has trained before: a first call, or one after initialize(), starts the run)
             with self._unchanged_until_training(undo_untrained=getattr(self, "fit_options_", None) is not None), \
                     _ending_the_job(comm, meeting):

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cli_options import TAKES_EFFECT_WITH, strict_json
-from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
+from ._cli_options import strict_json
+from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options, options_without_effect
 
 FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
 PARAMS = MODEL_PARAMS + FIT_PARAMS
@@ -144,19 +144,7 @@ def _check_names(where, names):
 def _without_effect(params, given):
     """{name: why} for the parameters in ``given`` that the trial's others leave without effect,
     as ``fastmlp train`` refuses them: the trial would train as if they were not set."""
-    setting = {**FIT_DEFAULTS, **params}
-    found = {}
-    for name in (name for name in PARAMS if name in given):  # (in a fixed order)
-        if name in TAKES_EFFECT_WITH:
-            other, values = TAKES_EFFECT_WITH[name]
-            if setting[other] not in values:
-                found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
-        elif name == "decoupled_weight_decay" and setting[name] and not setting["weight_decay"] > 0:
-            found[name] = "it needs a weight_decay above 0"
-        elif name == "tol" and setting["lr_schedule"] != "adaptive" and setting["early_stopping"] is None:
-            found[name] = (f"it applies to lr_schedule='adaptive' and to early_stopping; got "
-                           f"lr_schedule={setting['lr_schedule']!r} without early_stopping")
-    return found
+    return options_without_effect({**FIT_DEFAULTS, **params}, given)
 
 
 def _check_takes_effect(trials, given):
@@ -395,7 +383,11 @@ def _run_trial(number, params, source):
         (X_train, y_train, X_test, y_test), record["data_cached"] = _dataset(source)
         model_params, fit_params = split_params(params)
         model = MLP(**model_params)
-        history = model.fit(X_train, y_train, progress=False, **fit_params)
+        # (options the trial's others leave without effect, which the sweep said once, trained
+        # as their defaults: left out, so that fit does not warn of them in every trial)
+        inert = _without_effect(fit_params, fit_params)
+        history = model.fit(X_train, y_train, progress=False,
+                            **{name: value for name, value in fit_params.items() if name not in inert})
         test = model.evaluate(X_test, y_test)
     except Exception as error:  # recorded: one bad trial must not end the sweep
         # with where it was raised: a fault in fastmlp itself (an IndexError deep in a fit)

@@ -253,6 +253,40 @@ def test_bad_training_options_are_refused_before_anything_changes(rng, synth, kw
         assert model.epochs_trained_ == 1
 
 
+@pytest.mark.parametrize("kwargs, words", [
+    ({"beta1": 0.5}, "beta1=0.5 has no effect: it applies to optimizer='adam'; got optimizer='sgd'"),
+    ({"eps": 1e-6, "momentum": 0.9}, "eps=1e-06 has no effect: it applies to optimizer='adam'"),
+    ({"power_t": 0.9, "lr_schedule": "step"}, "power_t=0.9 has no effect: it applies to lr_schedule='invscaling'"),
+    ({"lr_decay": 0.3}, "lr_decay=0.3 has no effect: it applies to lr_schedule='exponential' or 'step'"),
+    ({"n_iter_no_change": 3}, "n_iter_no_change=3 has no effect: it applies to lr_schedule='adaptive'"),
+    ({"tol": 1e-3}, "tol=0.001 has no effect: it applies to lr_schedule='adaptive' and to early_stopping"),
+    ({"decoupled_weight_decay": True}, "decoupled_weight_decay=True has no effect: it needs a weight_decay above 0"),
+])
+def test_an_option_the_others_leave_without_effect_is_a_warning(rng, synth, kwargs, words):
+    """fit(beta1=0.5) with SGD trained as if it were not there, without a word; the command line
+    refuses it (audit 45). A warning, as a sweep's trials may set it for the optimizers that use it."""
+    X, y = synth.digits(rng, 20)
+    model = MLP([784, 4, 10], backend="numpy")
+    with pytest.warns(UserWarning, match=words) as caught:
+        model.fit(X, y, progress=False, **kwargs)
+    assert caught[0].filename == __file__  # pointing at the call
+    with pytest.warns(UserWarning, match=words):
+        model.partial_fit(X, y, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"beta1": 0.5, "optimizer": "adam"}, {"power_t": 0.9, "lr_schedule": "invscaling"},
+                                    {"tol": 1e-3, "early_stopping": 2, "validation_fraction": 0.25}, {"beta1": 0.9}])
+def test_an_option_that_takes_effect_or_keeps_its_default_is_no_warning(rng, synth, kwargs):
+    import warnings
+
+    X, y = synth.digits(rng, 20)
+    model = MLP([784, 4, 10], backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(X, y, progress=False, **kwargs)
+        model.partial_fit(X, y, progress=False)  # the run's options, not passed again: nothing said
+
+
 # --- rollback of weights and optimizer state --------------------------------------------------
 
 
