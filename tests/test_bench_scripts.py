@@ -35,6 +35,22 @@ def test_startup_base_revision_imports_its_own_kernels(tmp_path, monkeypatch):
         assert pathlib.Path(path).resolve().is_relative_to(tmp_path.resolve()), done.stdout
 
 
+def test_startup_says_issue_11s_targets_and_whether_they_were_met(monkeypatch):
+    """It printed timings only, and its children inherited FASTMLP_BACKGROUND_COMPILE=0 from the
+    shell, measuring a cold start without its second process unsaid (audit 45)."""
+    startup = load_script("startup")
+    result = {"cold": {"first_sample_seconds": 6.0}, "warm_first_sample_seconds_median": 0.4,
+              "stored_warm_first_sample_seconds_median": 0.9}
+    assert startup.verdict(result, 1) == ({"cold_first_sample_seconds": 5.0, "warm_first_sample_seconds": 1.0},
+                                          {"cold": False, "warm": True})
+    assert startup.verdict({**result, "stored_warm_first_sample_seconds_median": 1.2}, 32)[1] == {"cold": True,
+                                                                                                  "warm": False}
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    assert "FASTMLP_BACKGROUND_COMPILE" not in startup.child_env("/cache")
+    monkeypatch.setattr(startup, "BACKGROUND_COMPILE_OFF", True)
+    assert startup.child_env("/cache")["FASTMLP_BACKGROUND_COMPILE"] == "0"
+
+
 def test_compile_events_self_time_leaves_out_the_functions_compiled_inside():
     """A caller's compile includes its callees' (Numba compiles them while typing it): its self
     time is its own part only, and the callee's callee is not subtracted twice."""
