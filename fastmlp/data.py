@@ -14,6 +14,7 @@ records when that agrees with the header, else counted by decompressing (keeping
 """
 
 import gzip
+import io
 import math
 import os
 import re
@@ -913,20 +914,31 @@ def _read_csv_fast(path, n_features, labels=True):
 
 
 def _open_csv(path):
-    with _open_data_file(path) as raw:
-        if raw.read(2) == b"\x1f\x8b":  # (read as text it was "line 1: wrong column count: 1 columns")
-            raise DataFormatError(f"{path} is gzip-compressed; CSV files are read as plain text: decompress it "
-                                  f"first (gunzip -k {os.path.basename(path)})")
     try:
-        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell, which
-        # would then look like a header and its row be dropped. errors="replace": binary junk then
-        # fails as "not a number" with a line number instead of a UnicodeDecodeError that names
-        # no line.
-        return open(path, encoding="utf-8-sig", errors="replace")
+        raw = open(path, "rb")
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: no such file. Check the path.") from None
     except IsADirectoryError:
         raise DataNotFoundError(f"{path} is a directory; expected a CSV file.") from None
+    try:
+        # one opening, looked at and rewound (a second one of a pipe waited for ever: audit 47)
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        try:
+            raw.seek(0)
+        except OSError:  # (io.UnsupportedOperation: a pipe, a terminal)
+            raise DataFormatError(f"{path} is not a file that can be read twice (a pipe?): read_csv reads it in "
+                                  f"two passes; save it to a file first") from None
+        if gzipped:  # (read as text it was "line 1: wrong column count: 1 columns")
+            raise DataFormatError(f"{path} is gzip-compressed; CSV files are read as plain text: decompress it "
+                                  f"first (gunzip -k {os.path.basename(path)})")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell, which
+        # would then look like a header and its row be dropped. errors="replace": binary junk then
+        # fails as "not a number" with a line number instead of a UnicodeDecodeError that names
+        # no line.
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace")
+    except BaseException:
+        raw.close()
+        raise
 
 
 def _read_csv_strict(path, n_features, read_labels=True):

@@ -407,6 +407,44 @@ def test_a_gzipped_csv_is_refused_as_such(tmp_path):
         read_csv(path, n_features=3)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_a_csv_from_a_pipe_is_refused_at_once(tmp_path):
+    """The gzip check opened the file, then opened it again: on a named pipe the second opening
+    waited for a writer for ever (audit 47)."""
+    import threading
+
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+
+    def write():
+        try:
+            with open(fifo, "wb") as pipe:
+                pipe.write(b"5,0,0,255\n" * 100)
+        except OSError:  # (the reader went away)
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    outcome = []
+
+    def read():
+        try:
+            read_csv(fifo, n_features=3)
+        except DataFormatError as error:
+            outcome.append(str(error))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "read_csv hung on a pipe"
+    assert outcome and "not a file that can be read twice (a pipe?)" in outcome[0]
+
+
+def test_a_csv_path_that_is_a_directory_says_csv(tmp_path):
+    with pytest.raises(DataNotFoundError, match="is a directory; expected a CSV file"):
+        read_csv(tmp_path)
+
+
 @pytest.mark.parametrize("n_features", [0, -3, 2.5, True, "784"])
 def test_read_csv_rejects_bad_n_features(tmp_path, n_features):
     with pytest.raises(ValueError, match="n_features must be a positive integer"):
