@@ -702,7 +702,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     warm_start : bool, default=False
         Whether fit continues from the previous fit's weights. Unlike scikit-learn it also keeps
-        the optimizer's state (Adam's moments, the SGD velocity) and starts with fresh patience.
+        the optimizer's state (Adam's moments, the SGD velocity; another solver, or momentum
+        switched on or off, starts a fresh one) and starts with fresh patience.
 
     momentum : float, default=0.9
         Momentum of the SGD updates, in [0, 1): momentum=1 is refused (scikit-learn accepts
@@ -1066,7 +1067,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     warm_start : bool, default=False
         Whether fit continues from the previous fit's weights. Unlike scikit-learn it also keeps
-        the optimizer's state (Adam's moments, the SGD velocity) and starts with fresh patience.
+        the optimizer's state (Adam's moments, the SGD velocity; another solver, or momentum
+        switched on or off, starts a fresh one) and starts with fresh patience.
 
     momentum : float, default=0.9
         Momentum of the SGD updates, in [0, 1): momentum=1 is refused (scikit-learn accepts

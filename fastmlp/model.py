@@ -159,11 +159,20 @@ def options_without_effect(setting, given):
     return found
 
 
+def _at_default(name, value):
+    """Whether ``value`` is ``name``'s default in ``fit``, or its float32 rounding (a beta1 read
+    from a float32 array: 0.8999999761581421)."""
+    default = FIT_DEFAULTS[name]
+    if value == default:
+        return True
+    return isinstance(default, float) and isinstance(value, float) and np.float32(value) == np.float32(default)
+
+
 def _warn_without_effect(options, passed):
     """A UserWarning for each option in ``passed`` set away from its default that the others
     leave without effect: ``fit(beta1=0.5)`` with SGD trained as if it were not there, and only
     the command line said so (audit 45)."""
-    changed = [name for name in passed if options[name] != FIT_DEFAULTS[name]]
+    changed = [name for name in passed if not _at_default(name, options[name])]
     for name, why in options_without_effect(options, changed).items():
         warnings.warn(f"{name}={options[name]!r} has no effect: {why}", UserWarning, stacklevel=3)
 
@@ -617,7 +626,10 @@ class MLP:
         comm, note = self._communicator(distributed)
         with _agreeing(comm) as meeting:  # as in fit
             previous = getattr(self, "fit_options_", None)
-            if previous is not None and given.get("optimizer", previous["optimizer"]) != previous["optimizer"]:
+            # (a run whose optimizer state was let go, as a scikit-learn estimator's warm start with
+            # another solver does, starts a fresh one: _train)
+            if previous is not None and getattr(self, "optimizer_state_", None) is not None and \
+                    given.get("optimizer", previous["optimizer"]) != previous["optimizer"]:
                 # (before the options' own checks: the run's momentum=0.9 beside optimizer='adam' read
                 # "momentum applies to optimizer='sgd'", of an option the caller did not pass)
                 check_fit_options({**FIT_DEFAULTS, **given})  # what the caller passed, checked on its own first

@@ -509,6 +509,25 @@ def test_warm_start_keeps_the_optimizer_state():
         assert model.model_.optimizer_state_.counters[STEPS] == 3 * 4  # a new run
 
 
+@pytest.mark.parametrize("then", [dict(solver="sgd"), dict(solver="sgd", momentum=0.0), dict(solver="adam")])
+def test_warm_start_may_change_the_solver_as_scikit_learns(then):
+    """scikit-learn's warm start takes another solver (its optimizer starts afresh); fastmlp's
+    raised "partial_fit continues a run trained with optimizer='adam' ..." (audit 47)."""
+    from fastmlp.optim import STEPS
+
+    X, y = make_classification(100, 5, random_state=0)
+    model = MLPClassifier(solver="sgd", momentum=0.5, max_iter=2, batch_size=25, tol=0.0, warm_start=True,
+                          random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+        weights = model.coefs_[0].copy()
+        model.set_params(**then).fit(X, y)
+    assert model.n_iter_ == 2 and not np.array_equal(model.coefs_[0], weights)
+    kept = then == dict(solver="sgd")  # the same kind of state: it goes on
+    assert model.model_.optimizer_state_.counters[STEPS] == (2 if kept else 1) * 2 * 4
+
+
 def test_partial_fit_needs_classes_first_and_equals_epochs():
     X, y = make_classification(100, 5, random_state=0)
     model = MLPClassifier(random_state=0, batch_size=20, shuffle=False, alpha=0.0)  # no penalty: exact losses

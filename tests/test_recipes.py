@@ -275,7 +275,8 @@ def test_an_option_the_others_leave_without_effect_is_a_warning(rng, synth, kwar
 
 
 @pytest.mark.parametrize("kwargs", [{"beta1": 0.5, "optimizer": "adam"}, {"power_t": 0.9, "lr_schedule": "invscaling"},
-                                    {"tol": 1e-3, "early_stopping": 2, "validation_fraction": 0.25}, {"beta1": 0.9}])
+                                    {"tol": 1e-3, "early_stopping": 2, "validation_fraction": 0.25}, {"beta1": 0.9},
+                                    {"beta1": np.float32(0.9)}])  # (a default read from a float32 array)
 def test_an_option_that_takes_effect_or_keeps_its_default_is_no_warning(rng, synth, kwargs):
     import warnings
 

@@ -438,6 +438,21 @@ def test_an_option_some_trials_leave_without_effect_is_a_warning():
     assert [t["beta1"] for t in trials] == [0.5, 0.9]
 
 
+def test_a_trial_leaves_out_what_it_would_train_without(tiny_mnist_dir):
+    """A trial's option without effect (beta1 in the SGD trials of an optimizer grid) is said once,
+    by the sweep; each such trial's fit warned of it again, on its worker's stderr."""
+    import warnings
+
+    base = {**BASE, "beta1": 0.5, "epochs": 1}
+    with warnings.catch_warnings(record=True) as caught, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        warnings.simplefilter("always")
+        result = fastmlp.sweep(base, grid={"optimizer": ["sgd", "adam"]}, executor=pool, data=tiny_mnist_dir)
+    assert [r["status"] for r in result.trials] == ["ok", "ok"]
+    said = [str(w.message) for w in caught]
+    assert any("beta1 has no effect in 1 of 2 trials" in message for message in said)
+    assert not any("has no effect: it applies to" in message for message in said), said
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [
