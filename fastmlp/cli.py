@@ -67,7 +67,7 @@ def _add_model_options(parser):
         + ("; with --resume, the run's planned total)" if parser.prog.endswith(" train") else ")"))
     add("--lr", type=options.number(), default=0.1, metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling"
-        + (", dropout and the validation split" if parser.prog.endswith(" train") else " and dropout") + " (default 0)")
+        + (" and dropout" if parser.prog.endswith(" compare") else ", dropout and the validation split") + " (default 0)")
     add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: per-sample on one thread, mini-batch on one or all Numba threads, whichever measures faster as it "
         "trains) or N: mini-batch on up to N, per-sample on up to N where it can (plain SGD, one hidden layer, 16+ hidden "
         "units per thread, a free core each), else on one")
@@ -801,9 +801,11 @@ def _fewer_threads_said(args, used):
     """A line saying that training took fewer threads than ``--threads N`` asked for, or None
     (``--threads 2 --momentum 0.9`` trained on one thread, and only --json told: audit 46)."""
     asked = args.threads
-    if asked == "auto" or used >= asked or args.backend != "numba":  # (NumPy's threads are its BLAS's)
-        return None
-    if args.batch_size == 1:
+    if "threads" not in getattr(args, "given", ()) or asked == "auto" or used >= asked or args.backend != "numba":
+        return None  # (not asked here: a resumed run's; NumPy's threads are its BLAS's)
+    if numba_disabled():
+        why = "NUMBA_DISABLE_JIT=1 runs the kernels as Python, on one thread"
+    elif args.batch_size == 1:
         why = ("per-sample SGD takes more than one thread only for plain SGD on one hidden layer of 16+ units per "
                "thread, each with a free core")
     else:
@@ -815,6 +817,12 @@ def numba_threads():
     import numba
 
     return numba.config.NUMBA_NUM_THREADS
+
+
+def numba_disabled():
+    import numba
+
+    return bool(numba.config.DISABLE_JIT)
 
 
 def _printing_while_read(files):

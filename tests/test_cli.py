@@ -732,6 +732,23 @@ def test_fewer_threads_than_asked_are_said(capsys, tiny_mnist):
     assert status == 0 and "trained on" not in out, err
 
 
+def test_fewer_threads_are_said_only_when_asked_for_and_with_the_reason(capsys, tiny_mnist, tmp_path, monkeypatch):
+    """A resumed run's --threads 2, from its checkpoint, was quoted as asked; under
+    NUMBA_DISABLE_JIT the reason named conditions the run met (audit 47)."""
+    from fastmlp import cli
+
+    saved = tmp_path / "m.npz"
+    base = ["train", "--data", str(tiny_mnist), "--layers", "784,64,10", "--momentum", "0.9", "--no-progress"]
+    status, out, err = run(capsys, *base, "--threads", "2", "--save", str(saved))
+    assert status == 0 and "of --threads 2" in out, err
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(saved), "--epochs", "2",
+                           "--no-progress")
+    assert status == 0 and "trained on" not in out, err
+    monkeypatch.setattr(cli, "numba_disabled", lambda: True)
+    status, out, err = run(capsys, *base, "--threads", "2")
+    assert status == 0 and "of --threads 2: NUMBA_DISABLE_JIT=1 runs the kernels as Python" in out, err
+
+
 def test_json_reports_the_minibatch_kernels_threads(capsys, tiny_mnist, monkeypatch):
     """Mini-batch training runs on --threads N (at most NUMBA_NUM_THREADS) for any width; --json
     said what the per-sample loop would use (one thread for 16 hidden units, and for "auto")."""
