@@ -656,7 +656,7 @@ def test_the_share_of_each_repeat_numba_ran_on_all_threads_is_said(both_backends
     rows = {(r["backend"], r["batch_size"]): r for r in measurements(both_backends)}
     assert [rows[key]["all_threads_share_each_repeat"] for key in (("numpy", 1), ("numpy", 32), ("numba", 1))] == [None] * 3
     shares = rows["numba", 32]["all_threads_share_each_repeat"]
-    if numba.config.NUMBA_NUM_THREADS == 1:  # one thread only: nothing chosen
+    if numba.config.NUMBA_NUM_THREADS == 1 or numba.config.DISABLE_JIT:  # one thread only: nothing chosen
         assert shares is None
     else:
         assert len(shares) == 2 and all(0 <= share <= 1 for share in shares)
@@ -669,7 +669,12 @@ def test_the_share_of_each_repeat_numba_ran_on_all_threads_is_said(both_backends
 
 
 def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist):
+    import numba
+
     from fastmlp.bench.measure import _Timing
+
+    if numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT:
+        pytest.skip("needs two Numba threads to run the kernel on")
     from fastmlp.network import Architecture, init_params
 
     arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
