@@ -23,8 +23,9 @@ pass over X besides the training.
   learning_rate_init / (t_ + 1)^power_t with t_ the samples seen before it.
 
 Where the behaviour differs from scikit-learn's it is on purpose, said in the entries of the
-classes' docstrings and listed in the README ("scikit-learn drop-in"): float32 end to end,
-``partial_fit`` with early stopping, and a ``warm_start`` that keeps the optimizer's state.
+classes' docstrings and listed in the README ("scikit-learn drop-in"): float32 data trained in
+float32 end to end (float64 data in float64, as scikit-learn), ``partial_fit`` with early
+stopping, and a ``warm_start`` that keeps the optimizer's state.
 """
 
 from __future__ import annotations
@@ -540,7 +541,7 @@ class _BaseMLP(BaseEstimator):
         True when the run must stop."""
         self.n_iter_ += 1
         self.t_ += n_samples
-        self.loss_ = self._data_loss(data_loss) + penalty
+        self.loss_ = np.float64(self._data_loss(data_loss) + penalty)  # (scikit-learn's is a NumPy float)
         self.loss_curve_.append(self.loss_)
         if self.verbose:
             print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
@@ -644,8 +645,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Differences from scikit-learn are stated in the entries below; besides them: X must be
     dense (sparse X is a TypeError) and uint8 X is taken as the numbers it holds (not
     scaled by 1/255 as ``fastmlp.MLP`` reads pixels); a negative sample_weight is refused;
-    training that diverges raises ``fastmlp.DivergenceError``. A bad parameter value is
-    refused at fit with scikit-learn's InvalidParameterError (a ValueError and a TypeError).
+    training that diverges raises ``fastmlp.DivergenceError`` (a ValueError too) when it
+    happens; the ConvergenceWarning is issued from ``fastmlp.estimators`` (a filter with
+    ``module="sklearn"`` does not reach it). A bad parameter value is refused at fit with
+    scikit-learn's InvalidParameterError (a ValueError and a TypeError).
 
     Parameters
     ----------
@@ -1005,8 +1008,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Differences from scikit-learn are stated in the entries below; besides them: X must be
     dense (sparse X is a TypeError) and uint8 X is taken as the numbers it holds (not
     scaled by 1/255 as ``fastmlp.MLP`` reads pixels); a negative sample_weight is refused;
-    training that diverges raises ``fastmlp.DivergenceError``. A bad parameter value is
-    refused at fit with scikit-learn's InvalidParameterError (a ValueError and a TypeError).
+    training that diverges raises ``fastmlp.DivergenceError`` (a ValueError too) when it
+    happens; the ConvergenceWarning is issued from ``fastmlp.estimators`` (a filter with
+    ``module="sklearn"`` does not reach it). A bad parameter value is refused at fit with
+    scikit-learn's InvalidParameterError (a ValueError and a TypeError).
 
     Parameters
     ----------

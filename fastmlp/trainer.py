@@ -53,8 +53,10 @@ MAX_EPOCHS = "max epochs"
 ADAPTIVE_STOP = "adaptive learning rate fell below 1e-6"
 
 
-class DivergenceError(FloatingPointError):
-    """The training loss, or a weight, became NaN or infinite. The model keeps the weights from
+class DivergenceError(FloatingPointError, ValueError):
+    """The training loss, or a weight, became NaN or infinite (a ``FloatingPointError``, and a
+    ``ValueError`` as scikit-learn's error for it is, so that code written for scikit-learn
+    catches it). The model keeps the weights from
     before the chunk of samples where it happened, or with early stopping the best epoch's (the
     message says which).
 

@@ -488,6 +488,7 @@ def test_a_fit_that_diverges_books_the_epochs_it_trained():
         model.fit(X, y)
     trained = diverged.value.epoch - 1
     assert trained >= 2
+    assert isinstance(diverged.value, ValueError)  # as scikit-learn's error for it (audit 48)
     assert model.n_iter_ == trained and model.t_ == trained * len(X)
     assert len(model.loss_curve_) == len(model.model_.history_.loss) == trained
 
@@ -507,6 +508,17 @@ def test_warm_start_keeps_the_optimizer_state():
         assert np.abs(moments).sum() > 0
         model.set_params(warm_start=False).fit(X, y)
         assert model.model_.optimizer_state_.counters[STEPS] == 3 * 4  # a new run
+
+
+def test_the_losses_are_numpy_floats_as_scikit_learns():
+    X, y = make_classification(60, 5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+        theirs = neural_network.MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    for name in ("loss_", "best_loss_"):
+        assert type(getattr(ours, name)) is type(getattr(theirs, name)) is np.float64, name
+    assert type(ours.loss_curve_[0]) is type(theirs.loss_curve_[0])
 
 
 @pytest.mark.parametrize("then", [dict(solver="sgd"), dict(solver="sgd", momentum=0.0), dict(solver="adam")])
