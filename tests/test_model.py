@@ -793,3 +793,28 @@ def test_the_lists_of_parameters_follow_the_signatures():
             if parameter.default is model.RUN]
     assert sorted(kept) == sorted(model.FIT_DEFAULTS)
     assert repr(MLP(layers=(784, 128, 10))) == repr(MLP()) and "layers" in repr(MLP(layers=[784, 64, 10]))
+
+
+def test_small_data_is_fingerprinted_without_a_thread(rng, synth, monkeypatch):
+    """Each fit and partial_fit call started a thread to fingerprint the data: 0.6 ms a call, a
+    third of an epoch of an estimator with early stopping on 500 samples (one call an epoch:
+    audit 48). Below BACKGROUND_BYTES it is computed in place, to the same record."""
+    from fastmlp import model as model_module
+
+    X, y = synth.blobs(rng, 50, 6, 3)
+    started = []
+
+    class Counting(model_module.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "ThreadPoolExecutor", Counting)
+    small = MLP([6, 4, 3], backend="numpy", seed=1)
+    small.fit(X, y, batch_size=10, progress=False)
+    assert started == []
+    monkeypatch.setattr(model_module, "BACKGROUND_BYTES", 0)
+    large = MLP([6, 4, 3], backend="numpy", seed=1)
+    large.fit(X, y, batch_size=10, progress=False)
+    assert started == [1]
+    assert small.data_fingerprint_ == large.data_fingerprint_ == model_module.data_fingerprint(X, y)
