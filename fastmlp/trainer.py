@@ -72,6 +72,17 @@ class DivergenceError(FloatingPointError, ValueError):
         self.lr = lr
         self.samples_done = 0  # samples of the epoch the kept weights have trained on
 
+    def __reduce__(self):
+        # pickled whole (joblib's and Dask's workers send it back): the default rebuilt it from
+        # the message alone, and the required keywords made that a TypeError (audit 49)
+        return _rebuilt_divergence, (self.args,), self.__dict__
+
+
+def _rebuilt_divergence(args):
+    error = DivergenceError(*(args[:1] or ("",)), epoch=None, sample=None, row=None, lr=None)
+    error.args = args
+    return error
+
 
 def _pad_validation(history, n_epochs):
     """Pad ``val_loss`` and ``val_accuracy`` with None to ``n_epochs`` entries (epochs trained

@@ -311,6 +311,25 @@ def test_divergence_rolls_back_the_optimizer_state_with_the_weights(rng):
     np.testing.assert_array_equal(model.optimizer_state_.counters, state.counters)
 
 
+@pytest.mark.parametrize("early_stopping", [None, 2])
+def test_a_divergence_error_pickles_and_copies_whole(rng, early_stopping):
+    """joblib's workers (cross_val_score(n_jobs=2)) send it back pickled: its required keywords
+    made that a TypeError, and the caller got joblib's BrokenProcessPool, not a ValueError
+    (audit 49)."""
+    import copy
+    import pickle
+
+    X = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (X @ rng.normal(size=(4, 1)) * 10).astype(np.float32)
+    model = MLP([4, 8, 1], activation="relu", loss="mse", seed=0, backend="numpy")
+    with pytest.raises(DivergenceError) as raised:
+        model.fit(X, y, epochs=30, batch_size=16, lr=5.0, momentum=0.9, early_stopping=early_stopping, progress=False)
+    error = raised.value
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert type(again) is DivergenceError and isinstance(again, ValueError)
+        assert again.args == error.args and vars(again) == vars(error)
+
+
 def test_ctrl_c_rolls_back_the_optimizer_state_with_the_weights(rng, synth):
     X, y = synth.digits(rng, 20000)
     model = MLP([784, 8, 10], seed=0, backend="numpy").initialize()
