@@ -138,3 +138,37 @@ def test_the_class_docstring_needs_no_readme(cls):
     assert "README" not in cls.__doc__
     for section in ("Parameters", "Attributes", "See Also"):
         assert section in sections(cls.__doc__)
+
+
+def entry_texts(doc, section):
+    """{name: the entry's whole text (its first line and its description)} of one section."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    texts, current, inside = {}, None, False
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1].strip()):
+            inside, current = line.strip() == section, None
+            continue
+        if not inside or re.fullmatch(r"-{3,}", line.strip()):
+            continue
+        match = ENTRY.match(line)
+        if match:
+            current = match.group(1)
+            texts[current] = [line]
+        elif current is not None and line.strip():
+            texts[current].append(line)
+    return {name: "\n".join(text) for name, text in texts.items()}
+
+
+# The entries that say something of the kind of target (class labels or real values).
+DIFFER_BY_DESIGN = {"activation", "early_stopping", "loss_", "validation_scores_", "n_outputs_", "out_activation_"}
+
+
+@pytest.mark.parametrize("section", ["Parameters", "Attributes"])
+def test_the_two_estimators_say_the_same_of_what_they_share(section):
+    """The two class docstrings repeat most entries word for word (as scikit-learn's do, so that
+    each reads whole in help()): an entry mended in one and not the other would drift."""
+    ours, theirs = (entry_texts(cls.__doc__, section) for cls in ESTIMATORS)
+    shared = (set(ours) & set(theirs)) - DIFFER_BY_DESIGN
+    assert len(shared) >= {"Parameters": 20, "Attributes": 10}[section]
+    assert {name for name in shared if ours[name] != theirs[name]} == set()
+    assert DIFFER_BY_DESIGN & set(ours) & set(theirs)  # (the exceptions still exist)
