@@ -803,23 +803,23 @@ def _fewer_threads_said(args, used):
     asked = args.threads
     if "threads" not in getattr(args, "given", ()) or asked == "auto" or used >= asked or args.backend != "numba":
         return None  # (not asked here: a resumed run's; NumPy's threads are its BLAS's)
-    if numba_disabled():
+    if _numba_disabled():
         why = "NUMBA_DISABLE_JIT=1 runs the kernels as Python, on one thread"
     elif args.batch_size == 1:
         why = ("per-sample SGD takes more than one thread only for plain SGD on one hidden layer of 16+ units per "
                "thread, each with a free core")
     else:
-        why = f"at most NUMBA_NUM_THREADS ({numba_threads()}) and the cores this process may use"
+        why = f"at most NUMBA_NUM_THREADS ({_numba_threads()}) and the cores this process may use"
     return f"trained on {used} thread{'s' if used > 1 else ''} of --threads {asked}: {why}"
 
 
-def numba_threads():
+def _numba_threads():
     import numba
 
     return numba.config.NUMBA_NUM_THREADS
 
 
-def numba_disabled():
+def _numba_disabled():
     import numba
 
     return bool(numba.config.DISABLE_JIT)

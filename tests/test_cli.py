@@ -744,7 +744,7 @@ def test_fewer_threads_are_said_only_when_asked_for_and_with_the_reason(capsys, 
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(saved), "--epochs", "2",
                            "--no-progress")
     assert status == 0 and "trained on" not in out, err
-    monkeypatch.setattr(cli, "numba_disabled", lambda: True)
+    monkeypatch.setattr(cli, "_numba_disabled", lambda: True)
     status, out, err = run(capsys, *base, "--threads", "2")
     assert status == 0 and "of --threads 2: NUMBA_DISABLE_JIT=1 runs the kernels as Python" in out, err
 
