@@ -236,24 +236,61 @@ def add_optimizer_options(parser):
 
 
 # Training options that only take effect with a setting of another: name -> (that setting, its
-# values). The command line refuses them otherwise (train, compare, bench), and so does a sweep
-# (``sweeps``), in the API's names, which these are.
+# values), in the API's names. ``options_without_effect`` is the one rule built on it: ``fit``
+# warns of such an option, a sweep refuses one that no trial uses, and the command line refuses
+# it (train, compare, bench) in its own words (``check_options_take_effect``).
 TAKES_EFFECT_WITH = {
     "beta1": ("optimizer", ("adam",)), "beta2": ("optimizer", ("adam",)), "eps": ("optimizer", ("adam",)),
     "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
     "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
 }
+# the order in which they are named (and the command line refuses the first)
+_WITHOUT_EFFECT_ORDER = ("beta1", "beta2", "eps", "decoupled_weight_decay", "power_t", "lr_decay", "lr_step_epochs",
+                         "n_iter_no_change", "tol")
 
 
-def check_optimizer_options_take_effect(optimizer, given, weight_decay):
-    """UsageError for an optimizer option (``add_optimizer_options``' dests in ``given``) that
-    the others leave without effect, as --momentum with Adam is: the run would train as if it
-    were not there (train, compare, bench)."""
-    for dest, (other, values) in TAKES_EFFECT_WITH.items():
-        if other == "optimizer" and dest in given and optimizer not in values:
-            raise UsageError(f"--{dest} applies to --optimizer adam (SGD's is --momentum); got --optimizer {optimizer}")
-    if "decoupled_weight_decay" in given and not weight_decay > 0:
-        raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
+def options_without_effect(setting, given):
+    """{name: why} for the training options named in ``given`` that ``setting`` (the training
+    options by their API names: optimizer, weight_decay, lr_schedule and early_stopping at least,
+    as far as ``given`` needs them) leaves without effect: beta1 with SGD, power_t without
+    invscaling, a decoupled decay of 0, tol with neither the adaptive schedule nor early stopping."""
+    found = {}
+    for name in _WITHOUT_EFFECT_ORDER:
+        if name not in given:
+            continue
+        if name in TAKES_EFFECT_WITH:
+            other, values = TAKES_EFFECT_WITH[name]
+            if setting[other] not in values:
+                found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
+        elif name == "decoupled_weight_decay":
+            if setting[name] and not setting["weight_decay"] > 0:
+                found[name] = "it needs a weight_decay above 0"
+        elif setting["lr_schedule"] != "adaptive" and setting["early_stopping"] is None:  # tol
+            found[name] = (f"it applies to lr_schedule='adaptive' and to early_stopping; got "
+                           f"lr_schedule={setting['lr_schedule']!r} without early_stopping")
+    return found
+
+
+def check_options_take_effect(setting, given, stopping=True):
+    """UsageError for the first option (an argparse dest in ``given``) that ``options_without_effect``
+    finds ``setting`` leaves without effect, as --momentum with Adam is: the run would train as if
+    it were not there (train, compare, bench). ``stopping``: whether the command has
+    --early-stopping (compare has no validation split)."""
+    for name in options_without_effect(setting, given):
+        option = "--" + name.replace("_", "-")
+        if name == "decoupled_weight_decay":
+            raise UsageError("--decoupled-weight-decay needs a --weight-decay above 0 (default 0)")
+        if name == "tol":
+            raise UsageError(f"--tol applies to --lr-schedule adaptive{' and to --early-stopping' if stopping else ''}; "
+                             f"got --lr-schedule {setting['lr_schedule']}{' without --early-stopping' if stopping else ''}")
+        if name == "n_iter_no_change":
+            raise UsageError("--n-iter-no-change is the adaptive schedule's patience"
+                             + (" (early stopping's is --early-stopping N)" if stopping else "")
+                             + f"; got --lr-schedule {setting['lr_schedule']}")
+        other, values = TAKES_EFFECT_WITH[name]
+        if other == "optimizer":
+            raise UsageError(f"{option} applies to --optimizer adam (SGD's is --momentum); got --optimizer {setting[other]}")
+        raise UsageError(f"{option} applies to --lr-schedule {' and '.join(values)}; got --lr-schedule {setting[other]}")
 
 
 def strict_json(value):

@@ -229,19 +229,12 @@ def _check_combination(check, option_names=True):
 
 def _check_options_take_effect(args, given):
     """An option given that the others leave without effect is a mistake (exit 2), as --momentum
-    with Adam is: the run would quietly train as if it were not there."""
-    options.check_optimizer_options_take_effect(args.optimizer, given, args.weight_decay)
-    schedule = args.lr_schedule
-    for dest, (other, schedules) in options.TAKES_EFFECT_WITH.items():
-        if other == "lr_schedule" and dest != "n_iter_no_change" and dest in given and schedule not in schedules:
-            raise UsageError(f"{_option(dest)} applies to --lr-schedule {' and '.join(schedules)}; got --lr-schedule {schedule}")
-    stopping = hasattr(args, "early_stopping")  # (compare has no validation split, so no early stopping)
-    if "n_iter_no_change" in given and schedule != "adaptive":
-        raise UsageError("--n-iter-no-change is the adaptive schedule's patience"
-                         + (" (early stopping's is --early-stopping N)" if stopping else "") + f"; got --lr-schedule {schedule}")
-    if "tol" in given and schedule != "adaptive" and getattr(args, "early_stopping", None) is None:
-        raise UsageError(f"--tol applies to --lr-schedule adaptive{' and to --early-stopping' if stopping else ''}; "
-                         f"got --lr-schedule {schedule}{' without --early-stopping' if stopping else ''}")
+    with Adam is: the run would quietly train as if it were not there (``fit`` warns of the same
+    options, by the same rule)."""
+    from .model import FIT_DEFAULTS
+
+    setting = {name: getattr(args, name, default) for name, default in FIT_DEFAULTS.items()}
+    options.check_options_take_effect(setting, given, stopping=hasattr(args, "early_stopping"))
     # (--warmup-epochs as long as --epochs is not one of them: a run resumed to more epochs goes on past it)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import optim, reference, trainer
 from ._atomic import check_target, file_identity
-from ._cli_options import TAKES_EFFECT_WITH
+from ._cli_options import options_without_effect
 from ._validation import (
     boolean,
     check_sample_weight,
@@ -148,25 +148,6 @@ def check_fit_options(options):
     o["n_iter_no_change"] = positive_int("n_iter_no_change", o["n_iter_no_change"])
     o.update(optim.Optimizer(**{name: o[name] for name in OPTIMIZER_OPTIONS}).as_dict())
     return o
-
-
-def options_without_effect(setting, given):
-    """{name: why} for the training options named in ``given`` that ``setting`` (all of them)
-    leaves without effect, as ``fastmlp train`` refuses them: beta1 with SGD, power_t without
-    invscaling, a decoupled decay of 0, ... (``fit`` warns of them; a sweep refuses one that no
-    trial uses)."""
-    found = {}
-    for name in (name for name in FIT_DEFAULTS if name in given):  # (in a fixed order)
-        if name in TAKES_EFFECT_WITH:
-            other, values = TAKES_EFFECT_WITH[name]
-            if setting[other] not in values:
-                found[name] = f"it applies to {other}={' or '.join(map(repr, values))}; got {other}={setting[other]!r}"
-        elif name == "decoupled_weight_decay" and setting[name] and not setting["weight_decay"] > 0:
-            found[name] = "it needs a weight_decay above 0"
-        elif name == "tol" and setting["lr_schedule"] != "adaptive" and setting["early_stopping"] is None:
-            found[name] = (f"it applies to lr_schedule='adaptive' and to early_stopping; got "
-                           f"lr_schedule={setting['lr_schedule']!r} without early_stopping")
-    return found
 
 
 def _at_default(name, value):

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cli_options import strict_json
-from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options, options_without_effect
+from ._cli_options import options_without_effect, strict_json
+from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
 
 FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
 PARAMS = MODEL_PARAMS + FIT_PARAMS

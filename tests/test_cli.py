@@ -10,6 +10,7 @@ import subprocess
 import sys
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numba
@@ -1613,6 +1614,37 @@ def test_an_option_the_others_leave_without_effect_is_refused_before_the_data(ca
     assert words in err
     # compare has no --early-stopping to point to
     assert ("--early-stopping" in err) == (command == "train" and argv[0] in ("--tol", "--n-iter-no-change"))
+
+
+def test_the_command_line_refuses_exactly_the_options_fit_warns_have_no_effect(capsys, tmp_path):
+    # one rule (options_without_effect) for both; they were written twice, and could drift apart
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 4)), rng.integers(0, 3, 40)
+    candidates = {"beta1": 0.5, "beta2": 0.9, "eps": 1e-6, "decoupled_weight_decay": True, "power_t": 0.3,
+                  "lr_decay": 0.3, "lr_step_epochs": 2, "n_iter_no_change": 2, "tol": 0.1}
+    checked = {True: 0, False: 0}
+    for optimizer in ("sgd", "adam"):
+        for schedule in ("constant", "invscaling", "step", "exponential", "adaptive", "cosine"):
+            for stopping in (None, 2):
+                for decay in (0.0, 1e-4):
+                    setting = {"optimizer": optimizer, "lr_schedule": schedule, "weight_decay": decay}
+                    if stopping is not None:
+                        setting["early_stopping"] = stopping
+                    for name, value in candidates.items():
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always")
+                            MLP([4, 3, 3], backend="numpy", seed=0).fit(X, y, epochs=1, batch_size=8,
+                                                                       **setting, **{name: value})
+                        warned = any(f"{name}=" in str(w.message) and "has no effect" in str(w.message)
+                                     for w in caught)
+                        argv = []
+                        for key, v in {**setting, name: value}.items():
+                            argv += [f"--{key.replace('_', '-')}"] + ([] if v is True else [str(v)])
+                        status, out, err = run(capsys, "train", "--data", str(tmp_path), *argv)  # no data there
+                        refused = status == 2 and f"--{name.replace('_', '-')} " in err
+                        assert refused == warned, (setting, name, err)
+                        checked[warned] += 1
+    assert checked[True] > 100 and checked[False] > 100, checked
 
 
 @pytest.mark.parametrize("argv", [["--optimizer", "adam", "--beta1", "0.5", "--eps", "1e-6"],

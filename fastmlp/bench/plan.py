@@ -153,7 +153,7 @@ def plan_from_args(args) -> Plan:
         raise UsageError(options.in_option_names(str(error), tuple(Optimizer.__dataclass_fields__))) from None
     chosen, default = changes["optimizer"], Optimizer()
     given = {name for name in Optimizer.__dataclass_fields__ if getattr(chosen, name) != getattr(default, name)}
-    options.check_optimizer_options_take_effect(chosen.optimizer, given, chosen.weight_decay)
+    options.check_options_take_effect(chosen.as_dict(), given)
     plan = Plan(**{**base.__dict__, **changes})
     if plan.peers and not plan.optimizer.is_plain:
         default = Optimizer().as_dict()
