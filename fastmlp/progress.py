@@ -61,11 +61,14 @@ def progress_bar(total, description, *, enabled=None, stream=None, **options):
     it (or use it as a context manager); a closed bar stays on its line.
     """
     stream = sys.stderr if stream is None else stream
-    if enabled is False:
-        return _NoBar(total)  # without importing tqdm: a twentieth of a warm start's second
     if enabled is None:
         enabled = shown_by_default(stream)
-    return _tqdm()(total=total, desc=description, disable=not enabled, file=stream, **options)
+    if not enabled:
+        # without importing tqdm (a twentieth of a warm start's second), and without a disabled
+        # tqdm bar: its constructor starts tqdm's monitor thread, which then ran for the life of
+        # the process (a service's default fit with stderr not a terminal; audit 51)
+        return _NoBar(total)
+    return _tqdm()(total=total, desc=description, file=stream, **options)
 
 
 class _NoBar:

@@ -50,6 +50,19 @@ def test_a_bar_turned_off_does_not_import_tqdm(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
+def test_a_default_fit_with_stderr_not_a_terminal_leaves_no_tqdm_thread(tmp_path):
+    # a service's fit(progress=None) with stderr a pipe or file: a disabled tqdm bar started
+    # tqdm's monitor thread, which ran for the life of the process (audit 51)
+    code = ("import threading, numpy as np, fastmlp\n"
+            "X = np.random.default_rng(1).integers(0, 256, (60, 20), dtype=np.uint8); y = X[:, 0] % 3\n"
+            "fastmlp.MLP([20, 8, 3], backend='numpy').fit(X, y, epochs=2)\n"
+            "names = [t.name for t in threading.enumerate()]\n"
+            "assert not any('tqdm' in name for name in names), names\n"
+            "import sys; assert 'tqdm' not in sys.modules, 'tqdm imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 @pytest.mark.parametrize("widgets", [True, False])
 def test_in_a_jupyter_kernel_the_bar_and_the_compile_notice_are_shown(monkeypatch, widgets):
     # In a Jupyter kernel stderr is no terminal, but the bar is seen: the widget where ipywidgets
