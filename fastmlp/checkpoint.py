@@ -46,7 +46,6 @@ import json
 import math
 import os
 import tokenize
-import warnings
 import zipfile
 import zlib
 
@@ -54,6 +53,7 @@ import numpy as np
 
 from . import optim, trainer
 from ._atomic import atomic_write
+from ._warn import warn
 from .network import DEFAULT_OUTPUT
 
 # What reading a damaged archive can raise, from zipfile (a bad header: BadZipFile, or
@@ -139,12 +139,12 @@ def write(model, path):
     run_record["last_snapshot"] = None if run.last is None else run.last.epoch
     if run.interrupted is not None:
         run_record["interrupted"] = run.interrupted
-        warnings.warn(
+        warn(
             f"saving {os.fsdecode(path)!r} {run.interrupted['samples']} samples into epoch {run.interrupted['epoch']}, "
             f"which the run does not count (its training was interrupted there): the file holds those weights, and "
             f"training on from it starts epoch {run.interrupted['epoch']} anew from them, not as the uninterrupted "
             f"run would; the checkpoints fit(checkpoint_path=...) writes after each epoch resume exactly",
-            InterruptedRunWarning, stacklevel=3,
+            InterruptedRunWarning,
         )
     arrays = {
         "format_version": np.array(FORMAT_VERSION if run.interrupted is not None else 2, np.int64),

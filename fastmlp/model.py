@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import warnings
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -28,6 +27,7 @@ from ._validation import (
     thread_count,
     validation_split,
 )
+from ._warn import warn
 from .backends import INFERENCE_BLOCK, make_backend
 from .network import Architecture, init_params, resolve_init
 from .progress import compile_notice, signals_not_lost
@@ -165,7 +165,7 @@ def _warn_without_effect(options, passed):
     the command line said so (audit 45)."""
     changed = [name for name in passed if not _at_default(name, options[name])]
     for name, why in options_without_effect(options, changed).items():
-        warnings.warn(f"{name}={options[name]!r} has no effect: {why}", UserWarning, stacklevel=3)
+        warn(f"{name}={options[name]!r} has no effect: {why}", UserWarning)
 
 
 def _describe_optimizer(options):
@@ -406,8 +406,13 @@ class MLP:
 
     def initialize(self):
         """(Re)build the network from the seed: fresh weights, fresh shuffle stream, new run."""
+        return self._initialize()
+
+    def _initialize(self, symmetry_warning=True):
+        """``initialize``; without init="zeros"'s SymmetryWarning if not ``symmetry_warning``
+        (``compare_backends`` says it once for its runs)."""
         self._build()
-        self.params_ = init_params(self.arch_, self.init, self.seed)
+        self.params_ = init_params(self.arch_, self.init, self.seed, symmetry_warning=symmetry_warning)
         return self
 
     def _check_params(self, in_place=True, params=None, arch=None):
@@ -696,7 +701,7 @@ class MLP:
         if options["batch_size"] == 1:
             raise ValueError(f"distributed training needs batch_size >= 2 (or None): {data_parallel.PER_SAMPLE_IS_SEQUENTIAL}")
         if note is not None:
-            warnings.warn(note, data_parallel.DistributedWarning, stacklevel=3)
+            warn(note, data_parallel.DistributedWarning)
 
     def _train(self, X, y, sample_weight, epochs, options, validation_data, progress, checkpoint_path,
                checkpoint_every, on_epoch=None, comm=None):

@@ -16,11 +16,12 @@ zero pixels.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from ._warn import warn
 
 # The names are the public API; the integer codes are what the compiled kernels branch on, so
 # both come from the kernels' own definition (pure Python: importing it does not import Numba).
@@ -193,25 +194,25 @@ def resolve_init(init: str, activation: str) -> str:
     return init
 
 
-def init_params(arch: Architecture, init: str = "auto", seed=0) -> np.ndarray:
+def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warning=True) -> np.ndarray:
     """A fresh flat parameter vector, drawn in float64 from ``seed`` then cast to arch.dtype.
 
     Biases start at zero. Weight schemes, with fan_in = n_{l-1}, fan_out = n_l:
     zeros; uniform U(-1/sqrt(fan_in), 1/sqrt(fan_in)); normal N(0, 1/fan_in);
     xavier (Glorot) U(-sqrt(6/(fan_in+fan_out)), +...); he N(0, 2/fan_in).
-    ``auto`` is he for relu and xavier otherwise.
+    ``auto`` is he for relu and xavier otherwise. ``zeros`` with a hidden layer says a
+    SymmetryWarning unless not ``symmetry_warning``.
     """
     scheme = resolve_init(init, arch.activation)
     layout = arch.layout()
     params = np.zeros(layout.n_params, dtype=np.float64)
     rng = np.random.default_rng(seed)
     if scheme == "zeros":
-        if arch.n_layers > 1:
-            warnings.warn(
+        if arch.n_layers > 1 and symmetry_warning:
+            warn(
                 "init='zeros': every hidden unit receives the same gradient and they stay identical "
                 "forever (the network behaves as if it had one hidden unit per layer); use init='auto'",
                 SymmetryWarning,
-                stacklevel=3,
             )
         return params.astype(arch.dtype)
     for W, _ in layout.views(params):

@@ -44,13 +44,13 @@ import socket
 import sys
 import threading
 import traceback
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._cli_options import options_without_effect, strict_json
+from ._warn import warn
 from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
 
 FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
@@ -158,8 +158,8 @@ def _check_takes_effect(trials, given):
     for name, whys in unused.items():
         if len(whys) == len(trials):
             raise ValueError(f"{name} has no effect in any trial: {whys[0]}")
-        warnings.warn(f"{name} has no effect in {len(whys)} of {len(trials)} trials ({whys[0]}): those trials "
-                      f"repeat one another", UserWarning, stacklevel=3)
+        warn(f"{name} has no effect in {len(whys)} of {len(trials)} trials ({whys[0]}): those trials "
+                      f"repeat one another", UserWarning)
 
 
 def _python(value):
@@ -780,9 +780,8 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
                                     on_result(records[number])
                                 except Exception as error:  # (KeyboardInterrupt is Ctrl-C: below)
                                     on_result = None
-                                    warnings.warn(f"on_result raised {type(error).__name__}: {error} (trial {number}); "
-                                                  f"it is not called again, and the sweep goes on", UserWarning,
-                                                  stacklevel=3)
+                                    warn(f"on_result raised {type(error).__name__}: {error} (trial {number}); "
+                                                  f"it is not called again, and the sweep goes on", UserWarning)
                 except KeyboardInterrupt as interrupt:  # Ctrl-C, or the CLI's SIGTERM ("stopped by SIGTERM")
                     interrupted = True
                     if str(interrupt).startswith("stopped by "):

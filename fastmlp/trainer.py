@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import optim
+from ._warn import warn
 from .progress import progress_bar, signals_held
 
 SCHEDULES = ("constant", "exponential", "step", "cosine", "invscaling", "adaptive")
@@ -563,10 +563,10 @@ def train(
                 # finite weights whose outputs overflow on the validation data (its values far
                 # out of the training data's range): no divergence of training, but early stopping
                 # and the adaptive schedule count the epoch as no improvement, and said nothing
-                warnings.warn(f"the validation loss is {validation[0]} in epoch {epoch + 1}: the model's outputs "
+                warn(f"the validation loss is {validation[0]} in epoch {epoch + 1}: the model's outputs "
                               f"overflow on the validation data (far out of the training data's range?); early "
                               f"stopping and the adaptive schedule count such epochs as no improvement",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning)
         try:
             # the epoch's record, whole: an interrupt between its lines left the history an epoch
             # ahead of the run, in a file no load would take
