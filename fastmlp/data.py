@@ -22,7 +22,6 @@ import socket
 import struct
 import sys
 import threading
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -896,13 +895,19 @@ def _read_csv_fast(path, n_features, labels=True):
         if not _widths_fit(path, n_features, limit):
             return None
         file.seek(start)
+        line = file.readline(limit + 1)
+        while line and not line.strip():
+            line = file.readline(limit + 1)
+        if not line:
+            # no data row: loadtxt would warn "input contained no data", and silencing that took
+            # the whole process's warnings filters while the file was read (audit 51)
+            return None
+        file.seek(start)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                table = np.loadtxt(
-                    file, delimiter=",", dtype=np.int64, comments=None, ndmin=2,
-                    usecols=None if labels else range(1, n_features + 1),
-                )
+            table = np.loadtxt(
+                file, delimiter=",", dtype=np.int64, comments=None, ndmin=2,
+                usecols=None if labels else range(1, n_features + 1),
+            )
         except (ValueError, OverflowError):
             return None
     if table.shape[0] == 0 or table.shape[1] != n_features + labels:

@@ -334,6 +334,33 @@ def test_read_csv_default_784_columns(tmp_path):
     np.testing.assert_array_equal(read_labels, labels)
 
 
+def test_read_csv_leaves_the_process_warning_filters_alone(tmp_path, monkeypatch):
+    # it silenced loadtxt's "no data" warning with catch_warnings + simplefilter("ignore"): the
+    # whole process's filters (not thread-safe), and another thread's warnings were lost meanwhile
+    # (audit 51)
+    import warnings
+
+    filters = list(warnings.filters)
+    real_loadtxt, calls = np.loadtxt, []
+
+    def loadtxt(*args, **kwargs):
+        calls.append(warnings.filters == filters)
+        return real_loadtxt(*args, **kwargs)
+
+    monkeypatch.setattr(np, "loadtxt", loadtxt)
+    header = "label," + ",".join(f"p{i}" for i in range(4))
+    (tmp_path / "rows.csv").write_text(header + "\n1,0,255,3,0\n\n2,9,0,0,1\n")
+    (tmp_path / "header.csv").write_text(header + "\n\n  \n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        filters = list(warnings.filters)
+        X, y = data.read_csv(tmp_path / "rows.csv", n_features=4)
+        assert X.shape == (2, 4) and list(y) == [1, 2]
+        with pytest.raises(data.DataFormatError, match="header but no data rows"):
+            data.read_csv(tmp_path / "header.csv", n_features=4)
+    assert calls and all(calls), calls
+
+
 def test_read_csv_tolerates_blank_lines_crlf_and_integral_floats(tmp_path):
     path = tmp_path / "loose.csv"
     path.write_bytes(b"\r\nlabel,a,b\r\n1, 2 ,3\r\n\r\n   \r\n4.0,5.,+6\r\n")
