@@ -42,6 +42,7 @@ hold only ``config`` (the model JSON) and ``params``; they load as weights with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -271,22 +272,25 @@ def _describe_start(path):
     return f"it starts with the bytes {shown}, where an .npz archive (a zip file) starts with 50 4b ('PK')"
 
 
+@contextlib.contextmanager
 def _open(path):
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
-        # np.load would take it for a pickle and suggest loading it unsafely: never
-        raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {_describe_start(path)})")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except _DAMAGED as error:
-        raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path}: not a fastmlp checkpoint (a single .npy array, not an .npz archive)")
-    return archive
+    """The .npz archive at ``path``, open for the block, or a CheckpointError; the file closed
+    after it either way (``np.load(path)`` left its file open when the archive was damaged, a
+    truncated one: a ResourceWarning under ``-X dev``, audit 51)."""
+    with open(path, "rb") as file:
+        head = file.read(6)
+        if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
+            # np.load would take it for a pickle and suggest loading it unsafely: never
+            raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {_describe_start(path)})")
+        file.seek(0)
+        try:
+            archive = np.load(file, allow_pickle=False)
+        except _DAMAGED as error:
+            raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: not a fastmlp checkpoint (a single .npy array, not an .npz archive)")
+        with archive:
+            yield archive
 
 
 def read(cls, path):

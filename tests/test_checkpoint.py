@@ -738,6 +738,29 @@ def test_a_damaged_entry_is_reported(tmp_path, saved):
         MLP.load(damaged)
 
 
+@pytest.mark.parametrize("cut", ["to 200 bytes", "its last 10 bytes"])
+def test_a_truncated_file_is_refused_and_closed(tmp_path, saved, cut):
+    # np.load(path) left the file open when the archive was damaged: "ResourceWarning: unclosed
+    # file" under python -X dev, pytest's unraisable-exception warning (audit 51)
+    import subprocess
+    import sys
+
+    path, _ = saved
+    raw = path.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(raw[:200] if cut == "to 200 bytes" else raw[:-10])
+    code = ("import gc, sys, fastmlp\n"
+            "try:\n"
+            "    fastmlp.MLP.load(sys.argv[1])\n"
+            "except fastmlp.CheckpointError as error:\n"
+            "    print(error)\n"
+            "gc.collect()\n")
+    done = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", code, str(truncated)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "not a fastmlp checkpoint" in done.stdout, done
+    assert "ResourceWarning" not in done.stderr and "unclosed" not in done.stderr, done.stderr
+
+
 def _entry_start(path, name):
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(name)
