@@ -54,6 +54,7 @@ import atexit
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -325,6 +326,28 @@ def remove_stale_claims(folder):
         shutil.rmtree(entry.path, ignore_errors=True)
 
 
+# The names of a Python interpreter's executable: python, python3, python3.11, python3.13t (free
+# threading), python3.11d (debug), pythonw.exe, pypy3.
+_PYTHON_NAME = re.compile(r"(python|pypy)(\d+(\.\d+)*)?[a-z]?(\.exe)?", re.IGNORECASE)
+
+
+def python_executable():
+    """The Python to run the second process with: multiprocessing's (``sys.executable``, or what
+    an application set with ``multiprocessing.set_executable``), if its name is a Python's; else
+    None. A frozen application's executable, or the host program of an embedded Python (uwsgi,
+    Blender, a C++ application: its ``sys.executable``), is not a Python to run ``-m`` with: it
+    was started with fastmlp's arguments (audit 51)."""
+    if getattr(sys, "frozen", False):
+        return None
+    from multiprocessing import spawn
+
+    executable = spawn.get_executable()
+    if not executable:
+        return None
+    executable = os.fsdecode(executable)
+    return executable if _PYTHON_NAME.fullmatch(os.path.basename(executable)) else None
+
+
 def start(plan, dtype, values_dtype):
     """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
     "general": per-sample SGD with an optimizer, dropout or sample weights) if it can help (module
@@ -337,8 +360,9 @@ def start(plan, dtype, values_dtype):
     if numba.config.DISABLE_JIT or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     kernel = _kernel_of(plan)
-    if getattr(sys, "frozen", False) or not sys.executable:
-        return None  # a frozen application's executable is not a Python to run "-m" with
+    executable = python_executable()
+    if executable is None:
+        return None  # a frozen application, or Python embedded in another program (uwsgi, a C++ host)
     if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
         return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
     key = (plan, np.dtype(dtype).name, np.dtype(values_dtype).name)
@@ -358,7 +382,7 @@ def start(plan, dtype, values_dtype):
         if elsewhere is not None:
             return elsewhere  # an earlier script's, finishing after its exit, or a run's beside this one
         claims = new_claims_directory() if plan == "mini-batch" else None
-        command = [sys.executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name,
+        command = [executable, "-m", "fastmlp._prewarm", plan, np.dtype(dtype).name, np.dtype(values_dtype).name,
                    "--parent", str(os.getpid())] + ([] if claims is None else ["--claims", claims])
         passed = ()
         if os.name == "posix":  # a pipe on which the exit handler says "finish" (``_exit_with_parent``)

@@ -1020,6 +1020,43 @@ def _cold_start_without_a_process(monkeypatch, tmp_path, popen):
     monkeypatch.delenv(_prewarm.ENV_SWITCH, raising=False)
 
 
+@pytest.mark.parametrize("executable, runs", [
+    ("/usr/bin/python3", True), ("/opt/venv/bin/python3.11", True), ("/usr/local/bin/python3.13t", True),
+    ("/opt/python/pythonw.exe", True), ("/usr/bin/pypy3", True),
+    ("/usr/bin/uwsgi", False), ("/opt/blender/blender", False), ("/srv/app/host", False), (None, False),
+])
+def test_the_second_process_runs_a_python_only(monkeypatch, tmp_path, executable, runs):
+    # in a program that embeds Python (uwsgi, a C++ host) sys.executable is the host's binary:
+    # a cold fit started it with "-m fastmlp._prewarm ..." (audit 51). The executable is
+    # multiprocessing's, which such an application sets with multiprocessing.set_executable.
+    from multiprocessing import spawn
+
+    from fastmlp import _prewarm
+
+    commands = []
+
+    class Process:
+        pid = 4242424
+        returncode = 0
+
+        def __init__(self, command, *args, **kwargs):
+            commands.append(command)
+
+        def poll(self):
+            return self.returncode
+
+    _cold_start_without_a_process(monkeypatch, tmp_path, Process)
+    monkeypatch.setattr(spawn, "_python_exe", None if executable is None else os.fsencode(executable))
+    started = _prewarm.start("per-sample", "float32", "uint8")
+    try:
+        assert (started is not None) == runs
+        assert [command[:3] for command in commands] == ([[executable, "-m", "fastmlp._prewarm"]] if runs else [])
+    finally:
+        _prewarm._close_told(started)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # a frozen application's (PyInstaller)
+    assert _prewarm.python_executable() is None
+
+
 def test_a_fit_marks_its_second_process_as_soon_as_it_has_started_it(monkeypatch, tmp_path):
     """The second process marked itself only after its start-up (a second or so): two fits started
     together on one cold cache each found no mark and each compiled the kernels in two processes
