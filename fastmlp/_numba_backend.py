@@ -129,9 +129,10 @@ class NumbaBackend:
 
     def __init__(self, arch: Architecture, threads="auto"):
         """``threads``: "auto" (per-sample SGD on one thread, mini-batch on one or all Numba
-        threads, whichever measures faster, re-checked as training goes: ``ThreadChooser``)
+        threads, whichever measures faster, re-checked as training goes: ``ThreadChooser``;
+        on ``numba.get_num_threads()`` where the caller set fewer with numba.set_num_threads)
         or a number n (per-sample on n threads where the network allows, mini-batch on
-        min(n, NUMBA_NUM_THREADS))."""
+        min(n, NUMBA_NUM_THREADS): the number asked for, whatever numba.set_num_threads says)."""
         self.arch = arch
         layout = arch.layout()
         self.layer_sizes = layout.sizes
@@ -421,6 +422,12 @@ class NumbaBackend:
             elif not _compiling_ahead and self._serial_only(data.values.dtype):
                 # the serial twin, bitwise the same, for good: one thread, no parallel kernel
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
+            elif not self.minibatch_threads.fixed and outer < self.minibatch_threads.most:
+                # threads="auto" under a caller's numba.set_num_threads(n): within its limit, as
+                # Numba's own parallel code (an application that keeps Numba to one thread, to
+                # spare its own pool, trained on two; audit 51)
+                self._parallel_compiling = None
+                n_done = call(outer, 0, len(order))
             else:
                 self._parallel_compiling = None  # stored in the cache by now (or it failed: compiled here)
                 n_done = self.minibatch_threads.run(len(order), batch_size, call)

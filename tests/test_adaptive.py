@@ -305,6 +305,31 @@ def test_a_thread_count_given_is_kept_and_auto_adapts():
         assert model.backend_.minibatch_threads.adaptive == adaptive, threads
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT, reason="needs two Numba threads")
+def test_auto_keeps_within_the_callers_numba_set_num_threads(monkeypatch):
+    # an application that keeps Numba to one thread (to spare its own pool) had a mini-batch fit
+    # on two all the same (audit 51); a number given is what the user asked fastmlp for
+    monkeypatch.setattr(ThreadChooser, "run", lambda self, n_samples, batch_size, call: call(self.most, 0, n_samples))
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, (8192, 20)).astype(np.uint8), rng.integers(0, 3, 8192)
+    free = MLP([20, 16, 3], seed=0)
+    free.fit(X, y, batch_size=32, epochs=1, progress=False)
+    if free.backend_.threads_used < 2:
+        pytest.skip("the fit ran the cold start's one-thread kernel (the parallel one still compiling)")
+    outer = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        limited = MLP([20, 16, 3], seed=0)
+        limited.fit(X, y, batch_size=32, epochs=1, progress=False)
+        assert limited.backend_.threads_used == 1 and numba.get_num_threads() == 1
+        asked = MLP([20, 16, 3], seed=0, threads=2)
+        asked.fit(X, y, batch_size=32, epochs=1, progress=False)
+        assert asked.backend_.threads_used == 2 and numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(outer)
+    assert limited.params_.tobytes() == free.params_.tobytes() == asked.params_.tobytes()
+
+
 def test_the_warm_up_call_does_not_count_as_a_speed():
     """A fit's warm-up trains two samples through the chooser: its time is nearly all the call's
     own (about 0.3 ms here against 2-4 us per sample), so as a speed it made two threads look
