@@ -58,14 +58,22 @@ def target_problem(path):
         return errno.EACCES, f"directory {directory!r} is not writable{link}"
     try:  # root passes os.access where nothing can be written (/proc, /sys): try (an unnamed file)
         tempfile.TemporaryFile(dir=directory).close()
-    except OSError as error:
-        return errno.EACCES, f"directory {directory!r} is not writable ({error.strerror or error}){link}"
+    except OSError as error:  # (/proc's error is ENOENT: "not writable (No such file or directory)" misled)
+        return errno.EACCES, f"directory {directory!r} is not writable (creating a file there failed: {error.strerror or error}){link}"
     return None
+
+
+def path_argument(path, name="path"):
+    """``path``, or a TypeError naming ``name`` if it is not a file path (os.fsdecode's own said
+    "expected str, bytes or os.PathLike object, not int", naming no argument)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str, bytes or os.PathLike); got {type(path).__name__} {path!r}")
+    return path
 
 
 def check_target(path, name="path"):
     """A ValueError naming ``name`` and ``path`` if ``atomic_write`` could not write there."""
-    problem = target_problem(path)
+    problem = target_problem(path_argument(path, name))
     if problem is not None:
         raise ValueError(f"{name} {os.fsdecode(path)!r}: {problem[1]}")
 

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from . import optim, reference, trainer
-from ._atomic import check_target, file_identity
+from ._atomic import check_target, file_identity, path_argument
 from ._cli_options import options_without_effect
 from ._validation import (
     boolean,
@@ -349,8 +349,9 @@ class MLP:
         for name in MODEL_PARAMS:
             value = getattr(self, name, None)
             if name == "layers":
-                with contextlib.suppress(TypeError, ValueError):
-                    value = [int(size) for size in value]
+                with contextlib.suppress(TypeError, ValueError):  # NumPy's integers as plain ones, 8.5 as 8.5 (fit refuses it)
+                    value = [int(size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
+                             for size in value]
                 shown = value != list(defaults["layers"].default)
             else:
                 shown = not (isinstance(value, type(defaults[name].default)) and value == defaults[name].default)
@@ -1035,6 +1036,7 @@ class MLP:
         from . import checkpoint
 
         self._require_fitted()
+        path_argument(path)
         try:
             checkpoint.write(self, path)
         finally:  # what this model wrote last, which its checkpoints there may replace (_train)
@@ -1048,4 +1050,4 @@ class MLP:
         it can (not a fastmlp checkpoint, damaged, or of a newer format)."""
         from . import checkpoint
 
-        return checkpoint.read(cls, path)
+        return checkpoint.read(cls, path_argument(path))

@@ -1315,7 +1315,8 @@ def test_a_directory_nothing_can_be_written_to_is_said_before_the_work(tmp_path,
     assert atomic.target_problem(tmp_path / "ok" / "m.npz") is None and os.listdir(tmp_path / "ok") == []
     if os.path.isdir("/proc/self"):
         _, message = atomic.target_problem("/proc/m.npz")
-        assert "directory '/proc' is not writable" in message
+        # (its error is ENOENT: "not writable (No such file or directory)" misled; audit 51)
+        assert "directory '/proc' is not writable (creating a file there failed: " in message
 
 
 def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):

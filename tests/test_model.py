@@ -532,6 +532,23 @@ def test_a_model_shows_the_arguments_it_was_made_with_and_what_it_trained():
     X = np.random.default_rng(0).random((20, 12))
     model.fit(X, np.arange(20) % 3, epochs=2, progress=False)
     assert repr(model) == "MLP(layers=[12, 8, 3], backend='numpy') (2 epochs trained)"
+    # NumPy's integers as plain ones; a size fit refuses as it is (int() showed 8.5 as 8; audit 51)
+    assert repr(MLP(np.array([784, 64, 10]))) == "MLP(layers=[784, 64, 10])"
+    assert repr(MLP([20, 8.5, 3])) == "MLP(layers=[20, 8.5, 3])"
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda model, X, y: model.save(123), "path"),
+    (lambda model, X, y: MLP.load(None), "path"),
+    (lambda model, X, y: model.fit(X, y, epochs=1, progress=False, checkpoint_path=123), "checkpoint_path"),
+])
+def test_a_path_argument_that_is_not_a_path_is_named(call, name):
+    # os.fsdecode's "expected str, bytes or os.PathLike object, not int" named no argument (audit 51)
+    X, y = np.random.default_rng(0).random((20, 4)), np.arange(20) % 2
+    model = MLP([4, 3, 2], backend="numpy")
+    model.fit(X, y, epochs=1, progress=False)
+    with pytest.raises(TypeError, match=f"^{name} must be a file path \\(str, bytes or os.PathLike\\); got "):
+        call(model, X, y)
 
 
 def test_a_history_shows_a_summary_of_its_run():
