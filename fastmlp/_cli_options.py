@@ -244,9 +244,8 @@ TAKES_EFFECT_WITH = {
     "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
     "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
 }
-# the order in which they are named (and the command line refuses the first)
-_WITHOUT_EFFECT_ORDER = ("beta1", "beta2", "eps", "decoupled_weight_decay", "power_t", "lr_decay", "lr_step_epochs",
-                         "n_iter_no_change", "tol")
+# every option the rule looks at, in the order they are named (the command line refuses the first)
+_WITHOUT_EFFECT_ORDER = (*TAKES_EFFECT_WITH, "decoupled_weight_decay", "tol")
 
 
 def options_without_effect(setting, given):
