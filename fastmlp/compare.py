@@ -7,7 +7,6 @@ weights and visit the samples in the same order: any difference is floating-poin
 
 from __future__ import annotations
 
-
 import numpy as np
 
 # Agreement bounds after whole epochs, per dtype. float64: the two backends' runs side by side;
