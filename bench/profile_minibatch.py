@@ -95,7 +95,7 @@ def sparse_gradient(grad, params, deltas, spans, layer_sizes, w_offsets, b_offse
     for part in range(mb.PARTS):
         if _by_input(layer_sizes, params, deltas):
             mb._part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part), indices,
-                                       values, scale)
+                                       values, scale, params, params[:0], False)
         else:
             mb._part_sparse_gradient(dW, n_out, deltas, spans, np.int64(part), indices, values, scale, zero, zero,
                                      no_dropout, one)
@@ -126,14 +126,19 @@ def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_si
     zero, no_dropout, one = np.int64(0), np.uint64(0), params.dtype.type(1)
     steps[0] += 1  # a new stamp for the marks of the sparse plain step (small batches)
     by_input = _by_input(layer_sizes, params, deltas)
+    # the kernel's FUSED_STEP: the whole batch one sub-batch and one group of the input-by-input gradient
+    n = deltas.shape[0]
+    stepped = (by_input and kind == mb.PLAIN and sc[mb.COUPLED_DECAY] == 0 and sc[mb.DECOUPLED_DECAY] == 0
+               and n <= mb.sub_batch_rows(layer_sizes[1], params.itemsize)
+               and n <= max(mb.CSC_ROWS, mb.CSC_BYTES // (layer_sizes[1] * params.itemsize)))
     for part in range(mb.PARTS):
         if by_input:
             mb._part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part), indices,
-                                       values, scale)
+                                       values, scale, params, sc, stepped)
         mb._part_gradient(grad, params, units, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part),
                           indices, values, scale, zero, zero, no_dropout, one, True, not by_input)
         mb._part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
-                        np.int64(part), spans, indices, marks, steps[0])
+                        np.int64(part), spans, indices, marks, steps[0], stepped)
 
 
 def main():

@@ -323,29 +323,38 @@ CSC_BYTES = 1 << 18
 
 @njit(**KERNEL_OPTIONS)
 def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values,
-                            input_scale):
+                            input_scale, params, sc, stepped):
     """The part's rows of the first layer's weight gradient, dW[j,:] += sum_B x[B,j] dz[B,:],
     for a first layer of rows wider than CSC_ROW_BYTES without input dropout: as _part_sparse_gradient adds
     them, to the same bits, but input by input (_csc_sparse_gradient) over groups of rows whose
     dz fill CSC_BYTES. The chunk calls it only for such layers, so that the compile of a first
-    step on the interpreted kernel of a narrower one never meets it."""
+    step on the interpreted kernel of a narrower one never meets it.
+
+    ``stepped`` (``deltas`` the whole batch, in one group; plain SGD without decay, step scalars
+    ``sc``): each row of W that an input lights takes its step from its gradient row as soon as
+    that is summed, and the gradient row is set back to 0 (_step_rows_now), in place of
+    _part_update's pass over every row of W and dW (the chunk's FUSED_STEP)."""
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
+    W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_out = dW.shape[1]
     group = max(CSC_ROWS, CSC_BYTES // (n_out * deltas.itemsize))
     for g0 in range(0, deltas.shape[0], group):
         g1 = min(g0 + group, deltas.shape[0])
-        _csc_sparse_gradient(dW, n_out, deltas[g0:g1], spans[g0:g1], part, indices, values, input_scale)
+        _csc_sparse_gradient(dW, n_out, deltas[g0:g1], spans[g0:g1], part, indices, values, input_scale,
+                             W if stepped else W[:0], sc)
 
 
 @njit(**KERNEL_OPTIONS)
-def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale):
+def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_scale, W, sc):
     """_part_sparse_gradient without input dropout, ordered by input: the rows' nonzero inputs
     of the part sorted by input (a counting sort, rows in order within an input), then each
     input's dW row accumulated in registers over the rows that light it and stored once. Two
     neighbouring inputs that are both lit go together over the merged list of their rows
     (_merge_inputs, _csc_pair): each load of a dz vector then serves both (about 85% of the
     merged rows light each input of a pair on MNIST; the others add 0 * dz, which changes no
-    finite sum). Every entry sums over its rows in the same order as row by row."""
+    finite sum). Every entry sums over its rows in the same order as row by row. With W not
+    empty (the first layer's weights: _part_gradient_by_input's ``stepped``), each dW row, once
+    summed, steps its row of W at once and is set back to 0 (_step_rows_now)."""
     n_in = dW.shape[0]
     j0, j1 = _part_range(n_in, part)
     width = j1 - j0
@@ -381,11 +390,32 @@ def _csc_sparse_gradient(dW, n_out, deltas, spans, part, indices, values, input_
         if j + 1 < width and a < b < starts[j + 2]:
             m = _merge_inputs(merged, x0, x1, rows, xs, a, b, starts[j + 2], n_rows)
             _csc_pair(dW[np.uint32(j0 + j)], dW[np.uint32(j0 + j + 1)], n_out, deltas, merged, x0, x1, m)
+            if W.shape[0] > 0:
+                _step_rows_now(W, dW, j0 + j, j0 + j + 2, n_out, sc)
             j += 2
             continue
         if a < b:
             _csc_one(dW[np.uint32(j0 + j)], n_out, deltas, rows, xs, a, b)
+            if W.shape[0] > 0:
+                _step_rows_now(W, dW, j0 + j, j0 + j + 1, n_out, sc)
         j += 1
+
+
+@njit(**KERNEL_OPTIONS)
+def _step_rows_now(W, G, first, last, n_out, sc):
+    """Plain SGD's step of the rows first .. last - 1 of W from their gradient rows in G, which
+    are set back to 0: apply_step_rows' arithmetic for PLAIN (the same plain_update, the same
+    scalars), so the same bits as _part_update's step over every row, while the rows are still
+    in L1; a row of G no input lit is 0, which leaves its finite W row as it is."""
+    lr = sc[LR]
+    cd = sc[COUPLED_DECAY]
+    dd = sc[DECOUPLED_DECAY]
+    for j in range(first, last):
+        w = W[j]
+        g = G[j]
+        for i in range(n_out):
+            w[i] = plain_update(w[i], g[i], lr, cd, dd)
+            g[i] = 0
 
 
 @njit(**KERNEL_OPTIONS)
@@ -557,12 +587,13 @@ def _part_gradient(
 
 @njit(**KERNEL_OPTIONS)
 def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc, part,
-                 spans, indices, marks, stamp):
+                 spans, indices, marks, stamp, stepped):
     """The optimizer's step of one part's parameters (its rows of the first layer's W, its share
     of b and of every later layer's output units, on the copies W^T in weights_t and slots_t)
     from the gradient _part_gradient summed; the first layer's dW is left zero. ``spans`` are
     the batch's rows (where their nonzero inputs of each part are), ``marks`` [n_in] int64 and
-    ``stamp`` (> 0, a new one for each step) scratch for _sparse_plain_step."""
+    ``stamp`` (> 0, a new one for each step) scratch for _sparse_plain_step. ``stepped``: the
+    first layer's W has taken this step already (_part_gradient_by_input), its dW is 0."""
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     dW, db = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_in, n_out = W.shape
@@ -572,8 +603,10 @@ def _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets
     # one call for the part's rows of each layer (a call per row: 2% of an Adam epoch at 100
     # units; per row, each call's setup and scalar tail cost Adam 4x the time per weight), and
     # apply_step_rows alone: a second rule for 1-D runs was one more function to compile
-    if _sparse_plain_step(W, padded if padded.shape[0] > 0 else dW, kind, sc, spans, part, last - first, indices,
-                          marks, stamp):
+    if stepped:
+        pass
+    elif _sparse_plain_step(W, padded if padded.shape[0] > 0 else dW, kind, sc, spans, part, last - first, indices,
+                            marks, stamp):
         pass
     elif padded.shape[0] > 0:
         apply_step_rows(W[first:last], padded[first:last], slots, w0 + first * n_out, kind, sc, DECAY)
@@ -1189,12 +1222,19 @@ def _minibatch_sgd_chunk(
             # The loop indices go on as int64: inside the parallel region Numba makes them
             # uint64, and every helper they reach would be compiled a second time for that type.
             by_rows = g1 - g0 < CSC_ROWS or not wide
+            # FUSED_STEP: the first layer's W steps as each of its gradient rows is summed, where
+            # the input-by-input gradient sums the whole batch at once (a batch of one sub-batch
+            # and one group) and the step is plain SGD without decay: W and dW are read and
+            # written once, and only the rows the batch's inputs light
+            stepped = (step_now and not by_rows and g0 == 0 and g1 == pending and kind == PLAIN
+                       and sc[COUPLED_DECAY] == 0 and sc[DECOUPLED_DECAY] == 0
+                       and g1 <= max(CSC_ROWS, CSC_BYTES // (layer_sizes[1] * params.itemsize)))
             for part_index in prange(PARTS):
                 part = np.int64(part_index)
                 if g1 > g0:
                     if not by_rows:
                         _part_gradient_by_input(grad, deltas[g0:g1], spans[g0:g1], layer_sizes, w_offsets, b_offsets,
-                                                part, indices, values, scale)
+                                                part, indices, values, scale, params, sc, stepped)
                     _part_gradient(
                         grad, params, units[g0:g1], deltas[g0:g1], spans[g0:g1], layer_sizes, w_offsets, b_offsets,
                         part, indices, values, scale, seed, grad_first, input_threshold, input_keep_scale, grad_fresh,
@@ -1202,7 +1242,7 @@ def _minibatch_sgd_chunk(
                     )
                 if step_now:
                     _part_update(params, grad, weights_t, slots, slots_t, layer_sizes, w_offsets, b_offsets, kind, sc,
-                                 part, spans[:pending], indices, marks, n_steps)
+                                 part, spans[:pending], indices, marks, n_steps, stepped)
                 if s1 > s0:
                     _part_forward(
                         partials, spans[s0:s1], params, layer_sizes, w_offsets, b_offsets, part,

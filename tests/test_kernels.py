@@ -365,7 +365,8 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     ordered, by_rows = start.ravel().copy(), start.copy()
     no_dropout = (np.int64(0), np.int64(0), np.uint64(0), dtype(1))
     for part in range(kernels.PARTS):
-        minibatch._part_gradient_by_input(ordered, deltas, spans, *layout, np.int64(part), indices, values, scale)
+        minibatch._part_gradient_by_input(ordered, deltas, spans, *layout, np.int64(part), indices, values, scale,
+                                          start.ravel(), np.zeros(8, dtype), False)
         for r in range(n_rows):
             minibatch._part_sparse_gradient(by_rows, n_hidden, deltas[r : r + 1], spans[r : r + 1], part, indices,
                                             values, scale, *no_dropout)
@@ -375,6 +376,51 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     expected = start + x.T @ deltas[:, :n_hidden].astype(np.float64)
     # a sum of n_rows terms rounds by up to about n_rows ulps of its largest entries
     np.testing.assert_allclose(ordered, expected, rtol=0, atol=n_rows * np.finfo(dtype).eps * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_hidden, n_rows", [(257, 16), (500, 40)])
+def test_the_first_layers_step_taken_with_its_gradient_is_the_step_after_it(rng, n_hidden, n_rows, dtype):
+    """The chunk's FUSED_STEP (plain SGD without decay, the batch summed input by input in one
+    group): each row of W lit by an input steps as soon as its gradient row is summed, and
+    _part_update leaves the first layer alone; the same bits as the gradient summed first and
+    _part_update's step over every row after, dW back to 0 either way. A weight of -0.0 in an
+    unlit row stays -0.0 (the step over every row makes it 0.0: the same number)."""
+    from fastmlp import optim
+    from fastmlp.kernels import minibatch
+
+    n_in = 30
+    X = rng.integers(0, 256, size=(n_rows, n_in)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    X[:, [5, 8, 10]] = 0  # inputs lit by no row, and input 9 between two of them
+    part_ptr, indices, values = kernels.sparse_rows(X, parts=kernels.PARTS)
+    spans = np.stack([part_ptr[:-1].reshape(n_rows, kernels.PARTS), part_ptr[1:].reshape(n_rows, kernels.PARTS)],
+                     axis=2)
+    deltas = random(rng, (n_rows, n_hidden + 7), dtype)
+    scale = dtype(reference.PIXEL_SCALE)
+    layout = (np.array([n_in, n_hidden], np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64))
+    sc = np.empty(minibatch.N_STEP_SCALARS, dtype)
+    hyper = optim.Optimizer().hyper(0.05)
+    minibatch.step_scalars(sc, hyper, 1)
+    kind = minibatch.step_kind(hyper)
+    start = random(rng, n_in * n_hidden, dtype)
+    start.reshape(n_in, n_hidden)[5, :3] = -0.0
+    results = []
+    for stepped in (True, False):
+        params, grad = start.copy(), np.zeros_like(start)
+        empty = np.zeros((0, params.size), dtype)
+        marks = np.zeros(n_in, np.int64)
+        for part in range(kernels.PARTS):
+            minibatch._part_gradient_by_input(grad, deltas, spans, *layout, np.int64(part), indices, values, scale,
+                                              params, sc, stepped)
+            minibatch._part_update(params, grad, params.copy(), empty, empty, *layout, kind, sc, np.int64(part),
+                                   spans, indices, marks, np.int64(1), stepped)
+        assert not grad.any()
+        results.append(params)
+    fused, after = results
+    np.testing.assert_array_equal(fused, after)  # (-0.0 == 0.0)
+    assert np.signbit(fused.reshape(n_in, n_hidden)[5, :3]).all()
+    assert not np.array_equal(fused, start)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

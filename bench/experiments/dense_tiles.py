@@ -54,7 +54,7 @@ def fwd_base(partials, spans, W, part_ptr, indices, values, batch, scale):
 @njit(**KERNEL_OPTIONS)
 def grad_base(dW, deltas, spans, indices, values, scale):
     for part in range(PARTS):
-        _csc_sparse_gradient(dW, dW.shape[1], deltas, spans, part, indices, values, scale)
+        _csc_sparse_gradient(dW, dW.shape[1], deltas, spans, part, indices, values, scale, dW[:0], dW[0])
 
 
 @njit(**KERNEL_OPTIONS)
@@ -152,7 +152,7 @@ def grad_u(dW, deltas, cols, Xd, batch, rest_ptr, rindices, rvalues, scale, span
                 spans_rest[r, part, 0] = rest_ptr[i]
                 spans_rest[r, part, 1] = rest_ptr[i + 1]
         for part in range(PARTS):
-            _csc_sparse_gradient(dW, H, deltas, spans_rest, part, rindices, rvalues, scale)
+            _csc_sparse_gradient(dW, H, deltas, spans_rest, part, rindices, rvalues, scale, dW[:0], dW[0])
 
 
 def main():
