@@ -355,12 +355,50 @@ def test_zero_init_warns_and_really_keeps_hidden_units_identical(rng, synth):
     assert not np.allclose(default.weights_[0], default.weights_[0][:, :1])
 
 
-def test_per_sample_learning_rate_is_not_divided_by_the_dataset_size(rng, synth):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_per_sample_learning_rate_is_not_divided_by_the_dataset_size(rng, synth, backend):
     """lr=1/60000 per sample (the sum-vs-mean confusion) barely moves; the default learns."""
     X, y = synth.digits(rng, 600)
-    tiny = MLP([784, 16, 10], seed=0, backend="numpy").fit(X, y, lr=1 / 60000, progress=False)
-    default = MLP([784, 16, 10], seed=0, backend="numpy").fit(X, y, lr=0.1, progress=False)
+    tiny = MLP([784, 16, 10], seed=0, backend=backend).fit(X, y, lr=1 / 60000, progress=False)
+    default = MLP([784, 16, 10], seed=0, backend=backend).fit(X, y, lr=0.1, progress=False)
     assert tiny.accuracy[0] < 0.5 < 0.9 < default.accuracy[0]
+
+
+# each scheme's spread of the weights, as init_params' docstring states it: std of W[fan_in, fan_out]
+INIT_STD = {
+    "uniform": lambda fan_in, fan_out: 1 / np.sqrt(3 * fan_in),  # U(-1/sqrt(fan_in), +1/sqrt(fan_in))
+    "normal": lambda fan_in, fan_out: 1 / np.sqrt(fan_in),
+    "xavier": lambda fan_in, fan_out: np.sqrt(6 / (fan_in + fan_out)) / np.sqrt(3),
+    "he": lambda fan_in, fan_out: np.sqrt(2 / fan_in),
+}
+
+
+@pytest.mark.parametrize("init", sorted(INIT_STD))
+def test_every_random_init_gives_each_unit_weights_of_its_own_at_the_stated_spread(rng, synth, init):
+    # one draw broadcast over a layer (rng.uniform(-limit, limit) with no size) would make every
+    # hidden unit the same, and they stay so: mistake 2 without init="zeros" and without its
+    # warning, which no test saw (audit 52)
+    from fastmlp.network import Architecture, init_params
+
+    arch = Architecture((784, 64, 32, 10), "relu" if init == "he" else "sigmoid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no SymmetryWarning
+        params = init_params(arch, init, seed=0)
+    for W, b in arch.layout().views(params):
+        fan_in, fan_out = W.shape
+        assert len({column.tobytes() for column in W.T}) == fan_out and len({row.tobytes() for row in W}) == fan_in
+        expected = INIT_STD[init](fan_in, fan_out)
+        assert abs(W.std() / expected - 1) < 6 / np.sqrt(W.size), (W.shape, W.std(), expected)
+        assert abs(W.mean()) < 6 * expected / np.sqrt(W.size)
+        if init in ("uniform", "xavier"):
+            assert np.abs(W).max() <= np.sqrt(3) * expected * (1 + 1e-6)
+        assert not b.any()  # biases start at zero
+    X, y = synth.digits(rng, 200)
+    for backend in ("numpy", "numba"):
+        model = MLP([784, 16, 10], init=init, activation="relu" if init == "he" else "sigmoid", seed=0,
+                    backend=backend)
+        model.fit(X, y, epochs=1, progress=False)
+        assert len({column.tobytes() for column in model.weights_[0].T}) == 16, backend
 
 
 def test_transposed_data_is_refused_not_scrambled(rng, synth):
