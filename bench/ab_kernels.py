@@ -153,7 +153,7 @@ def main():
                 rates[name].append(rate)
                 if name == "base":
                     base_params = params
-            same = np.array_equal(base_params, params)
+            same = base_params.tobytes() == params.tobytes()  # (array_equal takes -0.0 for 0.0, NaN for NaN not)
 
     base, new = (float(np.median(rates[name])) for name in ("base", "new"))
     recipe = args.optimizer + (f", momentum {args.momentum:g}" if args.momentum else "") + (

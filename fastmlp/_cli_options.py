@@ -274,7 +274,9 @@ def check_options_take_effect(setting, given, stopping=True):
     """UsageError for the first option (an argparse dest in ``given``) that ``options_without_effect``
     finds ``setting`` leaves without effect, as --momentum with Adam is: the run would train as if
     it were not there (train, compare, bench). ``stopping``: whether the command has
-    --early-stopping (compare has no validation split)."""
+    --early-stopping (compare has no validation split). The command line refuses such an option
+    given at all (``--beta1 0.9`` with SGD); ``fit`` warns of one set away from its default only
+    (code that passes every option, a default among them, trains as asked)."""
     for name in options_without_effect(setting, given):
         option = "--" + name.replace("_", "-")
         if name == "decoupled_weight_decay":

@@ -406,7 +406,9 @@ def _step_rows_now(W, G, first, last, n_out, sc):
     """Plain SGD's step of the rows first .. last - 1 of W from their gradient rows in G, which
     are set back to 0: apply_step_rows' arithmetic for PLAIN (the same plain_update, the same
     scalars), so the same bits as _part_update's step over every row, while the rows are still
-    in L1; a row of G no input lit is 0, which leaves its finite W row as it is."""
+    in L1. A row no input lit is not visited: its gradient is 0, and the step over every row
+    left a finite weight as it was too, but for -0.0 (which it made 0.0) and an infinite one (a
+    diverged run's, which it made NaN), as _sparse_plain_step."""
     lr = sc[LR]
     cd = sc[COUPLED_DECAY]
     dd = sc[DECOUPLED_DECAY]

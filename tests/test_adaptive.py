@@ -567,6 +567,44 @@ def test_the_interpreted_kernel_trains_to_the_compiled_kernels_bits(case, monkey
         assert results["interpreted"][2] == results[name][2]
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
+@pytest.mark.parametrize("dtype, hidden, batch_sizes", [
+    ("float32", 300, (108, 216)),  # the sub-batch (108 rows at 300 units) is the limit
+    ("float32", 800, (64, 128)),  # the sub-batch again (64 rows)
+    ("float64", 800, (40, 41, 64)),  # the input-by-input gradient's group (40 rows) is
+])
+def test_the_fused_first_layer_step_trains_to_the_bits_of_the_step_after_the_gradient(monkeypatch, dtype, hidden,
+                                                                                     batch_sizes):
+    # The chunk's FUSED_STEP (plain SGD, a wide first layer, a batch summed in one sub-batch and one
+    # group) against the same kernel with every step taken after the gradient (the interpreted
+    # kernel, told never to fuse), on both sides of each limit: taken past one, the sums of a
+    # second sub-batch or group would meet a W already stepped (audit 53)
+    import fastmlp.kernels as fastmlp_kernels
+    from fastmlp.kernels import minibatch
+
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    unfused = minibatch.interpreted(
+        _part_gradient_by_input=lambda *args: minibatch._part_gradient_by_input(*args[:-1], False),
+        _part_update=lambda *args: minibatch._part_update(*args[:-1], False))
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (432, 200)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.93] = 0  # inputs lit in one sub-batch or group of a batch and not the other
+    y = rng.integers(0, 6, 432)
+    for batch_size in batch_sizes:
+        results = []
+        for fused in (True, False):
+            model = MLP([200, hidden, 6], activation="relu", dtype=dtype, seed=2, threads=1)
+            model.fit(X[:8], y[:8], epochs=1, batch_size=batch_size, lr=0.05)  # builds the backend
+            model.backend_._serial = {"uint8": False}
+            with pytest.MonkeyPatch.context() as patch:
+                if not fused:
+                    for form in ("minibatch_sgd_chunk", "minibatch_sgd_chunk_serial", "minibatch_sgd_chunk_interpreted"):
+                        patch.setattr(fastmlp_kernels, form, unfused)
+                model.partial_fit(X, y, epochs=2, batch_size=batch_size)
+            results.append(model.params_.copy())
+        assert results[0].tobytes() == results[1].tobytes(), batch_size
+
+
 # Plain per-sample SGD: the interpreted kernel for the first chunks (a cold start), then the
 # compiled one, against the compiled one alone: the same bits. Cases over what the kernel's
 # helpers branch on (activation, loss, dtype, input type, depth, biases), combined by hand.
