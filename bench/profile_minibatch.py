@@ -130,7 +130,7 @@ def step(params, grad, weights_t, slots, slots_t, units, deltas, spans, layer_si
     n = deltas.shape[0]
     stepped = (by_input and kind == mb.PLAIN and sc[mb.COUPLED_DECAY] == 0 and sc[mb.DECOUPLED_DECAY] == 0
                and n <= mb.sub_batch_rows(layer_sizes[1], params.itemsize)
-               and n <= max(mb.CSC_ROWS, mb.CSC_BYTES // (layer_sizes[1] * params.itemsize)))
+               and n <= mb.csc_group_rows(layer_sizes[1], params.itemsize))
     for part in range(mb.PARTS):
         if by_input:
             mb._part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, np.int64(part), indices,

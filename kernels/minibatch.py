@@ -117,6 +117,7 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .codes import DROPOUT, DROPOUT_SEED, INPUT_DROPOUT, PARTS, SAMPLES, STEPS
@@ -321,6 +322,16 @@ CSC_ROW_BYTES = 1024
 CSC_BYTES = 1 << 18
 
 
+def csc_group_rows(n_out, itemsize):
+    """Rows per group of the input-by-input gradient for rows of n_out items of ``itemsize`` bytes
+    (their dz fill CSC_BYTES); the chunk's FUSED_STEP needs the whole batch in one. Compiled
+    into its callers (register_jitable: no cached function of its own to load)."""
+    return max(CSC_ROWS, CSC_BYTES // (n_out * itemsize))
+
+
+register_jitable(csc_group_rows)
+
+
 @njit(**KERNEL_OPTIONS)
 def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values,
                             input_scale, params, sc, stepped):
@@ -337,7 +348,7 @@ def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offse
     dW, _ = layer_views(grad, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     n_out = dW.shape[1]
-    group = max(CSC_ROWS, CSC_BYTES // (n_out * deltas.itemsize))
+    group = csc_group_rows(n_out, deltas.itemsize)
     for g0 in range(0, deltas.shape[0], group):
         g1 = min(g0 + group, deltas.shape[0])
         _csc_sparse_gradient(dW, n_out, deltas[g0:g1], spans[g0:g1], part, indices, values, input_scale,
@@ -1230,7 +1241,7 @@ def _minibatch_sgd_chunk(
             # written once, and only the rows the batch's inputs light
             stepped = (step_now and not by_rows and g0 == 0 and g1 == pending and kind == PLAIN
                        and sc[COUPLED_DECAY] == 0 and sc[DECOUPLED_DECAY] == 0
-                       and g1 <= max(CSC_ROWS, CSC_BYTES // (layer_sizes[1] * params.itemsize)))
+                       and g1 <= csc_group_rows(layer_sizes[1], params.itemsize))
             for part_index in prange(PARTS):
                 part = np.int64(part_index)
                 if g1 > g0:
