@@ -419,8 +419,8 @@ class NumbaBackend:
                 # of the helpers: _prewarm).
                 share(self._parallel_compiling)
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_interpreted)
-            elif not _compiling_ahead and self._serial_only(data.values.dtype):
-                # the serial twin, bitwise the same, for good: one thread, no parallel kernel
+            elif not _compiling_ahead and self._serial_only(data.values.dtype, outer):
+                # the serial twin, bitwise the same: one thread, no parallel kernel
                 n_done = call(1, 0, len(order), kernels.minibatch_sgd_chunk_serial)
             elif not self.minibatch_threads.fixed and outer < self.minibatch_threads.most:
                 # threads="auto" under a caller's numba.set_num_threads(n): within its limit, as
@@ -435,18 +435,23 @@ class NumbaBackend:
             numba.set_num_threads(outer)
         return float(stats[0]), totals["correct"], n_done, totals["nonfinite_at"]
 
-    def _serial_only(self, values_dtype):
-        """Whether mini-batch training on inputs of ``values_dtype`` runs on the serial twin for
-        good: at most one thread (``threads=1``, ``NUMBA_NUM_THREADS=1``: sweep workers), and the
-        parallel kernel neither compiled in this process nor in the cache for these types. The
-        twin takes the same steps and compiles in about half the time; a cache that holds the
-        parallel kernel (a ``fastmlp warmup`` with two threads, say) is used as it is."""
+    def _serial_only(self, values_dtype, outer):
+        """Whether mini-batch training on inputs of ``values_dtype`` runs on the serial twin: at
+        most one thread (``threads=1``, ``NUMBA_NUM_THREADS=1``: sweep workers; ``"auto"`` while
+        the caller keeps Numba to ``outer`` = 1 thread with numba.set_num_threads), and the
+        parallel kernel neither compiled in this process nor in the cache for these types when
+        first asked (decided once: the twin stays, for as long as one thread is all there is).
+        The twin takes the same steps and compiles in about half the time; a cache that holds
+        the parallel kernel (a ``fastmlp warmup`` with two threads, say) is used as it is."""
+        chooser = self.minibatch_threads
+        if (chooser.most if chooser.fixed else min(chooser.most, outer)) > 1:
+            return False
         key = np.dtype(values_dtype).name
         if key not in self._serial:
             kernel = kernels.minibatch_sgd_chunk
             try:
-                self._serial[key] = (self.minibatch_threads.most == 1 and not numba.config.DISABLE_JIT
-                                     and not kernel.signatures and cache_is_cold(kernel, self.arch.dtype, values_dtype))
+                self._serial[key] = (not numba.config.DISABLE_JIT and not kernel.signatures
+                                     and cache_is_cold(kernel, self.arch.dtype, values_dtype))
             except (OSError, AttributeError):  # a Numba without these cache attributes
                 self._serial[key] = False
         return self._serial[key]

@@ -382,8 +382,12 @@ def test_the_fit_waits_for_what_the_other_process_claimed_until_it_is_stored_or_
 # the cache, `fastmlp warmup`, a fit after it, and one thread again.
 
 FIT_AND_HASH = r"""
-import hashlib, json, numpy as np, fastmlp
+import hashlib, json, os, numba, numpy as np, fastmlp
 from fastmlp import kernels
+threads = os.environ.get("FIT_THREADS", "1")
+threads = threads if threads == "auto" else int(threads)
+if "CALLER_THREADS" in os.environ:  # an application that keeps Numba to fewer threads
+    numba.set_num_threads(int(os.environ["CALLER_THREADS"]))
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, size=(600, 30), dtype=np.uint8)
 X[X < 150] = 0
@@ -393,7 +397,7 @@ recipes = {"plain": {}, "adam": dict(optimizer="adam", weight_decay=1e-4),
 out = {}
 for batch_size in (16, 1):  # mini-batch, and per sample (exact resume loads what a run compiled)
     for name, recipe in recipes.items():
-        model = fastmlp.MLP([30, 16, 4], seed=3, threads=1)
+        model = fastmlp.MLP([30, 16, 4], seed=3, threads=threads)
         model.fit(X, y, batch_size=batch_size, epochs=2, lr=0.05 if name != "adam" else 1e-3, progress=False,
                   **recipe)
         out[f"{name}, batch {batch_size}"] = hashlib.sha256(model.params_.tobytes()).hexdigest()
@@ -418,7 +422,10 @@ def one_thread_loaded_warmed(run):
     with tempfile.TemporaryDirectory() as cache_dir:
         one_thread = dict(NUMBA_NUM_THREADS="1", FASTMLP_BACKGROUND_COMPILE="0")
         compiled = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **one_thread))
-        loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, **one_thread))
+        # threads="auto" in an application that keeps Numba to one of two threads: on the cache
+        # of the run above (the serial twin only)
+        loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0",
+                                       FIT_THREADS="auto", CALLER_THREADS="1"))
         # as a user runs it: with the second compiling process (on two cores)
         run_python(["-m", "fastmlp", "warmup", "--batch-size", "8", "--json"], cache_dir, run)
         after_warmup = json.loads(run_python(["-c", FIT_AND_COUNT_KERNELS], cache_dir, run,
@@ -444,6 +451,9 @@ def test_one_thread_compiles_the_serial_kernel_unless_the_parallel_one_is_stored
     runs = background(one_thread_loaded_warmed)
     # sweep workers run on one thread: on a cold cache only the serial twin is compiled
     assert runs["compiled"]["kernels"] == {"serial": 1, "parallel": 0}
+    # and threads="auto" under numba.set_num_threads(1) loads it, where it compiled the parallel
+    # kernel to run it on one thread (audit 53)
+    assert runs["loaded"]["kernels"] == {"serial": 1, "parallel": 0}
     # once the parallel kernel is stored (by `fastmlp warmup` here), one thread loads it from the
     # cache instead of the serial one
     assert runs["one_thread_again"] == {"parallel": [1, 1], "serial": [0, 0]}
