@@ -1038,8 +1038,9 @@ def _cold_start_without_a_process(monkeypatch, tmp_path, popen):
 
 @pytest.mark.parametrize("executable, runs", [
     ("/usr/bin/python3", True), ("/opt/venv/bin/python3.11", True), ("/usr/local/bin/python3.13t", True),
-    ("/opt/python/pythonw.exe", True), ("/usr/bin/pypy3", True),
-    ("/usr/bin/uwsgi", False), ("/opt/blender/blender", False), ("/srv/app/host", False), (None, False),
+    ("/opt/python/pythonw.exe", True), ("/usr/bin/pypy3", True), ("/usr/local/bin/python3.13td", True),
+    ("C:/Python313/python_d.exe", True), ("/usr/bin/python3-dbg", True), ("/opt/graalpy/bin/graalpy", True),
+    ("/usr/bin/python3-config", False), ("/usr/bin/uwsgi", False), ("/opt/blender/blender", False), ("/srv/app/host", False), (None, False),
 ])
 def test_the_second_process_runs_a_python_only(monkeypatch, tmp_path, executable, runs):
     # in a program that embeds Python (uwsgi, a C++ host) sys.executable is the host's binary:
