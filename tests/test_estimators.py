@@ -2,6 +2,7 @@
 (Pipeline, cross-validation, grid search, clone, pickle) and the semantics taken from
 scikit-learn (parameters, attributes, losses, stopping), compared with scikit-learn itself."""
 
+import inspect
 import pickle
 import re
 import subprocess
@@ -48,6 +49,17 @@ def test_constructor_parameters_and_defaults_are_sklearns(ours, theirs):
     assert {name: mine[name] for name in sklearns} == sklearns
     assert set(mine) - set(sklearns) == {"backend", "dtype", "threads"}
     assert mine["backend"] == "numba" and mine["dtype"] is None and mine["threads"] == "auto"
+
+
+@pytest.mark.parametrize("ours, theirs", [(MLPClassifier, neural_network.MLPClassifier),
+                                          (MLPRegressor, neural_network.MLPRegressor)])
+def test_the_constructor_is_the_estimators_own(ours, theirs):
+    # the classifier inherited _BaseMLP.__init__: an unknown keyword's error named _BaseMLP
+    # (audit 51); scikit-learn's positional parameters come in its order
+    with pytest.raises(TypeError, match=rf"^{ours.__name__}\.__init__\(\) got an unexpected keyword argument 'hidden'"):
+        ours(hidden=3)
+    positional = [p.name for p in inspect.signature(theirs).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert [p.name for p in inspect.signature(ours).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == positional
 
 
 def test_import_fastmlp_does_not_import_sklearn():
