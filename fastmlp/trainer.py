@@ -357,8 +357,13 @@ def _diverged(what, epoch, sample, order, lr, start, optimizer=None):
 
 
 def _interrupted(epoch, done):
-    where = f"training interrupted in epoch {epoch} after {done} samples"
-    error = TrainingInterrupted(f"{where}; the model holds the weights from after sample {done} of that epoch")
+    if done == 0:  # (it said "after 0 samples; ... the weights from after sample 0")
+        where = f"training interrupted at the start of epoch {epoch}, before its first sample"
+        held = "it started with" if epoch == 1 else f"from the end of epoch {epoch - 1}"
+        error = TrainingInterrupted(f"{where}; the model holds the weights {held}")
+    else:
+        where = f"training interrupted in epoch {epoch} after {done} samples"
+        error = TrainingInterrupted(f"{where}; the model holds the weights from after sample {done} of that epoch")
     error.samples_done, error.where = done, where
     return error
 

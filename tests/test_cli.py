@@ -1075,7 +1075,7 @@ def test_a_run_killed_in_epoch_2_resumes_from_its_checkpoint_to_the_same_file(ca
     restore = _interrupt_numpy_training_in_epoch(monkeypatch, 2)
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), *RECIPE, "--epochs", "3", "--save", str(checkpoint),
                            "--checkpoint-every", "1")
-    assert status == 130 and "interrupted in epoch 2" in err
+    assert status == 130 and "interrupted at the start of epoch 2, before its first sample" in err
     # what the user has is the file, not a model in memory; and epoch 1's line was printed as it
     # ended (the lines came after fit returned: an interrupted run printed none)
     assert err.rstrip("\n").endswith(f"; {checkpoint} holds the run after epoch 1 (go on with --resume {checkpoint})")
@@ -1693,7 +1693,7 @@ def test_a_checkpoint_that_fails_or_is_interrupted_says_what_the_file_holds(caps
     assert MLP.load(path).epochs_trained_ == held
     assert f"; {path} holds the run after epoch {held} (go on with --resume {path})" in err, err
     if fails.startswith("interrupt"):
-        assert status == 130 and "training interrupted in epoch 3 after 0 samples" in err
+        assert status == 130 and "training interrupted at the start of epoch 3, before its first sample;" in err
     else:
         assert status == 1 and "No space left on device; training stopped;" in err
 
