@@ -851,15 +851,26 @@ def _lines(file, limit):
             yield line
 
 
-def _widths_fit(path, n_separators, limit):
+# What only a number that is not an integer holds ("4.5", "1e2"): NumPy 1.x's loadtxt parsed
+# "4.5" as the integer 4 (with a DeprecationWarning), where the strict reader refuses it
+_FLOAT_MARKS = (b".", b"e", b"E")
+
+
+def _float_marks(data):
+    return sum(data.count(mark) for mark in _FLOAT_MARKS)
+
+
+def _widths_fit(path, n_separators, limit, header_marks=0):
     """Whether every non-blank line of ``path`` is at most ``limit`` bytes and the commas come to
     ``n_separators`` a line, by one pass over the bytes in chunks (a line with more commas than
-    that is made up only by one with fewer, which loadtxt then refuses)."""
-    commas = lines = 0
+    that is made up only by one with fewer, which loadtxt then refuses), and no number has a
+    decimal point or an exponent (``_FLOAT_MARKS``; ``header_marks``: the header's own)."""
+    commas = lines = marks = 0
     with open(path, "rb") as raw:
         tail = b""  # the line the last chunk ended inside
         for chunk in iter(lambda: raw.read(_CHUNK_BYTES), b""):
             commas += chunk.count(b",")
+            marks += _float_marks(chunk)
             pieces = (tail + chunk).split(b"\n")
             tail = pieces.pop()
             if len(tail) > limit or (pieces and max(map(len, pieces)) > limit):
@@ -867,7 +878,7 @@ def _widths_fit(path, n_separators, limit):
             # (a line of spaces alone is no data row either: the count then fails, and the
             # strict reader takes the file)
             lines += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
-    return commas == (lines + (tail.strip() != b"")) * n_separators
+    return commas == (lines + (tail.strip() != b"")) * n_separators and marks == header_marks
 
 
 def _read_csv_fast(path, n_features, labels=True):
@@ -881,6 +892,7 @@ def _read_csv_fast(path, n_features, labels=True):
                 return None  # empty, or a line too long: let the strict reader word the error
         first_cells = first_line.split(",")
         start = 0
+        header_marks = 0
         if not _is_header(first_cells):
             if labels and not _is_number(first_cells[0].strip()):
                 return None  # a data row with a label that is not a number: the strict reader says where
@@ -889,10 +901,11 @@ def _read_csv_fast(path, n_features, labels=True):
             return None  # a header of the wrong width
         else:
             start = file.tell()
+            header_marks = _float_marks(first_line.encode("utf-8", "replace"))
         # every row's width first (loadtxt reads whole lines; with labels=False it reads the
         # columns after the first alone, and would not see a row with more: a ragged row, or an
         # index column written before the label shifting every pixel)
-        if not _widths_fit(path, n_features, limit):
+        if not _widths_fit(path, n_features, limit, header_marks):
             return None
         file.seek(start)
         line = file.readline(limit + 1)

@@ -403,6 +403,36 @@ def test_corrupt_csv_raises_data_format_error_with_line(tmp_path, case):
         assert word in message
 
 
+@pytest.mark.parametrize("case", [name for name in CORRUPT_CSV_CASES if "not-integer" in name or "infinite" in name])
+def test_a_number_that_is_not_an_integer_is_refused_where_loadtxt_takes_it(tmp_path, monkeypatch, case):
+    # NumPy 1.x's loadtxt parsed "4.5" as the integer 4 (a DeprecationWarning), so the fast
+    # reader took the file: on numpy 1.24, the package's lowest, "pixel-not-integer" read as 4
+    text, words = CORRUPT_CSV_CASES[case]
+    real = np.loadtxt
+
+    def numpy_1_loadtxt(*args, dtype=float, **kwargs):
+        return real(*args, dtype=float, **kwargs).astype(dtype) if dtype is np.int64 else real(*args, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(data.np, "loadtxt", numpy_1_loadtxt)
+    (tmp_path / "a.csv").write_text(text)
+    with pytest.raises(DataFormatError, match=words[-1]):
+        read_csv(tmp_path / "a.csv", n_features=4)
+
+
+def test_a_header_with_points_and_es_still_reads_fast(tmp_path, monkeypatch):
+    calls = []
+    real = np.loadtxt
+    monkeypatch.setattr(data.np, "loadtxt", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    (tmp_path / "a.csv").write_text("label,pixel.1,e,E,e.E\n1,2,3,4,5\n7,0,255,0,1\n")
+    images, labels = read_csv(tmp_path / "a.csv", n_features=4)
+    assert calls == [1]  # the fast reader took it
+    np.testing.assert_array_equal(images, [[2, 3, 4, 5], [0, 255, 0, 1]])
+    np.testing.assert_array_equal(labels, [1, 7])
+    (tmp_path / "b.csv").write_text("label,pixel.1,e,E,e.E\n1,2,3,4,5\n7,0,2.55e1,0,1\n")
+    with pytest.raises(DataFormatError, match="line 3, column 3: '2.55e1' is not an integer"):
+        read_csv(tmp_path / "b.csv", n_features=4)
+
+
 def test_a_first_row_of_pixels_is_data_even_when_its_label_is_not_a_number(tmp_path):
     images, labels = known_images(3).reshape(3, 784), known_labels(3)
     text = csv_text(images, labels, header=False).replace(f"{labels[0]},", "?,", 1)
