@@ -498,6 +498,12 @@ def _read_checkpoint(cls, entries, version):
 
     rng_state = entries.json("shuffle_rng")
     try:
+        words = rng_state.get("state") if isinstance(rng_state, dict) else None
+        for key in ("state", "inc") if isinstance(words, dict) else ():
+            # (NumPy 1.x took a negative one modulo 2**64, with a DeprecationWarning)
+            value = words.get(key)
+            if isinstance(value, int) and not 0 <= value < 1 << 128:
+                raise ValueError(f"its {key} {value} is outside 0 .. 2**128 - 1")
         model._shuffle_rng.bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise entries.fail("shuffle_rng", f"is not a PCG64 generator state: {error}") from None

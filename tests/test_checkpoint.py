@@ -816,12 +816,16 @@ def test_damage_anywhere_is_a_checkpoint_error(tmp_path, saved, damage, words):
     assert str(damaged) in str(info.value)
 
 
-def test_a_shuffle_state_out_of_range_is_a_checkpoint_error(tmp_path, saved):
+@pytest.mark.parametrize("key, value", [("inc", -1), ("state", -5), ("inc", 2**128)])
+def test_a_shuffle_state_out_of_range_is_a_checkpoint_error(tmp_path, saved, key, value):
+    # NumPy 2 raises an OverflowError for these; NumPy 1.24 (the package's lowest) took a
+    # negative one modulo 2**64 and loaded the file
     path, entries = saved
     state = json.loads(str(entries["shuffle_rng"]))
-    state["state"]["inc"] = -1  # OverflowError in bit_generator.state
+    state["state"][key] = value
     bad = rewrite(tmp_path / "bad.npz", entries, shuffle_rng=np.array(json.dumps(state)))
-    with pytest.raises(CheckpointError, match="'shuffle_rng' is not a PCG64 generator state"):
+    with pytest.raises(CheckpointError, match=rf"'shuffle_rng' is not a PCG64 generator state: its {key} {value} is "
+                                              r"outside 0 \.\. 2\*\*128 - 1"):
         MLP.load(bad)
 
 
