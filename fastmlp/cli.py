@@ -1037,6 +1037,16 @@ def _print_comparison(args, result, n_train):
             f"test accuracy within {t['accuracy_atol']:g}: {verdict}"
         )
     if not result["agree"]:
+        from .compare import CHAOS_FACTOR
+
+        first = next(r["epoch"] for r in result["epochs"] if not r["within_tolerance"])
+        spread = result["rounding_spread"][first - 1]
+        nudged = f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch {first}"
+        if result["chaotic"]:
+            print(f"({nudged}, within {CHAOS_FACTOR:g}x the backends' gap: this training amplifies rounding, so the "
+                  f"backends' last bits cannot be compared here)")
+        else:
+            print(f"({nudged}, less than 1/{CHAOS_FACTOR:g} of the backends' gap: more than rounding grows to here)")
         print(
             f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
             f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .trainer import DivergenceError
+
 # Agreement bounds after whole epochs, per dtype. float64: the two backends' runs side by side;
 # rounding differences of one ulp per step (1e-16) stay near it (measured on MNIST 784-128-10
 # sigmoid: per-sample, one epoch, max|dW| 1.3e-12 of max|W|; batch 32, 2 epochs, 2e-15).
@@ -35,6 +37,14 @@ TOLERANCES = {
 }
 REFERENCE = "float64"  # the dtype of the third run, where the compared ones are float32
 
+# Where the backends part, how far rounding alone moves a run: the NumPy run again from a start 1 ulp
+# away (every weight nudged up). Training that amplifies rounding (per-sample or small batches at
+# momentum 0.9-0.99, a rate near the edge of stability) parts from itself that far: in audit 54
+# (2026-12-06), 36 of the 37 float64 settings in 761 that broke the 1e-8 bound were within 27x of
+# it. A gap within CHAOS_FACTOR times that spread is rounding amplified ("chaotic"), which no
+# comparison of the two backends' last bits can tell apart from a fault.
+CHAOS_FACTOR = 10.0
+
 
 def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, tolerance):
     """Train ``make_model("numba")`` and ``make_model("numpy")`` epoch by epoch, one run of
@@ -51,6 +61,9 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     each backend; the last record with ``stopped``, each backend's reason or None, where a run
     stopped before ``epochs``: early stopping, the adaptive rate's floor; ``within_tolerance``,
     whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
+    Where they do not agree, also ``rounding_spread`` (after each epoch, max|W - W'| between the NumPy
+    run and the same run from a start 1 ulp away: ``CHAOS_FACTOR``) and ``chaotic`` (the first epoch
+    out of tolerance parted by no more than CHAOS_FACTOR times that spread).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     for number, model in enumerate(models.values()):  # (init="zeros": its SymmetryWarning once, not per run)
@@ -61,6 +74,8 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
         reference._initialize(symmetry_warning=False)
         reference.params_ = models["numpy"].params_.astype(REFERENCE)  # the float32 runs' start, exactly
         models[REFERENCE] = reference
+    start = models["numpy"].params_.copy()
+    numpy_params = []  # the NumPy run's weights after each epoch (for ``_rounding_spread``)
     records = []
     agree = True
     for epoch in range(1, epochs + 1):
@@ -76,6 +91,7 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
                 "seconds": history.seconds[-1],
             }
         params = {name: model.params_.astype(np.float64) for name, model in models.items()}
+        numpy_params.append(params["numpy"])
         record["max_abs_weight_diff"] = _distance(params["numba"], params["numpy"])
         record["max_abs_weight"] = float(np.max(np.abs(params[REFERENCE if REFERENCE in models else "numpy"])))
         if REFERENCE in models:
@@ -90,7 +106,32 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
         if stopped["numba"] is not None or stopped["numpy"] is not None:
             record["stopped"] = {name: stopped[name] for name in ("numba", "numpy")}
             break
-    return {"epochs": records, "tolerance": tolerance, "agree": bool(agree)}
+    result = {"epochs": records, "tolerance": tolerance, "agree": bool(agree)}
+    if not agree:
+        spread = _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs)
+        first = next(i for i, record in enumerate(records) if not record["within_tolerance"])
+        gap = records[first]["max_abs_weight_diff"]
+        if REFERENCE in records[first]:
+            gap = records[first][f"max_abs_weight_diff_from_{REFERENCE}"]["numba"]
+        result.update(rounding_spread=spread, chaotic=bool(gap <= CHAOS_FACTOR * spread[first]))
+    return result
+
+
+def _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs):
+    """After each epoch, max|W - W'| between the NumPy run (``numpy_params``) and the same run
+    from ``start`` nudged by one ulp up (inf after a divergence of its own)."""
+    model = make_model("numpy")
+    model._initialize(symmetry_warning=False)
+    model.params_ = np.nextafter(start, np.inf)
+    spread = []
+    for params in numpy_params:
+        try:
+            model.partial_fit(X, y, epochs=1, schedule_epochs=epochs, progress=False, **fit_kwargs)
+        except DivergenceError:
+            spread += [np.inf] * (len(numpy_params) - len(spread))
+            break
+        spread.append(_distance(model.params_.astype(np.float64), params))
+    return spread
 
 
 def _distance(a, b):

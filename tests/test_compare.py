@@ -7,7 +7,7 @@ import pytest
 
 from fastmlp import MLP
 from fastmlp.cli import main
-from fastmlp.compare import TOLERANCES, compare_backends, within
+from fastmlp.compare import CHAOS_FACTOR, TOLERANCES, compare_backends, within
 
 
 def test_compare_json_reports_each_epoch_and_agrees(capsys, tmp_path, rng, synth, monkeypatch):
@@ -121,6 +121,40 @@ def test_compare_backends_sees_a_real_difference(rng, synth):
     assert result["agree"] is False
     assert result["epochs"][0]["max_abs_weight_diff"] > 1e-3
     assert np.isfinite(result["epochs"][0]["max_abs_weight"])
+    # rounding alone moves this run far less than the gap: not chaos
+    assert result["chaotic"] is False
+    assert result["rounding_spread"][0] < result["epochs"][0]["max_abs_weight_diff"] / CHAOS_FACTOR
+
+
+def test_compare_tells_training_that_amplifies_rounding_from_backends_that_differ(capsys, monkeypatch):
+    # per-sample SGD at momentum 0.9 parts float64 runs from their last bits as far as from a
+    # start 1 ulp away: "BACKENDS DIFFER", and nothing said that the reference does it alone (audit 54)
+    import fastmlp.cli as cli
+
+    rng = np.random.default_rng(0)
+    centers, labels = rng.normal(size=(2, 8)), rng.integers(0, 2, 835)
+    X = centers[labels] + rng.normal(size=(835, 8)) - 2.0
+    options = dict(batch_size=1, lr=0.03, momentum=0.9, weight_decay=1e-4, decoupled_weight_decay=True, dropout=0.25,
+                   input_dropout=0.2, lr_schedule="cosine")
+
+    def make(backend):
+        return MLP([8, 16, 1], activation="tanh", loss="binary_cross_entropy", dtype="float64", seed=708,
+                   backend=backend, threads=1)
+
+    result = compare_backends(make, X, labels, X, labels, epochs=1, fit_kwargs=options, tolerance=TOLERANCES["float64"])
+    gap, spread = result["epochs"][0]["max_abs_weight_diff"], result["rounding_spread"][0]
+    assert result["agree"] is False and gap > 1e-4 * result["epochs"][0]["max_abs_weight"]
+    assert result["chaotic"] is True and gap / CHAOS_FACTOR <= spread
+    import fastmlp.compare
+
+    monkeypatch.setattr(fastmlp.compare, "compare_backends", lambda *args, **kwargs: result)
+    monkeypatch.setattr(cli, "_data", lambda args: (X, labels, X, labels))
+    status = main(["compare", "--layers", "8,16,1", "--activation", "tanh", "--loss", "binary_cross_entropy",
+                   "--dtype", "float64", "--epochs", "1", "--batch-size", "1", "--lr", "0.03", "--momentum", "0.9"])
+    out = capsys.readouterr().out
+    assert status == 1 and "BACKENDS DIFFER" in out
+    assert (f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch 1, within 10x the backends' "
+            "gap: this training amplifies rounding") in out
 
 
 def test_compare_takes_the_schedule_and_optimizer_options(capsys, rng, synth, monkeypatch):
