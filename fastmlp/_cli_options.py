@@ -243,7 +243,6 @@ TAKES_EFFECT_WITH = {
     "beta1": ("optimizer", ("adam",)), "beta2": ("optimizer", ("adam",)), "eps": ("optimizer", ("adam",)),
     "power_t": ("lr_schedule", ("invscaling",)), "lr_decay": ("lr_schedule", ("exponential", "step")),
     "lr_step_epochs": ("lr_schedule", ("step",)), "n_iter_no_change": ("lr_schedule", ("adaptive",)),
-    "schedule_epochs": ("lr_schedule", ("cosine",)),  # (API only; partial_fit records it as the run's length)
 }
 # every option the rule looks at, in the order they are named (the command line refuses the first)
 _WITHOUT_EFFECT_ORDER = (*TAKES_EFFECT_WITH, "decoupled_weight_decay", "tol")

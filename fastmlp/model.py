@@ -640,9 +640,7 @@ class MLP:
                 )
             self._check_call(epochs, progress, checkpoint_path, checkpoint_every, on_epoch, validation_data, options)
             self._check_distributable(distributed, options, note)
-            # (schedule_epochs also records the run's length, whatever its schedule: `fastmlp train
-            # --resume` passes it for every run, to read it back as the run's --epochs)
-            _warn_without_effect(options, [name for name in given if name != "schedule_epochs"])
+            _warn_without_effect(options, given)
             # (a run that has trained before: a first call, or one after initialize(), starts the run)
             with self._unchanged_until_training(undo_untrained=getattr(self, "fit_options_", None) is not None), \
                     _ending_the_job(comm, meeting):

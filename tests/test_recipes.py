@@ -274,25 +274,7 @@ def test_an_option_the_others_leave_without_effect_is_a_warning(rng, synth, kwar
         model.partial_fit(X, y, progress=False, **kwargs)
 
 
-def test_schedule_epochs_without_cosine_is_a_warning_in_fit_only(rng, synth):
-    # it was the one option only one schedule uses that said nothing (audit 54); partial_fit also
-    # records it as the run's length (`fastmlp train --resume` passes it for every schedule)
-    import warnings
-
-    X, y = synth.digits(rng, 20)
-    model = MLP([784, 4, 10], backend="numpy")
-    with pytest.warns(UserWarning, match="schedule_epochs=5 has no effect: it applies to lr_schedule='cosine'; "
-                                         "got lr_schedule='step'") as caught:
-        model.fit(X, y, epochs=2, schedule_epochs=5, lr_schedule="step", progress=False)
-    assert caught[0].filename == __file__
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        model.partial_fit(X, y, schedule_epochs=6, progress=False)
-    assert model.fit_options_["schedule_epochs"] == 6
-
-
 @pytest.mark.parametrize("kwargs", [{"beta1": 0.5, "optimizer": "adam"}, {"power_t": 0.9, "lr_schedule": "invscaling"},
-                                    {"schedule_epochs": 3, "lr_schedule": "cosine"},
                                     {"tol": 1e-3, "early_stopping": 2, "validation_fraction": 0.25}, {"beta1": 0.9},
                                     {"beta1": np.float32(0.9)}])  # (a default read from a float32 array)
 def test_an_option_that_takes_effect_or_keeps_its_default_is_no_warning(rng, synth, kwargs):
