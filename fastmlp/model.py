@@ -610,8 +610,9 @@ class MLP:
         checkpoint, one without ``validation_data`` validates on nothing but a held-out
         ``validation_fraction``). The schedule goes on where it was (epoch count, samples trained, adaptive
         rate) and so do the optimizer state and early stopping: ``fit(epochs=a, schedule_epochs=a + b)``
-        then ``partial_fit(epochs=b)`` trains exactly as ``fit(epochs=a + b)`` (``schedule_epochs``
-        only matters to the cosine schedule).
+        then ``partial_fit(epochs=b)`` trains exactly as ``fit(epochs=a + b)`` (``schedule_epochs``,
+        the run's length, only matters to the cosine schedule and to ``fastmlp train --resume``
+        without ``--epochs``, which trains a checkpoint to it).
 
         A run that early stopping or the adaptive schedule stopped goes on from the weights the
         model holds (the best ones), with fresh patience. Switching the optimizer's kind or
