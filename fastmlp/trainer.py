@@ -358,9 +358,10 @@ def _diverged(what, epoch, sample, order, lr, start, optimizer=None):
 
 def _interrupted(epoch, done):
     if done == 0:  # (it said "after 0 samples; ... the weights from after sample 0")
+        # (which weights the model then holds depends on the run: early stopping's best ones, or
+        # those of an epoch an earlier call stopped part-way: audit 55)
         where = f"training interrupted at the start of epoch {epoch}, before its first sample"
-        held = "it started with" if epoch == 1 else f"from the end of epoch {epoch - 1}"
-        error = TrainingInterrupted(f"{where}; the model holds the weights {held}")
+        error = TrainingInterrupted(f"{where}: nothing of epoch {epoch} trained")
     else:
         where = f"training interrupted in epoch {epoch} after {done} samples"
         error = TrainingInterrupted(f"{where}; the model holds the weights from after sample {done} of that epoch")

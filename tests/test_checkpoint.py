@@ -275,13 +275,12 @@ def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(da
     assert len(history.epoch) == len(history.loss) == len(history.val_loss) == model.epochs_trained_ == 2 + (where != "progress_bar")
     assert model.run_.interrupted is None  # at an epoch's end: nothing of the next trained
     if where == "progress_bar":  # it said "in epoch 3 after 0 samples; ... the weights from after sample 0"
-        assert ("training interrupted at the start of epoch 3, before its first sample; the model holds the "
-                "weights from the end of epoch 2") in str(raised)
+        assert "training interrupted at the start of epoch 3, before its first sample: nothing of epoch 3 trained" in str(raised)
     model.partial_fit(X, y, epochs=4 - model.epochs_trained_, progress=False)
     assert_same_run(model, whole)
 
 
-def test_ctrl_c_before_a_runs_first_sample_says_the_model_holds_its_first_weights(data, monkeypatch):
+def test_ctrl_c_before_a_runs_first_sample_says_nothing_of_it_trained(data, monkeypatch):
     X, y = data
     model = MLP([784, 8, 10], seed=2, backend="numpy")
     model._initialize()
@@ -293,8 +292,8 @@ def test_ctrl_c_before_a_runs_first_sample_says_the_model_holds_its_first_weight
     monkeypatch.setattr(trainer, "progress_bar", interrupted)
     with pytest.raises(fastmlp.TrainingInterrupted) as raised:
         model.fit(X, y, epochs=2, batch_size=4, progress=False)
-    assert str(raised.value).startswith("training interrupted at the start of epoch 1, before its first sample; "
-                                        "the model holds the weights it started with")
+    assert str(raised.value).startswith("training interrupted at the start of epoch 1, before its first sample: "
+                                        "nothing of epoch 1 trained")
     np.testing.assert_array_equal(model.params_, start)
 
 
