@@ -1693,7 +1693,7 @@ def test_a_checkpoint_that_fails_or_is_interrupted_says_what_the_file_holds(caps
     assert MLP.load(path).epochs_trained_ == held
     assert f"; {path} holds the run after epoch {held} (go on with --resume {path})" in err, err
     if fails.startswith("interrupt"):
-        assert status == 130 and "training interrupted at the start of epoch 3, before its first sample:" in err
+        assert status == 130 and "training interrupted at the start of epoch 3, before its first sample; " in err
     else:
         assert status == 1 and "No space left on device; training stopped;" in err
 
