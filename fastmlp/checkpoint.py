@@ -361,6 +361,25 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_pcg64_state(state):
+    """ValueError unless ``state`` is a PCG64 state as NumPy writes it: NumPy takes 1.5 as 1, True
+    as 1, any has_uint32, extra keys, and (1.x) a negative word modulo 2**64, and loads them (audit 55)."""
+    keys = {"bit_generator", "state", "has_uint32", "uinteger"}
+    if not isinstance(state, dict) or set(state) != keys or not isinstance(state["state"], dict) \
+            or set(state["state"]) != {"state", "inc"}:
+        raise ValueError(f"expected an object with the keys {sorted(keys)}, its 'state' with 'state' and 'inc'")
+    if state["bit_generator"] != "PCG64":
+        raise ValueError(f"its bit_generator is {state['bit_generator']!r}")
+
+    def check(name, value, end):
+        if type(value) is not int or not 0 <= value < end:  # noqa: E721 (bool is an int)
+            raise ValueError(f"its {name} {value!r} is not an integer in 0 .. {end - 1}")
+
+    check("state", state["state"]["state"], 1 << 128)
+    check("inc", state["state"]["inc"], 1 << 128)
+    check("has_uint32", state["has_uint32"], 2)
+    check("uinteger", state["uinteger"], 1 << 32)
+
 def _check_consistent(entries, model):
     """Entries that each load but contradict one another (a run's epochs against its history,
     a run without options that has trained): refused rather than trained on from."""
@@ -498,12 +517,7 @@ def _read_checkpoint(cls, entries, version):
 
     rng_state = entries.json("shuffle_rng")
     try:
-        words = rng_state.get("state") if isinstance(rng_state, dict) else None
-        for key in ("state", "inc") if isinstance(words, dict) else ():
-            # (NumPy 1.x took a negative one modulo 2**64, with a DeprecationWarning)
-            value = words.get(key)
-            if isinstance(value, int) and not 0 <= value < 1 << 128:
-                raise ValueError(f"its {key} {value} is outside 0 .. 2**128 - 1")
+        _check_pcg64_state(rng_state)
         model._shuffle_rng.bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise entries.fail("shuffle_rng", f"is not a PCG64 generator state: {error}") from None

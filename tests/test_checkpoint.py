@@ -815,16 +815,26 @@ def test_damage_anywhere_is_a_checkpoint_error(tmp_path, saved, damage, words):
     assert str(damaged) in str(info.value)
 
 
-@pytest.mark.parametrize("key, value", [("inc", -1), ("state", -5), ("inc", 2**128)])
-def test_a_shuffle_state_out_of_range_is_a_checkpoint_error(tmp_path, saved, key, value):
-    # NumPy 2 raises an OverflowError for these; NumPy 1.24 (the package's lowest) took a
-    # negative one modulo 2**64 and loaded the file
+@pytest.mark.parametrize("change, words", [
+    # NumPy 2 raises an OverflowError for the first three; NumPy 1.24 (the package's lowest) took a
+    # negative word modulo 2**64 and loaded the file; both take the rest silently (audit 55)
+    (lambda s: s["state"].update(inc=-1), "its inc -1 is not an integer in 0 .. 3402"),
+    (lambda s: s["state"].update(state=-5), "its state -5 is not"),
+    (lambda s: s["state"].update(inc=2**128), "its inc 3402.* is not"),
+    (lambda s: s["state"].update(state=1.5), "its state 1.5 is not"),
+    (lambda s: s.update(has_uint32=True), "its has_uint32 True is not an integer in 0 .. 1"),
+    (lambda s: s.update(has_uint32=5), "its has_uint32 5 is not"),
+    (lambda s: s.update(uinteger=-1), "its uinteger -1 is not an integer in 0 .. 4294967295"),
+    (lambda s: s.update(extra=0), "expected an object with the keys"),
+    (lambda s: s["state"].pop("inc"), "expected an object with the keys"),
+    (lambda s: s.update(bit_generator="MT19937"), "its bit_generator is 'MT19937'"),
+])
+def test_a_shuffle_state_unlike_numpys_is_a_checkpoint_error(tmp_path, saved, change, words):
     path, entries = saved
     state = json.loads(str(entries["shuffle_rng"]))
-    state["state"][key] = value
+    change(state)
     bad = rewrite(tmp_path / "bad.npz", entries, shuffle_rng=np.array(json.dumps(state)))
-    with pytest.raises(CheckpointError, match=rf"'shuffle_rng' is not a PCG64 generator state: its {key} {value} is "
-                                              r"outside 0 \.\. 2\*\*128 - 1"):
+    with pytest.raises(CheckpointError, match=r"'shuffle_rng' is not a PCG64 generator state: " + words):
         MLP.load(bad)
 
 
