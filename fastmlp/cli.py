@@ -1037,16 +1037,21 @@ def _print_comparison(args, result, n_train):
             f"test accuracy within {t['accuracy_atol']:g}: {verdict}"
         )
     if not result["agree"]:
-        from .compare import CHAOS_FACTOR
+        from .compare import CHAOS_FACTOR, first_gap
 
-        first = next(r["epoch"] for r in result["epochs"] if not r["within_tolerance"])
-        spread = result["rounding_spread"][first - 1]
-        nudged = f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch {first}"
-        if result["chaotic"]:
-            print(f"({nudged}, within {CHAOS_FACTOR:g}x the backends' gap: this training amplifies rounding, so the "
-                  f"backends' last bits cannot be compared here)")
+        index, _ = first_gap(result["epochs"])
+        epoch, spread = result["epochs"][index]["epoch"], result["rounding_spread"][index]
+        gap = f"numba's distance from the {REFERENCE} run" if reference else "the backends' gap"
+        if not np.isfinite(spread):
+            nudged = f"the NumPy run from a start 1 ulp away diverged by epoch {epoch}"
         else:
-            print(f"({nudged}, less than 1/{CHAOS_FACTOR:g} of the backends' gap: more than rounding grows to here)")
+            nudged = f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch {epoch}"
+        if result["chaotic"]:
+            within = "" if not np.isfinite(spread) else f", at least 1/{CHAOS_FACTOR:g} of {gap}"
+            print(f"({nudged}{within}: this training amplifies rounding, so the backends' last bits cannot be "
+                  f"compared here)")
+        else:
+            print(f"({nudged}, less than 1/{CHAOS_FACTOR:g} of {gap}: a nudge of the start does not explain it)")
         print(
             f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
             f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"

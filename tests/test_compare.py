@@ -7,7 +7,7 @@ import pytest
 
 from fastmlp import MLP
 from fastmlp.cli import main
-from fastmlp.compare import CHAOS_FACTOR, TOLERANCES, compare_backends, within
+from fastmlp.compare import CHAOS_FACTOR, TOLERANCES, chaotic, compare_backends, first_gap, within
 
 
 def test_compare_json_reports_each_epoch_and_agrees(capsys, tmp_path, rng, synth, monkeypatch):
@@ -153,8 +153,49 @@ def test_compare_tells_training_that_amplifies_rounding_from_backends_that_diffe
                    "--dtype", "float64", "--epochs", "1", "--batch-size", "1", "--lr", "0.03", "--momentum", "0.9"])
     out = capsys.readouterr().out
     assert status == 1 and "BACKENDS DIFFER" in out
-    assert (f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch 1, within 10x the backends' "
-            "gap: this training amplifies rounding") in out
+    assert (f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch 1, at least 1/30 of the "
+            "backends' gap: this training amplifies rounding") in out
+
+
+def _record(epoch, ok, gap, from_float64=None):
+    record = {"epoch": epoch, "within_tolerance": ok, "max_abs_weight_diff": gap}
+    if from_float64 is not None:
+        record["float64"] = {}
+        record["max_abs_weight_diff_from_float64"] = {"numba": from_float64, "numpy": 1e-9}
+    return record
+
+
+def test_chaos_is_judged_at_the_first_epoch_out_of_tolerance_by_the_gap_the_bound_checks():
+    # float64: the backends' max|dW|; float32: the compiled run's distance from the float64 run
+    records = [_record(1, True, 1e-3), _record(2, False, 3e-2), _record(3, False, 1.0)]
+    assert chaotic(records, [1e-9, 1e-3, 1e-9]) is True  # 3e-2 <= 30 x 1e-3, at epoch 2
+    assert chaotic(records, [1.0, 9e-4, 1.0]) is False
+    assert first_gap(records) == (1, 3e-2)
+    float32 = [_record(1, False, 5.0, from_float64=0.3)]
+    assert first_gap(float32) == (0, 0.3)
+    assert chaotic(float32, [0.011]) is True and chaotic(float32, [0.009]) is False
+    assert chaotic(float32, [np.inf]) is True  # the nudged run diverged
+
+
+def test_a_nudged_run_that_diverges_spreads_infinitely_from_then_on():
+    from fastmlp.compare import _rounding_spread
+    from fastmlp.trainer import DivergenceError
+
+    class Nudged:
+        calls = 0
+
+        def _initialize(self, symmetry_warning=True):
+            self.params_ = np.zeros(3)
+
+        def partial_fit(self, *args, **kwargs):
+            Nudged.calls += 1
+            if Nudged.calls == 2:
+                raise DivergenceError("diverged", epoch=2, sample=0, row=0, lr=0.1)
+            self.params_ = self.params_ + 1.0
+
+    start, params = np.zeros(3), [np.ones(3), np.ones(3) * 2, np.ones(3) * 3]
+    spread = _rounding_spread(lambda backend: Nudged(), start, params, None, None, 3, {})
+    assert spread[0] == pytest.approx(0.0, abs=1e-300) and spread[1:] == [np.inf, np.inf]
 
 
 def test_compare_takes_the_schedule_and_optimizer_options(capsys, rng, synth, monkeypatch):
