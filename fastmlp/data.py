@@ -851,9 +851,13 @@ def _lines(file, limit):
             yield line
 
 
-# What only a number that is not an integer holds ("4.5", "1e2"): NumPy 1.x's loadtxt parsed
-# "4.5" as the integer 4 (with a DeprecationWarning), where the strict reader refuses it
-_FLOAT_MARKS = (b".", b"e", b"E")
+# NumPy 1.x's loadtxt parses a number that is not an integer into an int64 column as a float,
+# truncated ("4.5" as 4, "nan" as -2**63), with a DeprecationWarning; NumPy 2 refuses it. There,
+# the fast reader leaves every file with what only such numbers hold ("4.5", "1e2", "nan",
+# "inf") to the strict reader, which refuses "4.5" and takes "4.0" as 4 (and an ID column that
+# labels=False does not read, "img_1.png", with them: slower, not wrong).
+_LOADTXT_TAKES_FLOATS = np.lib.NumpyVersion(np.__version__) < "2.0.0"
+_FLOAT_MARKS = (b".", b"e", b"E", b"n", b"N")
 
 
 def _float_marks(data):
@@ -863,8 +867,9 @@ def _float_marks(data):
 def _widths_fit(path, n_separators, limit, header_marks=0):
     """Whether every non-blank line of ``path`` is at most ``limit`` bytes and the commas come to
     ``n_separators`` a line, by one pass over the bytes in chunks (a line with more commas than
-    that is made up only by one with fewer, which loadtxt then refuses), and no number has a
-    decimal point or an exponent (``_FLOAT_MARKS``; ``header_marks``: the header's own)."""
+    that is made up only by one with fewer, which loadtxt then refuses), and, under NumPy 1.x, no
+    number has a decimal point, an exponent, nan or inf (``_FLOAT_MARKS``; ``header_marks``:
+    the header's own)."""
     commas = lines = marks = 0
     with open(path, "rb") as raw:
         tail = b""  # the line the last chunk ended inside
@@ -878,7 +883,7 @@ def _widths_fit(path, n_separators, limit, header_marks=0):
             # (a line of spaces alone is no data row either: the count then fails, and the
             # strict reader takes the file)
             lines += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
-    return commas == (lines + (tail.strip() != b"")) * n_separators and marks == header_marks
+    return commas == (lines + (tail.strip() != b"")) * n_separators and (marks == header_marks or not _LOADTXT_TAKES_FLOATS)
 
 
 def _read_csv_fast(path, n_features, labels=True):

@@ -414,6 +414,7 @@ def test_a_number_that_is_not_an_integer_is_refused_where_loadtxt_takes_it(tmp_p
         return real(*args, dtype=float, **kwargs).astype(dtype) if dtype is np.int64 else real(*args, dtype=dtype, **kwargs)
 
     monkeypatch.setattr(data.np, "loadtxt", numpy_1_loadtxt)
+    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)
     (tmp_path / "a.csv").write_text(text)
     with pytest.raises(DataFormatError, match=words[-1]):
         read_csv(tmp_path / "a.csv", n_features=4)
@@ -423,7 +424,8 @@ def test_a_header_with_points_and_es_still_reads_fast(tmp_path, monkeypatch):
     calls = []
     real = np.loadtxt
     monkeypatch.setattr(data.np, "loadtxt", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
-    (tmp_path / "a.csv").write_text("label,pixel.1,e,E,e.E\n1,2,3,4,5\n7,0,255,0,1\n")
+    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)  # (the check is NumPy 1.x's)
+    (tmp_path / "a.csv").write_text("label,pixel.1,e,E,e.EnN\n1,2,3,4,5\n7,0,255,0,1\n")
     images, labels = read_csv(tmp_path / "a.csv", n_features=4)
     assert calls == [1]  # the fast reader took it
     np.testing.assert_array_equal(images, [[2, 3, 4, 5], [0, 255, 0, 1]])
@@ -431,6 +433,20 @@ def test_a_header_with_points_and_es_still_reads_fast(tmp_path, monkeypatch):
     (tmp_path / "b.csv").write_text("label,pixel.1,e,E,e.E\n1,2,3,4,5\n7,0,2.55e1,0,1\n")
     with pytest.raises(DataFormatError, match="line 3, column 3: '2.55e1' is not an integer"):
         read_csv(tmp_path / "b.csv", n_features=4)
+
+
+@pytest.mark.parametrize("numpy_1", [True, False])
+def test_an_id_column_labels_false_skips_reads_fast_where_loadtxt_refuses_floats(tmp_path, monkeypatch, numpy_1):
+    # "img_1.png" holds a point: under NumPy 2 (loadtxt refuses "4.5" itself) it read by the strict
+    # reader all the same, ten times slower (audit 55); under NumPy 1.x it must, to be right
+    calls = []
+    real = np.loadtxt
+    monkeypatch.setattr(data.np, "loadtxt", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", numpy_1)
+    (tmp_path / "a.csv").write_text("img_1.png,2,3,4,5\nimg_2.png,0,255,0,1\n")
+    images, _ = read_csv(tmp_path / "a.csv", n_features=4, labels=False)
+    np.testing.assert_array_equal(images, [[2, 3, 4, 5], [0, 255, 0, 1]])
+    assert calls == ([] if numpy_1 else [1])
 
 
 def test_a_first_row_of_pixels_is_data_even_when_its_label_is_not_a_number(tmp_path):
