@@ -328,8 +328,10 @@ def remove_stale_claims(folder):
 
 # The names of a Python interpreter's executable: python, python3, python3.11, python3.13t (free
 # threading), python3.11d and python3.13td (debug), python3.7m, python3-dbg (Debian's debug
-# build), python_d.exe (Windows' debug build), pythonw.exe, pypy3, graalpy.
-_PYTHON_NAME = re.compile(r"(python|pypy|graalpy)(\d+(\.\d+)*)?[dmtuw]{0,3}(-dbg|_d)?(\.exe)?", re.IGNORECASE)
+# build), python_d.exe (Windows' debug build), python3.11-intel64 (macOS' universal builds),
+# pythonw.exe, pypy3, graalpy.
+_PYTHON_NAME = re.compile(r"(python|pypy|graalpy)(\d+(\.\d+)*)?[dmtuw]{0,3}(-dbg|_d|-intel64)?(\.exe)?",
+                          re.IGNORECASE)
 
 
 def python_executable():
