@@ -64,9 +64,9 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     each backend; the last record with ``stopped``, each backend's reason or None, where a run
     stopped before ``epochs``: early stopping, the adaptive rate's floor; ``within_tolerance``,
     whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
-    Where they do not agree, also ``rounding_spread`` (after each epoch, max|W - W'| between the NumPy
-    run and the same run from a start 1 ulp away: ``CHAOS_FACTOR``) and ``chaotic`` (the first epoch
-    out of tolerance parted by no more than CHAOS_FACTOR times that spread: ``chaotic``).
+    Where they do not agree, also ``rounding_spread`` (after each epoch up to the first out of
+    tolerance, max|W - W'| between the NumPy run and the same run from a start 1 ulp away:
+    ``CHAOS_FACTOR``) and ``chaotic`` (that epoch parted by no more than CHAOS_FACTOR times it).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     for number, model in enumerate(models.values()):  # (init="zeros": its SymmetryWarning once, not per run)
@@ -78,7 +78,7 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
         reference.params_ = models["numpy"].params_.astype(REFERENCE)  # the float32 runs' start, exactly
         models[REFERENCE] = reference
     start = models["numpy"].params_.copy()
-    numpy_params = []  # the NumPy run's weights after each epoch (for ``_rounding_spread``)
+    numpy_params = []  # the NumPy run's weights after each epoch up to the first out of tolerance
     records = []
     agree = True
     for epoch in range(1, epochs + 1):
@@ -94,7 +94,8 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
                 "seconds": history.seconds[-1],
             }
         params = {name: model.params_.astype(np.float64) for name, model in models.items()}
-        numpy_params.append(params["numpy"])
+        if agree:  # (in its own dtype: a copy an epoch, only so far)
+            numpy_params.append(models["numpy"].params_.copy())
         record["max_abs_weight_diff"] = _distance(params["numba"], params["numpy"])
         record["max_abs_weight"] = float(np.max(np.abs(params[REFERENCE if REFERENCE in models else "numpy"])))
         if REFERENCE in models:
@@ -146,7 +147,7 @@ def _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs):
         except DivergenceError:
             spread += [np.inf] * (len(numpy_params) - len(spread))
             break
-        spread.append(_distance(model.params_.astype(np.float64), params))
+        spread.append(_distance(model.params_.astype(np.float64), params.astype(np.float64)))
     return spread
 
 
