@@ -875,7 +875,7 @@ def _widths_fit(path, n_separators, limit, header_marks=0):
         tail = b""  # the line the last chunk ended inside
         for chunk in iter(lambda: raw.read(_CHUNK_BYTES), b""):
             commas += chunk.count(b",")
-            marks += _float_marks(chunk)
+            marks += _float_marks(chunk) if _LOADTXT_TAKES_FLOATS else 0
             pieces = (tail + chunk).split(b"\n")
             tail = pieces.pop()
             if len(tail) > limit or (pieces and max(map(len, pieces)) > limit):
