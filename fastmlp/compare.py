@@ -43,7 +43,7 @@ REFERENCE = "float64"  # the dtype of the third run, where the compared ones are
 # (2026-12-06), 36 of the 37 float64 settings in 761 that broke the 1e-8 bound were within 27x of
 # it. A gap within CHAOS_FACTOR times that spread is rounding amplified ("chaotic"), which no
 # comparison of the two backends' last bits can tell apart from a fault; stable training moves
-# about 1e-15 of max|W| from such a nudge, where a fault is 1e-8 or more. A nudged run that
+# about 1e-15 of max|W| from such a nudge (README), where a fault is 1e-8 or more. A nudged run that
 # diverges is chaotic too. Not every part made by rounding shows: a float32 run that crosses a
 # ReLU's kink the other does not may leave a nudged run on its side (audit 54: 1 seed in 24).
 CHAOS_FACTOR = 30.0
