@@ -380,6 +380,7 @@ def _check_pcg64_state(state):
     check("has_uint32", state["has_uint32"], 2)
     check("uinteger", state["uinteger"], 1 << 32)
 
+
 def _check_consistent(entries, model):
     """Entries that each load but contradict one another (a run's epochs against its history,
     a run without options that has trained): refused rather than trained on from."""
