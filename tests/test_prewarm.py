@@ -1041,7 +1041,8 @@ def _cold_start_without_a_process(monkeypatch, tmp_path, popen):
     ("/opt/python/pythonw.exe", True), ("/usr/bin/pypy3", True), ("/usr/local/bin/python3.13td", True),
     ("C:/Python313/python_d.exe", True), ("/usr/bin/python3-dbg", True), ("/opt/graalpy/bin/graalpy", True),
     ("/Library/Frameworks/Python.framework/Versions/3.11/bin/python3.11-intel64", True),
-    ("/usr/bin/python3-config", False), ("/usr/bin/uwsgi", False), ("/opt/blender/blender", False), ("/srv/app/host", False), (None, False),
+    ("/usr/bin/python3-config", False), ("/usr/bin/uwsgi", False), ("/opt/blender/blender", False),
+    ("/srv/app/host", False), (None, False),
 ])
 def test_the_second_process_runs_a_python_only(monkeypatch, tmp_path, executable, runs):
     # in a program that embeds Python (uwsgi, a C++ host) sys.executable is the host's binary:
