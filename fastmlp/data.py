@@ -883,7 +883,8 @@ def _widths_fit(path, n_separators, limit, header_marks=0):
             # (a line of spaces alone is no data row either: the count then fails, and the
             # strict reader takes the file)
             lines += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
-    return commas == (lines + (tail.strip() != b"")) * n_separators and (marks == header_marks or not _LOADTXT_TAKES_FLOATS)
+    widths = commas == (lines + (tail.strip() != b"")) * n_separators
+    return widths and (marks == header_marks or not _LOADTXT_TAKES_FLOATS)
 
 
 def _read_csv_fast(path, n_features, labels=True):

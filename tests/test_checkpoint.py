@@ -275,7 +275,8 @@ def test_ctrl_c_between_epochs_is_a_training_interrupted_that_goes_on_exactly(da
     assert len(history.epoch) == len(history.loss) == len(history.val_loss) == model.epochs_trained_ == 2 + (where != "progress_bar")
     assert model.run_.interrupted is None  # at an epoch's end: nothing of the next trained
     if where == "progress_bar":  # it said "in epoch 3 after 0 samples; ... the weights from after sample 0"
-        assert "training interrupted at the start of epoch 3, before its first sample: nothing of epoch 3 trained" in str(raised)
+        assert ("training interrupted at the start of epoch 3, before its first sample: nothing of epoch 3 "
+                "trained") in str(raised)
     model.partial_fit(X, y, epochs=4 - model.epochs_trained_, progress=False)
     assert_same_run(model, whole)
 

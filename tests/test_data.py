@@ -411,7 +411,9 @@ def test_a_number_that_is_not_an_integer_is_refused_where_loadtxt_takes_it(tmp_p
     real = np.loadtxt
 
     def numpy_1_loadtxt(*args, dtype=float, **kwargs):
-        return real(*args, dtype=float, **kwargs).astype(dtype) if dtype is np.int64 else real(*args, dtype=dtype, **kwargs)
+        if dtype is np.int64:  # parsed as floats, then truncated
+            return real(*args, dtype=float, **kwargs).astype(dtype)
+        return real(*args, dtype=dtype, **kwargs)
 
     monkeypatch.setattr(data.np, "loadtxt", numpy_1_loadtxt)
     monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)

@@ -48,7 +48,8 @@ def test_constructor_parameters_and_defaults_are_sklearns(ours, theirs):
     mine, sklearns = ours().get_params(), theirs().get_params()
     assert {name: mine[name] for name in sklearns} == sklearns
     # (scikit-learn's MLPRegressor has had loss="squared_error" since 1.7; the test extra allows 1.3)
-    assert set(mine) - set(sklearns) == {"backend", "dtype", "threads"} | ({"loss"} - set(sklearns) if ours is MLPRegressor else set())
+    added = {"backend", "dtype", "threads"} | ({"loss"} - set(sklearns) if ours is MLPRegressor else set())
+    assert set(mine) - set(sklearns) == added
     assert mine["backend"] == "numba" and mine["dtype"] is None and mine["threads"] == "auto"
 
 
@@ -62,7 +63,8 @@ def test_the_constructor_is_the_estimators_own(ours, theirs):
     positional = [p.name for p in inspect.signature(theirs).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
     if ours is MLPRegressor and "loss" not in positional:  # scikit-learn before 1.7
         positional.insert(0, "loss")
-    assert [p.name for p in inspect.signature(ours).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == positional
+    mine = [p.name for p in inspect.signature(ours).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert mine == positional
 
 
 def test_import_fastmlp_does_not_import_sklearn():
