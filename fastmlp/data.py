@@ -851,12 +851,13 @@ def _lines(file, limit):
             yield line
 
 
-# NumPy 1.x's loadtxt parses a number that is not an integer into an int64 column as a float,
-# truncated ("4.5" as 4, "nan" as -2**63), with a DeprecationWarning; NumPy 2 refuses it. There,
-# the fast reader leaves every file with what only such numbers hold ("4.5", "1e2", "nan",
-# "inf") to the strict reader, which refuses "4.5" and takes "4.0" as 4 (and an ID column that
-# labels=False does not read, "img_1.png", with them: slower, not wrong).
-_LOADTXT_TAKES_FLOATS = np.lib.NumpyVersion(np.__version__) < "2.0.0"
+# NumPy's loadtxt before 2.3 parses a number that is not an integer into an int64 column as a
+# float, truncated ("4.5" as 4, "nan" as -2**63), with a DeprecationWarning (seen on 1.24.4,
+# 1.26.4, 2.0.2, 2.1.3 and 2.2.6); 2.3 refuses it. There, the fast reader leaves every file with
+# what only such numbers hold ("4.5", "1e2", "nan", "inf") to the strict reader, which refuses
+# "4.5" and takes "4.0" as 4 (and an ID column that labels=False does not read, "img_1.png",
+# with them: slower, not wrong).
+_LOADTXT_TAKES_FLOATS = np.lib.NumpyVersion(np.__version__) < "2.3.0"
 _FLOAT_MARKS = (b".", b"e", b"E", b"n", b"N")
 
 
@@ -867,7 +868,7 @@ def _float_marks(data):
 def _widths_fit(path, n_separators, limit, header_marks=0):
     """Whether every non-blank line of ``path`` is at most ``limit`` bytes and the commas come to
     ``n_separators`` a line, by one pass over the bytes in chunks (a line with more commas than
-    that is made up only by one with fewer, which loadtxt then refuses), and, under NumPy 1.x, no
+    that is made up only by one with fewer, which loadtxt then refuses), and, under NumPy < 2.3, no
     number has a decimal point, an exponent, nan or inf (``_FLOAT_MARKS``; ``header_marks``:
     the header's own)."""
     commas = lines = marks = 0

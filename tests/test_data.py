@@ -405,17 +405,17 @@ def test_corrupt_csv_raises_data_format_error_with_line(tmp_path, case):
 
 @pytest.mark.parametrize("case", [name for name in CORRUPT_CSV_CASES if "not-integer" in name or "infinite" in name])
 def test_a_number_that_is_not_an_integer_is_refused_where_loadtxt_takes_it(tmp_path, monkeypatch, case):
-    # NumPy 1.x's loadtxt parsed "4.5" as the integer 4 (a DeprecationWarning), so the fast
+    # NumPy's loadtxt before 2.3 parsed "4.5" as the integer 4 (a DeprecationWarning), so the fast
     # reader took the file: on numpy 1.24, the package's lowest, "pixel-not-integer" read as 4
     text, words = CORRUPT_CSV_CASES[case]
     real = np.loadtxt
 
-    def numpy_1_loadtxt(*args, dtype=float, **kwargs):
+    def lenient_loadtxt(*args, dtype=float, **kwargs):
         if dtype is np.int64:  # parsed as floats, then truncated
             return real(*args, dtype=float, **kwargs).astype(dtype)
         return real(*args, dtype=dtype, **kwargs)
 
-    monkeypatch.setattr(data.np, "loadtxt", numpy_1_loadtxt)
+    monkeypatch.setattr(data.np, "loadtxt", lenient_loadtxt)
     monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)
     (tmp_path / "a.csv").write_text(text)
     with pytest.raises(DataFormatError, match=words[-1]):
@@ -426,7 +426,7 @@ def test_a_header_with_points_and_es_still_reads_fast(tmp_path, monkeypatch):
     calls = []
     real = np.loadtxt
     monkeypatch.setattr(data.np, "loadtxt", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
-    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)  # (the check is NumPy 1.x's)
+    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", True)  # (the check is for NumPy < 2.3)
     (tmp_path / "a.csv").write_text("label,pixel.1,e,E,e.EnN\n1,2,3,4,5\n7,0,255,0,1\n")
     images, labels = read_csv(tmp_path / "a.csv", n_features=4)
     assert calls == [1]  # the fast reader took it
@@ -437,18 +437,18 @@ def test_a_header_with_points_and_es_still_reads_fast(tmp_path, monkeypatch):
         read_csv(tmp_path / "b.csv", n_features=4)
 
 
-@pytest.mark.parametrize("numpy_1", [True, False])
-def test_an_id_column_labels_false_skips_reads_fast_where_loadtxt_refuses_floats(tmp_path, monkeypatch, numpy_1):
-    # "img_1.png" holds a point: under NumPy 2 (loadtxt refuses "4.5" itself) it read by the strict
-    # reader all the same, ten times slower (audit 55); under NumPy 1.x it must, to be right
+@pytest.mark.parametrize("lenient", [True, False])
+def test_an_id_column_labels_false_skips_reads_fast_where_loadtxt_refuses_floats(tmp_path, monkeypatch, lenient):
+    # "img_1.png" holds a point: from NumPy 2.3 on (loadtxt refuses "4.5" itself) it read by the
+    # strict reader all the same, ten times slower (audit 55); before 2.3 it must, to be right
     calls = []
     real = np.loadtxt
     monkeypatch.setattr(data.np, "loadtxt", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
-    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", numpy_1)
+    monkeypatch.setattr(data, "_LOADTXT_TAKES_FLOATS", lenient)
     (tmp_path / "a.csv").write_text("img_1.png,2,3,4,5\nimg_2.png,0,255,0,1\n")
     images, _ = read_csv(tmp_path / "a.csv", n_features=4, labels=False)
     np.testing.assert_array_equal(images, [[2, 3, 4, 5], [0, 255, 0, 1]])
-    assert calls == ([] if numpy_1 else [1])
+    assert calls == ([] if lenient else [1])
 
 
 def test_a_first_row_of_pixels_is_data_even_when_its_label_is_not_a_number(tmp_path):
