@@ -24,7 +24,7 @@ from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
 from .backends import INFERENCE_BLOCK
 from .kernels._threads import available_cores
-from .network import SIGMOID_BCE, Architecture
+from .network import SIGMOID_BCE, VECTOR_ALIGNMENT, Architecture, vector_aligned
 from .reference import PIXEL_SCALE
 
 _PLAIN = optim.Optimizer()
@@ -310,6 +310,15 @@ class NumbaBackend:
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
                     sample_weight=None):
+        if params.ctypes.data % VECTOR_ALIGNMENT:
+            # parameters the model did not allocate (a user's, a copy): trained on an aligned
+            # copy (network.VECTOR_ALIGNMENT), written back however the call ends
+            aligned = vector_aligned(params)
+            try:
+                return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state,
+                                        sample_weight)
+            finally:
+                params[...] = aligned
         labels, target_rows = self._labels_and_targets(targets)
         if optimizer is None:
             optimizer = _PLAIN

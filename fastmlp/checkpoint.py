@@ -55,7 +55,7 @@ import numpy as np
 from . import optim, trainer
 from ._atomic import atomic_write
 from ._warn import warn
-from .network import DEFAULT_OUTPUT
+from .network import DEFAULT_OUTPUT, vector_aligned
 
 # What reading a damaged archive can raise, from zipfile (a bad header: BadZipFile, or
 # NotImplementedError for an unknown version or compression method; RuntimeError for an
@@ -340,7 +340,7 @@ def _params(model, entries, key):
                                 f"{list(model.arch_.layers)} need {n_params}")
     if declared_dtype != dtype:
         raise entries.fail(key, f"has dtype {declared_dtype}; the model is {dtype.name}")
-    return np.ascontiguousarray(entries.array(key))
+    return vector_aligned(entries.array(key))
 
 
 def _read_weights_only(cls, entries):

@@ -194,8 +194,29 @@ def resolve_init(init: str, activation: str) -> str:
     return init
 
 
+# The compiled kernels load the weights' rows as 64-byte vectors (kernels/vectors.py). A row that
+# starts off a 64-byte boundary splits its loads across two cache lines: per-sample SGD trained
+# at 0.80-0.85x (784-128-10, one thread) with its parameters 16 or 48 bytes off, mini-batch at
+# 0.91-0.96x (two threads); NumPy's arrays start on any multiple of 16 (BENCHMARKS.md, session 53).
+VECTOR_ALIGNMENT = 64
+
+
+def vector_aligned(array):
+    """``array`` itself when it is C-contiguous and starts on a VECTOR_ALIGNMENT-byte boundary,
+    else a C-contiguous copy that does (a view into a slightly larger buffer)."""
+    array = np.asarray(array)
+    if array.flags.c_contiguous and array.ctypes.data % VECTOR_ALIGNMENT == 0:
+        return array
+    buffer = np.empty(array.nbytes + VECTOR_ALIGNMENT, np.uint8)
+    first = -buffer.ctypes.data % VECTOR_ALIGNMENT
+    aligned = buffer[first : first + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned
+
+
 def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warning=True) -> np.ndarray:
-    """A fresh flat parameter vector, drawn in float64 from ``seed`` then cast to arch.dtype.
+    """A fresh flat parameter vector, drawn in float64 from ``seed`` then cast to arch.dtype
+    (starting on a VECTOR_ALIGNMENT-byte boundary, as the compiled kernels load it fastest).
 
     Biases start at zero. Weight schemes, with fan_in = n_{l-1}, fan_out = n_l:
     zeros; uniform U(-1/sqrt(fan_in), 1/sqrt(fan_in)); normal N(0, 1/fan_in);
@@ -214,7 +235,7 @@ def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warn
                 "forever (the network behaves as if it had one hidden unit per layer); use init='auto'",
                 SymmetryWarning,
             )
-        return params.astype(arch.dtype)
+        return vector_aligned(params.astype(arch.dtype))
     for W, _ in layout.views(params):
         fan_in, fan_out = W.shape
         if scheme == "uniform":
@@ -227,4 +248,4 @@ def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warn
             W[...] = rng.uniform(-limit, limit, size=W.shape)
         else:  # he
             W[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=W.shape)
-    return params.astype(arch.dtype)
+    return vector_aligned(params.astype(arch.dtype))

@@ -34,6 +34,7 @@ import numpy as np
 OPTIMIZERS = ("sgd", "adam")
 
 from .kernels import codes
+from .network import vector_aligned
 from .kernels.codes import (  # noqa: F401 - the slots are defined once, with the kernels
     ADAM,
     BETA1,
@@ -153,7 +154,8 @@ class State:
     def fresh(cls, optimizer: Optimizer, params, seed):
         counters = np.zeros(3, np.int64)
         counters[DROPOUT_SEED] = dropout_seed(seed)
-        return cls(np.zeros((optimizer.n_slots, params.size), params.dtype), counters)
+        # (on a VECTOR_ALIGNMENT boundary, as the parameters: the kernels load both as vectors)
+        return cls(vector_aligned(np.zeros((optimizer.n_slots, params.size), params.dtype)), counters)
 
     def copy(self):
         return State(self.slots.copy(), self.counters.copy())

@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
-from .vectors import REGISTER_BLOCK, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from .vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
 
 # Inputs of fewer entries are converted on one thread whatever ``threads`` says.
 PARALLEL_CSR_ENTRIES = 1 << 20
@@ -238,6 +238,18 @@ def borrowed(a):
     arrays a kernel makes itself are passed to ``keep_alive`` after the views' last use. The
     interpreter (and the interpreted kernels) gets ``a`` itself."""
     return a
+
+
+@njit(**KERNEL_OPTIONS)
+def vector_empty(n, like):
+    """An uninitialised [n] array of ``like``'s dtype that starts on a VECTOR_BYTES (64-byte)
+    boundary. Numba's own arrays start on 32-byte ones (its preferred alignment), where half of a
+    row's 64-byte vectors load across two cache lines; rows a kernel keeps for many samples (its
+    copies of the layers) are made here (``.reshape(rows, width)`` for rows of whole vectors)."""
+    pad = VECTOR_BYTES // like.itemsize
+    buffer = np.empty(n + pad, like.dtype)
+    first = (-buffer.ctypes.data % VECTOR_BYTES) // like.itemsize
+    return buffer[first : first + n]
 
 
 @intrinsic

@@ -150,22 +150,28 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
     n_lanes = VECTOR_BYTES // params.dtype.itemsize
     padded = 4 * n_lanes < n_first < 8 * n_lanes
     extra = n_lanes + int(layer_sizes[0]) * 8 * n_lanes if padded else 0
-    grad = aligned_empty(params.shape[0] + extra, params.dtype)
-    grad[:] = 0
     # zeros, though the kernel overwrites what it reads: a chunk run with some helpers left out
-    # (``fastmlp._prewarm``'s compile share) then finds no garbage offsets in ``spans``
+    # (``fastmlp._prewarm``'s compile share) then finds no garbage offsets in ``spans``; every
+    # array on whole cache lines, where the vectors of its first row load fastest
     return (
-        grad,
-        np.zeros_like(params),
-        np.zeros((n_slots, params.shape[0]), params.dtype),
-        np.zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)), n_first), params.dtype),
-        np.zeros((rows, PARTS, 2), np.int64),
-        np.zeros((rows, n_units + n_out), params.dtype),
-        np.zeros((rows if dropout else 0, n_units), params.dtype),
-        np.zeros((rows, n_units), params.dtype),
-        np.zeros(rows, params.dtype),
-        np.zeros(rows, np.int64),
+        _aligned_zeros(params.shape[0] + extra, params.dtype),
+        _aligned_zeros(params.shape, params.dtype),
+        _aligned_zeros((n_slots, params.shape[0]), params.dtype),
+        _aligned_zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)), n_first),
+                       params.dtype),
+        _aligned_zeros((rows, PARTS, 2), np.int64),
+        _aligned_zeros((rows, n_units + n_out), params.dtype),
+        _aligned_zeros((rows if dropout else 0, n_units), params.dtype),
+        _aligned_zeros((rows, n_units), params.dtype),
+        _aligned_zeros(rows, params.dtype),
+        _aligned_zeros(rows, np.int64),
     )
+
+
+def _aligned_zeros(shape, dtype):
+    zeros = aligned_empty(shape, dtype)
+    zeros[...] = 0
+    return zeros
 
 
 # ---------------------------------------------------------------------------------------------

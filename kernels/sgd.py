@@ -67,6 +67,7 @@ from .linear import (
     prefetch_sample,
     sparse_row_forward,
     sparse_row_update,
+    vector_empty,
 )
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from .codes import DROPOUT as DROPOUT_HYPER, DROPOUT_SEED, INPUT_DROPOUT as INPUT_DROPOUT_HYPER
@@ -120,7 +121,7 @@ def sgd_persample_chunk(
     wt_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(1, n_layers):
         wt_offsets[l + 1] = wt_offsets[l] + layer_sizes[l] * layer_sizes[l + 1]
-    packed = np.empty(wt_offsets[n_layers], params.dtype)
+    packed = vector_empty(wt_offsets[n_layers], params)
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
         _transpose(packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), W)
@@ -130,8 +131,8 @@ def sgd_persample_chunk(
     a_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(n_layers):
         a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
-    acts_owner = np.empty(a_offsets[n_layers], params.dtype)
-    deltas_owner = np.empty(a_offsets[n_layers], params.dtype)
+    acts_owner = vector_empty(a_offsets[n_layers], params)
+    deltas_owner = vector_empty(a_offsets[n_layers], params)
     p = np.empty(layer_sizes[n_layers], params.dtype)
     acts, deltas, packed_view = borrowed(acts_owner), borrowed(deltas_owner), borrowed(packed)
 
@@ -193,13 +194,15 @@ def _no_keep_alive(*arrays):
 def _interpreted_persample():
     """``sgd_persample_chunk`` run by the Python interpreter: its loop in Python, its helpers the
     compiled ones, called with the types the compiled kernel passes them (tests/test_prewarm.py),
-    no prefetching and no keep_alive (its borrowed views are the arrays themselves). It compiles
-    nothing of its own and trains to the compiled kernel's bits (tests/test_adaptive.py). A cold
+    no prefetching and no keep_alive (its borrowed views are the arrays themselves), its aligned
+    arrays made by NumPy. It compiles nothing of its own and trains to the compiled kernel's bits
+    (tests/test_adaptive.py). A cold
     first plain per-sample fit trains on it while a second process compiles the kernel
     (``fastmlp._prewarm``): about 12 helper calls per sample, 0.22x the compiled kernel's speed
     in a fit (``bench/interpreted.py speed``), for the seconds that compile takes."""
     function = getattr(sgd_persample_chunk, "py_func", sgd_persample_chunk)
-    names = dict(function.__globals__, prefetch_sample=_no_prefetch, keep_alive=_no_keep_alive)
+    names = dict(function.__globals__, prefetch_sample=_no_prefetch, keep_alive=_no_keep_alive,
+                 vector_empty=getattr(vector_empty, "py_func", vector_empty))
     return types.FunctionType(function.__code__, names, "sgd_persample_chunk_interpreted")
 
 
@@ -559,8 +562,9 @@ def persample_chunk(
     wt_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(1, n_layers):
         wt_offsets[l + 1] = wt_offsets[l] + layer_sizes[l] * layer_sizes[l + 1]
-    packed_owner = np.empty(wt_offsets[n_layers], params.dtype)
-    packed_slots_owner = np.empty((slots.shape[0], wt_offsets[n_layers]), params.dtype)
+    packed_owner = vector_empty(wt_offsets[n_layers], params)
+    packed_slots_owner = vector_empty(slots.shape[0] * wt_offsets[n_layers], params).reshape(
+        slots.shape[0], wt_offsets[n_layers])
     packed, packed_slots = borrowed(packed_owner), borrowed(packed_slots_owner)
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
@@ -572,15 +576,15 @@ def persample_chunk(
     a_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(n_layers):
         a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
-    acts_owner = np.empty(a_offsets[n_layers], params.dtype)  # outputs as the next layer reads them
-    raw_owner = np.empty(a_offsets[n_layers], params.dtype)  # hidden outputs before dropout
-    deltas_owner = np.empty(a_offsets[n_layers], params.dtype)
+    acts_owner = vector_empty(a_offsets[n_layers], params)  # outputs as the next layer reads them
+    raw_owner = vector_empty(a_offsets[n_layers], params)  # hidden outputs before dropout
+    deltas_owner = vector_empty(a_offsets[n_layers], params)
     acts, raw, deltas = borrowed(acts_owner), borrowed(raw_owner), borrowed(deltas_owner)
     p = np.empty(layer_sizes[n_layers], params.dtype)
     widest = 0
     for l in range(n_layers + 1):
         widest = max(widest, layer_sizes[l])
-    row_grad_owner = np.empty(widest, params.dtype)
+    row_grad_owner = vector_empty(widest, params)
     kept_indices_owner = np.empty(n_inputs, np.int32)
     kept_values_owner = np.empty(n_inputs, params.dtype)
     row_grad = borrowed(row_grad_owner)
@@ -597,7 +601,8 @@ def persample_chunk(
     powers = np.empty((stop - start + 1 if lazy else 0, 4), np.float64)
     if lazy:
         _catch_up_powers(powers, hyper, kind, sc)
-    dense_grad_owner = np.zeros(0 if lazy or modal else n_inputs * n_hidden, params.dtype)
+    dense_grad_owner = vector_empty(0 if lazy or modal else n_inputs * n_hidden, params)
+    dense_grad_owner[:] = 0
     dense_grad = borrowed(dense_grad_owner)
 
     W0, b0 = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
@@ -607,8 +612,9 @@ def persample_chunk(
     # modal: the call's first layer as rows (c1 | c2) of 2H (H with one mode), so that the
     # forward sum and the step are the plain per-sample kernel's, over rows twice as long
     width = 2 * n_hidden if kind == MOMENTUM_KIND else n_hidden
-    packed_first_owner = np.empty((n_inputs if modal else 0, width), params.dtype)
-    both_owner = np.empty(width, params.dtype)
+    n_packed = n_inputs if modal else 0
+    packed_first_owner = vector_empty(n_packed * width, params).reshape(n_packed, width)
+    both_owner = vector_empty(width, params)
     packed_first, both = borrowed(packed_first_owner), borrowed(both_owner)
     tau_powers = np.empty(2, np.complex128)  # lam^tau
     tau_powers[:] = 1

@@ -723,6 +723,112 @@ def test_minibatch_scratch_gives_padded_gradient_rows_between_four_and_eight_vec
             assert offset >= params.size and padded.ctypes.data % 64 == 0, width
 
 
+def _offsets(arrays):
+    return [array.ctypes.data % vectors.VECTOR_BYTES for array in arrays]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_path):
+    """The kernels load the weights' rows as 64-byte vectors, and NumPy's arrays start on any
+    multiple of 16: per-sample SGD trained at 0.80x with its parameters 16 bytes off (784-128-10,
+    one thread; BENCHMARKS.md, session 53). Parameters as init_params and a checkpoint make them,
+    the optimizer's slots and every array of the mini-batch scratch start on a 64-byte boundary
+    (each made 20 times: an allocator's luck gives about one in four)."""
+    import fastmlp
+    from fastmlp import optim
+    from fastmlp.network import Architecture, init_params
+
+    for layers, init in [((30, 17, 5), "he"), ((784, 128, 10), "xavier"), ((3, 2, 2), "zeros")]:
+        arch = Architecture(layers, "relu", "cross_entropy", dtype=dtype)
+        made = [init_params(arch, init, seed, symmetry_warning=False) for seed in range(20)]
+        assert _offsets(made) == [0] * 20, layers
+        assert all(params.dtype == dtype and params.shape == (arch.layout().n_params,) for params in made)
+        np.testing.assert_array_equal(made[3], init_params(arch, init, 3, symmetry_warning=False))
+        momentum, adam = optim.Optimizer(momentum=0.9), optim.Optimizer(optimizer="adam")
+        assert _offsets(optim.State.fresh(momentum, made[0], 0).slots for _ in range(20)) == [0] * 20
+        assert _offsets(optim.State.fresh(adam, made[0], 0).slots for _ in range(20)) == [0] * 20
+        sizes = np.array(layers, np.int64)
+        for batch in (1, 8, 64):
+            scratch = kernels.minibatch_scratch(made[0], sizes, batch, 2, True)
+            assert _offsets(scratch) == [0] * len(scratch)
+            assert all(not array.any() for array in scratch)
+
+    model = fastmlp.MLP([12, 8, 3], dtype=dtype, seed=0)
+    model.fit(np.random.default_rng(0).random((40, 12)).astype(dtype), np.arange(40) % 3, progress=False)
+    model.save(tmp_path / "model.npz")
+    loaded = [fastmlp.MLP.load(tmp_path / "model.npz").params_ for _ in range(20)]
+    assert _offsets(loaded) == [0] * 20
+    np.testing.assert_array_equal(loaded[0], model.params_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_empty_starts_on_a_vector_boundary(dtype):
+    """The per-sample kernels' own copies of the layers (kernels.linear.vector_empty): Numba's
+    arrays start on 32-byte boundaries, where half of a row's 64-byte vectors cross a cache line."""
+    from fastmlp.kernels.linear import vector_empty
+
+    like = np.zeros(1, dtype)
+    for make in (vector_empty, getattr(vector_empty, "py_func", vector_empty)):
+        assert make(0, like).shape == (0,)
+        for n in (1, 15, 1000, 100_003):
+            made = [make(n, like) for _ in range(20)]
+            assert _offsets(made) == [0] * 20, n
+            assert all(array.shape == (n,) and array.dtype == dtype and array.flags.c_contiguous for array in made)
+            made[0][:] = 7  # writeable, all of it
+            assert (made[0] == 7).all()
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_written_back(batch_size, monkeypatch):
+    """Parameters the model did not allocate (a user's array, a copy) train as fast: the backend
+    hands the kernel an aligned copy and writes it back, to the same bits, also when the kernel
+    stops with an exception (what it trained stays trained)."""
+    from fastmlp.backends import make_backend
+    from fastmlp.network import Architecture, init_params
+
+    arch = Architecture((20, 16, 3), "sigmoid", "cross_entropy", dtype=np.float32)
+    start = init_params(arch, "xavier", seed=1)
+    rng = np.random.default_rng(0)
+    X = (rng.random((64, 20)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 64)
+    order = rng.permutation(64).astype(np.int64)
+
+    def train(params):
+        backend = make_backend("numba", arch, 1)
+        backend.train_chunk(params, backend.prepare(X), y, order, 0.1, batch_size)
+        return params
+
+    expected = train(start.copy())
+    buffer = np.empty(start.nbytes + 64, np.uint8)
+    first = -buffer.ctypes.data % 64 + 16
+    off = buffer[first : first + start.nbytes].view(np.float32)
+    off[:] = start
+    assert off.ctypes.data % 64 == 16
+    name = "sgd_persample_chunk" if batch_size == 1 else "minibatch_sgd_chunk"
+    real = getattr(kernels, name)
+    seen = []
+
+    def kernel(params, *args):
+        seen.append(params.ctypes.data % 64)
+        return real(params, *args)
+
+    monkeypatch.setattr(kernels, name, kernel)
+    assert train(off) is off
+    assert seen and set(seen) == {0}
+    np.testing.assert_array_equal(off, expected)
+
+    def failing(params, *args):
+        params[:5] = -1.0
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(kernels, name, failing)
+    off[:] = start
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(off)
+    np.testing.assert_array_equal(off[:5], -1.0)
+    np.testing.assert_array_equal(off[5:], start[5:])
+
+
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="inspects compiled code")
 def test_a_float32_optimizer_step_is_computed_in_float32():
     """A literal 1 or 0 in an update rule is an int64 to Numba, and int64 with float32 gives
