@@ -16,6 +16,7 @@ import reprlib
 import numpy as np
 
 from ._atomic import atomic_write
+from ._extras import which_is
 
 # The file types save_figure writes (matplotlib's own formats that need nothing beyond it).
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -28,8 +29,8 @@ def require_matplotlib():
     training or loading anything they would then be unable to draw)."""
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
-        raise ImportError('plotting needs matplotlib, which is not installed: pip install "fastmlp[plot]"') from None
+    except ImportError as error:
+        raise ImportError(f"plotting needs matplotlib, {which_is(error, 'matplotlib', 'plot')}") from None
 
 
 def _figure(**kwargs):

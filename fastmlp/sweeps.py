@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._extras import which_is
 from ._cli_options import options_without_effect, strict_json
 from ._warn import warn
 from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
@@ -428,7 +429,7 @@ def _require_distributed():
     try:
         import distributed
     except ImportError as error:
-        raise ImportError('the Dask executor needs dask.distributed, which is not installed: pip install "fastmlp[dask]"') from error
+        raise ImportError(f"the Dask executor needs dask.distributed, {which_is(error, 'distributed', 'dask')}") from error
     return distributed
 
 

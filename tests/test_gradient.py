@@ -15,7 +15,7 @@ RECIPES = {
 }
 
 
-def setup(rng, dtype, recipe, weighted, bias=True):
+def make_case(rng, dtype, recipe, weighted, bias=True):
     w_offsets, b_offsets, n_params = codes.parameter_layout(LAYERS, bias)
     X = rng.integers(0, 256, size=(40, LAYERS[0])).astype(np.uint8)
     X[rng.random(X.shape) < 0.6] = 0  # sparse rows, as images are
@@ -61,7 +61,7 @@ def gradient(case, rows, first_sample, batch_rows):
 # (without biases: batch_gradient's and gradient_step's own branches, which no test reached: audit 28)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 def test_gradient_then_step_equals_one_fused_batch(rng, synth, recipe, dtype, weighted, bias):
-    case = setup(rng, dtype, RECIPES[recipe], weighted, bias)
+    case = make_case(rng, dtype, RECIPES[recipe], weighted, bias)
     batch = 16
     order = case["order"]
     params, state = case["params"], case["state"]
@@ -93,7 +93,7 @@ def test_gradient_then_step_equals_one_fused_batch(rng, synth, recipe, dtype, we
 @pytest.mark.parametrize("recipe", ["sgd", "momentum+dropout"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_two_halves_sum_to_the_whole_batch(rng, synth, recipe, dtype):
-    case = setup(rng, dtype, RECIPES[recipe], weighted=True)
+    case = make_case(rng, dtype, RECIPES[recipe], weighted=True)
     rows = case["order"][:21]
     first = int(case["state"].counters[codes.SAMPLES])
     whole, whole_stats = gradient(case, rows, first, len(rows))
@@ -111,7 +111,7 @@ def test_two_halves_sum_to_the_whole_batch(rng, synth, recipe, dtype):
 # As plain Python (NUMBA_DISABLE_JIT=1) the kernels' scalar maths warns on the inf - inf it reports.
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_a_non_finite_loss_is_reported_at_its_row(rng):
-    case = setup(rng, np.float64, {}, weighted=False)
+    case = make_case(rng, np.float64, {}, weighted=False)
     case["params"][0 : LAYERS[0] * LAYERS[1]] = np.inf  # every nonzero input makes the first layer infinite
     rows = case["order"][:8]
     _, stats = gradient(case, rows, 0, len(rows))
@@ -134,7 +134,7 @@ def test_the_gradient_kernel_shares_the_mini_batch_kernels_block_helper(rng):
                     "pass, which runs float64 cases only")
     from fastmlp.kernels import minibatch
 
-    case = setup(rng, np.float32, {}, False)
+    case = make_case(rng, np.float32, {}, False)
     params, state = case["params"].copy(), case["state"].copy()
     scratch = kernels.minibatch_scratch(params, LAYERS, 8, state.slots.shape[0], False)
     kernels.minibatch_sgd_chunk(

@@ -494,7 +494,14 @@ class Started:  # stands in for the process: records what would have run, and ha
         return 0
 
 
-subprocess.Popen = Started
+class Subprocess:  # subprocess as _prewarm sees it, with the stand-in: other modules' processes
+    Popen = Started  # run (numpy.testing's lscpu, run on import by NumPy 1.26 and 2.0: audit 56)
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+
+_prewarm.subprocess = Subprocess()
 kernel = kernels.sgd_persample_chunk
 cold = lambda *types: _prewarm.cache_is_cold(kernel, *types)
 before = cold("float32", "uint8")

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from .._extras import not_installed
 from ..trainer import CHUNK_SAMPLES
 
 PEERS = ("torch", "jax", "sklearn")
@@ -48,7 +49,9 @@ def _import(name):
         else:
             raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
     except ImportError as error:
-        return f"not installed ({error}); {INSTALL_HINT}"
+        module = {"jax": "jax.numpy", "sklearn": "sklearn.neural_network"}.get(name, name)
+        said = "not installed" if not_installed(error, module) else "installed but does not import"
+        return f"{said} ({error}); {INSTALL_HINT}"
     except Exception as error:  # a broken install should be a skipped row, not a crash
         return f"failed to import: {type(error).__name__}: {error}"
     return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .. import _cli_options as options
 from .._atomic import target_problem
 from .._cli_options import UsageError
+from .._extras import which_is
 from ..backends import BACKENDS
 from ..network import ACTIVATIONS, Architecture
 from ..optim import Optimizer
@@ -191,5 +192,5 @@ def check_plot_path(path):
         raise UsageError(f"--plot {path}: must end in {' or '.join(FIGURE_SUFFIXES)} (the picture's file type)")
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
-        raise RuntimeError("--plot needs matplotlib, which is not installed: pip install 'fastmlp[plot]'") from None
+    except ImportError as error:
+        raise RuntimeError(f"--plot needs matplotlib, {which_is(error, 'matplotlib', 'plot')}") from None

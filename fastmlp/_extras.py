@@ -1,0 +1,23 @@
+"""What to say when an optional extra (matplotlib, dask.distributed, a peer) does not import.
+
+An extra can be missing, or installed and broken: scikit-learn 1.3.0, pandas 1.5.0 and
+matplotlib 3.6.0, all built for NumPy 1, fail to import beside NumPy 2, and a missing dependency
+of the extra's own fails it the same way. "Not installed" is then the wrong advice (audit 56).
+"""
+
+
+def not_installed(error, module):
+    """Whether ImportError ``error``, raised importing ``module`` (dotted names allowed), says that
+    the module, or a package above it, is not installed at all."""
+    name = getattr(error, "name", None)
+    return isinstance(error, ModuleNotFoundError) and bool(name) and (
+        module == name or module.startswith(name + "."))
+
+
+def which_is(error, module, extra):
+    """The end of "X needs <module>, ...": not installed, or installed but failing to import (with
+    the error), and what to install (``fastmlp[extra]``)."""
+    if not_installed(error, module):
+        return f'which is not installed: pip install "fastmlp[{extra}]"'
+    return (f"which is installed but does not import ({type(error).__name__}: {error}): reinstall it, or "
+            f'pip install --upgrade "fastmlp[{extra}]"')
