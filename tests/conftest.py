@@ -31,6 +31,7 @@ def _importorskip_if_not_installed(modname, minversion=None, reason=None, **kwar
     matplotlib 3.6.0, installed beside NumPy 2 (built for NumPy 1, they do not import), skipped
     every estimator and plot test as "not installed", and the suite passed (audit 56). An extra
     that is installed but does not import fails the tests that need it."""
+    __tracebackhide__ = True  # a skip is reported at the test's line, not here
     try:
         importlib.import_module(modname)
     except ModuleNotFoundError as error:
