@@ -29,7 +29,7 @@ from ._validation import (
 )
 from ._warn import warn
 from .backends import INFERENCE_BLOCK, make_backend
-from .network import Architecture, init_params, resolve_init
+from .network import Architecture, init_params, resolve_init, vector_aligned
 from .progress import compile_notice, signals_not_lost
 
 # The training options of fit and partial_fit, with fit's defaults (the README lists them). A run
@@ -654,6 +654,10 @@ class MLP:
         self.__dict__.update(state)
         self.__dict__.pop("_training", None)  # a copy made during a training call is not training
         writable_arrays(self)  # joblib.load(mmap_mode="r") gives read-only arrays: the model trains in place
+        if isinstance(self.__dict__.get("params_"), np.ndarray):
+            # a pickle or a deep copy puts the weights wherever NumPy does: on a 64-byte boundary
+            # again, else every training call of the copy would copy them there and back
+            self.params_ = vector_aligned(self.params_)
 
     def _unchanged_until_training(self, undo_untrained=False):
         """A call that fails before its run changes (bad data, validation data or options found

@@ -1,6 +1,8 @@
 """Each compiled kernel against its NumPy reference, on random data and on edge cases."""
 
+import copy
 import os
+import pickle
 
 import numba
 import numpy as np
@@ -759,6 +761,11 @@ def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_
     loaded = [fastmlp.MLP.load(tmp_path / "model.npz").params_ for _ in range(20)]
     assert _offsets(loaded) == [0] * 20
     np.testing.assert_array_equal(loaded[0], model.params_)
+    # a pickle or a deep copy (joblib, scikit-learn's cloning of fitted models, a saved estimator)
+    copies = [pickle.loads(pickle.dumps(model)).params_ for _ in range(10)]
+    copies += [copy.deepcopy(model).params_ for _ in range(10)]
+    assert _offsets(copies) == [0] * 20
+    np.testing.assert_array_equal(copies[-1], model.params_)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
