@@ -62,9 +62,9 @@ def __getattr__(name):
             from . import estimators
         except ImportError as error:
             if error.name is None or error.name.split(".")[0] != "sklearn":
-                raise
-            raise ImportError(
-                f"fastmlp.{name} needs scikit-learn, which is not installed: pip install \"fastmlp[sklearn]\""
-            ) from error
+                raise  # (fastmlp's own, or another package's)
+            from ._extras import which_is
+
+            raise ImportError(f"fastmlp.{name} needs scikit-learn, {which_is(error, 'sklearn', 'sklearn')}") from error
         return getattr(estimators, name)
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -5,13 +5,20 @@ matplotlib 3.6.0, all built for NumPy 1, fail to import beside NumPy 2, and a mi
 of the extra's own fails it the same way. "Not installed" is then the wrong advice (audit 56).
 """
 
+import sys
+
 
 def not_installed(error, module):
-    """Whether ImportError ``error``, raised importing ``module`` (dotted names allowed), says that
-    the module, or a package above it, is not installed at all."""
+    """Whether ImportError ``error``, raised importing ``module`` (dotted names allowed) or a
+    module of its package, says that the module, or a package above it, is not installed at all
+    (or blocked, as ``sys.modules[package] = None`` does: a module of the package then fails with
+    its own name)."""
     name = getattr(error, "name", None)
-    return isinstance(error, ModuleNotFoundError) and bool(name) and (
-        module == name or module.startswith(name + "."))
+    if not isinstance(error, ModuleNotFoundError) or not name:
+        return False
+    package = name.split(".")[0]
+    return module == name or module.startswith(name + ".") or (
+        module.split(".")[0] == package and package in sys.modules and sys.modules[package] is None)
 
 
 def which_is(error, module, extra):

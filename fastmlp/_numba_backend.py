@@ -24,7 +24,7 @@ from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
 from .backends import INFERENCE_BLOCK
 from .kernels._threads import available_cores
-from .network import SIGMOID_BCE, VECTOR_ALIGNMENT, Architecture, vector_aligned
+from .network import SIGMOID_BCE, VECTOR_ALIGNMENT, Architecture, aligned_copy
 from .reference import PIXEL_SCALE
 
 _PLAIN = optim.Optimizer()
@@ -291,7 +291,7 @@ class NumbaBackend:
         ``inference`` the forward pass of ``logits`` too (a fit that evaluates nothing while it trains
         leaves that to its first prediction)."""
         tic = time.perf_counter()
-        scratch = params.copy()
+        scratch = aligned_copy(params)  # (an unaligned one would be copied again to train: train_chunk)
         order = np.arange(min(2, len(data)), dtype=np.int64)
         counted = self.threads_used, self._minibatch_threads_counted  # two samples: not training's threads
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
@@ -310,10 +310,12 @@ class NumbaBackend:
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
                     sample_weight=None):
+        if not params.flags.writeable:  # (before anything trains: an aligned copy would, then fail to write back)
+            raise ValueError("params is read-only: the kernels train it in place")
         if params.ctypes.data % VECTOR_ALIGNMENT:
-            # parameters the model did not allocate (a user's, a copy): trained on an aligned
-            # copy (network.VECTOR_ALIGNMENT), written back however the call ends
-            aligned = vector_aligned(params)
+            # parameters the model did not allocate (an array of the user's): trained on an
+            # aligned copy (network.VECTOR_ALIGNMENT), written back however the call ends
+            aligned = aligned_copy(params)
             try:
                 return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state,
                                         sample_weight)

@@ -469,7 +469,7 @@ def _read_checkpoint(cls, entries, version):
         n_slots = optim.Optimizer(**{name: training[name] for name in optim.Optimizer.__dataclass_fields__}).n_slots
         slots = entries.array(f"{prefix}_slots", dtype, (n_slots, n_params))
         counters = entries.array(f"{prefix}_counters", np.int64, (3,))
-        return optim.State(np.ascontiguousarray(slots), counters.copy())
+        return optim.State(vector_aligned(slots), counters.copy())
 
     if training is not None:
         model.optimizer_state_ = state("optimizer")

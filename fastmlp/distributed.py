@@ -37,6 +37,7 @@ import numpy as np
 
 from . import kernels, optim
 from .kernels.optimizer import N_STEP_SCALARS
+from .network import VECTOR_ALIGNMENT, aligned_copy
 
 EXTRA = 'pip install "fastmlp[mpi]"'
 PER_SAMPLE_IS_SEQUENTIAL = (
@@ -346,7 +347,7 @@ class DistributedBackend:
         from ._numba_backend import Prepared
 
         tic = time.perf_counter()
-        scratch = params.copy()
+        scratch = aligned_copy(params)
         order = np.arange(min(2, len(data)), dtype=np.int64)
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
                          None if state is None else state.copy(), sample_weight)
@@ -359,6 +360,12 @@ class DistributedBackend:
         """Training over ``order`` in global batches of ``batch_size``, in place on ``params``
         and ``state``; returns ``(loss_sum, n_correct, n_done, nonfinite_at)`` of all ranks'
         rows, the same on every rank (the backends' contract)."""
+        if params.ctypes.data % VECTOR_ALIGNMENT:  # as NumbaBackend.train_chunk: an array of the user's
+            aligned = aligned_copy(params)
+            try:
+                return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state, sample_weight)
+            finally:
+                params[...] = aligned
         labels, target_rows = self.local._labels_and_targets(targets)
         if optimizer is None:
             optimizer = optim.Optimizer()
@@ -366,7 +373,7 @@ class DistributedBackend:
         weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
         dropout = optimizer.dropout > 0 or optimizer.input_dropout > 0
         if self._scratch is None or self._scratch[0] != (dropout, params.dtype):
-            grad = np.empty_like(params)
+            grad = aligned_copy(params)  # (its values are overwritten)
             scalars = np.empty(N_STEP_SCALARS, params.dtype)
             self._scratch = ((dropout, params.dtype), grad, scalars,
                              kernels.gradient_scratch(params, self.local.layer_sizes, dropout))

@@ -196,17 +196,24 @@ def resolve_init(init: str, activation: str) -> str:
 
 # The compiled kernels load the weights' rows as 64-byte vectors (kernels/vectors.py). A row that
 # starts off a 64-byte boundary splits its loads across two cache lines: per-sample SGD trained
-# at 0.80-0.85x (784-128-10, one thread) with its parameters 16 or 48 bytes off, mini-batch at
-# 0.91-0.96x (two threads); NumPy's arrays start on any multiple of 16 (BENCHMARKS.md, session 53).
+# at 0.79-0.86x (784-128-10, one thread) with its parameters 16 or 48 bytes off, mini-batch at
+# 0.87-0.99x (two threads); NumPy's arrays start on any multiple of 16 (BENCHMARKS.md, session 53).
 VECTOR_ALIGNMENT = 64
 
 
 def vector_aligned(array):
     """``array`` itself when it is C-contiguous and starts on a VECTOR_ALIGNMENT-byte boundary,
-    else a C-contiguous copy that does (a view into a slightly larger buffer)."""
+    else ``aligned_copy(array)``."""
     array = np.asarray(array)
     if array.flags.c_contiguous and array.ctypes.data % VECTOR_ALIGNMENT == 0:
         return array
+    return aligned_copy(array)
+
+
+def aligned_copy(array):
+    """A C-contiguous copy of ``array`` that starts on a VECTOR_ALIGNMENT-byte boundary (a view
+    into a slightly larger buffer)."""
+    array = np.asarray(array)
     buffer = np.empty(array.nbytes + VECTOR_ALIGNMENT, np.uint8)
     first = -buffer.ctypes.data % VECTOR_ALIGNMENT
     aligned = buffer[first : first + array.nbytes].view(array.dtype).reshape(array.shape)

@@ -486,6 +486,47 @@ def test_cli_errors_every_rank_meets_alike_are_said_once(tiny_mnist_dir, tmp_pat
         done.stderr
 
 
+@pytest.mark.parametrize("optimizer", [{}, {"momentum": 0.9}])
+def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_here_too(optimizer, monkeypatch):
+    """As the numba backend does (tests/test_kernels.py): the data-parallel step gets its
+    parameters and gradient on 64-byte boundaries, and the caller's array the same bits."""
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
+    from mpi4py import MPI
+
+    from fastmlp import kernels, optim
+    from fastmlp.backends import make_backend
+    from fastmlp.distributed import DistributedBackend
+    from fastmlp.network import Architecture, init_params
+
+    arch = Architecture((20, 16, 3), "sigmoid", "cross_entropy", dtype=np.float32)
+    start = init_params(arch, "xavier", seed=1)
+    rng = np.random.default_rng(0)
+    X, y = (rng.random((64, 20)) * 255).astype(np.uint8), rng.integers(0, 3, 64)
+    order = rng.permutation(64).astype(np.int64)
+    chosen = optim.Optimizer(**optimizer)
+
+    def train(params):
+        backend = DistributedBackend(make_backend("numba", arch, 1), MPI.COMM_SELF)
+        backend.train_chunk(params, backend.prepare(X), y, order, 0.1, 8, chosen, optim.State.fresh(chosen, start, 0))
+        return params
+
+    expected = train(start.copy())
+    buffer = np.empty(start.nbytes + 64, np.uint8)
+    off = buffer[-buffer.ctypes.data % 64 + 16 :][: start.nbytes].view(np.float32)
+    off[:] = start
+    assert off.ctypes.data % 64 == 16
+    seen, real = [], kernels.gradient_step
+
+    def gradient_step(params, slots, counters, scalars, grad, *args):
+        seen.append((params.ctypes.data % 64, grad.ctypes.data % 64))
+        return real(params, slots, counters, scalars, grad, *args)
+
+    monkeypatch.setattr(kernels, "gradient_step", gradient_step)
+    assert train(off) is off
+    assert len(seen) == 8 and set(seen) == {(0, 0)}
+    np.testing.assert_array_equal(off, expected)
+
+
 def test_a_single_rank_is_a_note_then_training_as_usual(rng):
     pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
     X, y = data(rng)

@@ -39,6 +39,14 @@ def test_not_installed_tells_a_missing_module_from_a_broken_one():
     assert _extras.not_installed(ModuleNotFoundError("", name="jax"), "jax.numpy")  # the package above it
     assert not _extras.not_installed(ModuleNotFoundError("", name="kiwisolver"), "matplotlib")  # its dependency
     assert not _extras.not_installed(ModuleNotFoundError("", name="jax.numpy"), "jax")
+    blocked = ModuleNotFoundError("No module named 'sklearn.base'; 'sklearn' is not a package", name="sklearn.base")
+    assert not _extras.not_installed(blocked, "sklearn")
+    sys.modules["a_package_nobody_installed"] = None  # (blocked: a module of it then fails with its own name)
+    try:
+        assert _extras.not_installed(ModuleNotFoundError("", name="a_package_nobody_installed.base"),
+                                     "a_package_nobody_installed")
+    finally:
+        del sys.modules["a_package_nobody_installed"]
     assert not _extras.not_installed(ImportError("cannot import name 'ComplexWarning'"), "sklearn")
     assert _extras.which_is(missing, "torch", "peers") == 'which is not installed: pip install "fastmlp[peers]"'
     said = _extras.which_is(ImportError("numpy.core.multiarray failed to import"), "matplotlib", "plot")
@@ -70,6 +78,29 @@ def test_the_dask_executor_and_the_peers_say_it_too(broken):
     assert peers._import("torch").startswith("installed but does not import (numpy.core.multiarray failed")
 
 
+def test_the_estimators_say_whether_scikit_learn_is_missing_or_does_not_import(broken, monkeypatch):
+    import fastmlp
+
+    monkeypatch.delitem(sys.modules, "fastmlp.estimators", raising=False)  # imported again on first use
+    monkeypatch.delattr(fastmlp, "estimators", raising=False)
+    broken("sklearn", "from . import _a_compiled_extension_that_is_missing")
+    with pytest.raises(ImportError, match=r"^fastmlp.MLPClassifier needs scikit-learn, which is installed but does not "
+                                          r"import \(ImportError: cannot import name '_a_compiled_extension"):
+        fastmlp.MLPClassifier
+
+    class NotInstalled:  # as Python's import system says it of a package it does not find
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name.split(".")[0] == "sklearn":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    for loaded in [module for module in sys.modules if module.split(".")[0] == "sklearn"]:
+        monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setattr(sys, "meta_path", [NotInstalled(), *sys.meta_path])
+    with pytest.raises(ImportError, match=r"^fastmlp.MLPRegressor needs scikit-learn, which is not installed: pip"):
+        fastmlp.MLPRegressor
+
+
 def test_the_suite_skips_a_missing_extra_and_fails_on_a_broken_one(broken):
     # conftest's pytest.importorskip
     with pytest.raises(pytest.skip.Exception):
@@ -89,3 +120,7 @@ def test_the_suite_skips_a_missing_extra_and_fails_on_a_broken_one(broken):
         else:
             pytest.fail(f"{name} imported")
     assert pytest.importorskip("json").dumps(1) == "1"
+    # an extra that warns on import is imported, as pytest's own importorskip does (under the
+    # suite's error::UserWarning it failed the tests that need it: audit 57)
+    broken("a_noisy_extra", "import warnings\nwarnings.warn('this option is deprecated', UserWarning)\nVALUE = 1\n")
+    assert pytest.importorskip("a_noisy_extra").VALUE == 1

@@ -732,7 +732,7 @@ def _offsets(arrays):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_path):
     """The kernels load the weights' rows as 64-byte vectors, and NumPy's arrays start on any
-    multiple of 16: per-sample SGD trained at 0.80x with its parameters 16 bytes off (784-128-10,
+    multiple of 16: per-sample SGD trained at 0.79x with its parameters 16 bytes off (784-128-10,
     one thread; BENCHMARKS.md, session 53). Parameters as init_params and a checkpoint make them,
     the optimizer's slots and every array of the mini-batch scratch start on a 64-byte boundary
     (each made 20 times: an allocator's luck gives about one in four)."""
@@ -756,9 +756,11 @@ def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_
             assert all(not array.any() for array in scratch)
 
     model = fastmlp.MLP([12, 8, 3], dtype=dtype, seed=0)
-    model.fit(np.random.default_rng(0).random((40, 12)).astype(dtype), np.arange(40) % 3, progress=False)
+    model.fit(np.random.default_rng(0).random((40, 12)).astype(dtype), np.arange(40) % 3, momentum=0.9, progress=False)
     model.save(tmp_path / "model.npz")
-    loaded = [fastmlp.MLP.load(tmp_path / "model.npz").params_ for _ in range(20)]
+    models = [fastmlp.MLP.load(tmp_path / "model.npz") for _ in range(20)]
+    assert _offsets(loaded.optimizer_state_.slots for loaded in models) == [0] * 20
+    loaded = [loaded.params_ for loaded in models]
     assert _offsets(loaded) == [0] * 20
     np.testing.assert_array_equal(loaded[0], model.params_)
     # a pickle or a deep copy (joblib, scikit-learn's cloning of fitted models, a saved estimator)
@@ -834,6 +836,42 @@ def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_written_back(
         train(off)
     np.testing.assert_array_equal(off[:5], -1.0)
     np.testing.assert_array_equal(off[5:], start[5:])
+
+    # read-only parameters are refused before anything trains (an aligned copy would have
+    # trained, then failed to write back: audit 57)
+    monkeypatch.setattr(kernels, name, kernel)
+    seen.clear()
+    off[:] = start
+    off.flags.writeable = False
+    with pytest.raises(ValueError, match="params is read-only"):
+        train(off)
+    assert seen == []
+
+
+def test_a_fit_and_its_warm_up_train_aligned_parameters_and_a_copy_of_a_model_too(monkeypatch):
+    """Every training call of a fit (its two-sample warm-up included, whose scratch was a
+    NumPy copy) and of partial_fit on a deep copy of a fitted model gets parameters on a 64-byte
+    boundary: none pays for the backend's copy and write-back."""
+    import fastmlp
+    from fastmlp._numba_backend import NumbaBackend
+
+    seen = []
+    real = NumbaBackend.train_chunk
+
+    def train_chunk(self, params, *args, **kwargs):
+        seen.append(params.ctypes.data % 64)
+        return real(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(NumbaBackend, "train_chunk", train_chunk)
+    rng = np.random.default_rng(0)
+    X, y = (rng.random((64, 20)) * 255).astype(np.uint8), rng.integers(0, 3, 64)
+    for batch_size in (1, 8):
+        model = fastmlp.MLP([20, 16, 3], threads=1, seed=0)
+        model.fit(X, y, batch_size=batch_size, progress=False)
+        twin = copy.deepcopy(model)
+        for start in range(0, 64, 16):
+            twin.partial_fit(X[start : start + 16], y[start : start + 16], batch_size=batch_size, progress=False)
+    assert len(seen) >= 20 and set(seen) == {0}, seen
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="inspects compiled code")
