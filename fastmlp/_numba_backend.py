@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from . import kernels, optim
+from . import kernels, network, optim
 from ._adaptive import ThreadChooser
 from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
@@ -312,7 +312,7 @@ class NumbaBackend:
                     sample_weight=None):
         if not params.flags.writeable:  # (before anything trains: an aligned copy would, then fail to write back)
             raise ValueError("params is read-only: the kernels train it in place")
-        if params.ctypes.data % VECTOR_ALIGNMENT:
+        if params.ctypes.data % VECTOR_ALIGNMENT and len(order) >= network.ALIGNED_COPY_SAMPLES:
             # parameters the model did not allocate (an array of the user's): trained on an
             # aligned copy (network.VECTOR_ALIGNMENT), written back however the call ends
             aligned = aligned_copy(params)

@@ -35,7 +35,7 @@ import zlib
 
 import numpy as np
 
-from . import kernels, optim
+from . import kernels, network, optim
 from .kernels.optimizer import N_STEP_SCALARS
 from .network import VECTOR_ALIGNMENT, aligned_copy
 
@@ -360,7 +360,7 @@ class DistributedBackend:
         """Training over ``order`` in global batches of ``batch_size``, in place on ``params``
         and ``state``; returns ``(loss_sum, n_correct, n_done, nonfinite_at)`` of all ranks'
         rows, the same on every rank (the backends' contract)."""
-        if params.ctypes.data % VECTOR_ALIGNMENT:  # as NumbaBackend.train_chunk: an array of the user's
+        if params.ctypes.data % VECTOR_ALIGNMENT and len(order) >= network.ALIGNED_COPY_SAMPLES:  # as NumbaBackend's
             aligned = aligned_copy(params)
             try:
                 return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state, sample_weight)

@@ -199,6 +199,11 @@ def resolve_init(init: str, activation: str) -> str:
 # at 0.79-0.86x (784-128-10, one thread) with its parameters 16 or 48 bytes off, mini-batch at
 # 0.87-0.99x (two threads); NumPy's arrays start on any multiple of 16 (BENCHMARKS.md, session 53).
 VECTOR_ALIGNMENT = 64
+# Parameters off a boundary that a training call is given (an array of the user's) are trained on an
+# aligned copy, written back, when the call trains at least this many samples: in a call of one
+# batch the copy cost more than it saved (partial_fit of 32-512 rows, one thread: 1.02-1.16x slower
+# per call at 784-800-10; audit 57), in an epoch's chunks of 8,192 it pays back.
+ALIGNED_COPY_SAMPLES = 1024
 
 
 def vector_aligned(array):

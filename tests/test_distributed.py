@@ -493,7 +493,7 @@ def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_here_too(opti
     pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
     from mpi4py import MPI
 
-    from fastmlp import kernels, optim
+    from fastmlp import kernels, network, optim
     from fastmlp.backends import make_backend
     from fastmlp.distributed import DistributedBackend
     from fastmlp.network import Architecture, init_params
@@ -522,6 +522,7 @@ def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_here_too(opti
         return real(params, slots, counters, scalars, grad, *args)
 
     monkeypatch.setattr(kernels, "gradient_step", gradient_step)
+    monkeypatch.setattr(network, "ALIGNED_COPY_SAMPLES", 64)  # (this call's 64 samples: copied)
     assert train(off) is off
     assert len(seen) == 8 and set(seen) == {(0, 0)}
     np.testing.assert_array_equal(off, expected)

@@ -789,9 +789,11 @@ def test_vector_empty_starts_on_a_vector_boundary(dtype):
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_written_back(batch_size, monkeypatch):
-    """Parameters the model did not allocate (a user's array, a copy) train as fast: the backend
-    hands the kernel an aligned copy and writes it back, to the same bits, also when the kernel
-    stops with an exception (what it trained stays trained)."""
+    """Parameters the model did not allocate (a user's array) train as fast: in a call of
+    ALIGNED_COPY_SAMPLES or more the backend hands the kernel an aligned copy and writes it back,
+    to the same bits, also when the kernel stops with an exception (what it trained stays
+    trained); a shorter call trains them where they are (the copy would cost more)."""
+    from fastmlp import network
     from fastmlp.backends import make_backend
     from fastmlp.network import Architecture, init_params
 
@@ -822,6 +824,13 @@ def test_parameters_off_a_vector_boundary_train_on_an_aligned_copy_written_back(
         return real(params, *args)
 
     monkeypatch.setattr(kernels, name, kernel)
+    assert network.ALIGNED_COPY_SAMPLES > 64
+    assert train(off) is off  # 64 samples: in place
+    assert seen and set(seen) == {16}
+    np.testing.assert_array_equal(off, expected)
+    off[:] = start
+    seen.clear()
+    monkeypatch.setattr(network, "ALIGNED_COPY_SAMPLES", 64)
     assert train(off) is off
     assert seen and set(seen) == {0}
     np.testing.assert_array_equal(off, expected)
