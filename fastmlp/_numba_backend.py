@@ -24,7 +24,7 @@ from ._prewarm import cache_is_cold, share
 from ._prewarm import start as start_prewarm
 from .backends import INFERENCE_BLOCK
 from .kernels._threads import available_cores
-from .network import SIGMOID_BCE, VECTOR_ALIGNMENT, Architecture, aligned_copy
+from .network import SIGMOID_BCE, Architecture, aligned_copy
 from .reference import PIXEL_SCALE
 
 _PLAIN = optim.Optimizer()
@@ -310,26 +310,16 @@ class NumbaBackend:
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
                     sample_weight=None):
-        if not params.flags.writeable:  # (before anything trains: an aligned copy would, then fail to write back)
-            raise ValueError("params is read-only: the kernels train it in place")
-        if params.ctypes.data % VECTOR_ALIGNMENT and len(order) >= network.ALIGNED_COPY_SAMPLES:
-            # parameters the model did not allocate (an array of the user's): trained on an
-            # aligned copy (network.VECTOR_ALIGNMENT), written back however the call ends
-            aligned = aligned_copy(params)
-            try:
-                return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state,
-                                        sample_weight)
-            finally:
-                params[...] = aligned
         labels, target_rows = self._labels_and_targets(targets)
         if optimizer is None:
             optimizer = _PLAIN
             state = optim.State(np.empty((0, params.size), params.dtype), np.zeros(3, np.int64))
         weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
-        if batch_size == 1:
-            return self._train_per_sample(params, data, labels, target_rows, weights, order, lr, optimizer, state)
-        return self._train_minibatch(params, data, labels, target_rows, weights, order, lr, batch_size, optimizer,
-                                     state)
+        with network.aligned_for_training(params, len(order)) as params:
+            if batch_size == 1:
+                return self._train_per_sample(params, data, labels, target_rows, weights, order, lr, optimizer, state)
+            return self._train_minibatch(params, data, labels, target_rows, weights, order, lr, batch_size, optimizer,
+                                         state)
 
     def train_per_sample_on(self, kernel, params, data, targets, optimizer, state, sample_weight=None):
         """Per-sample training over every row of ``data`` on ``kernel``, a form of the general

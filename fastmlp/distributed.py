@@ -37,7 +37,7 @@ import numpy as np
 
 from . import kernels, network, optim
 from .kernels.optimizer import N_STEP_SCALARS
-from .network import VECTOR_ALIGNMENT, aligned_copy
+from .network import aligned_copy
 
 EXTRA = 'pip install "fastmlp[mpi]"'
 PER_SAMPLE_IS_SEQUENTIAL = (
@@ -360,12 +360,10 @@ class DistributedBackend:
         """Training over ``order`` in global batches of ``batch_size``, in place on ``params``
         and ``state``; returns ``(loss_sum, n_correct, n_done, nonfinite_at)`` of all ranks'
         rows, the same on every rank (the backends' contract)."""
-        if params.ctypes.data % VECTOR_ALIGNMENT and len(order) >= network.ALIGNED_COPY_SAMPLES:  # as NumbaBackend's
-            aligned = aligned_copy(params)
-            try:
-                return self.train_chunk(aligned, data, targets, order, lr, batch_size, optimizer, state, sample_weight)
-            finally:
-                params[...] = aligned
+        with network.aligned_for_training(params, len(order)) as params:
+            return self._train_chunk(params, data, targets, order, lr, batch_size, optimizer, state, sample_weight)
+
+    def _train_chunk(self, params, data, targets, order, lr, batch_size, optimizer, state, sample_weight):
         labels, target_rows = self.local._labels_and_targets(targets)
         if optimizer is None:
             optimizer = optim.Optimizer()

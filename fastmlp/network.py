@@ -226,6 +226,25 @@ def aligned_copy(array):
     return aligned
 
 
+@contextlib.contextmanager
+def aligned_for_training(params, n_samples):
+    """The array a training call of ``n_samples`` samples trains in place of ``params``: itself,
+    or, when it starts off a VECTOR_ALIGNMENT boundary (an array of the user's: the model's own
+    are aligned) and the call has ALIGNED_COPY_SAMPLES or more, an aligned copy, written back into
+    ``params`` however the block ends. Read-only parameters are refused first (the kernels train
+    in place: an aligned copy would train, then fail to write back)."""
+    if not params.flags.writeable:
+        raise ValueError("params is read-only: the kernels train it in place")
+    if params.ctypes.data % VECTOR_ALIGNMENT == 0 or n_samples < ALIGNED_COPY_SAMPLES:
+        yield params
+        return
+    aligned = aligned_copy(params)
+    try:
+        yield aligned
+    finally:
+        params[...] = aligned
+
+
 def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warning=True) -> np.ndarray:
     """A fresh flat parameter vector, drawn in float64 from ``seed`` then cast to arch.dtype
     (starting on a VECTOR_ALIGNMENT-byte boundary, as the compiled kernels load it fastest).

@@ -13,7 +13,7 @@ the rounds' ratios offset 0 / offset k.
 
 By default the backend trains parameters off a boundary on an aligned copy (``fastmlp.network.
 VECTOR_ALIGNMENT``: every offset should then train alike); ``--unguarded`` switches that off
-(the backend's alignment taken as 16 bytes), which shows what the offsets cost the kernels, as
+(``fastmlp.network.VECTOR_ALIGNMENT`` taken as 16 bytes), which shows what the offsets cost the kernels, as
 before session 53, when the model's own parameters started wherever NumPy put them.
 """
 
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import fastmlp
-from fastmlp import _numba_backend
+from fastmlp import network
 from fastmlp.bench.dataset import Split
 from fastmlp.bench.measure import sample_order
 from fastmlp.bench.runners import FastmlpRunner
@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--samples", type=int, default=60000)
     args = parser.parse_args()
     if args.unguarded:
-        _numba_backend.VECTOR_ALIGNMENT = 16
+        network.VECTOR_ALIGNMENT = 16
     X, y, _, _ = fastmlp.load_mnist()
     train = Split(X.reshape(len(X), -1)[: args.samples], y[: args.samples])
     layers = tuple(int(size) for size in args.layers.split(","))
