@@ -37,7 +37,7 @@ import numpy as np
 
 from . import kernels, network, optim
 from .kernels.optimizer import N_STEP_SCALARS
-from .network import aligned_copy
+from .network import aligned_copy, aligned_empty
 
 EXTRA = 'pip install "fastmlp[mpi]"'
 PER_SAMPLE_IS_SEQUENTIAL = (
@@ -371,7 +371,7 @@ class DistributedBackend:
         weights = np.empty(0, params.dtype) if sample_weight is None else sample_weight
         dropout = optimizer.dropout > 0 or optimizer.input_dropout > 0
         if self._scratch is None or self._scratch[0] != (dropout, params.dtype):
-            grad = aligned_copy(params)  # (its values are overwritten)
+            grad = aligned_empty(params.shape, params.dtype)
             scalars = np.empty(N_STEP_SCALARS, params.dtype)
             self._scratch = ((dropout, params.dtype), grad, scalars,
                              kernels.gradient_scratch(params, self.local.layer_sizes, dropout))

@@ -215,13 +215,21 @@ def vector_aligned(array):
     return aligned_copy(array)
 
 
-def aligned_copy(array):
-    """A C-contiguous copy of ``array`` that starts on a VECTOR_ALIGNMENT-byte boundary (a view
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array that starts on a VECTOR_ALIGNMENT-byte boundary (a view
     into a slightly larger buffer)."""
-    array = np.asarray(array)
-    buffer = np.empty(array.nbytes + VECTOR_ALIGNMENT, np.uint8)
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + VECTOR_ALIGNMENT, np.uint8)
     first = -buffer.ctypes.data % VECTOR_ALIGNMENT
-    aligned = buffer[first : first + array.nbytes].view(array.dtype).reshape(array.shape)
+    return buffer[first : first + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_copy(array, dtype=None):
+    """A C-contiguous copy of ``array`` (cast to ``dtype`` if given, as astype casts) that starts
+    on a VECTOR_ALIGNMENT-byte boundary."""
+    array = np.asarray(array)
+    aligned = aligned_empty(array.shape, array.dtype if dtype is None else dtype)
     aligned[...] = array
     return aligned
 
@@ -266,7 +274,7 @@ def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warn
                 "forever (the network behaves as if it had one hidden unit per layer); use init='auto'",
                 SymmetryWarning,
             )
-        return vector_aligned(params.astype(arch.dtype))
+        return aligned_copy(params, arch.dtype)
     for W, _ in layout.views(params):
         fan_in, fan_out = W.shape
         if scheme == "uniform":
@@ -279,4 +287,4 @@ def init_params(arch: Architecture, init: str = "auto", seed=0, *, symmetry_warn
             W[...] = rng.uniform(-limit, limit, size=W.shape)
         else:  # he
             W[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=W.shape)
-    return vector_aligned(params.astype(arch.dtype))
+    return aligned_copy(params, arch.dtype)

@@ -34,7 +34,7 @@ import numpy as np
 OPTIMIZERS = ("sgd", "adam")
 
 from .kernels import codes
-from .network import vector_aligned
+from .network import aligned_empty
 from .kernels.codes import (  # noqa: F401 - the slots are defined once, with the kernels
     ADAM,
     BETA1,
@@ -155,7 +155,9 @@ class State:
         counters = np.zeros(3, np.int64)
         counters[DROPOUT_SEED] = dropout_seed(seed)
         # (on a VECTOR_ALIGNMENT boundary, as the parameters: the kernels load both as vectors)
-        return cls(vector_aligned(np.zeros((optimizer.n_slots, params.size), params.dtype)), counters)
+        slots = aligned_empty((optimizer.n_slots, params.size), params.dtype)
+        slots[...] = 0
+        return cls(slots, counters)
 
     def copy(self):
         return State(self.slots.copy(), self.counters.copy())
