@@ -143,7 +143,9 @@ def test_compare_tells_training_that_amplifies_rounding_from_backends_that_diffe
 
     result = compare_backends(make, X, labels, X, labels, epochs=1, fit_kwargs=options, tolerance=TOLERANCES["float64"])
     gap, spread = result["epochs"][0]["max_abs_weight_diff"], result["rounding_spread"][0]
-    assert result["agree"] is False and gap > 1e-4 * result["epochs"][0]["max_abs_weight"]
+    # far out of the bound (1e-8): 4.6e-5 of max|W| on an Intel Xeon, 1e-4 and more on a Zen 4
+    bound = TOLERANCES["float64"]["weights_rtol"] * result["epochs"][0]["max_abs_weight"]
+    assert result["agree"] is False and gap > 1000 * bound
     assert result["chaotic"] is True and gap / CHAOS_FACTOR <= spread
     import fastmlp.compare
 
