@@ -21,4 +21,13 @@ def warn(message, category):
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame = frame.f_back
         level += 1
-    warnings.warn(message, category, stacklevel=level + 1)  # (+1: this function's own frame)
+    said = category(message)
+    said.fastmlp = True  # fastmlp's own, whatever its category (``is_fastmlps``)
+    warnings.warn(said, stacklevel=level + 1)  # (+1: this function's own frame)
+
+
+def is_fastmlps(message, category):
+    """Whether a warning is fastmlp's own: of a category of fastmlp's (SymmetryWarning, ...) or
+    raised by ``warn`` (a plain UserWarning or RuntimeWarning among them: an option without
+    effect, a validation loss that overflowed), which the command line says by its message alone."""
+    return category.__module__.split(".")[0] == "fastmlp" or getattr(message, "fastmlp", False) is True

@@ -30,6 +30,7 @@ from ._atomic import file_identity as _identity, target_problem
 from ._cli_options import (
     EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, UsageError, strict_json,
 )
+from ._warn import is_fastmlps
 from .backends import BACKENDS
 from .data import DATASETS
 from .network import ACTIVATIONS, DTYPES, INITS, LOSS_NAMES, OUTPUTS
@@ -1258,7 +1259,7 @@ def _epochs_in(path):
 def _format_warning(message, category, filename, lineno, line=None):
     """A warning as one line, as the command's errors are: fastmlp's own by their message (it
     names what to change), another library's with its category and where it was raised."""
-    if category.__module__.split(".")[0] == "fastmlp":
+    if is_fastmlps(message, category):
         return f"fastmlp: warning: {message}\n"
     return f"fastmlp: warning: {category.__name__}: {message} ({filename}:{lineno})\n"
 

@@ -1506,6 +1506,22 @@ def test_warnings_are_one_line_as_errors_are(tiny_mnist):
     # another library's keeps its category and where it came from
     line = _format_warning(RuntimeWarning("overflow"), RuntimeWarning, "/x/numpy/core.py", 7)
     assert line == "fastmlp: warning: RuntimeWarning: overflow (/x/numpy/core.py:7)\n"
+    # fastmlp's own of a plain category (a validation loss that overflowed, an option without
+    # effect in a sweep's trials) by its message, as its own categories' (audit 59)
+    import warnings
+
+    from fastmlp._warn import warn
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn("the validation loss is inf in epoch 2", RuntimeWarning)
+        warnings.warn("overflow", RuntimeWarning)
+    ours, theirs = caught
+    assert ours.category is theirs.category is RuntimeWarning
+    assert _format_warning(ours.message, ours.category, ours.filename, ours.lineno) == (
+        "fastmlp: warning: the validation loss is inf in epoch 2\n")
+    assert _format_warning(theirs.message, theirs.category, theirs.filename, theirs.lineno).startswith(
+        "fastmlp: warning: RuntimeWarning: overflow (")
 
 
 def test_closed_stdout_or_stderr_is_said_at_once_and_errors_never_go_to_stdout(tmp_path):

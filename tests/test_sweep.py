@@ -451,6 +451,12 @@ def test_a_trial_leaves_out_what_it_would_train_without(tiny_mnist_dir):
     said = [str(w.message) for w in caught]
     assert any("beta1 has no effect in 1 of 2 trials" in message for message in said)
     assert not any("has no effect: it applies to" in message for message in said), said
+    # the command line says it as fastmlp's own, by its message (it said "UserWarning: ... (.../bin/fastmlp:8)")
+    from fastmlp.cli import _format_warning
+
+    ours = next(w for w in caught if "beta1 has no effect in 1 of 2 trials" in str(w.message))
+    assert ours.category is UserWarning  # (a filter on UserWarning still takes it)
+    assert _format_warning(ours.message, ours.category, ours.filename, ours.lineno) == f"fastmlp: warning: {ours.message}\n"
 
 
 @pytest.mark.parametrize(
@@ -683,6 +689,13 @@ def test_cli_mistakes_are_one_line_usage_errors_before_the_data_is_read(capsys, 
     assert status == 2, err
     assert out == "" and err.count("\n") == 1 and err.startswith("fastmlp: error: ")
     assert words in err
+
+
+def test_cli_unknown_parameter_offers_only_what_can_be_swept(capsys, tmp_path):
+    # it offered validation_fraction, which --grid then refused as "cannot be swept" (audit 59)
+    status, _, err = run(capsys, "sweep", "--data", str(tmp_path), "--grid", "rate=0.1")
+    assert status == 2 and "sweep one of layers, " in err
+    assert "validation_fraction" not in err and "dropout" in err
 
 
 def test_cli_help_says_the_sweeps_own_threads_default(capsys):
