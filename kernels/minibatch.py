@@ -63,8 +63,8 @@ of a wide first layer's weight gradient (``_csc_sparse_gradient``, per call) and
 input (``_sparse_plain_step``'s marks, per call).
 
 How a batch runs, in two parallel loops (no locks, no atomics), S rows at a time (a sub-batch:
-S = ``sub_batch_rows``, 256 rows, more for first layers narrow enough that their partial sums
-fit in SUB_BYTES; a batch of up to S rows is one sub-batch), steps 1 and 2 in turn:
+S = ``sub_batch_rows``: at least SUB_ROWS rows, more where the partial sums fit in SUB_BYTES,
+256 at 128 float32 units, 64 from 500 on; a batch of up to S rows is one sub-batch), steps 1 and 2 in turn:
 
 1. over PARTS blocks of the first layer's inputs (contiguous rows of W_0 [n_0, H]) and the
    parameters each part owns (its rows of W_0, its share of b_0 and of every later layer's
