@@ -47,8 +47,8 @@ def grid_item(actions):
         if not equals or not name:
             raise argparse.ArgumentTypeError(f"must be NAME=VALUE,VALUE,... like lr=0.05,0.1; got {text!r}")
         if name not in sweepable:
-            # validation_fraction is let through to be refused by name (fixed in every trial: fastmlp.sweep)
-            offered = ", ".join(key for key in sweepable if key != "validation_fraction")
+            # (validation_fraction is let through, to be refused by name: fastmlp.sweep)
+            offered = ", ".join(key for key in sweepable if key in sweeps.SWEPT)
             raise argparse.ArgumentTypeError(f"unknown parameter {name!r} in {text!r}; sweep one of {offered}")
         action = actions[INVERTED.get(name, name)]
         parse_value = _boolean if action.nargs == 0 else action.type

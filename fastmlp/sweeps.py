@@ -56,6 +56,8 @@ from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
 
 FIT_PARAMS = ("epochs",) + tuple(name for name in FIT_DEFAULTS if name != "schedule_epochs")
 PARAMS = MODEL_PARAMS + FIT_PARAMS
+# what a grid or distribution can sweep: validation_fraction is fixed (every trial scored on one split)
+SWEPT = tuple(name for name in PARAMS if name != "validation_fraction")
 # A trial runs on one thread (workers are one per core) and is scored on a validation split.
 SWEEP_DEFAULTS = {"threads": 1, "validation_fraction": 0.1, "epochs": 1}
 EXECUTORS = ("dask", "processes")
@@ -136,8 +138,7 @@ def _draw(distribution, rng):
 def _check_names(where, names):
     unknown = [name for name in names if name not in PARAMS]
     if unknown:
-        # (validation_fraction is fixed in base_params, never swept: not offered to the grid)
-        offered = [name for name in PARAMS if where == "base_params" or name != "validation_fraction"]
+        offered = PARAMS if where == "base_params" else SWEPT
         verb = "sets" if where == "base_params" else "sweeps"
         raise ValueError(f"{where}: unknown parameter {unknown[0]!r}; a sweep {verb} {', '.join(offered)}")
 
