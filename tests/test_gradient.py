@@ -92,6 +92,38 @@ def test_gradient_then_step_equals_one_fused_batch(rng, synth, recipe, dtype, we
 
 @pytest.mark.parametrize("recipe", ["sgd", "momentum+dropout"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_mini_batch_kernel_reads_its_scratch_rows_by_range_never_to_their_end(rng, recipe, dtype):
+    # minibatch_scratch pads the rows of units, raw and deltas to whole vectors (each row on a
+    # cache line): the kernels must read every column by its range. Rows padded further and
+    # filled with NaN must train to the same bits as the scratch's own (p = units[r, end:], the
+    # output's probabilities to the row's end, took the padding in).
+    case = make_case(rng, dtype, RECIPES[recipe], weighted=True)
+    params, state = case["params"], case["state"]
+    batch = 16
+    results = []
+    for extra in (0, 7, 33):
+        trained, trained_state = params.copy(), state.copy()
+        stats = np.zeros(4, np.float64)
+        scratch = list(kernels.minibatch_scratch(params, LAYERS, batch, state.slots.shape[0], True))
+        for k in (5, 6, 7):  # units, raw, deltas
+            rows, width = scratch[k].shape
+            wider = np.full((rows, width + extra), np.nan, dtype)
+            wider[:, :width] = scratch[k]
+            scratch[k] = wider
+        kernels.minibatch_sgd_chunk(
+            trained, stats, *scratch, *case["layout"], *case["codes"], case["hyper"], trained_state.slots,
+            trained_state.counters, *case["data"], *case["targets"], case["order"], 0, 3 * batch, batch,
+        )
+        results.append((trained, trained_state.slots, stats))
+    assert np.isfinite(results[0][0]).all() and not np.array_equal(results[0][0], params)
+    for trained, slots, stats in results[1:]:
+        np.testing.assert_array_equal(trained, results[0][0])
+        np.testing.assert_array_equal(slots, results[0][1])
+        np.testing.assert_array_equal(stats, results[0][2])
+
+
+@pytest.mark.parametrize("recipe", ["sgd", "momentum+dropout"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_two_halves_sum_to_the_whole_batch(rng, synth, recipe, dtype):
     case = make_case(rng, dtype, RECIPES[recipe], weighted=True)
     rows = case["order"][:21]
