@@ -25,7 +25,7 @@ those shared with ``sgd.sgd_persample_chunk`` mean the same and come in the same
                                       same order, and to the same bits, as one call.
     grad          float [P (+ pad)]   scratch (see "Scratch" below)
     weights_t     float [P]           scratch
-    partials      float [PARTS, S, H] scratch (S = min(B, ``sub_batch_rows(H, itemsize)``))
+    partials      float [PARTS, S, >= H] scratch (S = min(B, ``sub_batch_rows(H, itemsize)``))
     spans         int64 [B, PARTS, 2] scratch
     units         float [B, >= U + K] scratch (rows padded to whole vectors: see "Scratch")
     deltas        float [B, >= U]     scratch
@@ -111,11 +111,12 @@ every layer (activated for hidden layers, logits for the last), layer l at colum
 sum(layer_sizes[1:l+1]) onwards, then p = the output activation of the logits; ``deltas[r]``
 the d(loss / batch size)/dz of the same columns, without p. ``partials[part, r]`` and
 ``spans[r, part]`` are the first layer's partial sums over the part's inputs and where those
-inputs are in the CSR arrays. The rows of ``units``, ``raw`` and ``deltas`` are padded to whole
-vectors, so that every row starts on a cache line as the first does (rows of 148 and 138
-float32 at 784-128-10 left three in four and seven in eight off the boundary, where a 64-byte
-load of an AVX-512 Intel splits across two lines: 1.01-1.24x with them padded, the same bits,
-Intel Xeon, session 55); the kernels read every column by its range, never to a row's end.
+inputs are in the CSR arrays. The rows of ``units``, ``raw``, ``deltas`` and ``partials`` are
+padded to whole vectors, so that every row starts on a cache line as the first does (rows of
+148 and 138 float32 at 784-128-10 left three in four and seven in eight off the boundary, where
+a 64-byte load of an AVX-512 Intel splits across two lines: 1.01-1.24x with them padded, the
+same bits, Intel Xeon, session 55); the kernels read every column by its range, never to a
+row's end.
 """
 import types
 
@@ -164,8 +165,8 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
         _aligned_zeros(params.shape[0] + extra, params.dtype),
         _aligned_zeros(params.shape, params.dtype),
         _aligned_zeros((n_slots, params.shape[0]), params.dtype),
-        _aligned_zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)), n_first),
-                       params.dtype),
+        _aligned_zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)),
+                        -(-n_first // n_lanes) * n_lanes), params.dtype),
         _aligned_zeros((rows, PARTS, 2), np.int64),
         _aligned_zeros((rows, units_row), params.dtype),
         _aligned_zeros((rows if dropout else 0, deltas_row), params.dtype),
@@ -837,7 +838,7 @@ def _part_forward(
         hi = part_ptr[batch[r] * PARTS + part + 1]
         spans[r, part, 0] = lo
         spans[r, part, 1] = hi
-        z = partials[part, r]
+        z = partials[part, r, : layer_sizes[1]]
         if input_threshold == 0:
             if REGISTER_BLOCK == 8 and 4 * lanes(z) < z.shape[0] <= 8 * lanes(z):
                 sparse_forward_block(z, W, no_bias, indices[lo:hi], values[lo:hi], input_scale, 0, z.shape[0])

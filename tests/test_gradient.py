@@ -93,8 +93,8 @@ def test_gradient_then_step_equals_one_fused_batch(rng, synth, recipe, dtype, we
 @pytest.mark.parametrize("recipe", ["sgd", "momentum+dropout"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_mini_batch_kernel_reads_its_scratch_rows_by_range_never_to_their_end(rng, recipe, dtype):
-    # minibatch_scratch pads the rows of units, raw and deltas to whole vectors (each row on a
-    # cache line): the kernels must read every column by its range. Rows padded further and
+    # minibatch_scratch pads the rows of units, raw, deltas and partials to whole vectors (each
+    # row on a cache line): the kernels must read every column by its range. Rows padded further and
     # filled with NaN must train to the same bits as the scratch's own (p = units[r, end:], the
     # output's probabilities to the row's end, took the padding in).
     case = make_case(rng, dtype, RECIPES[recipe], weighted=True)
@@ -105,10 +105,10 @@ def test_the_mini_batch_kernel_reads_its_scratch_rows_by_range_never_to_their_en
         trained, trained_state = params.copy(), state.copy()
         stats = np.zeros(4, np.float64)
         scratch = list(kernels.minibatch_scratch(params, LAYERS, batch, state.slots.shape[0], True))
-        for k in (5, 6, 7):  # units, raw, deltas
-            rows, width = scratch[k].shape
-            wider = np.full((rows, width + extra), np.nan, dtype)
-            wider[:, :width] = scratch[k]
+        for k in (3, 5, 6, 7):  # partials, units, raw, deltas
+            *rows, width = scratch[k].shape
+            wider = np.full((*rows, width + extra), np.nan, dtype)
+            wider[..., :width] = scratch[k]
             scratch[k] = wider
         kernels.minibatch_sgd_chunk(
             trained, stats, *scratch, *case["layout"], *case["codes"], case["hyper"], trained_state.slots,

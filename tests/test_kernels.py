@@ -760,6 +760,9 @@ def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_
             for array, least in zip(scratch[5:8], (n_units + int(sizes[-1]), n_units, n_units)):
                 assert array.shape == (batch, array.shape[1]) and least <= array.shape[1] < least + 64, layers
                 assert _offsets(array[r] for r in range(batch)) == [0] * batch, layers
+            partials = scratch[3]  # [PARTS, rows, >= H]: the first layer's partial sums, row by row
+            assert sizes[1] <= partials.shape[2] < sizes[1] + 64, layers
+            assert _offsets(row for part in partials for row in part) == [0] * partials[:, :, 0].size, layers
 
     model = fastmlp.MLP([12, 8, 3], dtype=dtype, seed=0)
     model.fit(np.random.default_rng(0).random((40, 12)).astype(dtype), np.arange(40) % 3, momentum=0.9, progress=False)
