@@ -754,8 +754,8 @@ def test_the_parameters_slots_and_scratch_start_on_a_vector_boundary(dtype, tmp_
             scratch = kernels.minibatch_scratch(made[0], sizes, batch, 2, True)
             assert _offsets(scratch) == [0] * len(scratch)
             assert all(not array.any() for array in scratch)
-            # every row of units, raw and deltas too (rows of whole vectors: 1.05x at
-            # 784-500-150-10 and 1.10x at 784-128-10 batch 128 on an Intel Xeon, session 55)
+            # every row of units, raw and deltas too (rows of whole vectors: 784-800-10 at batch
+            # 1024 1.12-1.24x, 784-500-150-10 1.05-1.09x on an Intel Xeon, session 55)
             n_units = int(sizes[1:].sum())
             for array, least in zip(scratch[5:8], (n_units + int(sizes[-1]), n_units, n_units)):
                 assert array.shape == (batch, array.shape[1]) and least <= array.shape[1] < least + 64, layers
