@@ -155,22 +155,23 @@ def minibatch_scratch(params, layer_sizes, batch_size, n_slots=0, dropout=False)
     n_lanes = VECTOR_BYTES // params.dtype.itemsize
     padded = 4 * n_lanes < n_first < 8 * n_lanes
     extra = n_lanes + int(layer_sizes[0]) * 8 * n_lanes if padded else 0
-    # rows of units, raw and deltas of whole vectors ("Scratch" in the module docstring)
-    units_row = -(-(n_units + n_out) // n_lanes) * n_lanes
-    deltas_row = -(-n_units // n_lanes) * n_lanes
+
+    def whole(n):  # rows of partials, units, raw and deltas: whole vectors ("Scratch" above)
+        return -(-n // n_lanes) * n_lanes
+
     # zeros, though the kernel overwrites what it reads: a chunk run with some helpers left out
     # (``fastmlp._prewarm``'s compile share) then finds no garbage offsets in ``spans``; every
-    # array on whole cache lines, where the vectors of its first row load fastest
+    # array on whole cache lines, where the vectors of its rows load fastest
     return (
         _aligned_zeros(params.shape[0] + extra, params.dtype),
         _aligned_zeros(params.shape, params.dtype),
         _aligned_zeros((n_slots, params.shape[0]), params.dtype),
-        _aligned_zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)),
-                        -(-n_first // n_lanes) * n_lanes), params.dtype),
+        _aligned_zeros((PARTS, min(rows, _python_sub_batch_rows(n_first, params.dtype.itemsize)), whole(n_first)),
+                       params.dtype),
         _aligned_zeros((rows, PARTS, 2), np.int64),
-        _aligned_zeros((rows, units_row), params.dtype),
-        _aligned_zeros((rows if dropout else 0, deltas_row), params.dtype),
-        _aligned_zeros((rows, deltas_row), params.dtype),
+        _aligned_zeros((rows, whole(n_units + n_out)), params.dtype),
+        _aligned_zeros((rows if dropout else 0, whole(n_units)), params.dtype),
+        _aligned_zeros((rows, whole(n_units)), params.dtype),
         _aligned_zeros(rows, params.dtype),
         _aligned_zeros(rows, np.int64),
     )
