@@ -96,7 +96,8 @@ def test_the_mini_batch_kernel_reads_its_scratch_rows_by_range_never_to_their_en
     # minibatch_scratch pads the rows of units, raw, deltas and partials to whole vectors (each
     # row on a cache line): the kernels must read every column by its range. Rows padded further and
     # filled with NaN must train to the same bits as the scratch's own (p = units[r, end:], the
-    # output's probabilities to the row's end, took the padding in).
+    # output's probabilities to the row's end, took the padding in). A sparse forward over a whole
+    # partials row would only fill its padding, which nothing reads: no result shows it.
     case = make_case(rng, dtype, RECIPES[recipe], weighted=True)
     params, state = case["params"], case["state"]
     batch = 16
