@@ -224,69 +224,109 @@ def _padded_gradient(grad, params, n_in):
     return grad[first : first + rows * 8 * L].reshape((rows, 8 * L))
 
 
+# Vectors of a row of dW^T that _dense_part_gradient's tile keeps in registers for each of its two
+# units: four with AVX-512 (eight accumulators of its 32 registers), two elsewhere (AVX2's 16 ymm
+# registers hold eight 64-byte vectors in all).
+GRADIENT_TILE = REGISTER_BLOCK // 2
+
+
 @njit(**KERNEL_OPTIONS)
 def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, fresh):
     """dWt[k,:] += sum_B dz[B,k] a[B,:] for output units k = first .. last - 1 of z[B,H] =
     a[B,D] @ W[D,H] + b[H] (dWt = dW^T [H,D]), from 0 if ``fresh`` (the batch's first rows).
-    Four samples at a time, unit by unit: the four a rows stay in L1 for all the part's units,
-    and each dWt row is read and written once per four samples (per unit over the whole batch
-    instead, a wide layer re-read all of a[B,D] once per unit). From PAIRED_INPUTS inputs on,
-    eight samples at a time: each dWt row read and written half as often (784-500-150-10 batch
-    1024 1.07-1.08x, AMD EPYC Zen 3; batch 128 1.00x). Every entry still sums over the batch in
-    batch order (sub-batches start on a multiple of four rows: the same groups; the eight-row
-    and four-row passes gave the same bits)."""
+    In tiles of two units by GRADIENT_TILE vectors of columns (_dense_gradient_tile), whose sums
+    stay in registers over all the rows: each row of dWt is read and written once per call (a
+    sub-batch), each vector of a loaded once per two units, and the rows' a block (its columns
+    of the sub-batch's rows) stays in L1 across the part's units (the loops before re-read each
+    dWt row from L2 every eight rows). Every entry sums its rows in batch order, one multiply-add
+    per row: the same bits as those loops, whose sums LLVM had contracted to the same chain.
+    784-500-150-10 1.09-1.11x at batch 128 and 1024, 784-300-100-10 batch 32 1.09x, 784-128-10
+    and 784-800-10 within noise (``bench/ab_kernels.py``, Intel Xeon, session 56)."""
     n_in = dWt.shape[1]
-    if fresh:
-        for k in range(first, last):
-            g = dWt[k]
-            for j in range(n_in):
-                g[j] = 0
-    n_rows = deltas.shape[0]
-    r = 0
-    while n_in >= PAIRED_INPUTS and r + 8 <= n_rows:
-        a0 = units[r, a_column : a_column + n_in]
-        a1 = units[r + 1, a_column : a_column + n_in]
-        a2 = units[r + 2, a_column : a_column + n_in]
-        a3 = units[r + 3, a_column : a_column + n_in]
-        a4 = units[r + 4, a_column : a_column + n_in]
-        a5 = units[r + 5, a_column : a_column + n_in]
-        a6 = units[r + 6, a_column : a_column + n_in]
-        a7 = units[r + 7, a_column : a_column + n_in]
-        for k in range(first, last):
-            d0 = deltas[r, dz_column + k]
-            d1 = deltas[r + 1, dz_column + k]
-            d2 = deltas[r + 2, dz_column + k]
-            d3 = deltas[r + 3, dz_column + k]
-            d4 = deltas[r + 4, dz_column + k]
-            d5 = deltas[r + 5, dz_column + k]
-            d6 = deltas[r + 6, dz_column + k]
-            d7 = deltas[r + 7, dz_column + k]
-            g = dWt[k]
-            for j in range(n_in):
-                g[j] += ((d0 * a0[j] + d1 * a1[j]) + (d2 * a2[j] + d3 * a3[j])) + (
-                    (d4 * a4[j] + d5 * a5[j]) + (d6 * a6[j] + d7 * a7[j]))
-        r += 8
-    while r + 4 <= n_rows:
-        a0 = units[r, a_column : a_column + n_in]
-        a1 = units[r + 1, a_column : a_column + n_in]
-        a2 = units[r + 2, a_column : a_column + n_in]
-        a3 = units[r + 3, a_column : a_column + n_in]
-        for k in range(first, last):
-            d0 = deltas[r, dz_column + k]
-            d1 = deltas[r + 1, dz_column + k]
-            d2 = deltas[r + 2, dz_column + k]
-            d3 = deltas[r + 3, dz_column + k]
-            g = dWt[k]
-            for j in range(n_in):
-                g[j] += (d0 * a0[j] + d1 * a1[j]) + (d2 * a2[j] + d3 * a3[j])
-        r += 4
-    for r in range(r, n_rows):
-        a = units[r, a_column : a_column + n_in]
-        for k in range(first, last):
-            d = deltas[r, dz_column + k]
-            g = dWt[k]
-            for j in range(n_in):
-                g[j] += d * a[j]
+    width = GRADIENT_TILE * lanes(dWt)
+    for c in range(0, n_in, width):
+        m = min(width, n_in - c)
+        for k in range(first, last, 2):
+            _dense_gradient_tile(dWt, k, min(k + 1, last - 1), c, m, units, deltas, a_column, dz_column, fresh)
+
+
+@njit(**KERNEL_OPTIONS)
+def _dense_gradient_tile(dWt, k0, k1, c, m, units, deltas, a_column, dz_column, fresh):
+    """dWt[k, c : c + m] (+)= sum over the rows r in order of dz[r, k] * a[r, c : c + m] for the
+    units k0 and k1 (k1 may be k0: the same sums, stored twice), m <= GRADIENT_TILE vectors:
+    plain loads for a whole tile, masked ones for a layer's last, shorter one (masked loads in
+    every pass ran half as fast on an AMD EPYC Zen 3: _dense_block_backward)."""
+    L = lanes(dWt)
+    g0 = _row(dWt, k0)
+    g1 = _row(dWt, k1)
+    zero = vsplat(g0, 0)
+    s00 = zero
+    s01 = zero
+    s02 = zero
+    s03 = zero
+    s10 = zero
+    s11 = zero
+    s12 = zero
+    s13 = zero
+    if not fresh:
+        s00 = vload_part(g0, c, m)
+        s01 = vload_part(g0, c + L, m - L)
+        s10 = vload_part(g1, c, m)
+        s11 = vload_part(g1, c + L, m - L)
+        if GRADIENT_TILE == 4:
+            s02 = vload_part(g0, c + 2 * L, m - 2 * L)
+            s03 = vload_part(g0, c + 3 * L, m - 3 * L)
+            s12 = vload_part(g1, c + 2 * L, m - 2 * L)
+            s13 = vload_part(g1, c + 3 * L, m - 3 * L)
+    col0 = dz_column + k0
+    col1 = dz_column + k1
+    if m == GRADIENT_TILE * L:
+        for r in range(deltas.shape[0]):
+            a = _row(units, r)
+            d = _row(deltas, r)
+            d0 = vsplat(g0, d[col0])
+            d1 = vsplat(g0, d[col1])
+            x = vload(a, a_column + c)
+            s00 = vfma(d0, x, s00)
+            s10 = vfma(d1, x, s10)
+            x = vload(a, a_column + c + L)
+            s01 = vfma(d0, x, s01)
+            s11 = vfma(d1, x, s11)
+            if GRADIENT_TILE == 4:
+                x = vload(a, a_column + c + 2 * L)
+                s02 = vfma(d0, x, s02)
+                s12 = vfma(d1, x, s12)
+                x = vload(a, a_column + c + 3 * L)
+                s03 = vfma(d0, x, s03)
+                s13 = vfma(d1, x, s13)
+    else:
+        for r in range(deltas.shape[0]):
+            a = _row(units, r)
+            d = _row(deltas, r)
+            d0 = vsplat(g0, d[col0])
+            d1 = vsplat(g0, d[col1])
+            x = vload_part(a, a_column + c, m)
+            s00 = vfma(d0, x, s00)
+            s10 = vfma(d1, x, s10)
+            x = vload_part(a, a_column + c + L, m - L)
+            s01 = vfma(d0, x, s01)
+            s11 = vfma(d1, x, s11)
+            if GRADIENT_TILE == 4:
+                x = vload_part(a, a_column + c + 2 * L, m - 2 * L)
+                s02 = vfma(d0, x, s02)
+                s12 = vfma(d1, x, s12)
+                x = vload_part(a, a_column + c + 3 * L, m - 3 * L)
+                s03 = vfma(d0, x, s03)
+                s13 = vfma(d1, x, s13)
+    vstore_part(g0, c, s00, m)
+    vstore_part(g0, c + L, s01, m - L)
+    vstore_part(g1, c, s10, m)
+    vstore_part(g1, c + L, s11, m - L)
+    if GRADIENT_TILE == 4:
+        vstore_part(g0, c + 2 * L, s02, m - 2 * L)
+        vstore_part(g0, c + 3 * L, s03, m - 3 * L)
+        vstore_part(g1, c + 2 * L, s12, m - 2 * L)
+        vstore_part(g1, c + 3 * L, s13, m - 3 * L)
 
 
 @njit(**KERNEL_OPTIONS)
