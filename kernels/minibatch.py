@@ -240,8 +240,9 @@ def _dense_part_gradient(dWt, units, deltas, a_column, dz_column, first, last, f
     of the sub-batch's rows) stays in L1 across the part's units (the loops before re-read each
     dWt row from L2 every eight rows). Every entry sums its rows in batch order, one multiply-add
     per row: the same bits as those loops, whose sums LLVM had contracted to the same chain.
-    784-500-150-10 1.09-1.11x at batch 128 and 1024, 784-300-100-10 batch 32 1.09x, 784-128-10
-    and 784-800-10 within noise (``bench/ab_kernels.py``, Intel Xeon, session 56)."""
+    784-500-150-10 1.06-1.15x at batch 128 and 1024, 784-300-100-10 batch 32 1.09x, 784-128-10
+    and 784-800-10 within noise (``bench/ab_kernels.py``, Intel Xeon, session 56). Rows by
+    index, not _row: a second signature of it (int64 rows) to compile on every cold start."""
     n_in = dWt.shape[1]
     width = GRADIENT_TILE * lanes(dWt)
     for c in range(0, n_in, width):
@@ -257,8 +258,8 @@ def _dense_gradient_tile(dWt, k0, k1, c, m, units, deltas, a_column, dz_column, 
     plain loads for a whole tile, masked ones for a layer's last, shorter one (masked loads in
     every pass ran half as fast on an AMD EPYC Zen 3: _dense_block_backward)."""
     L = lanes(dWt)
-    g0 = _row(dWt, k0)
-    g1 = _row(dWt, k1)
+    g0 = dWt[np.uint32(k0)]
+    g1 = dWt[np.uint32(k1)]
     zero = vsplat(g0, 0)
     s00 = zero
     s01 = zero
@@ -282,8 +283,8 @@ def _dense_gradient_tile(dWt, k0, k1, c, m, units, deltas, a_column, dz_column, 
     col1 = dz_column + k1
     if m == GRADIENT_TILE * L:
         for r in range(deltas.shape[0]):
-            a = _row(units, r)
-            d = _row(deltas, r)
+            a = units[np.uint32(r)]
+            d = deltas[np.uint32(r)]
             d0 = vsplat(g0, d[col0])
             d1 = vsplat(g0, d[col1])
             x = vload(a, a_column + c)
@@ -301,8 +302,8 @@ def _dense_gradient_tile(dWt, k0, k1, c, m, units, deltas, a_column, dz_column, 
                 s13 = vfma(d1, x, s13)
     else:
         for r in range(deltas.shape[0]):
-            a = _row(units, r)
-            d = _row(deltas, r)
+            a = units[np.uint32(r)]
+            d = deltas[np.uint32(r)]
             d0 = vsplat(g0, d[col0])
             d1 = vsplat(g0, d[col1])
             x = vload_part(a, a_column + c, m)
