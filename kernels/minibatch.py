@@ -1035,13 +1035,11 @@ def _dense_block_backward(deltas, rows, first, middle, end, Wt):
         d1 = deltas[r0 + 1]
         d2 = deltas[r0 + 2]
         d3 = deltas[r0 + 3]
-        c = 0
         if REGISTER_BLOCK == 8:
-            # the column as a range's index: a call with c itself would be compiled twice, for
-            # its first value (a literal 0) and for int64
-            for pair in range(n_in // (2 * L)):
-                _dense_backward_pair(d0, d1, d2, d3, Wt, first, middle, pair * 2 * L)
-            c = n_in - n_in % (2 * L)
+            for pair in range(-(-n_in // (2 * L))):
+                _dense_backward_pair(d0, d1, d2, d3, Wt, first, middle, pair * 2 * L, n_in)
+            return
+        c = 0
         while c < n_in:
             # whole vectors with plain loads, the last columns masked: masked loads in every
             # pass ran this loop at half the speed (AMD EPYC Zen 3, AVX2)
@@ -1102,11 +1100,15 @@ def _dense_block_backward(deltas, rows, first, middle, end, Wt):
 
 
 @njit(**KERNEL_OPTIONS)
-def _dense_backward_pair(d0, d1, d2, d3, Wt, first, middle, c):
-    """_dense_block_backward's sums of two vectors of columns, c and c + L, for its four rows:
-    eight sums in registers (with AVX-512: with AVX2 they would be all sixteen registers), each
-    row's delta loaded once for both vectors. The same sums in the same order."""
+def _dense_backward_pair(d0, d1, d2, d3, Wt, first, middle, c, n_in):
+    """_dense_block_backward's sums of two vectors of columns, c and c + L (the columns before
+    n_in: masked loads and stores, which cost what plain ones do with AVX-512), for its four
+    rows: eight sums in registers (with AVX-512 only: with AVX2 they would be all sixteen
+    registers), each row's delta loaded once for both vectors. The same sums in the same order
+    as one vector at a time."""
     L = lanes(Wt)
+    m = n_in - c
+    k = m - L  # clamped to [0, L] by the moves: 0 moves nothing
     a0 = vsplat(d0, 0)
     a1 = a0
     a2 = a0
@@ -1115,30 +1117,30 @@ def _dense_backward_pair(d0, d1, d2, d3, Wt, first, middle, c):
     b1 = a0
     b2 = a0
     b3 = a0
-    for k in range(Wt.shape[0]):
-        w = Wt[np.uint32(k)]
-        v = vload(w, c)
-        u = vload(w, c + L)
-        x = vsplat(d0, d0[middle + k])
+    for unit in range(Wt.shape[0]):
+        w = Wt[np.uint32(unit)]
+        v = vload_part(w, c, m)
+        u = vload_part(w, c + L, k)
+        x = vsplat(d0, d0[middle + unit])
         a0 = vfma(x, v, a0)
         b0 = vfma(x, u, b0)
-        x = vsplat(d0, d1[middle + k])
+        x = vsplat(d0, d1[middle + unit])
         a1 = vfma(x, v, a1)
         b1 = vfma(x, u, b1)
-        x = vsplat(d0, d2[middle + k])
+        x = vsplat(d0, d2[middle + unit])
         a2 = vfma(x, v, a2)
         b2 = vfma(x, u, b2)
-        x = vsplat(d0, d3[middle + k])
+        x = vsplat(d0, d3[middle + unit])
         a3 = vfma(x, v, a3)
         b3 = vfma(x, u, b3)
-    vstore(d0, first + c, a0)
-    vstore(d1, first + c, a1)
-    vstore(d2, first + c, a2)
-    vstore(d3, first + c, a3)
-    vstore(d0, first + c + L, b0)
-    vstore(d1, first + c + L, b1)
-    vstore(d2, first + c + L, b2)
-    vstore(d3, first + c + L, b3)
+    vstore_part(d0, first + c, a0, m)
+    vstore_part(d1, first + c, a1, m)
+    vstore_part(d2, first + c, a2, m)
+    vstore_part(d3, first + c, a3, m)
+    vstore_part(d0, first + c + L, b0, k)
+    vstore_part(d1, first + c + L, b1, k)
+    vstore_part(d2, first + c + L, b2, k)
+    vstore_part(d3, first + c + L, b3, k)
 
 
 @njit(**KERNEL_OPTIONS)
