@@ -910,9 +910,12 @@ def test_a_sweep_beside_another_cluster_warns_of_no_port():
 
 
 DASK_CTRL_C = """
-import sys, time
+import signal, sys, time
 from fastmlp import sweeps
 
+# Python's own Ctrl-C, as in a terminal: a suite started in the background (`.ci/run ... &`)
+# ignores SIGINT, and so did this script, which then slept its 60 s out and passed untested
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with sweeps._dask_executor(2, None) as (pool, _):
     futures = [pool.submit(time.sleep, 60) for _ in range(2)]
     try:
@@ -920,6 +923,7 @@ with sweeps._dask_executor(2, None) as (pool, _):
         print("running", flush=True)
         time.sleep(60)
     except KeyboardInterrupt:  # as run_trials: the unfinished trials are cancelled, the cluster closed
+        print("interrupted", flush=True)
         for future in futures:
             future.cancel()
 print("stopped", flush=True)
@@ -949,7 +953,7 @@ def test_ctrl_c_of_a_sweep_on_its_own_dask_cluster_says_nothing_of_dask(tmp_path
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sweep.pid, signal.SIGKILL)
-    assert out == "stopped\n" and sweep.returncode == 0
+    assert out == "interrupted\nstopped\n" and sweep.returncode == 0
     assert "Traceback" not in err and "WARNING" not in err, err
 
 
