@@ -70,7 +70,7 @@ S = ``sub_batch_rows``: at least SUB_ROWS rows, more where the partial sums fit 
    parameters each part owns (its rows of W_0, its share of b_0 and of every later layer's
    output units): each part first adds the previous sub-batch's share to the gradient of its
    parameters (_part_gradient: dW_0 rows over the sub-batch's nonzero inputs, input by input
-   for rows wider than CSC_ROW_BYTES: _part_gradient_by_input; the later layers'
+   for rows of CSC_ROW_BYTES or more: _part_gradient_by_input; the later layers'
    dW^T rows, the biases), then, in a batch's first sub-batch, takes the previous batch's step
    on them (_part_update), then computes the first layer's partial sums of this sub-batch over
    its inputs, partials[part] = x[:, rows] @ W_0[rows, :], skipping zero inputs. A block of W_0
@@ -369,10 +369,13 @@ def _part_sparse_gradient(
 
 
 # The first layer's weight gradient goes input by input (_part_gradient_by_input) for rows of dW
-# wider than CSC_ROW_BYTES (784 of them no longer fit a 512 KB L2) and without input dropout,
+# of CSC_ROW_BYTES or more (784 of them no longer fit a 512 KB L2) and without input dropout,
 # in sub-batches of CSC_ROWS rows or more, in groups of rows whose dz fit CSC_BYTES (half such
-# an L2: at 256 rows of 800 units, 0.93x). 784-128-10 float64 (1 KB rows) input by input ran
-# 0.945x at batch 1024, so it stays row by row.
+# an L2: at 256 rows of 800 units, 0.93x). Rows of exactly 1 KB (float32 256 units, float64 128)
+# went row by row until 2026-12-06: input by input ran 0.945x at 784-128-10 float64 batch 1024
+# on an AMD EPYC Zen 3 (2026-12-03, before the pairs of inputs), and on an Intel Xeon (Emerald
+# Rapids) 1.07-1.15x at batch 32-1024, one and two threads, both dtypes (bench/ab_kernels.py,
+# BENCHMARKS.md session 58); rows of 800 bytes 1.00-1.04x, of 640 bytes 0.92-1.02x.
 CSC_ROWS = 16
 CSC_ROW_BYTES = 1024
 CSC_BYTES = 1 << 18
@@ -392,7 +395,7 @@ register_jitable(csc_group_rows)
 def _part_gradient_by_input(grad, deltas, spans, layer_sizes, w_offsets, b_offsets, part, indices, values,
                             input_scale, params, sc, stepped):
     """The part's rows of the first layer's weight gradient, dW[j,:] += sum_B x[B,j] dz[B,:],
-    for a first layer of rows wider than CSC_ROW_BYTES without input dropout: as _part_sparse_gradient adds
+    for a first layer of rows of CSC_ROW_BYTES or more without input dropout: as _part_sparse_gradient adds
     them, to the same bits, but input by input (_csc_sparse_gradient) over groups of rows whose
     dz fill CSC_BYTES. The chunk calls it only for such layers, so that the compile of a first
     step on the interpreted kernel of a narrower one never meets it.
@@ -1317,7 +1320,7 @@ def _minibatch_sgd_chunk(
     sub_rows = sub_batch_rows(layer_sizes[1], params.itemsize)
     # the first layer's weight gradient input by input (CSC_ROWS; inline: a helper would be one more
     # cached function for a warm start on the interpreted kernel to load)
-    wide = layer_sizes[1] * params.itemsize > CSC_ROW_BYTES and input_threshold == 0
+    wide = layer_sizes[1] * params.itemsize >= CSC_ROW_BYTES and input_threshold == 0
     for batch_index in range(n_batches + 1):  # + 1: a last pass that only takes the last step
         batch_start = start + batch_index * batch_size
         batch = order[min(batch_start, stop) : min(batch_start + batch_size, stop)]

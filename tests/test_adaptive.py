@@ -605,6 +605,38 @@ def test_the_fused_first_layer_step_trains_to_the_bits_of_the_step_after_the_gra
         assert results[0].tobytes() == results[1].tobytes(), batch_size
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="one Python function under NUMBA_DISABLE_JIT=1")
+@pytest.mark.parametrize("dtype, hidden, by_input", [
+    ("float32", 255, False), ("float32", 256, True), ("float64", 127, False), ("float64", 128, True),
+])
+def test_a_first_layer_of_rows_of_a_kilobyte_or_more_sums_its_gradient_input_by_input(monkeypatch, dtype, hidden,
+                                                                                       by_input):
+    # Rows of exactly 1 KB went row by row until session 58; input by input they trained 1.07-1.15x
+    # faster on an Intel Xeon (BENCHMARKS.md). Both ways give the same bits, so only the calls of
+    # the interpreted kernel's helper tell which one a fit took.
+    import fastmlp.kernels as fastmlp_kernels
+    from fastmlp.kernels import minibatch
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args[7])  # (the part)
+        return minibatch._part_gradient_by_input(*args)
+
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 256, (96, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.5] = 0
+    y = rng.integers(0, 4, 96)
+    model = MLP([30, hidden, 4], activation="relu", dtype=dtype, seed=0, threads=1)
+    model.fit(X[:8], y[:8], epochs=1, batch_size=32, lr=0.05)  # builds the backend
+    kernel = minibatch.interpreted(_part_gradient_by_input=counted)
+    for form in ("minibatch_sgd_chunk", "minibatch_sgd_chunk_serial", "minibatch_sgd_chunk_interpreted"):
+        monkeypatch.setattr(fastmlp_kernels, form, kernel)
+    model.partial_fit(X, y, epochs=1, batch_size=32)
+    assert bool(calls) == by_input, (dtype, hidden, len(calls))
+
+
 # Plain per-sample SGD: the interpreted kernel for the first chunks (a cold start), then the
 # compiled one, against the compiled one alone: the same bits. Cases over what the kernel's
 # helpers branch on (activation, loss, dtype, input type, depth, biases), combined by hand.

@@ -339,9 +339,9 @@ def test_per_sample_sparse_row_steps_at_every_register_block_width(rng, n_hidden
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_hidden, n_rows", [(257, 16), (512, 40), (500, 140), (600, 130)])
+@pytest.mark.parametrize("n_hidden, n_rows", [(256, 16), (257, 16), (512, 40), (500, 140), (600, 130)])
 def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_hidden, n_rows, dtype):
-    """The mini-batch first layer's weight gradient of rows wider than CSC_ROW_BYTES, for
+    """The mini-batch first layer's weight gradient of rows of CSC_ROW_BYTES or more, for
     sub-batches of CSC_ROWS rows on, goes input by input (minibatch._part_gradient_by_input):
     the same bits as the rows added one at a time (each entry sums over the rows in the same
     order), and x^T dz. Widths with whole blocks of four vectors and then whole vectors and a
@@ -351,7 +351,7 @@ def test_the_weight_gradient_ordered_by_input_adds_what_row_by_row_adds(rng, n_h
     between unlit ones (input 9: _csc_one)."""
     from fastmlp.kernels import minibatch
 
-    assert n_rows >= minibatch.CSC_ROWS and n_hidden * np.dtype(dtype).itemsize > minibatch.CSC_ROW_BYTES
+    assert n_rows >= minibatch.CSC_ROWS and n_hidden * np.dtype(dtype).itemsize >= minibatch.CSC_ROW_BYTES
     n_in = 30
     X = rng.integers(0, 256, size=(n_rows, n_in)).astype(np.uint8)
     X[rng.random(X.shape) < 0.6] = 0
