@@ -369,15 +369,19 @@ def _part_sparse_gradient(
 
 
 # The first layer's weight gradient goes input by input (_part_gradient_by_input) for rows of dW
-# of CSC_ROW_BYTES or more (784 of them no longer fit a 512 KB L2) and without input dropout,
-# in sub-batches of CSC_ROWS rows or more, in groups of rows whose dz fit CSC_BYTES (half such
-# an L2: at 256 rows of 800 units, 0.93x). Rows of exactly 1 KB (float32 256 units, float64 128)
-# went row by row until 2026-12-06: input by input ran 0.945x at 784-128-10 float64 batch 1024
-# on an AMD EPYC Zen 3 (2026-12-03, before the pairs of inputs), and on an Intel Xeon (Emerald
-# Rapids) 1.07-1.15x at batch 32-1024, one and two threads, both dtypes (bench/ab_kernels.py,
-# BENCHMARKS.md session 58); rows of 800 bytes 1.00-1.04x, of 640 bytes 0.92-1.02x.
+# of CSC_ROW_BYTES or more and without input dropout, in sub-batches of CSC_ROWS rows or more, in
+# groups of rows whose dz fit CSC_BYTES (half a 512 KB L2: at 256 rows of 800 units, 0.93x).
+# Until 2026-12-06 only rows of more than 1 KB did (input by input ran 0.945x at 784-128-10
+# float64, 1 KB rows, batch 1024 on an AMD EPYC Zen 3, 2026-12-03, before the pairs of inputs).
+# On an Intel Xeon (Emerald Rapids; bench/ab_kernels.py, BENCHMARKS.md session 58), input by
+# input against row by row, the same bits: 1 KB rows (float32 256 units, float64 128) 1.07-1.15x
+# at batch 32-1024 on one and two threads; 255 units 1.25x, 240 1.10-1.18x, 200 (800 bytes)
+# 1.00-1.08x, float64 100 units 1.02-1.03x; 160 units (640 bytes) 0.92x on one thread. From 896
+# bytes on (float32 224 units, float64 112): rows of 800 bytes gained too little to make the
+# scikit-learn drop-in's default (100 units, float64 for float64 data) compile this helper on a
+# cold start.
 CSC_ROWS = 16
-CSC_ROW_BYTES = 1024
+CSC_ROW_BYTES = 896
 CSC_BYTES = 1 << 18
 
 
