@@ -410,6 +410,14 @@ class NumbaBackend:
         outer = numba.get_num_threads()
         try:
             compiling = self._parallel_compiling is not None and self._parallel_compiling.poll() is None
+            if compiling and _compiling_ahead and kernel is None and not _openmp_inherited:
+                # `fastmlp warmup` on a cold cache: the second process compiles the parallel
+                # kernel, so this one compiles its share of the helpers and then loads the kernel
+                # that process stores, instead of compiling the same kernel beside it (a core's
+                # 14-16 s on an Intel Xeon; session 59). If it failed, the call below compiles.
+                share(self._parallel_compiling)
+                self._parallel_compiling.wait()
+                compiling = False
             if kernel is not None:
                 n_done = call(1, 0, len(order), kernel)
             elif _openmp_inherited:  # the parallel kernel would end this process (_after_fork)

@@ -418,6 +418,20 @@ print(json.dumps({name: [len(k.signatures), sum(k.stats.cache_hits.values())]
 """
 
 
+# `fastmlp warmup` as a user runs it (the command line's main, in a script that then says how the
+# parallel kernel came into this process: compiled here, or loaded from the cache)
+WARMUP_AND_COUNT = r"""
+import contextlib, io, json
+from fastmlp import cli, kernels
+from fastmlp.kernels._threads import available_cores
+with contextlib.redirect_stdout(io.StringIO()):
+    status = cli.main(["warmup", "--batch-size", "8", "--json"])
+stats = kernels.minibatch_sgd_chunk.stats
+print(json.dumps({"status": status, "cores": available_cores(), "loaded": sum(stats.cache_hits.values()),
+                  "compiled": sum(stats.cache_misses.values())}))
+"""
+
+
 def one_thread_loaded_warmed(run):
     with tempfile.TemporaryDirectory() as cache_dir:
         one_thread = dict(NUMBA_NUM_THREADS="1", FASTMLP_BACKGROUND_COMPILE="0")
@@ -427,11 +441,12 @@ def one_thread_loaded_warmed(run):
         loaded = json.loads(run_python(["-c", FIT_AND_HASH], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0",
                                        FIT_THREADS="auto", CALLER_THREADS="1"))
         # as a user runs it: with the second compiling process (on two cores)
-        run_python(["-m", "fastmlp", "warmup", "--batch-size", "8", "--json"], cache_dir, run)
+        warmup = json.loads(run_python(["-c", WARMUP_AND_COUNT], cache_dir, run))
         after_warmup = json.loads(run_python(["-c", FIT_AND_COUNT_KERNELS], cache_dir, run,
                                              FASTMLP_BACKGROUND_COMPILE="0"))
         one_thread_again = json.loads(run_python(["-c", FIT_AND_COUNT_KERNELS], cache_dir, run, NUMBA_NUM_THREADS="1"))
-    return dict(compiled=compiled, loaded=loaded, after_warmup=after_warmup, one_thread_again=one_thread_again)
+    return dict(compiled=compiled, loaded=loaded, warmup=warmup, after_warmup=after_warmup,
+                one_thread_again=one_thread_again)
 
 
 @pytest.mark.background.with_args(one_thread_loaded_warmed)
@@ -465,8 +480,18 @@ def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
     # the parallel kernel: `fastmlp warmup` must compile the parallel kernel
     # itself, so that the next fit loads it and needs no twin (the cache held only the serial
     # twin before it: a warmup that trained on it would leave the parallel kernel uncompiled).
-    counts = background(one_thread_loaded_warmed)["after_warmup"]
+    runs = background(one_thread_loaded_warmed)
+    counts = runs["after_warmup"]
     assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
+    # With two cores the warmup's own fit starts the second process, which compiles the parallel
+    # kernel: the warmup loads what it stores instead of compiling the same kernel beside it (both
+    # did, a core's 14-16 s, until session 59); with one core it compiles the kernel itself.
+    warmup = runs["warmup"]
+    assert warmup["status"] == 0
+    if warmup["cores"] >= 2:
+        assert (warmup["loaded"], warmup["compiled"]) == (1, 0), warmup
+    else:
+        assert (warmup["loaded"], warmup["compiled"]) == (0, 1), warmup
 
 
 def test_an_argument_name_the_kernel_lacks_is_an_error_not_a_warm_cache():
