@@ -1078,6 +1078,7 @@ def _warmup(args):
     import numpy as np
 
     from ._numba_backend import compiling_ahead
+    from ._prewarm import start as start_prewarm
     from .kernels import usable_threads
     from .model import MLP
 
@@ -1089,28 +1090,40 @@ def _warmup(args):
     kinds = {"uint8": rng.integers(0, 256, size=(64, 16)).astype(np.uint8), "float": rng.normal(size=(64, 16))}
     y = rng.integers(0, 4, size=64)
     done = []
-    for dtype in dtypes:
-        for kind in inputs:
-            for batch_size in batch_sizes:
-                # per-sample SGD has three kernels: plain SGD, plain SGD on two threads (`--threads
-                # 2`, where this machine has two cores), and the one of every other recipe
-                recipes = [({}, 1)]  # (fit options, threads)
-                if batch_size == 1:
-                    recipes += [({}, 2)] * two_threads + [({"momentum": 0.9}, 1)]
-                for recipe, threads in recipes:
-                    tic = time.perf_counter()
-                    model = MLP(list(TWO_THREAD_LAYERS) if threads == 2 else [16, 8, 4], dtype=dtype, seed=0,
-                                threads="auto" if threads == 1 else threads)
-                    with compiling_ahead():
-                        model.fit(kinds[kind], y, epochs=1, batch_size=None if batch_size is None else min(batch_size, 64),
-                                  progress=False, **recipe)
-                    model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
-                    mode = {1: "per-sample SGD", None: "full-batch (the mini-batch kernels)"}.get(batch_size, "mini-batch")
-                    what = (f"{dtype} {kind} inputs, {mode}" + (" with an optimizer" if recipe else "")
-                            + (" on two threads" if threads == 2 else ""))
-                    done.append({"kernels": what, "seconds": time.perf_counter() - tic})
-                    if not args.json:
-                        print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
+    combinations = [(dtype, kind) for dtype in dtypes for kind in inputs]
+
+    def mini_batch_ahead(index):
+        # The parallel mini-batch kernel takes longest (15-30 s by kind): on a cold cache its
+        # second process starts a combination ahead, to compile it while this process compiles
+        # the per-sample kernels; the mini-batch fit below then loads what it stores
+        # (_numba_backend: compiling_ahead). One such process at a time, beside this one.
+        if index < len(combinations) and any(batch_size != 1 for batch_size in batch_sizes):
+            dtype, kind = combinations[index]
+            start_prewarm("mini-batch", dtype, "uint8" if kind == "uint8" else dtype)
+
+    mini_batch_ahead(0)
+    for index, (dtype, kind) in enumerate(combinations):
+        for batch_size in batch_sizes:
+            # per-sample SGD has three kernels: plain SGD, plain SGD on two threads (`--threads
+            # 2`, where this machine has two cores), and the one of every other recipe
+            recipes = [({}, 1)]  # (fit options, threads)
+            if batch_size == 1:
+                recipes += [({}, 2)] * two_threads + [({"momentum": 0.9}, 1)]
+            for recipe, threads in recipes:
+                tic = time.perf_counter()
+                model = MLP(list(TWO_THREAD_LAYERS) if threads == 2 else [16, 8, 4], dtype=dtype, seed=0,
+                            threads="auto" if threads == 1 else threads)
+                with compiling_ahead():
+                    model.fit(kinds[kind], y, epochs=1, batch_size=None if batch_size is None else min(batch_size, 64),
+                              progress=False, **recipe)
+                model.predict(kinds[kind][:1])  # the forward pass of evaluation and prediction
+                mode = {1: "per-sample SGD", None: "full-batch (the mini-batch kernels)"}.get(batch_size, "mini-batch")
+                what = (f"{dtype} {kind} inputs, {mode}" + (" with an optimizer" if recipe else "")
+                        + (" on two threads" if threads == 2 else ""))
+                done.append({"kernels": what, "seconds": time.perf_counter() - tic})
+                if not args.json:
+                    print(f"{what}: ready in {done[-1]['seconds']:.1f} s", flush=True)
+        mini_batch_ahead(index + 1)
     if args.distributed:
         from .distributed import warm_up_kernels
 

@@ -1326,6 +1326,32 @@ def test_warmup_compiles_what_training_needs(capsys):
             assert any(signature[1].dtype == numba.float64 for signature in sgd._split_hidden_worker.signatures)
 
 
+def test_warmup_starts_the_mini_batch_compile_ahead_of_the_per_sample_fits(capsys, monkeypatch):
+    # The parallel mini-batch kernel compiles longest: on a cold cache its second process starts
+    # before this process's per-sample fits (which it compiles beside them), a combination ahead
+    import fastmlp._prewarm
+
+    events = []
+    monkeypatch.setattr(fastmlp._prewarm, "start", lambda plan, dtype, values: events.append((plan, dtype, values)))
+    monkeypatch.setattr(MLP, "fit", lambda self, X, y, batch_size, **_: events.append(("fit", self.dtype, batch_size)))
+    monkeypatch.setattr(MLP, "predict", lambda self, X: None)
+    status, out, err = run(capsys, "warmup", "--dtype", "float32,float64", "--batch-size", "1,32", "--inputs", "float",
+                           "--json")
+    assert status == 0, err
+    fits = [event for event in events if event[0] == "fit"]
+    per_sample = len(fits) // 2 - 1  # each dtype's per-sample fits, then its mini-batch one
+    assert per_sample >= 2 and [fit[2] for fit in fits] == ([1] * per_sample + [32]) * 2, fits
+    started = [index for index, event in enumerate(events) if event[0] == "mini-batch"]
+    assert [events[index] for index in started] == [("mini-batch", "float32", "float32"), ("mini-batch", "float64", "float64")]
+    # float32's before any fit; float64's once float32's mini-batch fit is done, before float64's fits
+    assert started[0] == 0 and events[started[1] - 1] == ("fit", "float32", 32), events
+    assert all(event[1] == "float64" for event in events[started[1] + 1:]), events
+    # per-sample alone: nothing started ahead
+    events.clear()
+    assert run(capsys, "warmup", "--batch-size", "1")[0] == 0
+    assert events and all(event[0] == "fit" for event in events), events
+
+
 def test_warmup_compiles_the_distributed_kernels_too(capsys):
     pytest.importorskip("mpi4py", reason="fastmlp[mpi] is not installed")
     from fastmlp import kernels
