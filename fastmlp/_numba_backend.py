@@ -257,9 +257,11 @@ class NumbaBackend:
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         self._background = None
         self.threads_used, self._minibatch_threads_counted = 1, False  # a new fit counts its own
-        if batch_size == 1 and plain and self.threads == 1:
+        if batch_size == 1 and plain and self.threads == 1 and not _compiling_ahead:
             # it compiles half of the helpers, then the kernel; this process the other half,
-            # then trains on the interpreted kernel meanwhile
+            # then trains on the interpreted kernel meanwhile (not for `fastmlp warmup`, which
+            # compiles the kernel here: that process compiled it a second time, beside the
+            # mini-batch kernel's process warmup starts first)
             process = self._background = start_prewarm("per-sample", self.arch.dtype, input_dtype)
             if process is not None:
                 self._persample_compiling = process
