@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastmlp._atomic import path_argument
 from fastmlp._validation import boolean, progress_flag
 from fastmlp.progress import progress_bar, shown_by_default
 
@@ -197,7 +198,7 @@ def default_data_dir(dataset="mnist"):
 def _resolve_data_dir(dataset, data_dir):
     """Return (directory, source) where source is "argument", "environment" or "cache"."""
     if data_dir is not None:
-        if os.fspath(data_dir) == "":  # Path("") is the current directory: surely not meant
+        if os.fspath(path_argument(data_dir, "data_dir")) == "":  # Path("") is the current directory: surely not meant
             raise ValueError("data_dir is an empty string; give a directory, or None for the default")
         return Path(os.path.expanduser(os.fspath(data_dir))), "argument"
     # FASTMLP_DATA has always meant "the MNIST files are here"; the other datasets have no
@@ -603,7 +604,8 @@ def read_idx(path):
 
     Multi-byte types (short, int, float, double) are converted to native byte order. Raises
     ``fastmlp.DataFormatError`` naming what is wrong with a file that is not IDX (or is cut
-    short), ``OSError`` for one it cannot read.
+    short), ``OSError`` for one it cannot read, ``TypeError`` for a ``path`` that is not a file
+    path (an int is not taken for a file descriptor).
     """
     return _read_idx(path)
 
@@ -638,6 +640,9 @@ def _open_data_file(path):
 
 
 def _read_idx(path, expected_magic=None):
+    # (an int is a file descriptor to open(): read_idx(0) read the caller's stdin, 1 closed its
+    # stdout; audit 60)
+    path_argument(path)
     with _open_data_file(path) as raw:
         # Detect gzip by content, not by name: "*.gz" files are sometimes already
         # decompressed and plain files are sometimes gzipped.
@@ -804,8 +809,9 @@ def read_csv(path, *, n_features=784, labels=True):
     first column is not read at all (any text, as for samples to predict) and the labels are None.
     Raises ``fastmlp.DataFormatError`` naming the line and what is wrong (a row of another
     length, a value that is not a whole number in 0..255, a label that is not one), ``OSError``
-    for a file it cannot read.
+    for a file it cannot read, ``TypeError`` for a ``path`` that is not a file path.
     """
+    path_argument(path)  # (not a file descriptor: open() would read it, then close it; audit 60)
     is_integer = isinstance(n_features, (int, np.integer)) and not isinstance(n_features, bool)
     if not is_integer or n_features < 1:
         raise ValueError(f"n_features must be a positive integer; got {n_features!r}")

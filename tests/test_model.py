@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+import fastmlp.data
 from fastmlp import MLP, SymmetryWarning
 
 BACKENDS = ["numpy", "numba"]
@@ -579,6 +580,15 @@ def test_a_model_shows_the_arguments_it_was_made_with_and_what_it_trained():
     (lambda model, X, y: model.save(123), "path"),
     (lambda model, X, y: MLP.load(None), "path"),
     (lambda model, X, y: model.fit(X, y, epochs=1, progress=False, checkpoint_path=123), "checkpoint_path"),
+    # open() takes an int for a file descriptor: read_idx(0) read the caller's stdin and read_idx(1)
+    # closed its stdout, read_csv(False) closed stdin (audit 60); 12345 is no open descriptor here
+    (lambda model, X, y: fastmlp.read_idx(12345), "path"),
+    (lambda model, X, y: fastmlp.data.read_idx_images(12345), "path"),
+    (lambda model, X, y: fastmlp.data.read_idx_labels(12345), "path"),
+    (lambda model, X, y: fastmlp.read_csv(12345), "path"),
+    (lambda model, X, y: fastmlp.load_mnist(3), "data_dir"),
+    (lambda model, X, y: fastmlp.load_dataset("mnist", 3), "data_dir"),
+    (lambda model, X, y: fastmlp.data.load_test_set("mnist", 3.0), "data_dir"),
 ])
 def test_a_path_argument_that_is_not_a_path_is_named(call, name):
     # os.fsdecode's "expected str, bytes or os.PathLike object, not int" named no argument (audit 51)
