@@ -342,11 +342,12 @@ def _advice(optimizer, lr):
     return "Try a smaller learning rate"
 
 
-def _diverged(what, epoch, sample, order, lr, start, optimizer=None):
-    """The DivergenceError for ``what`` went wrong in the chunk that began at ``start``."""
+def _diverged(what, epoch, sample, order, lr, start, optimizer=None, advice=None):
+    """The DivergenceError for ``what`` went wrong in the chunk that began at ``start``, with
+    ``advice`` (by default ``_advice``'s, of the rate and the weight decay)."""
     error = DivergenceError(
         f"training diverged: {what} with lr={lr:g}; the model keeps the weights from before sample "
-        f"{start} of that epoch. {_advice(optimizer, lr)}",
+        f"{start} of that epoch. {_advice(optimizer, lr) if advice is None else advice}",
         epoch=epoch,
         sample=sample,
         row=int(order[sample]),
@@ -437,6 +438,20 @@ def train_epoch(backend, params, data, targets, order, lr, batch_size, *, epoch=
                 raise _diverged(
                     f"a weight became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
                     epoch, stop - 1, order, lr, start, optimizer,
+                )
+            if state is not None and not np.isfinite(state.slots).all():
+                # The weights are finite, but the optimizer's state overflowed: Adam's second
+                # moment of a gradient whose square is past the dtype's range is inf, and that
+                # weight's step m / sqrt(inf) is 0 from then on, a weight that silently stopped
+                # training (and a model that cannot be saved; audit 60)
+                roll_back()
+                kind = "Adam's moment estimates" if optimizer.optimizer == "adam" else "the momentum's velocities"
+                decay = f" (weight_decay={optimizer.weight_decay:g})" if optimizer.weight_decay else ""
+                raise _diverged(
+                    f"{kind} became non-finite in epoch {epoch} by the update of the samples {start}..{stop - 1}",
+                    epoch, stop - 1, order, lr, start, optimizer,
+                    advice=f"A gradient was too large for {params.dtype}: scale the inputs, lower the weight "
+                           f"decay{decay}, or train in float64.",
                 )
             loss_sum += chunk_loss
             n_correct += chunk_correct

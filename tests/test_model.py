@@ -275,6 +275,22 @@ def test_an_update_that_overflows_a_weight_is_divergence(backend, batch_size):
     assert np.isfinite(model.params_).all()
 
 
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_an_optimizer_state_that_overflows_is_divergence(backend, batch_size):
+    """Adam's second moment of a gradient whose square overflows float32 is inf, and that weight's
+    step m / sqrt(inf) is 0 for ever: every loss and weight stayed finite, the affected weights
+    stopped training silently, and save refused the model afterwards (audit 60)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, size=(64, 6)).astype(np.uint8), rng.integers(0, 3, size=64)
+    model = MLP([6, 5, 3], seed=0, backend=backend)
+    start = model.initialize().params_.copy()
+    with pytest.raises(fastmlp.DivergenceError, match="Adam's moment estimates became non-finite in epoch 1 .*"
+                                                      "too large for float32.*weight_decay=1e\\+30"):
+        model.fit(X, y, epochs=2, batch_size=batch_size, optimizer="adam", weight_decay=1e30, progress=False)
+    np.testing.assert_array_equal(model.params_, start)  # rolled back to before the epoch's first chunk
+    assert np.isfinite(model.optimizer_state_.slots).all()
+
+
 @pytest.mark.parametrize(
     "kwargs,error,words",
     [
