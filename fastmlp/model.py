@@ -252,6 +252,9 @@ def unchanged_until_training(owner, undo_untrained=False):
         owner.__dict__.pop("_training", None)
 
 
+_UNLABELLED = object()  # MLP._decide without labels (None is a label argument to refuse)
+
+
 class MLP:
     """A multilayer perceptron trained by SGD (with momentum, Nesterov, weight decay, dropout) or Adam.
 
@@ -938,12 +941,14 @@ class MLP:
         """The output layer's pre-activation z[N, K] (logits) for ``X`` (as ``fit`` takes it)."""
         return self._decide(X)[1]
 
-    def _decide(self, X, y=None):
-        """(arch, the logits of X, checked y or None) from one reading of the network (_network)."""
+    def _decide(self, X, y=_UNLABELLED):
+        """(arch, the logits of X, checked y or None) from one reading of the network (_network).
+        ``y`` left out: no labels (predictions); given, it is checked, None included (``score(X,
+        None)`` said "object of type 'NoneType' has no len()" after the forward pass; audit 60)."""
         network = self._network()
         arch = network[0]
         X = check_X(X, arch)
-        y = None if y is None else check_y(y, arch, len(X))
+        y = None if y is _UNLABELLED else check_y(y, arch, len(X))
         return arch, self._logits_in_chunks(X, network), y
 
     def _logits_in_chunks(self, X, network):

@@ -154,6 +154,20 @@ def test_predict_before_fit_says_so():
         MLP([784, 16, 10], backend="numpy").predict(X_OK)
 
 
+@pytest.mark.parametrize("regression", [False, True])
+def test_score_and_evaluate_without_labels_say_so_before_any_forward_pass(regression, monkeypatch):
+    # y=None meant "no labels" inside the model: score(X, None) said "object of type 'NoneType' has
+    # no len()" (regression: "unsupported operand type(s) for -") after the whole forward pass
+    # (audit 60)
+    X, y = (X_REG, Y_REG) if regression else (X_OK, Y_OK)
+    model = MLP([2, 3, 1], loss="mse", backend="numpy") if regression else MLP([784, 4, 10], backend="numpy")
+    model.fit(X, y, epochs=1, progress=False)
+    monkeypatch.setattr(model.backend_, "logits", lambda *args: pytest.fail("a forward pass before the check of y"))
+    for method in (model.score, model.evaluate):
+        with pytest.raises(TypeError, match="^y must be an array of 20 targets; got None$"):
+            method(X, None)
+
+
 def test_weights_before_fit_say_so():
     model = MLP([784, 16, 10], backend="numpy")
     for name in ("weights_", "biases_"):
