@@ -19,6 +19,12 @@ import math
 
 import numpy as np
 
+from ._validation import positive_int
+
+# The most classes a confusion matrix counts: K x K int64 counts, 800 MB at this bound. Labels
+# that are raw class ids (20,000, say) allocated gigabytes, or failed in NumPy (audit 60).
+MAX_CLASSES = 10_000
+
 
 def _labels(name, values):
     values = np.asarray(values)
@@ -27,18 +33,28 @@ def _labels(name, values):
     if len(values) and not np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_:
         if not np.issubdtype(values.dtype, np.number) or not np.all(np.mod(values, 1) == 0):
             raise TypeError(f"{name} must hold integer class labels; got dtype {values.dtype}")
-    values = values.astype(np.int64)
-    if len(values) and values.min() < 0:
-        raise ValueError(f"{name} must hold class labels >= 0; got {values.min()} at row {int(np.argmin(values))}")
-    return values
+    if len(values):  # (before the cast to int64, which wraps 1e300 or 2**63 to a negative number)
+        if values.min() < 0:
+            raise ValueError(f"{name} must hold class labels >= 0; got {values.min()} at row {int(np.argmin(values))}")
+        if values.max() >= MAX_CLASSES:
+            raise ValueError(
+                f"{name} holds the label {values.max()} at row {int(np.argmax(values))}: confusion_matrix counts "
+                f"at most {MAX_CLASSES:,} classes, labelled 0..{MAX_CLASSES - 1}; number the classes 0..K-1 first "
+                f"(np.unique(labels, return_inverse=True))")
+    return values.astype(np.int64)
 
 
 def confusion_matrix(y_true, y_pred, n_classes=None):
     """``C[i, j]`` = the number of samples of true class i predicted as class j (int64 [K, K]).
 
     ``y_true`` and ``y_pred`` are integer labels in ``[0, n_classes)``; ``n_classes`` defaults
-    to one more than the largest label in either.
+    to one more than the largest label in either. At most ``MAX_CLASSES`` (10,000) classes.
     """
+    if n_classes is not None:
+        n_classes = positive_int("n_classes", n_classes)
+        if n_classes > MAX_CLASSES:
+            raise ValueError(f"n_classes must be at most {MAX_CLASSES:,} (a {MAX_CLASSES:,} x {MAX_CLASSES:,} matrix of "
+                             f"counts); got {n_classes:,}")
     y_true, y_pred = _labels("y_true", y_true), _labels("y_pred", y_pred)
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true and y_pred have different lengths: {len(y_true)} and {len(y_pred)}")

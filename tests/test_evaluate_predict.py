@@ -74,6 +74,15 @@ def test_the_evaluation_report_of_a_multilabel_model_says_what_to_use(rng):
     ([0, -1], [0, 1], None, ">= 0"),
     ([0.5, 1], [0, 1], None, "integer"),
     ([[0, 1]], [[0, 1]], None, "1-d"),
+    # a raw class id allocated 74.5 GiB of counts; 1e300 and 2**64 - 1 wrapped to negative
+    # labels before their check; n_classes was not checked (audit 60)
+    ([100_000], [1], None, "y_true holds the label 100000 at row 0: confusion_matrix counts at most 10,000"),
+    ([1, 2], [1e300, 1.0], None, "y_pred holds the label 1e+300 at row 0"),
+    (np.array([1, 2**64 - 1], np.uint64), [1, 1], None, "holds the label 18446744073709551615 at row 1"),
+    ([1], [1], 10**6, "n_classes must be at most 10,000"),
+    ([1], [1], 2.5, "n_classes must be a positive integer; got 2.5"),
+    ([1], [1], "3", "n_classes must be a positive integer; got '3'"),
+    ([1], [1], True, "n_classes must be a positive integer; got True"),
 ])
 def test_confusion_matrix_mistakes_are_named(y_true, y_pred, n_classes, words):
     with pytest.raises((ValueError, TypeError), match=None) as error:
