@@ -51,6 +51,7 @@ import numpy as np
 
 from ._extras import which_is
 from ._cli_options import options_without_effect, strict_json
+from ._validation import non_negative_int
 from ._warn import warn
 from .model import FIT_DEFAULTS, MLP, MODEL_PARAMS, check_fit_options
 
@@ -222,6 +223,12 @@ def make_trials(base_params=None, grid=None, distributions=None, n_trials=None, 
     grid = dict(grid or {})
     distributions = dict(distributions or {})
     _check_names("base_params", base)
+    # the draws' seed, named here (NumPy's SeedSequence said "expected non-negative integer" of a
+    # seed -1; True drew with seed 1; audit 60); the base seed is the draws' default too
+    if seed is not None:
+        seed = non_negative_int("seed", seed)
+    if "seed" in base:
+        non_negative_int("base_params['seed']", base["seed"])
     _check_names("grid", grid)
     _check_names("distributions", distributions)
     if not grid and not distributions:
@@ -723,6 +730,8 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
     ImportError
         ``executor="dask"`` without ``fastmlp[dask]``.
     """
+    if on_result is not None and not callable(on_result):  # (it ran the first trial, then warned; audit 60)
+        raise TypeError(f"on_result must be a function of a trial's record, or None; got {on_result!r:.80}")
     source = data_source(data, limit)
     trials = make_trials(base_params, grid, distributions, n_trials, seed)
     swept = tuple(dict.fromkeys([*(grid or {}), *(distributions or {})]))

@@ -430,6 +430,28 @@ def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, words):
     assert words in str(error.value)
 
 
+@pytest.mark.parametrize("seed, base_seed, error, words", [
+    (-1, None, ValueError, "seed must be a non-negative integer; got -1"),
+    (1.5, None, TypeError, "seed must be a non-negative integer; got 1.5"),
+    ("7", None, TypeError, "seed must be a non-negative integer; got '7'"),
+    (True, None, TypeError, "seed must be a non-negative integer; got True"),  # drew with seed 1
+    (None, -1, ValueError, "base_params['seed'] must be a non-negative integer; got -1"),
+])
+@pytest.mark.parametrize("n_trials", [None, 1])
+def test_a_sweeps_seed_that_is_no_seed_is_named(tmp_path, seed, base_seed, error, words, n_trials):
+    # NumPy's SeedSequence said "expected non-negative integer", naming no argument, and without
+    # n_trials a seed of -1 was ignored (audit 60)
+    base = {**BASE, **({} if base_seed is None else {"seed": base_seed})}
+    with pytest.raises(error, match=re.escape(words)):
+        fastmlp.sweep(base, {"lr": [0.1, 0.2]}, n_trials=n_trials, seed=seed, data=tmp_path)
+
+
+def test_an_on_result_that_is_no_function_is_refused_before_anything_runs(tmp_path):
+    # it ran the first trial, then warned "'int' object is not callable" (audit 60)
+    with pytest.raises(TypeError, match="^on_result must be a function of a trial's record, or None; got 3$"):
+        fastmlp.sweep(BASE, {"lr": [0.1]}, data=tmp_path, on_result=3)
+
+
 def test_an_option_some_trials_leave_without_effect_is_a_warning():
     with pytest.warns(UserWarning, match="beta1 has no effect in 2 of 4 trials"):
         trials = sweeps.make_trials(BASE, {"optimizer": ["sgd", "adam"], "beta1": [0.5, 0.9]})
