@@ -30,6 +30,7 @@ stopping, and a ``warm_start`` that keeps the optimizer's state.
 
 from __future__ import annotations
 
+import collections.abc
 import math
 import numbers
 import warnings
@@ -149,6 +150,11 @@ class _LayerArrays(list):
             view[...] = array
 
     def assign(self, arrays):
+        # one array per layer, in a list or tuple (None said "'NoneType' object is not iterable",
+        # a string of 3 letters "got 3"; audit 60)
+        if isinstance(arrays, (str, bytes)) or not isinstance(arrays, collections.abc.Iterable):
+            raise TypeError(f"{self._name} must be a list of arrays, one per layer ({len(self)}); got "
+                            f"{type(arrays).__name__} {arrays!r:.60}")
         arrays = list(arrays)
         if len(arrays) != len(self):
             raise ValueError(f"{self._name} holds one array per layer ({len(self)}); got {len(arrays)}")

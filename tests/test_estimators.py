@@ -735,6 +735,12 @@ def test_coefs_and_intercepts_may_be_assigned_as_in_sklearn():
             model.coefs_ = bad
         for W, old in zip(model.coefs_, before):  # nothing half-written
             np.testing.assert_array_equal(W, old)
+    # not a list of arrays: "'NoneType' object is not iterable", and a string "got 3" (audit 60)
+    for bad in (None, "abc", 3):
+        with pytest.raises(TypeError, match=r"^coefs_ must be a list of arrays, one per layer \(2\); got "):
+            model.coefs_ = bad
+        with pytest.raises(TypeError, match=r"^intercepts_ must be a list of arrays, one per layer \(2\); got "):
+            model.intercepts_ = bad
     with pytest.raises(NotFittedError):
         MLPRegressor().coefs_ = before
 
