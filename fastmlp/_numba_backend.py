@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from .reference import PIXEL_SCALE
 
 _PLAIN = optim.Optimizer()
 _compiling_ahead = False  # within compiling_ahead()
+# The longest `fastmlp warmup` waits for the second process to store the parallel mini-batch
+# kernel before compiling it itself (its compile takes 15-30 s by machine kind, up to 60 s busy)
+AHEAD_WAIT_SECONDS = 180.0
 _openmp_inherited = False  # forked from a process whose OpenMP threads had started (_after_fork)
 
 
@@ -418,7 +422,10 @@ class NumbaBackend:
                 # that process stores, instead of compiling the same kernel beside it (a core's
                 # 14-16 s on an Intel Xeon; session 59). If it failed, the call below compiles.
                 share(self._parallel_compiling)
-                self._parallel_compiling.wait()
+                try:
+                    self._parallel_compiling.wait(timeout=AHEAD_WAIT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass  # stopped or stuck (another program's, say): compiled here, as alone (audit 61)
                 compiling = False
             if kernel is not None:
                 n_done = call(1, 0, len(order), kernel)

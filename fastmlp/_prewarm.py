@@ -351,10 +351,12 @@ def python_executable():
     return executable if _PYTHON_NAME.fullmatch(os.path.basename(executable)) else None
 
 
-def start(plan, dtype, values_dtype):
+def start(plan, dtype, values_dtype, *, ahead=False):
     """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
     "general": per-sample SGD with an optimizer, dropout or sample weights) if it can help (module
-    docstring); returns the process or None."""
+    docstring); returns the process or None. ``ahead``: for ``fastmlp warmup``, which starts it
+    before the fit that needs it, also where this process holds the kernel for other types (a fit
+    starts none there: it compiles the kernel itself)."""
     import numba
 
     from .kernels._threads import available_cores
@@ -366,12 +368,16 @@ def start(plan, dtype, values_dtype):
     executable = python_executable()
     if executable is None:
         return None  # a frozen application, or Python embedded in another program (uwsgi, a C++ host)
-    if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2 or kernel.signatures:
-        return None  # one core, or told to use one thread (sweep workers, MPI ranks), or compiled
+    if available_cores() < 2 or numba.config.NUMBA_NUM_THREADS < 2:
+        return None  # one core, or told to use one thread (sweep workers, MPI ranks)
     key = (plan, np.dtype(dtype).name, np.dtype(values_dtype).name)
     for running in _STARTED:
         if getattr(running, "fastmlp_plan", None) == key and running.poll() is None:
-            return running  # already compiling this (several fits at once, or one after another)
+            # already compiling this (several fits at once, one after another, or warmup's,
+            # started ahead: looked up before the shortcut below, which warmup's fit meets)
+            return running
+    if kernel.signatures and not ahead:
+        return None  # compiled in this process (for some types)
     told = None
     lock = None
     try:

@@ -425,7 +425,7 @@ import contextlib, io, json
 from fastmlp import cli, kernels
 from fastmlp.kernels._threads import available_cores
 with contextlib.redirect_stdout(io.StringIO()):
-    status = cli.main(["warmup", "--batch-size", "8", "--json"])
+    status = cli.main(["warmup", "--batch-size", "8", "--inputs", "uint8,float", "--json"])
 stats = kernels.minibatch_sgd_chunk.stats
 print(json.dumps({"status": status, "cores": available_cores(), "loaded": sum(stats.cache_hits.values()),
                   "compiled": sum(stats.cache_misses.values())}))
@@ -483,15 +483,50 @@ def test_warmup_leaves_the_parallel_mini_batch_kernel_in_the_cache(background):
     runs = background(one_thread_loaded_warmed)
     counts = runs["after_warmup"]
     assert counts == {"parallel": [1, 1], "serial": [0, 0]}, counts
-    # With two cores the warmup's own fit starts the second process, which compiles the parallel
-    # kernel: the warmup loads what it stores instead of compiling the same kernel beside it (both
-    # did, a core's 14-16 s, until session 59); with one core it compiles the kernel itself.
+    # With two cores a second process compiles the parallel kernel of each input kind, started
+    # ahead of the fit that needs it: the warmup loads what it stores instead of compiling the same
+    # kernel beside it (both did, a core's 14-16 s, until session 59; the second kind's was
+    # compiled here, its process never started, until audit 61); with one core it compiles both.
     warmup = runs["warmup"]
     assert warmup["status"] == 0
     if warmup["cores"] >= 2:
-        assert (warmup["loaded"], warmup["compiled"]) == (1, 0), warmup
+        assert (warmup["loaded"], warmup["compiled"]) == (2, 0), warmup
     else:
-        assert (warmup["loaded"], warmup["compiled"]) == (0, 1), warmup
+        assert (warmup["loaded"], warmup["compiled"]) == (0, 2), warmup
+
+
+def test_warmup_compiles_the_kernel_itself_when_the_second_process_does_not_end(monkeypatch):
+    # warmup waited for the second process with no limit: one stopped (SIGSTOP, or another
+    # program's compile it had taken for its own) held it for as long as that lasted (audit 61)
+    import subprocess
+
+    import numpy as np
+
+    from fastmlp import MLP, _numba_backend
+
+    waited = []
+
+    class Stuck:
+        fastmlp_claims = None  # (share: nothing to claim)
+        fastmlp_plan = ("mini-batch", "float32", "uint8")
+
+        def poll(self):
+            return None
+
+        def wait(self, timeout=None):
+            waited.append(timeout)
+            raise subprocess.TimeoutExpired("a second process that never ends", timeout)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, size=(64, 16)).astype(np.uint8), rng.integers(0, 4, size=64)
+    alone = MLP([16, 8, 4], seed=0)
+    alone.fit(X, y, epochs=1, batch_size=8, progress=False)
+    monkeypatch.setattr(_numba_backend, "start_prewarm", lambda *args, **kwargs: Stuck())
+    model = MLP([16, 8, 4], seed=0)
+    with _numba_backend.compiling_ahead():
+        model.fit(X, y, epochs=1, batch_size=8, progress=False)
+    assert waited == [_numba_backend.AHEAD_WAIT_SECONDS]
+    np.testing.assert_array_equal(model.params_, alone.params_)  # trained on the kernel compiled (or loaded) here
 
 
 def test_an_argument_name_the_kernel_lacks_is_an_error_not_a_warm_cache():
