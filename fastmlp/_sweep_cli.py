@@ -80,12 +80,11 @@ def grid_item(actions):
 
 
 def scheduler_address(text):
-    """``tcp://HOST:PORT`` (or tls://, ucx://, ws://, wss://), or ``HOST:PORT``."""
-    scheme, separator, rest = text.strip().rpartition("://")
-    host, colon, port = rest.rpartition(":")
-    if (separator and scheme not in ("tcp", "tls", "ucx", "ws", "wss")) or not host or not colon or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"must be a scheduler address like tcp://HOST:8786; got {text!r}")
-    return text.strip()
+    """``tcp://HOST:PORT`` (or tls://, ucx://, ws://, wss://), or ``HOST:PORT`` (``sweeps.scheduler_address``)."""
+    try:
+        return sweeps.scheduler_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a scheduler address like tcp://HOST:8786; got {text!r}") from None
 
 
 def add_parser(commands):

@@ -63,6 +63,24 @@ SWEPT = tuple(name for name in PARAMS if name != "validation_fraction")
 SWEEP_DEFAULTS = {"threads": 1, "validation_fraction": 0.1, "epochs": 1}
 EXECUTORS = ("dask", "processes")
 DISTRIBUTIONS = ("uniform", "loguniform")
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def scheduler_address(scheduler):
+    """``scheduler`` stripped if it is a Dask scheduler address, ``tcp://HOST:PORT`` (or tls://,
+    ucx://, ws://, wss://) or ``HOST:PORT``; else a TypeError or ValueError naming it (8786,
+    "localhost" or "" were "the server at ... does not answer as a Dask scheduler"; audit 61)."""
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be an address like 'tcp://HOST:8786'; got {type(scheduler).__name__} "
+                        f"{scheduler!r:.60}")
+    scheme, separator, rest = scheduler.strip().rpartition("://")
+    host, colon, port = rest.rpartition(":")
+    if ((separator and scheme not in SCHEDULER_SCHEMES) or not host or not colon or not port.isdigit()
+            or not 0 < int(port) < 65536):
+        raise ValueError(f"scheduler must be an address like tcp://HOST:8786; got {scheduler!r}")
+    return scheduler.strip()
+
+
 # How long a Dask client waits for an unreachable scheduler before it gives up.
 SCHEDULER_TIMEOUT = "10s"
 
@@ -730,6 +748,8 @@ def sweep(base_params=None, grid=None, distributions=None, n_trials=None, execut
     ImportError
         ``executor="dask"`` without ``fastmlp[dask]``.
     """
+    if scheduler is not None:
+        scheduler = scheduler_address(scheduler)
     if on_result is not None and not callable(on_result):  # (it ran the first trial, then warned; audit 60)
         raise TypeError(f"on_result must be a function of a trial's record, or None; got {on_result!r:.80}")
     source = data_source(data, limit)

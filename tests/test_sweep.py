@@ -446,6 +446,19 @@ def test_a_sweeps_seed_that_is_no_seed_is_named(tmp_path, seed, base_seed, error
         fastmlp.sweep(base, {"lr": [0.1, 0.2]}, n_trials=n_trials, seed=seed, data=tmp_path)
 
 
+@pytest.mark.parametrize("scheduler, error", [
+    (8786, TypeError), (b"tcp://127.0.0.1:9", TypeError), ("", ValueError), ("localhost", ValueError),
+    ("inproc://nothing", ValueError), ("tcp://127.0.0.1:99999", ValueError), ("tcp://127.0.0.1:", ValueError),
+])
+def test_a_scheduler_that_is_no_address_is_named_before_any_connection(tmp_path, scheduler, error):
+    # each was "the server at ... does not answer as a Dask scheduler", after a connection
+    # attempt (10 s for a port past 65535); the command line checked the form (audit 61)
+    with pytest.raises(error, match=r"^scheduler must be an address like '?tcp://HOST:8786'?; got "):
+        fastmlp.sweep(BASE, {"lr": [0.1]}, data=tmp_path, executor="dask", scheduler=scheduler)
+    assert sweeps.scheduler_address(" tcp://10.0.0.1:8786 ") == "tcp://10.0.0.1:8786"
+    assert sweeps.scheduler_address("host:8786") == "host:8786"
+
+
 def test_an_on_result_that_is_no_function_is_refused_before_anything_runs(tmp_path):
     # it ran the first trial, then warned "'int' object is not callable" (audit 60)
     with pytest.raises(TypeError, match="^on_result must be a function of a trial's record, or None; got 3$"):
