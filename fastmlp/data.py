@@ -198,9 +198,10 @@ def default_data_dir(dataset="mnist"):
 def _resolve_data_dir(dataset, data_dir):
     """Return (directory, source) where source is "argument", "environment" or "cache"."""
     if data_dir is not None:
-        if os.fspath(path_argument(data_dir, "data_dir")) == "":  # Path("") is the current directory: surely not meant
+        data_dir = os.fsdecode(path_argument(data_dir, "data_dir"))  # (bytes failed inside pathlib; audit 61)
+        if data_dir == "":  # Path("") is the current directory: surely not meant
             raise ValueError("data_dir is an empty string; give a directory, or None for the default")
-        return Path(os.path.expanduser(os.fspath(data_dir))), "argument"
+        return Path(os.path.expanduser(data_dir)), "argument"
     # FASTMLP_DATA has always meant "the MNIST files are here"; the other datasets have no
     # variable of their own and live in their cache subdirectory.
     from_environment = os.environ.get("FASTMLP_DATA", "") if dataset.name == "mnist" else ""
