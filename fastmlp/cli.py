@@ -897,7 +897,7 @@ def _samples(model, model_path, X, source):
 
 def _evaluate(args):
     from .data import load_test_set
-    from .metrics import evaluation_report, format_report
+    from .metrics import check_reportable, evaluation_report, format_report
     from .model import MLP
 
     if args.plot:
@@ -907,6 +907,7 @@ def _evaluate(args):
     X_test, y_test = load_test_set(name, args.data, progress=_progress(args))  # the training files need not be there
     source = f"the test set of {args.data}" if args.data else f"the {name} test set"
     X_test = _samples(model, args.model, X_test, source)
+    check_reportable(model)  # (before the try: more classes than a report counts is no label mismatch)
     try:
         report = evaluation_report(model, X_test, y_test)
     except (TypeError, ValueError) as error:

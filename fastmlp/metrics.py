@@ -93,6 +93,7 @@ def evaluation_report(model, X, y):
     ``support``, and ``confusion_matrix`` (rows: true class); a regression model adds ``r2``
     (the coefficient of determination, ``MLP.score``; None for 0/0, targets that do not vary).
     """
+    check_reportable(model)
     if model.arch_.is_multilabel:
         raise ValueError(
             f"evaluation_report is for single-label classifiers and regression models; this one has "
@@ -118,6 +119,15 @@ def evaluation_report(model, X, y):
         confusion_matrix=matrix.tolist(),
     )
     return report
+
+
+def check_reportable(model):
+    """A ValueError if ``model`` has more classes than a report's confusion matrix counts (it was
+    refused as "n_classes must be at most 10,000", as labels that did not fit; audit 61)."""
+    arch = model.arch_
+    if arch.is_classifier and not arch.is_multilabel and arch.n_classes > MAX_CLASSES:
+        raise ValueError(f"the model has {arch.n_classes:,} classes, and the report's confusion matrix counts at most "
+                         f"{MAX_CLASSES:,}: use model.evaluate(X, y) for its loss and accuracy")
 
 
 def format_report(report, loss_name="loss"):

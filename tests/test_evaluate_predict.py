@@ -188,6 +188,21 @@ def test_evaluate_a_model_whose_classes_do_not_fit_the_labels(capsys, tiny_mnist
     assert "do not fit the model" in err and "[0, 2]" in err
 
 
+def test_evaluate_a_model_of_more_classes_than_a_report_counts_says_so(capsys, tiny_mnist_dir, tmp_path):
+    # it said the test set's labels (0..9) "do not fit the model": n_classes must be at most
+    # 10,000 (audit 61)
+    from fastmlp.metrics import MAX_CLASSES, evaluation_report
+
+    model = fastmlp.MLP([784, MAX_CLASSES + 1], backend="numpy").initialize()
+    model.save(tmp_path / "many.npz")
+    status, out, err = run(capsys, "evaluate", tmp_path / "many.npz", "--data", tiny_mnist_dir)
+    assert status == 1 and out == "" and one_line_error(err)
+    assert "the model has 10,001 classes, and the report's confusion matrix counts at most 10,000" in err, err
+    assert "do not fit" not in err
+    with pytest.raises(ValueError, match="^the model has 10,001 classes.*use model.evaluate"):
+        evaluation_report(model, np.zeros((2, 784), np.uint8), np.arange(2))
+
+
 def test_evaluate_a_model_with_another_input_size(capsys, tiny_mnist_dir, tmp_path, rng, synth):
     X, y = synth.blobs(rng, 40, 16, 10)
     model = fastmlp.MLP([16, 4, 10], backend="numpy")
