@@ -76,6 +76,8 @@ def communicator(distributed):
 
     ``distributed``: False or None, True (``MPI.COMM_WORLD``) or an mpi4py communicator.
     """
+    if isinstance(distributed, np.bool_):  # (refused as no communicator; audit 61)
+        distributed = bool(distributed)
     if distributed is None or distributed is False:
         return None, None
     if distributed is True:
@@ -95,12 +97,35 @@ def communicator(distributed):
         comm = MPI.COMM_WORLD
     elif callable(getattr(distributed, "Allreduce", None)) and callable(getattr(distributed, "Get_size", None)):
         comm = distributed
+        if _is_null(comm):  # (its Get_size raised mpi4py's bare "Invalid communicator"; audit 61)
+            raise ValueError("distributed is MPI.COMM_NULL: this process is in no communicator (a rank a Split left "
+                             "out); pass False to train it alone, or a communicator it belongs to")
     else:
         raise TypeError(f"distributed must be True, False or an mpi4py communicator; got {distributed!r}")
     if comm.Get_size() == 1:
+        launched = launched_as() if distributed is True else None
+        if launched is not None:
+            # the launcher started N processes, but their MPI library is another one than the
+            # launcher's (mpi4py on the mpich wheel under Open MPI's mpiexec, say): each sees one
+            # rank, and trained the whole run alone, printing and writing --save (audit 61)
+            size, rank, variable = launched
+            raise RuntimeError(
+                f"this process (rank {rank}) was started as one of {size} MPI processes ({variable}={size}), but MPI "
+                f"sees a single rank: mpi4py's MPI library is not the launcher's (build mpi4py against the MPI whose "
+                f"mpiexec starts the job; README, \"Scaling out\"); it does not train alone as if it were the only one"
+            )
         return None, ("distributed training on a single MPI rank (start it with mpiexec -n N): "
                       "training in this one process as usual")
     return comm, None
+
+
+def _is_null(comm):
+    """Whether ``comm`` is mpi4py's COMM_NULL."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError):
+        return False
+    return comm == MPI.COMM_NULL
 
 
 def is_lead(comm):

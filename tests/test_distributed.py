@@ -454,6 +454,46 @@ def test_under_a_launcher_without_mpi4py_a_rank_does_not_train_alone(monkeypatch
     assert "fastmlp: note: started as one of 2 MPI processes (PMI_SIZE) without --distributed" in err
 
 
+def test_a_launcher_of_n_processes_whose_mpi_sees_one_rank_does_not_train_alone(monkeypatch):
+    """Open MPI's mpiexec -n 2 over an mpi4py built on another MPI (the mpich wheel): each process
+    saw one rank and trained the whole run alone, printing and writing --save (audit 61)."""
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
+    from mpi4py import MPI  # (initialised here, before the variables: a single rank)
+
+    from fastmlp.distributed import communicator
+
+    assert MPI.COMM_WORLD.Get_size() == 1
+    assert communicator(True)[0] is None  # no launcher: a note, training in this process
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    with pytest.raises(RuntimeError, match=r"^this process \(rank 1\) was started as one of 2 MPI processes "
+                                           r"\(OMPI_COMM_WORLD_SIZE=2\), but MPI sees a single rank: mpi4py's MPI "
+                                           r"library is not the launcher's"):
+        fastmlp.MLP([20, 4, 3]).fit(np.zeros((8, 20)), np.arange(8) % 3, batch_size=4, distributed=True,
+                                    progress=False)
+    # a communicator passed on purpose is taken as it is (COMM_SELF: one rank, a note)
+    assert communicator(MPI.COMM_SELF)[0] is None
+
+
+def test_numpy_booleans_and_comm_null_as_distributed(monkeypatch):
+    # np.True_ was refused where every other flag takes it; COMM_NULL (what a Split gives the ranks
+    # it leaves out) raised mpi4py's bare "Invalid communicator" (audit 61)
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')
+    from mpi4py import MPI
+
+    from fastmlp.distributed import communicator
+
+    assert communicator(np.False_) == (None, None)
+    comm, note = communicator(np.True_)
+    assert comm is None and "single MPI rank" in note
+    with pytest.raises(ValueError, match="^distributed is MPI.COMM_NULL: this process is in no communicator"):
+        communicator(MPI.COMM_NULL)
+    X, y = np.zeros((8, 20), np.uint8), np.arange(8) % 3  # (pixels: the kernel every fit compiles)
+    fastmlp.MLP([20, 4, 3], backend="numpy").fit(X, y, batch_size=4, distributed=np.False_, progress=False)
+    with pytest.warns(fastmlp.distributed.DistributedWarning, match="single MPI rank"):
+        fastmlp.MLP([20, 4, 3]).fit(X, y, batch_size=4, distributed=np.True_, progress=False)
+
+
 @pytest.mark.parametrize("environ, expected", [
     ({}, None), ({"PMI_SIZE": "1", "PMI_RANK": "0"}, None), ({"PMI_SIZE": "4", "PMI_RANK": "3"}, (4, 3, "PMI_SIZE")),
     ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"}, (2, 0, "OMPI_COMM_WORLD_SIZE")),
