@@ -1353,8 +1353,11 @@ def _main(argv):
             # a TrainingInterrupted made elsewhere)
             where = getattr(interrupt, "where", None) or str(interrupt).split(";")[0]
             detail = (where or f"stopped by {cause}") + _what_train_kept(args)
-        print(f"fastmlp: interrupted: {detail or 'stopped by ' + cause}"
-              + (" (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) else ""), file=sys.stderr)
+        said = detail or f"stopped by {cause}"
+        # " (SIGTERM)" where the account does not say so already ("stopped by SIGTERM (SIGTERM)"
+        # after a warmup's; audit 61)
+        also = " (SIGTERM)" if _signalled and not isinstance(interrupt, Terminated) and "SIGTERM" not in said else ""
+        print(f"fastmlp: interrupted: {said}{also}", file=sys.stderr)
         return _stop_other_ranks(EXIT_TERMINATED if _signalled else EXIT_INTERRUPTED)
     except BrokenPipeError:  # stdout's reader gone, quietly (main)
         raise

@@ -1048,6 +1048,25 @@ def test_a_signal_after_the_work_is_done_is_one_line_and_its_status(capsys, tiny
     assert MLP.load(tmp_path / "run.npz").epochs_trained_ == 1
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), cli.Terminated()])
+def test_a_sigterm_outside_training_is_said_once(capsys, monkeypatch, interrupt):
+    # a SIGTERM during `fastmlp warmup` (a fit's interrupt, no Terminated) said "stopped by SIGTERM
+    # (SIGTERM)" (audit 61)
+    from fastmlp import _prewarm
+
+    monkeypatch.setattr(_prewarm, "_stopping_at_exit", [])  # (what the handler's stop_at_exit adds)
+    monkeypatch.setattr(cli, "_signalled", [])  # (left empty after the test, as main leaves it)
+
+    def terminated(args):
+        cli._signalled.append(signal.SIGTERM)
+        raise interrupt
+
+    monkeypatch.setattr(cli, "_warmup", terminated)
+    status, out, err = run(capsys, "warmup")
+    assert status == 143 and out == ""
+    assert err == "fastmlp: interrupted: stopped by SIGTERM\n", err
+
+
 def test_sigterm_while_saving_leaves_no_file_behind(capsys, tiny_mnist, tmp_path, monkeypatch):
     import fastmlp.checkpoint
 
