@@ -71,6 +71,12 @@ def boolean(name, value):
     return bool(value)
 
 
+def plain_bool(value):
+    """NumPy's booleans as Python's (for arguments that take True/False or something else, such
+    as ``distributed``: a communicator; np.True_ was refused there; audit 61); else ``value``."""
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
 def progress_flag(value):
     """``progress=`` of fit, partial_fit and the loaders: None (a bar on terminals only), True or False."""
     if value is not None and not isinstance(value, (bool, np.bool_)):

@@ -36,6 +36,7 @@ import zlib
 import numpy as np
 
 from . import kernels, network, optim
+from ._validation import plain_bool
 from .kernels.optimizer import N_STEP_SCALARS
 from .network import aligned_copy, aligned_empty
 
@@ -76,8 +77,7 @@ def communicator(distributed):
 
     ``distributed``: False or None, True (``MPI.COMM_WORLD``) or an mpi4py communicator.
     """
-    if isinstance(distributed, np.bool_):  # (refused as no communicator; audit 61)
-        distributed = bool(distributed)
+    distributed = plain_bool(distributed)
     if distributed is None or distributed is False:
         return None, None
     if distributed is True:

@@ -22,6 +22,7 @@ from ._validation import (
     non_negative_int,
     open_fraction,
     positive_float,
+    plain_bool,
     positive_int,
     progress_flag,
     thread_count,
@@ -250,12 +251,6 @@ def unchanged_until_training(owner, undo_untrained=False):
         raise
     finally:
         owner.__dict__.pop("_training", None)
-
-
-def _plain_bool(value):
-    """NumPy's booleans as Python's (``distributed=np.True_`` was refused; every other flag takes
-    them; audit 61); anything else as it is."""
-    return bool(value) if isinstance(value, np.bool_) else value
 
 
 _UNLABELLED = object()  # MLP._decide without labels (None is a label argument to refuse)
@@ -698,7 +693,7 @@ class MLP:
     def _communicator(self, distributed):
         """``(comm, note)``: the MPI communicator of a distributed call, or None, and why not
         when one was asked for (no MPI, a single rank), for ``_check_distributable`` to warn."""
-        distributed = _plain_bool(distributed)
+        distributed = plain_bool(distributed)
         if distributed is None or distributed is False:
             return None, None
         from . import distributed as data_parallel
@@ -708,7 +703,7 @@ class MLP:
     def _check_distributable(self, distributed, options, note):
         """A ValueError for a distributed call that cannot be distributed; else the ``note``
         of one that trains in this process after all, as a DistributedWarning."""
-        distributed = _plain_bool(distributed)
+        distributed = plain_bool(distributed)
         if distributed is None or distributed is False:
             return
         from . import distributed as data_parallel
