@@ -21,7 +21,7 @@ import numpy as np
 
 from . import kernels, network, optim
 from ._adaptive import ThreadChooser
-from ._prewarm import cache_is_cold, share
+from ._prewarm import cache_is_cold, compiled_here, share
 from ._prewarm import start as start_prewarm
 from .backends import INFERENCE_BLOCK
 from .kernels._threads import available_cores
@@ -113,11 +113,9 @@ def _csr_ready(values_dtype):
     a first conversion compiles last)."""
     from .kernels.linear import _gather_row_nonzeros as kernel
 
-    name = np.dtype(values_dtype).name
-    if any(str(signature[1].dtype) == name for signature in kernel.signatures):
-        return True
     try:
-        return not cache_is_cold(kernel, argument_dtypes={"values": values_dtype})
+        return (compiled_here(kernel, argument_dtypes={"values": values_dtype})
+                or not cache_is_cold(kernel, argument_dtypes={"values": values_dtype}))
     except (OSError, AttributeError):  # a Numba without these cache attributes: compile as before
         return True
 
@@ -468,7 +466,8 @@ class NumbaBackend:
         if key not in self._serial:
             kernel = kernels.minibatch_sgd_chunk
             try:
-                self._serial[key] = (not numba.config.DISABLE_JIT and not kernel.signatures
+                self._serial[key] = (not numba.config.DISABLE_JIT
+                                     and not compiled_here(kernel, self.arch.dtype, values_dtype)
                                      and cache_is_cold(kernel, self.arch.dtype, values_dtype))
             except (OSError, AttributeError):  # a Numba without these cache attributes
                 self._serial[key] = False

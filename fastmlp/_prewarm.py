@@ -261,6 +261,29 @@ def general_late_helpers(dtype, values_dtype, claims=None):
 PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel, "general": general_late_helpers}
 
 
+def _argument_positions(kernel, argument_dtypes):
+    """(positions, dtypes) of the arguments named in ``argument_dtypes`` ({name: dtype}) in
+    ``kernel``'s signature; a name it lacks is a TypeError, as Python's own for a keyword."""
+    arguments = list(inspect.signature(kernel.py_func).parameters)
+    unknown = [argument for argument in argument_dtypes if argument not in arguments]
+    if unknown:
+        raise TypeError(f"{kernel.py_func.__qualname__} has no argument {', '.join(map(repr, unknown))}")
+    return (tuple(arguments.index(argument) for argument in argument_dtypes),
+            tuple(np.dtype(value) for value in argument_dtypes.values()))
+
+
+def compiled_here(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None):
+    """Whether this process holds ``kernel`` compiled for a training run's float ``dtype`` and
+    input ``values_dtype`` (or the arguments' dtypes by name in ``argument_dtypes``, as for
+    ``cache_is_cold``): a kernel compiled for float32 inputs does not make a float64 run warm
+    (session 60: a process that had fitted one dtype blocked on the whole compile of another)."""
+    if argument_dtypes is None:
+        argument_dtypes = {"params": dtype, "values": values_dtype}
+    where, wanted = _argument_positions(kernel, argument_dtypes)
+    return any(tuple(np.dtype(str(signature[i].dtype)) for i in where) == wanted
+               for signature in getattr(kernel, "signatures", ()))
+
+
 def cache_is_cold(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None):
     """True when Numba's cache has nothing of ``kernel`` to load: no index, or one that Numba
     would not use (the sources changed since), or, given a training run's float ``dtype`` and
@@ -271,12 +294,7 @@ def cache_is_cold(kernel, dtype=None, values_dtype=None, *, argument_dtypes=None
     if argument_dtypes is None and dtype is not None:
         argument_dtypes = {"params": dtype, "values": values_dtype}
     if argument_dtypes is not None:  # (outside the try below: a name of ours that is wrong is an error, not "warm")
-        arguments = list(inspect.signature(kernel.py_func).parameters)
-        unknown = [argument for argument in argument_dtypes if argument not in arguments]
-        if unknown:  # (TypeError, as Python's own for a keyword a function lacks: start() lets it through)
-            raise TypeError(f"{kernel.py_func.__qualname__} has no argument {', '.join(map(repr, unknown))}")
-        where = tuple(arguments.index(argument) for argument in argument_dtypes)
-        wanted = tuple(np.dtype(value) for value in argument_dtypes.values())
+        where, wanted = _argument_positions(kernel, argument_dtypes)  # (start() lets its TypeError through)
     path = Path(kernel.stats.cache_path)
     name = kernel.py_func.__qualname__
     if not any(path.glob(f"*.{name}-*.nbi")):
@@ -351,12 +369,11 @@ def python_executable():
     return executable if _PYTHON_NAME.fullmatch(os.path.basename(executable)) else None
 
 
-def start(plan, dtype, values_dtype, *, ahead=False):
+def start(plan, dtype, values_dtype):
     """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
-    "general": per-sample SGD with an optimizer, dropout or sample weights) if it can help (module
-    docstring); returns the process or None. ``ahead``: for ``fastmlp warmup``, which starts it
-    before the fit that needs it, also where this process holds the kernel for other types (a fit
-    starts none there: it compiles the kernel itself)."""
+    "general": per-sample SGD with an optimizer, dropout or sample weights) for a run of float
+    ``dtype`` on inputs of ``values_dtype`` if it can help (module docstring); returns the process
+    or None."""
     import numba
 
     from .kernels._threads import available_cores
@@ -374,10 +391,10 @@ def start(plan, dtype, values_dtype, *, ahead=False):
     for running in _STARTED:
         if getattr(running, "fastmlp_plan", None) == key and running.poll() is None:
             # already compiling this (several fits at once, one after another, or warmup's,
-            # started ahead: looked up before the shortcut below, which warmup's fit meets)
+            # started ahead of the fit that needs it)
             return running
-    if kernel.signatures and not ahead:
-        return None  # compiled in this process (for some types)
+    if compiled_here(kernel, dtype, values_dtype):
+        return None  # (for these types: another dtype's or input kind's kernel is no help)
     told = None
     lock = None
     try:

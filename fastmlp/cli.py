@@ -1100,7 +1100,7 @@ def _warmup(args):
         # (_numba_backend: compiling_ahead). One such process at a time, beside this one.
         if index < len(combinations) and any(batch_size != 1 for batch_size in batch_sizes):
             dtype, kind = combinations[index]
-            start_prewarm("mini-batch", dtype, "uint8" if kind == "uint8" else dtype, ahead=True)
+            start_prewarm("mini-batch", dtype, "uint8" if kind == "uint8" else dtype)
 
     mini_batch_ahead(0)
     for index, (dtype, kind) in enumerate(combinations):

@@ -1351,10 +1351,9 @@ def test_warmup_starts_the_mini_batch_compile_ahead_of_the_per_sample_fits(capsy
     import fastmlp._prewarm
 
     events = []
-    # (ahead=True: started where this process holds the kernel for other types too, which the
-    # second combination's is; without it, only the first combination's started; audit 61)
-    monkeypatch.setattr(fastmlp._prewarm, "start", lambda plan, dtype, values, ahead=False:
-                        events.append((plan, dtype, values) if ahead else ("not ahead", plan)))
+    # (that the second combination's process starts though this process holds the kernel for the
+    # first's types: the warm-up job in tests/test_prewarm.py, which counts what it loads)
+    monkeypatch.setattr(fastmlp._prewarm, "start", lambda plan, dtype, values: events.append((plan, dtype, values)))
     monkeypatch.setattr(MLP, "fit", lambda self, X, y, batch_size, **_: events.append(("fit", self.dtype, batch_size)))
     monkeypatch.setattr(MLP, "predict", lambda self, X: None)
     status, out, err = run(capsys, "warmup", "--dtype", "float32,float64", "--batch-size", "1,32", "--inputs", "float",

@@ -529,6 +529,69 @@ def test_warmup_compiles_the_kernel_itself_when_the_second_process_does_not_end(
     np.testing.assert_array_equal(model.params_, alone.params_)  # trained on the kernel compiled (or loaded) here
 
 
+def _kernel_compiled_for(*types):
+    """A small kernel with the arguments the plans' kernels are read by (``params``, ``values``),
+    compiled here for the (params dtype, values dtype) pairs ``types`` only."""
+    import numpy as np
+
+    kernel = numba.njit(lambda params, values: params.sum() + values.sum())
+    for dtype, values_dtype in types:
+        kernel(np.zeros(2, dtype), np.zeros(2, values_dtype))
+    return kernel
+
+
+def test_a_kernel_compiled_here_for_other_types_does_not_stop_a_cold_start(monkeypatch, tmp_path):
+    # A process that held the kernel for some types started no second process for others on a
+    # cold cache: a float32 fit's process, fitting float64 (or float inputs), blocked on the whole
+    # compile instead of training on the interpreted kernel meanwhile (session 60).
+    import numpy as np
+
+    from fastmlp import _prewarm
+
+    kernel = _kernel_compiled_for(("float32", "float32"))
+    assert _prewarm.compiled_here(kernel, np.float32, np.float32)
+    assert not _prewarm.compiled_here(kernel, np.float64, np.float64)
+    assert not _prewarm.compiled_here(kernel, np.float32, np.uint8)
+    assert _prewarm.compiled_here(kernel, argument_dtypes={"values": np.float32})
+    with pytest.raises(TypeError, match="has no argument 'x'"):
+        _prewarm.compiled_here(kernel, argument_dtypes={"x": np.float32})
+
+    started = []
+
+    class Running:  # stands in for the process: records what would have run, and is still running
+        pid = None
+
+        def __init__(self, args, **kwargs):
+            started.append(args[3:6])
+
+        def poll(self):
+            return None
+
+    _cold_start_without_a_process(monkeypatch, tmp_path, Running, kernel)
+    assert _prewarm.start("general", "float32", "float32") is None  # compiled here for these types
+    for dtype, values_dtype in [("float64", "float64"), ("float32", "uint8")]:
+        assert isinstance(_prewarm.start("general", dtype, values_dtype), Running), (dtype, values_dtype)
+    assert started == [["general", "float64", "float64"], ["general", "float32", "uint8"]]
+    for process in _prewarm._STARTED:
+        _prewarm._close_told(process)
+
+
+def test_one_thread_takes_the_serial_twin_where_the_parallel_kernel_is_here_for_other_types(monkeypatch):
+    # the same for the serial twin's choice: a process holding the parallel kernel for float32
+    # compiled it again for a float64 fit on one thread, where the twin compiles in half the time
+    import numpy as np
+
+    from fastmlp import _numba_backend, kernels
+    from fastmlp.network import Architecture
+
+    monkeypatch.setattr(kernels, "minibatch_sgd_chunk", _kernel_compiled_for(("float32", "float32")))
+    monkeypatch.setattr(_numba_backend, "cache_is_cold", lambda *args, **kwargs: True)
+    for dtype, values_dtype, serial in [("float32", np.float32, False), ("float64", np.float64, True),
+                                        ("float32", np.uint8, True)]:
+        backend = _numba_backend.NumbaBackend(Architecture((16, 8, 4), "relu", "cross_entropy", dtype=dtype), threads=1)
+        assert backend._serial_only(values_dtype, 1) is serial, (dtype, values_dtype)
+
+
 def test_an_argument_name_the_kernel_lacks_is_an_error_not_a_warm_cache():
     # the lookup of the names sat inside the try that keeps the old answer ("warm") where Numba's
     # cache internals differ: a renamed argument would have read warm for ever (audit 42)
@@ -991,7 +1054,6 @@ def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch, 
     # fits' start() returned before reaping: the ended process stayed a zombie, its pipe and
     # directory with it, for the rest of the process's life (audit 26)
     import subprocess
-    import types
 
     from fastmlp import _prewarm
     from fastmlp.kernels import _threads
@@ -1012,8 +1074,9 @@ def test_a_new_start_closes_the_pipes_of_processes_that_have_ended(monkeypatch, 
     monkeypatch.setattr(_prewarm, "_STARTED", [ended])
     monkeypatch.setattr(subprocess, "Popen", Process)
     # (a warm cache: this process has compiled or loaded the kernel)
-    signatures = [] if cache == "cold" else ["compiled"]
-    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: types.SimpleNamespace(signatures=signatures))
+    kernel = _kernel_compiled_for(*[] if cache == "cold" else [("float32", "uint8")])
+    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: kernel)
+    monkeypatch.setattr(_prewarm, "_marks_folder", lambda plan: tmp_path)
     monkeypatch.setattr(_prewarm, "cache_is_cold", lambda *args, **kwargs: True)
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
@@ -1091,17 +1154,18 @@ def test_an_interrupt_of_the_process_group_is_the_fits_to_act_on(tmp_path):
             os.kill(child, signal.SIGKILL)
 
 
-def _cold_start_without_a_process(monkeypatch, tmp_path, popen):
-    """start() as on a cold cache with two cores, its marks in tmp_path and ``popen`` for Popen."""
+def _cold_start_without_a_process(monkeypatch, tmp_path, popen, kernel=None):
+    """start() as on a cold cache with two cores, its marks in tmp_path and ``popen`` for Popen;
+    ``kernel`` for every plan's (by default one compiled for no types)."""
     import subprocess
-    import types
 
     from fastmlp import _prewarm
     from fastmlp.kernels import _threads
 
     monkeypatch.setattr(_prewarm, "_STARTED", [])
     monkeypatch.setattr(subprocess, "Popen", popen)
-    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: types.SimpleNamespace(signatures=[]))
+    kernel = _kernel_compiled_for() if kernel is None else kernel
+    monkeypatch.setattr(_prewarm, "_kernel_of", lambda plan: kernel)
     monkeypatch.setattr(_prewarm, "_marks_folder", lambda plan: tmp_path)
     monkeypatch.setattr(_prewarm, "cache_is_cold", lambda *args, **kwargs: True)
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
