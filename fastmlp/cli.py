@@ -429,9 +429,9 @@ def _check_distributable(args):
                          f"cannot be distributed: {PER_SAMPLE_IS_SEQUENTIAL}")
     if args.batch_size == 1:
         raise UsageError(f"--distributed needs --batch-size 2 or more (default 1): {PER_SAMPLE_IS_SEQUENTIAL}")
-    if "threads" in getattr(args, "given", ()):
-        raise UsageError("--threads does not go with --distributed: each rank trains on one thread (start one rank "
-                         "per core, with NUMBA_NUM_THREADS=1)")
+    if "threads" in getattr(args, "given", ()) and args.threads != 1:  # (one is what a rank uses: audit 61)
+        raise UsageError(f"--threads {args.threads} does not go with --distributed: each rank trains on one thread "
+                         f"(start one rank per core, with NUMBA_NUM_THREADS=1)")
     if args.backend != "numba":
         raise UsageError(f"--distributed runs on --backend numba only; got --backend {args.backend}")
 
@@ -560,8 +560,7 @@ def _train(args):
     if comm is None:
         if not args.resume:  # a resumed run's batch size and backend come from its checkpoint
             _check_distributable(args)
-        print(f"fastmlp: note: {_world[1]}", file=sys.stderr)
-        return _train_ranks(args, None)
+        return _train_ranks(args, None, note=_world[1])
     from .distributed import RanksFailed, agreeing, caller_stops_ranks
 
     meeting = {"met": False, "agreed": False}
@@ -616,7 +615,10 @@ def _check_checkpoints_written(args):
                          f"smaller N or leave it out")
 
 
-def _train_ranks(args, comm):
+def _train_ranks(args, comm, note=None):
+    """Train as ``args`` say, over the ranks of ``comm`` (or in this process: None); ``note``, why
+    a --distributed run trains in this process, is said once its options and data are checked
+    (audit 61: it came before a usage error)."""
     given = getattr(args, "given", set())
     if args.checkpoint_every is not None and args.save is None:
         raise UsageError("--checkpoint-every needs --save FILE, the file to write")
@@ -639,6 +641,8 @@ def _train_ranks(args, comm):
     lead = comm is None or comm.Get_rank() == 0  # rank 0 alone prints and writes files
     X_train, y_train, X_test, y_test = _data(args)
     _check_data(args, model, X_train, y_train, X_test, y_test)  # now, not after the training it would throw away
+    if note is not None:
+        print(f"fastmlp: note: {note}", file=sys.stderr)
     progress = _progress(args)
     say = _printing_while_read([path for path in (args.save, args.plot) if path])
     log = (lambda *a: None) if (args.json or not lead) else say

@@ -696,20 +696,21 @@ class MLP:
         distributed = plain_bool(distributed)
         if distributed is None or distributed is False:
             return None, None
+        if self.backend != "numba":  # (before MPI starts: every rank raises it alike; audit 61)
+            raise ValueError(f"distributed training runs on backend='numba' only; got backend={self.backend!r}")
         from . import distributed as data_parallel
 
         return data_parallel.communicator(distributed)
 
     def _check_distributable(self, distributed, options, note):
-        """A ValueError for a distributed call that cannot be distributed; else the ``note``
-        of one that trains in this process after all, as a DistributedWarning."""
+        """A ValueError for a distributed call that cannot be distributed (its backend is checked
+        before MPI starts: ``_communicator``); else the ``note`` of one that trains in this process
+        after all, as a DistributedWarning."""
         distributed = plain_bool(distributed)
         if distributed is None or distributed is False:
             return
         from . import distributed as data_parallel
 
-        if self.backend != "numba":
-            raise ValueError(f"distributed training runs on backend='numba' only; got backend={self.backend!r}")
         if options["batch_size"] == 1:
             raise ValueError(f"distributed training needs batch_size >= 2 (or None): {data_parallel.PER_SAMPLE_IS_SEQUENTIAL}")
         if note is not None:

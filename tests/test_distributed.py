@@ -603,7 +603,10 @@ def test_what_cannot_be_distributed_is_refused_before_training(rng, model, optio
         (["--distributed"], "--distributed needs --batch-size 2 or more (default 1): per-sample SGD"),
         (["--distributed", "--batch-size", "8", "--backend", "numpy"], "--backend numba only; got --backend numpy"),
         # (each rank trains on one thread: it was accepted and ignored)
-        (["--distributed", "--batch-size", "8", "--threads", "2"], "--threads does not go with --distributed"),
+        (["--distributed", "--batch-size", "8", "--threads", "2"], "--threads 2 does not go with --distributed"),
+        # a usage error met after the MPI lookup: the note that the run would train in this one
+        # process came first (audit 61)
+        (["--distributed", "--batch-size", "8", "--checkpoint-every", "1"], "--checkpoint-every needs --save FILE"),
     ],
 )
 def test_cli_refuses_what_cannot_be_distributed(capsys, tmp_path, argv, words):
@@ -611,6 +614,27 @@ def test_cli_refuses_what_cannot_be_distributed(capsys, tmp_path, argv, words):
     out, err = capsys.readouterr()
     assert status == 2 and out == ""
     assert words in err and err.count("\n") == 1
+
+
+def test_cli_takes_threads_1_with_distributed(capsys, tiny_mnist_dir):
+    # one thread is what each rank trains on: --threads 1 was refused with --threads 2 (audit 61)
+    status = main(["train", "--data", str(tiny_mnist_dir), "--layers", "784,8,10", "--batch-size", "50",
+                   "--distributed", "--threads", "1", "--json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert json.loads(out)["ranks"] == 1
+
+
+def test_fit_refuses_a_distributed_call_on_the_numpy_backend_before_mpi_starts():
+    # it started MPI (0.3 s, and on every rank of a job) to refuse the backend after (audit 61)
+    code = ("import sys, numpy as np, fastmlp\n"
+            "try:\n"
+            "    fastmlp.MLP([4, 3, 2], backend='numpy').fit(np.ones((6, 4)), np.arange(6) % 2, batch_size=2,\n"
+            "                                              progress=False, distributed=True)\n"
+            "except ValueError as error:\n"
+            "    print(error, 'mpi4py' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out == "distributed training runs on backend='numba' only; got backend='numpy' False\n"
 
 
 def test_cli_resuming_a_per_sample_run_distributed_names_the_checkpoint(capsys, tiny_mnist_dir, tmp_path):
