@@ -314,8 +314,9 @@ class NumbaBackend:
         self.compile_seconds += time.perf_counter() - tic
         if inference and not self._inference_ready:
             self._warm_inference(scratch, data)
-        if self._background is None or self._background.poll() is not None:
-            # (not on a cold start's interpreted kernels: the next call loads the compiled ones)
+        if (self._background is None or self._background.poll() is not None) and self.compiling_for_later() is None:
+            # (not on a cold start's interpreted kernels, this call's or, still compiling, an
+            # earlier call's of other inputs: the next call loads the compiled ones; audit 63)
             self._warmed.add(key)
 
     def _warm_key(self, data, batch_size, optimizer, sample_weight):

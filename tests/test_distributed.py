@@ -627,6 +627,7 @@ def test_cli_takes_threads_1_with_distributed(capsys, tiny_mnist_dir):
 
 def test_fit_refuses_a_distributed_call_on_the_numpy_backend_before_mpi_starts():
     # it started MPI (0.3 s, and on every rank of a job) to refuse the backend after (audit 61)
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "fastmlp[mpi]"')  # (else none starts)
     code = ("import sys, numpy as np, fastmlp\n"
             "try:\n"
             "    fastmlp.MLP([4, 3, 2], backend='numpy').fit(np.ones((6, 4)), np.arange(6) % 2, batch_size=2,\n"
