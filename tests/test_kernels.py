@@ -889,7 +889,9 @@ def test_a_fit_and_its_warm_up_train_aligned_parameters_and_a_copy_of_a_model_to
         twin = copy.deepcopy(model)
         for start in range(0, 64, 16):
             twin.partial_fit(X[start : start + 16], y[start : start + 16], batch_size=batch_size, progress=False)
-    assert len(seen) >= 20 and set(seen) == {0}, seen
+    # (per batch size: the fit's warm-up and chunk, the copy's first warm-up, its four chunks; the
+    # copy's later calls warm up no more: partial_fit warms up once per kind of call)
+    assert len(seen) >= 14 and set(seen) == {0}, seen
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="inspects compiled code")
