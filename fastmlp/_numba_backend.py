@@ -488,8 +488,10 @@ class NumbaBackend:
         if key not in self._serial:
             kernel = kernels.minibatch_sgd_chunk
             try:
-                self._serial[key] = (not numba.config.DISABLE_JIT
-                                     and not compiled_here(kernel, self.arch.dtype, values_dtype)
+                # (compiled here for any types: a process that compiled the parallel kernel once
+                # compiles it for other types too, rather than add the twin: asked for these types,
+                # the test suite compiled the twin a third time, 6-16 s more; session 60)
+                self._serial[key] = (not numba.config.DISABLE_JIT and not kernel.signatures
                                      and cache_is_cold(kernel, self.arch.dtype, values_dtype))
             except (OSError, AttributeError):  # a Numba without these cache attributes
                 self._serial[key] = False

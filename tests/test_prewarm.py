@@ -576,22 +576,6 @@ def test_a_kernel_compiled_here_for_other_types_does_not_stop_a_cold_start(monke
         _prewarm._close_told(process)
 
 
-def test_one_thread_takes_the_serial_twin_where_the_parallel_kernel_is_here_for_other_types(monkeypatch):
-    # the same for the serial twin's choice: a process holding the parallel kernel for float32
-    # compiled it again for a float64 fit on one thread, where the twin compiles in half the time
-    import numpy as np
-
-    from fastmlp import _numba_backend, kernels
-    from fastmlp.network import Architecture
-
-    monkeypatch.setattr(kernels, "minibatch_sgd_chunk", _kernel_compiled_for(("float32", "float32")))
-    monkeypatch.setattr(_numba_backend, "cache_is_cold", lambda *args, **kwargs: True)
-    for dtype, values_dtype, serial in [("float32", np.float32, False), ("float64", np.float64, True),
-                                        ("float32", np.uint8, True)]:
-        backend = _numba_backend.NumbaBackend(Architecture((16, 8, 4), "relu", "cross_entropy", dtype=dtype), threads=1)
-        assert backend._serial_only(values_dtype, 1) is serial, (dtype, values_dtype)
-
-
 def test_an_argument_name_the_kernel_lacks_is_an_error_not_a_warm_cache():
     # the lookup of the names sat inside the try that keeps the old answer ("warm") where Numba's
     # cache internals differ: a renamed argument would have read warm for ever (audit 42)
