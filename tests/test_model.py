@@ -607,17 +607,20 @@ def test_the_inference_kernel_compiles_when_first_needed_and_counts_as_compile_t
     # no validation data: training needs no inference, so the fit leaves it to the first prediction
     model = MLP([20, 8, 3], seed=0)
     model.fit(X, y, epochs=1, batch_size=4, progress=False)
-    assert model.backend_._inference_ready is False
+    assert model.backend_._inference_ready == set()
     before = model.compile_seconds_
     model.predict(X)
-    assert model.backend_._inference_ready is True and model.compile_seconds_ > before
+    assert model.backend_._inference_ready == {"float32"} and model.compile_seconds_ > before
     after_first = model.compile_seconds_
     model.predict(X)
-    assert model.compile_seconds_ == after_first  # compiled (or loaded) once per model
+    assert model.compile_seconds_ == after_first  # compiled (or loaded) once per model and input dtype
+    # another input dtype is another compile: it was counted as prediction (audit 63)
+    model.predict(np.clip(np.abs(X) * 40, 0, 255).astype(np.uint8))
+    assert model.backend_._inference_ready == {"float32", "uint8"} and model.compile_seconds_ > after_first
     # a fit that evaluates while it trains warms it up with the training kernels
     watched = MLP([20, 8, 3], seed=0)
     watched.fit(X, y, epochs=1, batch_size=4, validation_fraction=0.25, progress=False)
-    assert watched.backend_._inference_ready is True
+    assert watched.backend_._inference_ready == {"float32"}
 
 
 def test_a_model_memory_mapped_by_joblib_trains_on(tmp_path):
