@@ -19,6 +19,8 @@ A backend is built for one ``Architecture`` and offers:
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import reference
 from .network import Architecture
 
@@ -54,7 +56,9 @@ class NumpyBackend:
                                        sample_weight)
 
     def logits(self, params, data):
-        return reference.predict_logits(self.arch, params, data)
+        # an overflow is said once, by the model (model._say_non_finite), as with the compiled kernels
+        with np.errstate(over="ignore", invalid="ignore"):
+            return reference.predict_logits(self.arch, params, data)
 
 
 def check_backend(name):

@@ -584,7 +584,7 @@ class _BaseMLP(BaseEstimator):
         return fastmlp_loss
 
     def _validation_score(self, X, targets, sample_weight):
-        predicted = self._predict_targets(X)
+        predicted = self._predict_targets(X, quiet=True)  # (a NaN score is its own account of an overflow)
         if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
             return np.nan
         return float(self._score_function(targets, predicted, sample_weight=sample_weight))
@@ -620,9 +620,10 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "model_")
         _LayerArrays("intercepts_", self.model_.biases_).assign(arrays)
 
-    def _outputs(self, X):
-        """The output layer's activations [N, n_outputs] for validated X."""
-        return self.model_.predict_proba(X)
+    def _outputs(self, X, quiet=False):
+        """The output layer's activations [N, n_outputs] for validated X (``quiet``: NaN or
+        infinite outputs not warned of)."""
+        return self.model_._outputs(X, quiet=quiet)
 
     def _validated(self, X):
         check_is_fitted(self, "model_")
@@ -966,9 +967,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(f"`classes={classes}` is not the same as on last call to partial_fit, was: {self.classes_}")
             return self._checked_fit(X, y, sample_weight, incremental=True)
 
-    def _predict_targets(self, X):
+    def _predict_targets(self, X, quiet=False):
         """Predictions in the encoded form of the targets (label indices or indicators)."""
-        out = self._outputs(X)
+        out = self._outputs(X, quiet)
         if self._target_kind == "multilabel":
             return (out > 0.5).astype(np.int64)
         if self._target_kind == "binary":
@@ -1304,8 +1305,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         # fastmlp: 0.5 * sum over outputs; scikit-learn reports 0.5 * mean over outputs
         return fastmlp_loss / self.n_outputs_
 
-    def _predict_targets(self, X):
-        return self._outputs(X)
+    def _predict_targets(self, X, quiet=False):
+        return self._outputs(X, quiet)
 
     def _score_function(self, targets, predicted, sample_weight=None):
         return r2_score(targets, predicted, sample_weight=sample_weight)

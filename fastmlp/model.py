@@ -256,6 +256,24 @@ def unchanged_until_training(owner, undo_untrained=False):
 _UNLABELLED = object()  # MLP._decide without labels (None is a label argument to refuse)
 
 
+def _said_by_decide():
+    """NumPy's overflow and invalid-value warnings off, for the arithmetic on logits after
+    ``MLP._decide``: logits that are not finite it has said already, once, in fastmlp's words."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+def _say_non_finite(z, params):
+    """The RuntimeWarning of a prediction whose logits ``z`` are not all finite: with finite
+    weights (``params``) that is an overflow, of a training run that diverged without a NaN or
+    infinite loss or weight (its loss 1e162, its weights 1e147: audit 62), or of inputs far out of
+    the training data's range. The outputs were NaN without a word, labels the first class."""
+    rows = int((~np.isfinite(z)).any(axis=1).sum())
+    largest = float(np.abs(params).max()) if params.size else 0.0
+    warn(f"the network's outputs are NaN or infinite for {rows} of {len(z)} rows (they overflow: its largest "
+         f"weight is {largest:.3g}); its training diverged (train with a lower learning rate) or the inputs are "
+         f"far out of the training data's range. Its predictions for those rows mean nothing", RuntimeWarning)
+
+
 class MLP:
     """A multilayer perceptron trained by SGD (with momentum, Nesterov, weight decay, dropout) or Adam.
 
@@ -945,15 +963,19 @@ class MLP:
         """The output layer's pre-activation z[N, K] (logits) for ``X`` (as ``fit`` takes it)."""
         return self._decide(X)[1]
 
-    def _decide(self, X, y=_UNLABELLED):
+    def _decide(self, X, y=_UNLABELLED, quiet=False):
         """(arch, the logits of X, checked y or None) from one reading of the network (_network).
         ``y`` left out: no labels (predictions); given, it is checked, None included (``score(X,
-        None)`` said "object of type 'NoneType' has no len()" after the forward pass; audit 60)."""
+        None)`` said "object of type 'NoneType' has no len()" after the forward pass; audit 60).
+        Logits that are NaN or infinite are said in a RuntimeWarning (not when ``quiet``)."""
         network = self._network()
         arch = network[0]
         X = check_X(X, arch)
         y = None if y is _UNLABELLED else check_y(y, arch, len(X))
-        return arch, self._logits_in_chunks(X, network), y
+        z = self._logits_in_chunks(X, network)
+        if not quiet and not np.isfinite(z).all():
+            _say_non_finite(z, network[2])
+        return arch, z, y
 
     def _logits_in_chunks(self, X, network):
         """The logits of checked ``X``, converted ``PREDICT_ROWS`` rows at a time."""
@@ -977,8 +999,14 @@ class MLP:
     def predict_proba(self, X):
         """For ``X`` (as ``fit`` takes it): class probabilities [N, K] (softmax), each sigmoid unit's
         P(1) [N, K] (one unit: P(class 1) [N, 1]; K: multilabel), or the outputs (regression)."""
-        arch, z, _ = self._decide(X)
-        return reference.output_forward(z, arch.loss_code)
+        return self._outputs(X)
+
+    def _outputs(self, X, quiet=False):
+        """``predict_proba``; ``quiet``: NaN or infinite outputs are not warned of (a caller that
+        says them its own way, as the estimators' validation score of each epoch)."""
+        arch, z, _ = self._decide(X, quiet=quiet)
+        with _said_by_decide():
+            return reference.output_forward(z, arch.loss_code)
 
     def predict(self, X):
         """For ``X`` (as ``fit`` takes it): class labels [N] for classifiers, 0/1 label sets [N, K] for multilabel (sigmoid
@@ -986,7 +1014,8 @@ class MLP:
         goes to the lower class, as scikit-learn's: exactly 0.5 is 0 (a bias-free network on a
         blank image), and argmax takes the first of equal probabilities."""
         arch, z, _ = self._decide(X)
-        return _predictions(arch, reference.output_forward(z, arch.loss_code))
+        with _said_by_decide():
+            return _predictions(arch, reference.output_forward(z, arch.loss_code))
 
     def _metrics(self, data, y, z=None, arch=None):
         """Loss and accuracy on prepared ``data`` (or on its logits ``z``, given)."""
@@ -1004,7 +1033,8 @@ class MLP:
         """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)} on ``X``
         and ``y`` (as ``fit`` takes them)."""
         arch, z, y = self._decide(X, y)
-        return self._metrics(None, y, z=z, arch=arch)
+        with _said_by_decide():
+            return self._metrics(None, y, z=z, arch=arch)
 
     def score(self, X, y):
         """Accuracy for classifiers; the coefficient of determination R^2 for regression: with
@@ -1013,8 +1043,10 @@ class MLP:
         scikit-learn's, averages the outputs' R^2 instead."""
         arch, z, y = self._decide(X, y)
         if arch.is_classifier:
-            return self._metrics(None, y, z=z, arch=arch)["accuracy"]
-        residual = ((reference.output_forward(z, arch.loss_code) - y) ** 2).sum(dtype=np.float64)
+            with _said_by_decide():
+                return self._metrics(None, y, z=z, arch=arch)["accuracy"]
+        with _said_by_decide():
+            residual = ((reference.output_forward(z, arch.loss_code) - y) ** 2).sum(dtype=np.float64)
         total = ((y - y.mean(axis=0)) ** 2).sum(dtype=np.float64)
         return float(1 - residual / total) if total > 0 else float("nan")
 

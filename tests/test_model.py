@@ -264,6 +264,33 @@ def test_a_broken_params_vector_is_refused_before_any_kernel_runs(rng, synth, ba
             call()
 
 
+def test_outputs_that_overflow_are_warned_of(rng, synth, backend):
+    """Finite weights whose outputs overflow (a run diverged without a non-finite loss or weight:
+    loss 1.7e162, weights 1e147; audit 62) gave NaN probabilities, label 0 and a NaN loss
+    without a word: every prediction says how many rows, and finite outputs say nothing."""
+    X, y = synth.digits(rng, 40)
+    model = MLP([784, 8, 10], seed=0, backend=backend, dtype="float64")
+    model.fit(X, y, epochs=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finite = model.predict_proba(X)
+    # a digit's hidden units on (sigmoid(100 x - 1000) = 1), a blank image's off (sigmoid(-1000) =
+    # 0): two outputs' logits overflow for the digits (8 units x 1e308), not for the blank image
+    model.weights_[0][:] = 100
+    model.biases_[0][:] = -1e3
+    model.weights_[1][:, 3] = 1e308
+    model.weights_[1][:, 4] = -1e308
+    blank = np.zeros((1, 784), np.uint8)
+    rows = X[:5]
+    for call in (model.decision_function, model.predict_proba, model.predict, lambda X: model.evaluate(X, y[:len(X)]),
+                 lambda X: model.score(X, y[:len(X)])):
+        with pytest.warns(RuntimeWarning, match=r"outputs are NaN or infinite for 5 of 6 rows \(they overflow: its "
+                                                r"largest weight is 1e\+308\); its training diverged") as said:
+            call(np.vstack([rows, blank]))
+        assert len(said) == 1 and said[0].filename == __file__  # said at the caller's line
+    assert np.isfinite(finite).all()
+
+
 @pytest.mark.parametrize("batch_size", [1, None])
 def test_an_update_that_overflows_a_weight_is_divergence(backend, batch_size):
     """The only sample's loss (5e27) is finite, but its update overflows float32: no later loss
