@@ -23,7 +23,7 @@ from . import kernels, network, optim
 from ._adaptive import ThreadChooser
 from ._prewarm import cache_is_cold, compiled_here, share
 from ._prewarm import start as start_prewarm
-from .backends import INFERENCE_BLOCK
+from .backends import INFERENCE_BLOCK, INFERENCE_SPLIT_ROWS
 from .kernels._threads import available_cores
 from .network import SIGMOID_BCE, Architecture, aligned_copy
 from .reference import PIXEL_SCALE
@@ -503,16 +503,32 @@ class NumbaBackend:
         return self._serial[key]
 
     def logits(self, params, data):
-        """z[N, K] of the output layer, block by block."""
+        """z[N, K] of the output layer, block by block; a prediction of ``INFERENCE_SPLIT_ROWS``
+        rows or more on as many threads as mini-batch training may use (one with threads=1), each
+        a share of the rows: every row's bits are the same on any number of threads."""
         if np.dtype(data.values.dtype).name not in self._inference_ready:
             self._warm_inference(params, data)  # so that compile_seconds counts the first compile
         arch = self.arch
-        n_layers = arch.n_layers
         views = arch.layout().views(params)
-        no_bias = np.empty(0, arch.dtype)
+        transposed = [None] + [np.ascontiguousarray(W.T) for W, _ in views[1:]]  # (linear_forward's Wt)
         z = np.empty((len(data), arch.layers[-1]), arch.dtype)
-        for start in range(0, len(data), INFERENCE_BLOCK):
-            rows = np.arange(start, min(start + INFERENCE_BLOCK, len(data)), dtype=np.int64)
+        n = len(data)
+        threads = min(self.minibatch_threads.most, available_cores())
+        shares = max(1, min(threads, n // INFERENCE_SPLIT_ROWS))
+        # (NumPy's overflow warnings of the kernels run as Python, NUMBA_DISABLE_JIT=1: an
+        # overflow is said once, by the model, model._say_non_finite)
+        with np.errstate(over="ignore", invalid="ignore"):
+            kernels.in_blocks(shares, lambda r0, r1: self._forward_rows(z, r0, r1, data, views, transposed),
+                              [n * k // shares for k in range(shares + 1)])
+        return z
+
+    def _forward_rows(self, z, first, last, data, views, transposed):
+        """z[first:last] of ``logits``, INFERENCE_BLOCK rows at a time."""
+        arch = self.arch
+        n_layers = arch.n_layers
+        no_bias = np.empty(0, arch.dtype)
+        for start in range(first, last, INFERENCE_BLOCK):
+            rows = np.arange(start, min(start + INFERENCE_BLOCK, last), dtype=np.int64)
             W, b = views[0]
             out = np.empty((len(rows), W.shape[1]), arch.dtype)
             code = arch.activation_code if n_layers > 1 else 0
@@ -524,7 +540,6 @@ class NumbaBackend:
                 W, b = views[l]
                 nxt = np.empty((len(rows), W.shape[1]), arch.dtype)
                 code = arch.activation_code if l < n_layers - 1 else 0
-                kernels.linear_forward(nxt, out, W, no_bias if b is None else b, code)
+                kernels.linear_forward(nxt, out, transposed[l], no_bias if b is None else b, code)
                 out = nxt
-            z[rows] = out
-        return z
+            z[start : start + len(rows)] = out

@@ -25,9 +25,13 @@ from . import reference
 from .network import Architecture
 
 BACKENDS = ("numba", "numpy")
-# The rows the compiled backend's inference takes at a time (its sums' order, and so their bits,
-# follow it); the model's predictions convert X a multiple of it at a time (model.PREDICT_ROWS)
+# The rows the compiled backend's inference takes at a time (each row's sums are the same bits in
+# any block); the model's predictions convert X a multiple of it at a time (model.PREDICT_ROWS)
 INFERENCE_BLOCK = 4096
+# A prediction of this many rows or more is shared among threads (numba's logits): 1024 rows are
+# about 1.1 ms of a 784-128-10 forward pass on one thread, a thread pool's start and end about
+# 0.1 ms (Intel Xeon, Emerald Rapids; bench/experiments/predict_rows.py)
+INFERENCE_SPLIT_ROWS = 1024
 
 
 class NumpyBackend:

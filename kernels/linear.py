@@ -67,12 +67,12 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     blocks = max(1, min(int(threads), n, x.size // PARALLEL_CSR_ENTRIES))
     bounds = [n * k // blocks for k in range(blocks + 1)]
     indptr = np.zeros(n * parts + 1, np.int64)
-    _in_blocks(blocks, lambda r0, r1: _count_row_nonzeros(indptr[r0 * parts + 1 : r1 * parts + 1], x[r0:r1], parts),
+    in_blocks(blocks, lambda r0, r1: _count_row_nonzeros(indptr[r0 * parts + 1 : r1 * parts + 1], x[r0:r1], parts),
                bounds)
     np.cumsum(indptr, out=indptr)
     indices = np.empty(indptr[-1], np.int32)
     values = np.empty(indptr[-1], x.dtype)
-    _in_blocks(blocks, lambda r0, r1: _gather_row_nonzeros(indices, values, x[r0:r1], indptr[r0 * parts : r1 * parts + 1],
+    in_blocks(blocks, lambda r0, r1: _gather_row_nonzeros(indices, values, x[r0:r1], indptr[r0 * parts : r1 * parts + 1],
                                                            parts), bounds)
     return indptr, indices, values
 
@@ -108,7 +108,7 @@ def _sparse_rows_numpy(x, parts):
     return indptr, indices, values
 
 
-def _in_blocks(blocks, work, bounds):
+def in_blocks(blocks, work, bounds):
     """work(bounds[k], bounds[k + 1]) for every block k: the last on this thread, the others on
     threads of their own; returns when all are done (re-raising the first error)."""
     if blocks == 1:
@@ -559,17 +559,57 @@ def dense_row_backward_update(da, Wt, b, dz, a, learning_rate):
 
 
 @njit(**KERNEL_OPTIONS)
-def linear_forward(out, x, W, b, activation):
-    """out[B,H] = act(x[B,D] @ W[D,H] + b[H]). ``b`` may be empty (no bias)."""
-    for row in range(x.shape[0]):
-        z = out[row]
-        fill_bias(z, b)
-        for j in range(x.shape[1]):
-            xj = x[row, j]
-            w = W[j]
-            for k in range(z.shape[0]):
-                z[k] += xj * w[k]
-        activation_row_forward(z, activation)
+def linear_forward(out, x, Wt, b, activation):
+    """out[B,H] = act(x[B,D] @ Wt[H,D]^T + b[H]) (``Wt``: the layer's weights transposed, a
+    unit's weights in a row; ``b`` may be empty: no bias). Rows go four at a time, each unit's
+    four sums kept in registers over one read of its row of Wt (the mini-batch kernel's
+    _dense_block_forward); a last block of fewer rows is padded with zero rows, so that each
+    row's sums are the same bits wherever it stands (in a prediction of any length, a chunk of
+    one, or a thread's share). Row by row with W[D,H], each input's step read and wrote the
+    row's sums: a 128-10 layer took 0.46 us a row (Intel Xeon, Emerald Rapids)."""
+    n_rows, n_in = x.shape
+    padded_in = np.zeros((4, n_in), x.dtype)
+    padded_out = np.empty((4, out.shape[1]), out.dtype)
+    for r0 in range(0, n_rows, 4):
+        n = min(4, n_rows - r0)
+        if n == 4:
+            _dense_four_rows(out[r0 : r0 + 4], x[r0 : r0 + 4], Wt, b)
+            block = out[r0 : r0 + 4]
+        else:
+            padded_in[:n] = x[r0:n_rows]
+            padded_in[n:] = 0
+            _dense_four_rows(padded_out, padded_in, Wt, b)
+            out[r0:n_rows] = padded_out[:n]
+            block = out[r0:n_rows]
+        for r in range(n):
+            activation_row_forward(block[r], activation)
+
+
+@njit(**KERNEL_OPTIONS)
+def _dense_four_rows(out, x, Wt, b):
+    """out[4,H] = x[4,D] @ Wt[H,D]^T + b[H], no activation."""
+    zero = Wt.dtype.type(0)
+    a0 = x[0]
+    a1 = x[1]
+    a2 = x[2]
+    a3 = x[3]
+    for k in range(Wt.shape[0]):
+        w = Wt[k]
+        start = b[k] if b.shape[0] > 0 else zero
+        t0 = start
+        t1 = start
+        t2 = start
+        t3 = start
+        for j in range(w.shape[0]):
+            wj = w[j]
+            t0 += wj * a0[j]
+            t1 += wj * a1[j]
+            t2 += wj * a2[j]
+            t3 += wj * a3[j]
+        out[0, k] = t0
+        out[1, k] = t1
+        out[2, k] = t2
+        out[3, k] = t3
 
 
 @njit(**KERNEL_OPTIONS)

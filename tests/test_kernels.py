@@ -232,7 +232,7 @@ def test_linear_forward_and_backward(rng, batch, n_in, bias, dtype, synth):
     W = random(rng, (n_in, n_out), dtype)
     b = random(rng, n_out, dtype) if bias else np.empty(0, dtype)
     out = np.empty((batch, n_out), dtype)
-    kernels.linear_forward(out, x, W, b, ACTIVATIONS["identity"])
+    kernels.linear_forward(out, x, np.ascontiguousarray(W.T), b, ACTIVATIONS["identity"])
     tol = synth.tolerance(dtype)
     np.testing.assert_allclose(out, x @ W + (b if bias else 0), **tol)
     dz = random(rng, (batch, n_out), dtype)

@@ -779,6 +779,39 @@ def test_predictions_convert_the_inputs_a_chunk_at_a_time_to_the_same_bits(backe
     assert chunked[3] == whole[3]
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the numba backend's forward pass, on threads")
+def test_each_rows_outputs_are_the_same_bits_alone_in_any_block_and_on_any_threads(monkeypatch):
+    """The compiled forward pass takes dense layers four rows at a time (kernels.linear_forward,
+    the last block padded) and shares a large prediction among threads: a row's logits must not
+    depend on where it stands, how many rows came with it, or on how many threads."""
+    import fastmlp.kernels as fastmlp_kernels
+
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, size=(3001, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.7] = 0
+    y = rng.integers(0, 5, size=len(X))
+    model = MLP([30, 133, 70, 5], activation="tanh", seed=2, threads=2)  # (odd widths: the loops' tails)
+    model.fit(X[:300], y[:300], epochs=1, batch_size=16, progress=False)
+    model.decision_function(X[:1])  # (its first prediction warms the forward pass up, on one row)
+    shares = []
+    in_blocks = fastmlp_kernels.in_blocks
+    monkeypatch.setattr(fastmlp_kernels, "in_blocks", lambda blocks, *args: shares.append(blocks) or in_blocks(blocks, *args))
+    whole = model.decision_function(X)
+    assert shares == [min(2, fastmlp.kernels._threads.available_cores())]
+    for rows in (slice(0, 1), slice(1, 2), slice(2, 4), slice(3, 8), slice(1499, 1503), slice(2997, 3001)):
+        np.testing.assert_array_equal(model.decision_function(X[rows]), whole[rows], err_msg=str(rows))
+    one_thread = MLP([30, 133, 70, 5], activation="tanh", seed=2, threads=1)
+    one_thread.fit(X[:300], y[:300], epochs=1, batch_size=16, progress=False)
+    np.testing.assert_array_equal(one_thread.params_, model.params_)
+    one_thread.decision_function(X[:1])
+    shares.clear()
+    np.testing.assert_array_equal(one_thread.decision_function(X), whole)
+    assert shares == [1]
+    reference_model = MLP([30, 133, 70, 5], activation="tanh", seed=2, backend="numpy").initialize()
+    reference_model.params_ = model.params_
+    np.testing.assert_allclose(reference_model.decision_function(X), whole, rtol=1e-5, atol=1e-5)
+
+
 def test_weights_only_on_the_held_out_samples_are_refused_naming_the_split():
     # "sample_weight is 0 for every sample", of weights that were not (audit 33)
     from fastmlp._validation import validation_split
