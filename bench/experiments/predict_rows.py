@@ -8,7 +8,6 @@ Reads MNIST through fastmlp's loader (FASTMLP_DATA)."""
 import sys
 import time
 
-
 import fastmlp
 
 
