@@ -148,7 +148,7 @@ class NumbaBackend:
             self.threads = kernels.usable_threads(threads, tuple(arch.layers))
             self.minibatch_threads = ThreadChooser(min(int(threads), most), fixed=True)
         self.compile_seconds = 0.0
-        self._inference_ready = set()  # the inputs' dtypes for which the forward pass of logits is compiled (or loaded)
+        self._inference_ready = set()  # _inference_key()s of the data for which the forward pass of logits is compiled (or loaded)
         self._stats = np.zeros(3, np.float64)
         self._targets_for = (None, None)
         self._minibatch = None  # (largest batch, its kind, scratch arrays) of the mini-batch kernel
@@ -304,8 +304,8 @@ class NumbaBackend:
         if key in self._warmed:
             # partial_fit's calls, batch after batch: their kernels are this process's already
             # (two samples trained on a copy: 0.14-0.16 ms, a sixth of a call of 32 samples)
-            if inference and np.dtype(data.values.dtype).name not in self._inference_ready:
-                self._warm_inference(params, data)
+            if inference and (np.dtype(data.X.dtype).name, False) not in self._inference_ready:
+                self._warm_inference(params, self.for_inference(data.X[:1]))
             return
         tic = time.perf_counter()
         scratch = aligned_copy(params)  # (an unaligned one would be copied again to train: train_chunk)
@@ -315,8 +315,8 @@ class NumbaBackend:
                          None if state is None else state.copy(), sample_weight)
         self.threads_used, self._minibatch_threads_counted = counted
         self.compile_seconds += time.perf_counter() - tic
-        if inference and np.dtype(data.values.dtype).name not in self._inference_ready:
-            self._warm_inference(scratch, data)
+        if inference and (np.dtype(data.X.dtype).name, False) not in self._inference_ready:
+            self._warm_inference(scratch, self.for_inference(data.X[:1]))  # (predictions' and validation's form)
         if (self._background is None or self._background.poll() is not None) and self.compiling_for_later() is None:
             # (not on a cold start's interpreted kernels, this call's or, still compiling, an
             # earlier call's of other inputs: the next call loads the compiled ones; audit 63)
@@ -330,13 +330,29 @@ class NumbaBackend:
         plain = _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)
         return (np.dtype(data.values.dtype).name, batch_size == 1, plain, numba.get_num_threads(), _openmp_inherited)
 
+    def for_inference(self, X):
+        """``X`` as ``logits`` reads it for predictions: the rows as they are, a read-only view in
+        native byte order (each row's nonzeros are found as its forward pass reads it:
+        ``kernels.dense_rows_forward``), without converting them to CSR rows first."""
+        X = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("="))
+        if X.flags.writeable:  # (one compiled kernel for writeable and read-only inputs, as sparse_rows)
+            X = X.view()
+            X.flags.writeable = False
+        return Prepared(X, None, None, None, PIXEL_SCALE if X.dtype == np.uint8 else 1.0)
+
+    def _inference_key(self, data):
+        """``_inference_ready``'s key of ``data``: its inputs' dtype, and whether they are CSR rows."""
+        return np.dtype(data.X.dtype).name, data.indptr is not None
+
     def _warm_inference(self, params, data):
-        """Compile (or load) the forward pass of ``logits`` for ``data``'s input dtype on one row,
-        timed as compile time (another input dtype's compiled in a prediction counted as
+        """Compile (or load) the forward pass of ``logits`` for ``data``'s input dtype and form on
+        one row, timed as compile time (another input dtype's compiled in a prediction counted as
         prediction: audit 63)."""
         tic = time.perf_counter()
-        self._inference_ready.add(np.dtype(data.values.dtype).name)
-        self.logits(params, Prepared(data.X[:1], *self._sparse_rows(data.X[:1]), data.input_scale))
+        self._inference_ready.add(self._inference_key(data))
+        one = data.X[:1]
+        self.logits(params, Prepared(one, None, None, None, data.input_scale) if data.indptr is None
+                    else Prepared(one, *self._sparse_rows(one), data.input_scale))
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,
@@ -503,10 +519,11 @@ class NumbaBackend:
         return self._serial[key]
 
     def logits(self, params, data):
-        """z[N, K] of the output layer, block by block; a prediction of ``INFERENCE_SPLIT_ROWS``
-        rows or more on as many threads as mini-batch training may use (one with threads=1), each
-        a share of the rows: every row's bits are the same on any number of threads."""
-        if np.dtype(data.values.dtype).name not in self._inference_ready:
+        """z[N, K] of the output layer for ``data`` (``for_inference``'s rows, or ``prepare``'s CSR
+        rows: the same bits), block by block; a prediction of ``INFERENCE_SPLIT_ROWS`` rows or
+        more on as many threads as mini-batch training may use (one with threads=1), each a share
+        of the rows: every row's bits are the same on any number of threads."""
+        if self._inference_key(data) not in self._inference_ready:
             self._warm_inference(params, data)  # so that compile_seconds counts the first compile
         arch = self.arch
         views = arch.layout().views(params)
@@ -532,10 +549,14 @@ class NumbaBackend:
             W, b = views[0]
             out = np.empty((len(rows), W.shape[1]), arch.dtype)
             code = arch.activation_code if n_layers > 1 else 0
-            kernels.sparse_linear_forward(
-                out, rows, data.indptr, data.indices, data.values, data.input_scale, W,
-                no_bias if b is None else b, code,
-            )
+            if data.indptr is None:
+                kernels.dense_rows_forward(out, data.X[start : start + len(rows)], W, no_bias if b is None else b,
+                                           data.input_scale, code)
+            else:
+                kernels.sparse_linear_forward(
+                    out, rows, data.indptr, data.indices, data.values, data.input_scale, W,
+                    no_bias if b is None else b, code,
+                )
             for l in range(1, n_layers):
                 W, b = views[l]
                 nxt = np.empty((len(rows), W.shape[1]), arch.dtype)

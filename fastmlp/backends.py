@@ -10,6 +10,8 @@ A backend is built for one ``Architecture`` and offers:
   ``params`` (and ``state``, an ``optim.State``: slots and counters), returning ``(loss_sum,
   n_correct, n_done, nonfinite_at)`` exactly as ``reference.train_batches``; without
   ``optimizer``, plain SGD; ``sample_weight`` (dtype [N], mean 1) weighs each sample;
+- ``for_inference(X)``: the rows in the form ``logits`` reads for predictions (numba: as they
+  are, with no conversion to CSR rows; ``prepare``'s form gives ``logits`` the same bits);
 - ``logits(params, data)``: the output layer's pre-activation z[N, K];
 - ``start_compiling(input_dtype, batch_size, optimizer, sample_weight)`` and ``warmup(...)``:
   compile what training will call, the first in the background where it can (numba only).
@@ -45,6 +47,9 @@ class NumpyBackend:
         self.compile_seconds = 0.0
 
     def prepare(self, X, *, batches=True):
+        return X
+
+    def for_inference(self, X):
         return X
 
     def start_compiling(self, input_dtype, batch_size, optimizer=None, sample_weight=None):

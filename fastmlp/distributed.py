@@ -362,6 +362,9 @@ class DistributedBackend:
     def prepare(self, X, *, batches=True):
         return self.local.prepare(X)  # (every batch size trains on the mini-batch kernel here)
 
+    def for_inference(self, X):
+        return self.local.for_inference(X)
+
     def logits(self, params, data):
         return self.local.logits(params, data)
 
@@ -369,15 +372,13 @@ class DistributedBackend:
                inference=True):
         """Compile (or load from the on-disk cache) the kernels, on two samples: on every rank at
         once, as a training call is."""
-        from ._numba_backend import Prepared
-
         tic = time.perf_counter()
         scratch = aligned_copy(params)
         order = np.arange(min(2, len(data)), dtype=np.int64)
         self.train_chunk(scratch, data, targets, order, 1e-3, batch_size, optimizer,
                          None if state is None else state.copy(), sample_weight)
-        if inference:
-            self.local.logits(scratch, Prepared(data.X[:1], *kernels.sparse_rows(data.X[:1]), data.input_scale))
+        if inference:  # (the form predictions and validation read)
+            self.local.logits(scratch, self.local.for_inference(data.X[:1]))
         self.compile_seconds += time.perf_counter() - tic
 
     def train_chunk(self, params, data, targets, order, lr, batch_size, optimizer=None, state=None,

@@ -800,7 +800,7 @@ class MLP:
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
             y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]", x_name="validation_data[0]")
         if monitor == "val_loss":
-            val_data = self.backend_.prepare(X_val, batches=False)
+            val_data = self.backend_.for_inference(X_val)
 
             def evaluate():
                 # (an overflow is said once a call, by the trainer's own warning: NumPy's "overflow
@@ -981,11 +981,11 @@ class MLP:
         """The logits of checked ``X``, converted ``PREDICT_ROWS`` rows at a time."""
         arch, backend, params = network
         if len(X) <= PREDICT_ROWS:
-            return self._logits(backend.prepare(X, batches=False), backend, params)
+            return self._logits(backend.for_inference(X), backend, params)
         z = np.empty((len(X), arch.layers[-1]), arch.dtype)
         for start in range(0, len(X), PREDICT_ROWS):
             rows = X[start : start + PREDICT_ROWS]
-            z[start : start + PREDICT_ROWS] = self._logits(backend.prepare(rows, batches=False), backend, params)
+            z[start : start + PREDICT_ROWS] = self._logits(backend.for_inference(rows), backend, params)
         return z
 
     def _logits(self, data, backend=None, params=None):

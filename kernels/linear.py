@@ -654,6 +654,28 @@ def sparse_linear_forward(out, rows, indptr, indices, values, input_scale, W, b,
 
 
 @njit(**KERNEL_OPTIONS)
+def dense_rows_forward(out, x, W, b, input_scale, activation):
+    """out[B,H] = act(x[B,D] @ W[D,H] + b[H]) for rows x as they are (uint8 or float, not CSR):
+    each row's nonzeros gathered in order into a scratch row, then ``sparse_row_forward`` as
+    ``sparse_linear_forward`` calls it on CSR rows: the same bits, without converting the rows
+    first (a prediction's conversion took as long as its forward pass)."""
+    input_scale = W.dtype.type(input_scale)
+    indices = np.empty(x.shape[1], np.int32)
+    values = np.empty(x.shape[1], x.dtype)
+    for r in range(x.shape[0]):
+        n = 0
+        for j in range(x.shape[1]):
+            # every input written, the count moved on past the nonzero ones: no branch to
+            # mispredict (MNIST's rows, 81% zeros in runs: 0.56 against 0.75 us a row)
+            v = x[r, j]
+            indices[n] = j
+            values[n] = v
+            n += v != 0
+        sparse_row_forward(out[r], W, b, indices[:n], values[:n], input_scale)
+        activation_row_forward(out[r], activation)
+
+
+@njit(**KERNEL_OPTIONS)
 def sparse_linear_backward(dW, db, dz, rows, indptr, indices, values, input_scale):
     """Backward of z[B,H] = x[rows] @ W[D,H] + b[H] (CSR inputs, no dx): dW[D,H] = x^T @ dz,
     db[H] = sum over rows of dz. Overwrites dW and db (may be empty) with batch SUMS."""

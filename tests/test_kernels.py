@@ -267,6 +267,10 @@ def test_sparse_rows_give_the_dense_product(rng, dtype, pixels, bias, synth):
     x = reference.as_input(X[rows], dtype)
     tol = synth.tolerance(dtype)
     np.testing.assert_allclose(out, x @ W + (b if bias else 0), **tol)
+    # the rows as they are, each row's nonzeros gathered as it is read: the CSR rows' bits
+    as_read = np.full((4, 8), np.nan, dtype)
+    kernels.dense_rows_forward(as_read, X[rows], W, b, scale, ACTIVATIONS["identity"])
+    np.testing.assert_array_equal(as_read, out)
     dz = random(rng, (4, 8), dtype)
     dW, db = np.full_like(W, np.nan), np.full(len(b), np.nan, dtype)
     kernels.sparse_linear_backward(dW, db, dz, rows, indptr, indices, values, scale)

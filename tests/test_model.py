@@ -637,17 +637,17 @@ def test_the_inference_kernel_compiles_when_first_needed_and_counts_as_compile_t
     assert model.backend_._inference_ready == set()
     before = model.compile_seconds_
     model.predict(X)
-    assert model.backend_._inference_ready == {"float32"} and model.compile_seconds_ > before
+    assert model.backend_._inference_ready == {("float32", False)} and model.compile_seconds_ > before
     after_first = model.compile_seconds_
     model.predict(X)
     assert model.compile_seconds_ == after_first  # compiled (or loaded) once per model and input dtype
     # another input dtype is another compile: it was counted as prediction (audit 63)
     model.predict(np.clip(np.abs(X) * 40, 0, 255).astype(np.uint8))
-    assert model.backend_._inference_ready == {"float32", "uint8"} and model.compile_seconds_ > after_first
+    assert model.backend_._inference_ready == {("float32", False), ("uint8", False)} and model.compile_seconds_ > after_first
     # a fit that evaluates while it trains warms it up with the training kernels
     watched = MLP([20, 8, 3], seed=0)
     watched.fit(X, y, epochs=1, batch_size=4, validation_fraction=0.25, progress=False)
-    assert watched.backend_._inference_ready == {"float32"}
+    assert watched.backend_._inference_ready == {("float32", False)}
 
 
 def test_a_model_memory_mapped_by_joblib_trains_on(tmp_path):
@@ -769,8 +769,8 @@ def test_predictions_convert_the_inputs_a_chunk_at_a_time_to_the_same_bits(backe
     model.fit(X[:500], y[:500], epochs=1, progress=False)
     whole = model.decision_function(X), model.predict_proba(X), model.predict(X), model.evaluate(X, y)
     prepared = []
-    convert = model.backend_.prepare
-    monkeypatch.setattr(model.backend_, "prepare", lambda X, *a, **k: prepared.append(len(X)) or convert(X, *a, **k))
+    convert = model.backend_.for_inference
+    monkeypatch.setattr(model.backend_, "for_inference", lambda X: prepared.append(len(X)) or convert(X))
     monkeypatch.setattr(model_module, "PREDICT_ROWS", 4096)  # (as it is: the test stands if it grows)
     chunked = model.decision_function(X), model.predict_proba(X), model.predict(X), model.evaluate(X, y)
     assert prepared == [4096, 4096, 808] * 4
@@ -897,14 +897,17 @@ def test_a_training_call_of_the_model_from_its_own_on_epoch_is_refused(rng, synt
 def test_only_mini_batch_training_gets_the_rows_part_pointers(batch_size, monkeypatch):
     """The part pointers (4 x 8 bytes a row) were built for every fit and prediction, though only
     mini-batch training reads them: a million 4-feature float32 rows took twice their own size in
-    pointers (audit 36). Without them, per-sample training and predictions give the same bits."""
+    pointers (audit 36). Without them, per-sample training gives the same bits; validation and
+    predictions convert nothing (``for_inference``: the rows as they are), with the bits of the
+    CSR rows."""
     from fastmlp import _numba_backend
 
     rng = np.random.default_rng(3)
     X, y = rng.random((300, 12)), rng.integers(0, 3, size=300)
     X[X < 0.4] = 0
-    made = []
+    made, read = [], []
     prepare = _numba_backend.NumbaBackend.prepare
+    for_inference = _numba_backend.NumbaBackend.for_inference
 
     def recording(self, X, *, batches=True, compiled=None):
         data = prepare(self, X, batches=batches, compiled=compiled)
@@ -912,13 +915,17 @@ def test_only_mini_batch_training_gets_the_rows_part_pointers(batch_size, monkey
         return data
 
     monkeypatch.setattr(_numba_backend.NumbaBackend, "prepare", recording)
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "for_inference",
+                        lambda self, X: read.append(len(X)) or for_inference(self, X))
     model = MLP([12, 8, 3], seed=0, threads=1)
     model.fit(X, y, epochs=2, batch_size=batch_size, validation_fraction=0.2, progress=False)
     predicted = model.predict_proba(X)
-    assert made == [(60, False), (240, batch_size > 1), (300, False)]  # validation, training, prediction
-    # and the same bits as with the pointers everywhere
+    assert made == [(240, batch_size > 1)]  # training
+    assert read == [60, 1, 300], read  # validation, its warm-up (one row), prediction
+    # and the same bits as with the pointers everywhere, and CSR rows for validation and predictions
     monkeypatch.setattr(_numba_backend.NumbaBackend, "prepare",
                         lambda self, X, *, batches=True, compiled=None: prepare(self, X, batches=True, compiled=compiled))
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "for_inference", lambda self, X: prepare(self, X, batches=True))
     again = MLP([12, 8, 3], seed=0, threads=1)
     again.fit(X, y, epochs=2, batch_size=batch_size, validation_fraction=0.2, progress=False)
     np.testing.assert_array_equal(again.params_, model.params_)
@@ -940,13 +947,13 @@ def test_inference_reads_the_network_once_while_a_fit_in_another_thread_replaces
     other.fit(X, (y + 1) % 3, epochs=2, batch_size=4, progress=False)  # other answers
     args = (X, y) if method in ("evaluate", "score") else (X,)
     expected = getattr(model, method)(*args)
-    prepare = model.backend_.prepare
+    prepare = model.backend_.for_inference
 
     def swapped_in_the_middle(*prepare_args, **kwargs):
         model.arch_, model.backend_, model.params_ = other.arch_, other.backend_, other.params_
         return prepare(*prepare_args, **kwargs)
 
-    model.backend_.prepare = swapped_in_the_middle
+    model.backend_.for_inference = swapped_in_the_middle
     got = getattr(model, method)(*args)
     assert not np.array_equal(getattr(other, method)(*args), expected)
     if isinstance(expected, dict):
