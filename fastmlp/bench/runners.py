@@ -68,7 +68,7 @@ class FastmlpRunner:
         return params
 
     def accuracy(self, params, test):
-        z = self.backend.logits(params, self.backend.prepare(test.pixels))
+        z = self.backend.logits(params, self.backend.for_inference(test.pixels))
         return float((z.argmax(axis=1) == test.labels).mean())
 
 
