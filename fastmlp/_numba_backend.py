@@ -212,8 +212,7 @@ class NumbaBackend:
         # a new call's data: its targets too may be new, even in the same array (a buffer refilled
         # between partial_fit calls), so the converted targets are made again
         self._targets_for = (None, None)
-        # on as many threads as mini-batch training may use (one with threads=1)
-        threads = min(self.minibatch_threads.most, available_cores())
+        threads = self._row_threads()
         # the rows' pointers split at the mini-batch kernel's parts, counted as the rows are
         # converted (a search of each row per part and batch cost 1.05-1.11x: BENCHMARKS.md,
         # session 20); every 4th is the plain CSR pointer
@@ -224,6 +223,15 @@ class NumbaBackend:
         part_ptr, indices, values = self._sparse_rows(X, threads, kernels.PARTS, compiled)
         indptr = np.ascontiguousarray(part_ptr[::kernels.PARTS])
         return Prepared(X, indptr, indices, values, scale, part_ptr)
+
+    def _row_threads(self):
+        """The threads of work shared out by rows outside the kernels (the conversion to CSR rows,
+        predictions): as many as mini-batch training may use (one with threads=1), under "auto"
+        within a caller's numba.set_num_threads(n), as training (audit 51; predictions took two
+        beside it: audit 64), and the cores this process may run on."""
+        chooser = self.minibatch_threads
+        most = chooser.most if chooser.fixed else min(chooser.most, numba.get_num_threads())
+        return min(most, available_cores())
 
     def _sparse_rows(self, X, threads=1, parts=1, compiled=None):
         """``kernels.sparse_rows``: by NumPy while this backend's second process, still running,
@@ -521,25 +529,23 @@ class NumbaBackend:
     def logits(self, params, data):
         """z[N, K] of the output layer for ``data`` (``for_inference``'s rows, or ``prepare``'s CSR
         rows: the same bits), block by block; a prediction of ``INFERENCE_SPLIT_ROWS`` rows or
-        more on as many threads as mini-batch training may use (one with threads=1), each a share
-        of the rows: every row's bits are the same on any number of threads."""
+        more on ``_row_threads()``, each a share of the rows: every row's bits are the same on
+        any number of threads."""
         if self._inference_key(data) not in self._inference_ready:
             self._warm_inference(params, data)  # so that compile_seconds counts the first compile
         arch = self.arch
         views = arch.layout().views(params)
-        transposed = [None] + [np.ascontiguousarray(W.T) for W, _ in views[1:]]  # (linear_forward's Wt)
         z = np.empty((len(data), arch.layers[-1]), arch.dtype)
         n = len(data)
-        threads = min(self.minibatch_threads.most, available_cores())
-        shares = max(1, min(threads, n // INFERENCE_SPLIT_ROWS))
+        shares = max(1, min(self._row_threads(), n // INFERENCE_SPLIT_ROWS))
         # (NumPy's overflow warnings of the kernels run as Python, NUMBA_DISABLE_JIT=1: an
         # overflow is said once, by the model, model._say_non_finite)
         with np.errstate(over="ignore", invalid="ignore"):
-            kernels.in_blocks(shares, lambda r0, r1: self._forward_rows(z, r0, r1, data, views, transposed),
+            kernels.in_blocks(shares, lambda r0, r1: self._forward_rows(z, r0, r1, data, views),
                               [n * k // shares for k in range(shares + 1)])
         return z
 
-    def _forward_rows(self, z, first, last, data, views, transposed):
+    def _forward_rows(self, z, first, last, data, views):
         """z[first:last] of ``logits``, INFERENCE_BLOCK rows at a time."""
         arch = self.arch
         n_layers = arch.n_layers
@@ -561,6 +567,6 @@ class NumbaBackend:
                 W, b = views[l]
                 nxt = np.empty((len(rows), W.shape[1]), arch.dtype)
                 code = arch.activation_code if l < n_layers - 1 else 0
-                kernels.linear_forward(nxt, out, transposed[l], no_bias if b is None else b, code)
+                kernels.linear_forward(nxt, out, W, no_bias if b is None else b, code)
                 out = nxt
             z[start : start + len(rows)] = out

@@ -256,9 +256,13 @@ def unchanged_until_training(owner, undo_untrained=False):
 _UNLABELLED = object()  # MLP._decide without labels (None is a label argument to refuse)
 
 
-def _said_by_decide():
-    """NumPy's overflow and invalid-value warnings off, for the arithmetic on logits after
-    ``MLP._decide``: logits that are not finite it has said already, once, in fastmlp's words."""
+def _said_by_decide(z):
+    """For the arithmetic on logits ``z`` after ``MLP._decide``: where they are not all finite,
+    which it has said already, once, in fastmlp's words (or was told not to), NumPy's overflow and invalid-value
+    warnings off; finite ones keep NumPy's (a float32 regression's finite outputs near 2e19
+    whose squared error overflows: audit 64)."""
+    if np.isfinite(z).all():
+        return contextlib.nullcontext()
     return np.errstate(over="ignore", invalid="ignore")
 
 
@@ -1005,7 +1009,7 @@ class MLP:
         """``predict_proba``; ``quiet``: NaN or infinite outputs are not warned of (a caller that
         says them its own way, as the estimators' validation score of each epoch)."""
         arch, z, _ = self._decide(X, quiet=quiet)
-        with _said_by_decide():
+        with _said_by_decide(z):
             return reference.output_forward(z, arch.loss_code)
 
     def predict(self, X):
@@ -1014,7 +1018,7 @@ class MLP:
         goes to the lower class, as scikit-learn's: exactly 0.5 is 0 (a bias-free network on a
         blank image), and argmax takes the first of equal probabilities."""
         arch, z, _ = self._decide(X)
-        with _said_by_decide():
+        with _said_by_decide(z):
             return _predictions(arch, reference.output_forward(z, arch.loss_code))
 
     def _metrics(self, data, y, z=None, arch=None):
@@ -1033,7 +1037,7 @@ class MLP:
         """{"loss": mean per-sample loss, "accuracy": fraction right (None for regression)} on ``X``
         and ``y`` (as ``fit`` takes them)."""
         arch, z, y = self._decide(X, y)
-        with _said_by_decide():
+        with _said_by_decide(z):
             return self._metrics(None, y, z=z, arch=arch)
 
     def score(self, X, y):
@@ -1043,9 +1047,9 @@ class MLP:
         scikit-learn's, averages the outputs' R^2 instead."""
         arch, z, y = self._decide(X, y)
         if arch.is_classifier:
-            with _said_by_decide():
+            with _said_by_decide(z):
                 return self._metrics(None, y, z=z, arch=arch)["accuracy"]
-        with _said_by_decide():
+        with _said_by_decide(z):
             residual = ((reference.output_forward(z, arch.loss_code) - y) ** 2).sum(dtype=np.float64)
         total = ((y - y.mean(axis=0)) ** 2).sum(dtype=np.float64)
         return float(1 - residual / total) if total > 0 else float("nan")

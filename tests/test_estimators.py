@@ -650,7 +650,8 @@ def test_partial_fit_after_a_fit_that_did_not_stop_scores_on_a_set_of_its_own():
 def test_outputs_that_overflow_are_warned_of_but_not_in_each_epochs_validation_score():
     """A prediction whose outputs overflow says so (MLP's RuntimeWarning, audit 62); the
     validation score of every epoch of an early-stopping run stays scikit-learn's (a regressor's
-    NaN, a classifier's accuracy of what NaN probabilities predict), without a warning an epoch."""
+    NaN, a classifier's accuracy of what it predicts from such outputs), without a warning an
+    epoch."""
     X, y = make_classification(60, 6, random_state=0)
     model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0, dtype="float64")
     with warnings.catch_warnings():
@@ -660,9 +661,11 @@ def test_outputs_that_overflow_are_warned_of_but_not_in_each_epochs_validation_s
     model.coefs_[1][:] = 1e308
     with pytest.warns(RuntimeWarning, match="outputs are NaN or infinite for"):
         model.predict_proba(X)
+    with pytest.warns(RuntimeWarning, match="outputs are NaN or infinite for"):
+        accuracy = np.mean(model.predict(X) == y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert model._validation_score(X, y, None) == np.mean(y == 0)  # (y: 0 and 1, its own label indices)
+        assert model._validation_score(X, y, None) == accuracy  # (y: 0 and 1, its own label indices)
 
 
 # --- drop-in: the places scikit-learn estimators go --------------------------------------------

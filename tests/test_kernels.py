@@ -232,7 +232,7 @@ def test_linear_forward_and_backward(rng, batch, n_in, bias, dtype, synth):
     W = random(rng, (n_in, n_out), dtype)
     b = random(rng, n_out, dtype) if bias else np.empty(0, dtype)
     out = np.empty((batch, n_out), dtype)
-    kernels.linear_forward(out, x, np.ascontiguousarray(W.T), b, ACTIVATIONS["identity"])
+    kernels.linear_forward(out, x, W, b, ACTIVATIONS["identity"])
     tol = synth.tolerance(dtype)
     np.testing.assert_allclose(out, x @ W + (b if bias else 0), **tol)
     dz = random(rng, (batch, n_out), dtype)
@@ -243,6 +243,25 @@ def test_linear_forward_and_backward(rng, batch, n_in, bias, dtype, synth):
     np.testing.assert_allclose(dW, x.T @ dz, **tol)
     if bias:
         np.testing.assert_allclose(db, dz.sum(axis=0), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_dense_forward_in_blocks_of_rows_gives_each_row_the_bits_it_has_alone(rng, dtype, bias, synth):
+    """linear_forward takes a vector's worth of rows at a time (16 float32, 8 float64) and eight
+    units at once, then the rest one by one: 37 rows are blocks and a short last one, 21 units
+    two groups of eight and five more; each row's outputs are the bits it gets alone."""
+    x = random(rng, (37, 45), dtype)
+    x[3] = 0
+    W = random(rng, (45, 21), dtype)
+    b = random(rng, 21, dtype) if bias else np.empty(0, dtype)
+    out = np.full((37, 21), np.nan, dtype)
+    kernels.linear_forward(out, x, W, b, ACTIVATIONS["tanh"])
+    np.testing.assert_allclose(out, np.tanh(x @ W + (b if bias else 0)), **synth.tolerance(dtype))
+    for rows in (slice(0, 1), slice(5, 6), slice(15, 17), slice(30, 37), slice(2, 37)):
+        alone = np.full((rows.stop - rows.start, 21), np.nan, dtype)
+        kernels.linear_forward(alone, x[rows], W, b, ACTIVATIONS["tanh"])
+        np.testing.assert_array_equal(alone, out[rows], err_msg=str(rows))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -289,6 +289,13 @@ def test_outputs_that_overflow_are_warned_of(rng, synth, backend):
             call(np.vstack([rows, blank]))
         assert len(said) == 1 and said[0].filename == __file__  # said at the caller's line
     assert np.isfinite(finite).all()
+    # finite outputs whose squared error overflows float32 keep NumPy's own warning (audit 64)
+    regression = MLP([784, 8, 1], loss="mse", seed=0, backend=backend)
+    regression.fit(X, y.astype(np.float32), epochs=1, progress=False)
+    regression.weights_[1][:] = 1e20 / 8  # outputs near 5e19 (8 units about half on): finite, their squares not
+    with pytest.warns(RuntimeWarning, match="overflow encountered") as said:
+        assert regression.evaluate(X, y.astype(np.float32))["loss"] == np.inf
+    assert not [w for w in said if "NaN or infinite" in str(w.message)]
 
 
 @pytest.mark.parametrize("batch_size", [1, None])
@@ -782,8 +789,9 @@ def test_predictions_convert_the_inputs_a_chunk_at_a_time_to_the_same_bits(backe
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the numba backend's forward pass, on threads")
 def test_each_rows_outputs_are_the_same_bits_alone_in_any_block_and_on_any_threads(monkeypatch):
     """The compiled forward pass takes dense layers four rows at a time (kernels.linear_forward,
-    the last block padded) and shares a large prediction among threads: a row's logits must not
-    depend on where it stands, how many rows came with it, or on how many threads."""
+    the rows after the last block of four one at a time) and shares a large prediction among
+    threads: a row's logits must not depend on where it stands, how many rows came with it, or
+    on how many threads."""
     import fastmlp.kernels as fastmlp_kernels
 
     rng = np.random.default_rng(4)
@@ -797,7 +805,23 @@ def test_each_rows_outputs_are_the_same_bits_alone_in_any_block_and_on_any_threa
     in_blocks = fastmlp_kernels.in_blocks
     monkeypatch.setattr(fastmlp_kernels, "in_blocks", lambda blocks, *args: shares.append(blocks) or in_blocks(blocks, *args))
     whole = model.decision_function(X)
-    assert shares == [min(2, fastmlp.kernels._threads.available_cores())]
+    two = min(2, fastmlp.kernels._threads.available_cores(), numba.config.NUMBA_NUM_THREADS)
+    assert shares == [two]
+    # threads="auto" keeps within a caller's numba.set_num_threads(1), as training does (audit 64)
+    auto = MLP([30, 133, 70, 5], activation="tanh", seed=2)
+    auto.fit(X[:300], y[:300], epochs=1, batch_size=16, progress=False)
+    auto.decision_function(X[:1])
+    outer = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        shares.clear()
+        np.testing.assert_array_equal(auto.decision_function(X), whole)
+        assert shares == [1]
+    finally:
+        numba.set_num_threads(outer)
+    shares.clear()
+    auto.decision_function(X)
+    assert shares == [min(two, outer)]
     for rows in (slice(0, 1), slice(1, 2), slice(2, 4), slice(3, 8), slice(1499, 1503), slice(2997, 3001)):
         np.testing.assert_array_equal(model.decision_function(X[rows]), whole[rows], err_msg=str(rows))
     one_thread = MLP([30, 133, 70, 5], activation="tanh", seed=2, threads=1)
