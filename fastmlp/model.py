@@ -803,6 +803,10 @@ class MLP:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
             y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]", x_name="validation_data[0]")
+            # the validation set as the fit starts, as the training rows are (converted): read as
+            # they are each epoch, a caller's arrays changed during the fit changed later epochs'
+            # scores (audit 65)
+            X_val, y_val = np.array(X_val, copy=True), np.array(y_val, copy=True)
         if monitor == "val_loss":
             val_data = self.backend_.for_inference(X_val)
 

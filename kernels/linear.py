@@ -558,7 +558,6 @@ def dense_row_backward_update(da, Wt, b, dz, a, learning_rate):
 # Mini-batch kernels (input-major W[D,H], one sample per row)
 
 
-@njit(**KERNEL_OPTIONS)
 def linear_forward(out, x, W, b, activation):
     """out[B,H] = act(x[B,D] @ W[D,H] + b[H]). ``b`` may be empty (no bias). A vector's worth of
     rows at a time (16 float32, 8 float64): their inputs transposed into a scratch block, so that
@@ -571,15 +570,24 @@ def linear_forward(out, x, W, b, activation):
     a row and a 500-150 one 7.5 (Intel Xeon, Emerald Rapids); a transposed copy of W for dot
     products cost every call a copy of W (a one-row prediction of 784-1024-1024-10 took 5.3 ms
     instead of 0.63: audit 64)."""
+    lanes_of = VECTOR_BYTES // out.itemsize
+    bias = b if b.shape[0] > 0 else np.zeros(W.shape[1], out.dtype)
+    # (the scratch made here, not in the kernel: np.zeros of out's dtype and the choice of bias
+    # inside it took 0.9 s of its first compile, of 1.25; session 61)
+    _linear_forward(out, x, W, b, bias, activation, np.zeros(x.shape[1] * lanes_of, out.dtype),
+                    np.empty(8 * lanes_of, out.dtype))
+
+
+@njit(**KERNEL_OPTIONS)
+def _linear_forward(out, x, W, b, bias, activation, block, sums8):
+    """``linear_forward`` with its scratch: ``bias`` (b, or zeros without one), ``block`` (the
+    inputs of a vector's worth of rows, transposed: block[j * L + r] = x[r0 + r, j]) and
+    ``sums8`` (eight units' sums for them)."""
     n_rows, n_in = x.shape
     n_out = W.shape[1]
-    L = VECTOR_BYTES // out.itemsize
-    block = np.zeros(n_in * L, out.dtype)  # block[j * L + r] = x[r0 + r, j]
-    sums = np.empty(L, out.dtype)
-    zero = out.dtype.type(0)
+    L = lanes(block)
     for r0 in range(0, n_rows, L):
-        n = min(L, n_rows - r0)
-        if n < L:
+        if n_rows - r0 < L:
             # fewer rows than a vector's lanes (a prediction of one row): row by row, each row's
             # sums a vector of units, the same sums in the same order (a block's vectors would
             # do a whole block's work for them: a one-row prediction of 784-1024-1024-10 took
@@ -599,15 +607,14 @@ def linear_forward(out, x, W, b, activation):
                 block[j * L + r] = x[r0 + r, j]
         k = 0
         while k + 8 <= n_out:
-            has_bias = b.shape[0] > 0
-            a0 = vsplat(block, b[k] if has_bias else zero)
-            a1 = vsplat(block, b[k + 1] if has_bias else zero)
-            a2 = vsplat(block, b[k + 2] if has_bias else zero)
-            a3 = vsplat(block, b[k + 3] if has_bias else zero)
-            a4 = vsplat(block, b[k + 4] if has_bias else zero)
-            a5 = vsplat(block, b[k + 5] if has_bias else zero)
-            a6 = vsplat(block, b[k + 6] if has_bias else zero)
-            a7 = vsplat(block, b[k + 7] if has_bias else zero)
+            a0 = vsplat(block, bias[k])
+            a1 = vsplat(block, bias[k + 1])
+            a2 = vsplat(block, bias[k + 2])
+            a3 = vsplat(block, bias[k + 3])
+            a4 = vsplat(block, bias[k + 4])
+            a5 = vsplat(block, bias[k + 5])
+            a6 = vsplat(block, bias[k + 6])
+            a7 = vsplat(block, bias[k + 7])
             for j in range(n_in):
                 v = vload(block, j * L)
                 w = W[j]
@@ -619,31 +626,28 @@ def linear_forward(out, x, W, b, activation):
                 a5 = vfma(v, vsplat(block, w[k + 5]), a5)
                 a6 = vfma(v, vsplat(block, w[k + 6]), a6)
                 a7 = vfma(v, vsplat(block, w[k + 7]), a7)
-            _unit_sums_out(out, r0, n, k, a0, sums)
-            _unit_sums_out(out, r0, n, k + 1, a1, sums)
-            _unit_sums_out(out, r0, n, k + 2, a2, sums)
-            _unit_sums_out(out, r0, n, k + 3, a3, sums)
-            _unit_sums_out(out, r0, n, k + 4, a4, sums)
-            _unit_sums_out(out, r0, n, k + 5, a5, sums)
-            _unit_sums_out(out, r0, n, k + 6, a6, sums)
-            _unit_sums_out(out, r0, n, k + 7, a7, sums)
+            vstore(sums8, 0, a0)
+            vstore(sums8, L, a1)
+            vstore(sums8, 2 * L, a2)
+            vstore(sums8, 3 * L, a3)
+            vstore(sums8, 4 * L, a4)
+            vstore(sums8, 5 * L, a5)
+            vstore(sums8, 6 * L, a6)
+            vstore(sums8, 7 * L, a7)
+            for r in range(L):
+                for u in range(8):
+                    out[r0 + r, k + u] = sums8[u * L + r]
             k += 8
         while k < n_out:
-            a0 = vsplat(block, b[k] if b.shape[0] > 0 else zero)
+            a0 = vsplat(block, bias[k])
             for j in range(n_in):
                 a0 = vfma(vload(block, j * L), vsplat(block, W[j, k]), a0)
-            _unit_sums_out(out, r0, n, k, a0, sums)
+            vstore(sums8, 0, a0)
+            for r in range(L):
+                out[r0 + r, k] = sums8[r]
             k += 1
-        for r in range(r0, r0 + n):
+        for r in range(r0, r0 + L):
             activation_row_forward(out[r], activation)
-
-
-@njit(**KERNEL_OPTIONS)
-def _unit_sums_out(out, r0, n, k, a, sums):
-    """out[r0 : r0 + n, k] = the first n lanes of ``a`` (one unit's sums for a block of rows)."""
-    vstore(sums, 0, a)
-    for r in range(n):
-        out[r0 + r, k] = sums[r]
 
 
 @njit(**KERNEL_OPTIONS)

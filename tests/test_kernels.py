@@ -264,6 +264,20 @@ def test_the_dense_forward_in_blocks_of_rows_gives_each_row_the_bits_it_has_alon
         np.testing.assert_array_equal(alone, out[rows], err_msg=str(rows))
 
 
+@pytest.mark.parametrize("n_rows", [1, 9, 17])
+def test_the_dense_forward_adds_the_inputs_in_their_order(n_rows):
+    """Each of linear_forward's sums is the bias, then each input's product, in input order (row
+    by row and in blocks of rows; predictions keep the bits they had): inputs 1e16, -1e16 and 1
+    sum to exactly 1 in that order, to 0 in the reverse one (audit 65: a kernel summing in
+    reverse passed every other test)."""
+    x = np.zeros((n_rows, 20))
+    x[:, :3] = [1e16, -1e16, 1.0]
+    W = np.ones((20, 9))  # eight units at once and one alone
+    out = np.full((n_rows, 9), np.nan)
+    kernels.linear_forward(out, x, W, np.zeros(9), ACTIVATIONS["identity"])
+    np.testing.assert_array_equal(out, 1.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pixels", ["uint8", "float"])
 @pytest.mark.parametrize("bias", [True, False])

@@ -788,10 +788,10 @@ def test_predictions_convert_the_inputs_a_chunk_at_a_time_to_the_same_bits(backe
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the numba backend's forward pass, on threads")
 def test_each_rows_outputs_are_the_same_bits_alone_in_any_block_and_on_any_threads(monkeypatch):
-    """The compiled forward pass takes dense layers four rows at a time (kernels.linear_forward,
-    the rows after the last block of four one at a time) and shares a large prediction among
-    threads: a row's logits must not depend on where it stands, how many rows came with it, or
-    on how many threads."""
+    """The compiled forward pass takes dense layers a vector's worth of rows at a time
+    (kernels.linear_forward, the rows after the last whole block one at a time) and shares a
+    large prediction among threads: a row's logits must not depend on where it stands, how many
+    rows came with it, or on how many threads."""
     import fastmlp.kernels as fastmlp_kernels
 
     rng = np.random.default_rng(4)
@@ -834,6 +834,40 @@ def test_each_rows_outputs_are_the_same_bits_alone_in_any_block_and_on_any_threa
     reference_model = MLP([30, 133, 70, 5], activation="tanh", seed=2, backend="numpy").initialize()
     reference_model.params_ = model.params_
     np.testing.assert_allclose(reference_model.decision_function(X), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_the_validation_set_is_the_one_the_fit_started_with(rng, synth, backend):
+    """Validation reads the rows as they are (for_inference): a caller's arrays changed during
+    the fit (in on_epoch) changed the later epochs' scores; the set is the fit's own (audit 65)."""
+    X, y = synth.digits(rng, 200)
+    X_val, y_val = X[:60].copy(), y[:60].copy()
+    histories = []
+    for spoil in (False, True):
+        def on_epoch(history, X_val=X_val, y_val=y_val, spoil=spoil):
+            if spoil:
+                X_val[:] = 0
+                y_val[:] = 0
+        model = MLP([784, 16, 10], seed=0, backend=backend)
+        histories.append(model.fit(X, y, epochs=3, batch_size=16, validation_data=(X_val, y_val), on_epoch=on_epoch,
+                                   progress=False).val_loss)
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the compiled forward pass's signatures")
+def test_predictions_compile_one_forward_pass_for_writeable_and_read_only_inputs(rng, synth):
+    """for_inference makes every input a read-only view: Numba types read-only arrays apart, and
+    a read-only X's prediction compiled dense_rows_forward again, uncounted (audit 65)."""
+    from fastmlp.kernels import linear
+
+    X, y = synth.digits(rng, 64)
+    model = MLP([784, 16, 10], seed=0)
+    model.fit(X, y, epochs=1, batch_size=16, progress=False)
+    model.predict(X)
+    signatures = len(linear.dense_rows_forward.signatures)
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    model.predict(read_only)
+    assert len(linear.dense_rows_forward.signatures) == signatures
 
 
 def test_weights_only_on_the_held_out_samples_are_refused_naming_the_split():
