@@ -551,22 +551,22 @@ class NumbaBackend:
         n_layers = arch.n_layers
         no_bias = np.empty(0, arch.dtype)
         for start in range(first, last, INFERENCE_BLOCK):
-            rows = np.arange(start, min(start + INFERENCE_BLOCK, last), dtype=np.int64)
+            stop = min(start + INFERENCE_BLOCK, last)
             W, b = views[0]
-            out = np.empty((len(rows), W.shape[1]), arch.dtype)
+            out = np.empty((stop - start, W.shape[1]), arch.dtype)
             code = arch.activation_code if n_layers > 1 else 0
             if data.indptr is None:
-                kernels.dense_rows_forward(out, data.X[start : start + len(rows)], W, no_bias if b is None else b,
-                                           data.input_scale, code)
+                kernels.dense_rows_forward(out, data.X[start:stop], W, no_bias if b is None else b, data.input_scale,
+                                           code)
             else:
                 kernels.sparse_linear_forward(
-                    out, rows, data.indptr, data.indices, data.values, data.input_scale, W,
-                    no_bias if b is None else b, code,
+                    out, np.arange(start, stop, dtype=np.int64), data.indptr, data.indices, data.values,
+                    data.input_scale, W, no_bias if b is None else b, code,
                 )
             for l in range(1, n_layers):
                 W, b = views[l]
-                nxt = np.empty((len(rows), W.shape[1]), arch.dtype)
+                nxt = np.empty((stop - start, W.shape[1]), arch.dtype)
                 code = arch.activation_code if l < n_layers - 1 else 0
                 kernels.linear_forward(nxt, out, W, no_bias if b is None else b, code)
                 out = nxt
-            z[start : start + len(rows)] = out
+            z[start:stop] = out

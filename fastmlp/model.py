@@ -65,10 +65,12 @@ OPTIMIZER_OPTIONS = tuple(optim.Optimizer.__dataclass_fields__)
 # MLP's constructor arguments, in its order: what repr shows, get_params returns, a sweep sets
 # (checkpoint.MODEL_KEYS, which cannot import this module, is the same: tests/test_model.py)
 MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype", "seed", "backend", "threads")
-# predict, predict_proba, decision_function, evaluate and score convert X to the kernels' sparse
-# rows this many at a time, the backends' inference block (4,096 rows), so that the logits are
-# the bits of one call on the whole: a dense X took 3-6x its own memory more at once (a float32
-# memory map of 96 MB: 290 MB; audit 33)
+# predict, predict_proba, decision_function, evaluate and score hand X to the backend this many
+# rows at a time, the backends' inference block (4,096 rows): converted to the kernels' sparse rows
+# at once, a dense X took 3-6x its own memory more (a float32 memory map of 96 MB: 290 MB; audit
+# 33); the rows are read as they are since session 61, but a copy is still made of a chunk that
+# is not contiguous or not in native byte order (for_inference). A row's logits are the same bits
+# in any chunk.
 PREDICT_ROWS = INFERENCE_BLOCK
 
 
@@ -986,7 +988,7 @@ class MLP:
         return arch, z, y
 
     def _logits_in_chunks(self, X, network):
-        """The logits of checked ``X``, converted ``PREDICT_ROWS`` rows at a time."""
+        """The logits of checked ``X``, ``PREDICT_ROWS`` rows at a time."""
         arch, backend, params = network
         if len(X) <= PREDICT_ROWS:
             return self._logits(backend.for_inference(X), backend, params)
