@@ -291,6 +291,27 @@ def test_predict_labels_and_probabilities_from_npy(capsys, saved, test_set, tmp_
     np.testing.assert_allclose(got_proba.sum(axis=1), 1, rtol=1e-5)
 
 
+def test_predict_and_evaluate_say_outputs_that_overflow(saved, test_set, tmp_path, tiny_mnist_dir, python_process):
+    """A model whose outputs overflow: `fastmlp predict` and `evaluate` say so on stderr, once, in
+    one line (the model's RuntimeWarning; audit 62's silent NaN). In processes of their own, as a
+    user runs them: in this one pytest records the warnings instead of the command's printing."""
+    X_test, _ = test_set
+    model = fastmlp.MLP.load(saved)
+    model.weights_[-1][:, 3] = 3e38  # float32: the logit of output 3 overflows wherever a hidden unit is on
+    model.weights_[-1][:, 4] = -3e38
+    model.save(tmp_path / "overflowing.npz")
+    np.save(tmp_path / "samples.npy", X_test)
+    for argv in (["predict", tmp_path / "overflowing.npz", tmp_path / "samples.npy", "-o", tmp_path / "p.npy"],
+                 ["evaluate", tmp_path / "overflowing.npz", "--data", tiny_mnist_dir]):
+        status, _, err = python_process(["-m", "fastmlp", *map(str, argv)])
+        assert status == 0, err
+        said = [line for line in err.splitlines() if "outputs are NaN or infinite" in line]
+        assert said == ["fastmlp: warning: the network's outputs are NaN or infinite for 100 of 100 rows (they "
+                        "overflow: its largest weight is 3e+38); its training diverged (train with a lower learning "
+                        "rate) or the inputs are far out of the training data's range. Its predictions for those "
+                        "rows mean nothing"], (argv[0], err)
+
+
 @pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"])
 def test_predict_from_idx_files(capsys, saved, test_set, tmp_path, synth, name):
     X_test, _ = test_set
