@@ -572,8 +572,8 @@ def linear_forward(out, x, W, b, activation):
     instead of 0.63: audit 64)."""
     lanes_of = VECTOR_BYTES // out.itemsize
     bias = b if b.shape[0] > 0 else np.zeros(W.shape[1], out.dtype)
-    # (the scratch made here, not in the kernel: np.zeros of out's dtype and the choice of bias
-    # inside it took 0.9 s of its first compile, of 1.25; session 61)
+    # (the scratch and the bias made here, not in the kernel: made inside it, a cold first
+    # prediction compiled 1.5-2.0 s instead of 1.0-1.1; session 61)
     _linear_forward(out, x, W, b, bias, activation, np.zeros(x.shape[1] * lanes_of, out.dtype),
                     np.empty(8 * lanes_of, out.dtype))
 
