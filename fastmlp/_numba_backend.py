@@ -342,10 +342,7 @@ class NumbaBackend:
         """``X`` as ``logits`` reads it for predictions: the rows as they are, a read-only view in
         native byte order (each row's nonzeros are found as its forward pass reads it:
         ``kernels.dense_rows_forward``), without converting them to CSR rows first."""
-        X = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("="))
-        if X.flags.writeable:  # (one compiled kernel for writeable and read-only inputs, as sparse_rows)
-            X = X.view()
-            X.flags.writeable = False
+        X = kernels.kernel_rows(X)  # (one compiled kernel for writeable and read-only inputs)
         return Prepared(X, None, None, None, PIXEL_SCALE if X.dtype == np.uint8 else 1.0)
 
     def _inference_key(self, data):

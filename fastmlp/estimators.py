@@ -584,7 +584,9 @@ class _BaseMLP(BaseEstimator):
         return fastmlp_loss
 
     def _validation_score(self, X, targets, sample_weight):
-        predicted = self._predict_targets(X, quiet=True)  # (a NaN score is its own account of an overflow)
+        # (quiet: scikit-learn's account of an overflow, a regressor's NaN score or a classifier's
+        # accuracy, at every epoch, rather than a warning at every epoch)
+        predicted = self._predict_targets(X, quiet=True)
         if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
             return np.nan
         return float(self._score_function(targets, predicted, sample_weight=sample_weight))

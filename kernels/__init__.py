@@ -43,7 +43,7 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
     "activation": ("activation_forward", "activation_backward"),
     "loss": ("loss_forward", "loss_backward"),
     "linear": ("sparse_rows", "linear_forward", "linear_backward", "sparse_linear_forward",
-               "sparse_linear_backward", "dense_rows_forward", "in_blocks"),
+               "sparse_linear_backward", "dense_rows_forward", "in_blocks", "kernel_rows"),
     "minibatch": ("minibatch_scratch", "minibatch_sgd_chunk", "minibatch_sgd_chunk_serial",
                   "minibatch_sgd_chunk_interpreted"),
     "gradient": ("gradient_scratch", "batch_gradient", "gradient_step"),

@@ -32,6 +32,19 @@ from .vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_par
 PARALLEL_CSR_ENTRIES = 1 << 20
 
 
+def kernel_rows(x):
+    """``x`` as the kernels read rows (``sparse_rows``, ``dense_rows_forward``): C-contiguous, in
+    native byte order (the compiled kernels take no other), and a read-only view whatever x is:
+    Numba types read-only arrays (memory maps, joblib's, pandas') apart from writeable ones, and
+    compiled the kernels again for them (0.66 s for the two of sparse_rows)."""
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    if x.flags.writeable:
+        x = x.view()
+        x.flags.writeable = False
+    return x
+
+
 def sparse_rows(x, threads=1, parts=1, compiled=True):
     """CSR form of the rows of x[N, D] (uint8 or float): ``(indptr, indices, values)``.
 
@@ -51,13 +64,7 @@ def sparse_rows(x, threads=1, parts=1, compiled=True):
     ``bench/experiments/csr_by_numpy.py``: 99-116 against 64-78 ms for uint8, 139-148 against
     71-72 ms for float32; AMD EPYC Zen 4, AVX-512).
     """
-    x = np.asarray(x)
-    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))  # (the compiled kernels take native byte order only)
-    if x.flags.writeable:
-        # a read-only view whatever x is: Numba types read-only arrays (memory maps, joblib's,
-        # pandas') apart from writeable ones, and compiled both kernels again for them (0.66 s)
-        x = x.view()
-        x.flags.writeable = False
+    x = kernel_rows(x)
     n = x.shape[0]
     parts = int(parts)
     if parts < 1 or x.ndim != 2:  # (a plain wrapper, unlike the kernels: parts=0 wrote past indptr)
@@ -571,15 +578,15 @@ def linear_forward(out, x, W, b, activation):
     products cost every call a copy of W (a one-row prediction of 784-1024-1024-10 took 5.3 ms
     instead of 0.63: audit 64)."""
     lanes_of = VECTOR_BYTES // out.itemsize
-    bias = b if b.shape[0] > 0 else np.zeros(W.shape[1], out.dtype)
+    bias = b if b.shape[0] > 0 else np.zeros(W.shape[1], out.dtype)  # (no bias: sums from 0, as before)
     # (the scratch and the bias made here, not in the kernel: made inside it, a cold first
     # prediction compiled 1.5-2.0 s instead of 1.0-1.1; session 61)
-    _linear_forward(out, x, W, b, bias, activation, np.zeros(x.shape[1] * lanes_of, out.dtype),
+    _linear_forward(out, x, W, bias, activation, np.zeros(x.shape[1] * lanes_of, out.dtype),
                     np.empty(8 * lanes_of, out.dtype))
 
 
 @njit(**KERNEL_OPTIONS)
-def _linear_forward(out, x, W, b, bias, activation, block, sums8):
+def _linear_forward(out, x, W, bias, activation, block, sums8):
     """``linear_forward`` with its scratch: ``bias`` (b, or zeros without one), ``block`` (the
     inputs of a vector's worth of rows, transposed: block[j * L + r] = x[r0 + r, j]) and
     ``sums8`` (eight units' sums for them)."""
@@ -594,7 +601,7 @@ def _linear_forward(out, x, W, b, bias, activation, block, sums8):
             # 1.3-1.6 ms instead of 0.7)
             for row in range(r0, n_rows):
                 z = out[row]
-                fill_bias(z, b)
+                fill_bias(z, bias)
                 for j in range(n_in):
                     xj = x[row, j]
                     w = W[j]
