@@ -572,6 +572,8 @@ def test_partial_fit_needs_classes_first_and_equals_epochs():
     np.testing.assert_array_equal(model.predict_proba(X), fitted.predict_proba(X))
     with pytest.raises(ValueError, match="classes not in"):
         model.partial_fit(X, np.where(y == 1, 5, 0))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):  # (a later call's labels typed once)
+        model.partial_fit(X, y + 0.5)
 
 
 @pytest.mark.parametrize("make, classes, words", [
