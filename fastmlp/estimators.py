@@ -48,6 +48,7 @@ from ._validation import _finite_floats, _numbers, boolean, non_negative_float, 
 from .backends import check_backend
 from .model import MLP, unchanged_until_training, writable_arrays
 from .network import DTYPES
+from .trainer import DivergenceError
 
 try:  # scikit-learn's error for a bad parameter: a ValueError and a TypeError (>= 1.2)
     from sklearn.utils._param_validation import InvalidParameterError
@@ -118,13 +119,29 @@ def _squared_norm(matrices):
 
 def _hidden_layer_sizes(value):
     sizes = [value] if isinstance(value, numbers.Integral) else value
-    if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+    # (a sized collection: an iterator, read once by the check, built a network without hidden
+    # layers later, audit 66; scikit-learn refuses one)
+    if isinstance(sizes, str) or not hasattr(sizes, "__iter__") or not hasattr(sizes, "__len__"):
         raise TypeError(f"hidden_layer_sizes must be an integer or a sequence of integers like (100,); got {value!r}")
     sizes = list(sizes)
     for position, size in enumerate(sizes):
         if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"hidden_layer_sizes must hold integers >= 1; got {size!r} at position {position}")
     return [int(size) for size in sizes]
+
+
+def _keep_out_activation(estimator, value):
+    """``out_activation_ = value``: scikit-learn's forward pass reads it (set to 'identity', a
+    classifier's predict_proba gives the raw outputs); fastmlp's network fixes its output layer,
+    so another value is refused, with where the raw outputs are (audit 66: a bare AttributeError
+    "property has no setter")."""
+    if value == estimator.out_activation_:
+        return
+    raise AttributeError(
+        f"out_activation_ is fixed by the targets in fastmlp ({estimator.out_activation_!r}); setting it to "
+        f"{value!r} would change nothing. The output layer's raw outputs (before its activation) are "
+        f"estimator.model_.decision_function(np.asarray(X, float)) (model_ takes uint8 X for pixels, scaled by 1/255)"
+    )
 
 
 def _dense_only(X):
@@ -523,12 +540,23 @@ class _BaseMLP(BaseEstimator):
             except KeyboardInterrupt:  # the model keeps the weights of its last completed chunk
                 warnings.warn("Training interrupted by user.")
                 interrupted = True
-            except BaseException:
+            except BaseException as error:
                 # e.g. a DivergenceError in a later epoch of a many-epoch call: the epochs the
                 # model completed before it are booked (n_iter_, t_, loss_curve_ match its weights)
                 self._book_epochs(model.history_.loss[done_before:], norms, penalty_scale, n_batches, n_samples,
                                   validation)
-                raise
+                if not (isinstance(error, DivergenceError) and validation is not None and self._best_params is not None):
+                    raise
+                # with early stopping, scikit-learn's run goes on to max_iter on NaN scores and
+                # ends on the best-scoring weights without an error (its test_mlp_diverging_loss,
+                # audit 66): here the run ends at the divergence, on those weights, and says so
+                warnings.warn(
+                    f"{error}; early stopping ends the run with the weights of its best validation score "
+                    f"({self.best_validation_score_:.6g}, epoch {int(np.argmax(self.validation_scores_)) + 1})",
+                    ConvergenceWarning,
+                )
+                self._stopped = True
+                break
             stopped = self._book_epochs(model.history_.loss[done_before:], norms, penalty_scale, n_batches, n_samples,
                                         validation)
             if incremental:
@@ -994,7 +1022,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if self._target_kind == "multilabel":
             return (out > 0.5).astype(np.int64)
         if self._target_kind == "binary":
-            return (out[:, 0] > 0.5).astype(np.int64)
+            # (one class alone: its index 0, as predict gives it; the validation score counted
+            # the second index as a miss, audit 66)
+            return np.minimum((out[:, 0] > 0.5).astype(np.int64), len(self.classes_) - 1)
         return out.argmax(axis=1)
 
     def _score_function(self, targets, predicted, sample_weight=None):
@@ -1062,6 +1092,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """The output layer's activation: 'softmax' (multiclass) or 'logistic'."""
         check_is_fitted(self, "model_")
         return "softmax" if self._softmax else "logistic"
+
+    @out_activation_.setter
+    def out_activation_(self, value):
+        _keep_out_activation(self, value)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1379,6 +1413,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """The output layer's activation: 'identity'."""
         check_is_fitted(self, "model_")
         return "identity"
+
+    @out_activation_.setter
+    def out_activation_(self, value):
+        _keep_out_activation(self, value)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

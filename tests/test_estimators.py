@@ -510,6 +510,71 @@ def test_a_fit_that_diverges_books_the_epochs_it_trained():
     assert len(model.loss_curve_) == len(model.model_.history_.loss) == trained
 
 
+def test_with_early_stopping_a_divergence_ends_the_run_on_the_best_weights():
+    # scikit-learn's own test_mlp_diverging_loss setting: its fit returns on the best-scoring
+    # weights; here it raised, on weights whose R^2 was -inf (audit 66)
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    settings = dict(hidden_layer_sizes=100, activation="identity", solver="sgd", learning_rate_init=1,
+                    early_stopping=True, random_state=0)
+    model = MLPRegressor(max_iter=20, **settings)
+    with pytest.warns(ConvergenceWarning, match="early stopping ends the run with the weights of its best") as said:
+        model.fit(X, y)
+    # (with NumPy's overflow warnings from scikit-learn's r2_score of the last epochs' huge outputs)
+    assert [str(w.message) for w in said if w.category is ConvergenceWarning][0].startswith("training diverged")
+    best = int(np.argmax(model.validation_scores_)) + 1
+    assert model.n_iter_ == len(model.validation_scores_) < 20 and not np.isfinite(model.validation_scores_[-1])
+    assert np.isfinite(model.score(X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stopped_there = MLPRegressor(max_iter=best, **settings).fit(X, y)  # the same run, ended at its best epoch
+    np.testing.assert_array_equal(model.model_.params_, stopped_there.model_.params_)
+    # before any validation score there are no best weights: the divergence is raised
+    from fastmlp import DivergenceError
+
+    with pytest.raises(DivergenceError):
+        MLPRegressor(max_iter=20, batch_size=10, **dict(settings, learning_rate_init=1e100)).fit(X, y)
+
+
+def test_one_class_alone_is_scored_as_predicted():
+    # the validation score counted the output's second index, which predict never gives with
+    # one class, as a miss: early stopping watched 0.80-0.85 where every prediction was right (audit 66)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(5,), early_stopping=True, max_iter=15, random_state=0).fit(
+            X, np.array(["spam"] * 200))
+    assert model.validation_scores_ == [1.0] * len(model.validation_scores_) and model.n_iter_ < 15
+    assert model.best_validation_score_ == 1.0 and set(model.predict(X)) == {"spam"}
+
+
+def test_hidden_layer_sizes_read_once_are_refused():
+    # an iterator, read by the parameter check, built a network without hidden layers (audit 66)
+    X, y = make_classification(40, 4, random_state=0)
+    for sizes in ((width for width in [7, 3]), map(int, [7, 3]), iter([7])):
+        with pytest.raises(InvalidParameterError, match="hidden_layer_sizes must be an integer or a sequence"):
+            MLPClassifier(hidden_layer_sizes=sizes, max_iter=2).fit(X, y)
+
+
+def test_out_activation_is_the_networks():
+    # scikit-learn's recipe for raw outputs (out_activation_ = "identity") would change nothing
+    # here: refused in words that say where they are (it was "property has no setter", audit 66)
+    X, y = make_classification(40, 4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
+        regressor = MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y * 1.0)
+    classifier.out_activation_ = "logistic"  # (its own: nothing to refuse)
+    regressor.out_activation_ = "identity"
+    with pytest.raises(AttributeError, match=r"out_activation_ is fixed .*model_\.decision_function"):
+        classifier.out_activation_ = "identity"
+    with pytest.raises(AttributeError, match="out_activation_ is fixed"):
+        regressor.out_activation_ = "relu"
+    assert classifier.out_activation_ == "logistic" and regressor.out_activation_ == "identity"
+
+
 def test_warm_start_keeps_the_optimizer_state():
     from fastmlp.optim import STEPS
 
