@@ -643,6 +643,15 @@ def _train_ranks(args, comm, note=None):
     _check_data(args, model, X_train, y_train, X_test, y_test)  # now, not after the training it would throw away
     if note is not None:
         print(f"fastmlp: note: {note}", file=sys.stderr)
+    part_way = model.run_.interrupted if args.resume else None
+    if part_way is not None and lead:
+        # a file saved part-way into an epoch (format 3): MLP.save warned of it when it was
+        # written, maybe in another process; a resume said nothing of it (audit 67)
+        print(f"fastmlp: warning: {args.resume} holds weights {part_way['samples']} samples into epoch "
+              f"{part_way['epoch']}, where its run's training was interrupted (the run counts "
+              f"{model.epochs_trained_} epoch{'s' if model.epochs_trained_ != 1 else ''}): going on from it "
+              f"{'starts epoch ' + str(part_way['epoch']) + ' anew from those weights, ' if not args.complete else ''}"
+              f"not as the uninterrupted run would have", file=sys.stderr)
     progress = _progress(args)
     say = _printing_while_read([path for path in (args.save, args.plot) if path])
     log = (lambda *a: None) if (args.json or not lead) else say
@@ -690,6 +699,15 @@ def _train_ranks(args, comm, note=None):
             from .trainer import record_end
 
             history = model.history_
+            if model.run_.stopped is None:
+                # a run whose --epochs ends it at the checkpoint's epoch (one written before the
+                # run's last): it ends as the uninterrupted run of --epochs did, on the best
+                # epoch's weights with early stopping and with --epochs its horizon (audit 67:
+                # it said it kept the best epoch's weights and wrote the last's)
+                if model.fit_options_["early_stopping"] is not None:
+                    model.run_.take_best(model.params_, model.optimizer_state_)
+                if model.fit_options_["lr_schedule"] != "cosine":  # (cosine's annealed over its own)
+                    model.fit_options_["schedule_epochs"] = args.epochs
             record_end(history, model.run_)  # (a checkpoint written at the last epoch comes before the record)
         else:
             log(f"resuming {args.resume} after epoch {done_before} of {args.epochs}: {description} on {len(X_train)} samples")

@@ -510,12 +510,18 @@ def train(
     before = run.continue_from(params, state)
     first_epoch = run.epochs_done
     said_non_finite = False  # a call's first non-finite validation loss has a warning
+    # a run going on has not ended: until this call's end (record_end) its history says so, as
+    # the uninterrupted run's checkpoints and on_epoch see it (the last call's end stayed in
+    # them: a checkpoint of 5 epochs of an unfinished run said "max epochs" at epoch 2, audit 67)
+    ended_before = history.best_epoch, history.stopped_epoch, history.stop_reason
+    history.best_epoch = history.stopped_epoch = history.stop_reason = None
 
     def untrained(error):
         # nothing of the call trained: the run as it was before it (early stopping's best
         # weights, a stopped run's patience), and the model's options (``trained_nothing``)
         run.undo(before, params, state)
         history.monitor = monitored_before
+        history.best_epoch, history.stopped_epoch, history.stop_reason = ended_before
         error.trained_nothing = True
 
     last_epoch = run.epochs_done + epochs

@@ -199,6 +199,46 @@ def _interrupt_after(model, n_chunks, exception=KeyboardInterrupt):
     model.backend_.train_chunk = train_chunk
 
 
+def test_a_continued_run_has_not_ended_until_its_call_ends(tmp_path, data):
+    """fit(epochs=2), then partial_fit(epochs=3): its on_epoch and its checkpoints saw the first
+    call's end ("max epochs" at epoch 2) in a run of 5 epochs not yet over, where the
+    uninterrupted run's see None (audit 67); a call whose on_epoch raises leaves them so too."""
+    X, y = data
+    seen = {}
+
+    def record(name):
+        return lambda history: seen.setdefault(name, []).append(
+            (history.stop_reason, history.stopped_epoch, history.best_epoch))
+
+    straight = MLP([784, 8, 10], seed=1, backend="numpy")
+    straight.fit(X, y, epochs=5, batch_size=8, lr=0.05, on_epoch=record("straight"), progress=False)
+    split = MLP([784, 8, 10], seed=1, backend="numpy")
+    split.fit(X, y, epochs=2, batch_size=8, lr=0.05, schedule_epochs=5, progress=False)
+    assert split.history_.stop_reason == "max epochs" and split.history_.stopped_epoch == 2
+    in_file = []
+    split.partial_fit(X, y, epochs=3, checkpoint_path=tmp_path / "c.npz", checkpoint_every=1, progress=False,
+                      on_epoch=lambda history: (record("split")(history),
+                                                in_file.append(MLP.load(tmp_path / "c.npz").history_.stop_reason)))
+    assert seen["straight"][:4] == [(None, None, None)] * 4 and seen["split"][:2] == [(None, None, None)] * 2
+    assert in_file == [None, None, None]  # the checkpoints after epochs 3, 4 and 5 (5's before the call's end)
+    assert split.history_.stop_reason == "max epochs" and split.history_.stopped_epoch == 5
+    assert split.params_.tobytes() == straight.params_.tobytes()
+
+    def stop(history):
+        raise ValueError("stop here")
+
+    split.partial_fit(X, y, epochs=1, progress=False)  # (its end recorded: epoch 6)
+    _interrupt_after(split, 0)  # a call that trains nothing leaves the run as it was, its end too
+    with pytest.raises(fastmlp.TrainingInterrupted):
+        split.partial_fit(X, y, epochs=1, progress=False)
+    assert (split.history_.stop_reason, split.history_.stopped_epoch) == ("max epochs", 6)
+    split.backend_.train_chunk = type(split.backend_).train_chunk.__get__(split.backend_)
+    with pytest.raises(ValueError, match="stop here"):
+        split.partial_fit(X, y, epochs=2, on_epoch=stop, progress=False)
+    assert (split.history_.stop_reason, split.history_.stopped_epoch) == (None, None)  # a run at epoch 7, not over
+    assert split.epochs_trained_ == 7
+
+
 def test_a_model_interrupted_mid_epoch_is_saved_marked_and_warned(tmp_path, data, monkeypatch):
     """Ctrl-C in epoch 2, then save(): the file said epochs_done 1 with weights (and the optimizer's
     sample count) from mid-epoch 2, loaded as a clean epoch-1 checkpoint and resumed into neither

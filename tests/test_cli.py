@@ -1110,6 +1110,62 @@ def test_a_run_killed_in_epoch_2_resumes_from_its_checkpoint_to_the_same_file(ca
     assert resumed.read_bytes() == (tmp_path / "whole.npz").read_bytes()
 
 
+@pytest.mark.parametrize("stopping", [["--validation-fraction", "0.2", "--early-stopping", "3", "--tol", "0"], []],
+                         ids=["early stopping", "plain"])
+def test_resume_whose_epochs_end_the_run_at_its_checkpoint_writes_the_shorter_runs_file(capsys, tiny_mnist, tmp_path,
+                                                                                         monkeypatch, stopping):
+    # a checkpoint after epoch 3 of a 6-epoch run, resumed with --epochs 3: nothing left to train,
+    # and the file it writes must be the uninterrupted 3-epoch run's; it said it kept the best
+    # epoch's weights and wrote the last's, with the longer run's horizon (audit 67)
+    recipe = ["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--backend", "numpy", "--lr", "10", *stopping]
+    status, out, err = run(capsys, *recipe, "--epochs", "3", "--save", str(tmp_path / "short.npz"), "--json")
+    assert status == 0, err
+    if stopping:
+        assert json.loads(out)["best_epoch"] < 3  # (the case: the best epoch is not the last)
+    _interrupt_numpy_training_in_epoch(monkeypatch, 4)
+    status, _, err = run(capsys, *recipe, "--epochs", "6", "--save", str(tmp_path / "long.npz"), "--checkpoint-every", "1")
+    assert status == 130, err
+    monkeypatch.undo()
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "long.npz"), "--epochs",
+                           "3", "--save", str(tmp_path / "resumed.npz"))
+    assert status == 0, err
+    assert "nothing is left to train" in err
+    assert (tmp_path / "resumed.npz").read_bytes() == (tmp_path / "short.npz").read_bytes()
+
+
+def test_resume_of_a_file_saved_part_way_into_an_epoch_says_so(capsys, tiny_mnist, tmp_path, monkeypatch):
+    # MLP.save warns of such a file (format 3) when it writes it, maybe in another process; a
+    # resume said nothing and wrote an unmarked file of a run not the uninterrupted one's (audit 67)
+    import fastmlp
+    from fastmlp import MLP, trainer
+
+    X, y, _, _ = fastmlp.load_mnist(tiny_mnist)
+    chunks = trainer.chunk_bounds
+    monkeypatch.setattr(trainer, "chunk_bounds", lambda n, batch: chunks(n, batch, chunk_samples=100))
+    model = MLP([784, 16, 10], backend="numpy", seed=0)
+    model.fit(X, y, epochs=1, schedule_epochs=3, progress=False)
+    real, calls = model.backend_.train_chunk, []
+
+    def train_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    model.backend_.train_chunk = train_chunk
+    with pytest.raises(fastmlp.TrainingInterrupted):
+        model.partial_fit(X, y, epochs=1, progress=False)
+    with pytest.warns(fastmlp.InterruptedRunWarning):
+        model.save(tmp_path / "part.npz")
+    monkeypatch.undo()
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "part.npz"))
+    assert status == 0, err
+    assert (f"fastmlp: warning: {tmp_path / 'part.npz'} holds weights 100 samples into epoch 2, where its run's training "
+            f"was interrupted (the run counts 1 epoch): going on from it starts epoch 2 anew from those weights, not as "
+            f"the uninterrupted run would have") in err
+    assert "after epoch 1 of 3" in out
+
+
 def fastmlp_load(path):
     from fastmlp import MLP
 
