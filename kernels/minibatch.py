@@ -131,10 +131,12 @@ from .optimizer import (
     kept, plain_update, step_kind, step_scalars,
 )
 from .activation import activation_row_backward, activation_row_forward
-from .linear import FIRST_LAYER, _row, _sparse_forward_block4, fill_bias, layer_views, prefetch, prefetch_span, sparse_forward_block
+from .linear import (FIRST_LAYER, _row, _sparse_forward_block4, borrowed, fill_bias, layer_views, prefetch, prefetch_span,
+                     sparse_forward_block)
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from ._threads import aligned_empty
-from .vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from .vectors import (REGISTER_BLOCK, VECTOR_BYTES, hload, hload_part, hzeros, lanes, vfma, vload, vload_part, vsplat,
+                      vstore, vstore_part, vsum)
 
 LOSS_SUM, N_CORRECT, N_TRAINED, NONFINITE_AT = range(4)  # slots of ``stats``
 
@@ -946,81 +948,120 @@ PAIRED_INPUTS = 256
 @njit(**KERNEL_OPTIONS)
 def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     """units[r, middle:end] = Wt[H,D] @ units[r, first:middle] + b[H] for the block's rows
-    (``rows`` = [r0, r1), up to BLOCK of them): each row of Wt read once for all of them. A full
-    block from PAIRED_INPUTS inputs on takes two units per pass, eight sums at once, so that each
-    load of the four input rows serves two units: 784-500-150-10 1.05x and 1.08x at batch 128 and
-    1024 (AMD EPYC Zen 3, AVX2; the sums vectorise in another order, so other bits). Narrower
-    layers keep one unit per pass: 784-128-10's 128x10 layer paired ran 0.95x."""
+    (``rows`` = [r0, r1), up to BLOCK of them). Each sum is one 32-byte vector of partial sums,
+    lane l taking the inputs j = l mod L in order (L = its lanes; the last ones by a masked load),
+    then its lanes added in vsum's order, then the bias: one order on every target. (The loops
+    before, which LLVM vectorised itself, summed in an order of the target's register width:
+    mini-batch training gave other last bits on AVX2 than on AVX-512; BENCHMARKS.md, session 62.)
+    The rows and units only group the sums, which changes none of them: a full block reads each
+    row of Wt once for its four rows, and from PAIRED_INPUTS inputs on two units per pass (eight
+    sums: each load of the inputs serves two units; 784-500-150-10 1.05x and 1.08x at batch 128
+    and 1024 on an AMD EPYC Zen 3), with AVX-512 four (sixteen sums, half of its registers).
+    Rows and Wt are read without reference counts (``borrowed``; the caller holds both arrays):
+    with them this function ran at 0.84x the loops before for a 500x150 layer on AVX2."""
+    units = borrowed(units)
+    Wt = borrowed(Wt)
     r0, r1 = rows
-    n = r1 - r0
-    zero = Wt.dtype.type(0)
     n_units = Wt.shape[0]
+    if n_units == 0:
+        return
+    n_in = middle - first
+    L = lanes(Wt[0]) // 2
+    whole = n_in // L * L
+    tail = n_in - whole  # the inputs after the last whole vector
+    zero = Wt.dtype.type(0)
+    if r1 - r0 < 4:
+        for r in range(r0, r1):
+            a = units[r]
+            for k in range(n_units):
+                w = Wt[k]
+                t = hzeros(w)
+                for j in range(0, whole, L):
+                    t = vfma(hload(a, first + j), hload(w, j), t)
+                if tail > 0:
+                    t = vfma(hload_part(a, first + whole, tail), hload_part(w, whole, tail), t)
+                units[r, middle + k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t)
+        return
+    a0 = units[r0]
+    a1 = units[r0 + 1]
+    a2 = units[r0 + 2]
+    a3 = units[r0 + 3]
     k0 = 0
-    if n == 4 and middle - first >= PAIRED_INPUTS:
-        a0 = units[r0, first:middle]
-        a1 = units[r0 + 1, first:middle]
-        a2 = units[r0 + 2, first:middle]
-        a3 = units[r0 + 3, first:middle]
+    if n_in >= PAIRED_INPUTS and REGISTER_BLOCK == 8:
+        while k0 + 4 <= n_units:
+            w = Wt[k0]
+            v = Wt[k0 + 1]
+            q = Wt[k0 + 2]
+            p = Wt[k0 + 3]
+            t0 = hzeros(w)
+            t1, t2, t3, u0, u1, u2, u3 = t0, t0, t0, t0, t0, t0, t0
+            s0, s1, s2, s3, o0, o1, o2, o3 = t0, t0, t0, t0, t0, t0, t0, t0
+            for j in range(0, n_in, L):
+                m = min(L, n_in - j)
+                if m == L:
+                    wj, vj, qj, pj = hload(w, j), hload(v, j), hload(q, j), hload(p, j)
+                    x0, x1, x2, x3 = hload(a0, first + j), hload(a1, first + j), hload(a2, first + j), hload(a3, first + j)
+                else:
+                    wj, vj, qj, pj = hload_part(w, j, m), hload_part(v, j, m), hload_part(q, j, m), hload_part(p, j, m)
+                    x0, x1, x2, x3 = (hload_part(a0, first + j, m), hload_part(a1, first + j, m),
+                                      hload_part(a2, first + j, m), hload_part(a3, first + j, m))
+                t0, t1, t2, t3 = vfma(x0, wj, t0), vfma(x1, wj, t1), vfma(x2, wj, t2), vfma(x3, wj, t3)
+                u0, u1, u2, u3 = vfma(x0, vj, u0), vfma(x1, vj, u1), vfma(x2, vj, u2), vfma(x3, vj, u3)
+                s0, s1, s2, s3 = vfma(x0, qj, s0), vfma(x1, qj, s1), vfma(x2, qj, s2), vfma(x3, qj, s3)
+                o0, o1, o2, o3 = vfma(x0, pj, o0), vfma(x1, pj, o1), vfma(x2, pj, o2), vfma(x3, pj, o3)
+            for k, (c0, c1, c2, c3) in ((k0, (t0, t1, t2, t3)), (k0 + 1, (u0, u1, u2, u3)), (k0 + 2, (s0, s1, s2, s3)),
+                                        (k0 + 3, (o0, o1, o2, o3))):
+                bias = b[k] if b.shape[0] > 0 else zero
+                units[r0, middle + k] = bias + vsum(c0)
+                units[r0 + 1, middle + k] = bias + vsum(c1)
+                units[r0 + 2, middle + k] = bias + vsum(c2)
+                units[r0 + 3, middle + k] = bias + vsum(c3)
+            k0 += 4
+    if n_in >= PAIRED_INPUTS:
         while k0 + 2 <= n_units:
             w = Wt[k0]
             v = Wt[k0 + 1]
-            t0 = b[k0] if b.shape[0] > 0 else zero
-            t1 = t0
-            t2 = t0
-            t3 = t0
-            u0 = b[k0 + 1] if b.shape[0] > 0 else zero
-            u1 = u0
-            u2 = u0
-            u3 = u0
-            for j in range(w.shape[0]):
-                wj = w[j]
-                vj = v[j]
-                t0 += wj * a0[j]
-                t1 += wj * a1[j]
-                t2 += wj * a2[j]
-                t3 += wj * a3[j]
-                u0 += vj * a0[j]
-                u1 += vj * a1[j]
-                u2 += vj * a2[j]
-                u3 += vj * a3[j]
-            units[r0, middle + k0] = t0
-            units[r0 + 1, middle + k0] = t1
-            units[r0 + 2, middle + k0] = t2
-            units[r0 + 3, middle + k0] = t3
-            units[r0, middle + k0 + 1] = u0
-            units[r0 + 1, middle + k0 + 1] = u1
-            units[r0 + 2, middle + k0 + 1] = u2
-            units[r0 + 3, middle + k0 + 1] = u3
+            t0 = hzeros(w)
+            t1, t2, t3, u0, u1, u2, u3 = t0, t0, t0, t0, t0, t0, t0
+            for j in range(0, whole, L):
+                wj, vj = hload(w, j), hload(v, j)
+                x0, x1, x2, x3 = hload(a0, first + j), hload(a1, first + j), hload(a2, first + j), hload(a3, first + j)
+                t0, t1, t2, t3 = vfma(x0, wj, t0), vfma(x1, wj, t1), vfma(x2, wj, t2), vfma(x3, wj, t3)
+                u0, u1, u2, u3 = vfma(x0, vj, u0), vfma(x1, vj, u1), vfma(x2, vj, u2), vfma(x3, vj, u3)
+            if tail > 0:
+                wj, vj = hload_part(w, whole, tail), hload_part(v, whole, tail)
+                x0, x1 = hload_part(a0, first + whole, tail), hload_part(a1, first + whole, tail)
+                x2, x3 = hload_part(a2, first + whole, tail), hload_part(a3, first + whole, tail)
+                t0, t1, t2, t3 = vfma(x0, wj, t0), vfma(x1, wj, t1), vfma(x2, wj, t2), vfma(x3, wj, t3)
+                u0, u1, u2, u3 = vfma(x0, vj, u0), vfma(x1, vj, u1), vfma(x2, vj, u2), vfma(x3, vj, u3)
+            for k, (c0, c1, c2, c3) in ((k0, (t0, t1, t2, t3)), (k0 + 1, (u0, u1, u2, u3))):
+                bias = b[k] if b.shape[0] > 0 else zero
+                units[r0, middle + k] = bias + vsum(c0)
+                units[r0 + 1, middle + k] = bias + vsum(c1)
+                units[r0 + 2, middle + k] = bias + vsum(c2)
+                units[r0 + 3, middle + k] = bias + vsum(c3)
             k0 += 2
     for k in range(k0, n_units):
         w = Wt[k]
-        start = b[k] if b.shape[0] > 0 else zero
-        if n == 4:
-            a0 = units[r0, first:middle]
-            a1 = units[r0 + 1, first:middle]
-            a2 = units[r0 + 2, first:middle]
-            a3 = units[r0 + 3, first:middle]
-            t0 = start
-            t1 = start
-            t2 = start
-            t3 = start
-            for j in range(w.shape[0]):
-                wj = w[j]
-                t0 += wj * a0[j]
-                t1 += wj * a1[j]
-                t2 += wj * a2[j]
-                t3 += wj * a3[j]
-            units[r0, middle + k] = t0
-            units[r0 + 1, middle + k] = t1
-            units[r0 + 2, middle + k] = t2
-            units[r0 + 3, middle + k] = t3
-        else:
-            for r in range(r0, r1):
-                a = units[r, first:middle]
-                total = start
-                for j in range(w.shape[0]):
-                    total += w[j] * a[j]
-                units[r, middle + k] = total
+        t0 = hzeros(w)
+        t1, t2, t3 = t0, t0, t0
+        for j in range(0, whole, L):
+            wj = hload(w, j)
+            t0 = vfma(hload(a0, first + j), wj, t0)
+            t1 = vfma(hload(a1, first + j), wj, t1)
+            t2 = vfma(hload(a2, first + j), wj, t2)
+            t3 = vfma(hload(a3, first + j), wj, t3)
+        if tail > 0:
+            wj = hload_part(w, whole, tail)
+            t0 = vfma(hload_part(a0, first + whole, tail), wj, t0)
+            t1 = vfma(hload_part(a1, first + whole, tail), wj, t1)
+            t2 = vfma(hload_part(a2, first + whole, tail), wj, t2)
+            t3 = vfma(hload_part(a3, first + whole, tail), wj, t3)
+        bias = b[k] if b.shape[0] > 0 else zero
+        units[r0, middle + k] = bias + vsum(t0)
+        units[r0 + 1, middle + k] = bias + vsum(t1)
+        units[r0 + 2, middle + k] = bias + vsum(t2)
+        units[r0 + 3, middle + k] = bias + vsum(t3)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -13,6 +13,19 @@ AVX2, so nothing here depends on the CPU kind.
     vstore_part(a, i, v, m)  v's first m lanes into a[i : i + m]
     vsplat(a, x)             x (cast to a.dtype) in every lane
     vfma(x, w, acc)          acc + x * w, lane by lane (one fused multiply-add where allowed)
+    hload(a, i)              a[i : i + lanes(a) // 2]: a vector of half the width (32 bytes)
+    hload_part(a, i, m)      its masked form, as vload_part
+    hzeros(a)                a half-width vector of zeros
+    vsum(v)                  the sum of v's lanes (of either width), in one order on every target
+
+``vsum`` adds the upper half of the lanes to the lower half, lane by lane, until one lane is
+left: for 8 lanes ``((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))``, whatever
+the registers. Its additions carry a fast-math flag of their own that allows no reassociation
+(``contract``): Numba gives the kernels' flags, ``reassoc`` among them, only to floating-point
+operations that have none, and with it LLVM may turn such a tree into its own reduction, in an
+order that follows the target's register width. (Loops that LLVM vectorises itself sum in such an
+order: the mini-batch kernel's dense forward gave other last bits on AVX2 than on AVX-512 until
+it was written with these, BENCHMARKS.md session 62.)
 
 ``a`` is a C-contiguous 1-d float array (anything else is a typing error). ``m`` is clamped to
 [0, lanes]; the ``_part`` versions are masked moves (llvm.masked.load and .store) that touch
@@ -73,12 +86,15 @@ def _register_block():
 REGISTER_BLOCK = _register_block()
 
 
-class Vec(types.Type):
-    """A vector of ``VECTOR_BYTES // itemsize`` items of a float dtype."""
+HALF_BYTES = VECTOR_BYTES // 2  # hload's vectors
 
-    def __init__(self, dtype):
+
+class Vec(types.Type):
+    """A vector of ``nbytes // itemsize`` items of a float dtype (VECTOR_BYTES, or HALF_BYTES)."""
+
+    def __init__(self, dtype, nbytes=VECTOR_BYTES):
         self.dtype = dtype
-        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.lanes = nbytes // (dtype.bitwidth // 8)
         super().__init__(name=f"Vec({dtype} x {self.lanes})")
 
 
@@ -127,6 +143,26 @@ def python_vsplat(a, x):
 
 def python_vfma(x, w, acc):
     return acc + x * w
+
+
+def python_hload(a, i):
+    return python_vload_part(a, i, python_lanes(a) // 2)[: python_lanes(a) // 2]
+
+
+def python_hload_part(a, i, m):
+    return python_vload_part(a, i, min(int(m), python_lanes(a) // 2))[: python_lanes(a) // 2]
+
+
+def python_hzeros(a):
+    return np.zeros(python_lanes(a) // 2, a.dtype)
+
+
+def python_vsum(v):
+    v = np.asarray(v)
+    while v.shape[0] > 1:
+        half = v.shape[0] // 2
+        v = v[:half] + v[half:]
+    return v[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +282,28 @@ def _vload_part(typingctx, a, i, m):
 
 
 @intrinsic
+def _hload(typingctx, a, i):
+    _contiguous(a)
+    return Vec(a.dtype, HALF_BYTES)(a, i), _load_codegen(False)
+
+
+@intrinsic
+def _hload_part(typingctx, a, i, m):
+    _contiguous(a)
+    return Vec(a.dtype, HALF_BYTES)(a, i, m), _load_codegen(True)
+
+
+@intrinsic
+def _hzeros(typingctx, a):
+    vector = Vec(a.dtype, HALF_BYTES)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vector), None)
+
+    return vector(a), codegen
+
+
+@intrinsic
 def _vstore(typingctx, a, i, v):
     _contiguous(a)
     return types.none(a, i, v), _store_codegen(False)
@@ -287,6 +345,25 @@ def _vfma(typingctx, x, w, acc):
 
 
 @intrinsic
+def _vsum(typingctx, v):
+    if not isinstance(v, Vec):
+        raise TypingError(f"vsum needs a vector, not {v}")
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        n = v.lanes
+        while n > 1:
+            half = n // 2
+            take = [ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(start, start + half))) for start in (0, half)]
+            x = builder.fadd(builder.shuffle_vector(x, x, take[0]), builder.shuffle_vector(x, x, take[1]))
+            x.flags.append("contract")  # (flags of its own: Numba's fast-math pass leaves it as it is)
+            n = half
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
 def _lanes(typingctx, a):
     n = VECTOR_BYTES // (a.dtype.bitwidth // 8)
 
@@ -300,6 +377,8 @@ def _lanes(typingctx, a):
 if config.DISABLE_JIT:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         python_lanes, python_vload, python_vload_part, python_vstore, python_vstore_part, python_vsplat, python_vfma)
+    hload, hload_part, hzeros, vsum = python_hload, python_hload_part, python_hzeros, python_vsum
 else:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         _lanes, _vload, _vload_part, _vstore, _vstore_part, _vsplat, _vfma)
+    hload, hload_part, hzeros, vsum = _hload, _hload_part, _hzeros, _vsum

@@ -14,7 +14,7 @@ from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.activation import activation_row_forward, fast_exp
 from fastmlp.kernels import vectors
 from fastmlp.kernels.codes import SIGMOID, TANH
-from fastmlp.kernels.vectors import lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from fastmlp.kernels.vectors import hload, hload_part, hzeros, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part, vsum
 from fastmlp.network import ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
@@ -701,6 +701,82 @@ def test_vector_moves_touch_exactly_their_lanes(dtype):
             plain = np.full_like(a, -7.0)
             _python_vector_axpy(plain, a, i, m, 3.0)
             np.testing.assert_array_equal(plain, want, err_msg=f"plain Python, offset {i}, {m} lanes")
+
+
+def _lane_sums(a, i, m):
+    """(vsum of a[i : i + m] as a 64-byte vector, and as a 32-byte one) and hload's masked and
+    whole loads through a multiply-add."""
+    whole = vsum(vload_part(a, i, m))
+    half = vsum(vfma(hload_part(a, i, m), hload(a, 0), hzeros(a)) if m > 0 else hzeros(a))
+    return whole, half
+
+
+lane_sums = njit(**{**KERNEL_OPTIONS, "cache": False})(_lane_sums)
+
+
+def _tree(values):
+    """vsum's order written out: the upper half added to the lower half until one is left."""
+    values = list(values)
+    while len(values) > 1:
+        half = len(values) // 2
+        values = [values[k] + values[k + half] for k in range(half)]
+    return values[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vsum_adds_the_lanes_in_one_order(dtype):
+    # values whose sum depends on the order: 1e16 and -1e16 cancel only when added to each other
+    # before the small ones are lost in them (float32: 1e8)
+    big = dtype(1e8 if dtype == np.float32 else 1e16)
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        a = rng.choice(np.array([big, -big, 1, -1, 0.5, 3], dtype), 2 * n_lanes).astype(dtype)
+        for m in (n_lanes, n_lanes // 2, 3):
+            whole, half = lane_sums(a, 0, m)
+            lanes_of = lambda n: np.where(np.arange(n) < m, np.resize(a, n), 0).astype(dtype)  # noqa: E731
+            assert whole == _tree(lanes_of(n_lanes)) == vectors.python_vsum(lanes_of(n_lanes)), (trial, m)
+            products = (lanes_of(n_lanes // 2) * a[: n_lanes // 2]).astype(dtype)
+            assert half == _tree(products) == vectors.python_vsum(products), (trial, m)
+            v = vectors  # the plain-Python versions (NUMBA_DISABLE_JIT's)
+            plain_half = v.python_vsum(v.python_vfma(v.python_hload_part(a, 0, m), v.python_hload(a, 0), v.python_hzeros(a)))
+            assert (whole, half) == (v.python_vsum(v.python_vload_part(a, 0, m)), plain_half)
+    a = np.zeros(n_lanes, dtype)
+    a[[0, n_lanes // 2, 1]] = big, -big, 1  # (big + -big) + 1 in the tree; left to right, 1 is lost
+    assert lane_sums(a, 0, n_lanes)[0] == 1
+
+
+def _dense_forward(units, rows, n_in, Wt, b):
+    from fastmlp.kernels import minibatch
+
+    minibatch._dense_block_forward(units, rows, 0, n_in, n_in + Wt.shape[0], Wt, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_mini_batch_dense_forward_gives_a_row_the_same_sums_in_any_block(dtype):
+    """_dense_block_forward's blocks (four rows; two or, with AVX-512, four units a pass from
+    PAIRED_INPUTS inputs on; one unit; rows one by one in a short block) group the same sums:
+    each row's outputs are the bits it gets alone, for widths with and without a masked last
+    vector, and near the float sum of its products."""
+    from fastmlp.kernels.minibatch import PAIRED_INPUTS
+
+    rng = np.random.default_rng(1)
+    for n_in in (3, 8, 37, PAIRED_INPUTS, PAIRED_INPUTS + 44):
+        for n_out in (1, 2, 3, 5, 9):
+            units = rng.standard_normal((4, n_in + n_out)).astype(dtype)
+            Wt = rng.standard_normal((n_out, n_in)).astype(dtype)
+            b = rng.standard_normal(n_out).astype(dtype)
+            block = units.copy()
+            _dense_forward(block, (0, 4), n_in, Wt, b)
+            alone = units.copy()
+            for r in range(4):
+                _dense_forward(alone, (r, r + 1), n_in, Wt, b)
+            np.testing.assert_array_equal(block, alone, err_msg=f"{n_in} inputs, {n_out} units")
+            three = units.copy()
+            _dense_forward(three, (1, 4), n_in, Wt, b)
+            np.testing.assert_array_equal(three[1:], block[1:], err_msg=f"{n_in} inputs, {n_out} units, 3 rows")
+            want = units[:, :n_in].astype(np.float64) @ Wt.T.astype(np.float64) + b
+            np.testing.assert_allclose(block[:, n_in:], want, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="a typing error: only when compiling")
