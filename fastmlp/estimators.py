@@ -388,10 +388,12 @@ class _BaseMLP(BaseEstimator):
             # warm-start fit): its bookkeeping was the other kind (an AttributeError, after an epoch)
             self._start_bookkeeping()
         elif self.early_stopping and incremental and self._stopped:
+            why = ("its training diverged" if self._stopped == "diverged" else
+                   f"more than {self.n_iter_no_change} in a row without an improvement of the validation score by "
+                   f"tol={self.tol}")
             warnings.warn(
                 f"early stopping ended this run (its fit or first partial_fit call started it) after "
-                f"{len(self.validation_scores_)} epochs, more than {self.n_iter_no_change} in a row without an improvement of "
-                f"the validation score by tol={self.tol}; the model keeps its best weights and this call trains "
+                f"{len(self.validation_scores_)} epochs, {why}; the model keeps its best weights and this call trains "
                 f"nothing. Call fit() to start a new run",
                 ConvergenceWarning,
             )
@@ -555,7 +557,7 @@ class _BaseMLP(BaseEstimator):
                     f"({self.best_validation_score_:.6g}, epoch {int(np.argmax(self.validation_scores_)) + 1})",
                     ConvergenceWarning,
                 )
-                self._stopped = True
+                self._stopped = "diverged"  # (true: later partial_fit calls train nothing, and say why)
                 break
             stopped = self._book_epochs(model.history_.loss[done_before:], norms, penalty_scale, n_batches, n_samples,
                                         validation)

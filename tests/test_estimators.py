@@ -530,6 +530,11 @@ def test_with_early_stopping_a_divergence_ends_the_run_on_the_best_weights():
         warnings.simplefilter("ignore")
         stopped_there = MLPRegressor(max_iter=best, **settings).fit(X, y)  # the same run, ended at its best epoch
     np.testing.assert_array_equal(model.model_.params_, stopped_there.model_.params_)
+    trained = model.n_iter_
+    with pytest.warns(ConvergenceWarning, match=f"ended this run .* after {trained} epochs, its training diverged"):
+        model.partial_fit(X, y)  # the run has ended: nothing trains
+    assert model.n_iter_ == trained
+    np.testing.assert_array_equal(model.model_.params_, stopped_there.model_.params_)
     # before any validation score there are no best weights: the divergence is raised
     from fastmlp import DivergenceError
 
