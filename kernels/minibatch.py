@@ -946,6 +946,17 @@ PAIRED_INPUTS = 256
 
 
 @njit(**KERNEL_OPTIONS)
+def _store_sums4(units, r0, middle, k, b, c0, c1, c2, c3):
+    """Unit k's outputs of a block's four rows: its bias (none without one) plus the vsum of each
+    row's vector of partial sums (_dense_block_forward)."""
+    bias = b[k] if b.shape[0] > 0 else units.dtype.type(0)
+    units[r0, middle + k] = bias + vsum(c0)
+    units[r0 + 1, middle + k] = bias + vsum(c1)
+    units[r0 + 2, middle + k] = bias + vsum(c2)
+    units[r0 + 3, middle + k] = bias + vsum(c3)
+
+
+@njit(**KERNEL_OPTIONS)
 def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     """units[r, middle:end] = Wt[H,D] @ units[r, first:middle] + b[H] for the block's rows
     (``rows`` = [r0, r1), up to BLOCK of them). Each sum is one 32-byte vector of partial sums,
@@ -969,7 +980,6 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     L = lanes(Wt[0]) // 2
     whole = n_in // L * L
     tail = n_in - whole  # the inputs after the last whole vector
-    zero = Wt.dtype.type(0)
     if r1 - r0 < 4:
         for r in range(r0, r1):
             a = units[r]
@@ -980,7 +990,7 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
                     t = vfma(hload(a, first + j), hload(w, j), t)
                 if tail > 0:
                     t = vfma(hload_part(a, first + whole, tail), hload_part(w, whole, tail), t)
-                units[r, middle + k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t)
+                units[r, middle + k] = (b[k] if b.shape[0] > 0 else Wt.dtype.type(0)) + vsum(t)
         return
     a0 = units[r0]
     a1 = units[r0 + 1]
@@ -1009,13 +1019,10 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
                 u0, u1, u2, u3 = vfma(x0, vj, u0), vfma(x1, vj, u1), vfma(x2, vj, u2), vfma(x3, vj, u3)
                 s0, s1, s2, s3 = vfma(x0, qj, s0), vfma(x1, qj, s1), vfma(x2, qj, s2), vfma(x3, qj, s3)
                 o0, o1, o2, o3 = vfma(x0, pj, o0), vfma(x1, pj, o1), vfma(x2, pj, o2), vfma(x3, pj, o3)
-            for k, (c0, c1, c2, c3) in ((k0, (t0, t1, t2, t3)), (k0 + 1, (u0, u1, u2, u3)), (k0 + 2, (s0, s1, s2, s3)),
-                                        (k0 + 3, (o0, o1, o2, o3))):
-                bias = b[k] if b.shape[0] > 0 else zero
-                units[r0, middle + k] = bias + vsum(c0)
-                units[r0 + 1, middle + k] = bias + vsum(c1)
-                units[r0 + 2, middle + k] = bias + vsum(c2)
-                units[r0 + 3, middle + k] = bias + vsum(c3)
+            _store_sums4(units, r0, middle, k0, b, t0, t1, t2, t3)
+            _store_sums4(units, r0, middle, k0 + 1, b, u0, u1, u2, u3)
+            _store_sums4(units, r0, middle, k0 + 2, b, s0, s1, s2, s3)
+            _store_sums4(units, r0, middle, k0 + 3, b, o0, o1, o2, o3)
             k0 += 4
     if n_in >= PAIRED_INPUTS:
         while k0 + 2 <= n_units:
@@ -1034,12 +1041,8 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
                 x2, x3 = hload_part(a2, first + whole, tail), hload_part(a3, first + whole, tail)
                 t0, t1, t2, t3 = vfma(x0, wj, t0), vfma(x1, wj, t1), vfma(x2, wj, t2), vfma(x3, wj, t3)
                 u0, u1, u2, u3 = vfma(x0, vj, u0), vfma(x1, vj, u1), vfma(x2, vj, u2), vfma(x3, vj, u3)
-            for k, (c0, c1, c2, c3) in ((k0, (t0, t1, t2, t3)), (k0 + 1, (u0, u1, u2, u3))):
-                bias = b[k] if b.shape[0] > 0 else zero
-                units[r0, middle + k] = bias + vsum(c0)
-                units[r0 + 1, middle + k] = bias + vsum(c1)
-                units[r0 + 2, middle + k] = bias + vsum(c2)
-                units[r0 + 3, middle + k] = bias + vsum(c3)
+            _store_sums4(units, r0, middle, k0, b, t0, t1, t2, t3)
+            _store_sums4(units, r0, middle, k0 + 1, b, u0, u1, u2, u3)
             k0 += 2
     for k in range(k0, n_units):
         w = Wt[k]
@@ -1057,11 +1060,7 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
             t1 = vfma(hload_part(a1, first + whole, tail), wj, t1)
             t2 = vfma(hload_part(a2, first + whole, tail), wj, t2)
             t3 = vfma(hload_part(a3, first + whole, tail), wj, t3)
-        bias = b[k] if b.shape[0] > 0 else zero
-        units[r0, middle + k] = bias + vsum(t0)
-        units[r0 + 1, middle + k] = bias + vsum(t1)
-        units[r0 + 2, middle + k] = bias + vsum(t2)
-        units[r0 + 3, middle + k] = bias + vsum(t3)
+        _store_sums4(units, r0, middle, k, b, t0, t1, t2, t3)
 
 
 @njit(**KERNEL_OPTIONS)
