@@ -1122,10 +1122,10 @@ def test_resume_whose_epochs_end_the_run_at_its_checkpoint_writes_the_shorter_ru
     assert status == 0, err
     if stopping:
         assert json.loads(out)["best_epoch"] < 3  # (the case: the best epoch is not the last)
-    _interrupt_numpy_training_in_epoch(monkeypatch, 4)
+    restore = _interrupt_numpy_training_in_epoch(monkeypatch, 4)
     status, _, err = run(capsys, *recipe, "--epochs", "6", "--save", str(tmp_path / "long.npz"), "--checkpoint-every", "1")
     assert status == 130, err
-    monkeypatch.undo()
+    restore()
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "long.npz"), "--epochs",
                            "3", "--save", str(tmp_path / "resumed.npz"))
     assert status == 0, err
@@ -1157,7 +1157,7 @@ def test_resume_of_a_file_saved_part_way_into_an_epoch_says_so(capsys, tiny_mnis
         model.partial_fit(X, y, epochs=1, progress=False)
     with pytest.warns(fastmlp.InterruptedRunWarning):
         model.save(tmp_path / "part.npz")
-    monkeypatch.undo()
+    monkeypatch.setattr(trainer, "chunk_bounds", chunks)
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--resume", str(tmp_path / "part.npz"))
     assert status == 0, err
     assert (f"fastmlp: warning: {tmp_path / 'part.npz'} holds weights 100 samples into epoch 2, where its run's training "
