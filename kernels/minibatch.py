@@ -996,7 +996,7 @@ def _dense_block_forward(units, rows, first, middle, end, Wt, b):
     a1 = units[r0 + 1]
     a2 = units[r0 + 2]
     a3 = units[r0 + 3]
-    k0 = 0
+    k0 = np.int64(0)  # (typed int64 from here: a literal 0 compiled _store_sums4 a second time)
     if n_in >= PAIRED_INPUTS and REGISTER_BLOCK == 8:
         while k0 + 4 <= n_units:
             w = Wt[k0]
