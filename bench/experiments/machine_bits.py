@@ -2,7 +2,13 @@
 weights and test-set probabilities; a second call compares two such files.
 
     python bench/experiments/machine_bits.py train OUT.npz [ROWS]     # 10,000 training rows by default
+    python bench/experiments/machine_bits.py steps OUT.npz            # a few mini-batch steps (below)
     python bench/experiments/machine_bits.py compare A.npz B.npz
+
+``steps``: relu networks that reach each path of the mini-batch dense forward (784-128-10 and
+784-128-64-10 after one and two steps of 32 rows, SGD and momentum; 784-300-51-10 and
+784-260-33-10 at batch 29 and 64, float32 and float64, three batches); ``compare`` then lists each
+entry as the same bits or not.
 
 Run ``train`` on each kind, or on one machine for two targets, each with a Numba cache of its own;
 an AVX2 build on an AVX-512 host, for example (the host's features with every AVX-512 one off):
@@ -49,8 +55,33 @@ def train(out, rows):
     np.savez(out, **results)
 
 
+def steps(out):
+    X, y, _, _ = load_mnist()
+    results = {}
+    for layers in ([784, 128, 10], [784, 128, 64, 10]):
+        for n_steps in (1, 2):
+            for options in ({}, {"momentum": 0.9}):
+                model = MLP(layers, activation="relu", seed=0, threads=1)
+                model.fit(X[:32 * n_steps], y[:32 * n_steps], epochs=1, batch_size=32, lr=0.05, progress=False,
+                          shuffle=False, **options)
+                results[f"{layers} {n_steps} steps {options}"] = model.params_
+    for layers in ([784, 300, 51, 10], [784, 260, 33, 10]):
+        for batch in (29, 64):
+            for dtype in ("float32", "float64"):
+                model = MLP(layers, activation="relu", seed=0, threads=1, dtype=dtype)
+                model.fit(X[:batch * 3], y[:batch * 3], epochs=1, batch_size=batch, lr=0.05, progress=False,
+                          shuffle=False, momentum=0.9)
+                results[f"{layers} batch {batch} {dtype}"] = model.params_
+    np.savez(out, **results)
+
+
 def compare(a_path, b_path):
     a, b = np.load(a_path), np.load(b_path)
+    if not any(name.endswith(" | params") for name in a.files):  # (steps' files)
+        for name in a.files:
+            same = a[name].tobytes() == b[name].tobytes()
+            print(f"{name}: {'the same bits' if same else 'differ'}")
+        return
     for name in RECIPES:
         p, q = a[name + " | params"], b[name + " | params"]
         s, t = a[name + " | proba"], b[name + " | proba"]
@@ -67,5 +98,7 @@ def compare(a_path, b_path):
 if __name__ == "__main__":
     if sys.argv[1] == "train":
         train(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 10_000)
+    elif sys.argv[1] == "steps":
+        steps(sys.argv[2])
     else:
         compare(sys.argv[2], sys.argv[3])
