@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
-from .vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part
+from .vectors import REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part, vsum
 
 # Inputs of fewer entries are converted on one thread whatever ``threads`` says.
 PARALLEL_CSR_ENTRIES = 1 << 20
@@ -534,13 +534,113 @@ def sparse_row_update(W, b, dz, indices, values, input_scale, learning_rate):
 
 @njit(**KERNEL_OPTIONS)
 def dense_row_forward(z, Wt, b, a):
-    """z[H] = Wt[H,D] @ a[D] + b[H]  (Wt = W^T, output-major; b may be empty)."""
-    for k in range(z.shape[0]):
-        w = Wt[k]
-        total = b[k] if b.shape[0] > 0 else np.float32(0.0)  # float32 0 widens in float64
-        for j in range(a.shape[0]):
-            total += w[j] * a[j]
-        z[k] = total
+    """z[H] = Wt[H,D] @ a[D] + b[H]  (Wt = W^T, output-major; b may be empty). Each sum is one
+    64-byte vector of partial sums, lane l taking the inputs j = l mod L in order (L = its lanes;
+    the last ones by a masked load), then its lanes added in vsum's order, then the bias: one
+    order on every target (a zmm register with AVX-512, two ymm with AVX2). The loop before, which
+    LLVM vectorised itself, summed in an order of the target's vectors: on an AMD EPYC Zen 4
+    (AVX-512) per-sample training gave other last bits than an AVX2 build (BENCHMARKS.md, session
+    63). The units only group the sums: with AVX-512 eight a pass (eight sums in flight, each
+    load of the inputs serving eight), then four, two, one. Rows are read at offsets of one flat
+    view: a view per row cost two reference-count calls around each pass (a 10x128 layer 1.26x
+    the old loop's time; 0.98-1.01x this way, 10x800 0.84-1.01x, 10x64 1.26-1.47x, 64x128
+    0.72-0.92x; Zen 4, ``bench/experiments/dense_row_forward.py``)."""
+    n_units = z.shape[0]
+    n_in = a.shape[0]
+    L = lanes(a)
+    whole = n_in // L * L
+    tail = n_in - whole  # the inputs after the last whole vector
+    zero = z.dtype.type(0)
+    W = Wt.reshape(Wt.size)  # rows by offset: a view per row cost reference-count calls
+    k = 0
+    while REGISTER_BLOCK == 8 and k + 8 <= n_units:
+        o0 = k * n_in
+        o1 = o0 + n_in
+        o2 = o1 + n_in
+        o3 = o2 + n_in
+        o4 = o3 + n_in
+        o5 = o4 + n_in
+        o6 = o5 + n_in
+        o7 = o6 + n_in
+        t0 = vsplat(a, zero)
+        t1, t2, t3, t4, t5, t6, t7 = t0, t0, t0, t0, t0, t0, t0
+        for j in range(0, whole, L):
+            x = vload(a, j)
+            t0 = vfma(x, vload(W, o0 + j), t0)
+            t1 = vfma(x, vload(W, o1 + j), t1)
+            t2 = vfma(x, vload(W, o2 + j), t2)
+            t3 = vfma(x, vload(W, o3 + j), t3)
+            t4 = vfma(x, vload(W, o4 + j), t4)
+            t5 = vfma(x, vload(W, o5 + j), t5)
+            t6 = vfma(x, vload(W, o6 + j), t6)
+            t7 = vfma(x, vload(W, o7 + j), t7)
+        if tail > 0:
+            x = vload_part(a, whole, tail)
+            t0 = vfma(x, vload_part(W, o0 + whole, tail), t0)
+            t1 = vfma(x, vload_part(W, o1 + whole, tail), t1)
+            t2 = vfma(x, vload_part(W, o2 + whole, tail), t2)
+            t3 = vfma(x, vload_part(W, o3 + whole, tail), t3)
+            t4 = vfma(x, vload_part(W, o4 + whole, tail), t4)
+            t5 = vfma(x, vload_part(W, o5 + whole, tail), t5)
+            t6 = vfma(x, vload_part(W, o6 + whole, tail), t6)
+            t7 = vfma(x, vload_part(W, o7 + whole, tail), t7)
+        z[k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t0)
+        z[k + 1] = (b[k + 1] if b.shape[0] > 0 else zero) + vsum(t1)
+        z[k + 2] = (b[k + 2] if b.shape[0] > 0 else zero) + vsum(t2)
+        z[k + 3] = (b[k + 3] if b.shape[0] > 0 else zero) + vsum(t3)
+        z[k + 4] = (b[k + 4] if b.shape[0] > 0 else zero) + vsum(t4)
+        z[k + 5] = (b[k + 5] if b.shape[0] > 0 else zero) + vsum(t5)
+        z[k + 6] = (b[k + 6] if b.shape[0] > 0 else zero) + vsum(t6)
+        z[k + 7] = (b[k + 7] if b.shape[0] > 0 else zero) + vsum(t7)
+        k += 8
+    while k + 4 <= n_units:
+        o0 = k * n_in
+        o1 = o0 + n_in
+        o2 = o1 + n_in
+        o3 = o2 + n_in
+        t0 = vsplat(a, zero)
+        t1, t2, t3 = t0, t0, t0
+        for j in range(0, whole, L):
+            x = vload(a, j)
+            t0 = vfma(x, vload(W, o0 + j), t0)
+            t1 = vfma(x, vload(W, o1 + j), t1)
+            t2 = vfma(x, vload(W, o2 + j), t2)
+            t3 = vfma(x, vload(W, o3 + j), t3)
+        if tail > 0:
+            x = vload_part(a, whole, tail)
+            t0 = vfma(x, vload_part(W, o0 + whole, tail), t0)
+            t1 = vfma(x, vload_part(W, o1 + whole, tail), t1)
+            t2 = vfma(x, vload_part(W, o2 + whole, tail), t2)
+            t3 = vfma(x, vload_part(W, o3 + whole, tail), t3)
+        z[k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t0)
+        z[k + 1] = (b[k + 1] if b.shape[0] > 0 else zero) + vsum(t1)
+        z[k + 2] = (b[k + 2] if b.shape[0] > 0 else zero) + vsum(t2)
+        z[k + 3] = (b[k + 3] if b.shape[0] > 0 else zero) + vsum(t3)
+        k += 4
+    if k + 2 <= n_units:
+        o0 = k * n_in
+        o1 = o0 + n_in
+        t0 = vsplat(a, zero)
+        t1 = t0
+        for j in range(0, whole, L):
+            x = vload(a, j)
+            t0 = vfma(x, vload(W, o0 + j), t0)
+            t1 = vfma(x, vload(W, o1 + j), t1)
+        if tail > 0:
+            x = vload_part(a, whole, tail)
+            t0 = vfma(x, vload_part(W, o0 + whole, tail), t0)
+            t1 = vfma(x, vload_part(W, o1 + whole, tail), t1)
+        z[k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t0)
+        z[k + 1] = (b[k + 1] if b.shape[0] > 0 else zero) + vsum(t1)
+        k += 2
+    if k < n_units:
+        o0 = k * n_in
+        t0 = vsplat(a, zero)
+        for j in range(0, whole, L):
+            t0 = vfma(vload(a, j), vload(W, o0 + j), t0)
+        if tail > 0:
+            t0 = vfma(vload_part(a, whole, tail), vload_part(W, o0 + whole, tail), t0)
+        z[k] = (b[k] if b.shape[0] > 0 else zero) + vsum(t0)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -10,8 +10,10 @@ where the four-vector build runs a loop instead of a masked block of eight (65-1
 units, 33-63 float64: other sums, other rounding). On an AVX-512 machine the other process
 compiles for AVX2 (NUMBA_CPU_NAME=haswell and the machine's features without AVX-512's, whose
 width is four), so the same bits are also those of an AVX2 machine: the mini-batch kernel's
-dense forward summed in an order of the target's registers before session 62. On an AVX2
-machine it compiles the eight-vector blocks for AVX2 (FASTMLP_REGISTER_BLOCK=8)."""
+dense forward summed in an order of the target's registers before session 62, the per-sample
+kernels' before session 63 (on an AMD EPYC Zen 4, whose LLVM target takes 64-byte vectors where an
+Intel Xeon's takes 32-byte ones, "per-sample 64 float32" differed). On an AVX2 machine it
+compiles the eight-vector blocks for AVX2 (FASTMLP_REGISTER_BLOCK=8)."""
 
 import atexit
 import json
