@@ -12,6 +12,11 @@ including this one::
                               w <- w - lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(s) + eps)
     decoupled decay           w <- w - lr * lambda * w_before, outside g (AdamW, SGDW)
 
+The compiled steps (``fastmlp.kernels.optimizer``) then set a velocity below 1e-30, and Adam's
+moments below floors of about that size, to 0: a state whose gradient stays 0 would decay into
+subnormal numbers and stay there, each step on it a microcode assist on Intel cores. These rules
+do not (within the backends' parity tolerance of them).
+
 The momentum and Adam forms are scikit-learn's (``sklearn.neural_network._stochastic_optimizers``):
 the velocity is a displacement, and eps is added to sqrt(s) with the bias corrections folded
 into the rate. scikit-learn's ``alpha`` is a coupled decay of alpha / batch_size.

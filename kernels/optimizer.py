@@ -85,6 +85,17 @@ mul_add = _python_mul_add if config.DISABLE_JIT else _fma
 
 
 @njit(**KERNEL_OPTIONS)
+def flushed(x):
+    """x, or 0 where |x| < 1e-30 (NaN stays NaN): a velocity or moment state. A parameter whose
+    gradient stays 0 (a pixel never lit, a dead ReLU unit) has its velocity decay by mu per step
+    into subnormal numbers, where round-to-nearest holds it for ever (0.9 times a few of the
+    smallest steps rounds back to itself), and every later step computes on it: Intel cores take
+    a microcode assist for each (an epoch of the 784-300-10 recipe three times slower by its
+    third; BENCHMARKS.md, session 62). A velocity of 1e-30 moves no weight above 1e-23."""
+    return x if abs(x) >= _TINY else x - x
+
+
+@njit(**KERNEL_OPTIONS)
 def plain_update(wi, gi, lr, cd, dd):
     """w after a plain SGD step from gradient gi (coupled decay cd, decoupled dd = lr * decay)."""
     return mul_add(-dd, wi, mul_add(-lr, mul_add(cd, wi, gi), wi))
@@ -92,9 +103,10 @@ def plain_update(wi, gi, lr, cd, dd):
 
 @njit(**KERNEL_OPTIONS)
 def momentum_update(wi, gi, vi, lr, mu, nest, cd, dd):
-    """(w, v) after a momentum step (Nesterov when nest is 1, else 0)."""
+    """(w, v) after a momentum step (Nesterov when nest is 1, else 0); a velocity below 1e-30 is
+    flushed to 0 (``flushed``)."""
     gi = mul_add(cd, wi, gi)
-    vi = mul_add(mu, vi, -(lr * gi))
+    vi = flushed(mul_add(mu, vi, -(lr * gi)))
     step = mul_add(_ONE - nest, vi, nest * mul_add(mu, vi, -(lr * gi)))
     return mul_add(-dd, wi, wi + step), vi
 

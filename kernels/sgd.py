@@ -81,6 +81,7 @@ from .optimizer import (
     N_STEP_SCALARS,
     apply_step,
     drop_threshold_of,
+    flushed,
     kept,
     momentum_update,
     plain_update,
@@ -267,7 +268,7 @@ def _catch_up_row(w, slots, offset, power):
         wi = w[i]
         vi = v[i]
         w[i] = a * wi + b * vi
-        v[i] = c * wi + d * vi
+        v[i] = flushed(c * wi + d * vi)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -297,7 +298,7 @@ def _lazy_sparse_forward(z, W, b, slots, w0, kept_indices, kept_values, m, last,
                 wi = w[i]
                 vi = v[i]
                 wi_now = a * wi + bb * vi
-                v[i] = c * wi + d * vi
+                v[i] = flushed(c * wi + d * vi)
                 w[i] = wi_now
                 z[i] += x * wi_now
         else:
@@ -331,14 +332,14 @@ def _lazy_sparse_step(W, slots, w0, kept_indices, kept_values, m, dz, last, step
                 for i in range(n_hidden):
                     wi = w[i]
                     gi = x * dz[i] + cd * wi
-                    vi = mu * v[i] - lr * gi
+                    vi = flushed(mu * v[i] - lr * gi)
                     v[i] = vi
                     w[i] = wi + (mu * vi - lr * gi) - dd * wi
             else:
                 for i in range(n_hidden):
                     wi = w[i]
                     gi = x * dz[i] + cd * wi
-                    vi = mu * v[i] - lr * gi
+                    vi = flushed(mu * v[i] - lr * gi)
                     v[i] = vi
                     w[i] = wi + vi - dd * wi
     else:
@@ -465,7 +466,9 @@ def _modal_apply(out_1, out_2, in_1, in_2, M):
     """(out_1, out_2) = M (in_1, in_2) elementwise over rows of H (one mode, in_2 and out_2
     empty: out_1 = M[0,0] in_1). Used as (c1 | c2) = Q (w, v) when the call starts and
     (w, v) = B_tau (c1 | c2) at its end, with c1, c2 the two halves of the packed rows (column
-    views: scalar code, once a call); renormalising in place is _modal_renormalise's."""
+    views: scalar code, once a call); renormalising in place is _modal_renormalise's. out_2 (c2,
+    or the velocity) below 1e-30 is flushed to 0 (``optimizer.flushed``), as the stored
+    coordinates are when renormalised: an idle row's decaying mode would go subnormal."""
     dtype = out_1.dtype.type
     m00 = dtype(M[0, 0])
     if in_2.size == 0:
@@ -487,7 +490,7 @@ def _modal_apply(out_1, out_2, in_1, in_2, M):
             a = r1[i]
             b = r2[i]
             o1[i] = m00 * a + m01 * b
-            o2[i] = m10 * a + m11 * b
+            o2[i] = flushed(m10 * a + m11 * b)  # c2 or the velocity
 
 
 @njit(**KERNEL_OPTIONS)
@@ -512,8 +515,8 @@ def _modal_renormalise(packed, M, n_hidden):
         for i in range(n_hidden):
             a = row[i]
             b = row[n_hidden + i]
-            row[i] = m00 * a + m01 * b
-            row[n_hidden + i] = m10 * a + m11 * b
+            row[i] = flushed(m00 * a + m01 * b)
+            row[n_hidden + i] = flushed(m10 * a + m11 * b)
 
 
 @njit(**KERNEL_OPTIONS)
