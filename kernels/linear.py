@@ -542,8 +542,8 @@ def dense_row_forward(z, Wt, b, a):
     (AVX-512) per-sample training gave other last bits than an AVX2 build (BENCHMARKS.md, session
     63). The units only group the sums: with AVX-512 eight a pass (eight sums in flight, each
     load of the inputs serving eight), then four, two, one. Rows are read at offsets of one flat
-    view: a view per row cost two reference-count calls around each pass (a 10x128 layer 1.26x
-    the old loop's time; 0.98-1.01x this way, 10x800 0.84-1.01x, 10x64 1.26-1.47x, 64x128
+    view: a view per row left reference-count calls around each pass (a 10x128 layer 1.26-1.39x
+    the old loop's time; 0.70-1.02x this way, 10x800 0.84-1.01x, 10x64 1.26-1.47x, 64x128
     0.72-0.92x; Zen 4, ``bench/experiments/dense_row_forward.py``)."""
     n_units = z.shape[0]
     n_in = a.shape[0]
