@@ -17,6 +17,7 @@ AVX2, so nothing here depends on the CPU kind.
     hload_part(a, i, m)      its masked form, as vload_part
     hzeros(a)                a half-width vector of zeros
     vsum(v)                  the sum of v's lanes (of either width), in one order on every target
+    vfold(u, v, level)       one level of vsum's tree for many sums at once (below)
 
 ``vsum`` adds the upper half of the lanes to the lower half, lane by lane, until one lane is
 left: for 8 lanes ``((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))``, whatever
@@ -26,6 +27,14 @@ operations that have none, and with it LLVM may turn such a tree into its own re
 order that follows the target's register width. (Loops that LLVM vectorises itself sum in such an
 order: the mini-batch kernel's dense forward gave other last bits on AVX2 than on AVX-512 until
 it was written with these, BENCHMARKS.md session 62.)
+
+``vfold`` takes two vectors of one type whose lanes are segments of ``lanes >> (level - 1)``
+(level 1: each vector one segment) and returns one vector of segments half as long: each of u's
+segments, then each of v's, its lower half added to its upper half lane by lane, vsum's step.
+Folding the partial-sum vectors of U sums pairwise, level by level (one vector folded with
+itself once the pairs run out), leaves the U sums in the first U lanes, each the same bits as
+its vsum: eight sums in seven folds and a last one, where eight vsums took 32 additions and as
+many shuffles. Segments shorter than 2 are not folded (u is returned).
 
 ``a`` is a C-contiguous 1-d float array (anything else is a typing error). ``m`` is clamped to
 [0, lanes]; the ``_part`` versions are masked moves (llvm.masked.load and .store) that touch
@@ -163,6 +172,17 @@ def python_vsum(v):
         half = v.shape[0] // 2
         v = v[:half] + v[half:]
     return v[0]
+
+
+def python_vfold(u, v, level):
+    u, v = np.asarray(u), np.asarray(v)
+    n = u.shape[0]
+    size = n >> (int(level) - 1)
+    if size < 2:
+        return u.copy()
+    half = size // 2
+    segments = np.concatenate([u, v]).reshape(-1, size)
+    return (segments[:, :half] + segments[:, half:]).reshape(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +384,29 @@ def _vsum(typingctx, v):
 
 
 @intrinsic
+def _vfold(typingctx, u, v, level):
+    if not (isinstance(u, Vec) and u == v):
+        raise TypingError(f"vfold needs two vectors of one type, not {u}, {v}")
+    if not isinstance(level, types.IntegerLiteral):
+        raise TypingError(f"vfold's level must be a literal integer, not {level}")
+    n = u.lanes
+    size = n >> (level.literal_value - 1)
+
+    def codegen(context, builder, sig, args):
+        if size < 2:
+            return args[0]
+        half = size // 2
+        starts = range(0, 2 * n, size)  # the segments of u, then of v, in the pair's 2n lanes
+        take = [ir.Constant(ir.VectorType(ir.IntType(32), n), [i + h for start in starts for i in range(start, start + half)])
+                for h in (0, half)]
+        x = builder.fadd(builder.shuffle_vector(args[0], args[1], take[0]), builder.shuffle_vector(args[0], args[1], take[1]))
+        x.flags.append("contract")  # as vsum's
+        return x
+
+    return u(u, v, level), codegen
+
+
+@intrinsic
 def _lanes(typingctx, a):
     n = VECTOR_BYTES // (a.dtype.bitwidth // 8)
 
@@ -378,7 +421,9 @@ if config.DISABLE_JIT:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         python_lanes, python_vload, python_vload_part, python_vstore, python_vstore_part, python_vsplat, python_vfma)
     hload, hload_part, hzeros, vsum = python_hload, python_hload_part, python_hzeros, python_vsum
+    vfold = python_vfold
 else:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         _lanes, _vload, _vload_part, _vstore, _vstore_part, _vsplat, _vfma)
     hload, hload_part, hzeros, vsum = _hload, _hload_part, _hzeros, _vsum
+    vfold = _vfold

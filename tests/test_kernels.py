@@ -14,7 +14,8 @@ from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.activation import activation_row_forward, fast_exp
 from fastmlp.kernels import vectors
 from fastmlp.kernels.codes import SIGMOID, TANH
-from fastmlp.kernels.vectors import hload, hload_part, hzeros, lanes, vfma, vload, vload_part, vsplat, vstore, vstore_part, vsum
+from fastmlp.kernels.vectors import (hload, hload_part, hzeros, lanes, vfma, vfold, vload, vload_part, vsplat, vstore,
+                                     vstore_part, vsum)
 from fastmlp.network import ACTIVATIONS
 
 DTYPES = [np.float32, np.float64]
@@ -744,6 +745,61 @@ def test_vsum_adds_the_lanes_in_one_order(dtype):
     a = np.zeros(n_lanes, dtype)
     a[[0, n_lanes // 2, 1]] = big, -big, 1  # (big + -big) + 1 in the tree; left to right, 1 is lost
     assert lane_sums(a, 0, n_lanes)[0] == 1
+
+
+@njit(**KERNEL_OPTIONS)
+def _folded_sums(T, out):
+    """out[:8] = the eight rows of T (one vector each) summed by folds, out[8:16] by vsum."""
+    t0, t1, t2, t3 = vload(T[0], 0), vload(T[1], 0), vload(T[2], 0), vload(T[3], 0)
+    t4, t5, t6, t7 = vload(T[4], 0), vload(T[5], 0), vload(T[6], 0), vload(T[7], 0)
+    c = vfold(vfold(vfold(t0, t1, 1), vfold(t2, t3, 1), 2), vfold(vfold(t4, t5, 1), vfold(t6, t7, 1), 2), 3)
+    vstore_part(out, 0, vfold(c, c, 4), 8)
+    for k in range(8):
+        out[8 + k] = vsum(vload(T[k], 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vfold_sums_many_vectors_as_vsum_sums_each(dtype):
+    big = dtype(1e8 if dtype == np.float32 else 1e16)
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(2)
+    for trial in range(20):
+        T = rng.choice(np.array([big, -big, 1, -1, 0.5, 3], dtype), (8, n_lanes)).astype(dtype)
+        out = np.zeros(16, dtype)
+        _folded_sums(T, out)
+        expected = [vectors.python_vsum(row) for row in T]
+        assert list(out[:8]) == list(out[8:]) == expected, trial
+        # the plain-Python fold (NUMBA_DISABLE_JIT's) alike
+        fold = vectors.python_vfold
+        c = fold(fold(fold(T[0], T[1], 1), fold(T[2], T[3], 1), 2), fold(fold(T[4], T[5], 1), fold(T[6], T[7], 1), 2), 3)
+        assert list(fold(c, c, 4)[:8]) == expected, trial
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_per_sample_dense_forward_gives_each_unit_its_sum_alone(dtype):
+    """dense_row_forward's passes (eight units with AVX-512, four, two: their sums folded
+    together; one unit: vsum) group the same sums: each unit's output is the bits it gets as a
+    layer of its own, with and without a bias, for widths with and without a masked last
+    vector, and near the float sum."""
+    from fastmlp.kernels.linear import dense_row_forward
+
+    rng = np.random.default_rng(3)
+    n_lanes = vectors.VECTOR_BYTES // np.dtype(dtype).itemsize
+    for n_in in (1, 7, n_lanes, n_lanes + 3, 64, 100):
+        for n_out in (1, 2, 3, 4, 5, 8, 9, 10, 13, 17):
+            Wt = rng.standard_normal((n_out, n_in)).astype(dtype)
+            a = rng.standard_normal(n_in).astype(dtype)
+            for b in (rng.standard_normal(n_out).astype(dtype), np.zeros(0, dtype)):
+                z = np.full(n_out, np.nan, dtype)
+                dense_row_forward(z, Wt, b, a)
+                alone = np.empty(n_out, dtype)
+                for k in range(n_out):
+                    one = np.empty(1, dtype)
+                    dense_row_forward(one, Wt[k : k + 1].copy(), b[k : k + 1].copy(), a)
+                    alone[k] = one[0]
+                np.testing.assert_array_equal(z, alone, err_msg=f"{n_in} inputs, {n_out} units, bias {b.size > 0}")
+                exact = Wt.astype(np.float64) @ a + (b if b.size else 0)
+                np.testing.assert_allclose(z, exact, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 
 def _dense_forward(units, rows, n_in, Wt, b):
