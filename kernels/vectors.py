@@ -33,8 +33,8 @@ it was written with these, BENCHMARKS.md session 62.)
 segments, then each of v's, its lower half added to its upper half lane by lane, vsum's step.
 Folding the partial-sum vectors of U sums pairwise, level by level (one vector folded with
 itself once the pairs run out), leaves the U sums in the first U lanes, each the same bits as
-its vsum: eight sums in seven folds and a last one, where eight vsums took 32 additions and as
-many shuffles. Segments shorter than 2 are not folded (u is returned).
+its vsum: eight float32 sums in eight folds (8 additions, 16 shuffles), where eight vsums take
+32 additions and 64 shuffles. Segments shorter than 2 are not folded (u is returned).
 
 ``a`` is a C-contiguous 1-d float array (anything else is a typing error). ``m`` is clamped to
 [0, lanes]; the ``_part`` versions are masked moves (llvm.masked.load and .store) that touch
