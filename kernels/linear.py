@@ -590,7 +590,7 @@ def dense_row_forward(z, Wt, b, a):
     Rows are read at offsets of one flat view (``flat_borrowed``): a view per row left
     reference-count calls around each pass, and a reshape called into Numba's runtime. This
     function's time against the old loop's (``bench/experiments/dense_row_forward.py``, Zen 4):
-    0.67-1.03x for layers of 10x100 to 150x500, 1.14-1.23x for 10x64 (three runs); built for AVX2
+    0.66-1.03x for layers of 10x100 to 150x500, 1.14-1.23x for 10x64 (three runs); built for AVX2
     0.68-0.91x, 10x64 1.19x and 10x100 1.11x (one run)."""
     n_units = z.shape[0]
     n_in = a.shape[0]
