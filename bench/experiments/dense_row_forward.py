@@ -47,10 +47,11 @@ def _timed(function):
     return calls
 
 
-def main():
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print(f"{cpu_name()}, register block {REGISTER_BLOCK}: best ns a call over {rounds} rounds")
-    versions = {"before": _timed(loop_before), "now": _timed(linear.dense_row_forward)}
+def best_times(versions, rounds):
+    """{(units, inputs): {name: best seconds a call}} for each shape of SHAPES, the versions
+    (name: function of dense_row_forward's arguments) called in turn each round."""
+    timed = {name: _timed(function) for name, function in versions.items()}
+    results = {}
     for units, inputs in SHAPES:
         rng = np.random.default_rng(0)
         Wt = rng.standard_normal((units, inputs)).astype(np.float32)
@@ -58,14 +59,22 @@ def main():
         a = rng.standard_normal(inputs).astype(np.float32)
         z = np.zeros(units, np.float32)
         n = max(1000, int(2e7 // (units * inputs)))
-        best = {}
-        for name, calls in versions.items():
+        for calls in timed.values():
             calls(z, Wt, b, a, 10)
+        best = {}
         for _ in range(rounds):  # the versions in turn
-            for name, calls in versions.items():
+            for name, calls in timed.items():
                 start = time.perf_counter()
                 calls(z, Wt, b, a, n)
                 best[name] = min(best.get(name, np.inf), (time.perf_counter() - start) / n)
+        results[units, inputs] = best
+    return results
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    print(f"{cpu_name()}, register block {REGISTER_BLOCK}: best ns a call over {rounds} rounds")
+    for (units, inputs), best in best_times({"before": loop_before, "now": linear.dense_row_forward}, rounds).items():
         print(f"{units:4d} x {inputs:4d}: before {best['before'] * 1e9:7.0f}  now {best['now'] * 1e9:7.0f}  "
               f"now / before {best['now'] / best['before']:.2f}")
 

@@ -11,9 +11,7 @@ offsets of ``Wt.reshape(Wt.size)``; ``eight_units``: that, eight units a pass fi
 bits as the kept version in every case (two_vectors and four_halves sum in other orders).
 """
 import sys
-import time
 
-import numpy as np
 from numba import njit
 
 from fastmlp.bench.machine import cpu_name
@@ -22,7 +20,7 @@ from fastmlp.kernels._config import KERNEL_OPTIONS
 from fastmlp.kernels.vectors import hload, hload_part, hzeros, lanes, vfma, vload, vload_part, vsplat, vsum
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from dense_row_forward import SHAPES, _timed, loop_before  # noqa: E402
+from dense_row_forward import best_times, loop_before  # noqa: E402
 
 
 @njit(**KERNEL_OPTIONS)
@@ -356,22 +354,7 @@ def main():
     print(f"{cpu_name()}: best ns a call over {rounds} rounds, and against the loop before")
     versions = {"before": loop_before, "views": views, "two_vectors": two_vectors, "four_halves": four_halves,
                 "flat_reshape": flat_reshape, "eight_units": eight_units, "kept": linear.dense_row_forward}
-    timed = {name: _timed(function) for name, function in versions.items()}
-    for units, inputs in SHAPES:
-        rng = np.random.default_rng(0)
-        Wt = rng.standard_normal((units, inputs)).astype(np.float32)
-        b = rng.standard_normal(units).astype(np.float32)
-        a = rng.standard_normal(inputs).astype(np.float32)
-        z = np.zeros(units, np.float32)
-        n = max(1000, int(2e7 // (units * inputs)))
-        for calls in timed.values():
-            calls(z, Wt, b, a, 10)
-        best = {}
-        for _ in range(rounds):
-            for name, calls in timed.items():
-                start = time.perf_counter()
-                calls(z, Wt, b, a, n)
-                best[name] = min(best.get(name, np.inf), (time.perf_counter() - start) / n)
+    for (units, inputs), best in best_times(versions, rounds).items():
         print(f"{units:4d} x {inputs:4d}: before {best['before'] * 1e9:6.0f} ns; "
               + ", ".join(f"{name} {best[name] / best['before']:.2f}x" for name in versions if name != "before"))
 
