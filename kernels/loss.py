@@ -25,6 +25,7 @@ from numba import njit
 
 from ._config import KERNEL_OPTIONS
 from .activation import fast_exp, sigmoid
+from .vectors import ordered_add
 from .codes import SIGMOID_BCE, SOFTMAX_CROSS_ENTROPY, SOFTMAX_MSE  # IDENTITY_MSE: the "else"
 
 
@@ -45,7 +46,7 @@ def _softmax_row(p, z):
         p[k] = fast_exp(z[k] - shift)
     total = np.float32(0.0)
     for k in range(p.shape[0]):
-        total += p[k]
+        total = ordered_add(total, p[k])
     scale = np.float32(1.0) / total
     for k in range(z.shape[0]):
         p[k] *= scale
@@ -77,7 +78,7 @@ def loss_row_forward(p, z, labels, targets, row, loss):
         total = np.float32(0.0)
         for k in range(p.shape[0]):
             g = p[k] - (np.float32(1.0) if k == label else np.float32(0.0))
-            total += g * g
+            total = ordered_add(total, g * g)
         return half * total, correct
     t = targets[row]
     if loss == SIGMOID_BCE:
@@ -86,7 +87,7 @@ def loss_row_forward(p, z, labels, targets, row, loss):
         total = np.float32(0.0)
         for k in range(z.shape[0]):
             x = z[k]
-            total += max(x, np.float32(0.0)) - x * t[k] + np.log1p(fast_exp(-abs(x)))
+            total = ordered_add(total, max(x, np.float32(0.0)) - x * t[k] + np.log1p(fast_exp(-abs(x))))
         correct = 1
         for k in range(z.shape[0]):
             predicted = np.float32(1.0) if p[k] > half else np.float32(0.0)
@@ -98,7 +99,7 @@ def loss_row_forward(p, z, labels, targets, row, loss):
     total = np.float32(0.0)
     for k in range(z.shape[0]):
         g = z[k] - t[k]
-        total += g * g
+        total = ordered_add(total, g * g)
     return half * total, 0
 
 
@@ -116,7 +117,7 @@ def loss_row_backward(dz, p, labels, targets, row, loss):
             dz[k] = p[k] - (np.float32(1.0) if k == label else np.float32(0.0))  # g
         p_dot_g = np.float32(0.0)
         for k in range(p.shape[0]):
-            p_dot_g += p[k] * dz[k]
+            p_dot_g = ordered_add(p_dot_g, p[k] * dz[k])
         for k in range(p.shape[0]):
             dz[k] = p[k] * (dz[k] - p_dot_g)  # full softmax Jacobian applied to g
     else:

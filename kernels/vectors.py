@@ -18,6 +18,7 @@ AVX2, so nothing here depends on the CPU kind.
     hzeros(a)                a half-width vector of zeros
     vsum(v)                  the sum of v's lanes (of either width), in one order on every target
     vfold(u, v, level)       one level of vsum's tree for many sums at once (below)
+    ordered_add(x, y)        x + y for two floats, an addition LLVM may not regroup (below)
 
 ``vsum`` adds the upper half of the lanes to the lower half, lane by lane, until one lane is
 left: for 8 lanes ``((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))``, whatever
@@ -35,6 +36,12 @@ Folding the partial-sum vectors of U sums pairwise, level by level (one vector f
 itself once the pairs run out), leaves the U sums in the first U lanes, each the same bits as
 its vsum: eight float32 sums in eight folds (8 additions, 16 shuffles), where eight vsums take
 32 additions and 64 shuffles. Segments shorter than 2 are not folded (u is returned).
+
+``ordered_add`` is one scalar addition with vsum's flag of its own: a loop that accumulates
+with it sums in index order on every target, where ``total += x`` (with the kernels' fast-math
+flags) lets LLVM split the sum over vector lanes, as wide as the target's: the loss rows' sums
+over the outputs (the softmax normaliser, softmax+MSE's p.g, the MSE and BCE losses) and a
+batch's loss total gave other last bits on AVX-512 than on AVX2 (audit 68, session 63).
 
 ``a`` is a C-contiguous 1-d float array (anything else is a typing error). ``m`` is clamped to
 [0, lanes]; the ``_part`` versions are masked moves (llvm.masked.load and .store) that touch
@@ -183,6 +190,10 @@ def python_vfold(u, v, level):
     half = size // 2
     segments = np.concatenate([u, v]).reshape(-1, size)
     return (segments[:, :half] + segments[:, half:]).reshape(n)
+
+
+def python_ordered_add(x, y):
+    return x + y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +418,21 @@ def _vfold(typingctx, u, v, level):
 
 
 @intrinsic
+def _ordered_add(typingctx, x, y):
+    if not (isinstance(x, types.Float) and isinstance(y, types.Float)):
+        raise TypingError(f"ordered_add needs two floats, not {x}, {y}")
+    result = typingctx.unify_types(x, y)
+
+    def codegen(context, builder, sig, args):
+        total = builder.fadd(context.cast(builder, args[0], sig.args[0], result),
+                             context.cast(builder, args[1], sig.args[1], result))
+        total.flags.append("contract")  # as vsum's: Numba's fast-math pass leaves it without reassoc
+        return total
+
+    return result(x, y), codegen
+
+
+@intrinsic
 def _lanes(typingctx, a):
     n = VECTOR_BYTES // (a.dtype.bitwidth // 8)
 
@@ -421,9 +447,9 @@ if config.DISABLE_JIT:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         python_lanes, python_vload, python_vload_part, python_vstore, python_vstore_part, python_vsplat, python_vfma)
     hload, hload_part, hzeros, vsum = python_hload, python_hload_part, python_hzeros, python_vsum
-    vfold = python_vfold
+    vfold, ordered_add = python_vfold, python_ordered_add
 else:
     lanes, vload, vload_part, vstore, vstore_part, vsplat, vfma = (
         _lanes, _vload, _vload_part, _vstore, _vstore_part, _vsplat, _vfma)
     hload, hload_part, hzeros, vsum = _hload, _hload_part, _hzeros, _vsum
-    vfold = _vfold
+    vfold, ordered_add = _vfold, _ordered_add

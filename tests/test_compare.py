@@ -94,19 +94,26 @@ def test_float32_runs_are_judged_by_their_distance_from_a_float64_run():
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_float32_adam_relu_that_parts_from_float64_is_no_fault(mnist):
-    # Adam at its default rate, relu, batch 32: after two epochs a hidden unit of each float32 run
-    # lies 2e-2 of max|W| from the float64 run's (the backends in float64: 1e-13 apart). The bound
-    # of the two float32 runs side by side (1e-2) called this a fault.
+    # Adam at its default rate, relu, batch 32: float32 runs part from the float64 one by several
+    # 1e-2 of max|W| (the backends in float64: 1e-13 apart). The bound of the two float32 runs side
+    # by side (1e-2) called this a fault. Seed 2: the NumPy float32 run from the seed's weights and
+    # from five starts 1 ulp away all part from float64 by the same 4.5e-2 after epoch 1, 1.6e-1
+    # after epoch 2 (`bench/experiments/float32_paths.py 2`, Zen 4, 2026-12-07), so the case does
+    # not hang on the compiled run's last bits. Seed 0 did: those six runs took three paths
+    # (1e-5 or 1.7e-2 after epoch 1), and the compiled run took the rarer one once its softmax
+    # normaliser summed in index order (session 64): a part that no comparison of two runs tells
+    # from a fault.
     X, y, X_test, y_test = mnist
 
     def make(backend):
-        return MLP([784, 64, 10], activation="relu", seed=0, backend=backend)
+        return MLP([784, 64, 10], activation="relu", seed=2, backend=backend)
 
     result = compare_backends(make, X[:16000], y[:16000], X_test[:2000], y_test[:2000], epochs=2,
                               fit_kwargs={"batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
                               tolerance=TOLERANCES["float32"])
-    last = result["epochs"][-1]
-    assert last["max_abs_weight_diff_from_float64"]["numpy"] > 1e-3 * last["max_abs_weight"]
+    for record in result["epochs"]:
+        apart = record["max_abs_weight_diff_from_float64"]
+        assert min(apart.values()) > 1e-2 * record["max_abs_weight"]  # both float32 runs far from float64
     assert result["agree"] is True
 
 

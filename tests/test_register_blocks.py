@@ -27,8 +27,11 @@ import pytest
 
 pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the block width is a compiled kernel's")
 
-# name: (hidden units, dtype, batch size, momentum); momentum > 0 runs the general per-sample
-# kernel (with weight decay 1e-4), batch 1 the per-sample kernels, more the mini-batch kernel.
+# name: (hidden units, dtype, batch size, momentum[, outputs, loss, output]); momentum > 0 runs the
+# general per-sample kernel (with weight decay 1e-4), batch 1 the per-sample kernels, more the
+# mini-batch kernel; 10 classes, softmax and cross-entropy unless said. The last four: the loss
+# rows' sums over the outputs and a batch's loss total, which LLVM vectorised in an order of the
+# target's vectors before audit 68 (session 63; their output widths differed, 10 did not always).
 CASES = {
     "per-sample 64 float32 (one block of four)": (64, "float32", 1, 0.0),
     "per-sample 128 float32": (128, "float32", 1, 0.0),
@@ -39,8 +42,12 @@ CASES = {
     "mini-batch 128 float32": (128, "float32", 16, 0.0),
     "mini-batch 100 float32 (padded gradient rows; masked block or loop)": (100, "float32", 16, 0.0),
     "mini-batch 256 float32 (the dense forward two or four units a pass)": (256, "float32", 16, 0.0),
+    "per-sample 64 float32, 17 classes, softmax and MSE": (64, "float32", 1, 0.0, 17, "mse", "softmax"),
+    "per-sample 128 float32, 100 classes": (128, "float32", 1, 0.0, 100, "cross_entropy", "softmax"),
+    "mini-batch 128 float64, 33 classes": (128, "float64", 16, 0.0, 33, "cross_entropy", "softmax"),
+    "mini-batch 128 float32, 7 outputs, regression": (128, "float32", 16, 0.0, 7, "mse", "identity"),
 }
-SAME_BITS = [name for name, (hidden, dtype, _, _) in CASES.items() if hidden % (64 // np.dtype(dtype).itemsize * 4) == 0]
+SAME_BITS = [name for name, (hidden, dtype, *_) in CASES.items() if hidden % (64 // np.dtype(dtype).itemsize * 4) == 0]
 
 TRAIN = r"""
 import json, sys
@@ -54,12 +61,15 @@ def train(cases, folder):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(96, 50), dtype=np.uint8)
     X[rng.random(X.shape) < 0.6] = 0
-    y = rng.integers(0, 10, 96)
-    for index, (name, (hidden, dtype, batch, momentum)) in enumerate(cases.items()):
-        model = fastmlp.MLP([50, hidden, 10], dtype=dtype, threads=1, seed=3)
+    for index, (name, (hidden, dtype, batch, momentum, *rest)) in enumerate(cases.items()):
+        outputs, loss, output = rest or (10, "cross_entropy", "softmax")
+        y = rng.integers(0, outputs, 96) if output == "softmax" else rng.standard_normal((96, outputs))
+        model = fastmlp.MLP([50, hidden, outputs], dtype=dtype, threads=1, seed=3, loss=loss, output=output)
         model.fit(X, y, epochs=2, batch_size=batch, momentum=momentum, weight_decay=1e-4 if momentum else 0.0,
                   progress=False)
-        np.save(f"{folder}/{index}.npy", model.params_)
+        # the weights, then each epoch's mean training loss (which the adaptive rate and early
+        # stopping without validation data watch)
+        np.save(f"{folder}/{index}.npy", np.concatenate([model.params_.astype(np.float64), model.history_.loss]))
     return vectors.REGISTER_BLOCK
 
 if __name__ == "__main__":
@@ -113,8 +123,8 @@ def test_both_register_block_widths_train_to_the_same_weights(background, tmp_pa
     assert width == _other_width()
     assert not avx512  # (the AVX2 build where this machine has AVX-512; AVX2's own features elsewhere)
     assert _train(CASES, tmp_path) == 12 - width  # this process: the host's own width
-    assert len(SAME_BITS) == 7
-    for index, (name, (_, dtype, _, _)) in enumerate(CASES.items()):
+    assert len(SAME_BITS) == 11
+    for index, (name, (_, dtype, *_)) in enumerate(CASES.items()):
         here = np.load(tmp_path / f"{index}.npy")
         there = np.load(os.path.join(folder, f"{index}.npy"))
         if name in SAME_BITS:
