@@ -1,0 +1,118 @@
+"""Per-sample SGD on one and two threads, round by round (session 64, issue 11's 1.4x).
+
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py widths [ROUNDS] [H,H,...]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py pinned [ROUNDS]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py per-cpu [ROUNDS]
+
+``widths``: 784-H-10 sigmoid, float32, one MNIST epoch a round, one thread then two alternating;
+the best epoch of each (microseconds a sample) and every round's ratio, sorted. ``pinned``: at
+128 units, one thread, two threads as the library runs them, and two threads each pinned to a
+CPU of its own (``os.sched_setaffinity`` in each worker), alternating. ``per-cpu``: one thread
+pinned to each CPU in turn, 20,000 samples a round, with the time: whether one core runs slower
+at times. Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from fastmlp import load_mnist, trainer
+from fastmlp.backends import make_backend
+from fastmlp.kernels import _threads
+from fastmlp.kernels import sgd
+from fastmlp.network import Architecture, init_params
+
+X, y, _, _ = load_mnist()
+ORDER = np.random.default_rng(0).permutation(len(y)).astype(np.int64)
+
+
+def setup(hidden, threads):
+    arch = Architecture([784, hidden, 10], "sigmoid", "cross_entropy", dtype="float32")
+    start = init_params(arch, "xavier", seed=0)
+    backend = make_backend("numba", arch, threads)
+    data = backend.prepare(X)
+    backend.warmup(start.copy(), data, y, 1)
+    return backend, data, start
+
+
+def epoch(side, order=ORDER):
+    backend, data, start = side
+    params = start.copy()
+    tic = time.perf_counter()
+    trainer.train_epoch(backend, params, data, y, order, 0.1, 1)
+    return time.perf_counter() - tic
+
+
+def pinned_run_workers(work, threads, abort):
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def pinned(thread):
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpus[thread % len(cpus)]})  # this thread's alone (Linux)
+        try:
+            work(thread)
+        finally:
+            os.sched_setaffinity(0, before)
+
+    return _threads.run_workers(pinned, threads, abort)
+
+
+def report(name, one, other):
+    ratios = sorted(a / b for a, b in zip(one, other))
+    print(f"  {name}: best {min(other) * 1e6 / len(y):.3f} us/sample (one thread {min(one) * 1e6 / len(y):.3f}), "
+          f"round ratios {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+
+
+def widths(rounds, hidden_sizes):
+    for hidden in hidden_sizes:
+        one, two = setup(hidden, 1), setup(hidden, 2)
+        times = {1: [], 2: []}
+        for _ in range(rounds):
+            times[1].append(epoch(one))
+            times[2].append(epoch(two))
+        print(f"784-{hidden}-10:")
+        report("two threads", times[1], times[2])
+
+
+def pinned(rounds):
+    one, two = setup(128, 1), setup(128, 2)
+    times = {"one": [], "two": [], "pinned": []}
+    try:
+        for _ in range(rounds):
+            for name in times:
+                sgd.run_workers = pinned_run_workers if name == "pinned" else _threads.run_workers
+                times[name].append(epoch(one if name == "one" else two))
+    finally:
+        sgd.run_workers = _threads.run_workers
+    print("784-128-10:")
+    report("two threads", times["one"], times["two"])
+    report("two threads, pinned", times["one"], times["pinned"])
+
+
+def per_cpu(rounds):
+    one = setup(128, 1)
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        for _ in range(rounds):
+            row = []
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                row.append(epoch(one, ORDER[:20000]) * 1e6 / 20000)
+            print(time.strftime("%H:%M:%S ") + "  ".join(f"cpu{c} {t:.3f} us/sample" for c, t in zip(cpus, row)),
+                  flush=True)
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    if mode == "widths":
+        widths(rounds, [int(h) for h in sys.argv[3].split(",")] if len(sys.argv) > 3 else [32, 64, 128, 256, 512])
+    elif mode == "pinned":
+        pinned(rounds)
+    elif mode == "per-cpu":
+        per_cpu(rounds)
+    else:
+        sys.exit(f"unknown mode {mode!r}: widths, pinned or per-cpu")
