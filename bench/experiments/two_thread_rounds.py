@@ -3,13 +3,16 @@
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py widths [ROUNDS] [H,H,...]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py pinned [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py per-cpu [ROUNDS]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py alone [ROUNDS]
 
 ``widths``: 784-H-10 sigmoid, float32, one MNIST epoch a round, one thread then two alternating;
 the best epoch of each (microseconds a sample) and every round's ratio, sorted. ``pinned``: at
 128 units, one thread, two threads as the library runs them, and two threads each pinned to a
 CPU of its own (``os.sched_setaffinity`` in each worker), alternating. ``per-cpu``: one thread
 pinned to each CPU in turn, 20,000 samples a round, with the time: whether one core runs slower
-at times. Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
+at times. ``alone``: two-thread rounds at 128 units one after another, each with the 4 KiB
+offsets of the arrays the threaded kernel copies for its threads in its first call (whether a slow round goes with
+an alignment). Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
 """
 import os
 import sys
@@ -105,6 +108,26 @@ def per_cpu(rounds):
         os.sched_setaffinity(0, set(cpus))
 
 
+def alone(rounds):
+    two = setup(128, 2)
+    offsets = []
+
+    def logged(array):
+        copy = _threads.cache_aligned(array)
+        offsets.append(copy.ctypes.data % 4096)
+        return copy
+
+    sgd.cache_aligned = logged
+    try:
+        for _ in range(rounds):
+            offsets.clear()
+            seconds = epoch(two)
+            # the first call's arrays (each thread's stats, W1, b1, W2t and b2 blocks); later calls repeat them here
+            print(f"{seconds * 1e6 / len(y):.3f} us/sample, offsets {offsets[:10]}", flush=True)
+    finally:
+        sgd.cache_aligned = _threads.cache_aligned
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -114,5 +137,7 @@ if __name__ == "__main__":
         pinned(rounds)
     elif mode == "per-cpu":
         per_cpu(rounds)
+    elif mode == "alone":
+        alone(rounds)
     else:
-        sys.exit(f"unknown mode {mode!r}: widths, pinned or per-cpu")
+        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu or alone")
