@@ -340,6 +340,7 @@ def _part_sparse_gradient(
     """dW[j, :n_out] += sum_B x[B,j] dz[B,:] for the part's nonzero (and, with input dropout,
     kept) inputs j of the batch's rows (spans[r, part]); dW is the first layer's gradient, or
     its padded rows (_padded_gradient). Row r is the (first_sample + r)-th sample trained."""
+    dW, deltas, spans, indices, values = borrowed(dW), borrowed(deltas), borrowed(spans), borrowed(indices), borrowed(values)
     for r in range(deltas.shape[0]):
         dz = deltas[r, :n_out]
         p = spans[r, part, 0]
@@ -882,6 +883,8 @@ def _part_forward(
     of eight vectors; elsewhere (REGISTER_BLOCK 4: eight 64-byte accumulators would spill) in
     two blocks of four at exactly 8L (the same sums: 1.26-1.32x on an AMD EPYC Zen 3 at 128
     units, batch 128), else in _sparse_forward8's loop (1.13x at 100 units, Adam batch 200)."""
+    partials, spans, params, batch = borrowed(partials), borrowed(spans), borrowed(params), borrowed(batch)
+    part_ptr, indices, values = borrowed(part_ptr), borrowed(indices), borrowed(values)
     W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
     no_bias = b[:0]  # partial sums: the bias is added in step 2
     for r in range(batch.shape[0]):
@@ -1205,6 +1208,8 @@ def _block_forward_backward(
     With hidden dropout (threshold > 0) a hidden layer's units hold the kept outputs times
     keep_scale, or 0 (what the next layer reads), and raw[r] the outputs before that (what the
     activation's derivative is taken of); row r is the (first_number + r)-th sample trained."""
+    units, raw, deltas, partials = borrowed(units), borrowed(raw), borrowed(deltas), borrowed(partials)
+    params, weights_t, targets = borrowed(params), borrowed(weights_t), borrowed(targets)
     r0, r1 = rows
     n_layers = layer_sizes.shape[0] - 1
     _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
