@@ -319,3 +319,85 @@ def test_runs_must_stop_together_as_near_as_float32_allows(rng, synth):
     result = compare_backends(make, X, y, X, y, epochs=30, fit_kwargs=options, tolerance=TOLERANCES["float32"])
     assert result["agree"] is True and len(result["epochs"]) < 30
     assert result["epochs"][-1]["stopped"]["numba"] == result["epochs"][-1]["stopped"]["numpy"] is not None
+
+
+class _PartsFromTheSeedsStart(MLP):
+    """A compiled run that parts from the float64 one only from the seed's exact weights, as a
+    float32 run whose last bits put a unit on the other side of a kink (``jump`` after its first
+    epoch); with ``fault``, every step that much longer, from any start."""
+
+    jump, fault = 0.0, 1.0
+
+    def _initialize(self, symmetry_warning=True):
+        super()._initialize(symmetry_warning)
+        self.seeds_start_ = self.params_.copy()
+        return self
+
+    def partial_fit(self, X, y, **options):
+        from_the_seeds_start = self.epochs_trained_ == 0 and np.array_equal(self.params_, self.seeds_start_)
+        history = super().partial_fit(X, y, **{**options, "lr": options["lr"] * self.fault})
+        if from_the_seeds_start:
+            self.params_[:50] += np.float32(self.jump)
+        return history
+
+
+@pytest.mark.parametrize("jump, fault, rounding", [(0.05, 1.0, True), (0.0, 1.05, False), (0.05, 1.05, False)])
+def test_float32_compiled_runs_from_nudged_starts_tell_a_part_by_the_last_bits_from_a_fault(
+    capsys, monkeypatch, rng, synth, jump, fault, rounding
+):
+    # a part that hangs on the start's last bits: the compiled run from a start 1 ulp away comes back
+    # within tolerance; a fault stays out from every start (audit 70)
+    X, y = synth.digits(rng, 200)
+
+    def make(backend):
+        model = (_PartsFromTheSeedsStart if backend == "numba" else MLP)([784, 8, 10], seed=0, backend=backend)
+        model.jump, model.fault = (jump, fault) if backend == "numba" else (0.0, 1.0)
+        return model
+
+    result = compare_backends(make, X, y, X, y, epochs=2, fit_kwargs={"batch_size": 4, "lr": 0.1},
+                              tolerance=TOLERANCES["float32"])
+    assert result["agree"] is False and result["chaotic"] is False  # stable training: a nudge moves it by ~1e-7
+    assert result["rounding"] is rounding
+    assert result["compiled_probes"] == ([True] if rounding else [False] * 5)
+    # and the CLI says which: the exit status stays the bounds' (1)
+    import fastmlp.cli as cli
+    import fastmlp.compare
+
+    monkeypatch.setattr(fastmlp.compare, "compare_backends", lambda *args, **kwargs: result)
+    monkeypatch.setattr(cli, "_data", lambda args: (X, y, X, y))
+    status = main(["compare", "--layers", "784,8,10", "--epochs", "2", "--batch-size", "4"])
+    out = capsys.readouterr().out
+    assert status == 1 and "BACKENDS DIFFER" in out
+    came_back = "numba's own run from the start nudged up came back within the tolerance, at 3x"
+    assert (came_back in out and "which is rounding, not a fault" in out) is rounding, out
+    assert ("nor do numba's own runs from 5 nudged starts come back" in out) is (not rounding), out
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [1.0, 1.001])
+def test_float32_adam_relu_on_the_rarer_path_is_rounding_and_a_longer_step_is_not(mnist, fault):
+    # session 64's case (seed 0): the compiled run takes the path that 2 of 6 NumPy float32 runs from
+    # nudged starts take (1.7e-2 from float64 after epoch 1, the NumPy run 1.1e-5): not chaotic (the up
+    # probe parts by 5.7e-7), but the compiled run from 3 of the 5 nudged starts comes back within
+    # tolerance (7.5e-6). Every step 0.1% long: out from all five (audit 70, AMD EPYC Zen 4).
+    X, y, X_test, y_test = mnist
+
+    class Longer(MLP):
+        def partial_fit(self, X, y, **options):
+            return super().partial_fit(X, y, **{**options, "lr": options["lr"] * fault})
+
+    def make(backend):
+        return (Longer if backend == "numba" else MLP)([784, 64, 10], activation="relu", seed=0, backend=backend)
+
+    result = compare_backends(make, X[:16000], y[:16000], X_test[:2000], y_test[:2000], epochs=1,
+                              fit_kwargs={"batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
+                              tolerance=TOLERANCES["float32"])
+    if fault != 1.0:  # a fault is flagged on every machine, its compiled runs from nudged starts too
+        assert result["agree"] is False and result["rounding"] is False, result
+        assert result["compiled_probes"] == [False] * 5
+        return
+    if result["agree"]:
+        pytest.skip("this machine's compiled run stays on the NumPy runs' path: nothing to tell apart")
+    assert result["chaotic"] is False
+    assert result["rounding"] is True
