@@ -78,7 +78,7 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     Returns a dict: ``epochs`` (one record per epoch, numbered ``epoch`` from 1, with each run's train loss and accuracy,
     test loss and accuracy, ``max_abs_weight_diff`` between the backends and ``max_abs_weight``;
     for float32 also ``float64``, the reference's, and ``max_abs_weight_diff_from_float64`` of
-    each backend; the last record with ``stopped``, each backend's reason or None, where a run
+    each backend; the last record with ``stopped``, each run's reason or None (the float64 reference's too), where a run
     stopped before ``epochs``: early stopping, the adaptive rate's floor; ``within_tolerance``,
     whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
     Where they do not agree, also ``rounding_spread`` (after each epoch up to the first out of
@@ -132,8 +132,8 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
         record["within_tolerance"] = within(record, tolerance) and _stopped_together(stopped)
         agree &= record["within_tolerance"]
         records.append(record)
-        if stopped["numba"] is not None or stopped["numpy"] is not None:
-            record["stopped"] = {name: stopped[name] for name in ("numba", "numpy")}
+        if any(reason is not None for reason in stopped.values()):  # (the float64 reference's too: audit 70)
+            record["stopped"] = stopped
             break
     result = {"epochs": records, "tolerance": tolerance, "agree": bool(agree)}
     if not agree:

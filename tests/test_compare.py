@@ -401,3 +401,26 @@ def test_float32_adam_relu_on_the_rarer_path_is_rounding_and_a_longer_step_is_no
         pytest.skip("this machine's compiled run stays on the NumPy runs' path: nothing to tell apart")
     assert result["chaotic"] is False
     assert result["rounding"] is True
+
+
+def test_compare_ends_where_the_float64_reference_stops(rng, synth):
+    # a float32 comparison ends where any of its three runs stops: it went on after the float64
+    # reference alone had stopped, training it again with fresh patience from its best weights
+    # while the float32 runs went their own way, and its stop was left out of the record (audit 70)
+    X, y = synth.digits(rng, 200)
+    floor = "adaptive: the rate would fall below 1e-06"
+
+    class StopsInFloat64(MLP):
+        def partial_fit(self, X, y, **options):
+            history = super().partial_fit(X, y, **options)
+            if np.dtype(self.dtype) == np.float64:
+                self.run_.stopped = floor
+            return history
+
+    def make(backend):
+        return StopsInFloat64([784, 8, 10], seed=0, backend=backend)
+
+    result = compare_backends(make, X, y, X, y, epochs=3, fit_kwargs={"batch_size": 8, "lr": 0.1},
+                              tolerance=TOLERANCES["float32"])
+    assert len(result["epochs"]) == 1 and result["agree"] is True
+    assert result["epochs"][0]["stopped"] == {"numba": None, "numpy": None, "float64": floor}
