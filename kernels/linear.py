@@ -243,13 +243,13 @@ def borrowed(a):
     and momentum with weight decay 1.05-1.12x, four processes each (BENCHMARKS.md, session 21;
     on the Xeon 1.01x). The mini-batch kernel's helpers that make views per row (a part's
     forward and weight gradient, step 2's block) borrow theirs: 784-128-10 at batch 128 on two
-    threads 1.04-1.08x in six same-process runs where the kernel against itself read 0.98-1.02x,
-    batch 32 1.07x, batch 1024 and 800 units within the noise (AMD EPYC Zen 4, session 65;
-    the whole kernel's arrays, borrowed in 2026-12-02, had measured 0.98x, 1.03x and 1.12x in a
-    run whose rounds ranged 0.84-1.60). The caller
-    keeps ``a`` alive while the view is used: a kernel's arguments are (its caller holds them);
-    arrays a kernel makes itself are passed to ``keep_alive`` after the views' last use. The
-    interpreter (and the interpreted kernels) gets ``a`` itself."""
+    threads 1.01-1.08x in six same-process runs (median 1.05x), where the kernel against itself
+    read 0.98-1.02x; batch 32 1.07x; batch 1024 and 800 units within the noise (AMD EPYC Zen 4,
+    session 65; the whole kernel's arrays, borrowed in 2026-12-02, had measured 0.98x, 1.03x and
+    1.12x in a run whose rounds ranged 0.84-1.60). The caller keeps ``a`` alive while the view
+    is used: a kernel's arguments are (its caller holds them); arrays a kernel makes itself are
+    passed to ``keep_alive`` after the views' last use. The interpreter (and the interpreted
+    kernels) gets ``a`` itself."""
     return a
 
 
