@@ -159,7 +159,10 @@ def _at_default(name, value):
     default = FIT_DEFAULTS[name]
     if value == default:
         return True
-    return isinstance(default, float) and isinstance(value, float) and np.float32(value) == np.float32(default)
+    if not (isinstance(default, float) and isinstance(value, float)):
+        return False
+    with np.errstate(over="ignore"):  # lr=1e100 is the user's to try: no warning of our float32 cast
+        return bool(np.float32(value) == np.float32(default))
 
 
 def _warn_without_effect(options, passed):

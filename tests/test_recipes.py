@@ -332,6 +332,21 @@ def test_an_option_that_takes_effect_or_keeps_its_default_is_no_warning(rng, syn
         model.partial_fit(X, y, progress=False)  # the run's options, not passed again: nothing said
 
 
+def test_checking_an_option_against_its_default_says_no_overflow(rng, synth):
+    # fit(lr=1e100) diverges with a DivergenceError; first, the check of which options were set
+    # away from their defaults cast 1e100 to float32, and NumPy warned of an overflow in the cast,
+    # a warning of fastmlp's own code (session 65, from the drop-in's divergence test)
+    import warnings
+
+    from fastmlp import DivergenceError
+
+    X, y = synth.digits(rng, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(DivergenceError):
+            MLP([784, 4, 10], backend="numpy").fit(X, y, progress=False, lr=1e100, momentum=0.9)
+
+
 # --- rollback of weights and optimizer state --------------------------------------------------
 
 
