@@ -78,15 +78,17 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     Returns a dict: ``epochs`` (one record per epoch, numbered ``epoch`` from 1, with each run's train loss and accuracy,
     test loss and accuracy, ``max_abs_weight_diff`` between the backends and ``max_abs_weight``;
     for float32 also ``float64``, the reference's, and ``max_abs_weight_diff_from_float64`` of
-    each backend; the last record with ``stopped``, each run's reason or None (the float64 reference's too), where a run
-    stopped before ``epochs``: early stopping, the adaptive rate's floor; ``within_tolerance``,
+    each backend; the last record with ``stopped``, each run's reason or None (the float64
+    reference's too), where a run stopped before ``epochs``: early stopping, the adaptive rate's
+    floor; ``within_tolerance``,
     whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
     Where they do not agree, also ``rounding_spread`` (after each epoch up to the first out of
     tolerance, max|W - W'| between the NumPy run and the same run from a start 1 ulp away:
     ``CHAOS_FACTOR``), ``chaotic`` (that epoch parted by no more than CHAOS_FACTOR times it) and
     ``rounding`` (chaotic, or, float32, a compiled run from a start 1 ulp away came back within
-    tolerance: ``PROBE_FACTOR``); float32 runs that are not chaotic also ``compiled_probes``, whether
-    each compiled run from a nudged start was within tolerance up to that epoch (the first that was ends them).
+    tolerance: ``PROBE_FACTOR``); float32 runs that are not chaotic also ``compiled_probes``,
+    whether each compiled run from a nudged start was within tolerance up to that epoch (the first
+    that was ends them).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     for number, model in enumerate(models.values()):  # (init="zeros": its SymmetryWarning once, not per run)
@@ -193,9 +195,9 @@ def _nudged_starts(start):
 def _compiled_probes(make_model, start, records, reference_params, stops, X, y, X_test, y_test, epochs, fit_kwargs,
                      tolerance):
     """For each start of ``_nudged_starts(start)`` until one is: whether the compiled run from it
-    is within ``tolerance`` (at PROBE_FACTOR) after every epoch up to the first out of it, each epoch's record as
-    ``records``' (the same NumPy float32 and float64 runs) with this run's results (a run that
-    diverges is not)."""
+    is within ``tolerance`` (at PROBE_FACTOR) after every epoch up to the first out of it, each
+    epoch's record as ``records``' (the same NumPy float32 and float64 runs) with this run's
+    results (a run that diverges is not)."""
     first, _ = first_gap(records)
     tolerance = {**tolerance, "rounding_factor": min(tolerance["rounding_factor"], PROBE_FACTOR)}
     probes = []
