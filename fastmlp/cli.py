@@ -1061,7 +1061,7 @@ def _print_comparison(args, result, n_train):
             f"test accuracy within {t['accuracy_atol']:g}: {verdict}"
         )
     if not result["agree"]:
-        from .compare import CHAOS_FACTOR, PROBE_FACTOR, PROBE_NAMES, first_gap
+        from .compare import CHAOS_FACTOR, PROBE_FACTOR, PROBE_NAMES, SCATTER_FACTOR, chaotic, first_gap
 
         index, _ = first_gap(result["epochs"])
         epoch, spread = result["epochs"][index]["epoch"], result["rounding_spread"][index]
@@ -1070,21 +1070,31 @@ def _print_comparison(args, result, n_train):
             nudged = f"the NumPy run from a start 1 ulp away diverged by epoch {epoch}"
         else:
             nudged = f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch {epoch}"
-        probes = result.get("compiled_probes", [])
+        probes, parted = result.get("compiled_probes", []), result.get("compiled_spread", [])
+        within = "" if not np.isfinite(spread) else f", at least 1/{CHAOS_FACTOR:g} of {gap}"
         if result["chaotic"]:
-            within = "" if not np.isfinite(spread) else f", at least 1/{CHAOS_FACTOR:g} of {gap}"
-            print(f"({nudged}{within}: this training amplifies rounding, so the backends' last bits cannot be "
+            own = ""
+            if parted:  # float32: the compiled run's own nudged run parted as far
+                own = (f", and numba's own run from the start nudged {PROBE_NAMES[len(parted) - 1]} "
+                       + ("diverged" if not np.isfinite(parted[-1]) else f"parted from numba's by {parted[-1]:.2e}"))
+            print(f"({nudged}{within}{own}: this training amplifies rounding, so the backends' last bits cannot be "
                   f"compared here)")
-        elif result.get("rounding"):
-            others = f" (from {len(probes) - 1} other nudged start(s) it did not)" if len(probes) > 1 else ""
-            print(f"({nudged}, less than 1/{CHAOS_FACTOR:g} of {gap}; but numba's own run from the start nudged "
-                  f"{PROBE_NAMES[len(probes) - 1]} came back within the tolerance, at {PROBE_FACTOR:g}x the float32 NumPy "
-                  f"run's distance{others}: where float32 training parts from {REFERENCE} hangs on its start's last "
-                  f"bits here, which is rounding, not a fault; --dtype float64 compares the arithmetic itself)")
-            return
         else:
+            if chaotic(result["epochs"], result["rounding_spread"]):  # but the compiled run's nudged runs did not part
+                nudged += (f"{within}; but numba's own runs from {len(parted)} nudged starts parted from numba's "
+                           f"by {max(d for d in parted if d is not None):.2e} at most, less than 1/{SCATTER_FACTOR:g} of "
+                           f"{gap}: the training amplifies rounding, but not this far")
+            else:
+                nudged += f", less than 1/{CHAOS_FACTOR:g} of {gap}"
+            if result.get("rounding"):
+                others = f" (from {len(probes) - 1} other nudged start(s) it did not)" if len(probes) > 1 else ""
+                print(f"({nudged}; but numba's own run from the start nudged "
+                      f"{PROBE_NAMES[len(probes) - 1]} came back within the tolerance, at {PROBE_FACTOR:g}x the float32 "
+                      f"NumPy run's distance{others}: where float32 training parts from {REFERENCE} hangs on its start's "
+                      f"last bits here, which is rounding, not a fault; --dtype float64 compares the arithmetic itself)")
+                return
             tried = f", nor do numba's own runs from {len(probes)} nudged starts come back" if probes else ""
-            print(f"({nudged}, less than 1/{CHAOS_FACTOR:g} of {gap}: a nudge of the start does not explain it{tried})")
+            print(f"({nudged}: a nudge of the start does not explain it{tried})")
         print(
             f"(where training is unstable, at a rate too high for the optimizer, the backends' rounding "
             f"differences grow until the runs part: compare again at a smaller --lr than {args.lr:g}"
