@@ -341,12 +341,9 @@ class _PartsFromTheSeedsStart(MLP):
         return history
 
 
-@pytest.mark.parametrize("jump, fault, rounding", [(0.05, 1.0, True), (0.0, 1.05, False), (0.05, 1.05, False)])
-def test_float32_compiled_runs_from_nudged_starts_tell_a_part_by_the_last_bits_from_a_fault(
-    capsys, monkeypatch, rng, synth, jump, fault, rounding
-):
-    # a part that hangs on the start's last bits: the compiled run from a start 1 ulp away comes back
-    # within tolerance; a fault stays out from every start (audit 70)
+def _compare_jumping(rng, synth, jump, fault):
+    """A float32 comparison on 200 synthetic digits whose compiled run is _PartsFromTheSeedsStart's
+    (``jump``, ``fault``): (X, y, its result)."""
     X, y = synth.digits(rng, 200)
 
     def make(backend):
@@ -356,17 +353,32 @@ def test_float32_compiled_runs_from_nudged_starts_tell_a_part_by_the_last_bits_f
 
     result = compare_backends(make, X, y, X, y, epochs=2, fit_kwargs={"batch_size": 4, "lr": 0.1},
                               tolerance=TOLERANCES["float32"])
-    assert result["agree"] is False and result["chaotic"] is False  # stable training: a nudge moves it by ~1e-7
-    assert result["rounding"] is rounding
-    assert result["compiled_probes"] == ([True] if rounding else [False] * 5)
-    # and the CLI says which: the exit status stays the bounds' (1)
+    return X, y, result
+
+
+def _compare_says(monkeypatch, capsys, result, X, y):
+    """(exit status, output) of ``fastmlp compare`` where the comparison gives ``result``."""
     import fastmlp.cli as cli
     import fastmlp.compare
 
     monkeypatch.setattr(fastmlp.compare, "compare_backends", lambda *args, **kwargs: result)
     monkeypatch.setattr(cli, "_data", lambda args: (X, y, X, y))
     status = main(["compare", "--layers", "784,8,10", "--epochs", "2", "--batch-size", "4"])
-    out = capsys.readouterr().out
+    return status, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("jump, fault, rounding", [(0.05, 1.0, True), (0.0, 1.05, False), (0.05, 1.05, False)])
+def test_float32_compiled_runs_from_nudged_starts_tell_a_part_by_the_last_bits_from_a_fault(
+    capsys, monkeypatch, rng, synth, jump, fault, rounding
+):
+    # a part that hangs on the start's last bits: the compiled run from a start 1 ulp away comes back
+    # within tolerance; a fault stays out from every start (audit 70)
+    X, y, result = _compare_jumping(rng, synth, jump, fault)
+    assert result["agree"] is False and result["chaotic"] is False  # stable training: a nudge moves it by ~1e-7
+    assert result["rounding"] is rounding
+    assert result["compiled_probes"] == ([True] if rounding else [False] * 5)
+    # and the CLI says which: the exit status stays the bounds' (1)
+    status, out = _compare_says(monkeypatch, capsys, result, X, y)
     assert status == 1 and "BACKENDS DIFFER" in out
     came_back = "numba's own run from the start nudged up came back within the tolerance, at 3x"
     assert (came_back in out and "which is rounding, not a fault" in out) is rounding, out
@@ -382,16 +394,8 @@ def test_float32_chaos_needs_the_compiled_runs_own_nudged_runs_to_part_as_far(
     # skipped sample, Adam's beta2 in settings whose NumPy nudged run parts 2-8.5x its distance from float64)
     import fastmlp.compare
 
-    X, y = synth.digits(rng, 200)
     monkeypatch.setattr(fastmlp.compare, "_rounding_spread", lambda make, start, numpy_params, *a: [1.0] * len(numpy_params))
-
-    def make(backend):
-        model = (_PartsFromTheSeedsStart if backend == "numba" else MLP)([784, 8, 10], seed=0, backend=backend)
-        model.jump, model.fault = (jump, fault) if backend == "numba" else (0.0, 1.0)
-        return model
-
-    result = compare_backends(make, X, y, X, y, epochs=2, fit_kwargs={"batch_size": 4, "lr": 0.1},
-                              tolerance=TOLERANCES["float32"])
+    X, y, result = _compare_jumping(rng, synth, jump, fault)
     first, gap = first_gap(result["epochs"])
     assert result["agree"] is False and chaotic(result["epochs"], result["rounding_spread"])  # the NumPy test
     assert result["chaotic"] is chaos and result["rounding"] is chaos
@@ -400,12 +404,7 @@ def test_float32_chaos_needs_the_compiled_runs_own_nudged_runs_to_part_as_far(
     else:
         assert result["compiled_probes"] == [False] * 5
         assert max(result["compiled_spread"]) < gap / 100  # every nudged compiled run ends where the compiled run does
-    import fastmlp.cli as cli
-
-    monkeypatch.setattr(fastmlp.compare, "compare_backends", lambda *args, **kwargs: result)
-    monkeypatch.setattr(cli, "_data", lambda args: (X, y, X, y))
-    status = main(["compare", "--layers", "784,8,10", "--epochs", "2", "--batch-size", "4"])
-    out = capsys.readouterr().out
+    status, out = _compare_says(monkeypatch, capsys, result, X, y)
     assert status == 1 and "BACKENDS DIFFER" in out
     assert ("this training amplifies rounding, so the backends' last bits cannot be compared" in out) is chaos, out
     assert ("but numba's own runs from 5 nudged starts parted from numba's by" in out) is (not chaos), out
