@@ -1082,7 +1082,7 @@ def _print_comparison(args, result, n_train):
         else:
             if chaotic(result["epochs"], result["rounding_spread"]):  # but the compiled run's nudged runs did not part
                 nudged += (f"{within}; but numba's own runs from {len(parted)} nudged starts parted from numba's "
-                           f"by {max(d for d in parted if d is not None):.2e} at most, less than 1/{SCATTER_FACTOR:g} of "
+                           f"by {max(parted):.2e} at most, less than 1/{SCATTER_FACTOR:g} of "
                            f"{gap}: the training amplifies rounding, but not this far")
             else:
                 nudged += f", less than 1/{CHAOS_FACTOR:g} of {gap}"

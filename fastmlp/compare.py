@@ -163,7 +163,8 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
             probes, parted = _compiled_probes(make_model, start, records, reference_params, numba_params, stops, X, y,
                                               X_test, y_test, epochs, fit_kwargs, tolerance, result["chaotic"])
             if result["chaotic"]:
-                result["chaotic"] = any(distance >= first_gap(records)[1] / SCATTER_FACTOR for distance in parted)
+                _, gap = first_gap(records)
+                result["chaotic"] = any(distance >= gap / SCATTER_FACTOR for distance in parted)
             result.update(compiled_probes=probes, compiled_spread=parted)
         result["rounding"] = result["chaotic"] or any(result.get("compiled_probes", []))
     return result
