@@ -13,6 +13,7 @@ not in ``__all__`` (``from fastmlp import *`` would import it, or fail without i
 """
 
 from .checkpoint import CheckpointError, CheckpointReplacedError, InterruptedRunWarning
+from ._validation import InputScaleWarning
 from .data import DataFormatError, DataNotFoundError, load_dataset, load_mnist, read_csv, read_idx
 from .metrics import confusion_matrix
 from .model import MLP
@@ -43,6 +44,7 @@ __all__ = [
     "DivergenceError",
     "TrainingInterrupted",
     "SymmetryWarning",
+    "InputScaleWarning",
     "__version__",
 ]
 

@@ -416,6 +416,7 @@ class _BaseMLP(BaseEstimator):
             backend=self.backend,
             threads=self.threads,
         )
+        self.model_._input_scale_warning = False  # X as scikit-learn takes it: the numbers it holds
         self._initialize_weights()
         self.n_iter_ = 0
         self.t_ = 0

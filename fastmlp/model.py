@@ -18,6 +18,7 @@ from ._validation import (
     check_sample_weight,
     check_X,
     check_y,
+    InputScaleWarning,
     non_negative_float,
     non_negative_int,
     open_fraction,
@@ -26,6 +27,7 @@ from ._validation import (
     positive_int,
     progress_flag,
     thread_count,
+    unscaled_pixels,
     validation_split,
 )
 from ._warn import warn
@@ -346,7 +348,12 @@ class MLP:
     compile_seconds_ : float
         Seconds the run spent compiling kernels or loading them from the cache (its training
         times leave them out).
+
+    Float ``X`` whose first rows hold whole numbers from 0 to 255 reaching 128 (8-bit pixels,
+    unscaled) makes ``fit`` and ``partial_fit`` warn (``fastmlp.InputScaleWarning``).
     """
+
+    _input_scale_warning = True  # False on the scikit-learn drop-ins' models: scikit-learn takes X as it is, silently
 
     def __init__(
         self,
@@ -784,6 +791,12 @@ class MLP:
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
         sample_weight = check_sample_weight(sample_weight, len(X), arch.dtype)
+        if self._input_scale_warning and (top := unscaled_pixels(X)) is not None:
+            warn(f"X holds whole numbers from 0 to {top:g} as {X.dtype} (in its first rows), as 8-bit pixels do: "
+                 f"fastmlp scales uint8 pixels by 1/255 but takes floats as they are, and unscaled pixels train "
+                 f"badly (10-20% test accuracy after an epoch on MNIST with the defaults). Pass X / 255, or the pixels as "
+                 f"X.astype(np.uint8); for features that are meant this way, silence it with "
+                 f"warnings.filterwarnings('ignore', category=fastmlp.InputScaleWarning)", InputScaleWarning)
         if comm is None:  # a cold first run compiles part of its kernels in a second process meanwhile
             batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
             self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)

@@ -416,13 +416,16 @@ def test_dtype(dtype, X_dtype, trained):
 
 
 def test_uint8_is_not_scaled_as_pixels():
-    """fastmlp.MLP reads uint8 as pixels / 255; the estimators, like scikit-learn, take values as they are."""
+    """fastmlp.MLP reads uint8 as pixels / 255; the estimators, like scikit-learn, take values as they are,
+    and say nothing of them (fastmlp.MLP's InputScaleWarning for float pixels is not scikit-learn's)."""
     X = np.array([[0], [255], [0], [255]] * 10, dtype=np.uint8)
     y = np.array([0.0, 255.0] * 20)
     with warnings.catch_warnings():
+        warnings.simplefilter("error")
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X, y)
         b = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X.astype(np.float64), y)
+        MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).partial_fit(X, y > 0, classes=[False, True])
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
 
 

@@ -407,6 +407,45 @@ def test_zero_init_warns_and_really_keeps_hidden_units_identical(rng, synth):
     assert not np.allclose(default.weights_[0], default.weights_[0][:, :1])
 
 
+def test_pixels_given_as_unscaled_floats_warn_where_uint8_and_scaled_floats_do_not(rng, synth):
+    """X.astype(np.float32) without / 255 (the notebooks' kind of silent failure: floats are taken as
+    they are, so the sigmoid units saturate) says so at the caller's line; the same pixels as uint8
+    (scaled in the kernels) or divided by 255 train to the same weights without a word."""
+    from fastmlp import InputScaleWarning
+
+    X, y = synth.digits(rng, 600)
+    with pytest.warns(InputScaleWarning, match=r"whole numbers from 0 to 255 as float32.*X / 255") as said:
+        unscaled = MLP([784, 16, 10], seed=0, backend="numpy").fit(X.astype(np.float32), y, progress=False)
+    assert {w.filename for w in said} == {__file__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = MLP([784, 16, 10], seed=0, backend="numpy").fit(X, y, progress=False)
+        scaled = MLP([784, 16, 10], seed=0, backend="numpy").fit(X.astype(np.float32) / 255, y, progress=False)
+    assert pixels.loss == pytest.approx(scaled.loss, rel=1e-5)
+    assert unscaled.accuracy[0] + 0.25 < 0.9 < pixels.accuracy[0]  # (on MNIST: 10-20% against 90% and more)
+    with pytest.warns(InputScaleWarning):  # partial_fit too
+        MLP([784, 16, 10], seed=0, backend="numpy").partial_fit(X.astype(np.float64), y, progress=False)
+
+
+@pytest.mark.parametrize("case", ["standardised", "counts below 128", "a negative value", "a fraction", "above 255"])
+def test_float_features_that_are_no_unscaled_pixels_do_not_warn(rng, synth, case):
+    X, y = synth.digits(rng, 200)
+    X = X.astype(np.float32)
+    if case == "standardised":
+        X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1)
+    elif case == "counts below 128":
+        X = np.minimum(X, 127)
+    elif case == "a negative value":
+        X[5, 3] = -1
+    elif case == "a fraction":
+        X[7, 0] = 0.5
+    else:
+        X[9, 9] = 256
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MLP([784, 4, 10], seed=0, backend="numpy").fit(X, y, batch_size=64, progress=False)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_per_sample_learning_rate_is_not_divided_by_the_dataset_size(rng, synth, backend):
     """lr=1/60000 per sample (the sum-vs-mean confusion) barely moves; the default learns."""

@@ -4,6 +4,7 @@
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py pinned [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py per-cpu [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py alone [ROUNDS]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py latency [ROUNDS]
 
 ``widths``: 784-H-10 sigmoid, float32, one MNIST epoch a round, one thread then two alternating;
 the best epoch of each (microseconds a sample) and every round's ratio, sorted. ``pinned``: at
@@ -12,13 +13,17 @@ CPU of its own (``os.sched_setaffinity`` in each worker), alternating. ``per-cpu
 pinned to each CPU in turn, 20,000 samples a round, with the time: whether one core runs slower
 at times. ``alone``: two-thread rounds at 128 units one after another, each with the 4 KiB
 offsets of the arrays the threaded kernel copies for its threads in its first call (whether a slow round goes with
-an alignment). Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
+an alignment). ``latency``: each round the mailbox's round trip between the two threads
+(``post`` then ``wait_posted`` for the other's post, 100,000 steps, the exchange the threaded kernel makes once
+a sample), then a two-thread and a one-thread epoch at 128 units: whether slow two-thread rounds
+go with a slow exchange. Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
 """
 import os
 import sys
 import time
 
 import numpy as np
+from numba import njit
 
 from fastmlp import load_mnist, trainer
 from fastmlp.backends import make_backend
@@ -128,6 +133,35 @@ def alone(rounds):
         sgd.cache_aligned = _threads.cache_aligned
 
 
+@njit(nogil=True)
+def _ping_pong(counts, slots, abort, thread, steps, values):
+    for step in range(steps):
+        _threads.post(counts, slots, thread, step, values)
+        if not _threads.wait_posted(counts, slots, abort, 1 - thread, step):
+            return
+
+
+def exchange_ns(steps=100_000):
+    """Nanoseconds a step of two threads posting 10 float32 each and waiting for the other's."""
+    counts, slots = _threads.mailbox(2, 10, np.float32)
+    abort = _threads.abort_flag()
+    values = np.zeros(10, np.float32)
+    tic = time.perf_counter()
+    _threads.run_workers(lambda thread: _ping_pong(counts, slots, abort, thread, steps, values), 2, abort)
+    return (time.perf_counter() - tic) / steps * 1e9
+
+
+def latency(rounds):
+    one, two = setup(128, 1), setup(128, 2)
+    exchange_ns(1000)  # compiled
+    for _ in range(rounds):
+        ns = exchange_ns()
+        two_seconds, one_seconds = epoch(two), epoch(one)
+        print(f"{time.strftime('%H:%M:%S')} exchange {ns:6.0f} ns/step  two threads "
+              f"{two_seconds * 1e6 / len(y):.3f} us/sample  one {one_seconds * 1e6 / len(y):.3f}  "
+              f"ratio {one_seconds / two_seconds:.2f}", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -139,5 +173,7 @@ if __name__ == "__main__":
         per_cpu(rounds)
     elif mode == "alone":
         alone(rounds)
+    elif mode == "latency":
+        latency(rounds)
     else:
-        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu or alone")
+        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone or latency")
