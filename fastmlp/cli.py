@@ -1072,13 +1072,35 @@ def _print_comparison(args, result, n_train):
             nudged = f"the NumPy run from a start 1 ulp away parted from it by {spread:.2e} at epoch {epoch}"
         probes, parted = result.get("compiled_probes", []), result.get("compiled_spread", [])
         within = "" if not np.isfinite(spread) else f", at least 1/{CHAOS_FACTOR:g} of {gap}"
+        in_float64 = result.get("compiled_float64")
+        if in_float64 is not None:  # float32, chaotic by both tests: numba's run in float64 from the same start
+            diff = in_float64["max_abs_weight_diff"][-1]
+            apart = "diverged" if not np.isfinite(diff) else f"is {diff:.2e} from the NumPy {REFERENCE} run"
+            in_float64_said = (f"in {REFERENCE}, numba's run from the same start {apart} at epoch "
+                               f"{len(in_float64['max_abs_weight_diff'])}")
         if result["chaotic"]:
             own = ""
             if parted:  # float32: the compiled run's own nudged run parted as far
                 own = (f", and numba's own run from the start nudged {PROBE_NAMES[len(parted) - 1]} "
                        + ("diverged" if not np.isfinite(parted[-1]) else f"parted from numba's by {parted[-1]:.2e}"))
+            if in_float64 is not None:
+                spread64 = in_float64["rounding_spread"]
+                own += (f"; {in_float64_said}, "
+                        + (f"as the NumPy {REFERENCE} run from a start 1 ulp away parts ({spread64[-1]:.2e})"
+                           if spread64 is not None and in_float64["max_abs_weight_diff"][-1] > 0
+                           and not in_float64["within_tolerance"][-1] else "which rounding explains"))
             print(f"({nudged}{within}{own}: this training amplifies rounding, so the backends' last bits cannot be "
                   f"compared here)")
+        elif in_float64 is not None and in_float64["fault"]:  # chaotic in float32, but float64 shows a fault
+            from .compare import FLOAT64_FACTOR
+
+            spread64 = in_float64["rounding_spread"][-1]
+            print(f"({nudged}{within}, and numba's own nudged runs parted as far: float32 training amplifies rounding "
+                  f"here; but {in_float64_said}, at least 1/{FLOAT64_FACTOR:g} of its float32 distance, and more than "
+                  f"{CHAOS_FACTOR:g}x as far as the NumPy {REFERENCE} run from a start 1 ulp away parts "
+                  f"({spread64:.2e}): rounding 2**29 times finer does not explain it, a fault in numba's arithmetic "
+                  f"does; --dtype {REFERENCE} compares it)")
+            return  # (not the advice on unstable training below: float64 shows it is not that)
         else:
             if chaotic(result["epochs"], result["rounding_spread"]):  # but the compiled run's nudged runs did not part
                 nudged += (f"{within}; but numba's own runs from {len(parted)} nudged starts parted from numba's "
@@ -1091,7 +1113,8 @@ def _print_comparison(args, result, n_train):
                 print(f"({nudged}; but numba's own run from the start nudged "
                       f"{PROBE_NAMES[len(probes) - 1]} came back within the tolerance, at {PROBE_FACTOR:g}x the float32 "
                       f"NumPy run's distance{others}: where float32 training parts from {REFERENCE} hangs on its start's "
-                      f"last bits here, which is rounding, not a fault; --dtype float64 compares the arithmetic itself)")
+                      f"last bits here, which is rounding, not a fault; --dtype float64 compares the arithmetic with "
+                      f"rounding 2**29 times finer)")
                 return
             tried = f", nor do numba's own runs from {len(probes)} nudged starts come back" if probes else ""
             print(f"({nudged}: a nudge of the start does not explain it{tried})")

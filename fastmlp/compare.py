@@ -76,6 +76,21 @@ PROBE_MASKS = (0, 1, 2)  # the random mixes' default_rng seeds, after all up and
 # 0.9) stay chaotic: their nudged compiled runs part by 0.88x the gap or more, and by 0.21x in one (relu SGD
 # 0.1 seed 18, 784-64-10, 1,000 images: 9.9x the NumPy spread, identical backends in float64), hence 10, not 3.
 SCATTER_FACTOR = 10.0
+
+# float32, where both tests above say chaotic: the compiled run again in float64 from the same start (cast), side
+# by side with the float64 reference run by TOLERANCES["float64"], at the first epoch out of tolerance. Float64
+# rounds 2**29 times finer, so rounding amplified as far as the float32 gap leaves the float64 runs at most ~1e-5 of
+# that gap apart, or, where training amplifies even that to the full spread (per-sample tanh at lr 0.1), as far
+# apart as the float64 NumPy run from a start 1 ulp away parts from it (compare --dtype float64's test,
+# CHAOS_FACTOR); a fault moves the float64 run about as far as the float32 one. So a fault: the float64 runs part by
+# at least 1/FLOAT64_FACTOR of the gap and by more than CHAOS_FACTOR times that nudged run's spread. Audit 72
+# (2026-12-07, AMD EPYC Zen 4): of the 22 deliberate faults the tests above call chaotic in settings that agree
+# unfaulted, this flags 17 (all 7 that audit 71 found visible in float64; the 5 left part float64 runs as a nudge
+# does); of 62 unfaulted chaotic settings (per-sample relu/tanh at lr 0.1 or momentum 0.9), none. There, the
+# float64 gap is at most 2.4e-5 of the float32 one where it exceeds 30x the nudged spread (2 settings: 41x, 44x),
+# and at most 1.6x the spread where it reaches 1e-3 of the float32 gap (18, saturated); the faults flagged part
+# by 0.018-1.4 of the gap and 4,200x the spread or more. Either test alone flags unfaulted settings (2; 18).
+FLOAT64_FACTOR = 1000.0
 PROBE_NAMES = ("up", "down") + tuple(f"up or down at random (default_rng({seed}))" for seed in PROBE_MASKS)
 
 
@@ -104,7 +119,9 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     each ended from the compiled run at that epoch (they end at the first within tolerance, or,
     where the NumPy run from a nudged start parted by at least 1/CHAOS_FACTOR of the gap, at the
     first that parts from the compiled run by 1/SCATTER_FACTOR of it: then float32 runs are
-    chaotic, and otherwise not).
+    chaotic, and otherwise not); where float32 runs are chaotic by both, ``compiled_float64``
+    (``_compiled_float64``: the compiled run in float64 from the same start against the float64
+    reference; its ``fault`` makes them not chaotic, nor rounding: FLOAT64_FACTOR).
     """
     models = {name: make_model(name) for name in ("numba", "numpy")}
     for number, model in enumerate(models.values()):  # (init="zeros": its SymmetryWarning once, not per run)
@@ -166,7 +183,12 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
                 _, gap = first_gap(records)
                 result["chaotic"] = any(distance >= gap / SCATTER_FACTOR for distance in parted)
             result.update(compiled_probes=probes, compiled_spread=parted)
-        result["rounding"] = result["chaotic"] or any(result.get("compiled_probes", []))
+            if result["chaotic"]:  # and the compiled run in float64, where rounding is 2**29 times finer (audit 72)
+                result["compiled_float64"] = _compiled_float64(make_model, start, records, reference_params, stops,
+                                                               X, y, X_test, y_test, epochs, fit_kwargs)
+                result["chaotic"] = not result["compiled_float64"]["fault"]
+        fault = result.get("compiled_float64", {}).get("fault", False)
+        result["rounding"] = result["chaotic"] or (any(result.get("compiled_probes", [])) and not fault)
     return result
 
 
@@ -252,6 +274,52 @@ def _compiled_probes(make_model, start, records, reference_params, numba_params,
         if ok or (amplified and distance >= gap / SCATTER_FACTOR):  # (measured wherever amplified)
             break
     return probes, parted
+
+
+def _compiled_float64(make_model, start, records, reference_params, stops, X, y, X_test, y_test, epochs, fit_kwargs):
+    """The compiled run in float64 from ``start`` (cast), each epoch up to the first out of tolerance
+    (float32's) side by side with the float64 reference run (``reference_params``, ``records``' REFERENCE
+    entries) as compare --dtype float64 judges it. A dict of ``max_abs_weight_diff`` and
+    ``within_tolerance`` (TOLERANCES[REFERENCE]) per epoch; ``rounding_spread`` (where that epoch is out
+    and the gap at least 1/FLOAT64_FACTOR of the float32 one: the NumPy float64 run from ``start`` cast
+    and nudged 1 float64 ulp up, its max|W - W'| from the reference after each epoch; else None);
+    ``fault`` (out of tolerance at that epoch, at least 1/FLOAT64_FACTOR of the float32 gap and more
+    than CHAOS_FACTOR times that spread; a run that diverges is inf apart)."""
+    first, gap = first_gap(records)
+
+    def in_float64(backend):
+        model = make_model(backend)
+        model.dtype = REFERENCE
+        return model
+
+    model = in_float64("numba")
+    model._initialize(symmetry_warning=False)
+    model.params_[...] = start.astype(REFERENCE)  # (in place: the model's own aligned array)
+    diffs, oks = [], []
+    for record, params, stopped in zip(records[: first + 1], reference_params, stops):
+        try:
+            history = model.partial_fit(X, y, epochs=1, schedule_epochs=epochs, progress=False, **fit_kwargs)
+        except DivergenceError:
+            diffs.append(np.inf)
+            oks.append(False)
+            break
+        test = model.evaluate(X_test, y_test)
+        side_by_side = {"numba": {"train_loss": history.loss[-1], "test_accuracy": test["accuracy"]},
+                        "numpy": record[REFERENCE], "max_abs_weight": record["max_abs_weight"],
+                        "max_abs_weight_diff": _distance(model.params_, params)}
+        diffs.append(side_by_side["max_abs_weight_diff"])
+        oks.append(within(side_by_side, TOLERANCES[REFERENCE])
+                   and model.run_.stopped == stopped[REFERENCE])
+    spread, fault = None, False
+    if len(oks) == first + 1 and not oks[-1] and diffs[-1] >= gap / FLOAT64_FACTOR:
+        spread = _rounding_spread(in_float64, start.astype(REFERENCE), reference_params[: first + 1], X, y, epochs,
+                                  fit_kwargs)
+        fault = bool(diffs[-1] > CHAOS_FACTOR * spread[first])
+    elif len(oks) < first + 1:  # diverged before the epoch the float32 runs part at, the float64 reference did not
+        spread = _rounding_spread(in_float64, start.astype(REFERENCE), reference_params[: first + 1], X, y, epochs,
+                                  fit_kwargs)
+        fault = bool(np.isfinite(spread[first]))
+    return {"max_abs_weight_diff": diffs, "within_tolerance": oks, "rounding_spread": spread, "fault": fault}
 
 
 def _distance(a, b):

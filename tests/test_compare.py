@@ -7,7 +7,8 @@ import pytest
 
 from fastmlp import MLP
 from fastmlp.cli import main
-from fastmlp.compare import CHAOS_FACTOR, SCATTER_FACTOR, TOLERANCES, chaotic, compare_backends, first_gap, within
+from fastmlp.compare import (CHAOS_FACTOR, FLOAT64_FACTOR, SCATTER_FACTOR, TOLERANCES, chaotic, compare_backends,
+                              first_gap, within)
 
 
 def test_compare_json_reports_each_epoch_and_agrees(capsys, tmp_path, rng, synth, monkeypatch):
@@ -409,6 +410,42 @@ def test_float32_chaos_needs_the_compiled_runs_own_nudged_runs_to_part_as_far(
     assert ("this training amplifies rounding, so the backends' last bits cannot be compared" in out) is chaos, out
     assert ("but numba's own runs from 5 nudged starts parted from numba's by" in out) is (not chaos), out
     assert ("nor do numba's own runs from 5 nudged starts come back" in out) is (not chaos), out
+
+
+@pytest.mark.parametrize("fault, chaos", [(1.0, True), (1.05, False)])
+def test_float32_chaos_needs_the_compiled_run_in_float64_to_agree_as_rounding_explains(
+    capsys, monkeypatch, rng, synth, fault, chaos
+):
+    # both float32 tests say chaos (the NumPy run from a nudged start parts as far, here: said so; and the
+    # compiled run from the seed's start jumps 0.05, from nudged ones not), but numba's run in float64 from the
+    # same start, where rounding is 2**29 times finer, parts from the NumPy float64 run as far as in float32 and
+    # its nudged NumPy run does not: a fault (audit 72: weight decay x1.01, bias/unit x1.1, a skipped sample)
+    import fastmlp.compare
+
+    real = fastmlp.compare._rounding_spread
+
+    def said(make, start, numpy_params, *args):  # the float32 nudged run parts by 1; the float64 one as it does
+        return [1.0] * len(numpy_params) if start.dtype == np.float32 else real(make, start, numpy_params, *args)
+
+    monkeypatch.setattr(fastmlp.compare, "_rounding_spread", said)
+    X, y, result = _compare_jumping(rng, synth, 0.05, fault)
+    first, gap = first_gap(result["epochs"])
+    assert result["agree"] is False and chaotic(result["epochs"], result["rounding_spread"])
+    assert result["compiled_spread"][-1] >= gap / SCATTER_FACTOR  # the compiled runs' own test says chaos too
+    assert result["chaotic"] is chaos and result["rounding"] is chaos
+    in_float64 = result["compiled_float64"]
+    assert len(in_float64["max_abs_weight_diff"]) == first + 1 and in_float64["fault"] is not chaos
+    if chaos:  # no jump in float64 (not the seed's float64 start): the backends agree as float64 runs do
+        assert in_float64["within_tolerance"] == [True] * (first + 1) and in_float64["rounding_spread"] is None
+    else:
+        assert in_float64["max_abs_weight_diff"][-1] >= gap / FLOAT64_FACTOR
+        assert in_float64["max_abs_weight_diff"][-1] > CHAOS_FACTOR * in_float64["rounding_spread"][-1]
+    json.dumps(result)  # (the CLI's --json)
+    status, out = _compare_says(monkeypatch, capsys, result, X, y)
+    assert status == 1 and "BACKENDS DIFFER" in out
+    assert ("this training amplifies rounding, so the backends' last bits cannot be compared" in out) is chaos, out
+    assert ("in float64, numba's run from the same start is" in out), out
+    assert ("a fault in numba's arithmetic" in out) is (not chaos), out
 
 
 @pytest.mark.mnist
