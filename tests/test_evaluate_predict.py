@@ -77,6 +77,8 @@ def test_the_evaluation_report_of_a_multilabel_model_says_what_to_use(rng):
     # a raw class id allocated 74.5 GiB of counts; 1e300 and 2**64 - 1 wrapped to negative
     # labels before their check; n_classes was not checked (audit 60)
     ([100_000], [1], None, "y_true holds the label 100000 at row 0: confusion_matrix counts at most 10,000"),
+    # the bound itself: labels 0..9,999 are the 10,000 classes counted, 10,000 is one past them (audit 73)
+    ([0], [10_000], 10_000, "y_pred holds the label 10000 at row 0: confusion_matrix counts at most 10,000"),
     ([1, 2], [1e300, 1.0], None, "y_pred holds the label 1e+300 at row 0"),
     (np.array([1, 2**64 - 1], np.uint64), [1, 1], None, "holds the label 18446744073709551615 at row 1"),
     ([1], [1], 10**6, "n_classes must be at most 10,000"),
@@ -484,6 +486,18 @@ def test_predict_into_an_unwritable_directory_is_refused(capsys, saved, tmp_path
     np.save(tmp_path / "x.npy", np.zeros((2, 784), np.uint8))
     status, _, err = run(capsys, "predict", saved, tmp_path / "x.npy", "-o", locked / "p.npy")
     assert status == 2 and "not writable" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_csv_outputs_round_trip_each_float_type_exactly(tmp_path, dtype):
+    """A CSV of probabilities reads back to the very values written (float32 needs 9 digits:
+    8 left some one ulp off, within the rtol=1e-7 the predict test allows; audit 73)."""
+    from fastmlp.prediction import write_output
+
+    values = np.random.default_rng(0).random((200, 3)).astype(dtype)
+    write_output(tmp_path / "p.csv", values, ["p0", "p1", "p2"])
+    back = np.loadtxt(tmp_path / "p.csv", skiprows=1, delimiter=",").astype(dtype)
+    np.testing.assert_array_equal(back, values)
 
 
 def test_a_write_that_fails_halfway_leaves_no_file(tmp_path, monkeypatch):

@@ -1145,3 +1145,19 @@ def test_small_data_is_fingerprinted_without_a_thread(rng, synth, monkeypatch):
     large.fit(X, y, batch_size=10, progress=False)
     assert started == [1]
     assert small.data_fingerprint_ == large.data_fingerprint_ == model_module.data_fingerprint(X, y)
+
+
+def test_the_data_fingerprint_covers_the_labels_and_the_samples(rng, synth):
+    """A checkpoint's record of its data tells a resume on other data from the run's own: the
+    same samples relabelled, or the same labels on other samples, are other data (a fingerprint
+    of X alone took relabelled data for the run's; audit 73)."""
+    from fastmlp.model import data_fingerprint
+
+    X, y = synth.blobs(rng, 50, 6, 3)
+    relabelled = y.copy()
+    relabelled[0] = (y[0] + 1) % 3
+    moved = X.copy()
+    moved[0, 0] += 1
+    assert data_fingerprint(X, y) == data_fingerprint(X.copy(), y.copy())
+    assert data_fingerprint(X, relabelled) != data_fingerprint(X, y)
+    assert data_fingerprint(moved, y) != data_fingerprint(X, y)

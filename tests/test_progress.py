@@ -108,3 +108,12 @@ def test_training_is_silent_unless_enabled(tiny_digits, capsys, progress):
     X, y = tiny_digits
     fastmlp.MLP([784, 8, 10], backend="numpy", seed=0).fit(X, y, epochs=2, batch_size=10, progress=progress)
     assert capsys.readouterr().err == ""
+
+
+def test_a_one_sample_epoch_shows_that_samples_loss(tiny_digits, capsys):
+    """The postfix is the epoch's mean loss so far: with a single sample, that sample's loss
+    (a mean over max(done, k) samples, k > 1, halved it; audit 73)."""
+    X, y = tiny_digits
+    history = fastmlp.MLP([784, 8, 10], backend="numpy", seed=0).fit(X[:1], y[:1], epochs=1, progress=True)
+    line = capsys.readouterr().err.split("\n")[0].split("\r")[-1]
+    assert f"loss={tqdm.format_num(history.loss[0])}" in line

@@ -433,6 +433,30 @@ def test_validation_split_is_seeded_disjoint_complete_and_stratified():
     assert len(plain_val) == 20
 
 
+def test_the_horizon_of_a_schedule_other_than_cosine_follows_the_runs_length(rng, synth):
+    """Only cosine anneals over schedule_epochs; for the others the run's recorded horizon (what a
+    checkpoint's resume goes by) is its length so far: partial_fit kept the first fit's (audit 73)."""
+    X, y = synth.digits(rng, 20)
+    model = MLP([784, 4, 10], backend="numpy")
+    model.fit(X, y, epochs=3, progress=False)
+    assert model.fit_options_["schedule_epochs"] == 3
+    model.partial_fit(X, y, epochs=2, progress=False)
+    assert model.fit_options_["schedule_epochs"] == 5 and model.epochs_trained_ == 5
+
+
+def test_validation_split_rounds_up_and_gives_the_rows_left_over_to_the_largest_remainders():
+    """ceil(fraction * n) rows held out; stratified, each class its floor of n_val * share and the
+    rows left over to the largest remainders (a split of 20 of 100 rounds nothing; audit 73)."""
+    y = np.repeat(np.arange(3), [5, 3, 2])
+    for stratify in (False, True):
+        train, val = validation_split(y, 0.25, seed=0, stratify=stratify)  # 2.5 rows: 3 held out
+        assert len(val) == 3 and len(train) == 7
+        np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(10))
+    _, val = validation_split(y, 0.25, seed=0, stratify=True)
+    # ideal shares 1.5, 0.9, 0.6: floors 1, 0, 0; the 2 rows left over to classes 1 and 2
+    assert list(np.bincount(y[val], minlength=3)) == [1, 1, 1]
+
+
 def test_a_validation_fraction_that_leaves_no_training_data_is_refused(rng, synth):
     X, y = synth.digits(rng, 3)
     with pytest.raises(ValueError, match="validation_fraction=0.9 of 3 samples holds out 3 and leaves no training sample"):
