@@ -5,6 +5,7 @@
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py per-cpu [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py alone [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py latency [ROUNDS]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py pair [ROUNDS]
 
 ``widths``: 784-H-10 sigmoid, float32, one MNIST epoch a round, one thread then two alternating;
 the best epoch of each (microseconds a sample) and every round's ratio, sorted. ``pinned``: at
@@ -16,7 +17,10 @@ offsets of the arrays the threaded kernel copies for its threads in its first ca
 an alignment). ``latency``: each round the mailbox's round trip between the two threads
 (``post`` then ``wait_posted`` for the other's post, 100,000 steps, the exchange the threaded kernel makes once
 a sample), then a two-thread and a one-thread epoch at 128 units: whether slow two-thread rounds
-go with a slow exchange. Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
+go with a slow exchange. ``pair``: each round a register-only loop of multiply-adds on one thread
+alone, then on two threads at once (each its own), then a two-thread epoch: what one vCPU's
+work costs while the other works too (two vCPUs on one physical core would each run at about half
+speed). Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
 """
 import os
 import sys
@@ -162,6 +166,38 @@ def latency(rounds):
               f"ratio {one_seconds / two_seconds:.2f}", flush=True)
 
 
+@njit(nogil=True, fastmath=True)
+def _multiply_adds(n):
+    a = np.zeros(16, np.float32) + np.float32(0.5)
+    for _ in range(n):
+        for k in range(16):
+            a[k] = a[k] * np.float32(0.999999) + np.float32(1e-7)
+    return a.sum()
+
+
+def _timed_loops(threads, n=20_000_000):
+    seconds = [0.0] * threads
+
+    def one(thread):
+        tic = time.perf_counter()
+        _multiply_adds(n)
+        seconds[thread] = time.perf_counter() - tic
+
+    abort = _threads.abort_flag()
+    _threads.run_workers(one, threads, abort)
+    return max(seconds)
+
+
+def pair(rounds):
+    two = setup(128, 2)
+    _multiply_adds(10)  # compiled
+    for _ in range(rounds):
+        alone, both = _timed_loops(1), _timed_loops(2)
+        two_seconds = epoch(two)
+        print(f"{time.strftime('%H:%M:%S')} loop alone {alone * 1e3:6.1f} ms, beside another {both * 1e3:6.1f} ms "
+              f"({alone / both:.2f}x)  two-thread epoch {two_seconds * 1e6 / len(y):.3f} us/sample", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -175,5 +211,7 @@ if __name__ == "__main__":
         alone(rounds)
     elif mode == "latency":
         latency(rounds)
+    elif mode == "pair":
+        pair(rounds)
     else:
-        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone or latency")
+        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone, latency or pair")
