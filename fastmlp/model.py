@@ -76,6 +76,16 @@ MODEL_PARAMS = ("layers", "activation", "loss", "output", "bias", "init", "dtype
 PREDICT_ROWS = INFERENCE_BLOCK
 
 
+def _say_unscaled_pixels(X, name, consequence):
+    """An InputScaleWarning when float ``X`` looks like 8-bit pixels, unscaled (``unscaled_pixels``)."""
+    top = unscaled_pixels(X)
+    if top is not None:
+        warn(f"{name} holds whole numbers from 0 to {top:g} as {X.dtype} (in its first rows), as 8-bit pixels do: "
+             f"fastmlp scales uint8 pixels by 1/255 but takes floats as they are{consequence}. Pass {name} / 255, "
+             f"or the pixels as {name}.astype(np.uint8); for features that are meant this way, silence it with "
+             f"warnings.filterwarnings('ignore', category=fastmlp.InputScaleWarning)", InputScaleWarning)
+
+
 def _predictions(arch, out):
     """``predict``'s answer from the output layer's activations ``out`` of network ``arch``."""
     if not arch.is_classifier:
@@ -354,6 +364,7 @@ class MLP:
     """
 
     _input_scale_warning = True  # False on the scikit-learn drop-ins' models: scikit-learn takes X as it is, silently
+    _unscaled_inputs = False  # its last training call's X looked like unscaled pixels (then predicting from such X is not said)
 
     def __init__(
         self,
@@ -791,12 +802,10 @@ class MLP:
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
         sample_weight = check_sample_weight(sample_weight, len(X), arch.dtype)
-        if self._input_scale_warning and (top := unscaled_pixels(X)) is not None:
-            warn(f"X holds whole numbers from 0 to {top:g} as {X.dtype} (in its first rows), as 8-bit pixels do: "
-                 f"fastmlp scales uint8 pixels by 1/255 but takes floats as they are, and unscaled pixels train "
-                 f"badly (10-20% test accuracy after an epoch on MNIST with the defaults). Pass X / 255, or the pixels as "
-                 f"X.astype(np.uint8); for features that are meant this way, silence it with "
-                 f"warnings.filterwarnings('ignore', category=fastmlp.InputScaleWarning)", InputScaleWarning)
+        unscaled = self._input_scale_warning and unscaled_pixels(X) is not None
+        if unscaled:
+            _say_unscaled_pixels(X, "X", ", and unscaled pixels train badly (10-20% test accuracy after an epoch on "
+                                         "MNIST with the defaults)")
         if comm is None:  # a cold first run compiles part of its kernels in a second process meanwhile
             batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
             self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)
@@ -820,6 +829,9 @@ class MLP:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             X_val = check_X(validation_data[0], arch, name="validation_data[0]")
+            if self._input_scale_warning and not unscaled:  # (unscaled like X: as the model trains)
+                _say_unscaled_pixels(X_val, "validation_data[0]", ", so the model, trained on X as given, is "
+                                                                   "scored on inputs 255 times as large")
             y_val = check_y(validation_data[1], arch, len(X_val), name="validation_data[1]", x_name="validation_data[0]")
             # the validation set as the fit starts, as the training rows are (converted): read as
             # they are each epoch, a caller's arrays changed during the fit changed later epochs'
@@ -866,6 +878,7 @@ class MLP:
         options["schedule_epochs"] = horizon
         self.fit_options_ = options
         self.data_fingerprint_ = fingerprint
+        self._unscaled_inputs = unscaled
         if state is None:
             state = self.optimizer_state_ = optim.State.fresh(opt, self.params_, self.run_seed)
         backend = self.backend_
@@ -998,6 +1011,9 @@ class MLP:
         arch = network[0]
         X = check_X(X, arch)
         y = None if y is _UNLABELLED else check_y(y, arch, len(X))
+        if self._input_scale_warning and not self._unscaled_inputs:
+            _say_unscaled_pixels(X, "X", ", so a model trained on pixels (uint8, or floats / 255) reads these as "
+                                         "255 times as bright")
         z = self._logits_in_chunks(X, network)
         if not quiet and not np.isfinite(z).all():
             _say_non_finite(z, network[2])

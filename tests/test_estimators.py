@@ -425,7 +425,8 @@ def test_uint8_is_not_scaled_as_pixels():
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X, y)
         b = MLPRegressor(hidden_layer_sizes=(), max_iter=5, random_state=0).fit(X.astype(np.float64), y)
-        MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).partial_fit(X, y > 0, classes=[False, True])
+        clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).partial_fit(X, y > 0, classes=[False, True])
+        clf.predict(X.astype(np.float32))
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
 
 

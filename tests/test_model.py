@@ -427,6 +427,35 @@ def test_pixels_given_as_unscaled_floats_warn_where_uint8_and_scaled_floats_do_n
         MLP([784, 16, 10], seed=0, backend="numpy").partial_fit(X.astype(np.float64), y, progress=False)
 
 
+def test_unscaled_float_pixels_given_to_a_model_trained_on_pixels_warn_at_prediction_and_validation(rng, synth):
+    """The same mistake the other way: a model trained on uint8 pixels (or floats / 255) predicts,
+    scores and validates on X.astype(np.float32) as on inputs 255 times as bright; a model that
+    trained on such floats itself (it was told at fit) is not told again at prediction."""
+    from fastmlp import InputScaleWarning
+
+    X, y = synth.digits(rng, 200)
+    floats = X.astype(np.float32)
+    model = MLP([784, 8, 10], seed=0, backend="numpy")
+    model.fit(X, y, progress=False)
+    for predicting in (model.predict, model.predict_proba, model.decision_function,
+                       lambda X: model.evaluate(X, y), lambda X: model.score(X, y)):
+        with pytest.warns(InputScaleWarning, match=r"^X holds whole numbers from 0 to 255 .* 255 times as bright"):
+            predicting(floats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(model.predict(floats / 255), model.predict(X))
+    with pytest.warns(InputScaleWarning, match=r"^validation_data\[0\] holds whole numbers") as said:
+        MLP([784, 8, 10], seed=0, backend="numpy").fit(X, y, validation_data=(floats, y), progress=False)
+    assert len(said) == 1 and {w.filename for w in said} == {__file__}
+    unscaled = MLP([784, 8, 10], seed=0, backend="numpy")
+    with pytest.warns(InputScaleWarning) as said:  # X's, once: its validation data is as X is
+        unscaled.fit(floats, y, validation_data=(floats, y), progress=False)
+    assert len(said) == 1 and str(said[0].message).startswith("X holds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unscaled.predict(floats)
+
+
 @pytest.mark.parametrize("case", ["standardised", "counts below 128", "a negative value", "a fraction", "above 255"])
 def test_float_features_that_are_no_unscaled_pixels_do_not_warn(rng, synth, case):
     X, y = synth.digits(rng, 200)
