@@ -360,7 +360,9 @@ class MLP:
         times leave them out).
 
     Float ``X`` whose first rows hold whole numbers from 0 to 255 reaching 128 (8-bit pixels,
-    unscaled) makes ``fit`` and ``partial_fit`` warn (``fastmlp.InputScaleWarning``).
+    unscaled) makes ``fit`` and ``partial_fit`` warn (``fastmlp.InputScaleWarning``), and so do
+    such validation data and such X to predict or score on, unless the model's last training call
+    took such X itself.
     """
 
     _input_scale_warning = True  # False on the scikit-learn drop-ins' models: scikit-learn takes X as it is, silently
