@@ -91,6 +91,20 @@ SCATTER_FACTOR = 10.0
 # and at most 1.6x the spread where it reaches 1e-3 of the float32 gap (18, saturated); the faults flagged part
 # by 0.018-1.4 of the gap and 4,200x the spread or more. Either test alone flags unfaulted settings (2; 18).
 FLOAT64_FACTOR = 1000.0
+# float64, where the NumPy run from the start nudged up parts by less than 1/CHAOS_FACTOR of the gap: the NumPy run
+# again from the other nudged starts (``_nudged_starts``: all down, then the three random mixes), in turn, up to the
+# first epoch out of tolerance; chaotic if one of them parts that far (or diverges). Where training amplifies
+# rounding, how far one nudge moves a run is itself a draw: audit 74 (2026-12-07, AMD EPYC Zen 4), through ``compare
+# --dtype float64`` on per-sample relu/tanh at lr 0.1 or at lr 0.01 momentum 0.9 (784-32/64/128-10, 1,000-2,000 MNIST
+# images, 2 epochs, 120 sampled settings, 107 of which part), the gap was 0.08-317x the nudged-up run's spread, and 2
+# honest settings read as a fault on it (784-128-10 relu, 1,000 images, lr 0.1, seed 95: 317x; 2,000 images, lr 0.01
+# momentum 0.9, seed 38: 40x); against the largest of the five spreads, 3.0x at most (of the first three, 10.5x).
+# Faults planted in settings that agree unfaulted (72 runs: a step 0.1% or 1% long, weight decay x1.01, a bias's or a
+# unit's steps x1.1, a sample skipped) part the runs 8.7e9 times as far as any nudged run or more; in these chaotic
+# settings, at their first epoch (25), 2.7e4 times. The compiled run's own nudged runs are not asked: a fault that is
+# itself noisy (a sample skipped at random, as a race would) scatters them as chaos does (all 14 such faults would
+# read chaotic). The float32 test, with its further ones below, keeps the one nudged run.
+NUDGED_SPREADS = len(PROBE_MASKS) + 2
 PROBE_NAMES = ("up", "down") + tuple(f"up or down at random (default_rng({seed}))" for seed in PROBE_MASKS)
 
 
@@ -112,7 +126,10 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     whether it agrees), ``tolerance`` and ``agree`` (every epoch within the tolerance, and the runs stopped together).
     Where they do not agree, also ``rounding_spread`` (after each epoch up to the first out of
     tolerance, max|W - W'| between the NumPy run and the same run from a start 1 ulp away:
-    ``CHAOS_FACTOR``), ``chaotic`` (that epoch parted by no more than CHAOS_FACTOR times it) and
+    ``CHAOS_FACTOR``), float64 runs ``nudged_spreads`` (``_nudged_spreads``: at that epoch, the NumPy run's
+    distance from its runs from the nudged starts, up to the first within CHAOS_FACTOR times), ``chaotic`` (that
+    epoch parted by no more than CHAOS_FACTOR times it; float64: times one of ``nudged_spreads``, which must reach
+    1/CHAOS_FACTOR of the weights bound too) and
     ``rounding`` (chaotic, or, float32, a compiled run from a start 1 ulp away came back within
     tolerance: ``PROBE_FACTOR``); float32 runs also ``compiled_probes``, whether each compiled
     run from a nudged start was within tolerance up to that epoch, and ``compiled_spread``, how far
@@ -178,6 +195,14 @@ def compare_backends(make_model, X, y, X_test, y_test, *, epochs, fit_kwargs, to
     if not agree:
         spread = _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs)
         result.update(rounding_spread=spread, chaotic=chaotic(records, spread))
+        if REFERENCE not in models:  # float64: one nudge is one draw; the other nudged starts too (audit 74)
+            first, gap = first_gap(records)
+            # where the weights agree within the bound and the train loss or test accuracy parts the runs, the nudge
+            # must move the weights as far as the bound: a nudge of 1e-16 explains no fault in the loss (audit 74)
+            need = max(gap, tolerance["weights_rtol"] * records[first]["max_abs_weight"])
+            result["nudged_spreads"] = _nudged_spreads(make_model, start, first, need, numpy_params, spread, X, y,
+                                                       epochs, fit_kwargs)
+            result["chaotic"] = any(distance * CHAOS_FACTOR >= need for distance in result["nudged_spreads"])
         if REFERENCE in models:  # the compiled run's own nudged runs: chaos must show in them too (audit 71)
             probes, parted = _compiled_probes(make_model, start, records, reference_params, numba_params, stops, X, y,
                                               X_test, y_test, epochs, fit_kwargs, tolerance, result["chaotic"])
@@ -224,12 +249,12 @@ def chaotic(records, spread):
     return bool(gap <= CHAOS_FACTOR * spread[first])
 
 
-def _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs):
+def _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs, nudged=None):
     """After each epoch, max|W - W'| between the NumPy run (``numpy_params``) and the same run
-    from ``start`` nudged by one ulp up (inf after a divergence of its own)."""
+    from ``start`` nudged by one ulp up (or from ``nudged``; inf after a divergence of its own)."""
     model = make_model("numpy")
     model._initialize(symmetry_warning=False)
-    model.params_ = np.nextafter(start, np.inf)
+    model.params_ = np.nextafter(start, np.inf) if nudged is None else nudged
     spread = []
     for params in numpy_params:
         try:
@@ -239,6 +264,20 @@ def _rounding_spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs):
             break
         spread.append(_distance(model.params_.astype(np.float64), params.astype(np.float64)))
     return spread
+
+
+def _nudged_spreads(make_model, start, first, need, numpy_params, spread, X, y, epochs, fit_kwargs):
+    """(float64) At epoch ``first`` (0-based: the first out of tolerance), max|W - W'| between the NumPy run and its
+    runs from ``_nudged_starts(start)`` in turn (the first is ``spread``'s, the start nudged up), up to the first that
+    parts by at least 1/CHAOS_FACTOR of ``need`` (the gap, or the weights bound if more; inf: it diverged):
+    NUDGED_SPREADS of them where none does."""
+    spreads = [spread[first]]
+    for nudged in list(_nudged_starts(start))[1:NUDGED_SPREADS]:
+        if spreads[-1] * CHAOS_FACTOR >= need:
+            break
+        spreads.append(_rounding_spread(make_model, start, numpy_params[: first + 1], X, y, epochs, fit_kwargs,
+                                        nudged=nudged)[first])
+    return spreads
 
 
 def _nudged_starts(start):

@@ -564,3 +564,86 @@ def test_compare_ends_where_the_float64_reference_stops(rng, synth):
                               tolerance=TOLERANCES["float32"])
     assert len(result["epochs"]) == 1 and result["agree"] is True
     assert result["epochs"][0]["stopped"] == {"numba": None, "numpy": None, "float64": floor}
+
+
+def test_float64_chaos_asks_the_other_nudged_starts_before_it_calls_a_part_a_fault(capsys, rng, synth, monkeypatch):
+    # how far one nudged NumPy run parts is a draw: per-sample relu at momentum 0.9 (784-128-10, 2,000 MNIST images,
+    # seed 38) parted the float64 backends by 40x the spread of the start nudged up, and by 2.7x of the one nudged down
+    # (audit 74). Here every compiled step is 0.1% long, and the nudged runs' spreads are set around the gap
+    import fastmlp.cli as cli
+    import fastmlp.compare
+
+    X, y = synth.digits(rng, 240)
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:160], y[:160], X[160:], y[160:]))
+    _faulty_numba(monkeypatch, 1.001)
+    real = fastmlp.compare._rounding_spread
+    share = {}  # the spread of the run from each nudged start, as a share of the gap
+
+    def spread(make_model, start, numpy_params, X, y, epochs, fit_kwargs, nudged=None):
+        kind = "up" if nudged is None else "down" if np.all(nudged < start) else "mix"  # (before it trains in place)
+        spreads = real(make_model, start, numpy_params, X, y, epochs, fit_kwargs, **({} if nudged is None else
+                                                                                       {"nudged": nudged}))
+        if "gap" not in share:
+            return spreads
+        share["calls"].append(kind)
+        return [share["gap"] * share[kind]] * len(spreads)
+
+    monkeypatch.setattr(fastmlp.compare, "_rounding_spread", spread)
+    argv = ["compare", "--dtype", "float64", "--layers", "784,8,10", "--batch-size", "4", "--lr", "0.1", "--epochs", "1"]
+    assert main(argv + ["--json"]) == 1  # (the gap, with spreads far below it)
+    share.update(gap=json.loads(capsys.readouterr().out)["epochs"][0]["max_abs_weight_diff"], up=1 / 40, down=1 / 3,
+                 mix=1 / 40, calls=[])
+    assert main(argv + ["--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert share["calls"] == ["up", "down"] and result["chaotic"] is True and result["rounding"] is True
+    assert result["nudged_spreads"] == pytest.approx([share["gap"] / 40, share["gap"] / 3])
+    main(argv)
+    out = capsys.readouterr().out
+    assert "less than 1/30 of the backends' gap, but from the start nudged down by" in out
+    assert "this training amplifies rounding" in out and "does not explain it" not in out
+    share.update(down=1 / 40, calls=[])  # none of the five explains it: a fault
+    assert main(argv + ["--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert share["calls"] == ["up", "down", "mix", "mix", "mix"] and result["chaotic"] is False
+    assert len(result["nudged_spreads"]) == 5
+    main(argv)
+    out = capsys.readouterr().out
+    assert "the NumPy runs from 5 starts 1 ulp away" in out and "a nudge of the start does not explain it" in out
+
+
+def test_float64_chaos_needs_the_nudge_to_move_the_weights_as_far_as_their_bound(capsys, rng, synth, monkeypatch):
+    # a compiled train loss 1e-6 off and the weights exact: max|dW| ~1e-16, as far as a nudged run parts; the part is
+    # in the loss, which no nudge of 1e-16 explains (audit 74: it read "this training amplifies rounding")
+    import fastmlp.cli as cli
+
+    class LossOff(MLP):
+        def _build_backend(self):
+            super()._build_backend()
+            real = self.backend_.train_chunk
+
+            def wrapped(*args, **kwargs):
+                loss, *rest = real(*args, **kwargs)
+                return (loss * (1 + 1e-6), *rest)
+
+            self.backend_.train_chunk = wrapped
+
+    X, y = synth.digits(rng, 240)
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:160], y[:160], X[160:], y[160:]))
+    real = cli._model
+
+    def model(args, backend):
+        made = real(args, backend)
+        if backend == "numba":
+            made.__class__ = LossOff
+        return made
+
+    monkeypatch.setattr(cli, "_model", model)
+    argv = ["compare", "--dtype", "float64", "--layers", "784,8,10", "--batch-size", "4", "--lr", "0.1", "--epochs", "1"]
+    assert main(argv + ["--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    record = result["epochs"][0]
+    assert record["max_abs_weight_diff"] <= TOLERANCES["float64"]["weights_rtol"] * record["max_abs_weight"]
+    assert result["chaotic"] is False and len(result["nudged_spreads"]) == 5
+    main(argv)
+    out = capsys.readouterr().out
+    assert "it is the train loss or the test accuracy that parts them" in out and "does not explain it" in out
