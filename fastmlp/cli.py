@@ -1103,22 +1103,27 @@ def _print_comparison(args, result, n_train):
                 own = (f", and numba's own run from the start nudged {PROBE_NAMES[len(parted) - 1]} "
                        + ("diverged" if not np.isfinite(parted[-1]) else f"parted from numba's by {parted[-1]:.2e}"))
             if in_float64 is not None:
-                spread64 = in_float64["rounding_spread"]
+                spreads64 = in_float64.get("nudged_spreads")
                 own += (f"; {in_float64_said}, "
-                        + (f"as the NumPy {REFERENCE} run from a start 1 ulp away parts ({spread64[-1]:.2e})"
-                           if spread64 is not None and in_float64["max_abs_weight_diff"][-1] > 0
+                        + (f"as the NumPy {REFERENCE} run from the start nudged {PROBE_NAMES[len(spreads64) - 1]} "
+                           f"parts ({spreads64[-1]:.2e})"
+                           if spreads64 and in_float64["max_abs_weight_diff"][-1] > 0
                            and not in_float64["within_tolerance"][-1] else "which rounding explains"))
             print(f"({nudged}{within}{own}: this training amplifies rounding, so the backends' last bits cannot be "
                   f"compared here)")
         elif in_float64 is not None and in_float64["fault"]:  # chaotic in float32, but float64 shows a fault
             from .compare import FLOAT64_FACTOR
 
-            spread64 = in_float64["rounding_spread"][-1]
+            spreads64 = in_float64.get("nudged_spreads") or [in_float64["rounding_spread"][-1]]
+            if len(spreads64) == 1:
+                runs = f"the NumPy {REFERENCE} run from a start 1 ulp away parts ({spreads64[0]:.2e})"
+            else:
+                runs = (f"the NumPy {REFERENCE} runs from {len(spreads64)} starts 1 ulp away part "
+                        f"({max(spreads64):.2e} at most)")
             print(f"({nudged}{within}, and numba's own nudged runs parted as far: float32 training amplifies rounding "
                   f"here; but {in_float64_said}, at least 1/{FLOAT64_FACTOR:g} of its float32 distance, and more than "
-                  f"{CHAOS_FACTOR:g}x as far as the NumPy {REFERENCE} run from a start 1 ulp away parts "
-                  f"({spread64:.2e}): rounding 2**29 times finer does not explain it, a fault in numba's arithmetic "
-                  f"does; --dtype {REFERENCE} compares it)")
+                  f"{CHAOS_FACTOR:g}x as far as {runs}: rounding 2**29 times finer does not explain it, a fault in "
+                  f"numba's arithmetic does; --dtype {REFERENCE} compares it)")
             return  # (not the advice on unstable training below: float64 shows it is not that)
         else:
             _, gap_value = first_gap(result["epochs"])

@@ -337,8 +337,10 @@ def _compiled_float64(make_model, start, records, reference_params, stops, X, y,
     ``within_tolerance`` (TOLERANCES[REFERENCE]) per epoch; ``rounding_spread`` (where that epoch is out
     and the gap at least 1/FLOAT64_FACTOR of the float32 one: the NumPy float64 run from ``start`` cast
     and nudged 1 float64 ulp up, its max|W - W'| from the reference after each epoch; else None);
-    ``fault`` (out of tolerance at that epoch, at least 1/FLOAT64_FACTOR of the float32 gap and more
-    than CHAOS_FACTOR times that spread; a run that diverges is inf apart)."""
+    ``nudged_spreads`` (then, at that epoch, the spreads of the runs from the nudged starts tried in
+    turn, as ``_nudged_spreads``; else None); ``fault`` (out of tolerance at that epoch, at least
+    1/FLOAT64_FACTOR of the float32 gap and more than CHAOS_FACTOR times each of those spreads; a run
+    that diverges is inf apart)."""
     first, gap = first_gap(records)
 
     def in_float64(backend):
@@ -364,16 +366,20 @@ def _compiled_float64(make_model, start, records, reference_params, stops, X, y,
         diffs.append(side_by_side["max_abs_weight_diff"])
         oks.append(within(side_by_side, TOLERANCES[REFERENCE])
                    and model.run_.stopped == stopped[REFERENCE])
-    spread, fault = None, False
+    spread, spreads, fault = None, None, False
     if len(oks) == first + 1 and not oks[-1] and diffs[-1] >= gap / FLOAT64_FACTOR:
-        spread = _rounding_spread(in_float64, start.astype(REFERENCE), reference_params[: first + 1], X, y, epochs,
+        start64 = start.astype(REFERENCE)
+        spread = _rounding_spread(in_float64, start64, reference_params[: first + 1], X, y, epochs, fit_kwargs)
+        # one nudged run's spread is one draw (audit 74): the other nudged starts in turn before a fault
+        spreads = _nudged_spreads(in_float64, start64, first, diffs[-1], reference_params, spread, X, y, epochs,
                                   fit_kwargs)
-        fault = bool(diffs[-1] > CHAOS_FACTOR * spread[first])
+        fault = not any(distance * CHAOS_FACTOR >= diffs[-1] for distance in spreads)
     elif len(oks) < first + 1:  # diverged before the epoch the float32 runs part at, the float64 reference did not
         spread = _rounding_spread(in_float64, start.astype(REFERENCE), reference_params[: first + 1], X, y, epochs,
                                   fit_kwargs)
         fault = bool(np.isfinite(spread[first]))
-    return {"max_abs_weight_diff": diffs, "within_tolerance": oks, "rounding_spread": spread, "fault": fault}
+    return {"max_abs_weight_diff": diffs, "within_tolerance": oks, "rounding_spread": spread, "nudged_spreads": spreads,
+            "fault": fault}
 
 
 def _distance(a, b):
