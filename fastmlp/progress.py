@@ -104,16 +104,18 @@ class compile_notice:
     kernels' warm-up: once Numba has started a compile in it (a cache miss: Numba's
     "numba:compile" event, which loading a cached kernel never sends) and the block has run for
     ``after`` seconds, one line on ``stream`` says what is being compiled and that it is cached
-    afterwards, and a second one at the end how long it took. A time alone does not tell: a warm
+    afterwards, and a second one at the end how long it took (``done``: "compiled in N s"; a block
+    that does more than compile says what). A time alone does not tell: a warm
     cache took 0.45-0.9 s to load on an AMD EPYC Zen 2 (2026-12-04). ``enabled`` as
     ``progress_bar``'s."""
 
-    def __init__(self, what, *, enabled=None, stream=None, after=0.5):
+    def __init__(self, what, *, enabled=None, stream=None, after=0.5, done="compiled"):
         import time
 
         self._time = time.perf_counter
         self.stream = sys.stderr if stream is None else stream
         self.what = what
+        self.done = done
         if enabled is None:  # (a Jupyter kernel too: a cold first cell sat silent for its compile)
             enabled = shown_by_default(self.stream)
         self.enabled = bool(enabled)
@@ -159,7 +161,7 @@ class compile_notice:
             self._listening = None
         if self.shown:
             seconds = self._time() - self._started
-            self.stream.write(f"compiled in {seconds:.1f} s\n" if exc[0] is None else
+            self.stream.write(f"{self.done} in {seconds:.1f} s\n" if exc[0] is None else
                               f"compiling stopped after {seconds:.1f} s ({exc[0].__name__})\n")
             self.stream.flush()
         return False

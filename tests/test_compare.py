@@ -31,6 +31,35 @@ def test_compare_json_reports_each_epoch_and_agrees(capsys, tmp_path, rng, synth
         assert abs(record["numba"]["train_loss"] - record["numpy"]["train_loss"]) < 1e-4
 
 
+def test_compare_on_a_cold_cache_says_that_it_compiles(capsys, rng, synth, monkeypatch):
+    # its runs train without progress bars: a cold cache's compile (10 s on a Zen 4 for a per-sample
+    # comparison whose float32 runs part, the float64 kernels included) passed in silence
+    import time
+
+    from numba.core import event
+
+    import fastmlp.cli as cli
+    import fastmlp.compare
+    import fastmlp.progress
+
+    X, y = synth.digits(rng, 300)
+    monkeypatch.setattr(cli, "_data", lambda args: (X[:200], y[:200], X[200:], y[200:]))
+    monkeypatch.setattr(fastmlp.progress, "shown_by_default", lambda stream=None: True)  # as on a terminal
+    real = fastmlp.compare.compare_backends
+
+    def compiling(*args, **kwargs):  # a compile (a cache miss) that outlasts the notice's half second
+        with event.trigger_event("numba:compile", data={}):
+            time.sleep(0.8)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastmlp.compare, "compare_backends", compiling)
+    assert main(["compare", "--layers", "784,8,10", "--epochs", "1", "--batch-size", "8"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("compiling the numba kernels for this float32 comparison"), captured.err
+    assert lines[1].startswith("compiled and compared in ") and "backends agree" in captured.out  # (the whole run)
+
+
 class _Faulty(MLP):
     """A compiled model whose every step is ``factor`` too long: a gradient that far off."""
 
