@@ -6,6 +6,7 @@
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py alone [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py latency [ROUNDS]
     FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py pair [ROUNDS]
+    FASTMLP_DATA=... python bench/experiments/two_thread_rounds.py chunks [ROUNDS]
 
 ``widths``: 784-H-10 sigmoid, float32, one MNIST epoch a round, one thread then two alternating;
 the best epoch of each (microseconds a sample) and every round's ratio, sorted. ``pinned``: at
@@ -20,7 +21,8 @@ a sample), then a two-thread and a one-thread epoch at 128 units: whether slow t
 go with a slow exchange. ``pair``: each round a register-only loop of multiply-adds on one thread
 alone, then on two threads at once (each its own), then a two-thread epoch: what one vCPU's
 work costs while the other works too (two vCPUs on one physical core would each run at about half
-speed). Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
+speed). ``chunks``: two-thread epochs at 128 units, each chunk's milliseconds (``train_epoch``'s
+``on_chunk``): whether a slow epoch is slow throughout or in bursts. Ratios measured side by side, round by round, as ``bench/test_throughput.py`` does.
 """
 import os
 import sys
@@ -198,6 +200,17 @@ def pair(rounds):
               f"({alone / both:.2f}x)  two-thread epoch {two_seconds * 1e6 / len(y):.3f} us/sample", flush=True)
 
 
+def chunks(rounds):
+    backend, data, start = setup(128, 2)
+    for _ in range(rounds):
+        params = start.copy()
+        stamps = [time.perf_counter()]
+        trainer.train_epoch(backend, params, data, y, ORDER, 0.1, 1,
+                            on_chunk=lambda n_done, mean_loss: stamps.append(time.perf_counter()))
+        print(f"{time.strftime('%H:%M:%S')} {(stamps[-1] - stamps[0]) * 1e6 / len(y):.3f} us/sample; chunks (ms): "
+              + " ".join(f"{(b - a) * 1e3:.1f}" for a, b in zip(stamps, stamps[1:])), flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -213,5 +226,7 @@ if __name__ == "__main__":
         latency(rounds)
     elif mode == "pair":
         pair(rounds)
+    elif mode == "chunks":
+        chunks(rounds)
     else:
-        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone, latency or pair")
+        sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone, latency, pair or chunks")
