@@ -77,13 +77,15 @@ PREDICT_ROWS = INFERENCE_BLOCK
 
 
 def _say_unscaled_pixels(X, name, consequence):
-    """An InputScaleWarning when float ``X`` looks like 8-bit pixels, unscaled (``unscaled_pixels``)."""
+    """An InputScaleWarning when float ``X`` looks like 8-bit pixels, unscaled (``unscaled_pixels``);
+    whether it did."""
     top = unscaled_pixels(X)
     if top is not None:
         warn(f"{name} holds whole numbers from 0 to {top:g} as {X.dtype} (in its first rows), as 8-bit pixels do: "
              f"fastmlp scales uint8 pixels by 1/255 but takes floats as they are{consequence}. Pass {name} / 255, "
              f"or the pixels as {name}.astype(np.uint8); for features that are meant this way, silence it with "
              f"warnings.filterwarnings('ignore', category=fastmlp.InputScaleWarning)", InputScaleWarning)
+    return top is not None
 
 
 def _predictions(arch, out):
@@ -804,10 +806,8 @@ class MLP:
         X = check_X(X, arch)
         y = check_y(y, arch, len(X))
         sample_weight = check_sample_weight(sample_weight, len(X), arch.dtype)
-        unscaled = self._input_scale_warning and unscaled_pixels(X) is not None
-        if unscaled:
-            _say_unscaled_pixels(X, "X", ", and unscaled pixels train badly (10-20% test accuracy after an epoch on "
-                                         "MNIST with the defaults)")
+        unscaled = self._input_scale_warning and _say_unscaled_pixels(
+            X, "X", ", and unscaled pixels train badly (10-20% test accuracy after an epoch on MNIST with the defaults)")
         if comm is None:  # a cold first run compiles part of its kernels in a second process meanwhile
             batch = len(X) if options["batch_size"] is None else min(options["batch_size"], len(X))
             self.backend_.start_compiling(X.dtype, batch, opt, sample_weight)
