@@ -7,6 +7,8 @@ first 6,000 training and 1,000 test images of MNIST (``FASTMLP_DATA`` pointed at
 them), so that the scikit-learn drop-in's default fit takes seconds, not the 15 s it takes on
 all 60,000 (2026-12-07, AMD EPYC Zen 4). The command-line walk-through of "Using a saved
 model" runs on the whole of MNIST: the evaluation the README prints is compared line by line.
+Every other fastmlp command in the README (its sh blocks, inline code, the accuracy table's rows)
+is parsed by the CLI's own parser, so that a renamed option cannot leave one stale.
 """
 
 import os
@@ -206,3 +208,66 @@ def test_the_saved_model_walk_through_runs_and_evaluate_prints_what_the_readme_s
     assert proba.shape == (10000, 10) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     np.testing.assert_array_equal(labels, proba[:5].argmax(axis=1))
     assert all(Path(name).stat().st_size > 0 for name in ("model.npz", "curve.png", "evaluation.png"))
+
+
+def readme_commands():
+    """[(where, argv after 'fastmlp')] of every fastmlp command in the README's sh blocks (each
+    line, after a shell's `&&`, continuation lines joined) and in its inline code spans."""
+    text = README.read_text()
+    commands = []
+    for body in re.findall(r"^```sh\n(.*?)^```$", text, re.S | re.M):
+        for line in body.replace("\\\n", " ").splitlines():
+            for part in line.split(" #")[0].split("&&"):
+                found = re.search(r"(?:^|\s)(?:python -m )?fastmlp (\w.*)$", part.strip())
+                if found:
+                    commands.append(("sh", found.group(1)))
+    for span in re.findall(r"`(?:python -m )?fastmlp ([^`]+)`", text):
+        # a mention of a command or option ("`fastmlp train --save`", "`--threads N|auto`") is
+        # not a command: placeholders in capitals, alternatives, a pipe
+        if not re.search(r"\b[A-Z]{1,5}\b|\|", span):
+            commands.append(("inline", span.replace("\n", " ")))
+    # the accuracy table's rows: "`fastmlp train --json --no-progress` plus" the row's options
+    commands += [("table", "train --json --no-progress " + options) for options in accuracy_table_options()]
+    return commands
+
+
+def accuracy_table_options():
+    """The option strings of the README's "Accuracy against the literature" table, row by row."""
+    text = README.read_text()
+    table = text[text.index("### Accuracy against the literature"):]
+    table = table[table.index("\n| network"):].split("\n\n")[0]
+    return re.findall(r"^\|.*\| `(--layers [^`]+)` \|\s*$", table, re.M)
+
+
+def test_the_accuracy_tables_commands_are_bench_accuracy_table_sh_s():
+    # the script that re-measures the table runs the table's commands, all of them
+    script = (README.parent / "bench" / "accuracy_table.sh").read_text()
+    listed = script.split("<<'LIST'\n")[1].split("\nLIST\n")[0].splitlines()
+    assert len(accuracy_table_options()) == 5 and accuracy_table_options() == listed
+
+
+def test_every_fastmlp_command_in_the_readme_parses(tmp_path, monkeypatch):
+    # a renamed or removed option leaves the README's commands stale; files they name need not exist
+    import argparse
+    import contextlib
+    import io
+    import shlex
+
+    from fastmlp import cli
+
+    monkeypatch.chdir(tmp_path)
+    parser = cli.build_parser()
+    commands = readme_commands()
+    stale = []
+    for where, command in commands:
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+                parser.parse_args(shlex.split(command))
+        except (SystemExit, argparse.ArgumentError, cli.UsageError) as error:
+            message = str(error) + said.getvalue()
+            mention = where == "inline" and re.search(r"expected one argument|arguments are required", message)
+            if "no such file" not in message and not mention and getattr(error, "code", 1):
+                stale.append((command, message.strip()))
+    assert sum(where == "sh" for where, _ in commands) >= 10 and len(commands) >= 60
+    assert stale == []
