@@ -396,8 +396,9 @@ def _check_data(args, model, X_train, y_train, X_test, y_test):
 
     source = f"--data {args.data}" if args.data else f"the {args.dataset or 'mnist'} dataset"
     for part, X, y in (("training", X_train, y_train), ("test", X_test, y_test)):
-        X = check_X(X, model.arch_, name=f"the {part} images of {source}")
-        check_y(y, model.arch_, len(X), name=f"the {part} labels of {source}", x_name=f"the {part} images of {source}")
+        # "set": the messages say "<name> has ...", as of X
+        X = check_X(X, model.arch_, name=f"the {part} set of {source}")
+        check_y(y, model.arch_, len(X), name=f"the {part} labels of {source}", x_name=f"the {part} set of {source}")
 
 
 def _check_resumed_data(args, model, X_train, y_train):

@@ -490,6 +490,8 @@ def test_a_batch_beyond_the_data_is_an_error(capsys, tiny_mnist, command):
 def test_layers_that_do_not_fit_the_data(capsys, tiny_mnist):
     status, _, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "100,8,10", "--backend", "numpy")
     assert status == 1 and "layers[0] is 100" in err and err.count("\n") == 1
+    # it named "the training images of ..." with "has": one subject, one verb
+    assert f"the training set of --data {tiny_mnist} has 784 features per sample but layers[0] is 100" in err
 
 
 def test_truncated_idx_file_names_the_file(capsys, tiny_mnist):
