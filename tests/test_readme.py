@@ -271,3 +271,16 @@ def test_every_fastmlp_command_in_the_readme_parses(tmp_path, monkeypatch):
                 stale.append((command, message.strip()))
     assert sum(where == "sh" for where, _ in commands) >= 10 and len(commands) >= 60
     assert stale == []
+
+
+def test_the_contents_list_every_section_and_each_link_finds_its_heading():
+    text = README.read_text()
+    outside_code = re.sub(r"^```.*?^```$", "", text, flags=re.S | re.M)
+    headings = re.findall(r"^#{2,3} (.+)$", outside_code, re.M)
+    links = re.findall(r"^ *- \[(.+?)\]\(#([\w-]+)\)$", text.split("## Two commands")[0], re.M)
+
+    def anchor(title):  # GitHub's: lower case, punctuation dropped, spaces to hyphens
+        return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+    assert [title for title, _ in links] == headings
+    assert all(target == anchor(title) for title, target in links)
