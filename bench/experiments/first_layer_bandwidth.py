@@ -20,7 +20,10 @@ nonzero "pixels" whose W rows are:
 (``minibatch._sparse_gradient``: dz in registers, each row of dW read and written once per
 input); "pair gradient" two rows at a time over their union, dW's row read and written once for
 both; "fwd + grad": both products of a batch, the pair's with one merge per pair for the two, or
-each from the bit masks.
+each from the bit masks; "masks built in the pass": the pair gradient building each pair's masks
+from its CSR spans as it goes, as a kernel without a stored mask array would (session 67; the
+batches' CSR rows are cache misses here, as they are not in the kernel, whose forward pass has
+just read them: ``bench/experiments/pair-gradient.patch`` is the kernel's version).
 
 "pair": the same rows for two samples at once (sixteen vectors of sums in registers, each vector
 of W loaded once for both; AVX-512 only): on the synthetic rows both samples light every row;
@@ -329,6 +332,81 @@ def _masked_pair_gradient(dW, dz, part_ptr, values, masks, batch, scale, n_parts
                     vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
 
 
+@njit(**KERNEL_OPTIONS)
+def _four_words(out, indices, lo, hi, first):
+    """out[:4] = the bit mask of rows indices[lo:hi] - first (all below 256), built in registers."""
+    one = np.uint64(1)
+    w0 = np.uint64(0)
+    w1 = np.uint64(0)
+    w2 = np.uint64(0)
+    w3 = np.uint64(0)
+    for q in range(lo, hi):
+        j = indices[q] - first
+        bit = one << np.uint64(j & 63)
+        k = j >> 6
+        w0 |= bit if k == 0 else np.uint64(0)
+        w1 |= bit if k == 1 else np.uint64(0)
+        w2 |= bit if k == 2 else np.uint64(0)
+        w3 |= bit if k == 3 else np.uint64(0)
+    out[0] = w0
+    out[1] = w1
+    out[2] = w2
+    out[3] = w3
+
+
+@njit(**KERNEL_OPTIONS)
+def _built_pair_gradient(dW, dz, part_ptr, indices, values, batch, scale, n_parts, words):
+    """_masked_pair_gradient with each pair's bit masks built from its CSR spans in the pass
+    (``words`` [2, W] uint64 scratch), as a kernel without a stored mask array would."""
+    L = lanes(dz)
+    n = dz.shape[1]
+    zero = values.dtype.type(0)
+    last = values.shape[0] - 1
+    for part in range(n_parts):
+        first = dW.shape[0] * part // n_parts
+        for i in range(batch.shape[0] // 2):
+            da = dz[2 * i]
+            db = dz[2 * i + 1]
+            ca = part_ptr[batch[2 * i] * n_parts + part]
+            ea = part_ptr[batch[2 * i] * n_parts + part + 1]
+            cb = part_ptr[batch[2 * i + 1] * n_parts + part]
+            eb = part_ptr[batch[2 * i + 1] * n_parts + part + 1]
+            ma = words[0]
+            mb = words[1]
+            _four_words(ma, indices, ca, ea, first)
+            _four_words(mb, indices, cb, eb, first)
+            a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
+            a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
+            a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
+            b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
+            b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
+            b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
+            for k in range(ma.shape[0]):
+                wa = ma[k]
+                wb = mb[k]
+                bits = wa | wb
+                while bits != 0:
+                    t = trailing_zeros(bits)
+                    bits &= bits - np.uint64(1)
+                    ia = (wa >> t) & np.uint64(1)
+                    ib = (wb >> t) & np.uint64(1)
+                    va = values[min(ca, last)]
+                    vb = values[min(cb, last)]
+                    ca += np.int64(ia)
+                    cb += np.int64(ib)
+                    x = vsplat(da, (va if ia else zero) * scale)
+                    u = vsplat(da, (vb if ib else zero) * scale)
+                    g = _row(dW, first + 64 * k + np.int64(t))
+                    vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
+                    vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
+                    vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
+                    vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
+                    vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
+                    vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
+                    vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
+                    vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
+
+
 def _part_masks(X, n_parts):
     """[N, parts, words] uint64: bit j of word j // 64 set where the part's row j is nonzero."""
     bounds = [X.shape[1] * k // n_parts for k in range(n_parts + 1)]
@@ -429,6 +507,10 @@ def main():
         cases["pair gradient, bit masks"] = (
             lambda: [_masked_pair_gradient(dW, dz, part_ptr, padded, masks, b, scale, PARTS) for b in batches],
             nonzeros * vectors, union * vectors)
+        words = np.zeros((2, -(-(-(-784 // PARTS)) // 64)), np.uint64)
+        cases["pair gradient, masks built in the pass"] = (
+            lambda: [_built_pair_gradient(dW, dz, part_ptr, indices, values, b, scale, PARTS, words) for b in batches],
+            nonzeros * vectors, union * vectors)
         cases["pair fwd + grad, bit masks"] = (
             lambda: [(_masked_pairs(Q, W, part_ptr, padded, masks, b, scale, PARTS),
                       _masked_pair_gradient(dW, dz, part_ptr, padded, masks, b, scale, PARTS)) for b in batches],
@@ -456,6 +538,9 @@ def main():
         assert np.array_equal(G, dW)
         dW[...] = 0
         _masked_pair_gradient(dW, dz, part_ptr, padded, masks, batches[0], scale, PARTS)
+        assert np.array_equal(G, dW)
+        dW[...] = 0
+        _built_pair_gradient(dW, dz, part_ptr, indices, values, batches[0], scale, PARTS, words)
         assert np.array_equal(G, dW)
 
     rates = {name: [] for name in cases}
