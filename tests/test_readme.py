@@ -284,3 +284,11 @@ def test_the_contents_list_every_section_and_each_link_finds_its_heading():
 
     assert [title for title, _ in links] == headings
     assert all(target == anchor(title) for title, target in links)
+
+
+def test_every_file_the_readme_names_is_in_the_repository():
+    # a renamed test file or script leaves the README pointing at nothing
+    root = README.parent
+    named = set(re.findall(r"\b((?:tests|bench|examples|fastmlp|kernels)/[\w./-]+\.(?:py|sh|ipynb|patch|md|toml))\b",
+                           README.read_text()))
+    assert len(named) >= 30 and sorted(path for path in named if not (root / path).exists()) == []
