@@ -110,8 +110,7 @@ def test_the_python_api_blocks_run_in_order_and_say_what_they_show(subset_dir, t
 
 @pytest.mark.mnist
 def test_the_sweep_block_runs_as_the_script_it_says_it_is(subset_dir, tmp_path):
-    # its `if __name__ == "__main__":` is the point: the workers import the script again
-    pytest.importorskip("dask")
+    # its `if __name__ == "__main__":` is the point: the workers (processes) import the script again
     script = tmp_path / "sweep_example.py"
     script.write_text(block(RUN_HERE[3]))
     env = dict(os.environ, FASTMLP_DATA=str(subset_dir))
@@ -177,7 +176,7 @@ def same_figures(shown, printed):
 def test_the_saved_model_walk_through_runs_and_evaluate_prints_what_the_readme_shows(mnist, capsys, tmp_path,
                                                                                     monkeypatch):
     # the README's commands, each as written (fastmlp train's defaults on the whole of MNIST); the
-    # evaluation it prints is what training gives, to its last digit, on every CPU kind so far
+    # evaluation it prints is the README's, to the README's own caveat on the last digits
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
     X_test = mnist[2]
