@@ -286,50 +286,55 @@ def _merge_batch(m_rows, m_x0, m_x1, counts, part_ptr, indices, values, batch, n
 
 
 @njit(**KERNEL_OPTIONS)
+def _pair_union(dW, da, db, ma, mb, values, ca, cb, scale, first):
+    """dW[j] += x_a[j] da, then += x_b[j] db over the union of the inputs the mask words ma and mb
+    light (rows first + bit), each sample's value by a running count from ca and cb into its CSR
+    span (0 where its pixel is dark): the pair gradient's loop, da and db in registers."""
+    L = lanes(da)
+    n = da.shape[0]
+    zero = values.dtype.type(0)
+    last = values.shape[0] - 1  # past a span the value read is another sample's, and not used
+    a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
+    a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
+    a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
+    b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
+    b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
+    b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
+    for k in range(ma.shape[0]):
+        wa = ma[k]
+        wb = mb[k]
+        bits = wa | wb
+        while bits != 0:
+            t = trailing_zeros(bits)
+            bits &= bits - np.uint64(1)
+            ia = (wa >> t) & np.uint64(1)
+            ib = (wb >> t) & np.uint64(1)
+            va = values[min(ca, last)]
+            vb = values[min(cb, last)]
+            ca += np.int64(ia)
+            cb += np.int64(ib)
+            x = vsplat(da, (va if ia else zero) * scale)
+            u = vsplat(da, (vb if ib else zero) * scale)
+            g = _row(dW, first + 64 * k + np.int64(t))
+            vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
+            vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
+            vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
+            vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
+            vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
+            vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
+            vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
+            vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
+
+
+@njit(**KERNEL_OPTIONS)
 def _masked_pair_gradient(dW, dz, part_ptr, values, masks, batch, scale, n_parts):
     """_gradient_pairs with each pair's union from the bit masks, as _masked_pairs finds it."""
-    L = lanes(dz)
-    n = dz.shape[1]
-    zero = values.dtype.type(0)
     for part in range(n_parts):
         first = dW.shape[0] * part // n_parts
         for i in range(batch.shape[0] // 2):
-            da = dz[2 * i]
-            db = dz[2 * i + 1]
-            a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
-            a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
-            a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
-            b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
-            b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
-            b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
-            ma = masks[batch[2 * i], part]
-            mb = masks[batch[2 * i + 1], part]
-            ca = part_ptr[batch[2 * i] * n_parts + part]
-            cb = part_ptr[batch[2 * i + 1] * n_parts + part]
-            for k in range(ma.shape[0]):
-                wa = ma[k]
-                wb = mb[k]
-                bits = wa | wb
-                while bits != 0:
-                    t = trailing_zeros(bits)
-                    bits &= bits - np.uint64(1)
-                    ia = (wa >> t) & np.uint64(1)
-                    ib = (wb >> t) & np.uint64(1)
-                    va = values[ca]
-                    vb = values[cb]
-                    ca += np.int64(ia)
-                    cb += np.int64(ib)
-                    x = vsplat(da, (va if ia else zero) * scale)
-                    u = vsplat(da, (vb if ib else zero) * scale)
-                    g = _row(dW, first + 64 * k + np.int64(t))
-                    vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
-                    vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
-                    vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
-                    vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
-                    vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
-                    vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
-                    vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
-                    vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
+            r, s = batch[2 * i], batch[2 * i + 1]
+            _pair_union(dW, dz[2 * i], dz[2 * i + 1], masks[r, part], masks[s, part], values,
+                        part_ptr[r * n_parts + part], part_ptr[s * n_parts + part], scale, first)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -358,54 +363,15 @@ def _four_words(out, indices, lo, hi, first):
 def _built_pair_gradient(dW, dz, part_ptr, indices, values, batch, scale, n_parts, words):
     """_masked_pair_gradient with each pair's bit masks built from its CSR spans in the pass
     (``words`` [2, W] uint64 scratch), as a kernel without a stored mask array would."""
-    L = lanes(dz)
-    n = dz.shape[1]
-    zero = values.dtype.type(0)
-    last = values.shape[0] - 1
     for part in range(n_parts):
         first = dW.shape[0] * part // n_parts
         for i in range(batch.shape[0] // 2):
-            da = dz[2 * i]
-            db = dz[2 * i + 1]
-            ca = part_ptr[batch[2 * i] * n_parts + part]
-            ea = part_ptr[batch[2 * i] * n_parts + part + 1]
-            cb = part_ptr[batch[2 * i + 1] * n_parts + part]
-            eb = part_ptr[batch[2 * i + 1] * n_parts + part + 1]
-            ma = words[0]
-            mb = words[1]
-            _four_words(ma, indices, ca, ea, first)
-            _four_words(mb, indices, cb, eb, first)
-            a0, a1, a2, a3 = vload(da, 0), vload(da, L), vload(da, 2 * L), vload(da, 3 * L)
-            a4, a5 = vload_part(da, 4 * L, n - 4 * L), vload_part(da, 5 * L, n - 5 * L)
-            a6, a7 = vload_part(da, 6 * L, n - 6 * L), vload_part(da, 7 * L, n - 7 * L)
-            b0, b1, b2, b3 = vload(db, 0), vload(db, L), vload(db, 2 * L), vload(db, 3 * L)
-            b4, b5 = vload_part(db, 4 * L, n - 4 * L), vload_part(db, 5 * L, n - 5 * L)
-            b6, b7 = vload_part(db, 6 * L, n - 6 * L), vload_part(db, 7 * L, n - 7 * L)
-            for k in range(ma.shape[0]):
-                wa = ma[k]
-                wb = mb[k]
-                bits = wa | wb
-                while bits != 0:
-                    t = trailing_zeros(bits)
-                    bits &= bits - np.uint64(1)
-                    ia = (wa >> t) & np.uint64(1)
-                    ib = (wb >> t) & np.uint64(1)
-                    va = values[min(ca, last)]
-                    vb = values[min(cb, last)]
-                    ca += np.int64(ia)
-                    cb += np.int64(ib)
-                    x = vsplat(da, (va if ia else zero) * scale)
-                    u = vsplat(da, (vb if ib else zero) * scale)
-                    g = _row(dW, first + 64 * k + np.int64(t))
-                    vstore(g, 0, vfma(u, b0, vfma(x, a0, vload(g, 0))))
-                    vstore(g, L, vfma(u, b1, vfma(x, a1, vload(g, L))))
-                    vstore(g, 2 * L, vfma(u, b2, vfma(x, a2, vload(g, 2 * L))))
-                    vstore(g, 3 * L, vfma(u, b3, vfma(x, a3, vload(g, 3 * L))))
-                    vstore(g, 4 * L, vfma(u, b4, vfma(x, a4, vload(g, 4 * L))))
-                    vstore(g, 5 * L, vfma(u, b5, vfma(x, a5, vload(g, 5 * L))))
-                    vstore(g, 6 * L, vfma(u, b6, vfma(x, a6, vload(g, 6 * L))))
-                    vstore(g, 7 * L, vfma(u, b7, vfma(x, a7, vload(g, 7 * L))))
-
+            r, s = batch[2 * i], batch[2 * i + 1]
+            ca, ea = part_ptr[r * n_parts + part], part_ptr[r * n_parts + part + 1]
+            cb, eb = part_ptr[s * n_parts + part], part_ptr[s * n_parts + part + 1]
+            _four_words(words[0], indices, ca, ea, first)
+            _four_words(words[1], indices, cb, eb, first)
+            _pair_union(dW, dz[2 * i], dz[2 * i + 1], words[0], words[1], values, ca, cb, scale, first)
 
 def _part_masks(X, n_parts):
     """[N, parts, words] uint64: bit j of word j // 64 set where the part's row j is nonzero."""
