@@ -214,19 +214,10 @@ def chunks(rounds):
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "widths"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    modes = {"pinned": pinned, "per-cpu": per_cpu, "alone": alone, "latency": latency, "pair": pair, "chunks": chunks}
     if mode == "widths":
         widths(rounds, [int(h) for h in sys.argv[3].split(",")] if len(sys.argv) > 3 else [32, 64, 128, 256, 512])
-    elif mode == "pinned":
-        pinned(rounds)
-    elif mode == "per-cpu":
-        per_cpu(rounds)
-    elif mode == "alone":
-        alone(rounds)
-    elif mode == "latency":
-        latency(rounds)
-    elif mode == "pair":
-        pair(rounds)
-    elif mode == "chunks":
-        chunks(rounds)
+    elif mode in modes:
+        modes[mode](rounds)
     else:
         sys.exit(f"unknown mode {mode!r}: widths, pinned, per-cpu, alone, latency, pair or chunks")
