@@ -4,9 +4,9 @@ Every ```python block of the README is either run here, in order and in one name
 reader pastes them, or listed in ``NOT_RUN`` with the reason; a new block fails
 ``test_every_python_block_is_run_or_said_why_not`` until it is one or the other. They run on the
 first 6,000 training and 1,000 test images of MNIST (``FASTMLP_DATA`` pointed at a copy of
-them), so that the scikit-learn drop-in's default fit takes seconds, not the 15 s it takes on
-all 60,000 (2026-12-07, AMD EPYC Zen 4). The command-line walk-through of "Using a saved
-model" runs on the whole of MNIST: the evaluation the README prints is compared line by line.
+them), so that the scikit-learn drop-in's default fit takes about 1 s, not the 20 s it takes on
+all 60,000 (2026-12-07, AMD EPYC Zen 4, BENCHMARKS.md session 67). The command-line walk-through
+of "Using a saved model" runs on the whole of MNIST: the evaluation the README prints is compared line by line.
 Every other fastmlp command in the README (its sh blocks, inline code, the accuracy table's rows)
 is parsed by the CLI's own parser, so that a renamed option cannot leave one stale.
 """
