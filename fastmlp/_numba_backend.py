@@ -130,9 +130,10 @@ class NumbaBackend:
     name = "numba"
 
     def __init__(self, arch: Architecture, threads="auto"):
-        """``threads``: "auto" (per-sample SGD on one thread, mini-batch on one or all Numba
-        threads, whichever measures faster, re-checked as training goes: ``ThreadChooser``;
-        on ``numba.get_num_threads()`` where the caller set fewer with numba.set_num_threads)
+        """``threads``: "auto" (mini-batch on one or all Numba threads, whichever measures faster,
+        re-checked as training goes: ``ThreadChooser``; on ``numba.get_num_threads()`` where the
+        caller set fewer with numba.set_num_threads; plain per-sample SGD the same way on one or
+        two threads where they give the same bits, ``kernels.logits_in_halves``, else on one)
         or a number n (per-sample on n threads where the network allows, mini-batch on
         min(n, NUMBA_NUM_THREADS): the number asked for, whatever numba.set_num_threads says)."""
         self.arch = arch
@@ -141,9 +142,15 @@ class NumbaBackend:
         self.w_offsets = layout.w_offsets
         self.b_offsets = layout.b_offsets
         most = 1 if numba.config.DISABLE_JIT else numba.config.NUMBA_NUM_THREADS
+        # threads="auto" per sample: one or two threads chunk by chunk (``ThreadChooser``) where
+        # the two train to the same bits (``kernels.logits_in_halves``), else one
+        self.persample_threads = None
         if threads == "auto":
             self.threads = 1
             self.minibatch_threads = ThreadChooser(most)
+            if (most >= 2 and kernels.logits_in_halves(arch.layers, arch.dtype)
+                    and kernels.usable_threads(2, tuple(arch.layers)) == 2):
+                self.persample_threads = ThreadChooser(2)
         else:
             self.threads = kernels.usable_threads(threads, tuple(arch.layers))
             self.minibatch_threads = ThreadChooser(min(int(threads), most), fixed=True)
@@ -155,6 +162,8 @@ class NumbaBackend:
         self._minibatch_stats = np.zeros(4, np.float64)
         self._parallel_compiling = None  # the second process compiling the parallel mini-batch kernel
         self._persample_compiling = None  # the second process compiling the plain per-sample kernel
+        self._two_threads_compiling = None  # the second process compiling the two-thread worker (``_two_threads_ready``)
+        self._two_threads = set()  # input dtypes for which this process holds the two-thread worker
         self._background = None  # the second process of this backend's latest cold start (any plan)
         self._serial = {}  # per input dtype: one thread and no parallel kernel anywhere: the serial twin (decided once)
         self._warmed = set()  # warmup's keys (_warm_key) whose kernels this process holds: nothing left to load
@@ -180,6 +189,8 @@ class NumbaBackend:
         state = self.__dict__.copy()
         state["_parallel_compiling"] = None
         state["_persample_compiling"] = None
+        state["_two_threads_compiling"] = None
+        state["_two_threads"] = set()
         state["_background"] = None
         state["_serial"] = {}  # decided again where it is loaded (another cache)
         state["_warmed"] = set()  # (another process: its kernels to load)
@@ -196,6 +207,9 @@ class NumbaBackend:
         if not isinstance(self.__dict__.get("_serial"), dict):  # pickled by an earlier version
             self._serial = {}
         self.__dict__.setdefault("_persample_compiling", None)  # pickled by an earlier version
+        self.__dict__.setdefault("persample_threads", None)
+        self.__dict__.setdefault("_two_threads_compiling", None)
+        self.__dict__.setdefault("_two_threads", set())
         self.__dict__.setdefault("_background", None)
         self.__dict__.setdefault("_warmed", set())
         if not isinstance(self.__dict__.get("_inference_ready"), set):  # a bool, pickled by an earlier version
@@ -403,12 +417,17 @@ class NumbaBackend:
         )
         compiling = self._persample_compiling
         self.threads_used = self.threads
+        self._stats[0] = 0.0  # (the plain kernels add the chunk's losses on to it)
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)
         elif not _compiling_ahead and compiling is not None and compiling.poll() is None:
             # a cold start: the interpreted kernel, bitwise the same, while the second process
             # compiles the kernel
             kernels.sgd_persample_chunk_interpreted(*args)
+        elif (self.persample_threads is not None and len(order) > 2 and numba.get_num_threads() >= 2
+              and self._two_threads_ready(params, data, labels, target_rows)):
+            self._persample_compiling = None
+            self._per_sample_on_chosen_threads(args)
         else:
             self._persample_compiling = None  # stored in the cache by now (or it failed: compiled here)
             kernels.sgd_persample_chunk(*args)
@@ -417,6 +436,70 @@ class NumbaBackend:
         state.counters[optim.STEPS] += n_done
         state.counters[optim.SAMPLES] += n_done
         return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
+
+    PERSAMPLE_PROBE_UNIT = 256  # samples: the "batch" of per-sample calls in ThreadChooser's probes
+
+    def _per_sample_on_chosen_threads(self, args):
+        """Plain per-sample SGD over the chunk ``args`` describe (into ``_stats``) on one or two threads, as
+        ``persample_threads`` chooses from their measured speed (as for mini-batch training:
+        ``fastmlp._adaptive``). The network's logits are summed in halves on one thread too
+        (``kernels.logits_in_halves``), so the result is the same bits on either count. A
+        probe's calls are whole multiples of ``PERSAMPLE_PROBE_UNIT`` samples: a call on two
+        threads starts a thread and copies the first layer's columns into each thread's block
+        (about 0.1 ms at 784-128-10), which calls of two samples would time instead of training."""
+        head, (order, _, n_samples) = args[:-3], args[-3:]
+        stats = self._stats
+        counts = [0, 0]  # correct, trained (the loss sum carries on in stats[0] from call to call)
+
+        def call(count, start, n):
+            kernels.sgd_persample_chunk_threaded(*head, order, start, start + n, threads=count)
+            self.threads_used = max(self.threads_used, count)
+            counts[0] += int(stats[1])
+            counts[1] += int(stats[2])
+            return int(stats[2])
+
+        self.persample_threads.run(n_samples, self.PERSAMPLE_PROBE_UNIT, call)
+        stats[1:] = counts  # (as one call's: the loss sum, the number correct and the samples trained)
+
+    def _two_threads_ready(self, params, data, labels, target_rows):
+        """Whether this process holds the two-thread worker for ``data``'s inputs, so that
+        ``threads="auto"`` may choose it (it trains to the one-thread kernel's bits): compiled
+        here, or loaded from the cache now (a two-sample run on a copy of ``params``, about 30 ms,
+        timed as compile time and not as a probe's). On a cold cache it is not compiled in the
+        middle of a fit: a second process compiles it (``_prewarm``'s plan "two-threads"), and
+        training stays on one thread until that has stored it; where none can start (one core,
+        ``FASTMLP_BACKGROUND_COMPILE=0``), it is compiled here, once."""
+        values_dtype = data.values.dtype
+        key = np.dtype(values_dtype).name
+        if key in self._two_threads:
+            return True
+        from .kernels import sgd
+
+        worker = sgd._split_hidden_worker
+        dtypes = {"W1": self.arch.dtype, "values": values_dtype}
+        if not compiled_here(worker, argument_dtypes=dtypes):
+            compiling = self._two_threads_compiling
+            if compiling is not None and compiling.poll() is None:
+                return False  # a second process is compiling it
+            self._two_threads_compiling = None
+            try:
+                cold = cache_is_cold(worker, argument_dtypes=dtypes)
+            except (OSError, AttributeError):  # a Numba without these cache attributes
+                cold = False
+            if cold and compiling is None and not _compiling_ahead:
+                self._two_threads_compiling = start_prewarm("two-threads", self.arch.dtype, values_dtype)
+                if self._two_threads_compiling is not None:
+                    return False
+        tic = time.perf_counter()
+        scratch = aligned_copy(params)
+        order = np.arange(2, dtype=np.int64)
+        kernels.sgd_persample_chunk_threaded(
+            scratch, np.zeros(3), self.layer_sizes, self.w_offsets, self.b_offsets, self.arch.activation_code,
+            self.arch.loss_code, 0.0, data.indptr, data.indices, data.values, data.input_scale, labels, target_rows,
+            order, 0, 2, threads=2)
+        self.compile_seconds += time.perf_counter() - tic
+        self._two_threads.add(key)
+        return True
 
     def train_chunk_on(self, kernel, params, data, targets, batch_size):
         """Plain mini-batch SGD over every row of ``data`` on ``kernel``, a form of the mini-batch

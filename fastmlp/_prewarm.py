@@ -17,16 +17,20 @@ place), so a second process can compile some of them meanwhile. ``start`` launch
   this one then loads: ``chunk_scalars``); this process then waits for the other's (``share``) and trains on the
   interpreted kernel, which needs nothing else compiled, while the other process goes on to
   compile the parallel kernel (the one training moves to once it is stored);
+- plain per-sample SGD on two threads (``threads="auto"`` on a network whose one thread trains to
+  two threads' bits: ``kernels.logits_in_halves``): started by the fit once the one-thread kernel
+  is stored, it compiles the two-thread worker while the fit trains on one thread, and the fit
+  may choose two threads once it is stored (``NumbaBackend._two_threads_ready``);
 - per-sample training with an optimizer, dropout or sample weights (the general kernel, far too
   slow to train on interpreted): this process compiles the kernel, whose helpers Numba compiles
   as the kernel's typing meets them; the other process runs the kernel's Python code on two
   samples with only the helpers met last compiled (``kernels.sgd.LATE_HELPERS``), so that this
   process finds those in the cache when it gets there.
 
-Every plan ends with the compiled conversion of inputs to CSR rows (``csr_kernels``): until it is
-stored, both processes convert by NumPy (``NumbaBackend._sparse_rows``), so that neither compiles
-it before its share of the kernel's helpers (about 0.4 s each on an AMD EPYC Zen 4, where both
-used to compile it at once).
+Every plan but "two-threads" (started once the fit has them) ends with the compiled conversion of
+inputs to CSR rows (``csr_kernels``): until it is stored, both processes convert by NumPy
+(``NumbaBackend._sparse_rows``), so that neither compiles it before its share of the kernel's
+helpers (about 0.4 s each on an AMD EPYC Zen 4, where both used to compile it at once).
 
 It runs only where it can help: on a cold cache (no index of the kernel yet), with two cores
 available to this process and ``NUMBA_NUM_THREADS`` at least 2 (sweep workers and MPI ranks run
@@ -258,7 +262,31 @@ def general_late_helpers(dtype, values_dtype, claims=None):
     return [late, csr_kernels(values_dtype)]
 
 
-PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel, "general": general_late_helpers}
+def two_thread_worker(dtype, values_dtype, claims=None):
+    """The two-thread per-sample kernel's worker (``kernels.sgd._split_hidden_worker``), which
+    ``threads="auto"`` moves per-sample training to, chunk by chunk, once it is compiled: started by
+    the fit after the plain per-sample kernel is stored (training here runs on that meanwhile), by a
+    two-sample run of a 6-32-3 network on two threads (16 units each). ``claims``: unused."""
+    def worker():
+        from .backends import make_backend
+        from .network import Architecture, init_params
+
+        arch = Architecture((6, 32, 3), "sigmoid", "cross_entropy", dtype=dtype)
+        backend = make_backend("numba", arch, 2)
+        data = backend.prepare(np.ones((2, 6), values_dtype), compiled=False)
+        backend.warmup(init_params(arch, "xavier", seed=0), data, np.zeros(2, np.int64), 1, inference=False)
+
+    return [worker]
+
+
+PLANS = {"per-sample": per_sample_kernel, "mini-batch": minibatch_kernel, "general": general_late_helpers,
+         "two-threads": two_thread_worker}
+
+
+def kernel_dtypes(plan, dtype, values_dtype):
+    """The dtypes of ``plan``'s kernel's float and input arguments, by name (``compiled_here``'s and
+    ``cache_is_cold``'s ``argument_dtypes``)."""
+    return {"W1" if plan == "two-threads" else "params": dtype, "values": values_dtype}
 
 
 _positions = {}  # (py_func, argument names): their positions, as _argument_positions finds them
@@ -378,8 +406,9 @@ def python_executable():
 
 
 def start(plan, dtype, values_dtype):
-    """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch", or
-    "general": per-sample SGD with an optimizer, dropout or sample weights) for a run of float
+    """Start the second process for ``plan`` ("per-sample": plain per-sample SGD, "mini-batch",
+    "general": per-sample SGD with an optimizer, dropout or sample weights, or "two-threads": the
+    two-thread per-sample worker) for a run of float
     ``dtype`` on inputs of ``values_dtype`` if it can help (module docstring); returns the process
     or None."""
     import numba
@@ -401,16 +430,17 @@ def start(plan, dtype, values_dtype):
             # already compiling this (several fits at once, one after another, or warmup's,
             # started ahead of the fit that needs it)
             return running
-    if compiled_here(kernel, dtype, values_dtype):
+    dtypes = kernel_dtypes(plan, dtype, values_dtype)
+    if compiled_here(kernel, argument_dtypes=dtypes):
         return None  # (for these types: another dtype's or input kind's kernel is no help)
     told = None
     lock = None
     try:
-        if not cache_is_cold(kernel, dtype, values_dtype):
+        if not cache_is_cold(kernel, argument_dtypes=dtypes):
             return None
         # one process at a time from here to its second process's mark (_lock_start)
         lock = _lock_start(plan, dtype, values_dtype)
-        if not cache_is_cold(kernel, dtype, values_dtype):
+        if not cache_is_cold(kernel, argument_dtypes=dtypes):
             return None  # stored while this process waited for the lock
         elsewhere = compiling_elsewhere(plan, dtype, values_dtype)
         if elsewhere is not None:
@@ -635,11 +665,15 @@ def _kernel_of(plan):
     """The kernel whose cold start ``plan`` helps."""
     from . import kernels
 
+    if plan == "two-threads":
+        from .kernels import sgd
+
+        return sgd._split_hidden_worker
     return {"per-sample": kernels.sgd_persample_chunk, "mini-batch": kernels.minibatch_sgd_chunk,
             "general": kernels.persample_chunk}[plan]
 
 
-FINISH_AFTER_EXIT = ("per-sample", "mini-batch")  # the plans whose kernel training here ran without
+FINISH_AFTER_EXIT = ("per-sample", "mini-batch", "two-threads")  # the plans whose kernel training here ran without
 _stopping_at_exit = []  # non-empty once the command line was interrupted (stop_at_exit)
 
 
@@ -692,7 +726,7 @@ def _still_needed(process):
     if plan not in FINISH_AFTER_EXIT:
         return False
     try:
-        return cache_is_cold(_kernel_of(plan), dtype, values_dtype)
+        return cache_is_cold(_kernel_of(plan), argument_dtypes=kernel_dtypes(plan, dtype, values_dtype))
     except Exception:  # noqa: BLE001 - at exit: no traceback; a Numba without these cache attributes, or our own slip
         return True
 

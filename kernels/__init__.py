@@ -48,7 +48,7 @@ _EXPORTS = {  # submodule: the names it exports, imported on first use
                   "minibatch_sgd_chunk_interpreted"),
     "gradient": ("gradient_scratch", "batch_gradient", "gradient_step"),
     "sgd": ("sgd_persample_chunk", "sgd_persample_chunk_threaded", "sgd_persample_chunk_interpreted", "persample_chunk",
-            "usable_threads"),
+            "usable_threads", "logits_in_halves"),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _EXPORTS.items() for name in names}
 

@@ -19,6 +19,11 @@ Shared arguments of the per-sample trainers (N samples, L dense layers, K = laye
                                       forward pass, before that sample's update. If the
                                       count is short of stop - start, sample order[start + count]
                                       had a non-finite loss; training stopped before its update.
+                                      The plain kernels (``sgd_persample_chunk`` and threaded)
+                                      add the losses on to stats[0] as they come: a chunk
+                                      trained in several calls sums them as one call does (the
+                                      caller zeroes it for a new sum); ``persample_chunk``
+                                      writes it.
     layer_sizes  int64 [L+1]          n_0 (inputs) .. n_L (outputs)
     w_offsets    int64 [L]            from ``codes.parameter_layout``
     b_offsets    int64 [L]            -1 for layers without bias
@@ -69,6 +74,7 @@ from .linear import (
     sparse_row_update,
     vector_empty,
 )
+from .vectors import VECTOR_BYTES
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from .codes import DROPOUT as DROPOUT_HYPER, DROPOUT_SEED, INPUT_DROPOUT as INPUT_DROPOUT_HYPER
 from .codes import NESTEROV as NESTEROV_HYPER, SAMPLES, STEPS
@@ -107,7 +113,17 @@ def sgd_persample_chunk(
     params, stats, layer_sizes, w_offsets, b_offsets, activation, loss, learning_rate,
     indptr, indices, values, input_scale, labels, targets, order, start, stop,
 ):
-    """Per-sample SGD over order[start:stop], one thread (arguments: module docstring)."""
+    """Per-sample SGD over order[start:stop], one thread (arguments: module docstring).
+
+    On a network with one hidden layer of a multiple of eight vectors of units (``halves``:
+    128, 256 ... float32 units, 64, 128 ... float64) the output logits are summed as the
+    two-thread kernel sums them: the bias, then the share of the first half of the hidden
+    units, then the second's (``_gather_logits``), each share by ``dense_row_forward`` over its
+    half. Every other step computes each unit as two threads' halves do (their first-layer
+    blocks take the same sums in the same order), so this kernel and ``threads=2`` train to the
+    same bits, and ``threads="auto"`` may move between one and two threads from chunk to chunk
+    without changing a result. It costs one thread nothing measurable (``bench/ab_kernels.py``:
+    BENCHMARKS.md, session 68)."""
     # views without reference counts (linear.borrowed), of the arrays made here too (kept alive
     # to the end): each view made per sample or per nonzero input row would count atomically
     params = borrowed(params)
@@ -116,28 +132,45 @@ def sgd_persample_chunk(
     n_layers = layer_sizes.shape[0] - 1
     lr = params.dtype.type(learning_rate)
     scale = params.dtype.type(input_scale)
+    n_out = layer_sizes[n_layers]
+
+    # The last layer's inputs in parts: [edges[p], edges[p + 1]) (two halves, or one part).
+    edges = np.zeros(3, np.int64)
+    edges[1] = layer_sizes[n_layers - 1]
+    edges[2] = edges[1]
+    n_parts = 1
+    if n_layers == 2 and layer_sizes[1] % (8 * (VECTOR_BYTES // params.itemsize)) == 0:
+        n_parts = 2
+        edges[1] = layer_sizes[1] // 2
 
     # Layers after the first are trained on output-major copies Wt = W^T (see linear.py),
-    # made here once and copied back at the end: packed[wt_offsets[l]:wt_offsets[l+1]].
+    # made here once and copied back at the end: packed[wt_offsets[l]:wt_offsets[l+1]]; the
+    # last layer's as one block per part of its inputs (the part's K x n rows, one after another).
     wt_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(1, n_layers):
         wt_offsets[l + 1] = wt_offsets[l] + layer_sizes[l] * layer_sizes[l + 1]
     packed = vector_empty(wt_offsets[n_layers], params)
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        _transpose(packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]), W)
+        parts = n_parts if l == n_layers - 1 else 1
+        for q in range(parts):
+            lo, hi = (edges[q], edges[q + 1]) if parts == 2 else (0, W.shape[0])
+            first = wt_offsets[l] + lo * W.shape[1]
+            _transpose(packed[first : first + (hi - lo) * W.shape[1]].reshape(W.shape[1], hi - lo), W[lo:hi])
 
     # acts[a_offsets[l]:a_offsets[l+1]]: output of layer l (activated for hidden layers,
-    # logits for the last); deltas: d loss / d (pre-activation) of the same units.
+    # logits for the last); deltas: d loss / d (pre-activation) of the same units. After the
+    # logits in acts: one part's share of them (the halves).
     a_offsets = np.zeros(n_layers + 1, np.int64)
     for l in range(n_layers):
         a_offsets[l + 1] = a_offsets[l] + layer_sizes[l + 1]
-    acts_owner = vector_empty(a_offsets[n_layers], params)
+    acts_owner = vector_empty(a_offsets[n_layers] + n_out, params)
     deltas_owner = vector_empty(a_offsets[n_layers], params)
-    p = np.empty(layer_sizes[n_layers], params.dtype)
+    p = np.empty(n_out, params.dtype)
     acts, deltas, packed_view = borrowed(acts_owner), borrowed(deltas_owner), borrowed(packed)
+    share = acts[a_offsets[n_layers] : a_offsets[n_layers] + n_out]
 
-    loss_sum = 0.0
+    loss_sum = stats[0]  # added on to (module docstring)
     n_correct = 0
     n_trained = 0
     for s in range(start, stop):
@@ -152,10 +185,21 @@ def sgd_persample_chunk(
             a = acts[a_offsets[l - 1] : a_offsets[l]]
             activation_row_forward(a, activation)
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
-            dense_row_forward(acts[a_offsets[l] : a_offsets[l + 1]], Wt, b, a)
+            if l == n_layers - 1 and n_parts == 2:
+                z = acts[a_offsets[l] : a_offsets[l + 1]]
+                fill_bias(z, b)
+                for q in range(2):
+                    lo, hi = edges[q], edges[q + 1]
+                    first = wt_offsets[l] + lo * n_out
+                    Wt = packed_view[first : first + (hi - lo) * n_out].reshape(n_out, hi - lo)
+                    dense_row_forward(share, Wt, b[:0], a[lo:hi])
+                    for k in range(n_out):
+                        z[k] += share[k]
+            else:
+                Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
+                dense_row_forward(acts[a_offsets[l] : a_offsets[l + 1]], Wt, b, a)
 
-        z = acts[a_offsets[n_layers - 1] :]
+        z = acts[a_offsets[n_layers - 1] : a_offsets[n_layers]]
         value, correct = loss_row_forward(p, z, labels, targets, i, loss)
         if not np.isfinite(value):
             break
@@ -167,17 +211,29 @@ def sgd_persample_chunk(
         loss_row_backward(dz, p, labels, targets, i, loss)
         for l in range(n_layers - 1, 0, -1):
             _, b = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-            Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
             a = acts[a_offsets[l - 1] : a_offsets[l]]
             da = deltas[a_offsets[l - 1] : a_offsets[l]]
-            dense_row_backward_update(da, Wt, b, deltas[a_offsets[l] : a_offsets[l + 1]], a, lr)
+            if l == n_layers - 1 and n_parts == 2:
+                for q in range(2):
+                    lo, hi = edges[q], edges[q + 1]
+                    first = wt_offsets[l] + lo * n_out
+                    Wt = packed_view[first : first + (hi - lo) * n_out].reshape(n_out, hi - lo)
+                    # the bias's step once, with the first half's (each thread steps its own copy)
+                    dense_row_backward_update(da[lo:hi], Wt, b if q == 0 else b[:0], dz, a[lo:hi], lr)
+            else:
+                Wt = packed_view[wt_offsets[l] : wt_offsets[l + 1]].reshape(layer_sizes[l + 1], layer_sizes[l])
+                dense_row_backward_update(da, Wt, b, deltas[a_offsets[l] : a_offsets[l + 1]], a, lr)
             activation_row_backward(da, a, activation)
         W, b = layer_views(params, layer_sizes, w_offsets, b_offsets, FIRST_LAYER)
         sparse_row_update(W, b, deltas[a_offsets[0] : a_offsets[1]], nz_indices, nz_values, scale, lr)
 
     for l in range(1, n_layers):
         W, _ = layer_views(params, layer_sizes, w_offsets, b_offsets, l)
-        _transpose(W, packed[wt_offsets[l] : wt_offsets[l + 1]].reshape(W.shape[1], W.shape[0]))
+        parts = n_parts if l == n_layers - 1 else 1
+        for q in range(parts):
+            lo, hi = (edges[q], edges[q + 1]) if parts == 2 else (0, W.shape[0])
+            first = wt_offsets[l] + lo * W.shape[1]
+            _transpose(W[lo:hi], packed[first : first + (hi - lo) * W.shape[1]].reshape(W.shape[1], hi - lo))
     stats[0] = loss_sum
     stats[1] = n_correct
     stats[2] = n_trained
@@ -907,7 +963,7 @@ def _split_hidden_worker(
     p = np.empty(n_out, W1.dtype)
     dz = np.empty(n_out, W1.dtype)
 
-    loss_sum = 0.0
+    loss_sum = stats[0]  # added on to (module docstring)
     n_correct = 0
     n_trained = 0
     for s in range(start, stop):
@@ -938,6 +994,13 @@ def _split_hidden_worker(
     stats[2] = n_trained
 
 
+def logits_in_halves(layer_sizes, dtype):
+    """Whether ``sgd_persample_chunk`` sums the logits in the two-thread kernel's halves (its
+    docstring): one hidden layer of a multiple of eight 64-byte vectors of units. There one and two
+    threads train to the same bits."""
+    return len(layer_sizes) == 3 and int(layer_sizes[1]) % (8 * (VECTOR_BYTES // np.dtype(dtype).itemsize)) == 0
+
+
 def usable_threads(threads, layer_sizes):
     """How many threads ``sgd_persample_chunk_threaded`` really uses for this network."""
     if threads <= 1 or len(layer_sizes) != 3 or numba.config.DISABLE_JIT:
@@ -958,8 +1021,11 @@ def sgd_persample_chunk_threaded(
 ):
     """Per-sample SGD over order[start:stop] on ``threads`` threads (arguments: module docstring).
 
-    Same result as ``sgd_persample_chunk`` up to float rounding (the output logits are summed
-    in a different order), and deterministic: two runs give bit-identical parameters. Not
+    Deterministic (two runs give bit-identical parameters), and on two threads the very bits of
+    ``sgd_persample_chunk`` where that sums its logits in the two threads' halves
+    (``logits_in_halves``: one hidden layer of a multiple of eight vectors of units); elsewhere
+    the same result up to float rounding (the output logits are summed in another order, and a
+    thread's block of units may run other register paths than the whole layer). Not
     Hogwild: each thread owns a block of hidden units (its columns of W1, rows of W2 and
     entries of b1), repacked into contiguous private arrays for the chunk and copied back at
     its end; per sample, the threads add up their partial logits after one spin barrier.
@@ -994,6 +1060,8 @@ def sgd_persample_chunk_threaded(
         )
         for first, last in units
     ]
+    for block in blocks:
+        block[0][0] = stats[0]  # the loss sum so far, added on to by each thread (every one alike)
     counts, slots = mailbox(threads, n_out, params.dtype)
     abort = abort_flag()
 

@@ -431,6 +431,100 @@ def test_results_do_not_depend_on_the_thread_choices(batch_size, recipe, monkeyp
         assert {"fixed 2", "auto", "alternating"} <= used, used
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads only exist compiled")
+def test_per_sample_results_do_not_depend_on_the_thread_choices(monkeypatch):
+    # issue 11: per sample, "auto" chooses one or two threads chunk by chunk (as mini-batch does)
+    # where the network's one thread sums its logits in the two threads' halves
+    # (kernels.logits_in_halves): the choices, forced here at every call, change no bit
+    from fastmlp import kernels
+
+    if kernels.usable_threads(2, (64, 128, 10)) < 2:
+        pytest.skip("one core: per-sample training runs on one thread whatever is asked")
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")  # (compiled here: tests/test_prewarm.py has the cold start)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20_000, 64)).astype(np.uint8)  # three trainer chunks
+    X[rng.random(X.shape) < 0.7] = 0
+    y = rng.integers(0, 10, size=len(X))
+    runs, used = {}, {}
+    for name in ("fixed 1", "fixed 2", "auto", "alternating", "auto under set_num_threads(1)"):
+        threads = {"fixed 1": 1, "fixed 2": 2}.get(name, "auto")
+        model = MLP([64, 128, 10], activation="relu", seed=1, threads=threads)
+        model.fit(X[:500], y[:500], epochs=1, batch_size=1)  # builds the backend
+        if name.startswith("alternating") or name.endswith("set_num_threads(1)"):
+            model.backend_.persample_threads = Alternating(2)  # (two threads whenever it is asked)
+        outer = numba.get_num_threads()
+        if name.endswith("set_num_threads(1)"):
+            numba.set_num_threads(1)
+        try:
+            history = model.partial_fit(X, y, epochs=2)
+        finally:
+            numba.set_num_threads(outer)
+        runs[name], used[name] = (model.params_.copy(), history.loss[-2:]), model.backend_.threads_used
+    for name, (params, losses) in runs.items():
+        np.testing.assert_array_equal(params, runs["fixed 1"][0], err_msg=name)
+        assert losses == runs["fixed 1"][1], name
+    assert used["fixed 2"] == used["alternating"] == 2 and used["fixed 1"] == 1, used
+    assert used["auto under set_num_threads(1)"] == 1, used  # a caller's limit holds per sample too
+
+
+class CompilingWorker:
+    """A second process compiling the two-thread worker, until ``done``."""
+
+    def __init__(self):
+        self.done = False
+
+    def poll(self):
+        return 0 if self.done else None
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads only exist compiled")
+@pytest.mark.parametrize("second_process", [True, False])
+def test_a_cold_two_thread_worker_is_compiled_aside_while_one_thread_trains(monkeypatch, second_process):
+    # On a cold cache "auto" must not stop a fit to compile the two-thread worker (2.8 s here): a
+    # second process compiles it (plan "two-threads") while one thread trains, and the chooser
+    # takes over once it is stored; where no second process can start, it is compiled at once.
+    from fastmlp import _numba_backend, kernels
+
+    if kernels.usable_threads(2, (64, 128, 10)) < 2:
+        pytest.skip("one core: per-sample training runs on one thread whatever is asked")
+    process, started, stored = CompilingWorker(), [], []
+    monkeypatch.setattr(_numba_backend, "compiled_here", lambda kernel, *a, **k: bool(stored))
+    monkeypatch.setattr(_numba_backend, "cache_is_cold", lambda kernel, *a, **k: not stored)
+
+    def start(plan, dtype, values_dtype):
+        if plan != "two-threads":
+            return None  # (the kernel's own cold start: not this test's)
+        started.append((plan, np.dtype(dtype).name, np.dtype(values_dtype).name))
+        return process if second_process else None
+
+    monkeypatch.setattr(_numba_backend, "start_prewarm", start)
+    calls = []
+    threaded = kernels.sgd_persample_chunk_threaded
+
+    def counted(*args, threads):
+        calls.append(threads)
+        stored.append(True)  # (compiled or loaded by this call)
+        return threaded(*args, threads=threads)
+
+    monkeypatch.setattr(kernels, "sgd_persample_chunk_threaded", counted)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3000, 64)).astype(np.uint8)
+    y = rng.integers(0, 10, size=len(X))
+    model = MLP([64, 128, 10], seed=1)
+    model.fit(X, y, epochs=1, batch_size=1)
+    assert started == [("two-threads", "float32", "uint8")]
+    if second_process:
+        assert calls == [] and model.backend_.threads_used == 1  # one thread while it compiles
+        model.partial_fit(X, y, epochs=1)
+        assert calls == []
+        process.done = True
+        stored.append(True)
+    model.partial_fit(X, y, epochs=1)
+    # the worker loaded (or compiled) outside the chooser's timing, then the chunk on its choice
+    assert calls[0] == 2 and len(calls) >= 2, calls
+    assert started == [("two-threads", "float32", "uint8")]  # started once
+
+
 def test_threads_is_auto_or_a_positive_integer():
     X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
     for bad, error in [(0, ValueError), (-1, ValueError), ("two", TypeError), (1.5, TypeError), (True, TypeError)]:

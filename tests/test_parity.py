@@ -359,6 +359,93 @@ def test_two_threads_split_uneven_hidden_layers_whole(hidden, rng):
     np.testing.assert_allclose(two[0], one[0], **THREADED_TOLERANCES[np.float64])
 
 
+class Alternating:
+    """threads="auto"'s chooser (``fastmlp._adaptive.ThreadChooser``) for a test: each chunk in
+    calls of the sizes given in turn, on one thread and two in turn, so that a run moves between
+    the counts at many places (a chooser on a real machine moves only where the load changes)."""
+
+    def __init__(self, sizes=(700, 256, 1500, 3)):
+        self.sizes = sizes
+        self.calls = []
+
+    def run(self, n_samples, unit, call):
+        start = 0
+        while start < n_samples:
+            n = min(self.sizes[len(self.calls) % len(self.sizes)], n_samples - start)
+            count = 1 + len(self.calls) % 2
+            self.calls.append(count)
+            done = call(count, start, n)
+            start += done
+            if done < n:
+                break
+        return start
+
+
+# (hidden units, dtype, activation, loss): one hidden layer of a multiple of eight 64-byte vectors
+# (kernels.logits_in_halves), each activation and loss once (pairwise with the widths and dtypes)
+HALVES = [
+    (128, np.float32, "sigmoid", "cross_entropy"),
+    (256, np.float32, "relu", "mse"),
+    (64, np.float64, "tanh", "cross_entropy"),
+    (192, np.float64, "sigmoid", "mse"),
+    (128, np.float64, "relu", "cross_entropy"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hidden, dtype, activation, loss", HALVES)
+def test_auto_moves_between_one_and_two_threads_per_sample_without_changing_a_bit(hidden, dtype, activation, loss,
+                                                                                  rng, synth):
+    # issue 11: threads="auto" may take two threads per sample only because one thread sums the
+    # logits in the two threads' halves; a call's start, its end and the count may then change
+    # anywhere in an epoch and the weights stay the very bits of one thread (and of threads=2)
+    from fastmlp import kernels
+
+    arch = Architecture([784, hidden, 10], activation, loss, "softmax", dtype=dtype)  # (MSE: on softmax outputs)
+    assert kernels.logits_in_halves(arch.layers, dtype)
+    two_threads_or_skip(arch)
+    X, y = synth.digits(rng, THREADED_SAMPLES)
+    params = init_params(arch, "xavier", seed=1)
+    order = np.random.default_rng(2).permutation(len(y)).astype(np.int64)
+
+    auto = make_backend("numba", arch, threads="auto")
+    chooser = auto.persample_threads = Alternating()
+    moved = one_epoch(auto, params, X, y, order)
+    one = one_epoch(make_backend("numba", arch, threads=1), params, X, y, order)
+    two = one_epoch(make_backend("numba", arch, threads=2), params, X, y, order)
+    assert chooser.calls.count(2) >= 3 and auto.threads_used == 2, chooser.calls  # it moved, and says so
+    for name, other in (("one thread", one), ("two threads", two)):
+        np.testing.assert_array_equal(moved[2], other[2], err_msg=f"weights, auto vs {name}")
+        assert moved[:2] == other[:2], (name, moved[:2], other[:2])
+    reference = one_epoch(make_backend("numpy", arch), params, X, y, order)
+    np.testing.assert_allclose(moved[2], reference[2], **THREADED_TOLERANCES[dtype])
+    assert moved[1] > 0.9 * len(y)  # it learned
+
+
+@pytest.mark.parametrize("hidden", [32, 48, 64, 96, 100, 128, 144, 192, 200, 256, 320, 384])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_takes_two_threads_per_sample_only_where_they_give_one_thread_s_bits(hidden, dtype, rng):
+    # kernels.logits_in_halves says where one and two threads share their sums: there they must
+    # give the same bits (an activation each: tanh), elsewhere "auto" must not choose two threads
+    from fastmlp import kernels
+
+    arch = Architecture([30, hidden, 4], "tanh", "cross_entropy", dtype=dtype)
+    threaded = two_threads_or_skip(arch)
+    auto = make_backend("numba", arch, threads="auto")
+    halves = kernels.logits_in_halves(arch.layers, dtype)
+    assert (auto.persample_threads is not None) == halves
+    assert halves == (hidden % (8 * 64 // np.dtype(dtype).itemsize) == 0)
+    if halves:
+        X = rng.integers(0, 256, size=(300, 30)).astype(np.uint8)
+        X[rng.random(X.shape) < 0.6] = 0
+        y = rng.integers(0, 4, 300).astype(np.int64)
+        params = init_params(arch, "xavier", seed=0)
+        order = np.arange(300, dtype=np.int64)
+        two = one_epoch(threaded, params, X, y, order)
+        one = one_epoch(make_backend("numba", arch, threads=1), params, X, y, order)
+        np.testing.assert_array_equal(two[2], one[2])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_mini_batch_parts_of_eight_lit_inputs_and_more_match_the_reference(dtype, rng, synth):
     # the parity grid's 12 and 30 inputs never gave a part 8 nonzero inputs, so the sparse

@@ -260,6 +260,36 @@ def test_the_mini_batch_plan_stores_the_parallel_kernel_with_what_it_calls(backg
     assert all(misses == 0 for _, misses in counts.values()), counts
 
 
+TWO_THREADS_FIT = r"""
+import json, numpy as np, fastmlp
+from fastmlp.kernels import sgd
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, size=(64, 30), dtype=np.uint8)
+model = fastmlp.MLP([30, 128, 4], threads=2)
+model.fit(X, rng.integers(0, 4, 64), batch_size=1, epochs=1, progress=False)
+worker = sgd._split_hidden_worker
+print(json.dumps([sum(worker.stats.cache_hits.values()), sum(worker.stats.cache_misses.values()),
+                  model.backend_.threads_used]))
+"""
+
+
+def two_threads_plan_then_fit(run):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        run_python(["-c", "from fastmlp import _prewarm; _prewarm.main(['two-threads', 'float32', 'uint8'])"],
+                   cache_dir, run)
+        return json.loads(run_python(["-c", TWO_THREADS_FIT], cache_dir, run, FASTMLP_BACKGROUND_COMPILE="0"))
+
+
+@pytest.mark.background.with_args(two_threads_plan_then_fit)
+def test_the_two_threads_plan_stores_the_worker_a_fit_on_two_threads_loads(background):
+    # threads="auto" moves per-sample training to two threads only once their worker is compiled;
+    # on a cold cache the plan "two-threads" compiles it in a second process (the fit trains on
+    # one thread meanwhile): the worker it stores must be the one the fit's call then loads
+    needs_two_cores()
+    hits, misses, threads_used = background(two_threads_plan_then_fit)
+    assert (hits, misses, threads_used) == (1, 0, 2)
+
+
 CHUNK_SCALARS = r"""
 import json
 from fastmlp import _prewarm

@@ -157,7 +157,8 @@ def readme_output(after):
 def same_figures(shown, printed):
     """Whether two lines have the same words and figures: decimals within 0.002 and counts within 3
     of each other, a line's first word (a class) exactly."""
-    shown, printed = shown.split(), printed.split()
+    # (a figure's punctuation apart: "0.9615," is the figure 0.9615, then a comma)
+    shown, printed = (re.findall(r"\d+\.\d+|\d+|[^\s\d]+", line) for line in (shown, printed))
     if len(shown) != len(printed) or shown[:1] != printed[:1]:
         return False
     for a, b in zip(shown, printed):
