@@ -766,7 +766,8 @@ def _train_ranks(args, comm, note=None):
         "batch_size": args.batch_size if args.batch_size is not None else n_fit,
         "backend": model.backend,
         # the most threads training took at once: per-sample, the plain SGD kernel's (1 for the
-        # general kernel, any other recipe); mini-batch, the kernel's ("auto" picks per chunk)
+        # general kernel, any other recipe); mini-batch, the kernel's ("auto" picks per chunk, and
+        # per sample too where two threads give one thread's bits)
         "threads": 1 if comm is not None else getattr(model.backend_, "threads_used", model.backend_.threads),
         "ranks": 1 if comm is None else comm.Get_size(),
         "dtype": model.dtype,

@@ -29,12 +29,14 @@ pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the block widt
 
 # name: (hidden units, dtype, batch size, momentum[, outputs, loss, output]); momentum > 0 runs the
 # general per-sample kernel (with weight decay 1e-4), batch 1 the per-sample kernels, more the
-# mini-batch kernel; 10 classes, softmax and cross-entropy unless said. The last four: the loss
+# mini-batch kernel; 10 classes, softmax and cross-entropy unless said; "two threads" in a name:
+# threads=2 (the two-thread worker, which threads="auto" may run, on each build). The last four: the loss
 # rows' sums over the outputs and a batch's loss total, which LLVM vectorised in an order of the
 # target's vectors before audit 68 (session 63; their output widths differed, 10 did not always).
 CASES = {
     "per-sample 64 float32 (one block of four)": (64, "float32", 1, 0.0),
     "per-sample 128 float32": (128, "float32", 1, 0.0),
+    "per-sample 128 float32, two threads (split in 64-unit halves)": (128, "float32", 1, 0.0),
     "per-sample 192 float32 (eight and four, or three of four)": (192, "float32", 1, 0.0),
     "per-sample 64 float64": (64, "float64", 1, 0.0),
     "per-sample 128 float32, momentum and decay": (128, "float32", 1, 0.9),
@@ -64,7 +66,8 @@ def train(cases, folder):
     for index, (name, (hidden, dtype, batch, momentum, *rest)) in enumerate(cases.items()):
         outputs, loss, output = rest or (10, "cross_entropy", "softmax")
         y = rng.integers(0, outputs, 96) if output == "softmax" else rng.standard_normal((96, outputs))
-        model = fastmlp.MLP([50, hidden, outputs], dtype=dtype, threads=1, seed=3, loss=loss, output=output)
+        threads = 2 if "two threads" in name else 1
+        model = fastmlp.MLP([50, hidden, outputs], dtype=dtype, threads=threads, seed=3, loss=loss, output=output)
         model.fit(X, y, epochs=2, batch_size=batch, momentum=momentum, weight_decay=1e-4 if momentum else 0.0,
                   progress=False)
         # the weights, then each epoch's mean training loss (which the adaptive rate and early
@@ -123,7 +126,7 @@ def test_both_register_block_widths_train_to_the_same_weights(background, tmp_pa
     assert width == _other_width()
     assert not avx512  # (the AVX2 build where this machine has AVX-512; AVX2's own features elsewhere)
     assert _train(CASES, tmp_path) == 12 - width  # this process: the host's own width
-    assert len(SAME_BITS) == 11
+    assert len(SAME_BITS) == 12
     for index, (name, (_, dtype, *_)) in enumerate(CASES.items()):
         here = np.load(tmp_path / f"{index}.npy")
         there = np.load(os.path.join(folder, f"{index}.npy"))
