@@ -70,7 +70,10 @@ def round_runner(shared, threads):
 
     per_sample = shared.batch_size == 1
     most = 2 if per_sample else shared.backend.minibatch_threads.most
-    chooser = ThreadChooser(most) if threads == "auto" else ThreadChooser(min(threads, most), fixed=True)
+    if threads != "auto":
+        chooser = ThreadChooser(min(threads, most), fixed=True)
+    else:
+        chooser = shared.backend.persample_chooser() if per_sample else ThreadChooser(most)
     weights = shared.start.copy()
     turn = [0]
 

@@ -1,4 +1,6 @@
-"""How many threads each mini-batch kernel call runs on, chosen from measured speed.
+"""How many threads each mini-batch kernel call runs on, chosen from measured speed (and each
+per-sample call, one or two, where two threads give one thread's bits: ``NumbaBackend.
+persample_chooser``, with the two options described at the end).
 
 The mini-batch kernel synchronises its threads twice per batch. On a quiet machine two threads
 beat one; while another process keeps a core busy, a thread that waits for a descheduled one
@@ -52,6 +54,14 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
   steady machine pays for about one probe in 64 chunks; one that wins resets it to 1. (A
   probe of one thread costs about 3 ms at 784-128-10 batch 32, 8% of 10,000 samples on two
   threads: doubling up to 32 made 6 probes in the first 73 chunks, about 1% of their time.)
+
+Per-sample training's chooser (batches of 256 samples) has two options. ``probe_in_two_calls``:
+a probe of all threads is a call of two batches (where a busy machine aborts it), then one call
+with the rest of the chunk, since a call on two threads costs 0.3-0.5 ms of its own (calls that
+double from 512 samples made two threads look slower than one). ``retry_sooner``: a probe that
+all threads lose by less than ``CLOSE_CALL`` does not lengthen the interval, and a chunk on one
+thread slower than all threads' last rate makes a probe due (which, on one thread, still waits
+for a spare core).
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ WAKE_SECONDS = 0.001  # allowed beyond ABORT: the first call on two threads afte
 # for waking the other thread and warming its cache (64 samples at batch 32 took 1.2 ms on a
 # quiet machine, 19 us per sample against 6 on one thread, Intel Xeon 2026-12-01)
 MARGIN = 1.05  # all threads are chosen when a probe finds them this much faster than one
+CLOSE_CALL = 1.1  # all threads within this of one thread's time: a close call (``retry_sooner``)
 SPARE_CORE = 0.5  # cores (time-averaged) left by other processes beyond ours that let one thread probe more
 IDLE_WINDOW = 0.03  # seconds: /proc/stat counts in 10 ms ticks
 
@@ -150,10 +161,12 @@ class ThreadChooser:
     cpus = _CPUS
     _idle_mark = None
     _slowed = False  # all threads just ran SLOWDOWN times slower: probe both counts afresh
+    probe_in_two_calls = False
+    retry_sooner = False
     samples_on = None  # thread count -> samples trained on it by this chooser's calls (read by ``fastmlp bench``)
 
     def __init__(self, most, clock=time.perf_counter, idle=idle_seconds, own=time.process_time, cpus=_CPUS,
-                 fixed=False):
+                 fixed=False, probe_in_two_calls=False, retry_sooner=False):
         self.most = int(most)
         self.fixed = fixed  # always ``most`` threads (a thread count the user chose)
         self.clock = clock
@@ -162,6 +175,15 @@ class ThreadChooser:
         self.cpus = cpus  # the CPUs ``idle`` counts over
         self._idle_mark = None  # (clock, idle seconds, own seconds) at the last look
         self.current = self.most
+        # ``probe_in_two_calls``: a probe of all threads in two calls, the first of two batches
+        # (to abort soon on a busy machine), the second the rest of the chunk (calls with a large
+        # cost of their own: per-sample training's)
+        self.probe_in_two_calls = probe_in_two_calls
+        # ``retry_sooner``: a probe in which all threads lost to one by less than CLOSE_CALL (a
+        # noisy minute, not a busy machine) is no reason to wait longer for the next one, and one
+        # thread running slower than all threads last did makes a probe due (on one thread a
+        # probe still waits for a spare core)
+        self.retry_sooner = retry_sooner
         self.rate = {}  # thread count -> seconds per sample, latest measurement
         self.probe_every = 1
         self.since_probe = 0
@@ -283,7 +305,8 @@ class ThreadChooser:
             self.current = chosen
             self.switches += 1
             self.probe_every = 1
-        elif probed:
+        elif probed and not (self.retry_sooner and chosen == 1
+                             and self.rate[self.most] < CLOSE_CALL * self.rate[1]):
             self.probe_every = min(4 * self.probe_every, MAX_PROBE_EVERY)
 
     def _probe_due(self, n_samples, batch_size):
@@ -365,7 +388,7 @@ class ThreadChooser:
             if trained >= size and (not many or spent >= PROBE_SECONDS):
                 break
             if many:
-                n *= 2
+                n = end - done if self.probe_in_two_calls else 2 * n
         self.rate[count] = spent / (done - start)
         return done, False
 
@@ -379,4 +402,7 @@ class ThreadChooser:
             self.since_probe = self.probe_every  # the machine got busy: probe on the next chunk
             self.probe_every = 1
             self._slowed = True
+        elif (self.retry_sooner and count == 1 and self.most in self.rate
+              and per_sample > MARGIN * self.rate[self.most]):
+            self.since_probe = self.probe_every  # all threads may be faster now: look (if a core is spare)
         self.rate[count] = per_sample

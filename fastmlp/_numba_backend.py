@@ -150,7 +150,7 @@ class NumbaBackend:
             self.minibatch_threads = ThreadChooser(most)
             if (most >= 2 and kernels.logits_in_halves(arch.layers, arch.dtype)
                     and kernels.usable_threads(2, tuple(arch.layers)) == 2):
-                self.persample_threads = ThreadChooser(2)
+                self.persample_threads = self.persample_chooser()
         else:
             self.threads = kernels.usable_threads(threads, tuple(arch.layers))
             self.minibatch_threads = ThreadChooser(min(int(threads), most), fixed=True)
@@ -439,14 +439,29 @@ class NumbaBackend:
 
     PERSAMPLE_PROBE_UNIT = 256  # samples: the "batch" of per-sample calls in ThreadChooser's probes
 
+    @staticmethod
+    def persample_chooser():
+        """threads="auto"'s chooser of one or two threads per sample (``_per_sample_on_chosen_threads``)."""
+        return ThreadChooser(2, probe_in_two_calls=True, retry_sooner=True)
+
     def _per_sample_on_chosen_threads(self, args):
         """Plain per-sample SGD over the chunk ``args`` describe (into ``_stats``) on one or two threads, as
         ``persample_threads`` chooses from their measured speed (as for mini-batch training:
         ``fastmlp._adaptive``). The network's logits are summed in halves on one thread too
-        (``kernels.logits_in_halves``), so the result is the same bits on either count. A
-        probe's calls are whole multiples of ``PERSAMPLE_PROBE_UNIT`` samples: a call on two
-        threads starts a thread and copies the first layer's columns into each thread's block
-        (about 0.1 ms at 784-128-10), which calls of two samples would time instead of training."""
+        (``kernels.logits_in_halves``), so the result is the same bits on either count.
+
+        A call on two threads has a cost of its own: it starts a thread and copies the first
+        layer's columns into each thread's block and back (0.3-0.5 ms at 784-128-10, AMD EPYC
+        Zen 4, 2026-12-07), about what 200 samples take. In the mini-batch chooser's probe (calls
+        of two batches, then each twice the last) with batches of 256 samples, two threads
+        measured slower than one, which they beat by 1.25x in whole chunks; so a probe of two
+        threads here is two calls (``probe_in_two_calls``): 512 samples, after which a busy
+        machine aborts it (3.6 against 1.3 ms beside a busy-loop process), then the rest of the
+        chunk. A probe that two threads lose by less than 10% (a noisy minute on a machine with
+        a core to spare) comes again as soon, and one thread running slower than two threads
+        last did makes one due (``retry_sooner``): two threads lost by 2-5% twice, the chooser
+        waited 16 chunks to look again, and in 15 of them two threads would have run 1.5x faster
+        (``bench/test_busy.py``'s quiet case at 0.87x of ``threads=2``)."""
         head, (order, _, n_samples) = args[:-3], args[-3:]
         stats = self._stats
         counts = [0, 0]  # correct, trained (the loss sum carries on in stats[0] from call to call)

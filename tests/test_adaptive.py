@@ -95,6 +95,57 @@ def test_two_threads_win_on_a_quiet_machine_and_probes_back_off():
     assert probes <= 200 // MAX_PROBE_EVERY + 4  # after 1, 4, 16, ... chunks, then one in 64
 
 
+def per_sample_chooser(clock=None):
+    """threads="auto"'s per-sample chooser (NumbaBackend.persample_chooser) on a fake clock."""
+    clock = clock or FakeClock()
+    return ThreadChooser(2, clock=clock, idle=lambda: clock.idle, own=lambda: clock.own, cpus=CPUS,
+                         probe_in_two_calls=True, retry_sooner=True)
+
+
+# per-sample 784-128-10 on 1 and 2 threads (AMD EPYC Zen 4, a noisy minute: two threads 1.14x in
+# whole chunks), and a call's own cost on two
+CALL_SECONDS = 4e-4
+PER_SAMPLE = {1: 2.5e-6, 2: lambda now, n: CALL_SECONDS + n * 2.2e-6, "others": 0}
+
+
+def test_a_per_sample_probe_is_two_calls_and_is_not_lost_to_the_calls_own_cost():
+    # a call on two threads costs 0.3-0.5 ms of its own: in calls doubling from 512 samples two
+    # threads measured slower than one (each call paid it); two calls: 512 samples (where a busy
+    # machine aborts), then the rest of the chunk
+    c = per_sample_chooser()
+    first = run_chunk(c, 8192, 256, PER_SAMPLE)
+    assert first == [(1, 1024), (2, 512), (2, 8192 - 1024 - 512)] and c.current == 2
+    doubling = chooser()
+    run_chunk(doubling, 8192, 256, PER_SAMPLE)
+    assert doubling.current == 1  # the mini-batch chooser's probe, for contrast
+    busy = per_sample_chooser()
+    calls = run_chunk(busy, 8192, 256, {1: 2.5e-6, 2: lambda now, n: CALL_SECONDS + n * 8e-6, "others": 1})
+    assert calls[:2] == [(1, 1024), (2, 512)] and calls[2:] == [(1, 8192 - 1536)] and busy.current == 1
+
+
+def test_a_close_call_is_probed_again_soon_and_a_slower_thread_makes_a_probe_due():
+    # two threads losing by a few percent on a machine with a core to spare (a noisy minute) must
+    # not wait 4, 16, 64 chunks for the next look: two threads may be faster by then
+    c = per_sample_chooser()
+    close = {1: 2.5e-6, 2: 2.55e-6, "others": 0}
+    for _ in range(3):
+        run_chunk(c, 8192, 256, close)
+    assert c.current == 1 and c.probe_every == 1
+    plain = chooser()
+    for _ in range(3):
+        run_chunk(plain, 8192, 256, close)
+    assert plain.current == 1 and plain.probe_every >= 4  # (the mini-batch chooser backs off)
+    # on one thread, with probes backed off by a clear loss, one thread then slows below two
+    # threads' last rate: the next chunk probes two threads (a core being spare)
+    c = per_sample_chooser()
+    for _ in range(3):
+        run_chunk(c, 8192, 256, {1: 2.0e-6, 2: 3.0e-6, "others": 0})
+    assert c.current == 1 and c.probe_every > 1
+    run_chunk(c, 8192, 256, {1: 3.5e-6, 2: 1.7e-6, "others": 0})  # one thread slower than two last ran
+    calls = run_chunk(c, 8192, 256, {1: 3.5e-6, 2: 1.7e-6, "others": 0})
+    assert calls[0][0] == 2 and c.current == 2, calls
+
+
 def flickering(fast, slow, window=0.004, period=0.012):
     """Two threads beside another busy process: at full speed (``fast`` seconds per sample)
     for ``window`` seconds in every ``period`` (between the other process's turns), else
