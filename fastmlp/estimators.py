@@ -811,7 +811,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     threads : 'auto' or int, default='auto'
         fastmlp only: the training threads, as ``fastmlp.MLP``'s ('auto': mini-batch training on
-        one or all numba threads, whichever measured faster).
+        one or all numba threads, whichever measured faster; plain per-sample SGD likewise on one
+        or two where they give the same bits).
 
     Attributes
     ----------
@@ -1228,7 +1229,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     threads : 'auto' or int, default='auto'
         fastmlp only: the training threads, as ``fastmlp.MLP``'s ('auto': mini-batch training on
-        one or all numba threads, whichever measured faster).
+        one or all numba threads, whichever measured faster; plain per-sample SGD likewise on one
+        or two where they give the same bits).
 
     Attributes
     ----------
