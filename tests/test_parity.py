@@ -341,20 +341,25 @@ def test_two_threads_over_several_chunks_match_one_thread_and_the_reference(dtyp
     np.testing.assert_array_equal(again[2], two[2])  # deterministic, not Hogwild
 
 
+def two_threads_and_one(threaded, arch, rng, n):
+    """One epoch of ``n`` random sparse 30-pixel rows (4 classes) on ``threaded`` and on one thread:
+    (loss sum, number correct, weights) of each."""
+    X = rng.integers(0, 256, size=(n, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    y = rng.integers(0, 4, n).astype(np.int64)
+    params = init_params(arch, "xavier", seed=0)
+    order = np.arange(n, dtype=np.int64)
+    return (one_epoch(threaded, params, X, y, order),
+            one_epoch(make_backend("numba", arch, threads=1), params, X, y, order))
+
+
 @pytest.mark.parametrize("hidden", [40, 100])
 def test_two_threads_split_uneven_hidden_layers_whole(hidden, rng):
     # the test above splits 64 units 32 + 32; with the split rounded down to whole blocks of 16, the
     # last hidden % 16 units were never trained and every test still passed (audit 28, mutation M2:
     # 0.14-0.16 between the thread counts)
     arch = Architecture([30, hidden, 4], "tanh", "cross_entropy", dtype=np.float64)
-    threaded = two_threads_or_skip(arch)
-    X = rng.integers(0, 256, size=(400, 30)).astype(np.uint8)
-    X[rng.random(X.shape) < 0.6] = 0
-    y = rng.integers(0, 4, 400).astype(np.int64)
-    params = init_params(arch, "xavier", seed=0)
-    order = np.arange(400, dtype=np.int64)
-    two = one_epoch(threaded, params, X, y, order)
-    one = one_epoch(make_backend("numba", arch, threads=1), params, X, y, order)
+    two, one = two_threads_and_one(two_threads_or_skip(arch), arch, rng, 400)
     np.testing.assert_allclose(two[2], one[2], **THREADED_TOLERANCES[np.float64])
     np.testing.assert_allclose(two[0], one[0], **THREADED_TOLERANCES[np.float64])
 
@@ -436,13 +441,7 @@ def test_auto_takes_two_threads_per_sample_only_where_they_give_one_thread_s_bit
     assert (auto.persample_threads is not None) == halves
     assert halves == (hidden % (8 * 64 // np.dtype(dtype).itemsize) == 0)
     if halves:
-        X = rng.integers(0, 256, size=(300, 30)).astype(np.uint8)
-        X[rng.random(X.shape) < 0.6] = 0
-        y = rng.integers(0, 4, 300).astype(np.int64)
-        params = init_params(arch, "xavier", seed=0)
-        order = np.arange(300, dtype=np.int64)
-        two = one_epoch(threaded, params, X, y, order)
-        one = one_epoch(make_backend("numba", arch, threads=1), params, X, y, order)
+        two, one = two_threads_and_one(threaded, arch, rng, 300)
         np.testing.assert_array_equal(two[2], one[2])
 
 
