@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fastmlp import kernels
+from fastmlp.backends import make_backend
 from fastmlp.kernels import _threads, sgd
 from fastmlp.network import Architecture, init_params
 
@@ -198,3 +199,37 @@ def test_an_interrupt_while_starting_the_helpers_releases_them(monkeypatch, inte
     assert waited.wait(30)  # the helper ran (its start() done, or not: then join() would refuse it)
     helpers[0].join(30)
     assert not helpers[0].is_alive()
+
+
+def test_threaded_calls_in_several_python_threads_at_once_keep_their_own_blocks(rng):
+    # sgd_persample_chunk_threaded reuses its per-thread blocks from one call to the next
+    # (_thread_blocks: new ones cost half a call's own time), kept per calling Python thread: two
+    # fits at once, of the same shapes, each on two threads, must not write into each other's
+    if kernels.usable_threads(2, (30, 64, 4)) < 2:
+        pytest.skip("one core: the threaded trainer runs on one thread")
+    arch = Architecture([30, 64, 4], "tanh", "cross_entropy", dtype=np.float64)
+    X = rng.integers(0, 256, size=(300, 30)).astype(np.uint8)
+    X[rng.random(X.shape) < 0.6] = 0
+    y = rng.integers(0, 4, 300).astype(np.int64)
+    backend = make_backend("numba", arch, 2)
+    data = backend.prepare(X)
+    common = (backend.layer_sizes, backend.w_offsets, backend.b_offsets, arch.activation_code, arch.loss_code, 0.1)
+    inputs = (data.indptr, data.indices, data.values, data.input_scale, y, np.empty((0, 4)))
+    starts = [init_params(arch, "xavier", seed=seed) for seed in (0, 1)]
+
+    def train(params, calls=60):
+        for call in range(calls):  # 60 calls of 5 samples: the blocks reused 59 times
+            order = np.arange(5 * call, 5 * call + 5, dtype=np.int64) % 300
+            sgd.sgd_persample_chunk_threaded(params, np.zeros(3), *common, *inputs, order, 0, 5, threads=2)
+        return params
+
+    alone = [train(start.copy()) for start in starts]
+    together = [start.copy() for start in starts]
+    workers = [threading.Thread(target=train, args=(params,)) for params in together]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(alone[0], alone[1])
