@@ -675,18 +675,21 @@ def test_the_share_of_each_repeat_numba_ran_on_all_threads_is_said(both_backends
         in "\n".join(footer([row], {}, Plan()))
 
 
-def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist):
+@pytest.mark.parametrize("hidden, batch_size", [(16, 32), (128, 1)])
+def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist, hidden, batch_size):
+    # mini-batch; and per sample, where threads="auto" chooses too (one hidden layer of 128)
     import numba
 
     from fastmlp.bench.measure import _Timing
+    from fastmlp.kernels import usable_threads
 
-    if numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT:
-        pytest.skip("needs two Numba threads to run the kernel on")
+    if numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT or usable_threads(2, (784, 128, 10)) < 2:
+        pytest.skip("needs two Numba threads and two cores to run the kernel on")
     from fastmlp.network import Architecture, init_params
 
-    arch = Architecture((784, 16, 10), "sigmoid", "cross_entropy", dtype="float32")
-    runner = FastmlpRunner("numba", arch, 0.1, 32, "auto")
-    chooser = runner.backend.minibatch_threads
+    arch = Architecture((784, hidden, 10), "sigmoid", "cross_entropy", dtype="float32")
+    runner = FastmlpRunner("numba", arch, 0.1, batch_size, "auto")
+    chooser = runner.backend.minibatch_threads if batch_size > 1 else runner.backend.persample_threads
     chooser.most, counts = 2, iter([2, 1, 2])  # (an adaptive chooser on any machine)
 
     def run(n_samples, batch_size, call):  # each chunk on the next count, as a probe might choose
@@ -699,7 +702,9 @@ def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tin
     timing = _Timing(runner, init_params(arch, "auto", 0), split.head(256), Plan(max_seconds=0))
     timing.time_one()
     timing.time_one()
-    assert timing.all_threads_share == [0.0, 1.0]  # (the warm-up's call on two threads not counted)
+    # (mini-batch: the warm-up's call, on two threads, not counted; per sample the warm-up's two
+    # samples do not go through the chooser)
+    assert timing.all_threads_share == ([0.0, 1.0] if batch_size > 1 else [1.0, 0.0])
 
 
 @pytest.mark.parametrize("pools, measured", [([{"user_api": "blas", "num_threads": 1}], True),

@@ -63,8 +63,9 @@ JSON output (``--json``): one object per line, each with a ``record`` key.
   ``compile_seconds`` (JIT/warm-up time, not in the timing), ``threads`` (numba: the most threads
   the timed epochs took, which threads="auto" chooses; the NumPy reference and scikit-learn: NumPy's
   BLAS threads; torch: its set_num_threads; JAX: null, XLA's own pool),
-  ``all_threads_share_each_repeat`` (numba's mini-batch rows on threads="auto": per repeat, the
-  share of the samples it trained on all threads rather than one; null elsewhere).
+  ``all_threads_share_each_repeat`` (numba's rows on threads="auto", mini-batch and the
+  per-sample rows whose network lets it choose: per repeat, the share of the samples it trained
+  on all threads rather than one; null elsewhere).
 
 The package, one job per module:
 

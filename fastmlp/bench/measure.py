@@ -196,9 +196,12 @@ class _Timing:
             self.all_threads_share.append(on.get(chooser.most, 0) / total if total else None)
 
     def _chooser(self):
-        """numba's thread chooser of a mini-batch row on threads="auto", else None."""
-        chooser = getattr(getattr(self.runner, "backend", None), "minibatch_threads", None)
-        if chooser is None or not chooser.adaptive or self.runner.batch_size == 1:
+        """numba's thread chooser of a row on threads="auto" (mini-batch; per sample where the
+        network lets it choose: ``NumbaBackend.persample_threads``), else None."""
+        backend = getattr(self.runner, "backend", None)
+        name = "persample_threads" if self.runner.batch_size == 1 else "minibatch_threads"
+        chooser = getattr(backend, name, None)
+        if chooser is None or not chooser.adaptive:
             return None
         return chooser
 
