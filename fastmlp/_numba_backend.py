@@ -483,8 +483,8 @@ class NumbaBackend:
         here, or loaded from the cache now (a two-sample run on a copy of ``params``, about 30 ms,
         timed as compile time and not as a probe's). On a cold cache it is not compiled in the
         middle of a fit: a second process compiles it (``_prewarm``'s plan "two-threads"), and
-        training stays on one thread until that has stored it; where none can start (one core,
-        ``FASTMLP_BACKGROUND_COMPILE=0``), it is compiled here, once."""
+        training stays on one thread until that has stored it; where none can start
+        (``FASTMLP_BACKGROUND_COMPILE=0``, a frozen application), it is compiled here, once."""
         values_dtype = data.values.dtype
         key = np.dtype(values_dtype).name
         if key in self._two_threads:
