@@ -424,8 +424,8 @@ class NumbaBackend:
             # a cold start: the interpreted kernel, bitwise the same, while the second process
             # compiles the kernel
             kernels.sgd_persample_chunk_interpreted(*args)
-        elif (self.persample_threads is not None and len(order) > 2 and numba.get_num_threads() >= 2
-              and self._two_threads_ready(params, data, labels, target_rows)):
+        elif (self.persample_threads is not None and len(order) >= self.PERSAMPLE_FEWEST
+              and numba.get_num_threads() >= 2 and self._two_threads_ready(params, data, labels, target_rows)):
             self._persample_compiling = None
             self._per_sample_on_chosen_threads(args)
         else:
@@ -438,6 +438,10 @@ class NumbaBackend:
         return float(loss_sum), int(n_correct), n_done, (n_done if n_done < len(order) else -1)
 
     PERSAMPLE_PROBE_UNIT = 256  # samples: the "batch" of per-sample calls in ThreadChooser's probes
+    # the fewest samples a call trains through the chooser: fewer go on one thread (the
+    # warm-up's two, partial_fit's small calls), where a call on two threads would cost more
+    # of its own (0.22 ms) than a second thread saves (0.5-0.8 us a sample at 784-128-10)
+    PERSAMPLE_FEWEST = 512
 
     @staticmethod
     def persample_chooser():

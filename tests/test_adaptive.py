@@ -518,6 +518,30 @@ def test_per_sample_results_do_not_depend_on_the_thread_choices(monkeypatch):
     assert used["auto under set_num_threads(1)"] == 1, used  # a caller's limit holds per sample too
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads only exist compiled")
+def test_per_sample_calls_too_small_for_two_threads_run_on_one(monkeypatch):
+    # partial_fit's small calls (streaming data): a call on two threads costs 0.22 ms of its own,
+    # more than a second thread saves on fewer than about 300 samples; the chooser, on two threads
+    # here, is not asked below PERSAMPLE_FEWEST samples
+    from fastmlp import kernels
+    from fastmlp._numba_backend import NumbaBackend
+
+    if kernels.usable_threads(2, (64, 128, 10)) < 2:
+        pytest.skip("one core: per-sample training runs on one thread whatever is asked")
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(2000, 64)).astype(np.uint8)
+    y = rng.integers(0, 10, size=len(X))
+    model = MLP([64, 128, 10], seed=1)
+    model.fit(X[:600], y[:600], epochs=1, batch_size=1)
+    model.backend_.persample_threads = Alternating(2)  # two threads whenever it is asked
+    small = NumbaBackend.PERSAMPLE_FEWEST - 1
+    for start in range(0, 3 * small, small):
+        model.partial_fit(X[start:start + small], y[start:start + small])
+        assert model.backend_.threads_used == 1
+    model.partial_fit(X[:NumbaBackend.PERSAMPLE_FEWEST], y[:NumbaBackend.PERSAMPLE_FEWEST])
+    assert model.backend_.threads_used == 2
+
+
 class CompilingWorker:
     """A second process compiling the two-thread worker, until ``done``."""
 
