@@ -399,7 +399,6 @@ class NumbaBackend:
                           kernel=None):
         if kernel is not None or not _plain_kernel(optimizer, weights.size > 0):
             # the general kernel: any optimizer, and sample weights (the plain one has neither); one thread
-            self.threads_used = 1
             (kernels.persample_chunk if kernel is None else kernel)(
                 params, self._stats, self.layer_sizes, self.w_offsets, self.b_offsets,
                 self.arch.activation_code, self.arch.loss_code, optimizer.hyper(lr), state.slots, state.counters,
@@ -416,7 +415,9 @@ class NumbaBackend:
             labels, target_rows, order, 0, len(order),
         )
         compiling = self._persample_compiling
-        self.threads_used = self.threads
+        # the most threads the fit's chunks took (reset by start_compiling: a new fit); the
+        # chooser's calls count theirs (audit 76: set per chunk, a last chunk on one thread said 1)
+        self.threads_used = max(self.threads_used, self.threads)
         self._stats[0] = 0.0  # (the plain kernels add the chunk's losses on to it)
         if self.threads > 1:
             kernels.sgd_persample_chunk_threaded(*args, threads=self.threads)

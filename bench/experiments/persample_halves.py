@@ -3,7 +3,9 @@ would it cost one thread to train to the very bits of ``threads=2``?
 
     FASTMLP_DATA=../shared/data/mnist python bench/experiments/persample_halves.py [ROUNDS]
 
-``threads="auto"`` trains per sample on one thread, because two threads give other last bits (each
+(Session 68 built the second variant into ``sgd_persample_chunk``: ``threads="auto"`` now moves
+between one and two threads per sample where the layer allows. Before it,) ``threads="auto"``
+trained per sample on one thread, because two threads give other last bits (each
 thread's share of the logits is summed apart, and a 64-unit half runs other register paths than
 128 units), so switching between counts as the machine's load changes would make the result
 depend on timing. ``halves`` here is one thread doing what the two threads do, half after half
