@@ -676,9 +676,16 @@ def test_the_share_of_each_repeat_numba_ran_on_all_threads_is_said(both_backends
 
 
 @pytest.mark.parametrize("hidden, batch_size", [(16, 32), (128, 1)])
-def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist, hidden, batch_size):
-    # mini-batch; and per sample, where threads="auto" chooses too (one hidden layer of 128)
+def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tiny_mnist, hidden, batch_size,
+                                                                             monkeypatch):
+    # mini-batch; and per sample, where threads="auto" chooses too (one hidden layer of 128): the
+    # two-thread worker compiled here on a cold cache (no second process), and calls of at least
+    # PERSAMPLE_FEWEST samples (fewer train on one thread without the chooser)
     import numba
+
+    from fastmlp._numba_backend import NumbaBackend
+
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
 
     from fastmlp.bench.measure import _Timing
     from fastmlp.kernels import usable_threads
@@ -699,7 +706,8 @@ def test_the_bench_counts_the_samples_of_a_repeat_by_the_threads_they_ran_on(tin
     from fastmlp.data import load_mnist
 
     split = Split(*load_mnist(tiny_mnist)[:2])
-    timing = _Timing(runner, init_params(arch, "auto", 0), split.head(256), Plan(max_seconds=0))
+    n_samples = 256 if batch_size > 1 else NumbaBackend.PERSAMPLE_FEWEST
+    timing = _Timing(runner, init_params(arch, "auto", 0), split.head(n_samples), Plan(max_seconds=0))
     timing.time_one()
     timing.time_one()
     # (mini-batch: the warm-up's call, on two threads, not counted; per sample the warm-up's two
