@@ -57,7 +57,7 @@ such as a fit's two-sample warm-up, whose time is mostly the call's own):
 
 Per-sample training's chooser (batches of 256 samples) has two options. ``probe_in_two_calls``:
 a probe of all threads is a call of two batches (where a busy machine aborts it), then one call
-with the rest of the chunk, since a call on two threads costs 0.3-0.5 ms of its own (calls that
+with the rest of the chunk, since a call on two threads costs 0.2-0.5 ms of its own (calls that
 double from 512 samples made two threads look slower than one). ``retry_sooner``: a probe that
 all threads lose by less than ``CLOSE_CALL`` does not lengthen the interval, and a chunk on one
 thread slower than all threads' last rate makes a probe due (which, on one thread, still waits

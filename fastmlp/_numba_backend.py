@@ -21,7 +21,7 @@ import numpy as np
 
 from . import kernels, network, optim
 from ._adaptive import ThreadChooser
-from ._prewarm import cache_is_cold, compiled_here, share
+from ._prewarm import cache_is_cold, compiled_here, kernel_dtypes, share
 from ._prewarm import start as start_prewarm
 from .backends import INFERENCE_BLOCK, INFERENCE_SPLIT_ROWS
 from .kernels._threads import available_cores
@@ -497,7 +497,7 @@ class NumbaBackend:
         from .kernels import sgd
 
         worker = sgd._split_hidden_worker
-        dtypes = {"W1": self.arch.dtype, "values": values_dtype}
+        dtypes = kernel_dtypes("two-threads", self.arch.dtype, values_dtype)
         if not compiled_here(worker, argument_dtypes=dtypes):
             compiling = self._two_threads_compiling
             if compiling is not None and compiling.poll() is None:
