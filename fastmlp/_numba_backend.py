@@ -337,12 +337,32 @@ class NumbaBackend:
                          None if state is None else state.copy(), sample_weight)
         self.threads_used, self._minibatch_threads_counted = counted
         self.compile_seconds += time.perf_counter() - tic
+        if batch_size == 1:
+            self._warm_two_threads(params, data, targets, optimizer, sample_weight)
         if inference and (np.dtype(data.X.dtype).name, False) not in self._inference_ready:
             self._warm_inference(scratch, self.for_inference(data.X[:1]))  # (predictions' and validation's form)
         if (self._background is None or self._background.poll() is not None) and self.compiling_for_later() is None:
             # (not on a cold start's interpreted kernels, this call's or, still compiling, an
             # earlier call's of other inputs: the next call loads the compiled ones; audit 63)
             self._warmed.add(key)
+
+    def _warm_two_threads(self, params, data, targets, optimizer, sample_weight):
+        """Per sample under threads="auto", where the chooser may call the two-thread worker (plain SGD,
+        ``PERSAMPLE_FEWEST`` samples or more, two Numba threads): hold it from here, with the
+        one-thread kernel (``_two_threads_ready``: loaded from the cache, or its second process
+        started on a cold one). Left to the first chunk, its load (30-40 ms) was paid inside the
+        fit's training time: a 10,000-sample round of ``bench/test_busy.py``'s quiet case at
+        0.32-0.44x of ``threads=2``'s, 2-3% of the whole run (AMD EPYC Zen 4, 2026-12-07). Not while
+        the one-thread kernel compiles in a second process (a cold start: the first chunks wait
+        for it first)."""
+        if (self.persample_threads is None or len(data) < self.PERSAMPLE_FEWEST or numba.get_num_threads() < 2
+                or not _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)):
+            return
+        compiling = self._persample_compiling
+        if compiling is not None and compiling.poll() is None:
+            return
+        labels, target_rows = self._labels_and_targets(targets)
+        self._two_threads_ready(params, data, labels, target_rows)
 
     def _warm_key(self, data, batch_size, optimizer, sample_weight):
         """What decides which compiled kernels training runs: the inputs' dtype (the parameters'

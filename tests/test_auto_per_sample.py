@@ -179,3 +179,26 @@ def test_the_worker_held_for_one_input_dtype_does_not_make_another_ready(monkeyp
     data = backend.prepare(np.random.default_rng(0).random((8, 16)))  # float64 inputs
     labels, targets = backend._labels_and_targets(np.zeros(8, np.int64))
     assert not backend._two_threads_ready(init_params(arch, "xavier", seed=0), data, labels, targets)
+
+
+@pytest.mark.parametrize("threads, n_samples, batch_size, weighted, held", [
+    ("auto", 600, 1, False, True),
+    (1, 600, 1, False, False),  # a thread count the user chose: no chooser
+    ("auto", 511, 1, False, False),  # fewer than PERSAMPLE_FEWEST: the chooser is never asked
+    ("auto", 600, 32, False, False),  # mini-batch
+    ("auto", 600, 1, True, False),  # sample weights: the general kernel, one thread
+])
+def test_warmup_holds_the_two_thread_worker_where_auto_may_call_it(monkeypatch, threads, n_samples, batch_size,
+                                                                   weighted, held):
+    # session 69: left to the first chunk, the worker's load (30-40 ms) fell inside the fit's
+    # training time, and in bench/test_busy.py's quiet case inside auto's first round (0.32-0.44x
+    # threads=2's); warmup, which loads what training will call, holds it now
+    needs_two_threads()
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    arch = Architecture([64, 128, 10], "sigmoid", "cross_entropy")
+    params = init_params(arch, "xavier", seed=0)
+    X, y = digits(n_samples)
+    backend = make_backend("numba", arch, threads=threads)
+    weights = np.ones(n_samples, params.dtype) if weighted else None
+    backend.warmup(params, backend.prepare(X), y, batch_size, sample_weight=weights)
+    assert ("uint8" in backend._two_threads) == held
