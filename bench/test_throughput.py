@@ -161,7 +161,7 @@ def test_epoch_per_sample_two_threads(benchmark, mnist_train):
     assert not np.array_equal(two.params, two.start), "the timed epochs did not change the weights"
     from fastmlp.kernels import logits_in_halves
 
-    if logits_in_halves(LAYERS, np.float32):  # one thread sums its logits in the two threads' halves
+    if logits_in_halves(LAYERS):  # one thread sums its logits in the two threads' halves
         assert weight_diff == 0, f"threads=2 ended {weight_diff:.3g} away from one thread's weights, not bitwise"
     assert weight_diff <= TWO_THREAD_WEIGHTS_RTOL * largest_weight, (
         f"threads=2 ended {weight_diff:.3g} away from one thread's weights (max |W| {largest_weight:.3g}); "

@@ -148,7 +148,7 @@ class NumbaBackend:
         if threads == "auto":
             self.threads = 1
             self.minibatch_threads = ThreadChooser(most)
-            if (most >= 2 and kernels.logits_in_halves(arch.layers, arch.dtype)
+            if (most >= 2 and kernels.logits_in_halves(arch.layers)
                     and kernels.usable_threads(2, tuple(arch.layers)) == 2):
                 self.persample_threads = self.persample_chooser()
         else:

@@ -27,6 +27,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import KERNEL_OPTIONS
 from .activation import activation_row_forward
+from .optimizer import mul_add
 from .vectors import (REGISTER_BLOCK, VECTOR_BYTES, lanes, vfma, vfold, vload, vload_part, vsplat, vstore, vstore_part,
                       vsum)
 
@@ -457,7 +458,10 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
     (eight with AVX-512, sparse_forward_block, and a last of four; four elsewhere); with AVX-512
     also 65-127 float32 units (33-63 float64) in one masked block. Other widths: the loop
     below, the same sums in the same order (on AVX2 it measured 1.65x the masked block of eight
-    at 100 units, AMD EPYC Zen 3)."""
+    at 100 units, AMD EPYC Zen 3). Every path computes each unit alike, the bias and then one
+    fused multiply-add per input in order, so a unit's sum has the same bits whatever the
+    width of the layer or the block it is computed in (the two-thread kernel's blocks of units:
+    ``sgd.logits_in_halves``)."""
     n_out = z.shape[0]
     L = lanes(z)
     if n_out % (4 * L) == 0 or (REGISTER_BLOCK == 8 and 4 * L < n_out < 8 * L):
@@ -469,26 +473,27 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
         return
     fill_bias(z, b)
     # Four input rows per pass over z: z is loaded and stored a quarter as often (the loop is
-    # bound by memory operations, not arithmetic).
+    # bound by memory operations, not arithmetic). Each row's term is its own fused multiply-add
+    # in order, as in the register blocks (not summed among the four first: other bits).
     n = indices.shape[0]
     p = 0
     while p + 4 <= n:
-        x0 = values[p] * input_scale
-        x1 = values[p + 1] * input_scale
-        x2 = values[p + 2] * input_scale
-        x3 = values[p + 3] * input_scale
+        x0 = z.dtype.type(values[p] * input_scale)
+        x1 = z.dtype.type(values[p + 1] * input_scale)
+        x2 = z.dtype.type(values[p + 2] * input_scale)
+        x3 = z.dtype.type(values[p + 3] * input_scale)
         w0 = _row(W, indices[p])
         w1 = _row(W, indices[p + 1])
         w2 = _row(W, indices[p + 2])
         w3 = _row(W, indices[p + 3])
         for k in range(z.shape[0]):
-            z[k] += (x0 * w0[k] + x1 * w1[k]) + (x2 * w2[k] + x3 * w3[k])
+            z[k] = mul_add(x3, w3[k], mul_add(x2, w2[k], mul_add(x1, w1[k], mul_add(x0, w0[k], z[k]))))
         p += 4
     for q in range(p, n):
-        x = values[q] * input_scale
+        x = z.dtype.type(values[q] * input_scale)
         w = _row(W, indices[q])
         for k in range(z.shape[0]):
-            z[k] += x * w[k]
+            z[k] = mul_add(x, w[k], z[k])
 
 
 @njit(**KERNEL_OPTIONS)
@@ -541,7 +546,8 @@ def _sparse_row_update_registers(W, dz, indices, values, input_scale, learning_r
 def sparse_row_update(W, b, dz, indices, values, input_scale, learning_rate):
     """W[D,H] -= lr * x[D]^T dz[H]; b[H] -= lr * dz[H]  (the SGD step of sparse_row_forward).
     H a multiple of four vectors: dz in registers (_sparse_row_update_registers); other widths:
-    the loop below (masked stores, which the other widths would need, measured slow)."""
+    the loop below (masked stores, which the other widths would need, measured slow), with the
+    same single-rounding w - step * dz, so each weight's step has the same bits on every path."""
     if dz.shape[0] % (4 * lanes(dz)) == 0:
         _sparse_row_update_registers(W, dz, indices, values, input_scale, learning_rate)
         for k in range(b.shape[0]):
@@ -552,19 +558,19 @@ def sparse_row_update(W, b, dz, indices, values, input_scale, learning_rate):
     # runtime overlap checks, over LLVM's limit of 8, and would not be vectorised).
     p = indices.shape[0]
     while p >= 2:
-        step0 = learning_rate * (values[p - 1] * input_scale)
-        step1 = learning_rate * (values[p - 2] * input_scale)
+        step0 = dz.dtype.type(-(learning_rate * (values[p - 1] * input_scale)))  # (the register path's)
+        step1 = dz.dtype.type(-(learning_rate * (values[p - 2] * input_scale)))
         w0 = _row(W, indices[p - 1])
         w1 = _row(W, indices[p - 2])
         for k in range(dz.shape[0]):
-            w0[k] -= step0 * dz[k]
-            w1[k] -= step1 * dz[k]
+            w0[k] = mul_add(step0, dz[k], w0[k])
+            w1[k] = mul_add(step1, dz[k], w1[k])
         p -= 2
     if p == 1:
-        step = learning_rate * (values[0] * input_scale)
+        step = dz.dtype.type(-(learning_rate * (values[0] * input_scale)))
         w = _row(W, indices[0])
         for k in range(dz.shape[0]):
-            w[k] -= step * dz[k]
+            w[k] = mul_add(step, dz[k], w[k])
     for k in range(b.shape[0]):
         b[k] -= learning_rate * dz[k]
 

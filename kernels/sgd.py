@@ -75,7 +75,6 @@ from .linear import (
     sparse_row_update,
     vector_empty,
 )
-from .vectors import VECTOR_BYTES
 from .loss import loss_row_backward, loss_row_forward, sample_weight, weigh_row
 from .codes import DROPOUT as DROPOUT_HYPER, DROPOUT_SEED, INPUT_DROPOUT as INPUT_DROPOUT_HYPER
 from .codes import NESTEROV as NESTEROV_HYPER, SAMPLES, STEPS
@@ -101,6 +100,11 @@ from .optimizer import (
 # One thread
 
 
+# The fewest hidden units a thread of ``sgd_persample_chunk_threaded`` gets; its blocks of units
+# are multiples of this (``_split_units``), and so are the one-thread kernel's halves.
+_MIN_UNITS_PER_THREAD = 16
+
+
 @njit(**KERNEL_OPTIONS)
 def _transpose(out, a):
     """out[n, m] = a[m, n]^T."""
@@ -116,15 +120,16 @@ def sgd_persample_chunk(
 ):
     """Per-sample SGD over order[start:stop], one thread (arguments: module docstring).
 
-    On a network with one hidden layer of a multiple of eight vectors of units (``halves``:
-    128, 256 ... float32 units, 64, 128 ... float64) the output logits are summed as the
-    two-thread kernel sums them: the bias, then the share of the first half of the hidden
-    units, then the second's (``_gather_logits``), each share by ``dense_row_forward`` over its
-    half. Every other step computes each unit as two threads' halves do (their first-layer
-    blocks take the same sums in the same order), so this kernel and ``threads=2`` train to the
-    same bits, and ``threads="auto"`` may move between one and two threads from chunk to chunk
-    without changing a result. It costs one thread nothing measurable (``bench/ab_kernels.py``:
-    BENCHMARKS.md, session 68)."""
+    On a network with one hidden layer of 32 units or more (``logits_in_halves``) the output
+    logits are summed as the two-thread kernel sums them: the bias, then the share of the first
+    half of the hidden units, then the second's (``_gather_logits``; the halves split where
+    ``_split_units`` splits them between two threads), each share by ``dense_row_forward`` over
+    its half. Every other step computes each unit as two threads' halves do (the first layer's
+    paths take each unit's sum, and each weight's step, with the same operations in the same
+    order, whatever the block: ``linear.sparse_row_forward``), so this kernel and ``threads=2``
+    train to the same bits, and ``threads="auto"`` may move between one and two threads from
+    chunk to chunk without changing a result. It costs one thread nothing measurable
+    (``bench/ab_kernels.py``: BENCHMARKS.md, session 68)."""
     # views without reference counts (linear.borrowed), of the arrays made here too (kept alive
     # to the end): each view made per sample or per nonzero input row would count atomically
     params = borrowed(params)
@@ -140,9 +145,11 @@ def sgd_persample_chunk(
     edges[1] = layer_sizes[n_layers - 1]
     edges[2] = edges[1]
     n_parts = 1
-    if n_layers == 2 and layer_sizes[1] % (8 * (VECTOR_BYTES // params.itemsize)) == 0:
+    if n_layers == 2 and layer_sizes[1] >= 2 * _MIN_UNITS_PER_THREAD:
         n_parts = 2
-        edges[1] = layer_sizes[1] // 2
+        # where _split_units(units, 2) splits them between two threads
+        blocks = (layer_sizes[1] + _MIN_UNITS_PER_THREAD - 1) // _MIN_UNITS_PER_THREAD
+        edges[1] = (blocks // 2) * _MIN_UNITS_PER_THREAD
 
     # Layers after the first are trained on output-major copies Wt = W^T (see linear.py),
     # made here once and copied back at the end: packed[wt_offsets[l]:wt_offsets[l+1]]; the
@@ -918,8 +925,6 @@ def _in_python(function, compiled, done):
 # ---------------------------------------------------------------------------------------------
 # Several threads (the runtime: ``_threads.py``)
 
-_MIN_UNITS_PER_THREAD = 16
-
 
 @njit(**KERNEL_OPTIONS)
 def _gather_logits(z, b, counts, slots, abort, step):
@@ -995,11 +1000,13 @@ def _split_hidden_worker(
     stats[2] = n_trained
 
 
-def logits_in_halves(layer_sizes, dtype):
+def logits_in_halves(layer_sizes):
     """Whether ``sgd_persample_chunk`` sums the logits in the two-thread kernel's halves (its
-    docstring): one hidden layer of a multiple of eight 64-byte vectors of units. There one and two
-    threads train to the same bits."""
-    return len(layer_sizes) == 3 and int(layer_sizes[1]) % (8 * (VECTOR_BYTES // np.dtype(dtype).itemsize)) == 0
+    docstring): one hidden layer, of at least two blocks of _MIN_UNITS_PER_THREAD units (the
+    fewest a second thread gets: ``usable_threads``). There one and two threads train to the same
+    bits (until session 69, only at multiples of eight 64-byte vectors of units: the first
+    layer's other paths summed four inputs' terms before adding them)."""
+    return len(layer_sizes) == 3 and int(layer_sizes[1]) >= 2 * _MIN_UNITS_PER_THREAD
 
 
 def usable_threads(threads, layer_sizes):
@@ -1045,10 +1052,9 @@ def sgd_persample_chunk_threaded(
     """Per-sample SGD over order[start:stop] on ``threads`` threads (arguments: module docstring).
 
     Deterministic (two runs give bit-identical parameters), and on two threads the very bits of
-    ``sgd_persample_chunk`` where that sums its logits in the two threads' halves
-    (``logits_in_halves``: one hidden layer of a multiple of eight vectors of units); elsewhere
-    the same result up to float rounding (the output logits are summed in another order, and a
-    thread's block of units may run other register paths than the whole layer). Not
+    ``sgd_persample_chunk``, which sums its logits in the two threads' halves
+    (``logits_in_halves``: every network this runs on more than one thread); on three or more
+    the same result up to float rounding (the output logits are summed in other parts). Not
     Hogwild: each thread owns a block of hidden units (its columns of W1, rows of W2 and
     entries of b1), repacked into contiguous private arrays for the chunk and copied back at
     its end; per sample, the threads add up their partial logits after one spin barrier.
