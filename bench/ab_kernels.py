@@ -21,7 +21,9 @@ median samples/s, the new / base ratio of the medians and of every round, and wh
 trained to the same bits.
 
 Run it on a clean tree too (``--base HEAD`` with no change: the kernels against a second copy of
-themselves) beside each A/B, alternately: on a shared host that A/A ratio is the noise the A/B's
+themselves; a clean clone run with ``PYTHONPATH`` set to it needs its own ``fastmlp/kernels``, ``ln -s
+../kernels fastmlp/kernels``, or the editable install serves the working tree's kernels as "new")
+beside each A/B, alternately: on a shared host that A/A ratio is the noise the A/B's
 must stand out from. On an AMD EPYC Zen 4 (session 65, 784-128-10, two threads, one hour)
 A/A runs read 0.98x, 1.02x and 0.99x at batch 128, 1.00x, 0.95x and once 0.76x (rounds
 0.76-1.05) at batch 1024, 0.98-1.01x in float64.
