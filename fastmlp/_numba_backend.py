@@ -133,7 +133,8 @@ class NumbaBackend:
         """``threads``: "auto" (mini-batch on one or all Numba threads, whichever measures faster,
         re-checked as training goes: ``ThreadChooser``; on ``numba.get_num_threads()`` where the
         caller set fewer with numba.set_num_threads; plain per-sample SGD the same way on one or
-        two threads where they give the same bits, ``kernels.logits_in_halves``, else on one)
+        two threads where they give the same bits, ``kernels.logits_in_halves``, on layers of
+        PERSAMPLE_AUTO_UNITS or more, else on one)
         or a number n (per-sample on n threads where the network allows, mini-batch on
         min(n, NUMBA_NUM_THREADS): the number asked for, whatever numba.set_num_threads says)."""
         self.arch = arch
@@ -143,12 +144,13 @@ class NumbaBackend:
         self.b_offsets = layout.b_offsets
         most = 1 if numba.config.DISABLE_JIT else numba.config.NUMBA_NUM_THREADS
         # threads="auto" per sample: one or two threads chunk by chunk (``ThreadChooser``) where
-        # the two train to the same bits (``kernels.logits_in_halves``), else one
+        # the two train to the same bits (``kernels.logits_in_halves``) and the layer is wide
+        # enough for two to pay (PERSAMPLE_AUTO_UNITS), else one
         self.persample_threads = None
         if threads == "auto":
             self.threads = 1
             self.minibatch_threads = ThreadChooser(most)
-            if (most >= 2 and kernels.logits_in_halves(arch.layers)
+            if (most >= 2 and kernels.logits_in_halves(arch.layers) and arch.layers[1] >= self.PERSAMPLE_AUTO_UNITS
                     and kernels.usable_threads(2, tuple(arch.layers)) == 2):
                 self.persample_threads = self.persample_chooser()
         else:
@@ -463,6 +465,12 @@ class NumbaBackend:
     # warm-up's two, partial_fit's small calls), where a call on two threads would cost more
     # of its own (0.22 ms) than a second thread saves (0.5-0.8 us a sample at 784-128-10)
     PERSAMPLE_FEWEST = 512
+    # the fewest hidden units on which "auto" tries two threads per sample (``threads=2`` splits
+    # from 32): below, two threads ran at 0.70-1.20x one thread (README, "Per-sample threads=2";
+    # 1.34-1.37x at 112 units, 1.48x at 128), and a chooser whose probes find the counts within
+    # 10% of each other probes again every chunk (``retry_sooner``), each probe the rest of a
+    # chunk on two threads: a few percent lost where nothing can be won
+    PERSAMPLE_AUTO_UNITS = 112
 
     @staticmethod
     def persample_chooser():

@@ -70,8 +70,7 @@ def _add_model_options(parser):
     add("--seed", type=options.integer(0), default=0, metavar="N", help="seeds initial weights, shuffling"
         + (" and dropout" if parser.prog.endswith(" compare") else ", dropout and the validation split") + " (default 0)")
     add("--threads", type=options.threads, default="auto", metavar="N|auto", help="auto (default: mini-batch on one or all Numba threads, whichever measures faster as it trains; "
-        "plain per-sample SGD the same way on one or two where they give the same bits: one hidden layer of 32+ units; "
-        "else one) or N: mini-batch on up to N, per-sample on up to N where it can (plain SGD, one hidden layer, 16+ hidden "
+        "plain per-sample SGD the same way on one or two: one hidden layer of 112+ units; else one) or N: mini-batch on up to N, per-sample on up to N where it can (plain SGD, one hidden layer, 16+ hidden "
         "units per thread, a free core each), else on one")
     add("--dtype", type=options.choice(DTYPES), default="float32", metavar="|".join(DTYPES), help="float32 (default) or float64")
     add("--no-bias", action="store_true", help="layers without biases")

@@ -330,8 +330,9 @@ class MLP:
         (``NUMBA_NUM_THREADS``), whichever measures faster, checked again as training goes
         (``fastmlp._adaptive``), so a machine where another process keeps a core busy does not
         make two threads wait for each other; plain per-sample SGD the same way on one or two
-        threads where the network has one hidden layer of 32 units or more, else on one. A number n: the compiled per-sample loop on n threads (networks
-        with one hidden layer; plain SGD) and mini-batch training on min(n, NUMBA_NUM_THREADS).
+        threads where the network has one hidden layer of 112 units or more, else on one. A
+        number n: the compiled per-sample loop on n threads (networks with one hidden layer;
+        plain SGD) and mini-batch training on min(n, NUMBA_NUM_THREADS).
         The mini-batch results do not depend on the thread count (bitwise); per-sample, "auto"
         gives threads=1's bits, and so does threads=2 (three or more threads agree with one
         to rounding: see README). ``backend_.threads`` is the most threads the network allows;
