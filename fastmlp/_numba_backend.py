@@ -328,6 +328,8 @@ class NumbaBackend:
         if key in self._warmed:
             # partial_fit's calls, batch after batch: their kernels are this process's already
             # (two samples trained on a copy: 0.14-0.16 ms, a sixth of a call of 32 samples)
+            if batch_size == 1:  # (a first call too small for the two-thread worker, a later one not)
+                self._warm_two_threads(params, data, targets, optimizer, sample_weight)
             if inference and (np.dtype(data.X.dtype).name, False) not in self._inference_ready:
                 self._warm_inference(params, self.for_inference(data.X[:1]))
             return
@@ -352,12 +354,14 @@ class NumbaBackend:
         """Per sample under threads="auto", where the chooser may call the two-thread worker (plain SGD,
         ``PERSAMPLE_FEWEST`` samples or more, two Numba threads): hold it from here, with the
         one-thread kernel (``_two_threads_ready``: loaded from the cache, or its second process
-        started on a cold one). Left to the first chunk, its load (30-40 ms) was paid inside the
-        fit's training time: a 10,000-sample round of ``bench/test_busy.py``'s quiet case at
-        0.32-0.44x of ``threads=2``'s, 2-3% of the whole run (AMD EPYC Zen 4, 2026-12-07). Not while
-        the one-thread kernel compiles in a second process (a cold start: the first chunks wait
-        for it first)."""
+        started on a cold one), at every warm-up of such a call (a partial_fit whose first call
+        had too few samples gets it at its first large one). Left to the first chunk, its load
+        (30-40 ms) was paid inside the fit's training time: a 10,000-sample round of
+        ``bench/test_busy.py``'s quiet case at 0.32-0.44x of ``threads=2``'s, 2-3% of the whole run
+        (AMD EPYC Zen 4, 2026-12-07). Not while the one-thread kernel compiles in a second process
+        (a cold start: the first chunks wait for it first)."""
         if (self.persample_threads is None or len(data) < self.PERSAMPLE_FEWEST or numba.get_num_threads() < 2
+                or np.dtype(data.values.dtype).name in self._two_threads
                 or not _plain_kernel(_PLAIN if optimizer is None else optimizer, sample_weight is not None)):
             return
         compiling = self._persample_compiling

@@ -457,8 +457,9 @@ def sparse_row_forward(z, W, b, indices, values, input_scale):
     H a multiple of four vectors: in registers, a block of REGISTER_BLOCK vectors at a time
     (eight with AVX-512, sparse_forward_block, and a last of four; four elsewhere); with AVX-512
     also 65-127 float32 units (33-63 float64) in one masked block. Other widths: the loop
-    below, the same sums in the same order (on AVX2 it measured 1.65x the masked block of eight
-    at 100 units, AMD EPYC Zen 3). Every path computes each unit alike, the bias and then one
+    below, the same sums in the same order (on AVX2 its form before session 69, which summed
+    four inputs' terms before adding them, measured 1.65x the masked block of eight at 100 units,
+    AMD EPYC Zen 3). Every path computes each unit alike, the bias and then one
     fused multiply-add per input in order, so a unit's sum has the same bits whatever the
     width of the layer or the block it is computed in (the two-thread kernel's blocks of units:
     ``sgd.logits_in_halves``)."""

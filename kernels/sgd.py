@@ -129,7 +129,8 @@ def sgd_persample_chunk(
     order, whatever the block: ``linear.sparse_row_forward``), so this kernel and ``threads=2``
     train to the same bits, and ``threads="auto"`` may move between one and two threads from
     chunk to chunk without changing a result. It costs one thread nothing measurable
-    (``bench/ab_kernels.py``: BENCHMARKS.md, session 68)."""
+    (``bench/ab_kernels.py``: BENCHMARKS.md, session 68 at 784-128-10; session 69 at 784-100-10,
+    784-300-10 and 784-800-10, within the noise: perhaps 1-3% at 100 units)."""
     # views without reference counts (linear.borrowed), of the arrays made here too (kept alive
     # to the end): each view made per sample or per nonzero input row would count atomically
     params = borrowed(params)

@@ -816,6 +816,10 @@ PER_SAMPLE_CASES = {
         activation="relu", dtype="float64", floats=True, layers=[40, 32, 16, 6]),
     "tanh, mse regression, no biases": dict(activation="tanh", loss="mse", bias=False),
     "relu, multilabel, float inputs": dict(activation="relu", loss="binary_cross_entropy", floats=True),
+    # audit 77: a hidden layer the one-thread kernel sums in halves (kernels.logits_in_halves,
+    # 32 units or more; 100 splits 48 + 52, through the first layer's loop): the cases above have
+    # 24 units, and an interpreted kernel that split elsewhere passed every test
+    "tanh, float inputs, logits in halves": dict(activation="tanh", floats=True, layers=[40, 100, 6]),
 }
 
 

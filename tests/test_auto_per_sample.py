@@ -205,3 +205,69 @@ def test_warmup_holds_the_two_thread_worker_where_auto_may_call_it(monkeypatch, 
     weights = np.ones(n_samples, params.dtype) if weighted else None
     backend.warmup(params, backend.prepare(X), y, batch_size, sample_weight=weights, inference=False)
     assert ("uint8" in backend._two_threads) == held
+
+
+def test_warmup_leaves_the_worker_alone_while_the_one_thread_kernel_compiles(monkeypatch):
+    # audit 77 M14: dropping the guard on the cold start's second process passed every test; without
+    # it warmup went on to _two_threads_ready during a cold start (on a cold cache: the worker's
+    # second process beside the one-thread kernel's, two compiles at once on a two-core machine)
+    needs_two_threads()
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    asked = []
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "_two_threads_ready", lambda self, *args: asked.append(1) or False)
+    arch = Architecture([64, 128, 10], "sigmoid", "cross_entropy")
+    params = init_params(arch, "xavier", seed=0)
+    X, y = digits(600)
+    for compiling in (Compiling(), None):  # still compiling (a cold start), then none
+        backend = make_backend("numba", arch, threads="auto")
+        backend._persample_compiling = compiling
+        backend.warmup(params, backend.prepare(X), y, 1)
+        assert len(asked) == (compiling is None)
+
+
+def test_warmup_leaves_the_worker_alone_where_numba_runs_one_thread(monkeypatch):
+    # audit 77 M15: the chooser is only asked with two Numba threads or more (train_chunk); dropping
+    # warmup's numba.get_num_threads() guard passed every test, and under numba.set_num_threads(1)
+    # warmup loaded (on a cold cache: had a second process compile) a worker no chunk would call
+    needs_two_threads()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("NUMBA_NUM_THREADS=1: no chooser per sample")
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    arch = Architecture([64, 128, 10], "sigmoid", "cross_entropy")
+    backend = make_backend("numba", arch, threads="auto")
+    assert backend.persample_threads is not None
+    X, y = digits(600)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        backend.warmup(init_params(arch, "xavier", seed=0), backend.prepare(X), y, 1)
+    finally:
+        numba.set_num_threads(previous)
+    assert "uint8" not in backend._two_threads
+
+
+def test_a_partial_fit_whose_first_call_was_small_loads_the_worker_in_a_later_warm_up(monkeypatch):
+    # audit 77: warmup returned early for a key it had warmed before, ahead of the worker's load, so a
+    # partial_fit whose first call had fewer than 512 samples loaded the worker inside a later call's
+    # training time (30-40 ms), the cost warm-up's load was to take out of it
+    import inspect
+
+    needs_two_threads()
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "0")
+    loaded_by = []
+    ready = _numba_backend.NumbaBackend._two_threads_ready
+
+    def watched(self, *args):
+        held = "uint8" in self._two_threads
+        result = ready(self, *args)
+        if result and not held:
+            loaded_by.append(inspect.stack()[1].function)
+        return result
+
+    monkeypatch.setattr(_numba_backend.NumbaBackend, "_two_threads_ready", watched)
+    X, y = digits(1000)
+    model = MLP([64, 128, 10], seed=1)
+    model.fit(X[:100], y[:100], batch_size=1, progress=False)  # too few samples for the chooser
+    assert loaded_by == []
+    model.partial_fit(X[100:], y[100:])
+    assert loaded_by == ["_warm_two_threads"]
