@@ -335,7 +335,8 @@ class MLP:
         plain SGD) and mini-batch training on min(n, NUMBA_NUM_THREADS).
         The mini-batch results do not depend on the thread count (bitwise); per-sample, "auto"
         gives threads=1's bits, and so does threads=2 (three threads or more, on a machine
-        with the cores for them, sum the logits in other parts: one thread's result to rounding). ``backend_.threads`` is the most threads the network allows;
+        with the cores for them, sum the logits in other parts: one thread's result to
+        rounding). ``backend_.threads`` is the most threads the network allows;
         ``backend_.threads_used`` the most a training call really ran on (per-sample, one for
         any recipe but plain SGD), which ``fastmlp train --json`` reports.
 
