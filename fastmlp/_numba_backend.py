@@ -341,7 +341,8 @@ class NumbaBackend:
                          None if state is None else state.copy(), sample_weight)
         self.threads_used, self._minibatch_threads_counted = counted
         self.compile_seconds += time.perf_counter() - tic
-        if batch_size == 1:
+        if batch_size == 1:  # after the one-thread kernel (a caller without start_compiling, on a
+            # cold cache, has just compiled it here: the worker's second process must not start first)
             self._warm_two_threads(params, data, targets, optimizer, sample_weight)
         if inference and (np.dtype(data.X.dtype).name, False) not in self._inference_ready:
             self._warm_inference(scratch, self.for_inference(data.X[:1]))  # (predictions' and validation's form)
