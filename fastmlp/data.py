@@ -806,6 +806,10 @@ def read_csv(path, *, n_features=784, labels=True):
 
     The first row is taken as a header when its first cell is not a number and its other cells
     are not all pixel values (0..255): a row like ``?,0,0,...`` is data, and its label an error.
+    A header may put the label last instead (``pixel1,...,pixel784,class``, OpenML's mnist_784):
+    when its last name is ``label``, ``class``, ``target``, ``y`` or ``digit`` (any case), or its
+    first names a pixel (``pixel1``, ``1x1``) and its last does not. Without a header the label
+    is first.
     Returns ``(images uint8 [N, n_features], labels int64 [N])``; with ``labels=False`` the
     first column is not read at all (any text, as for samples to predict) and the labels are None.
     Raises ``fastmlp.DataFormatError`` naming the line and what is wrong (a row of another
@@ -818,11 +822,14 @@ def read_csv(path, *, n_features=784, labels=True):
         raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
     n_features = int(n_features)
 
-    table = _read_csv_fast(path, n_features, labels)
-    if table is not None:
+    read = _read_csv_fast(path, n_features, labels)
+    if read is not None:
+        table, last = read
         if not labels:
             return np.ascontiguousarray(table, dtype=np.uint8), None
-        return np.ascontiguousarray(table[:, 1:], dtype=np.uint8), table[:, 0].copy()
+        label_column = -1 if last else 0
+        pixels = table[:, :-1] if last else table[:, 1:]
+        return np.ascontiguousarray(pixels, dtype=np.uint8), table[:, label_column].copy()
     # The fast reader only says "something is wrong"; the strict reader finds the line
     # (or accepts what the fast one couldn't, such as "5.0").
     return _read_csv_strict(path, n_features, labels)
@@ -835,6 +842,32 @@ def _is_header(cells):
     """Whether a first row's ``cells`` are a header: a label cell that is not a number, and
     other cells that are not all pixel values (MNIST's CSV: ``label,1x1,1x2,...``)."""
     return not _is_number(cells[0].strip()) and not all(_PIXEL.fullmatch(cell) for cell in cells[1:])
+
+
+# A header's names for the label column, and for a pixel's (``pixel1``, Kaggle's ``pixel0``, MNIST's
+# CSV ``1x1``): OpenML's mnist_784 (scikit-learn's fetch_openml) writes ``pixel1,...,pixel784,class``,
+# the label last, and read label-first every label was pixel 1's value (audit 78).
+_LABEL_NAMES = frozenset(("label", "labels", "class", "target", "y", "digit"))
+_PIXEL_NAME = re.compile(r"(?:pixel|px)?_?[0-9]+(?:x[0-9]+)?")
+
+
+def _label_last(path, cells):
+    """Whether a header's ``cells`` put the label in the last column (``_LABEL_NAMES`` there, or
+    a pixel's name first and not last); a header that names pixels at both ends is a
+    DataFormatError (no label column). Otherwise the label is first."""
+    names = [cell.strip().strip("\"'").strip().lower() for cell in cells]
+    if names[0] in _LABEL_NAMES:
+        return False
+    first_is_pixel, last_is_pixel = (_PIXEL_NAME.fullmatch(name) is not None for name in (names[0], names[-1]))
+    if names[-1] in _LABEL_NAMES or (first_is_pixel and not last_is_pixel):
+        return True
+    if first_is_pixel:
+        raise DataFormatError(
+            f"{path}, line 1: the header names pixels in the first and the last column ({cells[0].strip()!r}, "
+            f"{cells[-1].strip()!r}): no label column; rows are a label and {len(cells) - 1} pixel values "
+            f"(the label first, or last with a header naming it 'label' or 'class')."
+        )
+    return False
 
 
 def _line_limit(n_columns):
@@ -896,7 +929,8 @@ def _widths_fit(path, n_separators, limit, header_marks=0):
 
 
 def _read_csv_fast(path, n_features, labels=True):
-    """np.loadtxt over the data rows; None when anything looks off."""
+    """(np.loadtxt over the data rows, whether the label is the last column); None when anything
+    looks off."""
     limit = _line_limit(n_features + 1)
     with _open_csv(path) as file:
         first_line = ""
@@ -907,6 +941,7 @@ def _read_csv_fast(path, n_features, labels=True):
         first_cells = first_line.split(",")
         start = 0
         header_marks = 0
+        last = False
         if not _is_header(first_cells):
             if labels and not _is_number(first_cells[0].strip()):
                 return None  # a data row with a label that is not a number: the strict reader says where
@@ -914,6 +949,7 @@ def _read_csv_fast(path, n_features, labels=True):
         elif len(first_cells) != n_features + 1:
             return None  # a header of the wrong width
         else:
+            last = _label_last(path, first_cells)
             start = file.tell()
             header_marks = _float_marks(first_line.encode("utf-8", "replace"))
         # every row's width first (loadtxt reads whole lines; with labels=False it reads the
@@ -933,16 +969,17 @@ def _read_csv_fast(path, n_features, labels=True):
         try:
             table = np.loadtxt(
                 file, delimiter=",", dtype=np.int64, comments=None, ndmin=2,
-                usecols=None if labels else range(1, n_features + 1),
+                usecols=None if labels else range(0, n_features) if last else range(1, n_features + 1),
             )
         except (ValueError, OverflowError):
             return None
     if table.shape[0] == 0 or table.shape[1] != n_features + labels:
         return None
-    pixels = table[:, 1:] if labels else table
-    if (labels and table[:, 0].min() < 0) or pixels.min() < 0 or pixels.max() > 255:
+    label_column = -1 if last else 0
+    pixels = (table[:, :-1] if last else table[:, 1:]) if labels else table
+    if (labels and table[:, label_column].min() < 0) or pixels.min() < 0 or pixels.max() > 255:
         return None
-    return table
+    return table, last
 
 
 def _open_csv(path):
@@ -979,6 +1016,7 @@ def _read_csv_strict(path, n_features, read_labels=True):
     labels = []
     pixel_rows = []
     seen_first_line = False
+    columns = range(1, n_columns + 1)  # the cells' column numbers, label first (a header may say last)
     limit = _line_limit(n_columns)
     with _open_csv(path) as file:
         for line_number, line in enumerate(_lines(file, limit), start=1):
@@ -997,6 +1035,8 @@ def _read_csv_strict(path, n_features, read_labels=True):
                             f"{where}: header has {len(cells)} columns, expected {n_columns} "
                             f"({layout})."
                         )
+                    if _label_last(path, cells):
+                        columns = [n_columns, *range(1, n_columns)]
                     continue
             if len(cells) != n_columns:
                 if not labels:
@@ -1008,9 +1048,11 @@ def _read_csv_strict(path, n_features, read_labels=True):
                     f"{where}: ragged row: {len(cells)} columns, but the rows before it have "
                     f"{n_columns} ({layout})."
                 )
+            if columns[0] != 1:  # the label last: put first
+                cells.insert(0, cells.pop())
             if not read_labels:
                 cells[0] = "0"  # not read
-            values = [_cell_value(cell, where, column) for column, cell in enumerate(cells, 1)]
+            values = [_cell_value(cell, where, column) for column, cell in zip(columns, cells)]
             if values[0] < 0:
                 raise DataFormatError(
                     f"{where}: label {values[0]} is negative; labels must be non-negative "
@@ -1020,7 +1062,7 @@ def _read_csv_strict(path, n_features, read_labels=True):
                 raise DataFormatError(
                     f"{where}: label {values[0]} is too large; labels are class indices."
                 )
-            for column, value in enumerate(values[1:], start=2):
+            for column, value in zip(columns[1:], values[1:]):
                 if not 0 <= value <= 255:
                     raise DataFormatError(
                         f"{where}, column {column}: pixel value {value} is outside 0..255."

@@ -324,6 +324,62 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path, header):
     np.testing.assert_array_equal(read_labels, labels)
 
 
+def label_last_text(images, labels, header):
+    rows = [header] + [",".join(map(str, [*row, label])) for row, label in zip(images, labels)]
+    return "\n".join(rows) + "\n"
+
+
+OPENML_HEADER = "pixel1,pixel2,pixel3,pixel4,class"  # OpenML's mnist_784 (fetch_openml) layout
+
+
+@pytest.mark.parametrize("reader", ["fast", "strict"])
+@pytest.mark.parametrize("header", [OPENML_HEADER, "PIXEL1,pixel2,pixel3,pixel4,Digit", "a,b,c,d,label",
+                                    '"pixel1","pixel2","pixel3","pixel4","class"', "1x1,1x2,2x1,2x2,whatever"])
+def test_a_header_that_names_the_label_last_reads_it_last(tmp_path, monkeypatch, reader, header):
+    """Audit 78: OpenML's CSV (``pixel1,...,pixel784,class``) was read label-first, every label
+    pixel 1's value and the class taken for pixel 784: training "worked", on garbage."""
+    if reader == "strict":
+        monkeypatch.setattr(data, "_read_csv_fast", lambda *args: None)
+    images, labels = small_csv_rows()
+    path = tmp_path / "openml.csv"
+    path.write_text(label_last_text(images, labels, header))
+    read_images, read_labels = read_csv(path, n_features=4)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+    read_images, no_labels = read_csv(path, n_features=4, labels=False)
+    assert no_labels is None
+    np.testing.assert_array_equal(read_images, images)
+
+
+@pytest.mark.parametrize("reader", ["fast", "strict"])
+def test_a_label_last_file_names_the_column_of_a_bad_value(tmp_path, monkeypatch, reader):
+    if reader == "strict":
+        monkeypatch.setattr(data, "_read_csv_fast", lambda *args: None)
+    images, labels = small_csv_rows()
+    images[1, 2] = 300
+    path = tmp_path / "openml.csv"
+    path.write_text(label_last_text(images, labels, OPENML_HEADER))
+    with pytest.raises(DataFormatError, match="line 3, column 3: pixel value 300 is outside 0..255"):
+        read_csv(path, n_features=4)
+    images[1, 2] = 0
+    labels[2] = -1
+    path.write_text(label_last_text(images, labels, OPENML_HEADER))
+    with pytest.raises(DataFormatError, match="line 4: label -1 is negative"):
+        read_csv(path, n_features=4)
+
+
+@pytest.mark.parametrize("reader", ["fast", "strict"])
+def test_a_header_of_pixels_alone_is_refused_as_having_no_label(tmp_path, monkeypatch, reader):
+    if reader == "strict":
+        monkeypatch.setattr(data, "_read_csv_fast", lambda *args: None)
+    images, labels = small_csv_rows()
+    path = tmp_path / "pixels.csv"
+    path.write_text(label_last_text(images, labels, "pixel0,pixel1,pixel2,pixel3,pixel4"))
+    with pytest.raises(DataFormatError, match="line 1: the header names pixels in the first and the last column "
+                                              "\\('pixel0', 'pixel4'\\): no label column"):
+        read_csv(path, n_features=4)
+
+
 def test_read_csv_default_784_columns(tmp_path):
     images = known_images(3).reshape(3, 784)
     labels = known_labels(3)
