@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 import zlib
 
@@ -254,6 +255,37 @@ def agreeing(comm):
         _UNMET.remove(call)
 
 
+# How long a rank waits at the start of a distributed call for the others before it says so on
+# stderr (then again each time the wait doubles). A rank whose script raised before its fit
+# cannot tell the others, and plain ``mpiexec -n 2 python train.py`` then leaves them waiting in
+# silence, spinning in MPI at full CPU (audit 78); ``python -m mpi4py train.py`` ends the job.
+WAIT_NOTE_SECONDS = 60.0
+
+
+def _all_arrived(comm):
+    """Return once every rank of ``comm`` has reached this point: a non-blocking barrier polled
+    from Python (pauses growing to 50 ms), so that a long wait says why on stderr
+    (``WAIT_NOTE_SECONDS``), costs no CPU and can be interrupted (Ctrl-C), where a blocking
+    collective spins inside MPI for ever and runs no signal handler."""
+    ibarrier = getattr(comm, "Ibarrier", None)
+    if ibarrier is None or comm.Get_size() == 1:
+        return
+    request = ibarrier()
+    start = time.monotonic()
+    note_at = WAIT_NOTE_SECONDS
+    pause = 1e-4
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited >= note_at:
+            print(f"fastmlp: rank {comm.Get_rank()} has waited {waited:.0f} s for the other ranks to start this "
+                  f"distributed training call; a rank whose script failed before its fit cannot tell the others: "
+                  f"end the job (Ctrl-C) and start scripts as `mpiexec -n N python -m mpi4py script.py`, which "
+                  f"ends every rank when one raises", file=sys.stderr, flush=True)
+            note_at *= 2
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+
+
 def check_same_run(comm, **call):
     """Raise on every rank when the ranks were not given the same training call (data,
     options, weights, optimizer state) or one failed before it: they would otherwise wait for
@@ -264,6 +296,7 @@ def check_same_run(comm, **call):
         unmet["met"] = True
     mine = {name: _crc(value) if isinstance(value, np.ndarray) else value for name, value in call.items()}
     mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
+    _all_arrived(comm)  # (then the allgather below cannot wait)
     everyone = comm.allgather(mine)
     failed = [(rank, theirs[_FAILED]) for rank, theirs in enumerate(everyone) if _FAILED in theirs]
     if failed:

@@ -364,6 +364,56 @@ def test_a_sigterm_ends_a_rank_that_waits_inside_mpi(tmp_path):
     assert "stopped by SIGTERM (this rank was waiting inside MPI" in err
 
 
+FAILS_BEFORE_FIT = """
+import sys
+import numpy as np
+import fastmlp
+from fastmlp import distributed
+from mpi4py import MPI
+
+distributed.WAIT_NOTE_SECONDS = 0.5
+if MPI.COMM_WORLD.Get_rank() == 1:
+    raise FileNotFoundError("rank 1's data is missing on its node")  # before its fit: the others cannot know
+rng = np.random.default_rng(0)
+fastmlp.MLP([8, 4, 2], seed=0).fit(rng.normal(size=(32, 8)), rng.integers(0, 2, 32), batch_size=8, progress=False,
+                                   distributed=True)
+"""
+
+
+@pytest.mark.parametrize("runner", ["python", "python -m mpi4py"])
+def test_a_rank_whose_script_fails_before_its_fit(tmp_path, runner):
+    """Audit 78: the README's ``mpiexec -n 2 python train.py`` with one rank's script raising
+    before ``fit(distributed=True)`` left rank 0 spinning at full CPU in the fit's first
+    collective, for ever and in silence. Rank 0 now waits in Python and says why on stderr (with
+    what to do: ``python -m mpi4py``, which the README's example uses and which ends the job)."""
+    import signal
+    import threading
+    import time
+
+    script = tmp_path / "fails_before_fit.py"
+    script.write_text(FAILS_BEFORE_FIT)
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    command = [mpiexec(), "-n", "2", sys.executable, *runner.split()[1:], str(script)]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                           start_new_session=True)
+    try:
+        if runner == "python":
+            lines = []  # stderr, read by a thread (a readline with nothing to come would wait for ever)
+            threading.Thread(target=lambda: lines.extend(iter(job.stderr.readline, "")), daemon=True).start()
+            deadline = time.monotonic() + 60
+            while not any("has waited" in line for line in lines) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen = "".join(lines)  # (rank 1's traceback, then rank 0's note)
+            os.killpg(job.pid, signal.SIGTERM)
+            assert "fastmlp: rank 0 has waited" in seen and "python -m mpi4py" in seen, seen
+        else:  # mpi4py's runner aborts every rank on rank 1's exception
+            _, err = job.communicate(timeout=RANKS_TIMEOUT)
+            assert job.returncode != 0 and "rank 1's data is missing on its node" in err, err
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+
 def long_run_until_checkpointed(data_dir, cwd, checkpoint, then):
     """``mpiexec -n 2 fastmlp train --distributed`` of (practically) endless epochs writing
     ``checkpoint`` every epoch; once the file is there, ``then(job)``; returns (status, stderr)
