@@ -272,6 +272,20 @@ def _describe_start(path):
     return f"it starts with the bytes {shown}, where an .npz archive (a zip file) starts with 50 4b ('PK')"
 
 
+def _cut_short(file, head):
+    """Whether ``file`` (starting with ``head``) begins as a zip archive, a local file header, and
+    lacks a whole end-of-central-directory record (22 bytes, then a comment of up to 64 KB): a
+    checkpoint cut short rather than another kind of file (audit 78: it was "not a fastmlp
+    checkpoint", which sent the user looking for another file rather than another copy)."""
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    size = os.fstat(file.fileno()).st_size
+    file.seek(max(0, size - (22 + 65535)))
+    tail = file.read()
+    end = tail.rfind(b"PK\x05\x06")
+    return end < 0 or len(tail) - end < 22
+
+
 @contextlib.contextmanager
 def _open(path):
     """The .npz archive at ``path``, open for the block, or a CheckpointError; the file closed
@@ -286,6 +300,12 @@ def _open(path):
         try:
             archive = np.load(file, allow_pickle=False)
         except _DAMAGED as error:
+            if _cut_short(file, head):
+                raise CheckpointError(
+                    f"{path}: a damaged file, cut short: it starts as an .npz archive (a fastmlp checkpoint is one) "
+                    f"but its {os.fstat(file.fileno()).st_size:,} bytes hold no end of the archive; an interrupted copy "
+                    f"or write, perhaps: copy it again"
+                ) from None
             raise CheckpointError(f"{path}: not a fastmlp checkpoint (not a NumPy .npz archive: {error})") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: not a fastmlp checkpoint (a single .npy array, not an .npz archive)")

@@ -304,6 +304,8 @@ def _data(args):
     from .data import load_dataset
 
     X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data, progress=_progress(args))
+    if len(y_train) == 0:  # (said first: the checks below blamed --limit or the default --batch-size 1; audit 78)
+        raise ValueError(f"the training set of {_source(args)} is empty (0 samples); need at least one")
     if args.limit is not None:
         if args.limit > len(y_train):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
@@ -388,13 +390,29 @@ def _resumed_model(args, given):
     return model
 
 
+def _source(args):
+    """Where --data/--dataset's data came from, as errors name it."""
+    return f"--data {args.data}" if args.data else f"the {args.dataset or 'mnist'} dataset"
+
+
+def _one_class(args, model, y_train):
+    """A note when a classifier's training labels hold a single class: it learns to answer that
+    class and scores its share of the test set (1.0000 where every test label is it too): a
+    label column read from the wrong place, say (audit 78: OpenML's label-last CSV)."""
+    if not model.arch_.is_classifier or y_train.ndim != 1 or len(y_train) < 2 or (y_train != y_train[0]).any():
+        return None
+    return (f"the training labels of {_source(args)} hold one class only ({y_train[0]}, all {len(y_train):,} "
+            f"samples): a classifier learns nothing from them; check where the labels come from (a CSV's "
+            f"label column is first, or last under a header that names it)")
+
+
 def _check_data(args, model, X_train, y_train, X_test, y_test):
     """The data fit the network (images' width, labels' classes), the test set checked before
     training rather than at the evaluation after it; an error names where the data came from
     (the training labels' was "y labels must be in [0, 9] ...: got 200 at row 17")."""
     from ._validation import check_X, check_y
 
-    source = f"--data {args.data}" if args.data else f"the {args.dataset or 'mnist'} dataset"
+    source = _source(args)
     for part, X, y in (("training", X_train, y_train), ("test", X_test, y_test)):
         # "set": the messages say "<name> has ...", as of X
         X = check_X(X, model.arch_, name=f"the {part} set of {source}")
@@ -644,6 +662,9 @@ def _train_ranks(args, comm, note=None):
     _check_data(args, model, X_train, y_train, X_test, y_test)  # now, not after the training it would throw away
     if note is not None:
         print(f"fastmlp: note: {note}", file=sys.stderr)
+    one_class = _one_class(args, model, y_train)
+    if one_class is not None and lead:
+        print(f"fastmlp: warning: {one_class}", file=sys.stderr)
     part_way = model.run_.interrupted if args.resume else None
     if part_way is not None and lead:
         # a file saved part-way into an epoch (format 3): MLP.save warned of it when it was
@@ -664,6 +685,8 @@ def _train_ranks(args, comm, note=None):
         f"backend={model.backend} batch_size={args.batch_size or 'full'} lr={args.lr} optimizer={args.optimizer}"
         + (f" on {comm.Get_size()} MPI ranks" if comm is not None else "")
     )
+    if args.resume:  # (before args.training: a refusal trained nothing, so says nothing of what --save holds)
+        _check_resumed_data(args, model, X_train, y_train)
     args.save_found = _identity(args.save)  # what --save was before (an interrupt's account: _what_train_kept)
     args.model, args.writes_save = model, lead  # (what its writes to --save left: _written_by_this_run)
     args.training = True  # (from here on an error's account says what --save holds)
@@ -684,7 +707,6 @@ def _train_ranks(args, comm, note=None):
         )
 
     if args.resume:
-        _check_resumed_data(args, model, X_train, y_train)
         done_before = model.epochs_trained_
         if comm is not None:
             # every rank takes the same branch: one whose checkpoint held the whole run took the one

@@ -817,7 +817,7 @@ def test_a_truncated_file_is_refused_and_closed(tmp_path, saved, cut):
             "gc.collect()\n")
     done = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", code, str(truncated)],
                           capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0 and "not a fastmlp checkpoint" in done.stdout, done
+    assert done.returncode == 0 and "a damaged file, cut short" in done.stdout, done  # (audit 78: the words)
     assert "ResourceWarning" not in done.stderr and "unclosed" not in done.stderr, done.stderr
 
 
@@ -1210,3 +1210,19 @@ def test_a_divergence_part_way_after_the_best_epoch_leaves_that_epochs_weights(d
     reference.fit(X, y, epochs=3, **kwargs)
     np.testing.assert_array_equal(model.params_, reference.params_)
     np.testing.assert_array_equal(model.run_.last.params, starts[-1])
+
+
+@pytest.mark.parametrize("cut", ["half", "its last 10 bytes"])
+def test_a_checkpoint_cut_short_is_called_truncated(tmp_path, saved, cut):
+    """A checkpoint cut short (a copy interrupted, scp or rsync killed) said "not a fastmlp checkpoint
+    (not a NumPy .npz archive: File is not a zip file)": it is fastmlp's, and the message sent the
+    user looking for another file rather than another copy of this one (audit 78). A file that
+    starts as a zip archive and has no end is named as cut short."""
+    path, _ = saved
+    raw = path.read_bytes()
+    copy = tmp_path / "copy.npz"  # (a name without the words looked for)
+    copy.write_bytes(raw[: len(raw) // 2] if cut == "half" else raw[:-10])
+    with pytest.raises(CheckpointError) as raised:
+        MLP.load(copy)
+    said = str(raised.value).replace(str(copy), "FILE")  # (the words in the message, not in tmp_path's name)
+    assert re.search(r"truncated|cut short|incomplete", said), said

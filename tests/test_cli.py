@@ -1909,3 +1909,52 @@ def test_a_checkpointed_train_writes_the_last_state_once(capsys, tiny_mnist, tmp
     status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
                            "--epochs", "2", "--save", str(tmp_path / "plain.npz"), "--no-progress")
     assert status == 0 and MLP.load(tmp_path / "plain.npz").epochs_trained_ == 2  # without checkpoints: saved once
+
+
+def test_an_empty_training_set_is_called_empty_not_a_batch_size_problem(capsys, tmp_path, rng, synth):
+    """An IDX training set of 0 samples (a header with N = 0) said "--batch-size 1 is more than the 0
+    training samples; --batch-size full trains on all of them as one batch" with the default batch
+    size, and following that advice only then said the set is empty (audit 78)."""
+    X, y = synth.digits(rng, 20)
+    write_idx(tmp_path / "train-images-idx3-ubyte", X[:0].reshape(0, 28, 28), 2051)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y[:0], 2049)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", X.reshape(-1, 28, 28), 2051)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", y, 2049)
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--layers", "784,8,10", "--backend", "numpy")
+    assert status == 1
+    assert "empty" in err and "--batch-size" not in err, err
+
+
+def test_a_training_set_of_one_class_is_named(capsys, tmp_path, rng, synth):
+    """Labels that hold one class only (a CSV read with its label column elsewhere: every "label" is
+    a corner pixel, 0) trained a model that predicts that class and reported its test accuracy
+    with no word of it (audit 78: 1.0000 on OpenML's label-last CSV). Now a warning names the
+    class (not an error: the run may be meant, a smoke test of a few samples)."""
+    X, y = synth.digits(rng, 60)
+    y[:] = 0
+    write_idx(tmp_path / "train-images-idx3-ubyte", X[:40].reshape(-1, 28, 28), 2051)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y[:40], 2049)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", X[40:].reshape(-1, 28, 28), 2051)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", y[40:], 2049)
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--layers", "784,8,10", "--backend", "numpy")
+    assert status == 0 and "fastmlp: warning: the training labels of --data" in err and "one class only (0, all 40" in err
+    y[:40:2] = 3  # two classes: no word
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y[:40], 2049)
+    status, out, err = run(capsys, "train", "--data", str(tmp_path), "--layers", "784,8,10", "--backend", "numpy")
+    assert status == 0 and "one class" not in err, err
+
+
+def test_a_resume_refused_for_other_data_does_not_say_training_stopped(capsys, tiny_mnist, tmp_path):
+    """``--resume run.npz --save run.npz`` with the wrong --limit is refused before anything trains;
+    its error went on "; training stopped; run.npz holds the run after epoch 1 (go on with --resume
+    run.npz)": nothing had started, and the advice is the command that just failed (audit 78)."""
+    path = tmp_path / "run.npz"
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--save", str(path))
+    assert status == 0, err
+    before = path.read_bytes()
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--limit", "100", "--resume", str(path),
+                           "--save", str(path), "--epochs", "2")
+    assert status != 0 and "other data" in err, err
+    assert "training stopped" not in err, err
+    assert path.read_bytes() == before

@@ -292,3 +292,13 @@ def test_every_file_the_readme_names_is_in_the_repository():
     named = set(re.findall(r"\b((?:tests|bench|examples|fastmlp|kernels)/[\w./-]+\.(?:py|sh|ipynb|patch|md|toml))\b",
                            README.read_text()))
     assert len(named) >= 30 and sorted(path for path in named if not (root / path).exists()) == []
+
+
+def test_the_mpi_script_is_started_so_that_an_error_before_fit_ends_every_rank():
+    """The README's script (``mpiexec -n 2 python train.py``) loads the data before fit: a rank
+    whose node lacks it raised DataNotFoundError there, outside fastmlp's distributed call, and the
+    other rank spun at 100% CPU in fit's first collective for ever (the failed rank waited in
+    MPI_Finalize). ``python -m mpi4py train.py`` ends every rank at an uncaught exception (MPI_Abort,
+    1 s here): the README starts its script so (audit 78; tests/test_distributed.py runs both ways)."""
+    source = block(RUN_HERE[4])
+    assert "python -m mpi4py train.py" in source, source.splitlines()[0]
