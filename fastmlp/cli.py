@@ -1368,6 +1368,8 @@ def _what_train_kept(args):
         return f"; {save} was replaced by another process since this run began"
     if getattr(args, "checkpoint_every", None) is not None:
         return f"; no checkpoint was written to {save} yet"
+    if writer:  # (an interrupt inside the end's save too: audit 78 found the line silent of it)
+        return f"; {save} was not written" + (" (it holds what it held before this run)" if now is not None else "")
     return ""
 
 

@@ -989,6 +989,24 @@ def _interrupt_numpy_training_in_epoch(monkeypatch, epoch):
     return lambda: monkeypatch.setattr(NumpyBackend, "train_chunk", real)
 
 
+@pytest.mark.parametrize("before", [None, b"another run's file"], ids=["new", "existing"])
+def test_an_interrupted_run_without_checkpoints_says_save_was_not_written(capsys, tiny_mnist, tmp_path, monkeypatch,
+                                                                          before):
+    """Audit 78: a run without --checkpoint-every stopped before (or inside) its end's --save said
+    only "stopped by Ctrl-C": not that the file was not written, nor that an old one there is
+    not this run's."""
+    save = tmp_path / "model.npz"
+    if before is not None:
+        save.write_bytes(before)
+    _interrupt_numpy_training_in_epoch(monkeypatch, 2)
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--epochs", "3", "--save", str(save))
+    assert status == 130
+    said = f"; {save} was not written" + (" (it holds what it held before this run)" if before else "")
+    assert err.splitlines()[-1].endswith(said), err
+    assert (save.read_bytes() == before) if before else not save.exists()
+
+
 def test_sigterm_in_training_exits_143_and_keeps_the_checkpoints(capsys, tiny_mnist, tmp_path, monkeypatch):
     # a batch system's time-out sends SIGTERM: handled as Ctrl-C, with the status a shell reports
     from fastmlp.backends import NumpyBackend
