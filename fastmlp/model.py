@@ -470,6 +470,7 @@ class MLP:
         (``compare_backends`` says it once for its runs)."""
         self._build()
         self.params_ = init_params(self.arch_, self.init, self.seed, symmetry_warning=symmetry_warning)
+        self.__dict__.pop("_checkpoint_written", None)  # (the last run's: a new run's file starts as it finds it)
         return self
 
     def _check_params(self, in_place=True, params=None, arch=None):
@@ -918,10 +919,16 @@ class MLP:
         )
         stopping = trainer.Stopping(options["early_stopping"], options["tol"], options["n_iter_no_change"])
 
-        # what the file was when this call began, then what this run's last write left: a file
-        # another process wrote since (two runs given one path) stops the run, rather than be
-        # replaced by it (the file went back and forth between the two runs, silently)
-        written = {"identity": file_identity(checkpoint_path) if checkpoints else None, "epoch": None}
+        # what this run's last write there left (in an earlier call of the run: a partial_fit), else
+        # what the file was when this call began: a file another process wrote since (two runs
+        # given one path) stops the run, rather than be replaced by it (the file went back and
+        # forth between the two runs, silently; between two calls of a run too, until audit 79)
+        found = file_identity(checkpoint_path) if checkpoints else None
+        last = self.__dict__.get("_checkpoint_written")
+        if found is not None and last is not None and os.path.realpath(last[0]) == os.path.realpath(checkpoint_path):
+            written = {"identity": last[1], "epoch": last[2]}
+        else:
+            written = {"identity": found, "epoch": None}
 
         def write_checkpoint():
             found = file_identity(checkpoint_path)

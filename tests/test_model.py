@@ -982,6 +982,29 @@ def test_a_checkpoint_file_another_run_wrote_stops_the_run(tmp_path):
     assert MLP.load(path).epochs_trained_ == 2
 
 
+def test_a_checkpoint_another_run_wrote_between_two_calls_of_a_run_stops_it(tmp_path):
+    """Audit 79: the check took the file as the call found it, so a run's partial_fit replaced
+    another run's file written since the run's last call (fit, b.fit on the same path, then
+    a.partial_fit: b's run lost, silently). It now starts from what the run's own last write left."""
+    rng = np.random.default_rng(1)
+    X, y = rng.random((64, 6)), rng.integers(0, 3, size=64)
+    path = tmp_path / "run.npz"
+    a, b = MLP([6, 4, 3], seed=0), MLP([6, 4, 3], seed=1)
+    a.fit(X, y, epochs=1, checkpoint_path=path, progress=False)
+    b.fit(X, y, epochs=1, checkpoint_path=path, progress=False)  # (a new run: the file there is its to replace)
+    with pytest.raises(fastmlp.CheckpointReplacedError, match=r"since this run wrote it after epoch 1: two runs"):
+        a.partial_fit(X, y, epochs=1, checkpoint_path=path, progress=False)
+    np.testing.assert_array_equal(MLP.load(path).params_, b.params_)  # b's file kept
+    # the run's own file, or none there, or another path of the run: trains on as before
+    b.partial_fit(X, y, epochs=1, checkpoint_path=path, progress=False)
+    assert MLP.load(path).epochs_trained_ == 2
+    path.unlink()
+    b.partial_fit(X, y, epochs=1, checkpoint_path=path, progress=False)
+    assert MLP.load(path).epochs_trained_ == 3
+    a.fit(X, y, epochs=1, checkpoint_path=path, progress=False)  # a new run of a replaces the file, as fit does
+    assert MLP.load(path).epochs_trained_ == 1
+
+
 def test_the_runs_own_save_to_its_checkpoint_path_is_not_another_writer(tmp_path):
     # on_epoch saving the model to its own checkpoint_path stopped the run with "replaced by another
     # process" (audit 38)
