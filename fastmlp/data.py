@@ -840,15 +840,22 @@ _PIXEL = re.compile(r"\s*\+?0*(?:[0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5
 
 def _is_header(cells):
     """Whether a first row's ``cells`` are a header: a label cell that is not a number, and
-    other cells that are not all pixel values (MNIST's CSV: ``label,1x1,1x2,...``)."""
-    return not _is_number(cells[0].strip()) and not all(_PIXEL.fullmatch(cell) for cell in cells[1:])
+    other cells that are not all pixel values (MNIST's CSV: ``label,1x1,1x2,...``); or the
+    numbers k, k+1, ... that pandas writes as a frame's default column names, where they reach
+    past 255 (no row of pixels can: audit 79, "line 1, column 257: pixel value 256")."""
+    if not _is_number(cells[0].strip()):
+        return not all(_PIXEL.fullmatch(cell) for cell in cells[1:])
+    first = cells[0].strip()
+    if not _INTEGER.fullmatch(first) or int(first) + len(cells) - 1 <= 255:
+        return False
+    return all(_INTEGER.fullmatch(cell.strip()) and int(cell) == int(first) + i for i, cell in enumerate(cells))
 
 
 # A header's names for the label column, and for a pixel's (``pixel1``, Kaggle's ``pixel0``, MNIST's
 # CSV ``1x1``): OpenML's mnist_784 (scikit-learn's fetch_openml) writes ``pixel1,...,pixel784,class``,
 # the label last, and read label-first every label was pixel 1's value (audit 78).
 _LABEL_NAMES = frozenset(("label", "labels", "class", "target", "y", "digit"))
-_PIXEL_NAME = re.compile(r"(?:pixel|px)?_?[0-9]+(?:x[0-9]+)?")
+_PIXEL_NAME = re.compile(r"(?:pixel|px)_?[0-9]+|[0-9]+x[0-9]+")
 
 
 def _label_last(path, cells):

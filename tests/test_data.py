@@ -352,6 +352,29 @@ def test_a_header_that_names_the_label_last_reads_it_last(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("reader", ["fast", "strict"])
+@pytest.mark.parametrize("start", [0, 1])
+def test_pandas_default_column_names_are_a_header(tmp_path, monkeypatch, reader, start):
+    """Audit 79: ``pd.DataFrame(np.c_[labels, pixels]).to_csv(path, index=False)`` heads the file
+    with 0, 1, ..., 784, which was read as a data row ("line 1, column 257: pixel value 256 is
+    outside 0..255"). Numbers counting past 255 are a header (no row of pixels holds them); a
+    first row 0, 1, 2, 3, 4 of a 4-pixel file is data, as before."""
+    if reader == "strict":
+        monkeypatch.setattr(data, "_read_csv_fast", lambda *args: None)
+    images = known_images(3).reshape(3, 784)
+    labels = known_labels(3)
+    path = tmp_path / "pandas.csv"
+    rows = [",".join(map(str, range(start, start + 785)))] + [",".join(map(str, [label, *row]))
+                                                               for label, row in zip(labels, images)]
+    path.write_text("\n".join(rows) + "\n")
+    read_images, read_labels = read_csv(path)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+    (tmp_path / "small.csv").write_text("0,1,2,3,4\n7,0,255,0,1\n")
+    read_images, read_labels = read_csv(tmp_path / "small.csv", n_features=4)
+    np.testing.assert_array_equal(read_labels, [0, 7])
+
+
+@pytest.mark.parametrize("reader", ["fast", "strict"])
 def test_a_label_last_file_names_the_column_of_a_bad_value(tmp_path, monkeypatch, reader):
     if reader == "strict":
         monkeypatch.setattr(data, "_read_csv_fast", lambda *args: None)

@@ -53,7 +53,8 @@ def add_options(parser):
     add("--samples", type=positive, metavar="N", help="train on the first N training samples (default all 60,000)")
     add("--repeats", type=positive, metavar="N", help=f"timed epochs per row; figures are their median (default {DEFAULT_REPEATS})")
     add("--max-seconds", type=options.number(allow_zero=True), metavar="S", help=f"time rows whose repeat would exceed S seconds on a smaller slice, marked * (default {DEFAULT_MAX_SECONDS:g}; 0 = never)")
-    add("--threads", type=options.threads, metavar="N|auto", help="numba's threads, as fastmlp train's (default auto: per-sample on one, mini-batch on one or all by measured speed)")
+    add("--threads", type=options.threads, metavar="N|auto", help="numba's threads, as fastmlp train's (default auto: plain per-sample SGD on one or two where the "
+        "first hidden layer has 112+ units, mini-batch on one or all, by measured speed)")
     add("--peer-threads", type=positive, metavar="N", help="torch.set_num_threads for the torch peer (default: the usable cores)")
     add("--lr", type=options.number(), metavar="RATE", help="learning rate (default 0.1)")
     add("--seed", type=options.integer(0), metavar="N", help="initial weights and sample order (default 0)")

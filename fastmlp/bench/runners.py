@@ -33,8 +33,13 @@ class FastmlpRunner:
             self.threads = blas_threads()  # its only threads are BLAS's
             self.implementation = f"fastmlp NumPy reference, {self.threads or 'default'} BLAS threads"
         else:
-            self.implementation = (f"fastmlp compiled core (numba), threads={threads!r}: {self.threads} for per-sample SGD, "
-                                   f"mini-batch on {'one or all Numba threads by measured speed' if threads == 'auto' else f'up to {threads}'}")
+            if threads == "auto":  # (audit 79: it said one thread per sample, as before session 68)
+                self.implementation = ("fastmlp compiled core (numba), threads='auto': plain per-sample SGD on one or "
+                                       "two threads (two where the first hidden layer has 112+ units) and mini-batch on "
+                                       "one or all Numba threads, by measured speed")
+            else:
+                self.implementation = (f"fastmlp compiled core (numba), threads={threads!r}: {self.threads} for "
+                                       f"per-sample SGD, mini-batch on up to {threads}")
 
     @property
     def compile_seconds(self):
