@@ -9,6 +9,7 @@ checked at parse time by the parser of that parameter's own option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import _cli_options as options
@@ -140,6 +141,24 @@ def _base_params(args, given, swept):
     return params
 
 
+def _check_csv_is_no_data_file(args, source):
+    """A ``--csv`` that is one of the files the trials read (``mnist_train.csv`` of a ``--data``
+    directory in the CSV layout) is refused before anything runs, as ``predict`` refuses an OUT
+    that is its INPUT: the ranking replaced the training set, with status 0 (audit 80)."""
+    from .data import CSV_FILES, IDX_FILES
+
+    folder = source.directory
+    if folder is None and source.dataset == "mnist":
+        folder = os.environ.get("FASTMLP_DATA")
+    if not args.csv or folder is None or not os.path.exists(args.csv):
+        return
+    for name in (*CSV_FILES, *IDX_FILES, *(name + ".gz" for name in IDX_FILES)):
+        path = os.path.join(folder, name)
+        if os.path.exists(path) and os.path.samefile(path, args.csv):
+            raise UsageError(f"--csv {args.csv} is {path}, a data file the trials read; writing the ranking there "
+                             f"would replace it: give another file name")
+
+
 def run(args, given):
     if not args.grid:
         raise UsageError("fastmlp sweep needs at least one --grid NAME=VALUES, like --grid lr=0.05,0.1")
@@ -161,6 +180,7 @@ def run(args, given):
     trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed,
                                                            given=set_here), option_names=False)
     source = sweeps.data_source(args.data if args.data is not None else (args.dataset or "mnist"), args.limit)
+    _check_csv_is_no_data_file(args, source)
 
     def report(record):
         if args.json:

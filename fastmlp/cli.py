@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import select
 import signal
@@ -311,8 +312,12 @@ def _data(args):
             raise ValueError(f"--limit {args.limit} is more than the {len(y_train):,} training samples")
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
     batch_size = None if getattr(args, "resume", None) else getattr(args, "batch_size", None)
-    if batch_size is not None and batch_size > len(y_train):  # (fit would train full batch, quietly)
-        raise ValueError(f"--batch-size {batch_size} is more than the {len(y_train):,} training samples; "
+    # (fit would train full batch, quietly: on the samples the validation split leaves, audit 80)
+    fraction = getattr(args, "validation_fraction", None)
+    n_fit = len(y_train) - math.ceil(fraction * len(y_train)) if fraction else len(y_train)
+    if batch_size is not None and 0 < n_fit < batch_size:
+        held = f" left after --validation-fraction {fraction:g} holds out {len(y_train) - n_fit:,}" if fraction else ""
+        raise ValueError(f"--batch-size {batch_size} is more than the {n_fit:,} training samples{held}; "
                          f"--batch-size full trains on all of them as one batch")
     return X_train, y_train, X_test, y_test
 

@@ -401,6 +401,28 @@ def _single_threaded_worker(parent=None):
             _watch_parent(parent)
 
 
+def _batch_over_samples(params, n):
+    """Why a trial's ``batch_size`` is refused: more than the samples its fit trains on (``n``
+    less the validation split), which fit would train as one full batch, quietly, recorded under
+    the size asked for (``fastmlp train`` refuses it; audit 80); else None."""
+    batch, fraction = params.get("batch_size"), params.get("validation_fraction")
+    n_fit = n - math.ceil(fraction * n) if fraction else n
+    if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or not 0 < n_fit < batch:
+        return None
+    held = f" left after validation_fraction={fraction!r} holds out {n - n_fit:,} of {n:,}" if fraction else ""
+    return (f"batch_size {batch} is more than the {n_fit:,} training samples{held}; batch_size None (full) "
+            f"trains on all of them as one batch")
+
+
+def _check_batch_sizes(trials, n):
+    """``_batch_over_samples`` of every trial, as one ValueError naming them."""
+    refused = [(number, reason) for number, params in enumerate(trials)
+               if (reason := _batch_over_samples(params, n)) is not None]
+    if refused:
+        numbers_ = ", ".join(str(number) for number, _ in refused[:5]) + (", ..." if len(refused) > 5 else "")
+        raise ValueError(f"trial{'s' if len(refused) > 1 else ''} {numbers_}: {refused[0][1]}")
+
+
 def _run_trial(number, params, source):
     """One whole training: the record of trial ``number``. A failure (divergence, bad data,
     anything raised) is recorded in it, not raised, so the sweep goes on."""
@@ -408,6 +430,9 @@ def _run_trial(number, params, source):
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         (X_train, y_train, X_test, y_test), record["data_cached"] = _dataset(source)
+        refused = _batch_over_samples(params, len(y_train))  # (a cluster's workers: the data is theirs)
+        if refused is not None:
+            raise ValueError(refused)
         model_params, fit_params = split_params(params)
         model = MLP(**model_params)
         # (options the trial's others leave without effect, which the sweep said once, trained
@@ -647,7 +672,7 @@ def _unguarded_main_call():
 
 
 @contextmanager
-def _executor(executor, workers, scheduler, source=None):
+def _executor(executor, workers, scheduler, source=None, trials=()):
     if executor is None:
         executor = "dask" if _dask_installed() else "processes"
     if scheduler is not None and executor != "dask":
@@ -676,8 +701,11 @@ def _executor(executor, workers, scheduler, source=None):
                 )
         if scheduler is None and source is not None:
             # local workers read the files this process sees: a missing directory or too large a
-            # limit is one error here, before any worker starts (not the same failure per trial)
-            _dataset(source)
+            # limit is one error here, before any worker starts (not the same failure per trial);
+            # so is a trial's batch over the samples, as fastmlp train refuses it (a cluster's
+            # trials record it as failed: _run_trial)
+            (_, y_train, _, _), _ = _dataset(source)
+            _check_batch_sizes(trials, len(y_train))
         make = _dask_executor(workers, scheduler) if executor == "dask" else _process_executor(workers)
         with make as (pool, description):
             yield pool, description
@@ -785,7 +813,7 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
         for group in ([number] for number in pending) if alone else [pending]:
             if interrupted:
                 break
-            with _executor(executor, 1 if alone else workers, scheduler, source) as (pool, shown):
+            with _executor(executor, 1 if alone else workers, scheduler, source, trials) as (pool, shown):
                 description = description or shown
                 # the futures not yet read; one read is let go at once (Dask: its result leaves
                 # the cluster, which recomputed a lost worker's finished trials while the sweep

@@ -1929,6 +1929,18 @@ def test_a_checkpointed_train_writes_the_last_state_once(capsys, tiny_mnist, tmp
     assert status == 0 and MLP.load(tmp_path / "plain.npz").epochs_trained_ == 2  # without checkpoints: saved once
 
 
+def test_a_batch_over_the_samples_the_validation_split_leaves_is_refused(capsys, tiny_mnist):
+    """Audit 80: the check compared --batch-size with the samples before the split; 299 of 300
+    with --validation-fraction 0.1 trained one full batch of 270, quietly, reported as 299."""
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--batch-size", "299", "--validation-fraction", "0.1")
+    assert status == 1 and ("--batch-size 299 is more than the 270 training samples left after --validation-fraction "
+                            "0.1 holds out 30") in err, err
+    status, out, err = run(capsys, "train", "--data", str(tiny_mnist), "--layers", "784,8,10", "--backend", "numpy",
+                           "--batch-size", "270", "--validation-fraction", "0.1", "--no-progress")
+    assert status == 0, err
+
+
 def test_an_empty_training_set_is_called_empty_not_a_batch_size_problem(capsys, tmp_path, rng, synth):
     """An IDX training set of 0 samples (a header with N = 0) said "--batch-size 1 is more than the 0
     training samples; --batch-size full trains on all of them as one batch" with the default batch

@@ -655,6 +655,48 @@ def test_cli_data_that_cannot_load_is_one_error_before_any_worker_starts(capsys,
     assert err.count("\n") == 2 and words in err.splitlines()[-1]  # the header, then the one error
 
 
+def test_cli_csv_onto_its_own_training_data_is_refused(capsys, monkeypatch, tiny_mnist_dir, tmp_path):
+    """Audit 80: ``--csv DIR/mnist_train.csv`` with ``--data DIR`` in the CSV layout replaced the
+    training set with the ranking, status 0. Refused now, as predict refuses an OUT that is its INPUT."""
+    X, y, X_test, y_test = fastmlp.load_dataset("mnist", tiny_mnist_dir)
+    data = tmp_path / "csvdata"
+    data.mkdir()
+    for name, images, labels in (("mnist_train.csv", X, y), ("mnist_test.csv", X_test, y_test)):
+        (data / name).write_text("".join(",".join(map(str, [label, *row])) + "\n"
+                                         for label, row in zip(labels, images.reshape(len(images), -1))))
+    before = (data / "mnist_train.csv").read_bytes()
+    started = []
+    monkeypatch.setattr(sweeps, "_process_executor", lambda workers: started.append(workers))
+    status, out, err = run(capsys, "sweep", "--data", str(data), "--grid", "lr=0.1,0.2", "--executor", "processes",
+                           "--csv", str(data / "mnist_train.csv"))
+    assert status == 2 and not started, err
+    assert f"--csv {data / 'mnist_train.csv'} is {data / 'mnist_train.csv'}, a data file the trials read" in err
+    assert (data / "mnist_train.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("grid, words", [
+    ("batch_size=200,300,full", "trials 1: batch_size 300 is more than the 270 training samples left after "
+                                "validation_fraction=0.1 holds out 30 of 300"),
+    ("batch_size=271,32", "trials 0: batch_size 271 is more than the 270 training samples"),
+])
+def test_cli_a_batch_over_the_training_samples_is_refused_as_train_refuses_it(capsys, monkeypatch, tiny_mnist_dir,
+                                                                              grid, words):
+    """Audit 80: such a trial trained one full batch, quietly, recorded under the batch size
+    asked for (four 'different' settings, one run); train refuses it."""
+    started = []
+    monkeypatch.setattr(sweeps, "_process_executor", lambda workers: started.append(workers))
+    status, out, err = run(capsys, "sweep", "--data", str(tiny_mnist_dir), "--grid", grid, "--executor", "processes")
+    assert status == 1 and not started, err
+    assert words.replace("trials 0", "trial 0").replace("trials 1", "trial 1") in err.splitlines()[-1], err
+
+
+def test_a_trial_on_a_cluster_records_a_batch_over_its_samples_as_failed(tiny_mnist_dir):
+    # a cluster's workers read their own data: the trial itself refuses (the sweep goes on)
+    record = sweeps._run_trial(0, {**sweeps.SWEEP_DEFAULTS, "layers": [784, 8, 10], "batch_size": 280},
+                               sweeps.data_source(str(tiny_mnist_dir)))
+    assert record["status"] == "failed" and "batch_size 280 is more than the 270 training samples" in record["error"]
+
+
 def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     # os.cpu_count() counted the whole machine: under taskset (or a batch job's share of a
     # node) a sweep started a worker per core it could not use
