@@ -141,6 +141,12 @@ def _base_params(args, given, swept):
     return params
 
 
+# make_trials' words for what the command line calls an option (its grid keys stay the API's)
+_API_NAMES = (("fix it in base_params", "give it once, as --validation-fraction"),
+              ("leave n_trials out", "leave --trials out"), ("n_trials", "--trials"),
+              ("fixed (base_params)", "fixed (an option)"))
+
+
 def _check_csv_is_no_data_file(args, source):
     """A ``--csv`` that is one of the files the trials read (``mnist_train.csv`` of a ``--data``
     directory in the CSV layout) is refused before anything runs, as ``predict`` refuses an OUT
@@ -177,8 +183,14 @@ def run(args, given):
     base = _base_params(args, given, set(grid) | set(distributions))
     names = {value: key for key, value in INVERTED.items()}
     set_here = {names.get(dest, dest) for dest in given} | set(grid) | set(distributions)
-    trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed,
-                                                           given=set_here), option_names=False)
+    try:
+        trials = _check_combination(lambda: sweeps.make_trials(base, grid, distributions, args.trials, seed=args.seed,
+                                                               given=set_here), option_names=False)
+    except UsageError as error:  # (the API's names where the command line has options: audit 80)
+        message = str(error)
+        for api, option in _API_NAMES:
+            message = message.replace(api, option)
+        raise UsageError(message) from None
     source = sweeps.data_source(args.data if args.data is not None else (args.dataset or "mnist"), args.limit)
     _check_csv_is_no_data_file(args, source)
 
@@ -196,6 +208,11 @@ def run(args, given):
         print(f"trial {record['trial']} ({swept}) {report.done}/{len(trials)}: {outcome}", file=sys.stderr, flush=True)
 
     report.done = 0
+    cpus = sweeps.usable_cpus()
+    if args.workers is not None and args.scheduler is None and args.workers > cpus:
+        # (accepted: a user may mean it; the times in the table then are not each trial's own: audit 80)
+        print(f"fastmlp: warning: --workers {args.workers} is more than the {cpus} CPUs this process may use: the "
+              f"trials share them, so their train_seconds and samples/s measure each other", file=sys.stderr, flush=True)
     if not args.json:
         print(f"sweep: {len(trials)} trials on {source.describe()}, ranked by validation accuracy on a held-out "
               f"validation_fraction of the training data", file=sys.stderr, flush=True)

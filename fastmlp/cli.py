@@ -935,7 +935,9 @@ def _samples(model, model_path, X, source):
 
     X = np.asarray(X)
     n_features = model.arch_.layers[0]
-    if X.ndim not in (2, 3) or len(X) == 0:
+    if X.ndim in (2, 3) and len(X) == 0:  # (it said "expected samples [N, 784]" of a (0, 784): audit 80)
+        raise ValueError(f"{source} holds no samples (an array of shape {X.shape}); expected at least one")
+    if X.ndim not in (2, 3):
         raise ValueError(f"{source} holds an array of shape {X.shape}; expected samples [N, {n_features}] or images [N, height, width]")
     width = int(np.prod(X.shape[1:]))
     if width != n_features:

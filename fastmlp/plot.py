@@ -51,7 +51,9 @@ def _curves(history):
     if not epochs:
         raise ValueError("history has no epochs: train the model first")
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-    curves = [list(record.get(key) or []) for key in keys]
+    # (not ``record.get(key) or []``: an array's truth value is ambiguous; a dict of arrays, a
+    # history read back from np.savez, or of pandas Series draws as lists do: audit 80)
+    curves = [[] if record.get(key) is None else list(record.get(key)) for key in keys]
     # A dict (train --json's, or one edited by hand) may not fit its epochs: say which list, not
     # matplotlib's "x and y must have same first dimension". Accuracy may be missing; validation
     # values may cover the last epochs only.

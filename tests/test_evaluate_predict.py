@@ -422,6 +422,7 @@ def test_evaluate_json_has_no_nan_when_the_targets_do_not_vary(capsys, tiny_mnis
     (lambda d: np.save(d / "x.npy", np.zeros((3, 100), np.uint8)), "100 features per sample"),
     (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20), np.uint8)), "400 features per sample"),
     (lambda d: np.save(d / "x.npy", np.zeros(784, np.uint8)), "shape (784,)"),
+    (lambda d: np.save(d / "x.npy", np.zeros((0, 784), np.uint8)), "holds no samples (an array of shape (0, 784))"),
     (lambda d: np.save(d / "x.npy", np.zeros((3, 784), np.int64)), "must be uint8 pixels"),
     (lambda d: np.save(d / "x.npy", np.full((3, 784), np.nan)), "NaN"),
     (lambda d: np.save(d / "x.npy", np.array([{"a": 1}]), allow_pickle=True), "holds Python objects (dtype object)"),

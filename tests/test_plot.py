@@ -332,3 +332,12 @@ def test_save_figure_takes_a_bytes_path(tmp_path):
     figure.subplots().plot([1, 2])
     save_figure(figure, os.fsencode(tmp_path / "b.png"))  # its suffix was b".png", not a picture's type
     assert (tmp_path / "b.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_history_of_arrays_draws_or_names_the_problem():
+    # audit 80: a dict of arrays (a history saved with np.savez and read back, a DataFrame's
+    # columns) ended in NumPy's "The truth value of an array ... is ambiguous", which names nothing
+    # now drawn as lists are
+    history = {"epoch": np.array([1, 2]), "loss": np.array([1.0, 0.5]), "accuracy": np.array([0.5, 0.6])}
+    fig = plot_history(history)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.0, 0.5])

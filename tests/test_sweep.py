@@ -690,6 +690,18 @@ def test_cli_a_batch_over_the_training_samples_is_refused_as_train_refuses_it(ca
     assert words.replace("trials 0", "trial 0").replace("trials 1", "trial 1") in err.splitlines()[-1], err
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_cli_more_workers_than_cpus_is_said(capsys, monkeypatch, tiny_mnist_dir, workers):
+    """Audit 80: --workers 6 on 2 CPUs ran silently, the trials' times measuring each other."""
+    monkeypatch.setattr(sweeps, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(sweeps, "run_trials", lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("no trials")))
+    status, out, err = run(capsys, "sweep", "--data", str(tiny_mnist_dir), "--grid", "lr=0.1,0.2", "--executor",
+                           "processes", "--workers", str(workers))
+    assert status == 1 and "no trials" in err  # (the warning is said before the trials start)
+    said = "fastmlp: warning: --workers 3 is more than the 2 CPUs this process may use: the trials share them"
+    assert (said in err) == (workers == 3), err
+
+
 def test_a_trial_on_a_cluster_records_a_batch_over_its_samples_as_failed(tiny_mnist_dir):
     # a cluster's workers read their own data: the trial itself refuses (the sweep goes on)
     record = sweeps._run_trial(0, {**sweeps.SWEEP_DEFAULTS, "layers": [784, 8, 10], "batch_size": 280},
@@ -751,14 +763,17 @@ def test_a_grid_too_large_to_count_is_drawn_from():
         (["--no-bias", "--grid", "bias=true,false"], "bias is both fixed (--no-bias) and swept"),
         (["--grid", "lr=0.1", "--grid", "lr=0.2"], "--grid lr is given twice"),
         (["--grid", "lr=loguniform:1e-3:1e-1"], "needs --trials N"),
-        (["--grid", "lr=0.1,0.2", "--trials", "3"], "more than the grid's 2 combinations"),
+        (["--grid", "lr=0.1,0.2", "--trials", "3"], "--trials 3 is more than the grid's 2 combinations; leave --trials "
+                                                     "out"),  # (n_trials, the API's name: audit 80)
         (["--grid", "optimizer=sgd,adam", "--momentum", "0.9", "--nesterov"], "trial 1 (optimizer='adam')"),
         (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--executor", "processes"], "does not go with --executor processes"),
         (["--grid", "lr=0.1", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"], "its own workers"),
         (["--grid", "lr=0.1", "--json", "--csv", "x.csv"], "not allowed with argument"),
         (["--beta1", "0.5", "--grid", "lr=0.1,0.2"], "beta1 has no effect in any trial"),
         (["--grid", "power_t=0.1,0.9"], "power_t has no effect in any trial"),
-        (["--grid", "validation_fraction=0.1,0.2"], "validation_fraction cannot be swept"),
+        (["--grid", "validation_fraction=0.1,0.2"], "cannot be swept: trials are ranked by their score on the "
+                                                    "validation split, so every trial must be scored on the same one; "
+                                                    "give it once, as --validation-fraction"),
     ],
 )
 def test_cli_mistakes_are_one_line_usage_errors_before_the_data_is_read(capsys, tmp_path, argv, words):
