@@ -626,9 +626,12 @@ def _process_executor(workers):
     try:
         yield pool, f"{count} worker process{'es' if count != 1 else ''}"
     finally:
+        # shutdown does not stop tasks already running, and after Ctrl-C nobody wants them: its
+        # workers are taken first, as shutdown sets pool._processes to None (the loop after it
+        # stopped nothing: the trials trained on to their end, a second Ctrl-C hung; audit 80)
+        running = list((pool._processes or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        # shutdown does not stop tasks already running; after Ctrl-C nobody wants them
-        for process in list((pool._processes or {}).values()):
+        for process in running:
             process.terminate()
 
 
@@ -813,7 +816,8 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
         for group in ([number] for number in pending) if alone else [pending]:
             if interrupted:
                 break
-            with _executor(executor, 1 if alone else workers, scheduler, source, trials) as (pool, shown):
+            closing = _closing_after_an_interrupt(lambda: interrupted)
+            with closing, _executor(executor, 1 if alone else workers, scheduler, source, trials) as (pool, shown):
                 description = description or shown
                 # the futures not yet read; one read is let go at once (Dask: its result leaves
                 # the cluster, which recomputed a lost worker's finished trials while the sweep
@@ -855,6 +859,19 @@ def run_trials(trials, source, *, executor=None, workers=None, scheduler=None, s
         records.setdefault(number, {"trial": number, "params": params, "status": "cancelled", "error": f"cancelled by {cause}"})
     return SweepResult(trials=sorted(records.values(), key=_rank), swept=tuple(swept), executor=description,
                        source=source.describe(), interrupted=interrupted)
+
+
+@contextmanager
+def _closing_after_an_interrupt(interrupted):
+    """Around a pool's block: a second Ctrl-C while the pool closes after the first (a Dask
+    cluster takes seconds) is let go, so that the trials finished are still returned (and the
+    command line prints their table and writes --csv): it lost them, status 130 and nothing
+    more (audit 80). ``interrupted()``: whether the first came."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not interrupted():
+            raise
 
 
 def _lost_worker(future):

@@ -319,6 +319,34 @@ def test_ctrl_c_cancels_what_is_left_and_keeps_what_finished(tiny_mnist_dir):
     assert (-first["val_accuracy"], first["val_loss"]) <= (-second["val_accuracy"], second["val_loss"])
 
 
+def test_a_second_ctrl_c_while_the_pool_closes_keeps_what_finished(tiny_mnist_dir, monkeypatch):
+    """Audit 80: with Dask, a second Ctrl-C while the cluster closed (seconds) ended the sweep
+    with no table and no --csv: the finished trials were lost."""
+    @contextlib.contextmanager
+    def closing_slowly(*args):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                yield pool, "a pool that closes slowly"
+            finally:
+                raise KeyboardInterrupt  # the second Ctrl-C, inside the close
+
+    def on_result(record):
+        raise KeyboardInterrupt  # the first, once a trial has finished
+
+    monkeypatch.setattr(sweeps, "_executor", closing_slowly)
+    try:
+        result = fastmlp.sweep(BASE, grid={"lr": [0.01, 0.02, 0.03]}, executor="processes", data=tiny_mnist_dir,
+                               on_result=on_result)
+    except KeyboardInterrupt:  # (let through, it would end the test session)
+        pytest.fail("the Ctrl-C inside the close lost the finished trials")
+    assert result.interrupted and result.trials[0]["status"] == "ok"
+    assert sorted(record["status"] for record in result.trials).count("cancelled") >= 1
+    # without a first Ctrl-C, one in the close is the caller's
+    monkeypatch.setattr(sweeps, "_executor", closing_slowly)
+    with pytest.raises(KeyboardInterrupt):
+        fastmlp.sweep(BASE, grid={"lr": [0.01]}, executor="processes", data=tiny_mnist_dir)
+
+
 def test_a_failing_on_result_costs_no_trial(tiny_mnist_dir):
     """An exception from the callback ended the sweep with it: every finished trial was lost."""
     seen = []
@@ -1084,3 +1112,27 @@ def test_a_trials_future_is_let_go_once_its_record_is_read(tiny_mnist_dir):
                                on_result=on_result)
     assert [record["status"] for record in result.trials] == ["ok"] * 3
     assert alive_at_each_record == [3, 2, 1]  # the one being read, and those not yet read
+
+
+def test_closing_the_process_pool_stops_the_trials_still_running():
+    # audit 80: _process_executor terminated the workers from pool._processes after
+    # pool.shutdown(), which sets it to None: nothing was terminated, so a SIGTERM (or a Ctrl-C
+    # that reached the sweep alone) waited at exit for every running trial to end (15 s in the
+    # audit, a long trial's whole length), and a second Ctrl-C in that wait hung the command
+    # for good (the workers waiting on a queue nobody fed)
+    processes = []
+    try:
+        with sweeps._process_executor(1) as (pool, _):
+            pool.submit(time.sleep, 120)
+            deadline = time.monotonic() + 60
+            while not pool._processes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            processes = list(pool._processes.values())
+            time.sleep(2)  # the worker has started and taken the task
+        for process in processes:
+            process.join(15)
+        assert processes and not any(process.is_alive() for process in processes)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
