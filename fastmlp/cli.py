@@ -401,9 +401,9 @@ def _source(args):
 
 
 def _one_class(args, model, y_train):
-    """A note when a classifier's training labels hold a single class: it learns to answer that
-    class and scores its share of the test set (1.0000 where every test label is it too): a
-    label column read from the wrong place, say (audit 78: OpenML's label-last CSV)."""
+    """A warning's text when a classifier's training labels hold a single class: it learns to
+    answer that class and scores its share of the test set (1.0000 where every test label is it
+    too): a label column read from the wrong place, say (audit 78: OpenML's label-last CSV)."""
     if not model.arch_.is_classifier or y_train.ndim != 1 or len(y_train) < 2 or (y_train != y_train[0]).any():
         return None
     return (f"the training labels of {_source(args)} hold one class only ({y_train[0]}, all {len(y_train):,} "

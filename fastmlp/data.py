@@ -824,12 +824,8 @@ def read_csv(path, *, n_features=784, labels=True):
 
     read = _read_csv_fast(path, n_features, labels)
     if read is not None:
-        table, last = read
-        if not labels:
-            return np.ascontiguousarray(table, dtype=np.uint8), None
-        label_column = -1 if last else 0
-        pixels = table[:, :-1] if last else table[:, 1:]
-        return np.ascontiguousarray(pixels, dtype=np.uint8), table[:, label_column].copy()
+        pixels, read_labels = read
+        return np.ascontiguousarray(pixels, dtype=np.uint8), None if read_labels is None else read_labels.copy()
     # The fast reader only says "something is wrong"; the strict reader finds the line
     # (or accepts what the fast one couldn't, such as "5.0").
     return _read_csv_strict(path, n_features, labels)
@@ -936,8 +932,8 @@ def _widths_fit(path, n_separators, limit, header_marks=0):
 
 
 def _read_csv_fast(path, n_features, labels=True):
-    """(np.loadtxt over the data rows, whether the label is the last column); None when anything
-    looks off."""
+    """(pixels, labels or None) of np.loadtxt over the data rows, views of its table; None when
+    anything looks off."""
     limit = _line_limit(n_features + 1)
     with _open_csv(path) as file:
         first_line = ""
@@ -982,11 +978,11 @@ def _read_csv_fast(path, n_features, labels=True):
             return None
     if table.shape[0] == 0 or table.shape[1] != n_features + labels:
         return None
-    label_column = -1 if last else 0
+    read_labels = (table[:, -1] if last else table[:, 0]) if labels else None
     pixels = (table[:, :-1] if last else table[:, 1:]) if labels else table
-    if (labels and table[:, label_column].min() < 0) or pixels.min() < 0 or pixels.max() > 255:
+    if (labels and read_labels.min() < 0) or pixels.min() < 0 or pixels.max() > 255:
         return None
-    return table, last
+    return pixels, read_labels
 
 
 def _open_csv(path):
