@@ -84,12 +84,17 @@ def progress_flag(value):
     return value
 
 
+def n_held_out(n, fraction):
+    """How many of ``n`` samples a ``validation_fraction`` of ``fraction`` holds out: ceil(fraction * n)."""
+    return math.ceil(fraction * n)
+
+
 def validation_split(y, fraction, seed, stratify):
     """(train_rows, validation_rows), each sorted int64: ceil(fraction * n) rows held out,
     drawn with ``seed``; with ``stratify`` (classifiers) each class contributes in proportion
     to its size (largest remainders get the rows left over)."""
     n = len(y)
-    n_val = math.ceil(fraction * n)
+    n_val = n_held_out(n, fraction)
     if n_val >= n:
         raise ValueError(
             f"validation_fraction={fraction!r} of {n} sample{'s' if n != 1 else ''} holds out {n_val} "

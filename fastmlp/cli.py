@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import select
 import signal
@@ -302,6 +301,7 @@ def _progress(args):
 def _data(args):
     """The data of --data or --dataset (default MNIST) as (train, test); called after every option
     has been checked, so mistakes fail fast."""
+    from ._validation import n_held_out
     from .data import load_dataset
 
     X_train, y_train, X_test, y_test = load_dataset(args.dataset or "mnist", args.data, progress=_progress(args))
@@ -314,7 +314,7 @@ def _data(args):
     batch_size = None if getattr(args, "resume", None) else getattr(args, "batch_size", None)
     # (fit would train full batch, quietly: on the samples the validation split leaves, audit 80)
     fraction = getattr(args, "validation_fraction", None)
-    n_fit = len(y_train) - math.ceil(fraction * len(y_train)) if fraction else len(y_train)
+    n_fit = len(y_train) - n_held_out(len(y_train), fraction) if fraction else len(y_train)
     if batch_size is not None and 0 < n_fit < batch_size:
         held = f" left after --validation-fraction {fraction:g} holds out {len(y_train) - n_fit:,}" if fraction else ""
         raise ValueError(f"--batch-size {batch_size} is more than the {n_fit:,} training samples{held}; "

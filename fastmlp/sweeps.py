@@ -405,8 +405,10 @@ def _batch_over_samples(params, n):
     """Why a trial's ``batch_size`` is refused: more than the samples its fit trains on (``n``
     less the validation split), which fit would train as one full batch, quietly, recorded under
     the size asked for (``fastmlp train`` refuses it; audit 80); else None."""
+    from ._validation import n_held_out
+
     batch, fraction = params.get("batch_size"), params.get("validation_fraction")
-    n_fit = n - math.ceil(fraction * n) if fraction else n
+    n_fit = n - n_held_out(n, fraction) if fraction else n
     if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or not 0 < n_fit < batch:
         return None
     held = f" left after validation_fraction={fraction!r} holds out {n - n_fit:,} of {n:,}" if fraction else ""
