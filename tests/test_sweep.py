@@ -340,7 +340,9 @@ def test_a_second_ctrl_c_while_the_pool_closes_keeps_what_finished(tiny_mnist_di
     except KeyboardInterrupt:  # (let through, it would end the test session)
         pytest.fail("the Ctrl-C inside the close lost the finished trials")
     assert result.interrupted and result.trials[0]["status"] == "ok"
-    assert sorted(record["status"] for record in result.trials).count("cancelled") >= 1
+    # (how many others finished before the first Ctrl-C was seen depends on the machine's timing:
+    # CI once saw all three done)
+    assert {record["status"] for record in result.trials} <= {"ok", "cancelled"}
     # without a first Ctrl-C, one in the close is the caller's
     monkeypatch.setattr(sweeps, "_executor", closing_slowly)
     with pytest.raises(KeyboardInterrupt):
